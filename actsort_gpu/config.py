@@ -1,0 +1,136 @@
+"""Every tunable parameter, as frozen dataclasses with units in the field names.
+
+``configs/defaults.yaml`` mirrors these defaults. A YAML file passed with ``--config`` overrides
+any subset; unknown sections or keys are rejected with a message naming the file and the key.
+Load the config once at the entry point (CLI, app) and pass the relevant section down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+__all__ = [
+    "IngestConfig", "PreprocessConfig", "FeatureConfig", "ActiveConfig", "EmbedConfig",
+    "UIConfig", "Config", "load_config",
+]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    format: str = "auto"            # extraction format: auto|extract|suite2p|caiman|minian|nwb|npz
+    movie_dataset: str | None = None  # HDF5/zarr dataset name inside the movie file (None: the only 3-D one)
+    fs_hz: float | None = None      # frame rate; None: from the source (Suite2p ops) or unknown
+    suite2p_trace: str = "F"        # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
+    neuropil_coefficient: float = 0.7
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    n_events: int = 5                # event snapshots per candidate (ActSort numSpikes)
+    event_half_window_frames: int = 5  # snapshot = event frame +/- this (11 frames)
+    edge_exclusion_frames: tuple[int, int] = (7, 8)  # frames at the start/end never used as events
+    min_peak_distance_fraction: float = 0.01  # MinPeakDistance = this * n_frames
+    outline_threshold: float = 0.05  # of the max-normalised footprint
+    crop_margin_px: int = 7
+    snapshot_dtype: str = "uint8"    # uint8 | uint16 | float32 (per-candidate min/max scale)
+    max_memory_mb: float | None = None  # chunk budget; None: a safe fraction of free RAM / GPU memory
+    temporal_downsample: int = 1     # movie frames = trace frames // this (ActSort dt)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    include_extra: bool = True       # Suite2p/CaImAn-style extra columns after the 76
+    batch_candidates: int = 4096     # candidates per batch on the device
+    similarity_tile: int = 8192      # rows per tile for the pairwise trace similarity (feature 35)
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    strategy: str = "dcal"           # random | ordered | cal | dal | dcal
+    dcal_weight: float = 0.5         # user weight w of DCAL (GUI default)
+    threshold: float = 0.5           # on P(cell)
+    lambda_scale: float = 1.0        # lambda = lambda_scale / n_labelled (fitclinear 'auto' = 1)
+    cold_start_per_class: int = 3    # DAL until this many cells and non-cells are labelled
+    batch_size: int = 1
+    use_embeddings: bool = True      # concatenate embeddings/ to features/ when present
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    embedding_dim: int = 32
+    image_size_px: int = 32
+    max_epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class UIConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    annotator: str = "anonymous"
+    playback_s_per_frame: float = 0.15
+
+
+@dataclass(frozen=True)
+class Config:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    active: ActiveConfig = field(default_factory=ActiveConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+
+
+def _coerce(section_cls, values: dict, source: str):
+    known = {f.name: f for f in fields(section_cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown} in section "
+                         f"'{section_cls.__name__}'; known: {sorted(known)}")
+    default = section_cls()
+    out = {}
+    for key, value in values.items():
+        current = getattr(default, key)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return replace(default, **out)
+
+
+def load_config(path: str | Path | None = None, **overrides: dict) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``overrides`` (section -> {key: value})."""
+    cfg = Config()
+    layers: list[tuple[str, dict]] = []
+    if path is not None:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+        layers.append((str(path), data))
+    if overrides:
+        layers.append(("overrides", overrides))
+    for source, data in layers:
+        names = {f.name for f in fields(Config)}
+        for section, values in data.items():
+            if section not in names:
+                raise ValueError(f"{source}: unknown section {section!r}; known: {sorted(names)}")
+            if not isinstance(values, dict):
+                raise ValueError(f"{source}: section {section!r} must be a mapping")
+            section_cls = type(getattr(cfg, section))
+            merged = {**dataclasses.asdict(getattr(cfg, section)), **values}
+            cfg = replace(cfg, **{section: _coerce(section_cls, merged, source)})
+    return cfg
+
+
+def as_dict(cfg) -> dict:
+    """A JSON-ready dict of a config dataclass (for store provenance)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,69 @@
+"""``Candidates``: what every extraction reader returns, validated at the boundary."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Candidates"]
+
+
+@dataclass
+class Candidates:
+    """Cell candidates proposed by an extraction program.
+
+    footprints : (n_candidates, height * width) CSR float32, the source's scale; pixel index
+        = row * width + col (C order).
+    traces : (n_candidates, n_frames) float32, the source's units and frame rate.
+    height, width : field of view in pixels.
+    source_format : 'extract' | 'suite2p' | 'caiman' | 'minian' | 'nwb' | 'npz'.
+    source_path : the file or folder read.
+    metrics : name -> (n_candidates,) float32 values the source computed (Suite2p iscell
+        probability, CaImAn SNR, ...).
+    images : name -> (h, w) float32 summary images of the source.
+    fs_hz : frame rate of the traces when the source records it.
+    source_index : (n_candidates,) int64 index of each candidate in the source.
+    """
+
+    footprints: sp.csr_matrix
+    traces: np.ndarray
+    height: int
+    width: int
+    source_format: str
+    source_path: Path
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    fs_hz: float | None = None
+    source_index: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.footprints = sp.csr_matrix(self.footprints, dtype=np.float32)
+        self.traces = np.asarray(self.traces, dtype=np.float32)
+        n = self.footprints.shape[0]
+        where = str(self.source_path)
+        if self.footprints.shape[1] != self.height * self.width:
+            raise ValueError(f"{where}: footprints have {self.footprints.shape[1]} pixels, "
+                             f"expected {self.height} x {self.width} = {self.height * self.width}")
+        if self.traces.ndim != 2 or self.traces.shape[0] != n:
+            raise ValueError(f"{where}: traces have shape {self.traces.shape}, expected "
+                             f"({n}, n_frames): one trace per footprint")
+        for name, values in self.metrics.items():
+            if np.shape(values) != (n,):
+                raise ValueError(f"{where}: metric {name!r} has shape {np.shape(values)}, "
+                                 f"expected ({n},)")
+        if self.source_index is None:
+            self.source_index = np.arange(n, dtype=np.int64)
+
+    @property
+    def n_candidates(self) -> int:
+        return self.footprints.shape[0]
+
+    @property
+    def n_frames(self) -> int:
+        return self.traces.shape[1]
