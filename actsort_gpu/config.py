@@ -24,6 +24,7 @@ class IngestConfig:
     fs_hz: float | None = None      # frame rate; None: from the source (Suite2p ops) or unknown
     suite2p_trace: str = "F"        # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
     neuropil_coefficient: float = 0.7
+    nonfinite: str = "error"        # NaN/Inf in traces: error | zero (replace by 0, logged)
 
 
 @dataclass(frozen=True)

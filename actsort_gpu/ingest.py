@@ -1,0 +1,161 @@
+"""Ingest: check that a movie and an extraction output belong together, write a sort store.
+
+``ingest(movie, candidates, out)`` is the core (a ``Movie`` and ``Candidates`` already opened);
+``ingest_files(movie_path, extraction_path, out)`` opens both from paths first. Neither reads
+the movie's pixels: only its shape. The movie is read once, later, by ``preprocess``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import IngestConfig, as_dict
+from .io.candidates import Candidates
+from .io.movies import Movie
+from .store import SortStore, file_fingerprint
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ingest", "ingest_files", "temporal_downsample_factor", "normalise_footprints"]
+
+
+def temporal_downsample_factor(n_trace_frames: int, n_movie_frames: int, *,
+                               trace_source: str, movie_source: str) -> int:
+    """The integer dt with n_movie_frames == n_trace_frames // dt, or a ValueError.
+
+    ActSort allows a movie downsampled in time by an integer factor relative to the traces
+    (block means of dt frames, a trailing remainder dropped: reference section 2 step 2).
+    """
+    if n_trace_frames == n_movie_frames:
+        return 1
+    if n_movie_frames < n_trace_frames and n_movie_frames > 0:
+        dt = n_trace_frames // n_movie_frames
+        if dt > 1 and n_trace_frames // dt == n_movie_frames:
+            return dt
+    raise ValueError(
+        f"{trace_source}: traces have {n_trace_frames} frames but the movie {movie_source} has "
+        f"{n_movie_frames}; expected equal counts, or a movie downsampled in time by an integer "
+        f"factor (traces // factor == movie frames). Are these the movie and extraction of the "
+        f"same recording?")
+
+
+def normalise_footprints(footprints: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """Max-normalise each row (ActSort's thresholds assume a peak of about 1).
+
+    Negative weights (CaImAn, NMF noise) are clipped to 0 first: a footprint is a non-negative
+    spatial weight, and every ActSort threshold is on positive values.
+
+    Returns (normalised CSR float32, peak (N,) float32 original maxima, is_empty (N,) bool).
+    """
+    fp = sp.csr_matrix(footprints, dtype=np.float32, copy=True)
+    fp.data = np.where(np.isfinite(fp.data), np.maximum(fp.data, 0), 0).astype(np.float32)
+    fp.eliminate_zeros()
+    peak = np.asarray(fp.max(axis=1).todense(), dtype=np.float32).ravel()
+    is_empty = peak <= 0
+    scale = np.where(is_empty, 1.0, peak).astype(np.float32)
+    fp.data /= np.repeat(scale, np.diff(fp.indptr))
+    return fp, peak, is_empty
+
+
+def _check_finite_traces(traces: np.ndarray, policy: str, where: str) -> np.ndarray:
+    bad = ~np.isfinite(traces)
+    if not bad.any():
+        return traces
+    rows = np.flatnonzero(bad.any(axis=1))
+    shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+    if policy == "error":
+        raise ValueError(
+            f"{where}: {int(bad.sum())} NaN/Inf values in the traces of {len(rows)} candidates "
+            f"(indices {shown}); fix the extraction or ingest with --nonfinite zero to replace "
+            f"them by 0")
+    log.warning("%s: replaced %d NaN/Inf trace values by 0 in %d candidates (indices %s)",
+                where, int(bad.sum()), len(rows), shown)
+    return np.where(bad, 0, traces).astype(np.float32)
+
+
+def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
+           config: IngestConfig = IngestConfig(), overwrite: bool = False,
+           extraction_fingerprint: dict | None = None) -> SortStore:
+    """Validate ``movie`` against ``candidates`` and write a new sort store at ``out``.
+
+    Parameters
+    ----------
+    movie : the recording, shape (T_movie, H, W); only its shape and metadata are used here.
+    candidates : footprints (N, H*W) and traces (N, T) from an extraction reader.
+    out : path of the store directory to create.
+    config : ingest parameters (``nonfinite``: 'error' or 'zero'; ``fs_hz`` override).
+    overwrite : replace an existing store (never one holding labels).
+
+    Returns the open store (mode 'r+') with the ``ingest`` stage complete.
+    """
+    t0 = time.perf_counter()
+    where = str(candidates.source_path)
+    if (candidates.height, candidates.width) != (movie.height, movie.width):
+        raise ValueError(
+            f"{where}: footprints are {candidates.height} x {candidates.width} pixels but the "
+            f"movie {movie.path} is {movie.height} x {movie.width}; they must be the same field "
+            f"of view (was the movie cropped, or motion-corrected with a different border?)")
+    dt = temporal_downsample_factor(candidates.n_frames, movie.n_frames, trace_source=where,
+                                    movie_source=str(movie.path))
+    if dt > 1:
+        log.info("movie %s has %d frames, traces %d: temporal downsampling factor %d",
+                 movie.path, movie.n_frames, candidates.n_frames, dt)
+    if candidates.n_candidates == 0:
+        raise ValueError(f"{where}: the extraction output holds no candidates")
+    traces = _check_finite_traces(candidates.traces, config.nonfinite, where)
+    footprints, peak, is_empty = normalise_footprints(candidates.footprints)
+    if is_empty.any():
+        log.warning("%s: %d candidates have empty footprints (indices %s); they are kept and "
+                    "flagged in candidates/is_empty", where, int(is_empty.sum()),
+                    ", ".join(map(str, np.flatnonzero(is_empty)[:10])))
+    fs_hz = config.fs_hz or candidates.fs_hz
+
+    store = SortStore.create(out, overwrite=overwrite)
+    store.begin_stage("ingest", as_dict(config))
+    n, t = candidates.n_candidates, candidates.n_frames
+    store.update_attrs(
+        n_candidates=n, n_frames=t, height=movie.height, width=movie.width,
+        movie={**movie.describe(), "fs_hz": fs_hz, "temporal_downsample": dt,
+               "fingerprint": file_fingerprint(movie.path) if movie.path.exists() else None},
+        extraction={"path": where, "format": candidates.source_format,
+                    "fingerprint": extraction_fingerprint},
+    )
+    store.write_csr("candidates/footprints", footprints, units="fraction of peak",
+                    attrs={"dims": ["candidates", "pixels"], "height": movie.height,
+                           "width": movie.width})
+    store.write_array("candidates/footprint_peak", peak, dims=["candidates"],
+                      units="source footprint units")
+    store.write_array("candidates/traces", traces, dims=["candidates", "frames"],
+                      units="source trace units")
+    store.write_array("candidates/is_empty", is_empty, dims=["candidates"])
+    store.write_array("candidates/source_index", candidates.source_index.astype(np.int64),
+                      dims=["candidates"])
+    for name, values in candidates.metrics.items():
+        store.write_array(f"candidates/source_metrics/{name}",
+                          np.asarray(values, dtype=np.float32), dims=["candidates"])
+    for name, image in candidates.images.items():
+        store.write_array(f"source_images/{name}", np.asarray(image, dtype=np.float32),
+                          dims=["rows", "cols"], units="source image units")
+    store.finish_stage("ingest", time.perf_counter() - t0, n_empty=int(is_empty.sum()),
+                       temporal_downsample=dt)
+    log.info("ingested %d candidates x %d frames into %s", n, t, store.path)
+    return store
+
+
+def ingest_files(movie_path: str | Path, extraction_path: str | Path, out: str | Path, *,
+                 config: IngestConfig = IngestConfig(), overwrite: bool = False) -> SortStore:
+    """Open the movie and the extraction output from paths, then :func:`ingest` them."""
+    from .io.extraction import read_extraction
+    from .io.movies import open_movie
+
+    candidates = read_extraction(extraction_path, format=config.format, config=config)
+    with open_movie(movie_path, dataset=config.movie_dataset,
+                    expected_hw=(candidates.height, candidates.width)) as movie:
+        fingerprint = file_fingerprint(extraction_path, content_hash=True)
+        return ingest(movie, candidates, out, config=config, overwrite=overwrite,
+                      extraction_fingerprint=fingerprint)
