@@ -1,0 +1,113 @@
+"""Sort store: round trips, stage bookkeeping, schema checks, label protection."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from actsort_gpu.store import SCHEMA_VERSION, SortStore, StoreError, file_fingerprint, quantise
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SortStore.create(tmp_path / "s.actsort")
+    s.update_attrs(n_candidates=3, n_frames=10, height=4, width=5)
+    return s
+
+
+def test_csr_round_trip_and_row_blocks(store):
+    rng = np.random.default_rng(0)
+    m = sp.random(50, 20, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    store.write_csr("candidates/footprints", m)
+    np.testing.assert_array_equal(store.read_csr("candidates/footprints").toarray(), m.toarray())
+    block = store.read_csr("candidates/footprints", slice(7, 31))
+    np.testing.assert_array_equal(block.toarray(), m[7:31].toarray())
+    assert rng is not None
+
+
+def test_ragged_round_trip_including_empty_items(store):
+    pieces = [np.ones((2, 2)), np.zeros((0, 2)), np.arange(6).reshape(3, 2)]
+    store.write_ragged("x", pieces, dtype=np.float32, dims=["points", "rc"])
+    out = store.read_ragged("x")
+    assert [p.shape for p in out] == [(2, 2), (0, 2), (3, 2)]
+    np.testing.assert_array_equal(out[2], pieces[2])
+    assert [p.shape for p in store.read_ragged("x", slice(1, 3))] == [(0, 2), (3, 2)]
+
+
+def test_arrays_carry_dims_and_units(store):
+    store.write_array("candidates/traces", np.zeros((3, 10), np.float32),
+                      dims=["candidates", "frames"], units="a.u.")
+    attrs = store.array("candidates/traces").attrs
+    assert attrs["dims"] == ["candidates", "frames"] and attrs["units"] == "a.u."
+    with pytest.raises(ValueError, match="2 dims"):
+        store.write_array("bad", np.zeros(3), dims=["a", "b"])
+
+
+def test_stage_bookkeeping_and_require(store):
+    with pytest.raises(StoreError, match="has not been run.*actsort preprocess"):
+        store.require("preprocess")
+    store.begin_stage("preprocess", {"chunk": 4})
+    assert store.stage_status("preprocess") == "incomplete"
+    with pytest.raises(StoreError, match="was interrupted"):
+        store.require("preprocess")
+    store.finish_stage("preprocess", 1.5, n_chunks=3)
+    reopened = SortStore.open(store.path)
+    assert reopened.stage_status("preprocess") == "complete"
+    assert reopened.attrs["stages"]["preprocess"]["params"] == {"chunk": 4}
+    assert reopened.attrs["stages"]["preprocess"]["n_chunks"] == 3
+
+
+def test_newer_schema_is_refused(store):
+    store.update_attrs(schema_version=SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match="upgrade actsort-gpu"):
+        SortStore.open(store.path)
+
+
+def test_not_a_store(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(StoreError, match="not a sort store"):
+        SortStore.open(tmp_path / "folder")
+    with pytest.raises(FileNotFoundError, match="no such sort store"):
+        SortStore.open(tmp_path / "missing.actsort")
+
+
+def test_corrupt_metadata_names_the_store(store):
+    (store.path / "zarr.json").write_text("{not json")
+    with pytest.raises((StoreError, ValueError), match="s.actsort"):
+        SortStore.open(store.path)
+
+
+def test_read_only_store_refuses_writes(store):
+    ro = SortStore.open(store.path, "r")
+    with pytest.raises(StoreError, match="read-only"):
+        ro.update_attrs(x=1)
+
+
+def test_create_refuses_to_overwrite_labels(store):
+    store.labels_dir.mkdir()
+    (store.labels_dir / "journal.jsonl").write_text(json.dumps({"candidate": 0}) + "\n")
+    with pytest.raises(FileExistsError, match="human labels"):
+        SortStore.create(store.path, overwrite=True)
+    with pytest.raises(FileExistsError, match="already exists"):
+        SortStore.create(store.path)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_quantise_error_bound(dtype):
+    x = np.random.default_rng(0).normal(size=(5, 11, 6, 7)).astype(np.float32)
+    codes, (lo, hi) = quantise(x, dtype)
+    q_max = np.iinfo(dtype).max
+    back = lo + codes.astype(np.float32) * (hi - lo) / q_max
+    assert np.abs(back - x).max() <= (hi - lo) / (2 * q_max) * 1.001
+    flat, (lo, hi) = quantise(np.full((2, 2), 3.0), dtype)
+    assert lo == hi == 3.0 and not flat.any()
+
+
+def test_fingerprint_hash_changes_with_content(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"abc")
+    h1 = file_fingerprint(f, content_hash=True)
+    f.write_bytes(b"abd")
+    h2 = file_fingerprint(f, content_hash=True)
+    assert h1["size_bytes"] == 3 and h1["sha256"] != h2["sha256"]
