@@ -1,0 +1,261 @@
+"""Synthetic recordings: determinism, exact truth, file layouts, streaming, annotators, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import tifffile
+
+from actsort_gpu.synth import AnnotatorSpec, SynthConfig, load_truth, synthesize
+from actsort_gpu.synth.render import Renderer
+from actsort_gpu.synth.scene import build_scene
+from actsort_gpu.synth.writers import simulate_annotators
+
+SMALL = SynthConfig(seed=3, n_frames=300, height=64, width=80, n_cells=12, n_false_positives=14,
+                    fs_hz=15.0)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_small")
+    res = synthesize(out, SMALL, h5=True)
+    return out, res, load_truth(out / "truth.npz")
+
+
+def _dense(truth, i, shape):
+    img = np.zeros(shape[0] * shape[1], np.float32)
+    row = truth["footprints"].getrow(i)
+    img[row.indices] = row.data
+    return img.reshape(shape)
+
+
+def test_determinism_and_chunk_invariance(tmp_path, small):
+    out, _, truth = small
+    res = synthesize(tmp_path / "b", dataclasses.replace(SMALL, chunk_frames=7))
+    assert res.n_chunks == -(-SMALL.n_frames // 7)
+    np.testing.assert_array_equal(tifffile.imread(out / "movie.tif"),
+                                  tifffile.imread(tmp_path / "b" / "movie.tif"))
+    for name in ("F.npy", "Fneu.npy", "spks.npy", "iscell.npy"):
+        np.testing.assert_allclose(np.load(out / "suite2p/plane0" / name),
+                                   np.load(tmp_path / "b/suite2p/plane0" / name), rtol=1e-5,
+                                   atol=1e-3, err_msg=name)
+    t2 = load_truth(tmp_path / "b" / "truth.npz")
+    for k in ("is_cell", "kind", "spike_frames_flat", "annotators", "footprints_data"):
+        np.testing.assert_array_equal(truth[k], t2[k])
+    other = synthesize(tmp_path / "c", dataclasses.replace(SMALL, seed=4), formats=())
+    assert not np.array_equal(load_truth(other.files["truth"])["kind"], truth["kind"]) or \
+        not np.array_equal(tifffile.imread(other.files["movie"]), tifffile.imread(out / "movie.tif"))
+
+
+def test_candidates_mixed_and_counted(small):
+    _, res, truth = small
+    kinds = truth["kind"]
+    counts = SMALL.fp_counts()
+    assert res.n_candidates == SMALL.n_cells + SMALL.n_false_positives == len(kinds)
+    assert (kinds == "cell").sum() == SMALL.n_cells
+    for k, n in counts.items():
+        assert (kinds == k).sum() == n, k
+    np.testing.assert_array_equal(truth["is_cell"] == 1, kinds == "cell")
+    # shuffled: cells are not all first
+    assert not np.all(kinds[:SMALL.n_cells] == "cell")
+    # derived candidates point at true cells
+    derived = np.isin(kinds, ["duplicate", "split", "merged"])
+    assert np.all(truth["is_cell"][truth["source_cell"][derived]] == 1)
+    assert np.all(truth["source_cell"][~derived] == -1)
+
+
+def test_footprints_exact_in_suite2p_and_extract(small):
+    out, _, truth = small
+    H, W = SMALL.height, SMALL.width
+    stat = np.load(out / "suite2p/plane0/stat.npy", allow_pickle=True)
+    mat = scipy.io.loadmat(out / "extract_output.mat")["output"][0, 0]
+    sw = mat["spatial_weights"]
+    assert sw.shape == (H, W, len(stat)) and sw.dtype == np.float32
+    scene = build_scene(SMALL)
+    Hc, Wc = scene.canvas_shape
+    for i in np.flatnonzero(truth["is_cell"] == 1):
+        dense = _dense(truth, i, (H, W))
+        np.testing.assert_array_equal(sw[:, :, i], dense)
+        img = np.zeros((H, W), np.float32)
+        img[stat[i]["ypix"], stat[i]["xpix"]] = stat[i]["lam"]
+        np.testing.assert_array_equal(img, dense)
+        # ... and it is exactly the footprint rendered into the movie (no motion: canvas = view)
+        src = scene.src_footprints.getrow(truth_source(scene, i)).toarray().reshape(Hc, Wc)
+        np.testing.assert_array_equal(src, dense)
+        assert dense.max() == 1
+
+
+def truth_source(scene, i):
+    return int(scene.cand_source[i])
+
+
+def _events(x, g, k=4.0):
+    d = x[1:] - g * x[:-1]
+    sigma = 1.4826 * np.median(np.abs(d - np.median(d)))
+    return np.flatnonzero(d > np.median(d) + k * sigma) + 1
+
+
+def test_planted_spikes_recoverable_from_written_traces(small):
+    out, _, truth = small
+    tw = scipy.io.loadmat(out / "extract_output.mat")["output"][0, 0]["temporal_weights"]
+    F = np.load(out / "suite2p/plane0/F.npy")
+    Fneu = np.load(out / "suite2p/plane0/Fneu.npy")
+    assert tw.shape == (SMALL.n_frames, len(F))
+    hit = n = false = n_ev = 0
+    for i in np.flatnonzero(truth["is_cell"] == 1):
+        frames = truth["spike_frames"][i]
+        g = np.exp(-1 / (truth["decay_s"][i] * SMALL.fs_hz))
+        for trace in (tw[:, i], F[i] - 0.7 * Fneu[i]):
+            ev = _events(trace, g)
+            for f in frames:
+                n += 1
+                hit += np.any((ev >= f) & (ev <= f + 2))
+            n_ev += len(ev)
+            false += sum(not np.any((frames <= e) & (frames >= e - 2)) for e in ev)
+    assert n > 50
+    assert hit / n > 0.9, (hit, n)
+    assert false / max(n_ev, 1) < 0.1, (false, n_ev)
+
+
+def test_movie_brighter_in_footprint_at_spike(small):
+    out, _, truth = small
+    movie = tifffile.memmap(out / "movie.tif")
+    assert movie.dtype == np.uint16 and movie.shape == (SMALL.n_frames, SMALL.height, SMALL.width)
+    with h5py.File(out / "movie.h5") as f:
+        np.testing.assert_array_equal(f["mov"][:50], movie[:50])
+    checked = 0
+    for i in np.flatnonzero(truth["is_cell"] == 1):
+        fr = truth["spike_frames"][i]
+        amp = truth["spike_amps_flat"][truth["spike_offsets"][i]:truth["spike_offsets"][i + 1]]
+        mask = _dense(truth, i, (SMALL.height, SMALL.width)) > 0.5
+        for f, a in zip(fr, amp):
+            isolated = f >= 10 and f + 2 < SMALL.n_frames and not np.any((fr < f) & (fr >= f - 10))
+            if isolated and a >= 1.0:
+                assert movie[f + 1][mask].mean() > movie[f - 2][mask].mean() + 5, (i, f)
+                checked += 1
+    assert checked >= 5
+
+
+def test_suite2p_layout(small):
+    out, _, truth = small
+    d = out / "suite2p/plane0"
+    N, T = len(truth["kind"]), SMALL.n_frames
+    stat = np.load(d / "stat.npy", allow_pickle=True)
+    assert stat.dtype == object and stat.shape == (N,)
+    for key in ("ypix", "xpix", "lam", "med", "npix", "radius", "aspect_ratio", "compact", "skew",
+                "std", "footprint", "npix_norm", "overlap", "soma_crop"):
+        assert key in stat[0], key
+    for name in ("F", "Fneu", "spks"):
+        a = np.load(d / f"{name}.npy")
+        assert a.shape == (N, T) and a.dtype == np.float32, name
+    assert np.all(np.load(d / "spks.npy") >= 0)
+    iscell = np.load(d / "iscell.npy")
+    assert iscell.shape == (N, 2)
+    np.testing.assert_array_equal(iscell[:, 0], iscell[:, 1] > 0.5)
+    ops = np.load(d / "ops.npy", allow_pickle=True).item()
+    assert (ops["Ly"], ops["Lx"], ops["nframes"], ops["fs"]) == (SMALL.height, SMALL.width, T, 15.0)
+    for key in ("meanImg", "max_proj", "Vcorr"):
+        assert ops[key].shape == (SMALL.height, SMALL.width), key
+    movie = tifffile.imread(out / "movie.tif").astype(np.float64)
+    np.testing.assert_allclose(ops["meanImg"], movie.mean(0), rtol=1e-5)
+    np.testing.assert_array_equal(ops["max_proj"], movie.max(0))
+    # cells lean toward higher skew than noise-only candidates
+    skew = np.array([s["skew"] for s in stat])
+    assert np.median(skew[truth["kind"] == "cell"]) > np.median(skew[truth["kind"] == "noise"])
+
+
+def test_extract_v73_path_matlab_order(tmp_path, small):
+    out, _, _ = small
+    res = synthesize(tmp_path, dataclasses.replace(SMALL, v73_threshold_bytes=0),
+                     formats=("extract",))
+    assert res.extract_v73
+    ref = scipy.io.loadmat(out / "extract_output.mat")["output"][0, 0]
+    with open(tmp_path / "extract_output.mat", "rb") as fh:
+        assert fh.read(10) == b"MATLAB 7.3"
+    with h5py.File(tmp_path / "extract_output.mat") as f:
+        o = f["output"]
+        assert o.attrs["MATLAB_class"] == b"struct"
+        sw, tw = o["spatial_weights"], o["temporal_weights"]
+        N = ref["spatial_weights"].shape[2]
+        assert sw.shape == (N, SMALL.width, SMALL.height) and tw.shape == (N, SMALL.n_frames)
+        assert sw.attrs["MATLAB_class"] == b"single" and sw.dtype == np.float32
+        np.testing.assert_array_equal(sw[()].T, ref["spatial_weights"])
+        np.testing.assert_array_equal(tw[()].T, ref["temporal_weights"])
+        assert o["info"]["max_image"].shape == (SMALL.width, SMALL.height)
+
+
+def test_streaming_chunks_bounded(tmp_path):
+    cfg = dataclasses.replace(SMALL, n_frames=100, chunk_frames=16, n_cells=4,
+                              n_false_positives=4)
+    rend = Renderer(build_scene(cfg), cfg)
+    sizes = [len(m) for _, m, _ in rend]
+    assert sizes == [16] * 6 + [4] and rend.n_chunks == 7
+    res = synthesize(tmp_path, cfg, formats=())
+    assert res.n_chunks == 7 and res.chunk_frames == 16
+    assert tifffile.imread(res.files["movie"]).shape == (100, 64, 80)
+
+
+def test_motion_bounded(tmp_path):
+    cfg = dataclasses.replace(SMALL, n_frames=60, motion_px=2.0, n_cells=4, n_false_positives=4)
+    res = synthesize(tmp_path, cfg, formats=("suite2p",))
+    t = load_truth(res.files["truth"])
+    assert np.abs(t["motion"]).max() == 2 and np.all(t["motion"] == np.rint(t["motion"]))
+    ops = np.load(tmp_path / "suite2p/plane0/ops.npy", allow_pickle=True).item()
+    np.testing.assert_array_equal(ops["yoff"], t["motion"][:, 0])
+
+
+def test_annotators_leniency_and_noise():
+    rng = np.random.default_rng(0)
+    n = 20000
+    kind = np.array(["cell", "duplicate", "noise", "edge"])[rng.integers(0, 4, n)]
+    truth = np.where(kind == "cell", 1, -1).astype(np.int8)
+    specs = [AnnotatorSpec("strict", 0.0, 0.0), AnnotatorSpec("lenient", 0.5, 0.0),
+             AnnotatorSpec("noisy", 0.0, 0.2)]
+    lab = simulate_annotators(truth, kind, specs, rng)
+    np.testing.assert_array_equal(lab[0], truth)
+    border = np.isin(kind, ["duplicate", "edge"])
+    assert abs((lab[1][border] == 1).mean() - 0.5) < 0.02
+    np.testing.assert_array_equal(lab[1][~border], truth[~border])
+    assert abs((lab[2] != truth).mean() - 0.2) < 0.01
+
+
+def test_default_annotators_majority_near_truth(small):
+    _, _, t = small
+    assert list(t["annotator_names"]) == ["ann0", "ann1", "ann2", "ann3"]
+    assert t["annotators"].shape == (4, len(t["kind"])) and t["annotators"].dtype == np.int8
+    majority = np.sign(t["annotators"][:3].sum(0))
+    assert (majority == t["is_cell"]).mean() > 0.85
+
+
+def test_errors(tmp_path, small):
+    out, _, _ = small
+    with pytest.raises(ValueError, match="formats"):
+        synthesize(tmp_path, SMALL, formats=("caiman",))
+    with pytest.raises(FileExistsError, match="movie.tif"):
+        synthesize(out, SMALL)
+    with pytest.raises(ValueError, match="n_frames"):
+        SynthConfig(n_frames=0)
+    with pytest.raises(ValueError, match="fp_fractions"):
+        SynthConfig(fp_fractions=(1.0,))
+    with pytest.raises(ValueError, match="height/width"):
+        SynthConfig(height=20)
+    with pytest.raises(ValueError, match="annotators"):
+        SynthConfig(annotators=(AnnotatorSpec("a", leniency=2.0),))
+
+
+def test_cli(tmp_path, capsys):
+    from actsort_gpu.cli import main
+    rc = main(["synth", "--out", str(tmp_path), "--frames", "40", "--height", "48", "--width",
+               "48", "--cells", "3", "--false-positives", "3", "--annotators", "2",
+               "--formats", "extract", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "6 candidates" in text and "extract_output.mat" in text
+    assert not (tmp_path / "suite2p").exists()
+    assert load_truth(tmp_path / "truth.npz")["annotators"].shape == (2, 6)
+    assert main(["synth", "--out", str(tmp_path), "--frames", "40", "--height", "48",
+                 "--width", "48", "--annotators", "-1"]) == 1
