@@ -22,8 +22,9 @@ class IngestConfig:
     format: str = "auto"            # extraction format: auto|extract|suite2p|caiman|minian|nwb|npz
     movie_dataset: str | None = None  # HDF5/zarr dataset name inside the movie file (None: the only 3-D one)
     fs_hz: float | None = None      # frame rate; None: from the source (Suite2p ops) or unknown
-    suite2p_trace: str = "F"        # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
-    neuropil_coefficient: float = 0.7
+    suite2p_trace: str = "F-0.7Fneu"  # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
+    neuropil_coefficient: float = 0.7  # c in F - c * Fneu (the 0.7 in the name is nominal)
+    caiman_trace: str = "C+YrA"     # C+YrA (raw: denoised + residual) | C (denoised)
     nonfinite: str = "error"        # NaN/Inf in traces: error | zero (replace by 0, logged)
 
 
@@ -37,7 +38,6 @@ class PreprocessConfig:
     crop_margin_px: int = 7
     snapshot_dtype: str = "uint8"    # uint8 | uint16 | float32 (per-candidate min/max scale)
     max_memory_mb: float | None = None  # chunk budget; None: a safe fraction of free RAM / GPU memory
-    temporal_downsample: int = 1     # movie frames = trace frames // this (ActSort dt)
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,18 @@ class FeatureConfig:
     include_extra: bool = True       # Suite2p/CaImAn-style extra columns after the 76
     batch_candidates: int = 4096     # candidates per batch on the device
     similarity_tile: int = 8192      # rows per tile for the pairwise trace similarity (feature 35)
+    similarity_memory_mb: float = 4096  # host RAM for the (N, T) similarity rows; beyond: temp file
+    suite2p_pixel_fraction: float = 0.2  # extras compact/npix/aspect: pixels >= this x peak
+    snr_window_frames: int = 5       # CaImAn exceptionality window N (its default 5)
 
 
 @dataclass(frozen=True)
 class ActiveConfig:
     strategy: str = "dcal"           # random | ordered | cal | dal | dcal
-    dcal_weight: float = 0.5         # user weight w of DCAL (GUI default)
-    threshold: float = 0.5           # on P(cell)
+    dcal_weight: float = 0.5         # user weight w of DCAL (GUI default); clipped at 0 (bug B13)
+    threshold: float = 0.5           # on P(cell); 0.5 is the balanced-accuracy threshold when
+                                     # balance = "weights" (benchmarks/RESULTS.md, issue 5)
+    balance: str = "weights"         # none (ActSort) | weights (each class carries half the loss)
     lambda_scale: float = 1.0        # lambda = lambda_scale / n_labelled (fitclinear 'auto' = 1)
     cold_start_per_class: int = 3    # DAL until this many cells and non-cells are labelled
     batch_size: int = 1
@@ -61,20 +66,29 @@ class ActiveConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    embedding_dim: int = 32
-    image_size_px: int = 32
+    embedding_dim: int = 32          # D of embeddings/matrix
+    image_size_px: int = 24          # side of the resized crop images fed to the encoder
+    width: int = 16                  # channels of the first conv layer (doubles twice)
     max_epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int = 256            # training batch (pairs of augmented views)
+    learning_rate: float = 1e-3      # AdamW, cosine decay to 0
+    weight_decay: float = 1e-4
+    temperature: float = 0.2         # NT-Xent (SimCLR) softmax temperature
+    supervised_weight: float = 1.0   # weight of the cross-entropy term in supervised fine-tuning
+    max_candidates_per_store: int | None = None  # training subsample per store; None: all
+    infer_batch_size: int = 2048     # candidates per forward pass in `actsort embed`
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class UIConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"          # bind address; 0.0.0.0 only on purpose (with --auth)
     port: int = 7860
     annotator: str = "anonymous"
-    playback_s_per_frame: float = 0.15
+    playback_s_per_frame: float = 0.15  # ActSort "Moderate" speed
+    stop_window_labels: int = 20     # stopping signal: decisions compared this many labels apart
+    stop_churn_fraction: float = 0.005  # stable when fewer decisions than this fraction changed
+    stop_min_labels: int = 30        # never "stable" before this many human labels
 
 
 @dataclass(frozen=True)

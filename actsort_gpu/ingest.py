@@ -113,7 +113,7 @@ def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
         log.warning("%s: %d candidates have empty footprints (indices %s); they are kept and "
                     "flagged in candidates/is_empty", where, int(is_empty.sum()),
                     ", ".join(map(str, np.flatnonzero(is_empty)[:10])))
-    fs_hz = config.fs_hz or candidates.fs_hz
+    fs_hz = config.fs_hz or candidates.fs_hz or movie.fs_hz
 
     store = SortStore.create(out, overwrite=overwrite)
     store.begin_stage("ingest", as_dict(config))
@@ -148,12 +148,27 @@ def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
 
 
 def ingest_files(movie_path: str | Path, extraction_path: str | Path, out: str | Path, *,
-                 config: IngestConfig = IngestConfig(), overwrite: bool = False) -> SortStore:
-    """Open the movie and the extraction output from paths, then :func:`ingest` them."""
-    from .io.extraction import read_extraction
+                 config: IngestConfig = IngestConfig(), overwrite: bool = False,
+                 progress: bool = False) -> SortStore:
+    """Open the movie and the extraction output from paths, then :func:`ingest` them.
+
+    The extraction is read first: its (H, W) tells the movie reader the axis order of HDF5 /
+    zarr movies (MATLAB's reversed order). When the extraction does not record its field of
+    view (an EXTRACT sparse matrix without a summary image, NWB pixel masks), the movie's
+    (H, W) is used instead.
+    """
+    from .io.extraction import MissingShapeError, read_extraction
     from .io.movies import open_movie
 
-    candidates = read_extraction(extraction_path, format=config.format, config=config)
+    try:
+        candidates = read_extraction(extraction_path, format=config.format, config=config,
+                                     progress=progress)
+    except MissingShapeError as exc:
+        log.info("%s; taking height and width from the movie %s", exc, movie_path)
+        with open_movie(movie_path, dataset=config.movie_dataset) as movie:
+            hw = (movie.height, movie.width)
+        candidates = read_extraction(extraction_path, format=config.format, config=config,
+                                     hw=hw, progress=progress)
     with open_movie(movie_path, dataset=config.movie_dataset,
                     expected_hw=(candidates.height, candidates.width)) as movie:
         fingerprint = file_fingerprint(extraction_path, content_hash=True)

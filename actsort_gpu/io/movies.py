@@ -7,6 +7,8 @@ window it is asked for: iterating over a terabyte movie uses one chunk of frames
 from __future__ import annotations
 
 import logging
+import os
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
@@ -15,7 +17,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Movie", "ArrayMovie", "NpyMovie", "open_movie"]
+__all__ = ["Movie", "ArrayMovie", "NpyMovie", "RawFileMovie", "TiffMovie", "TiffFolderMovie",
+           "HDF5Movie", "ZarrMovie", "Suite2pBinMovie", "open_movie", "MOVIE_FORMATS",
+           "resolve_axis_order"]
 
 
 class Movie(ABC):
@@ -26,6 +30,9 @@ class Movie(ABC):
 
     path: Path
     format: str = "?"
+    fs_hz: float | None = None      # frame rate when the file records it (Suite2p ops)
+    dataset: str | None = None      # dataset / array name inside an HDF5 or zarr file
+    axis_order: str = "THW"         # axis order on disk, as found (e.g. 'TWH' for MATLAB HDF5)
 
     def __init__(self, path: str | Path, shape: tuple[int, int, int], dtype):
         self.path = Path(path)
@@ -66,14 +73,36 @@ class Movie(ABC):
                           f"{out.shape}; the file may be truncated or corrupt")
         return out
 
-    def iter_chunks(self, frames_per_chunk: int, start: int = 0,
-                    stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first_frame, frames) for consecutive windows of ``frames_per_chunk`` frames."""
+    def iter_chunks(self, frames_per_chunk: int, start: int = 0, stop: int | None = None, *,
+                    reuse_buffer: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first_frame, frames) for consecutive windows of ``frames_per_chunk`` frames.
+
+        reuse_buffer : fill one preallocated buffer for every window instead of a new array
+            each time (a yielded array is then valid only until the next one is requested).
+            For single streaming passes: it saves the page faults of a fresh allocation per
+            window, about a third of the time on warm, uncompressed reads.
+        """
         if frames_per_chunk < 1:
             raise ValueError(f"frames_per_chunk must be >= 1, got {frames_per_chunk}")
         stop = self.n_frames if stop is None else min(int(stop), self.n_frames)
+        buffer = None
+        if reuse_buffer:
+            buffer = np.empty((min(frames_per_chunk, max(stop - int(start), 1)), self.height,
+                               self.width), self.dtype)
         for first in range(int(start), stop, frames_per_chunk):
-            yield first, self.read(first, min(first + frames_per_chunk, stop))
+            last = min(first + frames_per_chunk, stop)
+            if buffer is None:
+                yield first, self.read(first, last)
+            else:
+                yield first, self.read_into(first, last, buffer[: last - first])
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Frames [start, stop) written into ``out`` ((stop - start, H, W), the movie's dtype)."""
+        if out.shape != (stop - start, self.height, self.width) or out.dtype != self.dtype:
+            raise ValueError(f"out has shape {out.shape} {out.dtype}, expected "
+                             f"{(stop - start, self.height, self.width)} {self.dtype}")
+        out[...] = self.read(start, stop)
+        return out
 
     @abstractmethod
     def _read(self, start: int, stop: int) -> np.ndarray: ...
@@ -90,7 +119,8 @@ class Movie(ABC):
     def describe(self) -> dict:
         """JSON-ready facts about the movie for store provenance."""
         return {"path": str(self.path), "format": self.format, "n_frames": self.n_frames,
-                "height": self.height, "width": self.width, "dtype": str(self.dtype)}
+                "height": self.height, "width": self.width, "dtype": str(self.dtype),
+                "dataset": self.dataset, "axis_order": self.axis_order, "fs_hz": self.fs_hz}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
@@ -109,18 +139,504 @@ class ArrayMovie(Movie):
         return np.asarray(self._array[start:stop])
 
 
-class NpyMovie(ArrayMovie):
-    """A ``.npy`` file of shape (T, H, W), memory-mapped (never read whole)."""
+class RawFileMovie(Movie):
+    """Uncompressed C-order frames at a byte offset of a file: Suite2p ``data.bin``, ``.npy``,
+    contiguous uncompressed TIFF.
+
+    Reads each window with ``os.preadv`` into a fresh buffer: no memory map, so the resident
+    memory is one window however long the movie (a memory map keeps every touched page counted).
+    The file's size is checked at open: a truncated file is refused before any read.
+    """
+
+    format = "raw"
+
+    def __init__(self, path: str | Path, shape: tuple[int, int, int], dtype, offset: int = 0):
+        disk_dtype = np.dtype(dtype)
+        super().__init__(path, shape, disk_dtype.newbyteorder("="))
+        self._swap = not disk_dtype.isnative      # big-endian TIFF: swap bytes after reading
+        self._offset = int(offset)
+        expected = self._offset + self.nbytes
+        size = self.path.stat().st_size
+        if size < expected:
+            raise OSError(
+                f"{self.path}: file is truncated: {size:,} bytes, expected {expected:,} for "
+                f"{self.n_frames} frames of {self.height} x {self.width} {self.dtype} "
+                f"(+{self._offset} header bytes); the last "
+                f"{(expected - size + self.frame_bytes - 1) // self.frame_bytes} frame(s) are missing")
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.height, self.width), dtype=self.dtype)
+        return self._pread(start, stop, out)
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if not (0 <= start <= stop <= self.n_frames):
+            raise IndexError(f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})")
+        if (out.shape != (stop - start, self.height, self.width) or out.dtype != self.dtype
+                or not out.flags.c_contiguous):
+            return super().read_into(start, stop, out)
+        return self._pread(start, stop, out)
+
+    def _pread(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        pos, done = self._offset + start * self.frame_bytes, 0
+        while done < len(view):
+            n = os.preadv(self._fd, [view[done:]], pos + done)
+            if n <= 0:
+                raise OSError(f"{self.path}: unexpected end of file at byte {pos + done:,} "
+                              f"while reading frames [{start}, {stop})")
+            done += n
+        if self._swap:
+            out.byteswap(inplace=True)
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class NpyMovie(RawFileMovie):
+    """A ``.npy`` file of shape (T, H, W), read by windows at the header offset (never whole).
+
+    Fortran-ordered files are memory-mapped instead (a window is then a strided read).
+    """
 
     format = "npy"
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        try:   # the memory map only parses the header here; C-order data is read by preadv
+            header = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape, dtype, offset = header.shape, header.dtype, header.offset
+            fortran = header.ndim > 1 and not header.flags.c_contiguous
         except (ValueError, OSError) as exc:
             raise OSError(f"{path}: not a readable .npy movie ({exc})") from exc
-        if array.ndim != 3:
+        if len(shape) != 3:
             raise ValueError(f"{path}: expected a 3-D (frames, height, width) array, "
-                             f"got shape {array.shape}")
-        super().__init__(array, path)
+                             f"got shape {shape}" + (" (a single frame is not a movie)"
+                                                     if len(shape) == 2 else ""))
+        self._mmap = None
+        if fortran:
+            Movie.__init__(self, path, shape, dtype)
+            self._fd = None
+            self._mmap = header
+        else:
+            del header
+            super().__init__(path, shape, dtype, offset)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if self._mmap is not None:
+            return np.ascontiguousarray(self._mmap[start:stop])
+        return super()._read(start, stop)
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if self._mmap is not None:
+            return Movie.read_into(self, start, stop, out)
+        return super().read_into(start, stop, out)
+
+
+class Suite2pBinMovie(RawFileMovie):
+    """Suite2p's registered binary ``data.bin``: int16 frames, shape from ``ops.npy`` beside it.
+
+    ``ops.npy`` is a pickle: it is loaded only from the folder the user named. ``ops['fs']``
+    becomes :attr:`fs_hz`. Without ``nframes`` in ops the count comes from the file size.
+    """
+
+    format = "suite2p-bin"
+
+    def __init__(self, path: str | Path, ops_path: str | Path | None = None):
+        path = Path(path)
+        ops_path = Path(ops_path) if ops_path else path.parent / "ops.npy"
+        if not ops_path.is_file():
+            raise FileNotFoundError(f"{path}: Suite2p binary needs {ops_path} (Ly, Lx, nframes) "
+                                    f"beside it; not found")
+        ops = _load_pickled_dict(ops_path)
+        try:
+            ly, lx = int(ops["Ly"]), int(ops["Lx"])
+        except KeyError as exc:
+            raise ValueError(f"{ops_path}: no {exc} entry; expected Suite2p ops with Ly and Lx") from exc
+        frame_bytes = ly * lx * 2
+        size = path.stat().st_size
+        n = int(ops.get("nframes", 0)) or size // frame_bytes
+        if n < 1:
+            raise OSError(f"{path}: {size} bytes hold no {ly} x {lx} int16 frame")
+        super().__init__(path, (n, ly, lx), np.int16, 0)
+        fs = ops.get("fs")
+        self.fs_hz = float(fs) if fs else None
+
+
+def _load_pickled_dict(path: Path) -> dict:
+    """Suite2p's ``ops.npy`` (a pickled dict). Only ever called on a path the user named."""
+    try:
+        ops = np.load(path, allow_pickle=True)
+        ops = ops.item() if ops.dtype == object and ops.shape == () else ops
+    except (ValueError, OSError, EOFError) as exc:
+        raise OSError(f"{path}: not a readable Suite2p ops.npy ({exc})") from exc
+    if not isinstance(ops, dict):
+        raise ValueError(f"{path}: expected a pickled dict (Suite2p ops), got {type(ops).__name__}")
+    return ops
+
+
+class TiffMovie(Movie):
+    """A multi-page TIFF / BigTIFF (one frame per page, or an ImageJ / shaped series).
+
+    Uncompressed contiguous data is read like a raw file (``os.preadv`` at the data offset);
+    anything else (zlib, LZW, tiles, ...) page by page through one open ``TiffFile`` handle.
+    """
+
+    format = "tiff"
+
+    def __init__(self, path: str | Path):
+        import tifffile
+
+        path = Path(path)
+        with _TiffProblems() as problems:
+            try:
+                self._tif = tifffile.TiffFile(path)
+                series = self._tif.series[0]
+                shape, dtype = series.shape, series.dtype
+                len(self._tif.pages)          # walks the page chain: finds a cut-off file
+            except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+                raise OSError(f"{path}: not a readable TIFF ({exc})") from exc
+        if problems.messages:
+            self._tif.close()
+            raise OSError(f"{path}: TIFF is truncated or corrupt: {problems.messages[0]}")
+        squeezed = [s for s in shape[:-2] if s != 1]
+        if len(shape) < 2 or (len(shape) > 2 and len(squeezed) > 1):
+            self._tif.close()
+            raise ValueError(f"{path}: TIFF series of shape {shape} (axes {series.axes}); expected "
+                             f"frames of height x width (one channel, one plane)")
+        if len(shape) == 2 or not squeezed:
+            self._tif.close()
+            raise ValueError(f"{path}: holds a single {shape[-2]} x {shape[-1]} image; a movie "
+                             f"needs several frames (a multi-page TIFF or a folder of TIFFs)")
+        super().__init__(path, (squeezed[0], shape[-2], shape[-1]), dtype)
+        self._raw = None
+        offset = series.dataoffset
+        if offset is not None:
+            self._raw = RawFileMovie(path, self.shape, series.dtype.newbyteorder(
+                self._tif.byteorder), offset)
+            self.format = "tiff"
+        else:
+            self._check_not_truncated()
+
+    def _check_not_truncated(self) -> None:
+        """The last page's data must lie inside the file (tifffile would return zeros)."""
+        size = self.path.stat().st_size
+        pages = self._tif.pages
+        last = pages[len(pages) - 1]
+        ends = [o + c for o, c in zip(last.dataoffsets, last.databytecounts)]
+        if len(pages) != self.n_frames or (ends and max(ends) > size):
+            raise OSError(f"{self.path}: TIFF is truncated or corrupt: {len(pages)} pages found "
+                          f"for {self.n_frames} frames, data up to byte {max(ends):,} but the "
+                          f"file has {size:,}")
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if self._raw is not None:
+            return self._raw.read_into(start, stop, out)
+        return super().read_into(start, stop, out)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if self._raw is not None:
+            return self._raw._read(start, stop)
+        try:
+            data = self._tif.asarray(key=range(start, stop), series=0, maxworkers=1)
+        except (ValueError, OSError, IndexError) as exc:
+            raise OSError(f"{self.path}: cannot read frames [{start}, {stop}): {exc}; the file "
+                          f"may be truncated or corrupt") from exc
+        return data.reshape(stop - start, self.height, self.width)
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+        self._tif.close()
+
+
+class _TiffProblems(logging.Handler):
+    """Collects tifffile's log messages about a broken page chain while a file is opened
+    (tifffile logs them and returns the pages before the break instead of raising)."""
+
+    _signs = ("invalid page offset", "truncat", "corrupt", "invalid tag")
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if any(sign in message.lower() for sign in self._signs):
+            self.messages.append(message)
+
+    def __enter__(self):
+        logging.getLogger("tifffile").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("tifffile").removeHandler(self)
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+class TiffFolderMovie(Movie):
+    """A folder of TIFF files in natural name order (``f2.tif`` before ``f10.tif``).
+
+    Each file holds one frame, or several pages (frame counts are then read from every file
+    at open, headers only).
+    """
+
+    format = "tiff-folder"
+
+    def __init__(self, path: str | Path):
+        import tifffile
+
+        path = Path(path)
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff")
+                        and p.is_file()), key=_natural_key)
+        if not files:
+            raise FileNotFoundError(f"{path}: folder holds no .tif/.tiff files")
+        self._files = files
+        first = self._page_info(files[0])
+        # One frame per file (the usual layout) needs no header read beyond the first file.
+        counts = [self._page_info(f)[0] for f in files] if first[0] > 1 else [1] * len(files)
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
+        super().__init__(path, (int(self._starts[-1]), *first[1]), first[2])
+
+    @staticmethod
+    def _page_info(file: Path):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(file) as tif:
+                s = tif.series[0]
+                return int(np.prod(s.shape[:-2], dtype=np.int64)), tuple(s.shape[-2:]), s.dtype
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+            raise OSError(f"{file}: not a readable TIFF ({exc})") from exc
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        import tifffile
+
+        out = np.empty((stop - start, self.height, self.width), self.dtype)
+        i = int(np.searchsorted(self._starts, start, side="right") - 1)
+        pos = start
+        while pos < stop:
+            f0, f1 = int(self._starts[i]), int(self._starts[i + 1])
+            lo, hi = pos - f0, min(stop, f1) - f0
+            try:
+                data = tifffile.imread(self._files[i], key=range(lo, hi), maxworkers=1)
+            except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+                raise OSError(f"{self._files[i]}: cannot read: {exc}") from exc
+            if data.size != (hi - lo) * self.height * self.width:
+                raise ValueError(f"{self._files[i]}: frame of shape {data.shape}, expected "
+                                 f"{self.height} x {self.width} like {self._files[0].name}")
+            out[pos - start: pos - start + hi - lo] = data.reshape(hi - lo, self.height, self.width)
+            pos += hi - lo
+            i += 1
+        return out
+
+
+def resolve_axis_order(shape: tuple[int, ...], expected_hw: tuple[int, int] | None, *,
+                       matlab: bool, where: str) -> str:
+    """Which of 'THW', 'TWH', 'HWT', 'WHT' a 3-D on-disk ``shape`` is.
+
+    With ``expected_hw`` (the extraction's H, W) the shape decides, MATLAB's reversed order
+    winning a tie when the file is a MATLAB v7.3 file (MATLAB [H W T] reads as (T, W, H)).
+    Without it: 'TWH' for MATLAB files, else 'THW'.
+    """
+    if len(shape) != 3:
+        raise ValueError(f"{where}: dataset of shape {tuple(shape)}; expected a 3-D movie")
+    if expected_hw is None:
+        return "TWH" if matlab else "THW"
+    h, w = (int(v) for v in expected_hw)
+    options = {"THW": shape[1:] == (h, w), "TWH": shape[1:] == (w, h),
+               "HWT": shape[:2] == (h, w), "WHT": shape[:2] == (w, h)}
+    preference = ("TWH", "THW", "WHT", "HWT") if matlab else ("THW", "TWH", "HWT", "WHT")
+    for order in preference:
+        if options[order]:
+            return order
+    raise ValueError(f"{where}: dataset of shape {tuple(shape)} does not contain frames of "
+                     f"{h} x {w} pixels (the extraction's field of view) in any axis order")
+
+
+class _OrderedArrayMovie(Movie):
+    """A 3-D array-like stored in ``axis_order``, served as (T, H, W) by windows."""
+
+    def __init__(self, path, array, axis_order: str, dataset: str | None):
+        self._array = array
+        self.axis_order = axis_order
+        self.dataset = dataset
+        sizes = dict(zip(axis_order, array.shape))
+        super().__init__(path, (sizes["T"], sizes["H"], sizes["W"]), array.dtype)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        t = self.axis_order.index("T")
+        index = [slice(None)] * 3
+        index[t] = slice(start, stop)
+        try:
+            data = np.asarray(self._array[tuple(index)])
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise OSError(f"{self.path}: cannot read frames [{start}, {stop}) of "
+                          f"{self.dataset}: {exc}; the file may be truncated or corrupt") from exc
+        perm = [self.axis_order.index(a) for a in "THW"]
+        return np.ascontiguousarray(data.transpose(perm))
+
+
+def _is_matlab_h5(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(19) == b"MATLAB 7.3 MAT-file"
+
+
+class HDF5Movie(_OrderedArrayMovie):
+    """A 3-D dataset of an HDF5 file (including MATLAB v7.3 ``.mat``), by name or the only one.
+
+    MATLAB writes [H W T] which h5py sees as (T, W, H): the order is detected from the
+    extraction's H and W (``expected_hw``) and logged; windows are transposed on read.
+    """
+
+    format = "hdf5"
+
+    def __init__(self, path: str | Path, dataset: str | None = None,
+                 expected_hw: tuple[int, int] | None = None):
+        import h5py
+
+        path = Path(path)
+        try:
+            self._file = h5py.File(path, "r")
+        except OSError as exc:
+            raise OSError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        try:
+            name = dataset or self._only_3d(path)
+            if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
+                raise KeyError(f"{path}: no dataset {name!r}; 3-D datasets: "
+                               f"{self._datasets_3d() or 'none'}")
+            array = self._file[name]
+            matlab = _is_matlab_h5(path) or "MATLAB_class" in array.attrs
+            order = resolve_axis_order(array.shape, expected_hw, matlab=matlab,
+                                       where=f"{path}:{name}")
+        except Exception:
+            self._file.close()
+            raise
+        super().__init__(path, array, order, name.lstrip("/"))
+        if order != "THW" or matlab:
+            log.info("%s:%s: dataset shape %s read as axis order %s%s", path, name, array.shape,
+                     order, " (MATLAB file: reversed dimensions)" if matlab else "")
+
+    def _datasets_3d(self) -> list[str]:
+        import h5py
+
+        found = []
+        self._file.visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset)
+                              and o.ndim == 3 else None)
+        return found
+
+    def _only_3d(self, path: Path) -> str:
+        found = [n for n in self._datasets_3d() if n.split("/")[-1] != "F_per_pixel"]
+        if len(found) != 1:
+            raise ValueError(f"{path}: {len(found)} 3-D datasets {found}; expected exactly one "
+                             f"movie: name it with --dataset")
+        return found[0]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ZarrMovie(_OrderedArrayMovie):
+    """A 3-D zarr v2/v3 array, or a group holding one (or one named by ``dataset``)."""
+
+    format = "zarr"
+
+    def __init__(self, path: str | Path, dataset: str | None = None,
+                 expected_hw: tuple[int, int] | None = None):
+        import zarr
+
+        path = Path(path)
+        try:
+            node = zarr.open(str(path), mode="r")
+        except (ValueError, OSError, KeyError, FileNotFoundError) as exc:
+            raise OSError(f"{path}: not a readable zarr array or group ({exc})") from exc
+        name = None
+        if isinstance(node, zarr.Group):
+            arrays = {k: a for k, a in node.arrays() if a.ndim == 3}
+            if dataset:
+                if dataset not in node:
+                    raise KeyError(f"{path}: no array {dataset!r}; 3-D arrays: {sorted(arrays)}")
+                node, name = node[dataset], dataset
+            elif len(arrays) == 1:
+                name, node = next(iter(arrays.items()))
+            else:
+                raise ValueError(f"{path}: {len(arrays)} 3-D arrays {sorted(arrays)}; expected "
+                                 f"exactly one movie: name it with --dataset")
+        order = resolve_axis_order(node.shape, expected_hw, matlab=False, where=str(path))
+        super().__init__(path, node, order, name)
+        if order != "THW":
+            log.info("%s: array shape %s read as axis order %s", path, node.shape, order)
+
+
+MOVIE_FORMATS = {
+    "tiff": ".tif/.tiff multi-page TIFF or BigTIFF",
+    "tiff-folder": "a folder of .tif/.tiff files (natural name order)",
+    "hdf5": ".h5/.hdf5/.mat (v7.3) with a 3-D dataset",
+    "zarr": ".zarr (or a folder with zarr.json/.zarray/.zgroup) v2/v3 array or group",
+    "suite2p-bin": "Suite2p data.bin with ops.npy beside it",
+    "npy": ".npy (T, H, W)",
+}
+
+
+def _detect_movie_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")) or suffix == ".zarr":
+            return "zarr"
+        if any(p.suffix.lower() in (".tif", ".tiff") for p in path.iterdir()):
+            return "tiff-folder"
+        if (path / "data.bin").is_file():
+            return "suite2p-bin"
+        raise ValueError(f"{path}: folder is not a zarr store, holds no TIFF files and no "
+                         f"data.bin; supported movies: {_formats_text()}")
+    if suffix in (".tif", ".tiff"):
+        return "tiff"
+    if suffix in (".h5", ".hdf5", ".hdf", ".mat"):
+        return "hdf5"
+    if suffix == ".bin":
+        return "suite2p-bin"
+    if suffix == ".npy":
+        return "npy"
+    raise ValueError(f"{path}: unknown movie format {suffix or '(no extension)'!r}; supported: "
+                     f"{_formats_text()}")
+
+
+def _formats_text() -> str:
+    return "; ".join(f"{k}: {v}" for k, v in MOVIE_FORMATS.items())
+
+
+def open_movie(path: str | Path, *, dataset: str | None = None, format: str = "auto",
+               expected_hw: tuple[int, int] | None = None) -> Movie:
+    """Open a movie file or folder as a :class:`Movie` of shape (T, H, W).
+
+    path : TIFF, folder of TIFFs, HDF5 / MATLAB v7.3, zarr, Suite2p ``data.bin`` (or its
+        folder), ``.npy``.
+    dataset : HDF5 dataset / zarr array name (default: the only 3-D one).
+    format : one of :data:`MOVIE_FORMATS` or 'auto' (from the path).
+    expected_hw : (H, W) of the extraction, used to find the axis order of HDF5/zarr data.
+
+    Close the movie (or use it as a context manager) to release the file handle.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: movie not found")
+    fmt = _detect_movie_format(path) if format == "auto" else format
+    if fmt == "tiff":
+        return TiffMovie(path)
+    if fmt == "tiff-folder":
+        return TiffFolderMovie(path)
+    if fmt == "hdf5":
+        return HDF5Movie(path, dataset, expected_hw)
+    if fmt == "zarr":
+        return ZarrMovie(path, dataset, expected_hw)
+    if fmt == "suite2p-bin":
+        return Suite2pBinMovie(path / "data.bin" if path.is_dir() else path)
+    if fmt == "npy":
+        return NpyMovie(path)
+    raise ValueError(f"unknown movie format {fmt!r}; supported: {', '.join(MOVIE_FORMATS)}")

@@ -1,0 +1,83 @@
+"""minian output: zarr arrays ``A`` (unit_id, height, width) and ``C`` (unit_id, frame).
+
+minian saves each variable with xarray ``to_zarr``: a folder holding ``A.zarr`` and ``C.zarr``
+(each a zarr group with the data array plus coordinate arrays such as ``unit_id``), or one
+zarr group with arrays ``A`` and ``C``. Both are read with zarr directly (no xarray).
+``max_proj`` becomes the image ``minian_max_proj``; ``unit_id`` the metric ``minian_unit_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .candidates import Candidates
+from .extraction import csr_from_dense_blocks
+
+log = logging.getLogger(__name__)
+
+__all__ = ["read_minian"]
+
+
+def _variable(folder: Path, name: str, required: bool = True):
+    """(data array, its group or None) for variable ``name``."""
+    import zarr
+
+    for location, key in ((folder / f"{name}.zarr", name), (folder, name)):
+        if not location.exists():
+            continue
+        try:
+            node = zarr.open(str(location), mode="r")
+        except (ValueError, OSError, KeyError, FileNotFoundError) as exc:
+            raise OSError(f"{location}: not a readable zarr store ({exc})") from exc
+        if isinstance(node, zarr.Array):
+            return node, None
+        if key in node and isinstance(node[key], zarr.Array):
+            return node[key], node
+    if required:
+        raise FileNotFoundError(f"{folder}: minian variable {name!r} not found (expected "
+                                f"{name}.zarr or an array {name!r} in the zarr group)")
+    return None, None
+
+
+def _unit_ids(group, n: int):
+    if group is not None and "unit_id" in group:
+        ids = np.asarray(group["unit_id"][:])
+        if ids.shape == (n,):
+            return ids
+    return None
+
+
+def read_minian(path: str | Path, *, progress: bool = False) -> Candidates:
+    """Read a minian output folder (or zarr group) into Candidates."""
+    folder = Path(path)
+    a, a_group = _variable(folder, "A")
+    c, c_group = _variable(folder, "C")
+    if a.ndim != 3:
+        raise ValueError(f"{folder}: A has shape {a.shape}, expected (unit_id, height, width)")
+    n, h, w = a.shape
+    try:
+        footprints = csr_from_dense_blocks(lambda k0, k1: a[k0:k1], n, h, w, progress=progress)
+        traces = np.asarray(c[:], dtype=np.float32)
+    except (ValueError, OSError, KeyError) as exc:
+        raise OSError(f"{folder}: cannot read A / C (corrupt zarr chunks?): {exc}") from exc
+    if traces.ndim != 2 or traces.shape[0] != n:
+        raise ValueError(f"{folder}: C has shape {traces.shape}, expected ({n}, frames): one "
+                         f"trace per unit of A")
+    ids_a, ids_c = _unit_ids(a_group, n), _unit_ids(c_group, n)
+    if ids_a is not None and ids_c is not None and not np.array_equal(ids_a, ids_c):
+        pos = {u: i for i, u in enumerate(ids_c.tolist())}
+        if set(pos) != set(ids_a.tolist()):
+            raise ValueError(f"{folder}: A and C hold different unit_id sets")
+        traces = traces[[pos[u] for u in ids_a.tolist()]]
+        log.info("%s: C reordered to A's unit_id order", folder)
+    metrics = {}
+    if ids_a is not None and np.issubdtype(ids_a.dtype, np.number):
+        metrics["minian_unit_id"] = ids_a.astype(np.float32)
+    images = {}
+    mp, _ = _variable(folder, "max_proj", required=False)
+    if mp is not None and mp.shape == (h, w):
+        images["minian_max_proj"] = np.asarray(mp[:], dtype=np.float32)
+    return Candidates(footprints, traces, h, w, "minian", folder, metrics=metrics, images=images)

@@ -1,0 +1,147 @@
+"""Suite2p plane output: ``stat.npy``, ``F.npy``, ``Fneu.npy``, ``spks.npy``, ``iscell.npy``,
+``ops.npy``.
+
+``stat.npy`` and ``ops.npy`` are pickles (lists / dicts of arrays) and can run code when
+loaded: they are loaded only from the folder the user named, never searched for elsewhere.
+
+Accepted paths: a plane folder (``.../suite2p/plane0``), a ``suite2p`` folder holding exactly
+one ``plane*`` folder (or the files directly), or the path of ``stat.npy``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..config import IngestConfig
+from .candidates import Candidates
+from .extraction import as_metric, csr_from_pixel_lists
+
+log = logging.getLogger(__name__)
+
+__all__ = ["read_suite2p", "resolve_plane_folder", "SUITE2P_TRACES", "STAT_METRICS"]
+
+SUITE2P_TRACES = ("F", "F-0.7Fneu", "spks")
+STAT_METRICS = ("skew", "compact", "npix_norm", "aspect_ratio")
+
+
+def resolve_plane_folder(path: str | Path) -> Path:
+    """The plane folder holding ``stat.npy`` for a plane folder, suite2p folder or stat path."""
+    path = Path(path)
+    if path.is_file():
+        if path.name != "stat.npy":
+            raise ValueError(f"{path}: expected a Suite2p folder or its stat.npy")
+        return path.parent
+    if (path / "stat.npy").is_file():
+        return path
+    planes = sorted(p.parent for p in path.glob("plane*/stat.npy"))
+    if len(planes) == 1:
+        return planes[0]
+    if planes:
+        raise ValueError(f"{path}: {len(planes)} plane folders ({', '.join(p.name for p in planes)}); "
+                         f"name one plane folder")
+    raise FileNotFoundError(f"{path}: no stat.npy here or in a plane*/ folder (expected a "
+                            f"Suite2p output)")
+
+
+def _load(path: Path, pickle: bool):
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (Suite2p output needs it)")
+    try:
+        return np.load(path, allow_pickle=pickle)
+    except (ValueError, OSError, EOFError) as exc:
+        raise OSError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from exc
+
+
+def _pad_image(img: np.ndarray, ops: dict, height: int, width: int, name: str,
+               where: Path) -> np.ndarray | None:
+    """Suite2p crops max_proj / Vcorr to ops yrange, xrange: put them back into (H, W)."""
+    img = np.asarray(img, dtype=np.float32)
+    if img.shape == (height, width):
+        return img
+    yr, xr = ops.get("yrange"), ops.get("xrange")
+    if yr is None or xr is None or (yr[1] - yr[0], xr[1] - xr[0]) != img.shape:
+        log.info("%s: image %s of shape %s does not fit %d x %d nor ops yrange/xrange; skipped",
+                 where, name, img.shape, height, width)
+        return None
+    out = np.full((height, width), float(img.min()) if img.size else 0.0, np.float32)
+    out[yr[0]:yr[1], xr[0]:xr[1]] = img
+    log.info("%s: %s was cropped to rows %s, cols %s by Suite2p; padded back to %d x %d with "
+             "its minimum", where, name, list(yr), list(xr), height, width)
+    return out
+
+
+def read_suite2p(path: str | Path, *, config: IngestConfig = IngestConfig(),
+                 progress: bool = False) -> Candidates:
+    """Read a Suite2p plane into Candidates.
+
+    footprints: ``lam`` weights at (``ypix``, ``xpix``) of each ROI (FOV coordinates), H, W
+        from ops ``Ly``, ``Lx``.
+    traces: ``config.suite2p_trace``: 'F', 'F-0.7Fneu' (F - neuropil_coefficient * Fneu) or
+        'spks'.
+    metrics: ``suite2p_iscell`` (0/1), ``suite2p_iscell_prob``, and ``suite2p_<stat>`` for
+        skew, compact, npix_norm, aspect_ratio (NaN where an ROI lacks it).
+    images: ``suite2p_meanImg``, ``suite2p_max_proj``, ``suite2p_Vcorr`` (the last two padded
+        back from ops yrange/xrange to (H, W)).
+    fs_hz: ops ``fs``.
+    """
+    folder = resolve_plane_folder(path)
+    if config.suite2p_trace not in SUITE2P_TRACES:
+        raise ValueError(f"suite2p_trace must be one of {SUITE2P_TRACES}, "
+                         f"got {config.suite2p_trace!r}")
+    stat = _load(folder / "stat.npy", pickle=True)
+    ops = _load(folder / "ops.npy", pickle=True)
+    ops = ops.item() if isinstance(ops, np.ndarray) and ops.dtype == object and ops.shape == () else ops
+    if not isinstance(ops, dict) or "Ly" not in ops or "Lx" not in ops:
+        raise ValueError(f"{folder / 'ops.npy'}: expected a dict with Ly and Lx (Suite2p ops)")
+    height, width = int(ops["Ly"]), int(ops["Lx"])
+    n = len(stat)
+    try:
+        rows = [np.asarray(s["ypix"]) for s in stat]
+        cols = [np.asarray(s["xpix"]) for s in stat]
+        lam = [np.asarray(s["lam"], dtype=np.float32) for s in stat]
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"{folder / 'stat.npy'}: each ROI needs ypix, xpix, lam ({exc!r})") from exc
+    footprints = csr_from_pixel_lists(rows, cols, lam, height, width, str(folder / "stat.npy"))
+
+    name = {"F": "F.npy", "F-0.7Fneu": "F.npy", "spks": "spks.npy"}[config.suite2p_trace]
+    traces = _load(folder / name, pickle=False)
+    if config.suite2p_trace == "F-0.7Fneu":
+        fneu = _load(folder / "Fneu.npy", pickle=False)
+        if fneu.shape != traces.shape:
+            raise ValueError(f"{folder / 'Fneu.npy'}: shape {fneu.shape}, expected "
+                             f"{traces.shape} like F.npy")
+        traces = traces - np.float32(config.neuropil_coefficient) * fneu
+    if traces.ndim != 2 or traces.shape[0] != n:
+        raise ValueError(f"{folder / name}: shape {traces.shape}, expected ({n}, n_frames): one "
+                         f"trace per ROI in stat.npy")
+
+    metrics: dict[str, np.ndarray] = {}
+    where = str(folder)
+    if (folder / "iscell.npy").is_file():
+        iscell = np.asarray(_load(folder / "iscell.npy", pickle=False), dtype=np.float32)
+        if iscell.ndim == 1:
+            iscell = iscell[:, None]
+        if iscell.shape[0] != n:
+            raise ValueError(f"{folder / 'iscell.npy'}: {iscell.shape[0]} rows, expected {n}")
+        metrics["suite2p_iscell"] = iscell[:, 0]
+        if iscell.shape[1] > 1:
+            metrics["suite2p_iscell_prob"] = iscell[:, 1]
+    for key in STAT_METRICS:
+        if any(key in s for s in stat):
+            values = as_metric([float(np.squeeze(s[key])) if key in s else np.nan for s in stat],
+                               n, key, where)
+            if values is not None:
+                metrics[f"suite2p_{key}"] = values
+    images = {}
+    for key in ("meanImg", "max_proj", "Vcorr"):
+        if ops.get(key) is not None:
+            img = _pad_image(ops[key], ops, height, width, key, folder)
+            if img is not None:
+                images[f"suite2p_{key}"] = img
+    fs = ops.get("fs")
+    log.info("%s: Suite2p trace %s", folder, config.suite2p_trace)
+    return Candidates(footprints, traces, height, width, "suite2p", folder, metrics=metrics,
+                      images=images, fs_hz=float(fs) if fs else None)

@@ -1,0 +1,126 @@
+"""ingest_files / `actsort ingest` and `actsort info`: real data end to end, every error path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actsort_gpu.cli import main
+from actsort_gpu.store import SortStore
+
+N, H, W, T = 3, 6, 8, 20
+
+
+def _npz(path, traces=None, fp=None):
+    if fp is None:
+        fp = np.zeros((N, H, W), np.float32)
+        fp[0, 1, 1], fp[1, 2:4, 3:5], fp[2, 5, 7] = 2.0, 0.5, 1.0
+    rng = np.random.default_rng(0)
+    np.savez(path, footprints=fp, traces=rng.random((N, T)) if traces is None else traces)
+    return path
+
+
+def _movie(path, t=T, h=H, w=W):
+    np.save(path, np.zeros((t, h, w), np.uint16))
+    return path
+
+
+@pytest.mark.parametrize("name,n,t,hw,fs", [("neurofinder_crop", 178, 600, (256, 256), 7.0),
+                                             ("miniscope_1p", 1196, 1000, (480, 752), 15.0)])
+def test_cli_real_suite2p(shared_data, tmp_path, capsys, name, n, t, hw, fs):
+    out = tmp_path / "s.actsort"
+    rc = main(["ingest", "--movie", str(shared_data / name / "movie.tif"), "--extraction",
+               str(shared_data / name / "suite2p"), "--out", str(out), "--no-progress"])
+    assert rc == 0
+    store = SortStore.open(out)
+    assert (store.n_candidates, store.n_frames, store.height, store.width) == (n, t, *hw)
+    assert store.attrs["movie"]["fs_hz"] == fs
+    fp = store.footprints()
+    assert np.allclose(fp.max(axis=1).toarray().ravel(), 1.0)        # max-normalised
+    assert store.read("source_images/suite2p_meanImg").shape == hw
+    assert store.has("candidates/source_metrics/suite2p_iscell_prob")
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"{n:,} (0 with empty footprints)" in text and "ingest      complete" in text
+
+
+def test_mismatched_hw(tmp_path, capsys):
+    rc = main(["ingest", "--movie", str(_movie(tmp_path / "m.npy", h=H + 1)), "--extraction",
+               str(_npz(tmp_path / "e.npz")), "--out", str(tmp_path / "s.actsort")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "e.npz: footprints are 6 x 8 pixels but the movie" in err
+    assert "m.npy is 7 x 8" in err
+
+
+def test_trace_length_mismatch_and_downsampling(tmp_path, capsys):
+    e = _npz(tmp_path / "e.npz")
+    rc = main(["ingest", "--movie", str(_movie(tmp_path / "m.npy", t=T - 3)), "--extraction",
+               str(e), "--out", str(tmp_path / "a.actsort")])
+    assert rc == 1 and "traces have 20 frames but the movie" in capsys.readouterr().err
+    rc = main(["ingest", "--movie", str(_movie(tmp_path / "d.npy", t=T // 4)), "--extraction",
+               str(e), "--out", str(tmp_path / "b.actsort")])
+    assert rc == 0
+    store = SortStore.open(tmp_path / "b.actsort")
+    assert store.attrs["movie"]["temporal_downsample"] == 4
+    assert "4x the movie's frames" in store.summary()
+
+
+def test_empty_footprints_flagged(tmp_path):
+    fp = np.zeros((N, H, W), np.float32)
+    fp[1, 2, 2] = 1.0
+    rc = main(["ingest", "--movie", str(_movie(tmp_path / "m.npy")), "--extraction",
+               str(_npz(tmp_path / "e.npz", fp=fp)), "--out", str(tmp_path / "s.actsort")])
+    assert rc == 0
+    np.testing.assert_array_equal(SortStore.open(tmp_path / "s.actsort").read(
+        "candidates/is_empty"), [True, False, True])
+
+
+def test_nonfinite_traces(tmp_path, capsys):
+    traces = np.ones((N, T))
+    traces[1, 3], traces[2, 0] = np.nan, np.inf
+    e, m = _npz(tmp_path / "e.npz", traces=traces), _movie(tmp_path / "m.npy")
+    rc = main(["ingest", "--movie", str(m), "--extraction", str(e), "--out",
+               str(tmp_path / "a.actsort")])
+    assert rc == 1 and "e.npz: 2 NaN/Inf values" in capsys.readouterr().err
+    assert not (tmp_path / "a.actsort").exists()
+    rc = main(["ingest", "--movie", str(m), "--extraction", str(e), "--out",
+               str(tmp_path / "b.actsort"), "--nonfinite", "zero"])
+    assert rc == 0
+    t = SortStore.open(tmp_path / "b.actsort").traces()
+    assert t[1, 3] == 0 and t[2, 0] == 0 and np.isfinite(t).all()
+
+
+def test_unknown_and_corrupt_inputs(tmp_path, capsys):
+    m = _movie(tmp_path / "m.npy")
+    (tmp_path / "e.xyz").write_text("?")
+    assert main(["ingest", "--movie", str(m), "--extraction", str(tmp_path / "e.xyz"),
+                 "--out", str(tmp_path / "a.actsort")]) == 1
+    assert "unknown extraction format '.xyz'" in capsys.readouterr().err
+    (tmp_path / "m.npy").write_bytes(b"\x93NUMPY broken")
+    assert main(["ingest", "--movie", str(m), "--extraction", str(_npz(tmp_path / "e.npz")),
+                 "--out", str(tmp_path / "b.actsort")]) == 1
+    assert "m.npy: not a readable .npy movie" in capsys.readouterr().err
+
+
+def test_extract_sparse_without_image_takes_hw_from_movie(tmp_path):
+    import scipy.io
+    import scipy.sparse as sp
+
+    fp = np.zeros((H * W, 2))
+    fp[0, 0], fp[H * W - 1, 1] = 1, 2                       # first and last pixel
+    scipy.io.savemat(tmp_path / "e.mat", {"filters": sp.csc_matrix(fp),
+                                          "traces": np.ones((T, 2))})
+    assert main(["ingest", "--movie", str(_movie(tmp_path / "m.npy")), "--extraction",
+                 str(tmp_path / "e.mat"), "--out", str(tmp_path / "s.actsort")]) == 0
+    assert SortStore.open(tmp_path / "s.actsort").footprints().indices.tolist() == [0, H * W - 1]
+
+
+def test_info_refuses_non_store_and_newer_schema(tmp_path, capsys):
+    (tmp_path / "plain").mkdir()
+    assert main(["info", str(tmp_path / "plain")]) == 1
+    assert "not a sort store" in capsys.readouterr().err
+    store = SortStore.create(tmp_path / "new.actsort")
+    store.update_attrs(schema_version=99)
+    assert main(["info", str(tmp_path / "new.actsort")]) == 1
+    assert "upgrade actsort-gpu" in capsys.readouterr().err

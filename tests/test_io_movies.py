@@ -1,0 +1,192 @@
+"""Movie readers: every format gives the same (T, H, W) frames, windows, errors."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from actsort_gpu.io.movies import (HDF5Movie, NpyMovie, Suite2pBinMovie, TiffFolderMovie,
+                                   TiffMovie, ZarrMovie, open_movie, resolve_axis_order)
+
+T, H, W = 12, 6, 9   # H != W so that a transposed read cannot pass by accident
+
+
+@pytest.fixture()
+def movie():
+    return np.arange(T * H * W, dtype=np.uint16).reshape(T, H, W)
+
+
+def _check(m, movie, fmt):
+    assert m.shape == (T, H, W) and m.format == fmt
+    np.testing.assert_array_equal(m.read(3, 7), movie[3:7])
+    chunks = list(m.iter_chunks(5))
+    assert [c[0] for c in chunks] == [0, 5, 10]
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), movie)
+    reused = [c.copy() for _, c in m.iter_chunks(5, reuse_buffer=True)]
+    np.testing.assert_array_equal(np.concatenate(reused), movie)
+    with pytest.raises(IndexError):
+        m.read(0, T + 1)
+
+
+def test_tiff_uncompressed_and_zlib(tmp_path, movie):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "raw.tif", movie, contiguous=True)
+    tifffile.imwrite(tmp_path / "zlib.tif", movie, compression="zlib")
+    tifffile.imwrite(tmp_path / "big.tif", movie.astype(">u2"), bigtiff=True, byteorder=">")
+    for name, uses_raw in (("raw.tif", True), ("zlib.tif", False), ("big.tif", True)):
+        with open_movie(tmp_path / name) as m:
+            assert isinstance(m, TiffMovie) and (m._raw is not None) == uses_raw, name
+            assert m.dtype == np.uint16
+            _check(m, movie, "tiff")
+
+
+def test_tiff_folder_natural_order(tmp_path, movie):
+    import tifffile
+
+    for i in range(T):
+        tifffile.imwrite(tmp_path / f"frame{i}.tif", movie[i])   # frame10 after frame9
+    m = open_movie(tmp_path)
+    assert isinstance(m, TiffFolderMovie)
+    _check(m, movie, "tiff-folder")
+
+
+def test_tiff_folder_of_multipage_files(tmp_path, movie):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "part1.tif", movie[:7])
+    tifffile.imwrite(tmp_path / "part2.tif", movie[7:])
+    _check(open_movie(tmp_path), movie, "tiff-folder")
+
+
+@pytest.mark.parametrize("order", ["THW", "TWH", "HWT", "WHT"])
+def test_hdf5_axis_orders(tmp_path, movie, order, caplog):
+    import h5py
+
+    stored = movie.transpose(["THW".index(a) for a in order])
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["mov"] = stored
+        f["F_per_pixel"] = np.zeros((3, 4, 5))   # EXTRACT by-product: never the movie
+    with caplog.at_level(logging.INFO):
+        m = open_movie(tmp_path / "m.h5", expected_hw=(H, W))
+    assert isinstance(m, HDF5Movie) and m.axis_order == order and m.dataset == "mov"
+    _check(m, movie, "hdf5")
+    if order != "THW":
+        assert order in caplog.text
+    m.close()
+
+
+def test_matlab_v73_movie_prefers_reversed_order(tmp_path):
+    """MATLAB [H W T] with H == W reads as (T, W, H); the tie goes to MATLAB's order."""
+    import h5py
+
+    mov = np.random.default_rng(0).random((5, 4, 4)).astype(np.float32)   # (T, H, W)
+    path = tmp_path / "movie.mat"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f["Y"] = mov.transpose(0, 2, 1)
+    with open(path, "r+b") as fh:
+        fh.write(b"MATLAB 7.3 MAT-file, written by a test")
+    with open_movie(path, expected_hw=(4, 4)) as m:
+        assert m.axis_order == "TWH"
+        np.testing.assert_array_equal(m.read(0, 5), mov)
+
+
+def test_hdf5_dataset_choice_errors(tmp_path, movie):
+    import h5py
+
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a"] = movie
+        f["b"] = movie
+    with pytest.raises(ValueError, match="2 3-D datasets.*--dataset"):
+        open_movie(tmp_path / "two.h5")
+    assert open_movie(tmp_path / "two.h5", dataset="b").shape == (T, H, W)
+    with pytest.raises(KeyError, match="no dataset 'c'"):
+        open_movie(tmp_path / "two.h5", dataset="c")
+    with pytest.raises(ValueError, match="does not contain frames of 7 x 7"):
+        open_movie(tmp_path / "two.h5", dataset="a", expected_hw=(7, 7))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_array_and_group(tmp_path, movie, zarr_format):
+    import zarr
+
+    zarr.save_array(str(tmp_path / "a.zarr"), movie, zarr_format=zarr_format)
+    _check(open_movie(tmp_path / "a.zarr"), movie, "zarr")
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=zarr_format)
+    g.create_array("frames", data=movie.transpose(1, 2, 0), chunks=(H, W, 4))
+    g.create_array("image", data=movie[0])
+    m = open_movie(tmp_path / "g.zarr", expected_hw=(H, W))
+    assert isinstance(m, ZarrMovie) and m.axis_order == "HWT" and m.dataset == "frames"
+    _check(m, movie, "zarr")
+
+
+def test_suite2p_bin(tmp_path, movie):
+    data = movie.astype(np.int16)
+    data.tofile(tmp_path / "data.bin")
+    np.save(tmp_path / "ops.npy", {"Ly": H, "Lx": W, "nframes": T, "fs": 30.0})
+    for path in (tmp_path / "data.bin", tmp_path):
+        m = open_movie(path)
+        assert isinstance(m, Suite2pBinMovie) and m.fs_hz == 30.0
+        assert m.describe()["fs_hz"] == 30.0
+        _check(m, data, "suite2p-bin")
+        m.close()
+
+
+def test_npy_c_and_fortran(tmp_path, movie):
+    np.save(tmp_path / "c.npy", movie)
+    np.save(tmp_path / "f.npy", np.asfortranarray(movie))
+    for name in ("c.npy", "f.npy"):
+        m = open_movie(tmp_path / name)
+        assert isinstance(m, NpyMovie)
+        _check(m, movie, "npy")
+
+
+def test_truncated_tiff(tmp_path, movie):
+    import tifffile
+
+    for name, kw in (("raw.tif", {"contiguous": True}), ("zlib.tif", {"compression": "zlib"})):
+        tifffile.imwrite(tmp_path / name, movie, **kw)
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) * 2 // 3])
+        with pytest.raises(OSError, match=f"{name}.*(truncated|corrupt)"):
+            with open_movie(tmp_path / name) as m:
+                for _ in m.iter_chunks(4):
+                    pass
+
+
+def test_truncated_suite2p_bin(tmp_path, movie):
+    movie.astype(np.int16)[:-2].tofile(tmp_path / "data.bin")
+    np.save(tmp_path / "ops.npy", {"Ly": H, "Lx": W, "nframes": T})
+    with pytest.raises(OSError, match=r"data.bin: file is truncated.*last 2 frame"):
+        open_movie(tmp_path / "data.bin")
+
+
+def test_single_frame_and_unknown_format(tmp_path, movie):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "one.tif", movie[0])
+    with pytest.raises(ValueError, match="single 6 x 9 image"):
+        open_movie(tmp_path / "one.tif")
+    np.save(tmp_path / "one.npy", movie[0])
+    with pytest.raises(ValueError, match="single frame is not a movie"):
+        open_movie(tmp_path / "one.npy")
+    (tmp_path / "m.avi").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"m.avi: unknown movie format '.avi'; supported: tiff"):
+        open_movie(tmp_path / "m.avi")
+    with pytest.raises(FileNotFoundError, match="movie not found"):
+        open_movie(tmp_path / "missing.tif")
+
+
+def test_axis_order_rules():
+    assert resolve_axis_order((10, 4, 4), None, matlab=True, where="x") == "TWH"
+    assert resolve_axis_order((10, 4, 4), (4, 4), matlab=False, where="x") == "THW"
+    assert resolve_axis_order((4, 5, 10), (5, 4), matlab=False, where="x") == "WHT"
+
+
+def test_real_tiffs_open(shared_data):
+    with open_movie(shared_data / "neurofinder_crop" / "movie.tif") as m:
+        assert m.shape == (600, 256, 256) and m.dtype == np.uint16
+        first = m.read(0, 2)
+        assert first.std() > 0
