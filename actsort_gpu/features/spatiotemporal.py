@@ -32,6 +32,7 @@ s = 0 and M = 0, and every pixel statistic that is not a sum of zeros is masked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -90,12 +91,24 @@ def spatiotemporal_features(snapshots, crop_footprints, snapshot_traces, event_v
         shapes[i] = fp_shape
     out = np.full((n, N_SPATIOTEMPORAL), np.nan)
     n_valid = valid.sum(axis=1)
-    for grp in _groups(n_valid, shapes, max_batch_elements):
-        if n_valid[grp[0]] == 0:
-            continue                                    # no real event: every feature NaN
-        out[grp] = _group_features(grp, snapshots, crop_footprints, traces, valid, shapes,
-                                   n_valid, xp)
+    with _single_threaded_blas(xp):
+        for grp in _groups(n_valid, shapes, max_batch_elements):
+            if n_valid[grp[0]] == 0:
+                continue                                # no real event: every feature NaN
+            out[grp] = _group_features(grp, snapshots, crop_footprints, traces, valid, shapes,
+                                       n_valid, xp)
     return out.astype(np.float32)
+
+
+def _single_threaded_blas(xp):
+    """Host BLAS limited to one thread for the batched small matmuls: a multi-threaded
+    OpenBLAS call per (K x P) matrix costs more in thread hand-offs than it computes (4-25x
+    slower on a loaded 2-core machine). No-op for CuPy."""
+    if xp is not np:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits      # installed with scikit-learn
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _groups(n_valid, shapes, max_elements):
@@ -156,27 +169,37 @@ def _group_features(grp, snapshots, crop_footprints, traces, valid, shapes, n_va
 
 # --------------------------------------------------------------------------- noise estimates
 def _noise_std_by_length(M, kv, xp):
-    """sigma_hat (FFT noise std) along the valid frames of every pixel: (g, P)."""
-    out = xp.zeros((M.shape[0], M.shape[2]))
-    for length in np.unique(kv):
-        sel = np.nonzero(kv == length)[0]
-        x = M[xp.asarray(sel), :int(length), :]
-        out[xp.asarray(sel)] = _fft_noise_std(x, int(length), axis=1, xp=xp)
-    return out
+    """sigma_hat (FFT noise std) along the valid frames of every pixel: (g, P).
+
+    Only the upper half of the one-sided spectrum enters sigma_hat, so instead of a full FFT
+    per pixel the needed bins are taken as one batched matmul with a per-length real DFT
+    matrix (cos and sin rows, scaled so that sigma_hat = the root of the sum of squares)."""
+    table, lengths = _noise_dft_table(tuple(int(v) for v in np.unique(kv)), M.shape[1])
+    W = xp.asarray(table)[xp.asarray(np.searchsorted(lengths, kv))]      # (g, 2 * nb, K)
+    proj = W @ M                                                        # (g, 2 * nb, P)
+    return xp.sqrt(xp.einsum("gjp,gjp->gp", proj, proj))
 
 
-def _fft_noise_std(x, n, axis, xp):
-    """estimate_noise_std.m along ``axis`` (length n): mean of the upper half of the
-    one-sided power spectrum (bins round(N/2)..N of N = ceil(n/2), 1-based), sqrt."""
-    half = -(-n // 2)
-    power = xp.abs(xp.fft.rfft(x, axis=axis)) ** 2
-    power = xp.moveaxis(power, axis, -1)[..., :half]
-    power = power / (2 * half)
-    lo = int(math.floor(0.5 * half + 0.5))              # MATLAB round, 1-based
-    band = power[..., max(lo, 1) - 1:half]
-    if lo <= 1:                                         # bin 1 (DC) is halved
-        band = xp.concatenate([band[..., :1] / 2, band[..., 1:]], axis=-1)
-    return xp.sqrt(band.mean(axis=-1))
+def _noise_dft_table(lengths, kp):
+    """(n_lengths, 2 * nb_max, kp) rows c_j, s_j with sum_j (c_j x)^2 + (s_j x)^2 =
+    sigma_hat(x[:n])^2 for each length n (estimate_noise_std.m: mean of the one-sided power
+    |F_k|^2 / (2N) over bins round(N/2)..N of N = ceil(n/2), 1-based, bin 1 halved); zero
+    rows and columns pad."""
+    specs = []
+    for n in lengths:
+        half = -(-n // 2)
+        lo = max(int(math.floor(0.5 * half + 0.5)), 1)   # MATLAB round, 1-based
+        specs.append((n, half, np.arange(lo - 1, half)))
+    nb = max(len(b) for _, _, b in specs)
+    table = np.zeros((len(lengths), 2 * nb, kp))
+    for i, (n, half, bins) in enumerate(specs):
+        t = np.arange(n)
+        phase = 2 * np.pi * ((bins[:, None] * t[None, :]) % n) / n
+        scale = np.full(len(bins), 1.0 / (2 * half * len(bins)))
+        scale[bins == 0] /= 2                            # bin 1 (DC) is halved
+        table[i, :len(bins), :n] = np.cos(phase) * np.sqrt(scale)[:, None]
+        table[i, nb:nb + len(bins), :n] = np.sin(phase) * np.sqrt(scale)[:, None]
+    return table, np.asarray(lengths)
 
 
 def _welch_noise_std(t, kv, xp):
@@ -263,39 +286,105 @@ def _kappa_of(eps, xp):
     return -0.3775 * xp.log(xp.maximum(eps, 0.001)) - 0.0597 * eps + 0.0544
 
 
-def _solve_epsilon(M, s, sigma, xp):
+def _solve_epsilon(M, s, sigma, xp, max_chunk_elements: int = 1 << 18):
     """solve_single_source_temporal.m on the footprint's support: epsilon (g, K).
 
     Pixels with s = 0 add nothing to any sum of the solve, so only the support is gathered
-    (padded slots hold s = 0 pixels, which are inert the same way)."""
+    (padded slots hold s = 0 pixels, which are inert the same way). Candidates are solved in
+    chunks of similar support size (chunk <= ``max_chunk_elements`` frames x pixels, small
+    enough to stay in the CPU cache over the 23 iterations)."""
     g, kp, P = M.shape
     nz = s != 0
-    n_sup = max(int(to_numpy(nz.sum(axis=1)).max()), 1)
+    n_nz = to_numpy(nz.sum(axis=1)).astype(np.int64)
     ar = xp.arange(P)
-    order = xp.argsort(xp.where(nz, ar[None, :], P + ar[None, :]), axis=1)[:, :n_sup]
-    a = xp.take_along_axis(s, order, axis=1)                       # (g, Ps)
-    B = xp.take_along_axis(M, order[:, None, :], axis=2)           # (g, K, Ps)
+    order_all = xp.argsort(xp.where(nz, ar[None, :], P + ar[None, :]), axis=1)  # support first
+    eps = xp.full((g, kp), xp.nan)
+    by_size = np.argsort(n_nz, kind="stable")
+    start = 0
+    while start < g:
+        n_sup = max(int(n_nz[by_size[start]]), 1)
+        stop = start + 1
+        while stop < g:                                  # grow while the padded chunk fits
+            nxt = max(int(n_nz[by_size[stop]]), 1)
+            if (stop + 1 - start) * nxt * kp > max_chunk_elements:
+                break
+            n_sup, stop = nxt, stop + 1
+        sel = xp.asarray(by_size[start:stop])
+        order = order_all[sel, :n_sup]                                  # (c, Ps)
+        a = xp.take_along_axis(s[sel], order, axis=1)
+        B = M[sel[:, None, None], xp.arange(kp)[None, :, None], order[:, None, :]]  # (c, K, Ps)
+        eps[sel] = _solve_chunk(B, a, sigma[sel], xp)
+        start = stop
+    return eps
+
+
+def _solve_chunk(B, a, sigma, xp):
+    """The robust solve for one chunk: B (c, K, Ps) movie on the support, a (c, Ps) footprint,
+    sigma (c,) noise level; returns epsilon (c, K) of iteration 23.
+
+    Per iteration ActSort forms R = B - a x and the mask R >= kappa~ (column-wise), then
+    x = (a'(B o ~mask) + kappa~ o (a'mask)) / ((a^2)'~mask). With C = a o (B - kappa~)
+    this is x = (sum_under C + kappa~ * sum(a)) / sum_under a^2, where "under" = R < kappa~
+    = Q < x with Q = (B - kappa~) / a (a > 0; the comparison flips where a < 0). C and Q
+    only change when kappa~ does (iterations 15 and 20), so one iteration costs one
+    comparison and two masked sums. The fraction d of positive residuals, which decides
+    epsilon, is taken from B > a x, bit-identical to R > 0. The x update of iteration 23 is
+    never used (epsilon is read before it) and is skipped."""
+    numpy_like = xp is np
+    c, kp, ps = B.shape
     a2 = a * a
     pos = a > 0
+    A3 = a[:, None, :]
+    BA = B * A3
+    ba_sum = BA.sum(axis=2)
+    a_sum = a.sum(axis=1)
+    a2_sum = a2.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = xp.fmax((B @ a[:, :, None])[:, :, 0] / a2.sum(axis=1)[:, None], 0)
+        x = xp.fmax(ba_sum / a2_sum[:, None], 0)
         w = xp.where(pos, 1 / (1 + a), 0)
         w = w / w.sum(axis=1, keepdims=True)
-        alpha = 0.05 * (a.sum(axis=1) / pos.sum(axis=1)) * a.sum(axis=1) / a2.sum(axis=1)
-    kappa = xp.ones((g, kp))
-    ktil = kappa * sigma[:, None]
-    eps = xp.full((g, kp), xp.nan)
+        alpha = 0.05 * (a_sum / pos.sum(axis=1)) * a_sum / a2_sum
+    neg = a < 0
+    any_neg = bool(to_numpy(neg.any()))
+    kappa = xp.ones((c, kp))
+    eps = xp.full((c, kp), xp.nan)
+    Q = xp.empty_like(B)
+    C = xp.empty_like(B)
+    U = xp.empty(B.shape, dtype=bool if numpy_like else B.dtype)
+    prod = xp.empty_like(B)
+
+    def new_kappa(kt):
+        xp.multiply(kt[:, :, None], A3, out=C)
+        xp.subtract(BA, C, out=C)                         # C = a (B - kt)
+        xp.subtract(B, kt[:, :, None], out=Q)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xp.divide(Q, A3, out=Q)                       # Q = (B - kt) / a; a = 0 is inert
+        return kt * a_sum[:, None]
+
+    kt = kappa * sigma[:, None]
+    kt_a = new_kappa(kt)
     for it in range(1, _N_ITER_EPS + 1):
-        R = B - x[:, :, None] * a[:, None, :]
         if it in _EPS_UPDATES:
-            d = ((R > 0) @ w[:, :, None])[:, :, 0]
+            xp.multiply(x[:, :, None], A3, out=prod)
+            if numpy_like:
+                xp.greater(B, prod, out=U)                # B > a x  <=>  R > 0
+            else:
+                U[...] = B > prod
+            d = xp.einsum("ckp,cp->ck", U, w)
             kappa = _kappa_of(_eps_of(d, kappa, alpha, xp), xp)
             eps = _eps_of(d, kappa, alpha, xp)
-            ktil = kappa * sigma[:, None]
-        over = (R >= ktil[:, :, None]).astype(B.dtype)
-        under = 1 - over
-        num = ((B * under) @ a[:, :, None])[:, :, 0] + ktil * (over @ a[:, :, None])[:, :, 0]
-        den = (under @ a2[:, :, None])[:, :, 0]
+            if it == _N_ITER_EPS:
+                break
+            kt = kappa * sigma[:, None]
+            kt_a = new_kappa(kt)
+        if numpy_like:
+            xp.less(Q, x[:, :, None], out=U)              # under: R < kt
+        else:
+            U[...] = Q < x[:, :, None]
+        if any_neg:
+            xp.not_equal(U, neg[:, None, :], out=U)       # a < 0: under <=> Q > x
+        num = xp.einsum("ckp,ckp->ck", U, C) + kt_a
+        den = xp.einsum("ckp,cp->ck", U, a2)
         with np.errstate(divide="ignore", invalid="ignore"):
             x = xp.fmax(num / den, 0)                   # MATLAB max(., 0) drops NaN
     return eps

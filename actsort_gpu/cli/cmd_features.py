@@ -1,0 +1,42 @@
+"""``actsort features``: the 76 ActSort features (+ extras) of every candidate -> features/."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_config_argument, add_device_argument, add_progress_argument
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "features", help="engineered features of every candidate -> features/matrix",
+        description="Compute ActSort's 76 features (temporal, spatial, spatiotemporal) and the "
+                    "extra Suite2p/CaImAn-style columns from the store (traces, footprints, "
+                    "snapshots) and write features/matrix (N, F) with its names and "
+                    "feature-set version. Needs `actsort preprocess` first. NaN/Inf values "
+                    "are replaced once (ActSort's policy) and reported.")
+    p.add_argument("store", metavar="STORE", help="sort store (*.actsort)")
+    add_device_argument(p)
+    add_config_argument(p)
+    add_progress_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..features import compute_features
+    from ..features.policy import format_nan_report
+    from ..store import SortStore
+
+    cfg = load_config(args.config).features
+    matrix = compute_features(args.store, cfg, device=args.device, progress=args.progress)
+    store = SortStore.open(args.store)
+    attrs = store.array("features/matrix").attrs
+    stage = store.attrs["stages"]["features"]
+    print(f"{args.store}: features/matrix {matrix.shape[0]} x {matrix.shape[1]} "
+          f"({attrs['version']}) on {stage['device']} in {stage['seconds']:.1f} s")
+    report = attrs.get("nan_report") or {}
+    if report:
+        print(f"NaN/Inf replaced in {len(report)} feature(s):")
+        print(format_nan_report(report))
+    return 0

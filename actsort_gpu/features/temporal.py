@@ -1,0 +1,396 @@
+"""Temporal features 1-36 (ActSort reference section 3.2), computed on blocks of traces.
+
+Everything except peak finding is an (n, T) array expression in ``xp`` (NumPy on the CPU, CuPy
+on a GPU). Peak finding (features 3, 5-11) runs on the host with SciPy's compiled prominence and
+width routines over all traces of a block at once (traces laid end to end behind a barrier, see
+:mod:`actsort_gpu.signal`): measured faster than any per-trace loop, and exact.
+
+Features 3, 5-11 use three rescaled copies of the trace (T1 = T/max, T2 = (T-min)/(max-min),
+T3 = T - min(0, min T)). Each is T under an increasing affine map, so they share the same peaks,
+the same prominence bases, and prominences that scale with the map. We therefore find the peaks
+once, on T, and only rescale thresholds. The half-height widths (8-11) depend on the level
+of T2 and are measured on T2 itself.
+
+Feature 35 (trace similarity) is pairwise over all candidates: :func:`similarity_rows` makes
+the unit-norm rows and :func:`count_similar` counts correlations > 0.7 in symmetric tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+from scipy.signal import peak_widths as _scipy_peak_widths
+from scipy.signal._peak_finding_utils import PeakPropertyWarning
+
+from .._xp import get_xp, to_numpy
+from ..signal import local_maxima, peak_prominences
+from .registry import EVENT_SCALES, TEMPORAL_NAMES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["temporal_features", "fft_noise_std", "medfilt3", "quantile_rows", "event_counts",
+           "similarity_rows", "count_similar", "peak_features", "halfheight_widths_many",
+           "SIMILARITY_THRESHOLD"]
+
+SIMILARITY_THRESHOLD = 0.7  # trace_similarity.m
+_EVENT_KERNEL = (0.05, 0.2, 0.5, 0.2, 0.05)  # [0.1 0.4 1 0.4 0.1] / 2 (extract_events_nonexp.)
+_EVENT_MIN_DISTANCE = 3  # peakseek minpeakdist
+
+
+def _round_half_away(x: float) -> int:
+    """MATLAB round for a non-negative scalar (NumPy rounds half to even)."""
+    return int(math.floor(x + 0.5))
+
+
+def medfilt3(x, *, xp=None):
+    """MATLAB ``medfilt1(x, 3)`` along the last axis with zero padding, in ``xp``.
+
+    x : (..., T) float. Returns the same shape and dtype.
+    """
+    xp = get_xp(x, xp=xp)
+    zero = xp.zeros(x.shape[:-1] + (1,), dtype=x.dtype)
+    prev = xp.concatenate([zero, x[..., :-1]], axis=-1)
+    nxt = xp.concatenate([x[..., 1:], zero], axis=-1)
+    return xp.maximum(xp.minimum(prev, x), xp.minimum(xp.maximum(prev, x), nxt))
+
+
+def fft_noise_std(x, *, xp=None):
+    """sigma-hat of each row (``estimate_noise_std.m``, reference 3.1): (n, T) -> (n,).
+
+    n_t samples, N = ceil(n_t/2) one-sided bins (bin 0 = DC, halved), P = |F|^2 / (2N),
+    sigma = sqrt(mean P over bins round(0.5 N) ... N) (1-based, inclusive).
+    """
+    xp = get_xp(x, xp=xp)
+    n_t = x.shape[-1]
+    half = (n_t + 1) // 2
+    power = xp.abs(xp.fft.rfft(x, axis=-1)[..., :half]) ** 2
+    power[..., 0] /= 2
+    power /= 2 * half
+    lo = max(_round_half_away(0.5 * half), 1) - 1
+    return xp.sqrt(power[..., lo:half].mean(axis=-1))
+
+
+def quantile_rows(x, q: float, *, xp=None):
+    """MATLAB ``quantile(x, q)`` of every row ('hazen'): (n, T) -> (n,) in x's dtype.
+
+    Sample i (1-based) sits at probability (i - 0.5)/T, linear interpolation, clamped.
+    """
+    xp = get_xp(x, xp=xp)
+    n_t = x.shape[-1]
+    pos = min(max(q * n_t - 0.5, 0.0), n_t - 1.0)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, n_t - 1)
+    frac = pos - lo
+    if xp is np:
+        part = np.partition(x, (lo, hi), axis=-1)
+    else:
+        part = xp.sort(x, axis=-1)
+    a, b = part[..., lo], part[..., hi]
+    return a + (b - a) * x.dtype.type(frac)
+
+
+def _zscore_rows(x, ddof: int, xp):
+    """MATLAB zscore along rows; a row with std 0 is divided by 1 (all zeros)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, ddof=ddof, keepdims=True)
+    return (x - mean) / xp.where(std > 0, std, 1)
+
+
+# ----------------------------------------------------------------------------- events (12-29)
+def event_counts(v, theta, *, xp=None):
+    """Event detector of ``extract_events_nonexponential.m`` + ``peakseek.m`` on every row.
+
+    v : (n, T) float, non-negative thresholded trace; theta : (n,) threshold argument.
+    Returns (n,) int64 event counts (reference 3.3: medfilt3, 5-tap smoothing g (length T-1),
+    peaks of g above theta * max(g), pairs closer than 3 samples lose their lower member until
+    none is left, each survivor moves to the max of v within +-2 and is dropped if that is 0).
+    """
+    xp = get_xp(v, xp=xp)
+    n, n_t = v.shape
+    if n_t < 4:
+        return xp.zeros(n, dtype=xp.int64)
+    m = medfilt3(v, xp=xp)
+    pad = xp.zeros((n, 2), dtype=m.dtype)
+    mp = xp.concatenate([pad, m, pad], axis=1)
+    g = sum(w * mp[:, k:k + n_t] for k, w in enumerate(_EVENT_KERNEL))[:, :-1]  # (n, T-1)
+    h = theta * g.max(axis=1)
+    mid = g[:, 1:-1]
+    cand = (mid >= g[:, :-2]) & (mid >= g[:, 2:]) & (mid > h[:, None])
+    rows, cols = xp.nonzero(cand)
+    cols = cols + 1
+    vals = g[rows, cols]
+    while rows.size > 1:
+        close = (rows[1:] == rows[:-1]) & ((cols[1:] - cols[:-1]) < _EVENT_MIN_DISTANCE)
+        if not bool(close.any()):
+            break
+        first = xp.nonzero(close)[0]
+        # MATLAB min() over [first; second] returns the first on ties: the first is deleted
+        drop_first = vals[first] <= vals[first + 1]
+        keep = xp.ones(rows.size, dtype=bool)
+        keep[first[drop_first]] = False
+        keep[first[~drop_first] + 1] = False
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    # the arg-max of v within +-2 is zero exactly when the window maximum is zero (v >= 0)
+    vp = xp.concatenate([pad, v, pad], axis=1)
+    wmax = vp[:, 0:n_t]
+    for k in range(1, 5):
+        wmax = xp.maximum(wmax, vp[:, k:k + n_t])
+    ok = wmax[rows, cols] > 0
+    return xp.bincount(rows[ok], minlength=n).astype(xp.int64)
+
+
+def _event_metrics(traces, sigma, xp):
+    """Features 12-29: (n, 18) float64 as [power, fraction, n_events] per scale.
+
+    B5 fix: the noise is that of the max-normalised trace u = T / max(T) (sigma / max), the
+    same signal the threshold is applied to, so the features no longer depend on trace units.
+    """
+    n, n_t = traces.shape
+    peak = traces.max(axis=1)
+    safe = xp.where(peak != 0, peak, 1)
+    u = traces / safe[:, None]
+    sigma_u = sigma / xp.abs(safe)
+    u2 = (u.astype(xp.float64) ** 2).sum(axis=1)
+    out = xp.empty((n, 3 * len(EVENT_SCALES)), dtype=xp.float64)
+    for j, c in enumerate(EVENT_SCALES):
+        theta = (c * sigma_u).astype(u.dtype)
+        v = xp.where(u < theta[:, None], u.dtype.type(0), u)
+        out[:, 3 * j] = (v.astype(xp.float64) ** 2).sum(axis=1) / u2
+        out[:, 3 * j + 1] = (v > 0).mean(axis=1)
+        out[:, 3 * j + 2] = event_counts(v, theta, xp=xp)
+    # a trace with max(T) == 0 has no normalised form (MATLAB: 0/0): NaN, fixed by the policy
+    out[peak == 0] = xp.nan
+    return out
+
+
+# ----------------------------------------------------------------------------- spectrum (30-34)
+_BANDS = ((0.0, 0.05), (0.05, 0.95), (0.5, 1.0), (0.0, 0.5), (0.95, 1.0))
+
+
+def _spectral_fractions(traces, xp):
+    """Features 30-34 (``fourier_features.m``): power fractions in normalised bands, (n, 5)."""
+    n_t = traces.shape[-1]
+    nc = _round_half_away(n_t / 2)
+    power = xp.abs(xp.fft.rfft(traces.astype(xp.float64), axis=-1)[:, :nc]) ** 2
+    total = power.sum(axis=1)
+    csum = xp.concatenate([xp.zeros((traces.shape[0], 1)), xp.cumsum(power, axis=1)], axis=1)
+    out = xp.empty((traces.shape[0], len(_BANDS)), dtype=xp.float64)
+    for j, (lo_f, hi_f) in enumerate(_BANDS):
+        lo = max(_round_half_away(lo_f * nc), 1)
+        hi = min(_round_half_away(hi_f * nc), nc)
+        out[:, j] = (csum[:, hi] - csum[:, lo - 1]) / total  # 1-based inclusive [lo, hi]
+    return out
+
+
+# ----------------------------------------------------------------------------- similarity (35-36)
+def similarity_rows(traces, *, xp=None):
+    """Unit-norm rows Z of ``trace_similarity.m``: medfilt3, z-score (ddof 0), / sqrt(T).
+
+    traces : (n, T) float. Returns (n, T) float32; Z Z^T is the Pearson correlation matrix.
+    """
+    xp = get_xp(traces, xp=xp)
+    z = _zscore_rows(medfilt3(traces.astype(xp.float32), xp=xp), 0, xp)
+    return (z / np.float32(math.sqrt(traces.shape[-1]))).astype(xp.float32)
+
+
+def count_similar(z_all, *, xp=np, tile: int = 8192, threshold: float = SIMILARITY_THRESHOLD,
+                  progress: bool = False):
+    """For every row i of ``z_all`` (N, T): #{j != i : z_i . z_j > threshold}, (N,) int64.
+
+    z_all : (N, T) float32 unit-norm rows, a host array / memmap or an ``xp`` array. Tiles of
+    ``tile`` rows are multiplied on ``xp``; only tile pairs (a <= b) are computed and each
+    counts for both sides (the product is symmetric), so memory is O(tile * (T + tile)).
+    """
+    n = z_all.shape[0]
+    counts = xp.zeros(n, dtype=xp.int64)
+    starts = list(range(0, n, tile))
+    on_device = get_xp(z_all) is xp
+
+    def fetch(a):
+        block = z_all[a:a + tile]
+        return block if on_device else xp.asarray(np.ascontiguousarray(block))
+
+    from tqdm import tqdm
+
+    for ia in tqdm(range(len(starts)), desc="trace similarity", disable=not progress):
+        a = starts[ia]
+        za = fetch(a)
+        for b in starts[ia:]:
+            zb = za if b == a else fetch(b)
+            hit = (za @ zb.T) > threshold
+            if b == a:
+                idx = xp.arange(hit.shape[0])
+                hit[idx, idx] = False
+                counts[a:a + hit.shape[0]] += hit.sum(axis=1)
+            else:
+                counts[a:a + hit.shape[0]] += hit.sum(axis=1)
+                counts[b:b + hit.shape[1]] += hit.sum(axis=0)
+    return counts
+
+
+# ----------------------------------------------------------------------------- peaks (3, 5-11)
+def halfheight_widths_many(y, rows, locs, left_bases, right_bases):
+    """MATLAB 'halfheight' widths of many peaks of the rows of ``y`` (n, T), in samples.
+
+    Batched twin of :func:`actsort_gpu.signal.peak_widths` (which loops over peaks in Python):
+    SciPy's compiled ``peak_widths`` with rel_height 1 and prominence y_pk / 2 puts the line at
+    y_pk / 2, searched between the peak and its prominence bases, as MATLAB does. Rows are laid
+    end to end; bases never leave their row, so rows cannot interact.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if len(locs) == 0:
+        return np.zeros(0)
+    n, n_t = y.shape
+    flat = np.zeros((n, n_t + 1))
+    flat[:, :n_t] = y
+    flat = flat.ravel()
+    off = rows * (n_t + 1)
+    pos = (off + locs).astype(np.intp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PeakPropertyWarning)
+        widths = _scipy_peak_widths(flat, pos, rel_height=1.0, prominence_data=(
+            flat[pos] / 2.0, (off + left_bases).astype(np.intp),
+            (off + right_bases).astype(np.intp)))[0]
+    return widths
+
+
+def _isi(rows, locs, sel, n):
+    """(last - first) / count of the selected peaks per row; 0 if none (features 5-7)."""
+    r, c = rows[sel], locs[sel].astype(np.float64)
+    count = np.bincount(r, minlength=n).astype(np.float64)
+    first = np.full(n, np.inf)
+    last = np.full(n, -np.inf)
+    np.minimum.at(first, r, c)
+    np.maximum.at(last, r, c)
+    return np.where(count > 0, (last - first) / np.maximum(count, 1), 0.0)
+
+
+def _sum_std(rows, values, sel, n):
+    """Sum and sample std (ddof 1) of values per row; std NaN if none, 0 if one."""
+    r, w = rows[sel], values[sel]
+    k = np.bincount(r, minlength=n).astype(np.float64)
+    s1 = np.bincount(r, weights=w, minlength=n)
+    s2 = np.bincount(r, weights=w * w, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (s2 - s1 * s1 / k) / (k - 1)
+    std = np.sqrt(np.maximum(var, 0))
+    std = np.where(k == 1, 0.0, np.where(k == 0, np.nan, std))
+    return s1, std
+
+
+def peak_features(traces) -> np.ndarray:
+    """Features 3, 5, 6, 7, 8, 9, 10, 11 of every row of ``traces`` (n, T): (n, 8) float64.
+
+    Host only (NumPy/SciPy). Definitions: reference 3.2; see the module docstring for the
+    shared-peaks argument. Rows with max(T) <= 0 get feature 3 from T1 itself (the map
+    T -> T / max is then not increasing); a constant row has no peaks (widths: sum 0, std NaN).
+    """
+    y = np.asarray(traces, dtype=np.float64)
+    n = y.shape[0]
+    out = np.full((n, 8), np.nan)
+    rows, locs = local_maxima(y)
+    prom, lb, rb = peak_prominences(y, locs, rows)
+    t_max, t_min = y.max(axis=1), y.min(axis=1)
+    q90 = quantile_rows(y, 0.9)
+
+    # 3: n_small_peaks on T1 = T / max: peaks with prominence below MPP (prom scales by 1/max)
+    mpp1 = np.maximum(0.5 * q90 / np.where(t_max > 0, t_max, 1), 0.1)
+    small = prom < (mpp1 * t_max)[rows]
+    out[:, 0] = np.bincount(rows[small], minlength=n)
+    bad = np.flatnonzero(t_max <= 0)
+    if bad.size:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t1 = y[bad] / t_max[bad, None]
+        for i, row in enumerate(bad):
+            if not np.isfinite(t1[i]).all():
+                out[row, 0] = np.nan  # 0/0 or x/0: MATLAB gives NaN/Inf traces
+                continue
+            r1, l1 = local_maxima(t1[i])
+            p1 = peak_prominences(t1[i], l1)[0]
+            mpp = max(0.5 * float(quantile_rows(t1[i][None], 0.9)[0]), 0.1)
+            out[row, 0] = np.count_nonzero(p1 < mpp)
+
+    # 5-7: T3 = T - min(0, min T) is a shift: same prominences; MPP3 = 0.5 q90(T3)
+    mpp3 = 0.5 * (q90 - np.minimum(0.0, t_min))
+    good = prom >= mpp3[rows]
+    out[:, 1] = _isi(rows, locs, good, n)
+    out[:, 2] = _isi(rows, locs, ~good, n)
+    out[:, 3] = _isi(rows, locs, np.ones(len(locs), bool), n)
+
+    # 8-11: widths on T2 = (T - min) / (max - min); prominent: prom2 >= 0.5 q90(T2)
+    span = t_max - t_min
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t2 = (y - t_min[:, None]) / np.where(span > 0, span, 1)[:, None]
+    widths = halfheight_widths_many(t2, rows, locs, lb, rb)
+    prominent = prom >= (0.5 * (q90 - t_min))[rows]
+    all_peaks = np.ones(len(locs), bool)
+    out[:, 4], out[:, 6] = _sum_std(rows, widths, all_peaks, n)
+    out[:, 5], out[:, 7] = _sum_std(rows, widths, prominent, n)
+    return out
+
+
+# ----------------------------------------------------------------------------- all 36
+def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None = None):
+    """Features 1-36 of a block of traces.
+
+    Parameters
+    ----------
+    traces : (n, T) float32, extractor units (host or ``xp`` array)
+    xp : numpy or cupy (default: that of ``traces``)
+    similarity : (n,) feature 35 for these rows, computed over all candidates of the store
+        (:func:`similarity_rows` + :func:`count_similar`). None: computed within this block.
+    timings : optional dict; seconds are added under 'temporal', 'temporal_peaks'.
+
+    Returns
+    -------
+    (n, 36) float64 host array, raw values (NaN/Inf allowed; the driver applies the policy).
+    """
+    import time
+
+    xp = get_xp(traces, xp=xp)
+    t0 = time.perf_counter()
+    host = to_numpy(traces).astype(np.float32, copy=False)
+    x = xp.asarray(traces, dtype=xp.float32)
+    n, n_t = x.shape
+    out = xp.empty((n, len(TEMPORAL_NAMES)), dtype=xp.float64)
+    sigma = fft_noise_std(x, xp=xp)
+    tm = medfilt3(x, xp=xp)
+    # 1: max(medfilt3(T)) / (sqrt(2) sigma)
+    out[:, 0] = tm.max(axis=1) / (math.sqrt(2.0) * sigma.astype(xp.float64))
+    # 2: mean |T - Tm| / max(Tm, T) over frames with Tm > 0.3 max(Tm)
+    valid = tm > 0.3 * tm.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = xp.abs(x - tm) / xp.maximum(tm, x)
+        out[:, 1] = xp.where(valid, ratio, 0).sum(axis=1) / valid.sum(axis=1)
+    # 4: std (ddof 1) of the z-scores (ddof 1) at or above their 90th percentile
+    z = _zscore_rows(x, 1, xp)
+    top = z >= quantile_rows(z, 0.9, xp=xp)[:, None]
+    k = top.sum(axis=1)
+    s1 = xp.where(top, z, 0).astype(xp.float64).sum(axis=1)
+    s2 = xp.where(top, z * z, 0).astype(xp.float64).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, 3] = xp.sqrt(xp.maximum((s2 - s1 * s1 / k) / (k - 1), 0))
+    del z, top
+    out[:, 11:29] = _event_metrics(x, sigma, xp)
+    out[:, 29:34] = _spectral_fractions(x, xp)
+    # 36: on the similarity rows, sum of entries >= their 99th percentile
+    zs = similarity_rows(x, xp=xp)
+    q99 = quantile_rows(zs, 0.99, xp=xp)
+    out[:, 35] = xp.where(zs >= q99[:, None], zs, 0).astype(xp.float64).sum(axis=1)
+    if similarity is None:
+        counts = count_similar(zs, xp=xp, tile=max(n, 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = counts / xp.float64(n - 1) if n > 1 else xp.full(n, xp.nan)
+    out[:, 34] = xp.asarray(similarity, dtype=xp.float64)
+    del zs, tm, x
+    result = to_numpy(out)
+    t1 = time.perf_counter()
+    result[:, [2, 4, 5, 6, 7, 8, 9, 10]] = peak_features(host)
+    t2 = time.perf_counter()
+    if timings is not None:
+        timings["temporal"] = timings.get("temporal", 0.0) + (t1 - t0)
+        timings["temporal_peaks"] = timings.get("temporal_peaks", 0.0) + (t2 - t1)
+    return result

@@ -1,0 +1,215 @@
+"""The two pieces of per-chunk work of the movie pass, each with a NumPy and a CuPy version.
+
+- :class:`ProjectionAccumulator`: running max, sum, sum of squares and the sums of products
+  with the 4 "forward" neighbours (right, down, down-right, down-left) of every pixel, from
+  which the max, mean, std and local-correlation images follow. Written once against the
+  array module ``xp`` (NumPy or CuPy); per chunk the frames are centred on a fixed per-pixel
+  reference (the first frame seen) and summed in float32, then added to float64 totals, so the
+  raw-moment formulas do not cancel catastrophically.
+- :func:`gather_segments_numpy` / :func:`gather_segments_cupy`: the batched snapshot gather.
+  A *segment* is a run of consecutive frames of one candidate's crop inside the chunk; all
+  segments of a chunk are copied into one packed float32 buffer (segment after segment, each in
+  (frames, rows, cols) C order). The CuPy version is one RawKernel launch (one thread per
+  output value, segment found by binary search on the packed offsets).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ProjectionAccumulator", "SEGMENT_FIELDS", "gather_segments_numpy",
+           "gather_segments_cupy", "gather_segments"]
+
+# columns of the (S, 7) int64 segment table
+SEGMENT_FIELDS = ("frame", "n_frames", "row0", "col0", "height", "width", "offset")
+
+# (d_row, d_col) of the 4 forward neighbours; the other 4 are these seen from the other pixel
+_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def _pair_slices(h: int, w: int, dr: int, dc: int):
+    """Slices (a, b) such that pixel a[...] and b[...] are neighbours at (dr, dc)."""
+    ra, rb = slice(0, h - dr), slice(dr, h)
+    if dc >= 0:
+        ca, cb = slice(0, w - dc), slice(dc, w)
+    else:
+        ca, cb = slice(-dc, w), slice(0, w + dc)
+    return (ra, ca), (rb, cb)
+
+
+class ProjectionAccumulator:
+    """Accumulates FOV statistics over chunks of frames (T, H, W) on ``xp`` (numpy or cupy).
+
+    State (all float64 (H, W) except ``count``): ``ref`` (first frame, the centring reference),
+    ``max``, ``s1`` = sum(x - ref), ``s2`` = sum((x - ref)^2), ``p[k]`` = sum of products of
+    centred values with the neighbour at ``_SHIFTS[k]`` (defined on the overlapping region).
+    """
+
+    def __init__(self, height: int, width: int, xp=np):
+        self.xp = xp
+        self.h, self.w = height, width
+        self.count = 0
+        self.ref = None
+        self.max = xp.full((height, width), -np.inf, dtype=xp.float64)
+        self.s1 = xp.zeros((height, width), dtype=xp.float64)
+        self.s2 = xp.zeros((height, width), dtype=xp.float64)
+        self.p = [xp.zeros((height - dr, width - abs(dc)), dtype=xp.float64)
+                  for dr, dc in _SHIFTS]
+
+    def update(self, frames) -> None:
+        """Add a chunk (t, H, W) of any real dtype (already on this accumulator's device)."""
+        xp = self.xp
+        if frames.shape[0] == 0:
+            return
+        if self.ref is None:
+            self.ref = frames[0].astype(xp.float32)
+        self.max = xp.maximum(self.max, frames.max(axis=0).astype(xp.float64))
+        x = frames.astype(xp.float32)
+        x -= self.ref
+        self.s1 += x.sum(axis=0, dtype=xp.float64)
+        self.s2 += xp.einsum("tij,tij->ij", x, x).astype(xp.float64)
+        for k, (dr, dc) in enumerate(_SHIFTS):
+            (ra, ca), (rb, cb) = _pair_slices(self.h, self.w, dr, dc)
+            self.p[k] += xp.einsum("tij,tij->ij", x[:, ra, ca], x[:, rb, cb]).astype(xp.float64)
+        self.count += int(frames.shape[0])
+
+    # -------------------------------------------------------------- persistence (resume)
+    def state(self) -> dict:
+        """Host copies of the state (for the resume file)."""
+        from .._xp import to_numpy
+
+        out = {"count": np.array(self.count), "max": to_numpy(self.max),
+               "s1": to_numpy(self.s1), "s2": to_numpy(self.s2),
+               "ref": (to_numpy(self.ref) if self.ref is not None
+                       else np.zeros((0,), np.float32))}
+        for k in range(len(_SHIFTS)):
+            out[f"p{k}"] = to_numpy(self.p[k])
+        return out
+
+    def load(self, state: dict) -> None:
+        xp = self.xp
+        self.count = int(state["count"])
+        self.max = xp.asarray(state["max"])
+        self.s1 = xp.asarray(state["s1"])
+        self.s2 = xp.asarray(state["s2"])
+        self.ref = xp.asarray(state["ref"]) if np.size(state["ref"]) else None
+        self.p = [xp.asarray(state[f"p{k}"]) for k in range(len(_SHIFTS))]
+
+    # -------------------------------------------------------------- results
+    def images(self) -> dict[str, np.ndarray]:
+        """max, mean, std (ddof 0) and corr images as (H, W) float32 NumPy arrays.
+
+        corr: mean Pearson correlation with the (up to 8) neighbours; a pair with a constant
+        pixel has correlation 0 (it still counts as a neighbour)."""
+        from .._xp import to_numpy
+
+        xp = self.xp
+        n = max(self.count, 1)
+        m1 = self.s1 / n                                   # mean of centred values
+        var = xp.maximum(self.s2 / n - m1 * m1, 0.0)
+        sd = xp.sqrt(var)
+        total = xp.zeros((self.h, self.w), dtype=xp.float64)
+        nbrs = xp.zeros((self.h, self.w), dtype=xp.float64)
+        for k, (dr, dc) in enumerate(_SHIFTS):
+            a, b = _pair_slices(self.h, self.w, dr, dc)
+            cov = self.p[k] / n - m1[a] * m1[b]
+            den = sd[a] * sd[b]
+            r = xp.where(den > 0, cov / xp.where(den > 0, den, 1.0), 0.0)
+            r = xp.clip(r, -1.0, 1.0)
+            total[a] += r
+            total[b] += r
+            nbrs[a] += 1
+            nbrs[b] += 1
+        corr = total / xp.maximum(nbrs, 1)
+        ref = self.ref.astype(xp.float64) if self.ref is not None else 0.0
+        return {"max": to_numpy(self.max).astype(np.float32),
+                "mean": to_numpy(m1 + ref).astype(np.float32),
+                "std": to_numpy(sd).astype(np.float32),
+                "corr": to_numpy(corr).astype(np.float32)}
+
+
+def gather_segments_numpy(chunk: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Packed float32 copy of every segment's frames x crop (NumPy twin of the CuPy kernel).
+
+    chunk : (t, H, W) frames of this chunk (any real dtype).
+    segments : (S, 7) int64 table, columns ``SEGMENT_FIELDS``; ``frame`` is relative to the
+        chunk; ``offset`` is the segment's start in the packed buffer (segments packed in order).
+    Returns (total,) float32 with total = last offset + its n_frames * height * width.
+    """
+    segments = np.asarray(segments, dtype=np.int64).reshape(-1, 7)
+    total = _packed_size(segments)
+    out = np.empty(total, dtype=np.float32)
+    for f, nf, r0, c0, h, w, off in segments.tolist():
+        out[off:off + nf * h * w] = chunk[f:f + nf, r0:r0 + h, c0:c0 + w].reshape(-1)
+    return out
+
+
+def _packed_size(segments: np.ndarray) -> int:
+    if len(segments) == 0:
+        return 0
+    last = segments[-1]
+    return int(last[6] + last[1] * last[4] * last[5])
+
+
+_GATHER_SRC = r"""
+extern "C" __global__
+void gather_segments(const float* chunk, const long long* seg, const long long n_seg,
+                     const long long H, const long long W, const long long total,
+                     float* out)
+{
+    long long i = (long long)blockDim.x * blockIdx.x + threadIdx.x;
+    long long stride = (long long)blockDim.x * gridDim.x;
+    for (; i < total; i += stride) {
+        // binary search: last segment whose offset <= i
+        long long lo = 0, hi = n_seg - 1;
+        while (lo < hi) {
+            long long mid = (lo + hi + 1) >> 1;
+            if (seg[mid * 7 + 6] <= i) lo = mid; else hi = mid - 1;
+        }
+        const long long* s = seg + lo * 7;
+        long long local = i - s[6];
+        long long h = s[4], w = s[5];
+        long long k = local / (h * w);
+        long long rem = local - k * h * w;
+        long long y = rem / w;
+        long long x = rem - y * w;
+        out[i] = chunk[((s[0] + k) * H + (s[2] + y)) * W + (s[3] + x)];
+    }
+}
+"""
+
+_KERNEL = None
+
+
+def gather_segments_cupy(chunk, segments):
+    """CuPy version of :func:`gather_segments_numpy`: ``chunk`` a CuPy array (t, H, W);
+    returns a CuPy (total,) float32 array."""
+    import cupy as cp
+
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = cp.RawKernel(_GATHER_SRC, "gather_segments")
+    seg_host = np.ascontiguousarray(np.asarray(segments, dtype=np.int64).reshape(-1, 7))
+    total = _packed_size(seg_host)
+    out = cp.empty(total, dtype=cp.float32)
+    if total == 0:
+        return out
+    src = cp.ascontiguousarray(chunk, dtype=cp.float32)
+    seg = cp.asarray(seg_host)
+    threads = 256
+    blocks = int(min((total + threads - 1) // threads, 65535 * 8))
+    _KERNEL((blocks,), (threads,),
+            (src, seg, np.int64(len(seg_host)), np.int64(src.shape[1]), np.int64(src.shape[2]),
+             np.int64(total), out))
+    return out
+
+
+def gather_segments(chunk, segments, xp=np):
+    """Dispatch to the NumPy or CuPy gather according to ``xp``."""
+    if xp is np:
+        return gather_segments_numpy(chunk, segments)
+    return gather_segments_cupy(chunk, segments)

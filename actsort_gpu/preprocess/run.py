@@ -1,0 +1,235 @@
+"""``preprocess(store_path, config)``: geometry, events, the movie pass, and the store writes."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..backend import resolve_backend
+from ..config import PreprocessConfig, as_dict
+from ..store import SortStore, StoreError, quantise
+from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
+from .geometry import compute_geometry
+from .stream import (chunk_frames_for, default_budget_bytes, gather_batch_bytes, plan_pass,
+                     run_pass)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["preprocess", "resolve_movie_path", "SNAPSHOT_DTYPES"]
+
+SNAPSHOT_DTYPES = ("uint8", "uint16", "float32")
+_TRACE_BLOCK_BYTES = 256 * 2**20
+_WRITE_BLOCK_BYTES = 64 * 2**20
+
+
+def resolve_movie_path(store: SortStore, movie_path: str | Path | None) -> Path:
+    """The movie to read: ``movie_path`` if given, else the resolved path recorded at ingest,
+    else the path as given at ingest; FileNotFoundError asking for --movie otherwise."""
+    if movie_path is not None:
+        p = Path(movie_path)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: movie not found (--movie)")
+        return p
+    movie = store.attrs.get("movie") or {}
+    fp = movie.get("fingerprint") or {}
+    for cand in (fp.get("resolved"), movie.get("path")):
+        if cand and Path(cand).exists():
+            return Path(cand)
+    raise FileNotFoundError(
+        f"{store.path}: the movie recorded at ingest ({movie.get('path')!r}) was not found; "
+        f"pass its current location with --movie")
+
+
+def _open_movie(path: Path, store: SortStore):
+    from ..io.movies import open_movie
+
+    movie_attrs = store.attrs.get("movie") or {}
+    movie = open_movie(path, dataset=movie_attrs.get("dataset"),
+                       expected_hw=(store.height, store.width))
+    expected = (int(movie_attrs.get("n_frames", movie.n_frames)), store.height, store.width)
+    if tuple(movie.shape) != expected:
+        movie.close()
+        raise ValueError(
+            f"{path}: movie has shape {tuple(movie.shape)} but the store {store.path} was "
+            f"ingested from a movie of shape {expected} (frames, height, width); the file "
+            f"changed or is another recording")
+    return movie
+
+
+def _clims(values: np.ndarray) -> np.ndarray:
+    """ActSort compute_clims: min, max, sorted values at 1-based positions max(1, round(0.1 n))
+    and min(n, round(0.999 n)) (MATLAB round: half away from zero)."""
+    n = values.size
+    if n == 0:
+        return np.zeros(4, np.float32)
+    k10 = max(1, int(np.floor(0.1 * n + 0.5))) - 1
+    k999 = min(n, int(np.floor(0.999 * n + 0.5))) - 1
+    part = np.partition(values, [0, k10, k999, n - 1])
+    return np.array([part[0], part[n - 1], part[k10], part[k999]], np.float32)
+
+
+def _events(store: SortStore, cfg: PreprocessConfig) -> np.ndarray:
+    n, t = store.n_candidates, store.n_frames
+    rows = max(1, _TRACE_BLOCK_BYTES // max(t * 8 * 4, 1))
+    out = np.empty((n, cfg.n_events), np.int32)
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        out[lo:hi] = find_events(store.traces(slice(lo, hi)), n_events=cfg.n_events,
+                                 edge=tuple(cfg.edge_exclusion_frames),
+                                 distance_fraction=cfg.min_peak_distance_fraction)
+    return out
+
+
+def _snapshot_traces(store: SortStore, frames: np.ndarray, dt: int) -> np.ndarray:
+    n, t = store.n_candidates, store.n_frames
+    rows = max(1, _TRACE_BLOCK_BYTES // max(t * 4 * 3, 1))
+    out = np.empty(frames.shape, np.float32)
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        out[lo:hi] = snapshot_traces(downsample_traces(store.traces(slice(lo, hi)), dt),
+                                     frames[lo:hi])
+    return out
+
+
+def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype) -> None:
+    """Quantise each candidate's block from the scratch file and write snapshots/*."""
+    n = len(plan.crops)
+    frames = plan.frames
+    offsets = plan.block_offsets
+    total = plan.total_elements
+    data = store.create_array("snapshots/data", (total,), dtype, dims=["snapshot_values"],
+                              units="quantised movie units (see snapshots/scale)",
+                              chunks=(max(1, min(total, 8 * 2**20 // dtype.itemsize)),))
+    scale = np.zeros((n, 2), np.float32)
+    clims = np.zeros((n, 4), np.float32)
+    src = np.memmap(scratch_file, dtype=np.float32, mode="r", shape=(max(total, 1),))
+    e, f = frames.shape[1], frames.shape[2]
+    i = 0
+    while i < n:
+        j = int(np.searchsorted(offsets, offsets[i] + _WRITE_BLOCK_BYTES // 4, side="right"))
+        j = min(max(j - 1, i + 1), n)
+        out = np.empty(int(offsets[j] - offsets[i]), dtype)
+        for k in range(i, j):
+            lo, hi = int(offsets[k]), int(offsets[k + 1])
+            if hi == lo:
+                continue
+            h = int(plan.crops[k, 1] - plan.crops[k, 0])
+            w = int(plan.crops[k, 3] - plan.crops[k, 2])
+            block = np.array(src[lo:hi]).reshape(e, f, h, w)
+            valid = frames[k] >= 0
+            vals = block[valid]
+            clims[k] = _clims(vals.ravel())
+            fill = clims[k, 0] if dtype.kind in "ui" else 0.0
+            block[~valid] = fill
+            codes, (qlo, qhi) = quantise(block, dtype)
+            scale[k] = (qlo, qhi)
+            out[lo - int(offsets[i]):hi - int(offsets[i])] = codes.ravel()
+        if out.size:
+            data[int(offsets[i]):int(offsets[j])] = out
+        i = j
+    del src
+    store.write_array("snapshots/offsets", offsets, dims=["candidates+1"], units="elements")
+    store.write_array("snapshots/scale", scale, dims=["candidates", "lo_hi"],
+                      units="movie units",
+                      attrs={"dtype": str(dtype), "code_max": (float(np.iinfo(dtype).max)
+                                                              if dtype.kind in "ui" else None)})
+    store.write_array("snapshots/clims", clims, dims=["candidates", "clim"], units="movie units",
+                      attrs={"columns": ["min", "max", "p10", "p99.9"]})
+    store.write_array("snapshots/frames", frames, dims=["candidates", "events", "event_frames"],
+                      units="movie frame (0-based), -1 = none")
+
+
+def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConfig(), *,
+               device: str = "auto", progress: bool | Callable[[dict], None] = False,
+               movie_path: str | Path | None = None) -> dict:
+    """Compute geometry, events, FOV images and event snapshots of every candidate of a store.
+
+    store_path : a store with the ``ingest`` stage complete.
+    config : :class:`PreprocessConfig` (events, outline threshold, crop margin, snapshot dtype,
+        memory budget in MB).
+    device : 'auto' | 'cpu' | 'cuda' for the movie pass.
+    progress : True for a progress bar (frames/s, MB/s), or a callable receiving a dict after
+        each chunk (``frames_done``, ``n_frames``, ``seconds``, ``frames_per_s``, ``mb_per_s``).
+    movie_path : the movie, when it moved since ingest.
+
+    The stage is marked incomplete while it runs; a killed run resumes the movie pass from the
+    last completed chunk when called again. Returns a summary dict (seconds, chunk frames,
+    frames/s, MB/s, resumed_from, snapshot bytes).
+    """
+    t0 = time.perf_counter()
+    if config.snapshot_dtype not in SNAPSHOT_DTYPES:
+        raise ValueError(f"snapshot_dtype must be one of {SNAPSHOT_DTYPES}, "
+                         f"got {config.snapshot_dtype!r}")
+    if config.n_events < 1 or config.event_half_window_frames < 0:
+        raise ValueError(f"n_events must be >= 1 and event_half_window_frames >= 0, got "
+                         f"{config.n_events} and {config.event_half_window_frames}")
+    if config.max_memory_mb is not None and not config.max_memory_mb > 0:
+        raise ValueError(f"max_memory_mb must be > 0, got {config.max_memory_mb}")
+    store = SortStore.open(store_path, "r+")
+    store.require("ingest")
+    path = resolve_movie_path(store, movie_path)
+    backend = resolve_backend(device)
+    dt = int((store.attrs.get("movie") or {}).get("temporal_downsample", 1))
+    movie = _open_movie(path, store)
+    try:
+        store.begin_stage("preprocess", {**as_dict(config), "device": backend.name,
+                                         "movie": str(path)})
+        h, w = store.height, store.width
+        geo = compute_geometry(store.footprints(), h, w, threshold=config.outline_threshold,
+                               margin=config.crop_margin_px)
+        events = _events(store, config)
+        frames = snapshot_frames(events, dt=dt, n_movie_frames=movie.n_frames,
+                                 half_window=config.event_half_window_frames)
+        plan = plan_pass(frames, geo.crops)
+        budget = (int(config.max_memory_mb * 2**20) if config.max_memory_mb
+                  else default_budget_bytes(backend.is_gpu))
+        chunk = chunk_frames_for(budget, h, w, movie.dtype.itemsize, movie.n_frames)
+        log.info("movie pass: %s, %d frames per chunk (budget %.0f MB), %s",
+                 path, chunk, budget / 2**20, backend.name)
+        scratch = store.path / ".scratch" / "preprocess"
+        images, info = run_pass(movie, plan, scratch, chunk_frames=chunk, xp=backend.xp,
+                                progress=progress, gather_bytes=gather_batch_bytes(budget))
+    finally:
+        movie.close()
+    _write_outputs(store, geo, events, plan, images, config, scratch, dt)
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        (store.path / ".scratch").rmdir()
+    except OSError:
+        pass
+    summary = {"seconds": time.perf_counter() - t0, "pass_seconds": info["seconds"],
+               "chunk_frames": chunk, "budget_mb": budget / 2**20,
+               "frames_per_s": info["frames_per_s"], "mb_per_s": info["mb_per_s"],
+               "resumed_from": info["resumed_from"], "device": backend.name,
+               "n_candidates": store.n_candidates,
+               "snapshot_values": plan.total_elements}
+    store.finish_stage("preprocess", summary["seconds"],
+                       **{k: v for k, v in summary.items() if k != "seconds"})
+    log.info("preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s)",
+             store.n_candidates, summary["seconds"], info["seconds"], info["mb_per_s"])
+    return summary
+
+
+def _write_outputs(store, geo, events, plan, images, config, scratch, dt):
+    for name, img in images.items():
+        store.write_array(f"fov/{name}", img, dims=["rows", "cols"],
+                          units="Pearson r" if name == "corr" else "movie units")
+    store.write_array("candidates/centers", geo.centers, dims=["candidates", "row_col"],
+                      units="pixels (0-based row, col)")
+    store.write_array("candidates/crops", geo.crops, dims=["candidates", "row0_row1_col0_col1"],
+                      units="pixels, half-open")
+    store.write_ragged("candidates/outlines", geo.outlines, dtype=np.float32,
+                       dims=["points", "row_col"], units="pixels (0-based row, col)")
+    store.write_ragged("candidates/neighbors", geo.neighbors, dtype=np.int32,
+                       dims=["neighbors"], units="candidate index")
+    store.write_array("candidates/events", events, dims=["candidates", "events"],
+                      units="trace frame (0-based), -1 = none")
+    store.write_array("candidates/snapshot_traces", _snapshot_traces(store, plan.frames, dt),
+                      dims=["candidates", "events", "event_frames"],
+                      units="source trace units (downsampled)")
+    _write_snapshots(store, scratch / "snapshots.f32", plan, np.dtype(config.snapshot_dtype))

@@ -1,0 +1,83 @@
+"""Benchmark the feature stage: seconds per 1,000 candidates by feature group.
+
+Builds a synthetic store (actsort_gpu.features.synthetic: disk / elongated footprints, traces
+with transients, uint8 snapshots) for each N, runs ``compute_features`` and prints the stage's
+per-group timings. The FOV grows with N (about 40 candidates per 64 x 64 px).
+
+    python scripts/bench_features.py --n 10000 100000 --t 10000 --device cuda
+    python scripts/bench_features.py --n 2000 --t 10000 --device cpu      # quick
+
+Groups: temporal (per-trace array work), temporal_peaks (host findpeaks / prominences /
+widths), similarity (feature 35, tiled N x N), spatial, spatiotemporal, extra, read_* (store
+I/O), policy_write. Feature 35 is O(N^2 T): its share grows with N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[10000, 100000], help="candidates")
+    ap.add_argument("--t", type=int, default=10000, help="frames per trace")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--batch", type=int, default=None, help="FeatureConfig.batch_candidates")
+    ap.add_argument("--workdir", default=None, help="where to build the stores (default: tmp)")
+    ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from actsort_gpu.backend import resolve_backend
+    from actsort_gpu.config import FeatureConfig
+    from actsort_gpu.features import compute_features
+    from actsort_gpu.features.synthetic import make_feature_store
+    from actsort_gpu.store import SortStore
+
+    backend = resolve_backend(args.device)
+    cfg = FeatureConfig() if args.batch is None else FeatureConfig(batch_candidates=args.batch)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-features-"))
+    results = []
+    for n in args.n:
+        side = int(64 * math.ceil(math.sqrt(n / 40)))
+        path = work / f"bench_{n}_{args.t}.actsort"
+        t0 = time.perf_counter()
+        make_feature_store(path, n_candidates=n, n_frames=args.t, height=side, width=side,
+                           seed=0)
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m = compute_features(path, cfg, device=backend.name)
+        total = time.perf_counter() - t0
+        stage = SortStore.open(path).attrs["stages"]["features"]
+        row = {"n": n, "t": args.t, "device": stage["device"], "fov": side,
+               "build_s": round(build_s, 1), "total_s": round(total, 2),
+               "finite": bool(np.isfinite(m).all()), "timings_s": stage["timings_s"]}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+    groups = sorted({g for r in results for g in r["timings_s"]})
+    print(f"\nseconds per 1,000 candidates (T = {args.t}, device {backend.name})")
+    print("| group | " + " | ".join(f"N={r['n']:,}" for r in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for g in groups:
+        print(f"| {g} | " + " | ".join(
+            f"{r['timings_s'].get(g, 0.0) / r['n'] * 1000:.3f}" for r in results) + " |")
+    print("| **total** | " + " | ".join(
+        f"**{r['total_s'] / r['n'] * 1000:.3f}**" for r in results) + " |")
+    print("| total seconds | " + " | ".join(f"{r['total_s']:.1f}" for r in results) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

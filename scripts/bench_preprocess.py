@@ -1,0 +1,171 @@
+"""Benchmark of the preprocessing pass (issue 3).
+
+For each movie size (GB) the script writes a uint16 ``.npy`` movie (FOV ``--fov`` x ``--fov``)
+with ``--candidates`` random disk-shaped candidates, ingests it, then, each in its own
+subprocess (so peak resident memory is per measurement), with the file evicted from the page
+cache before each (``posix_fadvise DONTNEED``):
+
+- a raw sequential read of the file (64 MiB ``readinto`` blocks), and
+- ``preprocess`` on the store (CPU unless ``--device``),
+
+and prints one JSON line per size: raw MB/s, pass MB/s, their ratio, peak RSS of the pass,
+store size / movie size. Files are deleted afterwards unless ``--keep``.
+
+    python scripts/bench_preprocess.py --sizes 1,4,8 --dir /tmp/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_movie(path: Path, n_frames: int, fov: int, n_cand: int, seed: int = 0):
+    """uint16 movie with noise and disk-shaped cells firing at random frames; returns the
+    candidates' footprints (CSR) and traces (N, T)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(8, fov - 8, size=(n_cand, 2))
+    radii = rng.uniform(3.0, 5.0, n_cand)
+    rows, cols, vals = [], [], []
+    for i, ((r, c), rad) in enumerate(zip(centres, radii)):
+        k = int(np.ceil(rad))
+        yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
+        inside = yy ** 2 + xx ** 2 <= rad ** 2
+        pix = (r + yy[inside]) * fov + (c + xx[inside])
+        rows.append(np.full(pix.size, i))
+        cols.append(pix)
+        vals.append(np.ones(pix.size, np.float32))
+    fp = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(n_cand, fov * fov))
+    fp.data[:] = 1.0
+    traces = rng.normal(0, 0.05, size=(n_cand, n_frames)).astype(np.float32)
+    n_ev = 8
+    ev = rng.integers(10, n_frames - 10, size=(n_cand, n_ev))
+    for j in range(4):
+        np.add.at(traces, (np.arange(n_cand)[:, None], ev + j), np.exp(-j / 1.5))
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16,
+                                   shape=(n_frames, fov, fov))
+    base = rng.integers(90, 110, size=(16, fov, fov), dtype=np.uint16)
+    fpT = fp.T.tocsr()
+    step = 64
+    for a in range(0, n_frames, step):
+        b = min(n_frames, a + step)
+        block = base[np.arange(a, b) % 16].astype(np.float32)
+        act = (fpT @ traces[:, a:b]).T.reshape(b - a, fov, fov)       # (t, H, W)
+        block += 60.0 * act
+        mm[a:b] = np.clip(block, 0, 65535).astype(np.uint16)
+    mm.flush()
+    del mm
+    return fp, traces
+
+
+def evict(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+_RAW = r"""
+import os, sys, time, resource, json
+path = sys.argv[1]; buf = bytearray(64 * 2**20); mv = memoryview(buf); n = 0
+t = time.perf_counter()
+with open(path, 'rb', buffering=0) as fh:
+    while True:
+        k = fh.readinto(mv)
+        if not k: break
+        n += k
+dt = time.perf_counter() - t
+hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+print(json.dumps({'seconds': dt, 'bytes': n, 'rss_mb': int(hwm) / 1024}))
+"""
+
+_PASS = r"""
+import sys, json, resource, time
+from actsort_gpu.config import PreprocessConfig
+from actsort_gpu.preprocess import preprocess
+cfg = PreprocessConfig(max_memory_mb=(float(sys.argv[3]) if sys.argv[3] != 'none' else None))
+s = preprocess(sys.argv[1], cfg, device=sys.argv[2])
+hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+s['rss_mb'] = int(hwm) / 1024   # VmHWM: peak of this process image (ru_maxrss survives exec)
+print(json.dumps(s))
+"""
+
+
+def _run(code: str, *args) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def bench(size_gb: float, args) -> dict:
+    from actsort_gpu.ingest import ingest
+    from actsort_gpu.io.candidates import Candidates
+    from actsort_gpu.io.movies import NpyMovie
+
+    work = Path(args.dir)
+    work.mkdir(parents=True, exist_ok=True)
+    frame_bytes = args.fov * args.fov * 2
+    n_frames = int(size_gb * 1e9 // frame_bytes)
+    movie = work / f"movie_{size_gb:g}GB.npy"
+    store = work / f"movie_{size_gb:g}GB.actsort"
+    t = time.perf_counter()
+    fp, traces = write_movie(movie, n_frames, args.fov, args.candidates)
+    t_write = time.perf_counter() - t
+    cands = Candidates(fp, traces, args.fov, args.fov, "npz", work / "synthetic.npz")
+    ingest(NpyMovie(movie), cands, store, overwrite=True)
+    del fp, traces, cands
+    evict(movie)
+    raw = _run(_RAW, movie)
+    evict(movie)
+    res = _run(_PASS, store, args.device, args.max_memory or "none")
+    movie_bytes = movie.stat().st_size
+    raw_mbs = raw["bytes"] / raw["seconds"] / 1e6
+    pass_mbs = movie_bytes / res["pass_seconds"] / 1e6
+    out = {"size_gb": round(movie_bytes / 1e9, 2), "frames": n_frames, "fov": args.fov,
+           "candidates": args.candidates, "write_s": round(t_write, 1),
+           "raw_read_mb_s": round(raw_mbs, 1), "pass_mb_s": round(pass_mbs, 1),
+           "ratio_pass_over_raw": round(pass_mbs / raw_mbs, 3),
+           "pass_s": round(res["pass_seconds"], 1), "total_s": round(res["seconds"], 1),
+           "chunk_frames": res["chunk_frames"], "budget_mb": round(res["budget_mb"]),
+           "peak_rss_mb": round(res["rss_mb"]), "raw_rss_mb": round(raw["rss_mb"]),
+           "store_over_movie": round(dir_size(store) / movie_bytes, 4),
+           "device": res["device"]}
+    if not args.keep:
+        movie.unlink()
+        shutil.rmtree(store)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1", help="comma-separated movie sizes in GB")
+    p.add_argument("--fov", type=int, default=1024)
+    p.add_argument("--candidates", type=int, default=5000)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--max-memory", type=float, default=None, help="MB (default: automatic)")
+    p.add_argument("--dir", default="bench_preprocess_tmp")
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    for s in args.sizes.split(","):
+        print(json.dumps(bench(float(s), args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Label journal: replay, undo/redo, torn lines, single writer, kill -9 durability."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actsort_gpu.active.journal import Journal, JournalLockedError, replay
+from actsort_gpu.active.learner import DatasetInput, Learner
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_replay_undo_redo(tmp_path):
+    path = tmp_path / "labels" / "journal.jsonl"
+    with Journal(path) as j:
+        j.append("a", 3, 1, "ana")
+        j.append("a", 4, -1, "ana")
+        j.append("a", 3, 0, "ana")          # unlabel
+        assert j.labels == {("a", 4): -1}
+        j.undo("ana")                        # 3 back to +1
+        assert j.labels == {("a", 3): 1, ("a", 4): -1}
+        j.undo("ana")                        # 4 back to unlabelled
+        j.redo("ana")                        # 4 -1 again
+        assert j.labels == {("a", 3): 1, ("a", 4): -1}
+    lines = [json.loads(s) for s in path.read_text().splitlines()]
+    assert [ln["origin"] for ln in lines] == ["human"] * 3 + ["undo", "undo", "redo"]
+    assert set(lines[0]) == {"time", "dataset", "candidate", "label", "previous", "annotator",
+                             "origin", "session"}
+    with Journal(path, read_only=True) as j2:   # state = replay of the file
+        assert j2.labels == {("a", 3): 1, ("a", 4): -1}
+        assert len(j2.redo_stack) == 1 and len(j2.undo_stack) == 2
+    labels, _, _ = replay([])
+    assert labels == {}
+
+
+def test_new_action_clears_redo(tmp_path):
+    with Journal(tmp_path / "j.jsonl") as j:
+        j.append("a", 1, 1, "x")
+        j.undo("x")
+        j.append("a", 2, 1, "x")
+        assert j.redo("x") is None
+        assert j.undo("x").candidate == 2
+
+
+def test_torn_last_line_ignored_and_cut(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.append("a", 1, 1, "x")
+    with open(path, "ab") as fh:
+        fh.write(b'{"time": "2025', )        # crash in the middle of a write
+    with Journal(path) as j:
+        assert j.labels == {("a", 1): 1}
+        j.append("a", 2, -1, "x")
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_corrupt_middle_line_is_an_error(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"bad json\n{"also": 1}\n')
+    with pytest.raises(ValueError, match="unreadable journal line"):
+        Journal(path, read_only=True)
+
+
+def test_bad_label_and_origin_rejected(tmp_path):
+    with Journal(tmp_path / "j.jsonl") as j:
+        with pytest.raises(ValueError, match="label"):
+            j.append("a", 1, 2, "x")
+        with pytest.raises(ValueError, match="origin"):
+            j.append("a", 1, 1, "x", origin="robot")
+        assert j.labels == {}
+    with pytest.raises(RuntimeError, match="read-only"):
+        Journal(tmp_path / "j.jsonl", read_only=True).append("a", 1, 1, "x")
+
+
+def test_second_writer_refused_with_holder(tmp_path):
+    path = tmp_path / "j.jsonl"
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from actsort_gpu.active.journal import Journal
+            j = Journal({str(path)!r})
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(JournalLockedError, match=rf"pid {child.pid} on host"):
+            Journal(path)
+        Journal(path, read_only=True).close()   # readers are fine
+    finally:
+        child.kill()
+        child.wait()
+    Journal(path).close()                        # lock released by the OS on death
+
+
+CHILD = """
+import sys
+import numpy as np
+from pathlib import Path
+from actsort_gpu.active.learner import DatasetInput, Learner
+from actsort_gpu.active.engine import Policy
+x = np.random.default_rng(0).normal(size=(1000, 5)).astype(np.float32)
+ds = DatasetInput("anim", x, journal_path=Path(sys.argv[1]))
+lrn = Learner([ds], Policy(strategy="random"), annotator="bot", device="cpu")
+for i in range(1000):
+    lrn.label(i, 1 if i % 3 else -1)
+    print(i, flush=True)
+"""
+
+
+def test_kill9_keeps_every_acknowledged_label(tmp_path):
+    path = tmp_path / "store" / "labels" / "journal.jsonl"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
+                             text=True, cwd=REPO)
+    acked = []
+    t0 = time.monotonic()
+    while len(acked) < 300 and time.monotonic() - t0 < 60:
+        line = child.stdout.readline()
+        if not line:
+            break
+        acked.append(int(line))
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    acked += [int(s) for s in child.stdout.read().split()]   # printed before the kill landed
+    assert len(acked) >= 300 and len(acked) < 1000, "child must be killed mid-way"
+    x = np.zeros((1000, 5), dtype=np.float32)
+    lrn = Learner([DatasetInput("anim", x, journal_path=path)], device="cpu")
+    lab = lrn.labels
+    for i in acked:
+        assert lab[i] == (1 if i % 3 else -1)
+    assert (lab != 0).sum() >= len(acked)
+    lrn.close()

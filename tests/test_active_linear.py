@@ -1,0 +1,102 @@
+"""L1 logistic solver: sklearn agreement on real data, KKT conditions, warm start."""
+
+from __future__ import annotations
+
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from actsort_gpu.active.linear import (L1Logistic, fit_l1_logistic, kkt_violation, objective,
+                                       zscore_columns)
+
+
+@pytest.fixture(scope="module")
+def bench(shared_data):
+    path = shared_data / "actsort_benchmark" / "twophoton_motion.mat"
+    with h5py.File(path, "r") as f:
+        x = zscore_columns(f["metrics"][()])
+        y = np.sign(f["koala_choices"][()].ravel())
+    return x, y
+
+
+def test_zscore_known_answer():
+    x = np.array([[1.0, 5.0], [3.0, 5.0]])
+    np.testing.assert_allclose(zscore_columns(x), [[-0.70710677, 0.0], [0.70710677, 0.0]],
+                               rtol=1e-6)
+
+
+def test_matches_sklearn_saga(bench):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = bench
+    rng = np.random.default_rng(3)
+    idx = rng.choice(len(y), 60, replace=False)
+    xs, ys = x[idx][:, :30].astype(np.float64), y[idx]
+    theta, _, resid = fit_l1_logistic(xs, ys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = LogisticRegression(l1_ratio=1, C=1, solver="saga", tol=1e-9,
+                                 max_iter=200000).fit(xs, ys)
+    assert resid < 1e-8
+    np.testing.assert_allclose(theta[:-1].numpy(), ref.coef_.ravel(), atol=1e-3)
+    assert abs(theta[-1].item() - ref.intercept_[0]) < 1e-3
+    # Our optimum is at least as good as sklearn's (same objective).
+    assert objective(xs, ys, theta[:-1].numpy(), theta[-1].item()) <= objective(
+        xs, ys, ref.coef_.ravel(), ref.intercept_[0]) + 1e-9
+
+
+@pytest.mark.parametrize("n", [6, 200, 5276])
+def test_kkt_conditions(bench, n):
+    x, y = bench
+    if n == 6:
+        idx = np.r_[np.flatnonzero(y > 0)[:3], np.flatnonzero(y < 0)[:3]]
+    else:
+        idx = np.random.default_rng(n).choice(len(y), n, replace=False)
+    theta, _, _ = fit_l1_logistic(x[idx], y[idx])
+    coef, b = theta[:-1].numpy(), theta[-1].item()
+    assert kkt_violation(x[idx], y[idx], coef, b) < 1e-7
+    # Sparsity: L1 zeroes some coefficients, and zero ones satisfy |grad| <= lambda.
+    assert (coef == 0).any()
+
+
+def test_warm_start_same_optimum_fewer_iterations(bench):
+    x, y = bench
+    idx = np.random.default_rng(5).choice(len(y), 300, replace=False)
+    clf = L1Logistic()
+    clf.fit(x[idx[:299]], y[idx[:299]])
+    clf.fit(x[idx], y[idx])
+    warm_iter = clf.n_iter_
+    cold = L1Logistic(warm_start=False).fit(x[idx], y[idx])
+    np.testing.assert_allclose(clf.coef_, cold.coef_, atol=1e-6)
+    assert warm_iter <= cold.n_iter_
+
+
+def test_lambda_scale_and_weights(bench):
+    x, y = bench
+    idx = np.random.default_rng(7).choice(len(y), 150, replace=False)
+    strong = L1Logistic(lambda_scale=20.0).fit(x[idx], y[idx])
+    weak = L1Logistic(lambda_scale=1.0).fit(x[idx], y[idx])
+    assert (strong.coef_ != 0).sum() < (weak.coef_ != 0).sum()
+    # Integer weights = duplicated rows (same objective up to n normalisation with lam = 1/n).
+    w = np.ones(len(idx))
+    w[:10] = 2.0
+    xd = np.concatenate([x[idx], x[idx[:10]]])
+    yd = np.concatenate([y[idx], y[idx[:10]]])
+    a, _, _ = fit_l1_logistic(x[idx], y[idx], weights=w, lam=1.0 / len(idx))
+    b, _, _ = fit_l1_logistic(xd, yd, lam=1.0 / len(idx) * len(idx) / len(yd))
+    # weighted: (1/n) sum w l + lam|b|; duplicated: (1/n') sum l + lam'|b| -> same argmin when
+    # lam' = lam * n / n'.
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_predict_before_fit_raises():
+    with pytest.raises(RuntimeError, match="before fit"):
+        L1Logistic().predict_proba(torch.zeros(2, 3))
+
+
+def test_empty_training_set_raises():
+    with pytest.raises(ValueError, match="no training rows"):
+        fit_l1_logistic(np.zeros((0, 3)), np.zeros(0))

@@ -1,0 +1,293 @@
+"""Known answers for the preprocessing pass on a synthetic movie with planted transients."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tifffile
+
+from actsort_gpu.config import PreprocessConfig
+from actsort_gpu.ingest import ingest
+from actsort_gpu.io.candidates import Candidates
+from actsort_gpu.io.movies import ArrayMovie, open_movie
+from actsort_gpu.preprocess import preprocess
+from actsort_gpu.preprocess.events import find_events, snapshot_frames
+from actsort_gpu.preprocess.geometry import compute_geometry, outline_from_mask
+from actsort_gpu.preprocess.kernels import ProjectionAccumulator, gather_segments_numpy
+from actsort_gpu.preprocess.stream import plan_pass, run_pass
+from actsort_gpu.store import SortStore
+
+T, H, W = 240, 40, 56
+CENTRES = [(10, 10), (10, 30), (28, 14), (26, 44), (12, 47)]
+EVENTS = [[30, 90, 150, 200, 60], [40, 100, 170, 211, 120], [0, 55, 130, 180, 235],
+          [20, 70, 110, 160, 225], [50, 80, 140, 190, 215]]
+AMPS = [10.0, 9.0, 8.0, 7.0, 6.0]
+
+
+def _scene(seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:H, :W]
+    fps, traces = [], []
+    movie = rng.normal(100.0, 2.0, size=(T, H, W)).astype(np.float32)
+    for (r, c), ev in zip(CENTRES, EVENTS):
+        fp = np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * 2.0 ** 2))
+        fp[fp < 0.02] = 0
+        tr = rng.normal(0, 0.05, T)
+        for k, e in enumerate(ev):
+            tr[e:e + 6] += AMPS[k] * np.exp(-np.arange(min(6, T - e)) / 2.0)
+        fps.append(fp.ravel())
+        traces.append(tr)
+        movie += 20.0 * tr[:, None, None].astype(np.float32) * fp[None].astype(np.float32)
+    movie = np.clip(np.round(movie), 0, 65535).astype(np.uint16)
+    cands = Candidates(sp.csr_matrix(np.array(fps, np.float32)), np.array(traces, np.float32),
+                       H, W, "npz", "synthetic.npz")
+    return movie, cands
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synth")
+    movie, cands = _scene()
+    tifffile.imwrite(d / "movie.tif", movie)
+    return d, movie, cands
+
+
+def _store(d, cands, name):
+    with open_movie(d / "movie.tif") as mv:
+        return ingest(mv, cands, d / name, overwrite=True)
+
+
+def test_events_are_the_planted_transients(scene):
+    _, _, cands = scene
+    ev = find_events(cands.traces)
+    for i, planted in enumerate(EVENTS):
+        # edge exclusion drops frames < 7 and >= T - 8 (events 0 and 235 of candidate 2)
+        expected = [e for e in planted if 7 <= e < T - 8]
+        assert sorted(ev[i][ev[i] >= 0].tolist()) == sorted(expected)
+        # height descending: the largest planted amplitude first
+        assert ev[i, 0] == [e for e in planted if 7 <= e < T - 8][0]
+
+
+def test_full_pipeline_known_answers(scene):
+    d, movie, cands = scene
+    store = _store(d, cands, "a.actsort")
+    summary = preprocess(store.path, PreprocessConfig(max_memory_mb=1), device="cpu")
+    assert summary["chunk_frames"] < T        # really chunked
+    s = SortStore.open(store.path)
+    assert s.stage_status("preprocess") == "complete"
+    assert not (store.path / ".scratch").exists()
+    m = movie.astype(np.float64)
+    np.testing.assert_allclose(s.read("fov/max"), m.max(0))
+    np.testing.assert_allclose(s.read("fov/mean"), m.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(s.read("fov/std"), m.std(0), rtol=1e-4)
+    # local correlation image against a direct computation
+    z = (m - m.mean(0)) / m.std(0)
+    tot = np.zeros((H, W))
+    cnt = np.zeros((H, W))
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == dc == 0:
+                continue
+            sh = np.full_like(z, np.nan)
+            sh[:, max(dr, 0):H + min(dr, 0), max(dc, 0):W + min(dc, 0)] = \
+                z[:, max(-dr, 0):H + min(-dr, 0), max(-dc, 0):W + min(-dc, 0)]
+            r = (z * sh).mean(0)
+            ok = np.isfinite(r)
+            tot[ok] += r[ok]
+            cnt[ok] += 1
+    np.testing.assert_allclose(s.read("fov/corr"), tot / cnt, atol=1e-5)
+    centers = s.read("candidates/centers")
+    np.testing.assert_allclose(centers, np.array(CENTRES, float), atol=1e-4)
+    events = s.read("candidates/events")
+    frames = s.read("snapshots/frames")
+    crops = s.read("candidates/crops")
+    for i, (r, c) in enumerate(CENTRES):
+        snaps = s.snapshots(i)                     # (5, 11, h, w)
+        r0, r1, c0, c1 = crops[i]
+        assert r0 <= r - 7 or r0 == 0
+        for e in range(5):
+            if events[i, e] < 0:
+                continue
+            fr = frames[i, e]
+            # the planted transient peaks at the event frame: the centre slot (5)
+            centre_vals = snaps[e, :, r - r0, c - c0]
+            assert int(np.argmax(centre_vals)) == 5
+            assert fr[5] == events[i, e]
+            # values equal the movie within the uint8 quantisation step
+            lo, hi = s.read("snapshots/scale")[i]
+            ok = fr >= 0
+            np.testing.assert_allclose(snaps[e][ok], m[fr[ok], r0:r1, c0:c1],
+                                       atol=(hi - lo) / 255 / 2 + 1e-3)
+    st = s.read("candidates/snapshot_traces")
+    np.testing.assert_allclose(st[0, 0], cands.traces[0, frames[0, 0]], rtol=1e-6)
+    clims = s.read("snapshots/clims")
+    assert (clims[:, 0] <= clims[:, 2]).all() and (clims[:, 2] <= clims[:, 3]).all()
+    assert (clims[:, 3] <= clims[:, 1]).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_chunked_equals_single_chunk(scene, tmp_path, chunk):
+    d, movie, cands = scene
+    geo = compute_geometry(cands.footprints, H, W)
+    frames = snapshot_frames(find_events(cands.traces), dt=1, n_movie_frames=T)
+    plan = plan_pass(frames, geo.crops)
+    mv = ArrayMovie(movie)
+    one, _ = run_pass(mv, plan, tmp_path / "one", chunk_frames=T)
+    many, _ = run_pass(mv, plan, tmp_path / "many", chunk_frames=chunk, gather_bytes=4096)
+    for k in one:
+        np.testing.assert_allclose(many[k], one[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    a = np.fromfile(tmp_path / "one" / "snapshots.f32", np.float32)
+    b = np.fromfile(tmp_path / "many" / "snapshots.f32", np.float32)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_downsampled_movie_frames_and_clipping():
+    ev = np.array([[0, 7, 9, -1, 239]])
+    fr = snapshot_frames(ev, dt=2, n_movie_frames=120, half_window=5)
+    assert fr[0, 0].tolist() == [-1] * 5 + list(range(0, 6))      # clipped, not left-aligned
+    assert fr[0, 1, 5] == 3 and fr[0, 2, 5] == 4                   # s // dt (ceil(s/dt) 1-based)
+    assert (fr[0, 3] == -1).all()
+    assert fr[0, 4].tolist() == list(range(114, 120)) + [-1] * 5
+
+
+def test_gather_and_accumulator_pieces():
+    rng = np.random.default_rng(1)
+    chunk = rng.integers(0, 1000, size=(6, 9, 11)).astype(np.uint16)
+    seg = np.array([[1, 3, 2, 4, 3, 5, 0], [0, 1, 0, 0, 9, 11, 45], [5, 1, 8, 10, 1, 1, 144]])
+    out = gather_segments_numpy(chunk, seg)
+    assert out.size == 145
+    np.testing.assert_array_equal(out[:45].reshape(3, 3, 5), chunk[1:4, 2:5, 4:9])
+    np.testing.assert_array_equal(out[45:144].reshape(9, 11), chunk[0])
+    assert out[144] == chunk[5, 8, 10]
+    acc = ProjectionAccumulator(9, 11)
+    acc.update(chunk[:2])
+    acc2 = ProjectionAccumulator(9, 11)
+    acc2.load(acc.state())
+    acc2.update(chunk[2:])
+    full = ProjectionAccumulator(9, 11)
+    full.update(chunk)
+    for k, v in full.images().items():
+        np.testing.assert_allclose(acc2.images()[k], v, rtol=1e-6, atol=1e-6)
+
+
+def test_outline_of_a_square_and_two_objects():
+    mask = np.zeros((6, 7), bool)
+    mask[1:4, 2:5] = True
+    o = outline_from_mask(mask)
+    # closed 8-point boundary of a 3x3 square (first point repeated), smoothed then rounded
+    assert len(o) == 9 and np.isfinite(o).all()
+    assert o[:, 0].min() == 1 and o[:, 0].max() == 3 and o[:, 1].min() == 2
+    assert o[:, 1].max() == 4
+    mask[5, 6] = True
+    o2 = outline_from_mask(mask)
+    assert np.isnan(o2).any(axis=1).sum() == 1                   # one separator
+    assert o2[-1].tolist() == [5.0, 6.0]
+
+
+def test_neighbour_sharing_a_coordinate_is_kept():
+    # ActSort B9 dropped neighbours whose centre shares one coordinate with the cell
+    yy, xx = np.mgrid[:30, :30]
+    a = ((yy - 10) ** 2 + (xx - 10) ** 2 <= 4).ravel()
+    b = ((yy - 10) ** 2 + (xx - 15) ** 2 <= 4).ravel()
+    geo = compute_geometry(sp.csr_matrix(np.array([a, b], np.float32)), 30, 30)
+    assert geo.neighbors[0].tolist() == [1] and geo.neighbors[1].tolist() == [0]
+    # smoothing (span 3) pulls the disk's extreme rows 8 and 12 in to 9 and 11, except the
+    # trace's start point (10, 8), kept as is: rows 9 - 7 .. 11 + 7, cols 8 - 7 .. 11 + 7
+    # (the neighbour's outline, cols 14..16, is inside)
+    assert geo.crops[0].tolist() == [2, 19, 1, 19]
+    assert geo.crops[1].tolist() == [2, 19, 6, 24]
+
+
+def test_errors(scene, tmp_path):
+    d, movie, cands = scene
+    store = _store(d, cands, "err.actsort")
+    with pytest.raises(ValueError, match="snapshot_dtype"):
+        preprocess(store.path, PreprocessConfig(snapshot_dtype="int3"), device="cpu")
+    with pytest.raises(ValueError, match="max_memory_mb"):
+        preprocess(store.path, PreprocessConfig(max_memory_mb=0), device="cpu")
+    with pytest.raises(FileNotFoundError, match="--movie"):
+        preprocess(store.path, device="cpu", movie_path=tmp_path / "nope.tif")
+    tifffile.imwrite(tmp_path / "short.tif", movie[:100])
+    with pytest.raises(ValueError, match="shape"):
+        preprocess(store.path, device="cpu", movie_path=tmp_path / "short.tif")
+    # recorded movie gone and no --movie: a message asking for --movie
+    with open_movie(tmp_path / "short.tif") as mv:
+        ingest(mv, replace_traces(cands, 100), tmp_path / "g.actsort")
+    (tmp_path / "short.tif").unlink()
+    with pytest.raises(FileNotFoundError, match="--movie"):
+        preprocess(tmp_path / "g.actsort", device="cpu")
+
+
+def replace_traces(cands, t):
+    return Candidates(cands.footprints, cands.traces[:, :t], cands.height, cands.width,
+                      cands.source_format, cands.source_path)
+
+
+def test_interrupted_pass_resumes_from_last_chunk(scene):
+    d, movie, cands = scene
+    store = _store(d, cands, "k.actsort")
+    reference = _store(d, cands, "ref.actsort")
+    preprocess(reference.path, PreprocessConfig(max_memory_mb=1), device="cpu")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(stats):
+        if stats["frames_done"] >= 2 * chunk[0]:
+            raise Stop
+
+    chunk = []
+    def first(stats):
+        chunk.append(stats["frames_done"])
+        stop_after_two(stats)
+
+    with pytest.raises(Stop):
+        preprocess(store.path, PreprocessConfig(max_memory_mb=1), device="cpu", progress=first)
+    s = SortStore.open(store.path)
+    assert s.stage_status("preprocess") == "incomplete"
+    with pytest.raises(Exception, match="interrupted"):
+        s.require("preprocess")
+    summary = preprocess(store.path, PreprocessConfig(max_memory_mb=1), device="cpu")
+    assert summary["resumed_from"] == 2 * chunk[0]
+    s = SortStore.open(store.path)
+    r = SortStore.open(reference.path)
+    for name in ("fov/max", "fov/mean", "fov/std", "fov/corr", "snapshots/data",
+                 "snapshots/scale", "candidates/events"):
+        np.testing.assert_allclose(s.read(name), r.read(name), rtol=1e-6, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_cli_runs_and_reports(scene, capsys):
+    from actsort_gpu.cli import main
+
+    d, _, cands = scene
+    store = _store(d, cands, "cli.actsort")
+    rc = main(["preprocess", str(store.path), "--device", "cpu", "--max-memory", "1",
+               "--snapshot-dtype", "uint16", "--no-progress"])
+    assert rc == 0
+    assert "preprocessed 5 candidates" in capsys.readouterr().out
+    s = SortStore.open(store.path)
+    assert s.read("snapshots/data", slice(0, 1)).dtype == np.uint16
+    assert main(["preprocess", str(d / "missing.actsort"), "--device", "cpu"]) == 1
+    assert "no such sort store" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_gpu_matches_numpy(scene):
+    import cupy as cp
+
+    from actsort_gpu.preprocess.kernels import gather_segments_cupy
+
+    _, movie, cands = scene
+    chunk = movie[:40]
+    seg = np.array([[1, 3, 2, 4, 3, 5, 0], [0, 1, 0, 0, 40, 56, 45], [39, 1, 39, 55, 1, 1, 2285]])
+    np.testing.assert_array_equal(gather_segments_cupy(cp.asarray(chunk), seg).get(),
+                                  gather_segments_numpy(chunk, seg))
+    cpu = ProjectionAccumulator(H, W)
+    gpu = ProjectionAccumulator(H, W, xp=cp)
+    for a in range(0, T, 50):
+        cpu.update(movie[a:a + 50])
+        gpu.update(cp.asarray(movie[a:a + 50]))
+    for k, v in cpu.images().items():
+        np.testing.assert_allclose(gpu.images()[k], v, rtol=1e-5, atol=1e-5, err_msg=k)
