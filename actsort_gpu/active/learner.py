@@ -31,7 +31,7 @@ from .linear import zscore_columns
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Learner", "DatasetInput", "QueryRecord"]
+__all__ = ["Learner", "DatasetInput", "QueryRecord", "dataset_from_store"]
 
 
 @dataclass
@@ -43,6 +43,28 @@ class DatasetInput:
     feature_names: list[str] = field(default_factory=list)
     feature_version: str = ""
     journal_path: Path | None = None
+
+
+def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
+    """The learner's view of one sort store: raw features (N, F) with names and version, plus
+    ``embeddings/matrix`` appended (names ``emb<k>``, version ``+emb:<encoder id>``) when
+    ``use_embeddings`` and present, and the path of the store's label journal."""
+    from ..store import SortStore
+
+    store = SortStore.open(path)
+    if not store.has("features/matrix"):
+        raise ValueError(f"{path}: no features/matrix in the store; run `actsort features {path}`")
+    arr = store.array("features/matrix")
+    x = np.asarray(arr[...], dtype=np.float32)
+    names = list(arr.attrs.get("names", []))
+    version = str(arr.attrs.get("version", ""))
+    if use_embeddings and store.has("embeddings/matrix"):
+        emb = store.array("embeddings/matrix")
+        x = np.concatenate([x, np.asarray(emb[...], dtype=np.float32)], axis=1)
+        names = names + [f"emb{k}" for k in range(emb.shape[1])]
+        version = f"{version}+emb:{emb.attrs.get('encoder_id', '')}"
+    return DatasetInput(Path(path).name, x, names, version,
+                        Path(store.path) / "labels" / "journal.jsonl")
 
 
 @dataclass(frozen=True)
@@ -134,25 +156,8 @@ class Learner:
              pretrained=None, coral: bool = False) -> "Learner":
         """A learner over sort stores (``features/matrix`` with attrs ``names``/``version``;
         ``embeddings/matrix`` appended when ``use_embeddings`` and present)."""
-        from ..store import SortStore
-
-        datasets = []
-        for p in ([store_paths] if isinstance(store_paths, (str, Path)) else store_paths):
-            store = SortStore.open(p)
-            if not store.has("features/matrix"):
-                raise ValueError(f"{p}: no features/matrix in the store; run `actsort features`")
-            arr = store.array("features/matrix")
-            x = np.asarray(arr[...], dtype=np.float32)
-            names = list(arr.attrs.get("names", []))
-            version = str(arr.attrs.get("version", ""))
-            if use_embeddings and store.has("embeddings/matrix"):
-                emb = store.array("embeddings/matrix")
-                x = np.concatenate([x, np.asarray(emb[...], dtype=np.float32)], axis=1)
-                enc = str(emb.attrs.get("encoder_id", ""))
-                names = names + [f"emb{k}" for k in range(emb.shape[1])]
-                version = f"{version}+emb:{enc}"
-            datasets.append(DatasetInput(Path(p).name, x, names, version,
-                                         Path(store.path) / "labels" / "journal.jsonl"))
+        paths = [store_paths] if isinstance(store_paths, (str, Path)) else store_paths
+        datasets = [dataset_from_store(p, use_embeddings=use_embeddings) for p in paths]
         return cls(datasets, policy, annotator, device, seed, pretrained, coral)
 
     # ------------------------------------------------------------------ indexing

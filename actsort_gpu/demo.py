@@ -1,0 +1,172 @@
+"""The demo: a synthetic recording with known truth, carried through every stage.
+
+``build_demo_store`` synthesises a recording (``actsort_gpu.synth``), ingests its Suite2p
+output, preprocesses, computes features and (when an encoder checkpoint is available)
+embeddings, and writes the truth into the store (``truth/labels``, ``truth/annotators``) where
+the page keeps it hidden until the user asks to compare. ``headless_session`` plays a simulated
+annotator against the active learner, for scripts and CI (``actsort demo --no-browser``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import CELL, NOT_CELL
+
+log = logging.getLogger(__name__)
+
+__all__ = ["synthetic_store", "write_truth", "build_demo_store", "headless_session",
+           "DemoSession"]
+
+
+def write_truth(store_path: str | Path, truth_path: str | Path) -> None:
+    """Copy a synthetic recording's truth (truth.npz) into the store, row for row.
+
+    Store rows map to the extraction's rows through ``candidates/source_index``.
+    """
+    from .store import SortStore
+    from .synth import load_truth
+
+    store = SortStore.open(store_path, "r+")
+    truth = load_truth(truth_path)
+    src = store.read("candidates/source_index")
+    n_truth = len(truth["is_cell"])
+    if src.size and (src.max() >= n_truth or src.min() < 0):
+        raise ValueError(f"{truth_path}: truth for {n_truth} candidates, but {store_path} "
+                         f"refers to source rows up to {int(src.max())}")
+    store.write_array("truth/labels", np.asarray(truth["is_cell"], np.int8)[src],
+                      dims=["candidates"], units="+1 cell / -1 not")
+    annotators = np.asarray(truth["annotators"], np.int8)
+    if annotators.size:
+        store.write_array("truth/annotators", annotators[:, src],
+                          dims=["annotators", "candidates"],
+                          attrs={"names": [str(n) for n in truth["annotator_names"]]})
+
+
+def synthetic_store(workdir: str | Path, config=None, *, features: bool = True,
+                    embeddings: bool = False, device: str = "auto", overwrite: bool = True,
+                    progress: bool = False) -> tuple[Path, dict[str, float]]:
+    """Synthesise a recording in ``workdir`` and carry it through the pipeline into a store.
+
+    Stages: synth -> ingest (Suite2p layout) -> truth -> preprocess -> features (optional) ->
+    embeddings (optional; needs a checkpoint). Returns the store path and seconds per stage.
+    """
+    from .ingest import ingest_files
+    from .preprocess import preprocess
+    from .synth import SynthConfig, synthesize
+
+    workdir = Path(workdir)
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        times[name] = time.perf_counter() - t0
+        return out
+
+    rec = timed("synth", synthesize, workdir, config or SynthConfig(), formats=("suite2p",),
+                overwrite=overwrite, progress=progress)
+    store_path = workdir / "recording.actsort"
+    timed("ingest", ingest_files, rec.files["movie"], rec.files["suite2p"], store_path,
+          overwrite=overwrite)
+    write_truth(store_path, rec.files["truth"])
+    timed("preprocess", preprocess, store_path, device=device, progress=progress)
+    if features:
+        from .features import compute_features
+
+        timed("features", compute_features, store_path, device=device, progress=progress)
+    if embeddings:
+        from .embed import embed
+
+        timed("embed", embed, store_path, device=device, progress=progress)
+    log.info("%s ready (%s)", store_path, ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    return store_path, times
+
+
+def build_demo_store(out_dir: str | Path, *, seed: int = 0, device: str = "auto",
+                     progress: bool = False, embeddings: bool | None = None,
+                     overwrite: bool = False) -> tuple[Path, dict[str, float]]:
+    """The demo recording: 2 minutes of 256 x 256 at 15 Hz, 150 cells + 150 false candidates.
+
+    embeddings : None = compute them when the package ships an encoder checkpoint.
+    """
+    from .synth import SynthConfig
+
+    out_dir = Path(out_dir)
+    if (out_dir / "recording.actsort" / "labels" / "journal.jsonl").exists() and not overwrite:
+        # A demo the user already labelled: never rebuild over their labels.
+        log.info("%s: reusing the existing demo store and its labels", out_dir)
+        return out_dir / "recording.actsort", {}
+    if embeddings is None:
+        embeddings = _default_checkpoint_exists()
+    return synthetic_store(out_dir, SynthConfig(seed=seed), features=True,
+                           embeddings=embeddings, device=device, overwrite=True,
+                           progress=progress)
+
+
+def _default_checkpoint_exists() -> bool:
+    return (Path(__file__).parent / "embed" / "checkpoints" / "default.pt").is_file()
+
+
+@dataclass
+class DemoSession:
+    """Outcome of a simulated annotator labelling the demo through the active learner."""
+
+    n_candidates: int
+    n_labelled: int
+    balanced_accuracy: float      # final labels (human where given, else model) vs truth
+    model_balanced_accuracy: float  # model decisions alone vs truth
+    annotator_balanced_accuracy: float  # the simulated annotator's own labels vs truth
+    seconds_per_update: float
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (n_labelled, BA)
+
+
+def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    pos, neg = truth == CELL, truth == NOT_CELL
+    tpr = float((pred[pos] == CELL).mean()) if pos.any() else float("nan")
+    tnr = float((pred[neg] == NOT_CELL).mean()) if neg.any() else float("nan")
+    return 0.5 * (tpr + tnr)
+
+
+def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
+                     annotator: int = 0, seed: int = 0, config=None) -> DemoSession:
+    """Label ``budget_fraction`` of the candidates with a simulated annotator's answers, choosing
+    each candidate with the product's query strategy, and score the result against the truth.
+
+    Labels go to an in-memory learner (the store's journal is not touched), so the demo page can
+    still be labelled by a person afterwards.
+    """
+    from .active.engine import product_policy
+    from .active.learner import DatasetInput, Learner, dataset_from_store
+    from .store import SortStore
+
+    store = SortStore.open(store_path)
+    if not store.has("truth/annotators"):
+        raise ValueError(f"{store_path}: no truth/annotators (not a synthetic demo store)")
+    answers = store.read("truth/annotators")[annotator]
+    truth = store.read("truth/labels")
+    ds = dataset_from_store(store_path, use_embeddings=True)
+    learner = Learner([DatasetInput(ds.name, ds.features, ds.feature_names, ds.feature_version)],
+                      product_policy(config.active if config is not None else None),
+                      device="cpu", seed=seed)
+    budget = max(6, int(round(budget_fraction * len(truth))))
+    curve, seconds = [], []
+    for n in range(1, budget + 1):
+        t0 = time.perf_counter()
+        i = learner.next_query()[0]
+        learner.label(i, int(answers[i]))
+        learner.probabilities()
+        seconds.append(time.perf_counter() - t0)
+        if n % 5 == 0 or n == budget:
+            curve.append((n, _balanced_accuracy(learner.overall(), truth)))
+    return DemoSession(
+        n_candidates=len(truth), n_labelled=budget,
+        balanced_accuracy=_balanced_accuracy(learner.overall(), truth),
+        model_balanced_accuracy=_balanced_accuracy(learner.decisions(), truth),
+        annotator_balanced_accuracy=_balanced_accuracy(answers, truth),
+        seconds_per_update=float(np.median(seconds)), curve=curve)

@@ -1,0 +1,88 @@
+"""Headless ``actsort apply``: predictions written, feature sets checked, human labels kept."""
+
+import numpy as np
+import pytest
+
+from actsort_gpu import CELL, NOT_CELL
+from actsort_gpu.active.learner import Learner
+from actsort_gpu.active.transfer import save_classifier
+from actsort_gpu.apply import apply_classifier
+from actsort_gpu.cli import main
+from actsort_gpu.store import SortStore
+
+NAMES = [f"f{k}" for k in range(6)]
+
+
+def _feature_store(path, seed, *, names=NAMES, version="test-v1", n=200):
+    """A store holding only a feature matrix whose first column separates the classes."""
+    rng = np.random.default_rng(seed)
+    truth = np.where(rng.random(n) < 0.4, CELL, NOT_CELL).astype(np.int8)
+    x = rng.normal(size=(n, len(names))).astype(np.float32)
+    x[:, 0] += 2.5 * (truth == CELL)
+    store = SortStore.create(path)
+    store.update_attrs(n_candidates=n, n_frames=10, height=8, width=8)
+    store.write_array("features/matrix", x, dims=["candidates", "features"],
+                      attrs={"names": list(names), "version": version})
+    store.write_array("candidates/source_index", np.arange(n), dims=["candidates"])
+    return path, truth
+
+
+@pytest.fixture
+def classifier(tmp_path):
+    path, truth = _feature_store(tmp_path / "train.actsort", seed=0)
+    learner = Learner.open([path], annotator="t", device="cpu")
+    for i in range(60):
+        learner.label(i, int(truth[i]))
+    out = save_classifier(tmp_path / "clf.npz", learner)
+    learner.close()
+    return out
+
+
+def test_apply_writes_predictions_that_match_truth(tmp_path, classifier):
+    path, truth = _feature_store(tmp_path / "new.actsort", seed=1)
+    [result] = apply_classifier(classifier, [path])
+    store = SortStore.open(path)
+    assert store.stage_status("apply") == "complete"
+    np.testing.assert_array_equal(store.read("predictions/final"), result.final)
+    p = store.read("predictions/probability")
+    assert p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
+    ba = 0.5 * ((result.decision[truth == CELL] == CELL).mean()
+                + (result.decision[truth == NOT_CELL] == NOT_CELL).mean())
+    assert ba > 0.85  # the planted feature separates the classes
+
+
+def test_threshold_override_moves_decisions(tmp_path, classifier):
+    path, _ = _feature_store(tmp_path / "new.actsort", seed=1)
+    low = apply_classifier(classifier, [path], threshold=0.1)[0].n_cells
+    high = apply_classifier(classifier, [path], threshold=0.9)[0].n_cells
+    assert low > high
+    with pytest.raises(ValueError, match="threshold"):
+        apply_classifier(classifier, [path], threshold=1.5)
+
+
+def test_mismatched_feature_set_refused_before_writing(tmp_path, classifier):
+    good, _ = _feature_store(tmp_path / "good.actsort", seed=1)
+    bad, _ = _feature_store(tmp_path / "bad.actsort", seed=2,
+                            names=[f"g{k}" for k in range(6)])
+    with pytest.raises(ValueError, match="bad.actsort.*feature"):
+        apply_classifier(classifier, [good, bad])
+    assert not SortStore.open(good).has("predictions/final")  # nothing written anywhere
+
+
+def test_human_labels_win_and_fine_tune(tmp_path, classifier):
+    path, truth = _feature_store(tmp_path / "new.actsort", seed=1)
+    learner = Learner.open([path], annotator="ana", device="cpu")
+    learner.label(0, NOT_CELL if truth[0] == CELL else CELL)  # a deliberate disagreement
+    learner.label(1, int(truth[1]))
+    learner.close()
+    [result] = apply_classifier(classifier, [path])
+    assert result.n_human == 2
+    assert result.final[0] == (NOT_CELL if truth[0] == CELL else CELL)
+
+
+def test_cli_apply(tmp_path, classifier, capsys):
+    path, _ = _feature_store(tmp_path / "new.actsort", seed=1)
+    assert main(["apply", "--classifier", str(classifier), str(path)]) == 0
+    assert "cells of 200 candidates" in capsys.readouterr().out
+    assert main(["apply", "--classifier", str(tmp_path / "missing.npz"), str(path)]) == 1
+    assert "missing.npz" in capsys.readouterr().err
