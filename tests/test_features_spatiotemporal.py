@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage, signal, stats
 
 from actsort_gpu._xp import to_numpy
+from actsort_gpu.features import spatiotemporal as st
 from actsort_gpu.features.spatiotemporal import spatiotemporal_features
 
 EPS_MEAN, EPS_MIN, CORR51 = 0, 1, 4
@@ -140,6 +141,55 @@ def test_parity_with_per_candidate_reference():
     for k, cand in enumerate(cands):
         np.testing.assert_allclose(got[k], _reference(*cand), rtol=2e-4, atol=1e-5,
                                    equal_nan=True, err_msg=f"candidate {k}")
+
+
+def test_parity_with_negative_footprint_pixels():
+    """The solver's comparison flips where a < 0 (e.g. a CNMF footprint); same answers."""
+    rng = np.random.default_rng(3)
+    cands = []
+    for h, w, nv in ((21, 21, 5), (17, 23, 3)):
+        snap, fp, tr, valid = _candidate(rng, h, w, nv, noise=0.2)
+        ring = (fp > 0) & (fp < 0.15)
+        fp = np.where(ring, -0.5 * fp, fp).astype(np.float32)
+        cands.append((snap, fp, tr, valid))
+    assert all((c[1] < 0).sum() > 10 for c in cands)
+    got = _run(cands)
+    for k, cand in enumerate(cands):
+        np.testing.assert_allclose(got[k], _reference(*cand), rtol=2e-4, atol=1e-5,
+                                   equal_nan=True, err_msg=f"candidate {k}")
+
+
+def test_noise_dft_matches_fft_formula():
+    """sigma_hat from the per-length DFT matmul equals estimate_noise_std.m via a full FFT,
+    for every length (short ones include the halved DC bin) and padded frames ignored."""
+    rng = np.random.default_rng(9)
+    lengths = np.array([1, 2, 3, 4, 5, 6, 7, 11, 22, 33, 44, 55, 60])
+    kp, n_pix = 60, 7
+    M = np.zeros((lengths.size, kp, n_pix))
+    want = np.zeros((lengths.size, n_pix))
+    for i, n in enumerate(lengths):
+        x = rng.standard_normal((n, n_pix)) + 3.0
+        M[i, :n] = x
+        M[i, n:] = 100.0 * rng.standard_normal((kp - n, n_pix))   # beyond n: must not count
+        half = math.ceil(n / 2)
+        pw = np.abs(np.fft.fft(x, axis=0)[:half]) ** 2
+        pw[0] /= 2
+        pw /= 2 * half
+        lo = max(int(np.floor(0.5 * half + 0.5)), 1)
+        want[i] = np.sqrt(pw[lo - 1:half].mean(axis=0))
+    np.testing.assert_allclose(st._noise_std_by_length(M, lengths, np), want, rtol=1e-12)
+
+
+def test_solver_chunking_does_not_change_epsilon():
+    """Chunks of one candidate (each padded to its own support) = one chunk for all."""
+    rng = np.random.default_rng(10)
+    g, kp, P = 6, 33, 40
+    M = rng.standard_normal((g, kp, P)) + 0.5
+    s = np.where(rng.random((g, P)) < np.linspace(0.2, 0.9, g)[:, None], rng.random((g, P)), 0)
+    sigma = rng.random(g) * 0.5 + 0.2
+    whole = st._solve_epsilon(M, s, sigma, np, max_chunk_elements=1 << 30)
+    single = st._solve_epsilon(M, s, sigma, np, max_chunk_elements=1)
+    np.testing.assert_allclose(single, whole, rtol=1e-12, atol=0)
 
 
 def test_batched_padded_equals_one_by_one():
