@@ -1,0 +1,30 @@
+"""``actsort export``: write a store's curation as a table, Suite2p iscell.npy, NWB columns or
+a portable classifier file."""
+
+from __future__ import annotations
+
+from ._common import add_config_argument
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export labels / classifier",
+        description="Export human labels, model probabilities and final labels of a sort store. "
+                    "Reads the label journal without locking it (works beside a running page).")
+    p.add_argument("store", metavar="S.actsort", help="sort store directory")
+    p.add_argument("--format", required=True,
+                   choices=["csv", "parquet", "suite2p", "nwb", "classifier"])
+    p.add_argument("--out", default=None,
+                   help="output file (csv/parquet/classifier/nwb) or Suite2p folder "
+                        "(default: <store>/exports/..., Suite2p: the source folder)")
+    add_config_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..export import export_labels
+
+    path = export_labels(args.store, args.format, args.out, config=load_config(args.config))
+    print(f"actsort export: wrote {path}")
+    return 0

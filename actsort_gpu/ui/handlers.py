@@ -1,0 +1,391 @@
+"""Page handlers: plain functions ``(workspace, state, inputs) -> (state, Panels)``.
+
+No Gradio here: the layout (``layout.py``) binds these to components, and the tests call them
+directly. ``state`` is the tab's :class:`~actsort_gpu.ui.session.ViewState`; the workspace holds
+the stores and the learner shared by all tabs.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import CELL, NOT_CELL, UNLABELLED
+from . import render
+from .progress import counts, labelling_speed
+from .render import Window
+from .session import CLICK_MODES, STRATEGY_CHOICES, ViewState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Panels", "render_panels", "on_load", "on_label", "on_prev", "on_next", "on_undo",
+           "on_redo", "on_jump", "on_store", "on_click", "on_view", "on_threshold",
+           "on_strategy", "on_play", "on_tick", "on_clear_selection", "map_window",
+           "MAP_DISPLAY_PX"]
+
+MAP_DISPLAY_PX = 720
+PANEL_PX = 150
+
+
+@dataclass
+class Panels:
+    """Everything the page shows for one state (images are uint8 RGB arrays)."""
+
+    map: np.ndarray | None
+    footprint: np.ndarray | None
+    snapshots: np.ndarray | None
+    trace: np.ndarray | None
+    event_traces: np.ndarray | None
+    info: str
+    progress: str
+    status: str
+    timings_ms: dict
+
+
+# ---------------------------------------------------------------------------- helpers
+def _mode(st: ViewState) -> str:
+    return st.extra.get("mode", "dcal")
+
+
+def map_window(ws, st: ViewState) -> Window:
+    s = ws.stores[st.store]
+    c = s.centers[st.current] if 0 <= st.current < s.n else None
+    return Window.around(None if c is None else (float(c[0]), float(c[1])), st.zoom, s.height,
+                         s.width, MAP_DISPLAY_PX)
+
+
+def _bar(label: str, c: dict, total: int) -> str:
+    total = max(total, 1)
+    parts = [("cell", "#28c846", c["cell"]), ("unlabelled", "#f4f4f4", c.get("unlabelled", 0)),
+             ("not", "#e63232", c["not"])]
+    segs = "".join(
+        f'<div title="{name}: {v}" style="width:{100 * v / total:.3f}%;background:{col}"></div>'
+        for name, col, v in parts if v)
+    return (f'<div class="as-bar-row"><span class="as-bar-label">{label}</span>'
+            f'<div class="as-bar">{segs}</div>'
+            f'<span class="as-bar-count"><b style="color:#1a9a35">{c["cell"]}</b> / '
+            f'{c.get("unlabelled", 0)} / <b style="color:#c02020">{c["not"]}</b></span></div>')
+
+
+def _progress_html(ws, st: ViewState, human, dec) -> str:
+    c = counts(human, dec)
+    n = len(human)
+    speed = labelling_speed(ws.label_times)
+    stab = ws.trackers[st.store].state()
+    ba = ("n/a (needs both classes among recent labels)" if stab.prequential_ba is None
+          else f"{100 * stab.prequential_ba:.0f} % over the last {stab.n_scored} labels")
+    colour = "#1a7f37" if stab.stable else "#9a6700"
+    return (
+        '<div class="as-progress">'
+        + _bar("Overall", c["overall"], n) + _bar("Model", c["model"], n)
+        + _bar("Human", c["human"], n)
+        + f'<div class="as-small">cells / unlabelled / not cells &nbsp;·&nbsp; labelled '
+          f'{n - c["human"]["unlabelled"]} of {n} '
+          f'({100 * (n - c["human"]["unlabelled"]) / max(n, 1):.1f} %)'
+          f' &nbsp;·&nbsp; speed {"-" if speed is None else f"{speed:.0f} labels/min"}</div>'
+        + f'<div class="as-small">estimated accuracy (model vs. your next answer): {ba}</div>'
+        + f'<div class="as-stable" style="border-color:{colour};color:{colour}">'
+          f'{html.escape(stab.text())}</div></div>')
+
+
+def _info_html(ws, st: ViewState, human, proba, dec) -> str:
+    s = ws.stores[st.store]
+    i = st.current
+    if not 0 <= i < s.n:
+        return '<div class="as-info">All candidates of this store are labelled.</div>'
+    h = int(human[i])
+    user = {CELL: "Cell", NOT_CELL: "Not a cell", UNLABELLED: "unlabelled"}[h]
+    if proba is None:
+        score, decision = "-", "untrained (label a cell and a non-cell)"
+    else:
+        score = f"{np.floor(proba[i] * 100) / 100:.2f}"
+        decision = "Cell" if dec[i] > 0 else "Not a cell"
+    shown = h if h != 0 else (0 if dec is None else int(dec[i]))
+    bg = {CELL: "#e3f6e6", NOT_CELL: "#fbe4e4", 0: "#f1f3f5"}[shown]
+    who = ws.learner.label_info.get(ws.g(st.store, i))
+    by = f" by {html.escape(who[0])}" if who and h != 0 else ""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{val:+.2f}</td>"
+        f'<td style="color:{"#1a9a35" if c > 0 else "#c02020"}">{c:+.2f}</td></tr>'
+        for name, val, c in ws.contributions(st.store, i))
+    feats = (f'<table class="as-feat"><tr><th>feature</th><th>z</th><th>push</th></tr>{rows}'
+             f"</table>" if rows else "")
+    sel = (f'<div class="as-small">{len(st.selected)} selected on the map: the label buttons '
+           f"apply to all of them</div>" if st.selected else "")
+    return (f'<div class="as-info" style="background:{bg}">'
+            f'<div class="as-title">{html.escape(s.name)} &nbsp; candidate <b>{i}</b> '
+            f'<span class="as-small">of {s.n}</span></div>'
+            f'<div>Your label: <b>{user}</b>{by}</div>'
+            f'<div>Model: P(cell) <b>{score}</b> &rarr; <b>{decision}</b> '
+            f'<span class="as-small">(threshold {ws.learner.threshold:.2f})</span></div>'
+            f"{sel}{feats}</div>")
+
+
+def render_map(ws, st: ViewState, human, dec) -> np.ndarray:
+    s = ws.stores[st.store]
+    lut = render.candidate_colours(human, dec, show_model=st.show_model, selected=st.selected,
+                                   hide_cells=st.hide_cells, hide_not=st.hide_not)
+    canvas = ws.map_canvas(st.store, st.image, st.lo_pct, st.hi_pct, lut)
+    win = map_window(ws, st)
+    cur = st.current if 0 <= st.current < s.n else None
+    img = canvas.view(win, cur, s.outlines[cur] if cur is not None else None)
+    if st.box_corner is not None:
+        from PIL import Image, ImageDraw
+
+        pil = Image.fromarray(img)
+        r, c = st.box_corner
+        x, y = (c - win.col0 + 0.5) * win.scale, (r - win.row0 + 0.5) * win.scale
+        ImageDraw.Draw(pil).ellipse([x - 5, y - 5, x + 5, y + 5], outline=(40, 120, 255), width=2)
+        img = np.asarray(pil)
+    return img
+
+
+def render_candidate(ws, st: ViewState, frame: int | None = None):
+    """(footprint, snapshot strip, trace, event-trace strip) of the current candidate."""
+    s = ws.stores[st.store]
+    i = st.current
+    if not 0 <= i < s.n:
+        return None, None, None, None
+    crop = s.crops[i]
+    nb = [s.outlines[j] for j in s.neighbors[i][:30]]
+    snaps = s.snapshots(i)
+    snap_img = render.snapshot_strip(snaps, s.events[i], crop, s.outlines[i], nb, frame,
+                                     panel_px=PANEL_PX)
+    tr = s.trace(i)
+    fp_img = render.footprint_panel(s.footprint_crop(i), s.outlines[i], crop, panel_px=PANEL_PX)
+    trace_img = render.trace_plot(tr, s.events[i], width=5 * PANEL_PX + 4 * 6 + PANEL_PX + 12,
+                                  fs_hz=s.fs_hz)
+    ev_img = render.event_trace_strip(tr, s.events[i], panel_px=PANEL_PX, frame=frame,
+                                      event_frames=s.event_frames)
+    return fp_img, snap_img, trace_img, ev_img
+
+
+def render_panels(ws, st: ViewState, status: str = "") -> Panels:
+    """Render every panel of the page for ``st`` (timings in ms in ``timings_ms``)."""
+    t0 = time.perf_counter()
+    human = ws.human(st.store)
+    proba, dec = ws.model(st.store)
+    t1 = time.perf_counter()
+    map_img = render_map(ws, st, human, dec)
+    t2 = time.perf_counter()
+    fp, snaps, trace, evt = render_candidate(ws, st, st.frame if st.playing else None)
+    t3 = time.perf_counter()
+    info = _info_html(ws, st, human, proba, dec)
+    prog = _progress_html(ws, st, human, dec)
+    t4 = time.perf_counter()
+    return Panels(map_img, fp, snaps, trace, evt, info, prog, status or st.message,
+                  {"model": 1e3 * (t1 - t0), "map": 1e3 * (t2 - t1),
+                   "candidate": 1e3 * (t3 - t2), "text": 1e3 * (t4 - t3)})
+
+
+def _go(ws, st: ViewState, current: int | None, status: str = "", **changes):
+    """Move to ``current`` (None: nothing left), remember the position, render."""
+    cur = -1 if current is None else int(current)
+    st = st.with_(current=cur, frame=0, **changes)
+    if cur >= 0:
+        ws.save_position(st.store, cur)
+    if current is None and not status:
+        status = "Nothing left to query in this mode."
+    return st, render_panels(ws, st, status)
+
+
+def _next_candidate(ws, st: ViewState) -> tuple[int | None, int | None]:
+    """ActSort's Next: forward along the labelling order while browsing history, else query.
+    Returns (candidate, new history position)."""
+    if st.history_pos is not None:
+        order = ws.labelled_order(st.store)
+        pos = st.history_pos + 1
+        if pos < len(order):
+            return order[pos], pos
+    return ws.next_query(st.store, _mode(st), st.current), None
+
+
+# ---------------------------------------------------------------------------- handlers
+def on_load(ws, st: ViewState | None = None):
+    """A tab opens (or reloads): resume at the remembered candidate, else the first query."""
+    st = st or ViewState()
+    cur = ws.load_position(st.store)
+    if cur is None:
+        cur = ws.next_query(st.store, _mode(st))
+    n_lab = int((ws.human(st.store) != 0).sum())
+    return _go(ws, st, cur, f"Resumed: {n_lab} labels in {ws.stores[st.store].name}.")
+
+
+def on_label(ws, st: ViewState, y: int):
+    """Label the selection (or the current candidate) y = +1 / -1 / 0 and move on."""
+    if y not in (CELL, NOT_CELL, UNLABELLED):
+        raise ValueError(f"label must be +1, -1 or 0, got {y!r}")
+    targets = tuple(st.selected) or ((st.current,) if st.current >= 0 else ())
+    if not targets:
+        return st, render_panels(ws, st, "No candidate to label.")
+    ws.label(st.store, targets, y)
+    word = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled"}[y]
+    what = f"{len(targets)} candidates" if len(targets) > 1 else f"candidate {targets[0]}"
+    st = st.with_(selected=(), box_corner=None)
+    if y == UNLABELLED:
+        return _go(ws, st, st.current, f"Saved: {what} {word}.")
+    cur, pos = _next_candidate(ws, st)
+    return _go(ws, st, cur, f"Saved: {what} = {word}.", history_pos=pos)
+
+
+def on_next(ws, st: ViewState):
+    cur, pos = _next_candidate(ws, st)
+    return _go(ws, st, cur, history_pos=pos, selected=())
+
+
+def on_prev(ws, st: ViewState):
+    """ActSort's Previous: back along the labelling order (from its end when the current
+    candidate is not in it)."""
+    order = ws.labelled_order(st.store)
+    if not order:
+        return st, render_panels(ws, st, "No labelled candidate yet.")
+    if st.history_pos is not None and 0 <= st.history_pos < len(order) \
+            and order[st.history_pos] == st.current:
+        pos = max(st.history_pos - 1, 0)
+    elif st.current in order:
+        pos = max(order.index(st.current) - 1, 0)
+    else:
+        pos = len(order) - 1
+    return _go(ws, st, order[pos], history_pos=pos, selected=())
+
+
+def _after_undo_redo(ws, st, loc, verb):
+    if loc is None:
+        return st, render_panels(ws, st, f"Nothing to {verb}.")
+    d, local = loc
+    lab = int(ws.human(d)[local])
+    word = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled"}[lab]
+    return _go(ws, st.with_(store=d), local, f"{verb.capitalize()}: candidate {local} is now "
+               f"{word}.", history_pos=None, selected=())
+
+
+def on_undo(ws, st: ViewState):
+    return _after_undo_redo(ws, st, ws.undo(), "undo")
+
+
+def on_redo(ws, st: ViewState):
+    return _after_undo_redo(ws, st, ws.redo(), "redo")
+
+
+def on_jump(ws, st: ViewState, index):
+    s = ws.stores[st.store]
+    try:
+        i = int(index)
+    except (TypeError, ValueError):
+        return st, render_panels(ws, st, f"Candidate number expected, got {index!r}.")
+    if not 0 <= i < s.n:
+        return st, render_panels(ws, st, f"Candidate {i} out of range 0..{s.n - 1}.")
+    return _go(ws, st, i, history_pos=None, selected=())
+
+
+def on_store(ws, st: ViewState, name: str):
+    if name not in ws.names:
+        return st, render_panels(ws, st, f"Unknown store {name!r}.")
+    d = ws.names.index(name)
+    st = st.with_(store=d, selected=(), box_corner=None, history_pos=None)
+    cur = ws.load_position(d)
+    return _go(ws, st, cur if cur is not None else ws.next_query(d, _mode(st)))
+
+
+def pick_candidate(ws, store: int, row: int, col: int, radius: float = 8.0,
+                   exclude: int | None = None) -> int | None:
+    """The candidate at FOV pixel (row, col): among those whose footprint covers it, the one
+    with the nearest centre; else the nearest centre within ``radius`` px."""
+    s = ws.stores[store]
+    cover = s.canvas.candidates_at(row, col)
+    cand = cover if len(cover) else np.arange(s.n)
+    if exclude is not None and len(cand) > 1:
+        cand = cand[cand != exclude]
+    c = s.centers[cand]
+    d2 = (c[:, 0] - row) ** 2 + (c[:, 1] - col) ** 2     # row with row, col with col (B8 fix)
+    d2 = np.where(np.isnan(d2), np.inf, d2)
+    k = int(np.argmin(d2))
+    if not len(cover) and d2[k] > radius**2:
+        return None
+    return int(cand[k])
+
+
+def on_click(ws, st: ViewState, x: float, y: float):
+    """A click on the map at display pixel (x, y) (Gradio's ``evt.index``: x = column)."""
+    win = map_window(ws, st)
+    row, col = win.to_fov(x, y)
+    mode = st.click_mode
+    if mode == CLICK_MODES[2]:                                   # box: two corners
+        if st.box_corner is None:
+            return st.with_(box_corner=(row, col)), render_panels(
+                ws, st.with_(box_corner=(row, col)),
+                f"Box corner at ({row}, {col}): click the opposite corner.")
+        (r0, c0), (r1, c1) = st.box_corner, (row, col)
+        s = ws.stores[st.store]
+        lo_r, hi_r, lo_c, hi_c = min(r0, r1), max(r0, r1), min(c0, c1), max(c0, c1)
+        inside = np.flatnonzero((s.centers[:, 0] >= lo_r) & (s.centers[:, 0] <= hi_r)
+                                & (s.centers[:, 1] >= lo_c) & (s.centers[:, 1] <= hi_c))
+        human = ws.human(st.store)
+        if st.hide_cells:
+            inside = inside[human[inside] <= 0]
+        if st.hide_not:
+            inside = inside[human[inside] >= 0]
+        st = st.with_(box_corner=None, selected=tuple(int(i) for i in inside))
+        return st, render_panels(ws, st, f"{len(inside)} candidates selected: press Cell / "
+                                 f"Not a cell to label them all, Esc to clear.")
+    hit = pick_candidate(ws, st.store, row, col)
+    if hit is None:
+        return st, render_panels(ws, st, f"No candidate at ({row}, {col}).")
+    if mode == CLICK_MODES[1]:                                   # add / remove
+        sel = list(st.selected)
+        sel.remove(hit) if hit in sel else sel.append(hit)
+        st = st.with_(selected=tuple(sel))
+        return st, render_panels(ws, st, f"{len(sel)} selected.")
+    return _go(ws, st, hit, history_pos=None, selected=())
+
+
+def on_clear_selection(ws, st: ViewState):
+    st = st.with_(selected=(), box_corner=None)
+    return st, render_panels(ws, st, "Selection cleared.")
+
+
+def on_view(ws, st: ViewState, image: str, lo_pct: float, hi_pct: float, zoom: float,
+            show_model: bool, hide_cells: bool = False, hide_not: bool = False,
+            click_mode: str | None = None):
+    """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours."""
+    lo, hi = float(lo_pct), float(hi_pct)
+    if hi <= lo:
+        hi = min(100.0, lo + 1.0)
+        lo = min(lo, hi - 1.0)
+    st = st.with_(image=image, lo_pct=lo, hi_pct=hi, zoom=float(zoom), show_model=bool(show_model),
+                  hide_cells=bool(hide_cells), hide_not=bool(hide_not),
+                  click_mode=click_mode or st.click_mode, box_corner=None)
+    return st, render_panels(ws, st)
+
+
+def on_threshold(ws, st: ViewState, threshold: float):
+    ws.set_threshold(float(threshold))
+    return st, render_panels(ws, st, f"Threshold {float(threshold):.2f}: decisions updated.")
+
+
+def on_strategy(ws, st: ViewState, choice: str, weight: float):
+    if choice not in STRATEGY_CHOICES:
+        raise ValueError(f"strategy must be one of {list(STRATEGY_CHOICES)}, got {choice!r}")
+    mode = STRATEGY_CHOICES[choice]
+    ws.set_strategy(mode, float(weight))
+    st = st.with_(extra={**st.extra, "mode": mode})
+    return st, render_panels(ws, st, f"Query mode: {choice}.")
+
+
+def on_play(ws, st: ViewState):
+    st = st.with_(playing=not st.playing, frame=0)
+    return st, render_panels(ws, st, "Playing snapshots." if st.playing else "Stopped.")
+
+
+def on_tick(ws, st: ViewState):
+    """One playback step: (state, snapshot strip, event-trace strip); None images = no change."""
+    if not st.playing:
+        return st, None, None
+    s = ws.stores[st.store]
+    st = st.with_(frame=(st.frame + 1) % max(s.event_frames, 1))
+    _, snaps, _, evt = render_candidate(ws, st, st.frame)
+    return st, snaps, evt

@@ -1,0 +1,280 @@
+"""The Gradio page: ``build_app(workspace, ui_config)`` binds the plain handlers to components.
+
+Layout (after ActSort's): the field-of-view map on the left; on the right the candidate read-out,
+label buttons, progress and the tabs (View, Active learning, Export); below, the footprint and
+the event snapshots, the full trace and the zoomed event traces. Keyboard shortcuts are a small
+injected listener that clicks buttons by ``elem_id`` (docs/environment.md).
+"""
+
+
+
+import logging
+import os
+from pathlib import Path
+
+from .. import CELL, NOT_CELL, UNLABELLED
+from . import handlers as H
+from .progress import StabilityTracker
+from .session import CLICK_MODES, IMAGE_KINDS, STRATEGY_CHOICES, ViewState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_app", "launch", "KEYBOARD_JS", "CSS"]
+
+KEYS = {"ArrowUp": "as-cell", "ArrowDown": "as-notcell", "ArrowLeft": "as-prev",
+        "ArrowRight": "as-next", " ": "as-play", "z": "as-undo", "Z": "as-undo", "y": "as-redo",
+        "Y": "as-redo", "Escape": "as-clear"}
+
+KEYBOARD_JS = """
+() => {
+  const keys = %s;
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    const tag = t && t.tagName ? t.tagName.toLowerCase() : '';
+    if (tag === 'input' || tag === 'textarea' || tag === 'select' || (t && t.isContentEditable)) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const id = keys[e.key];
+    if (!id) return;
+    e.preventDefault();
+    if (e.repeat) return;
+    let el = document.getElementById(id);
+    if (el && el.tagName.toLowerCase() !== 'button') el = el.querySelector('button') || el;
+    if (el) el.click();
+  });
+}
+""" % (str(KEYS).replace("'", '"'))
+
+CSS = """
+.gradio-container {max-width: 1500px !important}
+#as-map img {image-rendering: pixelated; cursor: crosshair; width: 100%; height: 100%;
+             object-fit: contain}
+#as-title {margin: 0}
+.as-info {border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; font-size: 14px}
+.as-title {font-size: 16px; margin-bottom: 4px}
+.as-small {font-size: 12px; color: #57606a}
+.as-feat {font-size: 12px; margin-top: 6px; border-collapse: collapse; width: 100%}
+.as-feat td, .as-feat th {padding: 1px 6px; border-bottom: 1px solid #eee; text-align: left}
+.as-bar-row {display: flex; align-items: center; gap: 6px; margin: 3px 0; font-size: 13px}
+.as-bar-label {width: 58px}
+.as-bar {flex: 1; display: flex; height: 14px; border: 1px solid #bbb; border-radius: 3px;
+         overflow: hidden}
+.as-bar div {height: 100%}
+.as-bar-count {width: 110px; text-align: right; font-size: 12px}
+.as-stable {border: 1px solid; border-radius: 4px; padding: 4px 6px; margin-top: 6px;
+            font-size: 13px; font-weight: 600}
+.as-legend {font-size: 13px; color: #333}
+.as-legend kbd {border: 1px solid #999; border-bottom-width: 2px; border-radius: 3px;
+                padding: 0 4px; background: #f6f8fa; font-size: 12px}
+#as-cell button, button#as-cell {background: #2da44e; color: white}
+#as-notcell button, button#as-notcell {background: #cf222e; color: white}
+.as-panel img {image-rendering: pixelated}
+"""
+
+LEGEND = (
+    '<div class="as-legend"><b>Keys</b>: <kbd>&uarr;</kbd> cell &nbsp; <kbd>&darr;</kbd> not a '
+    'cell &nbsp; <kbd>&larr;</kbd> previous &nbsp; <kbd>&rarr;</kbd> next &nbsp; '
+    '<kbd>Space</kbd> play snapshots &nbsp; <kbd>Z</kbd> undo &nbsp; <kbd>Y</kbd> redo &nbsp; '
+    '<kbd>Esc</kbd> clear selection. &nbsp; <b>Map</b>: '
+    '<span style="color:#28c846">&#9632;</span> your cells, '
+    '<span style="color:#e63232">&#9632;</span> your non-cells, '
+    '<span style="color:#8fd99a">&#9633;</span> / <span style="color:#f0a0a0">&#9633;</span> '
+    "model's cells / non-cells, <span style=\"color:#ffc800\">&#9633;</span> current, "
+    '<span style="color:#2878ff">&#9632;</span> selected.</div>')
+
+STOPPING_HELP = """
+**When to stop.** After every label the page compares the model's decisions on *all* candidates
+with its decisions 20 labels earlier. When fewer than 0.5 % of the decisions changed over the
+last 20 labels (and at least 30 labels were given) the signal turns **STABLE**: further labels of
+the kind the query strategy picks are unlikely to change the exported table. The *estimated
+accuracy* scores the model on each candidate just *before* you label it (it never trained on
+it); since active learning asks about hard candidates it is a pessimistic estimate. A threshold
+or strategy change restarts the count. Validation on the ActSort benchmark: benchmarks/RESULTS.md.
+"""
+
+
+def _emit(st: ViewState, p: H.Panels, gr):
+    return (st, p.map, p.footprint, p.snapshots, p.trace, p.event_traces, p.info, p.progress,
+            p.status, st.current if st.current >= 0 else None,
+            gr.update(active=st.playing))
+
+
+def build_app(ws, ui_config=None, export_dir: Path | None = None):
+    """The page over a :class:`~actsort_gpu.ui.workspace.Workspace` (one per process)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    from ..config import UIConfig
+
+    cfg = ui_config or UIConfig()
+    export_dir = Path(export_dir) if export_dir is not None else ws.paths[0] / "exports"
+    for tr_i in range(len(ws.trackers)):
+        ws.trackers[tr_i] = StabilityTracker(window=cfg.stop_window_labels,
+                                             churn_tol=cfg.stop_churn_fraction,
+                                             min_labels=cfg.stop_min_labels)
+    names = ws.names
+    with gr.Blocks(title="actsort-gpu: curate candidates", analytics_enabled=False) as demo:
+        state = gr.State(ViewState())
+        with gr.Row(equal_height=False):
+            gr.HTML('<h2 id="as-title">actsort-gpu &nbsp;<span class="as-small">active-learning '
+                    "curation of cell candidates</span></h2>")
+        gr.HTML(LEGEND)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=520):
+                map_img = gr.Image(label="Field of view (click: select candidate)",
+                                   elem_id="as-map", interactive=False, format="png",
+                                   buttons=["fullscreen"], height=H.MAP_DISPLAY_PX,
+                                   show_label=True)
+                status = gr.Markdown(elem_id="as-status")
+                with gr.Row(equal_height=False):
+                    fp_img = gr.Image(label="Footprint", interactive=False, format="png",
+                                      elem_classes=["as-panel"], scale=1, min_width=150,
+                                      height=190, show_label=False)
+                    snap_img = gr.Image(label="Event snapshots (Space: play)",
+                                        interactive=False, format="png",
+                                        elem_classes=["as-panel"], scale=5, height=190,
+                                        show_label=False)
+                b_play = gr.Button("▶ Play / stop event snapshots (Space)", elem_id="as-play",
+                                   size="sm")
+            with gr.Column(scale=3, min_width=380):
+                with gr.Row():
+                    store_dd = gr.Dropdown(names, value=names[0], label="Store (animal)",
+                                           interactive=len(names) > 1, scale=3)
+                    index_nb = gr.Number(label="Candidate", precision=0, elem_id="as-index",
+                                         scale=1, minimum=0)
+                info = gr.HTML(elem_id="as-info")
+                with gr.Row():
+                    b_cell = gr.Button("Cell  ↑", elem_id="as-cell", variant="primary")
+                    b_not = gr.Button("Not a cell  ↓", elem_id="as-notcell", variant="stop")
+                    b_unl = gr.Button("Unlabel", elem_id="as-unlabel", size="md")
+                with gr.Row():
+                    b_prev = gr.Button("← Previous", elem_id="as-prev", size="sm")
+                    b_next = gr.Button("Next →", elem_id="as-next", size="sm")
+                    b_undo = gr.Button("Undo (Z)", elem_id="as-undo", size="sm")
+                    b_redo = gr.Button("Redo (Y)", elem_id="as-redo", size="sm")
+                progress = gr.HTML(elem_id="as-progress")
+                with gr.Tabs():
+                    with gr.Tab("View"):
+                        image_dd = gr.Radio(list(IMAGE_KINDS), value="max", label="Image")
+                        with gr.Row():
+                            lo_sl = gr.Slider(0, 50, value=1.0, step=0.5, label="Black (%ile)")
+                            hi_sl = gr.Slider(50, 100, value=99.7, step=0.1,
+                                              label="White (%ile)")
+                        zoom_sl = gr.Slider(0, 100, value=0, step=5,
+                                            label="Zoom around the current candidate")
+                        with gr.Row():
+                            show_model = gr.Checkbox(True, label="Show model decisions")
+                            hide_cells = gr.Checkbox(False, label="Hide my cells")
+                            hide_not = gr.Checkbox(False, label="Hide my non-cells")
+                        click_mode = gr.Radio(list(CLICK_MODES), value=CLICK_MODES[0],
+                                              label="Click on the map")
+                        b_clear = gr.Button("Clear selection (Esc)", elem_id="as-clear",
+                                            size="sm")
+                    with gr.Tab("Active learning"):
+                        strat_dd = gr.Dropdown(list(STRATEGY_CHOICES), value="DCAL (default)",
+                                               label="Next candidate")
+                        weight_sl = gr.Slider(0, 1, value=ws.learner.policy.dcal_weight,
+                                              step=0.05, label="DCAL weight")
+                        thr_sl = gr.Slider(0, 1, value=ws.learner.threshold, step=0.01,
+                                           label="Decision threshold on P(cell)")
+                        gr.Markdown(STOPPING_HELP)
+                    with gr.Tab("Export"):
+                        fmt_dd = gr.Radio(["csv", "parquet", "suite2p", "classifier"],
+                                          value="csv", label="Format")
+                        b_export = gr.Button("Export this store", elem_id="as-export")
+                        export_file = gr.File(label="Exported file", interactive=False)
+                        export_msg = gr.Markdown()
+        with gr.Row(equal_height=False):
+            trace_img = gr.Image(label="Trace (numbers: events)", interactive=False,
+                                 format="png", scale=3, height=200, show_label=False)
+            evt_img = gr.Image(label="Zoomed event traces (shaded: snapshot window)",
+                               interactive=False, format="png", scale=3, height=200,
+                               show_label=False)
+        timer = gr.Timer(cfg.playback_s_per_frame, active=False)
+
+        outs = [state, map_img, fp_img, snap_img, trace_img, evt_img, info, progress, status,
+                index_nb, timer]
+
+        def wrap(fn):
+            def run(st, *args):
+                new, panels = fn(ws, st, *args)
+                return _emit(new, panels, gr)
+            return run
+
+        demo.load(wrap(lambda w, st: H.on_load(w, st)), [state], outs, api_name="load")
+        b_cell.click(wrap(lambda w, st: H.on_label(w, st, CELL)), [state], outs, api_name="cell")
+        b_not.click(wrap(lambda w, st: H.on_label(w, st, NOT_CELL)), [state], outs,
+                    api_name="not_cell")
+        b_unl.click(wrap(lambda w, st: H.on_label(w, st, UNLABELLED)), [state], outs,
+                    api_name="unlabel")
+        b_prev.click(wrap(H.on_prev), [state], outs, api_name="prev")
+        b_next.click(wrap(H.on_next), [state], outs, api_name="next")
+        b_undo.click(wrap(H.on_undo), [state], outs, api_name="undo")
+        b_redo.click(wrap(H.on_redo), [state], outs, api_name="redo")
+        b_play.click(wrap(H.on_play), [state], outs, api_name="play")
+        b_clear.click(wrap(H.on_clear_selection), [state], outs)
+        index_nb.submit(wrap(H.on_jump), [state, index_nb], outs, api_name="jump")
+        store_dd.change(wrap(H.on_store), [state, store_dd], outs)
+        view_inputs = [state, image_dd, lo_sl, hi_sl, zoom_sl, show_model, hide_cells, hide_not,
+                       click_mode]
+        for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not, click_mode):
+            comp.change(wrap(H.on_view), view_inputs, outs)
+        for comp in (lo_sl, hi_sl):
+            comp.release(wrap(H.on_view), view_inputs, outs)
+        thr_sl.release(wrap(H.on_threshold), [state, thr_sl], outs)
+        strat_dd.change(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
+        weight_sl.release(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
+
+        def on_select(st, evt: gr.SelectData):
+            x, y = evt.index[0], evt.index[1]
+            new, panels = H.on_click(ws, st, x, y)
+            return _emit(new, panels, gr)
+
+        map_img.select(on_select, [state], outs)
+
+        def on_tick(st):
+            new, snaps, evt = H.on_tick(ws, st)
+            return (new, gr.skip() if snaps is None else snaps,
+                    gr.skip() if evt is None else evt)
+
+        timer.tick(on_tick, [state], [state, snap_img, evt_img], show_progress="hidden")
+
+        def on_export(st, fmt):
+            from ..export import export_labels
+
+            out = export_dir / ws.names[st.store]
+            target = {"csv": out / "labels.csv", "parquet": out / "labels.parquet",
+                      "classifier": out / "classifier.npz", "suite2p": None}[fmt]
+            try:
+                with ws.lock:
+                    path = export_labels(ws.paths[st.store], fmt, target, learner=ws.learner,
+                                         dataset=st.store)
+            except (ValueError, ImportError, OSError) as exc:
+                return None, f"Export failed: {exc}"
+            inside = str(Path(path).resolve()).startswith(str(export_dir.resolve()))
+            return (str(path) if inside else None), f"Wrote `{path}`."
+
+        b_export.click(on_export, [state, fmt_dd], [export_file, export_msg], api_name="export")
+    demo.queue(default_concurrency_limit=1)
+    demo._actsort_export_dir = export_dir
+    return demo
+
+
+def launch(demo, ui_config=None, *, auth: str | None = None, prevent_thread_lock: bool = False,
+           quiet: bool = False):
+    """Serve the page: 127.0.0.1 unless told otherwise, optional USER:PASS, analytics off,
+    files reachable only under the export folder."""
+    from ..config import UIConfig
+
+    cfg = ui_config or UIConfig()
+    creds = None
+    if auth:
+        if ":" not in auth or auth.startswith(":"):
+            raise ValueError(f"--auth: expected USER:PASS, got {auth!r}")
+        user, password = auth.split(":", 1)
+        creds = (user, password)
+    export_dir = Path(demo._actsort_export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    return demo.launch(server_name=cfg.host, server_port=cfg.port, auth=creds,
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet,
+                       allowed_paths=[str(export_dir)], js=KEYBOARD_JS, css=CSS,
+                       footer_links=[], show_error=True, ssr_mode=False)

@@ -1,0 +1,164 @@
+"""Progress read-outs and the "labelling more no longer changes decisions" signal.
+
+No peer tool tells the annotator when to stop. We combine two cheap, label-free-of-extra-work
+measurements, both updated after every human label:
+
+1. **Decision churn**: the fraction of all candidates whose model decision (cell / not a cell)
+   differs between now and ``window`` labels ago. When the last ``window`` labels flipped fewer
+   than ``churn_tol`` of the decisions, more labels of the same kind are unlikely to change the
+   exported table much.
+2. **Prequential accuracy**: before each human label is applied, the model's decision for that
+   candidate is compared with the human's answer (a test on a point the model never trained
+   on). The balanced accuracy over the last ``acc_window`` labels estimates the model's current
+   accuracy; because active learning asks about the hardest candidates, it is pessimistic
+   (a lower bound on the accuracy over all candidates).
+
+The signal fires ("stable") when churn < ``churn_tol`` over the last ``window`` labels, and at
+least ``min_labels`` labels have been given. scripts/bench_app.py --stopping-study validates it
+on the ActSort benchmark (benchmarks/RESULTS.md, "Annotation page (issue 6)").
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["StabilityTracker", "Stability", "counts", "top_contributions", "labelling_speed"]
+
+
+@dataclass(frozen=True)
+class Stability:
+    """Read-out of :class:`StabilityTracker`.
+
+    n_labels : human labels recorded so far in this session
+    churn : fraction of candidates whose decision changed over the last ``window`` labels
+        (None until ``window`` labels were recorded)
+    prequential_ba : balanced accuracy of the model's decision on the last labelled candidates,
+        taken before each label was applied (None until both classes were seen)
+    stable : churn < tolerance and enough labels
+    """
+
+    n_labels: int
+    window: int
+    churn: float | None
+    churn_tol: float
+    prequential_ba: float | None
+    n_scored: int
+    stable: bool
+
+    def text(self) -> str:
+        if self.churn is None:
+            need = self.window - self.n_labels
+            return (f"Collecting: the stopping signal needs {max(need, 1)} more label(s) in "
+                    f"this session.")
+        state = "STABLE" if self.stable else "still changing"
+        return (f"{state}: the last {self.window} labels changed {100 * self.churn:.2f} % of "
+                f"decisions (stable below {100 * self.churn_tol:.2f} %).")
+
+
+class StabilityTracker:
+    """Records decisions and prequential outcomes label by label (one tracker per store).
+
+    window : labels over which the decision churn is measured
+    churn_tol : stable when fewer than this fraction of decisions changed over ``window``
+    acc_window : labels over which the prequential balanced accuracy is averaged
+    min_labels : never stable before this many labels in total (human labels in the store)
+    """
+
+    def __init__(self, window: int = 20, churn_tol: float = 0.005, acc_window: int = 50,
+                 min_labels: int = 30):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        if not 0 < churn_tol < 1:
+            raise ValueError(f"churn_tol must lie in (0, 1), got {churn_tol}")
+        self.window = int(window)
+        self.churn_tol = float(churn_tol)
+        self.min_labels = int(min_labels)
+        self._decisions: deque = deque(maxlen=self.window + 1)
+        self._outcomes: deque = deque(maxlen=int(acc_window))
+        self.n_labels = 0
+        self.n_total = 0
+
+    def before_label(self, decision: int | None, label: int) -> None:
+        """The model's decision (+1 / -1, None if untrained) for a candidate about to get the
+        human label ``label`` (+1 / -1; 0 = unlabel, not scored)."""
+        if decision is not None and label != 0:
+            self._outcomes.append((int(decision), int(label)))
+
+    def after_label(self, decisions: np.ndarray | None, n_human_labels: int) -> None:
+        """Decisions (N,) int8 after the label was learnt (None: model not trained yet)."""
+        self.n_labels += 1
+        self.n_total = int(n_human_labels)
+        if decisions is None:
+            self._decisions.clear()
+            return
+        self._decisions.append(np.asarray(decisions, np.int8).copy())
+
+    def reset_decisions(self) -> None:
+        """Forget recorded decisions (after a threshold or strategy change, whose flips are
+        the user's choice, not an effect of labelling)."""
+        self._decisions.clear()
+
+    def state(self) -> Stability:
+        churn = None
+        if len(self._decisions) == self.window + 1:
+            churn = float((self._decisions[0] != self._decisions[-1]).mean())
+        ba, n_scored = prequential_ba(list(self._outcomes))
+        stable = (churn is not None and churn < self.churn_tol
+                  and self.n_total >= self.min_labels)
+        return Stability(self.n_labels, self.window, churn, self.churn_tol, ba, n_scored, stable)
+
+
+def prequential_ba(outcomes: list[tuple[int, int]]) -> tuple[float | None, int]:
+    """Balanced accuracy of (decision, label) pairs; None while a class is missing."""
+    if not outcomes:
+        return None, 0
+    a = np.asarray(outcomes)
+    pos, neg = a[:, 1] > 0, a[:, 1] < 0
+    if not pos.any() or not neg.any():
+        return None, len(a)
+    tpr = float((a[pos, 0] > 0).mean())
+    tnr = float((a[neg, 0] < 0).mean())
+    return 0.5 * (tpr + tnr), len(a)
+
+
+def counts(human: np.ndarray, decisions: np.ndarray | None) -> dict:
+    """Cell / not-cell / unlabelled counts for the human labels, the model (decisions on all
+    candidates) and overall (human label where given, else the model's decision)."""
+    human = np.asarray(human)
+    out = {"human": {"cell": int((human > 0).sum()), "not": int((human < 0).sum()),
+                     "unlabelled": int((human == 0).sum())}}
+    if decisions is None:
+        out["model"] = {"cell": 0, "not": 0, "unlabelled": len(human)}
+        out["overall"] = dict(out["human"])
+    else:
+        d = np.asarray(decisions)
+        out["model"] = {"cell": int((d > 0).sum()), "not": int((d < 0).sum()), "unlabelled": 0}
+        final = np.where(human != 0, human, d)
+        out["overall"] = {"cell": int((final > 0).sum()), "not": int((final < 0).sum()),
+                          "unlabelled": 0}
+    return out
+
+
+def top_contributions(coef: np.ndarray, x_row: np.ndarray, names: list[str],
+                      k: int = 6) -> list[tuple[str, float, float]]:
+    """The k features that push this candidate's score most: (name, z-scored value,
+    contribution = coef * value to the log-odds), sorted by |contribution| descending."""
+    coef = np.asarray(coef, np.float64).ravel()
+    x_row = np.asarray(x_row, np.float64).ravel()
+    if coef.shape != x_row.shape:
+        raise ValueError(f"coef has {coef.size} entries, the feature row {x_row.size}")
+    contrib = coef * x_row
+    order = np.argsort(-np.abs(contrib), kind="stable")[:k]
+    return [(names[j] if j < len(names) else f"f{j}", float(x_row[j]), float(contrib[j]))
+            for j in order if contrib[j] != 0]
+
+
+def labelling_speed(times_s: list[float], window: int = 20) -> float | None:
+    """Labels per minute over the last ``window`` label times (seconds, increasing)."""
+    t = list(times_s)[-(window + 1):]
+    if len(t) < 2 or t[-1] <= t[0]:
+        return None
+    return 60.0 * (len(t) - 1) / (t[-1] - t[0])

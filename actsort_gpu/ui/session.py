@@ -1,0 +1,63 @@
+"""Per-browser-tab view state (held in ``gr.State``): light, immutable, copied on change.
+
+Labels, the classifier and the journal are not here: they live in the shared
+:class:`~actsort_gpu.ui.workspace.Workspace` (one per server process), so every tab sees the
+same labels and the journal is the only record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+__all__ = ["ViewState", "IMAGE_KINDS", "STRATEGY_CHOICES", "CLICK_MODES"]
+
+IMAGE_KINDS = ("max", "mean", "corr", "std")
+# Page names of the query modes -> (learner mode). Audits walk the model's decisions.
+STRATEGY_CHOICES = {
+    "DCAL (default)": "dcal",
+    "CAL (uncertainty)": "cal",
+    "DAL (diversity)": "dal",
+    "Random": "random",
+    "In order": "ordered",
+    "Audit: predicted cells": "audit:cells",
+    "Audit: predicted non-cells": "audit:non-cells",
+    "Audit: most uncertain": "audit:uncertain",
+}
+CLICK_MODES = ("Select one", "Add to selection", "Box: two corners")
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """What one tab shows.
+
+    store : index of the store (animal) in the workspace
+    current : candidate shown in the panel (-1 before the first query)
+    selected : candidates selected on the map for a group label (empty: the current one)
+    box_corner : first corner (row, col) of a box selection awaiting its second click
+    history_pos : position in the store's labelling order when browsing back (None: at the end)
+    image, lo_pct, hi_pct : FOV image and its contrast percentiles
+    zoom : 0 (whole field of view) .. 100 (10 px around the current candidate)
+    show_model : colour unlabelled candidates by the model's decision
+    playing, frame : snapshot playback
+    """
+
+    store: int = 0
+    current: int = -1
+    selected: tuple[int, ...] = ()
+    box_corner: tuple[int, int] | None = None
+    click_mode: str = CLICK_MODES[0]
+    history_pos: int | None = None
+    image: str = "max"
+    lo_pct: float = 1.0
+    hi_pct: float = 99.7
+    zoom: float = 0.0
+    show_model: bool = True
+    hide_cells: bool = False
+    hide_not: bool = False
+    playing: bool = False
+    frame: int = 0
+    message: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def with_(self, **changes) -> "ViewState":
+        return replace(self, **changes)

@@ -1,0 +1,327 @@
+"""The heavy, shared side of the page: store data, map canvases and the learner.
+
+One :class:`Workspace` per server process, created from the command line and passed to
+``build_app`` (no module-level state). Every tab of the browser goes through it; mutations of
+the learner (labels, undo, policy) hold one lock, and the learner writes each label to the
+store's journal (fsynced) before the call returns, i.e. before the page acknowledges it.
+
+Candidates are addressed per store as (store index, local candidate); the learner's global
+index is ``learner.global_index(store, local)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import UNLABELLED
+from ..store import SortStore, StoreError
+from .progress import StabilityTracker
+from .render import MapCanvas, contrast_stretch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Workspace", "StoreData"]
+
+_NEEDED = ("candidates/footprints/indptr", "candidates/centers", "candidates/crops",
+           "candidates/outlines/offsets", "candidates/events", "features/matrix")
+
+
+@dataclass
+class StoreData:
+    """Read-only data of one store kept in memory for the page (all small per candidate)."""
+
+    path: Path
+    name: str
+    store: SortStore
+    centers: np.ndarray          # (N, 2) float32 (row, col)
+    crops: np.ndarray            # (N, 4) int32
+    outlines: list               # N x (M, 2) float32
+    neighbors: list              # N x (K,) int32
+    events: np.ndarray           # (N, n_events) int32
+    feature_names: list
+    fs_hz: float | None
+    canvas: MapCanvas
+    images: dict = field(default_factory=dict)   # fov kind -> (H, W) float32
+    base_key: tuple | None = None
+    n_events: int = 5
+    event_frames: int = 11
+    _handles: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.centers)
+
+    @property
+    def height(self) -> int:
+        return self.canvas.height
+
+    @property
+    def width(self) -> int:
+        return self.canvas.width
+
+    def footprint_crop(self, i: int) -> np.ndarray:
+        """(h, w) float32 footprint of candidate i inside its crop window."""
+        r0, r1, c0, c1 = (int(v) for v in self.crops[i])
+        fp = self.canvas.footprints
+        lo, hi = fp.indptr[i], fp.indptr[i + 1]
+        pix, val = fp.indices[lo:hi], fp.data[lo:hi]
+        out = np.zeros((r1 - r0, c1 - c0), np.float32)
+        rr, cc = pix // self.width - r0, pix % self.width - c0
+        ok = (rr >= 0) & (rr < r1 - r0) & (cc >= 0) & (cc < c1 - c0)
+        out[rr[ok], cc[ok]] = val[ok]
+        return out
+
+    def trace(self, i: int) -> np.ndarray:
+        """(T,) float32 trace (one chunk read through the cached zarr handle)."""
+        if "traces" not in self._handles:
+            self._handles["traces"] = self.store.array("candidates/traces")
+        return np.asarray(self._handles["traces"][i])
+
+    def snapshots(self, i: int) -> np.ndarray:
+        """(n_events, event_frames, h, w) float32, dequantised as ``SortStore.snapshots_block``
+        does, through cached handles (the small index arrays are read once)."""
+        r0, r1, c0, c1 = (int(v) for v in self.crops[i])
+        shape = (self.n_events, self.event_frames, r1 - r0, c1 - c0)
+        if not self.store.has("snapshots/offsets"):
+            return np.zeros(shape, np.float32)
+        if "snap" not in self._handles:
+            st = self.store
+            self._handles["snap"] = (st.array("snapshots/data"), st.read("snapshots/offsets"),
+                                     st.read("snapshots/scale"), st.read("snapshots/frames"))
+        data, offsets, scale, frames = self._handles["snap"]
+        raw = np.asarray(data[int(offsets[i]):int(offsets[i + 1])])
+        block = raw.reshape(shape).astype(np.float32)
+        if raw.dtype.kind in "ui":
+            lo, hi = scale[i]
+            block = lo + block * np.float32((hi - lo) / np.iinfo(raw.dtype).max)
+        block[frames[i] < 0] = 0.0
+        return block
+
+
+def load_store_data(path: Path, name: str) -> StoreData:
+    """Open a store and read what the page shows; fails naming the missing stage."""
+    store = SortStore.open(path)
+    missing = [a for a in _NEEDED if not store.has(a)]
+    if missing:
+        stage = "features" if "features/matrix" in missing and len(missing) == 1 else "preprocess"
+        raise StoreError(f"{path}: missing {missing}; run `actsort {stage} {path}` first")
+    h, w = store.height, store.width
+    outlines = store.read_ragged("candidates/outlines")
+    neighbors = (store.read_ragged("candidates/neighbors") if store.has("candidates/neighbors/offsets")
+                 else [np.zeros(0, np.int32)] * store.n_candidates)
+    t0 = time.perf_counter()
+    canvas = MapCanvas(store.footprints(), outlines, h, w)
+    log.info("%s: map canvas for %d candidates in %.2f s", path, store.n_candidates,
+             time.perf_counter() - t0)
+    images = {k: store.read(f"fov/{k}") for k in ("max", "mean", "corr", "std")
+              if store.has(f"fov/{k}")}
+    if not images:
+        images["max"] = np.zeros((h, w), np.float32)
+    events = store.read("candidates/events")
+    frames = store.array("snapshots/frames").shape if store.has("snapshots/frames") else (0, 5, 11)
+    movie = store.attrs.get("movie") or {}
+    return StoreData(path=path, name=name, store=store, centers=store.read("candidates/centers"),
+                     crops=store.read("candidates/crops"), outlines=outlines, neighbors=neighbors,
+                     events=events, feature_names=list(store.array("features/matrix").attrs.get(
+                         "names", [])), fs_hz=movie.get("fs_hz"), canvas=canvas, images=images,
+                     n_events=events.shape[1], event_frames=int(frames[2]))
+
+
+class Workspace:
+    """Stores named on the command line + one learner over all of them.
+
+    store_paths : sort store directories (each needs preprocess and features)
+    learner : an ``actsort_gpu.active.learner.Learner`` over the same stores, in the same order
+    """
+
+    def __init__(self, store_paths, learner, *, window: int = 20, churn_tol: float = 0.005):
+        self.paths = [Path(p) for p in store_paths]
+        self.learner = learner
+        if len(learner.datasets) != len(self.paths):
+            raise ValueError(f"learner has {len(learner.datasets)} datasets, "
+                             f"{len(self.paths)} stores given")
+        self.stores = [load_store_data(p, d.name) for p, d in zip(self.paths, learner.datasets)]
+        for s, d_i in zip(self.stores, range(len(self.stores))):
+            size = int(learner.offsets[d_i + 1] - learner.offsets[d_i])
+            if size != s.n:
+                raise ValueError(f"{s.path}: {s.n} candidates in the store, {size} in the learner")
+        self.lock = threading.RLock()
+        self.trackers = [StabilityTracker(window=window, churn_tol=churn_tol)
+                         for _ in self.stores]
+        self.label_times: list[float] = []
+        self._canvas_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, store_paths, *, annotator: str = "anonymous", classifier=None,
+             config=None, device: str = "cpu") -> "Workspace":
+        """Open the stores and the learner (fine-tuning from a portable classifier file)."""
+        from ..active.engine import product_policy
+        from ..active.learner import Learner
+
+        pretrained = None
+        if classifier is not None:
+            from ..active import transfer
+
+            pretrained = transfer.load_classifier(classifier)
+        active = config.active if config is not None else None
+        learner = Learner.open(store_paths, policy=product_policy(active), annotator=annotator,
+                               device=device, pretrained=pretrained,
+                               use_embeddings=bool(active.use_embeddings) if active else False)
+        return cls(store_paths, learner)
+
+    # ------------------------------------------------------------------ read-outs
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stores]
+
+    def g(self, store: int, local: int) -> int:
+        return self.learner.global_index(store, int(local))
+
+    def _slice(self, store: int) -> slice:
+        o = self.learner.offsets
+        return slice(int(o[store]), int(o[store + 1]))
+
+    def human(self, store: int) -> np.ndarray:
+        return self.learner.engine.labels[self._slice(store)].copy()
+
+    def model(self, store: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(P(cell), decisions) of the store's candidates, (None, None) before training."""
+        with self.lock:
+            p = self.learner.probabilities()
+            if p is None:
+                return None, None
+            d = self.learner.decisions()
+        sl = self._slice(store)
+        return p[sl], d[sl]
+
+    def contributions(self, store: int, local: int, k: int = 6):
+        from .progress import top_contributions
+
+        with self.lock:
+            if self.learner.probabilities() is None:
+                return []
+            coef = self.learner.engine.clf.coef_
+            x = self.learner.engine.x[self.g(store, local)].detach().cpu().numpy()
+        names = self.stores[store].feature_names
+        if len(names) < len(x):
+            names = names + [f"emb{j}" for j in range(len(x) - len(names))]
+        return top_contributions(coef, x, names, k)
+
+    def labelled_order(self, store: int) -> list[int]:
+        """Local candidates in the order they were last given a human label (each once: the
+        latest occurrence, so re-labelled candidates are not repeated; ActSort bug B18), only
+        those still labelled."""
+        j = self.learner.journals[store]
+        human = self.human(store)
+        if j is None:
+            return [int(i) for i in np.flatnonzero(human)]
+        seen: dict[int, int] = {}
+        name = self.stores[store].name
+        for k, ev in enumerate(j.events):
+            if ev.dataset == name:
+                seen[int(ev.candidate)] = k
+        order = sorted(seen, key=seen.get)
+        return [c for c in order if human[c] != UNLABELLED]
+
+    # ------------------------------------------------------------------ actions
+    def label(self, store: int, locals_, y: int) -> None:
+        """Give human label y to each local candidate (journal first, then the model)."""
+        with self.lock:
+            _, dec = self.model(store)
+            tracker = self.trackers[store]
+            for c in locals_:
+                tracker.before_label(None if dec is None else int(dec[c]), int(y))
+                self.learner.label(self.g(store, c), int(y))
+            self.label_times.append(time.monotonic())
+            _, dec = self.model(store)
+            tracker.after_label(dec, int((self.human(store) != 0).sum()))
+
+    def undo(self) -> tuple[int, int] | None:
+        with self.lock:
+            i = self.learner.undo()
+        return None if i is None else self.learner.locate(i)
+
+    def redo(self) -> tuple[int, int] | None:
+        with self.lock:
+            i = self.learner.redo()
+        return None if i is None else self.learner.locate(i)
+
+    def next_query(self, store: int, mode: str, current: int = -1) -> int | None:
+        """Next local candidate of ``store`` to show: the learner's query (restricted to this
+        store) or, in an audit mode ("audit:cells" ...), the next unlabelled candidate of the
+        audit order."""
+        sl = self._slice(store)
+        with self.lock:
+            if mode.startswith("audit:"):
+                order = [int(i) for i in self.learner.audit(mode.split(":", 1)[1])
+                         if sl.start <= i < sl.stop and i - sl.start != current]
+                return order[0] - sl.start if order else None
+            if self.learner.strategy != mode:
+                self.learner.set_strategy(mode)
+            human = self.learner.engine.labels
+            if not (human[sl] == 0).any():
+                return None
+            for _ in range(3):
+                picks = self.learner.next_query(1)
+                if picks and sl.start <= picks[0] < sl.stop:
+                    return picks[0] - sl.start
+            # The query chose another store: stay in this one (first unlabelled candidate).
+            return int(np.flatnonzero(human[sl] == 0)[0])
+
+    def set_threshold(self, t: float) -> None:
+        with self.lock:
+            self.learner.set_threshold(float(t))
+            for tr in self.trackers:
+                tr.reset_decisions()
+
+    def set_strategy(self, mode: str, weight: float) -> None:
+        with self.lock:
+            if not mode.startswith("audit:"):
+                self.learner.set_strategy(mode, float(weight))
+            else:
+                self.learner.set_strategy(self.learner.strategy, float(weight))
+
+    # ------------------------------------------------------------------ map
+    def map_canvas(self, store: int, image: str, lo_pct: float, hi_pct: float,
+                   lut: np.ndarray) -> MapCanvas:
+        """The store's canvas with this base image / contrast and colours (incremental)."""
+        s = self.stores[store]
+        with self._canvas_lock:
+            key = (image, round(lo_pct, 2), round(hi_pct, 2))
+            if s.base_key != key:
+                img = s.images.get(image, next(iter(s.images.values())))
+                s.canvas.set_base(contrast_stretch(img, lo_pct, hi_pct))
+                s.base_key = key
+            s.canvas.set_colours(lut)
+            return s.canvas
+
+    # ------------------------------------------------------------------ position
+    def _ui_state_path(self, store: int) -> Path:
+        return self.paths[store] / "labels" / "ui_state.json"
+
+    def save_position(self, store: int, current: int) -> None:
+        """Remember the candidate on screen (atomic write of labels/ui_state.json)."""
+        path = self._ui_state_path(store)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"ui_state.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"current": int(current), "store": self.stores[store].name}))
+        os.replace(tmp, path)
+
+    def load_position(self, store: int) -> int | None:
+        path = self._ui_state_path(store)
+        try:
+            cur = int(json.loads(path.read_text())["current"])
+        except (FileNotFoundError, KeyError, ValueError, json.JSONDecodeError):
+            return None
+        return cur if 0 <= cur < self.stores[store].n else None
+
+    def close(self) -> None:
+        self.learner.close()

@@ -1,0 +1,101 @@
+"""The full loop through the served page with gradio_client: label 50, undo 5, restart, check."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from actsort_gpu.config import load_config
+from actsort_gpu.ui import serve
+from ui_fixtures import make_test_store
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(path, tmp_path):
+    port = _free_port()
+    demo, ws = serve([path], port=port, prevent_thread_lock=True, quiet=True,
+                     annotator="client", config=load_config(), export_dir=tmp_path / "exports")
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False,
+                                    download_files=False)
+    return demo, ws, client
+
+
+def _status(out) -> str:
+    return out[7]
+
+
+def _candidate(out) -> int:
+    return int(out[8])
+
+
+def test_label_50_undo_5_restart(tmp_path):
+    path = make_test_store(tmp_path, n=70)
+    demo, ws, client = _start(path, tmp_path)
+    try:
+        truth = ws.stores[0].store.read("truth/labels")
+        out = client.predict(api_name="/load")
+        assert "Resumed: 0 labels" in _status(out)
+        shown = []
+        for _ in range(50):
+            cur = _candidate(out)
+            shown.append(cur)
+            out = client.predict(api_name="/cell" if truth[cur] > 0 else "/not_cell")
+            assert "Saved" in _status(out)
+        for _ in range(5):
+            out = client.predict(api_name="/undo")
+            assert "Undo" in _status(out)
+        expected = np.zeros(70, np.int8)
+        expected[shown[:45]] = truth[shown[:45]]
+        assert np.array_equal(ws.human(0), expected)
+        position = _candidate(out)
+        assert position == shown[45]              # the last undo shows the candidate it reverted
+        exported = client.predict("csv", api_name="/export")
+        assert exported[0] is not None and "Wrote" in exported[1]
+    finally:
+        demo.close()
+        ws.close()
+    lines = [json.loads(x) for x in (path / "labels" / "journal.jsonl").read_text().splitlines()]
+    assert len(lines) == 55 and [x["origin"] for x in lines[-5:]] == ["undo"] * 5
+    # Restart the server: labels, undo history and position are back.
+    demo, ws, client = _start(path, tmp_path)
+    try:
+        assert np.array_equal(ws.human(0), expected)
+        out = client.predict(api_name="/load")
+        assert _candidate(out) == position and "45 labels" in _status(out)
+        out = client.predict(api_name="/redo")
+        assert ws.human(0)[shown[45]] == truth[shown[45]]
+    finally:
+        demo.close()
+        ws.close()
+
+
+def test_second_server_on_same_store_is_refused(tmp_path):
+    path = make_test_store(tmp_path, n=20)
+    demo, ws, _ = _start(path, tmp_path)
+    try:
+        from actsort_gpu.active.journal import JournalLockedError
+
+        with pytest.raises(JournalLockedError, match="another process|open for writing"):
+            # A second learner (as a second server process would) cannot take the journal.
+            from actsort_gpu.active.journal import Journal
+
+            Journal(path / "labels" / "journal.jsonl")
+    finally:
+        demo.close()
+        ws.close()
+
+
+def test_auth_argument_validation(tmp_path):
+    path = make_test_store(tmp_path, n=10)
+    with pytest.raises(ValueError, match="USER:PASS"):
+        serve([path], port=_free_port(), auth="nopassword", prevent_thread_lock=True, quiet=True)

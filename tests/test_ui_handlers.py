@@ -1,0 +1,204 @@
+"""Page handlers called directly (no browser, no server) on a small synthetic store."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from actsort_gpu import CELL, NOT_CELL, UNLABELLED
+from actsort_gpu.ui import handlers as H
+from actsort_gpu.ui import open_workspace
+from actsort_gpu.ui.session import CLICK_MODES, ViewState
+from ui_fixtures import make_test_store
+
+
+@pytest.fixture
+def ws(tmp_path):
+    path = make_test_store(tmp_path, n=40)
+    w = open_workspace([path], annotator="tester")
+    yield w
+    w.close()
+
+
+def _truth(ws):
+    return ws.stores[0].store.read("truth/labels")
+
+
+def _journal(ws):
+    path = ws.paths[0] / "labels" / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_load_label_and_journal_first(ws):
+    st, p = H.on_load(ws, ViewState())
+    assert 0 <= st.current < 40
+    assert p.map.ndim == 3 and p.snapshots.shape[0] == H.PANEL_PX
+    first = st.current
+    st, p = H.on_label(ws, st, CELL)
+    lines = _journal(ws)
+    assert lines[-1]["candidate"] == first and lines[-1]["label"] == 1
+    assert lines[-1]["annotator"] == "tester"
+    assert st.current != first and "Saved" in p.status
+    assert ws.human(0)[first] == CELL
+
+
+def test_label_rejects_bad_value_without_losing_labels(ws):
+    st, _ = H.on_load(ws, ViewState())
+    st, _ = H.on_label(ws, st, NOT_CELL)
+    with pytest.raises(ValueError, match="label"):
+        H.on_label(ws, st, 7)
+    assert (ws.human(0) != 0).sum() == 1
+
+
+def test_undo_redo_and_history_navigation(ws):
+    st, _ = H.on_load(ws, ViewState())
+    truth = _truth(ws)
+    done = []
+    for _ in range(8):
+        done.append(st.current)
+        st, _ = H.on_label(ws, st, int(truth[st.current]))
+    st, p = H.on_undo(ws, st)
+    assert st.current == done[-1] and ws.human(0)[done[-1]] == UNLABELLED
+    st, p = H.on_redo(ws, st)
+    assert ws.human(0)[done[-1]] == truth[done[-1]]
+    # Previous walks back along the labelling order, Next forward again.
+    st, _ = H.on_jump(ws, st, int(np.flatnonzero(ws.human(0) == 0)[0]))
+    st, _ = H.on_prev(ws, st)
+    assert st.current == done[-1]
+    st, _ = H.on_prev(ws, st)
+    assert st.current == done[-2]
+    st, _ = H.on_next(ws, st)
+    assert st.current == done[-1]
+    # Re-labelling a candidate does not duplicate it in the history (ActSort B18).
+    st, _ = H.on_jump(ws, st, done[0])
+    st, _ = H.on_label(ws, st, int(truth[done[0]]))
+    order = ws.labelled_order(0)
+    assert len(order) == len(set(order)) == 8 and order[-1] == done[0]
+
+
+def test_unlabel_stays_on_candidate(ws):
+    st, _ = H.on_load(ws, ViewState())
+    cur = st.current
+    st, _ = H.on_label(ws, st, CELL)
+    st, _ = H.on_jump(ws, st, cur)
+    st, _ = H.on_label(ws, st, UNLABELLED)
+    assert st.current == cur and ws.human(0)[cur] == 0
+
+
+def test_click_selects_candidate_under_cursor_with_rows_and_cols_not_swapped(ws):
+    st, _ = H.on_load(ws, ViewState())
+    s = ws.stores[0]
+    # Pick a candidate whose row and column differ a lot, so a swap would miss it.
+    k = int(np.argmax(np.abs(s.centers[:, 0] - s.centers[:, 1])))
+    win = H.map_window(ws, st)
+    r, c = s.centers[k]
+    x, y = (c - win.col0 + 0.5) * win.scale, (r - win.row0 + 0.5) * win.scale
+    st, _ = H.on_click(ws, st, x, y)
+    assert st.current == k
+
+
+def test_box_selection_labels_all_inside(ws):
+    st, _ = H.on_load(ws, ViewState())
+    st, _ = H.on_view(ws, st, "max", 1, 99.7, 0, True, click_mode=CLICK_MODES[2])
+    win = H.map_window(ws, st)
+    st, p = H.on_click(ws, st, 0, 0)
+    assert st.box_corner == (0, 0) and "corner" in p.status
+    st, p = H.on_click(ws, st, 48 * win.scale, 48 * win.scale)
+    s = ws.stores[0]
+    inside = np.flatnonzero((s.centers[:, 0] <= 48) & (s.centers[:, 1] <= 48))
+    assert set(st.selected) == set(inside.tolist()) and len(inside) > 1
+    st, _ = H.on_label(ws, st, NOT_CELL)
+    assert (ws.human(0)[inside] == NOT_CELL).all() and st.selected == ()
+
+
+def test_threshold_relabels_decisions_and_strategy_modes(ws):
+    st, _ = H.on_load(ws, ViewState())
+    truth = _truth(ws)
+    for _ in range(10):
+        st, _ = H.on_label(ws, st, int(truth[st.current]))
+    H.on_threshold(ws, st, 0.0)
+    _, dec = ws.model(0)
+    assert (dec > 0).all()
+    st, p = H.on_threshold(ws, st, 1.0)
+    _, dec = ws.model(0)
+    assert (dec < 0).all() and "Threshold" in p.status
+    H.on_threshold(ws, st, 0.5)
+    st, _ = H.on_strategy(ws, st, "Audit: predicted cells", 0.5)
+    st, _ = H.on_next(ws, st)
+    p_cell, dec = ws.model(0)
+    assert ws.human(0)[st.current] == 0 and dec[st.current] > 0
+    with pytest.raises(ValueError, match="strategy"):
+        H.on_strategy(ws, st, "nonsense", 0.5)
+
+
+def test_view_contrast_sliders_cannot_cross_and_jump_errors(ws):
+    st, _ = H.on_load(ws, ViewState())
+    st, _ = H.on_view(ws, st, "corr", 60, 40, 50, False)
+    assert st.lo_pct < st.hi_pct and st.image == "corr"
+    st2, p = H.on_jump(ws, st, 999)
+    assert "out of range" in p.status and st2.current == st.current
+    st2, p = H.on_jump(ws, st, "abc")
+    assert "expected" in p.status
+
+
+def test_playback_steps_frames(ws):
+    st, _ = H.on_load(ws, ViewState())
+    st, _ = H.on_play(ws, st)
+    assert st.playing
+    st, snaps, evt = H.on_tick(ws, st)
+    assert st.frame == 1 and snaps is not None and evt is not None
+    st, _ = H.on_play(ws, st)
+    assert H.on_tick(ws, st)[1] is None
+
+
+def test_position_resumes_after_reopen(tmp_path):
+    path = make_test_store(tmp_path, n=30)
+    ws = open_workspace([path])
+    st, _ = H.on_load(ws, ViewState())
+    st, _ = H.on_label(ws, st, CELL)
+    where = st.current
+    labels = ws.human(0).copy()
+    ws.close()
+    ws = open_workspace([path])
+    st, p = H.on_load(ws, ViewState())
+    assert st.current == where and np.array_equal(ws.human(0), labels)
+    assert "1 labels" in p.status
+    ws.close()
+
+
+def test_two_stores_and_concurrent_tabs(tmp_path):
+    a = make_test_store(tmp_path, n=20, name="a.actsort", seed=1)
+    b = make_test_store(tmp_path, n=25, name="b.actsort", seed=2)
+    ws = open_workspace([a, b])
+    st1, _ = H.on_load(ws, ViewState())
+    st2, _ = H.on_store(ws, ViewState(), "b.actsort")
+    assert st2.store == 1 and 0 <= st2.current < 25
+    errors = []
+
+    def tab(st, n):
+        try:
+            for _ in range(n):
+                st, _ = H.on_label(ws, st, CELL if st.current % 2 else NOT_CELL)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tab, args=(st1, 6)),
+               threading.Thread(target=tab, args=(st2, 6))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    assert (ws.human(0) != 0).sum() == 6 and (ws.human(1) != 0).sum() == 6
+    ws.close()
+    lines_b = (b / "labels" / "journal.jsonl").read_text().splitlines()
+    assert len(lines_b) == 6 and all(json.loads(x)["dataset"] == "b.actsort" for x in lines_b)
+
+
+def test_open_workspace_errors(tmp_path):
+    a = make_test_store(tmp_path, n=10)
+    with pytest.raises(ValueError, match="twice"):
+        open_workspace([a, a])
+    with pytest.raises(ValueError, match="no sort store"):
+        open_workspace([])
