@@ -150,10 +150,10 @@ def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
         raise ValueError(f"{store_path}: no truth/annotators (not a synthetic demo store)")
     answers = store.read("truth/annotators")[annotator]
     truth = store.read("truth/labels")
-    ds = dataset_from_store(store_path, use_embeddings=True)
+    active = config.active if config is not None else None
+    ds = dataset_from_store(store_path, use_embeddings=bool(active and active.use_embeddings))
     learner = Learner([DatasetInput(ds.name, ds.features, ds.feature_names, ds.feature_version)],
-                      product_policy(config.active if config is not None else None),
-                      device="cpu", seed=seed)
+                      product_policy(active), device="cpu", seed=seed)
     budget = max(6, int(round(budget_fraction * len(truth))))
     curve, seconds = [], []
     for n in range(1, budget + 1):

@@ -1,0 +1,112 @@
+"""``embed``: run an encoder over every candidate of a store and write ``embeddings/matrix``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["embed", "embed_inputs", "torch_device"]
+
+
+def torch_device(device: str) -> str:
+    """'auto' | 'cpu' | 'cuda' -> the torch device string for the encoder.
+
+    Unlike the array backend this needs torch's CUDA only (not CuPy); 'cuda' without a usable
+    GPU falls back to the CPU with a warning, as the backend does.
+    """
+    from ..backend import DEVICES
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        log.warning("device 'cuda' asked for, but torch sees no CUDA GPU: using the CPU")
+    return "cpu"
+
+
+def embed_inputs(encoder, images: np.ndarray, traces: np.ndarray, valid: np.ndarray, *,
+                 device: str = "cpu", batch_size: int = 2048) -> np.ndarray:
+    """Embeddings of inputs held in memory.
+
+    images (n, C, S, S) float32, traces (n, n_events * event_frames) float32, valid
+    (n, n_events) bool -> (n, D) float32. ``device`` is a torch device string.
+    """
+    import torch
+
+    encoder = encoder.to(device).eval()
+    out = np.empty((len(images), encoder.embedding_dim), np.float32)
+    with torch.inference_mode():
+        for s in range(0, len(images), batch_size):
+            e = slice(s, s + batch_size)
+            z = encoder(torch.as_tensor(images[e], dtype=torch.float32, device=device),
+                        torch.as_tensor(traces[e], dtype=torch.float32, device=device),
+                        torch.as_tensor(valid[e], device=device))
+            out[e] = z.float().cpu().numpy()
+    return out
+
+
+def embed(store_path: str | Path, checkpoint: str | Path | None = None, *, device: str = "auto",
+          batch_size: int = 2048, progress: bool = False) -> np.ndarray:
+    """Embed every candidate of the store at ``store_path``.
+
+    Parameters
+    ----------
+    store_path : a preprocessed sort store.
+    checkpoint : an encoder checkpoint (``actsort embed-train`` output); None: the pretrained
+        one shipped in the package.
+    device : auto | cpu | cuda (the encoder runs on the GPU when torch sees one; inputs are
+        built on the CPU block by block).
+    batch_size : candidates per block (inputs are built and embedded per block).
+
+    Returns
+    -------
+    (N, D) float32, also written as ``embeddings/matrix`` with attrs ``encoder_id``,
+    ``checkpoint``, ``dims`` (candidates, embedding) and ``units``; the stage 'embed' is
+    marked complete.
+    """
+    from tqdm.auto import tqdm
+
+    from ..store import SortStore
+    from .encoder import default_checkpoint_path, load_checkpoint
+    from .inputs import store_inputs
+
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected >= 1, found {batch_size}")
+    store = SortStore.open(store_path, "r+")
+    store.require("preprocess")
+    ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
+    encoder, meta = load_checkpoint(ckpt_path)
+    spec = meta["spec"]
+    dev = torch_device(device)
+    params = {"checkpoint": str(ckpt_path), "encoder_id": meta["encoder_id"],
+              "device": dev, "batch_size": int(batch_size)}
+    store.begin_stage("embed", params)
+    t0 = time.perf_counter()
+    n = store.n_candidates
+    out = np.zeros((n, encoder.embedding_dim), np.float32)
+    for s in tqdm(range(0, n, batch_size), disable=not progress, desc="embed", unit="block"):
+        block = slice(s, min(s + batch_size, n))
+        images, traces, valid = store_inputs(store, block, spec["image_size"],
+                                             n_events=spec["n_events"],
+                                             event_frames=spec["event_frames"])
+        out[block] = embed_inputs(encoder, images, traces, valid, device=dev,
+                                  batch_size=batch_size)
+    store.write_array("embeddings/matrix", out, dims=["candidates", "embedding"],
+                      units="arbitrary (encoder output)",
+                      attrs={"encoder_id": meta["encoder_id"], "checkpoint": str(ckpt_path),
+                             "names": [f"emb{k:02d}" for k in range(out.shape[1])]})
+    seconds = time.perf_counter() - t0
+    store.finish_stage("embed", seconds, n_candidates=n, dims=int(out.shape[1]))
+    log.info("%s: embedded %d candidates with encoder %s on %s in %.1f s", store.path, n,
+             meta["encoder_id"], dev, seconds)
+    return out

@@ -1,0 +1,128 @@
+"""Train an encoder across sort stores and save a weights-only checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import EmbedConfig, as_dict
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train_encoder", "fit_module"]
+
+
+def fit_module(datamodule, config: EmbedConfig = EmbedConfig(), *, supervised: bool = False,
+               device: str = "cpu", progress: bool = False, init=None):
+    """Fit an :class:`EmbedModule` on ``datamodule`` (already set up or not); returns it.
+
+    ``init``: an encoder state dict to start from (fine-tuning), e.g. from a checkpoint.
+
+    Seeds Python, NumPy and torch with ``config.seed`` and asks Lightning for deterministic
+    algorithms, so two runs on the same machine and device give identical weights.
+    """
+    import lightning as L
+    import torch
+
+    from .model import EmbedModule
+
+    if config.max_epochs < 1:
+        raise ValueError(f"max_epochs: expected >= 1, found {config.max_epochs}")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule.setup("fit")
+    if len(datamodule.dataset) < 2:
+        raise ValueError(f"training needs at least 2 candidates, found {len(datamodule.dataset)}")
+    module = EmbedModule(
+        embedding_dim=config.embedding_dim, width=config.width, n_channels=3,
+        n_events=datamodule.n_events, event_frames=datamodule.event_frames,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        temperature=config.temperature,
+        supervised_weight=config.supervised_weight if supervised else 0.0,
+        max_epochs=config.max_epochs, seed=config.seed)
+    if init is not None:
+        module.encoder.load_state_dict(init)
+    accelerator = "gpu" if device == "cuda" and torch.cuda.is_available() else "cpu"
+    trainer = L.Trainer(max_epochs=config.max_epochs, accelerator=accelerator, devices=1,
+                        deterministic=True, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=progress, enable_model_summary=False,
+                        num_sanity_val_steps=0, log_every_n_steps=10)
+    trainer.fit(module, datamodule=datamodule)
+    module.encoder.eval()
+    return module
+
+
+def train_encoder(store_paths: Sequence[str | Path], out: str | Path, *,
+                  config: EmbedConfig = EmbedConfig(), supervised: bool = False,
+                  device: str = "auto", progress: bool = False,
+                  description: str = "", init_checkpoint: str | Path | None = None) -> dict:
+    """Train an encoder on the candidates of ``store_paths`` and save it at ``out``.
+
+    Self-supervised (NT-Xent on augmented views) by default; ``supervised`` adds a
+    cross-entropy term on each store's labels (journal, else ``truth/labels``; model.py).
+    ``init_checkpoint``: start from this encoder (fine-tuning); its architecture, image size
+    and event shape replace those of ``config``.
+    Returns the checkpoint metadata (encoder_id, spec, training info: stores, candidates,
+    epochs, seed, seconds, versions).
+    """
+    import lightning
+    import torch
+
+    from .data import EmbedDataModule
+    from .encoder import save_checkpoint
+
+    if not store_paths:
+        raise ValueError("store_paths: expected at least one sort store")
+    from .infer import torch_device
+
+    dev = torch_device(device)
+    init = init_meta = None
+    if init_checkpoint is not None:
+        from dataclasses import replace
+
+        from .encoder import load_checkpoint
+
+        encoder, init_meta = load_checkpoint(init_checkpoint)
+        init = encoder.state_dict()
+        config = replace(config, embedding_dim=encoder.embedding_dim, width=encoder.width,
+                         image_size_px=int(init_meta["spec"]["image_size"]))
+    t0 = time.perf_counter()
+    dm = EmbedDataModule(store_paths, image_size=config.image_size_px,
+                         batch_size=config.batch_size,
+                         max_candidates_per_store=config.max_candidates_per_store,
+                         seed=config.seed, with_labels=supervised)
+    if init_meta is not None:  # the stores are fitted to the encoder's event shape
+        dm.n_events = int(init_meta["spec"]["n_events"])
+        dm.event_frames = int(init_meta["spec"]["event_frames"])
+    dm.setup("fit")
+    t_data = time.perf_counter() - t0
+    if supervised and not np.any(dm.dataset.labels.numpy() != 0):
+        raise ValueError(f"{[str(p) for p in store_paths]}: --supervised needs labels (a label "
+                         f"journal or truth/labels) in at least one store; found none")
+    module = fit_module(dm, config, supervised=supervised, device=dev,
+                        progress=progress, init=init)
+    seconds = time.perf_counter() - t0
+    info = {
+        "stores": [str(p) for p in store_paths],
+        "n_candidates": len(dm.dataset),
+        "supervised": supervised,
+        "init_encoder_id": init_meta["encoder_id"] if init_meta else None,
+        "config": as_dict(config),
+        "seed": config.seed,
+        "seconds_total": round(seconds, 1),
+        "seconds_inputs": round(t_data, 1),
+        "device": dev,
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "description": description,
+    }
+    ckpt = save_checkpoint(out, module.encoder, image_size=config.image_size_px, training=info)
+    log.info("trained encoder %s on %d candidates in %.1f s -> %s", ckpt["encoder_id"],
+             len(dm.dataset), seconds, out)
+    return {k: v for k, v in ckpt.items() if k != "state_dict"}
