@@ -2,7 +2,10 @@
 
 Builds a synthetic store (actsort_gpu.features.synthetic: disk / elongated footprints, traces
 with transients, uint8 snapshots) for each N, runs ``compute_features`` and prints the stage's
-per-group timings. The FOV grows with N (about 40 candidates per 64 x 64 px).
+per-group timings (wall seconds; with ``FeatureConfig.threads`` > 1 "temporal" and
+"temporal_peaks" are sums over the chunk threads, "temporal_wall" is the group's wall time),
+the process CPU seconds and the load average. The FOV grows with N (about 40
+candidates per 64 x 64 px).
 
     python scripts/bench_features.py --n 10000 100000 --t 10000 --device cuda
     python scripts/bench_features.py --n 2000 --t 10000 --device cpu      # quick
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -53,12 +57,15 @@ def main(argv=None) -> int:
         make_feature_store(path, n_candidates=n, n_frames=args.t, height=side, width=side,
                            seed=0)
         build_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        load_before = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
         m = compute_features(path, cfg, device=backend.name)
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
         stage = SortStore.open(path).attrs["stages"]["features"]
         row = {"n": n, "t": args.t, "device": stage["device"], "fov": side,
                "build_s": round(build_s, 1), "total_s": round(total, 2),
+               "cpu_s": round(cpu, 1), "threads": cfg.threads,
+               "loadavg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                "finite": bool(np.isfinite(m).all()), "timings_s": stage["timings_s"]}
         results.append(row)
         print(json.dumps(row), flush=True)
@@ -74,6 +81,9 @@ def main(argv=None) -> int:
     print("| **total** | " + " | ".join(
         f"**{r['total_s'] / r['n'] * 1000:.3f}**" for r in results) + " |")
     print("| total seconds | " + " | ".join(f"{r['total_s']:.1f}" for r in results) + " |")
+    print("| process CPU seconds | " + " | ".join(f"{r['cpu_s']:.1f}" for r in results) + " |")
+    print("| load average (1 min) before / after | " + " | ".join(
+        "{} / {}".format(*r["loadavg_before_after"]) for r in results) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -70,7 +70,7 @@ def test_needs_preprocess(tmp_path):
 
 @pytest.mark.parametrize("key, value", [("batch_candidates", 0), ("similarity_tile", -1),
                                         ("suite2p_pixel_fraction", 0.0),
-                                        ("snr_window_frames", 0)])
+                                        ("snr_window_frames", 0), ("threads", 0)])
 def test_bad_config_is_rejected(synthetic_store, key, value):
     with pytest.raises(ValueError, match=f"features.{key}"):
         compute_features(synthetic_store, FeatureConfig(**{key: value}), device="cpu")
@@ -156,3 +156,39 @@ def test_real_data_neurofinder(shared_data, tmp_path):
     auc = np.array([roc_auc_score(y, m[:, j]) for j in range(m.shape[1])])
     informative = [n for n, a in zip(names, auc) if a >= 0.65 or a <= 0.35]
     assert len(informative) >= 10, informative
+
+
+def test_dask_local_cluster_equals_in_process(synthetic_store):
+    """Blocks and similarity tile pairs as Dask pieces: the same matrix as one process."""
+    pytest.importorskip("distributed")
+    cfg = FeatureConfig(batch_candidates=25, similarity_tile=20)
+    a = compute_features(synthetic_store, cfg, device="cpu")
+    b = compute_features(synthetic_store, cfg, device="cpu", workers=2)
+    np.testing.assert_array_equal(a, b)
+    stage = SortStore.open(synthetic_store).attrs["stages"]["features"]
+    assert stage["status"] == "complete" and stage["params"]["workers"] == 2
+
+
+def test_unreachable_scheduler_leaves_store_unchanged(tmp_path):
+    pytest.importorskip("distributed")
+    from actsort_gpu.cluster import ClusterError
+
+    path = tmp_path / "s.actsort"
+    make_feature_store(path, n_candidates=6, n_frames=100, height=32, width=32)
+    with pytest.raises(ClusterError, match="tcp://127.0.0.1:9"):
+        compute_features(path, device="cpu", scheduler="tcp://127.0.0.1:9",
+                         connect_timeout_s=1.0)
+    store = SortStore.open(path)
+    assert store.stage_status("features") is None and not store.has("features")
+
+
+def test_threads_and_row_chunks_do_not_change_the_result(synthetic_store):
+    one = compute_features(synthetic_store, FeatureConfig(threads=1), device="cpu")
+    two = compute_features(synthetic_store, FeatureConfig(threads=2), device="cpu")
+    np.testing.assert_array_equal(one, two)
+    from actsort_gpu.features.temporal import temporal_features
+
+    x = SortStore.open(synthetic_store).traces(slice(0, 60))
+    # widths are interpolated at row offsets within a chunk: equal up to rounding (1e-12)
+    np.testing.assert_allclose(temporal_features(x, row_chunk=7, threads=2),
+                               temporal_features(x, row_chunk=1000), rtol=1e-10, atol=0)

@@ -19,6 +19,11 @@ def register(subparsers) -> None:
     add_device_argument(p)
     add_config_argument(p)
     add_progress_argument(p)
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="address of a running Dask scheduler (tcp://host:8786): candidate "
+                        "blocks run as pieces on its workers, each reading the store")
+    p.add_argument("--workers", metavar="N", type=int, default=None,
+                   help="start a local Dask cluster with N worker processes")
     p.set_defaults(func=run)
 
 
@@ -29,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from ..store import SortStore
 
     cfg = load_config(args.config).features
-    matrix = compute_features(args.store, cfg, device=args.device, progress=args.progress)
+    matrix = compute_features(args.store, cfg, device=args.device, progress=args.progress,
+                              scheduler=args.scheduler, workers=args.workers)
     store = SortStore.open(args.store)
     attrs = store.array("features/matrix").attrs
     stage = store.attrs["stages"]["features"]

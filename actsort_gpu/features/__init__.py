@@ -6,6 +6,10 @@
 (:mod:`.extra`), applies the NaN/Inf policy once (:mod:`.policy`) and writes
 ``features/matrix`` (N, F) float32 with attrs ``names``, ``groups``, ``version``, ``nan_report``
 (:mod:`.registry`). Feature 35 (trace similarity) is a tiled pass over all traces first.
+
+With a Dask cluster (``scheduler=`` / ``workers=``) the same block function runs as one piece
+per block and feature 35 as one piece per tile pair; every piece reads only the store, the
+pieces merge in block order and the NaN policy runs once, so the matrix is the in-process one.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..backend import resolve_backend
+from ..cluster import map_pieces
 from ..config import FeatureConfig, as_dict
 from ..store import SortStore
 from .policy import apply_nan_policy
@@ -49,62 +55,43 @@ def _check_config(config: FeatureConfig) -> None:
     if not 0 < config.suite2p_pixel_fraction <= 1:
         raise ValueError(f"features.suite2p_pixel_fraction: expected a value in (0, 1], "
                          f"got {config.suite2p_pixel_fraction!r}")
+    if not isinstance(config.threads, int) or config.threads < 1:
+        raise ValueError(f"features.threads: expected a positive integer, got "
+                         f"{config.threads!r}")
     if not isinstance(config.snr_window_frames, int) or config.snr_window_frames < 1:
         raise ValueError(f"features.snr_window_frames: expected a positive integer, got "
                          f"{config.snr_window_frames!r}")
 
 
-def compute_features(store_path, config: FeatureConfig = FeatureConfig(), *,
-                     device: str = "auto", progress: bool = False) -> np.ndarray:
-    """Compute the feature matrix of the store at ``store_path`` and write ``features/matrix``.
+@dataclass
+class _Context:
+    """What every block of one run shares (read once per process from the store)."""
 
-    Parameters
-    ----------
-    store_path : path of a sort store whose 'ingest' and 'preprocess' stages are complete
-    config : FeatureConfig (batch size, similarity tile, extras)
-    device : 'auto' | 'cpu' | 'cuda' (array work on CuPy when a GPU is usable)
-    progress : show tqdm progress bars
+    store: SortStore
+    config: FeatureConfig
+    xp: object
+    names: list
+    src: list
+    footprints: sp.csr_matrix
+    spatial_kw: dict
+    npix_median: float
+    source: dict
 
-    Returns
-    -------
-    (N, F) float32 matrix with no NaN or Inf, columns in ``feature_names(store)`` order.
-    The stage record (``stages.features`` in the store attrs) holds per-group seconds.
-    """
-    from tqdm import tqdm
 
-    from .extra import event_snr, footprint_shape, r_values, trace_skew
-    from .temporal import temporal_features
-
-    _check_config(config)
-    t_start = time.perf_counter()
-    store = SortStore.open(store_path, "r+")
-    store.require("ingest", "preprocess")
-    backend = resolve_backend(device)
-    xp = backend.xp
-    n, n_t, height, width = store.n_candidates, store.n_frames, store.height, store.width
-    src = source_metric_names(store) if config.include_extra else []
-    names, groups, version = feature_set(src, include_extra=config.include_extra)
-    store.begin_stage("features", {**as_dict(config), "device": backend.name})
-    log.info("features: %d candidates x %d frames on %s, %d columns (%s)", n, n_t,
-             backend.name, len(names), version)
-    spatial_fn, st_fn = _families()
-    timings: dict[str, float] = defaultdict(float)
-    raw = np.empty((n, len(names)), dtype=np.float64)
-
+def _load_context(store: SortStore, config: FeatureConfig, xp, timings) -> _Context:
     t0 = time.perf_counter()
+    src = source_metric_names(store) if config.include_extra else []
+    names = feature_set(src, include_extra=config.include_extra)[0]
     footprints = store.footprints()
+    spatial_fn, _ = _families()
     spatial_kw = {}
     if "footprints_t" in inspect.signature(spatial_fn).parameters:
         from .spatial import transpose_footprints
 
         spatial_kw["footprints_t"] = transpose_footprints(footprints)
-    timings["read_footprints"] += time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    similarity = trace_similarity(store, config, xp=xp, progress=progress)
-    timings["similarity"] += time.perf_counter() - t0
-
+    npix_median, source = np.nan, {}
     if config.include_extra:
+        n = store.n_candidates
         keep = footprints.data >= config.suite2p_pixel_fraction
         npix_all = np.bincount(np.repeat(np.arange(n), np.diff(footprints.indptr))[keep],
                                minlength=n)
@@ -112,51 +99,197 @@ def compute_features(store_path, config: FeatureConfig = FeatureConfig(), *,
         npix_median = float(np.median(nonzero)) if nonzero.size else np.nan
         source = {name: store.read(f"candidates/source_metrics/{name}").astype(np.float64)
                   for name in src}
+    timings["read_footprints"] += time.perf_counter() - t0
+    return _Context(store, config, xp, names, src, footprints, spatial_kw, npix_median, source)
 
-    n_temporal, n_spatial, n_st = 36, 10, 30
-    block = config.batch_candidates
-    for start in tqdm(range(0, n, block), desc="features", disable=not progress):
-        rows = slice(start, min(start + block, n))
-        t0 = time.perf_counter()
-        traces = store.traces(rows)
-        traces_x = xp.asarray(traces)
-        timings["read_traces"] += time.perf_counter() - t0
-        raw[rows, :n_temporal] = temporal_features(
-            traces_x, xp=xp, similarity=similarity[rows], timings=timings)
 
-        t0 = time.perf_counter()
-        raw[rows, n_temporal:n_temporal + n_spatial] = np.asarray(
-            spatial_fn(footprints, height, width, rows, xp=xp, **spatial_kw))
-        timings["spatial"] += time.perf_counter() - t0
+def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings) -> np.ndarray:
+    """Raw features (n_block, F) float64 of the candidates ``rows`` (NaN/Inf not yet fixed)."""
+    from .._xp import to_numpy
+    from .extra import event_snr, footprint_shape, r_values, trace_skew
+    from .temporal import temporal_features
 
-        t0 = time.perf_counter()
-        snapshots = store.snapshots_block(rows)
-        crops = store.read("candidates/crops", rows)
-        crop_fps = crop_footprints(footprints[rows], crops, width)
-        snap_traces = store.read("candidates/snapshot_traces", rows).astype(np.float32)
-        event_valid = store.read("candidates/events", rows) >= 0
-        timings["read_snapshots"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        raw[rows, n_temporal + n_spatial:76] = np.asarray(
-            st_fn(snapshots, crop_fps, snap_traces, event_valid, xp=xp))
-        timings["spatiotemporal"] += time.perf_counter() - t0
+    store, config, xp = ctx.store, ctx.config, ctx.xp
+    height, width = store.height, store.width
+    threads = max(int(config.threads), 1)
+    spatial_fn, st_fn = _families()
+    raw = np.empty((rows.stop - rows.start, len(ctx.names)), dtype=np.float64)
+    n_temporal, n_spatial = 36, 10
+    t0 = time.perf_counter()
+    traces = store.traces(rows)
+    traces_x = xp.asarray(traces)
+    timings["read_traces"] += time.perf_counter() - t0
 
-        if config.include_extra:
+    t0 = time.perf_counter()
+    raw[:, :n_temporal] = temporal_features(traces_x, xp=xp, similarity=similarity,
+                                            timings=timings, threads=threads)
+    timings["temporal_wall"] += time.perf_counter() - t0   # temporal + peaks, all threads
+
+    t0 = time.perf_counter()
+    raw[:, n_temporal:n_temporal + n_spatial] = np.asarray(
+        spatial_fn(ctx.footprints, height, width, rows, xp=xp, **ctx.spatial_kw))
+    timings["spatial"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    snapshots = store.snapshots_block(rows)
+    crops = store.read("candidates/crops", rows)
+    crop_fps = crop_footprints(ctx.footprints[rows], crops, width)
+    snap_traces = store.read("candidates/snapshot_traces", rows).astype(np.float32)
+    event_valid = store.read("candidates/events", rows) >= 0
+    timings["read_snapshots"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    raw[:, n_temporal + n_spatial:76] = np.asarray(
+        st_fn(snapshots, crop_fps, snap_traces, event_valid, xp=xp))
+    timings["spatiotemporal"] += time.perf_counter() - t0
+
+    if config.include_extra:
+        t0 = time.perf_counter()
+        npix, compact, aspect = footprint_shape(
+            ctx.footprints[rows], height, width, pixel_fraction=config.suite2p_pixel_fraction)
+        frames = store.read("snapshots/frames", rows) >= 0
+        extra = np.column_stack([
+            to_numpy(trace_skew(traces_x, xp=xp, threads=threads)), compact,
+            npix / ctx.npix_median, aspect,
+            event_snr(traces_x, xp=xp, n_window=config.snr_window_frames, threads=threads),
+            r_values(snapshots, crop_fps, frames)])
+        cols = 76 + len(EXTRA_COMPUTED_NAMES)
+        raw[:, 76:cols] = extra
+        for k, name in enumerate(ctx.src):
+            raw[:, cols + k] = ctx.source[name][rows]
+        timings["extra"] += time.perf_counter() - t0
+    return raw
+
+
+_WORKER_CONTEXT: dict = {}
+
+
+def _block_piece(bounds, store_path, config: FeatureConfig, device: str, similarity):
+    """Dask piece: raw features of candidates [start, stop) read from the store, + timings."""
+    timings: dict[str, float] = defaultdict(float)
+    store = SortStore.open(store_path, "r")
+    # one context per worker process and run (the stage's start time names the run)
+    key = (os.fspath(store_path), str(store.attrs["stages"]["features"].get("started")),
+           config, device)
+    ctx = _WORKER_CONTEXT.get(key)
+    if ctx is None:
+        _WORKER_CONTEXT.clear()
+        ctx = _load_context(store, config, resolve_backend(device).xp, timings)
+        _WORKER_CONTEXT[key] = ctx
+    start, stop = bounds
+    raw = _block_features(ctx, slice(start, stop), similarity[start:stop], timings)
+    return raw, dict(timings)
+
+
+def _similarity_piece(pair, store_path, tile: int, device: str):
+    """Dask piece: feature-35 hit counts of the tile pair (a, b), a <= b, read from the store.
+
+    Returns (a, counts of rows [a, a + tile), b, counts of rows [b, b + tile)); for a == b
+    the second part is empty (the diagonal tile counts once, its self-pairs excluded).
+    """
+    from .._xp import to_numpy
+    from .temporal import SIMILARITY_THRESHOLD, similarity_rows
+
+    xp = resolve_backend(device).xp
+    store = SortStore.open(store_path, "r")
+    a, b = pair
+    n = store.n_candidates
+    za = similarity_rows(xp.asarray(store.traces(slice(a, min(a + tile, n)))), xp=xp)
+    if a == b:
+        hit = (za @ za.T) > SIMILARITY_THRESHOLD
+        idx = xp.arange(hit.shape[0])
+        hit[idx, idx] = False
+        return a, to_numpy(hit.sum(axis=1)), b, np.zeros(0, np.int64)
+    zb = similarity_rows(xp.asarray(store.traces(slice(b, min(b + tile, n)))), xp=xp)
+    hit = (za @ zb.T) > SIMILARITY_THRESHOLD
+    return a, to_numpy(hit.sum(axis=1)), b, to_numpy(hit.sum(axis=0))
+
+
+def _similarity_on_cluster(client, store: SortStore, config: FeatureConfig, device: str):
+    """Feature 35 (N,) float64 as a map over tile pairs; equals :func:`trace_similarity`."""
+    n, tile = store.n_candidates, config.similarity_tile
+    if n < 2:
+        return np.full(n, np.nan)
+    starts = range(0, n, tile)
+    pairs = [(a, b) for a in starts for b in starts if b >= a]
+    counts = np.zeros(n, dtype=np.int64)
+    for a, ca, b, cb in map_pieces(client, _similarity_piece, pairs, os.fspath(store.path),
+                                   tile, device):
+        counts[a:a + len(ca)] += ca
+        counts[b:b + len(cb)] += cb
+    return counts.astype(np.float64) / (n - 1)
+
+
+def compute_features(store_path, config: FeatureConfig = FeatureConfig(), *,
+                     device: str = "auto", progress: bool = False,
+                     scheduler: str | None = None, workers: int | None = None,
+                     connect_timeout_s: float = 10.0) -> np.ndarray:
+    """Compute the feature matrix of the store at ``store_path`` and write ``features/matrix``.
+
+    Parameters
+    ----------
+    store_path : path of a sort store whose 'ingest' and 'preprocess' stages are complete
+    config : FeatureConfig (batch size, similarity tile, extras, CPU threads)
+    device : 'auto' | 'cpu' | 'cuda' (array work on CuPy when a GPU is usable)
+    progress : show tqdm progress bars
+    scheduler : address of a running Dask scheduler (e.g. ``tcp://host:8786``); the work is
+        split into pieces of ``config.batch_candidates`` candidates (plus tile pairs for
+        feature 35), each reading only the store; results merge in block order and the NaN
+        policy runs once on the merged matrix, so the matrix equals the in-process one.
+    workers : start a local Dask cluster with this many worker processes instead.
+    connect_timeout_s : how long to try to reach ``scheduler``.
+
+    Returns
+    -------
+    (N, F) float32 matrix with no NaN or Inf, columns in ``feature_names(store)`` order.
+    The stage record (``stages.features`` in the store attrs) holds per-group seconds.
+    An unreachable scheduler raises :class:`actsort_gpu.cluster.ClusterError` before the
+    stage begins (the store is left as it was).
+    """
+    from tqdm import tqdm
+
+    from ..cluster import dask_client
+
+    _check_config(config)
+    t_start = time.perf_counter()
+    store = SortStore.open(store_path, "r+")
+    store.require("ingest", "preprocess")
+    backend = resolve_backend(device)
+    xp = backend.xp
+    n, n_t = store.n_candidates, store.n_frames
+    src = source_metric_names(store) if config.include_extra else []
+    names, groups, version = feature_set(src, include_extra=config.include_extra)
+    with dask_client(scheduler, workers, timeout_s=connect_timeout_s) as client:
+        store.begin_stage("features", {**as_dict(config), "device": backend.name,
+                                       "scheduler": scheduler, "workers": workers})
+        where = "in-process" if client is None else f"on Dask ({scheduler or workers})"
+        log.info("features: %d candidates x %d frames on %s %s, %d columns (%s)", n, n_t,
+                 backend.name, where, len(names), version)
+        timings: dict[str, float] = defaultdict(float)
+        block = config.batch_candidates
+        bounds = [(a, min(a + block, n)) for a in range(0, n, block)]
+        if client is None:
             t0 = time.perf_counter()
-            from .._xp import to_numpy
-
-            npix, compact, aspect = footprint_shape(
-                footprints[rows], height, width, pixel_fraction=config.suite2p_pixel_fraction)
-            frames = store.read("snapshots/frames", rows) >= 0
-            extra = np.column_stack([
-                to_numpy(trace_skew(traces_x, xp=xp)), compact, npix / npix_median, aspect,
-                event_snr(traces_x, xp=xp, n_window=config.snr_window_frames),
-                r_values(snapshots, crop_fps, frames)])
-            cols = 76 + len(EXTRA_COMPUTED_NAMES)
-            raw[rows, 76:cols] = extra
-            for k, name in enumerate(src):
-                raw[rows, cols + k] = source[name][rows]
-            timings["extra"] += time.perf_counter() - t0
+            similarity = trace_similarity(store, config, xp=xp, progress=progress,
+                                          timings=timings)
+            timings["similarity"] += time.perf_counter() - t0
+            ctx = _load_context(store, config, xp, timings)
+            parts = [_block_features(ctx, slice(a, b), similarity[a:b], timings)
+                     for a, b in tqdm(bounds, desc="features", disable=not progress)]
+        else:
+            t0 = time.perf_counter()
+            similarity = _similarity_on_cluster(client, store, config, device)
+            timings["similarity"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            results = map_pieces(client, _block_piece, bounds, os.fspath(store.path), config,
+                                 device, similarity)
+            timings["blocks_wall"] += time.perf_counter() - t0
+            parts = []
+            for raw_b, timings_b in results:
+                parts.append(raw_b)
+                for key, value in timings_b.items():
+                    timings[key] += value   # summed over workers (CPU-seconds)
+        raw = np.concatenate(parts) if parts else np.empty((0, len(names)))
+        del parts
 
     t0 = time.perf_counter()
     matrix, report = apply_nan_policy(raw, names)
@@ -204,7 +337,7 @@ def crop_footprints(footprints: sp.csr_matrix, crops: np.ndarray, width: int) ->
 
 
 def trace_similarity(store: SortStore, config: FeatureConfig = FeatureConfig(), *, xp=np,
-                     progress: bool = False) -> np.ndarray:
+                     progress: bool = False, timings: dict | None = None) -> np.ndarray:
     """Feature 35 for every candidate: fraction of other traces correlated > 0.7, (N,) float64.
 
     The unit-norm rows Z (N, T) float32 are built block by block and kept on the device when
@@ -230,15 +363,22 @@ def trace_similarity(store: SortStore, config: FeatureConfig = FeatureConfig(), 
                                           dtype=np.float32, shape=(n, n_t))
         log.info("features: similarity rows (%.1f GB) spill to %s", nbytes / 1e9, tmpdir.name)
     try:
+        t0 = time.perf_counter()
         on_device = xp is not np and not isinstance(z_all, np.ndarray)
         for start in range(0, n, config.batch_candidates):
             stop = min(start + config.batch_candidates, n)
             z = similarity_rows(xp.asarray(store.traces(slice(start, stop))), xp=xp)
             z_all[start:stop] = z if on_device else (z if xp is np else z.get())
+        t1 = time.perf_counter()
         counts = count_similar(z_all, xp=xp, tile=config.similarity_tile, progress=progress)
         from .._xp import to_numpy
 
-        return to_numpy(counts).astype(np.float64) / (n - 1)
+        result = to_numpy(counts).astype(np.float64) / (n - 1)
+        if timings is not None:   # linear (read + unit rows) and quadratic (tiled Z Z^T) parts
+            timings["similarity_rows"] = timings.get("similarity_rows", 0.0) + t1 - t0
+            timings["similarity_count"] = (timings.get("similarity_count", 0.0)
+                                           + time.perf_counter() - t1)
+        return result
     finally:
         del z_all
         if tmpdir is not None:

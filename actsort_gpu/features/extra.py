@@ -32,46 +32,73 @@ SUITE2P_PIXEL_FRACTION = 0.2
 _ELLIPSE_THRESHOLD = 2.5   # suite2p fitMVGaus thres: radii = 2.5 sqrt(eigenvalues)
 
 
-def trace_skew(traces, *, xp=None):
-    """Skewness (biased, as scipy.stats.skew) of each row: (n, T) -> (n,) float64."""
+def trace_skew(traces, *, xp=None, row_chunk: int = 256, threads: int = 1):
+    """Skewness (biased, as scipy.stats.skew) of each row: (n, T) -> (n,) float64.
+
+    Moments in float64, ``row_chunk`` rows at a time (no (n, T) float64 temporary).
+    """
+    from .temporal import map_row_chunks
+
     xp = get_xp(traces, xp=xp)
-    x = traces.astype(xp.float64)
-    d = x - x.mean(axis=1, keepdims=True)
-    m2 = (d * d).mean(axis=1)
-    m3 = (d * d * d).mean(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return m3 / m2 ** 1.5
+
+    def one(chunk):
+        x = chunk.astype(xp.float64)
+        x -= x.mean(axis=1, keepdims=True)
+        m2 = (x * x).mean(axis=1)
+        x *= x * x
+        m3 = x.mean(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return to_numpy(m3 / m2 ** 1.5)
+
+    parts = map_row_chunks(one, traces, xp=xp, row_chunk=row_chunk, threads=threads)
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def event_snr(traces, *, xp=None, n_window: int = 5):
+def event_snr(traces, *, xp=None, n_window: int = 5, row_chunk: int = 256, threads: int = 1):
     """CaImAn-style SNR of transients of each row: (n, T) -> (n,) float64.
 
     baseline md = median; noise sd = RMS of the values below md (one-sided);
     z = (T - md) / (3 sd); log p_t = log(1 - Phi(z_t)); fitness = min over t of the sum of
     log p over the ``n_window`` samples ending at t; SNR = -Phi^-1(exp(fitness / n_window)).
     ``n_window`` = CaImAn's N (its default 5; ceil(fr * decay_time) when those are known).
+    Array work in float32 (sd accumulated in float64), ``row_chunk`` rows at a time. Every
+    log p is <= 0, so the shorter windows at the start never hold the minimum: the minimum over
+    the full windows (sums of ``n_window`` shifted slices) is the fitness.
     """
+    from .temporal import map_row_chunks
+
     xp = get_xp(traces, xp=xp)
-    x = traces.astype(xp.float64)
-    n, n_t = x.shape
-    md = xp.median(x, axis=1, keepdims=True)
-    below = xp.minimum(x - md, 0.0)
-    n_below = (below < 0).sum(axis=1, keepdims=True)
-    sd = xp.sqrt((below * below).sum(axis=1, keepdims=True) / xp.maximum(n_below, 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (x - md) / (3 * sd)
     if xp is np:
-        logp = special.log_ndtr(-z)
+        log_ndtr = special.log_ndtr
     else:
         from cupyx.scipy import special as cspecial
 
-        logp = cspecial.log_ndtr(-z)
-    csum = xp.cumsum(logp, axis=1)
-    window = csum.copy()
-    window[:, n_window:] = csum[:, n_window:] - csum[:, :-n_window]
-    fitness = to_numpy(window.min(axis=1))
+        log_ndtr = cspecial.log_ndtr
+
+    def one(chunk):
+        x = chunk.astype(xp.float32, copy=False)
+        n_t = x.shape[1]
+        d = x - xp.median(x, axis=1, keepdims=True)
+        below = xp.minimum(d, xp.float32(0))
+        n_below = xp.count_nonzero(below < 0, axis=1)
+        sd = xp.sqrt((below * below).sum(axis=1, dtype=xp.float64) / xp.maximum(n_below, 1))
+        del below
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d /= (3 * sd).astype(xp.float32)[:, None]
+            d *= xp.float32(-1)
+            logp = log_ndtr(d)
+        del d
+        width = max(n_t - n_window + 1, 1)
+        window = logp[:, :width].copy()
+        for k in range(1, min(n_window, n_t)):
+            window += logp[:, k:k + width]
+        return to_numpy(window.min(axis=1)).astype(np.float64)
+
+    parts = map_row_chunks(one, traces, xp=xp, row_chunk=row_chunk, threads=threads)
+    fitness = np.concatenate(parts) if parts else np.zeros(0)
     # ndtri_exp avoids exp() underflow for very exceptional transients
-    snr = -special.ndtri_exp(np.minimum(fitness / n_window, 0.0))
+    with np.errstate(invalid="ignore"):
+        snr = -special.ndtri_exp(np.minimum(fitness / n_window, 0.0))
     snr[~np.isfinite(fitness)] = np.nan
     return snr
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["temporal_features", "fft_noise_std", "medfilt3", "quantile_rows", "event_counts",
            "similarity_rows", "count_similar", "peak_features", "halfheight_widths_many",
-           "SIMILARITY_THRESHOLD"]
+           "map_row_chunks", "ROW_CHUNK", "SIMILARITY_THRESHOLD"]
 
 SIMILARITY_THRESHOLD = 0.7  # trace_similarity.m
 _EVENT_KERNEL = (0.05, 0.2, 0.5, 0.2, 0.05)  # [0.1 0.4 1 0.4 0.1] / 2 (extract_events_nonexp.)
@@ -48,13 +48,28 @@ def _round_half_away(x: float) -> int:
 def medfilt3(x, *, xp=None):
     """MATLAB ``medfilt1(x, 3)`` along the last axis with zero padding, in ``xp``.
 
-    x : (..., T) float. Returns the same shape and dtype.
+    x : (..., T) float. Returns the same shape and dtype (median of 3 = max(min(a, b),
+    min(max(a, b), c)); one output array and two temporaries, no padded copies).
     """
     xp = get_xp(x, xp=xp)
-    zero = xp.zeros(x.shape[:-1] + (1,), dtype=x.dtype)
-    prev = xp.concatenate([zero, x[..., :-1]], axis=-1)
-    nxt = xp.concatenate([x[..., 1:], zero], axis=-1)
-    return xp.maximum(xp.minimum(prev, x), xp.minimum(xp.maximum(prev, x), nxt))
+    n_t = x.shape[-1]
+    if n_t < 3:
+        zero = xp.zeros(x.shape[:-1] + (1,), dtype=x.dtype)
+        prev = xp.concatenate([zero, x[..., :-1]], axis=-1)
+        nxt = xp.concatenate([x[..., 1:], zero], axis=-1)
+        return xp.maximum(xp.minimum(prev, x), xp.minimum(xp.maximum(prev, x), nxt))
+    out = xp.empty_like(x)
+    a, b, c = x[..., :-2], x[..., 1:-1], x[..., 2:]
+    lo = xp.minimum(a, b)
+    hi = xp.maximum(a, b)
+    xp.minimum(hi, c, out=hi)
+    xp.maximum(lo, hi, out=out[..., 1:-1])
+    zero = x.dtype.type(0)
+    x0, x1 = x[..., 0], x[..., 1]
+    out[..., 0] = xp.maximum(xp.minimum(zero, x0), xp.minimum(xp.maximum(zero, x0), x1))
+    xa, xb = x[..., -2], x[..., -1]
+    out[..., -1] = xp.maximum(xp.minimum(xa, xb), xp.minimum(xp.maximum(xa, xb), zero))
+    return out
 
 
 def fft_noise_std(x, *, xp=None):
@@ -100,10 +115,11 @@ def _zscore_rows(x, ddof: int, xp):
 
 
 # ----------------------------------------------------------------------------- events (12-29)
-def event_counts(v, theta, *, xp=None):
+def event_counts(v, theta, *, xp=None, m=None):
     """Event detector of ``extract_events_nonexponential.m`` + ``peakseek.m`` on every row.
 
     v : (n, T) float, non-negative thresholded trace; theta : (n,) threshold argument.
+    m : optional ``medfilt3(v)`` when the caller has it (see :func:`_event_metrics`).
     Returns (n,) int64 event counts (reference 3.3: medfilt3, 5-tap smoothing g (length T-1),
     peaks of g above theta * max(g), pairs closer than 3 samples lose their lower member until
     none is left, each survivor moves to the max of v within +-2 and is dropped if that is 0).
@@ -112,14 +128,22 @@ def event_counts(v, theta, *, xp=None):
     n, n_t = v.shape
     if n_t < 4:
         return xp.zeros(n, dtype=xp.int64)
-    m = medfilt3(v, xp=xp)
+    if m is None:
+        m = medfilt3(v, xp=xp)
     pad = xp.zeros((n, 2), dtype=m.dtype)
     mp = xp.concatenate([pad, m, pad], axis=1)
-    g = sum(w * mp[:, k:k + n_t] for k, w in enumerate(_EVENT_KERNEL))[:, :-1]  # (n, T-1)
+    # g = sum_k w_k m[t + k - 2], accumulated in place in the order of the reference sum
+    g = mp[:, 0:n_t - 1] * m.dtype.type(_EVENT_KERNEL[0])
+    for k in range(1, len(_EVENT_KERNEL)):
+        g += mp[:, k:k + n_t - 1] * m.dtype.type(_EVENT_KERNEL[k])
+    del mp
     h = theta * g.max(axis=1)
     mid = g[:, 1:-1]
-    cand = (mid >= g[:, :-2]) & (mid >= g[:, 2:]) & (mid > h[:, None])
+    cand = mid >= g[:, :-2]
+    cand &= mid >= g[:, 2:]
+    cand &= mid > h[:, None]
     rows, cols = xp.nonzero(cand)
+    del cand
     cols = cols + 1
     vals = g[rows, cols]
     while rows.size > 1:
@@ -133,34 +157,59 @@ def event_counts(v, theta, *, xp=None):
         keep[first[drop_first]] = False
         keep[first[~drop_first] + 1] = False
         rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    # the arg-max of v within +-2 is zero exactly when the window maximum is zero (v >= 0)
-    vp = xp.concatenate([pad, v, pad], axis=1)
-    wmax = vp[:, 0:n_t]
-    for k in range(1, 5):
-        wmax = xp.maximum(wmax, vp[:, k:k + n_t])
-    ok = wmax[rows, cols] > 0
+    # the arg-max of v within +-2 is zero exactly when the window maximum is zero (v >= 0);
+    # only the surviving peaks need their window (gathered, not a full (n, T) pass)
+    wmax = xp.zeros(rows.size, dtype=v.dtype)
+    for k in range(-2, 3):
+        c = cols + k
+        inside = (c >= 0) & (c < n_t)
+        wmax = xp.maximum(wmax, xp.where(inside, v[rows, xp.clip(c, 0, n_t - 1)], 0))
+    ok = wmax > 0
     return xp.bincount(rows[ok], minlength=n).astype(xp.int64)
 
 
-def _event_metrics(traces, sigma, xp):
+def _event_metrics(traces, sigma, xp, tm=None):
     """Features 12-29: (n, 18) float64 as [power, fraction, n_events] per scale.
 
     B5 fix: the noise is that of the max-normalised trace u = T / max(T) (sigma / max), the
     same signal the threshold is applied to, so the features no longer depend on trace units.
+    tm : optional ``medfilt3(traces)``. Thresholding v = u if u >= theta else 0 (theta >= 0) is
+    non-decreasing with v(0) = 0 and division by max(T) is monotone, so the median filter
+    commutes with both: medfilt3(v) = threshold(medfilt3(T) / max) exactly, one filter pass
+    for all six scales. Squares are summed in float64 from float32 values.
     """
     n, n_t = traces.shape
     peak = traces.max(axis=1)
     safe = xp.where(peak != 0, peak, 1)
     u = traces / safe[:, None]
+    if tm is None:
+        tm = medfilt3(traces, xp=xp)
+    mu = tm / safe[:, None]
     sigma_u = sigma / xp.abs(safe)
-    u2 = (u.astype(xp.float64) ** 2).sum(axis=1)
-    out = xp.empty((n, 3 * len(EVENT_SCALES)), dtype=xp.float64)
+    usq = u * u
+    u2 = usq.sum(axis=1, dtype=xp.float64)
+    u_max = u.max(axis=1)
+    out = xp.zeros((n, 3 * len(EVENT_SCALES)), dtype=xp.float64)
+    zero = u.dtype.type(0)
     for j, c in enumerate(EVENT_SCALES):
         theta = (c * sigma_u).astype(u.dtype)
-        v = xp.where(u < theta[:, None], u.dtype.type(0), u)
-        out[:, 3 * j] = (v.astype(xp.float64) ** 2).sum(axis=1) / u2
-        out[:, 3 * j + 1] = (v > 0).mean(axis=1)
-        out[:, 3 * j + 2] = event_counts(v, theta, xp=xp)
+        # rows with every sample below theta have v = 0: power, fraction and events are 0
+        act = xp.nonzero(~(u_max < theta))[0]
+        if act.size == 0:
+            continue
+        whole = act.size == n
+        ua, th = (u, theta) if whole else (u[act], theta[act])
+        below = ua < th[:, None]
+        v = xp.where(below, zero, ua)
+        sq = xp.where(below, zero, usq if whole else usq[act])
+        res = xp.empty((act.size, 3), dtype=xp.float64)
+        res[:, 0] = sq.sum(axis=1, dtype=xp.float64) / (u2 if whole else u2[act])
+        res[:, 1] = xp.count_nonzero(v > 0, axis=1) / n_t
+        del below, sq
+        m = mu if whole else mu[act]
+        m = xp.where(m < th[:, None], zero, m)
+        res[:, 2] = event_counts(v, th, xp=xp, m=m)
+        out[act, 3 * j:3 * j + 3] = res
     # a trace with max(T) == 0 has no normalised form (MATLAB: 0/0): NaN, fixed by the policy
     out[peak == 0] = xp.nan
     return out
@@ -170,11 +219,37 @@ def _event_metrics(traces, sigma, xp):
 _BANDS = ((0.0, 0.05), (0.05, 0.95), (0.5, 1.0), (0.0, 0.5), (0.95, 1.0))
 
 
-def _spectral_fractions(traces, xp):
+def _one_sided_power(traces, xp):
+    """|rfft(T)|^2 (float64) of the first ceil(T/2) bins, shared by sigma-hat and 30-34."""
+    n_t = traces.shape[-1]
+    half = (n_t + 1) // 2
+    if xp is np:
+        import scipy.fft
+
+        spec = scipy.fft.rfft(traces.astype(np.float64), axis=-1)[:, :half]
+    else:
+        spec = xp.fft.rfft(traces.astype(xp.float64), axis=-1)[:, :half]
+    return spec.real ** 2 + spec.imag ** 2
+
+
+def _sigma_from_power(power):
+    """fft_noise_std from the one-sided power (n, ceil(T/2)) of :func:`_one_sided_power`."""
+    half = power.shape[-1]
+    lo = max(_round_half_away(0.5 * half), 1) - 1
+    band = power[..., lo:half]
+    total = band.sum(axis=-1)
+    if lo == 0:
+        total = total - power[..., 0] / 2
+    return (total / (2 * half * (half - lo))) ** 0.5
+
+
+def _spectral_fractions(traces, xp, power=None):
     """Features 30-34 (``fourier_features.m``): power fractions in normalised bands, (n, 5)."""
     n_t = traces.shape[-1]
     nc = _round_half_away(n_t / 2)
-    power = xp.abs(xp.fft.rfft(traces.astype(xp.float64), axis=-1)[:, :nc]) ** 2
+    if power is None:
+        power = _one_sided_power(traces, xp)
+    power = power[:, :nc]
     total = power.sum(axis=1)
     csum = xp.concatenate([xp.zeros((traces.shape[0], 1)), xp.cumsum(power, axis=1)], axis=1)
     out = xp.empty((traces.shape[0], len(_BANDS)), dtype=xp.float64)
@@ -186,14 +261,18 @@ def _spectral_fractions(traces, xp):
 
 
 # ----------------------------------------------------------------------------- similarity (35-36)
-def similarity_rows(traces, *, xp=None):
+def similarity_rows(traces, *, xp=None, filtered=None):
     """Unit-norm rows Z of ``trace_similarity.m``: medfilt3, z-score (ddof 0), / sqrt(T).
 
-    traces : (n, T) float. Returns (n, T) float32; Z Z^T is the Pearson correlation matrix.
+    traces : (n, T) float. filtered : optional ``medfilt3(traces)`` (float32) when known.
+    Returns (n, T) float32; Z Z^T is the Pearson correlation matrix.
     """
     xp = get_xp(traces, xp=xp)
-    z = _zscore_rows(medfilt3(traces.astype(xp.float32), xp=xp), 0, xp)
-    return (z / np.float32(math.sqrt(traces.shape[-1]))).astype(xp.float32)
+    if filtered is None:
+        filtered = medfilt3(traces.astype(xp.float32), xp=xp)
+    z = _zscore_rows(filtered, 0, xp)
+    z /= np.float32(math.sqrt(traces.shape[-1]))
+    return z.astype(xp.float32, copy=False)
 
 
 def count_similar(z_all, *, xp=np, tile: int = 8192, threshold: float = SIMILARITY_THRESHOLD,
@@ -258,14 +337,21 @@ def halfheight_widths_many(y, rows, locs, left_bases, right_bases):
 
 
 def _isi(rows, locs, sel, n):
-    """(last - first) / count of the selected peaks per row; 0 if none (features 5-7)."""
+    """(last - first) / count of the selected peaks per row; 0 if none (features 5-7).
+
+    rows, locs are sorted by row then location (:func:`local_maxima`), so a row's first and
+    last selected peaks are the ends of its run.
+    """
     r, c = rows[sel], locs[sel].astype(np.float64)
-    count = np.bincount(r, minlength=n).astype(np.float64)
-    first = np.full(n, np.inf)
-    last = np.full(n, -np.inf)
-    np.minimum.at(first, r, c)
-    np.maximum.at(last, r, c)
-    return np.where(count > 0, (last - first) / np.maximum(count, 1), 0.0)
+    out = np.zeros(n)
+    if r.size == 0:
+        return out
+    change = np.flatnonzero(r[1:] != r[:-1])
+    first = np.concatenate([[0], change + 1])
+    last = np.concatenate([change, [r.size - 1]])
+    row = r[first]
+    out[row] = (c[last] - c[first]) / (last - first + 1)
+    return out
 
 
 def _sum_std(rows, values, sel, n):
@@ -333,38 +419,27 @@ def peak_features(traces) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- all 36
-def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None = None):
-    """Features 1-36 of a block of traces.
+ROW_CHUNK = 256   # rows per CPU work unit: its (rows, T) temporaries stay small (cache, no mmap)
 
-    Parameters
-    ----------
-    traces : (n, T) float32, extractor units (host or ``xp`` array)
-    xp : numpy or cupy (default: that of ``traces``)
-    similarity : (n,) feature 35 for these rows, computed over all candidates of the store
-        (:func:`similarity_rows` + :func:`count_similar`). None: computed within this block.
-    timings : optional dict; seconds are added under 'temporal', 'temporal_peaks'.
 
-    Returns
-    -------
-    (n, 36) float64 host array, raw values (NaN/Inf allowed; the driver applies the policy).
-    """
-    import time
-
-    xp = get_xp(traces, xp=xp)
-    t0 = time.perf_counter()
-    host = to_numpy(traces).astype(np.float32, copy=False)
-    x = xp.asarray(traces, dtype=xp.float32)
+def _array_features(x, xp):
+    """Features 1-2, 4, 12-34, 36 of one chunk x (n, T) float32 in ``xp``: (n, 36) float64."""
     n, n_t = x.shape
-    out = xp.empty((n, len(TEMPORAL_NAMES)), dtype=xp.float64)
-    sigma = fft_noise_std(x, xp=xp)
+    out = xp.full((n, len(TEMPORAL_NAMES)), xp.nan, dtype=xp.float64)
+    power = _one_sided_power(x, xp)
+    sigma = _sigma_from_power(power)
     tm = medfilt3(x, xp=xp)
     # 1: max(medfilt3(T)) / (sqrt(2) sigma)
-    out[:, 0] = tm.max(axis=1) / (math.sqrt(2.0) * sigma.astype(xp.float64))
-    # 2: mean |T - Tm| / max(Tm, T) over frames with Tm > 0.3 max(Tm)
-    valid = tm > 0.3 * tm.max(axis=1, keepdims=True)
+    tm_max = tm.max(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = xp.abs(x - tm) / xp.maximum(tm, x)
+        out[:, 0] = tm_max / (math.sqrt(2.0) * sigma)
+    # 2: mean |T - Tm| / max(Tm, T) over frames with Tm > 0.3 max(Tm)
+    valid = tm > (0.3 * tm_max)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = xp.abs(x - tm)
+        ratio /= xp.maximum(tm, x)
         out[:, 1] = xp.where(valid, ratio, 0).sum(axis=1) / valid.sum(axis=1)
+    del ratio, valid
     # 4: std (ddof 1) of the z-scores (ddof 1) at or above their 90th percentile
     z = _zscore_rows(x, 1, xp)
     top = z >= quantile_rows(z, 0.9, xp=xp)[:, None]
@@ -374,23 +449,88 @@ def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None 
     with np.errstate(invalid="ignore", divide="ignore"):
         out[:, 3] = xp.sqrt(xp.maximum((s2 - s1 * s1 / k) / (k - 1), 0))
     del z, top
-    out[:, 11:29] = _event_metrics(x, sigma, xp)
-    out[:, 29:34] = _spectral_fractions(x, xp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, 11:29] = _event_metrics(x, sigma, xp, tm=tm)
+        out[:, 29:34] = _spectral_fractions(x, xp, power=power)
+    del power
     # 36: on the similarity rows, sum of entries >= their 99th percentile
-    zs = similarity_rows(x, xp=xp)
+    zs = similarity_rows(x, xp=xp, filtered=tm)
     q99 = quantile_rows(zs, 0.99, xp=xp)
     out[:, 35] = xp.where(zs >= q99[:, None], zs, 0).astype(xp.float64).sum(axis=1)
-    if similarity is None:
-        counts = count_similar(zs, xp=xp, tile=max(n, 1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            similarity = counts / xp.float64(n - 1) if n > 1 else xp.full(n, xp.nan)
-    out[:, 34] = xp.asarray(similarity, dtype=xp.float64)
-    del zs, tm, x
-    result = to_numpy(out)
+    return out
+
+
+def _chunk_features(x, xp, timings):
+    """All features but 35 of one chunk: (n, 36) float64 host array; adds to ``timings``."""
+    import time
+
+    t0 = time.perf_counter()
+    out = to_numpy(_array_features(x, xp))
     t1 = time.perf_counter()
-    result[:, [2, 4, 5, 6, 7, 8, 9, 10]] = peak_features(host)
+    out[:, [2, 4, 5, 6, 7, 8, 9, 10]] = peak_features(to_numpy(x))
     t2 = time.perf_counter()
+    timings["temporal"] = timings.get("temporal", 0.0) + (t1 - t0)
+    timings["temporal_peaks"] = timings.get("temporal_peaks", 0.0) + (t2 - t1)
+    return out
+
+
+def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1) -> list:
+    """``[fn(x[a:a + row_chunk]) for a in ...]`` over the rows of x, in row order.
+
+    On the CPU the chunks run on ``threads`` threads (results still in row order); on a GPU
+    (``xp`` not NumPy) x is one chunk.
+    """
+    n = x.shape[0]
+    step = max(int(row_chunk), 1) if xp is np else max(n, 1)
+    chunks = [x[a:a + step] for a in range(0, n, step)]
+    if threads > 1 and len(chunks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=int(threads)) as pool:
+            return list(pool.map(fn, chunks))
+    return [fn(chunk) for chunk in chunks]
+
+
+def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None = None,
+                      row_chunk: int = ROW_CHUNK, threads: int = 1):
+    """Features 1-36 of a block of traces.
+
+    Parameters
+    ----------
+    traces : (n, T) float32, extractor units (host or ``xp`` array)
+    xp : numpy or cupy (default: that of ``traces``)
+    similarity : (n,) feature 35 for these rows, computed over all candidates of the store
+        (:func:`similarity_rows` + :func:`count_similar`). None: computed within this block.
+    timings : optional dict; seconds are added under 'temporal', 'temporal_peaks' (summed
+        over threads).
+    row_chunk : rows per work unit on the CPU (every feature is per row); on a GPU the block
+        is one unit.
+    threads : CPU threads over the chunks (NumPy/SciPy release the GIL in the heavy parts).
+
+    Returns
+    -------
+    (n, 36) float64 host array, raw values (NaN/Inf allowed; the driver applies the policy).
+    """
+    xp = get_xp(traces, xp=xp)
+    x = xp.asarray(traces, dtype=xp.float32)
+    n = x.shape[0]
+    parts: list[dict] = []
+
+    def one(chunk):
+        part: dict = {}
+        result = _chunk_features(chunk, xp, part)
+        parts.append(part)   # list.append is atomic: no lost update across threads
+        return result
+
+    blocks = map_row_chunks(one, x, xp=xp, row_chunk=row_chunk, threads=threads)
+    result = np.concatenate(blocks) if blocks else np.empty((0, len(TEMPORAL_NAMES)))
+    if similarity is None:
+        counts = to_numpy(count_similar(similarity_rows(x, xp=xp), xp=xp, tile=max(n, 1)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = counts / np.float64(n - 1) if n > 1 else np.full(n, np.nan)
+    result[:, 34] = to_numpy(similarity).astype(np.float64)
     if timings is not None:
-        timings["temporal"] = timings.get("temporal", 0.0) + (t1 - t0)
-        timings["temporal_peaks"] = timings.get("temporal_peaks", 0.0) + (t2 - t1)
+        for part in parts:
+            for key, value in part.items():
+                timings[key] = timings.get(key, 0.0) + value
     return result
