@@ -9,7 +9,9 @@ cache before each (``posix_fadvise DONTNEED``):
 - ``preprocess`` on the store (CPU unless ``--device``),
 
 and prints one JSON line per size: raw MB/s, pass MB/s, their ratio, peak RSS of the pass,
-store size / movie size. Files are deleted afterwards unless ``--keep``.
+store size / movie size, the whole stage's CPU seconds (all threads; comparable across
+machine loads, unlike the wall-clock ratio) and the 1-minute load average at its end.
+Files are deleted afterwards unless ``--keep``.
 
     python scripts/bench_preprocess.py --sizes 1,4,8 --dir /tmp/bench
 """
@@ -93,11 +95,14 @@ print(json.dumps({'seconds': dt, 'bytes': n, 'rss_mb': int(hwm) / 1024}))
 """
 
 _PASS = r"""
-import sys, json, resource, time
+import os, sys, json, resource, time
 from actsort_gpu.config import PreprocessConfig
 from actsort_gpu.preprocess import preprocess
 cfg = PreprocessConfig(max_memory_mb=(float(sys.argv[3]) if sys.argv[3] != 'none' else None))
+c0 = time.process_time()
 s = preprocess(sys.argv[1], cfg, device=sys.argv[2])
+s['cpu_s'] = time.process_time() - c0
+s['load_avg'] = os.getloadavg()[0]
 hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
 s['rss_mb'] = int(hwm) / 1024   # VmHWM: peak of this process image (ru_maxrss survives exec)
 print(json.dumps(s))
@@ -142,11 +147,15 @@ def bench(size_gb: float, args) -> dict:
            "candidates": args.candidates, "write_s": round(t_write, 1),
            "raw_read_mb_s": round(raw_mbs, 1), "pass_mb_s": round(pass_mbs, 1),
            "ratio_pass_over_raw": round(pass_mbs / raw_mbs, 3),
-           "pass_s": round(res["pass_seconds"], 1), "total_s": round(res["seconds"], 1),
+           "pass_s": round(res["pass_seconds"], 1),
+           "checkpoint_s": round(res.get("checkpoint_seconds", 0.0), 1),
+           "total_s": round(res["seconds"], 1),
            "chunk_frames": res["chunk_frames"], "budget_mb": round(res["budget_mb"]),
            "peak_rss_mb": round(res["rss_mb"]), "raw_rss_mb": round(raw["rss_mb"]),
            "store_over_movie": round(dir_size(store) / movie_bytes, 4),
-           "device": res["device"]}
+           "device": res["device"], "cpu_s": round(res["cpu_s"], 1),
+           "cpu_s_per_gb": round(res["cpu_s"] / (movie_bytes / 1e9), 1),
+           "load_avg_end": round(res["load_avg"], 1)}
     if not args.keep:
         movie.unlink()
         shutil.rmtree(store)

@@ -42,19 +42,30 @@ def _montage(store, path: Path, title: str, n: int = 8):
     return idx
 
 
-@pytest.mark.parametrize("name, shape", [("neurofinder_crop", (600, 256, 256)),
-                                         ("miniscope_1p", (1000, 480, 752))])
-def test_real_movie_end_to_end(tmp_path, name, shape):
+MOVIES = {"neurofinder_crop": (600, 256, 256), "miniscope_1p": (1000, 480, 752)}
+
+
+@pytest.fixture(scope="module", params=sorted(MOVIES))
+def real(request, tmp_path_factory):
+    """Each real movie ingested and preprocessed once per module: (name, shape, store path,
+    summary)."""
     if not DATA.is_dir():
         pytest.fail(f"{DATA}: shared real data folder is missing")
     from actsort_gpu.config import PreprocessConfig
     from actsort_gpu.ingest import ingest_files
     from actsort_gpu.preprocess import preprocess
-    from actsort_gpu.store import SortStore
 
-    out = tmp_path / f"{name}.actsort"
+    name = request.param
+    out = tmp_path_factory.mktemp(name) / f"{name}.actsort"
     ingest_files(DATA / name / "movie.tif", DATA / name / "suite2p", out)
     summary = preprocess(out, PreprocessConfig(max_memory_mb=256), device="cpu")
+    return name, MOVIES[name], out, summary
+
+
+def test_real_movie_end_to_end(real):
+    from actsort_gpu.store import SortStore
+
+    name, shape, out, summary = real
     s = SortStore.open(out)
     assert s.stage_status("preprocess") == "complete"
     n = s.n_candidates
@@ -80,7 +91,11 @@ def test_real_movie_end_to_end(tmp_path, name, shape):
         mask = fp[i].toarray().reshape(shape[1:])[r0:r1, c0:c1] > 0.3
         brighter.append(snaps[mask].mean() > snaps[~mask].mean())
     assert np.mean(brighter) > 0.8
+    assert summary["n_candidates"] == n
+
+
+def test_real_movie_montage(real):
+    name, _, out, _ = real
     idx = _montage(out, ARTIFACTS / f"preprocess_montage_{name}.png",
                    f"{name}: accepted candidates, max over 11 frames of each event")
-    assert len(idx) > 0
-    assert summary["n_candidates"] == n
+    assert len(idx) > 0 and (ARTIFACTS / f"preprocess_montage_{name}.png").stat().st_size > 0

@@ -15,7 +15,8 @@ from actsort_gpu.preprocess import preprocess
 from actsort_gpu.preprocess.events import find_events, snapshot_frames
 from actsort_gpu.preprocess.geometry import compute_geometry, outline_from_mask
 from actsort_gpu.preprocess.kernels import ProjectionAccumulator, gather_segments_numpy
-from actsort_gpu.preprocess.stream import plan_pass, run_pass
+from actsort_gpu.preprocess import stream
+from actsort_gpu.preprocess.stream import plan_pass, run_pass, split_pieces
 from actsort_gpu.store import SortStore
 
 T, H, W = 240, 40, 56
@@ -137,8 +138,9 @@ def test_chunked_equals_single_chunk(scene, tmp_path, chunk):
     many, _ = run_pass(mv, plan, tmp_path / "many", chunk_frames=chunk, gather_bytes=4096)
     for k in one:
         np.testing.assert_allclose(many[k], one[k], rtol=1e-6, atol=1e-6, err_msg=k)
-    a = np.fromfile(tmp_path / "one" / "snapshots.f32", np.float32)
-    b = np.fromfile(tmp_path / "many" / "snapshots.f32", np.float32)
+    a = np.fromfile(tmp_path / "one" / stream.SCRATCH_NAME, np.uint16)
+    b = np.fromfile(tmp_path / "many" / stream.SCRATCH_NAME, np.uint16)
+    assert a.size == plan.total_elements
     np.testing.assert_array_equal(a, b)
 
 
@@ -206,6 +208,9 @@ def test_errors(scene, tmp_path):
         preprocess(store.path, PreprocessConfig(snapshot_dtype="int3"), device="cpu")
     with pytest.raises(ValueError, match="max_memory_mb"):
         preprocess(store.path, PreprocessConfig(max_memory_mb=0), device="cpu")
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        preprocess(store.path, device="cpu", workers=0)
+    assert "preprocess" not in SortStore.open(store.path).attrs["stages"]
     with pytest.raises(FileNotFoundError, match="--movie"):
         preprocess(store.path, device="cpu", movie_path=tmp_path / "nope.tif")
     tifffile.imwrite(tmp_path / "short.tif", movie[:100])
@@ -224,11 +229,12 @@ def replace_traces(cands, t):
                       cands.source_format, cands.source_path)
 
 
-def test_interrupted_pass_resumes_from_last_chunk(scene):
+def test_interrupted_pass_resumes_from_last_chunk(scene, monkeypatch):
+    monkeypatch.setattr(stream, "CHECKPOINT_S", 0.0)       # checkpoint after every chunk
     d, movie, cands = scene
     store = _store(d, cands, "k.actsort")
     reference = _store(d, cands, "ref.actsort")
-    preprocess(reference.path, PreprocessConfig(max_memory_mb=1), device="cpu")
+    preprocess(reference.path, PreprocessConfig(max_memory_mb=1.5), device="cpu")
 
     class Stop(Exception):
         pass
@@ -243,12 +249,12 @@ def test_interrupted_pass_resumes_from_last_chunk(scene):
         stop_after_two(stats)
 
     with pytest.raises(Stop):
-        preprocess(store.path, PreprocessConfig(max_memory_mb=1), device="cpu", progress=first)
+        preprocess(store.path, PreprocessConfig(max_memory_mb=1.5), device="cpu", progress=first)
     s = SortStore.open(store.path)
     assert s.stage_status("preprocess") == "incomplete"
     with pytest.raises(Exception, match="interrupted"):
         s.require("preprocess")
-    summary = preprocess(store.path, PreprocessConfig(max_memory_mb=1), device="cpu")
+    summary = preprocess(store.path, PreprocessConfig(max_memory_mb=1.5), device="cpu")
     assert summary["resumed_from"] == 2 * chunk[0]
     s = SortStore.open(store.path)
     r = SortStore.open(reference.path)
@@ -271,6 +277,141 @@ def test_cli_runs_and_reports(scene, capsys):
     assert s.read("snapshots/data", slice(0, 1)).dtype == np.uint16
     assert main(["preprocess", str(d / "missing.actsort"), "--device", "cpu"]) == 1
     assert "no such sort store" in capsys.readouterr().err
+
+
+def test_accumulator_threads_blocks_and_merge(monkeypatch):
+    """The threaded, row-blocked NumPy path equals a direct float64 computation whatever the
+    thread count and block size; pieces merged in order equal one accumulator."""
+    from actsort_gpu.preprocess import kernels
+
+    rng = np.random.default_rng(3)
+    chunk = rng.integers(0, 4000, size=(70, 13, 9)).astype(np.uint16)
+    m = chunk.astype(np.float64)
+    one = ProjectionAccumulator(13, 9, threads=1)
+    one.update(chunk)
+    ref = one.images()
+    np.testing.assert_allclose(ref["mean"], m.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(ref["std"], m.std(0), rtol=1e-5)
+    np.testing.assert_array_equal(ref["max"], m.max(0))
+    a = m - m.mean(0)
+    np.testing.assert_allclose(one.p[3] / 70, (a[:, :-1, 1:] * a[:, 1:, :-1]).mean(0)
+                               + (m.mean(0)[:-1, 1:] - chunk[0, :-1, 1:])
+                               * (m.mean(0)[1:, :-1] - chunk[0, 1:, :-1]), rtol=1e-5)
+    monkeypatch.setattr(kernels, "_BLOCK_PIXELS", 2 * 9)          # 2-row blocks
+    monkeypatch.setattr(kernels, "_FLUSH_FRAMES", 16)
+    for threads in (1, 3):
+        acc = ProjectionAccumulator(13, 9, threads=threads)
+        acc.update(chunk)
+        acc.close()
+        for k, v in acc.images().items():
+            np.testing.assert_allclose(v, ref[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    merged = ProjectionAccumulator(13, 9, ref=chunk[0])
+    for a0, b0 in ((0, 30), (30, 70)):
+        part = ProjectionAccumulator(13, 9, ref=chunk[0])
+        part.update(chunk[a0:b0])
+        merged.merge(part)
+    for k, v in merged.images().items():
+        np.testing.assert_allclose(v, ref[k], rtol=1e-6, atol=1e-6, err_msg=k)
+    other = ProjectionAccumulator(13, 9)
+    other.update(chunk[5:])
+    with pytest.raises(ValueError, match="reference"):
+        merged.merge(other)
+
+
+def test_pieces_are_whole_chunks():
+    assert split_pieces(100, 7, 3) == [(0, 0, 35), (1, 35, 70), (2, 70, 100)]   # 15 chunks
+    assert split_pieces(10, 20, 4) == [(0, 0, 10)]
+
+
+def test_reader_ring_never_overwrites_a_chunk_in_use():
+    movie = np.arange(50 * 3 * 2, dtype=np.uint16).reshape(50, 3, 2)
+    reader = stream.ChunkReader(ArrayMovie(movie), 4, start=2, depth=2)
+    seen = []
+    try:
+        for first, frames in reader:
+            import time as _t
+            _t.sleep(0.002)                 # the reader runs ahead meanwhile
+            np.testing.assert_array_equal(frames, movie[first:first + 4])
+            seen.append(first)
+    finally:
+        reader.close()
+    assert seen == list(range(2, 50, 4))
+
+
+def test_dask_pieces_equal_single_process(scene):
+    pytest.importorskip("distributed")
+    d, movie, cands = scene
+    one = _store(d, cands, "single.actsort")
+    two = _store(d, cands, "dask.actsort")
+    cfg = PreprocessConfig(max_memory_mb=1.2)
+    preprocess(one.path, cfg, device="cpu")
+    summary = preprocess(two.path, cfg, device="cpu", workers=2)
+    assert summary["pieces"] == 4
+    a, b = SortStore.open(one.path), SortStore.open(two.path)
+    for name in ("fov/max", "fov/mean", "fov/std", "fov/corr"):
+        np.testing.assert_allclose(b.read(name), a.read(name), rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+    for name in ("snapshots/data", "snapshots/scale", "snapshots/clims", "snapshots/frames"):
+        np.testing.assert_array_equal(b.read(name), a.read(name), err_msg=name)
+    assert not (two.path / ".scratch").exists()
+
+
+def test_unreachable_scheduler_leaves_the_store_untouched(scene, monkeypatch):
+    import functools
+
+    from actsort_gpu import cluster
+
+    d, _, cands = scene
+    store = _store(d, cands, "nosched.actsort")
+    before = dict(SortStore.open(store.path).attrs["stages"])
+    monkeypatch.setattr(cluster, "dask_client",
+                        functools.partial(cluster.dask_client, timeout_s=1.0))
+    with pytest.raises(cluster.ClusterError, match="tcp://127.0.0.1:9"):
+        preprocess(store.path, device="cpu", scheduler="tcp://127.0.0.1:9")
+    s = SortStore.open(store.path)
+    assert dict(s.attrs["stages"]) == before and "preprocess" not in before
+    assert not (store.path / ".scratch").exists()
+
+
+_KILLED = r"""
+import sys, time
+from actsort_gpu.config import PreprocessConfig
+from actsort_gpu.preprocess import preprocess, stream
+stream.CHECKPOINT_S = 0.0
+preprocess(sys.argv[1], PreprocessConfig(max_memory_mb=1), device="cpu",
+           progress=lambda stats: time.sleep(0.05))
+"""
+
+
+def test_sigkilled_process_resumes(scene):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, _, cands = scene
+    store = _store(d, cands, "sigkill.actsort")
+    reference = _store(d, cands, "sigkill_ref.actsort")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(store.path)])
+    meta = store.path / ".scratch" / "preprocess" / "meta.json"
+    deadline = time.monotonic() + 60
+    while not meta.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the pass ended before it could be killed"
+    assert SortStore.open(store.path).stage_status("preprocess") == "incomplete"
+    summary = preprocess(store.path, PreprocessConfig(max_memory_mb=1), device="cpu")
+    assert 0 < summary["resumed_from"] < T
+    preprocess(reference.path, PreprocessConfig(max_memory_mb=1), device="cpu")
+    s, r = SortStore.open(store.path), SortStore.open(reference.path)
+    for name in ("fov/max", "fov/mean", "fov/std", "fov/corr"):
+        np.testing.assert_allclose(s.read(name), r.read(name), rtol=1e-6, atol=1e-6,
+                                   err_msg=name)
+    for name in ("snapshots/data", "snapshots/scale", "candidates/crops"):
+        np.testing.assert_array_equal(s.read(name), r.read(name), err_msg=name)
 
 
 @pytest.mark.gpu

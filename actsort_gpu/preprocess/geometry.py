@@ -22,6 +22,12 @@ __all__ = ["Geometry", "compute_geometry", "centers_from_footprints", "trace_bou
 
 # Moore neighbourhood in clockwise order on screen (row down, col right), starting west.
 _DIRS = np.array([(0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1)])
+_DIR_T = tuple(tuple(int(v) for v in d) for d in _DIRS)
+# backtrack direction after moving in direction fd: the neighbour checked just before, i.e.
+# direction (fd - 1) from the old pixel, seen from the new one
+_EIGHT = np.ones((3, 3), bool)
+_BACK = tuple(int(np.flatnonzero((_DIRS == (_DIRS[(fd + 7) % 8] - _DIRS[fd])).all(axis=1))[0])
+              for fd in range(8))
 
 
 @dataclass
@@ -67,33 +73,32 @@ def trace_boundary(mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     padded = np.zeros((h + 2, w + 2), dtype=bool)
     padded[1:-1, 1:-1] = mask
+    grid = padded.tolist()                     # nested lists: fast scalar access
     start = (r0 + 1, c0 + 1)
     out = [start]
-    cur = start
+    cr, cc = start
     back = 0                       # direction index pointing to the (background) west pixel
     second = None
     for _ in range(4 * mask.size + 8):
-        found = None
+        fd = -1
         for k in range(1, 9):
-            d = (back + k) % 8
-            cand = (cur[0] + _DIRS[d][0], cur[1] + _DIRS[d][1])
-            if padded[cand]:
-                found, fd = cand, d
+            d = (back + k) & 7
+            dr, dc = _DIR_T[d]
+            if grid[cr + dr][cc + dc]:
+                fd = d
                 break
-        if found is None:          # isolated pixel
-            out.append(cur)
+        if fd < 0:                 # isolated pixel
+            out.append((cr, cc))
             break
-        if cur == start and second is not None and found == second:
+        found = (cr + _DIR_T[fd][0], cc + _DIR_T[fd][1])
+        if (cr, cc) == start and second is not None and found == second:
             break
         if second is None:
             second = found
         # backtrack: the neighbour checked just before ``found``, seen from ``found``
-        prev = ((fd + 7) % 8)
-        pr = (cur[0] + _DIRS[prev][0], cur[1] + _DIRS[prev][1])
-        delta = (pr[0] - found[0], pr[1] - found[1])
-        back = int(np.flatnonzero((_DIRS[:, 0] == delta[0]) & (_DIRS[:, 1] == delta[1]))[0])
-        cur = found
-        out.append(cur)
+        back = _BACK[fd]
+        cr, cc = found
+        out.append(found)
     pts = np.asarray(out, dtype=np.int64) - 1
     return pts
 
@@ -106,21 +111,34 @@ def _smooth3(x: np.ndarray) -> np.ndarray:
     return y
 
 
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` (holes = background not 4-connected to the border), by one
+    labelling of the padded background instead of an iterated dilation (about 10x faster)."""
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), bool)
+    padded[1:-1, 1:-1] = mask
+    labels, _ = ndimage.label(~padded)
+    return labels[1:-1, 1:-1] != labels[0, 0]
+
+
 def outline_from_mask(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Outer boundaries of every 8-connected object of ``mask`` (``bwboundaries 'noholes'``),
     each smoothed (span 3) and rounded (half away from zero) like ActSort find_boundary,
     concatenated with NaN rows between boundaries; returned as (M, 2) float32 (row, col)
     shifted by ``offset``.
     """
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    labels, n = ndimage.label(mask, structure=_EIGHT)
     if n == 0:
         return np.zeros((0, 2), np.float32)
-    # order objects like bwlabel: by first pixel in column-major order
-    first = ndimage.minimum(np.arange(mask.size).reshape(mask.shape, order="F"), labels,
-                            index=np.arange(1, n + 1))
+    if n == 1:
+        order = [1]
+    else:
+        # order objects like bwlabel: by first pixel in column-major order
+        first = ndimage.minimum(np.arange(mask.size).reshape(mask.shape, order="F"), labels,
+                                index=np.arange(1, n + 1))
+        order = np.argsort(first) + 1
     pieces = []
-    for lab in np.argsort(first) + 1:
-        filled = ndimage.binary_fill_holes(labels == lab)
+    for lab in order:
+        filled = _fill_holes(mask if n == 1 else labels == lab)
         pts = trace_boundary(filled)
         r = np.floor(_smooth3(pts[:, 0]) + 0.5) + offset[0]
         c = np.floor(_smooth3(pts[:, 1]) + 0.5) + offset[1]
@@ -148,12 +166,59 @@ def _outlines(fp: sp.csr_matrix, height: int, width: int, threshold: float) -> l
 
 def _bbox(outlines: list) -> np.ndarray:
     """(N, 4) float64 (rmin, rmax, cmin, cmax) of each outline; NaN when it has no point."""
-    box = np.full((len(outlines), 4), np.nan)
-    for i, o in enumerate(outlines):
-        if len(o) and np.isfinite(o).any():
-            box[i] = (np.nanmin(o[:, 0]), np.nanmax(o[:, 0]), np.nanmin(o[:, 1]),
-                      np.nanmax(o[:, 1]))
+    n = len(outlines)
+    box = np.full((n, 4), np.nan)
+    lengths = np.array([len(o) for o in outlines], np.int64)
+    if not lengths.sum():
+        return box
+    pts = np.concatenate([np.asarray(o, np.float64).reshape(-1, 2) for o in outlines])
+    owner = np.repeat(np.arange(n), lengths)
+    ok = np.isfinite(pts).all(axis=1)
+    pts, owner = pts[ok], owner[ok]
+    has = np.bincount(owner, minlength=n) > 0
+    starts = np.searchsorted(owner, np.flatnonzero(has))
+    box[has, 0] = np.minimum.reduceat(pts[:, 0], starts)
+    box[has, 1] = np.maximum.reduceat(pts[:, 0], starts)
+    box[has, 2] = np.minimum.reduceat(pts[:, 1], starts)
+    box[has, 3] = np.maximum.reduceat(pts[:, 1], starts)
     return box
+
+
+def _search_boxes(box: np.ndarray, height: int, width: int, margin: int) -> np.ndarray:
+    """(N, 4) outline box +/- margin clipped to the FOV (rows lo, hi, cols lo, hi)."""
+    out = np.empty_like(box)
+    out[:, 0] = np.maximum(box[:, 0] - margin, 0)
+    out[:, 1] = np.minimum(box[:, 1] + margin, height - 1)
+    out[:, 2] = np.maximum(box[:, 2] - margin, 0)
+    out[:, 3] = np.minimum(box[:, 3] + margin, width - 1)
+    return out
+
+
+def _neighbor_pairs(centers: np.ndarray, box: np.ndarray, height: int, width: int,
+                    margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) int64 pairs, sorted by i then j: centre j strictly inside box i +/- margin."""
+    from scipy.spatial import cKDTree
+
+    valid = np.flatnonzero(np.isfinite(centers).all(axis=1))
+    q = np.flatnonzero(np.isfinite(box).all(axis=1))
+    if not len(valid) or not len(q):
+        e = np.zeros(0, np.int64)
+        return e, e.copy()
+    sb = _search_boxes(box[q], height, width, margin)
+    mid = np.stack([(sb[:, 0] + sb[:, 1]) / 2, (sb[:, 2] + sb[:, 3]) / 2], axis=1)
+    half = np.maximum(sb[:, 1] - sb[:, 0], sb[:, 3] - sb[:, 2]) / 2 + 1e-3
+    tree = cKDTree(centers[valid].astype(np.float64))
+    hits = tree.query_ball_point(mid, half, p=np.inf, return_sorted=False)
+    counts = np.fromiter((len(h) for h in hits), np.int64, len(hits))
+    i = np.repeat(q, counts)
+    j = valid[np.fromiter((k for h in hits for k in h), np.int64, int(counts.sum()))]
+    sbi = np.repeat(sb, counts, axis=0)
+    c = centers[j]
+    keep = ((c[:, 0] > sbi[:, 0]) & (c[:, 0] < sbi[:, 1]) & (c[:, 1] > sbi[:, 2])
+            & (c[:, 1] < sbi[:, 3]) & (i != j))
+    i, j = i[keep], j[keep]
+    order = np.lexsort((j, i))
+    return i[order], j[order]
 
 
 def find_neighbors(centers: np.ndarray, box: np.ndarray, height: int, width: int,
@@ -161,27 +226,13 @@ def find_neighbors(centers: np.ndarray, box: np.ndarray, height: int, width: int
     """Neighbours of each candidate: the other candidates whose centre lies strictly inside its
     outline box +/- ``margin`` px (clipped to the FOV). The candidate itself is excluded by
     index (ActSort's B9 fix). centers (N, 2) (row, col); box (N, 4) from the outlines.
+    One KD-tree (Chebyshev) query for all candidates, then a vectorised exact box test.
     """
     n = len(centers)
-    valid = np.flatnonzero(np.isfinite(centers).all(axis=1))
-    order = valid[np.argsort(centers[valid, 0], kind="stable")]
-    rows_sorted = centers[order, 0]
-    out = []
-    for i in range(n):
-        if not np.isfinite(box[i]).all():
-            out.append(np.zeros(0, np.int32))
-            continue
-        r_lo = max(box[i, 0] - margin, 0)
-        r_hi = min(box[i, 1] + margin, height - 1)
-        c_lo = max(box[i, 2] - margin, 0)
-        c_hi = min(box[i, 3] + margin, width - 1)
-        a = np.searchsorted(rows_sorted, r_lo, side="right")
-        b = np.searchsorted(rows_sorted, r_hi, side="left")
-        cand = order[a:b]
-        cc = centers[cand, 1]
-        cand = cand[(cc > c_lo) & (cc < c_hi) & (cand != i)]
-        out.append(np.sort(cand).astype(np.int32))
-    return out
+    i, j = _neighbor_pairs(centers, box, height, width, margin)
+    bounds = np.searchsorted(i, np.arange(n + 1))
+    j = j.astype(np.int32)
+    return [j[bounds[k]:bounds[k + 1]] for k in range(n)]
 
 
 def crop_windows(box: np.ndarray, neighbors: list, height: int, width: int,
@@ -190,23 +241,25 @@ def crop_windows(box: np.ndarray, neighbors: list, height: int, width: int,
     every neighbour's outline, clipped to the FOV (ActSort find_limits, 0-based)."""
     n = len(box)
     crops = np.zeros((n, 4), np.int32)
-    for i in range(n):
-        if not np.isfinite(box[i]).all():
-            continue
-        lo_r, hi_r = box[i, 0] - margin, box[i, 1] + margin
-        lo_c, hi_c = box[i, 2] - margin, box[i, 3] + margin
-        nb = neighbors[i]
-        if len(nb):
-            nbox = box[nb]
-            nbox = nbox[np.isfinite(nbox).all(axis=1)]
-            if len(nbox):
-                lo_r, hi_r = min(lo_r, nbox[:, 0].min()), max(hi_r, nbox[:, 1].max())
-                lo_c, hi_c = min(lo_c, nbox[:, 2].min()), max(hi_c, nbox[:, 3].max())
-        r0 = int(np.clip(lo_r, 0, height - 1))
-        r1 = int(np.clip(hi_r, 0, height - 1)) + 1
-        c0 = int(np.clip(lo_c, 0, width - 1))
-        c1 = int(np.clip(hi_c, 0, width - 1)) + 1
-        crops[i] = (r0, r1, c0, c1)
+    ok = np.isfinite(box).all(axis=1)
+    ext = np.stack([box[:, 0] - margin, box[:, 1] + margin, box[:, 2] - margin,
+                    box[:, 3] + margin], axis=1)
+    counts = np.array([len(nb) for nb in neighbors], np.int64)
+    if counts.sum():
+        i = np.repeat(np.arange(n), counts)
+        j = np.concatenate([np.asarray(nb, np.int64) for nb in neighbors])
+        nbox = box[j]
+        fin = np.isfinite(nbox).all(axis=1) & ok[i]
+        i, nbox = i[fin], nbox[fin]
+        np.minimum.at(ext[:, 0], i, nbox[:, 0])
+        np.maximum.at(ext[:, 1], i, nbox[:, 1])
+        np.minimum.at(ext[:, 2], i, nbox[:, 2])
+        np.maximum.at(ext[:, 3], i, nbox[:, 3])
+    e = ext[ok]
+    crops[ok, 0] = np.clip(e[:, 0], 0, height - 1).astype(np.int64)
+    crops[ok, 1] = np.clip(e[:, 1], 0, height - 1).astype(np.int64) + 1
+    crops[ok, 2] = np.clip(e[:, 2], 0, width - 1).astype(np.int64)
+    crops[ok, 3] = np.clip(e[:, 3], 0, width - 1).astype(np.int64) + 1
     return crops
 
 

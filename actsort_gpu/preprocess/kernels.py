@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,6 +31,10 @@ SEGMENT_FIELDS = ("frame", "n_frames", "row0", "col0", "height", "width", "offse
 
 # (d_row, d_col) of the 4 forward neighbours; the other 4 are these seen from the other pixel
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
+# NumPy path: rows per block ~ this many pixels (float32 block sums stay in the L2 cache);
+# float32 block sums are flushed to the float64 totals every _FLUSH_FRAMES frames
+_BLOCK_PIXELS = 32 * 1024
+_FLUSH_FRAMES = 64
 
 
 def _pair_slices(h: int, w: int, dr: int, dc: int):
@@ -44,21 +50,38 @@ def _pair_slices(h: int, w: int, dr: int, dc: int):
 class ProjectionAccumulator:
     """Accumulates FOV statistics over chunks of frames (T, H, W) on ``xp`` (numpy or cupy).
 
-    State (all float64 (H, W) except ``count``): ``ref`` (first frame, the centring reference),
-    ``max``, ``s1`` = sum(x - ref), ``s2`` = sum((x - ref)^2), ``p[k]`` = sum of products of
-    centred values with the neighbour at ``_SHIFTS[k]`` (defined on the overlapping region).
+    State (all float64 (H, W) except ``count``): ``ref`` (the centring reference: ``ref`` if
+    given, else the first frame seen), ``max``, ``s1`` = sum(x - ref), ``s2`` = sum((x - ref)^2),
+    ``p[k]`` = sum of products of centred values with the neighbour at ``_SHIFTS[k]`` (defined
+    on the overlapping region, shapes (H - dr, W - |dc|)).
+
+    NumPy path: each chunk is processed per frame on blocks of rows small enough to stay in the
+    CPU cache (float32 products added in place into float32 block sums, flushed to the float64
+    totals every ``_FLUSH_FRAMES`` frames and at the end of the chunk), the blocks split over
+    ``threads`` threads (NumPy releases the GIL in these loops). The result depends only on
+    the chunk boundaries, not on the number of threads. CuPy path: whole-chunk einsums.
     """
 
-    def __init__(self, height: int, width: int, xp=np):
+    def __init__(self, height: int, width: int, xp=np, *, ref=None, threads: int | None = None):
         self.xp = xp
         self.h, self.w = height, width
         self.count = 0
-        self.ref = None
+        self.ref = None if ref is None else xp.asarray(ref, dtype=xp.float32)
         self.max = xp.full((height, width), -np.inf, dtype=xp.float64)
         self.s1 = xp.zeros((height, width), dtype=xp.float64)
         self.s2 = xp.zeros((height, width), dtype=xp.float64)
-        self.p = [xp.zeros((height - dr, width - abs(dc)), dtype=xp.float64)
-                  for dr, dc in _SHIFTS]
+        # full-frame product sums: P[k][i, j] = sum x[i, j] * x[(i, j) + shift k], 0 where none
+        self._P = [xp.zeros((height, width), dtype=xp.float64) for _ in _SHIFTS]
+        self.threads = max(1, int(threads if threads is not None else min(os.cpu_count() or 1,
+                                                                        8)))
+        self._pool = None
+
+    @property
+    def p(self) -> list:
+        """Product sums on their overlap regions (see :func:`_pair_slices`)."""
+        h, w = self.h, self.w
+        P0, P1, P2, P3 = self._P
+        return [P0[:, :w - 1], P1[:h - 1], P2[:h - 1, :w - 1], P3[:h - 1, 1:]]
 
     def update(self, frames) -> None:
         """Add a chunk (t, H, W) of any real dtype (already on this accumulator's device)."""
@@ -67,6 +90,14 @@ class ProjectionAccumulator:
             return
         if self.ref is None:
             self.ref = frames[0].astype(xp.float32)
+        if xp is np:
+            self._update_numpy(np.asarray(frames))
+        else:
+            self._update_xp(frames)
+        self.count += int(frames.shape[0])
+
+    def _update_xp(self, frames) -> None:
+        xp = self.xp
         self.max = xp.maximum(self.max, frames.max(axis=0).astype(xp.float64))
         x = frames.astype(xp.float32)
         x -= self.ref
@@ -74,8 +105,84 @@ class ProjectionAccumulator:
         self.s2 += xp.einsum("tij,tij->ij", x, x).astype(xp.float64)
         for k, (dr, dc) in enumerate(_SHIFTS):
             (ra, ca), (rb, cb) = _pair_slices(self.h, self.w, dr, dc)
-            self.p[k] += xp.einsum("tij,tij->ij", x[:, ra, ca], x[:, rb, cb]).astype(xp.float64)
-        self.count += int(frames.shape[0])
+            self._P[k][ra, ca] += xp.einsum("tij,tij->ij", x[:, ra, ca],
+                                            x[:, rb, cb]).astype(xp.float64)
+
+    def _update_numpy(self, frames: np.ndarray) -> None:
+        rows = max(1, _BLOCK_PIXELS // max(self.w, 1))
+        blocks = [(a, min(self.h, a + rows)) for a in range(0, self.h, rows)]
+        n = min(self.threads, len(blocks))
+        if n <= 1:
+            self._blocks(frames, blocks)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="actsort-acc")
+        groups = [blocks[i * len(blocks) // n:(i + 1) * len(blocks) // n] for i in range(n)]
+        for fut in [self._pool.submit(self._blocks, frames, g) for g in groups]:
+            fut.result()
+
+    def _blocks(self, frames: np.ndarray, blocks) -> None:
+        """Accumulate the rows ``blocks`` [(r0, r1), ...] of ``frames`` (disjoint per thread)."""
+        h, w = self.h, self.w
+        ref = self.ref
+        t_all = frames.shape[0]
+        for r0, r1 in blocks:
+            re = min(r1 + 1, h)              # one more row: the down neighbours
+            n, m = r1 - r0, re - r0 - 1      # rows of the block; rows with a down neighbour
+            self.max[r0:r1] = np.maximum(self.max[r0:r1], frames[:, r0:r1].max(axis=0))
+            x = np.empty((re - r0, w), np.float32)
+            buf = np.empty((n, w), np.float32)
+            sums = np.zeros((6, n, w), np.float32)
+            s1, s2, p0, p1, p2, p3 = sums
+            xa, xn = x[:n], x[1:m + 1]
+            for t0 in range(0, t_all, _FLUSH_FRAMES):
+                for t in range(t0, min(t_all, t0 + _FLUSH_FRAMES)):
+                    np.subtract(frames[t, r0:re], ref[r0:re], out=x, dtype=np.float32)
+                    s1 += xa
+                    np.multiply(xa, xa, out=buf)
+                    s2 += buf
+                    np.multiply(xa[:, :-1], xa[:, 1:], out=buf[:, :-1])
+                    p0[:, :-1] += buf[:, :-1]
+                    if m:
+                        np.multiply(xa[:m], xn, out=buf[:m])
+                        p1[:m] += buf[:m]
+                        np.multiply(xa[:m, :-1], xn[:, 1:], out=buf[:m, :-1])
+                        p2[:m, :-1] += buf[:m, :-1]
+                        np.multiply(xa[:m, 1:], xn[:, :-1], out=buf[:m, 1:])
+                        p3[:m, 1:] += buf[:m, 1:]
+                self.s1[r0:r1] += s1
+                self.s2[r0:r1] += s2
+                for k in range(4):
+                    self._P[k][r0:r1] += sums[2 + k]
+                sums[:] = 0.0
+
+    def merge(self, other: "ProjectionAccumulator") -> None:
+        """Add the statistics of ``other`` (later frames, same ``ref``) to this one."""
+        xp = self.xp
+        if other.count == 0:
+            return
+        if self.count == 0 and self.ref is None:
+            self.ref = other.ref
+        elif other.ref is not None and not bool(xp.array_equal(self.ref, other.ref)):
+            raise ValueError("merge: the accumulators were centred on different reference "
+                             "frames; give every piece the same ref")
+        self.max = xp.maximum(self.max, other.max)
+        self.s1 += other.s1
+        self.s2 += other.s2
+        for a, b in zip(self._P, other._P):
+            a += b
+        self.count += other.count
+
+    def close(self) -> None:
+        """Stop the worker threads (the accumulator still works afterwards, restarting them)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_pool"] = None
+        return d
 
     # -------------------------------------------------------------- persistence (resume)
     def state(self) -> dict:
@@ -86,8 +193,8 @@ class ProjectionAccumulator:
                "s1": to_numpy(self.s1), "s2": to_numpy(self.s2),
                "ref": (to_numpy(self.ref) if self.ref is not None
                        else np.zeros((0,), np.float32))}
-        for k in range(len(_SHIFTS)):
-            out[f"p{k}"] = to_numpy(self.p[k])
+        for k, pk in enumerate(self.p):
+            out[f"p{k}"] = to_numpy(pk)
         return out
 
     def load(self, state: dict) -> None:
@@ -97,7 +204,10 @@ class ProjectionAccumulator:
         self.s1 = xp.asarray(state["s1"])
         self.s2 = xp.asarray(state["s2"])
         self.ref = xp.asarray(state["ref"]) if np.size(state["ref"]) else None
-        self.p = [xp.asarray(state[f"p{k}"]) for k in range(len(_SHIFTS))]
+        for k, (dr, dc) in enumerate(_SHIFTS):
+            (ra, ca), _ = _pair_slices(self.h, self.w, dr, dc)
+            self._P[k][...] = 0.0
+            self._P[k][ra, ca] = xp.asarray(state[f"p{k}"])
 
     # -------------------------------------------------------------- results
     def images(self) -> dict[str, np.ndarray]:

@@ -12,11 +12,11 @@ import numpy as np
 
 from ..backend import resolve_backend
 from ..config import PreprocessConfig, as_dict
-from ..store import SortStore, StoreError, quantise
+from ..store import SortStore
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
 from .stream import (chunk_frames_for, default_budget_bytes, gather_batch_bytes, plan_pass,
-                     run_pass)
+                     run_pass, run_pass_distributed, SCRATCH_NAME)
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,26 @@ def _open_movie(path: Path, store: SortStore):
 
 def _clims(values: np.ndarray) -> np.ndarray:
     """ActSort compute_clims: min, max, sorted values at 1-based positions max(1, round(0.1 n))
-    and min(n, round(0.999 n)) (MATLAB round: half away from zero)."""
+    and min(n, round(0.999 n)) (MATLAB round: half away from zero); float32 (4,).
+
+    Integer values with a range below 2**20 use a histogram (one pass) instead of a partition;
+    the result is the same (float32 rounding is monotone)."""
     n = values.size
     if n == 0:
         return np.zeros(4, np.float32)
     k10 = max(1, int(np.floor(0.1 * n + 0.5))) - 1
     k999 = min(n, int(np.floor(0.999 * n + 0.5))) - 1
-    part = np.partition(values, [0, k10, k999, n - 1])
-    return np.array([part[0], part[n - 1], part[k10], part[k999]], np.float32)
+    if values.dtype.kind in "ui":
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < 2**20:
+            cum = np.cumsum(np.bincount((values.astype(np.int64) - lo) if lo or
+                                        values.dtype.kind == "i" else values,
+                                        minlength=hi - lo + 1))
+            q = np.searchsorted(cum, [k10, k999], side="right") + lo
+            return np.array([lo, hi, q[0], q[1]], np.float32)
+        values = values.astype(np.float32)
+    part = np.partition(values, [k10, k999])
+    return np.array([values.min(), values.max(), part[k10], part[k999]], np.float32)
 
 
 def _events(store: SortStore, cfg: PreprocessConfig) -> np.ndarray:
@@ -96,8 +108,10 @@ def _snapshot_traces(store: SortStore, frames: np.ndarray, dt: int) -> np.ndarra
     return out
 
 
-def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype) -> None:
-    """Quantise each candidate's block from the scratch file and write snapshots/*."""
+def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype,
+                     src_dtype: np.dtype) -> None:
+    """Quantise each candidate's block from the scratch file (values of ``src_dtype``) and
+    write snapshots/*."""
     n = len(plan.crops)
     frames = plan.frames
     offsets = plan.block_offsets
@@ -107,30 +121,48 @@ def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype
                               chunks=(max(1, min(total, 8 * 2**20 // dtype.itemsize)),))
     scale = np.zeros((n, 2), np.float32)
     clims = np.zeros((n, 4), np.float32)
-    src = np.memmap(scratch_file, dtype=np.float32, mode="r", shape=(max(total, 1),))
+    src = np.memmap(scratch_file, dtype=src_dtype, mode="r", shape=(max(total, 1),))
     e, f = frames.shape[1], frames.shape[2]
+    hw = ((plan.crops[:, 1] - plan.crops[:, 0]).astype(np.int64)
+          * (plan.crops[:, 3] - plan.crops[:, 2]).astype(np.int64))
+    q_max = float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
     i = 0
     while i < n:
         j = int(np.searchsorted(offsets, offsets[i] + _WRITE_BLOCK_BYTES // 4, side="right"))
         j = min(max(j - 1, i + 1), n)
-        out = np.empty(int(offsets[j] - offsets[i]), dtype)
+        base = int(offsets[i])
+        raw = np.asarray(src[base:int(offsets[j])])
+        valid = frames[i:j] >= 0                                      # (g, E, F)
         for k in range(i, j):
-            lo, hi = int(offsets[k]), int(offsets[k + 1])
-            if hi == lo:
-                continue
-            h = int(plan.crops[k, 1] - plan.crops[k, 0])
-            w = int(plan.crops[k, 3] - plan.crops[k, 2])
-            block = np.array(src[lo:hi]).reshape(e, f, h, w)
-            valid = frames[k] >= 0
-            vals = block[valid]
-            clims[k] = _clims(vals.ravel())
-            fill = clims[k, 0] if dtype.kind in "ui" else 0.0
-            block[~valid] = fill
-            codes, (qlo, qhi) = quantise(block, dtype)
-            scale[k] = (qlo, qhi)
-            out[lo - int(offsets[i]):hi - int(offsets[i])] = codes.ravel()
+            lo, hi = int(offsets[k]) - base, int(offsets[k + 1]) - base
+            if hi > lo:
+                vals = raw[lo:hi].reshape(e * f, -1)[valid[k - i].ravel()]
+                clims[k] = _clims(vals.ravel())
+        sizes = np.diff(offsets[i:j + 1])
+        valid_el = np.repeat(valid.reshape(-1), np.repeat(hw[i:j], e * f))
+        x = raw.astype(np.float32)
+        if q_max is None:                       # float storage: invalid frames are 0
+            x[~valid_el] = 0.0
+            scale[i:j] = (0.0, 1.0)
+            out = x.astype(dtype)
+        else:
+            # store.quantise per candidate, vectorised: the invalid frames are filled with
+            # the candidate's minimum (code 0), so its (lo, hi) is the valid values' (min, max)
+            lo32, hi32 = clims[i:j, 0], clims[i:j, 1]
+            span = hi32.astype(np.float64) - lo32.astype(np.float64)
+            factor = np.where(span > 0, q_max / np.where(span > 0, span, 1.0), 0.0)
+            x -= np.repeat(lo32, sizes)
+            x *= np.repeat(factor.astype(np.float32), sizes)
+            x += np.float32(0.5)
+            np.floor(x, out=x)
+            x[~valid_el] = 0.0
+            np.clip(x, 0, q_max, out=x)
+            out = x.astype(dtype)
+            scale[i:j, 0] = lo32
+            scale[i:j, 1] = np.where(span > 0, hi32, lo32)
+        del x
         if out.size:
-            data[int(offsets[i]):int(offsets[j])] = out
+            data[base:int(offsets[j])] = out
         i = j
     del src
     store.write_array("snapshots/offsets", offsets, dims=["candidates+1"], units="elements")
@@ -146,7 +178,8 @@ def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype
 
 def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConfig(), *,
                device: str = "auto", progress: bool | Callable[[dict], None] = False,
-               movie_path: str | Path | None = None) -> dict:
+               movie_path: str | Path | None = None, scheduler: str | None = None,
+               workers: int | None = None) -> dict:
     """Compute geometry, events, FOV images and event snapshots of every candidate of a store.
 
     store_path : a store with the ``ingest`` stage complete.
@@ -156,9 +189,16 @@ def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConf
     progress : True for a progress bar (frames/s, MB/s), or a callable receiving a dict after
         each chunk (``frames_done``, ``n_frames``, ``seconds``, ``frames_per_s``, ``mb_per_s``).
     movie_path : the movie, when it moved since ingest.
+    scheduler, workers : run the movie pass on Dask (an existing scheduler's address, or a
+        LocalCluster of ``workers`` processes): the movie is split into time pieces made of
+        whole chunks, merged in order, so the outputs equal the single-process run (images to
+        float rounding, snapshots bit for bit). The movie and the store must be on a filesystem
+        every worker sees. An unreachable scheduler raises ``cluster.ClusterError`` before the
+        store is touched.
 
     The stage is marked incomplete while it runs; a killed run resumes the movie pass from the
-    last completed chunk when called again. Returns a summary dict (seconds, chunk frames,
+    last checkpoint (every ``stream.CHECKPOINT_S`` seconds; with Dask: the finished pieces)
+    when called again. Returns a summary dict (seconds, chunk frames,
     frames/s, MB/s, resumed_from, snapshot bytes).
     """
     t0 = time.perf_counter()
@@ -175,28 +215,20 @@ def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConf
     path = resolve_movie_path(store, movie_path)
     backend = resolve_backend(device)
     dt = int((store.attrs.get("movie") or {}).get("temporal_downsample", 1))
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    from ..cluster import dask_client
+
     movie = _open_movie(path, store)
     try:
-        store.begin_stage("preprocess", {**as_dict(config), "device": backend.name,
-                                         "movie": str(path)})
-        h, w = store.height, store.width
-        geo = compute_geometry(store.footprints(), h, w, threshold=config.outline_threshold,
-                               margin=config.crop_margin_px)
-        events = _events(store, config)
-        frames = snapshot_frames(events, dt=dt, n_movie_frames=movie.n_frames,
-                                 half_window=config.event_half_window_frames)
-        plan = plan_pass(frames, geo.crops)
-        budget = (int(config.max_memory_mb * 2**20) if config.max_memory_mb
-                  else default_budget_bytes(backend.is_gpu))
-        chunk = chunk_frames_for(budget, h, w, movie.dtype.itemsize, movie.n_frames)
-        log.info("movie pass: %s, %d frames per chunk (budget %.0f MB), %s",
-                 path, chunk, budget / 2**20, backend.name)
-        scratch = store.path / ".scratch" / "preprocess"
-        images, info = run_pass(movie, plan, scratch, chunk_frames=chunk, xp=backend.xp,
-                                progress=progress, gather_bytes=gather_batch_bytes(budget))
+        with dask_client(scheduler, workers) as client:
+            store.begin_stage("preprocess", {**as_dict(config), "device": backend.name,
+                                             "movie": str(path)})
+            images, info, geo, events, plan, chunk, budget, scratch = _compute(
+                store, movie, path, config, backend, dt, progress, client)
     finally:
         movie.close()
-    _write_outputs(store, geo, events, plan, images, config, scratch, dt)
+    _write_outputs(store, geo, events, plan, images, config, scratch, dt, info)
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         (store.path / ".scratch").rmdir()
@@ -207,7 +239,8 @@ def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConf
                "frames_per_s": info["frames_per_s"], "mb_per_s": info["mb_per_s"],
                "resumed_from": info["resumed_from"], "device": backend.name,
                "n_candidates": store.n_candidates,
-               "snapshot_values": plan.total_elements}
+               "snapshot_values": plan.total_elements, "pieces": info.get("pieces", 1),
+               "checkpoint_seconds": info.get("checkpoint_seconds", 0.0)}
     store.finish_stage("preprocess", summary["seconds"],
                        **{k: v for k, v in summary.items() if k != "seconds"})
     log.info("preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s)",
@@ -215,7 +248,33 @@ def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConf
     return summary
 
 
-def _write_outputs(store, geo, events, plan, images, config, scratch, dt):
+def _compute(store, movie, path, config, backend, dt, progress, client):
+    """Geometry, events and the movie pass (in process, or on the Dask ``client``)."""
+    h, w = store.height, store.width
+    geo = compute_geometry(store.footprints(), h, w, threshold=config.outline_threshold,
+                           margin=config.crop_margin_px)
+    events = _events(store, config)
+    frames = snapshot_frames(events, dt=dt, n_movie_frames=movie.n_frames,
+                             half_window=config.event_half_window_frames)
+    plan = plan_pass(frames, geo.crops)
+    budget = (int(config.max_memory_mb * 2**20) if config.max_memory_mb
+              else default_budget_bytes(backend.is_gpu))
+    chunk = chunk_frames_for(budget, h, w, movie.dtype.itemsize, movie.n_frames)
+    log.info("movie pass: %s, %d frames per chunk (budget %.0f MB), %s%s",
+             path, chunk, budget / 2**20, backend.name, " on Dask" if client else "")
+    scratch = store.path / ".scratch" / "preprocess"
+    if client is None:
+        images, info = run_pass(movie, plan, scratch, chunk_frames=chunk, xp=backend.xp,
+                                progress=progress, gather_bytes=gather_batch_bytes(budget))
+    else:
+        images, info = run_pass_distributed(
+            client, movie, plan, scratch, chunk_frames=chunk, device=backend.name,
+            dataset=(store.attrs.get("movie") or {}).get("dataset"),
+            gather_bytes=gather_batch_bytes(budget))
+    return images, info, geo, events, plan, chunk, budget, scratch
+
+
+def _write_outputs(store, geo, events, plan, images, config, scratch, dt, info):
     for name, img in images.items():
         store.write_array(f"fov/{name}", img, dims=["rows", "cols"],
                           units="Pearson r" if name == "corr" else "movie units")
@@ -232,4 +291,5 @@ def _write_outputs(store, geo, events, plan, images, config, scratch, dt):
     store.write_array("candidates/snapshot_traces", _snapshot_traces(store, plan.frames, dt),
                       dims=["candidates", "events", "event_frames"],
                       units="source trace units (downsampled)")
-    _write_snapshots(store, scratch / "snapshots.f32", plan, np.dtype(config.snapshot_dtype))
+    _write_snapshots(store, scratch / SCRATCH_NAME, plan, np.dtype(config.snapshot_dtype),
+                     np.dtype(info["scratch_dtype"]))

@@ -1,18 +1,28 @@
 """The single sequential pass over the movie.
 
-One background thread reads consecutive chunks of frames (a queue of depth 2, so the next
-chunk is read while the current one is processed); for each chunk the main thread
+One background thread reads consecutive chunks of frames into a ring of 3 preallocated
+buffers (``Movie.read_into``; the next chunk is read while the current one is processed and a
+buffer is reused only after the consumer is done with it); for each chunk
 
-1. updates the FOV accumulators (:class:`~.kernels.ProjectionAccumulator`), and
-2. gathers every snapshot *segment* (consecutive frames of one candidate's crop around one
-   event) that falls in the chunk into a packed buffer (one batched gather), then copies the
-   segments into the per-candidate float32 scratch file ``<store>/.scratch/preprocess/
-   snapshots.f32`` (a memory map laid out block by block as the store's ``snapshots/data``).
+1. the FOV accumulators (:class:`~.kernels.ProjectionAccumulator`) are updated on a thread
+   pool (row blocks split over the CPU cores), while
+2. the calling thread copies every snapshot *segment* (consecutive frames of one candidate's
+   crop around one event) that falls in the chunk into the per-candidate scratch file
+   ``<store>/.scratch/preprocess/snapshots.scratch`` (a memory map laid out block by block as
+   the store's ``snapshots/data``, in the movie's own dtype when it is a <= 4-byte number,
+   else float32: exact, and half the bytes of float32 for uint16 movies). On a GPU the
+   segments are gathered by one kernel per batch instead.
 
-After every chunk the accumulators and the next frame to read are saved atomically
-(``state.npz``, written to a temporary file then renamed) after flushing the scratch file,
-so a killed pass resumes from the last completed chunk when run again with the same movie,
-events and crops (``meta.json`` holds a digest of those; a mismatch restarts from frame 0).
+After a chunk, when ``CHECKPOINT_S`` seconds passed since the last save (and after the last
+chunk), the scratch file is flushed and the accumulators and the next frame to read are saved
+atomically (``state.npz``, written to a temporary file then renamed), so a killed pass resumes
+from the last checkpoint when run again with the same movie, events and crops (``meta.json``
+holds a digest of those; a mismatch restarts from frame 0).
+
+Dask (:func:`run_pass_distributed`): the frames are split into pieces of whole chunks
+(:func:`split_pieces`); each piece (:func:`run_piece`, on a worker) reads its frames, writes its
+segments into the shared scratch file (disjoint elements) and returns its accumulators, which
+the client merges in piece order.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,10 +45,14 @@ from .kernels import ProjectionAccumulator, gather_segments
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PassPlan", "plan_pass", "run_pass", "default_budget_bytes", "chunk_frames_for",
-           "ChunkReader"]
+__all__ = ["PassPlan", "plan_pass", "run_pass", "run_pass_distributed", "run_piece",
+           "split_pieces", "pass_digest", "default_budget_bytes", "chunk_frames_for",
+           "ChunkReader", "CHECKPOINT_S", "SCRATCH_NAME", "scratch_dtype"]
 
 _GATHER_BATCH_BYTES = 256 * 2**20
+#: default seconds between resume checkpoints (each writes the float64 accumulators, ~48 MB
+#: for a 1024 x 1024 movie, and flushes the scratch snapshots)
+CHECKPOINT_S = 20.0
 
 
 @dataclass
@@ -136,11 +151,12 @@ def default_budget_bytes(gpu: bool = False) -> int:
 
 def chunk_frames_for(budget_bytes: int, height: int, width: int, itemsize: int,
                      n_frames: int) -> int:
-    """Frames per chunk: the budget over the per-frame cost (3 frames queued or being read, the
-    frame being processed, its float32 copy and temporaries) after the fixed accumulators."""
+    """Frames per chunk: the budget, after the fixed accumulators and the gather buffer, over
+    the per-frame cost (the reader's ring of 3 chunk buffers, plus a float32 copy of the chunk,
+    which only the GPU path makes)."""
     px = height * width
     fixed = 8 * px * 8 + gather_batch_bytes(budget_bytes)
-    per_frame = 4 * px * itemsize + 3 * px * 4
+    per_frame = 3 * px * itemsize + px * 4
     frames = (int(budget_bytes) - fixed) // per_frame
     return int(max(1, min(frames, n_frames)))
 
@@ -151,22 +167,48 @@ def gather_batch_bytes(budget_bytes: int) -> int:
 
 
 class ChunkReader:
-    """Reads ``movie`` chunks [start, T) in a background thread; iterate to get
-    (first_frame, frames). A queue of ``depth`` chunks bounds memory."""
+    """Reads ``movie`` chunks [start, stop) in a background thread; iterate to get
+    (first_frame, frames).
 
-    def __init__(self, movie, chunk_frames: int, start: int = 0, depth: int = 2):
+    The frames are read with ``movie.read_into`` into a ring of ``depth + 1`` preallocated
+    buffers (no allocation per chunk): one being read, up to ``depth - 1`` queued, one held by
+    the consumer. A yielded array is valid until the next one is requested (the buffer then
+    goes back to the reader), so it is never overwritten while in use.
+    """
+
+    def __init__(self, movie, chunk_frames: int, start: int = 0, depth: int = 2,
+                 stop: int | None = None):
+        stop = movie.n_frames if stop is None else int(stop)
         self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._free: queue.Queue = queue.Queue()
+        n = max(1, min(int(chunk_frames), stop - int(start)))
+        for _ in range(depth + 1):
+            self._free.put(np.empty((n, movie.height, movie.width), movie.dtype))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(movie, chunk_frames, start),
+        self._thread = threading.Thread(target=self._run,
+                                        args=(movie, int(chunk_frames), int(start), stop),
                                         daemon=True, name="actsort-chunk-reader")
         self._thread.start()
 
-    def _run(self, movie, chunk_frames, start):
+    def _get(self, q: queue.Queue):
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def _run(self, movie, chunk_frames, start, stop):
         try:
-            for first, frames in movie.iter_chunks(chunk_frames, start):
+            for first in range(start, stop, chunk_frames):
+                last = min(stop, first + chunk_frames)
+                buf = self._get(self._free)
+                if buf is None:
+                    return
+                frames = movie.read_into(first, last, buf[:last - first])
                 while not self._stop.is_set():
                     try:
-                        self._q.put((first, frames), timeout=0.1)
+                        self._q.put((first, frames, buf), timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -183,7 +225,9 @@ class ChunkReader:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            first, frames, buf = item
+            yield first, frames
+            self._free.put(buf)
 
     def close(self):
         self._stop.set()
@@ -194,14 +238,16 @@ class ChunkReader:
                 pass
 
 
-def _save_state(scratch: Path, acc: ProjectionAccumulator, next_frame: int, digest: str):
-    tmp = scratch / "state.tmp.npz"
+def _save_state(scratch: Path, acc: ProjectionAccumulator, next_frame: int, digest: str,
+                name: str = "state"):
+    tmp = scratch / f"{name}.tmp.npz"
     with open(tmp, "wb") as fh:
         np.savez(fh, next_frame=np.array(next_frame), **acc.state())
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, scratch / "state.npz")
-    _write_json(scratch / "meta.json", {"digest": digest, "next_frame": int(next_frame)})
+    os.replace(tmp, scratch / f"{name}.npz")
+    _write_json(scratch / f"{name}.json" if name != "state" else scratch / "meta.json",
+                {"digest": digest, "next_frame": int(next_frame)})
 
 
 def _write_json(path: Path, obj: dict):
@@ -210,9 +256,11 @@ def _write_json(path: Path, obj: dict):
     os.replace(tmp, path)
 
 
-def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator) -> int:
+def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator,
+                name: str = "state") -> int:
     """Load the saved state if it belongs to this plan; return the frame to continue from."""
-    meta_p, state_p = scratch / "meta.json", scratch / "state.npz"
+    meta_p = scratch / ("meta.json" if name == "state" else f"{name}.json")
+    state_p = scratch / f"{name}.npz"
     if not (meta_p.is_file() and state_p.is_file()):
         return 0
     try:
@@ -229,35 +277,90 @@ def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator) -> int:
         return 0
 
 
+def pass_digest(plan: PassPlan, movie) -> str:
+    """Identifies a pass: the plan (frames, crops, offsets) and the movie's shape/dtype/path."""
+    return hashlib.sha256((plan.digest() + json.dumps(
+        [list(movie.shape), str(movie.dtype), str(movie.path)])).encode()).hexdigest()
+
+
+SCRATCH_NAME = "snapshots.scratch"
+
+
+def scratch_dtype(movie_dtype) -> np.dtype:
+    """dtype of the scratch snapshots: the movie's if an integer or float of <= 4 bytes (the
+    values are copied exactly), else float32."""
+    dt = np.dtype(movie_dtype)
+    return dt if dt.kind in "uif" and dt.itemsize <= 4 else np.dtype(np.float32)
+
+
+def _open_scratch(snap_path: Path, nbytes: int, fresh: bool) -> None:
+    if fresh or not snap_path.is_file() or snap_path.stat().st_size != nbytes:
+        with open(snap_path, "wb") as fh:
+            fh.truncate(nbytes)
+
+
+def _pass_range(movie, plan: PassPlan, snaps, acc: ProjectionAccumulator, start: int,
+                stop: int, chunk_frames: int, xp, gather_bytes: int,
+                after_chunk: Callable[[int, int], None] | None = None) -> int:
+    """Read frames [start, stop) chunk by chunk (chunks start at ``start``), accumulate them
+    and gather their snapshot segments into ``snaps``; ``after_chunk(last, nbytes)`` after
+    each chunk. Returns the bytes read."""
+    max_window = int(plan.frames.shape[2]) if plan.frames.ndim == 3 else 1
+    done_bytes = 0
+    reader = ChunkReader(movie, chunk_frames, start, stop=stop)
+    # NumPy: the accumulation (its own threads) runs while this thread gathers the snapshots
+    side = ThreadPoolExecutor(1, thread_name_prefix="actsort-acc-main") if xp is np else None
+    try:
+        for first, frames in reader:
+            last = first + frames.shape[0]
+            dev = xp.asarray(frames) if xp is not np else frames
+            job = side.submit(acc.update, dev) if side is not None else acc.update(dev)
+            seg, dst, sizes = _segments_for_chunk(plan, first, last, max_window)
+            _gather_into(dev, seg, dst, sizes, snaps, xp, gather_bytes)
+            if side is not None:
+                job.result()
+            done_bytes += frames.nbytes
+            if after_chunk is not None:
+                after_chunk(last, frames.nbytes)
+    finally:
+        reader.close()
+        if side is not None:
+            side.shutdown(wait=True)
+    return done_bytes
+
+
 def run_pass(movie, plan: PassPlan, scratch: Path, *, chunk_frames: int, xp=np,
              progress: bool | Callable[[dict], None] = False,
-             gather_bytes: int = _GATHER_BATCH_BYTES) -> tuple[dict, dict]:
-    """Read ``movie`` once, from the last completed chunk, filling the scratch snapshots.
+             gather_bytes: int = _GATHER_BATCH_BYTES, threads: int | None = None,
+             checkpoint_s: float | None = None) -> tuple[dict, dict]:
+    """Read ``movie`` once, from the last checkpoint, filling the scratch snapshots.
 
     Returns (images, info): images max/mean/std/corr (H, W) float32; info with ``seconds``,
-    ``resumed_from``, ``chunk_frames``, ``frames_per_s``, ``mb_per_s``.
+    ``resumed_from``, ``chunk_frames``, ``frames_per_s``, ``mb_per_s``, ``scratch_dtype``,
+    ``checkpoints`` and ``checkpoint_seconds`` (time spent saving them).
     ``progress``: True for a tqdm bar, or a callable getting a dict after every chunk.
+    threads : CPU threads of the accumulation (default: min(cores, 8)).
+    checkpoint_s : save the resume state after a chunk when at least this many seconds passed
+        since the last save (default ``CHECKPOINT_S``; 0 = after every chunk).
     """
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     t_movie, height, width = movie.shape
-    digest = hashlib.sha256((plan.digest() + json.dumps(
-        [list(movie.shape), str(movie.dtype), str(movie.path)])).encode()).hexdigest()
-    acc = ProjectionAccumulator(height, width, xp=xp)
+    digest = pass_digest(plan, movie)
+    acc = ProjectionAccumulator(height, width, xp=xp, threads=threads)
     start = _try_resume(scratch, digest, acc)
-    snap_path = scratch / "snapshots.f32"
+    snap_path = scratch / SCRATCH_NAME
     n_elem = max(plan.total_elements, 1)
-    if start == 0 or not snap_path.is_file() or snap_path.stat().st_size != 4 * n_elem:
-        if start:
-            log.warning("%s: scratch snapshots missing; starting from frame 0", scratch)
-            start = 0
-            acc = ProjectionAccumulator(height, width, xp=xp)
-        with open(snap_path, "wb") as fh:
-            fh.truncate(4 * n_elem)
+    sdt = scratch_dtype(movie.dtype)
+    if start and (not snap_path.is_file() or snap_path.stat().st_size != sdt.itemsize * n_elem):
+        log.warning("%s: scratch snapshots missing; starting from frame 0", scratch)
+        start = 0
+        acc = ProjectionAccumulator(height, width, xp=xp, threads=threads)
+    _open_scratch(snap_path, sdt.itemsize * n_elem, fresh=(start == 0))
     if start:
         log.info("resuming the movie pass at frame %d of %d", start, t_movie)
-    snaps = np.memmap(snap_path, dtype=np.float32, mode="r+", shape=(n_elem,))
-    max_window = int(plan.frames.shape[2]) if plan.frames.ndim == 3 else 1
+    snaps = np.memmap(snap_path, dtype=sdt, mode="r+", shape=(n_elem,))
+    every = CHECKPOINT_S if checkpoint_s is None else float(checkpoint_s)
     bar = None
     if progress is True:
         from tqdm import tqdm
@@ -266,42 +369,161 @@ def run_pass(movie, plan: PassPlan, scratch: Path, *, chunk_frames: int, xp=np,
                    dynamic_ncols=True)
     callback = progress if callable(progress) else None
     t0 = time.perf_counter()
-    done_bytes = 0
-    reader = ChunkReader(movie, chunk_frames, start)
-    try:
-        for first, frames in reader:
-            last = first + frames.shape[0]
-            dev = xp.asarray(frames) if xp is not np else frames
-            acc.update(dev)
-            seg, dst, sizes = _segments_for_chunk(plan, first, last, max_window)
-            _gather_into(dev, seg, dst, sizes, snaps, xp, gather_bytes)
+    state = {"bytes": 0, "saved": t0, "ckpt_s": 0.0, "ckpts": 0}
+
+    def after_chunk(last: int, nbytes: int):
+        now = time.perf_counter()
+        state["bytes"] += nbytes
+        if last >= t_movie or now - state["saved"] >= every:
             snaps.flush()
             _save_state(scratch, acc, last, digest)
-            done_bytes += frames.nbytes
-            dt = max(time.perf_counter() - t0, 1e-9)
-            stats = {"frames_done": last, "n_frames": t_movie, "seconds": dt,
-                     "frames_per_s": (last - start) / dt, "mb_per_s": done_bytes / dt / 1e6}
-            if bar is not None:
-                bar.update(frames.shape[0])
-                bar.set_postfix(fps=f"{stats['frames_per_s']:.0f}",
-                                MBps=f"{stats['mb_per_s']:.0f}")
-            if callback is not None:
-                callback(stats)
+            state["saved"] = time.perf_counter()
+            state["ckpt_s"] += state["saved"] - now
+            state["ckpts"] += 1
+        dt = max(now - t0, 1e-9)
+        stats = {"frames_done": last, "n_frames": t_movie, "seconds": dt,
+                 "frames_per_s": (last - start) / dt, "mb_per_s": state["bytes"] / dt / 1e6}
+        if bar is not None:
+            bar.n = last
+            bar.set_postfix(fps=f"{stats['frames_per_s']:.0f}",
+                            MBps=f"{stats['mb_per_s']:.0f}")
+        if callback is not None:
+            callback(stats)
+
+    try:
+        done_bytes = _pass_range(movie, plan, snaps, acc, start, t_movie, chunk_frames, xp,
+                                 gather_bytes, after_chunk)
     finally:
-        reader.close()
+        acc.close()
         if bar is not None:
             bar.close()
         del snaps
     seconds = time.perf_counter() - t0
     info = {"seconds": seconds, "resumed_from": int(start), "chunk_frames": int(chunk_frames),
             "frames_per_s": (t_movie - start) / max(seconds, 1e-9),
-            "mb_per_s": done_bytes / max(seconds, 1e-9) / 1e6}
+            "mb_per_s": done_bytes / max(seconds, 1e-9) / 1e6, "scratch_dtype": str(sdt),
+            "checkpoints": state["ckpts"], "checkpoint_seconds": state["ckpt_s"]}
+    return acc.images(), info
+
+
+# ------------------------------------------------------------------ Dask: time pieces
+def split_pieces(n_frames: int, chunk_frames: int, n_pieces: int) -> list[tuple[int, int, int]]:
+    """(index, start, stop) time ranges made of whole chunks of the single-process pass (so
+    every chunk, and every float32 partial sum, is the same as in one process)."""
+    n_chunks = -(-int(n_frames) // int(chunk_frames))
+    n_pieces = max(1, min(int(n_pieces), n_chunks))
+    out = []
+    for k in range(n_pieces):
+        a = k * n_chunks // n_pieces
+        b = (k + 1) * n_chunks // n_pieces
+        out.append((k, a * chunk_frames, min(n_frames, b * chunk_frames)))
+    return out
+
+
+def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
+    """One Dask piece: frames [start, stop) of the movie -> accumulator state (host arrays);
+    its snapshot segments are written into the shared scratch file (disjoint elements).
+
+    spec : ``movie`` (path), ``dataset``, ``hw``, ``scratch`` (folder visible to the worker,
+    holding ``plan.npz`` and the scratch snapshots), ``chunk_frames``, ``gather_bytes``, ``digest``,
+    ``ref`` (H, W) float32 centring frame, ``device``.
+    A finished piece leaves ``piece_<k>.npz``: a rerun returns it without reading the movie.
+    """
+    from ..backend import resolve_backend
+    from ..io.movies import open_movie
+
+    k, start, stop = piece
+    scratch = Path(spec["scratch"])
+    backend = resolve_backend(spec.get("device", "cpu"))
+    xp = backend.xp
+    h, w = spec["hw"]
+    acc = ProjectionAccumulator(h, w, xp=xp, ref=spec["ref"], threads=spec.get("threads"))
+    name = f"piece_{k}"
+    if _try_resume(scratch, spec["digest"], acc, name=name) == stop:
+        return acc.state()
+    acc = ProjectionAccumulator(h, w, xp=xp, ref=spec["ref"], threads=spec.get("threads"))
+    with np.load(scratch / "plan.npz") as z:
+        plan = PassPlan(**{f: z[f] for f in ("frames", "crops", "block_offsets", "pairs",
+                                              "pair_dst")})
+    n_elem = max(plan.total_elements, 1)
+    snaps = np.memmap(scratch / SCRATCH_NAME, dtype=np.dtype(spec["scratch_dtype"]), mode="r+",
+                      shape=(n_elem,))
+    try:
+        with open_movie(spec["movie"], dataset=spec.get("dataset"),
+                        expected_hw=tuple(spec["hw"])) as movie:
+            _pass_range(movie, plan, snaps, acc, start, stop, spec["chunk_frames"], xp,
+                        spec["gather_bytes"])
+        snaps.flush()
+        _save_state(scratch, acc, stop, spec["digest"], name=name)
+    finally:
+        acc.close()
+        del snaps
+    return acc.state()
+
+
+def run_pass_distributed(client, movie, plan: PassPlan, scratch: Path, *, chunk_frames: int,
+                         device: str = "cpu", dataset: str | None = None,
+                         gather_bytes: int = _GATHER_BATCH_BYTES, n_pieces: int | None = None,
+                         threads: int | None = None) -> tuple[dict, dict]:
+    """The movie pass split into time pieces run on a Dask ``client`` (see
+    :func:`..cluster.map_pieces`); the accumulators are merged in piece order, so the images
+    equal :func:`run_pass`'s to rounding and the snapshots are identical. The movie and the
+    store must be on a filesystem the workers see. Returns (images, info) like run_pass."""
+    from ..cluster import map_pieces
+
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    t_movie, height, width = movie.shape
+    digest = pass_digest(plan, movie)
+    snap_path = scratch / SCRATCH_NAME
+    n_elem = max(plan.total_elements, 1)
+    sdt = scratch_dtype(movie.dtype)
+    meta_p = scratch / "pieces.json"
+    same = meta_p.is_file() and json.loads(meta_p.read_text()).get("digest") == digest
+    _open_scratch(snap_path, sdt.itemsize * n_elem, fresh=not same)
+    if not same:
+        for old in scratch.glob("piece_*"):
+            old.unlink()
+    np.savez(scratch / "plan.npz", frames=plan.frames, crops=plan.crops,
+             block_offsets=plan.block_offsets, pairs=plan.pairs, pair_dst=plan.pair_dst)
+    _write_json(meta_p, {"digest": digest})
+    if n_pieces is None:
+        n_workers = len(client.scheduler_info().get("workers", {})) if client is not None else 1
+        n_pieces = 2 * max(n_workers, 1)
+    pieces = split_pieces(t_movie, chunk_frames, n_pieces)
+    ref = movie.read(0, 1)[0].astype(np.float32)
+    spec = {"movie": str(movie.path), "dataset": dataset, "hw": (height, width),
+            "scratch": str(scratch.resolve()), "chunk_frames": int(chunk_frames),
+            "gather_bytes": int(gather_bytes), "digest": digest, "ref": ref,
+            "device": device, "threads": threads, "scratch_dtype": str(sdt)}
+    t0 = time.perf_counter()
+    states = map_pieces(client, run_piece, pieces, spec)
+    acc = ProjectionAccumulator(height, width, ref=ref, threads=1)
+    for st in states:
+        part = ProjectionAccumulator(height, width, threads=1)
+        part.load(st)
+        acc.merge(part)
+    seconds = time.perf_counter() - t0
+    nbytes = movie.nbytes
+    info = {"seconds": seconds, "resumed_from": 0, "chunk_frames": int(chunk_frames),
+            "frames_per_s": t_movie / max(seconds, 1e-9),
+            "mb_per_s": nbytes / max(seconds, 1e-9) / 1e6, "pieces": len(pieces),
+            "scratch_dtype": str(sdt)}
     return acc.images(), info
 
 
 def _gather_into(chunk, seg, dst, sizes, snaps, xp, gather_bytes):
-    """Gather the segments in batches of bounded size and copy them to the scratch map."""
+    """Copy every segment of the chunk to its place in the scratch map.
+
+    NumPy: one strided copy per segment straight into the map.
+    CuPy: batches of bounded size gathered on the device by one kernel, then copied out."""
     if len(seg) == 0:
+        return
+    if xp is np:
+        flat = snaps.view(np.ndarray)
+        for (f, nf, r0, c0, h, w, _), d in zip(seg.tolist(), dst.tolist()):
+            flat[d:d + nf * h * w].reshape(nf, h, w)[...] = chunk[f:f + nf, r0:r0 + h,
+                                                                  c0:c0 + w]
         return
     from .._xp import to_numpy
 
