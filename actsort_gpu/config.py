@@ -48,6 +48,7 @@ class FeatureConfig:
     similarity_memory_mb: float = 4096  # host RAM for the (N, T) similarity rows; beyond: temp file
     suite2p_pixel_fraction: float = 0.2  # extras compact/npix/aspect: pixels >= this x peak
     snr_window_frames: int = 5       # CaImAn exceptionality window N (its default 5)
+    threads: int = 2                 # CPU threads over row chunks (temporal, extras); 1 = none
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,13 @@ class ActiveConfig:
     balance: str = "weights"         # none (ActSort) | weights (each class carries half the loss)
     lambda_scale: float = 1.0        # lambda = lambda_scale / n_labelled (fitclinear 'auto' = 1)
     cold_start_per_class: int = 3    # DAL until this many cells and non-cells are labelled
+    disc_refresh: int = 20           # DAL/DCAL discriminator subsample kept this many queries
+                                     # (1 = ActSort: fresh draw per query; 20: ~10x cheaper)
+    lambda_cv: bool = False          # lambda_scale x {1,2,4,8} chosen by 5-fold CV on the labels
     batch_size: int = 1
-    use_embeddings: bool = True      # concatenate embeddings/ to features/ when present
+    # Concatenate embeddings/ to features/ when present. Off by default: with the shipped
+    # encoder it did not improve active learning (benchmarks/RESULTS.md, issue 7).
+    use_embeddings: bool = False
     seed: int = 0
 
 
