@@ -333,8 +333,14 @@ class SortStore:
         self.require("preprocess")
         return self.snapshots_block(slice(index, index + 1))[0]
 
-    def snapshots_block(self, items: slice) -> list[np.ndarray]:
-        """Dequantised snapshots of a contiguous block of candidates (list of 4-D arrays)."""
+    def snapshots_block(self, items: slice, *, dequantise: bool = True) -> list[np.ndarray]:
+        """Snapshots of a contiguous block of candidates (list of float32 4-D arrays).
+
+        dequantise : True gives movie units. False gives the stored codes (for integer storage
+            an increasing affine map of movie units per candidate, cheaper when only the shape
+            of the data matters), with missing frames set to the code of the value 0 and a
+            constant candidate (hi <= lo) set to zeros.
+        """
         start, stop, _ = items.indices(self.n_candidates)
         crops = self.read("candidates/crops", slice(start, stop))
         scale = self.read("snapshots/scale", slice(start, stop))
@@ -348,10 +354,19 @@ class SortStore:
             w = int(crops[k, 3] - crops[k, 2])
             raw = data[offsets[k] - offsets[0]:offsets[k + 1] - offsets[0]]
             block = raw.reshape(frames.shape[1], frames.shape[2], h, w).astype(np.float32)
-            if q_max is not None:
-                lo, hi = scale[k]
+            missing = frames[k] < 0
+            lo, hi = float(scale[k, 0]), float(scale[k, 1])
+            if q_max is None:
+                zero_value = 0.0
+            elif dequantise:
                 block = lo + block * np.float32((hi - lo) / q_max)
-            block[frames[k] < 0] = 0.0
+                zero_value = 0.0
+            elif hi <= lo:
+                block[...] = 0.0
+                zero_value = 0.0
+            else:
+                zero_value = -lo / (hi - lo) * q_max
+            block[missing] = zero_value
             out.append(block)
         return out
 

@@ -277,38 +277,6 @@ def fit_events(snapshot_traces: np.ndarray, valid: np.ndarray, snapshots: list[n
     return st, va, snaps
 
 
-def _snapshot_codes(store, start: int, stop: int) -> list[np.ndarray]:
-    """Snapshots of candidates start..stop as stored (codes, per candidate an increasing affine
-    map of movie units), frames outside the movie set to the code of value 0.
-
-    Skips dequantisation, which :func:`candidate_inputs` does not need (see its docstring); a
-    candidate whose scale is degenerate (hi <= lo, a constant block) gets zeros.
-    """
-    from ..store import _quant_max
-
-    crops = store.read("candidates/crops", slice(start, stop))
-    scale = store.read("snapshots/scale", slice(start, stop))
-    frames = store.read("snapshots/frames", slice(start, stop))
-    offsets = store.read("snapshots/offsets", slice(start, stop + 1))
-    data = store.read("snapshots/data", slice(int(offsets[0]), int(offsets[-1])))
-    q_max = _quant_max(data.dtype)
-    out = []
-    for k in range(stop - start):
-        h, w = int(crops[k, 1] - crops[k, 0]), int(crops[k, 3] - crops[k, 2])
-        raw = data[offsets[k] - offsets[0]:offsets[k + 1] - offsets[0]]
-        block = raw.reshape(frames.shape[1], frames.shape[2], h, w)
-        missing = frames[k] < 0
-        if q_max is not None and scale[k, 1] <= scale[k, 0]:
-            block = np.zeros(block.shape, np.float32)
-        elif missing.any():
-            lo, hi = (float(scale[k, 0]), float(scale[k, 1])) if q_max is not None else (0, 1)
-            zero_code = -lo / (hi - lo) * q_max if q_max is not None else 0.0
-            block = block.astype(np.float32)
-            block[missing] = zero_code
-        out.append(block)
-    return out
-
-
 def store_inputs(store, rows: slice, image_size: int, *, n_events: int | None = None,
                  event_frames: int | None = None, keep: np.ndarray | None = None):
     """Encoder inputs of a contiguous block of candidates of an open :class:`SortStore`.
@@ -333,7 +301,9 @@ def store_inputs(store, rows: slice, image_size: int, *, n_events: int | None = 
             f"encoder was trained on {event_frames}; re-run preprocess with "
             f"event_half_window_frames={(event_frames - 1) // 2} or train an encoder on it")
     valid = store.read("candidates/events", block) >= 0
-    snapshots = _snapshot_codes(store, start, stop)
+    # Codes, not movie units: candidate_inputs normalises per channel by percentiles, which
+    # an increasing affine map per candidate leaves unchanged (see its docstring).
+    snapshots = store.snapshots_block(slice(start, stop), dequantise=False)
     if n_events is not None:
         snapshot_traces, valid, snapshots = fit_events(snapshot_traces, valid, snapshots,
                                                         n_events)
