@@ -62,7 +62,7 @@ class ActiveConfig:
     cold_start_per_class: int = 3    # DAL until this many cells and non-cells are labelled
     disc_refresh: int = 20           # DAL/DCAL discriminator subsample kept this many queries
                                      # (1 = ActSort: fresh draw per query; 20: ~10x cheaper)
-    lambda_cv: bool = False          # lambda_scale x {1,2,4,8} chosen by 5-fold CV on the labels
+    lambda_cv: bool = True           # lambda_scale x {1,2,4,8} chosen by 5-fold CV on the labels
     batch_size: int = 1
     # Concatenate embeddings/ to features/ when present. Off by default: with the shipped
     # encoder it did not improve active learning (benchmarks/RESULTS.md, issue 7).

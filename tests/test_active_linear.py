@@ -100,3 +100,56 @@ def test_predict_before_fit_raises():
 def test_empty_training_set_raises():
     with pytest.raises(ValueError, match="no training rows"):
         fit_l1_logistic(np.zeros((0, 3)), np.zeros(0))
+
+
+def test_capped_warm_start_reaches_cold_optimum_on_shifted_rows(bench):
+    """The discriminator's regime: warm start from a neighbouring problem (rows replaced),
+    at most 5 Newton steps, still converges to the cold exact optimum and KKT point."""
+    x, y = bench
+    rng = np.random.default_rng(11)
+    idx = rng.choice(len(y), 400, replace=False)
+    warm = L1Logistic(tol=1e-9, max_iter=5)
+    warm.fit(x[idx[:300]], y[idx[:300]])
+    shifted = np.r_[idx[2:300], idx[300:303]]       # two rows dropped, three added
+    warm.fit(x[shifted], y[shifted])
+    cold = L1Logistic(tol=1e-9, warm_start=False).fit(x[shifted], y[shifted])
+    assert warm.n_iter_ <= 5
+    assert kkt_violation(x[shifted], y[shifted], warm.coef_, warm.intercept_) < 1e-7
+    np.testing.assert_allclose(warm.coef_, cold.coef_, atol=1e-6)
+
+
+def test_cv_lambda_scale_known_cases(bench):
+    from actsort_gpu.active.model_select import balanced_weights, cv_lambda_scale
+
+    np.testing.assert_allclose(balanced_weights(np.array([1, 1, 1, -1])), [2 / 3, 2 / 3, 2 / 3, 2])
+    np.testing.assert_allclose(balanced_weights(np.array([1, 1])), [1, 1])
+    # Pure-noise features: a strong penalty wins (nothing generalises; 8 and 64 may both zero
+    # every coefficient and tie, ties go to the smaller).
+    rng = np.random.default_rng(0)
+    xn = rng.normal(size=(120, 30))
+    yn = np.where(rng.random(120) < 0.5, 1.0, -1.0)
+    best, dev = cv_lambda_scale(xn, yn, grid=(1.0, 8.0, 64.0))
+    assert best in (8.0, 64.0) and min(dev[1:]) < dev[0]
+    # Real labels, many rows: a weak penalty is chosen and the result is deterministic.
+    x, y = bench
+    idx = np.random.default_rng(1).choice(len(y), 600, replace=False)
+    a = cv_lambda_scale(x[idx], y[idx], grid=(1.0, 64.0), seed=3)
+    assert a[0] == 1.0 and a == cv_lambda_scale(x[idx], y[idx], grid=(1.0, 64.0), seed=3)
+    with pytest.raises(ValueError, match="each class needs"):
+        cv_lambda_scale(x[:8], np.r_[np.ones(6), -np.ones(2)])
+
+
+def test_engine_lambda_cv_kicks_in_with_enough_labels(bench):
+    from actsort_gpu.active.engine import Engine, Policy
+
+    x, y = bench
+    eng = Engine(x[:1500], Policy(lambda_cv=True, balance="weights"), seed=0)
+    lab = np.zeros(1500, dtype=np.int8)
+    lab[:30] = y[:30]
+    eng.set_labels(lab)
+    eng.fit()
+    assert eng.clf.lambda_scale == 1.0 and getattr(eng, "_cv_at", None) is None
+    lab[:200] = y[:200]
+    eng.set_labels(lab)
+    eng.fit()
+    assert eng._cv_at[0] == 200 and eng.clf.lambda_scale in (1.0, 2.0, 4.0, 8.0)

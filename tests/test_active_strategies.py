@@ -127,3 +127,61 @@ def test_fine_tune_discards_most_conflicting_row():
     eng.set_label(52, int(y[52]))
     eng.fit()
     assert eng.pre_active.sum() == 38   # one pretrained row forgotten per new human label
+
+
+def test_discriminator_keeps_subsample_and_replaces_labelled_rows():
+    from actsort_gpu.active.strategies import Discriminator
+
+    x, _ = _toy(300, seed=4)
+    feats = torch.as_tensor(x)
+    labelled = torch.zeros(300, dtype=torch.bool)
+    labelled[:20] = True
+    disc = Discriminator(refresh_every=3, max_iter=5)
+    rng = np.random.default_rng(0)
+    disc(feats, labelled, rng)
+    first = disc._unl_pick.copy()
+    assert len(first) == 20 and not labelled[torch.as_tensor(first)].any()
+    # Label one row of the kept subsample and one more: it is replaced, m grows by 2.
+    labelled[int(first[0])] = True
+    labelled[299 if 299 not in first else 298] = True
+    disc(feats, labelled, rng)
+    second = disc._unl_pick
+    assert len(second) == 22 and len(set(second.tolist())) == 22
+    assert set(first[1:].tolist()) <= set(second.tolist())
+    assert not labelled[torch.as_tensor(second)].any()
+    # Third call (calls % 3 == 0 before it): kept; fourth: redrawn.
+    disc(feats, labelled, rng)
+    assert set(second.tolist()) == set(disc._unl_pick.tolist())
+    kept = disc._unl_pick.copy()
+    disc(feats, labelled, rng)
+    assert set(kept.tolist()) != set(disc._unl_pick.tolist())
+    with pytest.raises(ValueError, match="refresh_every"):
+        Discriminator(refresh_every=0)
+
+
+def test_discriminator_refresh_one_is_actsort_fresh_draw():
+    from actsort_gpu.active.strategies import Discriminator
+
+    x, _ = _toy(200, seed=5)
+    feats = torch.as_tensor(x)
+    labelled = torch.zeros(200, dtype=torch.bool)
+    labelled[:10] = True
+    # Same generator state -> same draw as rng.choice(unlabelled, m) (ActSort's fresh draw).
+    disc = Discriminator(refresh_every=1)
+    disc(feats, labelled, np.random.default_rng(9))
+    expect = np.random.default_rng(9).choice(np.arange(10, 200), 10, replace=False)
+    np.testing.assert_array_equal(disc._unl_pick, expect)
+
+
+def test_disc_refresh_policy_and_option():
+    assert parse_policy("faithful-dcal").disc_refresh == 1
+    assert parse_policy("dal").disc_refresh == 1
+    assert parse_policy("dal+refresh7").disc_refresh == 7
+    assert parse_policy("default").disc_refresh == 20
+    assert parse_policy("default").lambda_cv and not parse_policy("faithful-dcal").lambda_cv
+    assert not parse_policy("default+nocv").lambda_cv and parse_policy("dal+cv").lambda_cv
+    with pytest.raises(ValueError, match="disc_refresh"):
+        Policy(disc_refresh=0)
+    eng = Engine(_toy()[0], Policy(disc_refresh=1))
+    eng.set_policy(Policy(disc_refresh=5))
+    assert eng.disc.refresh_every == 5 and eng.disc.model.max_iter == 5

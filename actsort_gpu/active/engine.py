@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .linear import L1Logistic
+from .model_select import LAMBDA_GRID, balanced_weights, cv_lambda_scale
 from .strategies import (STRATEGIES, Discriminator, audit_order, cold_start_strategy, query)
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ class Policy:
     cold_start_per_class : random, then DAL, until this many cells and non-cells are labelled
     lambda_scale : lam = lambda_scale / n_labelled (1 = fitclinear 'auto')
     diverse_batches : k > 1 queries penalise near-duplicates
+    disc_refresh : DAL/DCAL discriminator: 1 = fresh unlabelled subsample every query (ActSort);
+        K > 1 = keep it, redraw every K queries, at most 5 warm-started Newton steps per query
+        (same decisions to within run-to-run noise, benchmarks/RESULTS.md; ~10x cheaper)
+    lambda_cv : choose lambda_scale x {1, 2, 4, 8} by 5-fold CV of the (balanced) deviance on
+        the labelled rows once >= 50 labels with >= 10 per class, redone every 10 new labels
+        (``model_select``); before that, lambda_scale (ActSort: off, lam = 1/n always)
     """
 
     strategy: str = "dcal"
@@ -46,6 +53,8 @@ class Policy:
     cold_start_per_class: int = 3
     lambda_scale: float = 1.0
     diverse_batches: bool = True
+    disc_refresh: int = 20
+    lambda_cv: bool = True
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -56,11 +65,13 @@ class Policy:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         if not 0.0 <= self.dcal_weight <= 1.0:
             raise ValueError(f"dcal_weight must lie in [0, 1], got {self.dcal_weight}")
+        if self.disc_refresh < 1:
+            raise ValueError(f"disc_refresh must be >= 1, got {self.disc_refresh}")
 
 
 # ActSort's benchmark scripts (reference section 7): threshold 0.65, no balancing, no clipping.
 FAITHFUL = Policy(strategy="dcal", dcal_weight=0.5, clip_weight=False, threshold=0.65,
-                  balance="none", diverse_batches=False)
+                  balance="none", diverse_batches=False, disc_refresh=1, lambda_cv=False)
 
 
 def product_policy(config=None) -> Policy:
@@ -72,7 +83,9 @@ def product_policy(config=None) -> Policy:
     return Policy(strategy=config.strategy, dcal_weight=config.dcal_weight,
                   clip_weight=True, threshold=config.threshold, balance=config.balance,
                   cold_start_per_class=config.cold_start_per_class,
-                  lambda_scale=config.lambda_scale)
+                  lambda_scale=config.lambda_scale,
+                  disc_refresh=getattr(config, "disc_refresh", Policy.disc_refresh),
+                  lambda_cv=getattr(config, "lambda_cv", Policy.lambda_cv))
 
 
 def parse_policy(spec: str, threshold: float | None = None, config=None) -> Policy:
@@ -83,7 +96,8 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
     ``random|ordered|cal|dal|dcal`` : ActSort semantics (balance none), DCAL clipped, w = 0.5;
     ``dcal-0.3`` : DCAL with w = 0.3 (ActSort naming).
     Options after ``+``: ``bal`` (class-balanced weights), ``thrX`` (threshold X),
-    ``noclip``, ``lamX`` (lambda_scale X); e.g. ``dal+bal``, ``default+thr0.5``.
+    ``noclip``, ``lamX`` (lambda_scale X), ``refreshK`` (discriminator subsample kept K
+    queries), ``cv``/``nocv`` (lambda by cross-validation); e.g. ``dal+bal``, ``default+thr0.5``.
     ``threshold`` (the --threshold argument) applies to non-default specs without ``thrX``.
     """
     base, *opts = spec.strip().split("+")
@@ -112,9 +126,15 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
             pol = replace(pol, threshold=float(opt[3:]))
         elif opt.startswith("lam"):
             pol = replace(pol, lambda_scale=float(opt[3:]))
+        elif opt == "cv":
+            pol = replace(pol, lambda_cv=True)
+        elif opt == "nocv":
+            pol = replace(pol, lambda_cv=False)
+        elif opt.startswith("refresh"):
+            pol = replace(pol, disc_refresh=int(opt[7:]))
         else:
             raise ValueError(f"strategy {spec!r}: unknown option {opt!r} "
-                             "(known: bal, nobal, noclip, thrX, lamX)")
+                             "(known: bal, nobal, noclip, thrX, lamX, refreshK, cv, nocv)")
     return pol
 
 
@@ -141,7 +161,7 @@ class Engine:
         self.rng = np.random.default_rng(seed)
         self.labels = np.zeros(x.shape[0], dtype=np.int8)
         self.clf = L1Logistic(lambda_scale=policy.lambda_scale, device=device)
-        self.disc = Discriminator(device=device)
+        self.disc = self._make_discriminator(policy)
         self.proba: torch.Tensor | None = None
         self._dirty = True
         self.pre_x = self.pre_y = None
@@ -158,9 +178,15 @@ class Engine:
     def n(self) -> int:
         return self.x.shape[0]
 
+    def _make_discriminator(self, policy: Policy) -> Discriminator:
+        return Discriminator(device=self.device, refresh_every=policy.disc_refresh,
+                             max_iter=100 if policy.disc_refresh == 1 else 5)
+
     def set_policy(self, policy: Policy) -> None:
         if policy.lambda_scale != self.policy.lambda_scale:
             self.clf = L1Logistic(lambda_scale=policy.lambda_scale, device=self.device)
+        if policy.disc_refresh != self.policy.disc_refresh:
+            self.disc = self._make_discriminator(policy)
         self.policy = policy
         self._dirty = True
 
@@ -201,11 +227,8 @@ class Engine:
             self.proba = None
             self._dirty = False
             return None
-        w = None
-        if self.policy.balance == "weights":
-            n_pos, n_neg = float((y > 0).sum()), float((y < 0).sum())
-            n = n_pos + n_neg
-            w = np.where(y > 0, n / (2 * n_pos), n / (2 * n_neg))
+        w = balanced_weights(y) if self.policy.balance == "weights" else None
+        self.clf.lambda_scale = self._lambda_scale(x, y)
         self.clf.fit(x, torch.as_tensor(y, device=self.device),
                      None if w is None else torch.as_tensor(w, device=self.device))
         if self.pre_y is not None and getattr(self, "_discard_pending", 0):
@@ -213,6 +236,25 @@ class Engine:
         self.proba = self.clf.predict_proba(self.x)
         self._dirty = False
         return self.proba
+
+    CV_MIN_LABELS = 50
+    CV_MIN_PER_CLASS = 10
+    CV_EVERY = 10
+
+    def _lambda_scale(self, x, y) -> float:
+        """policy.lambda_scale, times the CV choice when ``lambda_cv`` and enough labels."""
+        base = self.policy.lambda_scale
+        n = len(y)
+        if (not self.policy.lambda_cv or n < self.CV_MIN_LABELS
+                or min((y > 0).sum(), (y < 0).sum()) < self.CV_MIN_PER_CLASS):
+            return base
+        last = getattr(self, "_cv_at", None)
+        if last is None or abs(n - last[0]) >= self.CV_EVERY or last[1] != base:
+            scale, _ = cv_lambda_scale(x, y, balanced=self.policy.balance == "weights",
+                                       grid=tuple(base * g for g in LAMBDA_GRID), seed=n,
+                                       device=self.device)
+            self._cv_at = (n, base, scale)
+        return self._cv_at[2]
 
     def _discard_conflicting(self) -> None:
         """Paper-era fine_tune.m: after training, drop the pretrained row with the largest error

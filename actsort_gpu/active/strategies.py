@@ -63,11 +63,41 @@ class DiscriminatorResult:
 
 class Discriminator:
     """DAL/DCAL discriminator: L1 logistic, labelled (1) vs a balanced random unlabelled subset
-    (0); m = min(#labelled, #unlabelled) rows of each, fresh draw per query, lam = 1/(2m).
-    Warm-started from the previous query's solution (same convex problem family)."""
+    (0); m = min(#labelled, #unlabelled) rows of each, lam = 1/(2m). Warm-started from the
+    previous query's solution (same convex problem family).
 
-    def __init__(self, device="cpu", lambda_scale: float = 1.0):
-        self.model = L1Logistic(lambda_scale=lambda_scale, device=device, tol=1e-5)
+    refresh_every : 1 = ActSort (fresh random draw of both subsets every query); K > 1 = the
+        unlabelled subsample is kept between queries (rows that got labelled are replaced, new
+        rows are added as m grows) and redrawn every K queries, so the warm start is close
+        and a query costs one or two Newton steps.
+    max_iter : cap on the Newton steps per query (the fit to ``tol`` usually needs fewer).
+    """
+
+    def __init__(self, device="cpu", lambda_scale: float = 1.0, refresh_every: int = 1,
+                 max_iter: int = 100, tol: float = 1e-5):
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
+        self.model = L1Logistic(lambda_scale=lambda_scale, device=device, tol=tol,
+                                max_iter=max_iter)
+        self.refresh_every = int(refresh_every)
+        self._calls = 0
+        self._unl_pick: np.ndarray | None = None
+
+    def _unlabelled_subset(self, unl_idx: np.ndarray, m: int, n: int,
+                           rng: np.random.Generator) -> np.ndarray:
+        fresh = self.refresh_every == 1 or self._unl_pick is None or (
+            self._calls % self.refresh_every == 0)
+        if fresh:
+            return rng.choice(unl_idx, m, replace=False)
+        is_unl = np.zeros(n, dtype=bool)
+        is_unl[unl_idx] = True
+        keep = self._unl_pick[is_unl[self._unl_pick]][:m]
+        need = m - len(keep)
+        if need > 0:
+            is_unl[keep] = False          # candidates for the top-up: unlabelled, not kept
+            pool = np.flatnonzero(is_unl)
+            keep = np.concatenate([keep, rng.choice(pool, need, replace=False)])
+        return keep
 
     def __call__(self, features: torch.Tensor, labelled: torch.Tensor,
                  rng: np.random.Generator) -> DiscriminatorResult:
@@ -79,7 +109,9 @@ class Discriminator:
             return DiscriminatorResult(torch.full((n,), 0.5, device=features.device), 0.5)
         if m < len(lab_idx):
             lab_idx = rng.choice(lab_idx, m, replace=False)
-        unl_pick = rng.choice(unl_idx, m, replace=False)
+        unl_pick = self._unlabelled_subset(unl_idx, m, labelled.shape[0], rng)
+        self._unl_pick = unl_pick
+        self._calls += 1
         rows = torch.as_tensor(np.concatenate([lab_idx, unl_pick]), device=features.device)
         y = torch.cat([torch.ones(m), -torch.ones(m)]).to(features.device)
         self.model.fit(features[rows], y)
