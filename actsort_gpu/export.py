@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,22 +35,20 @@ COLUMNS = ("candidate", "source_index", "human_label", "probability", "decision"
 
 
 def _session_learner(store_path: Path, config=None):
-    """A learner over one store with the journal replayed read-only (no lock taken)."""
+    """A learner over one store (``learner.dataset_from_store``) with the journal replayed
+    read-only: no lock is taken, so this works beside a running page."""
     from .active.engine import product_policy
     from .active.journal import Journal
-    from .active.learner import DatasetInput, Learner
-    from .store import SortStore
+    from .active.learner import Learner, dataset_from_store
 
-    store = SortStore.open(store_path)
-    if not store.has("features/matrix"):
-        raise ValueError(f"{store_path}: no features/matrix; run `actsort features` first")
-    arr = store.array("features/matrix")
-    ds = DatasetInput(Path(store_path).name, np.asarray(arr[...], np.float32),
-                      list(arr.attrs.get("names", [])), str(arr.attrs.get("version", "")))
-    learner = Learner([ds], product_policy(config.active if config is not None else None),
-                      device="cpu")
-    journal = Journal(store.labels_dir / "journal.jsonl", read_only=True)
-    labels = np.zeros(store.n_candidates, np.int8)
+    active = config.active if config is not None else None
+    ds = dataset_from_store(store_path, use_embeddings=bool(getattr(active, "use_embeddings",
+                                                                    False)))
+    journal_path = ds.journal_path
+    ds = replace(ds, journal_path=None)          # the learner must not take the journal's lock
+    learner = Learner([ds], product_policy(active), device="cpu")
+    journal = Journal(journal_path, read_only=True)
+    labels = np.zeros(len(ds.features), np.int8)
     for (name, cand), lab in journal.labels.items():
         if name == ds.name and 0 <= cand < len(labels):
             labels[cand] = lab

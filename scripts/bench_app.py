@@ -5,8 +5,11 @@
 
 Key-press path (what a press of Up / Down costs on the server before the page can be sent):
 journal append (fsync) + learner refit + rescore of all N + next query + rendering of every
-panel (map repaint of the changed candidates, footprint, snapshots, trace, event traces, text).
-Gradio's PNG encoding and transfer come on top; the browser test measures the whole round trip.
+panel (map repaint of the changed candidates, footprint, snapshots, trace, event traces, text),
+then the encoding the page does before Gradio sends the files (content key of each panel, JPEG
+map, PNG level-1 panels; ``encode_ms``), next to what Gradio's default PNG would have cost
+(``encode_png_default_ms``, the page before this change). Transfer and the browser come on top:
+tests/test_browser.py measures the whole round trip.
 
 The stopping study runs the product learner (DCAL, class-balanced) on the ActSort benchmark
 (../shared/data/actsort_benchmark/twophoton_motion.mat), one annotator answering, the majority
@@ -35,9 +38,28 @@ def bench_keypress(n: int, presses: int, workdir: Path) -> dict:
     torch.set_num_threads(1)
     from ui_fixtures import make_test_store
 
+    from PIL import Image
+
     from actsort_gpu.ui import handlers as H
     from actsort_gpu.ui import open_workspace
+    from actsort_gpu.ui import render
     from actsort_gpu.ui.session import ViewState
+
+    def encode(p, png_default=False):
+        t = time.perf_counter()
+        for name, kind in (("map", "map"), ("footprint", "panel"), ("snapshots", "panel"),
+                           ("trace", "panel"), ("event_traces", "panel")):
+            img = getattr(p, name)
+            if img is None:
+                continue
+            if png_default:
+                import io
+
+                Image.fromarray(img).save(io.BytesIO(), "png")
+            else:
+                render.fingerprint(img)
+                render.encode_image(img, kind)
+        return 1e3 * (time.perf_counter() - t)
 
     side = int(np.ceil(np.sqrt(n * 150)))          # ~150 px per candidate, like a dense FOV
     t0 = time.perf_counter()
@@ -49,22 +71,27 @@ def bench_keypress(n: int, presses: int, workdir: Path) -> dict:
     t_open = time.perf_counter() - t0
     truth = ws.stores[0].store.read("truth/labels")
     st, _ = H.on_load(ws, ViewState())
-    total, parts = [], []
+    total, parts, enc, enc_png = [], [], [], []
     for k in range(presses):
         t0 = time.perf_counter()
         st, p = H.on_label(ws, st, int(truth[st.current]))
+        enc.append(encode(p))
         total.append(1e3 * (time.perf_counter() - t0))
-        parts.append(p.timings_ms)
+        parts.append({**p.timings_ms, "learner": total[-1] - enc[-1] - sum(p.timings_ms.values())})
+        enc_png.append(encode(p, png_default=True))
     ws.close()
     skip = min(6, presses // 4)             # cold start: first labels before the model exists
     arr = np.array(total[skip:])
+    pct = lambda v, q: round(float(np.percentile(v[skip:], q)), 1)  # noqa: E731
     return {"n_candidates": n, "fov_px": side, "store_build_s": round(t_store, 1),
             "open_s": round(t_open, 2), "presses": presses, "skipped_warmup": skip,
             "median_ms": round(float(np.median(arr)), 1),
             "p95_ms": round(float(np.percentile(arr, 95)), 1),
             "max_ms": round(float(arr.max()), 1),
-            "render_median_ms": {k: round(float(np.median([p[k] for p in parts[skip:]])), 1)
-                                 for k in parts[0]}}
+            "encode_ms": {"median": pct(enc, 50), "p95": pct(enc, 95)},
+            "encode_png_default_ms": {"median": pct(enc_png, 50), "p95": pct(enc_png, 95)},
+            "parts_median_ms": {k: pct([p[k] for p in parts], 50) for k in parts[0]},
+            "parts_p95_ms": {k: pct([p[k] for p in parts], 95) for k in parts[0]}}
 
 
 def stopping_study(repeats: int, max_frac: float = 0.15) -> dict:

@@ -111,3 +111,101 @@ def test_export_beside_running_session(store, tmp_path):
         assert t["human_label"][20] == 1 and t["annotator"][20] == "bob"
     finally:
         learner.close()
+
+
+def _nwb_with_rois(path, n=6, h=16, w=18, t=40):
+    """A small NWB file: n square 3x3 ROIs (image masks) in a PlaneSegmentation, and a movie."""
+    pynwb = pytest.importorskip("pynwb")
+    from datetime import datetime, timezone
+
+    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
+
+    rng = np.random.default_rng(3)
+    nwb = pynwb.NWBFile("export test", "id", datetime(2024, 1, 1, tzinfo=timezone.utc))
+    device = nwb.create_device("scope")
+    channel = OpticalChannel(name="ch", description="green", emission_lambda=510.0)
+    plane = nwb.create_imaging_plane(name="plane", optical_channel=channel, description="test",
+                                     device=device, excitation_lambda=500.0, imaging_rate=10.0,
+                                     indicator="GCaMP", location="cortex")
+    seg = ImageSegmentation()
+    ophys = nwb.create_processing_module("ophys", "optical physiology")
+    ophys.add(seg)
+    ps = seg.create_plane_segmentation(description="rois", imaging_plane=plane,
+                                       name="PlaneSegmentation")
+    for i in range(n):
+        mask = np.zeros((h, w), np.float32)
+        r, c = 2 + 4 * (i // 3), 2 + 5 * (i % 3)
+        mask[r:r + 3, c:c + 3] = 1.0
+        ps.add_roi(image_mask=mask)
+    region = ps.create_roi_table_region("all", region=list(range(n)))
+    fl = Fluorescence(name="Fluorescence")
+    fl.create_roi_response_series(name="F", data=rng.random((t, n)).astype(np.float32),
+                                  rois=region, rate=10.0, unit="a.u.")
+    ophys.add(fl)
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    np.save(path.with_suffix(".movie.npy"), rng.random((t, h, w)).astype(np.float32))
+    return path, path.with_suffix(".movie.npy")
+
+
+def test_nwb_export_writes_columns(tmp_path):
+    """Ingest an NWB extraction, label a few, export: the PlaneSegmentation gains the columns
+    (rows in NWB order), the original is backed up once, a second export is refused."""
+    pynwb = pytest.importorskip("pynwb")
+    from actsort_gpu.ingest import ingest_files
+    from actsort_gpu.store import SortStore
+
+    nwb_path, movie = _nwb_with_rois(tmp_path / "session.nwb")
+    store_path = tmp_path / "s.actsort"
+    ingest_files(movie, nwb_path, store_path)
+    store = SortStore.open(store_path, "r+")
+    n = store.n_candidates
+    src = store.read("candidates/source_index")
+    assert n == 6 and sorted(src.tolist()) == list(range(6))
+    feats = np.random.default_rng(0).normal(0, 1, (n, 4)).astype(np.float32)
+    store.write_array("features/matrix", feats, dims=["candidates", "features"],
+                      attrs={"names": ["a", "b", "c", "d"], "version": "test"})
+    _label(store_path, [(0, 1), (1, -1), (4, 1)])
+    out = export_labels(store_path, "nwb")              # default: the ingested NWB file
+    assert out == nwb_path and (tmp_path / "session.actsort-backup.nwb").exists()
+    with pynwb.NWBHDF5IO(str(nwb_path), "r") as io:
+        plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        human = np.asarray(plane["actsort_human_label"].data[:])
+        final = np.asarray(plane["actsort_final_label"].data[:])
+        proba = np.asarray(plane["actsort_probability"].data[:])
+    expected = np.zeros(6, np.int8)
+    expected[src[[0, 1, 4]]] = [1, -1, 1]
+    assert np.array_equal(human, expected)
+    t = label_table(store_path)
+    assert np.array_equal(final[src], t["final_label"])
+    assert np.allclose(proba[src], t["probability"]) and np.all((proba >= 0) & (proba <= 1))
+    with pytest.raises(ValueError, match="exists already"):
+        export_labels(store_path, "nwb")
+    with pynwb.NWBHDF5IO(str(tmp_path / "session.actsort-backup.nwb"), "r") as io:
+        plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        assert "actsort_human_label" not in plane.colnames
+
+
+def test_export_learner_matches_page_inputs_with_embeddings(store, tmp_path):
+    """The export builds the learner input as the page does (``dataset_from_store``): with
+    ``active.use_embeddings`` the store's embeddings are appended; without, they are not."""
+    from dataclasses import replace
+
+    from actsort_gpu.active.transfer import load_classifier
+    from actsort_gpu.config import load_config
+    from actsort_gpu.store import SortStore
+
+    path, _ = store
+    emb = np.random.default_rng(1).normal(0, 1, (30, 3)).astype(np.float32)
+    SortStore.open(path, "r+").write_array("embeddings/matrix", emb,
+                                           dims=["candidates", "embedding"],
+                                           attrs={"encoder_id": "test-encoder"})
+    cfg = load_config()
+    cfg_on = replace(cfg, active=replace(cfg.active, use_embeddings=True))
+    with_emb = load_classifier(export_labels(path, "classifier", tmp_path / "a.npz",
+                                             config=cfg_on))
+    assert with_emb.features.shape[1] == 15 and with_emb.feature_names[-1] == "emb2"
+    cfg_off = replace(cfg, active=replace(cfg.active, use_embeddings=False))
+    without = load_classifier(export_labels(path, "classifier", tmp_path / "b.npz",
+                                            config=cfg_off))
+    assert without.features.shape[1] == 12

@@ -202,3 +202,65 @@ def test_open_workspace_errors(tmp_path):
         open_workspace([a, a])
     with pytest.raises(ValueError, match="no sort store"):
         open_workspace([])
+
+
+def test_box_label_is_undone_and_redone_as_one_action(ws):
+    st, _ = H.on_load(ws, ViewState())
+    single = st.current
+    st, _ = H.on_label(ws, st, CELL)
+    st, _ = H.on_view(ws, st, "max", 1, 99.7, 0, True, click_mode=CLICK_MODES[2])
+    win = H.map_window(ws, st)
+    st, _ = H.on_click(ws, st, 0, 0)
+    st, _ = H.on_click(ws, st, 60 * win.scale, 60 * win.scale)
+    box = [c for c in st.selected if c != single]
+    st = st.with_(selected=tuple(box))
+    assert len(box) > 2
+    st, _ = H.on_label(ws, st, NOT_CELL)
+    assert (ws.human(0)[box] == NOT_CELL).all()
+    st, p = H.on_undo(ws, st)
+    assert (ws.human(0)[box] == UNLABELLED).all() and ws.human(0)[single] == CELL
+    assert f"{len(box)} candidates" in p.status
+    st, p = H.on_redo(ws, st)
+    assert (ws.human(0)[box] == NOT_CELL).all()
+    st, _ = H.on_undo(ws, st)
+    st, p = H.on_undo(ws, st)                  # the single label before the box
+    assert ws.human(0)[single] == UNLABELLED and "candidate" in p.status
+    assert [x["origin"] for x in _journal(ws)].count("undo") == 2 * len(box) + 1
+
+
+def test_truth_comparison_hidden_until_asked(ws):
+    st, _ = H.on_load(ws, ViewState())
+    truth = _truth(ws)
+    assert ws.has_truth()
+    for _ in range(6):
+        st, _ = H.on_label(ws, st, int(truth[st.current]))
+    # The error colours need the comparison first.
+    st2, p = H.on_errors(ws, st, True)
+    assert not st2.show_errors and "Compare with truth first" in p.status
+    st, report = H.on_truth(ws, st)
+    assert st.truth_shown and "balanced accuracy" in report
+    assert "6 (100.0 % right)" in report
+    H.on_threshold(ws, st, 0.0)        # every unlabelled candidate called a cell
+    fp_col, fn_col = (np.array(H.render.COLOURS[k]) for k in ("false_pos", "false_neg"))
+    st_off, p_off = H.on_errors(ws, st, False)
+    st, p = H.on_errors(ws, st, True)
+    assert st.show_errors
+    n_fp = int(((ws.human(0) == 0) & (truth < 0)).sum())
+    assert n_fp > 0 and (p.map == fp_col).all(-1).sum() >= n_fp     # outline pixels
+    assert not (p.map == fn_col).all(-1).any()                      # no false negatives
+    assert not (p_off.map == fp_col).all(-1).any()
+
+
+def test_store_without_truth(tmp_path):
+    from actsort_gpu.store import SortStore
+
+    path = make_test_store(tmp_path, n=12)
+    store = SortStore.open(path, "r+")
+    store.write_array("truth/labels", np.zeros(12, np.int8), dims=["candidates"])  # malformed
+    w = open_workspace([path])
+    try:
+        assert not w.has_truth()
+        st, report = H.on_truth(w, ViewState(current=0))
+        assert not st.truth_shown and "no truth" in report
+    finally:
+        w.close()

@@ -161,3 +161,81 @@ def test_map_canvas_small_change_path_matches_full_repaint():
     fresh.set_base(np.full((h, w), 90, np.uint8))
     fresh.set_colours(lut)
     assert np.array_equal(fresh.rgb, c.rgb)
+
+
+def test_truth_report_known_answer():
+    truth = np.array([1, 1, 1, 1, -1, -1, -1, -1], np.int8)
+    human = np.array([1, -1, 0, 0, -1, 0, 0, 1], np.int8)    # 4 labelled, 2 agree
+    model = np.array([1, 1, -1, -1, -1, -1, 1, 1], np.int8)
+    final = np.where(human != 0, human, model)                  # [1,-1,-1,-1,-1,-1,1,1]
+    r = progress.truth_report(human, final, model, truth)
+    h, f, m = r["human"], r["final"], r["model"]
+    assert r["n"] == 8 and h["n_labelled"] == 4 and h["agreement"] == 0.5
+    assert h["tpr"] == 0.5 and h["tnr"] == 0.5 and h["ba"] == 0.5 and h["fp"] == 1
+    assert f["tpr"] == 0.25 and f["tnr"] == 0.5 and f["ba"] == 0.375
+    assert (f["fp"], f["fn"]) == (2, 3) and f["accuracy"] == 3 / 8
+    assert m["tpr"] == 0.5 and m["tnr"] == 0.5 and m["ba"] == 0.5
+    assert progress.truth_report(human, final, None, truth)["model"] is None
+    # A class absent among the human labels: its rate and the balanced accuracy are None.
+    only_cells = np.array([1, 0, 0, 0, 0, 0, 0, 0], np.int8)
+    h1 = progress.truth_report(only_cells, final, model, truth)["human"]
+    assert h1["tpr"] == 1.0 and h1["tnr"] is None and h1["ba"] is None
+    np.testing.assert_array_equal(progress.error_kinds(final, truth),
+                                  [0, -1, -1, -1, 0, 0, 1, 1])
+
+
+def test_truth_report_rejects_bad_input():
+    a = np.ones(4, np.int8)
+    with pytest.raises(ValueError, match="equal-length"):
+        progress.truth_report(a, a, None, np.ones(3, np.int8))
+    with pytest.raises(ValueError, match="only \\+1 / -1"):
+        progress.truth_report(a, a, None, np.array([1, 0, -1, 1], np.int8))
+    with pytest.raises(ValueError, match="shape"):
+        progress.binary_scores(a, np.ones(3))
+
+
+def test_error_colours_and_encoding():
+    human = np.array([1, 0, 0], np.int8)
+    lut = render.candidate_colours(human, np.array([1, 1, -1], np.int8),
+                                   errors=np.array([0, 1, -1], np.int8))
+    assert tuple(lut[1, :3]) == render.COLOURS["false_pos"]
+    assert tuple(lut[2, :3]) == render.COLOURS["false_neg"]
+    assert tuple(lut[0, :3]) == render.COLOURS["human_cell"]
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[5:10, 5:25] = (200, 40, 40)
+    data, ext = render.encode_image(img, "map")
+    assert ext == "jpg" and data[:2] == b"\xff\xd8"
+    data, ext = render.encode_image(img, "panel")
+    assert ext == "png" and data[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="kind"):
+        render.encode_image(img, "poster")
+    assert render.fingerprint(img) == render.fingerprint(img.copy())
+    img2 = img.copy()
+    img2[0, 0, 0] = 1
+    assert render.fingerprint(img) != render.fingerprint(img2)
+    assert render.fingerprint(img) != render.fingerprint(img.reshape(30, 20, 3))
+
+
+def test_map_canvas_many_changes_match_full_repaint():
+    """Outline-only changes (decision flips), fill changes, hiding and unhiding, in one table
+    change and in sequence: the incremental canvas equals a fresh paint every time."""
+    rng = np.random.default_rng(5)
+    h, w, n = 50, 70, 60
+    fp = sp.random(n, h * w, density=0.02, random_state=6, format="csr", dtype=np.float32)
+    outlines = [rng.uniform(0, 49, (7, 2)).astype(np.float32) for _ in range(n)]
+    base = rng.integers(0, 255, (h, w)).astype(np.uint8)
+    c = MapCanvas(fp, outlines, h, w)
+    c.set_base(base)
+    human = np.zeros(n, np.int8)
+    dec = np.where(rng.random(n) > 0.5, 1, -1).astype(np.int8)
+    c.set_colours(render.candidate_colours(human, dec))
+    for step in range(4):
+        dec = np.where(rng.random(n) > 0.5, 1, -1).astype(np.int8)     # many flips
+        human[rng.choice(n, 5, replace=False)] = rng.choice([-1, 0, 1], 5)
+        lut = render.candidate_colours(human, dec, hide_cells=step == 1, hide_not=step == 2,
+                                       selected=(step, step + 1))
+        c.set_colours(lut)
+        fresh = MapCanvas(fp, outlines, h, w)
+        fresh.set_base(base)
+        fresh.set_colours(lut)
+        assert np.array_equal(fresh.rgb, c.rgb), step

@@ -39,9 +39,11 @@ def open_workspace(stores, *, classifier=None, annotator: str | None = None, con
 
 def serve(stores, *, classifier=None, annotator: str | None = None, host: str | None = None,
           port: int | None = None, auth: str | None = None, config=None, device: str = "cpu",
-          export_dir=None, prevent_thread_lock: bool = False, quiet: bool = False):
+          export_dir=None, prevent_thread_lock: bool = False, quiet: bool = False,
+          inbrowser: bool = False):
     """Open the stores and serve the page; returns (demo, workspace) when
-    ``prevent_thread_lock``, else blocks until the server stops."""
+    ``prevent_thread_lock``, else blocks until the server stops. ``inbrowser`` opens the page
+    in the default web browser once the server is up (``actsort demo``)."""
     from ..config import load_config
     from .layout import build_app, launch
 
@@ -53,5 +55,6 @@ def serve(stores, *, classifier=None, annotator: str | None = None, host: str | 
     ws = open_workspace(stores, classifier=classifier, annotator=annotator, config=config,
                         device=device)
     demo = build_app(ws, ui, export_dir=export_dir)
-    launch(demo, ui, auth=auth, prevent_thread_lock=prevent_thread_lock, quiet=quiet)
+    launch(demo, ui, auth=auth, prevent_thread_lock=prevent_thread_lock, quiet=quiet,
+           inbrowser=inbrowser)
     return demo, ws

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import CELL, NOT_CELL, UNLABELLED
 from . import render
-from .progress import counts, labelling_speed
+from .progress import counts, error_kinds, labelling_speed, truth_report
 from .render import Window
 from .session import CLICK_MODES, STRATEGY_CHOICES, ViewState
 
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Panels", "render_panels", "on_load", "on_label", "on_prev", "on_next", "on_undo",
            "on_redo", "on_jump", "on_store", "on_click", "on_view", "on_threshold",
-           "on_strategy", "on_play", "on_tick", "on_clear_selection", "map_window",
-           "MAP_DISPLAY_PX"]
+           "on_strategy", "on_play", "on_tick", "on_clear_selection", "on_truth", "on_errors",
+           "truth_html", "map_window", "MAP_DISPLAY_PX"]
 
 MAP_DISPLAY_PX = 720
 PANEL_PX = 150
@@ -125,10 +125,20 @@ def _info_html(ws, st: ViewState, human, proba, dec) -> str:
             f"{sel}{feats}</div>")
 
 
+def _errors(ws, st: ViewState, human, dec) -> np.ndarray | None:
+    """Error kinds of the final labels against the truth, only once the user asked."""
+    truth = ws.stores[st.store].truth
+    if not (st.truth_shown and st.show_errors) or truth is None:
+        return None
+    final = human if dec is None else np.where(human != 0, human, dec)
+    return error_kinds(final, truth)
+
+
 def render_map(ws, st: ViewState, human, dec) -> np.ndarray:
     s = ws.stores[st.store]
     lut = render.candidate_colours(human, dec, show_model=st.show_model, selected=st.selected,
-                                   hide_cells=st.hide_cells, hide_not=st.hide_not)
+                                   hide_cells=st.hide_cells, hide_not=st.hide_not,
+                                   errors=_errors(ws, st, human, dec))
     canvas = ws.map_canvas(st.store, st.image, st.lo_pct, st.hi_pct, lut)
     win = map_window(ws, st)
     cur = st.current if 0 <= st.current < s.n else None
@@ -256,11 +266,13 @@ def on_prev(ws, st: ViewState):
 def _after_undo_redo(ws, st, loc, verb):
     if loc is None:
         return st, render_panels(ws, st, f"Nothing to {verb}.")
-    d, local = loc
+    d, local, n = loc
     lab = int(ws.human(d)[local])
     word = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled"}[lab]
-    return _go(ws, st.with_(store=d), local, f"{verb.capitalize()}: candidate {local} is now "
-               f"{word}.", history_pos=None, selected=())
+    what = (f"{n} candidates of a group label are now {word} (candidate {local} shown)"
+            if n > 1 else f"candidate {local} is now {word}")
+    return _go(ws, st.with_(store=d), local, f"{verb.capitalize()}: {what}.",
+               history_pos=None, selected=())
 
 
 def on_undo(ws, st: ViewState):
@@ -389,3 +401,56 @@ def on_tick(ws, st: ViewState):
     st = st.with_(frame=(st.frame + 1) % max(s.event_frames, 1))
     _, snaps, _, evt = render_candidate(ws, st, st.frame)
     return st, snaps, evt
+
+
+# ---------------------------------------------------------------------------- truth (demo)
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+def truth_html(report: dict) -> str:
+    """The truth comparison of :func:`~actsort_gpu.ui.progress.truth_report` as HTML."""
+    h, f, m = report["human"], report["final"], report["model"]
+    rows = [("Your labels", f'{h["n_labelled"]} ({_pct(h["agreement"])} right)', h["ba"],
+             h["tpr"], h["tnr"], h["fp"], h["fn"]),
+            ("Final", f'all {report["n"]}', f["ba"], f["tpr"], f["tnr"], f["fp"], f["fn"])]
+    if m is not None:
+        rows.append(("Model alone", f'all {report["n"]}', m["ba"], m["tpr"], m["tnr"], m["fp"],
+                     m["fn"]))
+    body = "".join(f"<tr><td>{a}</td><td>{b}</td><td><b>{_pct(ba)}</b></td><td>{_pct(tp)}</td>"
+                   f"<td>{_pct(tn)}</td><td>{fp}</td><td>{fn}</td></tr>"
+                   for a, b, ba, tp, tn, fp, fn in rows)
+    fp_c, fn_c = render.COLOURS["false_pos"], render.COLOURS["false_neg"]
+    return ('<div class="as-info"><div class="as-title">Compared with the truth</div>'
+            '<table class="as-feat"><tr><th></th><th>candidates</th><th>BA</th><th>TPR</th>'
+            f"<th>TNR</th><th>FP</th><th>FN</th></tr>{body}</table>"
+            + ("" if m is not None else '<div class="as-small">The model is untrained (label a '
+               "cell and a non-cell).</div>")
+            + '<div class="as-small">Final = your label where given, else the model\'s. '
+              "BA: balanced accuracy, the mean of TPR (cells found) and TNR (non-cells "
+              "rejected); FP: called a cell, truly not; FN: called not a cell, truly a cell. "
+              f'With errors on, the map shows <span style="color:rgb{fp_c}">&#9632;</span> FP '
+              f'and <span style="color:rgb{fn_c}">&#9632;</span> FN.</div></div>')
+
+
+def on_truth(ws, st: ViewState):
+    """"Compare with truth": (state with ``truth_shown``, report HTML). Stores without truth
+    get a message; the truth is read only here (and for the error colours afterwards)."""
+    truth = ws.stores[st.store].truth
+    if truth is None:
+        return st, (f'<div class="as-info">{html.escape(ws.stores[st.store].name)} has no '
+                    "truth to compare with.</div>")
+    human = ws.human(st.store)
+    _, dec = ws.model(st.store)
+    final = human if dec is None else np.where(human != 0, human, dec)
+    report = truth_report(human, final, dec, truth)
+    return st.with_(truth_shown=True), truth_html(report)
+
+
+def on_errors(ws, st: ViewState, show: bool):
+    """Toggle the map's error colours (ignored until the truth was shown)."""
+    if not st.truth_shown:
+        return st, render_panels(ws, st, "Press Compare with truth first.")
+    st = st.with_(show_errors=bool(show))
+    return st, render_panels(ws, st, "Map coloured by errors against the truth." if show
+                             else "Map coloured by labels and decisions.")

@@ -10,6 +10,7 @@ injected listener that clicks buttons by ``elem_id`` (docs/environment.md).
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from .. import CELL, NOT_CELL, UNLABELLED
@@ -92,9 +93,59 @@ or strategy change restarts the count. Validation on the ActSort benchmark: benc
 """
 
 
-def _emit(st: ViewState, p: H.Panels, gr):
-    return (st, p.map, p.footprint, p.snapshots, p.trace, p.event_traces, p.info, p.progress,
-            p.status, st.current if st.current >= 0 else None,
+# Page images: (Panels attribute, encoding kind of render.ENCODINGS).
+IMAGES = (("map", "map"), ("footprint", "panel"), ("snapshots", "panel"), ("trace", "panel"),
+          ("event_traces", "panel"))
+_UNSENT = object()
+
+
+def _image_file(img, kind: str, key: bytes, cache_dir: Path) -> str:
+    """Encode ``img`` (render.ENCODINGS[kind]) into Gradio's cache, named by its content key,
+    so Gradio serves it as is (no re-encoding, no copy)."""
+    from . import render
+
+    folder = Path(cache_dir) / f"actsort-{key.hex()}"
+    fmt = render.ENCODINGS[kind][0]
+    path = folder / f"{kind}.{'jpg' if fmt == 'jpeg' else fmt}"
+    if not path.exists():                  # shown before (e.g. back to a candidate): reuse
+        data, _ = render.encode_image(img, kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{kind}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _images(st: ViewState, values: dict, cache_dir: Path, gr) -> tuple[ViewState, list]:
+    """Page images of ``values`` {name: array or None}: ``gr.skip()`` for those the tab already
+    shows (same content key), encoded files for the others; the state remembers what it shows."""
+    from . import render
+
+    sent = dict(st.sent)
+    out = []
+    for name, img in values.items():
+        key = render.fingerprint(img)
+        if sent.get(name, _UNSENT) == key:
+            out.append(gr.skip())
+            continue
+        kind = dict(IMAGES).get(name, "panel")
+        out.append(None if img is None else _image_file(img, kind, key, cache_dir))
+        sent[name] = key
+    return st.with_(sent=sent), out
+
+
+def _emit(st: ViewState, p: H.Panels, gr, cache_dir: Path):
+    st, imgs = _images(st, {name: getattr(p, name) for name, _ in IMAGES}, cache_dir, gr)
+    sent = dict(st.sent)
+    texts = []
+    for name, text in (("info", p.info), ("progress", p.progress)):
+        if sent.get(name, _UNSENT) == text:
+            texts.append(gr.skip())
+        else:
+            texts.append(text)
+            sent[name] = text
+    st = st.with_(sent=sent)
+    return (st, *imgs, *texts, p.status, st.current if st.current >= 0 else None,
             gr.update(active=st.playing))
 
 
@@ -112,7 +163,10 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                                              churn_tol=cfg.stop_churn_fraction,
                                              min_labels=cfg.stop_min_labels)
     names = ws.names
-    with gr.Blocks(title="actsort-gpu: curate candidates", analytics_enabled=False) as demo:
+    # Page images accumulate in Gradio's cache (one file per changed panel): delete those older
+    # than an hour, checking every 30 minutes.
+    with gr.Blocks(title="actsort-gpu: curate candidates", analytics_enabled=False,
+                   delete_cache=(1800, 3600)) as demo:
         state = gr.State(ViewState())
         with gr.Row(equal_height=False):
             gr.HTML('<h2 id="as-title">actsort-gpu &nbsp;<span class="as-small">active-learning '
@@ -121,7 +175,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=520):
                 map_img = gr.Image(label="Field of view (click: select candidate)",
-                                   elem_id="as-map", interactive=False, format="png",
+                                   elem_id="as-map", interactive=False, format="jpeg",
                                    buttons=["fullscreen"], height=H.MAP_DISPLAY_PX,
                                    show_label=True)
                 status = gr.Markdown(elem_id="as-status")
@@ -183,6 +237,14 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                         b_export = gr.Button("Export this store", elem_id="as-export")
                         export_file = gr.File(label="Exported file", interactive=False)
                         export_msg = gr.Markdown()
+                    with gr.Tab("Truth (demo)", visible=ws.has_truth()):
+                        gr.Markdown("This store carries the known truth of a synthetic "
+                                    "recording. It stays hidden until you press the button.")
+                        b_truth = gr.Button("Compare with truth", elem_id="as-truth")
+                        truth_out = gr.HTML(elem_id="as-truth-report")
+                        errors_cb = gr.Checkbox(False, label="Colour the map by errors "
+                                                "(false positives / negatives)", visible=False,
+                                                elem_id="as-errors")
         with gr.Row(equal_height=False):
             trace_img = gr.Image(label="Trace (numbers: events)", interactive=False,
                                  format="png", scale=3, height=200, show_label=False)
@@ -194,25 +256,31 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         outs = [state, map_img, fp_img, snap_img, trace_img, evt_img, info, progress, status,
                 index_nb, timer]
 
+        cache_dir = Path(map_img.GRADIO_CACHE)
+
         def wrap(fn):
             def run(st, *args):
                 new, panels = fn(ws, st, *args)
-                return _emit(new, panels, gr)
+                return _emit(new, panels, gr, cache_dir)
             return run
 
         demo.load(wrap(lambda w, st: H.on_load(w, st)), [state], outs, api_name="load")
-        b_cell.click(wrap(lambda w, st: H.on_label(w, st, CELL)), [state], outs, api_name="cell")
+        # The key-press path: no progress overlay on the ten outputs (drawing and removing it
+        # costs the browser more than the whole server round trip; the status line confirms).
+        quick = {"show_progress": "hidden"}
+        b_cell.click(wrap(lambda w, st: H.on_label(w, st, CELL)), [state], outs, api_name="cell",
+                     **quick)
         b_not.click(wrap(lambda w, st: H.on_label(w, st, NOT_CELL)), [state], outs,
-                    api_name="not_cell")
+                    api_name="not_cell", **quick)
         b_unl.click(wrap(lambda w, st: H.on_label(w, st, UNLABELLED)), [state], outs,
-                    api_name="unlabel")
-        b_prev.click(wrap(H.on_prev), [state], outs, api_name="prev")
-        b_next.click(wrap(H.on_next), [state], outs, api_name="next")
-        b_undo.click(wrap(H.on_undo), [state], outs, api_name="undo")
-        b_redo.click(wrap(H.on_redo), [state], outs, api_name="redo")
-        b_play.click(wrap(H.on_play), [state], outs, api_name="play")
-        b_clear.click(wrap(H.on_clear_selection), [state], outs)
-        index_nb.submit(wrap(H.on_jump), [state, index_nb], outs, api_name="jump")
+                    api_name="unlabel", **quick)
+        b_prev.click(wrap(H.on_prev), [state], outs, api_name="prev", **quick)
+        b_next.click(wrap(H.on_next), [state], outs, api_name="next", **quick)
+        b_undo.click(wrap(H.on_undo), [state], outs, api_name="undo", **quick)
+        b_redo.click(wrap(H.on_redo), [state], outs, api_name="redo", **quick)
+        b_play.click(wrap(H.on_play), [state], outs, api_name="play", **quick)
+        b_clear.click(wrap(H.on_clear_selection), [state], outs, **quick)
+        index_nb.submit(wrap(H.on_jump), [state, index_nb], outs, api_name="jump", **quick)
         store_dd.change(wrap(H.on_store), [state, store_dd], outs)
         view_inputs = [state, image_dd, lo_sl, hi_sl, zoom_sl, show_model, hide_cells, hide_not,
                        click_mode]
@@ -227,14 +295,16 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         def on_select(st, evt: gr.SelectData):
             x, y = evt.index[0], evt.index[1]
             new, panels = H.on_click(ws, st, x, y)
-            return _emit(new, panels, gr)
+            return _emit(new, panels, gr, cache_dir)
 
         map_img.select(on_select, [state], outs)
 
         def on_tick(st):
             new, snaps, evt = H.on_tick(ws, st)
-            return (new, gr.skip() if snaps is None else snaps,
-                    gr.skip() if evt is None else evt)
+            if snaps is None:
+                return new, gr.skip(), gr.skip()
+            new, imgs = _images(new, {"snapshots": snaps, "event_traces": evt}, cache_dir, gr)
+            return (new, *imgs)
 
         timer.tick(on_tick, [state], [state, snap_img, evt_img], show_progress="hidden")
 
@@ -253,6 +323,13 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             inside = str(Path(path).resolve()).startswith(str(export_dir.resolve()))
             return (str(path) if inside else None), f"Wrote `{path}`."
 
+        def on_truth(st):
+            new, report = H.on_truth(ws, st)
+            return new, report, gr.update(visible=new.truth_shown)
+
+        b_truth.click(on_truth, [state], [state, truth_out, errors_cb], api_name="truth")
+        errors_cb.change(wrap(H.on_errors), [state, errors_cb], outs, api_name="errors")
+
         b_export.click(on_export, [state, fmt_dd], [export_file, export_msg], api_name="export")
     demo.queue(default_concurrency_limit=1)
     demo._actsort_export_dir = export_dir
@@ -260,9 +337,10 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
 
 
 def launch(demo, ui_config=None, *, auth: str | None = None, prevent_thread_lock: bool = False,
-           quiet: bool = False):
+           quiet: bool = False, inbrowser: bool = False):
     """Serve the page: 127.0.0.1 unless told otherwise, optional USER:PASS, analytics off,
-    files reachable only under the export folder."""
+    files reachable only under the export folder; ``inbrowser`` opens it in the default
+    browser."""
     from ..config import UIConfig
 
     cfg = ui_config or UIConfig()
@@ -276,5 +354,6 @@ def launch(demo, ui_config=None, *, auth: str | None = None, prevent_thread_lock
     export_dir.mkdir(parents=True, exist_ok=True)
     return demo.launch(server_name=cfg.host, server_port=cfg.port, auth=creds,
                        prevent_thread_lock=prevent_thread_lock, quiet=quiet,
-                       allowed_paths=[str(export_dir)], js=KEYBOARD_JS, css=CSS,
+                       inbrowser=bool(inbrowser), allowed_paths=[str(export_dir)],
+                       js=KEYBOARD_JS, css=CSS,
                        footer_links=[], show_error=True, ssr_mode=False)

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StabilityTracker", "Stability", "counts", "top_contributions", "labelling_speed"]
+__all__ = ["StabilityTracker", "Stability", "counts", "top_contributions", "labelling_speed",
+           "binary_scores", "truth_report", "error_kinds"]
 
 
 @dataclass(frozen=True)
@@ -162,3 +163,58 @@ def labelling_speed(times_s: list[float], window: int = 20) -> float | None:
     if len(t) < 2 or t[-1] <= t[0]:
         return None
     return 60.0 * (len(t) - 1) / (t[-1] - t[0])
+
+
+def binary_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """Scores of +1 / -1 predictions against +1 / -1 truth (same length).
+
+    Returns n, accuracy, tpr (cells found), tnr (non-cells rejected), balanced accuracy
+    (mean of tpr and tnr), fp (predicted cell, truly not), fn (predicted not, truly a cell).
+    A rate whose class is absent is None, and so is the balanced accuracy then.
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise ValueError(f"predictions have shape {pred.shape}, the truth {truth.shape}")
+    pos, neg = truth > 0, truth < 0
+    tpr = float((pred[pos] > 0).mean()) if pos.any() else None
+    tnr = float((pred[neg] < 0).mean()) if neg.any() else None
+    return {"n": int(pred.size),
+            "accuracy": float((np.sign(pred) == np.sign(truth)).mean()) if pred.size else None,
+            "tpr": tpr, "tnr": tnr,
+            "ba": None if tpr is None or tnr is None else 0.5 * (tpr + tnr),
+            "fp": int(((pred > 0) & neg).sum()), "fn": int(((pred < 0) & pos).sum())}
+
+
+def truth_report(human: np.ndarray, final: np.ndarray, model: np.ndarray | None,
+                 truth: np.ndarray) -> dict:
+    """How the session's labels compare with the known truth (synthetic demo stores).
+
+    human : (N,) int8 human labels +1 / -1 / 0; final : (N,) int8 human label where given,
+    else the model's decision; model : (N,) int8 decisions +1 / -1 (None: untrained);
+    truth : (N,) int8 +1 cell / -1 not a cell.
+
+    Returns {"n", "human": scores over the labelled candidates plus "n_labelled" and
+    "agreement" (fraction of human labels equal to the truth), "final": scores over all,
+    "model": scores over all (None when untrained)} (scores: :func:`binary_scores`).
+    """
+    human, final, truth = (np.asarray(a) for a in (human, final, truth))
+    if not (human.shape == final.shape == truth.shape) or human.ndim != 1:
+        raise ValueError(f"human {human.shape}, final {final.shape} and truth {truth.shape} "
+                         "must be equal-length 1-D arrays")
+    bad = np.setdiff1d(np.unique(truth), [-1, 1])
+    if bad.size:
+        raise ValueError(f"truth must hold only +1 / -1, found {bad.tolist()}")
+    lab = human != 0
+    h = binary_scores(human[lab], truth[lab])
+    h["n_labelled"] = int(lab.sum())
+    h["agreement"] = h.pop("accuracy")
+    return {"n": int(truth.size), "human": h, "final": binary_scores(final, truth),
+            "model": None if model is None else binary_scores(np.asarray(model), truth)}
+
+
+def error_kinds(final: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(N,) int8: +1 false positive (called a cell, truly not), -1 false negative (called not
+    a cell, truly a cell), 0 correct."""
+    final, truth = np.asarray(final), np.asarray(truth)
+    return np.where((final > 0) & (truth < 0), 1,
+                    np.where((final < 0) & (truth > 0), -1, 0)).astype(np.int8)

@@ -11,6 +11,8 @@ All images are uint8 RGB arrays (rows, cols, 3). Coordinates are 0-based (row, c
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from dataclasses import dataclass
 
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["COLOURS", "MapCanvas", "Window", "contrast_stretch", "outline_pixels",
            "candidate_colours", "event_summary", "snapshot_strip", "footprint_panel",
-           "trace_plot", "event_trace_strip", "draw_outline"]
+           "trace_plot", "event_trace_strip", "draw_outline", "ENCODINGS", "encode_image",
+           "fingerprint"]
 
 # RGB colours (0-255). Human labels are saturated, model decisions lighter shades.
 COLOURS = {
@@ -38,9 +41,11 @@ COLOURS = {
     "neighbour": (178, 204, 217),
     "trace": (20, 20, 20),
     "event": (30, 90, 220),
+    "false_pos": (255, 140, 0),     # truth comparison: called a cell, truly not
+    "false_neg": (190, 40, 255),    # called not a cell, truly a cell
 }
 _FILL_ALPHA = {"human_cell": 0.35, "human_not": 0.35, "model_cell": 0.0, "model_not": 0.0,
-               "unlabelled": 0.0, "selected": 0.45}
+               "unlabelled": 0.0, "selected": 0.45, "false_pos": 0.55, "false_neg": 0.55}
 
 
 @lru_cache(maxsize=1)
@@ -86,7 +91,8 @@ def outline_pixels(points: np.ndarray) -> np.ndarray:
         d = np.abs(np.diff(seg, axis=0)).max(1)
         steps = np.maximum(np.ceil(d).astype(np.int64), 1)
         idx = np.repeat(np.arange(len(seg) - 1), steps)
-        frac = (np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(steps, steps)
+        frac = ((np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps))
+                / np.repeat(steps, steps))
         p = seg[idx] + (seg[idx + 1] - seg[idx]) * frac[:, None]
         out.append(np.round(p).astype(np.int64))
     return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
@@ -130,10 +136,13 @@ class Window:
 
 
 def candidate_colours(human: np.ndarray, model: np.ndarray | None, *, show_model: bool = True,
-                      selected=(), hide_cells: bool = False, hide_not: bool = False) -> np.ndarray:
+                      selected=(), hide_cells: bool = False, hide_not: bool = False,
+                      errors: np.ndarray | None = None) -> np.ndarray:
     """Per-candidate (N, 4) float32 RGBA: outline RGB in [0, 255] and fill alpha.
 
     human : (N,) int8 labels +1 / -1 / 0; model : (N,) int8 decisions +1 / -1 or None (untrained).
+    errors : optional (N,) int8 from ``progress.error_kinds`` (+1 false positive, -1 false
+    negative, 0 correct): errors get their own filled colours over everything but the selection.
     A negative alpha hides the candidate (no outline, no fill).
     """
     human = np.asarray(human)
@@ -151,6 +160,11 @@ def candidate_colours(human: np.ndarray, model: np.ndarray | None, *, show_model
         lut[human > 0, 3] = -1
     if hide_not:
         lut[human < 0, 3] = -1
+    if errors is not None:
+        errors = np.asarray(errors)
+        for kind_name, mask in (("false_pos", errors > 0), ("false_neg", errors < 0)):
+            lut[mask, :3] = COLOURS[kind_name]
+            lut[mask, 3] = _FILL_ALPHA[kind_name]
     sel = np.asarray(list(selected), dtype=np.int64)
     if sel.size:
         lut[sel, :3] = COLOURS["selected"]
@@ -191,6 +205,23 @@ def _rasterise_outlines(outlines: list, height: int, width: int) -> tuple[np.nda
     return p[ok, 0] * width + p[ok, 1], ids[seg][ok]
 
 
+def _group_by(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``keys`` (candidate ids, -1 = none) grouped by id: (positions, (n + 1,)
+    start offsets); the positions of id c are ``positions[start[c]:start[c + 1]]``."""
+    pos = np.flatnonzero(keys >= 0)
+    order = np.argsort(keys[pos], kind="stable")
+    pos = pos[order]
+    return pos, np.searchsorted(keys[pos], np.arange(n + 1))
+
+
+def _gather(positions: np.ndarray, start: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Concatenated positions of the groups ``ids`` (see :func:`_group_by`)."""
+    a, b = start[ids], start[ids + 1]
+    k = b - a
+    idx = np.repeat(a - np.r_[0, np.cumsum(k)[:-1]], k) + np.arange(k.sum())
+    return positions[idx]
+
+
 class MapCanvas:
     """The FOV map of one store, painted once and repainted incrementally.
 
@@ -198,7 +229,8 @@ class MapCanvas:
     point arrays. Only "foreground" pixels (under a footprint or an outline) ever change colour;
     :meth:`set_colours` recomposes just the foreground pixels of candidates whose colour
     changed, with vectorised gathers (no per-candidate Python loop), so a label costs
-    O(pixels of the changed candidates) and a full recolour O(foreground pixels).
+    O(pixels of the changed candidates); a flipped model decision (outline colour only) costs
+    O(its outline pixels).
     """
 
     def __init__(self, footprints: sp.csr_matrix, outlines: list, height: int, width: int):
@@ -225,15 +257,10 @@ class MapCanvas:
         self._fg = fg
         self._fg_owner = owner[fg]
         self._fg_line = line[fg]
-        # Foreground positions grouped by candidate (as owner, then as outline), so that a few
+        # Foreground positions grouped by candidate, as owner (fill) and as outline, so that
         # changed candidates gather their pixels without scanning the whole foreground.
-        pos = np.arange(len(fg))
-        by = np.concatenate([self._fg_owner, self._fg_line])
-        keep = by >= 0
-        by, pos2 = by[keep], np.concatenate([pos, pos])[keep]
-        order = np.argsort(by, kind="stable")
-        self._grp_pos = pos2[order]
-        self._grp_start = np.searchsorted(by[order], np.arange(n + 1))
+        self._own_pos, self._own_start = _group_by(self._fg_owner, n)
+        self._line_pos, self._line_start = _group_by(self._fg_line, n)
         self._base: np.ndarray | None = None
         self._lut: np.ndarray | None = None
         self.rgb: np.ndarray | None = None
@@ -260,20 +287,28 @@ class MapCanvas:
             self.rgb = self._base.copy()
             self._paint(lut, self._fg, self._fg_owner, self._fg_line)
             return self.n
-        changed = np.r_[(self._lut != lut).any(1), False]     # index -1 (no candidate) -> False
+        old = self._lut
+        ids = np.flatnonzero((old != lut).any(1))
         self._lut = lut.copy()
-        n_changed = int(changed.sum())
-        if n_changed > 0.05 * self.n:
-            sel = changed[self._fg_owner] | changed[self._fg_line]
+        if not len(ids):
+            return 0
+        # Outline-only change (a model decision flipped; model colours have no fill): same fill
+        # (alpha, and colour where the fill shows) and a visible new outline. Such a candidate's
+        # outline pixels just take the new colour; its interior is untouched.
+        o, c = old[ids], lut[ids]
+        a_old, a_new = np.clip(o[:, 3], 0, 1), np.clip(c[:, 3], 0, 1)
+        line_only = ((a_old == a_new) & ((a_new == 0) | (o[:, :3] == c[:, :3]).all(1))
+                     & (c[:, 3] >= 0))
+        full = ids[~line_only]
+        if len(full):
+            sel = np.concatenate([_gather(self._own_pos, self._own_start, full),
+                                  _gather(self._line_pos, self._line_start, full)])
             self._paint(lut, self._fg[sel], self._fg_owner[sel], self._fg_line[sel])
-        elif n_changed:
-            ids = np.flatnonzero(changed[:-1])
-            a, b = self._grp_start[ids], self._grp_start[ids + 1]
-            k = b - a
-            idx = np.repeat(a - np.r_[0, np.cumsum(k)[:-1]], k) + np.arange(k.sum())
-            sel = np.unique(self._grp_pos[idx])
-            self._paint(lut, self._fg[sel], self._fg_owner[sel], self._fg_line[sel])
-        return n_changed
+        if line_only.any():
+            sel = _gather(self._line_pos, self._line_start, ids[line_only])
+            colour = np.clip(lut[self._fg_line[sel], :3], 0, 255).astype(np.uint8)
+            self.rgb.reshape(-1, 3)[self._fg[sel]] = colour
+        return len(ids)
 
     def _paint(self, lut: np.ndarray, pix, owner, line) -> None:
         """Composite the given flat pixels: base blended with the owner's fill, outline on top."""
@@ -389,7 +424,8 @@ def snapshot_strip(snapshots: np.ndarray, events: np.ndarray, crop, outline: np.
         if events[e] < 0:
             img = np.full((h, w, 3), 235, np.uint8)
         else:
-            still = snapshots[e, int(frame) % n_fr] if frame is not None else event_summary(snapshots[e])
+            still = (snapshots[e, int(frame) % n_fr] if frame is not None
+                     else event_summary(snapshots[e]))
             img = _grey(still, *clim)
         big, s = _upscale(img, panel_px)
         pil = Image.new("RGB", (panel_px, panel_px), (255, 255, 255))
@@ -498,3 +534,35 @@ def event_trace_strip(trace: np.ndarray, events: np.ndarray, *, half_window: int
         panels.append(np.asarray(pil))
         panels.append(np.full((height, gap_px, 3), 255, np.uint8))
     return np.concatenate(panels[:-1], axis=1)
+
+
+# How each page image is sent (measured in benchmarks/RESULTS.md, "Annotation page"): the map is
+# a noisy photograph-like image where PNG costs ~280 ms at 580 px; JPEG quality 90 without chroma
+# subsampling (4:4:4, so 1-px coloured outlines keep their colour) costs ~10 ms. The panels are
+# small line drawings: PNG at zlib level 1 (lossless, about 3x faster than level 6).
+ENCODINGS = {
+    "map": ("jpeg", {"quality": 90, "subsampling": 0}),
+    "panel": ("png", {"compress_level": 1}),
+}
+
+
+def encode_image(img: np.ndarray, kind: str = "panel") -> tuple[bytes, str]:
+    """(rows, cols, 3) uint8 RGB -> (encoded bytes, file extension) per :data:`ENCODINGS`."""
+    if kind not in ENCODINGS:
+        raise ValueError(f"image kind must be one of {sorted(ENCODINGS)}, got {kind!r}")
+    fmt, params = ENCODINGS[kind]
+    with io.BytesIO() as buf:
+        Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)).save(buf, fmt, **params)
+        return buf.getvalue(), ("jpg" if fmt == "jpeg" else fmt)
+
+
+def fingerprint(value) -> bytes | str | None:
+    """Cheap content key of a panel (array: 16-byte BLAKE2b of shape and bytes; str: itself),
+    to skip re-sending panels that did not change."""
+    if value is None or isinstance(value, str):
+        return value
+    a = np.ascontiguousarray(value)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((a.shape, a.dtype.str)).encode())
+    h.update(a.data)
+    return h.digest()

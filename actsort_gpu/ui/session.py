@@ -39,6 +39,9 @@ class ViewState:
     zoom : 0 (whole field of view) .. 100 (10 px around the current candidate)
     show_model : colour unlabelled candidates by the model's decision
     playing, frame : snapshot playback
+    truth_shown : the user asked to compare with the truth (demo stores; never before)
+    show_errors : colour the map by errors against the truth (only once ``truth_shown``)
+    sent : fingerprints of the panels this tab shows (the page re-sends only changed ones)
     """
 
     store: int = 0
@@ -56,8 +59,11 @@ class ViewState:
     hide_not: bool = False
     playing: bool = False
     frame: int = 0
+    truth_shown: bool = False
+    show_errors: bool = False
     message: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    sent: dict = field(default_factory=dict, compare=False)  # panel -> fingerprint on screen
 
     def with_(self, **changes) -> "ViewState":
         return replace(self, **changes)

@@ -53,6 +53,7 @@ class StoreData:
     base_key: tuple | None = None
     n_events: int = 5
     event_frames: int = 11
+    truth: np.ndarray | None = None   # (N,) int8 +1 / -1 (synthetic demo stores), never shown
     _handles: dict = field(default_factory=dict)
 
     @property
@@ -106,6 +107,20 @@ class StoreData:
         return block
 
 
+def _read_truth(store: SortStore, path: Path) -> np.ndarray | None:
+    """``truth/labels`` (N,) int8 +1 / -1 when present and valid; a malformed truth is ignored
+    with a warning (it only feeds the demo's comparison, never the labels)."""
+    if not store.has("truth/labels"):
+        return None
+    truth = np.asarray(store.read("truth/labels"))
+    if truth.shape != (store.n_candidates,) or not np.isin(truth, (-1, 1)).all():
+        log.warning("%s: truth/labels ignored: expected (%d,) values +1 / -1, got shape %s "
+                    "values %s", path, store.n_candidates, truth.shape,
+                    np.unique(truth)[:5].tolist())
+        return None
+    return truth.astype(np.int8)
+
+
 def load_store_data(path: Path, name: str) -> StoreData:
     """Open a store and read what the page shows; fails naming the missing stage."""
     store = SortStore.open(path)
@@ -115,7 +130,8 @@ def load_store_data(path: Path, name: str) -> StoreData:
         raise StoreError(f"{path}: missing {missing}; run `actsort {stage} {path}` first")
     h, w = store.height, store.width
     outlines = store.read_ragged("candidates/outlines")
-    neighbors = (store.read_ragged("candidates/neighbors") if store.has("candidates/neighbors/offsets")
+    neighbors = (store.read_ragged("candidates/neighbors")
+                 if store.has("candidates/neighbors/offsets")
                  else [np.zeros(0, np.int32)] * store.n_candidates)
     t0 = time.perf_counter()
     canvas = MapCanvas(store.footprints(), outlines, h, w)
@@ -132,7 +148,8 @@ def load_store_data(path: Path, name: str) -> StoreData:
                      crops=store.read("candidates/crops"), outlines=outlines, neighbors=neighbors,
                      events=events, feature_names=list(store.array("features/matrix").attrs.get(
                          "names", [])), fs_hz=movie.get("fs_hz"), canvas=canvas, images=images,
-                     n_events=events.shape[1], event_frames=int(frames[2]))
+                     n_events=events.shape[1], event_frames=int(frames[2]),
+                     truth=_read_truth(store, path))
 
 
 class Workspace:
@@ -158,6 +175,11 @@ class Workspace:
                          for _ in self.stores]
         self.label_times: list[float] = []
         self._canvas_lock = threading.Lock()
+        # Sizes of the labelling actions of this session (a box label = one action over many
+        # candidates), so one undo reverts a whole box. The journal has no grouping: actions
+        # of earlier sessions undo one candidate at a time.
+        self._undo_groups: list[int] = []
+        self._redo_groups: list[int] = []
 
     @classmethod
     def open(cls, store_paths, *, annotator: str = "anonymous", classifier=None,
@@ -202,6 +224,11 @@ class Workspace:
         sl = self._slice(store)
         return p[sl], d[sl]
 
+    def has_truth(self, store: int | None = None) -> bool:
+        """Whether the store (any store when None) carries a usable ``truth/labels``."""
+        stores = self.stores if store is None else [self.stores[store]]
+        return any(s.truth is not None for s in stores)
+
     def contributions(self, store: int, local: int, k: int = 6):
         from .progress import top_contributions
 
@@ -237,22 +264,42 @@ class Workspace:
         with self.lock:
             _, dec = self.model(store)
             tracker = self.trackers[store]
-            for c in locals_:
-                tracker.before_label(None if dec is None else int(dec[c]), int(y))
-                self.learner.label(self.g(store, c), int(y))
+            done = 0
+            try:
+                for c in locals_:
+                    tracker.before_label(None if dec is None else int(dec[c]), int(y))
+                    self.learner.label(self.g(store, c), int(y))
+                    done += 1
+            finally:
+                if done:
+                    self._undo_groups.append(done)
+                    self._redo_groups.clear()
             self.label_times.append(time.monotonic())
             _, dec = self.model(store)
             tracker.after_label(dec, int((self.human(store) != 0).sum()))
 
-    def undo(self) -> tuple[int, int] | None:
+    def _replay(self, step, source: list[int], target: list[int]):
+        """Undo or redo one action (all candidates of a box label); returns
+        (store, local candidate of the action's last step, candidates changed) or None."""
         with self.lock:
-            i = self.learner.undo()
-        return None if i is None else self.learner.locate(i)
+            k = source.pop() if source else 1
+            last, n = None, 0
+            for _ in range(k):
+                i = step()
+                if i is None:
+                    break
+                last, n = i, n + 1
+            if n:
+                target.append(n)
+        return None if last is None else (*self.learner.locate(last), n)
 
-    def redo(self) -> tuple[int, int] | None:
-        with self.lock:
-            i = self.learner.redo()
-        return None if i is None else self.learner.locate(i)
+    def undo(self) -> tuple[int, int, int] | None:
+        """Revert the latest action: (store, local candidate, number reverted) or None."""
+        return self._replay(self.learner.undo, self._undo_groups, self._redo_groups)
+
+    def redo(self) -> tuple[int, int, int] | None:
+        """Re-apply the latest undone action: (store, local candidate, number) or None."""
+        return self._replay(self.learner.redo, self._redo_groups, self._undo_groups)
 
     def next_query(self, store: int, mode: str, current: int = -1) -> int | None:
         """Next local candidate of ``store`` to show: the learner's query (restricted to this
