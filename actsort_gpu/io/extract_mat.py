@@ -124,6 +124,18 @@ def _missing(path: Path, what: str, names) -> ValueError:
                       f"doesn't contain necessary components)")
 
 
+def _components(root, child, path: Path):
+    """(footprints, traces, summary image) hits of the recursive field search (findField.m);
+    the image may be None, missing footprints or traces raise an error naming the file."""
+    fp = _find(root, FOOTPRINT_NAMES, child)
+    tr = _find(root, TRACE_NAMES, child)
+    if fp is None:
+        raise _missing(path, "spatial footprints", FOOTPRINT_NAMES)
+    if tr is None:
+        raise _missing(path, "traces", TRACE_NAMES)
+    return fp, tr, _find(root, IMAGE_NAMES, child)
+
+
 def _read_v5(path: Path, hw, progress) -> Candidates:
     import scipy.io
 
@@ -133,13 +145,7 @@ def _read_v5(path: Path, hw, progress) -> Candidates:
         raise OSError(f"{path}: not a readable MATLAB .mat file (corrupt or truncated?): "
                       f"{exc}") from exc
     root = _V5(data)
-    fp = _find(root, FOOTPRINT_NAMES, _V5.child)
-    tr = _find(root, TRACE_NAMES, _V5.child)
-    if fp is None:
-        raise _missing(path, "spatial footprints", FOOTPRINT_NAMES)
-    if tr is None:
-        raise _missing(path, "traces", TRACE_NAMES)
-    img = _find(root, IMAGE_NAMES, _V5.child)
+    fp, tr, img = _components(root, _V5.child, path)
     images = {}
     if img is not None and np.ndim(img[1]) == 2:
         images[f"extract_{img[0]}"] = np.asarray(img[1], dtype=np.float32)
@@ -219,14 +225,8 @@ def _read_v73(path: Path, hw, progress) -> Candidates:
         raise OSError(f"{path}: not a readable MATLAB v7.3 (HDF5) file: {exc}") from exc
     with f:
         root = _H5(f)
-        fp = _find(root, FOOTPRINT_NAMES, _H5.child)
-        tr = _find(root, TRACE_NAMES, _H5.child)
-        if fp is None:
-            raise _missing(path, "spatial footprints", FOOTPRINT_NAMES)
-        if tr is None:
-            raise _missing(path, "traces", TRACE_NAMES)
+        fp, tr, img = _components(root, _H5.child, path)
         images = {}
-        img = _find(root, IMAGE_NAMES, _H5.child)
         if img is not None and isinstance(img[1], h5py.Dataset) and img[1].ndim == 2:
             images[f"extract_{img[0]}"] = np.asarray(img[1], dtype=np.float32).T  # (W, H) -> (H, W)
         image_hw = next(iter(images.values())).shape if images else None
