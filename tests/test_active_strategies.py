@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -185,3 +187,33 @@ def test_disc_refresh_policy_and_option():
     eng = Engine(_toy()[0], Policy(disc_refresh=1))
     eng.set_policy(Policy(disc_refresh=5))
     assert eng.disc.refresh_every == 5 and eng.disc.model.max_iter == 5
+
+
+def test_self_training_pseudo_labels():
+    x, y = _toy(300, seed=3)
+    assert parse_policy("default").pseudo_weight == 0.0          # off by default
+    pol = parse_policy("default+pseudo0.2+pconf0.9+pmax1.5")
+    assert (pol.pseudo_weight, pol.pseudo_confidence, pol.pseudo_max_ratio) == (0.2, 0.9, 1.5)
+    for bad in (dict(pseudo_weight=2.0), dict(pseudo_confidence=0.5), dict(pseudo_max_ratio=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Policy(**bad)
+    eng = Engine(x, pol, seed=0)
+    lab = np.r_[np.flatnonzero(y > 0)[:9], np.flatnonzero(y < 0)[:20]]
+    for i in lab:
+        eng.set_label(int(i), int(y[i]))
+    eng.fit()
+    assert eng.pseudo_labels()[0].size == 0                      # < 10 cells: no pseudo rows
+    i10 = int(np.flatnonzero(y > 0)[9])
+    eng.set_label(i10, int(y[i10]))
+    p_plain = Engine(x, replace(pol, pseudo_weight=0.0), seed=0)
+    p_plain.set_labels(eng.labels)
+    p_plain = p_plain.fit().numpy()
+    eng.fit()
+    idx, py = eng.pseudo_labels()
+    assert idx.size == int(1.5 * 30)                             # capped at 1.5 x 30 labels
+    assert (eng.labels[idx] == 0).all()
+    p = eng.proba.numpy()
+    assert (np.abs(p[idx] - 0.5) >= 0.4).all()
+    assert ((py > 0) == (p[idx] > 0.5)).all()
+    assert not np.allclose(p, p_plain)                           # the refit used them
+    assert ((p > 0.5) == (y > 0)).mean() > 0.85

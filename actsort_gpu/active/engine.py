@@ -43,6 +43,13 @@ class Policy:
     lambda_cv : choose lambda_scale x {1, 2, 4, 8} by 5-fold CV of the (balanced) deviance on
         the labelled rows once >= 50 labels with >= 10 per class, redone every 10 new labels
         (``model_select``); before that, lambda_scale (ActSort: off, lam = 1/n always)
+    pseudo_weight : self-training (off at 0): once each class has >= 10 labels, after each fit
+        the unlabelled candidates with P(cell) >= pseudo_confidence or <= 1 - pseudo_confidence
+        (the most confident first, at most pseudo_max_ratio x the number of labels) join the
+        training rows as pseudo-labels with this weight (class-balanced among themselves when
+        ``balance`` is "weights") and the classifier is refitted once (warm start)
+    pseudo_confidence : see pseudo_weight, in (0.5, 1)
+    pseudo_max_ratio : see pseudo_weight, > 0
     """
 
     strategy: str = "dcal"
@@ -55,6 +62,9 @@ class Policy:
     diverse_batches: bool = True
     disc_refresh: int = 20
     lambda_cv: bool = True
+    pseudo_weight: float = 0.0
+    pseudo_confidence: float = 0.95
+    pseudo_max_ratio: float = 2.0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -67,6 +77,13 @@ class Policy:
             raise ValueError(f"dcal_weight must lie in [0, 1], got {self.dcal_weight}")
         if self.disc_refresh < 1:
             raise ValueError(f"disc_refresh must be >= 1, got {self.disc_refresh}")
+        if not 0.0 <= self.pseudo_weight <= 1.0:
+            raise ValueError(f"pseudo_weight must lie in [0, 1], got {self.pseudo_weight}")
+        if not 0.5 < self.pseudo_confidence < 1.0:
+            raise ValueError(f"pseudo_confidence must lie in (0.5, 1), got "
+                             f"{self.pseudo_confidence}")
+        if not self.pseudo_max_ratio > 0:
+            raise ValueError(f"pseudo_max_ratio must be > 0, got {self.pseudo_max_ratio}")
 
 
 # ActSort's benchmark scripts (reference section 7): threshold 0.65, no balancing, no clipping.
@@ -97,7 +114,9 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
     ``dcal-0.3`` : DCAL with w = 0.3 (ActSort naming).
     Options after ``+``: ``bal`` (class-balanced weights), ``thrX`` (threshold X),
     ``noclip``, ``lamX`` (lambda_scale X), ``refreshK`` (discriminator subsample kept K
-    queries), ``cv``/``nocv`` (lambda by cross-validation); e.g. ``dal+bal``, ``default+thr0.5``.
+    queries), ``cv``/``nocv`` (lambda by cross-validation), ``pseudoW`` (self-training with
+    pseudo-label weight W), ``pconfX`` (its confidence), ``pmaxR`` (its cap, x labels);
+    e.g. ``dal+bal``, ``default+thr0.5``, ``default+pseudo0.2``.
     ``threshold`` (the --threshold argument) applies to non-default specs without ``thrX``.
     """
     base, *opts = spec.strip().split("+")
@@ -132,9 +151,15 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
             pol = replace(pol, lambda_cv=False)
         elif opt.startswith("refresh"):
             pol = replace(pol, disc_refresh=int(opt[7:]))
+        elif opt.startswith("pseudo"):
+            pol = replace(pol, pseudo_weight=float(opt[6:]))
+        elif opt.startswith("pconf"):
+            pol = replace(pol, pseudo_confidence=float(opt[5:]))
+        elif opt.startswith("pmax"):
+            pol = replace(pol, pseudo_max_ratio=float(opt[4:]))
         else:
-            raise ValueError(f"strategy {spec!r}: unknown option {opt!r} "
-                             "(known: bal, nobal, noclip, thrX, lamX, refreshK, cv, nocv)")
+            raise ValueError(f"strategy {spec!r}: unknown option {opt!r} (known: bal, nobal, "
+                             "noclip, thrX, lamX, refreshK, cv, nocv, pseudoW, pconfX, pmaxR)")
     return pol
 
 
@@ -234,8 +259,43 @@ class Engine:
         if self.pre_y is not None and getattr(self, "_discard_pending", 0):
             self._discard_conflicting()
         self.proba = self.clf.predict_proba(self.x)
+        if self.policy.pseudo_weight > 0:
+            self._self_train(x, y, w)
         self._dirty = False
         return self.proba
+
+    PSEUDO_MIN_PER_CLASS = 10
+
+    def pseudo_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Self-training rows from the current probabilities: (indices (m,) int64, labels (m,)
+        +1/-1) of the unlabelled candidates with P(cell) >= c or <= 1 - c (c =
+        policy.pseudo_confidence), most confident first, at most pseudo_max_ratio x the
+        number of labelled rows; empty before a fit or with < 10 labels of either class."""
+        pol = self.policy
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8))
+        n_pos, n_neg = int((self.labels > 0).sum()), int((self.labels < 0).sum())
+        if self.proba is None or min(n_pos, n_neg) < self.PSEUDO_MIN_PER_CLASS:
+            return empty
+        p = self.proba.detach().cpu().numpy().astype(np.float64)
+        conf = np.abs(p - 0.5)
+        cand = np.flatnonzero((self.labels == 0) & (conf >= pol.pseudo_confidence - 0.5))
+        cap = int(pol.pseudo_max_ratio * (n_pos + n_neg))
+        cand = cand[np.argsort(-conf[cand], kind="stable")][:cap]
+        return cand.astype(np.int64), np.where(p[cand] > 0.5, 1, -1).astype(np.int8)
+
+    def _self_train(self, x, y, w) -> None:
+        """Refit once with the pseudo-labelled rows added (weight policy.pseudo_weight)."""
+        idx, py = self.pseudo_labels()
+        if idx.size == 0:
+            return
+        pw = (balanced_weights(py) if self.policy.balance == "weights"
+              else np.ones(idx.size)) * self.policy.pseudo_weight
+        w_all = np.concatenate([np.ones(len(y)) if w is None else w, pw])
+        x_all = torch.cat([x, self.x[torch.as_tensor(idx, device=self.device)]])
+        y_all = np.concatenate([y, py.astype(np.float64)])
+        self.clf.fit(x_all, torch.as_tensor(y_all, device=self.device),
+                     torch.as_tensor(w_all, device=self.device))
+        self.proba = self.clf.predict_proba(self.x)
 
     CV_MIN_LABELS = 50
     CV_MIN_PER_CLASS = 10

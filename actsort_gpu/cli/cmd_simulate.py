@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--strategies", type=_csv(str), default=["random", "cal", "dal", "dcal"],
                    help="comma list: random, ordered, cal, dal, dcal, dcal-<w>, faithful-dcal, "
                         "default; options after '+' (bal, nobal, noclip, thrX, lamX, refreshK, "
-                        "cv, nocv)")
+                        "cv, nocv, pseudoW, pconfX, pmaxR)")
     p.add_argument("--budgets", type=_csv(float), default=[1, 2, 3, 5], metavar="PCT,...")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
