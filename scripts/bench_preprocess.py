@@ -13,7 +13,7 @@ store size / movie size, the whole stage's CPU seconds (all threads; comparable 
 machine loads, unlike the wall-clock ratio) and the 1-minute load average at its end.
 Files are deleted afterwards unless ``--keep``.
 
-    python scripts/bench_preprocess.py --sizes 1,4,8 --dir /tmp/bench
+    python scripts/bench_preprocess.py --sizes 1,4,8 --dir ../bench_tmp
 """
 
 from __future__ import annotations

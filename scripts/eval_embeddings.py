@@ -13,7 +13,7 @@
 
 All stores are made in --workdir (never in the shared data folder).
 
-    python scripts/eval_embeddings.py --workdir /tmp/eval --checkpoint actsort_gpu/embed/checkpoints/default.pt
+    python scripts/eval_embeddings.py --workdir ../eval_tmp --checkpoint actsort_gpu/embed/checkpoints/default.pt
 """
 
 from __future__ import annotations

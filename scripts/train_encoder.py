@@ -7,7 +7,7 @@ motion drawn from the seed), ingest its Suite2p output, preprocess; then self-su
 contrastive training across all stores (train.train_encoder). Seeds and timings go into the
 checkpoint's ``training`` metadata and are printed as JSON.
 
-    python scripts/train_encoder.py --workdir /tmp/enc --recordings 8 --epochs 10 \
+    python scripts/train_encoder.py --workdir ../encoder_tmp --recordings 8 --epochs 10 \
         --out actsort_gpu/embed/checkpoints/default.pt
 """
 
