@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +38,6 @@ class AppliedStore:
         return int((self.final > 0).sum())
 
 
-def _human_labels(dataset) -> np.ndarray:
-    """Replay the store's journal read-only (no lock: works beside a running page)."""
-    from .active.journal import Journal
-
-    labels = np.zeros(dataset.features.shape[0], np.int8)
-    if dataset.journal_path is None or not Path(dataset.journal_path).exists():
-        return labels
-    journal = Journal(dataset.journal_path, read_only=True)
-    for (name, cand), lab in journal.labels.items():
-        if name == dataset.name and 0 <= cand < len(labels):
-            labels[cand] = lab
-    return labels
-
-
 def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: float | None = None,
                      export: str | None = None) -> list[AppliedStore]:
     """Classify every candidate of ``store_paths`` with the classifier file at ``classifier_path``.
@@ -70,7 +56,7 @@ def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: flo
     (N,) float32, ``predictions/decision`` and ``predictions/final`` (N,) int8 with the
     classifier's path, hash and threshold in their attributes.
     """
-    from .active.learner import Learner, dataset_from_store
+    from .active.learner import Learner, dataset_from_store, read_journal
     from .active.linear import zscore_columns
     from .active.transfer import load_classifier
     from .store import SortStore
@@ -98,10 +84,9 @@ def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: flo
     results = []
     for path, ds in zip(paths, datasets):
         t0 = time.perf_counter()
-        human = _human_labels(ds)
+        human, _ = read_journal(ds)
         if (human != 0).any():
-            ds_no_journal = type(ds)(ds.name, ds.features, ds.feature_names, ds.feature_version)
-            learner = Learner([ds_no_journal], device="cpu", pretrained=clf)
+            learner = Learner([replace(ds, journal_path=None)], device="cpu", pretrained=clf)
             learner.set_threshold(thr)
             learner.engine.set_labels(human)
             proba = np.asarray(learner.probabilities(), dtype=np.float32)

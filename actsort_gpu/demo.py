@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +142,7 @@ def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
     still be labelled by a person afterwards.
     """
     from .active.engine import product_policy
-    from .active.learner import DatasetInput, Learner, dataset_from_store
+    from .active.learner import Learner, dataset_from_store
     from .store import SortStore
 
     store = SortStore.open(store_path)
@@ -152,8 +152,8 @@ def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
     truth = store.read("truth/labels")
     active = config.active if config is not None else None
     ds = dataset_from_store(store_path, use_embeddings=bool(active and active.use_embeddings))
-    learner = Learner([DatasetInput(ds.name, ds.features, ds.feature_names, ds.feature_version)],
-                      product_policy(active), device="cpu", seed=seed)
+    learner = Learner([replace(ds, journal_path=None)], product_policy(active), device="cpu",
+                      seed=seed)
     budget = max(6, int(round(budget_fraction * len(truth))))
     curve, seconds = [], []
     for n in range(1, budget + 1):

@@ -38,22 +38,16 @@ def _session_learner(store_path: Path, config=None):
     """A learner over one store (``learner.dataset_from_store``) with the journal replayed
     read-only: no lock is taken, so this works beside a running page."""
     from .active.engine import product_policy
-    from .active.journal import Journal
-    from .active.learner import Learner, dataset_from_store
+    from .active.learner import Learner, dataset_from_store, read_journal
 
     active = config.active if config is not None else None
     ds = dataset_from_store(store_path, use_embeddings=bool(getattr(active, "use_embeddings",
                                                                     False)))
-    journal_path = ds.journal_path
-    ds = replace(ds, journal_path=None)          # the learner must not take the journal's lock
-    learner = Learner([ds], product_policy(active), device="cpu")
-    journal = Journal(journal_path, read_only=True)
-    labels = np.zeros(len(ds.features), np.int8)
-    for (name, cand), lab in journal.labels.items():
-        if name == ds.name and 0 <= cand < len(labels):
-            labels[cand] = lab
+    labels, journal = read_journal(ds)
+    # The learner must not take the journal's lock.
+    learner = Learner([replace(ds, journal_path=None)], product_policy(active), device="cpu")
     learner.engine.set_labels(labels)
-    for ev in journal.events:
+    for ev in journal.events if journal is not None else ():
         if ev.dataset == ds.name and ev.label != 0:
             learner.label_info[int(ev.candidate)] = (ev.annotator, ev.time)
     return learner

@@ -31,7 +31,7 @@ from .linear import zscore_columns
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Learner", "DatasetInput", "QueryRecord", "dataset_from_store"]
+__all__ = ["Learner", "DatasetInput", "QueryRecord", "dataset_from_store", "read_journal"]
 
 
 @dataclass
@@ -65,6 +65,21 @@ def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
         version = f"{version}+emb:{emb.attrs.get('encoder_id', '')}"
     return DatasetInput(Path(path).name, x, names, version,
                         Path(store.path) / "labels" / "journal.jsonl")
+
+
+def read_journal(dataset: DatasetInput):
+    """Replay the dataset's journal read-only (no lock: works beside a running page).
+
+    Returns (labels (N,) int8 of +1/-1/0, the journal or None when there is none).
+    """
+    labels = np.zeros(dataset.features.shape[0], np.int8)
+    if dataset.journal_path is None or not Path(dataset.journal_path).exists():
+        return labels, None
+    journal = Journal(dataset.journal_path, read_only=True)
+    for (name, cand), lab in journal.labels.items():
+        if name == dataset.name and 0 <= cand < len(labels):
+            labels[cand] = lab
+    return labels, journal
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,14 @@ def _components(root, child, path: Path):
     return fp, tr, _find(root, IMAGE_NAMES, child)
 
 
+def _cellcheck_metrics(root, child, n: int, path: Path) -> dict:
+    """EXTRACT's cellcheck metrics when the file has them, else {}."""
+    cc = _find(root, ("cellcheck",), child)
+    if cc is None or child(cc[1]) is None:
+        return {}
+    return _cellcheck(child(cc[1]), n, path)
+
+
 def _read_v5(path: Path, hw, progress) -> Candidates:
     import scipy.io
 
@@ -167,10 +175,7 @@ def _read_v5(path: Path, hw, progress) -> Candidates:
                                            w, progress=progress)
     n = footprints.shape[0]
     traces = _orient_traces(path, traces, n, t_major=True)
-    metrics = {}
-    cc = _find(root, ("cellcheck",), _V5.child)
-    if cc is not None and _V5.child(cc[1]) is not None:
-        metrics = _cellcheck(_V5.child(cc[1]), n, path)
+    metrics = _cellcheck_metrics(root, _V5.child, n, path)
     return Candidates(footprints, traces, h, w, "extract", path, metrics=metrics, images=images)
 
 
@@ -263,8 +268,5 @@ def _read_v73(path: Path, hw, progress) -> Candidates:
         traces = traces.reshape(1, -1) if traces.ndim == 1 else traces
         n = footprints.shape[0]
         traces = _orient_traces(path, traces, n, t_major=False)
-        metrics = {}
-        cc = _find(root, ("cellcheck",), _H5.child)
-        if cc is not None and _H5.child(cc[1]) is not None:
-            metrics = _cellcheck(_H5.child(cc[1]), n, path)
+        metrics = _cellcheck_metrics(root, _H5.child, n, path)
     return Candidates(footprints, traces, h, w, "extract", path, metrics=metrics, images=images)
