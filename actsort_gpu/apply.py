@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import schema
+from .labels import final_labels
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +59,10 @@ def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: flo
     (N,) float32, ``predictions/decision`` and ``predictions/final`` (N,) int8 with the
     classifier's path, hash and threshold in their attributes.
     """
-    from .active.learner import Learner, dataset_from_store, read_journal
+    from .active.learner import Learner, dataset_from_store
     from .active.linear import zscore_columns
     from .active.transfer import load_classifier
+    from .export import TABLE_FORMATS, export_predictions
     from .store import SortStore
 
     classifier_path = Path(classifier_path)
@@ -66,6 +70,8 @@ def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: flo
     thr = clf.threshold if threshold is None else float(threshold)
     if not 0.0 < thr < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {thr}")
+    if export is not None and export not in TABLE_FORMATS:
+        raise ValueError(f"export must be one of {TABLE_FORMATS}, got {export!r}")
     use_embeddings = "+emb:" in clf.feature_version
     paths = [Path(p) for p in ([store_paths] if isinstance(store_paths, (str, Path))
                                else store_paths)]
@@ -84,34 +90,30 @@ def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: flo
     results = []
     for path, ds in zip(paths, datasets):
         t0 = time.perf_counter()
-        human, _ = read_journal(ds)
+        learner = Learner([ds], device="cpu", pretrained=clf, read_only=True)
+        human = learner.human()
         if (human != 0).any():
-            learner = Learner([replace(ds, journal_path=None)], device="cpu", pretrained=clf)
-            learner.set_threshold(thr)
-            learner.engine.set_labels(human)
             proba = np.asarray(learner.probabilities(), dtype=np.float32)
         else:
             z = zscore_columns(ds.features).astype(np.float64)
             logit = z @ clf.weights[:-1] + clf.weights[-1]
             proba = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
         decision = np.where(proba > thr, 1, -1).astype(np.int8)
-        final = np.where(human != 0, human, decision).astype(np.int8)
+        final = final_labels(human, decision)
         store = SortStore.open(path, "r+")
         store.begin_stage("apply", {"classifier": str(classifier_path), "threshold": thr})
         attrs = {"classifier": str(classifier_path), "classifier_sha256": digest,
                  "threshold": thr, "n_human_labels": int((human != 0).sum())}
-        store.write_array("predictions/probability", proba, dims=["candidates"],
+        store.write_array(schema.PREDICTED_PROBABILITY, proba, dims=["candidates"],
                           units="P(cell)", attrs=attrs)
-        store.write_array("predictions/decision", decision, dims=["candidates"],
+        store.write_array(schema.PREDICTED_DECISION, decision, dims=["candidates"],
                           units="+1 cell / -1 not", attrs=attrs)
-        store.write_array("predictions/final", final, dims=["candidates"],
+        store.write_array(schema.PREDICTED_FINAL, final, dims=["candidates"],
                           units="+1 cell / -1 not", attrs=attrs)
         store.finish_stage("apply", time.perf_counter() - t0,
                            n_cells=int((final > 0).sum()), n_candidates=len(final))
         result = AppliedStore(path, proba, decision, final, int((human != 0).sum()))
         if export is not None:
-            from .export import export_predictions
-
             result.export_path = export_predictions(path, export)
         log.info("%s: %d of %d candidates are cells (%d human labels, threshold %.2f)", path,
                  result.n_cells, len(final), result.n_human, thr)

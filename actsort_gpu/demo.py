@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CELL, NOT_CELL
+from . import schema
+from .labels import balanced_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,16 @@ def write_truth(store_path: str | Path, truth_path: str | Path) -> None:
 
     store = SortStore.open(store_path, "r+")
     truth = load_truth(truth_path)
-    src = store.read("candidates/source_index")
+    src = store.read(schema.SOURCE_INDEX)
     n_truth = len(truth["is_cell"])
     if src.size and (src.max() >= n_truth or src.min() < 0):
         raise ValueError(f"{truth_path}: truth for {n_truth} candidates, but {store_path} "
                          f"refers to source rows up to {int(src.max())}")
-    store.write_array("truth/labels", np.asarray(truth["is_cell"], np.int8)[src],
+    store.write_array(schema.TRUTH_LABELS, np.asarray(truth["is_cell"], np.int8)[src],
                       dims=["candidates"], units="+1 cell / -1 not")
     annotators = np.asarray(truth["annotators"], np.int8)
     if annotators.size:
-        store.write_array("truth/annotators", annotators[:, src],
+        store.write_array(schema.TRUTH_ANNOTATORS, annotators[:, src],
                           dims=["annotators", "candidates"],
                           attrs={"names": [str(n) for n in truth["annotator_names"]]})
 
@@ -126,13 +127,6 @@ class DemoSession:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (n_labelled, BA)
 
 
-def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
-    pos, neg = truth == CELL, truth == NOT_CELL
-    tpr = float((pred[pos] == CELL).mean()) if pos.any() else float("nan")
-    tnr = float((pred[neg] == NOT_CELL).mean()) if neg.any() else float("nan")
-    return 0.5 * (tpr + tnr)
-
-
 def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
                      annotator: int = 0, seed: int = 0, config=None) -> DemoSession:
     """Label ``budget_fraction`` of the candidates with a simulated annotator's answers, choosing
@@ -146,10 +140,10 @@ def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
     from .store import SortStore
 
     store = SortStore.open(store_path)
-    if not store.has("truth/annotators"):
+    if not store.has(schema.TRUTH_ANNOTATORS):
         raise ValueError(f"{store_path}: no truth/annotators (not a synthetic demo store)")
-    answers = store.read("truth/annotators")[annotator]
-    truth = store.read("truth/labels")
+    answers = store.read(schema.TRUTH_ANNOTATORS)[annotator]
+    truth = store.read(schema.TRUTH_LABELS)
     active = config.active if config is not None else None
     ds = dataset_from_store(store_path, use_embeddings=bool(active and active.use_embeddings))
     learner = Learner([replace(ds, journal_path=None)], product_policy(active), device="cpu",
@@ -163,10 +157,10 @@ def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
         learner.probabilities()
         seconds.append(time.perf_counter() - t0)
         if n % 5 == 0 or n == budget:
-            curve.append((n, _balanced_accuracy(learner.overall(), truth)))
+            curve.append((n, balanced_accuracy(learner.final(), truth)))
     return DemoSession(
         n_candidates=len(truth), n_labelled=budget,
-        balanced_accuracy=_balanced_accuracy(learner.overall(), truth),
-        model_balanced_accuracy=_balanced_accuracy(learner.decisions(), truth),
-        annotator_balanced_accuracy=_balanced_accuracy(answers, truth),
+        balanced_accuracy=balanced_accuracy(learner.final(), truth),
+        model_balanced_accuracy=balanced_accuracy(learner.decisions(), truth),
+        annotator_balanced_accuracy=balanced_accuracy(answers, truth),
         seconds_per_update=float(np.median(seconds)), curve=curve)

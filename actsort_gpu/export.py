@@ -6,12 +6,14 @@ The table has one row per candidate::
     candidate, source_index, human_label, probability, decision, final_label, annotator, label_time
 
 human_label : +1 / -1 / 0 (the replay of labels/journal.jsonl); probability : P(cell) of the
-classifier trained on all human labels (NaN while a class has no label); decision : +1 / -1 at
-the threshold; final_label : the human label where given, else the decision (ActSort's
-``labels_overall``); annotator / label_time : of the latest human label ('' if none).
+classifier trained on all human labels (NaN while a class has no label), or of the applied
+classifier (``export_predictions``, after ``actsort apply``); decision : +1 / -1 at the
+threshold; final_label : the human label where given, else the decision
+(``labels.final_labels``); annotator / label_time : of the latest human label ('' if none).
 
-Used by the page's export buttons (with the running session's learner) and by
-``actsort export`` (which replays the journal read-only, so it works beside a running page).
+Formats are the rows of :data:`EXPORTERS` (the CLI's choices come from it). Used by the page's
+export buttons (with the running session's learner), by ``actsort export`` (which replays the
+journal read-only, so it works beside a running page) and by ``actsort apply --export``.
 """
 
 from __future__ import annotations
@@ -19,38 +21,51 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from . import schema
+from .labels import final_labels
+
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "label_table", "export_labels", "write_table_csv", "write_suite2p_iscell"]
+__all__ = ["EXPORTERS", "FORMATS", "TABLE_FORMATS", "Exporter", "export_labels",
+           "export_predictions", "label_table", "prediction_table", "write_suite2p_iscell",
+           "write_table_csv"]
 
-FORMATS = ("csv", "parquet", "suite2p", "nwb", "classifier")
 COLUMNS = ("candidate", "source_index", "human_label", "probability", "decision", "final_label",
            "annotator", "label_time")
 
 
-def _session_learner(store_path: Path, config=None):
-    """A learner over one store (``learner.dataset_from_store``) with the journal replayed
-    read-only: no lock is taken, so this works beside a running page."""
+def _read_only_learner(store_path: Path, config=None, pretrained=None):
+    """A learner over one store with its journal replayed read-only (no lock: works beside a
+    running page), with the inputs the page uses (``learner.dataset_from_store``)."""
     from .active.engine import product_policy
-    from .active.learner import Learner, dataset_from_store, read_journal
+    from .active.learner import Learner
 
     active = config.active if config is not None else None
-    ds = dataset_from_store(store_path, use_embeddings=bool(getattr(active, "use_embeddings",
-                                                                    False)))
-    labels, journal = read_journal(ds)
-    # The learner must not take the journal's lock.
-    learner = Learner([replace(ds, journal_path=None)], product_policy(active), device="cpu")
-    learner.engine.set_labels(labels)
-    for ev in journal.events if journal is not None else ():
-        if ev.dataset == ds.name and ev.label != 0:
-            learner.label_info[int(ev.candidate)] = (ev.annotator, ev.time)
-    return learner
+    return Learner.read_only(store_path, product_policy(active), pretrained=pretrained,
+                             use_embeddings=bool(getattr(active, "use_embeddings", False)))
+
+
+def _table(store, human, proba, decision, sources) -> dict:
+    """The export table's columns from (n,) human labels, P(cell) (or None), decisions and
+    (annotator, time) per candidate."""
+    n = len(human)
+    src = (store.read(schema.SOURCE_INDEX) if store.has(schema.SOURCE_INDEX)
+           else np.arange(n))
+    info = [sources[i] or ("", "") for i in range(n)]
+    return {"candidate": np.arange(n), "source_index": np.asarray(src, np.int64),
+            "human_label": np.asarray(human, np.int8),
+            "probability": (np.full(n, np.nan, np.float32) if proba is None
+                            else np.asarray(proba, np.float32)),
+            "decision": np.asarray(decision, np.int8),
+            "final_label": final_labels(human, decision),
+            "annotator": [a for a, _ in info], "label_time": [t for _, t in info]}
 
 
 def label_table(store_path, *, learner=None, dataset: int = 0, config=None) -> dict:
@@ -64,23 +79,30 @@ def label_table(store_path, *, learner=None, dataset: int = 0, config=None) -> d
     store_path = Path(store_path)
     store = SortStore.open(store_path)
     if learner is None:
-        learner, dataset = _session_learner(store_path, config), 0
-    lo, hi = int(learner.offsets[dataset]), int(learner.offsets[dataset + 1])
-    if hi - lo != store.n_candidates:
+        learner, dataset = _read_only_learner(store_path, config), 0
+    sl = learner.dataset_slice(dataset)
+    if sl.stop - sl.start != store.n_candidates:
         raise ValueError(f"{store_path}: {store.n_candidates} candidates, the learner's dataset "
-                         f"{dataset} has {hi - lo}")
-    human = learner.engine.labels[lo:hi].astype(np.int8)
-    p = learner.probabilities()
-    proba = np.full(hi - lo, np.nan, np.float32) if p is None else p[lo:hi]
-    dec = learner.decisions()[lo:hi].astype(np.int8)
-    final = np.where(human != 0, human, dec).astype(np.int8)
-    info = [learner.label_info.get(lo + i, ("", "")) if human[i] != 0 else ("", "")
-            for i in range(hi - lo)]
-    src = (store.read("candidates/source_index") if store.has("candidates/source_index")
-           else np.arange(hi - lo))
-    return {"candidate": np.arange(hi - lo), "source_index": np.asarray(src, np.int64),
-            "human_label": human, "probability": proba, "decision": dec, "final_label": final,
-            "annotator": [a for a, _ in info], "label_time": [t for _, t in info]}
+                         f"{dataset} has {sl.stop - sl.start}")
+    proba, decision = learner.model(dataset)
+    sources = [learner.label_source(i) for i in range(sl.start, sl.stop)]
+    return _table(store, learner.human(dataset), proba, decision, sources)
+
+
+def prediction_table(store_path) -> dict:
+    """The export table of a store classified by ``actsort apply``: its ``predictions/``
+    arrays, with the human labels (and who gave them) from the journal."""
+    from .store import SortStore, StoreError
+
+    store_path = Path(store_path)
+    store = SortStore.open(store_path)
+    if not store.has(schema.PREDICTED_FINAL):
+        raise StoreError(f"{store_path}: no predictions in the store; run `actsort apply "
+                         f"--classifier FILE {store_path}` first")
+    learner = _read_only_learner(store_path)
+    sources = [learner.label_source(i) for i in range(learner.n)]
+    return _table(store, learner.human(), store.read(schema.PREDICTED_PROBABILITY),
+                  store.read(schema.PREDICTED_DECISION), sources)
 
 
 def write_table_csv(table: dict, out: Path) -> Path:
@@ -174,50 +196,110 @@ def _write_nwb(table: dict, out: Path, store_path: Path) -> Path:
     return out
 
 
-def export_labels(store_path, format: str, out=None, *, learner=None, dataset: int = 0,
-                  config=None) -> Path:
-    """Export one store's curation; returns the path written.
+def _suite2p_default(store_path: Path, store) -> Path:
+    ext = store.attrs.get("extraction") or {}
+    if ext.get("format") != "suite2p":
+        raise ValueError(f"{store_path}: the extraction was {ext.get('format')!r}, not "
+                         "Suite2p; pass --out FOLDER to write an iscell.npy anyway")
+    out = Path(ext["path"])
+    return out if out.is_dir() else out.parent
 
-    format : csv | parquet | suite2p | nwb | classifier
-    out : file (csv, parquet, classifier .npz, nwb: the NWB file to annotate) or folder (suite2p:
-        the Suite2p plane folder; default the store's recorded extraction path). Default for the
-        table formats: ``<store>/exports/labels.<ext>``.
+
+def _nwb_default(store_path: Path, store) -> Path:
+    ext = store.attrs.get("extraction") or {}
+    if ext.get("format") != "nwb":
+        raise ValueError(f"{store_path}: the extraction was not NWB; pass --out FILE.nwb")
+    return Path(ext["path"])
+
+
+def _write_classifier(learner, out: Path) -> Path:
+    from .active.transfer import save_classifier
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save_classifier(out, learner)
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One export format.
+
+    description : one line for the CLI help and the README
+    default_out : (store path, store) -> where to write when no ``out`` is given
+    write : (table, out, store path, store) -> path written; None for the classifier, which
+        is written from the learner, not from the table
     """
-    from .store import SortStore
 
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    store_path = Path(store_path)
-    store = SortStore.open(store_path)
-    if format == "classifier":
-        from .active.transfer import save_classifier
+    description: str
+    default_out: Callable[[Path, object], Path]
+    write: Callable | None
 
-        if learner is None:
-            learner = _session_learner(store_path, config)
-        out = Path(out) if out is not None else store_path / "exports" / "classifier.npz"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return save_classifier(out, learner)
-    table = label_table(store_path, learner=learner, dataset=dataset, config=config)
-    if format in ("csv", "parquet"):
-        out = Path(out) if out is not None else store_path / "exports" / f"labels.{format}"
-        path = write_table_csv(table, out) if format == "csv" else _write_parquet(table, out)
-    elif format == "suite2p":
-        ext = store.attrs.get("extraction") or {}
-        if out is None:
-            if ext.get("format") != "suite2p":
-                raise ValueError(f"{store_path}: the extraction was {ext.get('format')!r}, not "
-                                 "Suite2p; pass --out FOLDER to write an iscell.npy anyway")
-            out = Path(ext["path"])
-            out = out if out.is_dir() else out.parent
-        path = write_suite2p_iscell(table, Path(out))
-    else:
-        if out is None:
-            ext = store.attrs.get("extraction") or {}
-            if ext.get("format") != "nwb":
-                raise ValueError(f"{store_path}: the extraction was not NWB; pass --out FILE.nwb")
-            out = ext["path"]
-        path = _write_nwb(table, Path(out), store_path)
+
+EXPORTERS: dict[str, Exporter] = {
+    "csv": Exporter("label table, one row per candidate (CSV)",
+                    lambda p, s: p / "exports" / "labels.csv",
+                    lambda t, out, p, s: write_table_csv(t, out)),
+    "parquet": Exporter("the same table as Parquet (needs pyarrow)",
+                        lambda p, s: p / "exports" / "labels.parquet",
+                        lambda t, out, p, s: _write_parquet(t, out)),
+    "suite2p": Exporter("iscell.npy in the Suite2p plane folder (original backed up once)",
+                        _suite2p_default,
+                        lambda t, out, p, s: write_suite2p_iscell(t, out)),
+    "nwb": Exporter("actsort_* columns added to the NWB file's PlaneSegmentation",
+                    _nwb_default, lambda t, out, p, s: _write_nwb(t, out, p)),
+    "classifier": Exporter("portable classifier (.npz) to fine-tune or apply elsewhere",
+                           lambda p, s: p / "exports" / "classifier.npz", None),
+}
+FORMATS = tuple(EXPORTERS)
+TABLE_FORMATS = tuple(f for f, e in EXPORTERS.items() if e.write is not None)
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> Exporter:
+    if fmt not in allowed:
+        raise ValueError(f"format must be one of {allowed}, got {fmt!r}")
+    return EXPORTERS[fmt]
+
+
+def _write(table: dict, fmt: str, out, store_path: Path, store) -> Path:
+    exporter = EXPORTERS[fmt]
+    out = Path(out) if out is not None else exporter.default_out(store_path, store)
+    path = exporter.write(table, out, store_path, store)
     n_h = int((table["human_label"] != 0).sum())
     log.info("%s: exported %d candidates (%d human labels) to %s at %s", store_path,
              len(table["candidate"]), n_h, path, datetime.now(timezone.utc).isoformat())
     return path
+
+
+def export_labels(store_path, format: str, out=None, *, learner=None, dataset: int = 0,
+                  config=None) -> Path:
+    """Export one store's curation; returns the path written.
+
+    format : a key of :data:`EXPORTERS` (csv | parquet | suite2p | nwb | classifier)
+    out : file (csv, parquet, classifier .npz, nwb: the NWB file to annotate) or folder (suite2p:
+        the Suite2p plane folder; default the store's recorded extraction path). Default for the
+        table formats: ``<store>/exports/labels.<ext>``.
+    learner : the page's running learner (the store is its dataset ``dataset``); None replays
+        the journal read-only.
+    """
+    from .store import SortStore
+
+    exporter = _check_format(format, FORMATS)
+    store_path = Path(store_path)
+    store = SortStore.open(store_path)
+    if exporter.write is None:
+        if learner is None:
+            learner = _read_only_learner(store_path, config)
+        out = Path(out) if out is not None else exporter.default_out(store_path, store)
+        return _write_classifier(learner, out)
+    table = label_table(store_path, learner=learner, dataset=dataset, config=config)
+    return _write(table, format, out, store_path, store)
+
+
+def export_predictions(store_path, format: str, out=None) -> Path:
+    """Export the table of a store classified by ``actsort apply`` (``prediction_table``) in a
+    table format (csv | parquet | suite2p | nwb); returns the path written."""
+    from .store import SortStore
+
+    _check_format(format, TABLE_FORMATS)
+    store_path = Path(store_path)
+    return _write(prediction_table(store_path), format, out, store_path,
+                  SortStore.open(store_path))

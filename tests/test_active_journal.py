@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actsort_gpu.active.journal import Journal, JournalLockedError, replay
+from actsort_gpu.labels import Journal, JournalLockedError, replay
 from actsort_gpu.active.learner import DatasetInput, Learner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def test_replay_undo_redo(tmp_path):
     lines = [json.loads(s) for s in path.read_text().splitlines()]
     assert [ln["origin"] for ln in lines] == ["human"] * 3 + ["undo", "undo", "redo"]
     assert set(lines[0]) == {"time", "dataset", "candidate", "label", "previous", "annotator",
-                             "origin", "session"}
+                             "origin", "session", "action", "action_size"}
     with Journal(path, read_only=True) as j2:   # state = replay of the file
         assert j2.labels == {("a", 3): 1, ("a", 4): -1}
         assert len(j2.redo_stack) == 1 and len(j2.undo_stack) == 2
@@ -49,7 +49,7 @@ def test_new_action_clears_redo(tmp_path):
         j.undo("x")
         j.append("a", 2, 1, "x")
         assert j.redo("x") is None
-        assert j.undo("x").candidate == 2
+        assert j.undo("x")[-1].candidate == 2
 
 
 def test_torn_last_line_ignored_and_cut(tmp_path):
@@ -87,7 +87,7 @@ def test_second_writer_refused_with_holder(tmp_path):
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from actsort_gpu.active.journal import Journal
+            from actsort_gpu.labels import Journal
             j = Journal({str(path)!r})
             print("locked", flush=True)
             time.sleep(60)

@@ -9,7 +9,7 @@ import pytest
 
 from actsort_gpu import CELL, NOT_CELL
 from actsort_gpu.active.engine import Policy
-from actsort_gpu.active.journal import JournalLockedError
+from actsort_gpu.labels import JournalLockedError
 from actsort_gpu.active.learner import DatasetInput, Learner
 from actsort_gpu.active.transfer import coral_align, load_classifier, save_classifier
 
@@ -34,12 +34,12 @@ def test_two_datasets_one_classifier_and_undo(tmp_path):
         i = lrn.next_query()[0]
         lrn.label(i, int(truth[i]))
     assert ((lrn.decisions() > 0) == (truth > 0)).mean() > 0.85
-    assert {r.strategy for r in lrn.history[:3]} <= {"random", "dal"}
-    last = lrn.history[-1].candidate
-    assert lrn.label_info[last][0] == "ana"
+    assert {r.strategy for r in lrn.queries[:3]} <= {"random", "dal"}
+    last = lrn.queries[-1].candidate
+    assert lrn.label_source(last)[0] == "ana"
     before = lrn.labels
-    assert lrn.undo() == last and lrn.labels[last] == 0
-    assert lrn.redo() == last and (lrn.labels == before).all()
+    assert lrn.undo() == [last] and lrn.labels[last] == 0
+    assert lrn.redo() == [last] and (lrn.labels == before).all()
     lrn.set_threshold(0.9)
     assert (lrn.decisions() > 0).sum() <= ((lrn.probabilities() > 0.5)).sum()
     lrn.set_strategy("cal")
@@ -73,7 +73,7 @@ def test_portable_classifier_round_trip_and_fine_tune(tmp_path):
     assert path.suffix == ".npz"
     clf = load_classifier(path)
     assert clf.features.shape == (40, 4) and clf.feature_names == NAMES
-    np.testing.assert_allclose(clf.weights, lrn.engine.clf.theta_.numpy())
+    np.testing.assert_allclose(clf.weights, lrn._engine.clf.theta_.numpy())
     assert clf.threshold == lrn.threshold
     # Fine-tune on a new animal: pretrained rows alone already classify well.
     xn, yn = _data(100, 3)
@@ -81,10 +81,10 @@ def test_portable_classifier_round_trip_and_fine_tune(tmp_path):
                   device="cpu", pretrained=clf)
     tgt.label(0, int(yn[0]))
     assert ((tgt.decisions() > 0) == (yn > 0)).mean() > 0.85
-    assert tgt.engine.pre_active.sum() == 39          # one pretrained row discarded
+    assert tgt._engine.pre_active.sum() == 39          # one pretrained row discarded
     tgt_c = Learner([DatasetInput("new2", xn, NAMES, "v1")], device="cpu", pretrained=clf,
                     coral=True)
-    assert tgt_c.engine.x.shape == (100, 4)
+    assert tgt_c._engine.x.shape == (100, 4)
     # Mismatching feature sets are refused with a clear message.
     with pytest.raises(ValueError, match="feature set version"):
         Learner([DatasetInput("n", xn, NAMES, "v2")], pretrained=clf)

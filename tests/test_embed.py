@@ -472,7 +472,7 @@ def test_supervised_without_labels_is_refused(tmp_path):
 
 
 def test_store_labels_prefers_the_journal(tmp_path):
-    from actsort_gpu.active.journal import Journal
+    from actsort_gpu.labels import Journal
     from actsort_gpu.embed.data import store_labels
     from actsort_gpu.store import SortStore
 

@@ -45,7 +45,7 @@ def _sent(x) -> bool:
 
 
 def test_label_50_undo_5_restart(tmp_path):
-    from actsort_gpu.active.journal import Journal, JournalLockedError
+    from actsort_gpu.labels import Journal, JournalLockedError
 
     path = make_test_store(tmp_path, n=70)
     demo, ws, client = _start(path, tmp_path)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from actsort_gpu.active.learner import top_contributions
 from actsort_gpu.ui import progress, render
 from actsort_gpu.ui.render import MapCanvas, Window
 
@@ -136,11 +137,11 @@ def test_counts_and_contributions():
     c = progress.counts(np.array([1, -1, 0, 0], np.int8), np.array([-1, 1, 1, -1], np.int8))
     assert c["human"] == {"cell": 1, "not": 1, "unlabelled": 2}
     assert c["model"]["cell"] == 2 and c["overall"] == {"cell": 2, "not": 2, "unlabelled": 0}
-    top = progress.top_contributions(np.array([0.0, 2.0, -1.0]), np.array([5.0, 1.0, 3.0]),
+    top = top_contributions(np.array([0.0, 2.0, -1.0]), np.array([5.0, 1.0, 3.0]),
                                      ["a", "b", "c"], k=2)
     assert [t[0] for t in top] == ["c", "b"] and top[0][2] == pytest.approx(-3.0)
     with pytest.raises(ValueError, match="entries"):
-        progress.top_contributions(np.zeros(2), np.zeros(3), ["a"])
+        top_contributions(np.zeros(2), np.zeros(3), ["a"])
     assert progress.labelling_speed([0.0, 1.0, 2.0]) == pytest.approx(60.0)
 
 

@@ -1,17 +1,23 @@
-"""Learner state for a labelling session: one classifier over one or more datasets (animals).
+"""The labelling session: one classifier over one or more datasets (animals), behind one facade.
 
-The page (``actsort_gpu.ui``) and the CLI call these methods; each returns in milliseconds
-(warm-started fit on the labelled rows + one matmul over all N):
+The page (``actsort_gpu.ui``), the exporters, ``apply`` and the demo use only these methods;
+the active-learning engine behind them is private. Each call returns in milliseconds
+(warm-started fit on the labelled rows + one matmul over all N)::
 
     learner = Learner.open(["m1.actsort", "m2.actsort"], annotator="ana")
-    i = learner.next_query()[0]         # global candidate index (datasets concatenated)
-    learner.label(i, CELL)              # journal line fsynced before this returns
-    learner.undo(); learner.redo(); learner.unlabel(i)
-    p = learner.probabilities()         # (N,) float32 numpy, P(cell)
-    d = learner.decisions()             # (N,) int8 +1/-1
+    i = learner.next_query()[0]          # global candidate index (datasets concatenated)
+    learner.label(i, CELL)               # journal line fsynced before this returns
+    learner.label_many([4, 5, 9], NOT_CELL)   # one action: one undo reverts all three
+    learner.undo(); learner.redo()
+    human = learner.human()              # (N,) int8 +1 / -1 / 0
+    proba, decision = learner.model()    # (N,) float32 P(cell) (None before training), int8
+    final = learner.final()              # human label where given, else the decision
 
-Labels live in each store's journal (``labels/journal.jsonl``); the state is its replay. A
-global index i maps to (dataset, local candidate) with ``locate(i)``.
+    ro = Learner.read_only("m1.actsort")  # replays the journal without its lock (exports)
+
+Labels live in each store's journal (``labels/journal.jsonl``, :mod:`actsort_gpu.labels`); the
+state is its replay. A dataset without a journal path keeps an in-memory journal (headless
+sessions). A global index i maps to (dataset, local candidate) with ``locate(i)``.
 """
 
 from __future__ import annotations
@@ -24,19 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import CELL, NOT_CELL, UNLABELLED
+from .. import schema
+from ..labels import CELL, NOT_CELL, UNLABELLED, Journal, final_labels
 from .engine import Engine, Policy, product_policy
-from .journal import Journal
 from .linear import zscore_columns
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Learner", "DatasetInput", "QueryRecord", "dataset_from_store", "read_journal"]
+__all__ = ["DatasetInput", "LabelRecord", "Learner", "QueryRecord", "dataset_from_store",
+           "top_contributions"]
 
 
 @dataclass
 class DatasetInput:
-    """One animal/session: name, raw features (N_d, F), feature names/version, journal path."""
+    """One animal/session: name, raw features (N_d, F), feature names/version, journal path
+    (None: an in-memory journal)."""
 
     name: str
     features: np.ndarray
@@ -47,39 +55,25 @@ class DatasetInput:
 
 def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
     """The learner's view of one sort store: raw features (N, F) with names and version, plus
-    ``embeddings/matrix`` appended (names ``emb<k>``, version ``+emb:<encoder id>``) when
+    the embedding matrix appended (names ``emb<k>``, version ``+emb:<encoder id>``) when
     ``use_embeddings`` and present, and the path of the store's label journal."""
     from ..store import SortStore
 
     store = SortStore.open(path)
-    if not store.has("features/matrix"):
-        raise ValueError(f"{path}: no features/matrix in the store; run `actsort features {path}`")
-    arr = store.array("features/matrix")
+    if not store.has(schema.FEATURE_MATRIX):
+        raise ValueError(f"{path}: no {schema.FEATURE_MATRIX} in the store; run "
+                         f"`actsort features {path}`")
+    arr = store.array(schema.FEATURE_MATRIX)
     x = np.asarray(arr[...], dtype=np.float32)
     names = list(arr.attrs.get("names", []))
     version = str(arr.attrs.get("version", ""))
-    if use_embeddings and store.has("embeddings/matrix"):
-        emb = store.array("embeddings/matrix")
+    if use_embeddings and store.has(schema.EMBEDDING_MATRIX):
+        emb = store.array(schema.EMBEDDING_MATRIX)
         x = np.concatenate([x, np.asarray(emb[...], dtype=np.float32)], axis=1)
         names = names + [f"emb{k}" for k in range(emb.shape[1])]
         version = f"{version}+emb:{emb.attrs.get('encoder_id', '')}"
     return DatasetInput(Path(path).name, x, names, version,
-                        Path(store.path) / "labels" / "journal.jsonl")
-
-
-def read_journal(dataset: DatasetInput):
-    """Replay the dataset's journal read-only (no lock: works beside a running page).
-
-    Returns (labels (N,) int8 of +1/-1/0, the journal or None when there is none).
-    """
-    labels = np.zeros(dataset.features.shape[0], np.int8)
-    if dataset.journal_path is None or not Path(dataset.journal_path).exists():
-        return labels, None
-    journal = Journal(dataset.journal_path, read_only=True)
-    for (name, cand), lab in journal.labels.items():
-        if name == dataset.name and 0 <= cand < len(labels):
-            labels[cand] = lab
-    return labels, journal
+                        Path(store.path) / schema.JOURNAL_FILE)
 
 
 @dataclass(frozen=True)
@@ -87,6 +81,19 @@ class QueryRecord:
     candidate: int        # global index
     strategy: str         # strategy actually used (cold start may differ from the policy)
     time: str
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """One journal line in the learner's terms (``history()``)."""
+
+    candidate: int        # global index
+    label: int            # value the candidate got (+1 / -1 / 0)
+    previous: int
+    annotator: str
+    time: str             # ISO UTC
+    origin: str           # human | import | undo | redo
+    action: str           # lines of one action share it ('' in old journals)
 
 
 class Learner:
@@ -98,11 +105,12 @@ class Learner:
     annotator : name written on every journal line
     device : "cpu" | "cuda" | "auto"
     pretrained : optional ``transfer.PortableClassifier`` to fine-tune from
+    read_only : replay the journals without taking their locks; labelling raises
     """
 
     def __init__(self, datasets: list[DatasetInput], policy: Policy | None = None,
                  annotator: str = "anonymous", device: str = "auto", seed: int = 0,
-                 pretrained=None, coral: bool = False):
+                 pretrained=None, coral: bool = False, read_only: bool = False):
         if not datasets:
             raise ValueError("Learner: at least one dataset is needed")
         n_feat = {d.features.shape[1] for d in datasets}
@@ -119,7 +127,8 @@ class Learner:
         self.annotator = annotator
         self.policy = policy or product_policy()
         self.device = _torch_device(device)
-        self.offsets = np.cumsum([0] + [d.features.shape[0] for d in datasets])
+        self.read_only_session = read_only
+        self._offsets = np.cumsum([0] + [d.features.shape[0] for d in datasets])
         z = np.concatenate([zscore_columns(d.features) for d in datasets]).astype(np.float32)
         pre = None
         self.pretrained = pretrained
@@ -131,157 +140,226 @@ class Learner:
 
                 z = coral_align(z, px)
             pre = (px, pretrained.labels)
-        self.engine = Engine(z, self.policy, device=self.device, seed=seed, pretrained=pre)
-        self.history: list[QueryRecord] = []
-        self.label_info: dict[int, tuple[str, str]] = {}   # global i -> (annotator, time)
-        self.journals: list[Journal | None] = []
+        self._engine = Engine(z, self.policy, device=self.device, seed=seed, pretrained=pre)
+        self.queries: list[QueryRecord] = []
+        self._sources: dict[int, tuple[str, str]] = {}   # global i -> (annotator, time)
+        self._journals: list[Journal] = []
+        labels = np.zeros(self.n, np.int8)
         for d_i, d in enumerate(datasets):
-            if d.journal_path is None:
-                self.journals.append(None)
-                continue
-            j = Journal(d.journal_path)
-            self.journals.append(j)
+            j = Journal(d.journal_path, read_only=read_only)
+            self._journals.append(j)
             for (ds, cand), lab in j.labels.items():
                 if ds != d.name:
                     log.warning("%s: journal line for dataset %r ignored (this store is %r)",
                                 d.journal_path, ds, d.name)
                     continue
-                self._check_local(d_i, cand)
-                self.engine.labels[self.offsets[d_i] + cand] = lab
+                labels[self.global_index(d_i, cand)] = lab
             for ev in j.events:
-                if ev.dataset == d.name and ev.label != 0:
-                    self.label_info[int(self.offsets[d_i] + ev.candidate)] = (ev.annotator,
-                                                                               ev.time)
-        self.engine._dirty = True
-        self._memory_undo: list[tuple[int, int, int]] = []   # (i, previous, new) without journal
-        self._memory_redo: list[tuple[int, int, int]] = []
-        # Dataset of each undoable / redoable action, oldest first (rebuilt from the journals so
-        # that undo works across sessions).
-        undo_evs = sorted((ev.time, d) for d, j in enumerate(self.journals) if j is not None
-                          for ev in j.undo_stack)
-        redo_evs = sorted(((ev.time, d) for d, j in enumerate(self.journals) if j is not None
-                           for ev in j.redo_stack), reverse=True)
-        self._action_order: list[int] = [d for _, d in undo_evs]
-        self._redo_order: list[int] = [d for _, d in redo_evs]
+                if ev.dataset == d.name:
+                    self._note_source(d_i, ev.candidate, ev.label, ev.annotator, ev.time)
+        self._engine.set_labels(labels)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def open(cls, store_paths, policy: Policy | None = None, annotator: str = "anonymous",
              device: str = "auto", seed: int = 0, use_embeddings: bool = False,
-             pretrained=None, coral: bool = False) -> "Learner":
-        """A learner over sort stores (``features/matrix`` with attrs ``names``/``version``;
-        ``embeddings/matrix`` appended when ``use_embeddings`` and present)."""
-        paths = [store_paths] if isinstance(store_paths, (str, Path)) else store_paths
-        datasets = [dataset_from_store(p, use_embeddings=use_embeddings) for p in paths]
+             pretrained=None, coral: bool = False) -> Learner:
+        """A learner over sort stores, writing to their journals (each journal's lock held
+        until ``close``)."""
+        datasets = [dataset_from_store(p, use_embeddings=use_embeddings)
+                    for p in _as_paths(store_paths)]
         return cls(datasets, policy, annotator, device, seed, pretrained, coral)
+
+    @classmethod
+    def read_only(cls, store_paths, policy: Policy | None = None, device: str = "cpu",
+                  use_embeddings: bool = False, pretrained=None) -> Learner:
+        """A learner that replays the stores' journals without locking them (works beside a
+        running page); its classifier trains on their labels, labelling raises."""
+        datasets = [dataset_from_store(p, use_embeddings=use_embeddings)
+                    for p in _as_paths(store_paths)]
+        return cls(datasets, policy, device=device, pretrained=pretrained, read_only=True)
 
     # ------------------------------------------------------------------ indexing
     @property
     def n(self) -> int:
-        return int(self.offsets[-1])
+        return int(self._offsets[-1])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(n_datasets + 1,) int64: dataset d holds global indices offsets[d]:offsets[d+1]."""
+        return self._offsets.copy()
+
+    def dataset_slice(self, dataset: int) -> slice:
+        return slice(int(self._offsets[dataset]), int(self._offsets[dataset + 1]))
 
     def locate(self, i: int) -> tuple[int, int]:
         """Global index -> (dataset index, local candidate index)."""
         if not 0 <= i < self.n:
             raise IndexError(f"candidate {i} out of range [0, {self.n})")
-        d = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        return d, int(i - self.offsets[d])
+        d = int(np.searchsorted(self._offsets, i, side="right") - 1)
+        return d, int(i - self._offsets[d])
 
     def global_index(self, dataset: int, local: int) -> int:
-        self._check_local(dataset, local)
-        return int(self.offsets[dataset] + local)
-
-    def _check_local(self, d_i: int, cand: int) -> None:
-        size = self.offsets[d_i + 1] - self.offsets[d_i]
-        if not 0 <= cand < size:
-            raise ValueError(f"dataset {self.datasets[d_i].name}: candidate {cand} out of "
+        size = int(self._offsets[dataset + 1] - self._offsets[dataset])
+        if not 0 <= local < size:
+            raise ValueError(f"dataset {self.datasets[dataset].name}: candidate {local} out of "
                              f"range [0, {size})")
+        return int(self._offsets[dataset] + local)
 
-    # ------------------------------------------------------------------ labelling
+    def _part(self, values, dataset: int | None):
+        return values if dataset is None else values[self.dataset_slice(dataset)]
+
+    # ------------------------------------------------------------------ read-outs
+    def human(self, dataset: int | None = None) -> np.ndarray:
+        """(N,) int8 human labels (+1, -1, 0), of one dataset's candidates when given; a copy."""
+        return self._part(self._engine.labels, dataset).copy()
+
     @property
     def labels(self) -> np.ndarray:
-        """(N,) int8 expert labels (+1, -1, 0); a copy."""
-        return self.engine.labels.copy()
+        """(N,) int8 human labels of all datasets; a copy (same as ``human()``)."""
+        return self.human()
 
-    def label(self, i: int, y: int, origin: str = "human") -> None:
-        """Set candidate i to y (CELL, NOT_CELL or UNLABELLED); durable before returning."""
-        if y not in (CELL, NOT_CELL, UNLABELLED):
-            raise ValueError(f"label must be {CELL}, {NOT_CELL} or {UNLABELLED}, got {y!r}")
-        d, local = self.locate(int(i))
-        previous = int(self.engine.labels[i])
-        j = self.journals[d]
-        if j is not None:
-            ev = j.append(self.datasets[d].name, local, int(y), self.annotator, origin,
-                          previous=previous)
-            stamp = ev.time
-        else:
-            stamp = datetime.now(timezone.utc).isoformat()
-            self._memory_undo.append((int(i), previous, int(y)))
-            self._memory_redo.clear()
-        self._action_order.append(d)
-        self._redo_order = []
-        self.engine.set_label(int(i), int(y))
-        if y != UNLABELLED:
-            self.label_info[int(i)] = (self.annotator, stamp)
-        else:
-            self.label_info.pop(int(i), None)
+    def model(self, dataset: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(P(cell) (N,) float32 or None before both classes have a label, decisions (N,) int8
+        +1 / -1 at the threshold, all -1 before training), of one dataset when given."""
+        p = self.probabilities()
+        return (None if p is None else self._part(p, dataset),
+                self._part(self.decisions(), dataset))
 
-    def unlabel(self, i: int) -> None:
-        self.label(i, UNLABELLED)
-
-    def undo(self) -> int | None:
-        """Revert the latest labelling action; returns the candidate or None."""
-        if not self._action_order:
-            return None
-        d = self._action_order.pop()
-        j = self.journals[d]
-        if j is not None:
-            ev = j.undo(self.annotator)
-            if ev is None:
-                return None
-            i, value = self.offsets[d] + ev.candidate, ev.label
-        else:
-            i, previous, _new = self._memory_undo.pop()
-            self._memory_redo.append((i, previous, _new))
-            value = previous
-        self._redo_order.append(d)
-        self.engine.set_label(int(i), int(value))
-        return int(i)
-
-    def redo(self) -> int | None:
-        """Re-apply the latest undone action; returns the candidate or None."""
-        if not self._redo_order:
-            return None
-        d = self._redo_order.pop()
-        j = self.journals[d]
-        if j is not None:
-            ev = j.redo(self.annotator)
-            if ev is None:
-                return None
-            i, value = self.offsets[d] + ev.candidate, ev.label
-        else:
-            i, previous, new = self._memory_redo.pop()
-            self._memory_undo.append((i, previous, new))
-            value = new
-        self._action_order.append(d)
-        self.engine.set_label(int(i), int(value))
-        return int(i)
-
-    # ------------------------------------------------------------------ model
     def probabilities(self) -> np.ndarray | None:
         """(N,) float32 P(cell), or None until both classes have a label."""
-        p = self.engine.fit()
+        p = self._engine.fit()
         return None if p is None else p.detach().cpu().numpy().astype(np.float32)
 
     def decisions(self) -> np.ndarray:
         """(N,) int8: +1 where P(cell) > threshold, else -1 (all -1 before the first fit)."""
-        return self.engine.decisions()
+        return self._engine.decisions()
 
-    def overall(self) -> np.ndarray:
-        """(N,) int8: expert labels where given, classifier decisions elsewhere (the export)."""
-        lab = self.engine.labels
-        return np.where(lab != 0, lab, self.decisions()).astype(np.int8)
+    def is_trained(self) -> bool:
+        return self._engine.fit() is not None
 
+    def final(self, dataset: int | None = None) -> np.ndarray:
+        """(N,) int8: human labels where given, the classifier's decisions elsewhere (what
+        the exports call ``final_label``)."""
+        _, decision = self.model(dataset)
+        return final_labels(self.human(dataset), decision)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.datasets[0].feature_names)
+
+    @property
+    def feature_version(self) -> str:
+        return self.datasets[0].feature_version
+
+    def contributions(self, i: int, k: int = 6) -> list[tuple[str, float, float]]:
+        """The k inputs that push candidate i's score most: (name, z-scored value,
+        contribution = coefficient * value to the log-odds), by |contribution| descending;
+        empty before training."""
+        if not self.is_trained():
+            return []
+        x = self._engine.x[int(i)].detach().cpu().numpy()
+        return top_contributions(self._engine.clf.coef_, x, self.feature_names, k)
+
+    def training_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The human-labelled rows: (z-scored features (M, F) float32, labels (M,) int8)."""
+        idx = np.flatnonzero(self._engine.labels)
+        x = self._engine.x[idx].detach().cpu().numpy().astype(np.float32)
+        return x, self._engine.labels[idx].astype(np.int8)
+
+    def weights(self) -> np.ndarray | None:
+        """Fitted (F + 1,) float64 coefficients then intercept, or None before training."""
+        if not self.is_trained() or self._engine.clf.theta_ is None:
+            return None
+        return self._engine.clf.theta_.detach().cpu().numpy().astype(np.float64)
+
+    def label_source(self, i: int) -> tuple[str, str] | None:
+        """(annotator, ISO time) of candidate i's latest label, None when unlabelled."""
+        if self._engine.labels[int(i)] == UNLABELLED:
+            return None
+        return self._sources.get(int(i))
+
+    def history(self, dataset: int | None = None) -> list[LabelRecord]:
+        """Every journal line (labels, unlabels, undos, redos) as LabelRecords, in time order
+        (of one dataset when given)."""
+        which = range(len(self.datasets)) if dataset is None else [dataset]
+        records = [LabelRecord(int(self._offsets[d] + ev.candidate), ev.label, ev.previous,
+                               ev.annotator, ev.time, ev.origin, ev.action)
+                   for d in which for ev in self._journals[d].events
+                   if ev.dataset == self.datasets[d].name]
+        return sorted(records, key=lambda r: r.time) if dataset is None else records
+
+    def labelled_order(self, dataset: int) -> list[int]:
+        """Local candidates of ``dataset`` in the order they were last given a label (each
+        once, at its latest occurrence: ActSort bug B18), only those still labelled."""
+        seen: dict[int, int] = {}
+        for k, rec in enumerate(self.history(dataset)):
+            seen[rec.candidate] = k
+        human = self._engine.labels
+        off = int(self._offsets[dataset])
+        return [c - off for c in sorted(seen, key=seen.get) if human[c] != UNLABELLED]
+
+    # ------------------------------------------------------------------ labelling
+    def label(self, i: int, y: int) -> str:
+        """Set candidate i to y (CELL, NOT_CELL or UNLABELLED); durable before returning.
+        Returns the action id."""
+        return self.label_many([i], y)
+
+    def unlabel(self, i: int) -> str:
+        return self.label(i, UNLABELLED)
+
+    def label_many(self, items, y: int) -> str:
+        """Give label y to the global indices ``items`` (distinct, one dataset) as one action:
+        one journal write, one undo reverts all of them. Returns the action id."""
+        if y not in (CELL, NOT_CELL, UNLABELLED):
+            raise ValueError(f"label must be {CELL}, {NOT_CELL} or {UNLABELLED}, got {y!r}")
+        if self.read_only_session:
+            raise RuntimeError("this learner replays the journals read-only; open it with "
+                               "Learner.open to label")
+        items = [int(i) for i in items]
+        where = [self.locate(i) for i in items]
+        datasets = {d for d, _ in where}
+        if len(datasets) != 1:
+            raise ValueError(f"one action labels candidates of one dataset; got datasets "
+                             f"{sorted(self.datasets[d].name for d in datasets)}")
+        d = datasets.pop()
+        action = self._journals[d].append_many(self.datasets[d].name,
+                                               [c for _, c in where], int(y), self.annotator)
+        self._apply(d, action)
+        return action[0].action
+
+    def undo(self) -> list[int] | None:
+        """Revert the latest labelling action (over all datasets); returns the global indices
+        it changed (in the action's order), or None when there is nothing to undo."""
+        times = [(j.last_undoable_time or "", d) for d, j in enumerate(self._journals)]
+        return self._step(max(times), "undo")
+
+    def redo(self) -> list[int] | None:
+        """Re-apply the latest undone action; returns the global indices, or None."""
+        times = [(j.last_redoable_time or "", d) for d, j in enumerate(self._journals)]
+        return self._step(max(times), "redo")
+
+    def _step(self, newest: tuple[str, int], kind: str) -> list[int] | None:
+        stamp, d = newest
+        if not stamp:
+            return None
+        if self.read_only_session:
+            raise RuntimeError("this learner replays the journals read-only")
+        j = self._journals[d]
+        action = j.undo(self.annotator) if kind == "undo" else j.redo(self.annotator)
+        self._apply(d, action)
+        return [int(self._offsets[d] + ev.candidate) for ev in action]
+
+    def _apply(self, d: int, action) -> None:
+        for ev in action:
+            self._engine.set_label(int(self._offsets[d] + ev.candidate), ev.label)
+            self._note_source(d, ev.candidate, ev.label, ev.annotator, ev.time)
+
+    def _note_source(self, d: int, local: int, label: int, annotator: str, stamp: str) -> None:
+        if label != UNLABELLED and 0 <= local < self._offsets[d + 1] - self._offsets[d]:
+            self._sources[int(self._offsets[d] + local)] = (annotator, stamp)
+
+    # ------------------------------------------------------------------ policy and queries
     @property
     def threshold(self) -> float:
         return self.policy.threshold
@@ -299,35 +377,52 @@ class Learner:
 
     def _set_policy(self, policy: Policy) -> None:
         self.policy = policy
-        self.engine.set_policy(policy)
+        self._engine.set_policy(policy)
 
     def next_query(self, k: int = 1) -> list[int]:
         """Next k global indices to label (unlabelled; empty when all are labelled)."""
         from .strategies import cold_start_strategy
 
-        used = cold_start_strategy(self.engine.labels, self.policy.strategy,
+        used = cold_start_strategy(self._engine.labels, self.policy.strategy,
                                    self.policy.cold_start_per_class)
-        picks = self.engine.next_query(k)
+        picks = self._engine.next_query(k)
         now = datetime.now(timezone.utc).isoformat()
-        self.history.extend(QueryRecord(int(i), used, now) for i in picks)
+        self.queries.extend(QueryRecord(int(i), used, now) for i in picks)
         return picks
 
     def audit(self, mode: str) -> np.ndarray:
         """Unlabelled global indices to review: 'cells', 'non-cells' or 'uncertain'."""
-        return self.engine.audit(mode)
+        return self._engine.audit(mode)
 
     def step_seconds(self, i: int, y: int) -> float:
         """Time of one full update (label, refit, rescore, next query), for diagnostics."""
         t0 = time.perf_counter()
         self.label(i, y)
-        self.engine.fit()
+        self._engine.fit()
         self.next_query()
         return time.perf_counter() - t0
 
     def close(self) -> None:
-        for j in self.journals:
-            if j is not None:
-                j.close()
+        for j in self._journals:
+            j.close()
+
+
+def top_contributions(coef: np.ndarray, x_row: np.ndarray, names: list[str],
+                      k: int = 6) -> list[tuple[str, float, float]]:
+    """The k features that push this candidate's score most: (name, z-scored value,
+    contribution = coef * value to the log-odds), sorted by |contribution| descending."""
+    coef = np.asarray(coef, np.float64).ravel()
+    x_row = np.asarray(x_row, np.float64).ravel()
+    if coef.shape != x_row.shape:
+        raise ValueError(f"coef has {coef.size} entries, the feature row {x_row.size}")
+    contrib = coef * x_row
+    order = np.argsort(-np.abs(contrib), kind="stable")[:k]
+    return [(names[j] if j < len(names) else f"f{j}", float(x_row[j]), float(contrib[j]))
+            for j in order if contrib[j] != 0]
+
+
+def _as_paths(store_paths) -> list:
+    return [store_paths] if isinstance(store_paths, (str, Path)) else list(store_paths)
 
 
 def _torch_device(device: str) -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import schema
+from ..labels import class_rates
 from .engine import Engine, parse_policy
 from .linear import zscore_columns
 
@@ -84,18 +86,20 @@ def _load_store(path: Path):
     from ..store import SortStore
 
     store = SortStore.open(path)
-    if not store.has("features/matrix"):
-        raise ValueError(f"{path}: sort store has no features/matrix; run `actsort features` first")
-    x = np.asarray(store.read("features/matrix"), dtype=np.float32)
-    if store.has("truth/annotators"):
-        ann = np.asarray(store.read("truth/annotators"), dtype=np.int8)
-        names = list(store.array("truth/annotators").attrs.get(
+    if not store.has(schema.FEATURE_MATRIX):
+        raise ValueError(f"{path}: sort store has no {schema.FEATURE_MATRIX}; run `actsort "
+                         "features` first")
+    x = np.asarray(store.read(schema.FEATURE_MATRIX), dtype=np.float32)
+    if store.has(schema.TRUTH_ANNOTATORS):
+        ann = np.asarray(store.read(schema.TRUTH_ANNOTATORS), dtype=np.int8)
+        names = list(store.array(schema.TRUTH_ANNOTATORS).attrs.get(
             "names", [f"annotator{i}" for i in range(ann.shape[0])]))
-    elif store.has("truth/labels"):
-        ann = np.asarray(store.read("truth/labels"), dtype=np.int8)[None, :]
+    elif store.has(schema.TRUTH_LABELS):
+        ann = np.asarray(store.read(schema.TRUTH_LABELS), dtype=np.int8)[None, :]
         names = ["truth"]
     else:
-        raise ValueError(f"{path}: sort store has no 'truth/labels' or 'truth/annotators' "
+        raise ValueError(f"{path}: sort store has no {schema.TRUTH_LABELS!r} or "
+                         f"{schema.TRUTH_ANNOTATORS!r} "
                          "to simulate with")
     ann = np.where(ann > 0, 1, -1).astype(np.int8)
     return path.name, x, ann, names
@@ -103,9 +107,8 @@ def _load_store(path: Path):
 
 def binary_metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
     """pred, truth : (N,) +1/-1. TPR, TNR, balanced accuracy (NaN-free: empty class -> 0)."""
-    pos, neg = truth > 0, truth < 0
-    tpr = float((pred[pos] > 0).mean()) if pos.any() else 0.0
-    tnr = float((pred[neg] < 0).mean()) if neg.any() else 0.0
+    tpr, tnr = class_rates(pred, truth)
+    tpr, tnr = tpr or 0.0, tnr or 0.0
     return {"tpr": tpr, "tnr": tnr, "ba": 0.5 * (tpr + tnr)}
 
 

@@ -64,22 +64,20 @@ def save_classifier(path, learner) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
-    eng = learner.engine
-    eng.fit()
-    if eng.clf.theta_ is None:
+    theta = learner.weights()
+    if theta is None:
         raise ValueError(f"{path}: nothing to save: the classifier needs at least one cell and "
                          "one non-cell label")
-    idx = np.flatnonzero(eng.labels)
-    x = eng.x[idx].detach().cpu().numpy().astype(np.float32)
+    x, y = learner.training_rows()
     d0 = learner.datasets[0]
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "policy": asdict(learner.policy), "datasets": [d.name for d in learner.datasets],
-            "n_rows": int(len(idx))}
+            "n_rows": int(len(y))}
     np.savez_compressed(
-        path, features=x, labels=eng.labels[idx].astype(np.int8),
+        path, features=x, labels=y,
         feature_names=np.array(d0.feature_names, dtype=str),
         feature_version=np.array(d0.feature_version, dtype=str),
-        weights=eng.clf.theta_.detach().cpu().numpy().astype(np.float64),
+        weights=theta,
         threshold=np.array(learner.policy.threshold, dtype=np.float64),
         meta=np.array(json.dumps(meta), dtype=str))
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..export import TABLE_FORMATS
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
                         "--format classifier`)")
     p.add_argument("--threshold", type=float, default=None,
                    help="decision threshold on P(cell) (default: the classifier's)")
-    p.add_argument("--export", choices=("csv", "parquet", "suite2p", "nwb"), default=None,
+    p.add_argument("--export", choices=TABLE_FORMATS, default=None,
                    help="also export each store's table to its default location")
     p.set_defaults(func=run)
 

@@ -3,6 +3,7 @@ a portable classifier file."""
 
 from __future__ import annotations
 
+from ..export import EXPORTERS, FORMATS
 from ._common import add_config_argument
 
 
@@ -12,8 +13,8 @@ def register(subparsers) -> None:
         description="Export human labels, model probabilities and final labels of a sort store. "
                     "Reads the label journal without locking it (works beside a running page).")
     p.add_argument("store", metavar="S.actsort", help="sort store directory")
-    p.add_argument("--format", required=True,
-                   choices=["csv", "parquet", "suite2p", "nwb", "classifier"])
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="; ".join(f"{k}: {e.description}" for k, e in EXPORTERS.items()))
     p.add_argument("--out", default=None,
                    help="output file (csv/parquet/classifier/nwb) or Suite2p folder "
                         "(default: <store>/exports/..., Suite2p: the source folder)")

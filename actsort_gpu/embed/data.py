@@ -55,13 +55,13 @@ class CandidateDataset(Dataset):
 
 def store_labels(store) -> np.ndarray:
     """Labels for supervised fine-tuning, (N,) int8: the current labels of the store's label
-    journal (replayed by :class:`actsort_gpu.active.journal.Journal`, read-only) when it holds
+    journal (replayed by :class:`actsort_gpu.labels.Journal`, read-only) when it holds
     any, else ``truth/labels``, else zeros."""
     n = store.n_candidates
     labels = np.zeros(n, np.int8)
     path = store.labels_dir / "journal.jsonl"
     if path.exists():
-        from ..active.journal import Journal
+        from ..labels import Journal
 
         current = Journal(path, read_only=True).labels  # {(dataset, candidate): +1/-1}
         for (_, candidate), label in current.items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import CELL, NOT_CELL, UNLABELLED
+from ..labels import final_labels
 from . import render
 from .progress import counts, error_kinds, labelling_speed, truth_report
 from .render import Window
@@ -106,7 +107,7 @@ def _info_html(ws, st: ViewState, human, proba, dec) -> str:
         decision = "Cell" if dec[i] > 0 else "Not a cell"
     shown = h if h != 0 else (0 if dec is None else int(dec[i]))
     bg = {CELL: "#e3f6e6", NOT_CELL: "#fbe4e4", 0: "#f1f3f5"}[shown]
-    who = ws.learner.label_info.get(ws.g(st.store, i))
+    who = ws.learner.label_source(ws.g(st.store, i))
     by = f" by {html.escape(who[0])}" if who and h != 0 else ""
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{val:+.2f}</td>"
@@ -130,7 +131,7 @@ def _errors(ws, st: ViewState, human, dec) -> np.ndarray | None:
     truth = ws.stores[st.store].truth
     if not (st.truth_shown and st.show_errors) or truth is None:
         return None
-    final = human if dec is None else np.where(human != 0, human, dec)
+    final = final_labels(human, dec)
     return error_kinds(final, truth)
 
 
@@ -442,7 +443,7 @@ def on_truth(ws, st: ViewState):
                     "truth to compare with.</div>")
     human = ws.human(st.store)
     _, dec = ws.model(st.store)
-    final = human if dec is None else np.where(human != 0, human, dec)
+    final = final_labels(human, dec)
     report = truth_report(human, final, dec, truth)
     return st.with_(truth_shown=True), truth_html(report)
 

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StabilityTracker", "Stability", "counts", "top_contributions", "labelling_speed",
+from ..labels import balanced_accuracy, class_rates, final_labels
+
+__all__ = ["StabilityTracker", "Stability", "counts", "labelling_speed",
            "binary_scores", "truth_report", "error_kinds"]
 
 
@@ -117,12 +119,8 @@ def prequential_ba(outcomes: list[tuple[int, int]]) -> tuple[float | None, int]:
     if not outcomes:
         return None, 0
     a = np.asarray(outcomes)
-    pos, neg = a[:, 1] > 0, a[:, 1] < 0
-    if not pos.any() or not neg.any():
-        return None, len(a)
-    tpr = float((a[pos, 0] > 0).mean())
-    tnr = float((a[neg, 0] < 0).mean())
-    return 0.5 * (tpr + tnr), len(a)
+    ba = balanced_accuracy(a[:, 0], a[:, 1])
+    return (None if np.isnan(ba) else ba), len(a)
 
 
 def counts(human: np.ndarray, decisions: np.ndarray | None) -> dict:
@@ -137,24 +135,10 @@ def counts(human: np.ndarray, decisions: np.ndarray | None) -> dict:
     else:
         d = np.asarray(decisions)
         out["model"] = {"cell": int((d > 0).sum()), "not": int((d < 0).sum()), "unlabelled": 0}
-        final = np.where(human != 0, human, d)
+        final = final_labels(human, d)
         out["overall"] = {"cell": int((final > 0).sum()), "not": int((final < 0).sum()),
                           "unlabelled": 0}
     return out
-
-
-def top_contributions(coef: np.ndarray, x_row: np.ndarray, names: list[str],
-                      k: int = 6) -> list[tuple[str, float, float]]:
-    """The k features that push this candidate's score most: (name, z-scored value,
-    contribution = coef * value to the log-odds), sorted by |contribution| descending."""
-    coef = np.asarray(coef, np.float64).ravel()
-    x_row = np.asarray(x_row, np.float64).ravel()
-    if coef.shape != x_row.shape:
-        raise ValueError(f"coef has {coef.size} entries, the feature row {x_row.size}")
-    contrib = coef * x_row
-    order = np.argsort(-np.abs(contrib), kind="stable")[:k]
-    return [(names[j] if j < len(names) else f"f{j}", float(x_row[j]), float(contrib[j]))
-            for j in order if contrib[j] != 0]
 
 
 def labelling_speed(times_s: list[float], window: int = 20) -> float | None:
@@ -172,12 +156,9 @@ def binary_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
     (mean of tpr and tnr), fp (predicted cell, truly not), fn (predicted not, truly a cell).
     A rate whose class is absent is None, and so is the balanced accuracy then.
     """
+    tpr, tnr = class_rates(pred, truth)
     pred, truth = np.asarray(pred), np.asarray(truth)
-    if pred.shape != truth.shape:
-        raise ValueError(f"predictions have shape {pred.shape}, the truth {truth.shape}")
     pos, neg = truth > 0, truth < 0
-    tpr = float((pred[pos] > 0).mean()) if pos.any() else None
-    tnr = float((pred[neg] < 0).mean()) if neg.any() else None
     return {"n": int(pred.size),
             "accuracy": float((np.sign(pred) == np.sign(truth)).mean()) if pred.size else None,
             "tpr": tpr, "tnr": tnr,

@@ -166,8 +166,9 @@ class Workspace:
             raise ValueError(f"learner has {len(learner.datasets)} datasets, "
                              f"{len(self.paths)} stores given")
         self.stores = [load_store_data(p, d.name) for p, d in zip(self.paths, learner.datasets)]
-        for s, d_i in zip(self.stores, range(len(self.stores))):
-            size = int(learner.offsets[d_i + 1] - learner.offsets[d_i])
+        for d_i, s in enumerate(self.stores):
+            sl = learner.dataset_slice(d_i)
+            size = sl.stop - sl.start
             if size != s.n:
                 raise ValueError(f"{s.path}: {s.n} candidates in the store, {size} in the learner")
         self.lock = threading.RLock()
@@ -175,11 +176,6 @@ class Workspace:
                          for _ in self.stores]
         self.label_times: list[float] = []
         self._canvas_lock = threading.Lock()
-        # Sizes of the labelling actions of this session (a box label = one action over many
-        # candidates), so one undo reverts a whole box. The journal has no grouping: actions
-        # of earlier sessions undo one candidate at a time.
-        self._undo_groups: list[int] = []
-        self._redo_groups: list[int] = []
 
     @classmethod
     def open(cls, store_paths, *, annotator: str = "anonymous", classifier=None,
@@ -207,22 +203,16 @@ class Workspace:
     def g(self, store: int, local: int) -> int:
         return self.learner.global_index(store, int(local))
 
-    def _slice(self, store: int) -> slice:
-        o = self.learner.offsets
-        return slice(int(o[store]), int(o[store + 1]))
-
     def human(self, store: int) -> np.ndarray:
-        return self.learner.engine.labels[self._slice(store)].copy()
+        """(n,) int8 human labels of the store's candidates."""
+        return self.learner.human(store)
 
     def model(self, store: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(P(cell), decisions) of the store's candidates, (None, None) before training."""
+        """(P(cell), decisions) of the store's candidates; (None, None) before training (the
+        page shows no model decision until there is a model)."""
         with self.lock:
-            p = self.learner.probabilities()
-            if p is None:
-                return None, None
-            d = self.learner.decisions()
-        sl = self._slice(store)
-        return p[sl], d[sl]
+            p, d = self.learner.model(store)
+        return (None, None) if p is None else (p, d)
 
     def has_truth(self, store: int | None = None) -> bool:
         """Whether the store (any store when None) carries a usable ``truth/labels``."""
@@ -230,82 +220,52 @@ class Workspace:
         return any(s.truth is not None for s in stores)
 
     def contributions(self, store: int, local: int, k: int = 6):
-        from .progress import top_contributions
-
+        """(name, z-scored value, contribution) of the k inputs pushing the score most."""
         with self.lock:
-            if self.learner.probabilities() is None:
-                return []
-            coef = self.learner.engine.clf.coef_
-            x = self.learner.engine.x[self.g(store, local)].detach().cpu().numpy()
-        names = self.stores[store].feature_names
-        if len(names) < len(x):
-            names = names + [f"emb{j}" for j in range(len(x) - len(names))]
-        return top_contributions(coef, x, names, k)
+            return self.learner.contributions(self.g(store, local), k)
 
     def labelled_order(self, store: int) -> list[int]:
-        """Local candidates in the order they were last given a human label (each once: the
-        latest occurrence, so re-labelled candidates are not repeated; ActSort bug B18), only
-        those still labelled."""
-        j = self.learner.journals[store]
-        human = self.human(store)
-        if j is None:
-            return [int(i) for i in np.flatnonzero(human)]
-        seen: dict[int, int] = {}
-        name = self.stores[store].name
-        for k, ev in enumerate(j.events):
-            if ev.dataset == name:
-                seen[int(ev.candidate)] = k
-        order = sorted(seen, key=seen.get)
-        return [c for c in order if human[c] != UNLABELLED]
+        """Local candidates in the order they were last labelled (``Learner.labelled_order``)."""
+        with self.lock:
+            return self.learner.labelled_order(store)
 
     # ------------------------------------------------------------------ actions
     def label(self, store: int, locals_, y: int) -> None:
         """Give human label y to each local candidate (journal first, then the model)."""
+        locals_ = [int(c) for c in dict.fromkeys(int(c) for c in locals_)]
+        if not locals_:
+            return
         with self.lock:
             _, dec = self.model(store)
             tracker = self.trackers[store]
-            done = 0
-            try:
-                for c in locals_:
-                    tracker.before_label(None if dec is None else int(dec[c]), int(y))
-                    self.learner.label(self.g(store, c), int(y))
-                    done += 1
-            finally:
-                if done:
-                    self._undo_groups.append(done)
-                    self._redo_groups.clear()
+            self.learner.label_many([self.g(store, c) for c in locals_], int(y))
+            for c in locals_:
+                tracker.before_label(None if dec is None else int(dec[c]), int(y))
             self.label_times.append(time.monotonic())
             _, dec = self.model(store)
             tracker.after_label(dec, int((self.human(store) != 0).sum()))
 
-    def _replay(self, step, source: list[int], target: list[int]):
-        """Undo or redo one action (all candidates of a box label); returns
-        (store, local candidate of the action's last step, candidates changed) or None."""
+    def _step(self, step):
+        """Undo or redo one action (all candidates of a box label, also one given before a
+        restart); returns (store, local candidate of the action's last line, candidates
+        changed) or None."""
         with self.lock:
-            k = source.pop() if source else 1
-            last, n = None, 0
-            for _ in range(k):
-                i = step()
-                if i is None:
-                    break
-                last, n = i, n + 1
-            if n:
-                target.append(n)
-        return None if last is None else (*self.learner.locate(last), n)
+            changed = step()
+        return None if not changed else (*self.learner.locate(changed[-1]), len(changed))
 
     def undo(self) -> tuple[int, int, int] | None:
         """Revert the latest action: (store, local candidate, number reverted) or None."""
-        return self._replay(self.learner.undo, self._undo_groups, self._redo_groups)
+        return self._step(self.learner.undo)
 
     def redo(self) -> tuple[int, int, int] | None:
         """Re-apply the latest undone action: (store, local candidate, number) or None."""
-        return self._replay(self.learner.redo, self._redo_groups, self._undo_groups)
+        return self._step(self.learner.redo)
 
     def next_query(self, store: int, mode: str, current: int = -1) -> int | None:
         """Next local candidate of ``store`` to show: the learner's query (restricted to this
         store) or, in an audit mode ("audit:cells" ...), the next unlabelled candidate of the
         audit order."""
-        sl = self._slice(store)
+        sl = self.learner.dataset_slice(store)
         with self.lock:
             if mode.startswith("audit:"):
                 order = [int(i) for i in self.learner.audit(mode.split(":", 1)[1])
@@ -313,15 +273,15 @@ class Workspace:
                 return order[0] - sl.start if order else None
             if self.learner.strategy != mode:
                 self.learner.set_strategy(mode)
-            human = self.learner.engine.labels
-            if not (human[sl] == 0).any():
+            human = self.learner.human(store)
+            if not (human == UNLABELLED).any():
                 return None
             for _ in range(3):
                 picks = self.learner.next_query(1)
                 if picks and sl.start <= picks[0] < sl.stop:
                     return picks[0] - sl.start
             # The query chose another store: stay in this one (first unlabelled candidate).
-            return int(np.flatnonzero(human[sl] == 0)[0])
+            return int(np.flatnonzero(human == UNLABELLED)[0])
 
     def set_threshold(self, t: float) -> None:
         with self.lock:

@@ -1,0 +1,427 @@
+"""Human labels: the append-only journal of a sort store and the label rules built on it.
+
+Label codes (defined once in ``actsort_gpu``): +1 cell, -1 not a cell, 0 unlabelled.
+
+**Journal** (``labels/journal.jsonl`` in a sort store; :class:`Journal`). Every label, unlabel,
+undo and redo is written, flushed and fsynced before the call returns, so an acknowledged label
+survives a crash (kill -9, power loss after fsync). The current labels are the replay of the
+journal. One writer per journal: an exclusive, non-blocking ``fcntl.flock`` on
+``journal.jsonl.lock``; a second writer gets an error naming the journal and the holder's pid
+and host. ``Journal(None)`` keeps the same state in memory only (headless sessions, the demo).
+
+Line format (one JSON object per line, one line per candidate)::
+
+    {"time": "2025-01-01T12:00:00.123456+00:00", "dataset": "animal1", "candidate": 17,
+     "label": 1, "previous": 0, "annotator": "ana", "origin": "human", "session": "3f2a...",
+     "action": "9b1c04d2e8aa", "action_size": 5}
+
+origin : human | import (a user action, undoable) | undo | redo (``label`` is the value the
+    candidate gets; ``previous`` is what it had).
+action, action_size : the lines of one user action (a box label of 5 candidates = 5 lines)
+    share an action id and are written in one ``write`` + ``fsync``; one undo reverts the whole
+    action, also after a restart. Journals written before actions existed have neither field:
+    each of their lines is an action of its own.
+
+A torn tail (crash mid-write, never acknowledged: a last line without its newline, or the
+complete first lines of an action whose last lines are missing) is ignored on replay and cut
+off by the next writer.
+
+**Rules**: :func:`final_labels` (the human label where given, else the model's decision; the
+export's ``final_label`` and ActSort's ``labels_overall``) and :func:`balanced_accuracy`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import CELL, NOT_CELL, UNLABELLED
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CELL",
+    "NOT_CELL",
+    "UNLABELLED",
+    "Action",
+    "Journal",
+    "JournalEvent",
+    "JournalLockedError",
+    "balanced_accuracy",
+    "class_rates",
+    "final_labels",
+    "read_labels",
+    "replay",
+]
+
+ORIGINS = ("human", "import", "undo", "redo")
+USER_ORIGINS = ("human", "import")
+LABEL_VALUES = (CELL, NOT_CELL, UNLABELLED)
+
+
+# ---------------------------------------------------------------------- rules
+def final_labels(human: np.ndarray, decision: np.ndarray | None) -> np.ndarray:
+    """(N,) int8: the human label where given (!= 0), else the model's decision.
+
+    human : (N,) +1 / -1 / 0
+    decision : (N,) +1 / -1, or None before the model is trained (then the human labels, with
+        0 where there is none)
+    """
+    human = np.asarray(human, dtype=np.int8)
+    if decision is None:
+        return human.copy()
+    return np.where(human != UNLABELLED, human, np.asarray(decision)).astype(np.int8)
+
+
+def class_rates(pred: np.ndarray, truth: np.ndarray) -> tuple[float | None, float | None]:
+    """(true-positive rate: cells called +1, true-negative rate: non-cells called -1) of
+    ``pred`` against ``truth`` (+1 / -1; 0 = unknown, left out); None for an absent class."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise ValueError(f"predictions have shape {pred.shape}, the truth {truth.shape}")
+    pos, neg = truth == CELL, truth == NOT_CELL
+    tpr = float((pred[pos] == CELL).mean()) if pos.any() else None
+    tnr = float((pred[neg] == NOT_CELL).mean()) if neg.any() else None
+    return tpr, tnr
+
+
+def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean of the two :func:`class_rates`; NaN when a class is absent from the truth."""
+    tpr, tnr = class_rates(pred, truth)
+    return float("nan") if tpr is None or tnr is None else 0.5 * (tpr + tnr)
+
+
+# ---------------------------------------------------------------------- journal format
+class JournalLockedError(RuntimeError):
+    """Another process holds the journal's write lock."""
+
+
+@dataclass(frozen=True)
+class JournalEvent:
+    """One journal line (see the module docstring)."""
+
+    time: str
+    dataset: str
+    candidate: int
+    label: int
+    previous: int
+    annotator: str
+    origin: str
+    session: str
+    action: str = ""
+    action_size: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+Action = tuple[JournalEvent, ...]
+"""The lines of one user action (or of its undo / redo), in journal order."""
+
+
+def _group_events(events: list[JournalEvent]) -> list[Action]:
+    """Consecutive lines with the same action id form one action; lines without an id are
+    actions of their own."""
+    groups: list[list[JournalEvent]] = []
+    for ev in events:
+        if ev.action and groups and groups[-1][0].action == ev.action \
+                and len(groups[-1]) < groups[-1][0].action_size:
+            groups[-1].append(ev)
+        else:
+            groups.append([ev])
+    return [tuple(g) for g in groups]
+
+
+def _parse_line(path: Path, raw: bytes, offset: int) -> JournalEvent:
+    try:
+        fields = json.loads(raw)
+        ev = JournalEvent(**fields)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable journal line at byte {offset}: {exc}") from exc
+    bad = (not isinstance(ev.candidate, int) or ev.label not in LABEL_VALUES
+           or ev.previous not in LABEL_VALUES or ev.origin not in ORIGINS
+           or not isinstance(ev.action_size, int) or ev.action_size < 1)
+    if bad:
+        raise ValueError(f"{path}: invalid journal line at byte {offset}: {raw[:200]!r} "
+                         f"(candidate must be an integer, label and previous +1/-1/0, origin "
+                         f"one of {ORIGINS})")
+    return ev
+
+
+def _read_events(path: Path | None) -> tuple[list[JournalEvent], int]:
+    """Events of a journal file and the byte length of its acknowledged part (complete lines,
+    without a trailing incomplete action)."""
+    if path is None or not path.exists():
+        return [], 0
+    data = path.read_bytes()
+    events: list[JournalEvent] = []
+    ends: list[int] = []          # byte offset just after each event's line
+    good = 0
+    pos = 0
+    for raw in data.split(b"\n"):
+        end = pos + len(raw) + 1
+        if end > len(data):          # no newline: torn final write, never acknowledged
+            if raw.strip():
+                log.warning("%s: ignoring an incomplete last line (%d bytes)", path, len(raw))
+            break
+        start, pos = pos, end
+        if raw.strip():
+            events.append(_parse_line(path, raw, start))
+            ends.append(end)
+        good = end
+    if events:
+        last = _group_events(events)[-1]
+        if len(last) < last[0].action_size:     # the action's write was cut short
+            n_keep = len(events) - len(last)
+            log.warning("%s: ignoring an incomplete last action (%d of %d lines)", path,
+                        len(last), last[0].action_size)
+            good = ends[n_keep - 1] if n_keep else 0
+            events = events[:n_keep]
+    return events, good
+
+
+@dataclass
+class _State:
+    """Labels and undo / redo stacks after a sequence of actions."""
+
+    labels: dict            # {(dataset, candidate): label != 0}
+    undo_stack: list        # [Action] user actions that can be undone, oldest first
+    redo_stack: list        # [Action] undone user actions, the next to redo last
+    redo_times: list        # time of the undo that put each redo_stack entry there
+
+    def apply(self, group: Action) -> None:
+        origin = group[0].origin
+        if origin in USER_ORIGINS:
+            self.undo_stack.append(group)
+            self.redo_stack.clear()
+            self.redo_times.clear()
+        elif origin == "undo":
+            if self.undo_stack:
+                self.redo_stack.append(self.undo_stack.pop())
+                self.redo_times.append(group[0].time)
+        elif self.redo_stack:
+            self.undo_stack.append(self.redo_stack.pop())
+            self.redo_times.pop()
+        for ev in group:
+            key = (ev.dataset, ev.candidate)
+            if ev.label == UNLABELLED:
+                self.labels.pop(key, None)
+            else:
+                self.labels[key] = ev.label
+
+
+def replay(events: list[JournalEvent]) -> tuple[dict[tuple[str, int], int], list, list]:
+    """Labels after the events, plus the undo and redo stacks (lists of actions).
+
+    Returns (labels {(dataset, candidate): label != 0}, undo_stack, redo_stack).
+    """
+    state = _State({}, [], [], [])
+    for group in _group_events(events):
+        state.apply(group)
+    return state.labels, state.undo_stack, state.redo_stack
+
+
+class Journal:
+    """Writer (and reader) of one journal file, or an in-memory journal.
+
+    path : the ``journal.jsonl`` file (its folder is created); None keeps everything in memory
+    session : id written on every line (default: a fresh uuid4 hex)
+    read_only : open without the lock (replay only; writing raises)
+
+    State: ``events`` (all lines), ``labels`` {(dataset, candidate): +1/-1}, ``undo_stack`` and
+    ``redo_stack`` (lists of :data:`Action`).
+    """
+
+    def __init__(self, path: str | Path | None, session: str | None = None,
+                 read_only: bool = False):
+        self.path = None if path is None else Path(path)
+        self.session = session or uuid.uuid4().hex
+        self.read_only = read_only
+        self._lock_fh = None
+        self._fd: int | None = None
+        if self.path is not None and not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
+        events, good = _read_events(self.path)
+        self.events: list[JournalEvent] = events
+        self._state = _State({}, [], [], [])
+        for group in _group_events(events):
+            self._state.apply(group)
+        if self.path is not None and not read_only:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if os.fstat(self._fd).st_size > good:     # drop a torn, unacknowledged tail
+                os.ftruncate(self._fd, good)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def labels(self) -> dict[tuple[str, int], int]:
+        return self._state.labels
+
+    @property
+    def undo_stack(self) -> list[Action]:
+        return self._state.undo_stack
+
+    @property
+    def redo_stack(self) -> list[Action]:
+        return self._state.redo_stack
+
+    @property
+    def last_undoable_time(self) -> str | None:
+        """Time of the newest action that ``undo`` would revert (None: nothing to undo)."""
+        return self.undo_stack[-1][-1].time if self.undo_stack else None
+
+    @property
+    def last_redoable_time(self) -> str | None:
+        """Time of the undo that ``redo`` would re-apply (None: nothing to redo)."""
+        return self._state.redo_times[-1] if self.redo_stack else None
+
+    @property
+    def writable(self) -> bool:
+        return not self.read_only and (self.path is None or self._fd is not None)
+
+    # ------------------------------------------------------------------ lock
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _acquire_lock(self) -> None:
+        fh = open(self.lock_path, "a+")  # noqa: SIM115 (held open for the journal's lifetime)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown process"
+            fh.close()
+            raise JournalLockedError(
+                f"{self.path}: the label journal is open for writing by another process "
+                f"({holder}); close that session first (only one writer per store)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    # ------------------------------------------------------------------ writing
+    def _write(self, group: list[JournalEvent]) -> None:
+        """All lines of one action in one write + fsync; on failure the file is cut back to
+        its acknowledged length, so nothing reported as failed reaches the disk later."""
+        if self.path is None:
+            return
+        payload = b"".join(ev.to_json().encode() + b"\n" for ev in group)
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                log.exception("%s: could not cut a failed write back", self.path)
+            raise
+
+    def _commit(self, dataset: str, items: list[tuple[int, int, int]], annotator: str,
+                origin: str) -> Action:
+        """Write one action of (candidate, label, previous) items durably and apply it."""
+        if not self.writable:
+            raise RuntimeError(f"{self.path}: journal opened read-only (or closed)")
+        now = datetime.now(timezone.utc).isoformat()
+        action = uuid.uuid4().hex[:12]
+        group = [JournalEvent(time=now, dataset=str(dataset), candidate=int(c), label=int(y),
+                              previous=int(p), annotator=str(annotator), origin=origin,
+                              session=self.session, action=action, action_size=len(items))
+                 for c, y, p in items]
+        self._write(group)
+        self.events.extend(group)
+        self._state.apply(tuple(group))
+        return tuple(group)
+
+    def append_many(self, dataset: str, candidates, labels, annotator: str,
+                    origin: str = "human") -> Action:
+        """One user action: give ``labels`` (one value, or one per candidate; +1 / -1 / 0) to
+        ``candidates`` (distinct). Durable before it returns; one undo reverts all of it."""
+        if origin not in USER_ORIGINS:
+            raise ValueError(f"origin must be one of {USER_ORIGINS}, got {origin!r}")
+        candidates = [int(c) for c in candidates]
+        if not candidates:
+            raise ValueError("append_many: no candidate given")
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"append_many: candidates repeat in {candidates}")
+        labels = [labels] * len(candidates) if np.ndim(labels) == 0 else list(labels)
+        if len(labels) != len(candidates):
+            raise ValueError(f"{len(labels)} labels for {len(candidates)} candidates")
+        for y in labels:
+            if y not in LABEL_VALUES:
+                raise ValueError(f"label must be +1, -1 or 0, got {y!r}")
+        items = [(c, int(y), self.labels.get((str(dataset), c), UNLABELLED))
+                 for c, y in zip(candidates, labels)]
+        return self._commit(dataset, items, annotator, origin)
+
+    def append(self, dataset: str, candidate: int, label: int, annotator: str,
+               origin: str = "human") -> JournalEvent:
+        """One user action on one candidate; returns its line."""
+        return self.append_many(dataset, [candidate], [label], annotator, origin)[0]
+
+    def undo(self, annotator: str) -> Action | None:
+        """Revert the latest user action (all its candidates); returns the lines written, or
+        None when there is nothing to undo."""
+        if not self.undo_stack:
+            return None
+        last = self.undo_stack[-1]
+        items = [(ev.candidate, ev.previous, self.labels.get((ev.dataset, ev.candidate), 0))
+                 for ev in reversed(last)]
+        return self._commit(last[0].dataset, items, annotator, "undo")
+
+    def redo(self, annotator: str) -> Action | None:
+        """Re-apply the latest undone action; returns the lines written, or None."""
+        if not self.redo_stack:
+            return None
+        action = self.redo_stack[-1]
+        items = [(ev.candidate, ev.label, self.labels.get((ev.dataset, ev.candidate), 0))
+                 for ev in action]
+        return self._commit(action[0].dataset, items, annotator, "redo")
+
+    # ------------------------------------------------------------------ closing
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except (OSError, ValueError):
+            pass
+
+
+def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray:
+    """(n_candidates,) int8 labels of ``dataset`` from the journal at ``path``, replayed
+    read-only (no lock: works beside a running page); zeros when there is no journal."""
+    labels = np.zeros(n_candidates, np.int8)
+    if not Path(path).exists():
+        return labels
+    with Journal(path, read_only=True) as journal:
+        for (name, cand), lab in journal.labels.items():
+            if name == dataset and 0 <= cand < n_candidates:
+                labels[cand] = lab
+    return labels
