@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actsort_gpu.labels import Journal, JournalLockedError, replay
+from actsort_gpu.labels import (Journal, JournalLockedError, balanced_accuracy, final_labels,
+                                replay)
 from actsort_gpu.active.learner import DatasetInput, Learner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,3 +141,87 @@ def test_kill9_keeps_every_acknowledged_label(tmp_path):
         assert lab[i] == (1 if i % 3 else -1)
     assert (lab != 0).sum() >= len(acked)
     lrn.close()
+
+
+def test_action_of_many_candidates_undone_at_once_across_restarts(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.append("a", 9, 1, "x")
+        action = j.append_many("a", [1, 2, 3, 4, 5], -1, "x")
+        assert len({ev.action for ev in action}) == 1 and action[0].action_size == 5
+        with pytest.raises(ValueError, match="repeat"):
+            j.append_many("a", [6, 6], 1, "x")
+    with Journal(path) as j:                       # a restart
+        undone = j.undo("x")
+        assert sorted(ev.candidate for ev in undone) == [1, 2, 3, 4, 5]
+        assert j.labels == {("a", 9): 1}
+        j.redo("x")
+        assert len(j.labels) == 6
+    labels, undo, redo = replay(Journal(path, read_only=True).events)
+    assert [len(a) for a in undo] == [1, 5] and redo == [] and len(labels) == 6
+
+
+def test_action_cut_short_by_a_crash_is_not_applied_and_is_cut(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.append("a", 0, 1, "x")
+        j.append_many("a", [1, 2, 3], -1, "x")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:3]))          # 2 of the 3 lines of the box reached disk
+    with Journal(path) as j:
+        assert j.labels == {("a", 0): 1}
+        j.append("a", 7, -1, "x")
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path)
+    j.append("a", 0, 1, "x")
+    size = path.stat().st_size
+    real_write = os.write
+
+    def half_then_fail(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        j.append("a", 1, -1, "x")
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.stat().st_size == size and j.labels == {("a", 0): 1}
+    j.append("a", 2, -1, "x")
+    j.close()
+    assert Journal(path, read_only=True).labels == {("a", 0): 1, ("a", 2): -1}
+
+
+def test_in_memory_journal_undoes_actions(tmp_path):
+    j = Journal(None)
+    j.append_many("a", [1, 2], 1, "x")
+    j.append("a", 3, -1, "x")
+    j.undo("x")
+    j.undo("x")
+    assert j.labels == {} and len(j.redo_stack) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_invalid_lines_are_refused_with_the_file_named(tmp_path):
+    path = tmp_path / "j.jsonl"
+    good = {"time": "t", "dataset": "a", "candidate": 1, "label": 1, "previous": 0,
+            "annotator": "x", "origin": "human", "session": "s"}
+    for bad in ({"label": 7}, {"candidate": "abc"}, {"origin": "robot"}):
+        path.write_text(json.dumps({**good, **bad}) + "\n")
+        with pytest.raises(ValueError, match=r"j\.jsonl: invalid journal line"):
+            Journal(path, read_only=True)
+
+
+def test_final_labels_and_balanced_accuracy_known_answers():
+    human = np.array([1, 0, -1, 0, 0], np.int8)
+    decision = np.array([-1, 1, 1, -1, 1], np.int8)
+    np.testing.assert_array_equal(final_labels(human, decision), [1, 1, -1, -1, 1])
+    np.testing.assert_array_equal(final_labels(human, None), human)
+    truth = np.array([1, 1, -1, -1, 0])
+    # cells: 1 of 2 found; non-cells: 1 of 2 rejected; the unknown candidate is left out
+    assert balanced_accuracy(np.array([1, -1, -1, 1, 1]), truth) == pytest.approx(0.5)
+    assert balanced_accuracy(np.array([1, 1, -1, -1, -1]), truth) == pytest.approx(1.0)
+    assert np.isnan(balanced_accuracy(np.ones(3), np.ones(3)))

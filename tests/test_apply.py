@@ -86,3 +86,40 @@ def test_cli_apply(tmp_path, classifier, capsys):
     assert "cells of 200 candidates" in capsys.readouterr().out
     assert main(["apply", "--classifier", str(tmp_path / "missing.npz"), str(path)]) == 1
     assert "missing.npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_apply_export_writes_the_table_of_the_predictions(tmp_path, classifier, fmt, capsys):
+    import csv
+
+    paths = [_feature_store(tmp_path / f"s{k}.actsort", seed=k + 1)[0] for k in range(2)]
+    learner = Learner.open([paths[0]], annotator="ana", device="cpu")
+    learner.label(3, CELL)
+    learner.close()
+    assert main(["apply", "--classifier", str(classifier), *map(str, paths),
+                 "--export", fmt]) == 0
+    out = capsys.readouterr().out
+    for path in paths:
+        table = path / "exports" / f"labels.{fmt}"
+        assert str(table) in out
+        store = SortStore.open(path)
+        if fmt == "csv":
+            with open(table, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            final = np.array([int(r["final_label"]) for r in rows])
+            proba = np.array([float(r["probability"]) for r in rows])
+            human = np.array([int(r["human_label"]) for r in rows])
+            who = [r["annotator"] for r in rows]
+        else:
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(table)
+            final, proba = t["final_label"].to_numpy(), t["probability"].to_numpy()
+            human, who = t["human_label"].to_numpy(), t["annotator"].to_pylist()
+        assert len(final) == 200
+        n_human = 1 if path == paths[0] else 0
+        assert (human != 0).sum() == n_human and (who[3] == "ana") == bool(n_human)
+        np.testing.assert_array_equal(final, store.read("predictions/final"))
+        np.testing.assert_allclose(proba, store.read("predictions/probability"), atol=1e-6)
+    with pytest.raises(ValueError, match="export must be one of"):
+        apply_classifier(classifier, paths, export="classifier")

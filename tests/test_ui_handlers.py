@@ -264,3 +264,27 @@ def test_store_without_truth(tmp_path):
         assert not st.truth_shown and "no truth" in report
     finally:
         w.close()
+
+
+def test_box_label_undone_as_one_action_after_a_restart(tmp_path):
+    path = make_test_store(tmp_path, n=40)
+    w = open_workspace([path], annotator="tester")
+    st, _ = H.on_load(w, ViewState())
+    st, _ = H.on_label(w, st, CELL)                      # an earlier single label
+    single = int(np.flatnonzero(w.human(0))[0])
+    box = [int(i) for i in np.flatnonzero(w.human(0) == 0)[:5]]
+    st, _ = H.on_label(w, st.with_(selected=tuple(box)), NOT_CELL)
+    assert (w.human(0)[box] == NOT_CELL).all()
+    w.close()
+    w = open_workspace([path], annotator="tester")     # server restart
+    try:
+        st, _ = H.on_load(w, ViewState())
+        st, p = H.on_undo(w, st)                         # one Z
+        assert (w.human(0)[box] == UNLABELLED).all() and w.human(0)[single] == CELL
+        assert "5 candidates" in p.status
+        st, p = H.on_redo(w, st)
+        assert (w.human(0)[box] == NOT_CELL).all()
+    finally:
+        w.close()
+    lines = [json.loads(x) for x in (path / "labels" / "journal.jsonl").read_text().splitlines()]
+    assert len({x["action"] for x in lines[1:6]}) == 1 and lines[1]["action_size"] == 5
