@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SCHEMA_VERSION", "ArraySpec", "ARRAYS", "AXES", "ROOT_ATTRS", "KINDS", "spec_for", "is_reserved",
-           "render_markdown"]
+__all__ = ["SCHEMA_VERSION", "ArraySpec", "ARRAYS", "AXES", "ROOT_ATTRS", "KINDS", "spec_for",
+           "is_reserved", "render_markdown"]
 
 # Version of the on-disk layout; bump it (and teach SortStore.open to read old stores) whenever
 # a name, dims, dtype or encoding below changes.
@@ -174,11 +174,11 @@ _SPECS = (
               doc="extractor summary images (e.g. `suite2p_meanImg`, `suite2p_max_proj`)"),
     # ---------------------------------------------------------------- preprocess
     ArraySpec(FOV_MAX, ("rows", "cols"), "float32", "movie units", "preprocess",
-              doc="movie units, maximum over all movie frames"),
+              doc="maximum over all movie frames"),
     ArraySpec(FOV_MEAN, ("rows", "cols"), "float32", "movie units", "preprocess",
-              doc="movie units, mean over all movie frames"),
+              doc="mean over all movie frames"),
     ArraySpec(FOV_STD, ("rows", "cols"), "float32", "movie units", "preprocess",
-              doc="movie units, standard deviation over all movie frames (ddof 0)"),
+              doc="standard deviation over all movie frames (ddof 0)"),
     ArraySpec(FOV_CORR, ("rows", "cols"), "float32", "Pearson r", "preprocess",
               doc="mean Pearson correlation of each pixel with its 8 neighbours (fewer at "
               "borders)"),
@@ -316,11 +316,12 @@ _HEADER = """\
 <!-- Generated from actsort_gpu/schema.py; do not edit by hand. Regenerate with
      `python -m actsort_gpu.schema > docs/store_schema.md`. -->
 
-A sort store is a zarr v3 directory (conventionally `NAME.actsort/`). It is written by the stages in
-order and read by every later stage; no stage needs an earlier stage's inputs (the movie is read once,
-by `preprocess`). Open it with `actsort_gpu.store.SortStore.open(path, mode)`. Code names arrays
-through the constants of `actsort_gpu.schema` (e.g. `schema.TRACES`) and the typed accessors of
-`SortStore`; every write of a declared array is checked against its dims and dtype below.
+A sort store is a zarr v3 directory (conventionally `NAME.actsort/`). It is written by the
+stages in order and read by every later stage; no stage needs an earlier stage's inputs (the
+movie is read once, by `preprocess`). Open it with `actsort_gpu.store.SortStore.open(path, mode)`.
+Code names arrays through the constants of `actsort_gpu.schema` (e.g. `schema.TRACES`) and the
+typed accessors of `SortStore`; every write of a declared array is checked against the dims and
+dtype below (names in the schema's namespace that it does not declare are refused).
 
 Conventions
 - Coordinates are 0-based `(row, col)` pixel centres everywhere (ActSort stores 1-based `(x; y)`).

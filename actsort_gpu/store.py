@@ -1,9 +1,15 @@
 """The sort store: one zarr v3 directory per recording, the only seam between stages.
 
-Every stage reads its inputs from the store and writes its outputs back (docs/store_schema.md
-lists every array, its shape, dtype, units and the stage that writes it). Stages record their
-parameters, timings and status (``complete`` / ``incomplete``) in the root attributes, so a
-killed stage is visible and ``actsort info`` can say what is done.
+Every stage reads its inputs from the store and writes its outputs back. The arrays (name, dims,
+dtype, units, the stage that writes it) are declared once in :mod:`actsort_gpu.schema`, from
+which docs/store_schema.md is generated; every write of a declared array is checked against its
+spec, and the typed accessors (``traces``, ``footprint_crops``, ``snapshots_block``,
+``feature_matrix``, ...) are the way stages read them. Stages record their parameters, timings
+and status (``complete`` / ``incomplete``) in the root attributes, so a killed stage is visible
+and ``actsort info`` can say what is done.
+
+Snapshots are stored quantised: :func:`quantise` / :func:`quantise_ranges` write codes and
+:func:`dequantise` is their one inverse.
 
 Arrays are compressed with Blosc lz4 + byte shuffle: on two cores, compression work and not the
 disk sets the ceiling, and zarr's default zstd is 2-4x slower to write (docs/environment.md).
@@ -16,20 +22,22 @@ import hashlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 import zarr
 from zarr.codecs import BloscCodec
 
-from . import __version__
+from . import __version__, schema
+from .schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SortStore", "SCHEMA_VERSION", "StoreError", "file_fingerprint", "STAGES"]
+__all__ = ["SortStore", "SCHEMA_VERSION", "StoreError", "file_fingerprint", "STAGES",
+           "FeatureMatrix", "EmbeddingMatrix", "Predictions", "SnapshotReader", "code_max",
+           "quantise", "quantise_ranges", "dequantise", "crop_footprints"]
 
-SCHEMA_VERSION = 1
 STAGES = ("ingest", "preprocess", "features", "embed")
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _TARGET_CHUNK_BYTES = 8 * 2**20
@@ -101,11 +109,11 @@ class SortStore:
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite)")
-            if path.is_dir() and (path / "labels" / "journal.jsonl").exists():
+            if path.is_dir() and (path / schema.JOURNAL_FILE).exists():
                 # Labels are the one thing a user cannot recompute: never delete them silently.
                 raise FileExistsError(
-                    f"{path}: holds human labels (labels/journal.jsonl); move it away or export "
-                    f"the labels before overwriting")
+                    f"{path}: holds human labels ({schema.JOURNAL_FILE}); move it away or "
+                    f"export the labels before overwriting")
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         root.attrs.update({
@@ -126,7 +134,8 @@ class SortStore:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such sort store")
         if not (path / "zarr.json").is_file():
-            raise StoreError(f"{path}: not a sort store (no zarr.json; create it with `actsort ingest`)")
+            raise StoreError(
+                f"{path}: not a sort store (no zarr.json; create it with `actsort ingest`)")
         try:
             root = zarr.open_group(str(path), mode=mode, zarr_format=3)
             attrs = dict(root.attrs)
@@ -173,7 +182,18 @@ class SortStore:
 
     @property
     def labels_dir(self) -> Path:
-        return self.path / "labels"
+        """The folder of the label files (not zarr): the journal, its lock, the page state."""
+        return self.path / schema.LABELS_DIR
+
+    @property
+    def journal_path(self) -> Path:
+        """The label journal (``labels/journal.jsonl``, see ``actsort_gpu.labels``)."""
+        return self.path / schema.JOURNAL_FILE
+
+    @property
+    def ui_state_path(self) -> Path:
+        """The page's saved position (``labels/ui_state.json``)."""
+        return self.path / schema.UI_STATE_FILE
 
     # ------------------------------------------------------------------ stages
     def begin_stage(self, stage: str, params: dict[str, Any] | None = None) -> None:
@@ -205,36 +225,94 @@ class SortStore:
                 raise StoreError(f"{self.path}: stage '{stage}' {state}; run "
                                  f"`actsort {stage} {self.path}` first")
 
-    # ------------------------------------------------------------------ dense arrays
+    # ------------------------------------------------------------------ metadata
     def has(self, name: str) -> bool:
+        """Whether the array or group ``name`` (e.g. ``schema.TRACES``) exists."""
         try:
             self._root[name]
         except KeyError:
             return False
         return True
 
+    def _missing(self, name: str, what: str = "array") -> StoreError:
+        spec = schema.spec_for(name)
+        hint = ""
+        if spec is not None and spec.stage in (*STAGES, "apply"):
+            hint = f" (written by `actsort {spec.stage} {self.path}`)"
+        return StoreError(f"{self.path}: no {what} '{name}' in the store{hint}")
+
     def array(self, name: str) -> zarr.Array:
-        """The zarr array ``name`` (e.g. 'candidates/traces'), for sliced reads and writes."""
+        """The zarr array ``name`` (e.g. ``schema.TRACES``), for sliced reads and writes."""
         try:
             node = self._root[name]
         except KeyError:
-            raise StoreError(f"{self.path}: no array '{name}' in the store") from None
+            raise self._missing(name) from None
         if not isinstance(node, zarr.Array):
             raise StoreError(f"{self.path}: '{name}' is a group, not an array")
         return node
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """Shape of array ``name`` (metadata only; a CSR group gives its logical shape)."""
+        node = self._node(name)
+        if isinstance(node, zarr.Array):
+            return tuple(int(s) for s in node.shape)
+        if "shape" in node.attrs:
+            return tuple(int(s) for s in node.attrs["shape"])
+        raise StoreError(f"{self.path}: '{name}' is a group without a shape")
+
+    def attrs_of(self, name: str) -> dict[str, Any]:
+        """A copy of the attributes of array or group ``name`` (``dims``, ``units``, ...)."""
+        return dict(self._node(name).attrs)
+
+    def _node(self, name: str):
+        try:
+            return self._root[name]
+        except KeyError:
+            raise self._missing(name) from None
 
     def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
         """Read ``name`` (optionally a selection, e.g. a slice of rows) into a NumPy array."""
         return np.asarray(self.array(name)[selection])
 
-    def create_array(self, name: str, shape: Sequence[int], dtype: Any, *,
-                     dims: Sequence[str], units: str = "", chunks: Sequence[int] | None = None,
-                     fill_value: Any = 0, attrs: dict[str, Any] | None = None) -> zarr.Array:
-        """Create (replacing any old one) an array to be filled piece by piece."""
-        self._check_writable()
-        dtype = np.dtype(dtype)
-        if len(dims) != len(shape):
-            raise ValueError(f"{name}: {len(dims)} dims {list(dims)} for shape {tuple(shape)}")
+    # ------------------------------------------------------------------ writers
+    def _resolve(self, name: str, shape: Sequence[int], dtype: np.dtype,
+                 dims: Sequence[str] | None, units: str | None,
+                 kind: str = "dense") -> tuple[list[str], str]:
+        """Dims and units of a write of ``name``, checked against the schema.
+
+        A declared name must have the spec's kind, dims and dtype (``dims`` and ``units`` default
+        to the spec's); a name in the schema's namespace that the schema does not declare is
+        refused; any other name (scratch, tests) needs explicit ``dims``.
+        """
+        spec = schema.spec_for(name)
+        if spec is None:
+            if schema.is_reserved(name):
+                raise ValueError(
+                    f"{name}: not an array of the store schema (docs/store_schema.md); declare "
+                    f"it in actsort_gpu/schema.py before writing it")
+            if dims is None:
+                raise ValueError(f"{name}: dims are required for an array outside the schema")
+            dims, units = list(dims), units or ""
+        else:
+            spec_kind = "dense" if spec.kind == "group" else spec.kind
+            if spec_kind != kind:
+                writer = "write_array" if spec_kind == "dense" else f"write_{spec_kind}"
+                raise ValueError(f"{name}: the schema declares a {spec.kind} array; write it "
+                                 f"with {writer}")
+            if dims is not None and tuple(dims) != spec.dims:
+                raise ValueError(f"{name}: dims {list(dims)}, the schema declares "
+                                 f"{list(spec.dims)}")
+            if dtype.name not in spec.allowed_dtypes:
+                raise ValueError(f"{name}: dtype {dtype.name}, the schema declares "
+                                 f"{' or '.join(spec.allowed_dtypes)}")
+            dims, units = list(spec.dims), spec.units if units is None else units
+        if kind != "csr" and len(dims) != len(shape):
+            raise ValueError(f"{name}: {len(dims)} dims {dims} for shape {tuple(shape)}")
+        return dims, units
+
+    def _create(self, name: str, shape: Sequence[int], dtype: np.dtype, dims: list[str],
+                units: str, chunks: Sequence[int] | None, fill_value: Any,
+                attrs: dict[str, Any] | None) -> zarr.Array:
         chunks = tuple(chunks) if chunks is not None else _default_chunks(shape, dtype.itemsize)
         chunks = tuple(max(1, min(int(c), max(int(s), 1))) for c, s in zip(chunks, shape))
         return zarr.create_array(
@@ -243,10 +321,37 @@ class SortStore:
             dimension_names=list(dims),
             attributes={"dims": list(dims), "units": units, **(attrs or {})})
 
-    def write_array(self, name: str, data: Any, *, dims: Sequence[str], units: str = "",
-                    chunks: Sequence[int] | None = None,
+    def _write(self, name: str, data: np.ndarray, dims: list[str], units: str = "",
+               chunks: Sequence[int] | None = None,
+               attrs: dict[str, Any] | None = None) -> zarr.Array:
+        arr = self._create(name, data.shape, data.dtype, dims, units, chunks, 0, attrs)
+        if data.size:
+            arr[...] = data
+        return arr
+
+    def create_array(self, name: str, shape: Sequence[int], dtype: Any, *,
+                     dims: Sequence[str] | None = None, units: str | None = None,
+                     chunks: Sequence[int] | None = None, fill_value: Any = 0,
+                     attrs: dict[str, Any] | None = None) -> zarr.Array:
+        """Create (replacing any old one) an array to be filled piece by piece.
+
+        For a name the schema declares, ``dims`` and ``units`` default to the spec's and a
+        different dims or dtype raises ValueError naming the array.
+        """
+        self._check_writable()
+        dtype = np.dtype(dtype)
+        dims, units = self._resolve(name, shape, dtype, dims, units)
+        return self._create(name, shape, dtype, dims, units, chunks, fill_value, attrs)
+
+    def write_array(self, name: str, data: Any, *, dims: Sequence[str] | None = None,
+                    units: str | None = None, chunks: Sequence[int] | None = None,
                     attrs: dict[str, Any] | None = None) -> zarr.Array:
-        """Write a whole NumPy array as ``name`` with its dims, units and extra attributes."""
+        """Write a whole NumPy array as ``name`` with its dims, units and extra attributes.
+
+        For a name the schema declares (``schema.TRACES``, a member of a group such as
+        ``schema.SOURCE_METRICS + "/" + metric``), ``dims`` and ``units`` default to the spec's
+        and a different dims or dtype raises ValueError naming the array.
+        """
         data = np.asarray(data)
         arr = self.create_array(name, data.shape, data.dtype, dims=dims, units=units,
                                 chunks=chunks, attrs=attrs)
@@ -260,25 +365,31 @@ class SortStore:
             del self._root[name]
 
     # ------------------------------------------------------------------ sparse (CSR)
-    def write_csr(self, name: str, matrix: sp.csr_matrix, *, units: str = "",
+    def write_csr(self, name: str, matrix: sp.csr_matrix, *, units: str | None = None,
                   attrs: dict[str, Any] | None = None) -> None:
-        """Store a CSR matrix as group ``name`` with ``indptr``, ``indices``, ``data``."""
+        """Store a CSR matrix as group ``name`` with ``indptr``, ``indices``, ``data``.
+
+        Data are stored as float32; for a declared name the group's ``dims`` attr is the spec's.
+        """
+        self._check_writable()
         matrix = sp.csr_matrix(matrix)
         matrix.sort_indices()
-        self.write_array(f"{name}/indptr", matrix.indptr.astype(np.int64), dims=["rows+1"])
-        self.write_array(f"{name}/indices", matrix.indices.astype(np.int32), dims=["nonzeros"])
-        self.write_array(f"{name}/data", matrix.data.astype(np.float32), dims=["nonzeros"],
-                         units=units)
+        dims, units = self._resolve(name, matrix.shape, np.dtype(np.float32), None, units,
+                                    kind="csr")
+        self._write(f"{name}/indptr", matrix.indptr.astype(np.int64), ["rows+1"])
+        self._write(f"{name}/indices", matrix.indices.astype(np.int32), ["nonzeros"])
+        self._write(f"{name}/data", matrix.data.astype(np.float32), ["nonzeros"], units)
+        extra = {"dims": dims} if dims else {}
         group = self._root[name]
         group.attrs.update({"shape": [int(s) for s in matrix.shape], "format": "csr",
-                            "units": units, **(attrs or {})})
+                            "units": units, **extra, **(attrs or {})})
 
     def read_csr(self, name: str, rows: slice | None = None) -> sp.csr_matrix:
         """Read CSR ``name``, or only the block of ``rows`` (a slice with step 1)."""
         try:
             group = self._root[name]
         except KeyError:
-            raise StoreError(f"{self.path}: no sparse matrix '{name}' in the store") from None
+            raise self._missing(name, "sparse matrix") from None
         shape = tuple(group.attrs["shape"])
         start, stop, step = (rows or slice(None)).indices(shape[0])
         if step != 1:
@@ -290,21 +401,33 @@ class SortStore:
         return sp.csr_matrix((data, indices, indptr - lo), shape=(stop - start, shape[1]))
 
     # ------------------------------------------------------------------ ragged arrays
-    def write_ragged(self, name: str, pieces: Iterable[np.ndarray], *, dtype: Any,
-                     dims: Sequence[str], units: str = "",
+    def write_ragged(self, name: str, pieces: Iterable[np.ndarray], *, dtype: Any = None,
+                     dims: Sequence[str] | None = None, units: str | None = None,
                      attrs: dict[str, Any] | None = None) -> None:
         """Store a list of arrays of varying length along axis 0 as ``data`` + ``offsets``.
 
         ``offsets`` has n_items + 1 entries; item i is ``data[offsets[i]:offsets[i + 1]]``.
+        ``dims`` / ``dtype`` / ``units`` are those of ``data``; for a declared name they default
+        to the spec's (and a different dims or dtype raises ValueError naming the array).
         """
+        self._check_writable()
+        spec = schema.spec_for(name)
+        if dtype is None:
+            if spec is None:
+                raise ValueError(f"{name}: dtype is required for an array outside the schema")
+            dtype = spec.dtype
+        dtype = np.dtype(dtype)
         pieces = [np.asarray(p, dtype=dtype) for p in pieces]
         lengths = np.array([len(p) for p in pieces], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         inner = pieces[0].shape[1:] if pieces else ()
+        if spec is not None and not pieces:
+            inner = (0,) * (len(spec.dims) - 1)     # the declared rank, even with no items
         data = (np.concatenate(pieces, axis=0) if pieces and offsets[-1] > 0
                 else np.zeros((0, *inner), dtype=dtype))
-        self.write_array(f"{name}/data", data, dims=list(dims), units=units)
-        self.write_array(f"{name}/offsets", offsets, dims=["items+1"])
+        dims, units = self._resolve(name, data.shape, dtype, dims, units, kind="ragged")
+        self._write(f"{name}/data", data, dims, units)
+        self._write(f"{name}/offsets", offsets, list(schema.RAGGED_OFFSETS[0]))
         self._root[name].attrs.update({"format": "ragged", **(attrs or {})})
 
     def read_ragged(self, name: str, items: slice | None = None) -> list[np.ndarray]:
@@ -315,17 +438,115 @@ class SortStore:
         data = self.read(f"{name}/data", slice(lo, hi))
         return [data[offsets[i] - lo:offsets[i + 1] - lo] for i in range(start, stop)]
 
-    # ------------------------------------------------------------------ typed accessors
+    # ------------------------------------------------------------------ ingest outputs
     def footprints(self, rows: slice | None = None) -> sp.csr_matrix:
         """Max-normalised footprints (N, H*W) CSR float32; pixel index = row * W + col."""
-        return self.read_csr("candidates/footprints", rows)
+        return self.read_csr(schema.FOOTPRINTS, rows)
+
+    def footprint_peak(self, rows: Any = slice(None)) -> np.ndarray:
+        """(N,) float32 original peak of each footprint (source footprint units)."""
+        return self.read(schema.FOOTPRINT_PEAK, rows)
 
     def traces(self, rows: Any = slice(None)) -> np.ndarray:
         """Traces (N, T) float32 in the extractor's units, at the extractor's frame rate."""
-        return self.read("candidates/traces", rows)
+        return self.read(schema.TRACES, rows)
+
+    def is_empty(self) -> np.ndarray:
+        """(N,) bool: the footprint has no positive pixel."""
+        return self.read(schema.IS_EMPTY)
+
+    def source_index(self) -> np.ndarray:
+        """(N,) int64 row of each candidate in the extraction output."""
+        return self.read(schema.SOURCE_INDEX)
+
+    def _member_names(self, group: str) -> list[str]:
+        if not self.has(group):
+            return []
+        return sorted(self._root[group].array_keys())
+
+    def source_metric_names(self) -> list[str]:
+        """Sorted names of the arrays under ``candidates/source_metrics`` (empty if none)."""
+        return self._member_names(schema.SOURCE_METRICS)
+
+    def source_metric(self, name: str) -> np.ndarray:
+        """(N,) float32 metric ``name`` the extractor computed (e.g. ``suite2p_iscell_prob``)."""
+        return self.read(f"{schema.SOURCE_METRICS}/{name}")
+
+    def source_metrics(self) -> dict[str, np.ndarray]:
+        """Every source metric: name -> (N,) float32."""
+        return {name: self.source_metric(name) for name in self.source_metric_names()}
+
+    def write_source_metric(self, name: str, values: Any) -> None:
+        """Write metric ``name``: (N,) values, stored float32."""
+        self.write_array(f"{schema.SOURCE_METRICS}/{name}", np.asarray(values, np.float32))
+
+    def source_images(self) -> dict[str, np.ndarray]:
+        """Extractor summary images: name -> (h, w) float32 (empty if none)."""
+        return {name: self.read(f"{schema.SOURCE_IMAGES}/{name}")
+                for name in self._member_names(schema.SOURCE_IMAGES)}
+
+    def write_source_image(self, name: str, image: Any) -> None:
+        """Write summary image ``name``: (h, w), stored float32."""
+        self.write_array(f"{schema.SOURCE_IMAGES}/{name}", np.asarray(image, np.float32))
+
+    # ------------------------------------------------------------------ preprocess outputs
+    def fov_images(self) -> dict[str, np.ndarray]:
+        """The field-of-view images present: kind ('max', 'mean', 'std', 'corr') -> (H, W)
+        float32 (movie units; 'corr' Pearson r). Empty before preprocess."""
+        return {kind: self.read(name) for kind, name in schema.FOV_IMAGES.items()
+                if self.has(name)}
+
+    def centers(self, rows: Any = slice(None)) -> np.ndarray:
+        """(N, 2) float32 (row, col) centre of each footprint, 0-based pixels (NaN if empty)."""
+        return self.read(schema.CENTERS, rows)
+
+    def crops(self, rows: Any = slice(None)) -> np.ndarray:
+        """(N, 4) int32 crop windows (row0, row1, col0, col1), half-open, 0-based."""
+        return self.read(schema.CROPS, rows)
+
+    def footprint_crops(self, rows: slice | None = None) -> list[np.ndarray]:
+        """Footprints of a contiguous block of candidates cut to their crop windows:
+        a list of (row1 - row0, col1 - col0) float32 arrays (see :func:`crop_footprints`)."""
+        start, stop, _ = (rows or slice(None)).indices(self.n_candidates)
+        block = slice(start, stop)
+        return crop_footprints(self.footprints(block), self.crops(block), self.width)
+
+    def outlines(self, items: slice | None = None) -> list[np.ndarray]:
+        """Per candidate (M_i, 2) float32 outline points (row, col); NaN rows separate
+        boundaries."""
+        return self.read_ragged(schema.OUTLINES, items)
+
+    def neighbors(self, items: slice | None = None) -> list[np.ndarray]:
+        """Per candidate (K_i,) int32 neighbour indices; empty arrays for a store written
+        before neighbours were stored."""
+        if not self.has(schema.NEIGHBORS):
+            start, stop, _ = (items or slice(None)).indices(self.n_candidates)
+            return [np.zeros(0, np.int32) for _ in range(start, stop)]
+        return self.read_ragged(schema.NEIGHBORS, items)
+
+    def events(self, rows: Any = slice(None)) -> np.ndarray:
+        """(N, n_events) int32 event frames (trace frames), tallest first; -1 = none."""
+        return self.read(schema.EVENTS, rows)
+
+    def snapshot_traces(self, rows: Any = slice(None)) -> np.ndarray:
+        """(N, n_events, event_frames) float32 trace (downsampled) at the snapshot frames."""
+        return self.read(schema.SNAPSHOT_TRACES, rows)
+
+    def snapshot_frames(self, rows: Any = slice(None)) -> np.ndarray:
+        """(N, n_events, event_frames) int32 movie frame of each snapshot frame; -1 = none."""
+        return self.read(schema.SNAPSHOTS_FRAMES, rows)
+
+    def snapshot_layout(self) -> tuple[int, int]:
+        """(n_events, event_frames) of the stored snapshots (metadata only)."""
+        shape = self.shape_of(schema.SNAPSHOTS_FRAMES)
+        return int(shape[1]), int(shape[2])
+
+    def snapshot_clims(self, rows: Any = slice(None)) -> np.ndarray:
+        """(N, 4) float32 display range (min, max, p10, p99.9) of each candidate's snapshots."""
+        return self.read(schema.SNAPSHOTS_CLIMS, rows)
 
     def snapshots(self, index: int) -> np.ndarray:
-        """Event snapshots of one candidate, dequantised: (n_events, frames_per_event, h, w) float32.
+        """Event snapshots of one candidate, dequantised: (n_events, event_frames, h, w) float32.
 
         Slots of missing events (``candidates/events`` == -1) and frames outside the movie
         (``snapshots/frames`` == -1) are zeros.
@@ -342,33 +563,55 @@ class SortStore:
             constant candidate (hi <= lo) set to zeros.
         """
         start, stop, _ = items.indices(self.n_candidates)
-        crops = self.read("candidates/crops", slice(start, stop))
-        scale = self.read("snapshots/scale", slice(start, stop))
-        frames = self.read("snapshots/frames", slice(start, stop))
-        offsets = self.read("snapshots/offsets", slice(start, stop + 1))
-        data = self.read("snapshots/data", slice(int(offsets[0]), int(offsets[-1])))
-        q_max = _quant_max(data.dtype)
+        crops = self.crops(slice(start, stop))
+        scale = self.read(schema.SNAPSHOTS_SCALE, slice(start, stop))
+        frames = self.snapshot_frames(slice(start, stop))
+        offsets = self.read(schema.SNAPSHOTS_OFFSETS, slice(start, stop + 1))
+        data = self.read(schema.SNAPSHOTS_DATA, slice(int(offsets[0]), int(offsets[-1])))
         out = []
         for k in range(stop - start):
-            h = int(crops[k, 1] - crops[k, 0])
-            w = int(crops[k, 3] - crops[k, 2])
             raw = data[offsets[k] - offsets[0]:offsets[k + 1] - offsets[0]]
-            block = raw.reshape(frames.shape[1], frames.shape[2], h, w).astype(np.float32)
-            missing = frames[k] < 0
-            lo, hi = float(scale[k, 0]), float(scale[k, 1])
-            if q_max is None:
-                zero_value = 0.0
-            elif dequantise:
-                block = lo + block * np.float32((hi - lo) / q_max)
-                zero_value = 0.0
-            elif hi <= lo:
-                block[...] = 0.0
-                zero_value = 0.0
-            else:
-                zero_value = -lo / (hi - lo) * q_max
-            block[missing] = zero_value
-            out.append(block)
+            out.append(_decode_block(raw, crops[k], scale[k], frames[k], dequantise))
         return out
+
+    def snapshot_reader(self) -> "SnapshotReader":
+        """A reader of one candidate's snapshots at a time through cached handles (the page)."""
+        return SnapshotReader(self)
+
+    # ------------------------------------------------------------------ later stages
+    def feature_matrix(self) -> "FeatureMatrix":
+        """The features stage's matrix (N, F) float32 with its column names and version."""
+        arr = self.array(schema.FEATURE_MATRIX)
+        return FeatureMatrix(np.asarray(arr[...]), list(arr.attrs.get("names", [])),
+                             str(arr.attrs.get("version", "")))
+
+    def feature_names(self) -> list[str]:
+        """The F column names of the feature matrix (metadata only)."""
+        return list(self.attrs_of(schema.FEATURE_MATRIX).get("names", []))
+
+    def embedding_matrix(self) -> "EmbeddingMatrix":
+        """The embed stage's matrix (N, D) float32 with its names and encoder id."""
+        arr = self.array(schema.EMBEDDING_MATRIX)
+        return EmbeddingMatrix(np.asarray(arr[...]), list(arr.attrs.get("names", [])),
+                               str(arr.attrs.get("encoder_id", "")))
+
+    def predictions(self) -> "Predictions":
+        """The apply stage's outputs: probability (N,) float32, decision and final (N,) int8."""
+        return Predictions(self.read(schema.PREDICTED_PROBABILITY),
+                           self.read(schema.PREDICTED_DECISION),
+                           self.read(schema.PREDICTED_FINAL))
+
+    def truth_labels(self) -> np.ndarray | None:
+        """(N,) int8 ground truth +1 / -1 of a synthetic or benchmark store; None if absent."""
+        return self.read(schema.TRUTH_LABELS) if self.has(schema.TRUTH_LABELS) else None
+
+    def truth_annotators(self) -> tuple[np.ndarray, list[str]] | None:
+        """((n_annotators, N) int8 labels, annotator names) when stored, else None."""
+        if not self.has(schema.TRUTH_ANNOTATORS):
+            return None
+        arr = self.array(schema.TRUTH_ANNOTATORS)
+        names = list(arr.attrs.get("names", [f"annotator{k}" for k in range(arr.shape[0])]))
+        return np.asarray(arr[...]), names
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> str:
@@ -391,12 +634,10 @@ class SortStore:
         if ext:
             lines.append(f"extraction   {ext.get('path')} [{ext.get('format')}]")
         if "n_candidates" in a:
-            n_empty = int(self.read("candidates/is_empty").sum()) if self.has(
-                "candidates/is_empty") else 0
+            n_empty = int(self.read(schema.IS_EMPTY).sum()) if self.has(schema.IS_EMPTY) else 0
             lines.append(f"candidates   {a['n_candidates']:,} ({n_empty} with empty footprints), "
                          f"{self.n_frames:,} trace frames")
-        metrics = sorted(self._root["candidates/source_metrics"].array_keys()) if self.has(
-            "candidates/source_metrics") else []
+        metrics = self.source_metric_names()
         if metrics:
             lines.append(f"source info  {', '.join(metrics)}")
         lines.append("stages")
@@ -407,7 +648,7 @@ class SortStore:
                 continue
             took = f" in {info['seconds']:.1f} s" if "seconds" in info else ""
             lines.append(f"  {stage:<11} {info['status']}{took}")
-        journal = self.labels_dir / "journal.jsonl"
+        journal = self.journal_path
         if journal.exists():
             n_lines = sum(1 for _ in open(journal, "rb"))
             lines.append(f"labels       {journal} ({n_lines} journal entries)")
@@ -416,27 +657,188 @@ class SortStore:
         return "\n".join(lines)
 
 
-def _quant_max(dtype: np.dtype) -> float | None:
-    """Largest code of an integer snapshot dtype (None for float storage)."""
+
+
+class FeatureMatrix(NamedTuple):
+    """``features/matrix``: values (N, F) float32, names (F column names), version string."""
+
+    values: np.ndarray
+    names: list[str]
+    version: str
+
+
+class EmbeddingMatrix(NamedTuple):
+    """``embeddings/matrix``: values (N, D) float32, names (``emb00``...), encoder_id."""
+
+    values: np.ndarray
+    names: list[str]
+    encoder_id: str
+
+
+class Predictions(NamedTuple):
+    """``predictions/*``: probability (N,) float32 P(cell); decision, final (N,) int8 +1 / -1."""
+
+    probability: np.ndarray
+    decision: np.ndarray
+    final: np.ndarray
+
+
+class SnapshotReader:
+    """One candidate's dequantised snapshots at a time, through cached zarr handles.
+
+    The small index arrays (crops, offsets, scale, frames; O(N)) are read once; each call
+    reads one candidate's block. Use it where single candidates are read often (the page);
+    :meth:`SortStore.snapshots_block` is faster for contiguous blocks.
+    """
+
+    def __init__(self, store: SortStore):
+        store.require("preprocess")
+        self._data = store.array(schema.SNAPSHOTS_DATA)
+        self._offsets = store.read(schema.SNAPSHOTS_OFFSETS)
+        self._scale = store.read(schema.SNAPSHOTS_SCALE)
+        self._frames = store.snapshot_frames()
+        self._crops = store.crops()
+
+    def __call__(self, index: int) -> np.ndarray:
+        """(n_events, event_frames, h, w) float32 in movie units; missing frames are 0."""
+        i = int(index)
+        raw = np.asarray(self._data[int(self._offsets[i]):int(self._offsets[i + 1])])
+        return _decode_block(raw, self._crops[i], self._scale[i], self._frames[i], True)
+
+
+def _decode_block(raw: np.ndarray, crop: np.ndarray, scale: np.ndarray, frames: np.ndarray,
+                  dequantise_codes: bool) -> np.ndarray:
+    """One candidate's stored values (flat) -> (n_events, event_frames, h, w) float32.
+
+    frames : (n_events, event_frames) int, -1 = missing (set to 0, or to the code of 0 when
+    ``dequantise_codes`` is False; see :meth:`SortStore.snapshots_block`).
+    """
+    h = int(crop[1] - crop[0])
+    w = int(crop[3] - crop[2])
+    codes = raw.reshape(frames.shape[0], frames.shape[1], h, w)
+    lo, hi = float(scale[0]), float(scale[1])
+    q_max = code_max(codes.dtype)
+    zero_value = 0.0
+    if dequantise_codes:
+        block = dequantise(codes, lo, hi)
+    else:
+        block = codes.astype(np.float32)
+        if q_max is not None:
+            if hi <= lo:
+                block[...] = 0.0
+            else:
+                zero_value = -lo / (hi - lo) * q_max
+    block[frames < 0] = zero_value
+    return block
+
+
+def code_max(dtype: Any) -> float | None:
+    """Largest code of an integer snapshot dtype (255.0 for uint8); None for float storage."""
     dtype = np.dtype(dtype)
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
+
+
+def quantise_ranges(values: Any, lo: Any, hi: Any, dtype: Any, *,
+                    sizes: np.ndarray | None = None,
+                    invalid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """Quantise float values to ``dtype`` codes, each segment with its own (lo, hi) range.
+
+    Parameters
+    ----------
+    values : array of any shape (float or integer movie values); not modified
+    lo, hi : scalars, or (n_segments,) float32 when ``sizes`` is given: the value range of
+        each segment (values outside are clipped to codes 0 / q_max)
+    dtype : the storage dtype ('uint8', 'uint16'; a float dtype stores the values as they are)
+    sizes : (n_segments,) int, the lengths of consecutive segments of the flat ``values``
+    invalid : bool mask like ``values``: elements stored as code 0 (float storage: 0.0)
+
+    Returns
+    -------
+    codes : like ``values``, of ``dtype``
+    lo, hi : float32 like the given ``lo``: the ranges to store with the codes (``hi`` = ``lo``
+        for a constant segment, whose codes are all 0); float storage gives (0, 1)
+
+    Notes
+    -----
+    code = floor((value - lo) * q_max / (hi - lo) + 0.5) in float32, so that
+    :func:`dequantise` (value = lo + code * (hi - lo) / q_max) is off by at most
+    (hi - lo) / (2 * q_max). The arithmetic is done in place on one float32 copy: preprocess
+    quantises 64 MB blocks of many candidates at once.
+    """
+    dtype = np.dtype(dtype)
+    q_max = code_max(dtype)
+    x = np.array(values, dtype=np.float32)          # the one working copy
+    lo = np.asarray(lo, dtype=np.float32)
+    hi = np.asarray(hi, dtype=np.float32)
+    if q_max is None:
+        if invalid is not None:
+            x[invalid] = 0.0
+        return x.astype(dtype, copy=False), np.zeros_like(lo), np.ones_like(hi)
+    span = hi.astype(np.float64) - lo.astype(np.float64)
+    factor = np.where(span > 0, q_max / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    if sizes is not None:
+        lo_el, factor_el = np.repeat(lo, sizes), np.repeat(factor, sizes)
+    else:
+        lo_el, factor_el = lo, factor
+    x -= lo_el
+    x *= factor_el
+    x += np.float32(0.5)
+    np.floor(x, out=x)
+    if invalid is not None:
+        x[invalid] = 0.0
+    np.clip(x, 0, q_max, out=x)
+    return x.astype(dtype), lo, np.where(span > 0, hi, lo).astype(np.float32)
 
 
 def quantise(block: np.ndarray, dtype: Any) -> tuple[np.ndarray, tuple[float, float]]:
     """Quantise a float block to ``dtype`` with its own (lo, hi) range; float dtypes pass through.
 
     Returns the codes and (lo, hi) such that value = lo + code / q_max * (hi - lo). The inverse
-    is :meth:`SortStore.snapshots_block`. The error is at most (hi - lo) / (2 * q_max).
+    is :func:`dequantise`. The error is at most (hi - lo) / (2 * q_max). A constant block gives
+    codes 0 and (lo, lo).
     """
-    dtype = np.dtype(dtype)
-    q_max = _quant_max(dtype)
     block = np.asarray(block, dtype=np.float32)
-    if q_max is None:
-        return block.astype(dtype), (0.0, 1.0)
     lo = float(block.min()) if block.size else 0.0
     hi = float(block.max()) if block.size else 0.0
-    if hi <= lo:
-        return np.zeros(block.shape, dtype=dtype), (lo, lo)
-    codes = np.floor((block - lo) * (q_max / (hi - lo)) + 0.5)
-    return np.clip(codes, 0, q_max).astype(dtype), (lo, hi)
+    codes, lo_q, hi_q = quantise_ranges(block, lo, hi, dtype)
+    return codes, (float(lo_q), float(hi_q))
 
+
+def dequantise(codes: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Movie values of one candidate's codes: lo + code * (hi - lo) / q_max, float32.
+
+    codes : integer codes (any shape) from :func:`quantise`, or float values (returned as
+    float32 unchanged); lo, hi : the candidate's stored ``snapshots/scale`` row.
+    """
+    q_max = code_max(codes.dtype)
+    block = codes.astype(np.float32)
+    if q_max is None:
+        return block
+    return float(lo) + block * np.float32((float(hi) - float(lo)) / q_max)
+
+
+def crop_footprints(footprints: sp.spmatrix, crops: np.ndarray, width: int) -> list[np.ndarray]:
+    """Footprint rows cut to their crop windows (the one footprint-to-crop cutter).
+
+    footprints : CSR (n, H*W) float32, pixel index = row * W + col
+    crops : (n, 4) int (row0, row1, col0, col1), half-open, one row per footprint row
+    width : W of the field of view, pixels
+    Returns n arrays (row1 - row0, col1 - col0) float32; pixels outside the crop are dropped.
+    """
+    fp = sp.csr_matrix(footprints)
+    crops = np.asarray(crops)
+    if crops.shape != (fp.shape[0], 4):
+        raise ValueError(f"crops: expected shape ({fp.shape[0]}, 4) (one window per footprint "
+                         f"row), got {crops.shape}")
+    out = []
+    for k in range(fp.shape[0]):
+        r0, r1, c0, c1 = (int(v) for v in crops[k])
+        img = np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), dtype=np.float32)
+        lo, hi = fp.indptr[k], fp.indptr[k + 1]
+        pix = fp.indices[lo:hi].astype(np.int64)
+        rr, cc = pix // width - r0, pix % width - c0
+        keep = (rr >= 0) & (rr < img.shape[0]) & (cc >= 0) & (cc < img.shape[1])
+        img[rr[keep], cc[keep]] = fp.data[lo:hi][keep]
+        out.append(img)
+    return out

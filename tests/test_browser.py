@@ -127,3 +127,108 @@ def test_keyboard_labelling_undo_reload(neurofinder_store, tmp_path):
     assert lines[5]["candidate"] == labelled[-1] and lines[5]["label"] == 0
     (ARTIFACTS / "timings_ms.json").write_text(json.dumps(
         {"key_to_shown_ms": [round(t, 1) for t in timings]}, indent=1))
+
+
+_SCREEN_POINT = """(pt) => {
+    // Inverse of Gradio's get_coordinates_of_clicked_image (object-fit: contain).
+    const img = document.querySelector('#as-map img');
+    const r = img.getBoundingClientRect();
+    const xs = img.naturalWidth / r.width, ys = img.naturalHeight / r.height;
+    if (xs > ys) {
+        const oy = (r.height - img.naturalHeight / xs) / 2;
+        return [r.left + pt[0] / xs, r.top + oy + pt[1] / xs];
+    }
+    const ox = (r.width - img.naturalWidth / ys) / 2;
+    return [r.left + ox + pt[0] / ys, r.top + pt[1] / ys];
+}"""
+
+
+def _open_page(browser, port: int):
+    page = browser.new_page(viewport={"width": 1500, "height": 1150})
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#as-status');"
+        " return s && s.innerText.includes('Resumed') &&"
+        " Array.from(document.images).every(i => i.complete && i.naturalWidth > 0); }",
+        timeout=30000)
+    return page
+
+
+def _wait_status(page, word: str) -> None:
+    page.wait_for_function(
+        "(w) => { const s = document.querySelector('#as-status');"
+        " return s && s.innerText.includes(w); }", arg=word, timeout=20000)
+
+
+def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store, tmp_path):
+    """Label a box of candidates on the map, restart the server, press Z once: the whole box
+    is back to its earlier labels."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from actsort_gpu.config import load_config
+    from actsort_gpu.store import SortStore
+    from actsort_gpu.ui import serve
+    from actsort_gpu.ui.handlers import MAP_DISPLAY_PX
+    from actsort_gpu.ui.render import Window
+
+    store = SortStore.open(neurofinder_store)
+    centers = store.read("candidates/centers")
+    ok = np.flatnonzero(~np.isnan(centers).any(1))
+    mid = np.array([store.height / 2, store.width / 2])
+    seed = ok[np.argmin(((centers[ok] - mid) ** 2).sum(1))]
+    near = ok[np.argsort(((centers[ok] - centers[seed]) ** 2).sum(1))[:6]]
+    (r0, c0), (r1, c1) = np.floor(centers[near].min(0)), np.ceil(centers[near].max(0))
+    win = Window.around(None, 0, store.height, store.width, MAP_DISPLAY_PX)
+    journal = neurofinder_store / "labels" / "journal.jsonl"
+    n_lines = len(journal.read_text().splitlines()) if journal.exists() else 0
+
+    def corner(page, row, col):
+        x, y = (col - win.col0 + 0.5) * win.scale, (row - win.row0 + 0.5) * win.scale
+        cx, cy = page.evaluate(_SCREEN_POINT, [float(x), float(y)])
+        page.mouse.click(cx, cy)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    config = load_config()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        port = _free_port()
+        demo, ws = serve([neurofinder_store], port=port, prevent_thread_lock=True, quiet=True,
+                         annotator="browser", config=config, export_dir=tmp_path / "exports")
+        try:
+            page = _open_page(browser, port)
+            page.get_by_label("Box: two corners").check()
+            time.sleep(2.0)                     # let the mode change reach the server first
+            corner(page, r0, c0)
+            _wait_status(page, "Box corner at")
+            corner(page, r1, c1)
+            _wait_status(page, "candidates selected")
+            page.keyboard.press("ArrowDown")
+            _wait_status(page, "Saved")
+            page.screenshot(path=str(ARTIFACTS / "10_box_labelled.png"), full_page=True)
+        finally:
+            demo.close()
+            ws.close()
+        lines = [json.loads(x) for x in journal.read_text().splitlines()][n_lines:]
+        assert len(lines) >= 5 and len({x["action"] for x in lines}) == 1
+        assert lines[0]["action_size"] == len(lines) and {x["label"] for x in lines} == {-1}
+        port = _free_port()                     # a new server process state
+        demo, ws = serve([neurofinder_store], port=port, prevent_thread_lock=True, quiet=True,
+                         annotator="browser", config=config, export_dir=tmp_path / "exports")
+        try:
+            page = _open_page(browser, port)
+            page.keyboard.press("z")
+            _wait_status(page, "Undo")
+            page.screenshot(path=str(ARTIFACTS / "11_box_undone_after_restart.png"),
+                            full_page=True)
+            human = ws.human(0)
+        finally:
+            demo.close()
+            ws.close()
+            browser.close()
+    for x in lines:
+        assert human[x["candidate"]] == x["previous"]
+    after = [json.loads(x) for x in journal.read_text().splitlines()][n_lines + len(lines):]
+    assert [x["origin"] for x in after] == ["undo"] * len(lines)

@@ -10,9 +10,10 @@ from typing import Callable
 
 import numpy as np
 
+from .. import schema
 from ..backend import resolve_backend
 from ..config import PreprocessConfig, as_dict
-from ..store import SortStore
+from ..store import SortStore, code_max, quantise_ranges
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
 from .stream import (chunk_frames_for, default_budget_bytes, gather_batch_bytes, plan_pass,
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["preprocess", "resolve_movie_path", "SNAPSHOT_DTYPES"]
 
-SNAPSHOT_DTYPES = ("uint8", "uint16", "float32")
+SNAPSHOT_DTYPES = schema.SNAPSHOT_DTYPES
 _TRACE_BLOCK_BYTES = 256 * 2**20
 _WRITE_BLOCK_BYTES = 64 * 2**20
 
@@ -116,8 +117,7 @@ def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype
     frames = plan.frames
     offsets = plan.block_offsets
     total = plan.total_elements
-    data = store.create_array("snapshots/data", (total,), dtype, dims=["snapshot_values"],
-                              units="quantised movie units (see snapshots/scale)",
+    data = store.create_array(schema.SNAPSHOTS_DATA, (total,), dtype,
                               chunks=(max(1, min(total, 8 * 2**20 // dtype.itemsize)),))
     scale = np.zeros((n, 2), np.float32)
     clims = np.zeros((n, 4), np.float32)
@@ -125,7 +125,6 @@ def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype
     e, f = frames.shape[1], frames.shape[2]
     hw = ((plan.crops[:, 1] - plan.crops[:, 0]).astype(np.int64)
           * (plan.crops[:, 3] - plan.crops[:, 2]).astype(np.int64))
-    q_max = float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
     i = 0
     while i < n:
         j = int(np.searchsorted(offsets, offsets[i] + _WRITE_BLOCK_BYTES // 4, side="right"))
@@ -140,40 +139,20 @@ def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype
                 clims[k] = _clims(vals.ravel())
         sizes = np.diff(offsets[i:j + 1])
         valid_el = np.repeat(valid.reshape(-1), np.repeat(hw[i:j], e * f))
-        x = raw.astype(np.float32)
-        if q_max is None:                       # float storage: invalid frames are 0
-            x[~valid_el] = 0.0
-            scale[i:j] = (0.0, 1.0)
-            out = x.astype(dtype)
-        else:
-            # store.quantise per candidate, vectorised: the invalid frames are filled with
-            # the candidate's minimum (code 0), so its (lo, hi) is the valid values' (min, max)
-            lo32, hi32 = clims[i:j, 0], clims[i:j, 1]
-            span = hi32.astype(np.float64) - lo32.astype(np.float64)
-            factor = np.where(span > 0, q_max / np.where(span > 0, span, 1.0), 0.0)
-            x -= np.repeat(lo32, sizes)
-            x *= np.repeat(factor.astype(np.float32), sizes)
-            x += np.float32(0.5)
-            np.floor(x, out=x)
-            x[~valid_el] = 0.0
-            np.clip(x, 0, q_max, out=x)
-            out = x.astype(dtype)
-            scale[i:j, 0] = lo32
-            scale[i:j, 1] = np.where(span > 0, hi32, lo32)
-        del x
+        # store.quantise per candidate, vectorised: the invalid frames get code 0 (float
+        # storage: 0.0), and each candidate's (lo, hi) is its valid values' (min, max)
+        out, scale[i:j, 0], scale[i:j, 1] = quantise_ranges(
+            raw, clims[i:j, 0], clims[i:j, 1], dtype, sizes=sizes, invalid=~valid_el)
         if out.size:
             data[base:int(offsets[j])] = out
         i = j
     del src
-    store.write_array("snapshots/offsets", offsets, dims=["candidates+1"], units="elements")
-    store.write_array("snapshots/scale", scale, dims=["candidates", "lo_hi"],
-                      units="movie units",
-                      attrs={"dtype": str(dtype), "code_max": (float(np.iinfo(dtype).max)
-                                                              if dtype.kind in "ui" else None)})
-    store.write_array("snapshots/clims", clims, dims=["candidates", "clim"], units="movie units",
+    store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
+    store.write_array(schema.SNAPSHOTS_SCALE, scale,
+                      attrs={"dtype": str(dtype), "code_max": code_max(dtype)})
+    store.write_array(schema.SNAPSHOTS_CLIMS, clims,
                       attrs={"columns": ["min", "max", "p10", "p99.9"]})
-    store.write_array("snapshots/frames", frames, dims=["candidates", "events", "event_frames"],
-                      units="movie frame (0-based), -1 = none")
+    store.write_array(schema.SNAPSHOTS_FRAMES, frames)
 
 
 def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConfig(), *,
@@ -275,21 +254,13 @@ def _compute(store, movie, path, config, backend, dt, progress, client):
 
 
 def _write_outputs(store, geo, events, plan, images, config, scratch, dt, info):
-    for name, img in images.items():
-        store.write_array(f"fov/{name}", img, dims=["rows", "cols"],
-                          units="Pearson r" if name == "corr" else "movie units")
-    store.write_array("candidates/centers", geo.centers, dims=["candidates", "row_col"],
-                      units="pixels (0-based row, col)")
-    store.write_array("candidates/crops", geo.crops, dims=["candidates", "row0_row1_col0_col1"],
-                      units="pixels, half-open")
-    store.write_ragged("candidates/outlines", geo.outlines, dtype=np.float32,
-                       dims=["points", "row_col"], units="pixels (0-based row, col)")
-    store.write_ragged("candidates/neighbors", geo.neighbors, dtype=np.int32,
-                       dims=["neighbors"], units="candidate index")
-    store.write_array("candidates/events", events, dims=["candidates", "events"],
-                      units="trace frame (0-based), -1 = none")
-    store.write_array("candidates/snapshot_traces", _snapshot_traces(store, plan.frames, dt),
-                      dims=["candidates", "events", "event_frames"],
-                      units="source trace units (downsampled)")
+    for kind, img in images.items():
+        store.write_array(schema.FOV_IMAGES[kind], img)
+    store.write_array(schema.CENTERS, geo.centers)
+    store.write_array(schema.CROPS, geo.crops)
+    store.write_ragged(schema.OUTLINES, geo.outlines)
+    store.write_ragged(schema.NEIGHBORS, geo.neighbors)
+    store.write_array(schema.EVENTS, events)
+    store.write_array(schema.SNAPSHOT_TRACES, _snapshot_traces(store, plan.frames, dt))
     _write_snapshots(store, scratch / SCRATCH_NAME, plan, np.dtype(config.snapshot_dtype),
                      np.dtype(info["scratch_dtype"]))
