@@ -224,30 +224,35 @@ class Exporter:
     """One export format.
 
     description : one line for the CLI help and the README
-    default_out : (store path, store) -> where to write when no ``out`` is given
-    write : (table, out, store path, store) -> path written; None for the classifier, which
-        is written from the learner, not from the table
+    file_name : the file it writes inside an export folder (``<store>/exports/`` by default);
+        None for formats that write into the extraction's own files (suite2p, nwb)
+    locate : (store path, store) -> the extraction file or folder to write, for those
+    write : (table, out, store path) -> path written; None for the classifier, which is
+        written from the learner, not from the table
     """
 
     description: str
-    default_out: Callable[[Path, object], Path]
-    write: Callable | None
+    file_name: str | None
+    locate: Callable[[Path, object], Path] | None
+    write: Callable[[dict, Path, Path], Path] | None
+
+    def default_out(self, store_path: Path, store) -> Path:
+        if self.file_name is not None:
+            return Path(store_path) / "exports" / self.file_name
+        return self.locate(Path(store_path), store)
 
 
 EXPORTERS: dict[str, Exporter] = {
-    "csv": Exporter("label table, one row per candidate (CSV)",
-                    lambda p, s: p / "exports" / "labels.csv",
-                    lambda t, out, p, s: write_table_csv(t, out)),
-    "parquet": Exporter("the same table as Parquet (needs pyarrow)",
-                        lambda p, s: p / "exports" / "labels.parquet",
-                        lambda t, out, p, s: _write_parquet(t, out)),
+    "csv": Exporter("label table, one row per candidate (CSV)", "labels.csv", None,
+                    lambda t, out, p: write_table_csv(t, out)),
+    "parquet": Exporter("the same table as Parquet (needs pyarrow)", "labels.parquet", None,
+                        lambda t, out, p: _write_parquet(t, out)),
     "suite2p": Exporter("iscell.npy in the Suite2p plane folder (original backed up once)",
-                        _suite2p_default,
-                        lambda t, out, p, s: write_suite2p_iscell(t, out)),
-    "nwb": Exporter("actsort_* columns added to the NWB file's PlaneSegmentation",
-                    _nwb_default, lambda t, out, p, s: _write_nwb(t, out, p)),
+                        None, _suite2p_default, lambda t, out, p: write_suite2p_iscell(t, out)),
+    "nwb": Exporter("actsort_* columns added to the NWB file's PlaneSegmentation", None,
+                    _nwb_default, _write_nwb),
     "classifier": Exporter("portable classifier (.npz) to fine-tune or apply elsewhere",
-                           lambda p, s: p / "exports" / "classifier.npz", None),
+                           "classifier.npz", None, None),
 }
 FORMATS = tuple(EXPORTERS)
 TABLE_FORMATS = tuple(f for f, e in EXPORTERS.items() if e.write is not None)
@@ -262,7 +267,7 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> Exporter:
 def _write(table: dict, fmt: str, out, store_path: Path, store) -> Path:
     exporter = EXPORTERS[fmt]
     out = Path(out) if out is not None else exporter.default_out(store_path, store)
-    path = exporter.write(table, out, store_path, store)
+    path = exporter.write(table, out, store_path)
     n_h = int((table["human_label"] != 0).sum())
     log.info("%s: exported %d candidates (%d human labels) to %s at %s", store_path,
              len(table["candidate"]), n_h, path, datetime.now(timezone.utc).isoformat())

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from . import schema
 from .config import IngestConfig, as_dict
 from .io.candidates import Candidates
 from .io.movies import Movie
@@ -111,8 +112,8 @@ def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
     footprints, peak, is_empty = normalise_footprints(candidates.footprints)
     if is_empty.any():
         log.warning("%s: %d candidates have empty footprints (indices %s); they are kept and "
-                    "flagged in candidates/is_empty", where, int(is_empty.sum()),
-                    ", ".join(map(str, np.flatnonzero(is_empty)[:10])))
+                    "flagged in %s", where, int(is_empty.sum()),
+                    ", ".join(map(str, np.flatnonzero(is_empty)[:10])), schema.IS_EMPTY)
     fs_hz = config.fs_hz or candidates.fs_hz or movie.fs_hz
 
     store = SortStore.create(out, overwrite=overwrite)
@@ -125,22 +126,16 @@ def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
         extraction={"path": where, "format": candidates.source_format,
                     "fingerprint": extraction_fingerprint},
     )
-    store.write_csr("candidates/footprints", footprints, units="fraction of peak",
-                    attrs={"dims": ["candidates", "pixels"], "height": movie.height,
-                           "width": movie.width})
-    store.write_array("candidates/footprint_peak", peak, dims=["candidates"],
-                      units="source footprint units")
-    store.write_array("candidates/traces", traces, dims=["candidates", "frames"],
-                      units="source trace units")
-    store.write_array("candidates/is_empty", is_empty, dims=["candidates"])
-    store.write_array("candidates/source_index", candidates.source_index.astype(np.int64),
-                      dims=["candidates"])
+    store.write_csr(schema.FOOTPRINTS, footprints,
+                    attrs={"height": movie.height, "width": movie.width})
+    store.write_array(schema.FOOTPRINT_PEAK, peak)
+    store.write_array(schema.TRACES, traces)
+    store.write_array(schema.IS_EMPTY, is_empty)
+    store.write_array(schema.SOURCE_INDEX, candidates.source_index.astype(np.int64))
     for name, values in candidates.metrics.items():
-        store.write_array(f"candidates/source_metrics/{name}",
-                          np.asarray(values, dtype=np.float32), dims=["candidates"])
+        store.write_source_metric(name, values)
     for name, image in candidates.images.items():
-        store.write_array(f"source_images/{name}", np.asarray(image, dtype=np.float32),
-                          dims=["rows", "cols"], units="source image units")
+        store.write_source_image(name, image)
     store.finish_stage("ingest", time.perf_counter() - t0, n_empty=int(is_empty.sum()),
                        temporal_downsample=dt)
     log.info("ingested %d candidates x %d frames into %s", n, t, store.path)

@@ -69,7 +69,7 @@ def bench_keypress(n: int, presses: int, workdir: Path) -> dict:
     t0 = time.perf_counter()
     ws = open_workspace([path], annotator="bench")
     t_open = time.perf_counter() - t0
-    truth = ws.stores[0].store.read("truth/labels")
+    truth = ws.stores[0].store.truth_labels()
     st, _ = H.on_load(ws, ViewState())
     total, parts, enc, enc_png = [], [], [], []
     for k in range(presses):

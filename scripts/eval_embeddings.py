@@ -33,6 +33,7 @@ EVAL_SEEDS = (2000, 2001)
 
 
 def neurofinder_store(workdir: Path) -> Path:
+    from actsort_gpu import schema
     from actsort_gpu.ingest import ingest_files
     from actsort_gpu.preprocess import preprocess
     from actsort_gpu.store import SortStore
@@ -48,8 +49,7 @@ def neurofinder_store(workdir: Path) -> Path:
     gt = np.load(src / "gt_label_centroid5px.npy")
     if len(gt) != store.n_candidates:
         raise ValueError(f"{src}: {len(gt)} labels for {store.n_candidates} candidates")
-    store.write_array("truth/labels", np.where(gt > 0, 1, -1).astype(np.int8),
-                      dims=["candidates"])
+    store.write_array(schema.TRUTH_LABELS, np.where(gt > 0, 1, -1).astype(np.int8))
     return out
 
 
@@ -59,7 +59,7 @@ def synth_store(workdir: Path, seed: int) -> Path:
     from actsort_gpu.store import SortStore
 
     out = workdir / f"synth_{seed}" / "recording.actsort"
-    if (out / "zarr.json").exists() and SortStore.open(out).has("truth/labels"):
+    if (out / "zarr.json").exists() and SortStore.open(out).truth_labels() is not None:
         return out
     path, _ = synthetic_store(workdir / f"synth_{seed}", training_recording_config(seed),
                               features=False, device="cpu")
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from actsort_gpu import schema
     from actsort_gpu.active.simulate import simulate
     from actsort_gpu.embed.infer import embed
     from actsort_gpu.features import compute_features
@@ -124,11 +125,11 @@ def main(argv=None) -> int:
         emb = embed(path, args.checkpoint, device="cpu")
         embed_s = time.perf_counter() - t
         store = SortStore.open(path)
-        feats = store.read("features/matrix")
-        y = store.read("truth/labels").astype(np.int8)
+        feats = store.feature_matrix().values
+        y = store.truth_labels().astype(np.int8)
         res = {"n_candidates": int(len(y)), "n_cells": int((y > 0).sum()),
                "embed_seconds": round(embed_s, 2),
-               "encoder_id": store.array("embeddings/matrix").attrs["encoder_id"],
+               "encoder_id": store.attrs_of(schema.EMBEDDING_MATRIX)["encoder_id"],
                "probe_embeddings": probes(emb, y), "probe_features": probes(feats, y),
                "probe_both": probes(np.hstack([feats, emb]), y)}
         sims = {}

@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
+    from actsort_gpu import schema
     from actsort_gpu.features import compute_features
     from actsort_gpu.ingest import ingest_files
     from actsort_gpu.preprocess import preprocess
@@ -42,9 +43,8 @@ def main(argv=None) -> int:
         ingest_files(data / "movie.tif", data / "suite2p", store)
         preprocess(store, device=args.device)
         m = compute_features(store, device=args.device)
-        arr = SortStore.open(store).array("features/matrix")
-        names, groups, version = list(arr.attrs["names"]), list(arr.attrs["groups"]), \
-            arr.attrs["version"]
+        attrs = SortStore.open(store).attrs_of(schema.FEATURE_MATRIX)
+        names, groups, version = list(attrs["names"]), list(attrs["groups"]), attrs["version"]
     auc = [roc_auc_score(y, m[:, j]) if np.ptp(m[:, j]) > 0 else 0.5 for j in range(m.shape[1])]
     signal = [a >= 0.65 or a <= 0.35 for a in auc]
     print(f"neurofinder_crop: {m.shape[0]} candidates ({int(y.sum())} positives in "

@@ -10,8 +10,10 @@ import scipy.sparse as sp
 import torch
 
 from actsort_gpu.embed.inputs import (CHANNELS, candidate_inputs, event_summaries,
-                                      fit_events, footprint_crops, percentile_normalise,
+                                      fit_events, percentile_normalise,
                                       robust_trace_stats, square_resize)
+from actsort_gpu import schema
+from actsort_gpu.store import crop_footprints
 
 N_EVENTS, EVENT_FRAMES = 5, 11
 
@@ -56,7 +58,8 @@ def _toy_arrays(n=64, seed=0, size=16):
 
 
 def _fake_store(path, n=40, height=48, width=64, seed=0, n_frames=200, events_missing=True):
-    """A store with the arrays ingest + preprocess write (docs/store_schema.md), filled by hand."""
+    """A store with the arrays ingest + preprocess write (docs/store_schema.md), filled by hand
+    through the schema-checked writers."""
     from actsort_gpu.store import SortStore, quantise
 
     rng = np.random.default_rng(seed)
@@ -82,22 +85,21 @@ def _fake_store(path, n=40, height=48, width=64, seed=0, n_frames=200, events_mi
         fr = np.full((N_EVENTS, EVENT_FRAMES), -1, np.int32)
         fr[:k] = events[i, :k, None] + np.arange(-5, 6)
         frames.append(fr)
-    store.write_csr("candidates/footprints", sp.csr_matrix(np.stack(rows)))
+    store.write_csr(schema.FOOTPRINTS, sp.csr_matrix(np.stack(rows)))
     traces = rng.normal(0, 1, (n, n_frames)).astype(np.float32)
-    store.write_array("candidates/traces", traces, dims=["candidates", "frames"])
-    store.write_array("candidates/crops", np.array(crops, np.int32), dims=["candidates", "box"])
-    store.write_array("candidates/events", events, dims=["candidates", "events"])
+    store.write_array(schema.TRACES, traces)
+    store.write_array(schema.CROPS, np.array(crops, np.int32))
+    store.write_array(schema.EVENTS, events)
     frames = np.stack(frames)
     st = np.where(frames >= 0, traces[np.arange(n)[:, None, None], np.clip(frames, 0, None)], 0)
-    store.write_array("candidates/snapshot_traces", st.astype(np.float32),
-                      dims=["candidates", "events", "event_frames"])
+    store.write_array(schema.SNAPSHOT_TRACES, st.astype(np.float32))
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])]).astype(np.int64)
-    store.write_array("snapshots/data", np.concatenate(blocks), dims=["values"])
-    store.write_array("snapshots/offsets", offsets, dims=["items+1"])
-    store.write_array("snapshots/scale", np.array(scales, np.float32), dims=["candidates", "2"])
-    store.write_array("snapshots/frames", frames, dims=["candidates", "events", "event_frames"])
-    store.write_array("truth/labels", np.where(np.arange(n) % 2 == 0, 1, -1).astype(np.int8),
-                      dims=["candidates"])
+    store.write_array(schema.SNAPSHOTS_DATA, np.concatenate(blocks))
+    store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
+    store.write_array(schema.SNAPSHOTS_SCALE, np.array(scales, np.float32))
+    store.write_array(schema.SNAPSHOTS_FRAMES, frames)
+    store.write_array(schema.TRUTH_LABELS,
+                      np.where(np.arange(n) % 2 == 0, 1, -1).astype(np.int8))
     store.finish_stage("ingest", 0.0)
     store.finish_stage("preprocess", 0.0)
     return store
@@ -201,7 +203,7 @@ def test_footprint_crops_and_trace_stats_known_answers():
     dense[0, 4 * 6 + 5] = 0.5      # (4, 5) outside the crop
     dense[1, 3 * 6 + 0] = 0.25     # (3, 0)
     crops = np.array([[0, 3, 1, 4], [2, 5, 0, 2]])
-    out = footprint_crops(sp.csr_matrix(dense), crops, 6)
+    out = crop_footprints(sp.csr_matrix(dense), crops, 6)
     expected0 = np.zeros((3, 3), np.float32)
     expected0[1, 1] = 1.0
     np.testing.assert_array_equal(out[0], expected0)
@@ -394,13 +396,13 @@ def test_embed_store_writes_matrix_and_matches_in_memory(tmp_path):
     emb = embed(store.path, ckpt, device="cpu", batch_size=7)  # several blocks
     assert emb.shape == (30, 8) and emb.dtype == np.float32 and np.isfinite(emb).all()
     s = SortStore.open(store.path)
-    arr = s.array("embeddings/matrix")
+    arr = s.array(schema.EMBEDDING_MATRIX)
     _, meta = load_checkpoint(ckpt)
     assert arr.attrs["encoder_id"] == meta["encoder_id"]
     assert arr.attrs["checkpoint"] == str(ckpt)
     assert arr.attrs["dims"] == ["candidates", "embedding"]
     assert s.stage_status("embed") == "complete"
-    np.testing.assert_array_equal(s.read("embeddings/matrix"), emb)
+    np.testing.assert_array_equal(s.embedding_matrix().values, emb)
     enc, _ = load_checkpoint(ckpt)
     im, tr, va = store_inputs(s, slice(None), 16)
     np.testing.assert_allclose(embed_inputs(enc, im, tr, va), emb, rtol=1e-5, atol=1e-6)
@@ -443,7 +445,7 @@ def test_train_encoder_across_stores_and_cli(tmp_path, capsys):
     rc = main(["embed", str(a.path), "--checkpoint", str(out), "--device", "cpu",
                "--no-progress"])
     assert rc == 0 and "24 x 8" in capsys.readouterr().out
-    assert SortStore.open(a.path).read("embeddings/matrix").shape == (24, 8)
+    assert SortStore.open(a.path).shape_of(schema.EMBEDDING_MATRIX) == (24, 8)
     # fine-tuning from that checkpoint keeps its architecture and records where it started
     tuned = tmp_path / "tuned.pt"
     rc = main(["embed-train", str(b.path), "--out", str(tuned), "--epochs", "1", "--init",
@@ -463,7 +465,7 @@ def test_supervised_without_labels_is_refused(tmp_path):
     from actsort_gpu.store import SortStore
 
     store = _fake_store(tmp_path / "a.actsort", n=12)
-    SortStore.open(store.path, "r+").delete("truth/labels")
+    SortStore.open(store.path, "r+").delete(schema.TRUTH_LABELS)
     with pytest.raises(ValueError, match="--supervised needs labels"):
         train_encoder([store.path], tmp_path / "x.pt", config=_tiny_config(), supervised=True,
                       device="cpu")
@@ -478,7 +480,7 @@ def test_store_labels_prefers_the_journal(tmp_path):
 
     store = _fake_store(tmp_path / "a.actsort", n=6)
     np.testing.assert_array_equal(store_labels(store), [1, -1, 1, -1, 1, -1])  # truth/labels
-    j = Journal(store.labels_dir / "journal.jsonl")
+    j = Journal(store.journal_path)
     j.append("a", 2, -1, "ana")
     j.append("a", 4, 1, "ana")
     j.append("a", 4, 0, "ana")  # unlabelled again
@@ -502,10 +504,9 @@ def test_inputs_invariant_to_affine_units_and_store_codes_match_dequantised(tmp_
 
     store = SortStore.open(_fake_store(tmp_path / "s.actsort", n=9).path)
     images, traces, valid = store_inputs(store, slice(2, 9), 16)
-    st = store.read("candidates/snapshot_traces", slice(2, 9))
-    v = store.read("candidates/events", slice(2, 9)) >= 0
-    fps = footprint_crops(store.footprints(slice(2, 9)), store.read("candidates/crops",
-                                                                    slice(2, 9)), store.width)
+    st = store.snapshot_traces(slice(2, 9))
+    v = store.events(slice(2, 9)) >= 0
+    fps = crop_footprints(store.footprints(slice(2, 9)), store.crops(slice(2, 9)), store.width)
     med, sd = robust_trace_stats(store.traces(slice(2, 9)))
     im2, tr2 = candidate_inputs(store.snapshots_block(slice(2, 9)), fps, st, v, 16,
                                 trace_center=med, trace_scale=sd)

@@ -1,8 +1,9 @@
 """Small sort stores for the page, export and benchmark tests, written directly with SortStore.
 
 ``make_test_store`` fills every array the page reads (docs/store_schema.md: ingest, preprocess,
-features, truth) for N disc-shaped candidates on a synthetic field of view. Half of them
-(``truth/labels`` = +1) have a bright footprint, transient events and a feature vector shifted
+features, truth) through the store's schema-checked writers, with the schema's dims and units,
+for N disc-shaped candidates on a synthetic field of view. Half of them
+(truth label +1) have a bright footprint, transient events and a feature vector shifted
 along the first features, so a classifier can learn them from a few labels.
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from actsort_gpu.store import SortStore
+from actsort_gpu import schema
+from actsort_gpu.store import SortStore, quantise
 
 __all__ = ["make_test_store"]
 
@@ -56,10 +58,10 @@ def make_test_store(tmp_path: str | Path, n: int = 60, *, height: int = 96, widt
     indptr = np.arange(0, n * len(offs) + 1, len(offs))
     fp = sp.csr_matrix((data, pix, indptr), shape=(n, height * width))
     fp.sum_duplicates()
-    store.write_csr("candidates/footprints", fp, units="fraction of peak")
-    store.write_array("candidates/footprint_peak", np.ones(n, np.float32), dims=["candidates"])
-    store.write_array("candidates/is_empty", np.zeros(n, bool), dims=["candidates"])
-    store.write_array("candidates/source_index", np.arange(n, dtype=np.int64), dims=["candidates"])
+    store.write_csr(schema.FOOTPRINTS, fp)
+    store.write_array(schema.FOOTPRINT_PEAK, np.ones(n, np.float32))
+    store.write_array(schema.IS_EMPTY, np.zeros(n, bool))
+    store.write_array(schema.SOURCE_INDEX, np.arange(n, dtype=np.int64))
 
     # Traces: noise plus transients for cells.
     t = np.arange(n_frames)
@@ -83,40 +85,38 @@ def make_test_store(tmp_path: str | Path, n: int = 60, *, height: int = 96, widt
             traces[i] += amp * np.exp(-np.clip(t - e, 0, None) / 8.0) * (t >= e)
         order = np.argsort(-traces[i, ev])
         events[i, :k] = ev[order]
-    store.write_array("candidates/traces", traces, dims=["candidates", "frames"], units="a.u.")
+    store.write_array(schema.TRACES, traces, units="a.u.")
 
     # Field of view images.
     fov = rng.normal(10, 1, (height, width)).astype(np.float32)
     np.add.at(fov, (rows.ravel(), cols.ravel()),
               np.tile(prof, n) * np.repeat(np.where(truth > 0, 8.0, 3.0), len(offs)))
-    for key in ("max", "mean", "std", "corr"):
+    for key, name in schema.FOV_IMAGES.items():
         img = fov if key == "max" else fov * 0.5 if key == "mean" else fov / fov.max()
-        store.write_array(f"fov/{key}", img.astype(np.float32), dims=["rows", "cols"],
-                          units="movie units")
+        store.write_array(name, img.astype(np.float32))
 
     # Geometry.
-    store.write_array("candidates/centers", centers, dims=["candidates", "xy"], units="px")
-    crops = np.stack([np.clip(centers[:, 0] - pad, 0, height), np.clip(centers[:, 0] + pad + 1, 0, height),
-                      np.clip(centers[:, 1] - pad, 0, width), np.clip(centers[:, 1] + pad + 1, 0, width)],
-                     1).astype(np.int32)
-    store.write_array("candidates/crops", crops, dims=["candidates", "bounds"], units="px")
+    store.write_array(schema.CENTERS, centers)
+    crops = np.stack([np.clip(centers[:, 0] - pad, 0, height),
+                      np.clip(centers[:, 0] + pad + 1, 0, height),
+                      np.clip(centers[:, 1] - pad, 0, width),
+                      np.clip(centers[:, 1] + pad + 1, 0, width)], 1).astype(np.int32)
+    store.write_array(schema.CROPS, crops)
     outlines = [_circle_outline(c, radius) for c in centers]
-    store.write_ragged("candidates/outlines", outlines, dtype=np.float32, dims=["points", "xy"],
-                       units="px")
+    store.write_ragged(schema.OUTLINES, outlines)
     nbrs = [np.zeros(0, np.int32)] * n if fast else []
     for i in range(0 if fast else n):
         inside = ((centers[:, 0] > crops[i, 0]) & (centers[:, 0] < crops[i, 1] - 1)
                   & (centers[:, 1] > crops[i, 2]) & (centers[:, 1] < crops[i, 3] - 1))
         inside[i] = False
         nbrs.append(np.flatnonzero(inside).astype(np.int32))
-    store.write_ragged("candidates/neighbors", nbrs, dtype=np.int32, dims=["neighbors"])
-    store.write_array("candidates/events", events, dims=["candidates", "events"], units="frames")
+    store.write_ragged(schema.NEIGHBORS, nbrs)
+    store.write_array(schema.EVENTS, events)
     half = 5
     frames = np.where(events[:, :, None] >= 0, events[:, :, None] + np.arange(-half, half + 1), -1)
     frames = frames.astype(np.int32)
     st = np.where(frames >= 0, traces[np.arange(n)[:, None, None], np.clip(frames, 0, None)], 0)
-    store.write_array("candidates/snapshot_traces", st.astype(np.float32),
-                      dims=["candidates", "events", "event_frames"], units="a.u.")
+    store.write_array(schema.SNAPSHOT_TRACES, st.astype(np.float32), units="a.u.")
 
     if with_snapshots and fast:
         h = w = 2 * pad + 1        # centres keep pad + 1 px from the edges: no clipped crop
@@ -124,13 +124,12 @@ def make_test_store(tmp_path: str | Path, n: int = 60, *, height: int = 96, widt
                         0, 255).astype(np.uint8).ravel()
         offsets = np.arange(n + 1, dtype=np.int64) * block.size
         data = np.tile(block, n)
-        store.write_array("snapshots/data", data, dims=["values"])
-        store.write_array("snapshots/offsets", offsets, dims=["items+1"])
-        store.write_array("snapshots/scale", np.tile(np.array([0, 2], np.float32), (n, 1)),
-                          dims=["candidates", "lohi"])
-        store.write_array("snapshots/frames", frames, dims=["candidates", "events", "event_frames"])
-        store.write_array("snapshots/clims", np.tile(np.array([0, 1, 0.1, 0.99], np.float32),
-                                                     (n, 1)), dims=["candidates", "clims"])
+        store.write_array(schema.SNAPSHOTS_DATA, data)
+        store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
+        store.write_array(schema.SNAPSHOTS_SCALE, np.tile(np.array([0, 2], np.float32), (n, 1)))
+        store.write_array(schema.SNAPSHOTS_FRAMES, frames)
+        store.write_array(schema.SNAPSHOTS_CLIMS,
+                          np.tile(np.array([0, 1, 0.1, 0.99], np.float32), (n, 1)))
     elif with_snapshots:
         blocks, offsets, scale = [], [0], []
         for i in range(n):
@@ -141,27 +140,25 @@ def make_test_store(tmp_path: str | Path, n: int = 60, *, height: int = 96, widt
             amp = np.clip(st[i], 0, None)[:, :, None, None]
             block = 0.2 + amp * blob[None, None] + rng.normal(0, 0.05, (n_ev, 2 * half + 1, h, w))
             block[frames[i] < 0] = 0
-            lo, hi = float(block.min()), float(block.max())
-            codes = np.round((block - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)
+            codes, lo_hi = quantise(block, np.uint8)
             blocks.append(codes.ravel())
             offsets.append(offsets[-1] + codes.size)
-            scale.append((lo, hi))
-        store.write_array("snapshots/data", np.concatenate(blocks), dims=["values"])
-        store.write_array("snapshots/offsets", np.asarray(offsets, np.int64), dims=["items+1"])
-        store.write_array("snapshots/scale", np.asarray(scale, np.float32),
-                          dims=["candidates", "lohi"])
-        store.write_array("snapshots/frames", frames, dims=["candidates", "events", "event_frames"])
+            scale.append(lo_hi)
+        store.write_array(schema.SNAPSHOTS_DATA, np.concatenate(blocks))
+        store.write_array(schema.SNAPSHOTS_OFFSETS, np.asarray(offsets, np.int64))
+        store.write_array(schema.SNAPSHOTS_SCALE, np.asarray(scale, np.float32))
+        store.write_array(schema.SNAPSHOTS_FRAMES, frames)
         clims = np.tile(np.array([0, 1, 0.1, 0.99], np.float32), (n, 1))
-        store.write_array("snapshots/clims", clims, dims=["candidates", "clims"])
+        store.write_array(schema.SNAPSHOTS_CLIMS, clims)
 
     feats = rng.normal(0, 1, (n, n_features)).astype(np.float32)
     feats[:, :3] += 2.0 * truth[:, None]
     names = [f"feature_{j}" for j in range(n_features)]
     names[:3] = ["snr", "event_rate", "tqm"]
-    store.write_array("features/matrix", feats, dims=["candidates", "features"],
+    store.write_array(schema.FEATURE_MATRIX, feats,
                       attrs={"names": names, "groups": ["synthetic"] * n_features,
                              "version": "test"})
-    store.write_array("truth/labels", truth, dims=["candidates"])
+    store.write_array(schema.TRUTH_LABELS, truth)
     store.update_attrs(n_candidates=n, n_frames=n_frames, height=height, width=width,
                        movie={"path": "synthetic", "format": "synthetic", "n_frames": n_frames,
                               "dtype": "float32", "fs_hz": 30.0, "temporal_downsample": 1})

@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size if args.batch_size is not None else cfg.infer_batch_size
     emb = embed(args.store, args.checkpoint, device=args.device, batch_size=batch,
                 progress=args.progress)
+    from .. import schema
     from ..store import SortStore
 
-    attrs = SortStore.open(args.store).array("embeddings/matrix").attrs
-    print(f"{args.store}: embeddings/matrix {emb.shape[0]} x {emb.shape[1]} "
+    attrs = SortStore.open(args.store).attrs_of(schema.EMBEDDING_MATRIX)
+    print(f"{args.store}: {schema.EMBEDDING_MATRIX} {emb.shape[0]} x {emb.shape[1]} "
           f"(encoder {attrs['encoder_id']})")
     return 0
 

@@ -28,6 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import schema
     from ..config import load_config
     from ..features import compute_features
     from ..features.policy import format_nan_report
@@ -37,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     matrix = compute_features(args.store, cfg, device=args.device, progress=args.progress,
                               scheduler=args.scheduler, workers=args.workers)
     store = SortStore.open(args.store)
-    attrs = store.array("features/matrix").attrs
+    attrs = store.array(schema.FEATURE_MATRIX).attrs
     stage = store.attrs["stages"]["features"]
-    print(f"{args.store}: features/matrix {matrix.shape[0]} x {matrix.shape[1]} "
+    print(f"{args.store}: {schema.FEATURE_MATRIX} {matrix.shape[0]} x {matrix.shape[1]} "
           f"({attrs['version']}) on {stage['device']} in {stage['seconds']:.1f} s")
     report = attrs.get("nan_report") or {}
     if report:

@@ -59,7 +59,7 @@ def store_labels(store) -> np.ndarray:
     any, else ``truth/labels``, else zeros."""
     n = store.n_candidates
     labels = np.zeros(n, np.int8)
-    path = store.labels_dir / "journal.jsonl"
+    path = store.journal_path
     if path.exists():
         from ..labels import Journal
 
@@ -71,8 +71,9 @@ def store_labels(store) -> np.ndarray:
             labels[candidate] = label
         if labels.any():
             return labels
-    if store.has("truth/labels"):
-        return store.read("truth/labels").astype(np.int8)
+    truth = store.truth_labels()
+    if truth is not None:
+        return truth.astype(np.int8)
     return labels
 
 

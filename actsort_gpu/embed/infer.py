@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import schema
+
 log = logging.getLogger(__name__)
 
 __all__ = ["embed", "embed_inputs", "torch_device"]
@@ -101,8 +103,7 @@ def embed(store_path: str | Path, checkpoint: str | Path | None = None, *, devic
                                              event_frames=spec["event_frames"])
         out[block] = embed_inputs(encoder, images, traces, valid, device=dev,
                                   batch_size=batch_size)
-    store.write_array("embeddings/matrix", out, dims=["candidates", "embedding"],
-                      units="arbitrary (encoder output)",
+    store.write_array(schema.EMBEDDING_MATRIX, out,
                       attrs={"encoder_id": meta["encoder_id"], "checkpoint": str(ckpt_path),
                              "names": [f"emb{k:02d}" for k in range(out.shape[1])]})
     seconds = time.perf_counter() - t0

@@ -26,7 +26,7 @@ from scipy import ndimage
 log = logging.getLogger(__name__)
 
 __all__ = ["CHANNELS", "candidate_inputs", "event_summaries", "square_resize",
-           "percentile_normalise", "footprint_crops", "robust_trace_stats", "store_inputs",
+           "percentile_normalise", "robust_trace_stats", "store_inputs",
            "fit_events"]
 
 #: names of the image channels, in order
@@ -227,27 +227,6 @@ class _quiet_nan:
         self._ctx.__exit__(*exc)
 
 
-def footprint_crops(footprints, crops: np.ndarray, width: int) -> list[np.ndarray]:
-    """Dense footprint crops from CSR rows.
-
-    footprints : CSR (n, H*W) float32, pixel index = row * W + col
-    crops : (n, 4) int (row0, row1, col0, col1), half-open
-    width : W of the field of view
-    Returns n arrays (row1 - row0, col1 - col0) float32 (pixels outside the crop are dropped).
-    """
-    out = []
-    indptr, indices, data = footprints.indptr, footprints.indices, footprints.data
-    for k in range(crops.shape[0]):
-        r0, r1, c0, c1 = (int(v) for v in crops[k])
-        img = np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), np.float32)
-        idx = indices[indptr[k]:indptr[k + 1]]
-        rows, cols = idx // width - r0, idx % width - c0
-        keep = (rows >= 0) & (rows < img.shape[0]) & (cols >= 0) & (cols < img.shape[1])
-        img[rows[keep], cols[keep]] = data[indptr[k]:indptr[k + 1]][keep]
-        out.append(img)
-    return out
-
-
 def robust_trace_stats(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Median and robust SD (1.4826 * MAD) of each row of ``traces`` (n, T); (n,) float32 each."""
     traces = np.asarray(traces, dtype=np.float32)
@@ -294,21 +273,20 @@ def store_inputs(store, rows: slice, image_size: int, *, n_events: int | None = 
     store.require("preprocess")
     start, stop, _ = rows.indices(store.n_candidates)
     block = slice(start, stop)
-    snapshot_traces = store.read("candidates/snapshot_traces", block).astype(np.float32)
+    snapshot_traces = store.snapshot_traces(block).astype(np.float32)
     if event_frames is not None and snapshot_traces.shape[2] != event_frames:
         raise ValueError(
             f"{store.path}: snapshots have {snapshot_traces.shape[2]} frames per event, the "
             f"encoder was trained on {event_frames}; re-run preprocess with "
             f"event_half_window_frames={(event_frames - 1) // 2} or train an encoder on it")
-    valid = store.read("candidates/events", block) >= 0
+    valid = store.events(block) >= 0
     # Codes, not movie units: candidate_inputs normalises per channel by percentiles, which
     # an increasing affine map per candidate leaves unchanged (see its docstring).
     snapshots = store.snapshots_block(slice(start, stop), dequantise=False)
     if n_events is not None:
         snapshot_traces, valid, snapshots = fit_events(snapshot_traces, valid, snapshots,
                                                         n_events)
-    crops = store.read("candidates/crops", block)
-    fps = footprint_crops(store.footprints(block), crops, store.width)
+    fps = store.footprint_crops(block)
     center, scale = robust_trace_stats(store.traces(block))
     if keep is not None:
         keep = np.asarray(keep, dtype=np.int64)

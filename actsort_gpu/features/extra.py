@@ -12,6 +12,7 @@ Computed by us for any source, so they exist for EXTRACT, Suite2p, CaImAn or syn
 - ``r_value``: CaImAn's spatial ``r_values`` from the store's snapshots: Pearson correlation
   between the cropped footprint and the mean movie frame over the candidate's event windows.
 
+:func:`extra_columns` computes all six for a block under their names (what the driver places).
 Source metrics (``candidates/source_metrics/*``) are passed through by the driver.
 All functions return raw float64 values; NaN/Inf are left to the driver's policy.
 """
@@ -25,8 +26,11 @@ import scipy.sparse as sp
 from scipy import special
 
 from .._xp import get_xp, to_numpy
+from .columns import NamedColumns
+from .registry import EXTRA_COMPUTED_NAMES
 
-__all__ = ["trace_skew", "event_snr", "footprint_shape", "r_values", "SUITE2P_PIXEL_FRACTION"]
+__all__ = ["extra_columns", "trace_skew", "event_snr", "footprint_shape", "r_values",
+           "SUITE2P_PIXEL_FRACTION"]
 
 SUITE2P_PIXEL_FRACTION = 0.2
 _ELLIPSE_THRESHOLD = 2.5   # suite2p fitMVGaus thres: radii = 2.5 sqrt(eigenvalues)
@@ -201,3 +205,38 @@ def r_values(snapshots, crop_footprints, frame_valid) -> np.ndarray:
         if denom > 0:
             out[i] = float(a @ b) / denom
     return out
+
+
+def extra_columns(traces, footprints: sp.csr_matrix, height: int, width: int, snapshots,
+                  crop_footprints, frame_valid, *, npix_median: float, xp=None,
+                  pixel_fraction: float = SUITE2P_PIXEL_FRACTION, n_window: int = 5,
+                  threads: int = 1) -> NamedColumns:
+    """The computed extra features of a block of n candidates, each under its name.
+
+    Parameters
+    ----------
+    traces : (n, T) float32 traces (host or ``xp`` array), extractor units
+    footprints : CSR (n, H*W) max-normalised footprints of the same candidates
+    height, width : the FOV size H, W in pixels
+    snapshots, crop_footprints, frame_valid : as :func:`r_values`
+    npix_median : median footprint pixel count over all candidates of the store (npix_norm =
+        npix / npix_median), pixels
+    pixel_fraction : footprint pixels kept by :func:`footprint_shape`, fraction of the peak
+    n_window : :func:`event_snr` window, frames
+    threads : CPU threads for the trace statistics
+
+    Returns
+    -------
+    NamedColumns with names ``registry.EXTRA_COMPUTED_NAMES`` and (n, 6) float64 values.
+    """
+    npix, compact, aspect = footprint_shape(footprints, height, width,
+                                            pixel_fraction=pixel_fraction)
+    cols = {
+        "skew": to_numpy(trace_skew(traces, xp=xp, threads=threads)),
+        "compact": compact,
+        "npix_norm": npix / npix_median,
+        "aspect_ratio": aspect,
+        "event_snr": event_snr(traces, xp=xp, n_window=n_window, threads=threads),
+        "r_value": r_values(snapshots, crop_footprints, frame_valid),
+    }
+    return NamedColumns.from_dict(cols, EXTRA_COMPUTED_NAMES, dtype=np.float64)

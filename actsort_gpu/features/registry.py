@@ -67,7 +67,8 @@ def feature_set(source_metrics: Sequence[str] = (), *, include_extra: bool = Tru
                 ) -> tuple[list[str], list[str], str]:
     """Names, groups and version of the matrix for a store with ``source_metrics``.
 
-    source_metrics : names under ``candidates/source_metrics`` (ignored when not include_extra)
+    source_metrics : names under ``candidates/source_metrics`` (``SortStore.source_metric_names``;
+        ignored when not include_extra)
     Returns (names (F,), groups (F,), version).
     """
     names = list(ACTSORT_NAMES)
@@ -93,14 +94,7 @@ def feature_names(store, config=None) -> list[str]:
     config = config or FeatureConfig()
     if not isinstance(store, SortStore):
         store = SortStore.open(store, "r")
-    return feature_set(source_metric_names(store), include_extra=config.include_extra)[0]
-
-
-def source_metric_names(store) -> list[str]:
-    """Sorted names of the arrays under ``candidates/source_metrics`` (empty if none)."""
-    if not store.has("candidates/source_metrics"):
-        return []
-    return sorted(store._root["candidates/source_metrics"].array_keys())
+    return feature_set(store.source_metric_names(), include_extra=config.include_extra)[0]
 
 
 def check_compatible(names_a: Sequence[str], version_a: str,

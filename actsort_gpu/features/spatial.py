@@ -1,30 +1,30 @@
 """Spatial features 37-46 of ActSort (footprint only; docs/actsort_reference.md section 3.2).
 
-Columns returned by :func:`spatial_features` (raw values: NaN/Inf where the reference produces
-them; the feature driver applies the NaN/Inf policy once):
+Columns returned by :func:`spatial_columns` (raw values: NaN/Inf where the reference produces
+them; the feature driver applies the NaN/Inf policy once), by name:
 
-====  =================  ==================================================================
-col   feature            definition (S = the max-normalised footprint on the H x W FOV)
-====  =================  ==================================================================
-0     37 area            number of pixels with S > 0.1
-1     38 multiple_bodies k = number of 8-connected components of ``imbinarize(S, 'adaptive')``
-                         (window 2*floor(H/16)+1 x 2*floor(W/16)+1 over the FULL FOV,
-                         replicate padding at the FOV border); 1 if k >= 2, else 0
-                         (ActSort also flags k = 0 with 1: bug B17, see docs/differences.md)
-2     39 footprint_sum   sum of all pixel weights (a sum, whatever ActSort's code name says)
-3     40 perimeter       summed length of the outer 8-connected boundaries (Moore tracing,
-                         steps 1 or sqrt 2) of every component of S != 0
-4     41 edge_distance   (r, c) = the ceil(k/2)-th of the k maximal pixels in column-major
-                         order, 1-based; min(r, H - r, c, W - c) (asymmetric, as MATLAB)
-5     42 circularity     4 pi Area / Perimeter^2 of the largest component of S > 0.3
-                         (first in MATLAB label order on ties); Inf when there is none
-6     43 axis_ratio      MajorAxisLength / MinorAxisLength of that region (regionprops moments
-                         with the +1/12 correction); Inf when there is none
-7     44 footprint_mean  sum / (H W)
-8     45 corruption      V_l / V_g with the 4x4 replicate box mean (origin (2, 2))
-9     46 max_pos_corr    max Pearson correlation over all H W pixels with any other candidate
-                         whose footprint overlaps (positive inner product); 0 if none
-====  =================  ==================================================================
+==  ==================  ==================================================================
+#   name                definition (S = the max-normalised footprint on the H x W FOV)
+==  ==================  ==================================================================
+37  area                number of pixels with S > 0.1
+38  multiple_bodies     k = number of 8-connected components of ``imbinarize(S, 'adaptive')``
+                        (window 2*floor(H/16)+1 x 2*floor(W/16)+1 over the FULL FOV,
+                        replicate padding at the FOV border); 1 if k >= 2, else 0
+                        (ActSort also flags k = 0 with 1: bug B17, see docs/differences.md)
+39  footprint_sum       sum of all pixel weights (a sum, whatever ActSort's code name says)
+40  support_perimeter   summed length of the outer 8-connected boundaries (Moore tracing,
+                        steps 1 or sqrt 2) of every component of S != 0
+41  edge_distance       (r, c) = the ceil(k/2)-th of the k maximal pixels in column-major
+                        order, 1-based; min(r, H - r, c, W - c) (asymmetric, as MATLAB)
+42  circularity         4 pi Area / Perimeter^2 of the largest component of S > 0.3
+                        (first in MATLAB label order on ties); Inf when there is none
+43  axis_ratio          MajorAxisLength / MinorAxisLength of that region (regionprops moments
+                        with the +1/12 correction); Inf when there is none
+44  footprint_mean      sum / (H W)
+45  spatial_corruption  V_l / V_g with the 4x4 replicate box mean (origin (2, 2))
+46  max_pos_corr        max Pearson correlation over all H W pixels with any other candidate
+                        whose footprint overlaps (positive inner product); 0 if none
+==  ==================  ==================================================================
 
 Every image operation works on the footprint's bounding box (the box filters use small
 "clamped box" matrices that reproduce the full-image replicate padding exactly), so the cost
@@ -44,12 +44,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
+from .columns import NamedColumns
+from .registry import SPATIAL_NAMES
+
 log = logging.getLogger(__name__)
 
-__all__ = ["spatial_features", "transpose_footprints", "N_SPATIAL", "boundary_length",
+__all__ = ["spatial_columns", "spatial_features", "transpose_footprints", "boundary_length",
            "adaptive_threshold_mask"]
 
-N_SPATIAL = 10
 _EIGHT = np.ones((3, 3), dtype=bool)
 # Moore neighbourhood, clockwise (rows grow downwards) starting from the west neighbour.
 _DIRS = ((0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1))
@@ -75,9 +77,9 @@ def _as_host_csr(footprints, name):
     return footprints.tocsr()
 
 
-def spatial_features(footprints, height: int, width: int, rows, *, xp=None,
-                     footprints_t=None, max_batch_pixels: int = 1 << 22) -> np.ndarray:
-    """Spatial features 37-46 for the candidates ``rows``.
+def spatial_columns(footprints, height: int, width: int, rows, *, xp=None,
+                    footprints_t=None, max_batch_pixels: int = 1 << 22) -> NamedColumns:
+    """Spatial features 37-46 for the candidates ``rows``, each under its name.
 
     footprints : CSR (N, H*W) float32, max-normalised, pixel index = row * W + col
         (all candidates: feature 46 compares each row with every other candidate)
@@ -88,7 +90,8 @@ def spatial_features(footprints, height: int, width: int, rows, *, xp=None,
         here when None (an O(nnz) copy: pass it when calling block by block)
     max_batch_pixels : padded crop pixels per vectorised group (memory bound)
 
-    Returns (n_rows, 10) float32, columns = features 37-46 in order (module docstring).
+    Returns NamedColumns with names ``registry.SPATIAL_NAMES`` and (n_rows, 10) float32
+    values (module docstring).
     """
     del xp  # host-only by design
     H, W = int(height), int(width)
@@ -113,9 +116,8 @@ def spatial_features(footprints, height: int, width: int, rows, *, xp=None,
     sub = F[idx].astype(np.float32)
     sub.sum_duplicates()
     sub.eliminate_zeros()
-    out = np.zeros((idx.size, N_SPATIAL), dtype=np.float64)
     if idx.size == 0:
-        return out.astype(np.float32)
+        return NamedColumns(SPATIAL_NAMES, np.zeros((0, len(SPATIAL_NAMES)), np.float32))
     counts = np.diff(sub.indptr)
     rowid = np.repeat(np.arange(idx.size), counts)
     pix = sub.indices.astype(np.int64)
@@ -123,13 +125,27 @@ def spatial_features(footprints, height: int, width: int, rows, *, xp=None,
     data = sub.data.astype(np.float64)
 
     total = np.bincount(rowid, weights=data, minlength=idx.size)
-    out[:, 0] = np.bincount(rowid, weights=(data > 0.1).astype(np.float64), minlength=idx.size)
-    out[:, 2] = total
-    out[:, 7] = total / (H * W)
-    out[:, 4] = _edge_distance(sub, rowid, r, c, data, H, W)
-    out[:, 9] = _max_positive_correlation(F, FT, sub, idx, H * W)
-    _image_features(out, sub, rowid, r, c, data, H, W, max_batch_pixels)
-    return out.astype(np.float32)
+    cols = {
+        "area": np.bincount(rowid, weights=(data > 0.1).astype(np.float64), minlength=idx.size),
+        "footprint_sum": total,
+        "footprint_mean": total / (H * W),
+        "edge_distance": _edge_distance(sub, rowid, r, c, data, H, W),
+        "max_pos_corr": _max_positive_correlation(F, FT, sub, idx, H * W),
+        **_image_features(sub, rowid, r, c, data, H, W, max_batch_pixels),
+    }
+    # computed in float64, handed on as float32 (the precision the driver has always stored)
+    return NamedColumns.from_dict(cols, SPATIAL_NAMES, dtype=np.float32)
+
+
+def spatial_features(footprints, height: int, width: int, rows, *, xp=None,
+                     footprints_t=None, max_batch_pixels: int = 1 << 22) -> np.ndarray:
+    """Spatial features 37-46 as a matrix: :func:`spatial_columns`' values.
+
+    Returns (n_rows, 10) float32, columns in ``registry.SPATIAL_NAMES`` order. Parameters as
+    :func:`spatial_columns`.
+    """
+    return spatial_columns(footprints, height, width, rows, xp=xp, footprints_t=footprints_t,
+                           max_batch_pixels=max_batch_pixels).select(SPATIAL_NAMES)
 
 
 # --------------------------------------------------------------------------- feature 41
@@ -272,8 +288,10 @@ def _groups(bh, bw, max_pixels):
     return groups
 
 
-def _image_features(out, sub, rowid, r, c, data, H, W, max_pixels):
+def _image_features(sub, rowid, r, c, data, H, W, max_pixels) -> dict:
+    """Features 38, 40, 42, 43, 45 of the rows of ``sub``: name -> (n,) float64."""
     n = sub.shape[0]
+    bodies, perimeter, circ, ratio, corrupt = (np.zeros(n) for _ in range(5))
     counts = np.diff(sub.indptr)
     nonempty = counts > 0
     r0 = np.zeros(n, np.int64)
@@ -287,11 +305,11 @@ def _image_features(out, sub, rowid, r, c, data, H, W, max_pixels):
     c1[nonempty] = np.maximum.reduceat(c, starts) + 1
     bh, bw = r1 - r0, c1 - c0
     empty = np.nonzero(~nonempty)[0]
-    out[empty, 1] = 0.0          # no component: not several bodies (B17)
-    out[empty, 3] = 0.0
-    out[empty, 5] = np.inf
-    out[empty, 6] = np.inf
-    out[empty, 8] = np.nan       # 0 / 0, as the reference
+    bodies[empty] = 0.0          # no component: not several bodies (B17)
+    perimeter[empty] = 0.0
+    circ[empty] = np.inf
+    ratio[empty] = np.inf
+    corrupt[empty] = np.nan      # 0 / 0, as the reference
     ids = np.nonzero(nonempty)[0]
     for grp in _groups(bh[ids], bw[ids], max_pixels):
         g = ids[grp]
@@ -303,12 +321,14 @@ def _image_features(out, sub, rowid, r, c, data, H, W, max_pixels):
         gi = pos[rowid[m]]
         S[gi, r[m] - r0[rowid[m]], c[m] - c0[rowid[m]]] = data[m]
         bw_adapt = _adaptive_bw(S, r0[g], c0[g], bh[g], bw[g], H, W)
-        out[g, 8] = _corruption(S, r0[g], c0[g], bh[g], bw[g], H, W)
+        corrupt[g] = _corruption(S, r0[g], c0[g], bh[g], bw[g], H, W)
         for k, i in enumerate(g):
             crop = S[k, :bh[i], :bw[i]]
-            out[i, 1] = 1.0 if _n_components(bw_adapt[k, :bh[i], :bw[i]]) >= 2 else 0.0
-            out[i, 3] = _support_perimeter(crop != 0)
-            out[i, 5], out[i, 6] = _region_shape(crop > 0.3)
+            bodies[i] = 1.0 if _n_components(bw_adapt[k, :bh[i], :bw[i]]) >= 2 else 0.0
+            perimeter[i] = _support_perimeter(crop != 0)
+            circ[i], ratio[i] = _region_shape(crop > 0.3)
+    return {"multiple_bodies": bodies, "support_perimeter": perimeter, "circularity": circ,
+            "axis_ratio": ratio, "spatial_corruption": corrupt}
 
 
 def _n_components(mask):

@@ -3,21 +3,23 @@
 Per candidate: M = the snapshot movie as K frames x P crop pixels (frame index f + 11 * event,
 spike-major as ActSort's P x K matrix), s = the crop footprint (P), E = the snapshot trace (K).
 
-Columns returned by :func:`spatiotemporal_features` (raw: NaN/Inf where the formulas give them):
+Columns returned by :func:`spatiotemporal_columns` (raw: NaN/Inf where the formulas give them),
+by name:
 
-=======  ==========  ===============================================================
-col      feature     definition
-=======  ==========  ===============================================================
-0-3      47-50       mean, min, hazen q0.1, q0.2 of the per-frame epsilon of the robust
-                     single-source temporal solve (iteration 23 of 30)
-4        51          cosine of the surround-masked activity image A = M t_zm with s
-5-9      52-56       hazen q{0.01, 0.25, 0.5, 0.75, 0.99} over events of r1
-10-14    57-61       same for r2
-15-19    62-66       same for r3
-20-29    67-76       TQM at thresholds 0, 0.1, ..., 0.9 (faithful to ActSort: footprint
-                     z-scored, movie columns only L2-normalised; bug B12 kept, see
-                     docs/differences.md)
-=======  ==========  ===============================================================
+=======  ========================  =========================================================
+#        names                     definition
+=======  ========================  =========================================================
+47-50    eps_mean, eps_min,        mean, min, hazen q0.1, q0.2 of the per-frame epsilon of
+         eps_q10, eps_q20          the robust single-source temporal solve (iteration 23/30)
+51       spurious_corr_score       cosine of the surround-masked activity image A = M t_zm
+                                   with s
+52-56    resid1_q{0.01, ..., 0.99} hazen q{0.01, 0.25, 0.5, 0.75, 0.99} over events of r1
+57-61    resid2_q...               same for r2
+62-66    resid3_q...               same for r3
+67-76    tqm_{0, 0.1, ..., 0.9}    TQM at thresholds 0, 0.1, ..., 0.9 (faithful to ActSort:
+                                   footprint z-scored, movie columns only L2-normalised; bug
+                                   B12 kept, see docs/differences.md)
+=======  ========================  =========================================================
 
 Missing events (``event_valid`` False) are left out of every statistic (bug B6 fix): the K
 frames are the 11 frames of each real event, in event order; ActSort instead counted the
@@ -46,11 +48,14 @@ import numpy as np
 
 from actsort_gpu._xp import to_numpy
 
+from .columns import NamedColumns
+from .registry import SPATIOTEMPORAL_NAMES
+
 log = logging.getLogger(__name__)
 
-__all__ = ["spatiotemporal_features", "N_SPATIOTEMPORAL", "FRAMES_PER_EVENT", "TQM_THRESHOLDS"]
+__all__ = ["spatiotemporal_columns", "spatiotemporal_features", "FRAMES_PER_EVENT",
+           "TQM_THRESHOLDS"]
 
-N_SPATIOTEMPORAL = 30
 FRAMES_PER_EVENT = 11
 TQM_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
 _RESID_Q = (0.01, 0.25, 0.5, 0.75, 0.99)
@@ -59,9 +64,9 @@ _EPS_UPDATES = (15, 20, 23)  # round(30 * [1/2, 2/3, 3/4])
 _PHI_V, _PDF_V = 0.5, 0.3989
 
 
-def spatiotemporal_features(snapshots, crop_footprints, snapshot_traces, event_valid, *,
-                            xp=None, max_batch_elements: int = 1 << 22) -> np.ndarray:
-    """Spatiotemporal features 47-76 for n candidates.
+def spatiotemporal_columns(snapshots, crop_footprints, snapshot_traces, event_valid, *,
+                           xp=None, max_batch_elements: int = 1 << 22) -> NamedColumns:
+    """Spatiotemporal features 47-76 for n candidates, each under its name.
 
     snapshots : list of n arrays (n_events, 11, h_i, w_i) float32, movie units, zeros where
         an event is missing
@@ -71,7 +76,8 @@ def spatiotemporal_features(snapshots, crop_footprints, snapshot_traces, event_v
     xp : array module for the batched work (numpy or cupy); NumPy when None
     max_batch_elements : padded frames x pixels x candidates per batch (memory bound)
 
-    Returns (n, 30) float32 on the host, columns = features 47-76 in order.
+    Returns NamedColumns with names ``registry.SPATIOTEMPORAL_NAMES`` and (n, 30) float32
+    host values (module docstring).
     """
     xp = np if xp is None else xp
     n = len(snapshots)
@@ -96,15 +102,27 @@ def spatiotemporal_features(snapshots, crop_footprints, snapshot_traces, event_v
                              f"h, w) with (h, w) = crop_footprints[{i}].shape {fp_shape}, "
                              f"got {snap_shape}")
         shapes[i] = fp_shape
-    out = np.full((n, N_SPATIOTEMPORAL), np.nan)
+    out = np.full((n, len(SPATIOTEMPORAL_NAMES)), np.nan)
     n_valid = valid.sum(axis=1)
     with _single_threaded_blas(xp):
         for grp in _groups(n_valid, shapes, max_batch_elements):
             if n_valid[grp[0]] == 0:
                 continue                                # no real event: every feature NaN
             out[grp] = _group_features(grp, snapshots, crop_footprints, traces, valid, shapes,
-                                       n_valid, xp)
-    return out.astype(np.float32)
+                                       n_valid, xp).select(SPATIOTEMPORAL_NAMES)
+    return NamedColumns(SPATIOTEMPORAL_NAMES, out.astype(np.float32))
+
+
+def spatiotemporal_features(snapshots, crop_footprints, snapshot_traces, event_valid, *,
+                            xp=None, max_batch_elements: int = 1 << 22) -> np.ndarray:
+    """Spatiotemporal features 47-76 as a matrix: :func:`spatiotemporal_columns`' values.
+
+    Returns (n, 30) float32 on the host, columns in ``registry.SPATIOTEMPORAL_NAMES`` order.
+    Parameters as :func:`spatiotemporal_columns`.
+    """
+    return spatiotemporal_columns(snapshots, crop_footprints, snapshot_traces, event_valid,
+                                  xp=xp, max_batch_elements=max_batch_elements
+                                  ).select(SPATIOTEMPORAL_NAMES)
 
 
 def _single_threaded_blas(xp):
@@ -161,17 +179,16 @@ def _group_features(grp, snapshots, crop_footprints, traces, valid, shapes, n_va
     E = xp.asarray(trace)
     fv = xp.asarray(fvalid)
     pv = xp.asarray(pvalid.reshape(g, hp * wp))
-    res = xp.full((g, N_SPATIOTEMPORAL), xp.nan)
-
     sigma_pix = _noise_std_by_length(M, kv, xp)         # (g, P), FFT noise per pixel
     sigma = _masked_median(sigma_pix, pv, xp)
     eps = _solve_epsilon(M, s, sigma, xp)
-    res[:, 0] = xp.where(fv, eps, 0).sum(axis=1) / fv.sum(axis=1)
-    res[:, 1] = xp.where(fv, eps, xp.inf).min(axis=1)
-    res[:, 2:4] = _masked_quantiles(eps, fv, (0.1, 0.2), xp)
-    res[:, 4:20] = _spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp)
-    res[:, 20:30] = _tqm(M, s, E, fv, pv, xp)
-    return to_numpy(res)
+    q10, q20 = _masked_quantiles(eps, fv, (0.1, 0.2), xp).T
+    cols = {"eps_mean": xp.where(fv, eps, 0).sum(axis=1) / fv.sum(axis=1),
+            "eps_min": xp.where(fv, eps, xp.inf).min(axis=1), "eps_q10": q10, "eps_q20": q20,
+            **_spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp), **_tqm(M, s, E, fv, pv, xp)}
+    # stacked on the device in float64 (the dtype of every statistic here), one transfer
+    return NamedColumns.from_dict({k: xp.asarray(v, dtype=xp.float64) for k, v in cols.items()},
+                                  SPATIOTEMPORAL_NAMES, xp=xp)
 
 
 # --------------------------------------------------------------------------- noise estimates
@@ -417,18 +434,19 @@ def _smooth_normalised(S2, pv, radius, hp, wp, xp):
 
 
 def _spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp):
-    """find_spurious_cells.m: feature 51 and the residual quantiles 52-66, (g, 16)."""
+    """find_spurious_cells.m: feature 51 and the residual quantiles 52-66: name -> (g,)."""
     g = M.shape[0]
     t = xp.where(fv, E, 0)
     t_zm = xp.where(fv, xp.fmax(0, t - 3 * math.sqrt(2) * _welch_noise_std(t, kv, xp)[:, None]), 0)
     A = (t_zm[:, None, :] @ M)[:, 0, :]                              # (g, P)
     sm6 = _smooth_normalised(S2, pv, 6, hp, wp, xp)
     sm12 = _smooth_normalised(S2, pv, 12, hp, wp, xp)
-    out = xp.full((g, 16), xp.nan)
+    out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         v = xp.where(pv & (sm6 > 0.01), A, 0)
         s_norm = xp.sqrt((s * s).sum(axis=1))
-        out[:, 0] = (v * s).sum(axis=1) / (xp.sqrt((v * v).sum(axis=1)) * s_norm)
+        out["spurious_corr_score"] = (v * s).sum(axis=1) / (xp.sqrt((v * v).sum(axis=1))
+                                                             * s_norm)
         U = xp.where(pv & (sm12 > 0.01), A, 0)
         U = xp.where((U < 0) | (s > 0.01), 0, U)
         U = U / xp.maximum(1e-6, _masked_max(U, pv, xp))[:, None]
@@ -459,13 +477,14 @@ def _spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp):
     for j in range(3):
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = run_sums(resid[j]) / run_sums(denom[j])
-        out[:, 1 + 5 * j:6 + 5 * j] = _masked_quantiles(ratio, has, _RESID_Q, xp)
+        quantiles = _masked_quantiles(ratio, has, _RESID_Q, xp)
+        out.update({f"resid{j + 1}_q{q:g}": quantiles[:, k] for k, q in enumerate(_RESID_Q)})
     return out
 
 
 # --------------------------------------------------------------------------- TQM
 def _tqm(M, s, E, fv, pv, xp):
-    """compute_temporal_goodness.m at thresholds 0, 0.1, ..., 0.9, (g, 10)."""
+    """compute_temporal_goodness.m at thresholds 0, 0.1, ..., 0.9: ``tqm_<rho>`` -> (g,)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         e = xp.where(fv, E, 0) / _masked_max(E, fv, xp)[:, None]
     e = xp.where(xp.isnan(e), 0, e)
@@ -480,11 +499,11 @@ def _tqm(M, s, E, fv, pv, xp):
         proj = (M @ z[:, :, None])[:, :, 0]
         norm = xp.sqrt(((M * M) @ sup.astype(M.dtype)[:, :, None])[:, :, 0])
         c = proj / norm
-    out = []
+    out = {}
     for rho in TQM_THRESHOLDS:
         sel = fv & (e > rho)
         we = xp.where(sel, e, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             val = xp.where(sel, we * c, 0).sum(axis=1) / we.sum(axis=1)
-        out.append(xp.where(sel.any(axis=1), val, xp.nan))
-    return xp.stack(out, axis=1)
+        out[f"tqm_{rho:g}"] = xp.where(sel.any(axis=1), val, xp.nan)
+    return out

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..store import SortStore, quantise
+from .. import schema
+from ..store import SortStore, crop_footprints, quantise
 
 __all__ = ["make_feature_store"]
 
@@ -23,8 +24,10 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
                        overwrite: bool = True) -> SortStore:
     """Write a store at ``path`` with ingest + preprocess outputs; returns it open (r+).
 
-    truth/labels (+1 cell / -1 not) is written too. Traces: float32 (N, T), cells carry
-    ``n_events`` planted transients (amplitude 8-15 noise sd, decay 10 frames).
+    ``schema.TRUTH_LABELS`` (+1 cell / -1 not) is written too; every array goes through the
+    store's schema-checked writers, so the faker cannot drift from docs/store_schema.md.
+    Traces: float32 (N, T), cells carry ``n_events`` planted transients (amplitude 8-15 noise
+    sd, decay 10 frames).
     """
     rng = np.random.default_rng(seed)
     n, t, h, w = n_candidates, n_frames, height, width
@@ -82,19 +85,15 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
     # crops (+-7 px around the footprint), snapshots, snapshot traces
     store = SortStore.create(path, overwrite=overwrite)
     store.update_attrs(n_candidates=n, n_frames=t, height=h, width=w)
-    store.write_csr("candidates/footprints", fp, units="max-normalised")
-    store.write_array("candidates/footprint_peak", np.ones(n, np.float32), dims=["candidates"])
-    store.write_array("candidates/traces", traces, dims=["candidates", "frames"],
-                      units="a.u.")
-    store.write_array("candidates/is_empty", np.zeros(n, bool), dims=["candidates"])
-    store.write_array("candidates/source_index", np.arange(n, dtype=np.int64),
-                      dims=["candidates"])
+    store.write_csr(schema.FOOTPRINTS, fp)
+    store.write_array(schema.FOOTPRINT_PEAK, np.ones(n, np.float32))
+    store.write_array(schema.TRACES, traces, units="a.u.")
+    store.write_array(schema.IS_EMPTY, np.zeros(n, bool))
+    store.write_array(schema.SOURCE_INDEX, np.arange(n, dtype=np.int64))
     if source_metrics:
         prob = np.clip(np.where(is_cell, 0.7, 0.3) + rng.normal(0, 0.2, n), 0, 1)
-        store.write_array("candidates/source_metrics/suite2p_iscell_prob",
-                          prob.astype(np.float32), dims=["candidates"])
-    store.write_array("truth/labels", np.where(is_cell, 1, -1).astype(np.int8),
-                      dims=["candidates"])
+        store.write_source_metric("suite2p_iscell_prob", prob)
+    store.write_array(schema.TRUTH_LABELS, np.where(is_cell, 1, -1).astype(np.int8))
 
     n_fr = 2 * half_window + 1
     crops = np.zeros((n, 4), dtype=np.int32)
@@ -104,11 +103,12 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
     for i in range(n):
         pix = fp.indices[fp.indptr[i]:fp.indptr[i + 1]]
         rr, cc = pix // w, pix % w
-        r0, r1 = max(int(rr.min()) - 7, 0), min(int(rr.max()) + 8, h)
-        c0, c1 = max(int(cc.min()) - 7, 0), min(int(cc.max()) + 8, w)
-        crops[i] = (r0, r1, c0, c1)
-        img = np.zeros((r1 - r0, c1 - c0), np.float32)
-        img[rr - r0, cc - c0] = fp.data[fp.indptr[i]:fp.indptr[i + 1]]
+        crops[i] = (max(int(rr.min()) - 7, 0), min(int(rr.max()) + 8, h),
+                    max(int(cc.min()) - 7, 0), min(int(cc.max()) + 8, w))
+    crop_fps = crop_footprints(fp, crops, w)
+    for i in range(n):
+        r0, r1, c0, c1 = (int(v) for v in crops[i])
+        img = crop_fps[i]
         snap = rng.normal(10.0, 1.0, (n_events, n_fr, r1 - r0, c1 - c0)).astype(np.float32)
         for e in range(n_events):
             if events[i, e] < 0:
@@ -123,15 +123,13 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
         codes, scales[i] = quantise(snap, snapshot_dtype)
         blocks.append(codes.ravel())
     offsets = np.concatenate([[0], np.cumsum([b.size for b in blocks])]).astype(np.int64)
-    store.write_array("candidates/crops", crops, dims=["candidates", "crop"])
-    store.write_array("candidates/events", events, dims=["candidates", "events"],
-                      units="frames")
-    store.write_array("candidates/snapshot_traces", snap_traces,
-                      dims=["candidates", "events", "event_frames"], units="a.u.")
-    store.write_array("snapshots/data", np.concatenate(blocks), dims=["values"])
-    store.write_array("snapshots/offsets", offsets, dims=["candidates+1"])
-    store.write_array("snapshots/scale", scales, dims=["candidates", "lo_hi"])
-    store.write_array("snapshots/frames", frames, dims=["candidates", "events", "event_frames"])
+    store.write_array(schema.CROPS, crops)
+    store.write_array(schema.EVENTS, events)
+    store.write_array(schema.SNAPSHOT_TRACES, snap_traces, units="a.u.")
+    store.write_array(schema.SNAPSHOTS_DATA, np.concatenate(blocks))
+    store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
+    store.write_array(schema.SNAPSHOTS_SCALE, scales)
+    store.write_array(schema.SNAPSHOTS_FRAMES, frames)
     for stage in ("ingest", "preprocess"):
         store.begin_stage(stage, {"synthetic": True})
         store.finish_stage(stage, 0.0)

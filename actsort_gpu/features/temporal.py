@@ -13,6 +13,9 @@ of T2 and are measured on T2 itself.
 
 Feature 35 (trace similarity) is pairwise over all candidates: :func:`similarity_rows` makes
 the unit-norm rows and :func:`count_similar` counts correlations > 0.7 in symmetric tiles.
+
+:func:`temporal_columns` returns every feature under its name (``registry.TEMPORAL_NAMES``);
+each value is named where it is computed, never by its column number.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ from scipy.signal._peak_finding_utils import PeakPropertyWarning
 
 from .._xp import get_xp, to_numpy
 from ..signal import local_maxima, peak_prominences
+from .columns import NamedColumns
 from .registry import EVENT_SCALES, TEMPORAL_NAMES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["temporal_features", "fft_noise_std", "medfilt3", "quantile_rows", "event_counts",
-           "similarity_rows", "count_similar", "peak_features", "halfheight_widths_many",
-           "map_row_chunks", "ROW_CHUNK", "SIMILARITY_THRESHOLD"]
+__all__ = ["temporal_columns", "temporal_features", "fft_noise_std", "medfilt3",
+           "quantile_rows", "event_counts", "similarity_rows", "count_similar", "peak_features",
+           "halfheight_widths_many", "map_row_chunks", "ROW_CHUNK", "SIMILARITY_THRESHOLD",
+           "PEAK_NAMES"]
 
 SIMILARITY_THRESHOLD = 0.7  # trace_similarity.m
 _EVENT_KERNEL = (0.05, 0.2, 0.5, 0.2, 0.05)  # [0.1 0.4 1 0.4 0.1] / 2 (extract_events_nonexp.)
@@ -168,8 +173,13 @@ def event_counts(v, theta, *, xp=None, m=None):
     return xp.bincount(rows[ok], minlength=n).astype(xp.int64)
 
 
+_EVENT_KINDS = ("event_power", "event_fraction", "n_events")
+
+
 def _event_metrics(traces, sigma, xp, tm=None):
     """Features 12-29: (n, 18) float64 as [power, fraction, n_events] per scale.
+
+    Column 3 j + k is ``f"{_EVENT_KINDS[k]}_c{EVENT_SCALES[j]}"`` (:func:`_event_columns`).
 
     B5 fix: the noise is that of the max-normalised trace u = T / max(T) (sigma / max), the
     same signal the threshold is applied to, so the features no longer depend on trace units.
@@ -215,8 +225,16 @@ def _event_metrics(traces, sigma, xp, tm=None):
     return out
 
 
+def _event_columns(metrics) -> dict:
+    """Name the (n, 18) columns of :func:`_event_metrics`: name -> (n,) view."""
+    return {f"{kind}_c{c}": metrics[:, len(_EVENT_KINDS) * j + k]
+            for j, c in enumerate(EVENT_SCALES) for k, kind in enumerate(_EVENT_KINDS)}
+
+
 # ----------------------------------------------------------------------------- spectrum (30-34)
 _BANDS = ((0.0, 0.05), (0.05, 0.95), (0.5, 1.0), (0.0, 0.5), (0.95, 1.0))
+# feature name of each band: spec_<lo>_<hi> with the fractions written shortest (0, 0.05, 1)
+_BAND_NAMES = tuple(f"spec_{lo:g}_{hi:g}" for lo, hi in _BANDS)
 
 
 def _one_sided_power(traces, xp):
@@ -244,7 +262,10 @@ def _sigma_from_power(power):
 
 
 def _spectral_fractions(traces, xp, power=None):
-    """Features 30-34 (``fourier_features.m``): power fractions in normalised bands, (n, 5)."""
+    """Features 30-34 (``fourier_features.m``): power fractions in normalised bands, (n, 5).
+
+    Column j is the band ``_BANDS[j]``, feature ``_BAND_NAMES[j]``.
+    """
     n_t = traces.shape[-1]
     nc = _round_half_away(n_t / 2)
     if power is None:
@@ -367,8 +388,13 @@ def _sum_std(rows, values, sel, n):
     return s1, std
 
 
-def peak_features(traces) -> np.ndarray:
-    """Features 3, 5, 6, 7, 8, 9, 10, 11 of every row of ``traces`` (n, T): (n, 8) float64.
+# the columns of peak_features, in order (features 3, 5, 6, 7, 8, 9, 10, 11)
+PEAK_NAMES = ("n_small_peaks", "isi_good", "isi_bad", "isi_all", "width_sum_all",
+              "width_sum_prominent", "width_std_all", "width_std_prominent")
+
+
+def _peak_columns(traces) -> dict:
+    """Features 3, 5-11 of every row of ``traces`` (n, T): name -> (n,) float64 (host).
 
     Host only (NumPy/SciPy). Definitions: reference 3.2; see the module docstring for the
     shared-peaks argument. Rows with max(T) <= 0 get feature 3 from T1 itself (the map
@@ -376,7 +402,7 @@ def peak_features(traces) -> np.ndarray:
     """
     y = np.asarray(traces, dtype=np.float64)
     n = y.shape[0]
-    out = np.full((n, 8), np.nan)
+    cols = {}
     rows, locs = local_maxima(y)
     prom, lb, rb = peak_prominences(y, locs, rows)
     t_max, t_min = y.max(axis=1), y.min(axis=1)
@@ -385,26 +411,27 @@ def peak_features(traces) -> np.ndarray:
     # 3: n_small_peaks on T1 = T / max: peaks with prominence below MPP (prom scales by 1/max)
     mpp1 = np.maximum(0.5 * q90 / np.where(t_max > 0, t_max, 1), 0.1)
     small = prom < (mpp1 * t_max)[rows]
-    out[:, 0] = np.bincount(rows[small], minlength=n)
+    n_small = np.bincount(rows[small], minlength=n).astype(np.float64)
     bad = np.flatnonzero(t_max <= 0)
     if bad.size:
         with np.errstate(invalid="ignore", divide="ignore"):
             t1 = y[bad] / t_max[bad, None]
         for i, row in enumerate(bad):
             if not np.isfinite(t1[i]).all():
-                out[row, 0] = np.nan  # 0/0 or x/0: MATLAB gives NaN/Inf traces
+                n_small[row] = np.nan  # 0/0 or x/0: MATLAB gives NaN/Inf traces
                 continue
             r1, l1 = local_maxima(t1[i])
             p1 = peak_prominences(t1[i], l1)[0]
             mpp = max(0.5 * float(quantile_rows(t1[i][None], 0.9)[0]), 0.1)
-            out[row, 0] = np.count_nonzero(p1 < mpp)
+            n_small[row] = np.count_nonzero(p1 < mpp)
+    cols["n_small_peaks"] = n_small
 
     # 5-7: T3 = T - min(0, min T) is a shift: same prominences; MPP3 = 0.5 q90(T3)
     mpp3 = 0.5 * (q90 - np.minimum(0.0, t_min))
     good = prom >= mpp3[rows]
-    out[:, 1] = _isi(rows, locs, good, n)
-    out[:, 2] = _isi(rows, locs, ~good, n)
-    out[:, 3] = _isi(rows, locs, np.ones(len(locs), bool), n)
+    cols["isi_good"] = _isi(rows, locs, good, n)
+    cols["isi_bad"] = _isi(rows, locs, ~good, n)
+    cols["isi_all"] = _isi(rows, locs, np.ones(len(locs), bool), n)
 
     # 8-11: widths on T2 = (T - min) / (max - min); prominent: prom2 >= 0.5 q90(T2)
     span = t_max - t_min
@@ -413,32 +440,41 @@ def peak_features(traces) -> np.ndarray:
     widths = halfheight_widths_many(t2, rows, locs, lb, rb)
     prominent = prom >= (0.5 * (q90 - t_min))[rows]
     all_peaks = np.ones(len(locs), bool)
-    out[:, 4], out[:, 6] = _sum_std(rows, widths, all_peaks, n)
-    out[:, 5], out[:, 7] = _sum_std(rows, widths, prominent, n)
-    return out
+    cols["width_sum_all"], cols["width_std_all"] = _sum_std(rows, widths, all_peaks, n)
+    cols["width_sum_prominent"], cols["width_std_prominent"] = _sum_std(rows, widths,
+                                                                        prominent, n)
+    return cols
+
+
+def peak_features(traces) -> np.ndarray:
+    """Features 3, 5, 6, 7, 8, 9, 10, 11 of every row of ``traces`` (n, T): (n, 8) float64.
+
+    Columns in the order of ``PEAK_NAMES``; definitions in :func:`_peak_columns`.
+    """
+    return NamedColumns.from_dict(_peak_columns(traces), PEAK_NAMES).values
 
 
 # ----------------------------------------------------------------------------- all 36
 ROW_CHUNK = 256   # rows per CPU work unit: its (rows, T) temporaries stay small (cache, no mmap)
 
 
-def _array_features(x, xp):
-    """Features 1-2, 4, 12-34, 36 of one chunk x (n, T) float32 in ``xp``: (n, 36) float64."""
-    n, n_t = x.shape
-    out = xp.full((n, len(TEMPORAL_NAMES)), xp.nan, dtype=xp.float64)
+def _array_columns(x, xp) -> dict:
+    """Features 1-2, 4, 12-34, 36 of one chunk x (n, T) float32: name -> (n,) float64 in xp."""
+    cols = {}
     power = _one_sided_power(x, xp)
     sigma = _sigma_from_power(power)
     tm = medfilt3(x, xp=xp)
     # 1: max(medfilt3(T)) / (sqrt(2) sigma)
     tm_max = tm.max(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, 0] = tm_max / (math.sqrt(2.0) * sigma)
+        cols["trace_snr"] = tm_max / (math.sqrt(2.0) * sigma)
     # 2: mean |T - Tm| / max(Tm, T) over frames with Tm > 0.3 max(Tm)
     valid = tm > (0.3 * tm_max)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = xp.abs(x - tm)
         ratio /= xp.maximum(tm, x)
-        out[:, 1] = xp.where(valid, ratio, 0).sum(axis=1) / valid.sum(axis=1)
+        cols["temporal_corruption"] = (xp.where(valid, ratio, 0).sum(axis=1)
+                                       / valid.sum(axis=1))
     del ratio, valid
     # 4: std (ddof 1) of the z-scores (ddof 1) at or above their 90th percentile
     z = _zscore_rows(x, 1, xp)
@@ -447,31 +483,37 @@ def _array_features(x, xp):
     s1 = xp.where(top, z, 0).astype(xp.float64).sum(axis=1)
     s2 = xp.where(top, z * z, 0).astype(xp.float64).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, 3] = xp.sqrt(xp.maximum((s2 - s1 * s1 / k) / (k - 1), 0))
+        cols["top10_std"] = xp.sqrt(xp.maximum((s2 - s1 * s1 / k) / (k - 1), 0))
     del z, top
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, 11:29] = _event_metrics(x, sigma, xp, tm=tm)
-        out[:, 29:34] = _spectral_fractions(x, xp, power=power)
+        cols.update(_event_columns(_event_metrics(x, sigma, xp, tm=tm)))
+        spectrum = _spectral_fractions(x, xp, power=power)
+        cols.update({name: spectrum[:, j] for j, name in enumerate(_BAND_NAMES)})
     del power
     # 36: on the similarity rows, sum of entries >= their 99th percentile
     zs = similarity_rows(x, xp=xp, filtered=tm)
     q99 = quantile_rows(zs, 0.99, xp=xp)
-    out[:, 35] = xp.where(zs >= q99[:, None], zs, 0).astype(xp.float64).sum(axis=1)
-    return out
+    cols["spike_fluorescence"] = xp.where(zs >= q99[:, None], zs, 0).astype(xp.float64).sum(
+        axis=1)
+    # one float64 dtype for every column (the stack is float64, as the matrix it fills)
+    return {name: xp.asarray(v, dtype=xp.float64) for name, v in cols.items()}
 
 
-def _chunk_features(x, xp, timings):
-    """All features but 35 of one chunk: (n, 36) float64 host array; adds to ``timings``."""
+def _chunk_columns(x, xp, timings) -> dict:
+    """All features but 35 of one chunk: name -> (n,) float64 host array; adds to ``timings``."""
     import time
 
     t0 = time.perf_counter()
-    out = to_numpy(_array_features(x, xp))
+    on_device = _array_columns(x, xp)
+    names = list(on_device)
+    host = to_numpy(xp.stack([on_device[name] for name in names], axis=1))  # one transfer
+    cols = {name: host[:, j] for j, name in enumerate(names)}
     t1 = time.perf_counter()
-    out[:, [2, 4, 5, 6, 7, 8, 9, 10]] = peak_features(to_numpy(x))
+    cols.update(_peak_columns(to_numpy(x)))
     t2 = time.perf_counter()
     timings["temporal"] = timings.get("temporal", 0.0) + (t1 - t0)
     timings["temporal_peaks"] = timings.get("temporal_peaks", 0.0) + (t2 - t1)
-    return out
+    return cols
 
 
 def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1) -> list:
@@ -491,9 +533,9 @@ def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1
     return [fn(chunk) for chunk in chunks]
 
 
-def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None = None,
-                      row_chunk: int = ROW_CHUNK, threads: int = 1):
-    """Features 1-36 of a block of traces.
+def temporal_columns(traces, *, xp=None, similarity=None, timings: dict | None = None,
+                     row_chunk: int = ROW_CHUNK, threads: int = 1) -> NamedColumns:
+    """Features 1-36 of a block of traces, each under its name.
 
     Parameters
     ----------
@@ -509,7 +551,8 @@ def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None 
 
     Returns
     -------
-    (n, 36) float64 host array, raw values (NaN/Inf allowed; the driver applies the policy).
+    NamedColumns with names ``registry.TEMPORAL_NAMES`` and (n, 36) float64 host values, raw
+    (NaN/Inf allowed; the driver applies the policy).
     """
     xp = get_xp(traces, xp=xp)
     x = xp.asarray(traces, dtype=xp.float32)
@@ -518,19 +561,32 @@ def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None 
 
     def one(chunk):
         part: dict = {}
-        result = _chunk_features(chunk, xp, part)
+        result = _chunk_columns(chunk, xp, part)
         parts.append(part)   # list.append is atomic: no lost update across threads
         return result
 
     blocks = map_row_chunks(one, x, xp=xp, row_chunk=row_chunk, threads=threads)
-    result = np.concatenate(blocks) if blocks else np.empty((0, len(TEMPORAL_NAMES)))
+    names = [name for name in TEMPORAL_NAMES if name != "trace_similarity"]
+    cols = {name: (np.concatenate([b[name] for b in blocks]) if blocks else np.empty(0))
+            for name in (blocks[0] if blocks else names)}
     if similarity is None:
         counts = to_numpy(count_similar(similarity_rows(x, xp=xp), xp=xp, tile=max(n, 1)))
         with np.errstate(invalid="ignore", divide="ignore"):
             similarity = counts / np.float64(n - 1) if n > 1 else np.full(n, np.nan)
-    result[:, 34] = to_numpy(similarity).astype(np.float64)
+    cols["trace_similarity"] = to_numpy(similarity).astype(np.float64)
     if timings is not None:
         for part in parts:
             for key, value in part.items():
                 timings[key] = timings.get(key, 0.0) + value
-    return result
+    return NamedColumns.from_dict(cols, TEMPORAL_NAMES)
+
+
+def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None = None,
+                      row_chunk: int = ROW_CHUNK, threads: int = 1) -> np.ndarray:
+    """Features 1-36 of a block of traces as a matrix: :func:`temporal_columns`' values.
+
+    Returns (n, 36) float64 host array, columns in ``registry.TEMPORAL_NAMES`` order, raw
+    values (NaN/Inf allowed). Parameters as :func:`temporal_columns`.
+    """
+    return temporal_columns(traces, xp=xp, similarity=similarity, timings=timings,
+                            row_chunk=row_chunk, threads=threads).select(TEMPORAL_NAMES)

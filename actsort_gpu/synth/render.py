@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Renderer", "chunk_frames_for"]
 
+_COEF_BLOCK = 4096  # frames per block of low-rank coefficients (see Renderer._coefficients)
+
 
 def chunk_frames_for(cfg: SynthConfig, canvas_px: int) -> int:
     if cfg.chunk_frames is not None:
@@ -84,6 +86,7 @@ class Renderer:
         # stay i.i.d. in practice: two draws coincide only where offsets align by chance.
         self._bank = self._noise_rng.standard_normal(max(1 << 22, 4 * Hc * Wc) + 1,
                                                      dtype=np.float32)
+        self._coef_cache: tuple[int, np.ndarray | None] = (-1, None)
         self._lowrank = np.concatenate([sc.neuropil_fields, self.rest[None],
                                         np.ones((1, Hc * Wc), np.float32)]).astype(np.float32)
 
@@ -96,6 +99,31 @@ class Renderer:
         t_s = frames / self.cfg.fs_hz
         drift = self.cfg.drift_counts * slow_signal(self.scene.drift_sig, t_s)[:, 0]
         return img[:, None] * bleach_curve(self.cfg, frames)[None] + drift[None]
+
+    def _coefficients(self, t0: int, t1: int) -> np.ndarray:
+        """(t1 - t0, P + 2) float32 per-frame weights of the low-rank components
+        (neuropil fields * bleach, rest * bleach, drift), computed in blocks of
+        ``_COEF_BLOCK`` frames on a fixed grid so that every frame's value is the same whatever
+        the chunking (vectorised sin / exp may round differently at another array position)."""
+        b0, b1 = t0 // _COEF_BLOCK, (t1 - 1) // _COEF_BLOCK + 1
+        blocks = []
+        for b in range(b0, b1):
+            if self._coef_cache[0] != b:
+                self._coef_cache = (b, self._coefficient_block(b))
+            blocks.append(self._coef_cache[1])
+        coef = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        return coef[t0 - b0 * _COEF_BLOCK:t1 - b0 * _COEF_BLOCK]
+
+    def _coefficient_block(self, b: int) -> np.ndarray:
+        sc, cfg = self.scene, self.cfg
+        frames = np.arange(b * _COEF_BLOCK, min(cfg.n_frames, (b + 1) * _COEF_BLOCK))
+        t_s = (frames / cfg.fs_hz).astype(np.float64)
+        bleach = bleach_curve(cfg, frames)
+        np_t = cfg.neuropil_counts * (1 + cfg.neuropil_modulation
+                                      * slow_signal(sc.neuropil_sig, t_s))       # (n, P)
+        coef = np.concatenate([bleach[:, None] * np_t, bleach[:, None],
+                               cfg.drift_counts * slow_signal(sc.drift_sig, t_s)], 1)
+        return coef.astype(np.float32)
 
     def _calcium(self, t0, t1):
         S = len(self._y1)
@@ -117,16 +145,15 @@ class Renderer:
         Hc, Wc = sc.canvas_shape
         for t0 in range(0, cfg.n_frames, self.chunk):
             t1 = min(cfg.n_frames, t0 + self.chunk)
-            frames = np.arange(t0, t1)
-            t_s = (frames / cfg.fs_hz).astype(np.float64)
             self.dff = self._calcium(t0, t1)                                 # (n, S)
-            bleach = bleach_curve(cfg, frames)
-            # low-rank part in one BLAS call: bleach * (rest + neuropil) + drift
-            np_t = cfg.neuropil_counts * (1 + cfg.neuropil_modulation
-                                          * slow_signal(sc.neuropil_sig, t_s))   # (n, P)
-            coef = np.concatenate([bleach[:, None] * np_t, bleach[:, None],
-                                   cfg.drift_counts * slow_signal(sc.drift_sig, t_s)], 1)
-            canvas = coef.astype(np.float32) @ self._lowrank                 # (n, Hc*Wc)
+            coef = self._coefficients(t0, t1)                                # (n, P + 2)
+            bleach = coef[:, -2]
+            # low-rank part: bleach * (rest + neuropil) + drift, one component at a time
+            # (elementwise float32 multiply-adds: the same value whatever the chunking, which
+            # a BLAS product does not promise)
+            canvas = coef[:, :1] * self._lowrank[0]                          # (n, Hc*Wc)
+            for j in range(1, len(self._lowrank)):
+                canvas += coef[:, j:j + 1] * self._lowrank[j]
             canvas += (self._A @ (self.dff * bleach[:, None]).T).T            # activity
             # shot (Gaussian approximation of Poisson) + read noise
             std = np.multiply(canvas, cfg.gain_counts_per_photon)

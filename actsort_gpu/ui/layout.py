@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from .. import CELL, NOT_CELL, UNLABELLED
+from ..export import FORMATS
 from . import handlers as H
 from .progress import StabilityTracker
 from .session import CLICK_MODES, IMAGE_KINDS, STRATEGY_CHOICES, ViewState
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["build_app", "launch", "KEYBOARD_JS", "CSS"]
 
+# The page's export formats: all but NWB, which edits the extraction's own file (CLI only).
+PAGE_EXPORTS = tuple(f for f in FORMATS if f != "nwb")
 KEYS = {"ArrowUp": "as-cell", "ArrowDown": "as-notcell", "ArrowLeft": "as-prev",
         "ArrowRight": "as-next", " ": "as-play", "z": "as-undo", "Z": "as-undo", "y": "as-redo",
         "Y": "as-redo", "Escape": "as-clear"}
@@ -232,8 +235,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                                            label="Decision threshold on P(cell)")
                         gr.Markdown(STOPPING_HELP)
                     with gr.Tab("Export"):
-                        fmt_dd = gr.Radio(["csv", "parquet", "suite2p", "classifier"],
-                                          value="csv", label="Format")
+                        fmt_dd = gr.Radio(list(PAGE_EXPORTS), value="csv", label="Format")
                         b_export = gr.Button("Export this store", elem_id="as-export")
                         export_file = gr.File(label="Exported file", interactive=False)
                         export_msg = gr.Markdown()
@@ -309,11 +311,10 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         timer.tick(on_tick, [state], [state, snap_img, evt_img], show_progress="hidden")
 
         def on_export(st, fmt):
-            from ..export import export_labels
+            from ..export import EXPORTERS, export_labels
 
-            out = export_dir / ws.names[st.store]
-            target = {"csv": out / "labels.csv", "parquet": out / "labels.parquet",
-                      "classifier": out / "classifier.npz", "suite2p": None}[fmt]
+            name = EXPORTERS[fmt].file_name
+            target = None if name is None else export_dir / ws.names[st.store] / name
             try:
                 with ws.lock:
                     path = export_labels(ws.paths[st.store], fmt, target, learner=ws.learner,

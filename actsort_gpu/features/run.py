@@ -1,0 +1,393 @@
+"""Feature stage driver: store in, ``features/matrix`` out (:func:`compute_features`).
+
+Blocks of ``FeatureConfig.batch_candidates`` candidates are read from the store (traces,
+footprints, snapshots, snapshot traces); each family (:mod:`.temporal`, :mod:`.spatial`,
+:mod:`.spatiotemporal`, :mod:`.extra`) returns :class:`~.columns.NamedColumns`, and every column
+is written into the matrix column of its name in :mod:`.registry` order (no column is placed
+by position). Feature 35 (trace similarity) is a tiled pass over all traces first. The NaN/Inf
+policy runs once (:mod:`.policy`) on the merged matrix.
+
+With a Dask cluster (``scheduler=`` / ``workers=``) the same block function runs as one piece
+per block and feature 35 as one piece per tile pair; every piece reads only the store, the
+pieces merge in block order and the NaN policy runs once, so the matrix is the in-process one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import schema
+from ..backend import resolve_backend
+from ..cluster import map_pieces
+from ..config import FeatureConfig, as_dict
+from ..store import SortStore
+from .columns import NamedColumns
+from .policy import apply_nan_policy
+from .registry import SOURCE_PREFIX, feature_set
+
+log = logging.getLogger(__name__)
+
+__all__ = ["compute_features", "crop_footprints", "read_feature_matrix", "trace_similarity"]
+
+
+def _families():
+    """The spatial and spatiotemporal family functions (imported lazily: heavy modules)."""
+    from .spatial import spatial_columns
+    from .spatiotemporal import spatiotemporal_columns
+
+    return spatial_columns, spatiotemporal_columns
+
+
+def _check_config(config: FeatureConfig) -> None:
+    for key in ("batch_candidates", "similarity_tile"):
+        value = getattr(config, key)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"features.{key}: expected a positive integer, got {value!r}")
+    if not 0 < config.suite2p_pixel_fraction <= 1:
+        raise ValueError(f"features.suite2p_pixel_fraction: expected a value in (0, 1], "
+                         f"got {config.suite2p_pixel_fraction!r}")
+    if not isinstance(config.threads, int) or config.threads < 1:
+        raise ValueError(f"features.threads: expected a positive integer, got "
+                         f"{config.threads!r}")
+    if not isinstance(config.snr_window_frames, int) or config.snr_window_frames < 1:
+        raise ValueError(f"features.snr_window_frames: expected a positive integer, got "
+                         f"{config.snr_window_frames!r}")
+
+
+@dataclass
+class _Context:
+    """What every block of one run shares (read once per process from the store)."""
+
+    store: SortStore
+    config: FeatureConfig
+    xp: object
+    names: list
+    column_of: dict     # feature name -> its matrix column (registry order)
+    src: list
+    footprints: sp.csr_matrix
+    spatial_kw: dict
+    npix_median: float
+    source: dict
+
+
+def _load_context(store: SortStore, config: FeatureConfig, xp, timings) -> _Context:
+    t0 = time.perf_counter()
+    src = store.source_metric_names() if config.include_extra else []
+    names = feature_set(src, include_extra=config.include_extra)[0]
+    footprints = store.footprints()
+    spatial_fn, _ = _families()
+    spatial_kw = {}
+    if "footprints_t" in inspect.signature(spatial_fn).parameters:
+        from .spatial import transpose_footprints
+
+        spatial_kw["footprints_t"] = transpose_footprints(footprints)
+    npix_median, source = np.nan, {}
+    if config.include_extra:
+        n = store.n_candidates
+        keep = footprints.data >= config.suite2p_pixel_fraction
+        npix_all = np.bincount(np.repeat(np.arange(n), np.diff(footprints.indptr))[keep],
+                               minlength=n)
+        nonzero = npix_all[npix_all > 0]
+        npix_median = float(np.median(nonzero)) if nonzero.size else np.nan
+        source = {name: store.source_metric(name).astype(np.float64) for name in src}
+    timings["read_footprints"] += time.perf_counter() - t0
+    column_of = {name: j for j, name in enumerate(names)}
+    return _Context(store, config, xp, names, column_of, src, footprints, spatial_kw,
+                    npix_median, source)
+
+
+def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings) -> np.ndarray:
+    """Raw features (n_block, F) float64 of the candidates ``rows`` (NaN/Inf not yet fixed).
+
+    Each family's named columns go to the matrix columns of those names (``ctx.column_of``);
+    a matrix column no family filled raises RuntimeError (it would hold garbage).
+    """
+    from .extra import extra_columns
+    from .temporal import temporal_columns
+
+    store, config, xp = ctx.store, ctx.config, ctx.xp
+    height, width = store.height, store.width
+    threads = max(int(config.threads), 1)
+    spatial_fn, st_fn = _families()
+    raw = np.empty((rows.stop - rows.start, len(ctx.names)), dtype=np.float64)
+    filled = np.zeros(len(ctx.names), dtype=bool)
+
+    def place(columns: NamedColumns) -> None:
+        filled[columns.place_into(raw, ctx.column_of)] = True
+
+    t0 = time.perf_counter()
+    traces = store.traces(rows)
+    traces_x = xp.asarray(traces)
+    timings["read_traces"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    place(temporal_columns(traces_x, xp=xp, similarity=similarity, timings=timings,
+                           threads=threads))
+    timings["temporal_wall"] += time.perf_counter() - t0   # temporal + peaks, all threads
+
+    t0 = time.perf_counter()
+    place(spatial_fn(ctx.footprints, height, width, rows, xp=xp, **ctx.spatial_kw))
+    timings["spatial"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    snapshots = store.snapshots_block(rows)
+    crops = store.read(schema.CROPS, rows)
+    crop_fps = crop_footprints(ctx.footprints[rows], crops, width)
+    snap_traces = store.read(schema.SNAPSHOT_TRACES, rows).astype(np.float32)
+    event_valid = store.read(schema.EVENTS, rows) >= 0
+    timings["read_snapshots"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    place(st_fn(snapshots, crop_fps, snap_traces, event_valid, xp=xp))
+    timings["spatiotemporal"] += time.perf_counter() - t0
+
+    if config.include_extra:
+        t0 = time.perf_counter()
+        frames = store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0
+        place(extra_columns(traces_x, ctx.footprints[rows], height, width, snapshots, crop_fps,
+                            frames, npix_median=ctx.npix_median, xp=xp,
+                            pixel_fraction=config.suite2p_pixel_fraction,
+                            n_window=config.snr_window_frames, threads=threads))
+        if ctx.src:   # passed through from the extractor, named by the registry's prefix
+            names = [SOURCE_PREFIX + name for name in ctx.src]
+            place(NamedColumns.from_dict({SOURCE_PREFIX + name: ctx.source[name][rows]
+                                          for name in ctx.src}, names))
+        timings["extra"] += time.perf_counter() - t0
+    if not filled.all():
+        missing = [name for name, ok in zip(ctx.names, filled) if not ok]
+        raise RuntimeError(f"feature columns {missing}: no feature family computed them")
+    return raw
+
+
+_WORKER_CONTEXT: dict = {}
+
+
+def _block_piece(bounds, store_path, config: FeatureConfig, device: str, similarity):
+    """Dask piece: raw features of candidates [start, stop) read from the store, + timings."""
+    timings: dict[str, float] = defaultdict(float)
+    store = SortStore.open(store_path, "r")
+    # one context per worker process and run (the stage's start time names the run)
+    key = (os.fspath(store_path), str(store.attrs["stages"]["features"].get("started")),
+           config, device)
+    ctx = _WORKER_CONTEXT.get(key)
+    if ctx is None:
+        _WORKER_CONTEXT.clear()
+        ctx = _load_context(store, config, resolve_backend(device).xp, timings)
+        _WORKER_CONTEXT[key] = ctx
+    start, stop = bounds
+    raw = _block_features(ctx, slice(start, stop), similarity[start:stop], timings)
+    return raw, dict(timings)
+
+
+def _similarity_piece(pair, store_path, tile: int, device: str):
+    """Dask piece: feature-35 hit counts of the tile pair (a, b), a <= b, read from the store.
+
+    Returns (a, counts of rows [a, a + tile), b, counts of rows [b, b + tile)); for a == b
+    the second part is empty (the diagonal tile counts once, its self-pairs excluded).
+    """
+    from .._xp import to_numpy
+    from .temporal import SIMILARITY_THRESHOLD, similarity_rows
+
+    xp = resolve_backend(device).xp
+    store = SortStore.open(store_path, "r")
+    a, b = pair
+    n = store.n_candidates
+    za = similarity_rows(xp.asarray(store.traces(slice(a, min(a + tile, n)))), xp=xp)
+    if a == b:
+        hit = (za @ za.T) > SIMILARITY_THRESHOLD
+        idx = xp.arange(hit.shape[0])
+        hit[idx, idx] = False
+        return a, to_numpy(hit.sum(axis=1)), b, np.zeros(0, np.int64)
+    zb = similarity_rows(xp.asarray(store.traces(slice(b, min(b + tile, n)))), xp=xp)
+    hit = (za @ zb.T) > SIMILARITY_THRESHOLD
+    return a, to_numpy(hit.sum(axis=1)), b, to_numpy(hit.sum(axis=0))
+
+
+def _similarity_on_cluster(client, store: SortStore, config: FeatureConfig, device: str):
+    """Feature 35 (N,) float64 as a map over tile pairs; equals :func:`trace_similarity`."""
+    n, tile = store.n_candidates, config.similarity_tile
+    if n < 2:
+        return np.full(n, np.nan)
+    starts = range(0, n, tile)
+    pairs = [(a, b) for a in starts for b in starts if b >= a]
+    counts = np.zeros(n, dtype=np.int64)
+    for a, ca, b, cb in map_pieces(client, _similarity_piece, pairs, os.fspath(store.path),
+                                   tile, device):
+        counts[a:a + len(ca)] += ca
+        counts[b:b + len(cb)] += cb
+    return counts.astype(np.float64) / (n - 1)
+
+
+def compute_features(store_path, config: FeatureConfig = FeatureConfig(), *,
+                     device: str = "auto", progress: bool = False,
+                     scheduler: str | None = None, workers: int | None = None,
+                     connect_timeout_s: float = 10.0) -> np.ndarray:
+    """Compute the feature matrix of the store at ``store_path`` and write ``features/matrix``.
+
+    Parameters
+    ----------
+    store_path : path of a sort store whose 'ingest' and 'preprocess' stages are complete
+    config : FeatureConfig (batch size, similarity tile, extras, CPU threads)
+    device : 'auto' | 'cpu' | 'cuda' (array work on CuPy when a GPU is usable)
+    progress : show tqdm progress bars
+    scheduler : address of a running Dask scheduler (e.g. ``tcp://host:8786``); the work is
+        split into pieces of ``config.batch_candidates`` candidates (plus tile pairs for
+        feature 35), each reading only the store; results merge in block order and the NaN
+        policy runs once on the merged matrix, so the matrix equals the in-process one.
+    workers : start a local Dask cluster with this many worker processes instead.
+    connect_timeout_s : how long to try to reach ``scheduler``.
+
+    Returns
+    -------
+    (N, F) float32 matrix with no NaN or Inf, columns in ``feature_names(store)`` order.
+    The stage record (``stages.features`` in the store attrs) holds per-group seconds.
+    An unreachable scheduler raises :class:`actsort_gpu.cluster.ClusterError` before the
+    stage begins (the store is left as it was).
+    """
+    from tqdm import tqdm
+
+    from ..cluster import dask_client
+
+    _check_config(config)
+    t_start = time.perf_counter()
+    store = SortStore.open(store_path, "r+")
+    store.require("ingest", "preprocess")
+    backend = resolve_backend(device)
+    xp = backend.xp
+    n, n_t = store.n_candidates, store.n_frames
+    src = store.source_metric_names() if config.include_extra else []
+    names, groups, version = feature_set(src, include_extra=config.include_extra)
+    with dask_client(scheduler, workers, timeout_s=connect_timeout_s) as client:
+        store.begin_stage("features", {**as_dict(config), "device": backend.name,
+                                       "scheduler": scheduler, "workers": workers})
+        where = "in-process" if client is None else f"on Dask ({scheduler or workers})"
+        log.info("features: %d candidates x %d frames on %s %s, %d columns (%s)", n, n_t,
+                 backend.name, where, len(names), version)
+        timings: dict[str, float] = defaultdict(float)
+        block = config.batch_candidates
+        bounds = [(a, min(a + block, n)) for a in range(0, n, block)]
+        if client is None:
+            t0 = time.perf_counter()
+            similarity = trace_similarity(store, config, xp=xp, progress=progress,
+                                          timings=timings)
+            timings["similarity"] += time.perf_counter() - t0
+            ctx = _load_context(store, config, xp, timings)
+            parts = [_block_features(ctx, slice(a, b), similarity[a:b], timings)
+                     for a, b in tqdm(bounds, desc="features", disable=not progress)]
+        else:
+            t0 = time.perf_counter()
+            similarity = _similarity_on_cluster(client, store, config, device)
+            timings["similarity"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            results = map_pieces(client, _block_piece, bounds, os.fspath(store.path), config,
+                                 device, similarity)
+            timings["blocks_wall"] += time.perf_counter() - t0
+            parts = []
+            for raw_b, timings_b in results:
+                parts.append(raw_b)
+                for key, value in timings_b.items():
+                    timings[key] += value   # summed over workers (CPU-seconds)
+        raw = np.concatenate(parts) if parts else np.empty((0, len(names)))
+        del parts
+
+    t0 = time.perf_counter()
+    matrix, report = apply_nan_policy(raw, names)
+    del raw
+    store.write_array(schema.FEATURE_MATRIX, matrix,
+                      chunks=(min(max(n, 1), 65536), len(names)),
+                      attrs={"names": names, "groups": groups, "version": version,
+                             "nan_report": report})
+    timings["policy_write"] += time.perf_counter() - t0
+    seconds = time.perf_counter() - t_start
+    n_replaced = int(sum(sum(e.values()) for e in report.values()))
+    store.finish_stage("features", seconds, device=backend.name, version=version,
+                       n_features=len(names), n_values_replaced=n_replaced,
+                       timings_s={k: round(v, 3) for k, v in timings.items()})
+    log.info("features: %d x %d in %.1f s; %d NaN/Inf values replaced in %d columns", n,
+             len(names), seconds, n_replaced, len(report))
+    return matrix
+
+
+def read_feature_matrix(store_path) -> tuple[np.ndarray, list[str], str]:
+    """(matrix (N, F) float32, names, version) of a store whose features stage is complete."""
+    store = SortStore.open(store_path, "r")
+    store.require("features")
+    arr = store.array(schema.FEATURE_MATRIX)
+    return np.asarray(arr[...]), list(arr.attrs["names"]), str(arr.attrs["version"])
+
+
+# TODO(coordinator): replace with the store's single crop cutter (store.crop_footprints).
+def crop_footprints(footprints: sp.csr_matrix, crops: np.ndarray, width: int) -> list[np.ndarray]:
+    """Footprint rows (n, H*W) CSR cut to their crop windows (n, 4) (row0, row1, col0, col1).
+
+    Returns a list of n (h_i, w_i) float32 arrays (pixels outside the crop are dropped).
+    """
+    fp = sp.csr_matrix(footprints)
+    out = []
+    for k in range(fp.shape[0]):
+        r0, r1, c0, c1 = (int(v) for v in crops[k])
+        img = np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), dtype=np.float32)
+        lo, hi = fp.indptr[k], fp.indptr[k + 1]
+        pix = fp.indices[lo:hi].astype(np.int64)
+        rr, cc = pix // width, pix % width
+        m = (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
+        img[rr[m] - r0, cc[m] - c0] = fp.data[lo:hi][m]
+        out.append(img)
+    return out
+
+
+def trace_similarity(store: SortStore, config: FeatureConfig = FeatureConfig(), *, xp=np,
+                     progress: bool = False, timings: dict | None = None) -> np.ndarray:
+    """Feature 35 for every candidate: fraction of other traces correlated > 0.7, (N,) float64.
+
+    The unit-norm rows Z (N, T) float32 are built block by block and kept on the device when
+    they fit in half its free memory, else in host memory up to
+    ``config.similarity_memory_mb``, else in a temporary file beside the store; then
+    :func:`count_similar` multiplies symmetric tiles of ``config.similarity_tile`` rows.
+    """
+    from .temporal import count_similar, similarity_rows
+
+    n, n_t = store.n_candidates, store.n_frames
+    if n < 2:
+        return np.full(n, np.nan)
+    nbytes = n * n_t * 4
+    tmpdir = None
+    if xp is not np and nbytes < 0.5 * xp.cuda.runtime.memGetInfo()[0]:
+        z_all = xp.empty((n, n_t), dtype=xp.float32)
+    elif nbytes <= config.similarity_memory_mb * 2**20:
+        z_all = np.empty((n, n_t), dtype=np.float32)
+    else:
+        tmpdir = tempfile.TemporaryDirectory(prefix="actsort-z-",
+                                             dir=os.fspath(store.path.parent))
+        z_all = np.lib.format.open_memmap(os.path.join(tmpdir.name, "z.npy"), mode="w+",
+                                          dtype=np.float32, shape=(n, n_t))
+        log.info("features: similarity rows (%.1f GB) spill to %s", nbytes / 1e9, tmpdir.name)
+    try:
+        t0 = time.perf_counter()
+        on_device = xp is not np and not isinstance(z_all, np.ndarray)
+        for start in range(0, n, config.batch_candidates):
+            stop = min(start + config.batch_candidates, n)
+            z = similarity_rows(xp.asarray(store.traces(slice(start, stop))), xp=xp)
+            z_all[start:stop] = z if on_device else (z if xp is np else z.get())
+        t1 = time.perf_counter()
+        counts = count_similar(z_all, xp=xp, tile=config.similarity_tile, progress=progress)
+        from .._xp import to_numpy
+
+        result = to_numpy(counts).astype(np.float64) / (n - 1)
+        if timings is not None:   # linear (read + unit rows) and quadratic (tiled Z Z^T) parts
+            timings["similarity_rows"] = timings.get("similarity_rows", 0.0) + t1 - t0
+            timings["similarity_count"] = (timings.get("similarity_count", 0.0)
+                                           + time.perf_counter() - t1)
+        return result
+    finally:
+        del z_all
+        if tmpdir is not None:
+            tmpdir.cleanup()
