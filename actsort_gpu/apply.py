@@ -30,9 +30,9 @@ class AppliedStore:
     """What ``apply_classifier`` wrote into one store (arrays are (N,))."""
 
     path: Path
-    probability: np.ndarray   # float32 P(cell)
-    decision: np.ndarray      # int8 +1 / -1 at the threshold
-    final: np.ndarray         # int8: human label where given, else the decision
+    probability: np.ndarray  # float32 P(cell)
+    decision: np.ndarray  # int8 +1 / -1 at the threshold
+    final: np.ndarray  # int8: human label where given, else the decision
     n_human: int
     export_path: Path | None = None
 
@@ -41,8 +41,13 @@ class AppliedStore:
         return int((self.final > 0).sum())
 
 
-def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: float | None = None,
-                     export: str | None = None) -> list[AppliedStore]:
+def apply_classifier(
+    classifier_path: str | Path,
+    store_paths,
+    *,
+    threshold: float | None = None,
+    export: str | None = None,
+) -> list[AppliedStore]:
     """Classify every candidate of ``store_paths`` with the classifier file at ``classifier_path``.
 
     Parameters
@@ -73,8 +78,9 @@ def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: flo
     if export is not None and export not in TABLE_FORMATS:
         raise ValueError(f"export must be one of {TABLE_FORMATS}, got {export!r}")
     use_embeddings = "+emb:" in clf.feature_version
-    paths = [Path(p) for p in ([store_paths] if isinstance(store_paths, (str, Path))
-                               else store_paths)]
+    paths = [
+        Path(p) for p in ([store_paths] if isinstance(store_paths, (str, Path)) else store_paths)
+    ]
     if not paths:
         raise ValueError("apply: no sort store given")
     # Validate every store before writing into any of them.
@@ -102,20 +108,45 @@ def apply_classifier(classifier_path: str | Path, store_paths, *, threshold: flo
         final = final_labels(human, decision)
         store = SortStore.open(path, "r+")
         store.begin_stage("apply", {"classifier": str(classifier_path), "threshold": thr})
-        attrs = {"classifier": str(classifier_path), "classifier_sha256": digest,
-                 "threshold": thr, "n_human_labels": int((human != 0).sum())}
-        store.write_array(schema.PREDICTED_PROBABILITY, proba, dims=["candidates"],
-                          units="P(cell)", attrs=attrs)
-        store.write_array(schema.PREDICTED_DECISION, decision, dims=["candidates"],
-                          units="+1 cell / -1 not", attrs=attrs)
-        store.write_array(schema.PREDICTED_FINAL, final, dims=["candidates"],
-                          units="+1 cell / -1 not", attrs=attrs)
-        store.finish_stage("apply", time.perf_counter() - t0,
-                           n_cells=int((final > 0).sum()), n_candidates=len(final))
+        attrs = {
+            "classifier": str(classifier_path),
+            "classifier_sha256": digest,
+            "threshold": thr,
+            "n_human_labels": int((human != 0).sum()),
+        }
+        store.write_array(
+            schema.PREDICTED_PROBABILITY, proba, dims=["candidates"], units="P(cell)", attrs=attrs
+        )
+        store.write_array(
+            schema.PREDICTED_DECISION,
+            decision,
+            dims=["candidates"],
+            units="+1 cell / -1 not",
+            attrs=attrs,
+        )
+        store.write_array(
+            schema.PREDICTED_FINAL,
+            final,
+            dims=["candidates"],
+            units="+1 cell / -1 not",
+            attrs=attrs,
+        )
+        store.finish_stage(
+            "apply",
+            time.perf_counter() - t0,
+            n_cells=int((final > 0).sum()),
+            n_candidates=len(final),
+        )
         result = AppliedStore(path, proba, decision, final, int((human != 0).sum()))
         if export is not None:
             result.export_path = export_predictions(path, export)
-        log.info("%s: %d of %d candidates are cells (%d human labels, threshold %.2f)", path,
-                 result.n_cells, len(final), result.n_human, thr)
+        log.info(
+            "%s: %d of %d candidates are cells (%d human labels, threshold %.2f)",
+            path,
+            result.n_cells,
+            len(final),
+            result.n_human,
+            thr,
+        )
         results.append(result)
     return results

@@ -1,4 +1,5 @@
-"""Dask entry points: an existing cluster (``--scheduler ADDRESS``) or a LocalCluster (``--workers N``).
+"""Dask entry points: an existing cluster (``--scheduler ADDRESS``) or a LocalCluster
+(``--workers N``).
 
 Dask appears only at the stage entry points: a stage splits its work into independent pieces
 (time chunks of the movie, blocks of candidates), submits them with :func:`map_pieces`, and
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,13 @@ class ClusterError(RuntimeError):
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None, *,
-                timeout_s: float = 10.0, threads_per_worker: int = 1) -> Iterator[Any]:
+def dask_client(
+    scheduler: str | None = None,
+    workers: int | None = None,
+    *,
+    timeout_s: float = 10.0,
+    threads_per_worker: int = 1,
+) -> Iterator[Any]:
     """Yield a ``distributed.Client``, or None when neither argument is given (run in-process).
 
     scheduler : address of a running scheduler, e.g. ``tcp://10.0.0.5:8786``.
@@ -39,16 +46,22 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, *,
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
-        raise ClusterError("Dask distributed is not installed: pip install "
-                           "'actsort-gpu[cluster]'") from exc
+        raise ClusterError(
+            "Dask distributed is not installed: pip install 'actsort-gpu[cluster]'"
+        ) from exc
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=f"{timeout_s}s")
         except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"cannot reach the Dask scheduler at {scheduler!r} within "
-                               f"{timeout_s:g} s ({type(exc).__name__}: {exc})") from exc
-        log.info("connected to Dask scheduler %s (%d workers)", scheduler,
-                 len(client.scheduler_info().get("workers", {})))
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {scheduler!r} within "
+                f"{timeout_s:g} s ({type(exc).__name__}: {exc})"
+            ) from exc
+        log.info(
+            "connected to Dask scheduler %s (%d workers)",
+            scheduler,
+            len(client.scheduler_info().get("workers", {})),
+        )
         try:
             yield client
         finally:
@@ -57,15 +70,22 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, *,
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     # Processes, one thread each: the pieces are NumPy-heavy and hold the GIL in parts.
-    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                      processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         log.info("started a local Dask cluster with %d workers", workers)
         yield client
 
 
-def map_pieces(client: Any, function: Callable, pieces: Sequence[Any], *args: Any,
-               **kwargs: Any) -> list[Any]:
+def map_pieces(
+    client: Any, function: Callable, pieces: Sequence[Any], *args: Any, **kwargs: Any
+) -> list[Any]:
     """``[function(piece, *args, **kwargs) for piece in pieces]``, on the cluster when given.
 
     Results come back in the order of ``pieces`` whatever order the workers finish in, so a
@@ -73,6 +93,7 @@ def map_pieces(client: Any, function: Callable, pieces: Sequence[Any], *args: An
     """
     if client is None:
         return [function(piece, *args, **kwargs) for piece in pieces]
-    futures = client.map(function, list(pieces), *[[a] * len(pieces) for a in args],
-                         pure=False, **kwargs)
+    futures = client.map(
+        function, list(pieces), *[[a] * len(pieces) for a in args], pure=False, **kwargs
+    )
     return client.gather(futures)

@@ -12,57 +12,69 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 __all__ = [
-    "IngestConfig", "PreprocessConfig", "FeatureConfig", "ActiveConfig", "EmbedConfig",
-    "UIConfig", "Config", "load_config", "default_config_yaml", "as_dict",
+    "IngestConfig",
+    "PreprocessConfig",
+    "FeatureConfig",
+    "ActiveConfig",
+    "EmbedConfig",
+    "UIConfig",
+    "Config",
+    "load_config",
+    "default_config_yaml",
+    "as_dict",
 ]
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    format: str = "auto"            # extraction format: auto|extract|suite2p|caiman|minian|nwb|npz
-    movie_dataset: str | None = None  # HDF5/zarr dataset name inside the movie file (None: the only 3-D one)
-    fs_hz: float | None = None      # frame rate; None: from the source (Suite2p ops) or unknown
+    format: str = "auto"  # extraction format: auto|extract|suite2p|caiman|minian|nwb|npz
+    movie_dataset: str | None = (
+        None  # HDF5/zarr dataset name inside the movie file (None: the only 3-D one)
+    )
+    fs_hz: float | None = None  # frame rate; None: from the source (Suite2p ops) or unknown
     suite2p_trace: str = "F-0.7Fneu"  # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
     neuropil_coefficient: float = 0.7  # c in F - c * Fneu (the 0.7 in the name is nominal)
-    caiman_trace: str = "C+YrA"     # C+YrA (raw: denoised + residual) | C (denoised)
-    nonfinite: str = "error"        # NaN/Inf in traces: error | zero (replace by 0, logged)
+    caiman_trace: str = "C+YrA"  # C+YrA (raw: denoised + residual) | C (denoised)
+    nonfinite: str = "error"  # NaN/Inf in traces: error | zero (replace by 0, logged)
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    n_events: int = 5                # event snapshots per candidate (ActSort numSpikes)
+    n_events: int = 5  # event snapshots per candidate (ActSort numSpikes)
     event_half_window_frames: int = 5  # snapshot = event frame +/- this (11 frames)
     edge_exclusion_frames: tuple[int, int] = (7, 8)  # frames at the start/end never used as events
     min_peak_distance_fraction: float = 0.01  # MinPeakDistance = this * n_frames
     outline_threshold: float = 0.05  # of the max-normalised footprint
     crop_margin_px: int = 7
-    snapshot_dtype: str = "uint8"    # uint8 | uint16 | float32 (per-candidate min/max scale)
-    max_memory_mb: float | None = None  # chunk budget; None: a safe fraction of free RAM / GPU memory
+    snapshot_dtype: str = "uint8"  # uint8 | uint16 | float32 (per-candidate min/max scale)
+    max_memory_mb: float | None = (
+        None  # chunk budget; None: a safe fraction of free RAM / GPU memory
+    )
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    include_extra: bool = True       # Suite2p/CaImAn-style extra columns after the 76
-    batch_candidates: int = 4096     # candidates per batch on the device
-    similarity_tile: int = 8192      # rows per tile for the pairwise trace similarity (feature 35)
+    include_extra: bool = True  # Suite2p/CaImAn-style extra columns after the 76
+    batch_candidates: int = 4096  # candidates per batch on the device
+    similarity_tile: int = 8192  # rows per tile for the pairwise trace similarity (feature 35)
     similarity_memory_mb: float = 4096  # host RAM for the (N, T) similarity rows; beyond: temp file
     suite2p_pixel_fraction: float = 0.2  # extras compact/npix/aspect: pixels >= this x peak
-    snr_window_frames: int = 5       # CaImAn exceptionality window N (its default 5)
-    threads: int = 2                 # CPU threads over row chunks (temporal, extras); 1 = none
+    snr_window_frames: int = 5  # CaImAn exceptionality window N (its default 5)
+    threads: int = 2  # CPU threads over row chunks (temporal, extras); 1 = none
 
 
 @dataclass(frozen=True)
 class ActiveConfig:
-    strategy: str = "dcal"           # random | ordered | cal | dal | dcal
-    dcal_weight: float = 0.5         # user weight w of DCAL (GUI default); clipped at 0 (bug B13)
-    threshold: float = 0.5           # on P(cell); 0.5 is the balanced-accuracy threshold when
-                                     # balance = "weights" (benchmarks/RESULTS.md, issue 5)
-    balance: str = "weights"         # none (ActSort) | weights (each class carries half the loss)
-    lambda_scale: float = 1.0        # lambda = lambda_scale / n_labelled (fitclinear 'auto' = 1)
-    cold_start_per_class: int = 3    # DAL until this many cells and non-cells are labelled
-    disc_refresh: int = 20           # DAL/DCAL discriminator subsample kept this many queries
-                                     # (1 = ActSort: fresh draw per query; 20: ~10x cheaper)
-    lambda_cv: bool = True           # lambda_scale x {1,2,4,8} chosen by 5-fold CV on the labels
+    strategy: str = "dcal"  # random | ordered | cal | dal | dcal
+    dcal_weight: float = 0.5  # user weight w of DCAL (GUI default); clipped at 0 (bug B13)
+    threshold: float = 0.5  # on P(cell); 0.5 is the balanced-accuracy threshold when
+    # balance = "weights" (benchmarks/RESULTS.md, issue 5)
+    balance: str = "weights"  # none (ActSort) | weights (each class carries half the loss)
+    lambda_scale: float = 1.0  # lambda = lambda_scale / n_labelled (fitclinear 'auto' = 1)
+    cold_start_per_class: int = 3  # DAL until this many cells and non-cells are labelled
+    disc_refresh: int = 20  # DAL/DCAL discriminator subsample kept this many queries
+    # (1 = ActSort: fresh draw per query; 20: ~10x cheaper)
+    lambda_cv: bool = True  # lambda_scale x {1,2,4,8} chosen by 5-fold CV on the labels
     batch_size: int = 1
     # Concatenate embeddings/ to features/ when present. Off by default: with the shipped
     # encoder it did not improve active learning (benchmarks/RESULTS.md, issue 7).
@@ -72,29 +84,29 @@ class ActiveConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    embedding_dim: int = 32          # D of embeddings/matrix
-    image_size_px: int = 24          # side of the resized crop images fed to the encoder
-    width: int = 16                  # channels of the first conv layer (doubles twice)
+    embedding_dim: int = 32  # D of embeddings/matrix
+    image_size_px: int = 24  # side of the resized crop images fed to the encoder
+    width: int = 16  # channels of the first conv layer (doubles twice)
     max_epochs: int = 20
-    batch_size: int = 256            # training batch (pairs of augmented views)
-    learning_rate: float = 1e-3      # AdamW, cosine decay to 0
+    batch_size: int = 256  # training batch (pairs of augmented views)
+    learning_rate: float = 1e-3  # AdamW, cosine decay to 0
     weight_decay: float = 1e-4
-    temperature: float = 0.2         # NT-Xent (SimCLR) softmax temperature
-    supervised_weight: float = 1.0   # weight of the cross-entropy term in supervised fine-tuning
+    temperature: float = 0.2  # NT-Xent (SimCLR) softmax temperature
+    supervised_weight: float = 1.0  # weight of the cross-entropy term in supervised fine-tuning
     max_candidates_per_store: int | None = None  # training subsample per store; None: all
-    infer_batch_size: int = 2048     # candidates per forward pass in `actsort embed`
+    infer_batch_size: int = 2048  # candidates per forward pass in `actsort embed`
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class UIConfig:
-    host: str = "127.0.0.1"          # bind address; 0.0.0.0 only on purpose (with --auth)
+    host: str = "127.0.0.1"  # bind address; 0.0.0.0 only on purpose (with --auth)
     port: int = 7860
     annotator: str = "anonymous"
     playback_s_per_frame: float = 0.15  # ActSort "Moderate" speed
-    stop_window_labels: int = 20     # stopping signal: decisions compared this many labels apart
+    stop_window_labels: int = 20  # stopping signal: decisions compared this many labels apart
     stop_churn_fraction: float = 0.005  # stable when fewer decisions than this fraction changed
-    stop_min_labels: int = 30        # never "stable" before this many human labels
+    stop_min_labels: int = 30  # never "stable" before this many human labels
 
 
 @dataclass(frozen=True)
@@ -111,8 +123,10 @@ def _coerce(section_cls, values: dict, source: str):
     known = {f.name: f for f in fields(section_cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown} in section "
-                         f"'{section_cls.__name__}'; known: {sorted(known)}")
+        raise ValueError(
+            f"{source}: unknown key(s) {unknown} in section "
+            f"'{section_cls.__name__}'; known: {sorted(known)}"
+        )
     default = section_cls()
     out = {}
     for key, value in values.items():
@@ -161,9 +175,11 @@ def default_config_yaml() -> str:
             return {k: plain(v) for k, v in value.items()}
         return list(value) if isinstance(value, tuple) else value
 
-    header = ("# Defaults of every parameter (generated by scripts/write_default_config.py from\n"
-              "# actsort_gpu/config.py). Copy the keys you change into your own file and pass it\n"
-              "# with --config; unknown sections or keys are rejected.\n")
+    header = (
+        "# Defaults of every parameter (generated by scripts/write_default_config.py from\n"
+        "# actsort_gpu/config.py). Copy the keys you change into your own file and pass it\n"
+        "# with --config; unknown sections or keys are rejected.\n"
+    )
     return header + yaml.safe_dump(plain(dataclasses.asdict(Config())), sort_keys=False)
 
 

@@ -21,8 +21,7 @@ from .labels import balanced_accuracy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["synthetic_store", "write_truth", "build_demo_store", "headless_session",
-           "DemoSession"]
+__all__ = ["synthetic_store", "write_truth", "build_demo_store", "headless_session", "DemoSession"]
 
 
 def write_truth(store_path: str | Path, truth_path: str | Path) -> None:
@@ -38,20 +37,36 @@ def write_truth(store_path: str | Path, truth_path: str | Path) -> None:
     src = store.read(schema.SOURCE_INDEX)
     n_truth = len(truth["is_cell"])
     if src.size and (src.max() >= n_truth or src.min() < 0):
-        raise ValueError(f"{truth_path}: truth for {n_truth} candidates, but {store_path} "
-                         f"refers to source rows up to {int(src.max())}")
-    store.write_array(schema.TRUTH_LABELS, np.asarray(truth["is_cell"], np.int8)[src],
-                      dims=["candidates"], units="+1 cell / -1 not")
+        raise ValueError(
+            f"{truth_path}: truth for {n_truth} candidates, but {store_path} "
+            f"refers to source rows up to {int(src.max())}"
+        )
+    store.write_array(
+        schema.TRUTH_LABELS,
+        np.asarray(truth["is_cell"], np.int8)[src],
+        dims=["candidates"],
+        units="+1 cell / -1 not",
+    )
     annotators = np.asarray(truth["annotators"], np.int8)
     if annotators.size:
-        store.write_array(schema.TRUTH_ANNOTATORS, annotators[:, src],
-                          dims=["annotators", "candidates"],
-                          attrs={"names": [str(n) for n in truth["annotator_names"]]})
+        store.write_array(
+            schema.TRUTH_ANNOTATORS,
+            annotators[:, src],
+            dims=["annotators", "candidates"],
+            attrs={"names": [str(n) for n in truth["annotator_names"]]},
+        )
 
 
-def synthetic_store(workdir: str | Path, config=None, *, features: bool = True,
-                    embeddings: bool = False, device: str = "auto", overwrite: bool = True,
-                    progress: bool = False) -> tuple[Path, dict[str, float]]:
+def synthetic_store(
+    workdir: str | Path,
+    config=None,
+    *,
+    features: bool = True,
+    embeddings: bool = False,
+    device: str = "auto",
+    overwrite: bool = True,
+    progress: bool = False,
+) -> tuple[Path, dict[str, float]]:
     """Synthesise a recording in ``workdir`` and carry it through the pipeline into a store.
 
     Stages: synth -> ingest (Suite2p layout) -> truth -> preprocess -> features (optional) ->
@@ -70,11 +85,24 @@ def synthetic_store(workdir: str | Path, config=None, *, features: bool = True,
         times[name] = time.perf_counter() - t0
         return out
 
-    rec = timed("synth", synthesize, workdir, config or SynthConfig(), formats=("suite2p",),
-                overwrite=overwrite, progress=progress)
+    rec = timed(
+        "synth",
+        synthesize,
+        workdir,
+        config or SynthConfig(),
+        formats=("suite2p",),
+        overwrite=overwrite,
+        progress=progress,
+    )
     store_path = workdir / "recording.actsort"
-    timed("ingest", ingest_files, rec.files["movie"], rec.files["suite2p"], store_path,
-          overwrite=overwrite)
+    timed(
+        "ingest",
+        ingest_files,
+        rec.files["movie"],
+        rec.files["suite2p"],
+        store_path,
+        overwrite=overwrite,
+    )
     write_truth(store_path, rec.files["truth"])
     timed("preprocess", preprocess, store_path, device=device, progress=progress)
     if features:
@@ -89,9 +117,15 @@ def synthetic_store(workdir: str | Path, config=None, *, features: bool = True,
     return store_path, times
 
 
-def build_demo_store(out_dir: str | Path, *, seed: int = 0, device: str = "auto",
-                     progress: bool = False, embeddings: bool | None = None,
-                     overwrite: bool = False) -> tuple[Path, dict[str, float]]:
+def build_demo_store(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+    embeddings: bool | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, float]]:
     """The demo recording: 2 minutes of 256 x 256 at 15 Hz, 150 cells + 150 false candidates.
 
     embeddings : None = compute them when the package ships an encoder checkpoint.
@@ -105,9 +139,15 @@ def build_demo_store(out_dir: str | Path, *, seed: int = 0, device: str = "auto"
         return out_dir / "recording.actsort", {}
     if embeddings is None:
         embeddings = _default_checkpoint_exists()
-    return synthetic_store(out_dir, SynthConfig(seed=seed), features=True,
-                           embeddings=embeddings, device=device, overwrite=True,
-                           progress=progress)
+    return synthetic_store(
+        out_dir,
+        SynthConfig(seed=seed),
+        features=True,
+        embeddings=embeddings,
+        device=device,
+        overwrite=True,
+        progress=progress,
+    )
 
 
 def _default_checkpoint_exists() -> bool:
@@ -120,15 +160,21 @@ class DemoSession:
 
     n_candidates: int
     n_labelled: int
-    balanced_accuracy: float      # final labels (human where given, else model) vs truth
+    balanced_accuracy: float  # final labels (human where given, else model) vs truth
     model_balanced_accuracy: float  # model decisions alone vs truth
     annotator_balanced_accuracy: float  # the simulated annotator's own labels vs truth
     seconds_per_update: float
     curve: list[tuple[int, float]] = field(default_factory=list)  # (n_labelled, BA)
 
 
-def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
-                     annotator: int = 0, seed: int = 0, config=None) -> DemoSession:
+def headless_session(
+    store_path: str | Path,
+    *,
+    budget_fraction: float = 0.05,
+    annotator: int = 0,
+    seed: int = 0,
+    config=None,
+) -> DemoSession:
     """Label ``budget_fraction`` of the candidates with a simulated annotator's answers, choosing
     each candidate with the product's query strategy, and score the result against the truth.
 
@@ -146,8 +192,9 @@ def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
     truth = store.read(schema.TRUTH_LABELS)
     active = config.active if config is not None else None
     ds = dataset_from_store(store_path, use_embeddings=bool(active and active.use_embeddings))
-    learner = Learner([replace(ds, journal_path=None)], product_policy(active), device="cpu",
-                      seed=seed)
+    learner = Learner(
+        [replace(ds, journal_path=None)], product_policy(active), device="cpu", seed=seed
+    )
     budget = max(6, int(round(budget_fraction * len(truth))))
     curve, seconds = [], []
     for n in range(1, budget + 1):
@@ -159,8 +206,11 @@ def headless_session(store_path: str | Path, *, budget_fraction: float = 0.05,
         if n % 5 == 0 or n == budget:
             curve.append((n, balanced_accuracy(learner.final(), truth)))
     return DemoSession(
-        n_candidates=len(truth), n_labelled=budget,
+        n_candidates=len(truth),
+        n_labelled=budget,
         balanced_accuracy=balanced_accuracy(learner.final(), truth),
         model_balanced_accuracy=balanced_accuracy(learner.decisions(), truth),
         annotator_balanced_accuracy=balanced_accuracy(answers, truth),
-        seconds_per_update=float(np.median(seconds)), curve=curve)
+        seconds_per_update=float(np.median(seconds)),
+        curve=curve,
+    )

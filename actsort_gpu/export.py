@@ -23,7 +23,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,29 @@ from .labels import final_labels
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPORTERS", "FORMATS", "TABLE_FORMATS", "Exporter", "export_labels",
-           "export_predictions", "label_table", "prediction_table", "write_suite2p_iscell",
-           "write_table_csv"]
+__all__ = [
+    "EXPORTERS",
+    "FORMATS",
+    "TABLE_FORMATS",
+    "Exporter",
+    "export_labels",
+    "export_predictions",
+    "label_table",
+    "prediction_table",
+    "write_suite2p_iscell",
+    "write_table_csv",
+]
 
-COLUMNS = ("candidate", "source_index", "human_label", "probability", "decision", "final_label",
-           "annotator", "label_time")
+COLUMNS = (
+    "candidate",
+    "source_index",
+    "human_label",
+    "probability",
+    "decision",
+    "final_label",
+    "annotator",
+    "label_time",
+)
 
 
 def _read_only_learner(store_path: Path, config=None, pretrained=None):
@@ -48,24 +65,32 @@ def _read_only_learner(store_path: Path, config=None, pretrained=None):
     from .active.learner import Learner
 
     active = config.active if config is not None else None
-    return Learner.read_only(store_path, product_policy(active), pretrained=pretrained,
-                             use_embeddings=bool(getattr(active, "use_embeddings", False)))
+    return Learner.read_only(
+        store_path,
+        product_policy(active),
+        pretrained=pretrained,
+        use_embeddings=bool(getattr(active, "use_embeddings", False)),
+    )
 
 
 def _table(store, human, proba, decision, sources) -> dict:
     """The export table's columns from (n,) human labels, P(cell) (or None), decisions and
     (annotator, time) per candidate."""
     n = len(human)
-    src = (store.read(schema.SOURCE_INDEX) if store.has(schema.SOURCE_INDEX)
-           else np.arange(n))
+    src = store.read(schema.SOURCE_INDEX) if store.has(schema.SOURCE_INDEX) else np.arange(n)
     info = [sources[i] or ("", "") for i in range(n)]
-    return {"candidate": np.arange(n), "source_index": np.asarray(src, np.int64),
-            "human_label": np.asarray(human, np.int8),
-            "probability": (np.full(n, np.nan, np.float32) if proba is None
-                            else np.asarray(proba, np.float32)),
-            "decision": np.asarray(decision, np.int8),
-            "final_label": final_labels(human, decision),
-            "annotator": [a for a, _ in info], "label_time": [t for _, t in info]}
+    return {
+        "candidate": np.arange(n),
+        "source_index": np.asarray(src, np.int64),
+        "human_label": np.asarray(human, np.int8),
+        "probability": (
+            np.full(n, np.nan, np.float32) if proba is None else np.asarray(proba, np.float32)
+        ),
+        "decision": np.asarray(decision, np.int8),
+        "final_label": final_labels(human, decision),
+        "annotator": [a for a, _ in info],
+        "label_time": [t for _, t in info],
+    }
 
 
 def label_table(store_path, *, learner=None, dataset: int = 0, config=None) -> dict:
@@ -82,8 +107,10 @@ def label_table(store_path, *, learner=None, dataset: int = 0, config=None) -> d
         learner, dataset = _read_only_learner(store_path, config), 0
     sl = learner.dataset_slice(dataset)
     if sl.stop - sl.start != store.n_candidates:
-        raise ValueError(f"{store_path}: {store.n_candidates} candidates, the learner's dataset "
-                         f"{dataset} has {sl.stop - sl.start}")
+        raise ValueError(
+            f"{store_path}: {store.n_candidates} candidates, the learner's dataset "
+            f"{dataset} has {sl.stop - sl.start}"
+        )
     proba, decision = learner.model(dataset)
     sources = [learner.label_source(i) for i in range(sl.start, sl.stop)]
     return _table(store, learner.human(dataset), proba, decision, sources)
@@ -97,12 +124,19 @@ def prediction_table(store_path) -> dict:
     store_path = Path(store_path)
     store = SortStore.open(store_path)
     if not store.has(schema.PREDICTED_FINAL):
-        raise StoreError(f"{store_path}: no predictions in the store; run `actsort apply "
-                         f"--classifier FILE {store_path}` first")
+        raise StoreError(
+            f"{store_path}: no predictions in the store; run `actsort apply "
+            f"--classifier FILE {store_path}` first"
+        )
     learner = _read_only_learner(store_path)
     sources = [learner.label_source(i) for i in range(learner.n)]
-    return _table(store, learner.human(), store.read(schema.PREDICTED_PROBABILITY),
-                  store.read(schema.PREDICTED_DECISION), sources)
+    return _table(
+        store,
+        learner.human(),
+        store.read(schema.PREDICTED_PROBABILITY),
+        store.read(schema.PREDICTED_DECISION),
+        sources,
+    )
 
 
 def write_table_csv(table: dict, out: Path) -> Path:
@@ -123,8 +157,9 @@ def _write_parquet(table: dict, out: Path) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise ImportError("Parquet export needs pyarrow: pip install 'actsort-gpu[parquet]'") \
-            from exc
+        raise ImportError(
+            "Parquet export needs pyarrow: pip install 'actsort-gpu[parquet]'"
+        ) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({c: table[c] for c in COLUMNS}), out)
     return out
@@ -175,16 +210,17 @@ def _write_nwb(table: dict, out: Path, store_path: Path) -> Path:
         shutil.copy2(out, backup)
     with NWBHDF5IO(str(out), "a") as io:
         nwb = io.read()
-        planes = [obj for obj in nwb.objects.values()
-                  if type(obj).__name__ == "PlaneSegmentation"]
+        planes = [obj for obj in nwb.objects.values() if type(obj).__name__ == "PlaneSegmentation"]
         if not planes:
             raise ValueError(f"{out}: no PlaneSegmentation table to add the labels to")
         plane = planes[0]
         n = len(plane.id)
         src = np.asarray(table["source_index"], np.int64)
-        cols = {"actsort_human_label": np.zeros(n, np.int8),
-                "actsort_probability": np.full(n, np.nan, np.float32),
-                "actsort_final_label": np.zeros(n, np.int8)}
+        cols = {
+            "actsort_human_label": np.zeros(n, np.int8),
+            "actsort_probability": np.full(n, np.nan, np.float32),
+            "actsort_final_label": np.zeros(n, np.int8),
+        }
         cols["actsort_human_label"][src] = table["human_label"]
         cols["actsort_probability"][src] = table["probability"]
         cols["actsort_final_label"][src] = table["final_label"]
@@ -199,8 +235,10 @@ def _write_nwb(table: dict, out: Path, store_path: Path) -> Path:
 def _suite2p_default(store_path: Path, store) -> Path:
     ext = store.attrs.get("extraction") or {}
     if ext.get("format") != "suite2p":
-        raise ValueError(f"{store_path}: the extraction was {ext.get('format')!r}, not "
-                         "Suite2p; pass --out FOLDER to write an iscell.npy anyway")
+        raise ValueError(
+            f"{store_path}: the extraction was {ext.get('format')!r}, not "
+            "Suite2p; pass --out FOLDER to write an iscell.npy anyway"
+        )
     out = Path(ext["path"])
     return out if out.is_dir() else out.parent
 
@@ -243,16 +281,33 @@ class Exporter:
 
 
 EXPORTERS: dict[str, Exporter] = {
-    "csv": Exporter("label table, one row per candidate (CSV)", "labels.csv", None,
-                    lambda t, out, p: write_table_csv(t, out)),
-    "parquet": Exporter("the same table as Parquet (needs pyarrow)", "labels.parquet", None,
-                        lambda t, out, p: _write_parquet(t, out)),
-    "suite2p": Exporter("iscell.npy in the Suite2p plane folder (original backed up once)",
-                        None, _suite2p_default, lambda t, out, p: write_suite2p_iscell(t, out)),
-    "nwb": Exporter("actsort_* columns added to the NWB file's PlaneSegmentation", None,
-                    _nwb_default, _write_nwb),
-    "classifier": Exporter("portable classifier (.npz) to fine-tune or apply elsewhere",
-                           "classifier.npz", None, None),
+    "csv": Exporter(
+        "label table, one row per candidate (CSV)",
+        "labels.csv",
+        None,
+        lambda t, out, p: write_table_csv(t, out),
+    ),
+    "parquet": Exporter(
+        "the same table as Parquet (needs pyarrow)",
+        "labels.parquet",
+        None,
+        lambda t, out, p: _write_parquet(t, out),
+    ),
+    "suite2p": Exporter(
+        "iscell.npy in the Suite2p plane folder (original backed up once)",
+        None,
+        _suite2p_default,
+        lambda t, out, p: write_suite2p_iscell(t, out),
+    ),
+    "nwb": Exporter(
+        "actsort_* columns added to the NWB file's PlaneSegmentation",
+        None,
+        _nwb_default,
+        _write_nwb,
+    ),
+    "classifier": Exporter(
+        "portable classifier (.npz) to fine-tune or apply elsewhere", "classifier.npz", None, None
+    ),
 }
 FORMATS = tuple(EXPORTERS)
 TABLE_FORMATS = tuple(f for f, e in EXPORTERS.items() if e.write is not None)
@@ -269,13 +324,20 @@ def _write(table: dict, fmt: str, out, store_path: Path, store) -> Path:
     out = Path(out) if out is not None else exporter.default_out(store_path, store)
     path = exporter.write(table, out, store_path)
     n_h = int((table["human_label"] != 0).sum())
-    log.info("%s: exported %d candidates (%d human labels) to %s at %s", store_path,
-             len(table["candidate"]), n_h, path, datetime.now(timezone.utc).isoformat())
+    log.info(
+        "%s: exported %d candidates (%d human labels) to %s at %s",
+        store_path,
+        len(table["candidate"]),
+        n_h,
+        path,
+        datetime.now(UTC).isoformat(),
+    )
     return path
 
 
-def export_labels(store_path, format: str, out=None, *, learner=None, dataset: int = 0,
-                  config=None) -> Path:
+def export_labels(
+    store_path, format: str, out=None, *, learner=None, dataset: int = 0, config=None
+) -> Path:
     """Export one store's curation; returns the path written.
 
     format : a key of :data:`EXPORTERS` (csv | parquet | suite2p | nwb | classifier)
@@ -306,5 +368,4 @@ def export_predictions(store_path, format: str, out=None) -> Path:
 
     _check_format(format, TABLE_FORMATS)
     store_path = Path(store_path)
-    return _write(prediction_table(store_path), format, out, store_path,
-                  SortStore.open(store_path))
+    return _write(prediction_table(store_path), format, out, store_path, SortStore.open(store_path))

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 __all__ = ["ingest", "ingest_files", "temporal_downsample_factor", "normalise_footprints"]
 
 
-def temporal_downsample_factor(n_trace_frames: int, n_movie_frames: int, *,
-                               trace_source: str, movie_source: str) -> int:
+def temporal_downsample_factor(
+    n_trace_frames: int, n_movie_frames: int, *, trace_source: str, movie_source: str
+) -> int:
     """The integer dt with n_movie_frames == n_trace_frames // dt, or a ValueError.
 
     ActSort allows a movie downsampled in time by an integer factor relative to the traces
@@ -42,7 +43,8 @@ def temporal_downsample_factor(n_trace_frames: int, n_movie_frames: int, *,
         f"{trace_source}: traces have {n_trace_frames} frames but the movie {movie_source} has "
         f"{n_movie_frames}; expected equal counts, or a movie downsampled in time by an integer "
         f"factor (traces // factor == movie frames). Are these the movie and extraction of the "
-        f"same recording?")
+        f"same recording?"
+    )
 
 
 def normalise_footprints(footprints: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
@@ -73,15 +75,27 @@ def _check_finite_traces(traces: np.ndarray, policy: str, where: str) -> np.ndar
         raise ValueError(
             f"{where}: {int(bad.sum())} NaN/Inf values in the traces of {len(rows)} candidates "
             f"(indices {shown}); fix the extraction or ingest with --nonfinite zero to replace "
-            f"them by 0")
-    log.warning("%s: replaced %d NaN/Inf trace values by 0 in %d candidates (indices %s)",
-                where, int(bad.sum()), len(rows), shown)
+            f"them by 0"
+        )
+    log.warning(
+        "%s: replaced %d NaN/Inf trace values by 0 in %d candidates (indices %s)",
+        where,
+        int(bad.sum()),
+        len(rows),
+        shown,
+    )
     return np.where(bad, 0, traces).astype(np.float32)
 
 
-def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
-           config: IngestConfig = IngestConfig(), overwrite: bool = False,
-           extraction_fingerprint: dict | None = None) -> SortStore:
+def ingest(
+    movie: Movie,
+    candidates: Candidates,
+    out: str | Path,
+    *,
+    config: IngestConfig = IngestConfig(),
+    overwrite: bool = False,
+    extraction_fingerprint: dict | None = None,
+) -> SortStore:
     """Validate ``movie`` against ``candidates`` and write a new sort store at ``out``.
 
     Parameters
@@ -100,34 +114,56 @@ def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
         raise ValueError(
             f"{where}: footprints are {candidates.height} x {candidates.width} pixels but the "
             f"movie {movie.path} is {movie.height} x {movie.width}; they must be the same field "
-            f"of view (was the movie cropped, or motion-corrected with a different border?)")
-    dt = temporal_downsample_factor(candidates.n_frames, movie.n_frames, trace_source=where,
-                                    movie_source=str(movie.path))
+            f"of view (was the movie cropped, or motion-corrected with a different border?)"
+        )
+    dt = temporal_downsample_factor(
+        candidates.n_frames, movie.n_frames, trace_source=where, movie_source=str(movie.path)
+    )
     if dt > 1:
-        log.info("movie %s has %d frames, traces %d: temporal downsampling factor %d",
-                 movie.path, movie.n_frames, candidates.n_frames, dt)
+        log.info(
+            "movie %s has %d frames, traces %d: temporal downsampling factor %d",
+            movie.path,
+            movie.n_frames,
+            candidates.n_frames,
+            dt,
+        )
     if candidates.n_candidates == 0:
         raise ValueError(f"{where}: the extraction output holds no candidates")
     traces = _check_finite_traces(candidates.traces, config.nonfinite, where)
     footprints, peak, is_empty = normalise_footprints(candidates.footprints)
     if is_empty.any():
-        log.warning("%s: %d candidates have empty footprints (indices %s); they are kept and "
-                    "flagged in %s", where, int(is_empty.sum()),
-                    ", ".join(map(str, np.flatnonzero(is_empty)[:10])), schema.IS_EMPTY)
+        log.warning(
+            "%s: %d candidates have empty footprints (indices %s); they are kept and flagged in %s",
+            where,
+            int(is_empty.sum()),
+            ", ".join(map(str, np.flatnonzero(is_empty)[:10])),
+            schema.IS_EMPTY,
+        )
     fs_hz = config.fs_hz or candidates.fs_hz or movie.fs_hz
 
     store = SortStore.create(out, overwrite=overwrite)
     store.begin_stage("ingest", as_dict(config))
     n, t = candidates.n_candidates, candidates.n_frames
     store.update_attrs(
-        n_candidates=n, n_frames=t, height=movie.height, width=movie.width,
-        movie={**movie.describe(), "fs_hz": fs_hz, "temporal_downsample": dt,
-               "fingerprint": file_fingerprint(movie.path) if movie.path.exists() else None},
-        extraction={"path": where, "format": candidates.source_format,
-                    "fingerprint": extraction_fingerprint},
+        n_candidates=n,
+        n_frames=t,
+        height=movie.height,
+        width=movie.width,
+        movie={
+            **movie.describe(),
+            "fs_hz": fs_hz,
+            "temporal_downsample": dt,
+            "fingerprint": file_fingerprint(movie.path) if movie.path.exists() else None,
+        },
+        extraction={
+            "path": where,
+            "format": candidates.source_format,
+            "fingerprint": extraction_fingerprint,
+        },
     )
-    store.write_csr(schema.FOOTPRINTS, footprints,
-                    attrs={"height": movie.height, "width": movie.width})
+    store.write_csr(
+        schema.FOOTPRINTS, footprints, attrs={"height": movie.height, "width": movie.width}
+    )
     store.write_array(schema.FOOTPRINT_PEAK, peak)
     store.write_array(schema.TRACES, traces)
     store.write_array(schema.IS_EMPTY, is_empty)
@@ -136,15 +172,22 @@ def ingest(movie: Movie, candidates: Candidates, out: str | Path, *,
         store.write_source_metric(name, values)
     for name, image in candidates.images.items():
         store.write_source_image(name, image)
-    store.finish_stage("ingest", time.perf_counter() - t0, n_empty=int(is_empty.sum()),
-                       temporal_downsample=dt)
+    store.finish_stage(
+        "ingest", time.perf_counter() - t0, n_empty=int(is_empty.sum()), temporal_downsample=dt
+    )
     log.info("ingested %d candidates x %d frames into %s", n, t, store.path)
     return store
 
 
-def ingest_files(movie_path: str | Path, extraction_path: str | Path, out: str | Path, *,
-                 config: IngestConfig = IngestConfig(), overwrite: bool = False,
-                 progress: bool = False) -> SortStore:
+def ingest_files(
+    movie_path: str | Path,
+    extraction_path: str | Path,
+    out: str | Path,
+    *,
+    config: IngestConfig = IngestConfig(),
+    overwrite: bool = False,
+    progress: bool = False,
+) -> SortStore:
     """Open the movie and the extraction output from paths, then :func:`ingest` them.
 
     The extraction is read first: its (H, W) tells the movie reader the axis order of HDF5 /
@@ -156,16 +199,25 @@ def ingest_files(movie_path: str | Path, extraction_path: str | Path, out: str |
     from .io.movies import open_movie
 
     try:
-        candidates = read_extraction(extraction_path, format=config.format, config=config,
-                                     progress=progress)
+        candidates = read_extraction(
+            extraction_path, format=config.format, config=config, progress=progress
+        )
     except MissingShapeError as exc:
         log.info("%s; taking height and width from the movie %s", exc, movie_path)
         with open_movie(movie_path, dataset=config.movie_dataset) as movie:
             hw = (movie.height, movie.width)
-        candidates = read_extraction(extraction_path, format=config.format, config=config,
-                                     hw=hw, progress=progress)
-    with open_movie(movie_path, dataset=config.movie_dataset,
-                    expected_hw=(candidates.height, candidates.width)) as movie:
+        candidates = read_extraction(
+            extraction_path, format=config.format, config=config, hw=hw, progress=progress
+        )
+    with open_movie(
+        movie_path, dataset=config.movie_dataset, expected_hw=(candidates.height, candidates.width)
+    ) as movie:
         fingerprint = file_fingerprint(extraction_path, content_hash=True)
-        return ingest(movie, candidates, out, config=config, overwrite=overwrite,
-                      extraction_fingerprint=fingerprint)
+        return ingest(
+            movie,
+            candidates,
+            out,
+            config=config,
+            overwrite=overwrite,
+            extraction_fingerprint=fingerprint,
+        )

@@ -32,6 +32,7 @@ export's ``final_label`` and ActSort's ``labels_overall``) and :func:`balanced_a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -39,7 +40,7 @@ import os
 import socket
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,12 @@ def _group_events(events: list[JournalEvent]) -> list[Action]:
     actions of their own."""
     groups: list[list[JournalEvent]] = []
     for ev in events:
-        if ev.action and groups and groups[-1][0].action == ev.action \
-                and len(groups[-1]) < groups[-1][0].action_size:
+        if (
+            ev.action
+            and groups
+            and groups[-1][0].action == ev.action
+            and len(groups[-1]) < groups[-1][0].action_size
+        ):
             groups[-1].append(ev)
         else:
             groups.append([ev])
@@ -147,13 +152,20 @@ def _parse_line(path: Path, raw: bytes, offset: int) -> JournalEvent:
         ev = JournalEvent(**fields)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable journal line at byte {offset}: {exc}") from exc
-    bad = (not isinstance(ev.candidate, int) or ev.label not in LABEL_VALUES
-           or ev.previous not in LABEL_VALUES or ev.origin not in ORIGINS
-           or not isinstance(ev.action_size, int) or ev.action_size < 1)
+    bad = (
+        not isinstance(ev.candidate, int)
+        or ev.label not in LABEL_VALUES
+        or ev.previous not in LABEL_VALUES
+        or ev.origin not in ORIGINS
+        or not isinstance(ev.action_size, int)
+        or ev.action_size < 1
+    )
     if bad:
-        raise ValueError(f"{path}: invalid journal line at byte {offset}: {raw[:200]!r} "
-                         f"(candidate must be an integer, label and previous +1/-1/0, origin "
-                         f"one of {ORIGINS})")
+        raise ValueError(
+            f"{path}: invalid journal line at byte {offset}: {raw[:200]!r} "
+            f"(candidate must be an integer, label and previous +1/-1/0, origin "
+            f"one of {ORIGINS})"
+        )
     return ev
 
 
@@ -164,12 +176,12 @@ def _read_events(path: Path | None) -> tuple[list[JournalEvent], int]:
         return [], 0
     data = path.read_bytes()
     events: list[JournalEvent] = []
-    ends: list[int] = []          # byte offset just after each event's line
+    ends: list[int] = []  # byte offset just after each event's line
     good = 0
     pos = 0
     for raw in data.split(b"\n"):
         end = pos + len(raw) + 1
-        if end > len(data):          # no newline: torn final write, never acknowledged
+        if end > len(data):  # no newline: torn final write, never acknowledged
             if raw.strip():
                 log.warning("%s: ignoring an incomplete last line (%d bytes)", path, len(raw))
             break
@@ -180,10 +192,14 @@ def _read_events(path: Path | None) -> tuple[list[JournalEvent], int]:
         good = end
     if events:
         last = _group_events(events)[-1]
-        if len(last) < last[0].action_size:     # the action's write was cut short
+        if len(last) < last[0].action_size:  # the action's write was cut short
             n_keep = len(events) - len(last)
-            log.warning("%s: ignoring an incomplete last action (%d of %d lines)", path,
-                        len(last), last[0].action_size)
+            log.warning(
+                "%s: ignoring an incomplete last action (%d of %d lines)",
+                path,
+                len(last),
+                last[0].action_size,
+            )
             good = ends[n_keep - 1] if n_keep else 0
             events = events[:n_keep]
     return events, good
@@ -193,10 +209,10 @@ def _read_events(path: Path | None) -> tuple[list[JournalEvent], int]:
 class _State:
     """Labels and undo / redo stacks after a sequence of actions."""
 
-    labels: dict            # {(dataset, candidate): label != 0}
-    undo_stack: list        # [Action] user actions that can be undone, oldest first
-    redo_stack: list        # [Action] undone user actions, the next to redo last
-    redo_times: list        # time of the undo that put each redo_stack entry there
+    labels: dict  # {(dataset, candidate): label != 0}
+    undo_stack: list  # [Action] user actions that can be undone, oldest first
+    redo_stack: list  # [Action] undone user actions, the next to redo last
+    redo_times: list  # time of the undo that put each redo_stack entry there
 
     def apply(self, group: Action) -> None:
         origin = group[0].origin
@@ -241,8 +257,9 @@ class Journal:
     ``redo_stack`` (lists of :data:`Action`).
     """
 
-    def __init__(self, path: str | Path | None, session: str | None = None,
-                 read_only: bool = False):
+    def __init__(
+        self, path: str | Path | None, session: str | None = None, read_only: bool = False
+    ):
         self.path = None if path is None else Path(path)
         self.session = session or uuid.uuid4().hex
         self.read_only = read_only
@@ -258,7 +275,7 @@ class Journal:
             self._state.apply(group)
         if self.path is not None and not read_only:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            if os.fstat(self._fd).st_size > good:     # drop a torn, unacknowledged tail
+            if os.fstat(self._fd).st_size > good:  # drop a torn, unacknowledged tail
                 os.ftruncate(self._fd, good)
 
     # ------------------------------------------------------------------ state
@@ -303,7 +320,8 @@ class Journal:
             fh.close()
             raise JournalLockedError(
                 f"{self.path}: the label journal is open for writing by another process "
-                f"({holder}); close that session first (only one writer per store)") from None
+                f"({holder}); close that session first (only one writer per store)"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on host {socket.gethostname()}")
@@ -321,7 +339,7 @@ class Journal:
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
             os.fsync(self._fd)
         except OSError:
             try:
@@ -330,24 +348,37 @@ class Journal:
                 log.exception("%s: could not cut a failed write back", self.path)
             raise
 
-    def _commit(self, dataset: str, items: list[tuple[int, int, int]], annotator: str,
-                origin: str) -> Action:
+    def _commit(
+        self, dataset: str, items: list[tuple[int, int, int]], annotator: str, origin: str
+    ) -> Action:
         """Write one action of (candidate, label, previous) items durably and apply it."""
         if not self.writable:
             raise RuntimeError(f"{self.path}: journal opened read-only (or closed)")
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         action = uuid.uuid4().hex[:12]
-        group = [JournalEvent(time=now, dataset=str(dataset), candidate=int(c), label=int(y),
-                              previous=int(p), annotator=str(annotator), origin=origin,
-                              session=self.session, action=action, action_size=len(items))
-                 for c, y, p in items]
+        group = [
+            JournalEvent(
+                time=now,
+                dataset=str(dataset),
+                candidate=int(c),
+                label=int(y),
+                previous=int(p),
+                annotator=str(annotator),
+                origin=origin,
+                session=self.session,
+                action=action,
+                action_size=len(items),
+            )
+            for c, y, p in items
+        ]
         self._write(group)
         self.events.extend(group)
         self._state.apply(tuple(group))
         return tuple(group)
 
-    def append_many(self, dataset: str, candidates, labels, annotator: str,
-                    origin: str = "human") -> Action:
+    def append_many(
+        self, dataset: str, candidates, labels, annotator: str, origin: str = "human"
+    ) -> Action:
         """One user action: give ``labels`` (one value, or one per candidate; +1 / -1 / 0) to
         ``candidates`` (distinct). Durable before it returns; one undo reverts all of it."""
         if origin not in USER_ORIGINS:
@@ -363,12 +394,15 @@ class Journal:
         for y in labels:
             if y not in LABEL_VALUES:
                 raise ValueError(f"label must be +1, -1 or 0, got {y!r}")
-        items = [(c, int(y), self.labels.get((str(dataset), c), UNLABELLED))
-                 for c, y in zip(candidates, labels)]
+        items = [
+            (c, int(y), self.labels.get((str(dataset), c), UNLABELLED))
+            for c, y in zip(candidates, labels)
+        ]
         return self._commit(dataset, items, annotator, origin)
 
-    def append(self, dataset: str, candidate: int, label: int, annotator: str,
-               origin: str = "human") -> JournalEvent:
+    def append(
+        self, dataset: str, candidate: int, label: int, annotator: str, origin: str = "human"
+    ) -> JournalEvent:
         """One user action on one candidate; returns its line."""
         return self.append_many(dataset, [candidate], [label], annotator, origin)[0]
 
@@ -378,8 +412,10 @@ class Journal:
         if not self.undo_stack:
             return None
         last = self.undo_stack[-1]
-        items = [(ev.candidate, ev.previous, self.labels.get((ev.dataset, ev.candidate), 0))
-                 for ev in reversed(last)]
+        items = [
+            (ev.candidate, ev.previous, self.labels.get((ev.dataset, ev.candidate), 0))
+            for ev in reversed(last)
+        ]
         return self._commit(last[0].dataset, items, annotator, "undo")
 
     def redo(self, annotator: str) -> Action | None:
@@ -387,8 +423,10 @@ class Journal:
         if not self.redo_stack:
             return None
         action = self.redo_stack[-1]
-        items = [(ev.candidate, ev.label, self.labels.get((ev.dataset, ev.candidate), 0))
-                 for ev in action]
+        items = [
+            (ev.candidate, ev.label, self.labels.get((ev.dataset, ev.candidate), 0))
+            for ev in action
+        ]
         return self._commit(action[0].dataset, items, annotator, "redo")
 
     # ------------------------------------------------------------------ closing
@@ -408,10 +446,8 @@ class Journal:
         self.close()
 
     def __del__(self):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self.close()
-        except (OSError, ValueError):
-            pass
 
 
 def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray:

@@ -14,8 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SCHEMA_VERSION", "ArraySpec", "ARRAYS", "AXES", "ROOT_ATTRS", "KINDS", "spec_for",
-           "is_reserved", "render_markdown"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ArraySpec",
+    "ARRAYS",
+    "AXES",
+    "ROOT_ATTRS",
+    "KINDS",
+    "spec_for",
+    "is_reserved",
+    "render_markdown",
+]
 
 # Version of the on-disk layout; bump it (and teach SortStore.open to read old stores) whenever
 # a name, dims, dtype or encoding below changes.
@@ -123,8 +132,11 @@ FOV_IMAGES = {"max": FOV_MAX, "mean": FOV_MEAN, "std": FOV_STD, "corr": FOV_CORR
 # Storage dtypes of snapshots/data (config.PreprocessConfig.snapshot_dtype).
 SNAPSHOT_DTYPES = ("uint8", "uint16", "float32")
 # Members of a CSR group and of a ragged group (internal layout, written by the store only).
-CSR_MEMBERS = {"indptr": (("rows+1",), "int64"), "indices": (("nonzeros",), "int32"),
-               "data": (("nonzeros",), "")}
+CSR_MEMBERS = {
+    "indptr": (("rows+1",), "int64"),
+    "indices": (("nonzeros",), "int32"),
+    "data": (("nonzeros",), ""),
+}
 RAGGED_OFFSETS = (("items+1",), "int64")
 
 # Axis names used in ``dims``, with the symbol the doc's shape column uses and their meaning.
@@ -157,98 +169,247 @@ _C = ("candidates",)
 _SNAP = ("candidates", "events", "event_frames")
 _SPECS = (
     # ---------------------------------------------------------------- ingest
-    ArraySpec(FOOTPRINTS, ("candidates", "pixels"), "float32", "fraction of peak", "ingest",
-              "csr", doc="max-normalised per candidate (peak 1; empty rows allowed); attrs "
-              "`shape`, `height`, `width`"),
-    ArraySpec(FOOTPRINT_PEAK, _C, "float32", "source footprint units", "ingest",
-              doc="original peak value; original footprint = normalised * peak"),
-    ArraySpec(TRACES, ("candidates", "frames"), "float32", "source trace units", "ingest",
-              doc="extractor units, full rate"),
+    ArraySpec(
+        FOOTPRINTS,
+        ("candidates", "pixels"),
+        "float32",
+        "fraction of peak",
+        "ingest",
+        "csr",
+        doc="max-normalised per candidate (peak 1; empty rows allowed); attrs "
+        "`shape`, `height`, `width`",
+    ),
+    ArraySpec(
+        FOOTPRINT_PEAK,
+        _C,
+        "float32",
+        "source footprint units",
+        "ingest",
+        doc="original peak value; original footprint = normalised * peak",
+    ),
+    ArraySpec(
+        TRACES,
+        ("candidates", "frames"),
+        "float32",
+        "source trace units",
+        "ingest",
+        doc="extractor units, full rate",
+    ),
     ArraySpec(IS_EMPTY, _C, "bool", "", "ingest", doc="footprint has no positive pixel"),
     ArraySpec(SOURCE_INDEX, _C, "int64", "", "ingest", doc="index in the extraction output"),
-    ArraySpec(SOURCE_METRICS, _C, "float32", "", "ingest", "group",
-              doc="metrics the source computed (e.g. `suite2p_iscell`, `suite2p_iscell_prob`, "
-              "`caiman_snr`, `caiman_r_values`, `caiman_cnn_preds`)"),
-    ArraySpec(SOURCE_IMAGES, ("rows", "cols"), "float32", "source image units", "ingest",
-              "group", shape="(h, w)",
-              doc="extractor summary images (e.g. `suite2p_meanImg`, `suite2p_max_proj`)"),
+    ArraySpec(
+        SOURCE_METRICS,
+        _C,
+        "float32",
+        "",
+        "ingest",
+        "group",
+        doc="metrics the source computed (e.g. `suite2p_iscell`, `suite2p_iscell_prob`, "
+        "`caiman_snr`, `caiman_r_values`, `caiman_cnn_preds`)",
+    ),
+    ArraySpec(
+        SOURCE_IMAGES,
+        ("rows", "cols"),
+        "float32",
+        "source image units",
+        "ingest",
+        "group",
+        shape="(h, w)",
+        doc="extractor summary images (e.g. `suite2p_meanImg`, `suite2p_max_proj`)",
+    ),
     # ---------------------------------------------------------------- preprocess
-    ArraySpec(FOV_MAX, ("rows", "cols"), "float32", "movie units", "preprocess",
-              doc="maximum over all movie frames"),
-    ArraySpec(FOV_MEAN, ("rows", "cols"), "float32", "movie units", "preprocess",
-              doc="mean over all movie frames"),
-    ArraySpec(FOV_STD, ("rows", "cols"), "float32", "movie units", "preprocess",
-              doc="standard deviation over all movie frames (ddof 0)"),
-    ArraySpec(FOV_CORR, ("rows", "cols"), "float32", "Pearson r", "preprocess",
-              doc="mean Pearson correlation of each pixel with its 8 neighbours (fewer at "
-              "borders)"),
-    ArraySpec(CENTERS, ("candidates", "row_col"), "float32", "pixels (0-based row, col)",
-              "preprocess", doc="(row, col): unweighted mean of pixels with footprint > 0 "
-              "(NaN if empty)"),
-    ArraySpec(CROPS, ("candidates", "row0_row1_col0_col1"), "int32", "pixels, half-open",
-              "preprocess", doc="(row0, row1, col0, col1), half-open, 0-based, in the FOV"),
-    ArraySpec(OUTLINES, ("points", "row_col"), "float32", "pixels (0-based row, col)",
-              "preprocess", "ragged", doc="outline points (row, col) in FOV coordinates; NaN "
-              "rows separate boundaries"),
-    ArraySpec(NEIGHBORS, ("neighbors",), "int32", "candidate index", "preprocess", "ragged",
-              doc="neighbour candidate indices"),
-    ArraySpec(EVENTS, ("candidates", "events"), "int32", "trace frame (0-based), -1 = none",
-              "preprocess", doc="event frames (trace frames, full rate), in ActSort order "
-              "(height descending); -1 = none"),
-    ArraySpec(SNAPSHOT_TRACES, _SNAP, "float32", "source trace units (downsampled)",
-              "preprocess", doc="trace (downsampled by `temporal_downsample`) at the snapshot "
-              "frames; 0 where the frame is -1"),
-    ArraySpec(SNAPSHOTS_DATA, ("snapshot_values",), "",
-              "quantised movie units (see snapshots/scale)", "preprocess",
-              dtypes=SNAPSHOT_DTYPES, shape="flat",
-              doc="per candidate a block (n_events, event_frames, h, w) in C order, h, w from "
-              "`crops`"),
-    ArraySpec(SNAPSHOTS_OFFSETS, ("candidates+1",), "int64", "elements", "preprocess",
-              doc="block i = `data[offsets[i]:offsets[i+1]]`"),
-    ArraySpec(SNAPSHOTS_SCALE, ("candidates", "lo_hi"), "float32", "movie units", "preprocess",
-              doc="(lo, hi): value = lo + code / code_max * (hi - lo) for integer dtypes; "
-              "attrs `dtype`, `code_max`"),
-    ArraySpec(SNAPSHOTS_FRAMES, _SNAP, "int32", "movie frame (0-based), -1 = none",
-              "preprocess", doc="movie frame of each snapshot frame; -1 = outside the movie or "
-              "missing event (zeros in data)"),
-    ArraySpec(SNAPSHOTS_CLIMS, ("candidates", "clim"), "float32", "movie units", "preprocess",
-              doc="min, max, 10th and 99.9th percentile of the candidate's snapshot pixels "
-              "(display range); attr `columns`"),
+    ArraySpec(
+        FOV_MAX,
+        ("rows", "cols"),
+        "float32",
+        "movie units",
+        "preprocess",
+        doc="maximum over all movie frames",
+    ),
+    ArraySpec(
+        FOV_MEAN,
+        ("rows", "cols"),
+        "float32",
+        "movie units",
+        "preprocess",
+        doc="mean over all movie frames",
+    ),
+    ArraySpec(
+        FOV_STD,
+        ("rows", "cols"),
+        "float32",
+        "movie units",
+        "preprocess",
+        doc="standard deviation over all movie frames (ddof 0)",
+    ),
+    ArraySpec(
+        FOV_CORR,
+        ("rows", "cols"),
+        "float32",
+        "Pearson r",
+        "preprocess",
+        doc="mean Pearson correlation of each pixel with its 8 neighbours (fewer at borders)",
+    ),
+    ArraySpec(
+        CENTERS,
+        ("candidates", "row_col"),
+        "float32",
+        "pixels (0-based row, col)",
+        "preprocess",
+        doc="(row, col): unweighted mean of pixels with footprint > 0 (NaN if empty)",
+    ),
+    ArraySpec(
+        CROPS,
+        ("candidates", "row0_row1_col0_col1"),
+        "int32",
+        "pixels, half-open",
+        "preprocess",
+        doc="(row0, row1, col0, col1), half-open, 0-based, in the FOV",
+    ),
+    ArraySpec(
+        OUTLINES,
+        ("points", "row_col"),
+        "float32",
+        "pixels (0-based row, col)",
+        "preprocess",
+        "ragged",
+        doc="outline points (row, col) in FOV coordinates; NaN rows separate boundaries",
+    ),
+    ArraySpec(
+        NEIGHBORS,
+        ("neighbors",),
+        "int32",
+        "candidate index",
+        "preprocess",
+        "ragged",
+        doc="neighbour candidate indices",
+    ),
+    ArraySpec(
+        EVENTS,
+        ("candidates", "events"),
+        "int32",
+        "trace frame (0-based), -1 = none",
+        "preprocess",
+        doc="event frames (trace frames, full rate), in ActSort order "
+        "(height descending); -1 = none",
+    ),
+    ArraySpec(
+        SNAPSHOT_TRACES,
+        _SNAP,
+        "float32",
+        "source trace units (downsampled)",
+        "preprocess",
+        doc="trace (downsampled by `temporal_downsample`) at the snapshot "
+        "frames; 0 where the frame is -1",
+    ),
+    ArraySpec(
+        SNAPSHOTS_DATA,
+        ("snapshot_values",),
+        "",
+        "quantised movie units (see snapshots/scale)",
+        "preprocess",
+        dtypes=SNAPSHOT_DTYPES,
+        shape="flat",
+        doc="per candidate a block (n_events, event_frames, h, w) in C order, h, w from `crops`",
+    ),
+    ArraySpec(
+        SNAPSHOTS_OFFSETS,
+        ("candidates+1",),
+        "int64",
+        "elements",
+        "preprocess",
+        doc="block i = `data[offsets[i]:offsets[i+1]]`",
+    ),
+    ArraySpec(
+        SNAPSHOTS_SCALE,
+        ("candidates", "lo_hi"),
+        "float32",
+        "movie units",
+        "preprocess",
+        doc="(lo, hi): value = lo + code / code_max * (hi - lo) for integer dtypes; "
+        "attrs `dtype`, `code_max`",
+    ),
+    ArraySpec(
+        SNAPSHOTS_FRAMES,
+        _SNAP,
+        "int32",
+        "movie frame (0-based), -1 = none",
+        "preprocess",
+        doc="movie frame of each snapshot frame; -1 = outside the movie or "
+        "missing event (zeros in data)",
+    ),
+    ArraySpec(
+        SNAPSHOTS_CLIMS,
+        ("candidates", "clim"),
+        "float32",
+        "movie units",
+        "preprocess",
+        doc="min, max, 10th and 99.9th percentile of the candidate's snapshot pixels "
+        "(display range); attr `columns`",
+    ),
     # ---------------------------------------------------------------- features / embed
-    ArraySpec(FEATURE_MATRIX, ("candidates", "features"), "float32", "mixed (see names)",
-              "features", doc="attrs `names` (F strings), `groups`, `version` (feature-set "
-              "version string), `nan_report`"),
-    ArraySpec(EMBEDDING_MATRIX, ("candidates", "embedding"), "float32",
-              "arbitrary (encoder output)", "embed", doc="attrs `encoder_id` (short hash of the "
-              "weights), `checkpoint`, `names` (`emb00`, ...)"),
+    ArraySpec(
+        FEATURE_MATRIX,
+        ("candidates", "features"),
+        "float32",
+        "mixed (see names)",
+        "features",
+        doc="attrs `names` (F strings), `groups`, `version` (feature-set "
+        "version string), `nan_report`",
+    ),
+    ArraySpec(
+        EMBEDDING_MATRIX,
+        ("candidates", "embedding"),
+        "float32",
+        "arbitrary (encoder output)",
+        "embed",
+        doc="attrs `encoder_id` (short hash of the weights), `checkpoint`, `names` (`emb00`, ...)",
+    ),
     # ---------------------------------------------------------------- apply
-    ArraySpec(PREDICTED_PROBABILITY, _C, "float32", "P(cell)", "apply",
-              doc="P(cell) of the portable classifier (fine-tuned on the store's human labels, "
-              "if any)"),
-    ArraySpec(PREDICTED_DECISION, _C, "int8", "+1 cell / -1 not", "apply",
-              doc="+1 / -1 at the threshold"),
-    ArraySpec(PREDICTED_FINAL, _C, "int8", "+1 cell / -1 not", "apply",
-              doc="the human label where given, else the decision; attrs `classifier`, "
-              "`classifier_sha256`, `threshold`, `n_human_labels`"),
+    ArraySpec(
+        PREDICTED_PROBABILITY,
+        _C,
+        "float32",
+        "P(cell)",
+        "apply",
+        doc="P(cell) of the portable classifier (fine-tuned on the store's human labels, if any)",
+    ),
+    ArraySpec(
+        PREDICTED_DECISION, _C, "int8", "+1 cell / -1 not", "apply", doc="+1 / -1 at the threshold"
+    ),
+    ArraySpec(
+        PREDICTED_FINAL,
+        _C,
+        "int8",
+        "+1 cell / -1 not",
+        "apply",
+        doc="the human label where given, else the decision; attrs `classifier`, "
+        "`classifier_sha256`, `threshold`, `n_human_labels`",
+    ),
     # ---------------------------------------------------------------- truth (optional)
-    ArraySpec(TRUTH_LABELS, _C, "int8", "+1 cell / -1 not", "truth",
-              doc="ground truth +1/-1"),
-    ArraySpec(TRUTH_ANNOTATORS, ("annotators", "candidates"), "int8", "+1 cell / -1 not",
-              "truth", doc="simulated or real annotators' labels; attr `names`"),
+    ArraySpec(TRUTH_LABELS, _C, "int8", "+1 cell / -1 not", "truth", doc="ground truth +1/-1"),
+    ArraySpec(
+        TRUTH_ANNOTATORS,
+        ("annotators", "candidates"),
+        "int8",
+        "+1 cell / -1 not",
+        "truth",
+        doc="simulated or real annotators' labels; attr `names`",
+    ),
 )
 
 ARRAYS: dict[str, ArraySpec] = {s.name: s for s in _SPECS}
 
 # Root attributes of a store (``SortStore.attrs``): key(s) -> meaning.
 ROOT_ATTRS: dict[str, str] = {
-    "`schema_version`": "1; a store with a larger number is refused with an \"upgrade\" message",
+    "`schema_version`": '1; a store with a larger number is refused with an "upgrade" message',
     "`package_version`, `created`": "writer's version, ISO UTC time",
     "`n_candidates`, `n_frames`, `height`, `width`": "N, T (trace frames), H, W",
     "`movie`": "`{path, format, dataset, n_frames (movie frames), dtype, fs_hz, "
-               "temporal_downsample, axis_order, fingerprint}`",
+    "temporal_downsample, axis_order, fingerprint}`",
     "`extraction`": "`{path, format, fingerprint (size, mtime, sha256)}`",
     "`stages`": "per stage: `{status: complete|incomplete, started, finished, seconds, params, "
-                "...}`",
+    "...}`",
 }
 
 _STAGE_TITLES = {
@@ -261,7 +422,7 @@ _STAGE_TITLES = {
 }
 _STAGE_NOTES = {
     "preprocess": "Read snapshots with `SortStore.snapshots(i)` / `snapshots_block(slice)`, "
-                  "which dequantise (`store.dequantise`, the inverse of `store.quantise`).",
+    "which dequantise (`store.dequantise`, the inverse of `store.quantise`).",
 }
 _TOP_LEVEL = sorted({name.split("/")[0] for name in ARRAYS})
 
@@ -291,8 +452,9 @@ def _shape_text(spec: ArraySpec) -> str:
     if spec.shape:
         shape = spec.shape
     else:
-        shape = "(" + ", ".join(AXES[d][0] for d in spec.dims) + (",)" if len(spec.dims) == 1
-                                                                  else ")")
+        shape = (
+            "(" + ", ".join(AXES[d][0] for d in spec.dims) + (",)" if len(spec.dims) == 1 else ")")
+        )
     dtype = spec.dtype or " / ".join(spec.dtypes)
     if spec.kind == "csr":
         return f"CSR {shape} {dtype}"
@@ -305,8 +467,9 @@ def _table(specs) -> list[str]:
     lines = ["| array | dims | shape, dtype | `units` attr | meaning |", "|---|---|---|---|---|"]
     for s in specs:
         dims = ", ".join(s.dims)
-        lines.append(f"| `{s.pattern}` | {dims} | {_shape_text(s)} | {s.units or '-'} | "
-                     f"{s.doc or s.units} |")
+        lines.append(
+            f"| `{s.pattern}` | {dims} | {_shape_text(s)} | {s.units or '-'} | {s.doc or s.units} |"
+        )
     return lines
 
 
@@ -349,8 +512,12 @@ def render_markdown() -> str:
     lines += ["", "## Arrays by stage"]
     for stage, title in _STAGE_TITLES.items():
         if stage == "truth":
-            lines += ["", _LABELS.format(journal=JOURNAL_FILE, lock=JOURNAL_LOCK_FILE,
-                                         ui_state=UI_STATE_FILE)]
+            lines += [
+                "",
+                _LABELS.format(
+                    journal=JOURNAL_FILE, lock=JOURNAL_LOCK_FILE, ui_state=UI_STATE_FILE
+                ),
+            ]
         lines += ["", f"### {title}"]
         lines += _table(s for s in _SPECS if s.stage == stage)
         if stage in _STAGE_NOTES:

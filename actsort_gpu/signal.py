@@ -29,8 +29,15 @@ from scipy.signal._peak_finding_utils import _peak_prominences, _select_by_peak_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["findpeaks", "findpeaks_many", "local_maxima", "peak_prominences", "peak_widths",
-           "medfilt3_zeropad", "quantile_hazen"]
+__all__ = [
+    "findpeaks",
+    "findpeaks_many",
+    "local_maxima",
+    "peak_prominences",
+    "peak_widths",
+    "medfilt3_zeropad",
+    "quantile_hazen",
+]
 
 
 def local_maxima(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +53,7 @@ def local_maxima(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, t = y.shape
     if t < 3:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    s = np.sign(np.diff(y, axis=1)).astype(np.int8)      # (N, T-1): step k is y[k+1] - y[k]
+    s = np.sign(np.diff(y, axis=1)).astype(np.int8)  # (N, T-1): step k is y[k+1] - y[k]
     if (s == 0).any():
         # a flat step takes the sign of the next non-flat step in its row (0 at the row end)
         m = s.shape[1]
@@ -67,15 +74,16 @@ def _concat_with_barrier(y: np.ndarray, rows: np.ndarray, locs: np.ndarray):
     """Lay the rows of y end to end, separated by one sample higher than any value."""
     n, t = y.shape
     finite = y[np.isfinite(y)]
-    top = (float(finite.max()) if finite.size else 0.0)
+    top = float(finite.max()) if finite.size else 0.0
     barrier = top + abs(top) + 1.0
     flat = np.full((n, t + 1), barrier, dtype=np.float64)
     flat[:, :t] = y
     return flat.ravel(), rows * (t + 1) + locs
 
 
-def peak_prominences(y: np.ndarray, locs: np.ndarray,
-                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def peak_prominences(
+    y: np.ndarray, locs: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Prominence of each peak, with its left and right base indices (MATLAB = SciPy wlen=None).
 
     y : (T,) signal, or (N, T) with ``rows`` giving each peak's row.
@@ -97,13 +105,20 @@ def peak_prominences(y: np.ndarray, locs: np.ndarray,
     flat, pos = _concat_with_barrier(y2, r, locs)
     prom, lb, rb = _peak_prominences(flat, pos.astype(np.intp), np.intp(-1))
     off = r * (t + 1)
-    return np.asarray(prom, np.float64), np.asarray(lb, np.int64) - off, \
-        np.asarray(rb, np.int64) - off
+    return (
+        np.asarray(prom, np.float64),
+        np.asarray(lb, np.int64) - off,
+        np.asarray(rb, np.int64) - off,
+    )
 
 
-def findpeaks_many(y: np.ndarray, min_prominence=None, min_distance: float | None = None,
-                   n_peaks: int | None = None, sort_descend: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def findpeaks_many(
+    y: np.ndarray,
+    min_prominence=None,
+    min_distance: float | None = None,
+    n_peaks: int | None = None,
+    sort_descend: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MATLAB ``findpeaks`` on every row of ``y`` (N, T).
 
     min_prominence : None, a scalar, or (N,) per-row values (``MinPeakProminence``).
@@ -126,11 +141,11 @@ def findpeaks_many(y: np.ndarray, min_prominence=None, min_distance: float | Non
         rows, locs = rows[keep], locs[keep]
     heights = y[rows, locs]
     if min_distance is not None and min_distance > 0 and len(locs) > 1:
-        dist = float(np.floor(min_distance)) + 1.0      # scipy removes |dx| < dist
-        stride = t + int(dist) + 1                      # rows never interact
+        dist = float(np.floor(min_distance)) + 1.0  # scipy removes |dx| < dist
+        stride = t + int(dist) + 1  # rows never interact
         pos = (rows * stride + locs).astype(np.intp)
         # priority: height, ties broken in favour of the lower index (MATLAB's stable sort)
-        order = np.lexsort((-pos, heights))            # ascending priority
+        order = np.lexsort((-pos, heights))  # ascending priority
         priority = np.empty(len(pos), dtype=np.float64)
         priority[order] = np.arange(len(pos), dtype=np.float64)
         keep = np.asarray(_select_by_peak_distance(pos, priority, np.float64(dist)), bool)
@@ -146,9 +161,13 @@ def findpeaks_many(y: np.ndarray, min_prominence=None, min_distance: float | Non
     return rows, locs, heights
 
 
-def findpeaks(y: np.ndarray, min_prominence: float | None = None,
-              min_distance: float | None = None, n_peaks: int | None = None,
-              sort_descend: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def findpeaks(
+    y: np.ndarray,
+    min_prominence: float | None = None,
+    min_distance: float | None = None,
+    n_peaks: int | None = None,
+    sort_descend: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """MATLAB ``findpeaks`` on one signal ``y`` (T,): returns (locs int64, heights float64).
 
     See :func:`findpeaks_many` for the options; locs are 0-based sample indices.
@@ -156,8 +175,7 @@ def findpeaks(y: np.ndarray, min_prominence: float | None = None,
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"findpeaks: expected a 1-D signal, got shape {y.shape}")
-    _, locs, heights = findpeaks_many(y[None], min_prominence, min_distance, n_peaks,
-                                      sort_descend)
+    _, locs, heights = findpeaks_many(y[None], min_prominence, min_distance, n_peaks, sort_descend)
     return locs, heights
 
 
@@ -179,14 +197,14 @@ def peak_widths(y: np.ndarray, locs: np.ndarray) -> tuple[np.ndarray, np.ndarray
     for k, (p, lb, rb) in enumerate(zip(locs, lbs, rbs)):
         ref = y[p] / 2.0
         # left: last index in [lb, p] with y <= ref (MATLAB walks down from p)
-        seg = y[lb:p + 1]
+        seg = y[lb : p + 1]
         below = np.flatnonzero(seg <= ref)
         if below.size == 0:
             left[k] = lb
         else:
             i = lb + below[-1]
             left[k] = i + (ref - y[i]) / (y[i + 1] - y[i])
-        seg = y[p:rb + 1]
+        seg = y[p : rb + 1]
         below = np.flatnonzero(seg <= ref)
         if below.size == 0:
             right[k] = rb

@@ -21,8 +21,9 @@ import datetime as _dt
 import hashlib
 import logging
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,9 +35,22 @@ from .schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SortStore", "SCHEMA_VERSION", "StoreError", "file_fingerprint", "STAGES",
-           "FeatureMatrix", "EmbeddingMatrix", "Predictions", "SnapshotReader", "code_max",
-           "quantise", "quantise_ranges", "dequantise", "crop_footprints"]
+__all__ = [
+    "SortStore",
+    "SCHEMA_VERSION",
+    "StoreError",
+    "file_fingerprint",
+    "STAGES",
+    "FeatureMatrix",
+    "EmbeddingMatrix",
+    "Predictions",
+    "SnapshotReader",
+    "code_max",
+    "quantise",
+    "quantise_ranges",
+    "dequantise",
+    "crop_footprints",
+]
 
 STAGES = ("ingest", "preprocess", "features", "embed")
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
@@ -48,7 +62,7 @@ class StoreError(RuntimeError):
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def file_fingerprint(path: str | Path, *, content_hash: bool = False) -> dict[str, Any]:
@@ -103,7 +117,7 @@ class SortStore:
 
     # ------------------------------------------------------------------ open / create
     @classmethod
-    def create(cls, path: str | Path, *, overwrite: bool = False) -> "SortStore":
+    def create(cls, path: str | Path, *, overwrite: bool = False) -> SortStore:
         """Create an empty store at ``path``; refuses to replace an existing one unless asked."""
         path = Path(path)
         if path.exists():
@@ -113,20 +127,23 @@ class SortStore:
                 # Labels are the one thing a user cannot recompute: never delete them silently.
                 raise FileExistsError(
                     f"{path}: holds human labels ({schema.JOURNAL_FILE}); move it away or "
-                    f"export the labels before overwriting")
+                    f"export the labels before overwriting"
+                )
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        root.attrs.update({
-            "schema_version": SCHEMA_VERSION,
-            "package_version": __version__,
-            "created": _now(),
-            "stages": {},
-        })
+        root.attrs.update(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "package_version": __version__,
+                "created": _now(),
+                "stages": {},
+            }
+        )
         log.debug("created store %s", path)
         return cls(path, root, "r+")
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> "SortStore":
+    def open(cls, path: str | Path, mode: str = "r") -> SortStore:
         """Open an existing store (``mode`` 'r' or 'r+'), checking it is one and its schema."""
         path = Path(path)
         if mode not in ("r", "r+"):
@@ -135,7 +152,8 @@ class SortStore:
             raise FileNotFoundError(f"{path}: no such sort store")
         if not (path / "zarr.json").is_file():
             raise StoreError(
-                f"{path}: not a sort store (no zarr.json; create it with `actsort ingest`)")
+                f"{path}: not a sort store (no zarr.json; create it with `actsort ingest`)"
+            )
         try:
             root = zarr.open_group(str(path), mode=mode, zarr_format=3)
             attrs = dict(root.attrs)
@@ -148,7 +166,8 @@ class SortStore:
             raise StoreError(
                 f"{path}: written with store schema {version} by actsort-gpu "
                 f"{attrs.get('package_version', '?')}; this is actsort-gpu {__version__}, which "
-                f"reads schema <= {SCHEMA_VERSION}: upgrade actsort-gpu")
+                f"reads schema <= {SCHEMA_VERSION}: upgrade actsort-gpu"
+            )
         return cls(path, root, mode)
 
     # ------------------------------------------------------------------ attributes
@@ -199,16 +218,21 @@ class SortStore:
     def begin_stage(self, stage: str, params: dict[str, Any] | None = None) -> None:
         """Mark ``stage`` incomplete (a crash leaves it so) and record its parameters."""
         stages = self.attrs.get("stages", {})
-        stages[stage] = {"status": "incomplete", "started": _now(), "params": params or {},
-                         "package_version": __version__}
+        stages[stage] = {
+            "status": "incomplete",
+            "started": _now(),
+            "params": params or {},
+            "package_version": __version__,
+        }
         self.update_attrs(stages=stages)
 
     def finish_stage(self, stage: str, seconds: float, **extra: Any) -> None:
         """Mark ``stage`` complete with its wall time and any extra facts (JSON-ready)."""
         stages = self.attrs.get("stages", {})
         entry = stages.get(stage, {})
-        entry.update({"status": "complete", "finished": _now(), "seconds": round(seconds, 3),
-                      **extra})
+        entry.update(
+            {"status": "complete", "finished": _now(), "seconds": round(seconds, 3), **extra}
+        )
         stages[stage] = entry
         self.update_attrs(stages=stages)
 
@@ -222,8 +246,9 @@ class SortStore:
             status = self.stage_status(stage)
             if status != "complete":
                 state = "was interrupted" if status == "incomplete" else "has not been run"
-                raise StoreError(f"{self.path}: stage '{stage}' {state}; run "
-                                 f"`actsort {stage} {self.path}` first")
+                raise StoreError(
+                    f"{self.path}: stage '{stage}' {state}; run `actsort {stage} {self.path}` first"
+                )
 
     # ------------------------------------------------------------------ metadata
     def has(self, name: str) -> bool:
@@ -275,9 +300,15 @@ class SortStore:
         return np.asarray(self.array(name)[selection])
 
     # ------------------------------------------------------------------ writers
-    def _resolve(self, name: str, shape: Sequence[int], dtype: np.dtype,
-                 dims: Sequence[str] | None, units: str | None,
-                 kind: str = "dense") -> tuple[list[str], str]:
+    def _resolve(
+        self,
+        name: str,
+        shape: Sequence[int],
+        dtype: np.dtype,
+        dims: Sequence[str] | None,
+        units: str | None,
+        kind: str = "dense",
+    ) -> tuple[list[str], str]:
         """Dims and units of a write of ``name``, checked against the schema.
 
         A declared name must have the spec's kind, dims and dtype (``dims`` and ``units`` default
@@ -289,7 +320,8 @@ class SortStore:
             if schema.is_reserved(name):
                 raise ValueError(
                     f"{name}: not an array of the store schema (docs/store_schema.md); declare "
-                    f"it in actsort_gpu/schema.py before writing it")
+                    f"it in actsort_gpu/schema.py before writing it"
+                )
             if dims is None:
                 raise ValueError(f"{name}: dims are required for an array outside the schema")
             dims, units = list(dims), units or ""
@@ -297,42 +329,75 @@ class SortStore:
             spec_kind = "dense" if spec.kind == "group" else spec.kind
             if spec_kind != kind:
                 writer = "write_array" if spec_kind == "dense" else f"write_{spec_kind}"
-                raise ValueError(f"{name}: the schema declares a {spec.kind} array; write it "
-                                 f"with {writer}")
+                raise ValueError(
+                    f"{name}: the schema declares a {spec.kind} array; write it with {writer}"
+                )
             if dims is not None and tuple(dims) != spec.dims:
-                raise ValueError(f"{name}: dims {list(dims)}, the schema declares "
-                                 f"{list(spec.dims)}")
+                raise ValueError(
+                    f"{name}: dims {list(dims)}, the schema declares {list(spec.dims)}"
+                )
             if dtype.name not in spec.allowed_dtypes:
-                raise ValueError(f"{name}: dtype {dtype.name}, the schema declares "
-                                 f"{' or '.join(spec.allowed_dtypes)}")
+                raise ValueError(
+                    f"{name}: dtype {dtype.name}, the schema declares "
+                    f"{' or '.join(spec.allowed_dtypes)}"
+                )
             dims, units = list(spec.dims), spec.units if units is None else units
         if kind != "csr" and len(dims) != len(shape):
             raise ValueError(f"{name}: {len(dims)} dims {dims} for shape {tuple(shape)}")
         return dims, units
 
-    def _create(self, name: str, shape: Sequence[int], dtype: np.dtype, dims: list[str],
-                units: str, chunks: Sequence[int] | None, fill_value: Any,
-                attrs: dict[str, Any] | None) -> zarr.Array:
+    def _create(
+        self,
+        name: str,
+        shape: Sequence[int],
+        dtype: np.dtype,
+        dims: list[str],
+        units: str,
+        chunks: Sequence[int] | None,
+        fill_value: Any,
+        attrs: dict[str, Any] | None,
+    ) -> zarr.Array:
         chunks = tuple(chunks) if chunks is not None else _default_chunks(shape, dtype.itemsize)
         chunks = tuple(max(1, min(int(c), max(int(s), 1))) for c, s in zip(chunks, shape))
         return zarr.create_array(
-            store=self._root.store, name=name, shape=tuple(int(s) for s in shape), dtype=dtype,
-            chunks=chunks, compressors=_COMPRESSOR, fill_value=fill_value, overwrite=True,
+            store=self._root.store,
+            name=name,
+            shape=tuple(int(s) for s in shape),
+            dtype=dtype,
+            chunks=chunks,
+            compressors=_COMPRESSOR,
+            fill_value=fill_value,
+            overwrite=True,
             dimension_names=list(dims),
-            attributes={"dims": list(dims), "units": units, **(attrs or {})})
+            attributes={"dims": list(dims), "units": units, **(attrs or {})},
+        )
 
-    def _write(self, name: str, data: np.ndarray, dims: list[str], units: str = "",
-               chunks: Sequence[int] | None = None,
-               attrs: dict[str, Any] | None = None) -> zarr.Array:
+    def _write(
+        self,
+        name: str,
+        data: np.ndarray,
+        dims: list[str],
+        units: str = "",
+        chunks: Sequence[int] | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> zarr.Array:
         arr = self._create(name, data.shape, data.dtype, dims, units, chunks, 0, attrs)
         if data.size:
             arr[...] = data
         return arr
 
-    def create_array(self, name: str, shape: Sequence[int], dtype: Any, *,
-                     dims: Sequence[str] | None = None, units: str | None = None,
-                     chunks: Sequence[int] | None = None, fill_value: Any = 0,
-                     attrs: dict[str, Any] | None = None) -> zarr.Array:
+    def create_array(
+        self,
+        name: str,
+        shape: Sequence[int],
+        dtype: Any,
+        *,
+        dims: Sequence[str] | None = None,
+        units: str | None = None,
+        chunks: Sequence[int] | None = None,
+        fill_value: Any = 0,
+        attrs: dict[str, Any] | None = None,
+    ) -> zarr.Array:
         """Create (replacing any old one) an array to be filled piece by piece.
 
         For a name the schema declares, ``dims`` and ``units`` default to the spec's and a
@@ -343,9 +408,16 @@ class SortStore:
         dims, units = self._resolve(name, shape, dtype, dims, units)
         return self._create(name, shape, dtype, dims, units, chunks, fill_value, attrs)
 
-    def write_array(self, name: str, data: Any, *, dims: Sequence[str] | None = None,
-                    units: str | None = None, chunks: Sequence[int] | None = None,
-                    attrs: dict[str, Any] | None = None) -> zarr.Array:
+    def write_array(
+        self,
+        name: str,
+        data: Any,
+        *,
+        dims: Sequence[str] | None = None,
+        units: str | None = None,
+        chunks: Sequence[int] | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> zarr.Array:
         """Write a whole NumPy array as ``name`` with its dims, units and extra attributes.
 
         For a name the schema declares (``schema.TRACES``, a member of a group such as
@@ -353,8 +425,9 @@ class SortStore:
         and a different dims or dtype raises ValueError naming the array.
         """
         data = np.asarray(data)
-        arr = self.create_array(name, data.shape, data.dtype, dims=dims, units=units,
-                                chunks=chunks, attrs=attrs)
+        arr = self.create_array(
+            name, data.shape, data.dtype, dims=dims, units=units, chunks=chunks, attrs=attrs
+        )
         if data.size:
             arr[...] = data
         return arr
@@ -365,8 +438,14 @@ class SortStore:
             del self._root[name]
 
     # ------------------------------------------------------------------ sparse (CSR)
-    def write_csr(self, name: str, matrix: sp.csr_matrix, *, units: str | None = None,
-                  attrs: dict[str, Any] | None = None) -> None:
+    def write_csr(
+        self,
+        name: str,
+        matrix: sp.csr_matrix,
+        *,
+        units: str | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
         """Store a CSR matrix as group ``name`` with ``indptr``, ``indices``, ``data``.
 
         Data are stored as float32; for a declared name the group's ``dims`` attr is the spec's.
@@ -374,15 +453,23 @@ class SortStore:
         self._check_writable()
         matrix = sp.csr_matrix(matrix)
         matrix.sort_indices()
-        dims, units = self._resolve(name, matrix.shape, np.dtype(np.float32), None, units,
-                                    kind="csr")
+        dims, units = self._resolve(
+            name, matrix.shape, np.dtype(np.float32), None, units, kind="csr"
+        )
         self._write(f"{name}/indptr", matrix.indptr.astype(np.int64), ["rows+1"])
         self._write(f"{name}/indices", matrix.indices.astype(np.int32), ["nonzeros"])
         self._write(f"{name}/data", matrix.data.astype(np.float32), ["nonzeros"], units)
         extra = {"dims": dims} if dims else {}
         group = self._root[name]
-        group.attrs.update({"shape": [int(s) for s in matrix.shape], "format": "csr",
-                            "units": units, **extra, **(attrs or {})})
+        group.attrs.update(
+            {
+                "shape": [int(s) for s in matrix.shape],
+                "format": "csr",
+                "units": units,
+                **extra,
+                **(attrs or {}),
+            }
+        )
 
     def read_csr(self, name: str, rows: slice | None = None) -> sp.csr_matrix:
         """Read CSR ``name``, or only the block of ``rows`` (a slice with step 1)."""
@@ -394,16 +481,23 @@ class SortStore:
         start, stop, step = (rows or slice(None)).indices(shape[0])
         if step != 1:
             raise ValueError("read_csr reads contiguous row blocks only (step 1)")
-        indptr = np.asarray(group["indptr"][start:stop + 1], dtype=np.int64)
+        indptr = np.asarray(group["indptr"][start : stop + 1], dtype=np.int64)
         lo, hi = int(indptr[0]), int(indptr[-1])
         indices = np.asarray(group["indices"][lo:hi])
         data = np.asarray(group["data"][lo:hi])
         return sp.csr_matrix((data, indices, indptr - lo), shape=(stop - start, shape[1]))
 
     # ------------------------------------------------------------------ ragged arrays
-    def write_ragged(self, name: str, pieces: Iterable[np.ndarray], *, dtype: Any = None,
-                     dims: Sequence[str] | None = None, units: str | None = None,
-                     attrs: dict[str, Any] | None = None) -> None:
+    def write_ragged(
+        self,
+        name: str,
+        pieces: Iterable[np.ndarray],
+        *,
+        dtype: Any = None,
+        dims: Sequence[str] | None = None,
+        units: str | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
         """Store a list of arrays of varying length along axis 0 as ``data`` + ``offsets``.
 
         ``offsets`` has n_items + 1 entries; item i is ``data[offsets[i]:offsets[i + 1]]``.
@@ -422,9 +516,12 @@ class SortStore:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         inner = pieces[0].shape[1:] if pieces else ()
         if spec is not None and not pieces:
-            inner = (0,) * (len(spec.dims) - 1)     # the declared rank, even with no items
-        data = (np.concatenate(pieces, axis=0) if pieces and offsets[-1] > 0
-                else np.zeros((0, *inner), dtype=dtype))
+            inner = (0,) * (len(spec.dims) - 1)  # the declared rank, even with no items
+        data = (
+            np.concatenate(pieces, axis=0)
+            if pieces and offsets[-1] > 0
+            else np.zeros((0, *inner), dtype=dtype)
+        )
         dims, units = self._resolve(name, data.shape, dtype, dims, units, kind="ragged")
         self._write(f"{name}/data", data, dims, units)
         self._write(f"{name}/offsets", offsets, list(schema.RAGGED_OFFSETS[0]))
@@ -436,7 +533,7 @@ class SortStore:
         start, stop, _ = (items or slice(None)).indices(len(offsets) - 1)
         lo, hi = int(offsets[start]), int(offsets[stop])
         data = self.read(f"{name}/data", slice(lo, hi))
-        return [data[offsets[i] - lo:offsets[i + 1] - lo] for i in range(start, stop)]
+        return [data[offsets[i] - lo : offsets[i + 1] - lo] for i in range(start, stop)]
 
     # ------------------------------------------------------------------ ingest outputs
     def footprints(self, rows: slice | None = None) -> sp.csr_matrix:
@@ -482,8 +579,10 @@ class SortStore:
 
     def source_images(self) -> dict[str, np.ndarray]:
         """Extractor summary images: name -> (h, w) float32 (empty if none)."""
-        return {name: self.read(f"{schema.SOURCE_IMAGES}/{name}")
-                for name in self._member_names(schema.SOURCE_IMAGES)}
+        return {
+            name: self.read(f"{schema.SOURCE_IMAGES}/{name}")
+            for name in self._member_names(schema.SOURCE_IMAGES)
+        }
 
     def write_source_image(self, name: str, image: Any) -> None:
         """Write summary image ``name``: (h, w), stored float32."""
@@ -493,8 +592,7 @@ class SortStore:
     def fov_images(self) -> dict[str, np.ndarray]:
         """The field-of-view images present: kind ('max', 'mean', 'std', 'corr') -> (H, W)
         float32 (movie units; 'corr' Pearson r). Empty before preprocess."""
-        return {kind: self.read(name) for kind, name in schema.FOV_IMAGES.items()
-                if self.has(name)}
+        return {kind: self.read(name) for kind, name in schema.FOV_IMAGES.items() if self.has(name)}
 
     def centers(self, rows: Any = slice(None)) -> np.ndarray:
         """(N, 2) float32 (row, col) centre of each footprint, 0-based pixels (NaN if empty)."""
@@ -570,36 +668,44 @@ class SortStore:
         data = self.read(schema.SNAPSHOTS_DATA, slice(int(offsets[0]), int(offsets[-1])))
         out = []
         for k in range(stop - start):
-            raw = data[offsets[k] - offsets[0]:offsets[k + 1] - offsets[0]]
+            raw = data[offsets[k] - offsets[0] : offsets[k + 1] - offsets[0]]
             out.append(_decode_block(raw, crops[k], scale[k], frames[k], dequantise))
         return out
 
-    def snapshot_reader(self) -> "SnapshotReader":
+    def snapshot_reader(self) -> SnapshotReader:
         """A reader of one candidate's snapshots at a time through cached handles (the page)."""
         return SnapshotReader(self)
 
     # ------------------------------------------------------------------ later stages
-    def feature_matrix(self) -> "FeatureMatrix":
+    def feature_matrix(self) -> FeatureMatrix:
         """The features stage's matrix (N, F) float32 with its column names and version."""
         arr = self.array(schema.FEATURE_MATRIX)
-        return FeatureMatrix(np.asarray(arr[...]), list(arr.attrs.get("names", [])),
-                             str(arr.attrs.get("version", "")))
+        return FeatureMatrix(
+            np.asarray(arr[...]),
+            list(arr.attrs.get("names", [])),
+            str(arr.attrs.get("version", "")),
+        )
 
     def feature_names(self) -> list[str]:
         """The F column names of the feature matrix (metadata only)."""
         return list(self.attrs_of(schema.FEATURE_MATRIX).get("names", []))
 
-    def embedding_matrix(self) -> "EmbeddingMatrix":
+    def embedding_matrix(self) -> EmbeddingMatrix:
         """The embed stage's matrix (N, D) float32 with its names and encoder id."""
         arr = self.array(schema.EMBEDDING_MATRIX)
-        return EmbeddingMatrix(np.asarray(arr[...]), list(arr.attrs.get("names", [])),
-                               str(arr.attrs.get("encoder_id", "")))
+        return EmbeddingMatrix(
+            np.asarray(arr[...]),
+            list(arr.attrs.get("names", [])),
+            str(arr.attrs.get("encoder_id", "")),
+        )
 
-    def predictions(self) -> "Predictions":
+    def predictions(self) -> Predictions:
         """The apply stage's outputs: probability (N,) float32, decision and final (N,) int8."""
-        return Predictions(self.read(schema.PREDICTED_PROBABILITY),
-                           self.read(schema.PREDICTED_DECISION),
-                           self.read(schema.PREDICTED_FINAL))
+        return Predictions(
+            self.read(schema.PREDICTED_PROBABILITY),
+            self.read(schema.PREDICTED_DECISION),
+            self.read(schema.PREDICTED_FINAL),
+        )
 
     def truth_labels(self) -> np.ndarray | None:
         """(N,) int8 ground truth +1 / -1 of a synthetic or benchmark store; None if absent."""
@@ -617,26 +723,33 @@ class SortStore:
     def summary(self) -> str:
         """A readable multi-line description for ``actsort info``."""
         a = self.attrs
-        lines = [f"sort store   {self.path}",
-                 f"schema       {a.get('schema_version')} (actsort-gpu {a.get('package_version')}, "
-                 f"created {a.get('created')})"]
+        lines = [
+            f"sort store   {self.path}",
+            f"schema       {a.get('schema_version')} (actsort-gpu {a.get('package_version')}, "
+            f"created {a.get('created')})",
+        ]
         movie = a.get("movie")
         if movie:
             fs = movie.get("fs_hz")
             lines.append(
                 f"movie        {movie.get('path')} [{movie.get('format')}] "
                 f"{movie['n_frames']} x {a['height']} x {a['width']} "
-                f"{movie.get('dtype')}" + (f", {fs:g} Hz" if fs else ", frame rate unknown"))
+                f"{movie.get('dtype')}" + (f", {fs:g} Hz" if fs else ", frame rate unknown")
+            )
             if movie.get("temporal_downsample", 1) != 1:
-                lines.append(f"             traces have {movie['temporal_downsample']}x the "
-                             f"movie's frames (temporal downsampling)")
+                lines.append(
+                    f"             traces have {movie['temporal_downsample']}x the "
+                    f"movie's frames (temporal downsampling)"
+                )
         ext = a.get("extraction")
         if ext:
             lines.append(f"extraction   {ext.get('path')} [{ext.get('format')}]")
         if "n_candidates" in a:
             n_empty = int(self.read(schema.IS_EMPTY).sum()) if self.has(schema.IS_EMPTY) else 0
-            lines.append(f"candidates   {a['n_candidates']:,} ({n_empty} with empty footprints), "
-                         f"{self.n_frames:,} trace frames")
+            lines.append(
+                f"candidates   {a['n_candidates']:,} ({n_empty} with empty footprints), "
+                f"{self.n_frames:,} trace frames"
+            )
         metrics = self.source_metric_names()
         if metrics:
             lines.append(f"source info  {', '.join(metrics)}")
@@ -650,13 +763,11 @@ class SortStore:
             lines.append(f"  {stage:<11} {info['status']}{took}")
         journal = self.journal_path
         if journal.exists():
-            n_lines = sum(1 for _ in open(journal, "rb"))
+            n_lines = journal.read_bytes().count(b"\n")
             lines.append(f"labels       {journal} ({n_lines} journal entries)")
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         lines.append(f"size on disk {size / 2**20:,.1f} MiB")
         return "\n".join(lines)
-
-
 
 
 class FeatureMatrix(NamedTuple):
@@ -702,12 +813,13 @@ class SnapshotReader:
     def __call__(self, index: int) -> np.ndarray:
         """(n_events, event_frames, h, w) float32 in movie units; missing frames are 0."""
         i = int(index)
-        raw = np.asarray(self._data[int(self._offsets[i]):int(self._offsets[i + 1])])
+        raw = np.asarray(self._data[int(self._offsets[i]) : int(self._offsets[i + 1])])
         return _decode_block(raw, self._crops[i], self._scale[i], self._frames[i], True)
 
 
-def _decode_block(raw: np.ndarray, crop: np.ndarray, scale: np.ndarray, frames: np.ndarray,
-                  dequantise_codes: bool) -> np.ndarray:
+def _decode_block(
+    raw: np.ndarray, crop: np.ndarray, scale: np.ndarray, frames: np.ndarray, dequantise_codes: bool
+) -> np.ndarray:
     """One candidate's stored values (flat) -> (n_events, event_frames, h, w) float32.
 
     frames : (n_events, event_frames) int, -1 = missing (set to 0, or to the code of 0 when
@@ -738,10 +850,15 @@ def code_max(dtype: Any) -> float | None:
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
 
 
-def quantise_ranges(values: Any, lo: Any, hi: Any, dtype: Any, *,
-                    sizes: np.ndarray | None = None,
-                    invalid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
-                                                                 np.ndarray]:
+def quantise_ranges(
+    values: Any,
+    lo: Any,
+    hi: Any,
+    dtype: Any,
+    *,
+    sizes: np.ndarray | None = None,
+    invalid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantise float values to ``dtype`` codes, each segment with its own (lo, hi) range.
 
     Parameters
@@ -768,7 +885,7 @@ def quantise_ranges(values: Any, lo: Any, hi: Any, dtype: Any, *,
     """
     dtype = np.dtype(dtype)
     q_max = code_max(dtype)
-    x = np.array(values, dtype=np.float32)          # the one working copy
+    x = np.array(values, dtype=np.float32)  # the one working copy
     lo = np.asarray(lo, dtype=np.float32)
     hi = np.asarray(hi, dtype=np.float32)
     if q_max is None:
@@ -829,8 +946,10 @@ def crop_footprints(footprints: sp.spmatrix, crops: np.ndarray, width: int) -> l
     fp = sp.csr_matrix(footprints)
     crops = np.asarray(crops)
     if crops.shape != (fp.shape[0], 4):
-        raise ValueError(f"crops: expected shape ({fp.shape[0]}, 4) (one window per footprint "
-                         f"row), got {crops.shape}")
+        raise ValueError(
+            f"crops: expected shape ({fp.shape[0]}, 4) (one window per footprint "
+            f"row), got {crops.shape}"
+        )
     out = []
     for k in range(fp.shape[0]):
         r0, r1, c0, c1 = (int(v) for v in crops[k])

@@ -28,7 +28,7 @@ import torch
 def make_data(n, n_feat=76, seed=0):
     rng = np.random.default_rng(seed)
     mix = rng.normal(size=(n_feat, n_feat)) / np.sqrt(n_feat) + np.eye(n_feat)
-    x = (rng.normal(size=(n, n_feat)).astype(np.float32) @ mix.astype(np.float32))
+    x = rng.normal(size=(n, n_feat)).astype(np.float32) @ mix.astype(np.float32)
     beta = np.zeros(n_feat)
     beta[rng.choice(n_feat, 10, replace=False)] = rng.normal(size=10)
     y = np.where(rng.random(n) < 1 / (1 + np.exp(-(x @ beta + 1.0))), 1, -1).astype(np.int8)
@@ -69,19 +69,23 @@ def bench_size(n, updates, device, sk_repeats):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m = LogisticRegression(l1_ratio=1, C=1, solver="saga",
-                                   class_weight="balanced").fit(z[idx], y[idx])
+            m = LogisticRegression(l1_ratio=1, C=1, solver="saga", class_weight="balanced").fit(
+                z[idx], y[idx]
+            )
         m.predict_proba(z)
         sk.append(time.perf_counter() - t0)
     med = float(np.median(ours))
-    return {"n": n, "n_labelled": int(len(idx)), "ours_update_ms_median": 1e3 * med,
-            "ours_update_ms_p90": 1e3 * float(np.percentile(ours, 90)),
-            "ours_update_ms_max": 1e3 * float(np.max(ours)),
-            "ours_fit_rescore_ms_median": 1e3 * float(np.median(ours_fit)),
-            "sklearn_refit_rescore_ms_median": 1e3 * float(np.median(sk)),
-            "ratio_sklearn_over_ours_update": float(np.median(sk)) / med,
-            "ratio_sklearn_over_ours_fit_rescore": float(np.median(sk)) / float(
-                np.median(ours_fit))}
+    return {
+        "n": n,
+        "n_labelled": int(len(idx)),
+        "ours_update_ms_median": 1e3 * med,
+        "ours_update_ms_p90": 1e3 * float(np.percentile(ours, 90)),
+        "ours_update_ms_max": 1e3 * float(np.max(ours)),
+        "ours_fit_rescore_ms_median": 1e3 * float(np.median(ours_fit)),
+        "sklearn_refit_rescore_ms_median": 1e3 * float(np.median(sk)),
+        "ratio_sklearn_over_ours_update": float(np.median(sk)) / med,
+        "ratio_sklearn_over_ours_fit_rescore": float(np.median(sk)) / float(np.median(ours_fit)),
+    }
 
 
 def main():
@@ -89,26 +93,37 @@ def main():
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--updates", type=int, default=15)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: on a shared 2-core machine more threads "
-                         "oversubscribe and run ~10x slower)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared 2-core machine more threads "
+        "oversubscribe and run ~10x slower)",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"{platform.processor() or platform.machine()}")
-    print(f"{'N':>9} {'labelled':>8} {'ours ms (med/p90)':>18} {'fit+rescore ms':>15} "
-          f"{'sklearn ms':>11} {'ratio upd':>9} {'ratio fit':>9}")
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"{platform.processor() or platform.machine()}"
+    )
+    print(
+        f"{'N':>9} {'labelled':>8} {'ours ms (med/p90)':>18} {'fit+rescore ms':>15} "
+        f"{'sklearn ms':>11} {'ratio upd':>9} {'ratio fit':>9}"
+    )
     for n in [int(s) for s in args.sizes.split(",")]:
         r = bench_size(n, args.updates, args.device, sk_repeats=3 if n <= 100_000 else 1)
         rows.append(r)
-        print(f"{n:>9} {r['n_labelled']:>8} {r['ours_update_ms_median']:>9.1f}/"
-              f"{r['ours_update_ms_p90']:<8.1f} {r['ours_fit_rescore_ms_median']:>15.1f} "
-              f"{r['sklearn_refit_rescore_ms_median']:>11.1f} "
-              f"{r['ratio_sklearn_over_ours_update']:>9.1f} "
-              f"{r['ratio_sklearn_over_ours_fit_rescore']:>9.1f}", flush=True)
+        print(
+            f"{n:>9} {r['n_labelled']:>8} {r['ours_update_ms_median']:>9.1f}/"
+            f"{r['ours_update_ms_p90']:<8.1f} {r['ours_fit_rescore_ms_median']:>15.1f} "
+            f"{r['sklearn_refit_rescore_ms_median']:>11.1f} "
+            f"{r['ratio_sklearn_over_ours_update']:>9.1f} "
+            f"{r['ratio_sklearn_over_ours_fit_rescore']:>9.1f}",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": args.device, "rows": rows}, fh, indent=1)

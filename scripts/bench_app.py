@@ -36,19 +36,22 @@ def bench_keypress(n: int, presses: int, workdir: Path) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from PIL import Image
     from ui_fixtures import make_test_store
 
-    from PIL import Image
-
     from actsort_gpu.ui import handlers as H
-    from actsort_gpu.ui import open_workspace
-    from actsort_gpu.ui import render
+    from actsort_gpu.ui import open_workspace, render
     from actsort_gpu.ui.session import ViewState
 
     def encode(p, png_default=False):
         t = time.perf_counter()
-        for name, kind in (("map", "map"), ("footprint", "panel"), ("snapshots", "panel"),
-                           ("trace", "panel"), ("event_traces", "panel")):
+        for name, kind in (
+            ("map", "map"),
+            ("footprint", "panel"),
+            ("snapshots", "panel"),
+            ("trace", "panel"),
+            ("event_traces", "panel"),
+        ):
             img = getattr(p, name)
             if img is None:
                 continue
@@ -61,10 +64,18 @@ def bench_keypress(n: int, presses: int, workdir: Path) -> dict:
                 render.encode_image(img, kind)
         return 1e3 * (time.perf_counter() - t)
 
-    side = int(np.ceil(np.sqrt(n * 150)))          # ~150 px per candidate, like a dense FOV
+    side = int(np.ceil(np.sqrt(n * 150)))  # ~150 px per candidate, like a dense FOV
     t0 = time.perf_counter()
-    path = make_test_store(workdir, n=n, height=side, width=side, n_frames=2000, radius=4,
-                           n_features=76, with_snapshots=True)
+    path = make_test_store(
+        workdir,
+        n=n,
+        height=side,
+        width=side,
+        n_frames=2000,
+        radius=4,
+        n_features=76,
+        with_snapshots=True,
+    )
     t_store = time.perf_counter() - t0
     t0 = time.perf_counter()
     ws = open_workspace([path], annotator="bench")
@@ -72,7 +83,7 @@ def bench_keypress(n: int, presses: int, workdir: Path) -> dict:
     truth = ws.stores[0].store.truth_labels()
     st, _ = H.on_load(ws, ViewState())
     total, parts, enc, enc_png = [], [], [], []
-    for k in range(presses):
+    for _ in range(presses):
         t0 = time.perf_counter()
         st, p = H.on_label(ws, st, int(truth[st.current]))
         enc.append(encode(p))
@@ -80,18 +91,24 @@ def bench_keypress(n: int, presses: int, workdir: Path) -> dict:
         parts.append({**p.timings_ms, "learner": total[-1] - enc[-1] - sum(p.timings_ms.values())})
         enc_png.append(encode(p, png_default=True))
     ws.close()
-    skip = min(6, presses // 4)             # cold start: first labels before the model exists
+    skip = min(6, presses // 4)  # cold start: first labels before the model exists
     arr = np.array(total[skip:])
     pct = lambda v, q: round(float(np.percentile(v[skip:], q)), 1)  # noqa: E731
-    return {"n_candidates": n, "fov_px": side, "store_build_s": round(t_store, 1),
-            "open_s": round(t_open, 2), "presses": presses, "skipped_warmup": skip,
-            "median_ms": round(float(np.median(arr)), 1),
-            "p95_ms": round(float(np.percentile(arr, 95)), 1),
-            "max_ms": round(float(arr.max()), 1),
-            "encode_ms": {"median": pct(enc, 50), "p95": pct(enc, 95)},
-            "encode_png_default_ms": {"median": pct(enc_png, 50), "p95": pct(enc_png, 95)},
-            "parts_median_ms": {k: pct([p[k] for p in parts], 50) for k in parts[0]},
-            "parts_p95_ms": {k: pct([p[k] for p in parts], 95) for k in parts[0]}}
+    return {
+        "n_candidates": n,
+        "fov_px": side,
+        "store_build_s": round(t_store, 1),
+        "open_s": round(t_open, 2),
+        "presses": presses,
+        "skipped_warmup": skip,
+        "median_ms": round(float(np.median(arr)), 1),
+        "p95_ms": round(float(np.percentile(arr, 95)), 1),
+        "max_ms": round(float(arr.max()), 1),
+        "encode_ms": {"median": pct(enc, 50), "p95": pct(enc, 95)},
+        "encode_png_default_ms": {"median": pct(enc_png, 50), "p95": pct(enc_png, 95)},
+        "parts_median_ms": {k: pct([p[k] for p in parts], 50) for k in parts[0]},
+        "parts_p95_ms": {k: pct([p[k] for p in parts], 95) for k in parts[0]},
+    }
 
 
 def stopping_study(repeats: int, max_frac: float = 0.15) -> dict:
@@ -125,7 +142,7 @@ def stopping_study(repeats: int, max_frac: float = 0.15) -> dict:
             tr.after_label(dec, k)
             if dec is None:
                 continue
-            ba = binary_metrics(dec, truth)["ba"]    # model decisions on all (ActSort, B14)
+            ba = binary_metrics(dec, truth)["ba"]  # model decisions on all (ActSort, B14)
             if fired is None and tr.state().stable:
                 fired = k
                 ba_at["fired"] = ba
@@ -136,15 +153,25 @@ def stopping_study(repeats: int, max_frac: float = 0.15) -> dict:
             if fired is not None and "5pct" in ba_at and "twice_fired" in ba_at:
                 break
         ba_at.setdefault("5pct", ba)
-        rows.append({"annotator": names[a], "fired_at_labels": fired,
-                     "fired_at_pct": None if fired is None else round(100 * fired / n, 2),
-                     **{k: round(float(v), 4) for k, v in ba_at.items() if v is not None}})
+        rows.append(
+            {
+                "annotator": names[a],
+                "fired_at_labels": fired,
+                "fired_at_pct": None if fired is None else round(100 * fired / n, 2),
+                **{k: round(float(v), 4) for k, v in ba_at.items() if v is not None},
+            }
+        )
     fired = [r for r in rows if r["fired_at_labels"]]
     gap = [r["5pct"] - r["fired"] for r in fired]
-    return {"dataset": mat.name, "n_candidates": n, "runs": rows,
-            "mean_fired_pct": round(float(np.mean([r["fired_at_pct"] for r in fired])), 2)
-            if fired else None,
-            "mean_ba_gap_5pct_minus_fired": round(float(np.mean(gap)), 4) if gap else None}
+    return {
+        "dataset": mat.name,
+        "n_candidates": n,
+        "runs": rows,
+        "mean_fired_pct": round(float(np.mean([r["fired_at_pct"] for r in fired])), 2)
+        if fired
+        else None,
+        "mean_ba_gap_5pct_minus_fired": round(float(np.mean(gap)), 4) if gap else None,
+    }
 
 
 def main() -> int:

@@ -54,19 +54,26 @@ def main(argv=None) -> int:
         side = int(64 * math.ceil(math.sqrt(n / 40)))
         path = work / f"bench_{n}_{args.t}.actsort"
         t0 = time.perf_counter()
-        make_feature_store(path, n_candidates=n, n_frames=args.t, height=side, width=side,
-                           seed=0)
+        make_feature_store(path, n_candidates=n, n_frames=args.t, height=side, width=side, seed=0)
         build_s = time.perf_counter() - t0
         load_before = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), time.process_time()
         m = compute_features(path, cfg, device=backend.name)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
         stage = SortStore.open(path).attrs["stages"]["features"]
-        row = {"n": n, "t": args.t, "device": stage["device"], "fov": side,
-               "build_s": round(build_s, 1), "total_s": round(total, 2),
-               "cpu_s": round(cpu, 1), "threads": cfg.threads,
-               "loadavg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-               "finite": bool(np.isfinite(m).all()), "timings_s": stage["timings_s"]}
+        row = {
+            "n": n,
+            "t": args.t,
+            "device": stage["device"],
+            "fov": side,
+            "build_s": round(build_s, 1),
+            "total_s": round(total, 2),
+            "cpu_s": round(cpu, 1),
+            "threads": cfg.threads,
+            "loadavg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "finite": bool(np.isfinite(m).all()),
+            "timings_s": stage["timings_s"],
+        }
         results.append(row)
         print(json.dumps(row), flush=True)
         shutil.rmtree(path, ignore_errors=True)
@@ -76,14 +83,23 @@ def main(argv=None) -> int:
     print("| group | " + " | ".join(f"N={r['n']:,}" for r in results) + " |")
     print("|---|" + "---|" * len(results))
     for g in groups:
-        print(f"| {g} | " + " | ".join(
-            f"{r['timings_s'].get(g, 0.0) / r['n'] * 1000:.3f}" for r in results) + " |")
-    print("| **total** | " + " | ".join(
-        f"**{r['total_s'] / r['n'] * 1000:.3f}**" for r in results) + " |")
+        print(
+            f"| {g} | "
+            + " | ".join(f"{r['timings_s'].get(g, 0.0) / r['n'] * 1000:.3f}" for r in results)
+            + " |"
+        )
+    print(
+        "| **total** | "
+        + " | ".join(f"**{r['total_s'] / r['n'] * 1000:.3f}**" for r in results)
+        + " |"
+    )
     print("| total seconds | " + " | ".join(f"{r['total_s']:.1f}" for r in results) + " |")
     print("| process CPU seconds | " + " | ".join(f"{r['cpu_s']:.1f}" for r in results) + " |")
-    print("| load average (1 min) before / after | " + " | ".join(
-        "{} / {}".format(*r["loadavg_before_after"]) for r in results) + " |")
+    print(
+        "| load average (1 min) before / after | "
+        + " | ".join("{} / {}".format(*r["loadavg_before_after"]) for r in results)
+        + " |"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

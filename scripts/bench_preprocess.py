@@ -41,29 +41,30 @@ def write_movie(path: Path, n_frames: int, fov: int, n_cand: int, seed: int = 0)
     rows, cols, vals = [], [], []
     for i, ((r, c), rad) in enumerate(zip(centres, radii)):
         k = int(np.ceil(rad))
-        yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
-        inside = yy ** 2 + xx ** 2 <= rad ** 2
+        yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
+        inside = yy**2 + xx**2 <= rad**2
         pix = (r + yy[inside]) * fov + (c + xx[inside])
         rows.append(np.full(pix.size, i))
         cols.append(pix)
         vals.append(np.ones(pix.size, np.float32))
-    fp = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                       shape=(n_cand, fov * fov))
+    fp = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_cand, fov * fov),
+    )
     fp.data[:] = 1.0
     traces = rng.normal(0, 0.05, size=(n_cand, n_frames)).astype(np.float32)
     n_ev = 8
     ev = rng.integers(10, n_frames - 10, size=(n_cand, n_ev))
     for j in range(4):
         np.add.at(traces, (np.arange(n_cand)[:, None], ev + j), np.exp(-j / 1.5))
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16,
-                                   shape=(n_frames, fov, fov))
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(n_frames, fov, fov))
     base = rng.integers(90, 110, size=(16, fov, fov), dtype=np.uint16)
     fpT = fp.T.tocsr()
     step = 64
     for a in range(0, n_frames, step):
         b = min(n_frames, a + step)
         block = base[np.arange(a, b) % 16].astype(np.float32)
-        act = (fpT @ traces[:, a:b]).T.reshape(b - a, fov, fov)       # (t, H, W)
+        act = (fpT @ traces[:, a:b]).T.reshape(b - a, fov, fov)  # (t, H, W)
         block += 60.0 * act
         mm[a:b] = np.clip(block, 0, 65535).astype(np.uint16)
     mm.flush()
@@ -110,8 +111,9 @@ print(json.dumps(s))
 
 
 def _run(code: str, *args) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -143,19 +145,28 @@ def bench(size_gb: float, args) -> dict:
     movie_bytes = movie.stat().st_size
     raw_mbs = raw["bytes"] / raw["seconds"] / 1e6
     pass_mbs = movie_bytes / res["pass_seconds"] / 1e6
-    out = {"size_gb": round(movie_bytes / 1e9, 2), "frames": n_frames, "fov": args.fov,
-           "candidates": args.candidates, "write_s": round(t_write, 1),
-           "raw_read_mb_s": round(raw_mbs, 1), "pass_mb_s": round(pass_mbs, 1),
-           "ratio_pass_over_raw": round(pass_mbs / raw_mbs, 3),
-           "pass_s": round(res["pass_seconds"], 1),
-           "checkpoint_s": round(res.get("checkpoint_seconds", 0.0), 1),
-           "total_s": round(res["seconds"], 1),
-           "chunk_frames": res["chunk_frames"], "budget_mb": round(res["budget_mb"]),
-           "peak_rss_mb": round(res["rss_mb"]), "raw_rss_mb": round(raw["rss_mb"]),
-           "store_over_movie": round(dir_size(store) / movie_bytes, 4),
-           "device": res["device"], "cpu_s": round(res["cpu_s"], 1),
-           "cpu_s_per_gb": round(res["cpu_s"] / (movie_bytes / 1e9), 1),
-           "load_avg_end": round(res["load_avg"], 1)}
+    out = {
+        "size_gb": round(movie_bytes / 1e9, 2),
+        "frames": n_frames,
+        "fov": args.fov,
+        "candidates": args.candidates,
+        "write_s": round(t_write, 1),
+        "raw_read_mb_s": round(raw_mbs, 1),
+        "pass_mb_s": round(pass_mbs, 1),
+        "ratio_pass_over_raw": round(pass_mbs / raw_mbs, 3),
+        "pass_s": round(res["pass_seconds"], 1),
+        "checkpoint_s": round(res.get("checkpoint_seconds", 0.0), 1),
+        "total_s": round(res["seconds"], 1),
+        "chunk_frames": res["chunk_frames"],
+        "budget_mb": round(res["budget_mb"]),
+        "peak_rss_mb": round(res["rss_mb"]),
+        "raw_rss_mb": round(raw["rss_mb"]),
+        "store_over_movie": round(dir_size(store) / movie_bytes, 4),
+        "device": res["device"],
+        "cpu_s": round(res["cpu_s"], 1),
+        "cpu_s_per_gb": round(res["cpu_s"] / (movie_bytes / 1e9), 1),
+        "load_avg_end": round(res["load_avg"], 1),
+    }
     if not args.keep:
         movie.unlink()
         shutil.rmtree(store)

@@ -90,13 +90,16 @@ def parse_sizes(text: str) -> list[Size]:
         except ValueError:
             vals = []
         if len(vals) != 4 or min(vals) < 1 or min(vals[1:3]) < 32:
-            raise ValueError(f"--sizes: expected FRAMES:HEIGHT:WIDTH:CANDIDATES with positive "
-                             f"integers and height, width >= 32, found {item!r}")
+            raise ValueError(
+                f"--sizes: expected FRAMES:HEIGHT:WIDTH:CANDIDATES with positive "
+                f"integers and height, width >= 32, found {item!r}"
+            )
         out.append(Size(*vals))
     return out
 
 
 # ----------------------------------------------------------------------------- generators
+
 
 def write_fast(folder: Path, size: Size, seed: int = 0, fs_hz: float = 15.0):
     """Movie ``movie.npy`` (T, H, W) uint16 and extraction ``extraction.npz`` (generic layout).
@@ -114,26 +117,33 @@ def write_fast(folder: Path, size: Size, seed: int = 0, fs_hz: float = 15.0):
     T, H, W, N = size.frames, size.height, size.width, size.candidates
     radii = rng.uniform(3.0, 6.0, N)
     k = 6
-    yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
-    d2 = (yy ** 2 + xx ** 2).ravel()
+    yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
+    d2 = (yy**2 + xx**2).ravel()
     cy = rng.integers(k, H - k, N)
     cx = rng.integers(k, W - k, N)
-    inside = d2[None, :] <= radii[:, None] ** 2                       # (N, 169)
+    inside = d2[None, :] <= radii[:, None] ** 2  # (N, 169)
     vals = 1.0 - 0.7 * np.sqrt(d2[None, :]) / radii[:, None]
     rows = np.nonzero(inside)[0]
     cols = ((cy[:, None] + yy.ravel()[None, :]) * W + cx[:, None] + xx.ravel()[None, :])[inside]
     fp = sp.csr_matrix((vals[inside].astype(np.float32), (rows, cols)), shape=(N, H * W))
     rate = np.exp(rng.uniform(np.log(0.05), np.log(1.0), N)) / fs_hz
-    spikes = (rng.random((N, T), dtype=np.float32) < rate[:, None].astype(np.float32))
+    spikes = rng.random((N, T), dtype=np.float32) < rate[:, None].astype(np.float32)
     decay = math.exp(-1.0 / (0.7 * fs_hz))
     traces = lfilter([1.0], [1.0, -decay], spikes.astype(np.float32), axis=1).astype(np.float32)
     del spikes
     traces += rng.normal(0, 0.05, size=(N, T)).astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     ext = folder / "extraction.npz"
-    np.savez(ext, footprints_data=fp.data, footprints_indices=fp.indices.astype(np.int64),
-             footprints_indptr=fp.indptr.astype(np.int64), height=H, width=W, traces=traces,
-             fs_hz=fs_hz)
+    np.savez(
+        ext,
+        footprints_data=fp.data,
+        footprints_indices=fp.indices.astype(np.int64),
+        footprints_indptr=fp.indptr.astype(np.int64),
+        height=H,
+        width=W,
+        traces=traces,
+        fs_hz=fs_hz,
+    )
     movie = folder / "movie.npy"
     mm = np.lib.format.open_memmap(movie, mode="w+", dtype=np.uint16, shape=(T, H, W))
     base = rng.integers(90, 110, size=(16, H, W), dtype=np.uint16).astype(np.float32)
@@ -152,14 +162,20 @@ def write_synth(folder: Path, size: Size, seed: int = 0):
     """``actsort_gpu.synth`` recording (Suite2p layout); half cells, half false positives."""
     from actsort_gpu.synth import SynthConfig, synthesize
 
-    cfg = SynthConfig(seed=seed, n_frames=size.frames, height=size.height, width=size.width,
-                      n_cells=size.candidates // 2,
-                      n_false_positives=size.candidates - size.candidates // 2)
+    cfg = SynthConfig(
+        seed=seed,
+        n_frames=size.frames,
+        height=size.height,
+        width=size.width,
+        n_cells=size.candidates // 2,
+        n_false_positives=size.candidates - size.candidates // 2,
+    )
     rec = synthesize(folder, cfg, formats=("suite2p",), overwrite=True)
     return Path(rec.files["movie"]), Path(rec.files["suite2p"])
 
 
 # ----------------------------------------------------------------------------- stages
+
 
 def _peak_rss_mb() -> tuple[float, float]:
     """(VmHWM of this process, largest ru_maxrss of its reaped children), MB."""
@@ -202,8 +218,9 @@ class _RssSampler:
         self.sample()
 
 
-def run_stage(name: str, store: str, movie: str, extraction: str, device: str,
-              workers: int | None) -> dict:
+def run_stage(
+    name: str, store: str, movie: str, extraction: str, device: str, workers: int | None
+) -> dict:
     """Run one stage in this process; returns seconds, CPU seconds, peak RSS and a summary."""
     sampler = _RssSampler()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -216,8 +233,11 @@ def run_stage(name: str, store: str, movie: str, extraction: str, device: str,
         from actsort_gpu.preprocess import preprocess
 
         s = preprocess(store, device=device, workers=workers)
-        extra = {"pass_s": s["pass_seconds"], "pass_mb_s": s["mb_per_s"],
-                 "pieces": s.get("pieces", 1)}
+        extra = {
+            "pass_s": s["pass_seconds"],
+            "pass_mb_s": s["mb_per_s"],
+            "pieces": s.get("pieces", 1),
+        }
     elif name == "features":
         from actsort_gpu.features import compute_features
 
@@ -233,30 +253,54 @@ def run_stage(name: str, store: str, movie: str, extraction: str, device: str,
     sampler.stop()
     self_mb, children_mb = _peak_rss_mb()
     ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"stage": name, "seconds": wall, "cpu_s": time.process_time() - c0,
-            "children_cpu_s": ch.ru_utime + ch.ru_stime, "rss_mb": self_mb,
-            "workers_rss_mb": children_mb, "peak_rss_mb": max(self_mb, children_mb),
-            "peak_anon_mb": sampler.anon_mb, "peak_file_mb": sampler.file_mb,
-            "workers": workers or 0, "load_avg_end": os.getloadavg()[0], **extra}
+    return {
+        "stage": name,
+        "seconds": wall,
+        "cpu_s": time.process_time() - c0,
+        "children_cpu_s": ch.ru_utime + ch.ru_stime,
+        "rss_mb": self_mb,
+        "workers_rss_mb": children_mb,
+        "peak_rss_mb": max(self_mb, children_mb),
+        "peak_anon_mb": sampler.anon_mb,
+        "peak_file_mb": sampler.file_mb,
+        "workers": workers or 0,
+        "load_avg_end": os.getloadavg()[0],
+        **extra,
+    }
 
 
-def stage_subprocess(name: str, store: Path, movie: Path, extraction: Path, device: str,
-                     workers: int | None = None) -> dict:
+def stage_subprocess(
+    name: str, store: Path, movie: Path, extraction: Path, device: str, workers: int | None = None
+) -> dict:
     """:func:`run_stage` in a fresh Python process (so its peak RSS is the stage's alone)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_stage", name, "--_store",
-           str(store), "--_movie", str(movie), "--_extraction", str(extraction), "--device",
-           device]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_stage",
+        name,
+        "--_store",
+        str(store),
+        "--_movie",
+        str(movie),
+        "--_extraction",
+        str(extraction),
+        "--device",
+        device,
+    ]
     if workers:
         cmd += ["--_workers", str(workers)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"stage {name} on {store} failed (exit {out.returncode}):\n"
-                           f"{out.stderr[-3000:]}")
+        raise RuntimeError(
+            f"stage {name} on {store} failed (exit {out.returncode}):\n{out.stderr[-3000:]}"
+        )
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["process_s"] = time.perf_counter() - t0      # includes interpreter start and imports
+    res["process_s"] = time.perf_counter() - t0  # includes interpreter start and imports
     return res
 
 
@@ -264,9 +308,18 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure(size: Size, workdir: Path, *, stages=DEFAULT_STAGES, device: str = "cpu",
-            generator: str = "fast", seed: int = 0, keep: bool = False,
-            dask_workers: tuple[int, ...] = (), log=print) -> list[dict]:
+def measure(
+    size: Size,
+    workdir: Path,
+    *,
+    stages=DEFAULT_STAGES,
+    device: str = "cpu",
+    generator: str = "fast",
+    seed: int = 0,
+    keep: bool = False,
+    dask_workers: tuple[int, ...] = (),
+    log=print,
+) -> list[dict]:
     """Generate one recording and run ``stages`` on it; one dict per stage run.
 
     dask_workers : after the in-process runs, repeat preprocess and features with a
@@ -274,8 +327,9 @@ def measure(size: Size, workdir: Path, *, stages=DEFAULT_STAGES, device: str = "
     """
     bad = [s for s in stages if s not in STAGES]
     if bad or "ingest" not in stages:
-        raise ValueError(f"stages: expected 'ingest' plus a subset of {STAGES}, found "
-                         f"{list(stages)}")
+        raise ValueError(
+            f"stages: expected 'ingest' plus a subset of {STAGES}, found {list(stages)}"
+        )
     folder = workdir / size.label
     t0 = time.perf_counter()
     if generator == "fast":
@@ -286,8 +340,7 @@ def measure(size: Size, workdir: Path, *, stages=DEFAULT_STAGES, device: str = "
         raise ValueError(f"generator: expected 'fast' or 'synth', found {generator!r}")
     gen_s = time.perf_counter() - t0
     store = folder / "recording.actsort"
-    common = {"size": size.label, **asdict(size), "gb": size.movie_bytes / 1e9,
-              "generate_s": gen_s}
+    common = {"size": size.label, **asdict(size), "gb": size.movie_bytes / 1e9, "generate_s": gen_s}
     rows = []
     order = [s for s in STAGES if s in stages]
     for name in order:
@@ -308,6 +361,7 @@ def measure(size: Size, workdir: Path, *, stages=DEFAULT_STAGES, device: str = "
 
 # ----------------------------------------------------------------------------- report
 
+
 def _rounded(d: dict) -> dict:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
 
@@ -321,8 +375,12 @@ def linear_fit(x, y) -> dict:
     pred = a + b * x
     ss = float(((y - y.mean()) ** 2).sum())
     r2 = 1 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 1.0
-    return {"a": float(a), "b": float(b), "r2": r2,
-            "max_rel_resid": float(np.max(np.abs(y - pred) / np.maximum(y, 1e-9)))}
+    return {
+        "a": float(a),
+        "b": float(b),
+        "r2": r2,
+        "max_rel_resid": float(np.max(np.abs(y - pred) / np.maximum(y, 1e-9))),
+    }
 
 
 def summarise(rows: list[dict], extrapolate: Size | None = None) -> dict:
@@ -330,30 +388,45 @@ def summarise(rows: list[dict], extrapolate: Size | None = None) -> dict:
     the spread of seconds per GB, and (optional) the fit evaluated at ``extrapolate``."""
     out: dict = {"stages": {}, "dask": []}
     for name in STAGES:
-        rs = sorted([r for r in rows if r["stage"] == name and not r["workers"]],
-                    key=lambda r: r["gb"])
+        rs = sorted(
+            [r for r in rows if r["stage"] == name and not r["workers"]], key=lambda r: r["gb"]
+        )
         if not rs:
             continue
         per_gb = [r["seconds"] / r["gb"] for r in rs]
-        st = {"rows": [{"size": r["size"], "gb": r["gb"], "candidates": r["candidates"],
-                        "frames": r["frames"], "hw": f"{r['height']} x {r['width']}",
-                        "seconds": r["seconds"],
-                        "s_per_gb": r["seconds"] / r["gb"],
-                        "s_per_1000_candidates": 1000 * r["seconds"] / r["candidates"],
-                        "s_per_1000_cand_x_1000_frames":
-                            1e6 * r["seconds"] / (r["candidates"] * r["frames"]),
-                        "cpu_s": r["cpu_s"], "peak_rss_mb": r["peak_rss_mb"],
-                        "peak_anon_mb": r.get("peak_anon_mb", float("nan")),
-                        "load_avg_end": r["load_avg_end"]} for r in rs],
-              "fit_gb": linear_fit([r["gb"] for r in rs], [r["seconds"] for r in rs]),
-              "fit_candidates": linear_fit([r["candidates"] for r in rs],
-                                           [r["seconds"] for r in rs]),
-              "fit_cpu_gb": linear_fit([r["gb"] for r in rs], [r["cpu_s"] for r in rs]),
-              "s_per_gb_spread": (max(per_gb) - min(per_gb)) / float(np.mean(per_gb)),
-              "peak_rss_mb_range": [min(r["peak_rss_mb"] for r in rs),
-                                    max(r["peak_rss_mb"] for r in rs)]}
-        st["fit_cand_frames"] = linear_fit([r["candidates"] * r["frames"] / 1e6 for r in rs],
-                                           [r["seconds"] for r in rs])
+        st = {
+            "rows": [
+                {
+                    "size": r["size"],
+                    "gb": r["gb"],
+                    "candidates": r["candidates"],
+                    "frames": r["frames"],
+                    "hw": f"{r['height']} x {r['width']}",
+                    "seconds": r["seconds"],
+                    "s_per_gb": r["seconds"] / r["gb"],
+                    "s_per_1000_candidates": 1000 * r["seconds"] / r["candidates"],
+                    "s_per_1000_cand_x_1000_frames": 1e6
+                    * r["seconds"]
+                    / (r["candidates"] * r["frames"]),
+                    "cpu_s": r["cpu_s"],
+                    "peak_rss_mb": r["peak_rss_mb"],
+                    "peak_anon_mb": r.get("peak_anon_mb", float("nan")),
+                    "load_avg_end": r["load_avg_end"],
+                }
+                for r in rs
+            ],
+            "fit_gb": linear_fit([r["gb"] for r in rs], [r["seconds"] for r in rs]),
+            "fit_candidates": linear_fit([r["candidates"] for r in rs], [r["seconds"] for r in rs]),
+            "fit_cpu_gb": linear_fit([r["gb"] for r in rs], [r["cpu_s"] for r in rs]),
+            "s_per_gb_spread": (max(per_gb) - min(per_gb)) / float(np.mean(per_gb)),
+            "peak_rss_mb_range": [
+                min(r["peak_rss_mb"] for r in rs),
+                max(r["peak_rss_mb"] for r in rs),
+            ],
+        }
+        st["fit_cand_frames"] = linear_fit(
+            [r["candidates"] * r["frames"] / 1e6 for r in rs], [r["seconds"] for r in rs]
+        )
         if extrapolate is not None:
             # movie-bound stages scale with the bytes read, candidate-bound ones with
             # candidates x frames (the traces); a fit on a ladder with constant frames assumes
@@ -367,12 +440,22 @@ def summarise(rows: list[dict], extrapolate: Size | None = None) -> dict:
         out["stages"][name] = st
     for r in rows:
         if r["workers"]:
-            base = [b for b in rows if b["stage"] == r["stage"] and b["size"] == r["size"]
-                    and not b["workers"]]
-            out["dask"].append({"stage": r["stage"], "size": r["size"], "workers": r["workers"],
-                                "seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
-                                "in_process_s": base[0]["seconds"] if base else None,
-                                "load_avg_end": r["load_avg_end"]})
+            base = [
+                b
+                for b in rows
+                if b["stage"] == r["stage"] and b["size"] == r["size"] and not b["workers"]
+            ]
+            out["dask"].append(
+                {
+                    "stage": r["stage"],
+                    "size": r["size"],
+                    "workers": r["workers"],
+                    "seconds": r["seconds"],
+                    "peak_rss_mb": r["peak_rss_mb"],
+                    "in_process_s": base[0]["seconds"] if base else None,
+                    "load_avg_end": r["load_avg_end"],
+                }
+            )
     return out
 
 
@@ -380,15 +463,22 @@ def summarise(rows: list[dict], extrapolate: Size | None = None) -> dict:
 #: per-candidate work; features do per-candidate, per-sample (N x T) and, for feature 35's
 #: trace-similarity tiles, N^2 x T work.
 MODEL_TERMS = {
-    "ingest": ("1", "N/1e3", "GB"), "preprocess": ("1", "N/1e3", "GB"),
-    "features": ("1", "N/1e3", "NT/1e9", "N2T/1e12"), "embed": ("1", "N/1e3", "NT/1e9"),
+    "ingest": ("1", "N/1e3", "GB"),
+    "preprocess": ("1", "N/1e3", "GB"),
+    "features": ("1", "N/1e3", "NT/1e9", "N2T/1e12"),
+    "embed": ("1", "N/1e3", "NT/1e9"),
 }
 
 
 def _terms(r: dict, names) -> list[float]:
     n, t = r["candidates"], r["frames"]
-    val = {"1": 1.0, "N/1e3": n / 1e3, "GB": r["gb"], "NT/1e9": n * t / 1e9,
-           "N2T/1e12": n * n * t / 1e12}
+    val = {
+        "1": 1.0,
+        "N/1e3": n / 1e3,
+        "GB": r["gb"],
+        "NT/1e9": n * t / 1e9,
+        "N2T/1e12": n * n * t / 1e12,
+    }
     return [val[k] for k in names]
 
 
@@ -402,19 +492,20 @@ def joint_model(rows: list[dict], at: Size | None = None, key: str = "seconds") 
     out = {}
     for name, names in MODEL_TERMS.items():
         rs = [r for r in rows if r["stage"] == name and not r["workers"]]
-        if len({(r["candidates"], r["frames"], r["height"], r["width"]) for r in rs}) \
-                < len(names):
+        if len({(r["candidates"], r["frames"], r["height"], r["width"]) for r in rs}) < len(names):
             continue
         x = np.array([_terms(r, names) for r in rs])
         y = np.array([r[key] for r in rs], float)
         coef, _ = nnls(x, y)
         pred = x @ coef
-        m = {"terms": list(names), "coef": coef.tolist(),
-             "max_rel_resid": float(np.max(np.abs(y - pred) / np.maximum(y, 1e-9))),
-             "n_rows": len(rs)}
+        m = {
+            "terms": list(names),
+            "coef": coef.tolist(),
+            "max_rel_resid": float(np.max(np.abs(y - pred) / np.maximum(y, 1e-9))),
+            "n_rows": len(rs),
+        }
         if at is not None:
-            r_at = {"candidates": at.candidates, "frames": at.frames,
-                    "gb": at.movie_bytes / 1e9}
+            r_at = {"candidates": at.candidates, "frames": at.frames, "gb": at.movie_bytes / 1e9}
             parts = np.array(_terms(r_at, names)) * coef
             m["predicted"] = float(parts.sum())
             m["predicted_parts"] = dict(zip(names, parts.tolist()))
@@ -423,52 +514,69 @@ def joint_model(rows: list[dict], at: Size | None = None, key: str = "seconds") 
 
 
 def model_table(models: dict, key: str) -> str:
-    lines = [f"| stage | model of {key} (coefficients) | max rel. resid | rows | "
-             "prediction (parts) |", "|---|---|---|---|---|"]
+    lines = [
+        f"| stage | model of {key} (coefficients) | max rel. resid | rows | prediction (parts) |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in models.items():
         terms = " + ".join(f"{c:.3g} {t}" for c, t in zip(m["coef"], m["terms"]))
         pred = m.get("predicted")
         parts = ", ".join(f"{t}: {v:.0f}" for t, v in m.get("predicted_parts", {}).items())
-        lines.append(f"| {name} | {terms} | {m['max_rel_resid']:.2f} | {m['n_rows']} | "
-                     f"{'-' if pred is None else f'{pred:.0f} ({parts})'} |")
+        lines.append(
+            f"| {name} | {terms} | {m['max_rel_resid']:.2f} | {m['n_rows']} | "
+            f"{'-' if pred is None else f'{pred:.0f} ({parts})'} |"
+        )
     return "\n".join(lines)
 
 
 def table(summary: dict) -> str:
     """Markdown tables of the summary."""
-    lines = ["| stage | size | frames | H x W | s | s / GB | s / 1,000 cand | "
-             "s / (1,000 cand x 1,000 frames) | CPU s | peak RSS MB (anon) | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | size | frames | H x W | s | s / GB | s / 1,000 cand | "
+        "s / (1,000 cand x 1,000 frames) | CPU s | peak RSS MB (anon) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, st in summary["stages"].items():
         for r in st["rows"]:
-            lines.append(f"| {name} | {r['gb']:.2f} GB, {r['candidates']:,} cand | "
-                         f"{r['frames']:,} | {r['hw']} | {r['seconds']:.1f} | "
-                         f"{r['s_per_gb']:.1f} | "
-                         f"{r['s_per_1000_candidates']:.2f} | "
-                         f"{r['s_per_1000_cand_x_1000_frames']:.2f} | {r['cpu_s']:.1f} | "
-                         f"{r['peak_rss_mb']:.0f} ({r['peak_anon_mb']:.0f}) | "
-                         f"{r['load_avg_end']:.1f} |")
-    lines += ["", "| stage | fit s = a + b GB (a, b) | R^2 | max rel. resid | s/GB spread | "
-              "CPU fit b (s/GB) | peak RSS MB range | extrapolated s |",
-              "|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {r['gb']:.2f} GB, {r['candidates']:,} cand | "
+                f"{r['frames']:,} | {r['hw']} | {r['seconds']:.1f} | "
+                f"{r['s_per_gb']:.1f} | "
+                f"{r['s_per_1000_candidates']:.2f} | "
+                f"{r['s_per_1000_cand_x_1000_frames']:.2f} | {r['cpu_s']:.1f} | "
+                f"{r['peak_rss_mb']:.0f} ({r['peak_anon_mb']:.0f}) | "
+                f"{r['load_avg_end']:.1f} |"
+            )
+    lines += [
+        "",
+        "| stage | fit s = a + b GB (a, b) | R^2 | max rel. resid | s/GB spread | "
+        "CPU fit b (s/GB) | peak RSS MB range | extrapolated s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, st in summary["stages"].items():
         f = st["fit_gb"]
         ex = st.get("extrapolated_s")
         by = st.get("extrapolated_by", "")
-        lines.append(f"| {name} | {f['a']:.1f}, {f['b']:.1f} | {f['r2']:.3f} | "
-                     f"{f['max_rel_resid']:.2f} | {100 * st['s_per_gb_spread']:.0f} % | "
-                     f"{st['fit_cpu_gb']['b']:.1f} | {st['peak_rss_mb_range'][0]:.0f}-"
-                     f"{st['peak_rss_mb_range'][1]:.0f} | "
-                     f"{'-' if ex is None else f'{ex:.0f} (by {by})'} |")
+        lines.append(
+            f"| {name} | {f['a']:.1f}, {f['b']:.1f} | {f['r2']:.3f} | "
+            f"{f['max_rel_resid']:.2f} | {100 * st['s_per_gb_spread']:.0f} % | "
+            f"{st['fit_cpu_gb']['b']:.1f} | {st['peak_rss_mb_range'][0]:.0f}-"
+            f"{st['peak_rss_mb_range'][1]:.0f} | "
+            f"{'-' if ex is None else f'{ex:.0f} (by {by})'} |"
+        )
     if summary["dask"]:
-        lines += ["", "| stage | size | workers | s | in-process s | "
-                  "peak RSS MB (max process) | load |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| stage | size | workers | s | in-process s | peak RSS MB (max process) | load |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for d in summary["dask"]:
             ip = d["in_process_s"]
-            lines.append(f"| {d['stage']} | {d['size']} | {d['workers']} | {d['seconds']:.1f} | "
-                         f"{'-' if ip is None else f'{ip:.1f}'} | {d['peak_rss_mb']:.0f} | "
-                         f"{d['load_avg_end']:.1f} |")
+            lines.append(
+                f"| {d['stage']} | {d['size']} | {d['workers']} | {d['seconds']:.1f} | "
+                f"{'-' if ip is None else f'{ip:.1f}'} | {d['peak_rss_mb']:.0f} | "
+                f"{d['load_avg_end']:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -477,25 +585,41 @@ def main(argv=None):
     p.add_argument("--gb", default="0.25,0.5,1,2", help="ladder of movie sizes in GB")
     p.add_argument("--candidates-per-gb", type=float, default=10000)
     p.add_argument("--frames", type=int, default=1000, help="frames of every ladder size")
-    p.add_argument("--sizes", default=None,
-                   help="FRAMES:HEIGHT:WIDTH:CANDIDATES,... (instead of --gb)")
-    p.add_argument("--stages", default=",".join(DEFAULT_STAGES),
-                   help=f"comma-separated subset of {','.join(STAGES)} (ingest is required)")
-    p.add_argument("--dask-compare", type=float, default=None, metavar="GB",
-                   help="at the ladder size closest to GB, rerun preprocess and features with "
-                        "--workers 1 and 2")
+    p.add_argument(
+        "--sizes", default=None, help="FRAMES:HEIGHT:WIDTH:CANDIDATES,... (instead of --gb)"
+    )
+    p.add_argument(
+        "--stages",
+        default=",".join(DEFAULT_STAGES),
+        help=f"comma-separated subset of {','.join(STAGES)} (ingest is required)",
+    )
+    p.add_argument(
+        "--dask-compare",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="at the ladder size closest to GB, rerun preprocess and features with "
+        "--workers 1 and 2",
+    )
     p.add_argument("--workers", default="1,2", help="worker counts for --dask-compare")
     p.add_argument("--generator", default="fast", choices=("fast", "synth"))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--extrapolate", default="10000:1000:1000:100000",
-                   help="FRAMES:HEIGHT:WIDTH:CANDIDATES to evaluate the fits at (20 GB)")
+    p.add_argument(
+        "--extrapolate",
+        default="10000:1000:1000:100000",
+        help="FRAMES:HEIGHT:WIDTH:CANDIDATES to evaluate the fits at (20 GB)",
+    )
     p.add_argument("--workdir", default=str(REPO.parent / "bench_scale_tmp"))
     p.add_argument("--json", default=None, help="write rows, summary and machine info here")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--report", default=None, metavar="JSON[,JSON...]",
-                   help="only print the tables of earlier runs' --json files (rows pooled; "
-                        "with the joint model over all of them)")
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="JSON[,JSON...]",
+        help="only print the tables of earlier runs' --json files (rows pooled; "
+        "with the joint model over all of them)",
+    )
     p.add_argument("--_stage", help=argparse.SUPPRESS)
     p.add_argument("--_store", help=argparse.SUPPRESS)
     p.add_argument("--_movie", help=argparse.SUPPRESS)
@@ -503,8 +627,18 @@ def main(argv=None):
     p.add_argument("--_workers", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._stage:
-        print(json.dumps(run_stage(args._stage, args._store, args._movie, args._extraction,
-                                   args.device, args._workers)))
+        print(
+            json.dumps(
+                run_stage(
+                    args._stage,
+                    args._store,
+                    args._movie,
+                    args._extraction,
+                    args.device,
+                    args._workers,
+                )
+            )
+        )
         return 0
     extrapolate = parse_sizes(args.extrapolate)[0] if args.extrapolate else None
     if args.report:
@@ -518,22 +652,39 @@ def main(argv=None):
         for key in ("seconds", "cpu_s"):
             print(model_table(joint_model(rows, extrapolate, key), key))
         return 0
-    sizes = (parse_sizes(args.sizes) if args.sizes else
-             ladder([float(g) for g in args.gb.split(",")], args.candidates_per_gb, args.frames))
+    sizes = (
+        parse_sizes(args.sizes)
+        if args.sizes
+        else ladder([float(g) for g in args.gb.split(",")], args.candidates_per_gb, args.frames)
+    )
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     workers = tuple(int(w) for w in args.workers.split(","))
-    cmp_i = (None if args.dask_compare is None else
-             int(np.argmin([abs(s.movie_bytes / 1e9 - args.dask_compare) for s in sizes])))
+    cmp_i = (
+        None
+        if args.dask_compare is None
+        else int(np.argmin([abs(s.movie_bytes / 1e9 - args.dask_compare) for s in sizes]))
+    )
     workdir = Path(args.workdir)
     made = not workdir.exists()
-    info = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_start": os.getloadavg(),
-            "cpus": os.cpu_count(), "argv": sys.argv[1:] if argv is None else list(argv)}
+    info = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_avg_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+    }
     rows = []
     try:
         for i, size in enumerate(sizes):
-            rows += measure(size, workdir, stages=stages, device=args.device,
-                            generator=args.generator, seed=args.seed, keep=args.keep,
-                            dask_workers=workers if i == cmp_i else ())
+            rows += measure(
+                size,
+                workdir,
+                stages=stages,
+                device=args.device,
+                generator=args.generator,
+                seed=args.seed,
+                keep=args.keep,
+                dask_workers=workers if i == cmp_i else (),
+            )
     finally:
         if made and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -542,8 +693,9 @@ def main(argv=None):
     print(table(summary))
     print(f"load average start {info['load_avg_start']}, end {info['load_avg_end']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows,
-                                               "summary": summary}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"machine": info, "rows": rows, "summary": summary}, indent=1)
+        )
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINE_REV = "9bc120f"   # "Features 37-76 ...": the batched module before the speed-up
+BASELINE_REV = "9bc120f"  # "Features 37-76 ...": the batched module before the speed-up
 sys.path.insert(0, str(REPO))
 
 from actsort_gpu.features.spatiotemporal import spatiotemporal_features  # noqa: E402
@@ -48,7 +48,7 @@ def _candidates(rng, n, h, w, sd, cut, n_events=5):
         ww = w if w is not None else int(rng.integers(15, 32))
         sdd = sd if sd is not None else float(rng.uniform(2.0, 4.5))
         yy, xx = np.mgrid[:hh, :ww]
-        fp = np.exp(-((yy - hh / 2) ** 2 + (xx - ww / 2) ** 2) / (2 * sdd ** 2))
+        fp = np.exp(-((yy - hh / 2) ** 2 + (xx - ww / 2) ** 2) / (2 * sdd**2))
         fp[fp < cut] = 0
         fp = (fp / fp.max()).astype(np.float32)
         n_valid = int(rng.integers(1, n_events + 1)) if h is None else n_events
@@ -67,8 +67,13 @@ def _candidates(rng, n, h, w, sd, cut, n_events=5):
 
 def _load_revision(rev):
     """The module spatiotemporal.py as committed at ``rev``, imported under a private name."""
-    src = subprocess.run(["git", "show", f"{rev}:actsort_gpu/features/spatiotemporal.py"],
-                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{rev}:actsort_gpu/features/spatiotemporal.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     tmp = Path(tempfile.mkdtemp()) / "spatiotemporal_baseline.py"
     tmp.write_text(src)
     spec = importlib.util.spec_from_file_location("spatiotemporal_baseline", tmp)
@@ -91,8 +96,9 @@ def _time(fn, args, repeat):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=500, help="candidates per case (default 500)")
-    ap.add_argument("--rev", default=BASELINE_REV,
-                    help=f"git revision of the baseline (default {BASELINE_REV})")
+    ap.add_argument(
+        "--rev", default=BASELINE_REV, help=f"git revision of the baseline (default {BASELINE_REV})"
+    )
     ap.add_argument("--no-baseline", action="store_true", help="time only the working tree")
     ap.add_argument("--repeat", type=int, default=1, help="best of this many runs (default 1)")
     args = ap.parse_args(argv)
@@ -103,17 +109,21 @@ def main(argv=None):
         data = _candidates(rng, args.n, h, w, sd, cut)
         support = np.mean([(f > 0).sum() for f in data[1]])
         t_new, c_new, new = _time(spatiotemporal_features, data, args.repeat)
-        line = (f"{label:45s} support {support:5.1f} px | new {1000 * t_new / args.n:6.2f} "
-                f"s/1000 (cpu {1000 * c_new / args.n:6.2f})")
+        line = (
+            f"{label:45s} support {support:5.1f} px | new {1000 * t_new / args.n:6.2f} "
+            f"s/1000 (cpu {1000 * c_new / args.n:6.2f})"
+        )
         if baseline is not None:
             t_old, c_old, old = _time(baseline, data, args.repeat)
             with np.errstate(invalid="ignore"):
                 rel = np.nanmax(np.abs(new - old) / np.maximum(np.abs(old), 1e-3))
             same_nan = bool((np.isnan(new) == np.isnan(old)).all())
-            line += (f" | {args.rev} {1000 * t_old / args.n:6.2f} s/1000 (cpu "
-                     f"{1000 * c_old / args.n:6.2f}) | speed-up "
-                     f"{t_old / t_new:5.1f}x | max rel diff {rel:.1e} | "
-                     f"NaN pattern equal {same_nan}")
+            line += (
+                f" | {args.rev} {1000 * t_old / args.n:6.2f} s/1000 (cpu "
+                f"{1000 * c_old / args.n:6.2f}) | speed-up "
+                f"{t_old / t_new:5.1f}x | max rel diff {rel:.1e} | "
+                f"NaN pattern equal {same_nan}"
+            )
         print(line, flush=True)
     print(f"load average at end: {os.getloadavg()[0]:.2f} (1 min)")
     return 0

@@ -13,7 +13,8 @@
 
 All stores are made in --workdir (never in the shared data folder).
 
-    python scripts/eval_embeddings.py --workdir ../eval_tmp --checkpoint actsort_gpu/embed/checkpoints/default.pt
+    python scripts/eval_embeddings.py --workdir ../eval_tmp \
+        --checkpoint actsort_gpu/embed/checkpoints/default.pt
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def neurofinder_store(workdir: Path) -> Path:
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: shared data not found (clone the project beside shared/)")
     out = workdir / "neurofinder_crop.actsort"
-    if not (out / "zarr.json").exists() or SortStore.open(out).stage_status("preprocess") != "complete":
+    if (
+        not (out / "zarr.json").exists()
+        or SortStore.open(out).stage_status("preprocess") != "complete"
+    ):
         ingest_files(src / "movie.tif", src / "suite2p", out, overwrite=True)
         preprocess(out, device="cpu")
     store = SortStore.open(out, "r+")
@@ -61,8 +65,9 @@ def synth_store(workdir: Path, seed: int) -> Path:
     out = workdir / f"synth_{seed}" / "recording.actsort"
     if (out / "zarr.json").exists() and SortStore.open(out).truth_labels() is not None:
         return out
-    path, _ = synthetic_store(workdir / f"synth_{seed}", training_recording_config(seed),
-                              features=False, device="cpu")
+    path, _ = synthetic_store(
+        workdir / f"synth_{seed}", training_recording_config(seed), features=False, device="cpu"
+    )
     return path
 
 
@@ -79,16 +84,19 @@ def probes(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
     out = {}
     models = {
         "knn5": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(5)),
-        "linear": lambda: make_pipeline(StandardScaler(), LogisticRegression(
-            C=1.0, class_weight="balanced", max_iter=2000)),
+        "linear": lambda: make_pipeline(
+            StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+        ),
     }
     for name, make in models.items():
         proba = np.zeros(len(y))
         for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
             proba[test] = make().fit(x[train], y[train]).predict_proba(x[test])[:, 1]
         pred = proba > 0.5
-        out[name] = {"ba": float(balanced_accuracy_score(y > 0, pred)),
-                     "auc": float(roc_auc_score(y > 0, proba))}
+        out[name] = {
+            "ba": float(balanced_accuracy_score(y > 0, pred)),
+            "auc": float(roc_auc_score(y > 0, proba)),
+        }
     return out
 
 
@@ -127,18 +135,32 @@ def main(argv=None) -> int:
         store = SortStore.open(path)
         feats = store.feature_matrix().values
         y = store.truth_labels().astype(np.int8)
-        res = {"n_candidates": int(len(y)), "n_cells": int((y > 0).sum()),
-               "embed_seconds": round(embed_s, 2),
-               "encoder_id": store.attrs_of(schema.EMBEDDING_MATRIX)["encoder_id"],
-               "probe_embeddings": probes(emb, y), "probe_features": probes(feats, y),
-               "probe_both": probes(np.hstack([feats, emb]), y)}
+        res = {
+            "n_candidates": int(len(y)),
+            "n_cells": int((y > 0).sum()),
+            "embed_seconds": round(embed_s, 2),
+            "encoder_id": store.attrs_of(schema.EMBEDDING_MATRIX)["encoder_id"],
+            "probe_embeddings": probes(emb, y),
+            "probe_features": probes(feats, y),
+            "probe_both": probes(np.hstack([feats, emb]), y),
+        }
         sims = {}
         for label, x in (("features", feats), ("features+embeddings", np.hstack([feats, emb]))):
             x = np.nan_to_num(x.astype(np.float32))
-            r = simulate(x, y[None, :], ["truth"], args.strategies.split(","), [1, 2, 5],
-                         repeats=args.repeats, seed=0, dataset=name)
-            sims[label] = {s: {"ba": v["ba"], "ba_sd": v["ba_sd"], "auc": v["auc"]}
-                           for s, v in r["results"].items()}
+            r = simulate(
+                x,
+                y[None, :],
+                ["truth"],
+                args.strategies.split(","),
+                [1, 2, 5],
+                repeats=args.repeats,
+                seed=0,
+                dataset=name,
+            )
+            sims[label] = {
+                s: {"ba": v["ba"], "ba_sd": v["ba_sd"], "auc": v["auc"]}
+                for s, v in r["results"].items()
+            }
         res["simulate"] = sims
         results[name] = res
         print(json.dumps({name: res}, indent=1), flush=True)

@@ -47,10 +47,12 @@ def main(argv=None) -> int:
         names, groups, version = list(attrs["names"]), list(attrs["groups"]), attrs["version"]
     auc = [roc_auc_score(y, m[:, j]) if np.ptp(m[:, j]) > 0 else 0.5 for j in range(m.shape[1])]
     signal = [a >= 0.65 or a <= 0.35 for a in auc]
-    print(f"neurofinder_crop: {m.shape[0]} candidates ({int(y.sum())} positives in "
-          f"{args.labels}), {m.shape[1]} features ({version}); NaN/Inf in matrix: "
-          f"{int((~np.isfinite(m)).sum())}; features with signal (AUC >= 0.65 or <= 0.35): "
-          f"{sum(signal)}\n")
+    print(
+        f"neurofinder_crop: {m.shape[0]} candidates ({int(y.sum())} positives in "
+        f"{args.labels}), {m.shape[1]} features ({version}); NaN/Inf in matrix: "
+        f"{int((~np.isfinite(m)).sum())}; features with signal (AUC >= 0.65 or <= 0.35): "
+        f"{sum(signal)}\n"
+    )
     print("| # | feature | group | AUC | signal |")
     print("|---|---|---|---|---|")
     for j, (name, group, a, s) in enumerate(zip(names, groups, auc, signal), start=1):

@@ -38,15 +38,23 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--max-per-store", type=int, default=600,
-                   help="random subset of candidates per recording (default 600)")
+    p.add_argument(
+        "--max-per-store",
+        type=int,
+        default=600,
+        help="random subset of candidates per recording (default 600)",
+    )
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--reuse", action="store_true", help="reuse stores already in --workdir")
     p.add_argument("--data-only", action="store_true", help="make the stores, do not train")
-    p.add_argument("--data-seconds", type=float, default=None,
-                   help="with --reuse: the time the reused stores took to make (recorded)")
+    p.add_argument(
+        "--data-seconds",
+        type=float,
+        default=None,
+        help="with --reuse: the time the reused stores took to make (recorded)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
@@ -70,20 +78,41 @@ def main(argv=None) -> int:
     if args.reuse and args.data_seconds is not None:
         data_seconds = args.data_seconds
     if args.data_only:
-        print(json.dumps({"stores": [str(s) for s in stores], "seconds": data_seconds,
-                          "per_seed": data_times}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "stores": [str(s) for s in stores],
+                    "seconds": data_seconds,
+                    "per_seed": data_times,
+                },
+                indent=1,
+            )
+        )
         return 0
-    config = replace(EmbedConfig(), max_epochs=args.epochs, seed=args.seed,
-                     max_candidates_per_store=args.max_per_store, learning_rate=args.lr)
-    description = (f"self-supervised NT-Xent on {len(seeds)} synthetic recordings "
-                   f"(actsort_gpu.synth seeds {seeds[0]}-{seeds[-1]}, {args.size}x{args.size} px, "
-                   f"{args.frames} frames, benchdata.training_recording_config); "
-                   f"scripts/train_encoder.py; data generation {data_seconds:.0f} s")
-    meta = train_encoder(stores, args.out, config=config, device=args.device,
-                         description=description)
-    report = {"out": args.out, "encoder_id": meta["encoder_id"], "recording_seeds": seeds,
-              "data_seconds": round(data_seconds, 1), "training": meta["training"],
-              "size_bytes": Path(args.out).stat().st_size}
+    config = replace(
+        EmbedConfig(),
+        max_epochs=args.epochs,
+        seed=args.seed,
+        max_candidates_per_store=args.max_per_store,
+        learning_rate=args.lr,
+    )
+    description = (
+        f"self-supervised NT-Xent on {len(seeds)} synthetic recordings "
+        f"(actsort_gpu.synth seeds {seeds[0]}-{seeds[-1]}, {args.size}x{args.size} px, "
+        f"{args.frames} frames, benchdata.training_recording_config); "
+        f"scripts/train_encoder.py; data generation {data_seconds:.0f} s"
+    )
+    meta = train_encoder(
+        stores, args.out, config=config, device=args.device, description=description
+    )
+    report = {
+        "out": args.out,
+        "encoder_id": meta["encoder_id"],
+        "recording_seeds": seeds,
+        "data_seconds": round(data_seconds, 1),
+        "training": meta["training"],
+        "size_bytes": Path(args.out).stat().st_size,
+    }
     print(json.dumps(report, indent=1))
     return 0
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actsort_gpu.labels import (Journal, JournalLockedError, balanced_accuracy, final_labels,
-                                replay)
 from actsort_gpu.active.learner import DatasetInput, Learner
+from actsort_gpu.labels import Journal, JournalLockedError, balanced_accuracy, final_labels, replay
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,18 +25,28 @@ def test_replay_undo_redo(tmp_path):
     with Journal(path) as j:
         j.append("a", 3, 1, "ana")
         j.append("a", 4, -1, "ana")
-        j.append("a", 3, 0, "ana")          # unlabel
+        j.append("a", 3, 0, "ana")  # unlabel
         assert j.labels == {("a", 4): -1}
-        j.undo("ana")                        # 3 back to +1
+        j.undo("ana")  # 3 back to +1
         assert j.labels == {("a", 3): 1, ("a", 4): -1}
-        j.undo("ana")                        # 4 back to unlabelled
-        j.redo("ana")                        # 4 -1 again
+        j.undo("ana")  # 4 back to unlabelled
+        j.redo("ana")  # 4 -1 again
         assert j.labels == {("a", 3): 1, ("a", 4): -1}
     lines = [json.loads(s) for s in path.read_text().splitlines()]
     assert [ln["origin"] for ln in lines] == ["human"] * 3 + ["undo", "undo", "redo"]
-    assert set(lines[0]) == {"time", "dataset", "candidate", "label", "previous", "annotator",
-                             "origin", "session", "action", "action_size"}
-    with Journal(path, read_only=True) as j2:   # state = replay of the file
+    assert set(lines[0]) == {
+        "time",
+        "dataset",
+        "candidate",
+        "label",
+        "previous",
+        "annotator",
+        "origin",
+        "session",
+        "action",
+        "action_size",
+    }
+    with Journal(path, read_only=True) as j2:  # state = replay of the file
         assert j2.labels == {("a", 3): 1, ("a", 4): -1}
         assert len(j2.redo_stack) == 1 and len(j2.undo_stack) == 2
     labels, _, _ = replay([])
@@ -58,7 +67,9 @@ def test_torn_last_line_ignored_and_cut(tmp_path):
     with Journal(path) as j:
         j.append("a", 1, 1, "x")
     with open(path, "ab") as fh:
-        fh.write(b'{"time": "2025', )        # crash in the middle of a write
+        fh.write(
+            b'{"time": "2025',
+        )  # crash in the middle of a write
     with Journal(path) as j:
         assert j.labels == {("a", 1): 1}
         j.append("a", 2, -1, "x")
@@ -86,22 +97,30 @@ def test_bad_label_and_origin_rejected(tmp_path):
 def test_second_writer_refused_with_holder(tmp_path):
     path = tmp_path / "j.jsonl"
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from actsort_gpu.labels import Journal
             j = Journal({str(path)!r})
             print("locked", flush=True)
             time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         assert child.stdout.readline().strip() == "locked"
         with pytest.raises(JournalLockedError, match=rf"pid {child.pid} on host"):
             Journal(path)
-        Journal(path, read_only=True).close()   # readers are fine
+        Journal(path, read_only=True).close()  # readers are fine
     finally:
         child.kill()
         child.wait()
-    Journal(path).close()                        # lock released by the OS on death
+    Journal(path).close()  # lock released by the OS on death
 
 
 CHILD = """
@@ -121,8 +140,9 @@ for i in range(1000):
 
 def test_kill9_keeps_every_acknowledged_label(tmp_path):
     path = tmp_path / "store" / "labels" / "journal.jsonl"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE,
-                             text=True, cwd=REPO)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     acked = []
     t0 = time.monotonic()
     while len(acked) < 300 and time.monotonic() - t0 < 60:
@@ -132,7 +152,7 @@ def test_kill9_keeps_every_acknowledged_label(tmp_path):
         acked.append(int(line))
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    acked += [int(s) for s in child.stdout.read().split()]   # printed before the kill landed
+    acked += [int(s) for s in child.stdout.read().split()]  # printed before the kill landed
     assert len(acked) >= 300 and len(acked) < 1000, "child must be killed mid-way"
     x = np.zeros((1000, 5), dtype=np.float32)
     lrn = Learner([DatasetInput("anim", x, journal_path=path)], device="cpu")
@@ -151,7 +171,7 @@ def test_action_of_many_candidates_undone_at_once_across_restarts(tmp_path):
         assert len({ev.action for ev in action}) == 1 and action[0].action_size == 5
         with pytest.raises(ValueError, match="repeat"):
             j.append_many("a", [6, 6], 1, "x")
-    with Journal(path) as j:                       # a restart
+    with Journal(path) as j:  # a restart
         undone = j.undo("x")
         assert sorted(ev.candidate for ev in undone) == [1, 2, 3, 4, 5]
         assert j.labels == {("a", 9): 1}
@@ -167,7 +187,7 @@ def test_action_cut_short_by_a_crash_is_not_applied_and_is_cut(tmp_path):
         j.append("a", 0, 1, "x")
         j.append_many("a", [1, 2, 3], -1, "x")
     lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join(lines[:3]))          # 2 of the 3 lines of the box reached disk
+    path.write_bytes(b"".join(lines[:3]))  # 2 of the 3 lines of the box reached disk
     with Journal(path) as j:
         assert j.labels == {("a", 0): 1}
         j.append("a", 7, -1, "x")
@@ -207,8 +227,16 @@ def test_in_memory_journal_undoes_actions(tmp_path):
 
 def test_invalid_lines_are_refused_with_the_file_named(tmp_path):
     path = tmp_path / "j.jsonl"
-    good = {"time": "t", "dataset": "a", "candidate": 1, "label": 1, "previous": 0,
-            "annotator": "x", "origin": "human", "session": "s"}
+    good = {
+        "time": "t",
+        "dataset": "a",
+        "candidate": 1,
+        "label": 1,
+        "previous": 0,
+        "annotator": "x",
+        "origin": "human",
+        "session": "s",
+    }
     for bad in ({"label": 7}, {"candidate": "abc"}, {"origin": "robot"}):
         path.write_text(json.dumps({**good, **bad}) + "\n")
         with pytest.raises(ValueError, match=r"j\.jsonl: invalid journal line"):

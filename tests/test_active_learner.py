@@ -9,9 +9,9 @@ import pytest
 
 from actsort_gpu import CELL, NOT_CELL
 from actsort_gpu.active.engine import Policy
-from actsort_gpu.labels import JournalLockedError
 from actsort_gpu.active.learner import DatasetInput, Learner
 from actsort_gpu.active.transfer import coral_align, load_classifier, save_classifier
+from actsort_gpu.labels import JournalLockedError
 
 NAMES = [f"f{i}" for i in range(4)]
 
@@ -25,8 +25,10 @@ def _data(n, seed, shift=0.0):
 
 def test_two_datasets_one_classifier_and_undo(tmp_path):
     (xa, ya), (xb, yb) = _data(120, 0), _data(80, 1, shift=3.0)
-    ds = [DatasetInput("a", xa, NAMES, "v1", tmp_path / "a" / "journal.jsonl"),
-          DatasetInput("b", xb, NAMES, "v1", tmp_path / "b" / "journal.jsonl")]
+    ds = [
+        DatasetInput("a", xa, NAMES, "v1", tmp_path / "a" / "journal.jsonl"),
+        DatasetInput("b", xb, NAMES, "v1", tmp_path / "b" / "journal.jsonl"),
+    ]
     lrn = Learner(ds, Policy(strategy="dcal"), annotator="ana", device="cpu")
     truth = np.r_[ya, yb]
     assert lrn.n == 200 and lrn.locate(130) == (1, 10) and lrn.global_index(1, 10) == 130
@@ -41,7 +43,7 @@ def test_two_datasets_one_classifier_and_undo(tmp_path):
     assert lrn.undo() == [last] and lrn.labels[last] == 0
     assert lrn.redo() == [last] and (lrn.labels == before).all()
     lrn.set_threshold(0.9)
-    assert (lrn.decisions() > 0).sum() <= ((lrn.probabilities() > 0.5)).sum()
+    assert (lrn.decisions() > 0).sum() <= (lrn.probabilities() > 0.5).sum()
     lrn.set_strategy("cal")
     assert lrn.strategy == "cal" and len(lrn.next_query(3)) == 3
     assert lrn.audit("uncertain").shape[0] == (lrn.labels == 0).sum()
@@ -77,13 +79,15 @@ def test_portable_classifier_round_trip_and_fine_tune(tmp_path):
     assert clf.threshold == lrn.threshold
     # Fine-tune on a new animal: pretrained rows alone already classify well.
     xn, yn = _data(100, 3)
-    tgt = Learner([DatasetInput("new", xn, NAMES, "v1")], Policy(balance="none"),
-                  device="cpu", pretrained=clf)
+    tgt = Learner(
+        [DatasetInput("new", xn, NAMES, "v1")], Policy(balance="none"), device="cpu", pretrained=clf
+    )
     tgt.label(0, int(yn[0]))
     assert ((tgt.decisions() > 0) == (yn > 0)).mean() > 0.85
-    assert tgt._engine.pre_active.sum() == 39          # one pretrained row discarded
-    tgt_c = Learner([DatasetInput("new2", xn, NAMES, "v1")], device="cpu", pretrained=clf,
-                    coral=True)
+    assert tgt._engine.pre_active.sum() == 39  # one pretrained row discarded
+    tgt_c = Learner(
+        [DatasetInput("new2", xn, NAMES, "v1")], device="cpu", pretrained=clf, coral=True
+    )
     assert tgt_c._engine.x.shape == (100, 4)
     # Mismatching feature sets are refused with a clear message.
     with pytest.raises(ValueError, match="feature set version"):
@@ -163,10 +167,31 @@ def test_simulate_cli_small_subset(tmp_path, shared_data):
     rows = np.column_stack([x] + list(labs.values()))
     np.savetxt(csv, rows, delimiter=",", header=",".join(header), comments="", fmt="%.6g")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    rc = main(["simulate", "--features", str(csv), "--oracle", "all", "--strategies",
-               "random,cal,faithful-dcal,default", "--budgets", "2,5", "--repeats", "1",
-               "--seed", "0", "--threshold", "0.65", "--json", str(out), "--plot", str(png),
-               "--device", "cpu"])
+    rc = main(
+        [
+            "simulate",
+            "--features",
+            str(csv),
+            "--oracle",
+            "all",
+            "--strategies",
+            "random,cal,faithful-dcal,default",
+            "--budgets",
+            "2,5",
+            "--repeats",
+            "1",
+            "--seed",
+            "0",
+            "--threshold",
+            "0.65",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and png.stat().st_size > 1000
     res = json.loads(out.read_text())
     assert res["dataset"] == "sub" and res["n_candidates"] == 400
@@ -177,5 +202,4 @@ def test_simulate_cli_small_subset(tmp_path, shared_data):
         for k in ("ba", "ba_sd", "tpr", "tnr", "auc"):
             assert len(r[k]) == 2 and all(0 <= v <= 1 for v in r[k])
     assert res["policies"]["random"]["threshold"] == 0.65
-    assert main(["simulate", "--features", str(csv), "--oracle", "nobody", "--json",
-                 str(out)]) == 1
+    assert main(["simulate", "--features", str(csv), "--oracle", "nobody", "--json", str(out)]) == 1

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from actsort_gpu.active.linear import (L1Logistic, fit_l1_logistic, kkt_violation, objective,
-                                       zscore_columns)
+from actsort_gpu.active.linear import (
+    L1Logistic,
+    fit_l1_logistic,
+    kkt_violation,
+    objective,
+    zscore_columns,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +29,9 @@ def bench(shared_data):
 
 def test_zscore_known_answer():
     x = np.array([[1.0, 5.0], [3.0, 5.0]])
-    np.testing.assert_allclose(zscore_columns(x), [[-0.70710677, 0.0], [0.70710677, 0.0]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        zscore_columns(x), [[-0.70710677, 0.0], [0.70710677, 0.0]], rtol=1e-6
+    )
 
 
 def test_matches_sklearn_saga(bench):
@@ -38,14 +44,17 @@ def test_matches_sklearn_saga(bench):
     theta, _, resid = fit_l1_logistic(xs, ys)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = LogisticRegression(l1_ratio=1, C=1, solver="saga", tol=1e-9,
-                                 max_iter=200000).fit(xs, ys)
+        ref = LogisticRegression(l1_ratio=1, C=1, solver="saga", tol=1e-9, max_iter=200000).fit(
+            xs, ys
+        )
     assert resid < 1e-8
     np.testing.assert_allclose(theta[:-1].numpy(), ref.coef_.ravel(), atol=1e-3)
     assert abs(theta[-1].item() - ref.intercept_[0]) < 1e-3
     # Our optimum is at least as good as sklearn's (same objective).
-    assert objective(xs, ys, theta[:-1].numpy(), theta[-1].item()) <= objective(
-        xs, ys, ref.coef_.ravel(), ref.intercept_[0]) + 1e-9
+    assert (
+        objective(xs, ys, theta[:-1].numpy(), theta[-1].item())
+        <= objective(xs, ys, ref.coef_.ravel(), ref.intercept_[0]) + 1e-9
+    )
 
 
 @pytest.mark.parametrize("n", [6, 200, 5276])
@@ -110,7 +119,7 @@ def test_capped_warm_start_reaches_cold_optimum_on_shifted_rows(bench):
     idx = rng.choice(len(y), 400, replace=False)
     warm = L1Logistic(tol=1e-9, max_iter=5)
     warm.fit(x[idx[:300]], y[idx[:300]])
-    shifted = np.r_[idx[2:300], idx[300:303]]       # two rows dropped, three added
+    shifted = np.r_[idx[2:300], idx[300:303]]  # two rows dropped, three added
     warm.fit(x[shifted], y[shifted])
     cold = L1Logistic(tol=1e-9, warm_start=False).fit(x[shifted], y[shifted])
     assert warm.n_iter_ <= 5

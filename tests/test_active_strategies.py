@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from actsort_gpu.active.engine import Engine, Policy, parse_policy
-from actsort_gpu.active.strategies import (audit_order, cal_scores, cold_start_strategy,
-                                           dcal_weight, query, select_batch)
+from actsort_gpu.active.strategies import (
+    audit_order,
+    cal_scores,
+    cold_start_strategy,
+    dcal_weight,
+    query,
+    select_batch,
+)
 
 
 def _toy(n=200, seed=0):
@@ -22,7 +28,7 @@ def _toy(n=200, seed=0):
 
 def test_cal_picks_point_closest_to_half():
     p = torch.tensor([0.9, 0.45, 0.52, 0.1, 0.5001])
-    labels = torch.tensor([0, 0, 0, 0, 1], dtype=torch.int8)   # 0.5001 is labelled
+    labels = torch.tensor([0, 0, 0, 0, 1], dtype=torch.int8)  # 0.5001 is labelled
     x = torch.zeros(5, 2)
     got = query("cal", features=x, labels=labels, proba=p, rng=np.random.default_rng(0))
     assert got == [2]
@@ -31,8 +37,13 @@ def test_cal_picks_point_closest_to_half():
 
 def test_cal_ties_resolve_to_lowest_index():
     p = torch.tensor([0.4, 0.6, 0.4])
-    got = query("cal", features=torch.zeros(3, 1), labels=torch.zeros(3, dtype=torch.int8),
-                proba=p, rng=np.random.default_rng(0))
+    got = query(
+        "cal",
+        features=torch.zeros(3, 1),
+        labels=torch.zeros(3, dtype=torch.int8),
+        proba=p,
+        rng=np.random.default_rng(0),
+    )
     assert got == [0]
 
 
@@ -57,24 +68,35 @@ def test_dal_prefers_region_unlike_labelled():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.normal(0, 0.3, (100, 2)), rng.normal(5, 0.3, (100, 2))])
     labels = np.zeros(200, dtype=np.int8)
-    labels[:20] = 1                      # all labels in the first cluster
-    got = query("dal", features=torch.tensor(x, dtype=torch.float32),
-                labels=torch.tensor(labels), proba=None, rng=rng)
+    labels[:20] = 1  # all labels in the first cluster
+    got = query(
+        "dal",
+        features=torch.tensor(x, dtype=torch.float32),
+        labels=torch.tensor(labels),
+        proba=None,
+        rng=rng,
+    )
     assert got[0] >= 100
 
 
 def test_random_never_returns_labelled_even_one_left():
     labels = torch.ones(5, dtype=torch.int8)
     labels[3] = 0
-    for s in range(5):   # bug B19: MATLAB randsample(v) with scalar v returns 1..v
-        assert query("random", features=torch.zeros(5, 1), labels=labels, proba=None,
-                     rng=np.random.default_rng(s)) == [3]
+    for s in range(5):  # bug B19: MATLAB randsample(v) with scalar v returns 1..v
+        assert query(
+            "random",
+            features=torch.zeros(5, 1),
+            labels=labels,
+            proba=None,
+            rng=np.random.default_rng(s),
+        ) == [3]
 
 
 def test_batch_queries_not_redundant():
     # Candidates 0..4 are exact duplicates with the highest score: a plain top-k takes them all.
-    x = torch.tensor(np.r_[np.zeros((5, 2)), np.arange(1, 21)[:, None] * [[1.0, 0.0]]],
-                     dtype=torch.float32)
+    x = torch.tensor(
+        np.r_[np.zeros((5, 2)), np.arange(1, 21)[:, None] * [[1.0, 0.0]]], dtype=torch.float32
+    )
     scores = torch.tensor(np.r_[np.full(5, 1.0), np.linspace(0.9, 0.5, 20)])
     mask = torch.ones(25, dtype=torch.bool)
     top = select_batch(scores, mask, 3, x, diverse=False)
@@ -120,7 +142,7 @@ def test_engine_loop_and_policy_errors():
 def test_fine_tune_discards_most_conflicting_row():
     x, y = _toy(100, seed=2)
     pre_x = np.r_[x[:40], x[:1] * 0 + [[4.0, 0, 0, 0]]].astype(np.float32)
-    pre_y = np.r_[y[:40], [-1]].astype(np.int8)   # last row: strongly "cell" region, says not
+    pre_y = np.r_[y[:40], [-1]].astype(np.int8)  # last row: strongly "cell" region, says not
     eng = Engine(x, Policy(balance="none"), seed=0, pretrained=(pre_x, pre_y))
     eng.set_label(50, int(y[50]))
     eng.fit()
@@ -128,7 +150,7 @@ def test_fine_tune_discards_most_conflicting_row():
     eng.set_label(51, int(y[51]))
     eng.set_label(52, int(y[52]))
     eng.fit()
-    assert eng.pre_active.sum() == 38   # one pretrained row forgotten per new human label
+    assert eng.pre_active.sum() == 38  # one pretrained row forgotten per new human label
 
 
 def test_discriminator_keeps_subsample_and_replaces_labelled_rows():
@@ -191,7 +213,7 @@ def test_disc_refresh_policy_and_option():
 
 def test_self_training_pseudo_labels():
     x, y = _toy(300, seed=3)
-    assert parse_policy("default").pseudo_weight == 0.0          # off by default
+    assert parse_policy("default").pseudo_weight == 0.0  # off by default
     pol = parse_policy("default+pseudo0.2+pconf0.9+pmax1.5")
     assert (pol.pseudo_weight, pol.pseudo_confidence, pol.pseudo_max_ratio) == (0.2, 0.9, 1.5)
     for bad in (dict(pseudo_weight=2.0), dict(pseudo_confidence=0.5), dict(pseudo_max_ratio=0)):
@@ -202,7 +224,7 @@ def test_self_training_pseudo_labels():
     for i in lab:
         eng.set_label(int(i), int(y[i]))
     eng.fit()
-    assert eng.pseudo_labels()[0].size == 0                      # < 10 cells: no pseudo rows
+    assert eng.pseudo_labels()[0].size == 0  # < 10 cells: no pseudo rows
     i10 = int(np.flatnonzero(y > 0)[9])
     eng.set_label(i10, int(y[i10]))
     p_plain = Engine(x, replace(pol, pseudo_weight=0.0), seed=0)
@@ -210,10 +232,10 @@ def test_self_training_pseudo_labels():
     p_plain = p_plain.fit().numpy()
     eng.fit()
     idx, py = eng.pseudo_labels()
-    assert idx.size == int(1.5 * 30)                             # capped at 1.5 x 30 labels
+    assert idx.size == int(1.5 * 30)  # capped at 1.5 x 30 labels
     assert (eng.labels[idx] == 0).all()
     p = eng.proba.numpy()
     assert (np.abs(p[idx] - 0.5) >= 0.4).all()
     assert ((py > 0) == (p[idx] > 0.5)).all()
-    assert not np.allclose(p, p_plain)                           # the refit used them
+    assert not np.allclose(p, p_plain)  # the refit used them
     assert ((p > 0.5) == (y > 0)).mean() > 0.85

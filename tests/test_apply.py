@@ -21,8 +21,12 @@ def _feature_store(path, seed, *, names=NAMES, version="test-v1", n=200):
     x[:, 0] += 2.5 * (truth == CELL)
     store = SortStore.create(path)
     store.update_attrs(n_candidates=n, n_frames=10, height=8, width=8)
-    store.write_array("features/matrix", x, dims=["candidates", "features"],
-                      attrs={"names": list(names), "version": version})
+    store.write_array(
+        "features/matrix",
+        x,
+        dims=["candidates", "features"],
+        attrs={"names": list(names), "version": version},
+    )
     store.write_array("candidates/source_index", np.arange(n), dims=["candidates"])
     return path, truth
 
@@ -46,8 +50,10 @@ def test_apply_writes_predictions_that_match_truth(tmp_path, classifier):
     np.testing.assert_array_equal(store.read("predictions/final"), result.final)
     p = store.read("predictions/probability")
     assert p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
-    ba = 0.5 * ((result.decision[truth == CELL] == CELL).mean()
-                + (result.decision[truth == NOT_CELL] == NOT_CELL).mean())
+    ba = 0.5 * (
+        (result.decision[truth == CELL] == CELL).mean()
+        + (result.decision[truth == NOT_CELL] == NOT_CELL).mean()
+    )
     assert ba > 0.85  # the planted feature separates the classes
 
 
@@ -62,8 +68,7 @@ def test_threshold_override_moves_decisions(tmp_path, classifier):
 
 def test_mismatched_feature_set_refused_before_writing(tmp_path, classifier):
     good, _ = _feature_store(tmp_path / "good.actsort", seed=1)
-    bad, _ = _feature_store(tmp_path / "bad.actsort", seed=2,
-                            names=[f"g{k}" for k in range(6)])
+    bad, _ = _feature_store(tmp_path / "bad.actsort", seed=2, names=[f"g{k}" for k in range(6)])
     with pytest.raises(ValueError, match="bad.actsort.*feature"):
         apply_classifier(classifier, [good, bad])
     assert not SortStore.open(good).has("predictions/final")  # nothing written anywhere
@@ -96,8 +101,7 @@ def test_apply_export_writes_the_table_of_the_predictions(tmp_path, classifier, 
     learner = Learner.open([paths[0]], annotator="ana", device="cpu")
     learner.label(3, CELL)
     learner.close()
-    assert main(["apply", "--classifier", str(classifier), *map(str, paths),
-                 "--export", fmt]) == 0
+    assert main(["apply", "--classifier", str(classifier), *map(str, paths), "--export", fmt]) == 0
     out = capsys.readouterr().out
     for path in paths:
         table = path / "exports" / f"labels.{fmt}"

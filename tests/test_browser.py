@@ -20,8 +20,15 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _free_port() -> int:
@@ -51,8 +58,10 @@ def _index(page) -> str:
 def _press_and_wait(page, key: str, status_word: str) -> float:
     """Press ``key``; wait until the status shows ``status_word`` and every image has loaded.
     Returns milliseconds from the key press to the fully shown page."""
-    page.evaluate("() => { const s = document.querySelector('#as-status');"
-                  " if (s) s.setAttribute('data-old', s.innerText); }")
+    page.evaluate(
+        "() => { const s = document.querySelector('#as-status');"
+        " if (s) s.setAttribute('data-old', s.innerText); }"
+    )
     t0 = time.perf_counter()
     page.keyboard.press(key)
     page.wait_for_function(
@@ -62,7 +71,10 @@ def _press_and_wait(page, key: str, status_word: str) -> float:
                 return false;
             if (document.querySelector('.progress-text, .eta-bar')) return false;
             return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0);
-        }""", arg=status_word, timeout=20000)
+        }""",
+        arg=status_word,
+        timeout=20000,
+    )
     return 1e3 * (time.perf_counter() - t0)
 
 
@@ -78,8 +90,15 @@ def test_keyboard_labelling_undo_reload(neurofinder_store, tmp_path):
         shutil.rmtree(ARTIFACTS)
     ARTIFACTS.mkdir(parents=True)
     port = _free_port()
-    demo, ws = serve([neurofinder_store], port=port, prevent_thread_lock=True, quiet=True,
-                     annotator="browser", config=load_config(), export_dir=tmp_path / "exports")
+    demo, ws = serve(
+        [neurofinder_store],
+        port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        annotator="browser",
+        config=load_config(),
+        export_dir=tmp_path / "exports",
+    )
     timings = []
     try:
         with sync_playwright() as pw:
@@ -90,15 +109,14 @@ def test_keyboard_labelling_undo_reload(neurofinder_store, tmp_path):
                 "() => { const s = document.querySelector('#as-status');"
                 " return s && s.innerText.includes('Resumed') &&"
                 " Array.from(document.images).every(i => i.complete && i.naturalWidth > 0); }",
-                timeout=30000)
+                timeout=30000,
+            )
             page.screenshot(path=str(ARTIFACTS / "01_opened.png"), full_page=True)
             labelled = []
-            for k, key in enumerate(["ArrowUp", "ArrowDown", "ArrowDown", "ArrowUp",
-                                     "ArrowDown"]):
+            for k, key in enumerate(["ArrowUp", "ArrowDown", "ArrowDown", "ArrowUp", "ArrowDown"]):
                 labelled.append(int(_index(page)))
                 timings.append(_press_and_wait(page, key, "Saved"))
-                page.screenshot(path=str(ARTIFACTS / f"02_label_{k + 1}_{key}.png"),
-                                full_page=True)
+                page.screenshot(path=str(ARTIFACTS / f"02_label_{k + 1}_{key}.png"), full_page=True)
             assert int(_index(page)) not in labelled
             _press_and_wait(page, "z", "Undo")
             page.screenshot(path=str(ARTIFACTS / "03_undo.png"), full_page=True)
@@ -107,9 +125,12 @@ def test_keyboard_labelling_undo_reload(neurofinder_store, tmp_path):
             page.reload()
             page.wait_for_function(
                 "() => { const s = document.querySelector('#as-status');"
-                " return s && s.innerText.includes('Resumed: 4 labels'); }", timeout=30000)
+                " return s && s.innerText.includes('Resumed: 4 labels'); }",
+                timeout=30000,
+            )
             page.wait_for_function(
-                "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+                "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+            )
             page.screenshot(path=str(ARTIFACTS / "04_reloaded.png"), full_page=True)
             assert int(_index(page)) == labelled[-1]
             # Box selection mode + zoom, for the record.
@@ -119,14 +140,17 @@ def test_keyboard_labelling_undo_reload(neurofinder_store, tmp_path):
     finally:
         demo.close()
         ws.close()
-    lines = [json.loads(x) for x in
-             (neurofinder_store / "labels" / "journal.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x)
+        for x in (neurofinder_store / "labels" / "journal.jsonl").read_text().splitlines()
+    ]
     assert [x["origin"] for x in lines] == ["human"] * 5 + ["undo"]
     assert [x["candidate"] for x in lines[:5]] == labelled
     assert [x["label"] for x in lines[:5]] == [1, -1, -1, 1, -1]
     assert lines[5]["candidate"] == labelled[-1] and lines[5]["label"] == 0
-    (ARTIFACTS / "timings_ms.json").write_text(json.dumps(
-        {"key_to_shown_ms": [round(t, 1) for t in timings]}, indent=1))
+    (ARTIFACTS / "timings_ms.json").write_text(
+        json.dumps({"key_to_shown_ms": [round(t, 1) for t in timings]}, indent=1)
+    )
 
 
 _SCREEN_POINT = """(pt) => {
@@ -150,14 +174,18 @@ def _open_page(browser, port: int):
         "() => { const s = document.querySelector('#as-status');"
         " return s && s.innerText.includes('Resumed') &&"
         " Array.from(document.images).every(i => i.complete && i.naturalWidth > 0); }",
-        timeout=30000)
+        timeout=30000,
+    )
     return page
 
 
 def _wait_status(page, word: str) -> None:
     page.wait_for_function(
         "(w) => { const s = document.querySelector('#as-status');"
-        " return s && s.innerText.includes(w); }", arg=word, timeout=20000)
+        " return s && s.innerText.includes(w); }",
+        arg=word,
+        timeout=20000,
+    )
 
 
 def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store, tmp_path):
@@ -195,12 +223,19 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         port = _free_port()
-        demo, ws = serve([neurofinder_store], port=port, prevent_thread_lock=True, quiet=True,
-                         annotator="browser", config=config, export_dir=tmp_path / "exports")
+        demo, ws = serve(
+            [neurofinder_store],
+            port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            annotator="browser",
+            config=config,
+            export_dir=tmp_path / "exports",
+        )
         try:
             page = _open_page(browser, port)
             page.get_by_label("Box: two corners").check()
-            time.sleep(2.0)                     # let the mode change reach the server first
+            time.sleep(2.0)  # let the mode change reach the server first
             corner(page, r0, c0)
             _wait_status(page, "Box corner at")
             corner(page, r1, c1)
@@ -214,15 +249,21 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
         lines = [json.loads(x) for x in journal.read_text().splitlines()][n_lines:]
         assert len(lines) >= 5 and len({x["action"] for x in lines}) == 1
         assert lines[0]["action_size"] == len(lines) and {x["label"] for x in lines} == {-1}
-        port = _free_port()                     # a new server process state
-        demo, ws = serve([neurofinder_store], port=port, prevent_thread_lock=True, quiet=True,
-                         annotator="browser", config=config, export_dir=tmp_path / "exports")
+        port = _free_port()  # a new server process state
+        demo, ws = serve(
+            [neurofinder_store],
+            port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            annotator="browser",
+            config=config,
+            export_dir=tmp_path / "exports",
+        )
         try:
             page = _open_page(browser, port)
             page.keyboard.press("z")
             _wait_status(page, "Undo")
-            page.screenshot(path=str(ARTIFACTS / "11_box_undone_after_restart.png"),
-                            full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "11_box_undone_after_restart.png"), full_page=True)
             human = ws.human(0)
         finally:
             demo.close()
@@ -230,5 +271,5 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
             browser.close()
     for x in lines:
         assert human[x["candidate"]] == x["previous"]
-    after = [json.loads(x) for x in journal.read_text().splitlines()][n_lines + len(lines):]
+    after = [json.loads(x) for x in journal.read_text().splitlines()][n_lines + len(lines) :]
     assert [x["origin"] for x in after] == ["undo"] * len(lines)

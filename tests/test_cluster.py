@@ -29,13 +29,11 @@ def test_unreachable_scheduler_names_the_address():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
-    with pytest.raises(ClusterError, match=address):
-        with dask_client(address, timeout_s=2):
-            pass
+    with pytest.raises(ClusterError, match=address), dask_client(address, timeout_s=2):
+        pass
 
 
 def test_bad_worker_count():
     pytest.importorskip("distributed")
-    with pytest.raises(ValueError, match="workers"):
-        with dask_client(workers=-1):
-            pass
+    with pytest.raises(ValueError, match="workers"), dask_client(workers=-1):
+        pass

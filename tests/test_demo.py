@@ -1,4 +1,5 @@
-"""``actsort demo --no-browser`` end to end: synth -> ingest -> preprocess -> features -> learner."""
+"""``actsort demo --no-browser`` end to end: synth -> ingest -> preprocess -> features ->
+learner."""
 
 import numpy as np
 
@@ -8,8 +9,9 @@ from actsort_gpu.store import SortStore
 
 def test_demo_no_browser_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--no-browser", "--no-progress",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["demo", "--out", str(out), "--no-browser", "--no-progress", "--device", "cpu"]) == 0
+    )
     text = capsys.readouterr().out
     assert "balanced accuracy vs truth" in text
     store = SortStore.open(out / "recording.actsort")

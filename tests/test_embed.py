@@ -9,10 +9,16 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from actsort_gpu.embed.inputs import (CHANNELS, candidate_inputs, event_summaries,
-                                      fit_events, percentile_normalise,
-                                      robust_trace_stats, square_resize)
 from actsort_gpu import schema
+from actsort_gpu.embed.inputs import (
+    CHANNELS,
+    candidate_inputs,
+    event_summaries,
+    fit_events,
+    percentile_normalise,
+    robust_trace_stats,
+    square_resize,
+)
 from actsort_gpu.store import crop_footprints
 
 N_EVENTS, EVENT_FRAMES = 5, 11
@@ -41,7 +47,7 @@ def _toy_candidates(n, rng, size=(15, 15)):
         if cell:
             tr += 4 * kernel
         va = np.ones(N_EVENTS, bool)
-        va[rng.integers(1, N_EVENTS + 1):] = False
+        va[rng.integers(1, N_EVENTS + 1) :] = False
         snaps.append(s * va[:, None, None, None])
         fps.append(fp)
         traces.append(tr * va[:, None])
@@ -72,7 +78,7 @@ def _fake_store(path, n=40, height=48, width=64, seed=0, n_frames=200, events_mi
         c0 = int(rng.integers(0, width - 16))
         h, w = 12, 16 if i % 3 else 12
         fp = np.zeros((height, width), np.float32)
-        fp[r0:r0 + h, c0:c0 + w] = _disc(h, w, 4)
+        fp[r0 : r0 + h, c0 : c0 + w] = _disc(h, w, 4)
         rows.append(fp.ravel())
         crops.append((r0, r0 + h, c0, c0 + w))
         k = N_EVENTS if not events_missing else int(rng.integers(0, N_EVENTS + 1))
@@ -98,8 +104,7 @@ def _fake_store(path, n=40, height=48, width=64, seed=0, n_frames=200, events_mi
     store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
     store.write_array(schema.SNAPSHOTS_SCALE, np.array(scales, np.float32))
     store.write_array(schema.SNAPSHOTS_FRAMES, frames)
-    store.write_array(schema.TRUTH_LABELS,
-                      np.where(np.arange(n) % 2 == 0, 1, -1).astype(np.int8))
+    store.write_array(schema.TRUTH_LABELS, np.where(np.arange(n) % 2 == 0, 1, -1).astype(np.int8))
     store.finish_stage("ingest", 0.0)
     store.finish_stage("preprocess", 0.0)
     return store
@@ -108,8 +113,7 @@ def _fake_store(path, n=40, height=48, width=64, seed=0, n_frames=200, events_mi
 def _tiny_config(**kw):
     from actsort_gpu.config import EmbedConfig
 
-    base = dict(embedding_dim=8, image_size_px=16, width=4, max_epochs=2, batch_size=16,
-                seed=3)
+    base = dict(embedding_dim=8, image_size_px=16, width=4, max_epochs=2, batch_size=16, seed=3)
     base.update(kw)
     return EmbedConfig(**base)
 
@@ -175,8 +179,9 @@ def test_candidate_inputs_robust_z_traces():
     valid = np.array([[True, False]])
     fp = [np.ones((4, 4), np.float32)]
     snaps = [np.zeros((2, EVENT_FRAMES, 4, 4), np.float32)]
-    _, traces = candidate_inputs(snaps, fp, tr, valid, 8, trace_center=np.array([2.0]),
-                                 trace_scale=np.array([5.0]))
+    _, traces = candidate_inputs(
+        snaps, fp, tr, valid, 8, trace_center=np.array([2.0]), trace_scale=np.array([5.0])
+    )
     t = traces.reshape(2, EVENT_FRAMES)
     np.testing.assert_allclose(t[0], np.arcsinh(2.0), rtol=1e-6)  # (12 - 2) / 5
     assert not t[1].any()
@@ -199,9 +204,9 @@ def test_candidate_inputs_errors():
 
 def test_footprint_crops_and_trace_stats_known_answers():
     dense = np.zeros((2, 5 * 6), np.float32)
-    dense[0, 1 * 6 + 2] = 1.0      # (1, 2)
-    dense[0, 4 * 6 + 5] = 0.5      # (4, 5) outside the crop
-    dense[1, 3 * 6 + 0] = 0.25     # (3, 0)
+    dense[0, 1 * 6 + 2] = 1.0  # (1, 2)
+    dense[0, 4 * 6 + 5] = 0.5  # (4, 5) outside the crop
+    dense[1, 3 * 6 + 0] = 0.25  # (3, 0)
     crops = np.array([[0, 3, 1, 4], [2, 5, 0, 2]])
     out = crop_footprints(sp.csr_matrix(dense), crops, 6)
     expected0 = np.zeros((3, 3), np.float32)
@@ -236,16 +241,16 @@ def test_augment_rotation_keeps_a_disc_and_traces_keep_events():
     assert not torch.allclose(augment_images(disc, gen), disc)  # full config changes pixels
 
     traces = torch.arange(4 * 5 * 3, dtype=torch.float32).reshape(4, 5, 3) + 1
-    valid = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]],
-                         dtype=torch.bool)
+    valid = torch.tensor(
+        [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool
+    )
     only_shuffle = AugmentConfig(drop_event_p=0, trace_scale=0, trace_noise=0)
     t2, v2 = augment_traces(traces, valid, gen, only_shuffle)
     for b in range(4):  # the same set of events, each with its own frames, in another order
         kept = sorted(map(tuple, (traces[b] * valid[b, :, None]).tolist()))
         assert sorted(map(tuple, t2[b].tolist())) == kept
         assert int(v2[b].sum()) == int(valid[b].sum())
-    drop_all = AugmentConfig(drop_event_p=1.0, trace_scale=0, trace_noise=0,
-                             shuffle_events=False)
+    drop_all = AugmentConfig(drop_event_p=1.0, trace_scale=0, trace_noise=0, shuffle_events=False)
     _, v3 = augment_traces(traces, valid, gen, drop_all)
     assert v3.sum(1).tolist() == [1, 1, 0, 1]  # one valid event always survives
 
@@ -254,8 +259,11 @@ def test_augment_is_reproducible_with_a_seed():
     from actsort_gpu.embed.augment import augment_batch
 
     images, traces, va, _ = _toy_arrays(8)
-    args = (torch.from_numpy(images), torch.from_numpy(traces).reshape(8, N_EVENTS, -1),
-            torch.from_numpy(va))
+    args = (
+        torch.from_numpy(images),
+        torch.from_numpy(traces).reshape(8, N_EVENTS, -1),
+        torch.from_numpy(va),
+    )
     a = augment_batch(*args, torch.Generator().manual_seed(5))
     b = augment_batch(*args, torch.Generator().manual_seed(5))
     c = augment_batch(*args, torch.Generator().manual_seed(6))
@@ -304,8 +312,9 @@ def _fit_arrays(seed=3, supervised=False, **config):
 
     images, traces, va, labels = _toy_arrays(48, size=16)
     cfg = _tiny_config(seed=seed, **config)
-    dm = EmbedDataModule(arrays=(images, traces, va, labels), image_size=16,
-                         batch_size=cfg.batch_size, seed=seed)
+    dm = EmbedDataModule(
+        arrays=(images, traces, va, labels), image_size=16, batch_size=cfg.batch_size, seed=seed
+    )
     return fit_module(dm, cfg, supervised=supervised), (images, traces, va, labels)
 
 
@@ -320,15 +329,19 @@ def test_training_is_deterministic_given_a_seed():
     from actsort_gpu.embed.encoder import CandidateEncoder
 
     torch.manual_seed(0)
-    assert any(not torch.equal(v, CandidateEncoder(8, 4).state_dict()[k]) for k, v in s1.items()
-               if v.is_floating_point())
+    assert any(
+        not torch.equal(v, CandidateEncoder(8, 4).state_dict()[k])
+        for k, v in s1.items()
+        if v.is_floating_point()
+    )
 
 
 def test_supervised_fine_tuning_separates_labelled_toys(tmp_path):
     from actsort_gpu.embed.infer import embed_inputs
 
-    module, (images, traces, va, labels) = _fit_arrays(seed=1, supervised=True, max_epochs=10,
-                                                         learning_rate=1e-2)
+    module, (images, traces, va, labels) = _fit_arrays(
+        seed=1, supervised=True, max_epochs=10, learning_rate=1e-2
+    )
     z = embed_inputs(module.encoder, images, traces, va)
     with torch.no_grad():
         logits = module.label_head(torch.from_numpy(z))[:, 0].numpy()
@@ -342,15 +355,20 @@ def test_checkpoint_round_trip_weights_only(tmp_path):
 
     module, (images, traces, va, _) = _fit_arrays(seed=3)
     path = tmp_path / "enc.pt"
-    saved = save_checkpoint(path, module.encoder, image_size=16,
-                            training={"seed": 3, "n": np.int64(48), "tuple": (1, 2)})
+    saved = save_checkpoint(
+        path,
+        module.encoder,
+        image_size=16,
+        training={"seed": 3, "n": np.int64(48), "tuple": (1, 2)},
+    )
     raw = torch.load(path, weights_only=True)  # must not need pickled code
     assert raw["encoder_id"] == saved["encoder_id"] == encoder_id(module.encoder.state_dict())
     assert raw["training"] == {"seed": 3, "n": 48, "tuple": [1, 2]}
     enc, meta = load_checkpoint(path)
     assert meta["spec"]["image_size"] == 16 and meta["spec"]["n_events"] == N_EVENTS
-    np.testing.assert_array_equal(embed_inputs(enc, images, traces, va),
-                                  embed_inputs(module.encoder, images, traces, va))
+    np.testing.assert_array_equal(
+        embed_inputs(enc, images, traces, va), embed_inputs(module.encoder, images, traces, va)
+    )
 
 
 def test_load_checkpoint_errors(tmp_path):
@@ -383,10 +401,9 @@ def test_shipped_checkpoint_loads_and_is_small():
 
 # ---------------------------------------------------------------- stores, embed(), CLI
 def test_embed_store_writes_matrix_and_matches_in_memory(tmp_path):
-    from actsort_gpu.embed.encoder import load_checkpoint, save_checkpoint
+    from actsort_gpu.embed.encoder import CandidateEncoder, load_checkpoint, save_checkpoint
     from actsort_gpu.embed.infer import embed, embed_inputs
     from actsort_gpu.embed.inputs import store_inputs
-    from actsort_gpu.embed.encoder import CandidateEncoder
     from actsort_gpu.store import SortStore
 
     store = _fake_store(tmp_path / "s.actsort", n=30)
@@ -432,31 +449,72 @@ def test_train_encoder_across_stores_and_cli(tmp_path, capsys):
     a = _fake_store(tmp_path / "a.actsort", n=24, seed=1)
     b = _fake_store(tmp_path / "b.actsort", n=20, seed=2)
     cfg = tmp_path / "embed.yaml"
-    cfg.write_text("embed:\n  embedding_dim: 8\n  image_size_px: 16\n  width: 4\n"
-                   "  batch_size: 16\n")
+    cfg.write_text(
+        "embed:\n  embedding_dim: 8\n  image_size_px: 16\n  width: 4\n  batch_size: 16\n"
+    )
     out = tmp_path / "enc.pt"
-    rc = main(["embed-train", str(a.path), str(b.path), "--out", str(out), "--epochs", "1",
-               "--seed", "2", "--max-per-store", "16", "--device", "cpu", "--no-progress",
-               "--config", str(cfg), "--supervised"])
+    rc = main(
+        [
+            "embed-train",
+            str(a.path),
+            str(b.path),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--seed",
+            "2",
+            "--max-per-store",
+            "16",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--config",
+            str(cfg),
+            "--supervised",
+        ]
+    )
     assert rc == 0 and "32 candidates from 2 store(s)" in capsys.readouterr().out
     _, meta = load_checkpoint(out)
     assert meta["training"]["n_candidates"] == 32 and meta["training"]["supervised"] is True
     assert meta["training"]["seed"] == 2
-    rc = main(["embed", str(a.path), "--checkpoint", str(out), "--device", "cpu",
-               "--no-progress"])
+    rc = main(["embed", str(a.path), "--checkpoint", str(out), "--device", "cpu", "--no-progress"])
     assert rc == 0 and "24 x 8" in capsys.readouterr().out
     assert SortStore.open(a.path).shape_of(schema.EMBEDDING_MATRIX) == (24, 8)
     # fine-tuning from that checkpoint keeps its architecture and records where it started
     tuned = tmp_path / "tuned.pt"
-    rc = main(["embed-train", str(b.path), "--out", str(tuned), "--epochs", "1", "--init",
-               str(out), "--supervised", "--device", "cpu", "--no-progress"])
+    rc = main(
+        [
+            "embed-train",
+            str(b.path),
+            "--out",
+            str(tuned),
+            "--epochs",
+            "1",
+            "--init",
+            str(out),
+            "--supervised",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     enc2, meta2 = load_checkpoint(tuned)
     assert meta2["training"]["init_encoder_id"] == meta["encoder_id"]
     assert enc2.embedding_dim == 8 and meta2["spec"]["image_size"] == 16
     # a bad checkpoint path is one readable line and exit code 1
-    rc = main(["embed", str(a.path), "--checkpoint", str(tmp_path / "nope.pt"),
-               "--device", "cpu", "--no-progress"])
+    rc = main(
+        [
+            "embed",
+            str(a.path),
+            "--checkpoint",
+            str(tmp_path / "nope.pt"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert rc == 1 and "encoder checkpoint not found" in capsys.readouterr().err
 
 
@@ -467,15 +525,16 @@ def test_supervised_without_labels_is_refused(tmp_path):
     store = _fake_store(tmp_path / "a.actsort", n=12)
     SortStore.open(store.path, "r+").delete(schema.TRUTH_LABELS)
     with pytest.raises(ValueError, match="--supervised needs labels"):
-        train_encoder([store.path], tmp_path / "x.pt", config=_tiny_config(), supervised=True,
-                      device="cpu")
+        train_encoder(
+            [store.path], tmp_path / "x.pt", config=_tiny_config(), supervised=True, device="cpu"
+        )
     with pytest.raises(ValueError, match="store_paths: expected at least one"):
         train_encoder([], tmp_path / "x.pt", config=_tiny_config(), device="cpu")
 
 
 def test_store_labels_prefers_the_journal(tmp_path):
-    from actsort_gpu.labels import Journal
     from actsort_gpu.embed.data import store_labels
+    from actsort_gpu.labels import Journal
     from actsort_gpu.store import SortStore
 
     store = _fake_store(tmp_path / "a.actsort", n=6)
@@ -508,8 +567,9 @@ def test_inputs_invariant_to_affine_units_and_store_codes_match_dequantised(tmp_
     v = store.events(slice(2, 9)) >= 0
     fps = crop_footprints(store.footprints(slice(2, 9)), store.crops(slice(2, 9)), store.width)
     med, sd = robust_trace_stats(store.traces(slice(2, 9)))
-    im2, tr2 = candidate_inputs(store.snapshots_block(slice(2, 9)), fps, st, v, 16,
-                                trace_center=med, trace_scale=sd)
+    im2, tr2 = candidate_inputs(
+        store.snapshots_block(slice(2, 9)), fps, st, v, 16, trace_center=med, trace_scale=sd
+    )
     np.testing.assert_allclose(images, im2, atol=1e-4)
     np.testing.assert_array_equal(traces, tr2)
     np.testing.assert_array_equal(valid, v)

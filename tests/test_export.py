@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
+from datetime import UTC
 
 import numpy as np
 import pytest
+from ui_fixtures import make_test_store
 
 from actsort_gpu.active.learner import Learner
 from actsort_gpu.cli import main
 from actsort_gpu.export import export_labels, label_table
-from ui_fixtures import make_test_store
 
 
 def _label(path, picks):
@@ -23,8 +24,11 @@ def _label(path, picks):
 @pytest.fixture
 def store(tmp_path):
     path = make_test_store(tmp_path, n=30)
-    truth = __import__("actsort_gpu.store", fromlist=["SortStore"]).SortStore.open(path).read(
-        "truth/labels")
+    truth = (
+        __import__("actsort_gpu.store", fromlist=["SortStore"])
+        .SortStore.open(path)
+        .read("truth/labels")
+    )
     picks = [(i, int(truth[i])) for i in range(8)]
     _label(path, picks)
     return path, dict(picks)
@@ -45,7 +49,7 @@ def test_table_columns_and_final_label(store):
 def test_csv_and_parquet(store, tmp_path):
     path, picks = store
     out = export_labels(path, "csv", tmp_path / "t.csv")
-    rows = list(csv.DictReader(open(out)))
+    rows = list(csv.DictReader(out.open()))
     assert len(rows) == 30 and int(rows[3]["human_label"]) == picks[3]
     pq = pytest.importorskip("pyarrow.parquet")
     out = export_labels(path, "parquet", tmp_path / "t.parquet")
@@ -116,31 +120,40 @@ def test_export_beside_running_session(store, tmp_path):
 def _nwb_with_rois(path, n=6, h=16, w=18, t=40):
     """A small NWB file: n square 3x3 ROIs (image masks) in a PlaneSegmentation, and a movie."""
     pynwb = pytest.importorskip("pynwb")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
 
     rng = np.random.default_rng(3)
-    nwb = pynwb.NWBFile("export test", "id", datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = pynwb.NWBFile("export test", "id", datetime(2024, 1, 1, tzinfo=UTC))
     device = nwb.create_device("scope")
     channel = OpticalChannel(name="ch", description="green", emission_lambda=510.0)
-    plane = nwb.create_imaging_plane(name="plane", optical_channel=channel, description="test",
-                                     device=device, excitation_lambda=500.0, imaging_rate=10.0,
-                                     indicator="GCaMP", location="cortex")
+    plane = nwb.create_imaging_plane(
+        name="plane",
+        optical_channel=channel,
+        description="test",
+        device=device,
+        excitation_lambda=500.0,
+        imaging_rate=10.0,
+        indicator="GCaMP",
+        location="cortex",
+    )
     seg = ImageSegmentation()
     ophys = nwb.create_processing_module("ophys", "optical physiology")
     ophys.add(seg)
-    ps = seg.create_plane_segmentation(description="rois", imaging_plane=plane,
-                                       name="PlaneSegmentation")
+    ps = seg.create_plane_segmentation(
+        description="rois", imaging_plane=plane, name="PlaneSegmentation"
+    )
     for i in range(n):
         mask = np.zeros((h, w), np.float32)
         r, c = 2 + 4 * (i // 3), 2 + 5 * (i % 3)
-        mask[r:r + 3, c:c + 3] = 1.0
+        mask[r : r + 3, c : c + 3] = 1.0
         ps.add_roi(image_mask=mask)
     region = ps.create_roi_table_region("all", region=list(range(n)))
     fl = Fluorescence(name="Fluorescence")
-    fl.create_roi_response_series(name="F", data=rng.random((t, n)).astype(np.float32),
-                                  rois=region, rate=10.0, unit="a.u.")
+    fl.create_roi_response_series(
+        name="F", data=rng.random((t, n)).astype(np.float32), rois=region, rate=10.0, unit="a.u."
+    )
     ophys.add(fl)
     with pynwb.NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
@@ -163,10 +176,14 @@ def test_nwb_export_writes_columns(tmp_path):
     src = store.read("candidates/source_index")
     assert n == 6 and sorted(src.tolist()) == list(range(6))
     feats = np.random.default_rng(0).normal(0, 1, (n, 4)).astype(np.float32)
-    store.write_array("features/matrix", feats, dims=["candidates", "features"],
-                      attrs={"names": ["a", "b", "c", "d"], "version": "test"})
+    store.write_array(
+        "features/matrix",
+        feats,
+        dims=["candidates", "features"],
+        attrs={"names": ["a", "b", "c", "d"], "version": "test"},
+    )
     _label(store_path, [(0, 1), (1, -1), (4, 1)])
-    out = export_labels(store_path, "nwb")              # default: the ingested NWB file
+    out = export_labels(store_path, "nwb")  # default: the ingested NWB file
     assert out == nwb_path and (tmp_path / "session.actsort-backup.nwb").exists()
     with pynwb.NWBHDF5IO(str(nwb_path), "r") as io:
         plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
@@ -197,15 +214,16 @@ def test_export_learner_matches_page_inputs_with_embeddings(store, tmp_path):
 
     path, _ = store
     emb = np.random.default_rng(1).normal(0, 1, (30, 3)).astype(np.float32)
-    SortStore.open(path, "r+").write_array("embeddings/matrix", emb,
-                                           dims=["candidates", "embedding"],
-                                           attrs={"encoder_id": "test-encoder"})
+    SortStore.open(path, "r+").write_array(
+        "embeddings/matrix",
+        emb,
+        dims=["candidates", "embedding"],
+        attrs={"encoder_id": "test-encoder"},
+    )
     cfg = load_config()
     cfg_on = replace(cfg, active=replace(cfg.active, use_embeddings=True))
-    with_emb = load_classifier(export_labels(path, "classifier", tmp_path / "a.npz",
-                                             config=cfg_on))
+    with_emb = load_classifier(export_labels(path, "classifier", tmp_path / "a.npz", config=cfg_on))
     assert with_emb.features.shape[1] == 15 and with_emb.feature_names[-1] == "emb2"
     cfg_off = replace(cfg, active=replace(cfg.active, use_embeddings=False))
-    without = load_classifier(export_labels(path, "classifier", tmp_path / "b.npz",
-                                            config=cfg_off))
+    without = load_classifier(export_labels(path, "classifier", tmp_path / "b.npz", config=cfg_off))
     assert without.features.shape[1] == 12

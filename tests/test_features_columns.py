@@ -49,29 +49,46 @@ def families(store_path):
     fp = store.footprints()
     snapshots = store.snapshots_block(rows)
     crop_fps = store.footprint_crops(rows)
-    npix = footprint_shape(fp, store.height, store.width,
-                           pixel_fraction=cfg.suite2p_pixel_fraction)[0]
+    npix = footprint_shape(
+        fp, store.height, store.width, pixel_fraction=cfg.suite2p_pixel_fraction
+    )[0]
     return {
         "temporal": temporal_columns(traces, similarity=trace_similarity(store, cfg)),
         "spatial": spatial_columns(fp, store.height, store.width, rows),
         "spatiotemporal": spatiotemporal_columns(
-            snapshots, crop_fps, store.read(schema.SNAPSHOT_TRACES, rows).astype(np.float32),
-            store.read(schema.EVENTS, rows) >= 0),
-        "extra": extra_columns(traces, fp, store.height, store.width, snapshots, crop_fps,
-                               store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0,
-                               npix_median=float(np.median(npix[npix > 0])),
-                               pixel_fraction=cfg.suite2p_pixel_fraction,
-                               n_window=cfg.snr_window_frames),
+            snapshots,
+            crop_fps,
+            store.read(schema.SNAPSHOT_TRACES, rows).astype(np.float32),
+            store.read(schema.EVENTS, rows) >= 0,
+        ),
+        "extra": extra_columns(
+            traces,
+            fp,
+            store.height,
+            store.width,
+            snapshots,
+            crop_fps,
+            store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0,
+            npix_median=float(np.median(npix[npix > 0])),
+            pixel_fraction=cfg.suite2p_pixel_fraction,
+            n_window=cfg.snr_window_frames,
+        ),
         "source": NamedColumns.from_dict(
             {SOURCE_PREFIX + k: v.astype(np.float64) for k, v in store.source_metrics().items()},
-            [SOURCE_PREFIX + k for k in store.source_metric_names()]),
+            [SOURCE_PREFIX + k for k in store.source_metric_names()],
+        ),
     }
 
 
-@pytest.mark.parametrize("group, names", [("temporal", TEMPORAL_NAMES),
-                                          ("spatial", SPATIAL_NAMES),
-                                          ("spatiotemporal", SPATIOTEMPORAL_NAMES),
-                                          ("extra", EXTRA_COMPUTED_NAMES)])
+@pytest.mark.parametrize(
+    "group, names",
+    [
+        ("temporal", TEMPORAL_NAMES),
+        ("spatial", SPATIAL_NAMES),
+        ("spatiotemporal", SPATIOTEMPORAL_NAMES),
+        ("extra", EXTRA_COMPUTED_NAMES),
+    ],
+)
 def test_family_names_are_the_registry_names_in_order(families, group, names):
     cols = families[group]
     assert cols.names == tuple(names)
@@ -92,8 +109,11 @@ def test_driver_columns_equal_family_outputs_by_name(store_path, families):
         np.testing.assert_array_equal(m[:, j], expected[:, j], err_msg=name)
     # the extra columns (where a positional swap once went unnoticed) all differ, so any swap
     # among them fails above
-    extra = [j for j, name in enumerate(names) if name in EXTRA_COMPUTED_NAMES
-             or name.startswith(SOURCE_PREFIX)]
+    extra = [
+        j
+        for j, name in enumerate(names)
+        if name in EXTRA_COMPUTED_NAMES or name.startswith(SOURCE_PREFIX)
+    ]
     assert len({m[:, j].tobytes() for j in extra}) == len(extra) == 7
 
 

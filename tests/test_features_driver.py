@@ -9,8 +9,12 @@ from actsort_gpu.config import FeatureConfig
 from actsort_gpu.features import compute_features, read_feature_matrix
 from actsort_gpu.features.extra import event_snr, footprint_shape, r_values, trace_skew
 from actsort_gpu.features.policy import apply_nan_policy
-from actsort_gpu.features.registry import (ACTSORT_NAMES, check_compatible, feature_names,
-                                           feature_set)
+from actsort_gpu.features.registry import (
+    ACTSORT_NAMES,
+    check_compatible,
+    feature_names,
+    feature_set,
+)
 from actsort_gpu.features.synthetic import make_feature_store
 from actsort_gpu.store import SortStore, StoreError
 
@@ -40,7 +44,7 @@ def test_matrix_written_with_registry_attrs(synthetic_store):
     # planted transients (5 per cell, amplitudes 8-15 noise sd): 5 events at scale 3
     truth = store.read("truth/labels")
     n_ev = m[:, names.index("n_events_c3")]
-    assert np.all(n_ev[truth == 1] >= 4)   # noisy tails may split a transient
+    assert np.all(n_ev[truth == 1] >= 4)  # noisy tails may split a transient
     snr = m[:, names.index("trace_snr")]
     assert snr[truth == 1].min() > snr[truth == -1].max()
 
@@ -63,14 +67,21 @@ def test_without_extras_is_the_76(synthetic_store):
 def test_needs_preprocess(tmp_path):
     path = tmp_path / "bare.actsort"
     store = make_feature_store(path, n_candidates=4, n_frames=100, height=32, width=32)
-    store.begin_stage("preprocess")   # interrupted
+    store.begin_stage("preprocess")  # interrupted
     with pytest.raises(StoreError, match="preprocess"):
         compute_features(path, device="cpu")
 
 
-@pytest.mark.parametrize("key, value", [("batch_candidates", 0), ("similarity_tile", -1),
-                                        ("suite2p_pixel_fraction", 0.0),
-                                        ("snr_window_frames", 0), ("threads", 0)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("batch_candidates", 0),
+        ("similarity_tile", -1),
+        ("suite2p_pixel_fraction", 0.0),
+        ("snr_window_frames", 0),
+        ("threads", 0),
+    ],
+)
 def test_bad_config_is_rejected(synthetic_store, key, value):
     with pytest.raises(ValueError, match=f"features.{key}"):
         compute_features(synthetic_store, FeatureConfig(**{key: value}), device="cpu")
@@ -88,17 +99,21 @@ def test_check_compatible():
 
 def test_nan_policy_known_answers():
     names = ["circularity", "trace_snr", "tqm_0", "skew"]
-    raw = np.array([[1.0, 1.0, np.nan, 2.0],
-                    [np.inf, np.inf, np.nan, 1e40],
-                    [np.nan, np.nan, np.nan, 3.0],
-                    [2.0, 3.0, np.nan, 4.0]])
+    raw = np.array(
+        [
+            [1.0, 1.0, np.nan, 2.0],
+            [np.inf, np.inf, np.nan, 1e40],
+            [np.nan, np.nan, np.nan, 3.0],
+            [2.0, 3.0, np.nan, 4.0],
+        ]
+    )
     fixed, report = apply_nan_policy(raw, names)
     # local fix: Inf -> 10 x max finite (20); NaN -> mean of (1, 20, 2)
     np.testing.assert_allclose(fixed[:, 0], [1, 20, 23 / 3, 2], rtol=1e-6)
     # final fix: Inf -> 0; NaN -> mean of the non-NaN values (B10 fixed: not sum / N)
     np.testing.assert_allclose(fixed[:, 1], [1, 0, 4 / 3, 3], rtol=1e-6)
-    np.testing.assert_array_equal(fixed[:, 2], 0)      # all NaN -> 0
-    assert fixed[1, 3] == np.finfo(np.float32).max     # beyond float32: clipped
+    np.testing.assert_array_equal(fixed[:, 2], 0)  # all NaN -> 0
+    assert fixed[1, 3] == np.finfo(np.float32).max  # beyond float32: clipped
     assert report["circularity"] == {"nan": 1, "posinf": 1, "neginf": 0, "clipped": 0}
     assert report["tqm_0"]["nan"] == 4 and report["skew"]["clipped"] == 1
     with pytest.raises(ValueError, match="expected shape"):
@@ -116,6 +131,7 @@ def test_extra_known_answers():
     assert snr[0] < 4 < snr[1]
     # a filled disk is compact (~1) and round (aspect ~1); a 1 x 9 bar is elongated
     import scipy.sparse as sp
+
     yy, xx = np.mgrid[:21, :21]
     disk = ((yy - 10) ** 2 + (xx - 10) ** 2 <= 16).astype(np.float32).ravel()
     bar = np.zeros((21, 21), np.float32)
@@ -176,8 +192,7 @@ def test_unreachable_scheduler_leaves_store_unchanged(tmp_path):
     path = tmp_path / "s.actsort"
     make_feature_store(path, n_candidates=6, n_frames=100, height=32, width=32)
     with pytest.raises(ClusterError, match="tcp://127.0.0.1:9"):
-        compute_features(path, device="cpu", scheduler="tcp://127.0.0.1:9",
-                         connect_timeout_s=1.0)
+        compute_features(path, device="cpu", scheduler="tcp://127.0.0.1:9", connect_timeout_s=1.0)
     store = SortStore.open(path)
     assert store.stage_status("features") is None and not store.has("features")
 
@@ -190,5 +205,9 @@ def test_threads_and_row_chunks_do_not_change_the_result(synthetic_store):
 
     x = SortStore.open(synthetic_store).traces(slice(0, 60))
     # widths are interpolated at row offsets within a chunk: equal up to rounding (1e-12)
-    np.testing.assert_allclose(temporal_features(x, row_chunk=7, threads=2),
-                               temporal_features(x, row_chunk=1000), rtol=1e-10, atol=0)
+    np.testing.assert_allclose(
+        temporal_features(x, row_chunk=7, threads=2),
+        temporal_features(x, row_chunk=1000),
+        rtol=1e-10,
+        atol=0,
+    )

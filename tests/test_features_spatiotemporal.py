@@ -18,7 +18,7 @@ R1, R2, R3, TQM = slice(5, 10), slice(10, 15), slice(15, 20), slice(20, 30)
 
 def _gauss(h, w, cy, cx, sd, cut=0.0):
     yy, xx = np.mgrid[:h, :w]
-    fp = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sd ** 2))
+    fp = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sd**2))
     fp[fp < cut] = 0
     return (fp / fp.max()).astype(np.float32)
 
@@ -66,13 +66,13 @@ def _reference(snap, fp, tr, valid):
     pw = np.abs(np.fft.fft(M, axis=1)[:, :half]) ** 2
     pw[:, 0] /= 2
     pw /= 2 * half
-    sigma = np.median(np.sqrt(pw[:, int(np.floor(0.5 * half + 0.5)) - 1:half].mean(axis=1)))
+    sigma = np.median(np.sqrt(pw[:, int(np.floor(0.5 * half + 0.5)) - 1 : half].mean(axis=1)))
     x = np.maximum(0, a @ M / (a @ a))
     kappa = np.ones(K)
     kt = kappa * sigma
     wm = np.where(a > 0, 1 / (1 + a), 0)
     wm /= wm.sum()
-    alpha = 0.05 * (a.sum() / (a > 0).sum()) * a.mean() / (a ** 2).mean()
+    alpha = 0.05 * (a.sum() / (a > 0).sum()) * a.mean() / (a**2).mean()
     for i in range(1, 31):
         R = M - np.outer(a, x)
         if i in (15, 20, 23):
@@ -81,19 +81,26 @@ def _reference(snap, fp, tr, valid):
             kappa = -0.3775 * np.log(np.maximum(e1, 0.001)) - 0.0597 * e1 + 0.0544
             eps = _eps_f(d, kappa, alpha)
             kt = kappa * sigma
-        m = R >= kt
-        x = np.fmax((a @ (M * ~m) + kt * (a @ m)) / ((a ** 2) @ ~m), 0)
+        m = kt <= R
+        x = np.fmax((a @ (M * ~m) + kt * (a @ m)) / ((a**2) @ ~m), 0)
     out = [eps.mean(), eps.min(), *np.quantile(eps, [0.1, 0.2], method="hazen")]
     L = int(K // 4.5)
-    f, psd = signal.welch(t, fs=1, window=signal.windows.hamming(L, sym=True), nperseg=L,
-                          noverlap=L // 2, nfft=256, detrend=False)
+    f, psd = signal.welch(
+        t,
+        fs=1,
+        window=signal.windows.hamming(L, sym=True),
+        nperseg=L,
+        noverlap=L // 2,
+        nfft=256,
+        detrend=False,
+    )
     sw = np.sqrt(np.exp(np.mean(np.log(psd[(f >= 0.25) & (f <= 0.5)] / 2))))
     A = M @ np.maximum(0, t - 3 * np.sqrt(2) * sw)
 
     def smooth(r):
         size = math.ceil(2 * r + 1)
         yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
-        k = np.exp(-(yy ** 2 + xx ** 2) / (2 * (r / 2.5) ** 2))
+        k = np.exp(-(yy**2 + xx**2) / (2 * (r / 2.5) ** 2))
         k /= k.sum()
         sm = ndimage.correlate(fp.astype(np.float64), k, mode="constant").ravel()
         return sm / max(1e-6, sm.max())
@@ -135,12 +142,22 @@ def _reference(snap, fp, tr, valid):
 # ----------------------------------------------------------------- tests
 def test_parity_with_per_candidate_reference():
     rng = np.random.default_rng(1)
-    cands = [_candidate(rng, 25, 25, 5), _candidate(rng, 19, 23, 3, noise=0.3),
-             _candidate(rng, 21, 21, 4, kind="noise"), _candidate(rng, 27, 17, 2)]
+    cands = [
+        _candidate(rng, 25, 25, 5),
+        _candidate(rng, 19, 23, 3, noise=0.3),
+        _candidate(rng, 21, 21, 4, kind="noise"),
+        _candidate(rng, 27, 17, 2),
+    ]
     got = _run(cands)
     for k, cand in enumerate(cands):
-        np.testing.assert_allclose(got[k], _reference(*cand), rtol=2e-4, atol=1e-5,
-                                   equal_nan=True, err_msg=f"candidate {k}")
+        np.testing.assert_allclose(
+            got[k],
+            _reference(*cand),
+            rtol=2e-4,
+            atol=1e-5,
+            equal_nan=True,
+            err_msg=f"candidate {k}",
+        )
 
 
 def test_parity_with_negative_footprint_pixels():
@@ -155,8 +172,14 @@ def test_parity_with_negative_footprint_pixels():
     assert all((c[1] < 0).sum() > 10 for c in cands)
     got = _run(cands)
     for k, cand in enumerate(cands):
-        np.testing.assert_allclose(got[k], _reference(*cand), rtol=2e-4, atol=1e-5,
-                                   equal_nan=True, err_msg=f"candidate {k}")
+        np.testing.assert_allclose(
+            got[k],
+            _reference(*cand),
+            rtol=2e-4,
+            atol=1e-5,
+            equal_nan=True,
+            err_msg=f"candidate {k}",
+        )
 
 
 def test_noise_dft_matches_fft_formula():
@@ -170,13 +193,13 @@ def test_noise_dft_matches_fft_formula():
     for i, n in enumerate(lengths):
         x = rng.standard_normal((n, n_pix)) + 3.0
         M[i, :n] = x
-        M[i, n:] = 100.0 * rng.standard_normal((kp - n, n_pix))   # beyond n: must not count
+        M[i, n:] = 100.0 * rng.standard_normal((kp - n, n_pix))  # beyond n: must not count
         half = math.ceil(n / 2)
         pw = np.abs(np.fft.fft(x, axis=0)[:half]) ** 2
         pw[0] /= 2
         pw /= 2 * half
         lo = max(int(np.floor(0.5 * half + 0.5)), 1)
-        want[i] = np.sqrt(pw[lo - 1:half].mean(axis=0))
+        want[i] = np.sqrt(pw[lo - 1 : half].mean(axis=0))
     np.testing.assert_allclose(st._noise_std_by_length(M, lengths, np), want, rtol=1e-12)
 
 
@@ -194,12 +217,22 @@ def test_solver_chunking_does_not_change_epsilon():
 
 def test_batched_padded_equals_one_by_one():
     rng = np.random.default_rng(2)
-    cands = [_candidate(rng, h, w, nv, kind=kind) for h, w, nv, kind in
-             [(25, 25, 5, "matched"), (13, 31, 2, "matched"), (22, 18, 5, "noise"),
-              (30, 26, 1, "matched"), (15, 15, 3, "noise"), (24, 20, 4, "matched")]]
+    cands = [
+        _candidate(rng, h, w, nv, kind=kind)
+        for h, w, nv, kind in [
+            (25, 25, 5, "matched"),
+            (13, 31, 2, "matched"),
+            (22, 18, 5, "noise"),
+            (30, 26, 1, "matched"),
+            (15, 15, 3, "noise"),
+            (24, 20, 4, "matched"),
+        ]
+    ]
     batched = _run(cands)
-    tiny = spatiotemporal_features(*[list(z) if i < 2 else np.stack(z)
-                                     for i, z in enumerate(zip(*cands))], max_batch_elements=1)
+    tiny = spatiotemporal_features(
+        *[list(z) if i < 2 else np.stack(z) for i, z in enumerate(zip(*cands))],
+        max_batch_elements=1,
+    )
     for k, cand in enumerate(cands):
         alone = _run([cand])[0]
         np.testing.assert_allclose(batched[k], alone, rtol=1e-5, atol=1e-6, equal_nan=True)
@@ -209,7 +242,7 @@ def test_batched_padded_equals_one_by_one():
 def test_missing_events_are_left_out():
     rng = np.random.default_rng(4)
     snap, fp, tr, valid = _candidate(rng, 20, 20, 3, n_events=5)
-    snap[3:] = 7.0                          # garbage in missing slots must not matter (B6)
+    snap[3:] = 7.0  # garbage in missing slots must not matter (B6)
     tr[3:] = 5.0
     short = (snap[:3], fp, tr[:3], valid[:3])
     np.testing.assert_allclose(_run([(snap, fp, tr, valid)])[0], _run([short])[0], rtol=1e-6)
@@ -224,14 +257,14 @@ def test_known_answers_matched_versus_noise():
     assert matched[EPS_MEAN] < 0.2 < 0.5 < noise[EPS_MEAN]
     assert matched[CORR51] > 0.95
     for row in (matched, noise):
-        for block in (R1, R2, R3):                       # quantiles 0.01 <= ... <= 0.99
+        for block in (R1, R2, R3):  # quantiles 0.01 <= ... <= 0.99
             assert np.all(np.diff(row[block]) >= 0), row[block]
 
 
 def test_tqm_high_for_matching_footprint_low_for_mismatch():
     rng = np.random.default_rng(6)
     h = w = 25
-    fp = _gauss(h, w, 12, 12, 3.0)                       # all pixels > 0, no cut
+    fp = _gauss(h, w, 12, 12, 3.0)  # all pixels > 0, no cut
     other = _gauss(h, w, 4, 20, 2.0)
     t = np.zeros((5, 11))
     snap = np.zeros((5, 11, h, w))
@@ -239,8 +272,12 @@ def test_tqm_high_for_matching_footprint_low_for_mismatch():
         t[e] = np.exp(-0.5 * ((np.arange(11) - 5) / 1.5) ** 2)
         snap[e] = t[e][:, None, None] * fp + 0.01 * rng.standard_normal((11, h, w))
     valid = np.ones(5, bool)
-    good, bad = _run([(snap.astype(np.float32), fp, t.astype(np.float32), valid),
-                      (snap.astype(np.float32), other, t.astype(np.float32), valid)])
+    good, bad = _run(
+        [
+            (snap.astype(np.float32), fp, t.astype(np.float32), valid),
+            (snap.astype(np.float32), other, t.astype(np.float32), valid),
+        ]
+    )
     assert good[TQM].min() > 0.8
     assert bad[TQM].max() < 0.3
 
@@ -264,5 +301,6 @@ def test_cupy_matches_numpy():
 
     rng = np.random.default_rng(8)
     cands = [_candidate(rng, 25, 25, 5), _candidate(rng, 17, 21, 2, kind="noise")]
-    np.testing.assert_allclose(to_numpy(_run(cands, xp=cupy)), _run(cands), rtol=1e-5,
-                               atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(
+        to_numpy(_run(cands, xp=cupy)), _run(cands), rtol=1e-5, atol=1e-6, equal_nan=True
+    )

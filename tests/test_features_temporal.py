@@ -7,9 +7,17 @@ import pytest
 
 from actsort_gpu._xp import to_numpy
 from actsort_gpu.features.registry import TEMPORAL_NAMES
-from actsort_gpu.features.temporal import (count_similar, event_counts, fft_noise_std,
-                                           halfheight_widths_many, medfilt3, peak_features,
-                                           quantile_rows, similarity_rows, temporal_features)
+from actsort_gpu.features.temporal import (
+    count_similar,
+    event_counts,
+    fft_noise_std,
+    halfheight_widths_many,
+    medfilt3,
+    peak_features,
+    quantile_rows,
+    similarity_rows,
+    temporal_features,
+)
 from actsort_gpu.signal import local_maxima, peak_prominences, peak_widths
 
 COL = {name: i for i, name in enumerate(TEMPORAL_NAMES)}
@@ -21,7 +29,7 @@ def _transients(n_frames, onsets, amp=20.0, seed=0, noise=1.0):
     kernel = np.exp(-np.arange(40) / 8.0).astype(np.float32)
     for on in onsets:
         seg = min(len(kernel), n_frames - on)
-        x[on:on + seg] += amp * kernel[:seg]
+        x[on : on + seg] += amp * kernel[:seg]
     return x
 
 
@@ -55,9 +63,9 @@ def test_k_planted_transients_give_k_events(k):
 
 def test_event_detector_known_counts():
     v = np.zeros((1, 60), np.float32)
-    v[0, 10] = 5.0                    # one-sample spike: removed by the 3-point median
-    v[0, 20:24] = 1.0                 # a 4-sample bump: one event
-    v[0, 40:44] = 2.0                 # another: one event
+    v[0, 10] = 5.0  # one-sample spike: removed by the 3-point median
+    v[0, 20:24] = 1.0  # a 4-sample bump: one event
+    v[0, 40:44] = 2.0  # another: one event
     assert int(event_counts(v, np.array([0.1], np.float32))[0]) == 2
     # threshold theta * max(g): theta 0.6 keeps only the bump reaching above 0.6 * max
     assert int(event_counts(v, np.array([0.6], np.float32))[0]) == 1
@@ -87,12 +95,15 @@ def test_spectral_fractions_sum_with_shared_bins():
     nc = 501  # round(1001 / 2), half away from zero
     p = np.abs(np.fft.rfft(x.astype(np.float64), axis=1)[:, :nc]) ** 2
     p /= p.sum(axis=1, keepdims=True)
-    shared_half = p[:, 250 - 1]   # bin round(0.5 nc) = 251 belongs to both halves (1-based)
-    np.testing.assert_allclose(f[:, COL["spec_0_0.5"]] + f[:, COL["spec_0.5_1"]],
-                               1.0 + p[:, 251 - 1], rtol=1e-9)
+    shared_half = p[:, 250 - 1]  # bin round(0.5 nc) = 251 belongs to both halves (1-based)
+    np.testing.assert_allclose(
+        f[:, COL["spec_0_0.5"]] + f[:, COL["spec_0.5_1"]], 1.0 + p[:, 251 - 1], rtol=1e-9
+    )
     np.testing.assert_allclose(
         f[:, COL["spec_0_0.05"]] + f[:, COL["spec_0.05_0.95"]] + f[:, COL["spec_0.95_1"]],
-        1.0 + p[:, 25 - 1] + p[:, 476 - 1], rtol=1e-9)
+        1.0 + p[:, 25 - 1] + p[:, 476 - 1],
+        rtol=1e-9,
+    )
     assert np.all(shared_half >= 0)
     # a pure low-frequency sine puts its power in [0, 0.05]
     sine = np.sin(2 * np.pi * 5 * np.arange(1000) / 1000)[None].astype(np.float32)
@@ -108,20 +119,21 @@ def test_peak_features_hand_worked():
     # 5-7: MPP3 = 1.6 -> good peaks {3, 5}, bad {1}
     np.testing.assert_allclose(f[1:4], [(5 - 3) / 2, 0.0, (5 - 1) / 3])
     # 8-11: half-height widths on y / 4 are 1, 1, 2 (plateau); prominent = {3, 5}
-    np.testing.assert_allclose(f[4:8], [4.0, 3.0, np.std([1, 1, 2], ddof=1),
-                                        np.std([1, 2], ddof=1)])
+    np.testing.assert_allclose(
+        f[4:8], [4.0, 3.0, np.std([1, 1, 2], ddof=1), np.std([1, 2], ddof=1)]
+    )
 
 
 def test_peak_features_constant_and_single_peak():
     y = np.array([[1.0] * 10, [0, 0, 0, 5, 0, 0, 0, 0, 0, 0]])
     f = peak_features(y)
-    assert f[0, 4] == 0 and np.isnan(f[0, 6])      # no peak: width sum 0, std NaN
-    assert f[1, 6] == 0.0                            # one peak: std 0
+    assert f[0, 4] == 0 and np.isnan(f[0, 6])  # no peak: width sum 0, std NaN
+    assert f[1, 6] == 0.0  # one peak: std 0
 
 
 def test_batched_widths_equal_signal_peak_widths():
     rng = np.random.default_rng(6)
-    y = np.round(rng.normal(size=(5, 300)), 1)      # rounding makes plateaus
+    y = np.round(rng.normal(size=(5, 300)), 1)  # rounding makes plateaus
     y = (y - y.min(axis=1, keepdims=True)) / np.ptp(y, axis=1, keepdims=True)
     rows, locs = local_maxima(y)
     _, lb, rb = peak_prominences(y, locs, rows)
@@ -150,8 +162,12 @@ def test_temporal_corruption_and_top10_std_match_definitions():
 def test_tiled_similarity_equals_brute_force(xp):
     rng = np.random.default_rng(8)
     base = rng.normal(size=(4, 200))
-    x = np.concatenate([base[rng.integers(0, 4, 40)] + 0.5 * rng.normal(size=(40, 200)),
-                        rng.normal(size=(13, 200))]).astype(np.float32)
+    x = np.concatenate(
+        [
+            base[rng.integers(0, 4, 40)] + 0.5 * rng.normal(size=(40, 200)),
+            rng.normal(size=(13, 200)),
+        ]
+    ).astype(np.float32)
     z = similarity_rows(xp.asarray(x))
     c = to_numpy(z @ z.T)
     np.fill_diagonal(c, 0)

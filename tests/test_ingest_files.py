@@ -25,18 +25,33 @@ def _movie(path, t=T, h=H, w=W):
     return path
 
 
-@pytest.mark.parametrize("name,n,t,hw,fs", [("neurofinder_crop", 178, 600, (256, 256), 7.0),
-                                             ("miniscope_1p", 1196, 1000, (480, 752), 15.0)])
+@pytest.mark.parametrize(
+    "name,n,t,hw,fs",
+    [
+        ("neurofinder_crop", 178, 600, (256, 256), 7.0),
+        ("miniscope_1p", 1196, 1000, (480, 752), 15.0),
+    ],
+)
 def test_cli_real_suite2p(shared_data, tmp_path, capsys, name, n, t, hw, fs):
     out = tmp_path / "s.actsort"
-    rc = main(["ingest", "--movie", str(shared_data / name / "movie.tif"), "--extraction",
-               str(shared_data / name / "suite2p"), "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "ingest",
+            "--movie",
+            str(shared_data / name / "movie.tif"),
+            "--extraction",
+            str(shared_data / name / "suite2p"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     store = SortStore.open(out)
     assert (store.n_candidates, store.n_frames, store.height, store.width) == (n, t, *hw)
     assert store.attrs["movie"]["fs_hz"] == fs
     fp = store.footprints()
-    assert np.allclose(fp.max(axis=1).toarray().ravel(), 1.0)        # max-normalised
+    assert np.allclose(fp.max(axis=1).toarray().ravel(), 1.0)  # max-normalised
     assert store.read("source_images/suite2p_meanImg").shape == hw
     assert store.has("candidates/source_metrics/suite2p_iscell_prob")
     capsys.readouterr()
@@ -46,8 +61,17 @@ def test_cli_real_suite2p(shared_data, tmp_path, capsys, name, n, t, hw, fs):
 
 
 def test_mismatched_hw(tmp_path, capsys):
-    rc = main(["ingest", "--movie", str(_movie(tmp_path / "m.npy", h=H + 1)), "--extraction",
-               str(_npz(tmp_path / "e.npz")), "--out", str(tmp_path / "s.actsort")])
+    rc = main(
+        [
+            "ingest",
+            "--movie",
+            str(_movie(tmp_path / "m.npy", h=H + 1)),
+            "--extraction",
+            str(_npz(tmp_path / "e.npz")),
+            "--out",
+            str(tmp_path / "s.actsort"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "e.npz: footprints are 6 x 8 pixels but the movie" in err
     assert "m.npy is 7 x 8" in err
@@ -55,11 +79,29 @@ def test_mismatched_hw(tmp_path, capsys):
 
 def test_trace_length_mismatch_and_downsampling(tmp_path, capsys):
     e = _npz(tmp_path / "e.npz")
-    rc = main(["ingest", "--movie", str(_movie(tmp_path / "m.npy", t=T - 3)), "--extraction",
-               str(e), "--out", str(tmp_path / "a.actsort")])
+    rc = main(
+        [
+            "ingest",
+            "--movie",
+            str(_movie(tmp_path / "m.npy", t=T - 3)),
+            "--extraction",
+            str(e),
+            "--out",
+            str(tmp_path / "a.actsort"),
+        ]
+    )
     assert rc == 1 and "traces have 20 frames but the movie" in capsys.readouterr().err
-    rc = main(["ingest", "--movie", str(_movie(tmp_path / "d.npy", t=T // 4)), "--extraction",
-               str(e), "--out", str(tmp_path / "b.actsort")])
+    rc = main(
+        [
+            "ingest",
+            "--movie",
+            str(_movie(tmp_path / "d.npy", t=T // 4)),
+            "--extraction",
+            str(e),
+            "--out",
+            str(tmp_path / "b.actsort"),
+        ]
+    )
     assert rc == 0
     store = SortStore.open(tmp_path / "b.actsort")
     assert store.attrs["movie"]["temporal_downsample"] == 4
@@ -69,23 +111,45 @@ def test_trace_length_mismatch_and_downsampling(tmp_path, capsys):
 def test_empty_footprints_flagged(tmp_path):
     fp = np.zeros((N, H, W), np.float32)
     fp[1, 2, 2] = 1.0
-    rc = main(["ingest", "--movie", str(_movie(tmp_path / "m.npy")), "--extraction",
-               str(_npz(tmp_path / "e.npz", fp=fp)), "--out", str(tmp_path / "s.actsort")])
+    rc = main(
+        [
+            "ingest",
+            "--movie",
+            str(_movie(tmp_path / "m.npy")),
+            "--extraction",
+            str(_npz(tmp_path / "e.npz", fp=fp)),
+            "--out",
+            str(tmp_path / "s.actsort"),
+        ]
+    )
     assert rc == 0
-    np.testing.assert_array_equal(SortStore.open(tmp_path / "s.actsort").read(
-        "candidates/is_empty"), [True, False, True])
+    np.testing.assert_array_equal(
+        SortStore.open(tmp_path / "s.actsort").read("candidates/is_empty"), [True, False, True]
+    )
 
 
 def test_nonfinite_traces(tmp_path, capsys):
     traces = np.ones((N, T))
     traces[1, 3], traces[2, 0] = np.nan, np.inf
     e, m = _npz(tmp_path / "e.npz", traces=traces), _movie(tmp_path / "m.npy")
-    rc = main(["ingest", "--movie", str(m), "--extraction", str(e), "--out",
-               str(tmp_path / "a.actsort")])
+    rc = main(
+        ["ingest", "--movie", str(m), "--extraction", str(e), "--out", str(tmp_path / "a.actsort")]
+    )
     assert rc == 1 and "e.npz: 2 NaN/Inf values" in capsys.readouterr().err
     assert not (tmp_path / "a.actsort").exists()
-    rc = main(["ingest", "--movie", str(m), "--extraction", str(e), "--out",
-               str(tmp_path / "b.actsort"), "--nonfinite", "zero"])
+    rc = main(
+        [
+            "ingest",
+            "--movie",
+            str(m),
+            "--extraction",
+            str(e),
+            "--out",
+            str(tmp_path / "b.actsort"),
+            "--nonfinite",
+            "zero",
+        ]
+    )
     assert rc == 0
     t = SortStore.open(tmp_path / "b.actsort").traces()
     assert t[1, 3] == 0 and t[2, 0] == 0 and np.isfinite(t).all()
@@ -94,12 +158,36 @@ def test_nonfinite_traces(tmp_path, capsys):
 def test_unknown_and_corrupt_inputs(tmp_path, capsys):
     m = _movie(tmp_path / "m.npy")
     (tmp_path / "e.xyz").write_text("?")
-    assert main(["ingest", "--movie", str(m), "--extraction", str(tmp_path / "e.xyz"),
-                 "--out", str(tmp_path / "a.actsort")]) == 1
+    assert (
+        main(
+            [
+                "ingest",
+                "--movie",
+                str(m),
+                "--extraction",
+                str(tmp_path / "e.xyz"),
+                "--out",
+                str(tmp_path / "a.actsort"),
+            ]
+        )
+        == 1
+    )
     assert "unknown extraction format '.xyz'" in capsys.readouterr().err
     (tmp_path / "m.npy").write_bytes(b"\x93NUMPY broken")
-    assert main(["ingest", "--movie", str(m), "--extraction", str(_npz(tmp_path / "e.npz")),
-                 "--out", str(tmp_path / "b.actsort")]) == 1
+    assert (
+        main(
+            [
+                "ingest",
+                "--movie",
+                str(m),
+                "--extraction",
+                str(_npz(tmp_path / "e.npz")),
+                "--out",
+                str(tmp_path / "b.actsort"),
+            ]
+        )
+        == 1
+    )
     assert "m.npy: not a readable .npy movie" in capsys.readouterr().err
 
 
@@ -108,11 +196,22 @@ def test_extract_sparse_without_image_takes_hw_from_movie(tmp_path):
     import scipy.sparse as sp
 
     fp = np.zeros((H * W, 2))
-    fp[0, 0], fp[H * W - 1, 1] = 1, 2                       # first and last pixel
-    scipy.io.savemat(tmp_path / "e.mat", {"filters": sp.csc_matrix(fp),
-                                          "traces": np.ones((T, 2))})
-    assert main(["ingest", "--movie", str(_movie(tmp_path / "m.npy")), "--extraction",
-                 str(tmp_path / "e.mat"), "--out", str(tmp_path / "s.actsort")]) == 0
+    fp[0, 0], fp[H * W - 1, 1] = 1, 2  # first and last pixel
+    scipy.io.savemat(tmp_path / "e.mat", {"filters": sp.csc_matrix(fp), "traces": np.ones((T, 2))})
+    assert (
+        main(
+            [
+                "ingest",
+                "--movie",
+                str(_movie(tmp_path / "m.npy")),
+                "--extraction",
+                str(tmp_path / "e.mat"),
+                "--out",
+                str(tmp_path / "s.actsort"),
+            ]
+        )
+        == 0
+    )
     assert SortStore.open(tmp_path / "s.actsort").footprints().indices.tolist() == [0, H * W - 1]
 
 

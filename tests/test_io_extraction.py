@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from actsort_gpu.config import IngestConfig
-from actsort_gpu.io.extraction import (MissingShapeError, detect_extraction_format,
-                                       read_extraction)
+from actsort_gpu.io.extraction import MissingShapeError, detect_extraction_format, read_extraction
 
-N, H, W, T = 4, 5, 7, 30     # H != W: a transposed reader cannot pass
+N, H, W, T = 4, 5, 7, 30  # H != W: a transposed reader cannot pass
 
 
 @pytest.fixture()
@@ -18,7 +19,7 @@ def truth():
     rng = np.random.default_rng(1)
     fp = np.zeros((N, H, W), np.float32)
     fp[0, 1:3, 2:5] = rng.random((2, 3)) + 0.5
-    fp[1, 0, 0] = 2.0                  # a corner pixel: catches row/col or order mix-ups
+    fp[1, 0, 0] = 2.0  # a corner pixel: catches row/col or order mix-ups
     fp[2, 4, 6] = 3.0
     fp[2, 3, 1] = 1.5
     fp[3, 2, :] = 0.25
@@ -39,9 +40,17 @@ def test_extract_v5_dense_nested_struct(tmp_path, truth):
     import scipy.io
 
     fp, traces, image = truth
-    output = {"info": {"max_image": image, "cellcheck": {"is_bad": np.array([0, 1, 0, 0.]),
-                                                           "metrics": np.arange(2 * N).reshape(2, N)}},
-              "spatial_weights": fp.transpose(1, 2, 0), "temporal_weights": traces.T}
+    output = {
+        "info": {
+            "max_image": image,
+            "cellcheck": {
+                "is_bad": np.array([0, 1, 0, 0.0]),
+                "metrics": np.arange(2 * N).reshape(2, N),
+            },
+        },
+        "spatial_weights": fp.transpose(1, 2, 0),
+        "temporal_weights": traces.T,
+    }
     scipy.io.savemat(tmp_path / "out.mat", {"output": output})
     c = read_extraction(tmp_path / "out.mat")
     _same(c, fp, traces, "extract")
@@ -54,9 +63,10 @@ def test_extract_v5_sparse_column_major(tmp_path, truth):
     import scipy.io
 
     fp, traces, image = truth
-    sw = sp.csc_matrix(fp.transpose(1, 2, 0).reshape(H * W, N, order="F"))   # MATLAB (H*W) x N
-    scipy.io.savemat(tmp_path / "s.mat", {"res": {"filters": sw, "traces": traces.T,
-                                                    "summary_image": image}})
+    sw = sp.csc_matrix(fp.transpose(1, 2, 0).reshape(H * W, N, order="F"))  # MATLAB (H*W) x N
+    scipy.io.savemat(
+        tmp_path / "s.mat", {"res": {"filters": sw, "traces": traces.T, "summary_image": image}}
+    )
     _same(read_extraction(tmp_path / "s.mat"), fp, traces, "extract")
     scipy.io.savemat(tmp_path / "noimg.mat", {"filters": sw, "traces": traces.T})
     with pytest.raises(MissingShapeError, match="height and width"):
@@ -79,9 +89,10 @@ def test_extract_v73_dense_reversed_order(tmp_path, truth):
     def write(f):
         g = f.create_group("output")
         g.attrs["MATLAB_class"] = np.bytes_("struct")
-        g["spatial_weights"] = fp.transpose(0, 2, 1)         # MATLAB H x W x N -> (N, W, H)
-        g["temporal_weights"] = traces                       # MATLAB T x N -> (N, T)
-        g.create_group("info")["max_image"] = image.T        # MATLAB H x W -> (W, H)
+        g["spatial_weights"] = fp.transpose(0, 2, 1)  # MATLAB H x W x N -> (N, W, H)
+        g["temporal_weights"] = traces  # MATLAB T x N -> (N, T)
+        g.create_group("info")["max_image"] = image.T  # MATLAB H x W -> (W, H)
+
     _write_v73(tmp_path / "v73.mat", write)
     c = read_extraction(tmp_path / "v73.mat")
     _same(c, fp, traces, "extract")
@@ -96,9 +107,14 @@ def test_extract_v73_sparse(tmp_path, truth):
         g = f.create_group("output")
         s = g.create_group("spatial_weights")
         s.attrs["MATLAB_sparse"] = np.uint64(H * W)
-        s["data"], s["ir"], s["jc"] = csc.data, csc.indices.astype(np.uint64), csc.indptr.astype(np.uint64)
+        s["data"], s["ir"], s["jc"] = (
+            csc.data,
+            csc.indices.astype(np.uint64),
+            csc.indptr.astype(np.uint64),
+        )
         g["temporal_weights"] = traces
         g["max_im"] = image.T
+
     _write_v73(tmp_path / "sp.mat", write)
     _same(read_extraction(tmp_path / "sp.mat"), fp, traces, "extract")
 
@@ -118,7 +134,7 @@ def test_extract_missing_fields_and_corrupt(tmp_path, truth):
 def _caiman(path, fp, traces, with_yra=None, image=None):
     import h5py
 
-    A = sp.csc_matrix(fp.transpose(0, 2, 1).reshape(N, H * W).T)   # pixel p = row + col * H
+    A = sp.csc_matrix(fp.transpose(0, 2, 1).reshape(N, H * W).T)  # pixel p = row + col * H
     with h5py.File(path, "w") as f:
         e = f.create_group("estimates")
         a = e.create_group("A")
@@ -127,7 +143,7 @@ def _caiman(path, fp, traces, with_yra=None, image=None):
         e["dims"] = np.array([H, W])
         e["SNR_comp"] = np.arange(N, dtype=float)
         e["r_values"] = np.linspace(0, 1, N)
-        e["cnn_preds"] = "NoneType"                     # CaImAn's way of saving None
+        e["cnn_preds"] = "NoneType"  # CaImAn's way of saving None
         e["idx_components"] = np.array([0, 2])
         if with_yra is not None:
             e["YrA"] = with_yra
@@ -142,7 +158,7 @@ def test_caiman(tmp_path, truth):
     _caiman(tmp_path / "cm.hdf5", fp, traces, yra, image)
     assert detect_extraction_format(tmp_path / "cm.hdf5") == "caiman"
     c = read_extraction(tmp_path / "cm.hdf5")
-    _same(c, fp, traces + 1, "caiman")                 # default trace C + YrA
+    _same(c, fp, traces + 1, "caiman")  # default trace C + YrA
     assert c.fs_hz == 15.0 and "caiman_cnn_preds" not in c.metrics
     np.testing.assert_array_equal(c.metrics["caiman_snr"], np.arange(N))
     np.testing.assert_array_equal(c.metrics["caiman_accepted"], [1, 0, 1, 0])
@@ -158,8 +174,8 @@ def test_minian(tmp_path, truth, layout):
 
     fp, traces, image = truth
     units = np.array([10, 11, 12, 13])
-    order = [2, 0, 3, 1]                                # C saved in another unit order
-    if layout == "per_variable":                        # xarray to_zarr, zarr v2, one per var
+    order = [2, 0, 3, 1]  # C saved in another unit order
+    if layout == "per_variable":  # xarray to_zarr, zarr v2, one per var
         for name, data, ids in (("A", fp, units), ("C", traces[order], units[order])):
             g = zarr.open_group(str(tmp_path / "out" / f"{name}.zarr"), mode="w", zarr_format=2)
             g.create_array(name, data=data)
@@ -182,32 +198,49 @@ def test_minian(tmp_path, truth, layout):
 @pytest.mark.parametrize("mask", ["image_mask", "pixel_mask"])
 def test_nwb(tmp_path, truth, mask):
     pynwb = pytest.importorskip("pynwb")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, TwoPhotonSeries
 
     fp, traces, _ = truth
-    nwb = pynwb.NWBFile("test", "id", datetime(2024, 1, 1, tzinfo=timezone.utc))
+    nwb = pynwb.NWBFile("test", "id", datetime(2024, 1, 1, tzinfo=UTC))
     device = nwb.create_device("scope")
     channel = OpticalChannel(name="ch", description="green", emission_lambda=510.0)
-    plane = nwb.create_imaging_plane(name="plane", optical_channel=channel, description="test",
-                                     device=device, excitation_lambda=500.0, imaging_rate=7.0,
-                                     indicator="GCaMP", location="cortex")
-    nwb.add_acquisition(TwoPhotonSeries(name="movie", data=np.zeros((T, H, W), np.uint16),
-                                        imaging_plane=plane, rate=7.0, unit="a.u."))
+    plane = nwb.create_imaging_plane(
+        name="plane",
+        optical_channel=channel,
+        description="test",
+        device=device,
+        excitation_lambda=500.0,
+        imaging_rate=7.0,
+        indicator="GCaMP",
+        location="cortex",
+    )
+    nwb.add_acquisition(
+        TwoPhotonSeries(
+            name="movie",
+            data=np.zeros((T, H, W), np.uint16),
+            imaging_plane=plane,
+            rate=7.0,
+            unit="a.u.",
+        )
+    )
     seg = ImageSegmentation()
     ophys = nwb.create_processing_module("ophys", "optical physiology")
     ophys.add(seg)
-    ps = seg.create_plane_segmentation(description="rois", imaging_plane=plane,
-                                       name="PlaneSegmentation")
+    ps = seg.create_plane_segmentation(
+        description="rois", imaging_plane=plane, name="PlaneSegmentation"
+    )
     ps.add_column("iscell", "Suite2p label")
     for i in range(N):
         if mask == "image_mask":
             ps.add_roi(image_mask=fp[i], iscell=float(i % 2))
         else:
             r, cc = np.nonzero(fp[i])
-            ps.add_roi(pixel_mask=[(int(a), int(b), float(fp[i, a, b])) for a, b in zip(r, cc)],
-                       iscell=float(i % 2))
+            ps.add_roi(
+                pixel_mask=[(int(a), int(b), float(fp[i, a, b])) for a, b in zip(r, cc)],
+                iscell=float(i % 2),
+            )
     region = ps.create_roi_table_region("all", region=list(range(N)))
     fl = Fluorescence(name="Fluorescence")
     fl.create_roi_response_series(name="F", data=traces.T, rois=region, rate=7.0, unit="a.u.")
@@ -225,8 +258,14 @@ def test_npz_dense_and_csr(tmp_path, truth):
     from actsort_gpu.io.npz import write_npz
 
     fp, traces, image = truth
-    np.savez(tmp_path / "d.npz", footprints=fp, traces=traces, fs_hz=20.0,
-             metric_snr=np.arange(N), image_mean=image)
+    np.savez(
+        tmp_path / "d.npz",
+        footprints=fp,
+        traces=traces,
+        fs_hz=20.0,
+        metric_snr=np.arange(N),
+        image_mean=image,
+    )
     c = read_extraction(tmp_path / "d.npz")
     _same(c, fp, traces, "npz")
     assert c.fs_hz == 20.0 and set(c.metrics) == {"snr"} and set(c.images) == {"mean"}
@@ -253,15 +292,25 @@ def _suite2p_plane(folder, fp, traces):
     for i in range(N):
         r, c = np.nonzero(fp[i])
         stat.append({"ypix": r, "xpix": c, "lam": fp[i, r, c], "skew": float(i), "compact": 1.0})
-    stat[1].pop("skew")                                   # missing value -> NaN
+    stat[1].pop("skew")  # missing value -> NaN
     np.save(folder / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
     np.save(folder / "F.npy", traces)
     np.save(folder / "Fneu.npy", np.ones_like(traces))
     np.save(folder / "spks.npy", np.maximum(traces, 0))
-    np.save(folder / "iscell.npy", np.array([[1, .9], [0, .2], [1, .8], [0, .1]]))
-    np.save(folder / "ops.npy", {"Ly": H, "Lx": W, "fs": 30.0, "meanImg": np.ones((H, W)),
-                                 "max_proj": np.full((H - 2, W - 1), 5.0),
-                                 "yrange": [1, H - 1], "xrange": [0, W - 1]}, allow_pickle=True)
+    np.save(folder / "iscell.npy", np.array([[1, 0.9], [0, 0.2], [1, 0.8], [0, 0.1]]))
+    np.save(
+        folder / "ops.npy",
+        {
+            "Ly": H,
+            "Lx": W,
+            "fs": 30.0,
+            "meanImg": np.ones((H, W)),
+            "max_proj": np.full((H - 2, W - 1), 5.0),
+            "yrange": [1, H - 1],
+            "xrange": [0, W - 1],
+        },
+        allow_pickle=True,
+    )
 
 
 def test_suite2p_layouts_and_traces(tmp_path, truth):
@@ -274,11 +323,11 @@ def test_suite2p_layouts_and_traces(tmp_path, truth):
         _same(c, fp, traces, "suite2p")
     assert c.fs_hz == 30.0
     np.testing.assert_array_equal(c.metrics["suite2p_iscell"], [1, 0, 1, 0])
-    np.testing.assert_allclose(c.metrics["suite2p_iscell_prob"], [.9, .2, .8, .1])
+    np.testing.assert_allclose(c.metrics["suite2p_iscell_prob"], [0.9, 0.2, 0.8, 0.1])
     np.testing.assert_array_equal(c.metrics["suite2p_skew"], [0, np.nan, 2, 3])
-    mp = c.images["suite2p_max_proj"]                       # padded back from yrange/xrange
-    assert mp.shape == (H, W) and mp[1:H - 1, 0:W - 1].min() == 5.0
-    c = read_extraction(plane)                              # default F - 0.7 Fneu
+    mp = c.images["suite2p_max_proj"]  # padded back from yrange/xrange
+    assert mp.shape == (H, W) and mp[1 : H - 1, 0 : W - 1].min() == 5.0
+    c = read_extraction(plane)  # default F - 0.7 Fneu
     np.testing.assert_allclose(c.traces, traces - 0.7, rtol=1e-6)
     c = read_extraction(plane, config=IngestConfig(suite2p_trace="spks"))
     np.testing.assert_allclose(c.traces, np.maximum(traces, 0))

@@ -7,10 +7,18 @@ import logging
 import numpy as np
 import pytest
 
-from actsort_gpu.io.movies import (HDF5Movie, NpyMovie, Suite2pBinMovie, TiffFolderMovie,
-                                   TiffMovie, ZarrMovie, open_movie, resolve_axis_order)
+from actsort_gpu.io.movies import (
+    HDF5Movie,
+    NpyMovie,
+    Suite2pBinMovie,
+    TiffFolderMovie,
+    TiffMovie,
+    ZarrMovie,
+    open_movie,
+    resolve_axis_order,
+)
 
-T, H, W = 12, 6, 9   # H != W so that a transposed read cannot pass by accident
+T, H, W = 12, 6, 9  # H != W so that a transposed read cannot pass by accident
 
 
 @pytest.fixture()
@@ -47,7 +55,7 @@ def test_tiff_folder_natural_order(tmp_path, movie):
     import tifffile
 
     for i in range(T):
-        tifffile.imwrite(tmp_path / f"frame{i}.tif", movie[i])   # frame10 after frame9
+        tifffile.imwrite(tmp_path / f"frame{i}.tif", movie[i])  # frame10 after frame9
     m = open_movie(tmp_path)
     assert isinstance(m, TiffFolderMovie)
     _check(m, movie, "tiff-folder")
@@ -68,7 +76,7 @@ def test_hdf5_axis_orders(tmp_path, movie, order, caplog):
     stored = movie.transpose(["THW".index(a) for a in order])
     with h5py.File(tmp_path / "m.h5", "w") as f:
         f["mov"] = stored
-        f["F_per_pixel"] = np.zeros((3, 4, 5))   # EXTRACT by-product: never the movie
+        f["F_per_pixel"] = np.zeros((3, 4, 5))  # EXTRACT by-product: never the movie
     with caplog.at_level(logging.INFO):
         m = open_movie(tmp_path / "m.h5", expected_hw=(H, W))
     assert isinstance(m, HDF5Movie) and m.axis_order == order and m.dataset == "mov"
@@ -82,7 +90,7 @@ def test_matlab_v73_movie_prefers_reversed_order(tmp_path):
     """MATLAB [H W T] with H == W reads as (T, W, H); the tie goes to MATLAB's order."""
     import h5py
 
-    mov = np.random.default_rng(0).random((5, 4, 4)).astype(np.float32)   # (T, H, W)
+    mov = np.random.default_rng(0).random((5, 4, 4)).astype(np.float32)  # (T, H, W)
     path = tmp_path / "movie.mat"
     with h5py.File(path, "w", userblock_size=512) as f:
         f["Y"] = mov.transpose(0, 2, 1)
@@ -150,10 +158,12 @@ def test_truncated_tiff(tmp_path, movie):
         tifffile.imwrite(tmp_path / name, movie, **kw)
         data = (tmp_path / name).read_bytes()
         (tmp_path / name).write_bytes(data[: len(data) * 2 // 3])
-        with pytest.raises(OSError, match=f"{name}.*(truncated|corrupt)"):
-            with open_movie(tmp_path / name) as m:
-                for _ in m.iter_chunks(4):
-                    pass
+        with (
+            pytest.raises(OSError, match=f"{name}.*(truncated|corrupt)"),
+            open_movie(tmp_path / name) as m,
+        ):
+            for _ in m.iter_chunks(4):
+                pass
 
 
 def test_truncated_suite2p_bin(tmp_path, movie):

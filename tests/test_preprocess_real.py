@@ -71,7 +71,7 @@ def test_real_movie_end_to_end(real):
     n = s.n_candidates
     assert s.read("fov/max").shape == shape[1:]
     corr = s.read("fov/corr")
-    assert np.isfinite(corr).all() and -1 <= corr.min() and corr.max() <= 1
+    assert np.isfinite(corr).all() and corr.min() >= -1 and corr.max() <= 1
     # Suite2p's own mean image equals ours up to registration (ours is of the raw movie)
     mean = s.read("fov/mean")
     if s.has("source_images/suite2p_meanImg"):
@@ -86,7 +86,7 @@ def test_real_movie_end_to_end(real):
     fp = s.footprints()
     brighter = []
     for i in np.flatnonzero(iscell)[:40]:
-        snaps = s.snapshots(int(i))[0, 5]             # strongest event, centre frame
+        snaps = s.snapshots(int(i))[0, 5]  # strongest event, centre frame
         r0, r1, c0, c1 = crops[i]
         mask = fp[i].toarray().reshape(shape[1:])[r0:r1, c0:c1] > 0.3
         brighter.append(snaps[mask].mean() > snaps[~mask].mean())
@@ -96,6 +96,9 @@ def test_real_movie_end_to_end(real):
 
 def test_real_movie_montage(real):
     name, _, out, _ = real
-    idx = _montage(out, ARTIFACTS / f"preprocess_montage_{name}.png",
-                   f"{name}: accepted candidates, max over 11 frames of each event")
+    idx = _montage(
+        out,
+        ARTIFACTS / f"preprocess_montage_{name}.png",
+        f"{name}: accepted candidates, max over 11 frames of each event",
+    )
     assert len(idx) > 0 and (ARTIFACTS / f"preprocess_montage_{name}.png").stat().st_size > 0

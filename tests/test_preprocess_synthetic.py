@@ -1,7 +1,5 @@
 """Known answers for the preprocessing pass on a synthetic movie with planted transients."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,18 +9,22 @@ from actsort_gpu.config import PreprocessConfig
 from actsort_gpu.ingest import ingest
 from actsort_gpu.io.candidates import Candidates
 from actsort_gpu.io.movies import ArrayMovie, open_movie
-from actsort_gpu.preprocess import preprocess
+from actsort_gpu.preprocess import preprocess, stream
 from actsort_gpu.preprocess.events import find_events, snapshot_frames
 from actsort_gpu.preprocess.geometry import compute_geometry, outline_from_mask
 from actsort_gpu.preprocess.kernels import ProjectionAccumulator, gather_segments_numpy
-from actsort_gpu.preprocess import stream
 from actsort_gpu.preprocess.stream import plan_pass, run_pass, split_pieces
 from actsort_gpu.store import SortStore
 
 T, H, W = 240, 40, 56
 CENTRES = [(10, 10), (10, 30), (28, 14), (26, 44), (12, 47)]
-EVENTS = [[30, 90, 150, 200, 60], [40, 100, 170, 211, 120], [0, 55, 130, 180, 235],
-          [20, 70, 110, 160, 225], [50, 80, 140, 190, 215]]
+EVENTS = [
+    [30, 90, 150, 200, 60],
+    [40, 100, 170, 211, 120],
+    [0, 55, 130, 180, 235],
+    [20, 70, 110, 160, 225],
+    [50, 80, 140, 190, 215],
+]
 AMPS = [10.0, 9.0, 8.0, 7.0, 6.0]
 
 
@@ -32,17 +34,23 @@ def _scene(seed=0):
     fps, traces = [], []
     movie = rng.normal(100.0, 2.0, size=(T, H, W)).astype(np.float32)
     for (r, c), ev in zip(CENTRES, EVENTS):
-        fp = np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * 2.0 ** 2))
+        fp = np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * 2.0**2))
         fp[fp < 0.02] = 0
         tr = rng.normal(0, 0.05, T)
         for k, e in enumerate(ev):
-            tr[e:e + 6] += AMPS[k] * np.exp(-np.arange(min(6, T - e)) / 2.0)
+            tr[e : e + 6] += AMPS[k] * np.exp(-np.arange(min(6, T - e)) / 2.0)
         fps.append(fp.ravel())
         traces.append(tr)
         movie += 20.0 * tr[:, None, None].astype(np.float32) * fp[None].astype(np.float32)
     movie = np.clip(np.round(movie), 0, 65535).astype(np.uint16)
-    cands = Candidates(sp.csr_matrix(np.array(fps, np.float32)), np.array(traces, np.float32),
-                       H, W, "npz", "synthetic.npz")
+    cands = Candidates(
+        sp.csr_matrix(np.array(fps, np.float32)),
+        np.array(traces, np.float32),
+        H,
+        W,
+        "npz",
+        "synthetic.npz",
+    )
     return movie, cands
 
 
@@ -74,7 +82,7 @@ def test_full_pipeline_known_answers(scene):
     d, movie, cands = scene
     store = _store(d, cands, "a.actsort")
     summary = preprocess(store.path, PreprocessConfig(max_memory_mb=1), device="cpu")
-    assert summary["chunk_frames"] < T        # really chunked
+    assert summary["chunk_frames"] < T  # really chunked
     s = SortStore.open(store.path)
     assert s.stage_status("preprocess") == "complete"
     assert not (store.path / ".scratch").exists()
@@ -91,8 +99,9 @@ def test_full_pipeline_known_answers(scene):
             if dr == dc == 0:
                 continue
             sh = np.full_like(z, np.nan)
-            sh[:, max(dr, 0):H + min(dr, 0), max(dc, 0):W + min(dc, 0)] = \
-                z[:, max(-dr, 0):H + min(-dr, 0), max(-dc, 0):W + min(-dc, 0)]
+            sh[:, max(dr, 0) : H + min(dr, 0), max(dc, 0) : W + min(dc, 0)] = z[
+                :, max(-dr, 0) : H + min(-dr, 0), max(-dc, 0) : W + min(-dc, 0)
+            ]
             r = (z * sh).mean(0)
             ok = np.isfinite(r)
             tot[ok] += r[ok]
@@ -104,7 +113,7 @@ def test_full_pipeline_known_answers(scene):
     frames = s.read("snapshots/frames")
     crops = s.read("candidates/crops")
     for i, (r, c) in enumerate(CENTRES):
-        snaps = s.snapshots(i)                     # (5, 11, h, w)
+        snaps = s.snapshots(i)  # (5, 11, h, w)
         r0, r1, c0, c1 = crops[i]
         assert r0 <= r - 7 or r0 == 0
         for e in range(5):
@@ -118,8 +127,9 @@ def test_full_pipeline_known_answers(scene):
             # values equal the movie within the uint8 quantisation step
             lo, hi = s.read("snapshots/scale")[i]
             ok = fr >= 0
-            np.testing.assert_allclose(snaps[e][ok], m[fr[ok], r0:r1, c0:c1],
-                                       atol=(hi - lo) / 255 / 2 + 1e-3)
+            np.testing.assert_allclose(
+                snaps[e][ok], m[fr[ok], r0:r1, c0:c1], atol=(hi - lo) / 255 / 2 + 1e-3
+            )
     st = s.read("candidates/snapshot_traces")
     np.testing.assert_allclose(st[0, 0], cands.traces[0, frames[0, 0]], rtol=1e-6)
     clims = s.read("snapshots/clims")
@@ -147,8 +157,8 @@ def test_chunked_equals_single_chunk(scene, tmp_path, chunk):
 def test_downsampled_movie_frames_and_clipping():
     ev = np.array([[0, 7, 9, -1, 239]])
     fr = snapshot_frames(ev, dt=2, n_movie_frames=120, half_window=5)
-    assert fr[0, 0].tolist() == [-1] * 5 + list(range(0, 6))      # clipped, not left-aligned
-    assert fr[0, 1, 5] == 3 and fr[0, 2, 5] == 4                   # s // dt (ceil(s/dt) 1-based)
+    assert fr[0, 0].tolist() == [-1] * 5 + list(range(0, 6))  # clipped, not left-aligned
+    assert fr[0, 1, 5] == 3 and fr[0, 2, 5] == 4  # s // dt (ceil(s/dt) 1-based)
     assert (fr[0, 3] == -1).all()
     assert fr[0, 4].tolist() == list(range(114, 120)) + [-1] * 5
 
@@ -183,7 +193,7 @@ def test_outline_of_a_square_and_two_objects():
     assert o[:, 1].max() == 4
     mask[5, 6] = True
     o2 = outline_from_mask(mask)
-    assert np.isnan(o2).any(axis=1).sum() == 1                   # one separator
+    assert np.isnan(o2).any(axis=1).sum() == 1  # one separator
     assert o2[-1].tolist() == [5.0, 6.0]
 
 
@@ -225,12 +235,18 @@ def test_errors(scene, tmp_path):
 
 
 def replace_traces(cands, t):
-    return Candidates(cands.footprints, cands.traces[:, :t], cands.height, cands.width,
-                      cands.source_format, cands.source_path)
+    return Candidates(
+        cands.footprints,
+        cands.traces[:, :t],
+        cands.height,
+        cands.width,
+        cands.source_format,
+        cands.source_path,
+    )
 
 
 def test_interrupted_pass_resumes_from_last_chunk(scene, monkeypatch):
-    monkeypatch.setattr(stream, "CHECKPOINT_S", 0.0)       # checkpoint after every chunk
+    monkeypatch.setattr(stream, "CHECKPOINT_S", 0.0)  # checkpoint after every chunk
     d, movie, cands = scene
     store = _store(d, cands, "k.actsort")
     reference = _store(d, cands, "ref.actsort")
@@ -244,6 +260,7 @@ def test_interrupted_pass_resumes_from_last_chunk(scene, monkeypatch):
             raise Stop
 
     chunk = []
+
     def first(stats):
         chunk.append(stats["frames_done"])
         stop_after_two(stats)
@@ -258,10 +275,16 @@ def test_interrupted_pass_resumes_from_last_chunk(scene, monkeypatch):
     assert summary["resumed_from"] == 2 * chunk[0]
     s = SortStore.open(store.path)
     r = SortStore.open(reference.path)
-    for name in ("fov/max", "fov/mean", "fov/std", "fov/corr", "snapshots/data",
-                 "snapshots/scale", "candidates/events"):
-        np.testing.assert_allclose(s.read(name), r.read(name), rtol=1e-6, atol=1e-6,
-                                   err_msg=name)
+    for name in (
+        "fov/max",
+        "fov/mean",
+        "fov/std",
+        "fov/corr",
+        "snapshots/data",
+        "snapshots/scale",
+        "candidates/events",
+    ):
+        np.testing.assert_allclose(s.read(name), r.read(name), rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_cli_runs_and_reports(scene, capsys):
@@ -269,8 +292,19 @@ def test_cli_runs_and_reports(scene, capsys):
 
     d, _, cands = scene
     store = _store(d, cands, "cli.actsort")
-    rc = main(["preprocess", str(store.path), "--device", "cpu", "--max-memory", "1",
-               "--snapshot-dtype", "uint16", "--no-progress"])
+    rc = main(
+        [
+            "preprocess",
+            str(store.path),
+            "--device",
+            "cpu",
+            "--max-memory",
+            "1",
+            "--snapshot-dtype",
+            "uint16",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "preprocessed 5 candidates" in capsys.readouterr().out
     s = SortStore.open(store.path)
@@ -294,10 +328,13 @@ def test_accumulator_threads_blocks_and_merge(monkeypatch):
     np.testing.assert_allclose(ref["std"], m.std(0), rtol=1e-5)
     np.testing.assert_array_equal(ref["max"], m.max(0))
     a = m - m.mean(0)
-    np.testing.assert_allclose(one.p[3] / 70, (a[:, :-1, 1:] * a[:, 1:, :-1]).mean(0)
-                               + (m.mean(0)[:-1, 1:] - chunk[0, :-1, 1:])
-                               * (m.mean(0)[1:, :-1] - chunk[0, 1:, :-1]), rtol=1e-5)
-    monkeypatch.setattr(kernels, "_BLOCK_PIXELS", 2 * 9)          # 2-row blocks
+    np.testing.assert_allclose(
+        one.p[3] / 70,
+        (a[:, :-1, 1:] * a[:, 1:, :-1]).mean(0)
+        + (m.mean(0)[:-1, 1:] - chunk[0, :-1, 1:]) * (m.mean(0)[1:, :-1] - chunk[0, 1:, :-1]),
+        rtol=1e-5,
+    )
+    monkeypatch.setattr(kernels, "_BLOCK_PIXELS", 2 * 9)  # 2-row blocks
     monkeypatch.setattr(kernels, "_FLUSH_FRAMES", 16)
     for threads in (1, 3):
         acc = ProjectionAccumulator(13, 9, threads=threads)
@@ -319,7 +356,7 @@ def test_accumulator_threads_blocks_and_merge(monkeypatch):
 
 
 def test_pieces_are_whole_chunks():
-    assert split_pieces(100, 7, 3) == [(0, 0, 35), (1, 35, 70), (2, 70, 100)]   # 15 chunks
+    assert split_pieces(100, 7, 3) == [(0, 0, 35), (1, 35, 70), (2, 70, 100)]  # 15 chunks
     assert split_pieces(10, 20, 4) == [(0, 0, 10)]
 
 
@@ -330,8 +367,9 @@ def test_reader_ring_never_overwrites_a_chunk_in_use():
     try:
         for first, frames in reader:
             import time as _t
-            _t.sleep(0.002)                 # the reader runs ahead meanwhile
-            np.testing.assert_array_equal(frames, movie[first:first + 4])
+
+            _t.sleep(0.002)  # the reader runs ahead meanwhile
+            np.testing.assert_array_equal(frames, movie[first : first + 4])
             seen.append(first)
     finally:
         reader.close()
@@ -349,8 +387,7 @@ def test_dask_pieces_equal_single_process(scene):
     assert summary["pieces"] == 4
     a, b = SortStore.open(one.path), SortStore.open(two.path)
     for name in ("fov/max", "fov/mean", "fov/std", "fov/corr"):
-        np.testing.assert_allclose(b.read(name), a.read(name), rtol=1e-6, atol=1e-7,
-                                   err_msg=name)
+        np.testing.assert_allclose(b.read(name), a.read(name), rtol=1e-6, atol=1e-7, err_msg=name)
     for name in ("snapshots/data", "snapshots/scale", "snapshots/clims", "snapshots/frames"):
         np.testing.assert_array_equal(b.read(name), a.read(name), err_msg=name)
     assert not (two.path / ".scratch").exists()
@@ -364,8 +401,9 @@ def test_unreachable_scheduler_leaves_the_store_untouched(scene, monkeypatch):
     d, _, cands = scene
     store = _store(d, cands, "nosched.actsort")
     before = dict(SortStore.open(store.path).attrs["stages"])
-    monkeypatch.setattr(cluster, "dask_client",
-                        functools.partial(cluster.dask_client, timeout_s=1.0))
+    monkeypatch.setattr(
+        cluster, "dask_client", functools.partial(cluster.dask_client, timeout_s=1.0)
+    )
     with pytest.raises(cluster.ClusterError, match="tcp://127.0.0.1:9"):
         preprocess(store.path, device="cpu", scheduler="tcp://127.0.0.1:9")
     s = SortStore.open(store.path)
@@ -408,8 +446,7 @@ def test_sigkilled_process_resumes(scene):
     preprocess(reference.path, PreprocessConfig(max_memory_mb=1), device="cpu")
     s, r = SortStore.open(store.path), SortStore.open(reference.path)
     for name in ("fov/max", "fov/mean", "fov/std", "fov/corr"):
-        np.testing.assert_allclose(s.read(name), r.read(name), rtol=1e-6, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(s.read(name), r.read(name), rtol=1e-6, atol=1e-6, err_msg=name)
     for name in ("snapshots/data", "snapshots/scale", "candidates/crops"):
         np.testing.assert_array_equal(s.read(name), r.read(name), err_msg=name)
 
@@ -423,12 +460,13 @@ def test_gpu_matches_numpy(scene):
     _, movie, cands = scene
     chunk = movie[:40]
     seg = np.array([[1, 3, 2, 4, 3, 5, 0], [0, 1, 0, 0, 40, 56, 45], [39, 1, 39, 55, 1, 1, 2285]])
-    np.testing.assert_array_equal(gather_segments_cupy(cp.asarray(chunk), seg).get(),
-                                  gather_segments_numpy(chunk, seg))
+    np.testing.assert_array_equal(
+        gather_segments_cupy(cp.asarray(chunk), seg).get(), gather_segments_numpy(chunk, seg)
+    )
     cpu = ProjectionAccumulator(H, W)
     gpu = ProjectionAccumulator(H, W, xp=cp)
     for a in range(0, T, 50):
-        cpu.update(movie[a:a + 50])
-        gpu.update(cp.asarray(movie[a:a + 50]))
+        cpu.update(movie[a : a + 50])
+        gpu.update(cp.asarray(movie[a : a + 50]))
     for k, v in cpu.images().items():
         np.testing.assert_allclose(gpu.images()[k], v, rtol=1e-5, atol=1e-5, err_msg=k)

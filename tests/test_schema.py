@@ -13,8 +13,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "store_schema.md"
 
 def test_committed_doc_is_generated_from_the_schema():
     assert DOC.read_text() == schema.render_markdown(), (
-        "docs/store_schema.md is stale: run `python -m actsort_gpu.schema > "
-        "docs/store_schema.md`")
+        "docs/store_schema.md is stale: run `python -m actsort_gpu.schema > docs/store_schema.md`"
+    )
 
 
 def test_every_spec_is_consistent():
@@ -32,7 +32,7 @@ def test_spec_for_groups_and_reserved_names():
     member = schema.spec_for(f"{schema.SOURCE_METRICS}/suite2p_iscell_prob")
     assert member is schema.ARRAYS[schema.SOURCE_METRICS]
     assert schema.spec_for(f"{schema.SOURCE_METRICS}/a/b") is None
-    assert schema.is_reserved("candidates/centres")          # misspelt: refused
+    assert schema.is_reserved("candidates/centres")  # misspelt: refused
     assert schema.is_reserved(f"{schema.FOOTPRINTS}/indptr")  # only write_csr writes it
     assert not schema.is_reserved("scratch/x")
 
@@ -60,7 +60,7 @@ def test_writes_are_checked_against_the_spec(store):
         store.write_array(schema.FOOTPRINTS, np.zeros((3, 20), np.float32))
     with pytest.raises(ValueError, match="snapshots/data: dtype int16"):
         store.create_array(schema.SNAPSHOTS_DATA, (10,), np.int16)
-    store.create_array(schema.SNAPSHOTS_DATA, (10,), np.uint16)   # one of the allowed dtypes
+    store.create_array(schema.SNAPSHOTS_DATA, (10,), np.uint16)  # one of the allowed dtypes
 
 
 def test_group_members_follow_the_group_spec(store):

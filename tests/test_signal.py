@@ -3,14 +3,21 @@
 import numpy as np
 import pytest
 
-from actsort_gpu.signal import (findpeaks, findpeaks_many, local_maxima, medfilt3_zeropad,
-                                peak_prominences, peak_widths, quantile_hazen)
+from actsort_gpu.signal import (
+    findpeaks,
+    findpeaks_many,
+    local_maxima,
+    medfilt3_zeropad,
+    peak_prominences,
+    peak_widths,
+    quantile_hazen,
+)
 
 
 def test_plateau_reported_at_first_sample_and_edges_never_peaks():
     y = np.array([5, 1, 3, 3, 3, 1, 2, 2, 0, 4], dtype=float)
     locs, heights = findpeaks(y)
-    assert locs.tolist() == [2, 6]          # plateau 2..4 -> 2; plateau 6..7 -> 6; ends excluded
+    assert locs.tolist() == [2, 6]  # plateau 2..4 -> 2; plateau 6..7 -> 6; ends excluded
     assert heights.tolist() == [3.0, 2.0]
     # a plateau running into the end is not a peak; rising into a plateau then rising is not
     assert findpeaks(np.array([0, 1, 2, 2, 2.0]))[0].tolist() == []
@@ -52,7 +59,7 @@ def test_sort_and_npeaks():
 
 def test_many_equals_one_by_one():
     rng = np.random.default_rng(0)
-    y = np.round(rng.normal(size=(40, 200)), 1)      # rounding makes plateaus
+    y = np.round(rng.normal(size=(40, 200)), 1)  # rounding makes plateaus
     thr = y.std(axis=1, ddof=1)
     rows, locs, heights = findpeaks_many(y, thr, 4.5, 5, True)
     for i in range(len(y)):
@@ -60,17 +67,17 @@ def test_many_equals_one_by_one():
         assert locs[rows == i].tolist() == l1.tolist()
         np.testing.assert_array_equal(heights[rows == i], h1)
     # brute-force reference of MATLAB's distance rule on one row
-    r, l = local_maxima(y[0])
-    prom, _, _ = peak_prominences(y[0], l)
-    l = l[prom >= thr[0]]
-    order = sorted(range(len(l)), key=lambda k: (-y[0, l[k]], l[k]))
-    deleted = np.zeros(len(l), bool)
+    r, locs = local_maxima(y[0])
+    prom, _, _ = peak_prominences(y[0], locs)
+    locs = locs[prom >= thr[0]]
+    order = sorted(range(len(locs)), key=lambda k: (-y[0, locs[k]], locs[k]))
+    deleted = np.zeros(len(locs), bool)
     for k in order:
         if not deleted[k]:
-            near = np.abs(l - l[k]) <= 4.5
+            near = np.abs(locs - locs[k]) <= 4.5
             near[k] = False
             deleted |= near
-    kept = sorted(l[~deleted], key=lambda p: (-y[0, p], p))[:5]
+    kept = sorted(locs[~deleted], key=lambda p: (-y[0, p], p))[:5]
     assert findpeaks(y[0], thr[0], 4.5, 5, True)[0].tolist() == kept
 
 
@@ -78,12 +85,12 @@ def test_half_height_widths():
     y = np.array([0, 0, 2, 4, 2, 0, 0], dtype=float)
     w, left, right = peak_widths(y, np.array([3]))
     np.testing.assert_allclose([left[0], right[0], w[0]], [2.0, 4.0, 2.0])
-    y = np.array([0, 1, 4, 3, 0], dtype=float)       # line at 2: left 1 + 1/3, right 3 + 1/3
+    y = np.array([0, 1, 4, 3, 0], dtype=float)  # line at 2: left 1 + 1/3, right 3 + 1/3
     w, left, right = peak_widths(y, np.array([2]))
     np.testing.assert_allclose([left[0], right[0]], [1 + 1 / 3, 3 + 1 / 3])
     # no crossing before the base: a higher neighbour stops the search, base index is used
     y = np.array([3, 2.5, 4, 2.8, 6, 0], dtype=float)
-    w, left, right = peak_widths(y, np.array([2]))   # peak 4 at index 2, bases 1 and 3
+    w, left, right = peak_widths(y, np.array([2]))  # peak 4 at index 2, bases 1 and 3
     np.testing.assert_allclose([left[0], right[0], w[0]], [1.0, 3.0, 2.0])
 
 

@@ -36,8 +36,12 @@ def test_ragged_round_trip_including_empty_items(store):
 
 
 def test_arrays_carry_dims_and_units(store):
-    store.write_array("candidates/traces", np.zeros((3, 10), np.float32),
-                      dims=["candidates", "frames"], units="a.u.")
+    store.write_array(
+        "candidates/traces",
+        np.zeros((3, 10), np.float32),
+        dims=["candidates", "frames"],
+        units="a.u.",
+    )
     attrs = store.array("candidates/traces").attrs
     assert attrs["dims"] == ["candidates", "frames"] and attrs["units"] == "a.u."
     with pytest.raises(ValueError, match="2 dims"):

@@ -15,8 +15,9 @@ from actsort_gpu.synth.render import Renderer
 from actsort_gpu.synth.scene import build_scene
 from actsort_gpu.synth.writers import simulate_annotators
 
-SMALL = SynthConfig(seed=3, n_frames=300, height=64, width=80, n_cells=12, n_false_positives=14,
-                    fs_hz=15.0)
+SMALL = SynthConfig(
+    seed=3, n_frames=300, height=64, width=80, n_cells=12, n_false_positives=14, fs_hz=15.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +38,26 @@ def test_determinism_and_chunk_invariance(tmp_path, small):
     out, _, truth = small
     res = synthesize(tmp_path / "b", dataclasses.replace(SMALL, chunk_frames=7))
     assert res.n_chunks == -(-SMALL.n_frames // 7)
-    np.testing.assert_array_equal(tifffile.imread(out / "movie.tif"),
-                                  tifffile.imread(tmp_path / "b" / "movie.tif"))
+    np.testing.assert_array_equal(
+        tifffile.imread(out / "movie.tif"), tifffile.imread(tmp_path / "b" / "movie.tif")
+    )
     for name in ("F.npy", "Fneu.npy", "spks.npy", "iscell.npy"):
-        np.testing.assert_allclose(np.load(out / "suite2p/plane0" / name),
-                                   np.load(tmp_path / "b/suite2p/plane0" / name), rtol=1e-5,
-                                   atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(
+            np.load(out / "suite2p/plane0" / name),
+            np.load(tmp_path / "b/suite2p/plane0" / name),
+            rtol=1e-5,
+            atol=1e-3,
+            err_msg=name,
+        )
     t2 = load_truth(tmp_path / "b" / "truth.npz")
     for k in ("is_cell", "kind", "spike_frames_flat", "annotators", "footprints_data"):
         np.testing.assert_array_equal(truth[k], t2[k])
     other = synthesize(tmp_path / "c", dataclasses.replace(SMALL, seed=4), formats=())
-    assert not np.array_equal(load_truth(other.files["truth"])["kind"], truth["kind"]) or \
-        not np.array_equal(tifffile.imread(other.files["movie"]), tifffile.imread(out / "movie.tif"))
+    assert not np.array_equal(
+        load_truth(other.files["truth"])["kind"], truth["kind"]
+    ) or not np.array_equal(
+        tifffile.imread(other.files["movie"]), tifffile.imread(out / "movie.tif")
+    )
 
 
 def test_candidates_mixed_and_counted(small):
@@ -61,7 +70,7 @@ def test_candidates_mixed_and_counted(small):
         assert (kinds == k).sum() == n, k
     np.testing.assert_array_equal(truth["is_cell"] == 1, kinds == "cell")
     # shuffled: cells are not all first
-    assert not np.all(kinds[:SMALL.n_cells] == "cell")
+    assert not np.all(kinds[: SMALL.n_cells] == "cell")
     # derived candidates point at true cells
     derived = np.isin(kinds, ["duplicate", "split", "merged"])
     assert np.all(truth["is_cell"][truth["source_cell"][derived]] == 1)
@@ -130,7 +139,7 @@ def test_movie_brighter_in_footprint_at_spike(small):
     checked = 0
     for i in np.flatnonzero(truth["is_cell"] == 1):
         fr = truth["spike_frames"][i]
-        amp = truth["spike_amps_flat"][truth["spike_offsets"][i]:truth["spike_offsets"][i + 1]]
+        amp = truth["spike_amps_flat"][truth["spike_offsets"][i] : truth["spike_offsets"][i + 1]]
         mask = _dense(truth, i, (SMALL.height, SMALL.width)) > 0.5
         for f, a in zip(fr, amp):
             isolated = f >= 10 and f + 2 < SMALL.n_frames and not np.any((fr < f) & (fr >= f - 10))
@@ -146,8 +155,22 @@ def test_suite2p_layout(small):
     N, T = len(truth["kind"]), SMALL.n_frames
     stat = np.load(d / "stat.npy", allow_pickle=True)
     assert stat.dtype == object and stat.shape == (N,)
-    for key in ("ypix", "xpix", "lam", "med", "npix", "radius", "aspect_ratio", "compact", "skew",
-                "std", "footprint", "npix_norm", "overlap", "soma_crop"):
+    for key in (
+        "ypix",
+        "xpix",
+        "lam",
+        "med",
+        "npix",
+        "radius",
+        "aspect_ratio",
+        "compact",
+        "skew",
+        "std",
+        "footprint",
+        "npix_norm",
+        "overlap",
+        "soma_crop",
+    ):
         assert key in stat[0], key
     for name in ("F", "Fneu", "spks"):
         a = np.load(d / f"{name}.npy")
@@ -170,8 +193,9 @@ def test_suite2p_layout(small):
 
 def test_extract_v73_path_matlab_order(tmp_path, small):
     out, _, _ = small
-    res = synthesize(tmp_path, dataclasses.replace(SMALL, v73_threshold_bytes=0),
-                     formats=("extract",))
+    res = synthesize(
+        tmp_path, dataclasses.replace(SMALL, v73_threshold_bytes=0), formats=("extract",)
+    )
     assert res.extract_v73
     ref = scipy.io.loadmat(out / "extract_output.mat")["output"][0, 0]
     with open(tmp_path / "extract_output.mat", "rb") as fh:
@@ -189,8 +213,7 @@ def test_extract_v73_path_matlab_order(tmp_path, small):
 
 
 def test_streaming_chunks_bounded(tmp_path):
-    cfg = dataclasses.replace(SMALL, n_frames=100, chunk_frames=16, n_cells=4,
-                              n_false_positives=4)
+    cfg = dataclasses.replace(SMALL, n_frames=100, chunk_frames=16, n_cells=4, n_false_positives=4)
     rend = Renderer(build_scene(cfg), cfg)
     sizes = [len(m) for _, m, _ in rend]
     assert sizes == [16] * 6 + [4] and rend.n_chunks == 7
@@ -213,8 +236,11 @@ def test_annotators_leniency_and_noise():
     n = 20000
     kind = np.array(["cell", "duplicate", "noise", "edge"])[rng.integers(0, 4, n)]
     truth = np.where(kind == "cell", 1, -1).astype(np.int8)
-    specs = [AnnotatorSpec("strict", 0.0, 0.0), AnnotatorSpec("lenient", 0.5, 0.0),
-             AnnotatorSpec("noisy", 0.0, 0.2)]
+    specs = [
+        AnnotatorSpec("strict", 0.0, 0.0),
+        AnnotatorSpec("lenient", 0.5, 0.0),
+        AnnotatorSpec("noisy", 0.0, 0.2),
+    ]
     lab = simulate_annotators(truth, kind, specs, rng)
     np.testing.assert_array_equal(lab[0], truth)
     border = np.isin(kind, ["duplicate", "edge"])
@@ -249,13 +275,49 @@ def test_errors(tmp_path, small):
 
 def test_cli(tmp_path, capsys):
     from actsort_gpu.cli import main
-    rc = main(["synth", "--out", str(tmp_path), "--frames", "40", "--height", "48", "--width",
-               "48", "--cells", "3", "--false-positives", "3", "--annotators", "2",
-               "--formats", "extract", "--no-progress"])
+
+    rc = main(
+        [
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--frames",
+            "40",
+            "--height",
+            "48",
+            "--width",
+            "48",
+            "--cells",
+            "3",
+            "--false-positives",
+            "3",
+            "--annotators",
+            "2",
+            "--formats",
+            "extract",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "6 candidates" in text and "extract_output.mat" in text
     assert not (tmp_path / "suite2p").exists()
     assert load_truth(tmp_path / "truth.npz")["annotators"].shape == (2, 6)
-    assert main(["synth", "--out", str(tmp_path), "--frames", "40", "--height", "48",
-                 "--width", "48", "--annotators", "-1"]) == 1
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(tmp_path),
+                "--frames",
+                "40",
+                "--height",
+                "48",
+                "--width",
+                "48",
+                "--annotators",
+                "-1",
+            ]
+        )
+        == 1
+    )

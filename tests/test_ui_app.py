@@ -8,10 +8,10 @@ import socket
 
 import numpy as np
 import pytest
+from ui_fixtures import make_test_store
 
 from actsort_gpu.config import load_config
 from actsort_gpu.ui import serve
-from ui_fixtures import make_test_store
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -24,10 +24,16 @@ def _free_port() -> int:
 
 def _start(path, tmp_path):
     port = _free_port()
-    demo, ws = serve([path], port=port, prevent_thread_lock=True, quiet=True,
-                     annotator="client", config=load_config(), export_dir=tmp_path / "exports")
-    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False,
-                                  download_files=False)
+    demo, ws = serve(
+        [path],
+        port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        annotator="client",
+        config=load_config(),
+        export_dir=tmp_path / "exports",
+    )
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
     return demo, ws, client
 
 
@@ -53,7 +59,7 @@ def test_label_50_undo_5_restart(tmp_path):
         truth = ws.stores[0].store.read("truth/labels")
         out = client.predict(api_name="/load")
         assert "Resumed: 0 labels" in _status(out)
-        assert all(_sent(x) for x in out[:7])                # first load: every panel sent
+        assert all(_sent(x) for x in out[:7])  # first load: every panel sent
         assert out[0]["path"].endswith(".jpg") and out[2]["path"].endswith(".png")
         shown = []
         for _ in range(50):
@@ -68,17 +74,17 @@ def test_label_50_undo_5_restart(tmp_path):
         expected[shown[:45]] = truth[shown[:45]]
         assert np.array_equal(ws.human(0), expected)
         position = _candidate(out)
-        assert position == shown[45]              # the last undo shows the candidate it reverted
+        assert position == shown[45]  # the last undo shows the candidate it reverted
         # The truth stays hidden until asked; then the labels (all true) agree 100 %.
-        out = client.predict(True, api_name="/errors")        # refused before the comparison
+        out = client.predict(True, api_name="/errors")  # refused before the comparison
         assert "Compare with truth first" in _status(out)
-        assert not any(_sent(x) for x in out[:7])            # nothing changed: nothing re-sent
+        assert not any(_sent(x) for x in out[:7])  # nothing changed: nothing re-sent
         report, _ = client.predict(api_name="/truth")
         assert "45 (100.0 % right)" in report
-        ws.set_threshold(0.0)            # every unlabelled candidate called a cell: errors exist
+        ws.set_threshold(0.0)  # every unlabelled candidate called a cell: errors exist
         out = client.predict(True, api_name="/errors")
         ws.set_threshold(0.5)
-        assert _sent(out[0]) and not any(_sent(x) for x in out[1:5])   # only the map changes
+        assert _sent(out[0]) and not any(_sent(x) for x in out[1:5])  # only the map changes
         exported = client.predict("csv", api_name="/export")
         assert exported[0] is not None and "Wrote" in exported[1]
         # A second server (a second writer) on the same store is refused while this one runs.
@@ -111,8 +117,14 @@ def test_serve_passes_inbrowser_to_gradio(tmp_path, monkeypatch):
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: calls.append(kw))
     path = make_test_store(tmp_path, n=10)
     for flag in (True, False):
-        demo, ws = serve([path], port=_free_port(), prevent_thread_lock=True, quiet=True,
-                         inbrowser=flag, export_dir=tmp_path / "exports")
+        demo, ws = serve(
+            [path],
+            port=_free_port(),
+            prevent_thread_lock=True,
+            quiet=True,
+            inbrowser=flag,
+            export_dir=tmp_path / "exports",
+        )
         ws.close()
     assert [c["inbrowser"] for c in calls] == [True, False]
     assert all(c["server_name"] == "127.0.0.1" for c in calls)

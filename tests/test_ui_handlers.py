@@ -7,12 +7,12 @@ import threading
 
 import numpy as np
 import pytest
+from ui_fixtures import make_test_store
 
 from actsort_gpu import CELL, NOT_CELL, UNLABELLED
 from actsort_gpu.ui import handlers as H
 from actsort_gpu.ui import open_workspace
 from actsort_gpu.ui.session import CLICK_MODES, ViewState
-from ui_fixtures import make_test_store
 
 
 @pytest.fixture
@@ -185,8 +185,10 @@ def test_two_stores_and_concurrent_tabs(tmp_path):
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=tab, args=(st1, 6)),
-               threading.Thread(target=tab, args=(st2, 6))]
+    threads = [
+        threading.Thread(target=tab, args=(st1, 6)),
+        threading.Thread(target=tab, args=(st2, 6)),
+    ]
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not errors
@@ -223,7 +225,7 @@ def test_box_label_is_undone_and_redone_as_one_action(ws):
     st, p = H.on_redo(ws, st)
     assert (ws.human(0)[box] == NOT_CELL).all()
     st, _ = H.on_undo(ws, st)
-    st, p = H.on_undo(ws, st)                  # the single label before the box
+    st, p = H.on_undo(ws, st)  # the single label before the box
     assert ws.human(0)[single] == UNLABELLED and "candidate" in p.status
     assert [x["origin"] for x in _journal(ws)].count("undo") == 2 * len(box) + 1
 
@@ -240,14 +242,14 @@ def test_truth_comparison_hidden_until_asked(ws):
     st, report = H.on_truth(ws, st)
     assert st.truth_shown and "balanced accuracy" in report
     assert "6 (100.0 % right)" in report
-    H.on_threshold(ws, st, 0.0)        # every unlabelled candidate called a cell
+    H.on_threshold(ws, st, 0.0)  # every unlabelled candidate called a cell
     fp_col, fn_col = (np.array(H.render.COLOURS[k]) for k in ("false_pos", "false_neg"))
     st_off, p_off = H.on_errors(ws, st, False)
     st, p = H.on_errors(ws, st, True)
     assert st.show_errors
     n_fp = int(((ws.human(0) == 0) & (truth < 0)).sum())
-    assert n_fp > 0 and (p.map == fp_col).all(-1).sum() >= n_fp     # outline pixels
-    assert not (p.map == fn_col).all(-1).any()                      # no false negatives
+    assert n_fp > 0 and (p.map == fp_col).all(-1).sum() >= n_fp  # outline pixels
+    assert not (p.map == fn_col).all(-1).any()  # no false negatives
     assert not (p_off.map == fp_col).all(-1).any()
 
 
@@ -270,16 +272,16 @@ def test_box_label_undone_as_one_action_after_a_restart(tmp_path):
     path = make_test_store(tmp_path, n=40)
     w = open_workspace([path], annotator="tester")
     st, _ = H.on_load(w, ViewState())
-    st, _ = H.on_label(w, st, CELL)                      # an earlier single label
+    st, _ = H.on_label(w, st, CELL)  # an earlier single label
     single = int(np.flatnonzero(w.human(0))[0])
     box = [int(i) for i in np.flatnonzero(w.human(0) == 0)[:5]]
     st, _ = H.on_label(w, st.with_(selected=tuple(box)), NOT_CELL)
     assert (w.human(0)[box] == NOT_CELL).all()
     w.close()
-    w = open_workspace([path], annotator="tester")     # server restart
+    w = open_workspace([path], annotator="tester")  # server restart
     try:
         st, _ = H.on_load(w, ViewState())
-        st, p = H.on_undo(w, st)                         # one Z
+        st, p = H.on_undo(w, st)  # one Z
         assert (w.human(0)[box] == UNLABELLED).all() and w.human(0)[single] == CELL
         assert "5 candidates" in p.status
         st, p = H.on_redo(w, st)

@@ -19,8 +19,10 @@ def test_outline_pixels_closes_and_fills_gaps():
 
 def test_vectorised_outlines_match_per_candidate():
     rng = np.random.default_rng(1)
-    outlines = [np.vstack([rng.uniform(0, 30, (5, 2)), [[np.nan, np.nan]],
-                           rng.uniform(0, 30, (4, 2))]) for _ in range(6)]
+    outlines = [
+        np.vstack([rng.uniform(0, 30, (5, 2)), [[np.nan, np.nan]], rng.uniform(0, 30, (4, 2))])
+        for _ in range(6)
+    ]
     pix, ids = render._rasterise_outlines(outlines, 40, 40)
     for k, o in enumerate(outlines):
         ref = {tuple(p) for p in render.outline_pixels(o)}
@@ -53,7 +55,7 @@ def test_window_zoom_follows_actsort_formula():
 
 def test_event_summary_weights():
     s = np.zeros((11, 1, 1), np.float32)
-    s[:, 0, 0] = np.arange(11)     # max 10, median 5, mean 5
+    s[:, 0, 0] = np.arange(11)  # max 10, median 5, mean 5
     assert render.event_summary(s)[0, 0] == pytest.approx(0.5 * 10 + 0.3 * 5 + 0.2 * 5)
 
 
@@ -62,8 +64,10 @@ def _canvas():
     fp = np.zeros((2, h * w), np.float32)
     fp[0, [5 * w + 5, 5 * w + 6]] = [1.0, 0.5]
     fp[1, [15 * w + 15, 5 * w + 6]] = [1.0, 1.0]
-    outlines = [np.array([[4, 4], [4, 7], [6, 7], [6, 4]], np.float32),
-                np.array([[14, 14], [14, 16], [16, 16]], np.float32)]
+    outlines = [
+        np.array([[4, 4], [4, 7], [6, 7], [6, 4]], np.float32),
+        np.array([[14, 14], [14, 16], [16, 16]], np.float32),
+    ]
     c = MapCanvas(sp.csr_matrix(fp), outlines, h, w)
     c.set_base(np.full((h, w), 100, np.uint8))
     return c
@@ -78,7 +82,7 @@ def test_map_canvas_owner_pick_and_incremental_repaint():
     assert tuple(c.rgb[4, 4]) == render.COLOURS["unlabelled"]
     before = c.rgb.copy()
     lut2 = render.candidate_colours(np.array([1, 0], np.int8), None)
-    assert c.set_colours(lut2) == 1                    # only candidate 0 repainted
+    assert c.set_colours(lut2) == 1  # only candidate 0 repainted
     assert tuple(c.rgb[4, 4]) == render.COLOURS["human_cell"]
     far = (c.owner != 0) & (c.line != 0)
     assert np.array_equal(c.rgb[far], before[far])
@@ -89,8 +93,9 @@ def test_map_canvas_owner_pick_and_incremental_repaint():
 
 
 def test_candidate_colours_hide_and_select():
-    lut = render.candidate_colours(np.array([1, -1, 0], np.int8), np.array([1, 1, -1], np.int8),
-                                   selected=[2], hide_cells=True)
+    lut = render.candidate_colours(
+        np.array([1, -1, 0], np.int8), np.array([1, 1, -1], np.int8), selected=[2], hide_cells=True
+    )
     assert lut[0, 3] < 0 and tuple(lut[1, :3]) == render.COLOURS["human_not"]
     assert tuple(lut[2, :3]) == render.COLOURS["selected"]
 
@@ -98,11 +103,19 @@ def test_candidate_colours_hide_and_select():
 def test_panels_shapes():
     snaps = np.random.default_rng(0).random((5, 11, 12, 10)).astype(np.float32)
     ev = np.array([30, 40, -1, -1, -1])
-    out = render.snapshot_strip(snaps, ev, (0, 12, 0, 10), np.array([[2, 2], [2, 6], [6, 6]]),
-                                [], None, panel_px=100, gap_px=4)
+    out = render.snapshot_strip(
+        snaps,
+        ev,
+        (0, 12, 0, 10),
+        np.array([[2, 2], [2, 6], [6, 6]]),
+        [],
+        None,
+        panel_px=100,
+        gap_px=4,
+    )
     assert out.shape == (100, 5 * 100 + 4 * 4, 3)
     tr = render.trace_plot(np.sin(np.arange(5000) / 50.0), ev, width=400, height=100)
-    assert tr.shape == (100, 400, 3) and (tr < 50).any()       # black line drawn
+    assert tr.shape == (100, 400, 3) and (tr < 50).any()  # black line drawn
     et = render.event_trace_strip(np.arange(100.0), ev, panel_px=80, height=60, gap_px=2)
     assert et.shape == (60, 5 * 80 + 4 * 2, 3)
 
@@ -113,7 +126,7 @@ def test_stability_tracker_fires_only_when_decisions_settle():
     for k in range(3):
         tr.before_label(1, 1 if k % 2 else -1)
         d = d.copy()
-        d[k * 20:(k + 1) * 20] = -1              # 20 % of decisions flip per label
+        d[k * 20 : (k + 1) * 20] = -1  # 20 % of decisions flip per label
         tr.after_label(d, k + 1)
     assert tr.state().churn is None
     tr.after_label(d, 4)
@@ -137,8 +150,9 @@ def test_counts_and_contributions():
     c = progress.counts(np.array([1, -1, 0, 0], np.int8), np.array([-1, 1, 1, -1], np.int8))
     assert c["human"] == {"cell": 1, "not": 1, "unlabelled": 2}
     assert c["model"]["cell"] == 2 and c["overall"] == {"cell": 2, "not": 2, "unlabelled": 0}
-    top = top_contributions(np.array([0.0, 2.0, -1.0]), np.array([5.0, 1.0, 3.0]),
-                                     ["a", "b", "c"], k=2)
+    top = top_contributions(
+        np.array([0.0, 2.0, -1.0]), np.array([5.0, 1.0, 3.0]), ["a", "b", "c"], k=2
+    )
     assert [t[0] for t in top] == ["c", "b"] and top[0][2] == pytest.approx(-3.0)
     with pytest.raises(ValueError, match="entries"):
         top_contributions(np.zeros(2), np.zeros(3), ["a"])
@@ -155,7 +169,7 @@ def test_map_canvas_small_change_path_matches_full_repaint():
     c.set_base(np.full((h, w), 90, np.uint8))
     human = np.zeros(n, np.int8)
     c.set_colours(render.candidate_colours(human, None))
-    human[[3, 17]] = [1, -1]                       # 2 of 40 changed: the grouped-gather path
+    human[[3, 17]] = [1, -1]  # 2 of 40 changed: the grouped-gather path
     lut = render.candidate_colours(human, None)
     assert c.set_colours(lut) == 2
     fresh = MapCanvas(fp, outlines, h, w)
@@ -166,9 +180,9 @@ def test_map_canvas_small_change_path_matches_full_repaint():
 
 def test_truth_report_known_answer():
     truth = np.array([1, 1, 1, 1, -1, -1, -1, -1], np.int8)
-    human = np.array([1, -1, 0, 0, -1, 0, 0, 1], np.int8)    # 4 labelled, 2 agree
+    human = np.array([1, -1, 0, 0, -1, 0, 0, 1], np.int8)  # 4 labelled, 2 agree
     model = np.array([1, 1, -1, -1, -1, -1, 1, 1], np.int8)
-    final = np.where(human != 0, human, model)                  # [1,-1,-1,-1,-1,-1,1,1]
+    final = np.where(human != 0, human, model)  # [1,-1,-1,-1,-1,-1,1,1]
     r = progress.truth_report(human, final, model, truth)
     h, f, m = r["human"], r["final"], r["model"]
     assert r["n"] == 8 and h["n_labelled"] == 4 and h["agreement"] == 0.5
@@ -181,8 +195,7 @@ def test_truth_report_known_answer():
     only_cells = np.array([1, 0, 0, 0, 0, 0, 0, 0], np.int8)
     h1 = progress.truth_report(only_cells, final, model, truth)["human"]
     assert h1["tpr"] == 1.0 and h1["tnr"] is None and h1["ba"] is None
-    np.testing.assert_array_equal(progress.error_kinds(final, truth),
-                                  [0, -1, -1, -1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(progress.error_kinds(final, truth), [0, -1, -1, -1, 0, 0, 1, 1])
 
 
 def test_truth_report_rejects_bad_input():
@@ -197,8 +210,9 @@ def test_truth_report_rejects_bad_input():
 
 def test_error_colours_and_encoding():
     human = np.array([1, 0, 0], np.int8)
-    lut = render.candidate_colours(human, np.array([1, 1, -1], np.int8),
-                                   errors=np.array([0, 1, -1], np.int8))
+    lut = render.candidate_colours(
+        human, np.array([1, 1, -1], np.int8), errors=np.array([0, 1, -1], np.int8)
+    )
     assert tuple(lut[1, :3]) == render.COLOURS["false_pos"]
     assert tuple(lut[2, :3]) == render.COLOURS["false_neg"]
     assert tuple(lut[0, :3]) == render.COLOURS["human_cell"]
@@ -231,10 +245,11 @@ def test_map_canvas_many_changes_match_full_repaint():
     dec = np.where(rng.random(n) > 0.5, 1, -1).astype(np.int8)
     c.set_colours(render.candidate_colours(human, dec))
     for step in range(4):
-        dec = np.where(rng.random(n) > 0.5, 1, -1).astype(np.int8)     # many flips
+        dec = np.where(rng.random(n) > 0.5, 1, -1).astype(np.int8)  # many flips
         human[rng.choice(n, 5, replace=False)] = rng.choice([-1, 0, 1], 5)
-        lut = render.candidate_colours(human, dec, hide_cells=step == 1, hide_not=step == 2,
-                                       selected=(step, step + 1))
+        lut = render.candidate_colours(
+            human, dec, hide_cells=step == 1, hide_not=step == 2, selected=(step, step + 1)
+        )
         c.set_colours(lut)
         fresh = MapCanvas(fp, outlines, h, w)
         fresh.set_base(base)

@@ -15,7 +15,7 @@ import torch
 
 from .linear import L1Logistic
 from .model_select import LAMBDA_GRID, balanced_weights, cv_lambda_scale
-from .strategies import (STRATEGIES, Discriminator, audit_order, cold_start_strategy, query)
+from .strategies import STRATEGIES, Discriminator, audit_order, cold_start_strategy, query
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,24 @@ class Policy:
         if not 0.0 <= self.pseudo_weight <= 1.0:
             raise ValueError(f"pseudo_weight must lie in [0, 1], got {self.pseudo_weight}")
         if not 0.5 < self.pseudo_confidence < 1.0:
-            raise ValueError(f"pseudo_confidence must lie in (0.5, 1), got "
-                             f"{self.pseudo_confidence}")
+            raise ValueError(
+                f"pseudo_confidence must lie in (0.5, 1), got {self.pseudo_confidence}"
+            )
         if not self.pseudo_max_ratio > 0:
             raise ValueError(f"pseudo_max_ratio must be > 0, got {self.pseudo_max_ratio}")
 
 
 # ActSort's benchmark scripts (reference section 7): threshold 0.65, no balancing, no clipping.
-FAITHFUL = Policy(strategy="dcal", dcal_weight=0.5, clip_weight=False, threshold=0.65,
-                  balance="none", diverse_batches=False, disc_refresh=1, lambda_cv=False)
+FAITHFUL = Policy(
+    strategy="dcal",
+    dcal_weight=0.5,
+    clip_weight=False,
+    threshold=0.65,
+    balance="none",
+    diverse_batches=False,
+    disc_refresh=1,
+    lambda_cv=False,
+)
 
 
 def product_policy(config=None) -> Policy:
@@ -97,12 +106,17 @@ def product_policy(config=None) -> Policy:
         from ..config import ActiveConfig
 
         config = ActiveConfig()
-    return Policy(strategy=config.strategy, dcal_weight=config.dcal_weight,
-                  clip_weight=True, threshold=config.threshold, balance=config.balance,
-                  cold_start_per_class=config.cold_start_per_class,
-                  lambda_scale=config.lambda_scale,
-                  disc_refresh=getattr(config, "disc_refresh", Policy.disc_refresh),
-                  lambda_cv=getattr(config, "lambda_cv", Policy.lambda_cv))
+    return Policy(
+        strategy=config.strategy,
+        dcal_weight=config.dcal_weight,
+        clip_weight=True,
+        threshold=config.threshold,
+        balance=config.balance,
+        cold_start_per_class=config.cold_start_per_class,
+        lambda_scale=config.lambda_scale,
+        disc_refresh=getattr(config, "disc_refresh", Policy.disc_refresh),
+        lambda_cv=getattr(config, "lambda_cv", Policy.lambda_cv),
+    )
 
 
 def parse_policy(spec: str, threshold: float | None = None, config=None) -> Policy:
@@ -130,10 +144,17 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
         if base.startswith("dcal-"):
             name, w = "dcal", float(base[5:])
         if name not in STRATEGIES:
-            raise ValueError(f"strategy {spec!r}: unknown name {base!r}; expected one of "
-                             f"{STRATEGIES + ('default', 'faithful-dcal')} or dcal-<w>")
-        pol = replace(FAITHFUL, strategy=name, dcal_weight=w, clip_weight=True,
-                      threshold=FAITHFUL.threshold if threshold is None else threshold)
+            raise ValueError(
+                f"strategy {spec!r}: unknown name {base!r}; expected one of "
+                f"{STRATEGIES + ('default', 'faithful-dcal')} or dcal-<w>"
+            )
+        pol = replace(
+            FAITHFUL,
+            strategy=name,
+            dcal_weight=w,
+            clip_weight=True,
+            threshold=FAITHFUL.threshold if threshold is None else threshold,
+        )
     for opt in opts:
         if opt == "bal":
             pol = replace(pol, balance="weights")
@@ -158,8 +179,10 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
         elif opt.startswith("pmax"):
             pol = replace(pol, pseudo_max_ratio=float(opt[4:]))
         else:
-            raise ValueError(f"strategy {spec!r}: unknown option {opt!r} (known: bal, nobal, "
-                             "noclip, thrX, lamX, refreshK, cv, nocv, pseudoW, pconfX, pmaxR)")
+            raise ValueError(
+                f"strategy {spec!r}: unknown option {opt!r} (known: bal, nobal, "
+                "noclip, thrX, lamX, refreshK, cv, nocv, pseudoW, pconfX, pmaxR)"
+            )
     return pol
 
 
@@ -175,8 +198,14 @@ class Engine:
         the most conflicting pretrained row).
     """
 
-    def __init__(self, features, policy: Policy = Policy(), device: str = "cpu", seed: int = 0,
-                 pretrained=None):
+    def __init__(
+        self,
+        features,
+        policy: Policy = Policy(),
+        device: str = "cpu",
+        seed: int = 0,
+        pretrained=None,
+    ):
         x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
         if x.ndim != 2:
             raise ValueError(f"features: expected (N, F), got {tuple(x.shape)}")
@@ -195,8 +224,9 @@ class Engine:
             self.pre_x = torch.as_tensor(np.asarray(px, dtype=np.float32), device=device)
             self.pre_y = np.asarray(py, dtype=np.int8).copy()
             if self.pre_x.shape[1] != x.shape[1]:
-                raise ValueError(f"pretrained rows have {self.pre_x.shape[1]} features, "
-                                 f"the data {x.shape[1]}")
+                raise ValueError(
+                    f"pretrained rows have {self.pre_x.shape[1]} features, the data {x.shape[1]}"
+                )
             self.pre_active = self.pre_y != 0
 
     @property
@@ -204,8 +234,11 @@ class Engine:
         return self.x.shape[0]
 
     def _make_discriminator(self, policy: Policy) -> Discriminator:
-        return Discriminator(device=self.device, refresh_every=policy.disc_refresh,
-                             max_iter=100 if policy.disc_refresh == 1 else 5)
+        return Discriminator(
+            device=self.device,
+            refresh_every=policy.disc_refresh,
+            max_iter=100 if policy.disc_refresh == 1 else 5,
+        )
 
     def set_policy(self, policy: Policy) -> None:
         if policy.lambda_scale != self.policy.lambda_scale:
@@ -254,8 +287,11 @@ class Engine:
             return None
         w = balanced_weights(y) if self.policy.balance == "weights" else None
         self.clf.lambda_scale = self._lambda_scale(x, y)
-        self.clf.fit(x, torch.as_tensor(y, device=self.device),
-                     None if w is None else torch.as_tensor(w, device=self.device))
+        self.clf.fit(
+            x,
+            torch.as_tensor(y, device=self.device),
+            None if w is None else torch.as_tensor(w, device=self.device),
+        )
         if self.pre_y is not None and getattr(self, "_discard_pending", 0):
             self._discard_conflicting()
         self.proba = self.clf.predict_proba(self.x)
@@ -288,13 +324,17 @@ class Engine:
         idx, py = self.pseudo_labels()
         if idx.size == 0:
             return
-        pw = (balanced_weights(py) if self.policy.balance == "weights"
-              else np.ones(idx.size)) * self.policy.pseudo_weight
+        pw = (
+            balanced_weights(py) if self.policy.balance == "weights" else np.ones(idx.size)
+        ) * self.policy.pseudo_weight
         w_all = np.concatenate([np.ones(len(y)) if w is None else w, pw])
         x_all = torch.cat([x, self.x[torch.as_tensor(idx, device=self.device)]])
         y_all = np.concatenate([y, py.astype(np.float64)])
-        self.clf.fit(x_all, torch.as_tensor(y_all, device=self.device),
-                     torch.as_tensor(w_all, device=self.device))
+        self.clf.fit(
+            x_all,
+            torch.as_tensor(y_all, device=self.device),
+            torch.as_tensor(w_all, device=self.device),
+        )
         self.proba = self.clf.predict_proba(self.x)
 
     CV_MIN_LABELS = 50
@@ -305,14 +345,22 @@ class Engine:
         """policy.lambda_scale, times the CV choice when ``lambda_cv`` and enough labels."""
         base = self.policy.lambda_scale
         n = len(y)
-        if (not self.policy.lambda_cv or n < self.CV_MIN_LABELS
-                or min((y > 0).sum(), (y < 0).sum()) < self.CV_MIN_PER_CLASS):
+        if (
+            not self.policy.lambda_cv
+            or n < self.CV_MIN_LABELS
+            or min((y > 0).sum(), (y < 0).sum()) < self.CV_MIN_PER_CLASS
+        ):
             return base
         last = getattr(self, "_cv_at", None)
         if last is None or abs(n - last[0]) >= self.CV_EVERY or last[1] != base:
-            scale, _ = cv_lambda_scale(x, y, balanced=self.policy.balance == "weights",
-                                       grid=tuple(base * g for g in LAMBDA_GRID), seed=n,
-                                       device=self.device)
+            scale, _ = cv_lambda_scale(
+                x,
+                y,
+                balanced=self.policy.balance == "weights",
+                grid=tuple(base * g for g in LAMBDA_GRID),
+                seed=n,
+                device=self.device,
+            )
             self._cv_at = (n, base, scale)
         return self._cv_at[2]
 
@@ -342,9 +390,18 @@ class Engine:
         strategy = cold_start_strategy(self.labels, pol.strategy, pol.cold_start_per_class)
         proba = self.fit() if strategy in ("cal", "dcal") else None
         labels_t = torch.as_tensor(self.labels, device=self.device)
-        return query(strategy, features=self.x, labels=labels_t, proba=proba, rng=self.rng, k=k,
-                     discriminator=self.disc, dcal_w=pol.dcal_weight,
-                     clip_weight=pol.clip_weight, diverse=pol.diverse_batches)
+        return query(
+            strategy,
+            features=self.x,
+            labels=labels_t,
+            proba=proba,
+            rng=self.rng,
+            k=k,
+            discriminator=self.disc,
+            dcal_w=pol.dcal_weight,
+            clip_weight=pol.clip_weight,
+            diverse=pol.diverse_batches,
+        )
 
     def audit(self, mode: str) -> np.ndarray:
         p = self.fit()

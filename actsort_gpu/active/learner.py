@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +37,14 @@ from .linear import zscore_columns
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DatasetInput", "LabelRecord", "Learner", "QueryRecord", "dataset_from_store",
-           "top_contributions"]
+__all__ = [
+    "DatasetInput",
+    "LabelRecord",
+    "Learner",
+    "QueryRecord",
+    "dataset_from_store",
+    "top_contributions",
+]
 
 
 @dataclass
@@ -61,8 +67,9 @@ def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
 
     store = SortStore.open(path)
     if not store.has(schema.FEATURE_MATRIX):
-        raise ValueError(f"{path}: no {schema.FEATURE_MATRIX} in the store; run "
-                         f"`actsort features {path}`")
+        raise ValueError(
+            f"{path}: no {schema.FEATURE_MATRIX} in the store; run `actsort features {path}`"
+        )
     arr = store.array(schema.FEATURE_MATRIX)
     x = np.asarray(arr[...], dtype=np.float32)
     names = list(arr.attrs.get("names", []))
@@ -72,14 +79,13 @@ def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
         x = np.concatenate([x, np.asarray(emb[...], dtype=np.float32)], axis=1)
         names = names + [f"emb{k}" for k in range(emb.shape[1])]
         version = f"{version}+emb:{emb.attrs.get('encoder_id', '')}"
-    return DatasetInput(Path(path).name, x, names, version,
-                        Path(store.path) / schema.JOURNAL_FILE)
+    return DatasetInput(Path(path).name, x, names, version, Path(store.path) / schema.JOURNAL_FILE)
 
 
 @dataclass(frozen=True)
 class QueryRecord:
-    candidate: int        # global index
-    strategy: str         # strategy actually used (cold start may differ from the policy)
+    candidate: int  # global index
+    strategy: str  # strategy actually used (cold start may differ from the policy)
     time: str
 
 
@@ -87,13 +93,13 @@ class QueryRecord:
 class LabelRecord:
     """One journal line in the learner's terms (``history()``)."""
 
-    candidate: int        # global index
-    label: int            # value the candidate got (+1 / -1 / 0)
+    candidate: int  # global index
+    label: int  # value the candidate got (+1 / -1 / 0)
     previous: int
     annotator: str
-    time: str             # ISO UTC
-    origin: str           # human | import | undo | redo
-    action: str           # lines of one action share it ('' in old journals)
+    time: str  # ISO UTC
+    origin: str  # human | import | undo | redo
+    action: str  # lines of one action share it ('' in old journals)
 
 
 class Learner:
@@ -108,19 +114,30 @@ class Learner:
     read_only : replay the journals without taking their locks; labelling raises
     """
 
-    def __init__(self, datasets: list[DatasetInput], policy: Policy | None = None,
-                 annotator: str = "anonymous", device: str = "auto", seed: int = 0,
-                 pretrained=None, coral: bool = False, read_only: bool = False):
+    def __init__(
+        self,
+        datasets: list[DatasetInput],
+        policy: Policy | None = None,
+        annotator: str = "anonymous",
+        device: str = "auto",
+        seed: int = 0,
+        pretrained=None,
+        coral: bool = False,
+        read_only: bool = False,
+    ):
         if not datasets:
             raise ValueError("Learner: at least one dataset is needed")
         n_feat = {d.features.shape[1] for d in datasets}
         if len(n_feat) != 1:
-            raise ValueError(f"datasets have different feature counts {sorted(n_feat)}: "
-                             + ", ".join(f"{d.name}: {d.features.shape[1]}" for d in datasets))
+            raise ValueError(
+                f"datasets have different feature counts {sorted(n_feat)}: "
+                + ", ".join(f"{d.name}: {d.features.shape[1]}" for d in datasets)
+            )
         names = {tuple(d.feature_names) for d in datasets if d.feature_names}
         if len(names) > 1:
-            raise ValueError("datasets have different feature names: "
-                             + ", ".join(d.name for d in datasets))
+            raise ValueError(
+                "datasets have different feature names: " + ", ".join(d.name for d in datasets)
+            )
         if len({d.name for d in datasets}) != len(datasets):
             raise ValueError(f"dataset names must be unique, got {[d.name for d in datasets]}")
         self.datasets = datasets
@@ -142,7 +159,7 @@ class Learner:
             pre = (px, pretrained.labels)
         self._engine = Engine(z, self.policy, device=self.device, seed=seed, pretrained=pre)
         self.queries: list[QueryRecord] = []
-        self._sources: dict[int, tuple[str, str]] = {}   # global i -> (annotator, time)
+        self._sources: dict[int, tuple[str, str]] = {}  # global i -> (annotator, time)
         self._journals: list[Journal] = []
         labels = np.zeros(self.n, np.int8)
         for d_i, d in enumerate(datasets):
@@ -150,8 +167,12 @@ class Learner:
             self._journals.append(j)
             for (ds, cand), lab in j.labels.items():
                 if ds != d.name:
-                    log.warning("%s: journal line for dataset %r ignored (this store is %r)",
-                                d.journal_path, ds, d.name)
+                    log.warning(
+                        "%s: journal line for dataset %r ignored (this store is %r)",
+                        d.journal_path,
+                        ds,
+                        d.name,
+                    )
                     continue
                 labels[self.global_index(d_i, cand)] = lab
             for ev in j.events:
@@ -161,22 +182,38 @@ class Learner:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def open(cls, store_paths, policy: Policy | None = None, annotator: str = "anonymous",
-             device: str = "auto", seed: int = 0, use_embeddings: bool = False,
-             pretrained=None, coral: bool = False) -> Learner:
+    def open(
+        cls,
+        store_paths,
+        policy: Policy | None = None,
+        annotator: str = "anonymous",
+        device: str = "auto",
+        seed: int = 0,
+        use_embeddings: bool = False,
+        pretrained=None,
+        coral: bool = False,
+    ) -> Learner:
         """A learner over sort stores, writing to their journals (each journal's lock held
         until ``close``)."""
-        datasets = [dataset_from_store(p, use_embeddings=use_embeddings)
-                    for p in _as_paths(store_paths)]
+        datasets = [
+            dataset_from_store(p, use_embeddings=use_embeddings) for p in _as_paths(store_paths)
+        ]
         return cls(datasets, policy, annotator, device, seed, pretrained, coral)
 
     @classmethod
-    def read_only(cls, store_paths, policy: Policy | None = None, device: str = "cpu",
-                  use_embeddings: bool = False, pretrained=None) -> Learner:
+    def read_only(
+        cls,
+        store_paths,
+        policy: Policy | None = None,
+        device: str = "cpu",
+        use_embeddings: bool = False,
+        pretrained=None,
+    ) -> Learner:
         """A learner that replays the stores' journals without locking them (works beside a
         running page); its classifier trains on their labels, labelling raises."""
-        datasets = [dataset_from_store(p, use_embeddings=use_embeddings)
-                    for p in _as_paths(store_paths)]
+        datasets = [
+            dataset_from_store(p, use_embeddings=use_embeddings) for p in _as_paths(store_paths)
+        ]
         return cls(datasets, policy, device=device, pretrained=pretrained, read_only=True)
 
     # ------------------------------------------------------------------ indexing
@@ -202,8 +239,9 @@ class Learner:
     def global_index(self, dataset: int, local: int) -> int:
         size = int(self._offsets[dataset + 1] - self._offsets[dataset])
         if not 0 <= local < size:
-            raise ValueError(f"dataset {self.datasets[dataset].name}: candidate {local} out of "
-                             f"range [0, {size})")
+            raise ValueError(
+                f"dataset {self.datasets[dataset].name}: candidate {local} out of range [0, {size})"
+            )
         return int(self._offsets[dataset] + local)
 
     def _part(self, values, dataset: int | None):
@@ -223,8 +261,10 @@ class Learner:
         """(P(cell) (N,) float32 or None before both classes have a label, decisions (N,) int8
         +1 / -1 at the threshold, all -1 before training), of one dataset when given."""
         p = self.probabilities()
-        return (None if p is None else self._part(p, dataset),
-                self._part(self.decisions(), dataset))
+        return (
+            None if p is None else self._part(p, dataset),
+            self._part(self.decisions(), dataset),
+        )
 
     def probabilities(self) -> np.ndarray | None:
         """(N,) float32 P(cell), or None until both classes have a label."""
@@ -283,10 +323,20 @@ class Learner:
         """Every journal line (labels, unlabels, undos, redos) as LabelRecords, in time order
         (of one dataset when given)."""
         which = range(len(self.datasets)) if dataset is None else [dataset]
-        records = [LabelRecord(int(self._offsets[d] + ev.candidate), ev.label, ev.previous,
-                               ev.annotator, ev.time, ev.origin, ev.action)
-                   for d in which for ev in self._journals[d].events
-                   if ev.dataset == self.datasets[d].name]
+        records = [
+            LabelRecord(
+                int(self._offsets[d] + ev.candidate),
+                ev.label,
+                ev.previous,
+                ev.annotator,
+                ev.time,
+                ev.origin,
+                ev.action,
+            )
+            for d in which
+            for ev in self._journals[d].events
+            if ev.dataset == self.datasets[d].name
+        ]
         return sorted(records, key=lambda r: r.time) if dataset is None else records
 
     def labelled_order(self, dataset: int) -> list[int]:
@@ -314,17 +364,21 @@ class Learner:
         if y not in (CELL, NOT_CELL, UNLABELLED):
             raise ValueError(f"label must be {CELL}, {NOT_CELL} or {UNLABELLED}, got {y!r}")
         if self.read_only_session:
-            raise RuntimeError("this learner replays the journals read-only; open it with "
-                               "Learner.open to label")
+            raise RuntimeError(
+                "this learner replays the journals read-only; open it with Learner.open to label"
+            )
         items = [int(i) for i in items]
         where = [self.locate(i) for i in items]
         datasets = {d for d, _ in where}
         if len(datasets) != 1:
-            raise ValueError(f"one action labels candidates of one dataset; got datasets "
-                             f"{sorted(self.datasets[d].name for d in datasets)}")
+            raise ValueError(
+                f"one action labels candidates of one dataset; got datasets "
+                f"{sorted(self.datasets[d].name for d in datasets)}"
+            )
         d = datasets.pop()
-        action = self._journals[d].append_many(self.datasets[d].name,
-                                               [c for _, c in where], int(y), self.annotator)
+        action = self._journals[d].append_many(
+            self.datasets[d].name, [c for _, c in where], int(y), self.annotator
+        )
         self._apply(d, action)
         return action[0].action
 
@@ -383,10 +437,11 @@ class Learner:
         """Next k global indices to label (unlabelled; empty when all are labelled)."""
         from .strategies import cold_start_strategy
 
-        used = cold_start_strategy(self._engine.labels, self.policy.strategy,
-                                   self.policy.cold_start_per_class)
+        used = cold_start_strategy(
+            self._engine.labels, self.policy.strategy, self.policy.cold_start_per_class
+        )
         picks = self._engine.next_query(k)
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         self.queries.extend(QueryRecord(int(i), used, now) for i in picks)
         return picks
 
@@ -407,8 +462,9 @@ class Learner:
             j.close()
 
 
-def top_contributions(coef: np.ndarray, x_row: np.ndarray, names: list[str],
-                      k: int = 6) -> list[tuple[str, float, float]]:
+def top_contributions(
+    coef: np.ndarray, x_row: np.ndarray, names: list[str], k: int = 6
+) -> list[tuple[str, float, float]]:
     """The k features that push this candidate's score most: (name, z-scored value,
     contribution = coef * value to the log-odds), sorted by |contribution| descending."""
     coef = np.asarray(coef, np.float64).ravel()
@@ -417,8 +473,11 @@ def top_contributions(coef: np.ndarray, x_row: np.ndarray, names: list[str],
         raise ValueError(f"coef has {coef.size} entries, the feature row {x_row.size}")
     contrib = coef * x_row
     order = np.argsort(-np.abs(contrib), kind="stable")[:k]
-    return [(names[j] if j < len(names) else f"f{j}", float(x_row[j]), float(contrib[j]))
-            for j in order if contrib[j] != 0]
+    return [
+        (names[j] if j < len(names) else f"f{j}", float(x_row[j]), float(contrib[j]))
+        for j in order
+        if contrib[j] != 0
+    ]
 
 
 def _as_paths(store_paths) -> list:

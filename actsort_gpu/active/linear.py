@@ -35,7 +35,9 @@ def zscore_columns(features: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"features: expected a 2-D (n_candidates, n_features) array, got {x.shape}")
+        raise ValueError(
+            f"features: expected a 2-D (n_candidates, n_features) array, got {x.shape}"
+        )
     if np.isnan(x).any():
         with np.errstate(all="ignore"):
             col_mean = np.nanmean(x, axis=0)
@@ -74,8 +76,11 @@ def objective(features, labels, coef, intercept, *, lam=None, weights=None) -> f
     y = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
     n = x.shape[0]
     lam = 1.0 / n if lam is None else lam
-    w = torch.ones(n, dtype=torch.float64) if weights is None else torch.as_tensor(
-        np.asarray(weights), dtype=torch.float64)
+    w = (
+        torch.ones(n, dtype=torch.float64)
+        if weights is None
+        else torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+    )
     beta = torch.as_tensor(np.asarray(coef), dtype=torch.float64)
     z = x @ beta + float(intercept)
     loss = (w * torch.nn.functional.softplus(-y * z)).sum() / n
@@ -88,11 +93,18 @@ def kkt_violation(features, labels, coef, intercept, *, lam=None, weights=None) 
     y01 = (torch.as_tensor(np.asarray(labels), dtype=torch.float64) > 0).double()
     n = x.shape[0]
     lam = 1.0 / n if lam is None else lam
-    w = torch.ones(n, dtype=torch.float64) if weights is None else torch.as_tensor(
-        np.asarray(weights), dtype=torch.float64)
+    w = (
+        torch.ones(n, dtype=torch.float64)
+        if weights is None
+        else torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+    )
     xa = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], 1)
-    theta = torch.cat([torch.as_tensor(np.asarray(coef), dtype=torch.float64),
-                       torch.tensor([float(intercept)], dtype=torch.float64)])
+    theta = torch.cat(
+        [
+            torch.as_tensor(np.asarray(coef), dtype=torch.float64),
+            torch.tensor([float(intercept)], dtype=torch.float64),
+        ]
+    )
     lam_vec = torch.full_like(theta, lam)
     lam_vec[-1] = 0
     _, grad, _ = _loss_grad(xa, y01, w, theta, n)
@@ -142,7 +154,7 @@ def _l1_qp(hess, lin, lam, v0, max_steps: int = 500):
             ts = np.append(old_a[cross] / (old_a[cross] - new_a[cross]), 1.0)
             pts = old_a[None, :] + ts[:, None] * step[None, :]
             pts[np.arange(len(ts) - 1), np.flatnonzero(cross)] = 0.0
-            vals = c2 * ts ** 2 + c1 * ts + np.abs(pts) @ lam[idx]
+            vals = c2 * ts**2 + c1 * ts + np.abs(pts) @ lam[idx]
             t_best = ts[int(np.argmin(vals))]
             best = np.zeros_like(v)
             best[idx] = pts[int(np.argmin(vals))] if t_best != 1.0 else new_a
@@ -168,8 +180,17 @@ def _qp_optimal_on_active(grad, lam, sign, active, check_zero=True, tol=1e-10):
     return True
 
 
-def fit_l1_logistic(features, labels, *, lam: float | None = None, weights=None, init=None,
-                    tol: float = 1e-9, max_iter: int = 100, device="cpu"):
+def fit_l1_logistic(
+    features,
+    labels,
+    *,
+    lam: float | None = None,
+    weights=None,
+    init=None,
+    tol: float = 1e-9,
+    max_iter: int = 100,
+    device="cpu",
+):
     """Minimise F exactly (to ``tol`` on the KKT residual) by proximal Newton.
 
     Each outer step builds the gradient and Hessian of the smooth part on ``device`` (the only
@@ -189,8 +210,11 @@ def fit_l1_logistic(features, labels, *, lam: float | None = None, weights=None,
     if n == 0:
         raise ValueError("fit_l1_logistic: no training rows")
     y01 = (y > 0).to(torch.float64)
-    w = (torch.ones(n, dtype=torch.float64, device=device) if weights is None
-         else torch.as_tensor(weights, device=device).to(torch.float64))
+    w = (
+        torch.ones(n, dtype=torch.float64, device=device)
+        if weights is None
+        else torch.as_tensor(weights, device=device).to(torch.float64)
+    )
     lam = 1.0 / n if lam is None else float(lam)
     xa = torch.cat([x, torch.ones(n, 1, dtype=torch.float64, device=device)], 1)
     lam_np = np.full(n_feat + 1, lam)
@@ -208,7 +232,7 @@ def fit_l1_logistic(features, labels, *, lam: float | None = None, weights=None,
     fval = float(loss) + float(lam_np @ np.abs(theta))
     resid = math.inf
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (it is read after the loop)
         resid = float(_pseudo_gradient(theta_t, grad, lam_vec).abs().max())
         if resid <= tol:
             break
@@ -251,8 +275,14 @@ class L1Logistic:
     warm_start : start each fit from the previous solution
     """
 
-    def __init__(self, lambda_scale: float = 1.0, tol: float = 1e-9, device: str = "cpu",
-                 warm_start: bool = True, max_iter: int = 100):
+    def __init__(
+        self,
+        lambda_scale: float = 1.0,
+        tol: float = 1e-9,
+        device: str = "cpu",
+        warm_start: bool = True,
+        max_iter: int = 100,
+    ):
         self.lambda_scale = lambda_scale
         self.tol = tol
         self.device = device
@@ -260,20 +290,34 @@ class L1Logistic:
         self.max_iter = max_iter
         self.theta_ = None
 
-    def fit(self, features, labels, weights=None) -> "L1Logistic":
+    def fit(self, features, labels, weights=None) -> L1Logistic:
         """features : (n, F); labels : (n,) +1/-1. Needs both classes (else a prior-only model)."""
         x = torch.as_tensor(features, device=self.device)
         y = torch.as_tensor(labels, device=self.device).to(torch.float64)
         if x.ndim != 2 or x.shape[0] != y.shape[0]:
             raise ValueError(f"fit: features {tuple(x.shape)} and labels {tuple(y.shape)} disagree")
         n = x.shape[0]
-        init = self.theta_ if (self.warm_start and self.theta_ is not None
-                               and self.theta_.shape[0] == x.shape[1] + 1) else None
+        init = (
+            self.theta_
+            if (
+                self.warm_start
+                and self.theta_ is not None
+                and self.theta_.shape[0] == x.shape[1] + 1
+            )
+            else None
+        )
         if init is not None:
             init = init.to(self.device)
         theta, self.n_iter_, self.kkt_ = fit_l1_logistic(
-            x, y, lam=self.lambda_scale / n, weights=weights, init=init, tol=self.tol,
-            max_iter=self.max_iter, device=self.device)
+            x,
+            y,
+            lam=self.lambda_scale / n,
+            weights=weights,
+            init=init,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            device=self.device,
+        )
         self.theta_ = theta
         self.n_features_in_ = x.shape[1]
         return self

@@ -33,8 +33,16 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0, n / (2.0 * n_pos), n / (2.0 * n_neg))
 
 
-def cv_lambda_scale(features, labels, *, balanced: bool = True, grid=LAMBDA_GRID,
-                    folds: int = 5, seed: int = 0, device="cpu") -> tuple[float, list[float]]:
+def cv_lambda_scale(
+    features,
+    labels,
+    *,
+    balanced: bool = True,
+    grid=LAMBDA_GRID,
+    folds: int = 5,
+    seed: int = 0,
+    device="cpu",
+) -> tuple[float, list[float]]:
     """Pick ``lambda_scale`` (lam = scale / n_train) by stratified k-fold CV.
 
     features : (n, F) tensor or array; labels : (n,) +1/-1 (each class needs >= ``folds`` rows)
@@ -45,8 +53,10 @@ def cv_lambda_scale(features, labels, *, balanced: bool = True, grid=LAMBDA_GRID
     y = np.asarray(labels, dtype=np.float64)
     n_pos, n_neg = int((y > 0).sum()), int((y < 0).sum())
     if min(n_pos, n_neg) < folds:
-        raise ValueError(f"cv_lambda_scale: each class needs >= {folds} rows, got "
-                         f"{n_pos} cells and {n_neg} non-cells")
+        raise ValueError(
+            f"cv_lambda_scale: each class needs >= {folds} rows, got "
+            f"{n_pos} cells and {n_neg} non-cells"
+        )
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
     for c in (1.0, -1.0):
@@ -59,13 +69,16 @@ def cv_lambda_scale(features, labels, *, balanced: bool = True, grid=LAMBDA_GRID
         tr, te = fold != f, fold == f
         ytr = y[tr]
         wtr = balanced_weights(ytr) if balanced else None
-        model = L1Logistic(tol=1e-6, device=device)       # warm-started along the grid
+        model = L1Logistic(tol=1e-6, device=device)  # warm-started along the grid
         xtr = x[torch.as_tensor(np.flatnonzero(tr), device=x.device)]
         xte = x[torch.as_tensor(np.flatnonzero(te), device=x.device)]
-        for g, scale in enumerate(sorted(grid, reverse=True)):
+        for scale in sorted(grid, reverse=True):
             model.lambda_scale = scale
-            model.fit(xtr, torch.as_tensor(ytr, device=device),
-                      None if wtr is None else torch.as_tensor(wtr, device=device))
+            model.fit(
+                xtr,
+                torch.as_tensor(ytr, device=device),
+                None if wtr is None else torch.as_tensor(wtr, device=device),
+            )
             p = model.predict_proba(xte).double().cpu().numpy().clip(1e-7, 1 - 1e-7)
             k = list(grid).index(scale)
             dev[k] += -(w_all[te] * np.where(y[te] > 0, np.log(p), np.log1p(-p))).sum()

@@ -55,7 +55,7 @@ def load_labelled_features(path) -> tuple[str, np.ndarray, np.ndarray, list[str]
             if "metrics" not in f:
                 raise ValueError(f"{path}: no 'metrics' dataset (found {sorted(f.keys())})")
             x = np.asarray(f["metrics"][()], dtype=np.float32)
-            names = sorted(k[:-len("_choices")] for k in f.keys() if k.endswith("_choices"))
+            names = sorted(k[: -len("_choices")] for k in f if k.endswith("_choices"))
             if not names:
                 raise ValueError(f"{path}: no '*_choices' annotator labels")
             labs = [np.asarray(f[n + "_choices"][()]).ravel() for n in names]
@@ -76,9 +76,12 @@ def load_labelled_features(path) -> tuple[str, np.ndarray, np.ndarray, list[str]
         if not lab_cols:
             raise ValueError(f"{path}: no 'label_<annotator>' column in the header")
         data = np.array(rows[1:], dtype=np.float64)
-        return (path.stem, data[:, feat_cols].astype(np.float32),
-                np.sign(data[:, lab_cols].T).astype(np.int8),
-                [header[i][len("label_"):] for i in lab_cols])
+        return (
+            path.stem,
+            data[:, feat_cols].astype(np.float32),
+            np.sign(data[:, lab_cols].T).astype(np.int8),
+            [header[i][len("label_") :] for i in lab_cols],
+        )
     raise ValueError(f"{path}: expected a .mat, a .csv or a sort store directory")
 
 
@@ -87,20 +90,26 @@ def _load_store(path: Path):
 
     store = SortStore.open(path)
     if not store.has(schema.FEATURE_MATRIX):
-        raise ValueError(f"{path}: sort store has no {schema.FEATURE_MATRIX}; run `actsort "
-                         "features` first")
+        raise ValueError(
+            f"{path}: sort store has no {schema.FEATURE_MATRIX}; run `actsort features` first"
+        )
     x = np.asarray(store.read(schema.FEATURE_MATRIX), dtype=np.float32)
     if store.has(schema.TRUTH_ANNOTATORS):
         ann = np.asarray(store.read(schema.TRUTH_ANNOTATORS), dtype=np.int8)
-        names = list(store.array(schema.TRUTH_ANNOTATORS).attrs.get(
-            "names", [f"annotator{i}" for i in range(ann.shape[0])]))
+        names = list(
+            store.array(schema.TRUTH_ANNOTATORS).attrs.get(
+                "names", [f"annotator{i}" for i in range(ann.shape[0])]
+            )
+        )
     elif store.has(schema.TRUTH_LABELS):
         ann = np.asarray(store.read(schema.TRUTH_LABELS), dtype=np.int8)[None, :]
         names = ["truth"]
     else:
-        raise ValueError(f"{path}: sort store has no {schema.TRUTH_LABELS!r} or "
-                         f"{schema.TRUTH_ANNOTATORS!r} "
-                         "to simulate with")
+        raise ValueError(
+            f"{path}: sort store has no {schema.TRUTH_LABELS!r} or "
+            f"{schema.TRUTH_ANNOTATORS!r} "
+            "to simulate with"
+        )
     ann = np.where(ann > 0, 1, -1).astype(np.int8)
     return path.name, x, ann, names
 
@@ -131,8 +140,12 @@ def _run(features, oracle, truth, policy, budgets_q, seed, device, n_seed=3):
     eng = Engine(features, policy, device=device, seed=seed)
     rng = np.random.default_rng(seed + 7919)
     pos, neg = np.flatnonzero(oracle > 0), np.flatnonzero(oracle < 0)
-    for i in np.concatenate([rng.choice(pos, min(n_seed, len(pos)), replace=False),
-                             rng.choice(neg, min(n_seed, len(neg)), replace=False)]):
+    for i in np.concatenate(
+        [
+            rng.choice(pos, min(n_seed, len(pos)), replace=False),
+            rng.choice(neg, min(n_seed, len(neg)), replace=False),
+        ]
+    ):
         eng.set_label(int(i), int(oracle[i]))
     out = []
     q_done = 0
@@ -152,11 +165,22 @@ def _run(features, oracle, truth, policy, budgets_q, seed, device, n_seed=3):
     return out
 
 
-def simulate(features: np.ndarray, annotations: np.ndarray, annotator_names: list[str],
-             strategies: list[str], budgets_pct: list[float], *, oracle: str = "all",
-             repeats: int = 5, seed: int = 0, threshold: float | None = None,
-             device: str = "cpu", dataset: str = "dataset", config=None,
-             progress=None) -> dict:
+def simulate(
+    features: np.ndarray,
+    annotations: np.ndarray,
+    annotator_names: list[str],
+    strategies: list[str],
+    budgets_pct: list[float],
+    *,
+    oracle: str = "all",
+    repeats: int = 5,
+    seed: int = 0,
+    threshold: float | None = None,
+    device: str = "cpu",
+    dataset: str = "dataset",
+    config=None,
+    progress=None,
+) -> dict:
     """Run the protocol; returns the JSON-ready result dict (schema in the module docstring of
     ``actsort_gpu.cli.cmd_simulate``).
 
@@ -193,11 +217,16 @@ def simulate(features: np.ndarray, annotations: np.ndarray, annotator_names: lis
         human.append(binary_metrics(ann[o], truth))
         setups.append((o, truth))
     result = {
-        "dataset": dataset, "n_candidates": int(n),
+        "dataset": dataset,
+        "n_candidates": int(n),
         "human": {k: float(np.mean([h[k] for h in human])) for k in ("ba", "tpr", "tnr")},
-        "results": {}, "oracles": [annotator_names[o] for o in oracles],
-        "repeats": int(repeats), "seed": int(seed), "budgets_queries": budgets_q,
-        "policies": {}, "seconds": {},
+        "results": {},
+        "oracles": [annotator_names[o] for o in oracles],
+        "repeats": int(repeats),
+        "seed": int(seed),
+        "budgets_queries": budgets_q,
+        "policies": {},
+        "seconds": {},
     }
     for spec in strategies:
         policy = parse_policy(spec, threshold, config)
@@ -205,22 +234,38 @@ def simulate(features: np.ndarray, annotations: np.ndarray, annotator_names: lis
         runs = []
         for o, truth in setups:
             for r in range(repeats):
-                runs.append(_run(z, ann[o], truth, policy, budgets_q,
-                                 seed=seed + 1000 * r + 17 * o, device=device))
+                runs.append(
+                    _run(
+                        z,
+                        ann[o],
+                        truth,
+                        policy,
+                        budgets_q,
+                        seed=seed + 1000 * r + 17 * o,
+                        device=device,
+                    )
+                )
                 if progress is not None:
                     progress(spec, len(runs), len(setups) * repeats)
-        arr = {k: np.array([[m[k] for m in run] for run in runs]) for k in
-               ("ba", "tpr", "tnr", "auc")}
+        arr = {
+            k: np.array([[m[k] for m in run] for run in runs]) for k in ("ba", "tpr", "tnr", "auc")
+        }
         result["results"][spec] = {
             "budgets_pct": [float(b) for b in budgets_pct],
-            "ba": arr["ba"].mean(0).tolist(), "ba_sd": arr["ba"].std(0).tolist(),
-            "tpr": arr["tpr"].mean(0).tolist(), "tnr": arr["tnr"].mean(0).tolist(),
+            "ba": arr["ba"].mean(0).tolist(),
+            "ba_sd": arr["ba"].std(0).tolist(),
+            "tpr": arr["tpr"].mean(0).tolist(),
+            "tnr": arr["tnr"].mean(0).tolist(),
             "auc": arr["auc"].mean(0).tolist(),
         }
         result["policies"][spec] = asdict(policy)
         result["seconds"][spec] = round(time.perf_counter() - t0, 2)
-        log.info("%s: BA %s (%.1f s)", spec, np.round(arr["ba"].mean(0), 3).tolist(),
-                 result["seconds"][spec])
+        log.info(
+            "%s: BA %s (%.1f s)",
+            spec,
+            np.round(arr["ba"].mean(0), 3).tolist(),
+            result["seconds"][spec],
+        )
     return result
 
 
@@ -233,9 +278,15 @@ def plot_results(result: dict, path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, res in result["results"].items():
-        ax.errorbar(res["budgets_pct"], res["ba"], yerr=np.array(res["ba_sd"]) / math.sqrt(
-            max(1, result.get("repeats", 1) * len(result.get("oracles", [1])))),
-            marker="o", capsize=3, label=name)
+        ax.errorbar(
+            res["budgets_pct"],
+            res["ba"],
+            yerr=np.array(res["ba_sd"])
+            / math.sqrt(max(1, result.get("repeats", 1) * len(result.get("oracles", [1])))),
+            marker="o",
+            capsize=3,
+            label=name,
+        )
     ax.axhline(result["human"]["ba"], ls="--", color="k", label="human")
     ax.set_xlabel("candidates labelled (%)")
     ax.set_ylabel("balanced accuracy")
@@ -246,17 +297,38 @@ def plot_results(result: dict, path) -> None:
     plt.close(fig)
 
 
-def run_simulation(features_path, *, oracle: str = "all", strategies=("random", "cal", "dal",
-                   "dcal"), budgets_pct=(1, 2, 3, 5), repeats: int = 5, seed: int = 0,
-                   threshold: float | None = None, json_out=None, plot_out=None,
-                   device: str = "cpu", config=None) -> dict:
+def run_simulation(
+    features_path,
+    *,
+    oracle: str = "all",
+    strategies=("random", "cal", "dal", "dcal"),
+    budgets_pct=(1, 2, 3, 5),
+    repeats: int = 5,
+    seed: int = 0,
+    threshold: float | None = None,
+    json_out=None,
+    plot_out=None,
+    device: str = "cpu",
+    config=None,
+) -> dict:
     """Load ``features_path``, simulate, write the JSON (and the plot); returns the result."""
     import json
 
     name, x, ann, names = load_labelled_features(features_path)
-    result = simulate(x, ann, names, list(strategies), list(budgets_pct), oracle=oracle,
-                      repeats=repeats, seed=seed, threshold=threshold, device=device,
-                      dataset=name, config=config)
+    result = simulate(
+        x,
+        ann,
+        names,
+        list(strategies),
+        list(budgets_pct),
+        oracle=oracle,
+        repeats=repeats,
+        seed=seed,
+        threshold=threshold,
+        device=device,
+        dataset=name,
+        config=config,
+    )
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=1))

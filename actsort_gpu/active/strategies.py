@@ -24,8 +24,17 @@ from .linear import L1Logistic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGIES", "AUDIT_MODES", "Discriminator", "cal_scores", "dcal_weight",
-           "cold_start_strategy", "select_batch", "query", "audit_order"]
+__all__ = [
+    "STRATEGIES",
+    "AUDIT_MODES",
+    "Discriminator",
+    "cal_scores",
+    "dcal_weight",
+    "cold_start_strategy",
+    "select_batch",
+    "query",
+    "audit_order",
+]
 
 STRATEGIES = ("random", "ordered", "cal", "dal", "dcal")
 AUDIT_MODES = ("cells", "non-cells", "uncertain")
@@ -57,8 +66,8 @@ def cold_start_strategy(labels, strategy: str, per_class: int) -> str:
 
 @dataclass
 class DiscriminatorResult:
-    proba_labelled: torch.Tensor   # (N,) P_D(labelled | x)
-    accuracy: float                # fraction of all N whose (P_D > 0.5) matches labelled status
+    proba_labelled: torch.Tensor  # (N,) P_D(labelled | x)
+    accuracy: float  # fraction of all N whose (P_D > 0.5) matches labelled status
 
 
 class Discriminator:
@@ -73,20 +82,31 @@ class Discriminator:
     max_iter : cap on the Newton steps per query (the fit to ``tol`` usually needs fewer).
     """
 
-    def __init__(self, device="cpu", lambda_scale: float = 1.0, refresh_every: int = 1,
-                 max_iter: int = 100, tol: float = 1e-5):
+    def __init__(
+        self,
+        device="cpu",
+        lambda_scale: float = 1.0,
+        refresh_every: int = 1,
+        max_iter: int = 100,
+        tol: float = 1e-5,
+    ):
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
-        self.model = L1Logistic(lambda_scale=lambda_scale, device=device, tol=tol,
-                                max_iter=max_iter)
+        self.model = L1Logistic(
+            lambda_scale=lambda_scale, device=device, tol=tol, max_iter=max_iter
+        )
         self.refresh_every = int(refresh_every)
         self._calls = 0
         self._unl_pick: np.ndarray | None = None
 
-    def _unlabelled_subset(self, unl_idx: np.ndarray, m: int, n: int,
-                           rng: np.random.Generator) -> np.ndarray:
-        fresh = self.refresh_every == 1 or self._unl_pick is None or (
-            self._calls % self.refresh_every == 0)
+    def _unlabelled_subset(
+        self, unl_idx: np.ndarray, m: int, n: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        fresh = (
+            self.refresh_every == 1
+            or self._unl_pick is None
+            or (self._calls % self.refresh_every == 0)
+        )
         if fresh:
             return rng.choice(unl_idx, m, replace=False)
         is_unl = np.zeros(n, dtype=bool)
@@ -94,13 +114,14 @@ class Discriminator:
         keep = self._unl_pick[is_unl[self._unl_pick]][:m]
         need = m - len(keep)
         if need > 0:
-            is_unl[keep] = False          # candidates for the top-up: unlabelled, not kept
+            is_unl[keep] = False  # candidates for the top-up: unlabelled, not kept
             pool = np.flatnonzero(is_unl)
             keep = np.concatenate([keep, rng.choice(pool, need, replace=False)])
         return keep
 
-    def __call__(self, features: torch.Tensor, labelled: torch.Tensor,
-                 rng: np.random.Generator) -> DiscriminatorResult:
+    def __call__(
+        self, features: torch.Tensor, labelled: torch.Tensor, rng: np.random.Generator
+    ) -> DiscriminatorResult:
         lab_idx = torch.nonzero(labelled).squeeze(1).cpu().numpy()
         unl_idx = torch.nonzero(~labelled).squeeze(1).cpu().numpy()
         m = min(len(lab_idx), len(unl_idx))
@@ -120,9 +141,14 @@ class Discriminator:
         return DiscriminatorResult(p, acc)
 
 
-def select_batch(scores: torch.Tensor, candidates: torch.Tensor, k: int,
-                 features: torch.Tensor | None = None, diverse: bool = True,
-                 pool_factor: int = 10) -> list[int]:
+def select_batch(
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    k: int,
+    features: torch.Tensor | None = None,
+    diverse: bool = True,
+    pool_factor: int = 10,
+) -> list[int]:
     """Pick k indices with the highest score among ``candidates`` (bool mask).
 
     With ``diverse`` and k > 1 (beyond ActSort, which takes the top k): greedy selection from the
@@ -136,15 +162,18 @@ def select_batch(scores: torch.Tensor, candidates: torch.Tensor, k: int,
     k = min(k, n_cand)
     if k <= 0:
         return []
-    masked = torch.where(candidates, scores.to(torch.float64),
-                         torch.tensor(-math.inf, dtype=torch.float64, device=scores.device))
+    masked = torch.where(
+        candidates,
+        scores.to(torch.float64),
+        torch.tensor(-math.inf, dtype=torch.float64, device=scores.device),
+    )
     if k == 1:
         return [int(torch.argmax(masked))]
     # Stable descending order: sort ascending on (-score) with stable=True.
     order = torch.sort(-masked, stable=True).indices
     if not diverse or features is None:
         return [int(i) for i in order[:k]]
-    pool = order[:min(n_cand, pool_factor * k)]
+    pool = order[: min(n_cand, pool_factor * k)]
     xs = features[pool].to(torch.float64)
     s = masked[pool]
     span = float(s.max() - s.min())
@@ -160,8 +189,9 @@ def select_batch(scores: torch.Tensor, candidates: torch.Tensor, k: int,
     penalty = torch.zeros_like(s)
     available = torch.ones_like(s, dtype=torch.bool)
     for _ in range(k):
-        value = torch.where(available, s * (1.0 - penalty),
-                            torch.tensor(-math.inf, dtype=s.dtype, device=s.device))
+        value = torch.where(
+            available, s * (1.0 - penalty), torch.tensor(-math.inf, dtype=s.dtype, device=s.device)
+        )
         j = int(torch.argmax(value))
         chosen.append(j)
         available[j] = False
@@ -169,10 +199,19 @@ def select_batch(scores: torch.Tensor, candidates: torch.Tensor, k: int,
     return [int(pool[j]) for j in chosen]
 
 
-def query(strategy: str, *, features: torch.Tensor, labels: torch.Tensor,
-          proba: torch.Tensor | None, rng: np.random.Generator, k: int = 1,
-          discriminator: Discriminator | None = None, dcal_w: float = 0.5,
-          clip_weight: bool = True, diverse: bool = True) -> list[int]:
+def query(
+    strategy: str,
+    *,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    proba: torch.Tensor | None,
+    rng: np.random.Generator,
+    k: int = 1,
+    discriminator: Discriminator | None = None,
+    dcal_w: float = 0.5,
+    clip_weight: bool = True,
+    diverse: bool = True,
+) -> list[int]:
     """Indices of the next ``k`` candidates to ask about (unlabelled only).
 
     strategy : one of STRATEGIES; proba is needed for cal/dcal (None before the first fit:
@@ -198,7 +237,7 @@ def query(strategy: str, *, features: torch.Tensor, labels: torch.Tensor,
         return select_batch(cal_scores(proba), unl, k, features, diverse)
     disc = discriminator if discriminator is not None else Discriminator(device=features.device)
     res = disc(features, labels != 0, rng)
-    dal = 1.0 - res.proba_labelled   # P_D(unlabelled): highest = most unlike the labelled pool
+    dal = 1.0 - res.proba_labelled  # P_D(unlabelled): highest = most unlike the labelled pool
     if strategy == "dal":
         return select_batch(dal, unl, k, features, diverse)
     w = dcal_weight(dcal_w, res.accuracy, clip_weight)
@@ -206,8 +245,9 @@ def query(strategy: str, *, features: torch.Tensor, labels: torch.Tensor,
     return select_batch(score, unl, k, features, diverse)
 
 
-def audit_order(mode: str, proba: torch.Tensor, labels: torch.Tensor,
-                threshold: float) -> torch.Tensor:
+def audit_order(
+    mode: str, proba: torch.Tensor, labels: torch.Tensor, threshold: float
+) -> torch.Tensor:
     """Unlabelled candidates to review, most doubtful first.
 
     mode : "cells" (predicted cells, lowest P first), "non-cells" (predicted non-cells, highest

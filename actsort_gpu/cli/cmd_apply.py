@@ -9,30 +9,46 @@ from ..export import TABLE_FORMATS
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "apply", help="classify sort stores with a portable classifier (no page)",
+        "apply",
+        help="classify sort stores with a portable classifier (no page)",
         description="Write predictions/ (P(cell), decision, final label) into each store. "
-                    "Refuses stores whose feature set differs from the classifier's before "
-                    "writing anything. Human labels in a store's journal fine-tune the "
-                    "classifier and win over the model.")
+        "Refuses stores whose feature set differs from the classifier's before "
+        "writing anything. Human labels in a store's journal fine-tune the "
+        "classifier and win over the model.",
+    )
     p.add_argument("stores", nargs="+", metavar="STORE", help="sort stores (*.actsort)")
-    p.add_argument("--classifier", required=True, metavar="FILE",
-                   help="portable classifier (.npz from the page or `actsort export "
-                        "--format classifier`)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold on P(cell) (default: the classifier's)")
-    p.add_argument("--export", choices=TABLE_FORMATS, default=None,
-                   help="also export each store's table to its default location")
+    p.add_argument(
+        "--classifier",
+        required=True,
+        metavar="FILE",
+        help="portable classifier (.npz from the page or `actsort export --format classifier`)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold on P(cell) (default: the classifier's)",
+    )
+    p.add_argument(
+        "--export",
+        choices=TABLE_FORMATS,
+        default=None,
+        help="also export each store's table to its default location",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..apply import apply_classifier
 
-    results = apply_classifier(args.classifier, args.stores, threshold=args.threshold,
-                               export=args.export)
+    results = apply_classifier(
+        args.classifier, args.stores, threshold=args.threshold, export=args.export
+    )
     for r in results:
-        line = (f"{r.path}: {r.n_cells:,} cells of {len(r.final):,} candidates "
-                f"({r.n_human:,} human labels)")
+        line = (
+            f"{r.path}: {r.n_cells:,} cells of {len(r.final):,} candidates "
+            f"({r.n_human:,} human labels)"
+        )
         if r.export_path is not None:
             line += f" -> {r.export_path}"
         print(line)

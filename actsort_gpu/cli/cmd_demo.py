@@ -9,25 +9,40 @@ from ._common import add_device_argument, add_progress_argument
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="synthesise a recording, run every stage, open the annotation page",
+        "demo",
+        help="synthesise a recording, run every stage, open the annotation page",
         description="Synthesise a 2-minute recording with known truth (150 cells, 150 false "
-                    "candidates), ingest its Suite2p output, preprocess, compute features and "
-                    "embeddings, then open the annotation page (the truth stays hidden until you "
-                    "ask the page to compare). With --no-browser, a simulated annotator labels "
-                    "5 %% of the candidates through the active learner instead, and the result "
-                    "is scored against the truth.")
-    p.add_argument("--out", default="actsort-demo", metavar="DIR",
-                   help="working folder (default ./actsort-demo); an existing labelled demo "
-                        "is reused, never overwritten")
+        "candidates), ingest its Suite2p output, preprocess, compute features and "
+        "embeddings, then open the annotation page (the truth stays hidden until you "
+        "ask the page to compare). With --no-browser, a simulated annotator labels "
+        "5 %% of the candidates through the active learner instead, and the result "
+        "is scored against the truth.",
+    )
+    p.add_argument(
+        "--out",
+        default="actsort-demo",
+        metavar="DIR",
+        help="working folder (default ./actsort-demo); an existing labelled demo "
+        "is reused, never overwritten",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the recording")
-    p.add_argument("--no-browser", action="store_true",
-                   help="do not serve the page: run a simulated labelling session and exit")
-    p.add_argument("--budget", type=float, default=5.0, metavar="PCT",
-                   help="with --no-browser: percent of candidates the simulated annotator "
-                        "labels (default 5)")
-    p.add_argument("--rebuild", action="store_true",
-                   help="rebuild the demo store even if one with labels exists (its labels "
-                        "are lost)")
+    p.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not serve the page: run a simulated labelling session and exit",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="with --no-browser: percent of candidates the simulated annotator labels (default 5)",
+    )
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the demo store even if one with labels exists (its labels are lost)",
+    )
     p.add_argument("--host", default=None, help="page bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="page port (default 7860)")
     add_device_argument(p)
@@ -40,19 +55,27 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.budget <= 100:
         raise ValueError(f"--budget: expected a percentage in (0, 100], got {args.budget}")
-    store, times = build_demo_store(args.out, seed=args.seed, device=args.device,
-                                    progress=args.progress, overwrite=args.rebuild)
+    store, times = build_demo_store(
+        args.out, seed=args.seed, device=args.device, progress=args.progress, overwrite=args.rebuild
+    )
     if times:
-        print(f"built {store} in {sum(times.values()):.1f} s ("
-              + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + ")")
+        print(
+            f"built {store} in {sum(times.values()):.1f} s ("
+            + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+            + ")"
+        )
     if args.no_browser:
         session = headless_session(store, budget_fraction=args.budget / 100)
-        print(f"simulated annotator labelled {session.n_labelled} of {session.n_candidates} "
-              f"candidates ({args.budget:g} %), {session.seconds_per_update * 1e3:.0f} ms per "
-              f"update")
-        print(f"balanced accuracy vs truth: final labels {session.balanced_accuracy:.3f}, "
-              f"model alone {session.model_balanced_accuracy:.3f}, the annotator's own labels "
-              f"{session.annotator_balanced_accuracy:.3f}")
+        print(
+            f"simulated annotator labelled {session.n_labelled} of {session.n_candidates} "
+            f"candidates ({args.budget:g} %), {session.seconds_per_update * 1e3:.0f} ms per "
+            f"update"
+        )
+        print(
+            f"balanced accuracy vs truth: final labels {session.balanced_accuracy:.3f}, "
+            f"model alone {session.model_balanced_accuracy:.3f}, the annotator's own labels "
+            f"{session.annotator_balanced_accuracy:.3f}"
+        )
         print(f"label it yourself: actsort sort {store}")
         return 0
     from ..ui import serve

@@ -9,36 +9,58 @@ from ._common import add_config_argument, add_device_argument, add_progress_argu
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "embed", help="learned embeddings of every candidate -> embeddings/",
+        "embed",
+        help="learned embeddings of every candidate -> embeddings/",
         description="Run an encoder over each candidate's footprint crop, event snapshot "
-                    "images and event traces and write embeddings/matrix (N, D). Needs "
-                    "`actsort preprocess` first. Default encoder: the pretrained checkpoint "
-                    "shipped in the package.")
+        "images and event traces and write embeddings/matrix (N, D). Needs "
+        "`actsort preprocess` first. Default encoder: the pretrained checkpoint "
+        "shipped in the package.",
+    )
     p.add_argument("store", metavar="STORE", help="sort store (*.actsort)")
-    p.add_argument("--checkpoint", metavar="PT", default=None,
-                   help="encoder checkpoint from `actsort embed-train` (default: shipped one)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="candidates per block (default: embed.infer_batch_size of the config)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="PT",
+        default=None,
+        help="encoder checkpoint from `actsort embed-train` (default: shipped one)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="candidates per block (default: embed.infer_batch_size of the config)",
+    )
     add_device_argument(p)
     add_config_argument(p)
     add_progress_argument(p)
     p.set_defaults(func=run)
 
     t = subparsers.add_parser(
-        "embed-train", help="train an encoder across sort stores -> checkpoint",
+        "embed-train",
+        help="train an encoder across sort stores -> checkpoint",
         description="Self-supervised (contrastive) training of the candidate encoder on the "
-                    "candidates of one or many preprocessed stores; --supervised adds the "
-                    "stores' labels (label journal, else truth/labels).")
+        "candidates of one or many preprocessed stores; --supervised adds the "
+        "stores' labels (label journal, else truth/labels).",
+    )
     t.add_argument("stores", nargs="+", metavar="STORE", help="preprocessed sort stores")
     t.add_argument("--out", required=True, metavar="PT", help="checkpoint file to write")
     t.add_argument("--epochs", type=int, default=None, help="default: embed.max_epochs")
     t.add_argument("--seed", type=int, default=None, help="default: embed.seed")
-    t.add_argument("--max-per-store", type=int, default=None, metavar="N",
-                   help="random subset of N candidates per store (default: all)")
-    t.add_argument("--supervised", action="store_true",
-                   help="add a cross-entropy term on the stores' labels")
-    t.add_argument("--init", metavar="PT", default=None,
-                   help="start from this checkpoint (fine-tuning), e.g. the shipped one")
+    t.add_argument(
+        "--max-per-store",
+        type=int,
+        default=None,
+        metavar="N",
+        help="random subset of N candidates per store (default: all)",
+    )
+    t.add_argument(
+        "--supervised", action="store_true", help="add a cross-entropy term on the stores' labels"
+    )
+    t.add_argument(
+        "--init",
+        metavar="PT",
+        default=None,
+        help="start from this checkpoint (fine-tuning), e.g. the shipped one",
+    )
     add_device_argument(t)
     add_config_argument(t)
     add_progress_argument(t)
@@ -51,14 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config).embed
     batch = args.batch_size if args.batch_size is not None else cfg.infer_batch_size
-    emb = embed(args.store, args.checkpoint, device=args.device, batch_size=batch,
-                progress=args.progress)
+    emb = embed(
+        args.store, args.checkpoint, device=args.device, batch_size=batch, progress=args.progress
+    )
     from .. import schema
     from ..store import SortStore
 
     attrs = SortStore.open(args.store).attrs_of(schema.EMBEDDING_MATRIX)
-    print(f"{args.store}: {schema.EMBEDDING_MATRIX} {emb.shape[0]} x {emb.shape[1]} "
-          f"(encoder {attrs['encoder_id']})")
+    print(
+        f"{args.store}: {schema.EMBEDDING_MATRIX} {emb.shape[0]} x {emb.shape[1]} "
+        f"(encoder {attrs['encoder_id']})"
+    )
     return 0
 
 
@@ -69,15 +94,29 @@ def run_train(args: argparse.Namespace) -> int:
     from ..embed import train_encoder
 
     cfg = load_config(args.config).embed
-    changes = {k: v for k, v in (("max_epochs", args.epochs), ("seed", args.seed),
-                                 ("max_candidates_per_store", args.max_per_store))
-               if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("max_epochs", args.epochs),
+            ("seed", args.seed),
+            ("max_candidates_per_store", args.max_per_store),
+        )
+        if v is not None
+    }
     cfg = replace(cfg, **changes)
-    meta = train_encoder(args.stores, args.out, config=cfg, supervised=args.supervised,
-                         device=args.device, progress=args.progress,
-                         init_checkpoint=args.init)
+    meta = train_encoder(
+        args.stores,
+        args.out,
+        config=cfg,
+        supervised=args.supervised,
+        device=args.device,
+        progress=args.progress,
+        init_checkpoint=args.init,
+    )
     info = meta["training"]
-    print(f"wrote {args.out}: encoder {meta['encoder_id']}, {info['n_candidates']} candidates "
-          f"from {len(args.stores)} store(s), {cfg.max_epochs} epochs, seed {cfg.seed}, "
-          f"{info['seconds_total']:.1f} s")
+    print(
+        f"wrote {args.out}: encoder {meta['encoder_id']}, {info['n_candidates']} candidates "
+        f"from {len(args.stores)} store(s), {cfg.max_epochs} epochs, seed {cfg.seed}, "
+        f"{info['seconds_total']:.1f} s"
+    )
     return 0

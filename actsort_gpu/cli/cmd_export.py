@@ -9,15 +9,24 @@ from ._common import add_config_argument
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="export labels / classifier",
+        "export",
+        help="export labels / classifier",
         description="Export human labels, model probabilities and final labels of a sort store. "
-                    "Reads the label journal without locking it (works beside a running page).")
+        "Reads the label journal without locking it (works beside a running page).",
+    )
     p.add_argument("store", metavar="S.actsort", help="sort store directory")
-    p.add_argument("--format", required=True, choices=FORMATS,
-                   help="; ".join(f"{k}: {e.description}" for k, e in EXPORTERS.items()))
-    p.add_argument("--out", default=None,
-                   help="output file (csv/parquet/classifier/nwb) or Suite2p folder "
-                        "(default: <store>/exports/..., Suite2p: the source folder)")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="; ".join(f"{k}: {e.description}" for k, e in EXPORTERS.items()),
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output file (csv/parquet/classifier/nwb) or Suite2p folder "
+        "(default: <store>/exports/..., Suite2p: the source folder)",
+    )
     add_config_argument(p)
     p.set_defaults(func=run)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("info", help="summarise a sort store",
-                              description="Print sizes, candidates, source metrics and which "
-                                          "stages are complete.")
+    p = subparsers.add_parser(
+        "info",
+        help="summarise a sort store",
+        description="Print sizes, candidates, source metrics and which stages are complete.",
+    )
     p.add_argument("store", metavar="S.actsort", help="sort store directory")
     p.set_defaults(func=run)
 

@@ -7,30 +7,60 @@ from ._common import add_config_argument, add_progress_argument
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "ingest", help="create a sort store from a movie and an extraction output",
+        "ingest",
+        help="create a sort store from a movie and an extraction output",
         description="Read the extraction output (EXTRACT .mat, Suite2p folder, CaImAn .hdf5, "
-                    "minian folder, .nwb, .npz), check it against the movie (TIFF, TIFF folder, "
-                    "HDF5/.mat, zarr, Suite2p data.bin, .npy) and write a new sort store. "
-                    "Suite2p's stat.npy / ops.npy are pickles: only ingest folders you trust.")
+        "minian folder, .nwb, .npz), check it against the movie (TIFF, TIFF folder, "
+        "HDF5/.mat, zarr, Suite2p data.bin, .npy) and write a new sort store. "
+        "Suite2p's stat.npy / ops.npy are pickles: only ingest folders you trust.",
+    )
     p.add_argument("--movie", required=True, metavar="M", help="movie file or folder")
-    p.add_argument("--extraction", required=True, metavar="E",
-                   help="extraction output file or folder")
+    p.add_argument(
+        "--extraction", required=True, metavar="E", help="extraction output file or folder"
+    )
     p.add_argument("--out", required=True, metavar="S.actsort", help="sort store to create")
-    p.add_argument("--format", default=None,
-                   choices=["auto", "extract", "suite2p", "caiman", "minian", "nwb", "npz"],
-                   help="extraction format (default: from the path)")
-    p.add_argument("--dataset", default=None, metavar="NAME",
-                   help="HDF5 dataset / zarr array of the movie (default: the only 3-D one)")
-    p.add_argument("--fs", type=float, default=None, metavar="HZ",
-                   help="frame rate of the traces (default: from the source, else unknown)")
-    p.add_argument("--suite2p-trace", default=None, choices=["F", "F-0.7Fneu", "spks"],
-                   help="Suite2p signal used as the trace (default F-0.7Fneu)")
-    p.add_argument("--caiman-trace", default=None, choices=["C+YrA", "C"],
-                   help="CaImAn signal used as the trace (default C+YrA)")
-    p.add_argument("--nonfinite", default=None, choices=["error", "zero"],
-                   help="NaN/Inf in traces: stop with an error (default) or replace by 0")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing store (never one holding labels)")
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=["auto", "extract", "suite2p", "caiman", "minian", "nwb", "npz"],
+        help="extraction format (default: from the path)",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="HDF5 dataset / zarr array of the movie (default: the only 3-D one)",
+    )
+    p.add_argument(
+        "--fs",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="frame rate of the traces (default: from the source, else unknown)",
+    )
+    p.add_argument(
+        "--suite2p-trace",
+        default=None,
+        choices=["F", "F-0.7Fneu", "spks"],
+        help="Suite2p signal used as the trace (default F-0.7Fneu)",
+    )
+    p.add_argument(
+        "--caiman-trace",
+        default=None,
+        choices=["C+YrA", "C"],
+        help="CaImAn signal used as the trace (default C+YrA)",
+    )
+    p.add_argument(
+        "--nonfinite",
+        default=None,
+        choices=["error", "zero"],
+        help="NaN/Inf in traces: stop with an error (default) or replace by 0",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing store (never one holding labels)",
+    )
     add_config_argument(p)
     add_progress_argument(p)
     p.set_defaults(func=run)
@@ -40,12 +70,26 @@ def run(args) -> int:
     from ..config import load_config
     from ..ingest import ingest_files
 
-    overrides = {k: v for k, v in (("format", args.format), ("movie_dataset", args.dataset),
-                                   ("fs_hz", args.fs), ("suite2p_trace", args.suite2p_trace),
-                                   ("caiman_trace", args.caiman_trace),
-                                   ("nonfinite", args.nonfinite)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("format", args.format),
+            ("movie_dataset", args.dataset),
+            ("fs_hz", args.fs),
+            ("suite2p_trace", args.suite2p_trace),
+            ("caiman_trace", args.caiman_trace),
+            ("nonfinite", args.nonfinite),
+        )
+        if v is not None
+    }
     config = load_config(args.config, **({"ingest": overrides} if overrides else {})).ingest
-    store = ingest_files(args.movie, args.extraction, args.out, config=config,
-                         overwrite=args.overwrite, progress=args.progress)
+    store = ingest_files(
+        args.movie,
+        args.extraction,
+        args.out,
+        config=config,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
     print(store.summary())
     return 0

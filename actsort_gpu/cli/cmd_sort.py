@@ -7,26 +7,45 @@ from ._common import add_config_argument
 
 def add_sort_arguments(p) -> None:
     """Arguments shared by ``actsort sort`` and ``python app.py``."""
-    p.add_argument("stores", nargs="+", metavar="S.actsort",
-                   help="sort store(s) to curate (one per animal / session)")
-    p.add_argument("--classifier", metavar="FILE.npz", default=None,
-                   help="portable classifier file to fine-tune from (from another animal)")
+    p.add_argument(
+        "stores",
+        nargs="+",
+        metavar="S.actsort",
+        help="sort store(s) to curate (one per animal / session)",
+    )
+    p.add_argument(
+        "--classifier",
+        metavar="FILE.npz",
+        default=None,
+        help="portable classifier file to fine-tune from (from another animal)",
+    )
     p.add_argument("--annotator", default=None, help="name written with every label")
-    p.add_argument("--host", default=None,
-                   help="bind address (default 127.0.0.1: this computer only)")
+    p.add_argument(
+        "--host", default=None, help="bind address (default 127.0.0.1: this computer only)"
+    )
     p.add_argument("--port", type=int, default=None, help="port (default 7860)")
-    p.add_argument("--auth", metavar="USER:PASS", default=None,
-                   help="require a login (use it whenever --host is not 127.0.0.1)")
-    p.add_argument("--export-dir", default=None,
-                   help="folder for the page's exports (default <first store>/exports)")
+    p.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        default=None,
+        help="require a login (use it whenever --host is not 127.0.0.1)",
+    )
+    p.add_argument(
+        "--export-dir",
+        default=None,
+        help="folder for the page's exports (default <first store>/exports)",
+    )
     add_config_argument(p)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sort", help="curate candidates in the browser",
-                              description="Serve the annotation page for the given sort stores. "
-                                          "Every label is saved in <store>/labels/journal.jsonl "
-                                          "before the page shows it.")
+    p = subparsers.add_parser(
+        "sort",
+        help="curate candidates in the browser",
+        description="Serve the annotation page for the given sort stores. "
+        "Every label is saved in <store>/labels/journal.jsonl "
+        "before the page shows it.",
+    )
     add_sort_arguments(p)
     p.set_defaults(func=run)
 
@@ -38,8 +57,18 @@ def run(args) -> int:
     config = load_config(args.config)
     host = args.host or config.ui.host
     port = args.port or config.ui.port
-    print(f"actsort sort: serving {len(args.stores)} store(s) on http://{host}:{port} "
-          f"(Ctrl+C stops; labels are saved as you go)")
-    serve(args.stores, classifier=args.classifier, annotator=args.annotator, host=args.host,
-          port=args.port, auth=args.auth, config=config, export_dir=args.export_dir)
+    print(
+        f"actsort sort: serving {len(args.stores)} store(s) on http://{host}:{port} "
+        f"(Ctrl+C stops; labels are saved as you go)"
+    )
+    serve(
+        args.stores,
+        classifier=args.classifier,
+        annotator=args.annotator,
+        host=args.host,
+        port=args.port,
+        auth=args.auth,
+        config=config,
+        export_dir=args.export_dir,
+    )
     return 0

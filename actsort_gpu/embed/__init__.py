@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from .inputs import CHANNELS, candidate_inputs
 
-__all__ = ["embed", "train_encoder", "load_checkpoint", "candidate_inputs", "CHANNELS",
-           "default_checkpoint_path"]
+__all__ = [
+    "embed",
+    "train_encoder",
+    "load_checkpoint",
+    "candidate_inputs",
+    "CHANNELS",
+    "default_checkpoint_path",
+]
 
 
 def embed(*args, **kwargs):

@@ -21,30 +21,32 @@ __all__ = ["AugmentConfig", "augment_images", "augment_traces", "augment_batch"]
 class AugmentConfig:
     """Strength of each augmentation (0 switches one off)."""
 
-    rotate: bool = True              # uniform angle in [0, 2 pi)
-    flip: bool = True                # each axis with probability 0.5
-    shift_fraction: float = 0.08     # max shift as a fraction of the image side
-    brightness: float = 0.1          # additive, uniform in +/- this (images are in [0, 1])
-    contrast: float = 0.2            # multiplicative about the channel mean, 1 +/- this
-    image_noise: float = 0.03        # Gaussian SD
+    rotate: bool = True  # uniform angle in [0, 2 pi)
+    flip: bool = True  # each axis with probability 0.5
+    shift_fraction: float = 0.08  # max shift as a fraction of the image side
+    brightness: float = 0.1  # additive, uniform in +/- this (images are in [0, 1])
+    contrast: float = 0.2  # multiplicative about the channel mean, 1 +/- this
+    image_noise: float = 0.03  # Gaussian SD
     shuffle_events: bool = True
-    drop_event_p: float = 0.2        # each valid event dropped with this probability (>= 1 kept)
-    trace_scale: float = 0.15        # multiplicative amplitude jitter, 1 +/- this
-    trace_noise: float = 0.05        # Gaussian SD (trace inputs are arcsinh robust z)
+    drop_event_p: float = 0.2  # each valid event dropped with this probability (>= 1 kept)
+    trace_scale: float = 0.15  # multiplicative amplitude jitter, 1 +/- this
+    trace_noise: float = 0.05  # Gaussian SD (trace inputs are arcsinh robust z)
 
 
 def _uniform(shape, lo, hi, gen, device):
     return torch.rand(shape, generator=gen, device=device) * (hi - lo) + lo
 
 
-def augment_images(images: torch.Tensor, gen: torch.Generator,
-                   cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
+def augment_images(
+    images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()
+) -> torch.Tensor:
     """images : (B, C, S, S) float32 in [0, 1] -> same shape, augmented (not clipped)."""
     b, c = images.shape[:2]
     dev = images.device
     if cfg.rotate or cfg.flip or cfg.shift_fraction > 0:
-        angle = (_uniform((b,), 0, 2 * math.pi, gen, dev) if cfg.rotate
-                 else torch.zeros(b, device=dev))
+        angle = (
+            _uniform((b,), 0, 2 * math.pi, gen, dev) if cfg.rotate else torch.zeros(b, device=dev)
+        )
         cos, sin = torch.cos(angle), torch.sin(angle)
         fx = fy = torch.ones(b, device=dev)
         if cfg.flip:
@@ -52,11 +54,17 @@ def augment_images(images: torch.Tensor, gen: torch.Generator,
             fy = torch.where(torch.rand(b, generator=gen, device=dev) < 0.5, -1.0, 1.0)
         # normalised coordinates span 2 units per side
         shift = _uniform((b, 2), -2 * cfg.shift_fraction, 2 * cfg.shift_fraction, gen, dev)
-        theta = torch.stack([torch.stack([cos * fx, -sin * fy, shift[:, 0]], 1),
-                             torch.stack([sin * fx, cos * fy, shift[:, 1]], 1)], 1)
+        theta = torch.stack(
+            [
+                torch.stack([cos * fx, -sin * fy, shift[:, 0]], 1),
+                torch.stack([sin * fx, cos * fy, shift[:, 1]], 1),
+            ],
+            1,
+        )
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
-                               align_corners=False)
+        images = F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
     if cfg.contrast > 0:
         mean = images.mean(dim=(2, 3), keepdim=True)
         factor = _uniform((b, c, 1, 1), 1 - cfg.contrast, 1 + cfg.contrast, gen, dev)
@@ -68,8 +76,12 @@ def augment_images(images: torch.Tensor, gen: torch.Generator,
     return images
 
 
-def augment_traces(traces: torch.Tensor, valid: torch.Tensor, gen: torch.Generator,
-                   cfg: AugmentConfig = AugmentConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_traces(
+    traces: torch.Tensor,
+    valid: torch.Tensor,
+    gen: torch.Generator,
+    cfg: AugmentConfig = AugmentConfig(),
+) -> tuple[torch.Tensor, torch.Tensor]:
     """traces : (B, n_events, event_frames), valid : (B, n_events) bool -> both augmented.
 
     Missing events stay zeros; at least one valid event survives the dropping.

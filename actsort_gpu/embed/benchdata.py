@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 __all__ = ["training_recording_config"]
 
 
@@ -22,10 +21,15 @@ def training_recording_config(seed: int, *, size_px: int = 384, n_frames: int = 
     d_lo = float(rng.uniform(6, 10))
     n_cells = int(size_px * size_px / 256 / 256 * 150 * rng.uniform(1.0, 1.6))
     return SynthConfig(
-        seed=seed, n_frames=n_frames, height=size_px, width=size_px,
+        seed=seed,
+        n_frames=n_frames,
+        height=size_px,
+        width=size_px,
         fs_hz=float(rng.choice([7.5, 10.0, 15.0, 20.0, 30.0])),
-        n_cells=n_cells, n_false_positives=int(n_cells * rng.uniform(0.7, 1.3)),
+        n_cells=n_cells,
+        n_false_positives=int(n_cells * rng.uniform(0.7, 1.3)),
         diameter_px=(d_lo, d_lo + float(rng.uniform(4, 10))),
         brightness_counts=(float(rng.uniform(30, 80)), float(rng.uniform(120, 300))),
         read_noise_counts=float(rng.uniform(3, 12)),
-        motion_px=float(rng.choice([0.0, 1.0, 2.0])))
+        motion_px=float(rng.choice([0.0, 1.0, 2.0])),
+    )

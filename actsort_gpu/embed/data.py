@@ -7,8 +7,8 @@ in inputs.py, which imports neither torch nor lightning, and is re-exported here
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 import numpy as np
@@ -19,8 +19,13 @@ from .inputs import candidate_inputs, store_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CandidateDataset", "EmbedDataModule", "candidate_inputs", "load_store_inputs",
-           "store_labels"]
+__all__ = [
+    "CandidateDataset",
+    "EmbedDataModule",
+    "candidate_inputs",
+    "load_store_inputs",
+    "store_labels",
+]
 
 
 class CandidateDataset(Dataset):
@@ -66,8 +71,9 @@ def store_labels(store) -> np.ndarray:
         current = Journal(path, read_only=True).labels  # {(dataset, candidate): +1/-1}
         for (_, candidate), label in current.items():
             if not 0 <= candidate < n:
-                raise ValueError(f"{path}: label for candidate {candidate}, but the store has "
-                                 f"{n} candidates")
+                raise ValueError(
+                    f"{path}: label for candidate {candidate}, but the store has {n} candidates"
+                )
             labels[candidate] = label
         if labels.any():
             return labels
@@ -77,9 +83,17 @@ def store_labels(store) -> np.ndarray:
     return labels
 
 
-def load_store_inputs(path, image_size: int, *, max_candidates: int | None = None,
-                      seed: int = 0, with_labels: bool = False, block: int = 4096,
-                      n_events: int | None = None, event_frames: int | None = None):
+def load_store_inputs(
+    path,
+    image_size: int,
+    *,
+    max_candidates: int | None = None,
+    seed: int = 0,
+    with_labels: bool = False,
+    block: int = 4096,
+    n_events: int | None = None,
+    event_frames: int | None = None,
+):
     """Encoder inputs of one store (optionally a seeded random subset of ``max_candidates``).
 
     Returns images, traces, valid, labels ((n,) int8, zeros unless ``with_labels``) and the
@@ -99,8 +113,16 @@ def load_store_inputs(path, image_size: int, *, max_candidates: int | None = Non
         keep = chosen[(chosen >= start) & (chosen < stop)] - start
         if keep.size == 0:
             continue
-        parts.append(store_inputs(store, slice(start, stop), image_size, n_events=n_events,
-                                  event_frames=event_frames, keep=keep))
+        parts.append(
+            store_inputs(
+                store,
+                slice(start, stop),
+                image_size,
+                n_events=n_events,
+                event_frames=event_frames,
+                keep=keep,
+            )
+        )
     images = np.concatenate([p[0] for p in parts])
     traces = np.concatenate([p[1] for p in parts])
     valid = np.concatenate([p[2] for p in parts])
@@ -118,9 +140,17 @@ class EmbedDataModule(L.LightningDataModule):
     ``seed``, so a run is reproducible.
     """
 
-    def __init__(self, store_paths: Sequence[str | Path] = (), *, image_size: int = 32,
-                 batch_size: int = 256, max_candidates_per_store: int | None = None,
-                 seed: int = 0, with_labels: bool = False, arrays: tuple | None = None):
+    def __init__(
+        self,
+        store_paths: Sequence[str | Path] = (),
+        *,
+        image_size: int = 32,
+        batch_size: int = 256,
+        max_candidates_per_store: int | None = None,
+        seed: int = 0,
+        with_labels: bool = False,
+        arrays: tuple | None = None,
+    ):
         super().__init__()
         if not store_paths and arrays is None:
             raise ValueError("store_paths: expected at least one sort store (or arrays=...)")
@@ -148,9 +178,14 @@ class EmbedDataModule(L.LightningDataModule):
         parts = []
         for k, path in enumerate(self.store_paths):
             im, tr, va, lab, _ = load_store_inputs(
-                path, self.image_size, max_candidates=self.max_candidates_per_store,
-                seed=self.seed + k, with_labels=self.with_labels, n_events=self.n_events,
-                event_frames=self.event_frames)
+                path,
+                self.image_size,
+                max_candidates=self.max_candidates_per_store,
+                seed=self.seed + k,
+                with_labels=self.with_labels,
+                n_events=self.n_events,
+                event_frames=self.event_frames,
+            )
             if self.n_events is None:
                 self.n_events = va.shape[1]
                 self.event_frames = tr.shape[1] // va.shape[1]
@@ -163,5 +198,11 @@ class EmbedDataModule(L.LightningDataModule):
         gen.manual_seed(self.seed)
         # drop_last keeps BatchNorm away from a batch of one
         drop_last = len(self.dataset) > self.batch_size
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True,
-                          generator=gen, drop_last=drop_last, num_workers=0)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=gen,
+            drop_last=drop_last,
+            num_workers=0,
+        )

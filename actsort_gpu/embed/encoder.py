@@ -23,8 +23,15 @@ from torch import nn
 
 from .inputs import CHANNELS
 
-__all__ = ["CandidateEncoder", "encoder_id", "save_checkpoint", "load_checkpoint",
-           "CHECKPOINT_FORMAT", "INPUTS_VERSION", "default_checkpoint_path"]
+__all__ = [
+    "CandidateEncoder",
+    "encoder_id",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CHECKPOINT_FORMAT",
+    "INPUTS_VERSION",
+    "default_checkpoint_path",
+]
 
 CHECKPOINT_FORMAT = "actsort-embed-1"
 #: bump when inputs.py changes what the encoder sees (an old checkpoint would then be refused)
@@ -37,8 +44,11 @@ def default_checkpoint_path() -> Path:
 
 
 def _conv(c_in, c_out):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 class CandidateEncoder(nn.Module):
@@ -55,48 +65,72 @@ class CandidateEncoder(nn.Module):
     -> (B, embedding_dim) float32.
     """
 
-    def __init__(self, embedding_dim: int = 32, width: int = 16,
-                 n_channels: int = len(CHANNELS), n_events: int = 5, event_frames: int = 11):
+    def __init__(
+        self,
+        embedding_dim: int = 32,
+        width: int = 16,
+        n_channels: int = len(CHANNELS),
+        n_events: int = 5,
+        event_frames: int = 11,
+    ):
         super().__init__()
         self.embedding_dim, self.width = int(embedding_dim), int(width)
         self.n_events, self.event_frames = int(n_events), int(event_frames)
         w = self.width
         self.image_branch = nn.Sequential(
-            _conv(n_channels, w), nn.MaxPool2d(2),
-            _conv(w, 2 * w), _conv(2 * w, 2 * w), nn.MaxPool2d(2),
-            _conv(2 * w, 4 * w), _conv(4 * w, 4 * w),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            _conv(n_channels, w),
+            nn.MaxPool2d(2),
+            _conv(w, 2 * w),
+            _conv(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            _conv(2 * w, 4 * w),
+            _conv(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.trace_branch = nn.Sequential(
-            nn.Conv1d(1, w, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv1d(w, 2 * w, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv1d(2 * w, 2 * w, 3, padding=1), nn.ReLU(inplace=True))
+            nn.Conv1d(1, w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(w, 2 * w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(2 * w, 2 * w, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
         self.fuse = nn.Sequential(
-            nn.Linear(4 * w + 8 * w, 4 * w), nn.ReLU(inplace=True),
-            nn.Linear(4 * w, self.embedding_dim))
+            nn.Linear(4 * w + 8 * w, 4 * w),
+            nn.ReLU(inplace=True),
+            nn.Linear(4 * w, self.embedding_dim),
+        )
 
     def encode_traces(self, traces: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, n_events * event_frames), (B, n_events) bool -> (B, 8 * width)."""
         b = traces.shape[0]
         x = traces.reshape(b * self.n_events, 1, self.event_frames)
-        h = self.trace_branch(x)                                   # (B*E, 2w, F)
+        h = self.trace_branch(x)  # (B*E, 2w, F)
         h = torch.cat([h.mean(dim=2), h.amax(dim=2)], 1).reshape(b, self.n_events, -1)
-        m = valid.to(h.dtype)[..., None]                           # (B, E, 1)
-        has_event = m.sum(dim=1) > 0                               # (B, 1)
+        m = valid.to(h.dtype)[..., None]  # (B, E, 1)
+        has_event = m.sum(dim=1) > 0  # (B, 1)
         mean = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
         # masked max over events; a candidate without events gets zeros
         mx = torch.where(m > 0, h, torch.full_like(h, torch.finfo(h.dtype).min)).amax(dim=1)
         mx = torch.where(has_event, mx, torch.zeros_like(mx))
         return torch.cat([mean, mx], 1)
 
-    def forward(self, images: torch.Tensor, traces: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
-        return self.fuse(torch.cat([self.image_branch(images),
-                                    self.encode_traces(traces, valid)], 1))
+    def forward(
+        self, images: torch.Tensor, traces: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        return self.fuse(
+            torch.cat([self.image_branch(images), self.encode_traces(traces, valid)], 1)
+        )
 
     def hparams(self) -> dict:
-        return {"embedding_dim": self.embedding_dim, "width": self.width,
-                "n_channels": self.image_branch[0][0].in_channels,
-                "n_events": self.n_events, "event_frames": self.event_frames}
+        return {
+            "embedding_dim": self.embedding_dim,
+            "width": self.width,
+            "n_channels": self.image_branch[0][0].in_channels,
+            "n_events": self.n_events,
+            "event_frames": self.event_frames,
+        }
 
 
 def encoder_id(state_dict: dict) -> str:
@@ -110,8 +144,9 @@ def encoder_id(state_dict: dict) -> str:
     return digest.hexdigest()[:12]
 
 
-def save_checkpoint(path: str | Path, encoder: CandidateEncoder, *, image_size: int,
-                    training: dict | None = None) -> dict:
+def save_checkpoint(
+    path: str | Path, encoder: CandidateEncoder, *, image_size: int, training: dict | None = None
+) -> dict:
     """Write ``encoder`` as a weights-only checkpoint; returns the saved dict."""
     state = {k: v.detach().to("cpu").clone() for k, v in encoder.state_dict().items()}
     ckpt = {
@@ -119,9 +154,13 @@ def save_checkpoint(path: str | Path, encoder: CandidateEncoder, *, image_size: 
         "encoder_id": encoder_id(state),
         "state_dict": state,
         "hparams": encoder.hparams(),
-        "spec": {"image_size": int(image_size), "channels": list(CHANNELS),
-                 "n_events": encoder.n_events, "event_frames": encoder.event_frames,
-                 "inputs_version": INPUTS_VERSION},
+        "spec": {
+            "image_size": int(image_size),
+            "channels": list(CHANNELS),
+            "n_events": encoder.n_events,
+            "event_frames": encoder.event_frames,
+            "inputs_version": INPUTS_VERSION,
+        },
         "training": _plain(training or {}),
     }
     path = Path(path)
@@ -147,8 +186,9 @@ def _plain(value):
     return str(value)
 
 
-def load_checkpoint(path: str | Path | None = None, *,
-                    map_location: str = "cpu") -> tuple[CandidateEncoder, dict]:
+def load_checkpoint(
+    path: str | Path | None = None, *, map_location: str = "cpu"
+) -> tuple[CandidateEncoder, dict]:
     """Load a checkpoint (default: the shipped one) with ``weights_only=True``.
 
     Returns the encoder in eval mode and the checkpoint dict (without ``state_dict``).
@@ -161,18 +201,23 @@ def load_checkpoint(path: str | Path | None = None, *,
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ValueError(f"{path}: not a loadable weights-only torch checkpoint "
-                         f"({type(exc).__name__}: {exc})") from exc
+        raise ValueError(
+            f"{path}: not a loadable weights-only torch checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: expected an actsort encoder checkpoint "
-                         f"(format {CHECKPOINT_FORMAT!r}), found {found!r}")
+        raise ValueError(
+            f"{path}: expected an actsort encoder checkpoint "
+            f"(format {CHECKPOINT_FORMAT!r}), found {found!r}"
+        )
     spec = ckpt["spec"]
     if spec.get("inputs_version") != INPUTS_VERSION or list(spec["channels"]) != list(CHANNELS):
-        raise ValueError(f"{path}: trained on encoder inputs version "
-                         f"{spec.get('inputs_version')} with channels {spec['channels']}; this "
-                         f"actsort-gpu builds version {INPUTS_VERSION} with {list(CHANNELS)}: "
-                         f"retrain it with `actsort embed-train`")
+        raise ValueError(
+            f"{path}: trained on encoder inputs version "
+            f"{spec.get('inputs_version')} with channels {spec['channels']}; this "
+            f"actsort-gpu builds version {INPUTS_VERSION} with {list(CHANNELS)}: "
+            f"retrain it with `actsort embed-train`"
+        )
     encoder = CandidateEncoder(**ckpt["hparams"])
     encoder.load_state_dict(ckpt["state_dict"])
     encoder.eval()

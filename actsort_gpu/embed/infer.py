@@ -36,8 +36,15 @@ def torch_device(device: str) -> str:
     return "cpu"
 
 
-def embed_inputs(encoder, images: np.ndarray, traces: np.ndarray, valid: np.ndarray, *,
-                 device: str = "cpu", batch_size: int = 2048) -> np.ndarray:
+def embed_inputs(
+    encoder,
+    images: np.ndarray,
+    traces: np.ndarray,
+    valid: np.ndarray,
+    *,
+    device: str = "cpu",
+    batch_size: int = 2048,
+) -> np.ndarray:
     """Embeddings of inputs held in memory.
 
     images (n, C, S, S) float32, traces (n, n_events * event_frames) float32, valid
@@ -50,15 +57,23 @@ def embed_inputs(encoder, images: np.ndarray, traces: np.ndarray, valid: np.ndar
     with torch.inference_mode():
         for s in range(0, len(images), batch_size):
             e = slice(s, s + batch_size)
-            z = encoder(torch.as_tensor(images[e], dtype=torch.float32, device=device),
-                        torch.as_tensor(traces[e], dtype=torch.float32, device=device),
-                        torch.as_tensor(valid[e], device=device))
+            z = encoder(
+                torch.as_tensor(images[e], dtype=torch.float32, device=device),
+                torch.as_tensor(traces[e], dtype=torch.float32, device=device),
+                torch.as_tensor(valid[e], device=device),
+            )
             out[e] = z.float().cpu().numpy()
     return out
 
 
-def embed(store_path: str | Path, checkpoint: str | Path | None = None, *, device: str = "auto",
-          batch_size: int = 2048, progress: bool = False) -> np.ndarray:
+def embed(
+    store_path: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    device: str = "auto",
+    batch_size: int = 2048,
+    progress: bool = False,
+) -> np.ndarray:
     """Embed every candidate of the store at ``store_path``.
 
     Parameters
@@ -90,24 +105,43 @@ def embed(store_path: str | Path, checkpoint: str | Path | None = None, *, devic
     encoder, meta = load_checkpoint(ckpt_path)
     spec = meta["spec"]
     dev = torch_device(device)
-    params = {"checkpoint": str(ckpt_path), "encoder_id": meta["encoder_id"],
-              "device": dev, "batch_size": int(batch_size)}
+    params = {
+        "checkpoint": str(ckpt_path),
+        "encoder_id": meta["encoder_id"],
+        "device": dev,
+        "batch_size": int(batch_size),
+    }
     store.begin_stage("embed", params)
     t0 = time.perf_counter()
     n = store.n_candidates
     out = np.zeros((n, encoder.embedding_dim), np.float32)
     for s in tqdm(range(0, n, batch_size), disable=not progress, desc="embed", unit="block"):
         block = slice(s, min(s + batch_size, n))
-        images, traces, valid = store_inputs(store, block, spec["image_size"],
-                                             n_events=spec["n_events"],
-                                             event_frames=spec["event_frames"])
-        out[block] = embed_inputs(encoder, images, traces, valid, device=dev,
-                                  batch_size=batch_size)
-    store.write_array(schema.EMBEDDING_MATRIX, out,
-                      attrs={"encoder_id": meta["encoder_id"], "checkpoint": str(ckpt_path),
-                             "names": [f"emb{k:02d}" for k in range(out.shape[1])]})
+        images, traces, valid = store_inputs(
+            store,
+            block,
+            spec["image_size"],
+            n_events=spec["n_events"],
+            event_frames=spec["event_frames"],
+        )
+        out[block] = embed_inputs(encoder, images, traces, valid, device=dev, batch_size=batch_size)
+    store.write_array(
+        schema.EMBEDDING_MATRIX,
+        out,
+        attrs={
+            "encoder_id": meta["encoder_id"],
+            "checkpoint": str(ckpt_path),
+            "names": [f"emb{k:02d}" for k in range(out.shape[1])],
+        },
+    )
     seconds = time.perf_counter() - t0
     store.finish_stage("embed", seconds, n_candidates=n, dims=int(out.shape[1]))
-    log.info("%s: embedded %d candidates with encoder %s on %s in %.1f s", store.path, n,
-             meta["encoder_id"], dev, seconds)
+    log.info(
+        "%s: embedded %d candidates with encoder %s on %s in %.1f s",
+        store.path,
+        n,
+        meta["encoder_id"],
+        dev,
+        seconds,
+    )
     return out

@@ -25,14 +25,21 @@ from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHANNELS", "candidate_inputs", "event_summaries", "square_resize",
-           "percentile_normalise", "robust_trace_stats", "store_inputs",
-           "fit_events"]
+__all__ = [
+    "CHANNELS",
+    "candidate_inputs",
+    "event_summaries",
+    "square_resize",
+    "percentile_normalise",
+    "robust_trace_stats",
+    "store_inputs",
+    "fit_events",
+]
 
 #: names of the image channels, in order
 CHANNELS = ("footprint", "event_mean_summary", "event_max")
 _P_LO, _P_HI = 0.1, 99.9  # CytoImageNet's per-channel normalisation percentiles
-_MAD_TO_SD = 1.4826        # MAD of a Gaussian * this = its standard deviation
+_MAD_TO_SD = 1.4826  # MAD of a Gaussian * this = its standard deviation
 
 
 def event_summaries(snapshots: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,8 +118,11 @@ def square_resize(images: np.ndarray, size: int) -> np.ndarray:
     side = max(h, w)
     pad_h, pad_w = side - h, side - w
     if pad_h or pad_w:
-        images = np.pad(images, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
-                                 (pad_w // 2, pad_w - pad_w // 2)), mode="edge")
+        images = np.pad(
+            images,
+            ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)),
+            mode="edge",
+        )
     if side == size:
         return images.astype(np.float32, copy=False)
     src = (np.arange(size, dtype=np.float64) + 0.5) * (side / size) - 0.5
@@ -120,13 +130,15 @@ def square_resize(images: np.ndarray, size: int) -> np.ndarray:
     rr, cc = np.meshgrid(src, src, indexing="ij")
     out = np.empty((c, size, size), np.float32)
     for k in range(c):
-        out[k] = ndimage.map_coordinates(images[k].astype(np.float32, copy=False), [rr, cc],
-                                         order=1, mode="nearest")
+        out[k] = ndimage.map_coordinates(
+            images[k].astype(np.float32, copy=False), [rr, cc], order=1, mode="nearest"
+        )
     return out
 
 
-def percentile_normalise(images: np.ndarray, lo_pct: float = _P_LO,
-                         hi_pct: float = _P_HI) -> np.ndarray:
+def percentile_normalise(
+    images: np.ndarray, lo_pct: float = _P_LO, hi_pct: float = _P_HI
+) -> np.ndarray:
     """Map each image channel's ``lo_pct`` / ``hi_pct`` percentiles to 0 / 1, clipped to [0, 1].
 
     images : (n, C, S, S) float32. A flat channel (hi <= lo) becomes zeros.
@@ -141,9 +153,16 @@ def percentile_normalise(images: np.ndarray, lo_pct: float = _P_LO,
     return scaled.reshape(images.shape).astype(np.float32)
 
 
-def candidate_inputs(snapshots_list, crop_footprints, snapshot_traces, event_valid,
-                     image_size: int, *, trace_center=None,
-                     trace_scale=None) -> tuple[np.ndarray, np.ndarray]:
+def candidate_inputs(
+    snapshots_list,
+    crop_footprints,
+    snapshot_traces,
+    event_valid,
+    image_size: int,
+    *,
+    trace_center=None,
+    trace_scale=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Encoder inputs of n candidates.
 
     Parameters
@@ -168,16 +187,21 @@ def candidate_inputs(snapshots_list, crop_footprints, snapshot_traces, event_val
     """
     n = len(snapshots_list)
     if len(crop_footprints) != n:
-        raise ValueError(f"crop_footprints: expected {n} crops (one per snapshot block), "
-                         f"found {len(crop_footprints)}")
+        raise ValueError(
+            f"crop_footprints: expected {n} crops (one per snapshot block), "
+            f"found {len(crop_footprints)}"
+        )
     snapshot_traces = np.asarray(snapshot_traces, dtype=np.float32)
     event_valid = np.asarray(event_valid, dtype=bool)
     if snapshot_traces.ndim != 3 or snapshot_traces.shape[0] != n:
-        raise ValueError(f"snapshot_traces: expected shape ({n}, n_events, event_frames), "
-                         f"found {snapshot_traces.shape}")
+        raise ValueError(
+            f"snapshot_traces: expected shape ({n}, n_events, event_frames), "
+            f"found {snapshot_traces.shape}"
+        )
     if event_valid.shape != snapshot_traces.shape[:2]:
-        raise ValueError(f"event_valid: expected shape {snapshot_traces.shape[:2]}, "
-                         f"found {event_valid.shape}")
+        raise ValueError(
+            f"event_valid: expected shape {snapshot_traces.shape[:2]}, found {event_valid.shape}"
+        )
     if int(image_size) < 4:
         raise ValueError(f"image_size: expected >= 4 px, found {image_size}")
     size = int(image_size)
@@ -186,8 +210,10 @@ def candidate_inputs(snapshots_list, crop_footprints, snapshot_traces, event_val
         fp = np.asarray(crop_footprints[i], dtype=np.float32)
         snaps = np.asarray(snapshots_list[i])
         if snaps.shape[2:] != fp.shape:
-            raise ValueError(f"candidate {i}: snapshot crop {snaps.shape[2:]} differs from the "
-                             f"footprint crop {fp.shape}")
+            raise ValueError(
+                f"candidate {i}: snapshot crop {snaps.shape[2:]} differs from the "
+                f"footprint crop {fp.shape}"
+            )
         mean_img, max_img = event_summaries(snaps, event_valid[i])
         images[i] = square_resize(np.stack([fp, mean_img, max_img]), size)
     images = percentile_normalise(images)
@@ -238,26 +264,41 @@ def robust_trace_stats(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med.astype(np.float32), scale.astype(np.float32)
 
 
-def fit_events(snapshot_traces: np.ndarray, valid: np.ndarray, snapshots: list[np.ndarray],
-               n_events: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def fit_events(
+    snapshot_traces: np.ndarray, valid: np.ndarray, snapshots: list[np.ndarray], n_events: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Truncate or zero-pad the event axis to ``n_events`` (the encoder's trained count)."""
     have = snapshot_traces.shape[1]
     if have == n_events:
         return snapshot_traces, valid, snapshots
     if have > n_events:
-        return (snapshot_traces[:, :n_events], valid[:, :n_events],
-                [s[:n_events] for s in snapshots])
+        return (
+            snapshot_traces[:, :n_events],
+            valid[:, :n_events],
+            [s[:n_events] for s in snapshots],
+        )
     extra = n_events - have
-    st = np.concatenate([snapshot_traces, np.zeros((snapshot_traces.shape[0], extra,
-                                                     snapshot_traces.shape[2]), np.float32)], 1)
+    st = np.concatenate(
+        [
+            snapshot_traces,
+            np.zeros((snapshot_traces.shape[0], extra, snapshot_traces.shape[2]), np.float32),
+        ],
+        1,
+    )
     va = np.concatenate([valid, np.zeros((valid.shape[0], extra), bool)], 1)
-    snaps = [np.concatenate([s, np.zeros((extra, *s.shape[1:]), np.float32)], 0)
-             for s in snapshots]
+    snaps = [np.concatenate([s, np.zeros((extra, *s.shape[1:]), np.float32)], 0) for s in snapshots]
     return st, va, snaps
 
 
-def store_inputs(store, rows: slice, image_size: int, *, n_events: int | None = None,
-                 event_frames: int | None = None, keep: np.ndarray | None = None):
+def store_inputs(
+    store,
+    rows: slice,
+    image_size: int,
+    *,
+    n_events: int | None = None,
+    event_frames: int | None = None,
+    keep: np.ndarray | None = None,
+):
     """Encoder inputs of a contiguous block of candidates of an open :class:`SortStore`.
 
     Needs the ``preprocess`` stage. ``n_events`` / ``event_frames``: what the encoder was
@@ -278,14 +319,14 @@ def store_inputs(store, rows: slice, image_size: int, *, n_events: int | None = 
         raise ValueError(
             f"{store.path}: snapshots have {snapshot_traces.shape[2]} frames per event, the "
             f"encoder was trained on {event_frames}; re-run preprocess with "
-            f"event_half_window_frames={(event_frames - 1) // 2} or train an encoder on it")
+            f"event_half_window_frames={(event_frames - 1) // 2} or train an encoder on it"
+        )
     valid = store.events(block) >= 0
     # Codes, not movie units: candidate_inputs normalises per channel by percentiles, which
     # an increasing affine map per candidate leaves unchanged (see its docstring).
     snapshots = store.snapshots_block(slice(start, stop), dequantise=False)
     if n_events is not None:
-        snapshot_traces, valid, snapshots = fit_events(snapshot_traces, valid, snapshots,
-                                                        n_events)
+        snapshot_traces, valid, snapshots = fit_events(snapshot_traces, valid, snapshots, n_events)
     fps = store.footprint_crops(block)
     center, scale = robust_trace_stats(store.traces(block))
     if keep is not None:
@@ -293,6 +334,7 @@ def store_inputs(store, rows: slice, image_size: int, *, n_events: int | None = 
         snapshots, fps = [snapshots[k] for k in keep], [fps[k] for k in keep]
         snapshot_traces, valid = snapshot_traces[keep], valid[keep]
         center, scale = center[keep], scale[keep]
-    images, traces = candidate_inputs(snapshots, fps, snapshot_traces, valid, image_size,
-                                      trace_center=center, trace_scale=scale)
+    images, traces = candidate_inputs(
+        snapshots, fps, snapshot_traces, valid, image_size, trace_center=center, trace_scale=scale
+    )
     return images, traces, valid

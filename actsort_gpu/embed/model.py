@@ -40,15 +40,26 @@ class EmbedModule(L.LightningModule):
     bool, labels (B,) int8)``. ``self.encoder`` is what gets saved and used for inference.
     """
 
-    def __init__(self, embedding_dim: int = 32, width: int = 16, n_channels: int = 3,
-                 n_events: int = 5, event_frames: int = 11, learning_rate: float = 1e-3,
-                 weight_decay: float = 1e-4, temperature: float = 0.2,
-                 supervised_weight: float = 0.0, max_epochs: int = 20, seed: int = 0):
+    def __init__(
+        self,
+        embedding_dim: int = 32,
+        width: int = 16,
+        n_channels: int = 3,
+        n_events: int = 5,
+        event_frames: int = 11,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        temperature: float = 0.2,
+        supervised_weight: float = 0.0,
+        max_epochs: int = 20,
+        seed: int = 0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = CandidateEncoder(embedding_dim, width, n_channels, n_events, event_frames)
-        self.projection = nn.Sequential(nn.Linear(embedding_dim, 64), nn.ReLU(inplace=True),
-                                        nn.Linear(64, 32))
+        self.projection = nn.Sequential(
+            nn.Linear(embedding_dim, 64), nn.ReLU(inplace=True), nn.Linear(64, 32)
+        )
         self.label_head = nn.Linear(embedding_dim, 1)
         self.augment_config = AugmentConfig()
         self._gen: torch.Generator | None = None
@@ -90,7 +101,10 @@ class EmbedModule(L.LightningModule):
         return self._common_step(batch, batch_idx, "train")
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate,
-                                weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.hparams.max_epochs, 1))
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(self.hparams.max_epochs, 1)
+        )
         return {"optimizer": opt, "lr_scheduler": sched}

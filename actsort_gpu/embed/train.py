@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -17,8 +17,15 @@ log = logging.getLogger(__name__)
 __all__ = ["train_encoder", "fit_module"]
 
 
-def fit_module(datamodule, config: EmbedConfig = EmbedConfig(), *, supervised: bool = False,
-               device: str = "cpu", progress: bool = False, init=None):
+def fit_module(
+    datamodule,
+    config: EmbedConfig = EmbedConfig(),
+    *,
+    supervised: bool = False,
+    device: str = "cpu",
+    progress: bool = False,
+    init=None,
+):
     """Fit an :class:`EmbedModule` on ``datamodule`` (already set up or not); returns it.
 
     ``init``: an encoder state dict to start from (fine-tuning), e.g. from a checkpoint.
@@ -38,28 +45,49 @@ def fit_module(datamodule, config: EmbedConfig = EmbedConfig(), *, supervised: b
     if len(datamodule.dataset) < 2:
         raise ValueError(f"training needs at least 2 candidates, found {len(datamodule.dataset)}")
     module = EmbedModule(
-        embedding_dim=config.embedding_dim, width=config.width, n_channels=3,
-        n_events=datamodule.n_events, event_frames=datamodule.event_frames,
-        learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        embedding_dim=config.embedding_dim,
+        width=config.width,
+        n_channels=3,
+        n_events=datamodule.n_events,
+        event_frames=datamodule.event_frames,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
         temperature=config.temperature,
         supervised_weight=config.supervised_weight if supervised else 0.0,
-        max_epochs=config.max_epochs, seed=config.seed)
+        max_epochs=config.max_epochs,
+        seed=config.seed,
+    )
     if init is not None:
         module.encoder.load_state_dict(init)
     accelerator = "gpu" if device == "cuda" and torch.cuda.is_available() else "cpu"
-    trainer = L.Trainer(max_epochs=config.max_epochs, accelerator=accelerator, devices=1,
-                        deterministic=True, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=progress, enable_model_summary=False,
-                        num_sanity_val_steps=0, log_every_n_steps=10)
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=accelerator,
+        devices=1,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
     trainer.fit(module, datamodule=datamodule)
     module.encoder.eval()
     return module
 
 
-def train_encoder(store_paths: Sequence[str | Path], out: str | Path, *,
-                  config: EmbedConfig = EmbedConfig(), supervised: bool = False,
-                  device: str = "auto", progress: bool = False,
-                  description: str = "", init_checkpoint: str | Path | None = None) -> dict:
+def train_encoder(
+    store_paths: Sequence[str | Path],
+    out: str | Path,
+    *,
+    config: EmbedConfig = EmbedConfig(),
+    supervised: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+    description: str = "",
+    init_checkpoint: str | Path | None = None,
+) -> dict:
     """Train an encoder on the candidates of ``store_paths`` and save it at ``out``.
 
     Self-supervised (NT-Xent on augmented views) by default; ``supervised`` adds a
@@ -88,23 +116,32 @@ def train_encoder(store_paths: Sequence[str | Path], out: str | Path, *,
 
         encoder, init_meta = load_checkpoint(init_checkpoint)
         init = encoder.state_dict()
-        config = replace(config, embedding_dim=encoder.embedding_dim, width=encoder.width,
-                         image_size_px=int(init_meta["spec"]["image_size"]))
+        config = replace(
+            config,
+            embedding_dim=encoder.embedding_dim,
+            width=encoder.width,
+            image_size_px=int(init_meta["spec"]["image_size"]),
+        )
     t0 = time.perf_counter()
-    dm = EmbedDataModule(store_paths, image_size=config.image_size_px,
-                         batch_size=config.batch_size,
-                         max_candidates_per_store=config.max_candidates_per_store,
-                         seed=config.seed, with_labels=supervised)
+    dm = EmbedDataModule(
+        store_paths,
+        image_size=config.image_size_px,
+        batch_size=config.batch_size,
+        max_candidates_per_store=config.max_candidates_per_store,
+        seed=config.seed,
+        with_labels=supervised,
+    )
     if init_meta is not None:  # the stores are fitted to the encoder's event shape
         dm.n_events = int(init_meta["spec"]["n_events"])
         dm.event_frames = int(init_meta["spec"]["event_frames"])
     dm.setup("fit")
     t_data = time.perf_counter() - t0
     if supervised and not np.any(dm.dataset.labels.numpy() != 0):
-        raise ValueError(f"{[str(p) for p in store_paths]}: --supervised needs labels (a label "
-                         f"journal or truth/labels) in at least one store; found none")
-    module = fit_module(dm, config, supervised=supervised, device=dev,
-                        progress=progress, init=init)
+        raise ValueError(
+            f"{[str(p) for p in store_paths]}: --supervised needs labels (a label "
+            f"journal or truth/labels) in at least one store; found none"
+        )
+    module = fit_module(dm, config, supervised=supervised, device=dev, progress=progress, init=init)
     seconds = time.perf_counter() - t0
     info = {
         "stores": [str(p) for p in store_paths],
@@ -123,6 +160,11 @@ def train_encoder(store_paths: Sequence[str | Path], out: str | Path, *,
         "description": description,
     }
     ckpt = save_checkpoint(out, module.encoder, image_size=config.image_size_px, training=info)
-    log.info("trained encoder %s on %d candidates in %.1f s -> %s", ckpt["encoder_id"],
-             len(dm.dataset), seconds, out)
+    log.info(
+        "trained encoder %s on %d candidates in %.1f s -> %s",
+        ckpt["encoder_id"],
+        len(dm.dataset),
+        seconds,
+        out,
+    )
     return {k: v for k, v in ckpt.items() if k != "state_dict"}

@@ -17,6 +17,14 @@ from .columns import NamedColumns
 from .registry import EXTRA_COMPUTED_NAMES, check_compatible, feature_names, feature_set
 from .run import compute_features, crop_footprints, read_feature_matrix, trace_similarity
 
-__all__ = ["EXTRA_COMPUTED_NAMES", "NamedColumns", "check_compatible", "compute_features",
-           "crop_footprints", "feature_names", "feature_set", "read_feature_matrix",
-           "trace_similarity"]
+__all__ = [
+    "EXTRA_COMPUTED_NAMES",
+    "NamedColumns",
+    "check_compatible",
+    "compute_features",
+    "crop_footprints",
+    "feature_names",
+    "feature_set",
+    "read_feature_matrix",
+    "trace_similarity",
+]

@@ -37,12 +37,15 @@ class NamedColumns:
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"names: expected unique feature names, got duplicates {dup}")
         if self.values.ndim != 2 or self.values.shape[1] != len(names):
-            raise ValueError(f"values: expected shape (n_candidates, {len(names)}) (one column "
-                             f"per name), got {self.values.shape}")
+            raise ValueError(
+                f"values: expected shape (n_candidates, {len(names)}) (one column "
+                f"per name), got {self.values.shape}"
+            )
 
     @classmethod
-    def from_dict(cls, columns: Mapping[str, object], names: Sequence[str], *, xp=np,
-                  dtype=None) -> NamedColumns:
+    def from_dict(
+        cls, columns: Mapping[str, object], names: Sequence[str], *, xp=np, dtype=None
+    ) -> NamedColumns:
         """Stack ``columns`` (name -> (n,) array in ``xp``) into the order ``names``.
 
         ``columns`` must hold exactly ``names`` (ValueError naming the missing and unexpected
@@ -53,8 +56,10 @@ class NamedColumns:
         missing = [n for n in names if n not in columns]
         extra = [n for n in columns if n not in set(names)]
         if missing or extra:
-            raise ValueError(f"feature columns: expected exactly {len(names)} names "
-                             f"({names[:3]}...), missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"feature columns: expected exactly {len(names)} names "
+                f"({names[:3]}...), missing {missing}, unexpected {extra}"
+            )
         if not names:
             return cls(names, np.empty((0, 0), dtype=dtype or np.float64))
         values = to_numpy(xp.stack([columns[n] for n in names], axis=1))

@@ -29,11 +29,17 @@ from .._xp import get_xp, to_numpy
 from .columns import NamedColumns
 from .registry import EXTRA_COMPUTED_NAMES
 
-__all__ = ["extra_columns", "trace_skew", "event_snr", "footprint_shape", "r_values",
-           "SUITE2P_PIXEL_FRACTION"]
+__all__ = [
+    "extra_columns",
+    "trace_skew",
+    "event_snr",
+    "footprint_shape",
+    "r_values",
+    "SUITE2P_PIXEL_FRACTION",
+]
 
 SUITE2P_PIXEL_FRACTION = 0.2
-_ELLIPSE_THRESHOLD = 2.5   # suite2p fitMVGaus thres: radii = 2.5 sqrt(eigenvalues)
+_ELLIPSE_THRESHOLD = 2.5  # suite2p fitMVGaus thres: radii = 2.5 sqrt(eigenvalues)
 
 
 def trace_skew(traces, *, xp=None, row_chunk: int = 256, threads: int = 1):
@@ -52,7 +58,7 @@ def trace_skew(traces, *, xp=None, row_chunk: int = 256, threads: int = 1):
         x *= x * x
         m3 = x.mean(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return to_numpy(m3 / m2 ** 1.5)
+            return to_numpy(m3 / m2**1.5)
 
     parts = map_row_chunks(one, traces, xp=xp, row_chunk=row_chunk, threads=threads)
     return np.concatenate(parts) if parts else np.zeros(0)
@@ -95,7 +101,7 @@ def event_snr(traces, *, xp=None, n_window: int = 5, row_chunk: int = 256, threa
         width = max(n_t - n_window + 1, 1)
         window = logp[:, :width].copy()
         for k in range(1, min(n_window, n_t)):
-            window += logp[:, k:k + width]
+            window += logp[:, k : k + width]
         return to_numpy(window.min(axis=1)).astype(np.float64)
 
     parts = map_row_chunks(one, traces, xp=xp, row_chunk=row_chunk, threads=threads)
@@ -107,8 +113,13 @@ def event_snr(traces, *, xp=None, n_window: int = 5, row_chunk: int = 256, threa
     return snr
 
 
-def footprint_shape(footprints: sp.csr_matrix, height: int, width: int, *,
-                    pixel_fraction: float = SUITE2P_PIXEL_FRACTION):
+def footprint_shape(
+    footprints: sp.csr_matrix,
+    height: int,
+    width: int,
+    *,
+    pixel_fraction: float = SUITE2P_PIXEL_FRACTION,
+):
     """Suite2p ROI statistics of max-normalised footprints (n, H*W) CSR.
 
     Pixels: weight >= ``pixel_fraction`` (peak 1). Returns (npix, compact, aspect_ratio),
@@ -139,7 +150,7 @@ def footprint_shape(footprints: sp.csr_matrix, height: int, width: int, *,
         mrs = np.bincount(r_id, weights=dist, minlength=n) / npix
     max_np = int(npix.max()) if n else 0
     radius = int(math.ceil(math.sqrt(max(max_np, 1) / math.pi))) + 2
-    gy, gx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    gy, gx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     rsort = np.sort(np.hypot(gy, gx).ravel())
     mean_first = np.concatenate([[np.nan], np.cumsum(rsort) / np.arange(1, rsort.size + 1)])
     mrs0 = mean_first[npix.astype(np.int64)]
@@ -156,7 +167,7 @@ def footprint_shape(footprints: sp.csr_matrix, height: int, width: int, *,
     cxx = np.bincount(r_id, weights=w * dx * dx, minlength=n)
     cxy = np.bincount(r_id, weights=w * dx * dy, minlength=n)
     half_tr = (cyy + cxx) / 2
-    disc = np.sqrt(np.maximum(((cyy - cxx) / 2) ** 2 + cxy ** 2, 0))
+    disc = np.sqrt(np.maximum(((cyy - cxx) / 2) ** 2 + cxy**2, 0))
     r_major = _ELLIPSE_THRESHOLD * np.sqrt(np.maximum(half_tr + disc, 0))
     r_minor = _ELLIPSE_THRESHOLD * np.sqrt(np.maximum(half_tr - disc, 0))
     aspect = 2 * r_major / (0.01 + r_major + r_minor)
@@ -207,10 +218,21 @@ def r_values(snapshots, crop_footprints, frame_valid) -> np.ndarray:
     return out
 
 
-def extra_columns(traces, footprints: sp.csr_matrix, height: int, width: int, snapshots,
-                  crop_footprints, frame_valid, *, npix_median: float, xp=None,
-                  pixel_fraction: float = SUITE2P_PIXEL_FRACTION, n_window: int = 5,
-                  threads: int = 1) -> NamedColumns:
+def extra_columns(
+    traces,
+    footprints: sp.csr_matrix,
+    height: int,
+    width: int,
+    snapshots,
+    crop_footprints,
+    frame_valid,
+    *,
+    npix_median: float,
+    xp=None,
+    pixel_fraction: float = SUITE2P_PIXEL_FRACTION,
+    n_window: int = 5,
+    threads: int = 1,
+) -> NamedColumns:
     """The computed extra features of a block of n candidates, each under its name.
 
     Parameters
@@ -229,8 +251,9 @@ def extra_columns(traces, footprints: sp.csr_matrix, height: int, width: int, sn
     -------
     NamedColumns with names ``registry.EXTRA_COMPUTED_NAMES`` and (n, 6) float64 values.
     """
-    npix, compact, aspect = footprint_shape(footprints, height, width,
-                                            pixel_fraction=pixel_fraction)
+    npix, compact, aspect = footprint_shape(
+        footprints, height, width, pixel_fraction=pixel_fraction
+    )
     cols = {
         "skew": to_numpy(trace_skew(traces, xp=xp, threads=threads)),
         "compact": compact,

@@ -14,7 +14,7 @@ Every replacement is counted per column; :func:`apply_nan_policy` returns the co
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,8 +27,9 @@ __all__ = ["apply_nan_policy", "format_nan_report"]
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def apply_nan_policy(matrix: np.ndarray, names: Sequence[str]
-                     ) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+def apply_nan_policy(
+    matrix: np.ndarray, names: Sequence[str]
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
     """Replace NaN/Inf in ``matrix`` (N, F) column by column; returns (float32 matrix, report).
 
     report : {feature name: {"nan": k, "posinf": k, "neginf": k, "clipped": k}} for the columns
@@ -36,8 +37,9 @@ def apply_nan_policy(matrix: np.ndarray, names: Sequence[str]
     """
     x = np.array(matrix, dtype=np.float64, copy=True)
     if x.ndim != 2 or x.shape[1] != len(names):
-        raise ValueError(f"matrix: expected shape (N, {len(names)}) for {len(names)} names, "
-                         f"got {x.shape}")
+        raise ValueError(
+            f"matrix: expected shape (N, {len(names)}) for {len(names)} names, got {x.shape}"
+        )
     report: dict[str, dict[str, int]] = {}
     for j, name in enumerate(names):
         col = x[:, j]
@@ -45,8 +47,12 @@ def apply_nan_policy(matrix: np.ndarray, names: Sequence[str]
         pos = np.isposinf(col)
         neg = np.isneginf(col)
         big = np.isfinite(col) & (np.abs(col) > _F32_MAX)
-        entry = {"nan": int(nan.sum()), "posinf": int(pos.sum()), "neginf": int(neg.sum()),
-                 "clipped": int(big.sum())}
+        entry = {
+            "nan": int(nan.sum()),
+            "posinf": int(pos.sum()),
+            "neginf": int(neg.sum()),
+            "clipped": int(big.sum()),
+        }
         if not any(entry.values()):
             continue
         report[name] = entry
@@ -59,8 +65,14 @@ def apply_nan_policy(matrix: np.ndarray, names: Sequence[str]
         _fill_nan_with_mean(col)
         np.clip(col, -_F32_MAX, _F32_MAX, out=col)
     for name, entry in report.items():
-        log.info("features: %s: replaced %d NaN, %d +Inf, %d -Inf, clipped %d", name,
-                 entry["nan"], entry["posinf"], entry["neginf"], entry["clipped"])
+        log.info(
+            "features: %s: replaced %d NaN, %d +Inf, %d -Inf, clipped %d",
+            name,
+            entry["nan"],
+            entry["posinf"],
+            entry["neginf"],
+            entry["clipped"],
+        )
     return x.astype(np.float32), report
 
 
@@ -75,8 +87,15 @@ def format_nan_report(report: dict[str, dict[str, int]]) -> str:
     """One line per feature with replacements (for the CLI); '' when nothing was replaced."""
     lines = []
     for name, e in report.items():
-        parts = [f"{e[k]} {label}" for k, label in
-                 (("nan", "NaN"), ("posinf", "+Inf"), ("neginf", "-Inf"), ("clipped", "clipped"))
-                 if e.get(k)]
+        parts = [
+            f"{e[k]} {label}"
+            for k, label in (
+                ("nan", "NaN"),
+                ("posinf", "+Inf"),
+                ("neginf", "-Inf"),
+                ("clipped", "clipped"),
+            )
+            if e.get(k)
+        ]
         lines.append(f"  {name}: {', '.join(parts)}")
     return "\n".join(lines)

@@ -53,14 +53,17 @@ def _check_config(config: FeatureConfig) -> None:
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"features.{key}: expected a positive integer, got {value!r}")
     if not 0 < config.suite2p_pixel_fraction <= 1:
-        raise ValueError(f"features.suite2p_pixel_fraction: expected a value in (0, 1], "
-                         f"got {config.suite2p_pixel_fraction!r}")
+        raise ValueError(
+            f"features.suite2p_pixel_fraction: expected a value in (0, 1], "
+            f"got {config.suite2p_pixel_fraction!r}"
+        )
     if not isinstance(config.threads, int) or config.threads < 1:
-        raise ValueError(f"features.threads: expected a positive integer, got "
-                         f"{config.threads!r}")
+        raise ValueError(f"features.threads: expected a positive integer, got {config.threads!r}")
     if not isinstance(config.snr_window_frames, int) or config.snr_window_frames < 1:
-        raise ValueError(f"features.snr_window_frames: expected a positive integer, got "
-                         f"{config.snr_window_frames!r}")
+        raise ValueError(
+            f"features.snr_window_frames: expected a positive integer, got "
+            f"{config.snr_window_frames!r}"
+        )
 
 
 @dataclass
@@ -71,7 +74,7 @@ class _Context:
     config: FeatureConfig
     xp: object
     names: list
-    column_of: dict     # feature name -> its matrix column (registry order)
+    column_of: dict  # feature name -> its matrix column (registry order)
     src: list
     footprints: sp.csr_matrix
     spatial_kw: dict
@@ -94,15 +97,17 @@ def _load_context(store: SortStore, config: FeatureConfig, xp, timings) -> _Cont
     if config.include_extra:
         n = store.n_candidates
         keep = footprints.data >= config.suite2p_pixel_fraction
-        npix_all = np.bincount(np.repeat(np.arange(n), np.diff(footprints.indptr))[keep],
-                               minlength=n)
+        npix_all = np.bincount(
+            np.repeat(np.arange(n), np.diff(footprints.indptr))[keep], minlength=n
+        )
         nonzero = npix_all[npix_all > 0]
         npix_median = float(np.median(nonzero)) if nonzero.size else np.nan
         source = {name: store.source_metric(name).astype(np.float64) for name in src}
     timings["read_footprints"] += time.perf_counter() - t0
     column_of = {name: j for j, name in enumerate(names)}
-    return _Context(store, config, xp, names, column_of, src, footprints, spatial_kw,
-                    npix_median, source)
+    return _Context(
+        store, config, xp, names, column_of, src, footprints, spatial_kw, npix_median, source
+    )
 
 
 def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings) -> np.ndarray:
@@ -130,9 +135,10 @@ def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings)
     timings["read_traces"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    place(temporal_columns(traces_x, xp=xp, similarity=similarity, timings=timings,
-                           threads=threads))
-    timings["temporal_wall"] += time.perf_counter() - t0   # temporal + peaks, all threads
+    place(
+        temporal_columns(traces_x, xp=xp, similarity=similarity, timings=timings, threads=threads)
+    )
+    timings["temporal_wall"] += time.perf_counter() - t0  # temporal + peaks, all threads
 
     t0 = time.perf_counter()
     place(spatial_fn(ctx.footprints, height, width, rows, xp=xp, **ctx.spatial_kw))
@@ -152,14 +158,29 @@ def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings)
     if config.include_extra:
         t0 = time.perf_counter()
         frames = store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0
-        place(extra_columns(traces_x, ctx.footprints[rows], height, width, snapshots, crop_fps,
-                            frames, npix_median=ctx.npix_median, xp=xp,
-                            pixel_fraction=config.suite2p_pixel_fraction,
-                            n_window=config.snr_window_frames, threads=threads))
-        if ctx.src:   # passed through from the extractor, named by the registry's prefix
+        place(
+            extra_columns(
+                traces_x,
+                ctx.footprints[rows],
+                height,
+                width,
+                snapshots,
+                crop_fps,
+                frames,
+                npix_median=ctx.npix_median,
+                xp=xp,
+                pixel_fraction=config.suite2p_pixel_fraction,
+                n_window=config.snr_window_frames,
+                threads=threads,
+            )
+        )
+        if ctx.src:  # passed through from the extractor, named by the registry's prefix
             names = [SOURCE_PREFIX + name for name in ctx.src]
-            place(NamedColumns.from_dict({SOURCE_PREFIX + name: ctx.source[name][rows]
-                                          for name in ctx.src}, names))
+            place(
+                NamedColumns.from_dict(
+                    {SOURCE_PREFIX + name: ctx.source[name][rows] for name in ctx.src}, names
+                )
+            )
         timings["extra"] += time.perf_counter() - t0
     if not filled.all():
         missing = [name for name, ok in zip(ctx.names, filled) if not ok]
@@ -175,8 +196,12 @@ def _block_piece(bounds, store_path, config: FeatureConfig, device: str, similar
     timings: dict[str, float] = defaultdict(float)
     store = SortStore.open(store_path, "r")
     # one context per worker process and run (the stage's start time names the run)
-    key = (os.fspath(store_path), str(store.attrs["stages"]["features"].get("started")),
-           config, device)
+    key = (
+        os.fspath(store_path),
+        str(store.attrs["stages"]["features"].get("started")),
+        config,
+        device,
+    )
     ctx = _WORKER_CONTEXT.get(key)
     if ctx is None:
         _WORKER_CONTEXT.clear()
@@ -219,17 +244,24 @@ def _similarity_on_cluster(client, store: SortStore, config: FeatureConfig, devi
     starts = range(0, n, tile)
     pairs = [(a, b) for a in starts for b in starts if b >= a]
     counts = np.zeros(n, dtype=np.int64)
-    for a, ca, b, cb in map_pieces(client, _similarity_piece, pairs, os.fspath(store.path),
-                                   tile, device):
-        counts[a:a + len(ca)] += ca
-        counts[b:b + len(cb)] += cb
+    for a, ca, b, cb in map_pieces(
+        client, _similarity_piece, pairs, os.fspath(store.path), tile, device
+    ):
+        counts[a : a + len(ca)] += ca
+        counts[b : b + len(cb)] += cb
     return counts.astype(np.float64) / (n - 1)
 
 
-def compute_features(store_path, config: FeatureConfig = FeatureConfig(), *,
-                     device: str = "auto", progress: bool = False,
-                     scheduler: str | None = None, workers: int | None = None,
-                     connect_timeout_s: float = 10.0) -> np.ndarray:
+def compute_features(
+    store_path,
+    config: FeatureConfig = FeatureConfig(),
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    connect_timeout_s: float = 10.0,
+) -> np.ndarray:
     """Compute the feature matrix of the store at ``store_path`` and write ``features/matrix``.
 
     Parameters
@@ -266,53 +298,78 @@ def compute_features(store_path, config: FeatureConfig = FeatureConfig(), *,
     src = store.source_metric_names() if config.include_extra else []
     names, groups, version = feature_set(src, include_extra=config.include_extra)
     with dask_client(scheduler, workers, timeout_s=connect_timeout_s) as client:
-        store.begin_stage("features", {**as_dict(config), "device": backend.name,
-                                       "scheduler": scheduler, "workers": workers})
+        store.begin_stage(
+            "features",
+            {**as_dict(config), "device": backend.name, "scheduler": scheduler, "workers": workers},
+        )
         where = "in-process" if client is None else f"on Dask ({scheduler or workers})"
-        log.info("features: %d candidates x %d frames on %s %s, %d columns (%s)", n, n_t,
-                 backend.name, where, len(names), version)
+        log.info(
+            "features: %d candidates x %d frames on %s %s, %d columns (%s)",
+            n,
+            n_t,
+            backend.name,
+            where,
+            len(names),
+            version,
+        )
         timings: dict[str, float] = defaultdict(float)
         block = config.batch_candidates
         bounds = [(a, min(a + block, n)) for a in range(0, n, block)]
         if client is None:
             t0 = time.perf_counter()
-            similarity = trace_similarity(store, config, xp=xp, progress=progress,
-                                          timings=timings)
+            similarity = trace_similarity(store, config, xp=xp, progress=progress, timings=timings)
             timings["similarity"] += time.perf_counter() - t0
             ctx = _load_context(store, config, xp, timings)
-            parts = [_block_features(ctx, slice(a, b), similarity[a:b], timings)
-                     for a, b in tqdm(bounds, desc="features", disable=not progress)]
+            parts = [
+                _block_features(ctx, slice(a, b), similarity[a:b], timings)
+                for a, b in tqdm(bounds, desc="features", disable=not progress)
+            ]
         else:
             t0 = time.perf_counter()
             similarity = _similarity_on_cluster(client, store, config, device)
             timings["similarity"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            results = map_pieces(client, _block_piece, bounds, os.fspath(store.path), config,
-                                 device, similarity)
+            results = map_pieces(
+                client, _block_piece, bounds, os.fspath(store.path), config, device, similarity
+            )
             timings["blocks_wall"] += time.perf_counter() - t0
             parts = []
             for raw_b, timings_b in results:
                 parts.append(raw_b)
                 for key, value in timings_b.items():
-                    timings[key] += value   # summed over workers (CPU-seconds)
+                    timings[key] += value  # summed over workers (CPU-seconds)
         raw = np.concatenate(parts) if parts else np.empty((0, len(names)))
         del parts
 
     t0 = time.perf_counter()
     matrix, report = apply_nan_policy(raw, names)
     del raw
-    store.write_array(schema.FEATURE_MATRIX, matrix,
-                      chunks=(min(max(n, 1), 65536), len(names)),
-                      attrs={"names": names, "groups": groups, "version": version,
-                             "nan_report": report})
+    store.write_array(
+        schema.FEATURE_MATRIX,
+        matrix,
+        chunks=(min(max(n, 1), 65536), len(names)),
+        attrs={"names": names, "groups": groups, "version": version, "nan_report": report},
+    )
     timings["policy_write"] += time.perf_counter() - t0
     seconds = time.perf_counter() - t_start
     n_replaced = int(sum(sum(e.values()) for e in report.values()))
-    store.finish_stage("features", seconds, device=backend.name, version=version,
-                       n_features=len(names), n_values_replaced=n_replaced,
-                       timings_s={k: round(v, 3) for k, v in timings.items()})
-    log.info("features: %d x %d in %.1f s; %d NaN/Inf values replaced in %d columns", n,
-             len(names), seconds, n_replaced, len(report))
+    store.finish_stage(
+        "features",
+        seconds,
+        device=backend.name,
+        version=version,
+        n_features=len(names),
+        n_values_replaced=n_replaced,
+        timings_s={k: round(v, 3) for k, v in timings.items()},
+    )
+    log.info(
+        "features: %d x %d in %.1f s; %d NaN/Inf values replaced in %d columns",
+        n,
+        len(names),
+        seconds,
+        n_replaced,
+        len(report),
+    )
     return matrix
 
 
@@ -344,8 +401,14 @@ def crop_footprints(footprints: sp.csr_matrix, crops: np.ndarray, width: int) ->
     return out
 
 
-def trace_similarity(store: SortStore, config: FeatureConfig = FeatureConfig(), *, xp=np,
-                     progress: bool = False, timings: dict | None = None) -> np.ndarray:
+def trace_similarity(
+    store: SortStore,
+    config: FeatureConfig = FeatureConfig(),
+    *,
+    xp=np,
+    progress: bool = False,
+    timings: dict | None = None,
+) -> np.ndarray:
     """Feature 35 for every candidate: fraction of other traces correlated > 0.7, (N,) float64.
 
     The unit-norm rows Z (N, T) float32 are built block by block and kept on the device when
@@ -365,10 +428,10 @@ def trace_similarity(store: SortStore, config: FeatureConfig = FeatureConfig(), 
     elif nbytes <= config.similarity_memory_mb * 2**20:
         z_all = np.empty((n, n_t), dtype=np.float32)
     else:
-        tmpdir = tempfile.TemporaryDirectory(prefix="actsort-z-",
-                                             dir=os.fspath(store.path.parent))
-        z_all = np.lib.format.open_memmap(os.path.join(tmpdir.name, "z.npy"), mode="w+",
-                                          dtype=np.float32, shape=(n, n_t))
+        tmpdir = tempfile.TemporaryDirectory(prefix="actsort-z-", dir=os.fspath(store.path.parent))
+        z_all = np.lib.format.open_memmap(
+            os.path.join(tmpdir.name, "z.npy"), mode="w+", dtype=np.float32, shape=(n, n_t)
+        )
         log.info("features: similarity rows (%.1f GB) spill to %s", nbytes / 1e9, tmpdir.name)
     try:
         t0 = time.perf_counter()
@@ -382,10 +445,11 @@ def trace_similarity(store: SortStore, config: FeatureConfig = FeatureConfig(), 
         from .._xp import to_numpy
 
         result = to_numpy(counts).astype(np.float64) / (n - 1)
-        if timings is not None:   # linear (read + unit rows) and quadratic (tiled Z Z^T) parts
+        if timings is not None:  # linear (read + unit rows) and quadratic (tiled Z Z^T) parts
             timings["similarity_rows"] = timings.get("similarity_rows", 0.0) + t1 - t0
-            timings["similarity_count"] = (timings.get("similarity_count", 0.0)
-                                           + time.perf_counter() - t1)
+            timings["similarity_count"] = (
+                timings.get("similarity_count", 0.0) + time.perf_counter() - t1
+            )
         return result
     finally:
         del z_all

@@ -49,8 +49,13 @@ from .registry import SPATIAL_NAMES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["spatial_columns", "spatial_features", "transpose_footprints", "boundary_length",
-           "adaptive_threshold_mask"]
+__all__ = [
+    "spatial_columns",
+    "spatial_features",
+    "transpose_footprints",
+    "boundary_length",
+    "adaptive_threshold_mask",
+]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 # Moore neighbourhood, clockwise (rows grow downwards) starting from the west neighbour.
@@ -58,8 +63,9 @@ _DIRS = ((0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1))
 _STEP = tuple(math.hypot(dr, dc) for dr, dc in _DIRS)
 # after a move in direction k the last background pixel checked (direction k-1 from the old
 # pixel) seen from the new pixel: dir[k-1] - dir[k]
-_BACK = tuple(_DIRS.index((_DIRS[k - 1][0] - _DIRS[k][0], _DIRS[k - 1][1] - _DIRS[k][1]))
-              for k in range(8))
+_BACK = tuple(
+    _DIRS.index((_DIRS[k - 1][0] - _DIRS[k][0], _DIRS[k - 1][1] - _DIRS[k][1])) for k in range(8)
+)
 
 
 def transpose_footprints(footprints) -> sp.csr_matrix:
@@ -72,13 +78,22 @@ def _as_host_csr(footprints, name):
     if type(footprints).__module__.split(".")[0] == "cupyx":
         footprints = footprints.get()
     if not sp.issparse(footprints):
-        raise TypeError(f"{name}: expected a scipy.sparse CSR matrix, "
-                        f"got {type(footprints).__name__}")
+        raise TypeError(
+            f"{name}: expected a scipy.sparse CSR matrix, got {type(footprints).__name__}"
+        )
     return footprints.tocsr()
 
 
-def spatial_columns(footprints, height: int, width: int, rows, *, xp=None,
-                    footprints_t=None, max_batch_pixels: int = 1 << 22) -> NamedColumns:
+def spatial_columns(
+    footprints,
+    height: int,
+    width: int,
+    rows,
+    *,
+    xp=None,
+    footprints_t=None,
+    max_batch_pixels: int = 1 << 22,
+) -> NamedColumns:
     """Spatial features 37-46 for the candidates ``rows``, each under its name.
 
     footprints : CSR (N, H*W) float32, max-normalised, pixel index = row * W + col
@@ -97,13 +112,16 @@ def spatial_columns(footprints, height: int, width: int, rows, *, xp=None,
     H, W = int(height), int(width)
     F = _as_host_csr(footprints, "footprints")
     if H < 1 or W < 1 or F.shape[1] != H * W:
-        raise ValueError(f"footprints: expected shape (N, height*width) = (N, {H * W}), "
-                         f"got {F.shape} with height={height}, width={width}")
+        raise ValueError(
+            f"footprints: expected shape (N, height*width) = (N, {H * W}), "
+            f"got {F.shape} with height={height}, width={width}"
+        )
     n_all = F.shape[0]
     idx = np.arange(n_all)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
     if idx.ndim != 1 or (idx.size and (idx.min() < -n_all or idx.max() >= n_all)):
-        raise ValueError(f"rows: expected a slice or 1-D indices into {n_all} candidates, "
-                         f"got {rows!r}")
+        raise ValueError(
+            f"rows: expected a slice or 1-D indices into {n_all} candidates, got {rows!r}"
+        )
     idx = np.where(idx < 0, idx + n_all, idx)
     if footprints_t is None:
         log.debug("spatial_features: transposing %d footprints (pass footprints_t to avoid)", n_all)
@@ -137,15 +155,30 @@ def spatial_columns(footprints, height: int, width: int, rows, *, xp=None,
     return NamedColumns.from_dict(cols, SPATIAL_NAMES, dtype=np.float32)
 
 
-def spatial_features(footprints, height: int, width: int, rows, *, xp=None,
-                     footprints_t=None, max_batch_pixels: int = 1 << 22) -> np.ndarray:
+def spatial_features(
+    footprints,
+    height: int,
+    width: int,
+    rows,
+    *,
+    xp=None,
+    footprints_t=None,
+    max_batch_pixels: int = 1 << 22,
+) -> np.ndarray:
     """Spatial features 37-46 as a matrix: :func:`spatial_columns`' values.
 
     Returns (n_rows, 10) float32, columns in ``registry.SPATIAL_NAMES`` order. Parameters as
     :func:`spatial_columns`.
     """
-    return spatial_columns(footprints, height, width, rows, xp=xp, footprints_t=footprints_t,
-                           max_batch_pixels=max_batch_pixels).select(SPATIAL_NAMES)
+    return spatial_columns(
+        footprints,
+        height,
+        width,
+        rows,
+        xp=xp,
+        footprints_t=footprints_t,
+        max_batch_pixels=max_batch_pixels,
+    ).select(SPATIAL_NAMES)
 
 
 # --------------------------------------------------------------------------- feature 41
@@ -160,15 +193,15 @@ def _edge_distance(sub, rowid, r, c, data, H, W):
     cc = np.zeros(n, np.int64)
     sel = np.nonzero((data == rowmax[rowid]) & ~zero_max[rowid])[0]
     if sel.size:
-        key = c[sel] * H + r[sel]                       # column-major order
+        key = c[sel] * H + r[sel]  # column-major order
         order = np.lexsort((key, rowid[sel]))
         ids = rowid[sel][order]
         k = np.bincount(ids, minlength=n)
         start = np.concatenate([[0], np.cumsum(k)[:-1]])
         has = k > 0
-        pick = order[start[has] + (k[has] + 1) // 2 - 1]   # ceil(k/2)-th, 1-based
+        pick = order[start[has] + (k[has] + 1) // 2 - 1]  # ceil(k/2)-th, 1-based
         rr[has], cc[has] = r[sel][pick], c[sel][pick]
-    for i in np.nonzero(zero_max)[0]:                 # empty or non-positive footprints: rare
+    for i in np.nonzero(zero_max)[0]:  # empty or non-positive footprints: rare
         dense = np.ones(H * W, bool)
         lo, hi = sub.indptr[i], sub.indptr[i + 1]
         dense[sub.indices[lo:hi]] = sub.data[lo:hi] == 0
@@ -181,7 +214,7 @@ def _edge_distance(sub, rowid, r, c, data, H, W):
 
 # --------------------------------------------------------------------------- feature 46
 def _max_positive_correlation(F, FT, sub, idx, n_pix):
-    gram = (sub @ FT).tocsr()                          # (n_rows, N), only overlapping pairs
+    gram = (sub @ FT).tocsr()  # (n_rows, N), only overlapping pairs
     gram.sum_duplicates()
     g_rows = np.repeat(np.arange(sub.shape[0]), np.diff(gram.indptr))
     g_cols = gram.indices.astype(np.int64)
@@ -195,13 +228,13 @@ def _max_positive_correlation(F, FT, sub, idx, n_pix):
     s1_o, s2_o = _row_sums(others)
     s1_i, s2_i = _row_sums(sub)
     mean_i, mean_o = s1_i / n_pix, s1_o / n_pix
-    var_i = s2_i / n_pix - mean_i ** 2
-    var_o = s2_o / n_pix - mean_o ** 2
+    var_i = s2_i / n_pix - mean_i**2
+    var_o = s2_o / n_pix - mean_o**2
     cov = dot / n_pix - mean_i[g_rows] * mean_o[inv]
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = cov / np.sqrt(var_i[g_rows] * var_o[inv])
     best = np.full(sub.shape[0], np.nan)
-    np.fmax.at(best, g_rows, corr)                      # MATLAB max ignores NaN
+    np.fmax.at(best, g_rows, corr)  # MATLAB max ignores NaN
     has = np.zeros(sub.shape[0], bool)
     has[g_rows] = True
     result[has] = best[has]
@@ -211,8 +244,10 @@ def _max_positive_correlation(F, FT, sub, idx, n_pix):
 def _row_sums(m):
     rid = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
     d = m.data.astype(np.float64)
-    return (np.bincount(rid, weights=d, minlength=m.shape[0]),
-            np.bincount(rid, weights=d * d, minlength=m.shape[0]))
+    return (
+        np.bincount(rid, weights=d, minlength=m.shape[0]),
+        np.bincount(rid, weights=d * d, minlength=m.shape[0]),
+    )
 
 
 # --------------------------------------------------------------------------- crops
@@ -245,29 +280,31 @@ def adaptive_threshold_mask(crop, r0, c0, height, width):
     """
     crop = np.asarray(crop, dtype=np.float64)[None]
     h, w = crop.shape[1:]
-    return _adaptive_bw(crop, np.array([r0]), np.array([c0]), np.array([h]), np.array([w]),
-                        int(height), int(width))[0]
+    return _adaptive_bw(
+        crop, np.array([r0]), np.array([c0]), np.array([h]), np.array([w]), int(height), int(width)
+    )[0]
 
 
 def _adaptive_bw(S, r0, c0, bh, bw, H, W):
-    hr, hc = H // 16, W // 16                          # window 2*floor(size/16)+1
+    hr, hc = H // 16, W // 16  # window 2*floor(size/16)+1
     Ar = _clamp_box_matrix(r0, bh, H, S.shape[1], hr, hr)
     Ac = _clamp_box_matrix(c0, bw, W, S.shape[2], hc, hc)
     box = Ar @ S @ np.swapaxes(Ac, 1, 2)
     thr = np.clip(1.1 * box / ((2 * hr + 1) * (2 * hc + 1)), 0.0, 1.0)
-    return S > thr
+    return thr < S
 
 
 def _corruption(S, r0, c0, bh, bw, H, W):
-    Ar = _clamp_box_matrix(r0, bh, H, S.shape[1], 1, 2)    # 4x4 box, origin (2, 2)
+    Ar = _clamp_box_matrix(r0, bh, H, S.shape[1], 1, 2)  # 4x4 box, origin (2, 2)
     Ac = _clamp_box_matrix(c0, bw, W, S.shape[2], 1, 2)
     local = Ar @ S @ np.swapaxes(Ac, 1, 2) / 16.0
     mask = S > 1e-3
     n_m = mask.sum(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         mu = np.where(mask, S, 0).sum(axis=(1, 2)) / n_m
-        v_g = (np.where(mask, (S - mu[:, None, None]) ** 2, 0).sum(axis=(1, 2))
-               / (np.maximum(mu, 0.01) * n_m))
+        v_g = np.where(mask, (S - mu[:, None, None]) ** 2, 0).sum(axis=(1, 2)) / (
+            np.maximum(mu, 0.01) * n_m
+        )
         v_l = np.where(mask, (S - local) ** 2 / np.maximum(0.01, local), 0).sum(axis=(1, 2)) / n_m
         return v_l / v_g
 
@@ -305,11 +342,11 @@ def _image_features(sub, rowid, r, c, data, H, W, max_pixels) -> dict:
     c1[nonempty] = np.maximum.reduceat(c, starts) + 1
     bh, bw = r1 - r0, c1 - c0
     empty = np.nonzero(~nonempty)[0]
-    bodies[empty] = 0.0          # no component: not several bodies (B17)
+    bodies[empty] = 0.0  # no component: not several bodies (B17)
     perimeter[empty] = 0.0
     circ[empty] = np.inf
     ratio[empty] = np.inf
-    corrupt[empty] = np.nan      # 0 / 0, as the reference
+    corrupt[empty] = np.nan  # 0 / 0, as the reference
     ids = np.nonzero(nonempty)[0]
     for grp in _groups(bh[ids], bw[ids], max_pixels):
         g = ids[grp]
@@ -323,12 +360,17 @@ def _image_features(sub, rowid, r, c, data, H, W, max_pixels) -> dict:
         bw_adapt = _adaptive_bw(S, r0[g], c0[g], bh[g], bw[g], H, W)
         corrupt[g] = _corruption(S, r0[g], c0[g], bh[g], bw[g], H, W)
         for k, i in enumerate(g):
-            crop = S[k, :bh[i], :bw[i]]
-            bodies[i] = 1.0 if _n_components(bw_adapt[k, :bh[i], :bw[i]]) >= 2 else 0.0
+            crop = S[k, : bh[i], : bw[i]]
+            bodies[i] = 1.0 if _n_components(bw_adapt[k, : bh[i], : bw[i]]) >= 2 else 0.0
             perimeter[i] = _support_perimeter(crop != 0)
             circ[i], ratio[i] = _region_shape(crop > 0.3)
-    return {"multiple_bodies": bodies, "support_perimeter": perimeter, "circularity": circ,
-            "axis_ratio": ratio, "spatial_corruption": corrupt}
+    return {
+        "multiple_bodies": bodies,
+        "support_perimeter": perimeter,
+        "circularity": circ,
+        "axis_ratio": ratio,
+        "spatial_corruption": corrupt,
+    }
 
 
 def _n_components(mask):
@@ -365,7 +407,7 @@ def _region_shape(mask):
     if k == 0:
         return np.inf, np.inf
     areas = np.bincount(labels.ravel(), minlength=k + 1)
-    best = int(np.argmax(areas[1:])) + 1              # first in label order on ties
+    best = int(np.argmax(areas[1:])) + 1  # first in label order on ties
     region = labels == best
     area = float(areas[best])
     padded = np.pad(region, 1).astype(np.uint8)
@@ -375,10 +417,10 @@ def _region_shape(mask):
     uxx = xs.var() + 1.0 / 12.0
     uyy = ys.var() + 1.0 / 12.0
     uxy = ((xs - xs.mean()) * (ys - ys.mean())).mean()
-    common = math.sqrt((uxx - uyy) ** 2 + 4.0 * uxy ** 2)
+    common = math.sqrt((uxx - uyy) ** 2 + 4.0 * uxy**2)
     major = 2.0 * math.sqrt(2.0) * math.sqrt(uxx + uyy + common)
     minor = 2.0 * math.sqrt(2.0) * math.sqrt(max(uxx + uyy - common, 0.0))
-    circ = 4.0 * math.pi * area / perim ** 2 if perim > 0 else np.inf
+    circ = 4.0 * math.pi * area / perim**2 if perim > 0 else np.inf
     ratio = major / minor if minor > 0 else np.inf
     return circ, ratio
 
@@ -393,7 +435,7 @@ def _trace(img, stride, start):
     so objects that touch themselves at a pixel are traced completely.
     """
     offs = [dr * stride + dc for dr, dc in _DIRS]
-    p, back = start, 0                                  # came from the west (background)
+    p, back = start, 0  # came from the west (background)
     first_dir = -1
     length = 0.0
     while True:
@@ -402,7 +444,7 @@ def _trace(img, stride, start):
             if img[p + offs[k]]:
                 break
         else:
-            return 0.0                                  # isolated pixel
+            return 0.0  # isolated pixel
         if p == start and k == first_dir:
             return length
         if first_dir < 0:

@@ -53,19 +53,30 @@ from .registry import SPATIOTEMPORAL_NAMES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["spatiotemporal_columns", "spatiotemporal_features", "FRAMES_PER_EVENT",
-           "TQM_THRESHOLDS"]
+__all__ = [
+    "spatiotemporal_columns",
+    "spatiotemporal_features",
+    "FRAMES_PER_EVENT",
+    "TQM_THRESHOLDS",
+]
 
 FRAMES_PER_EVENT = 11
 TQM_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
 _RESID_Q = (0.01, 0.25, 0.5, 0.75, 0.99)
-_N_ITER_EPS = 23          # epsilon is last updated at iteration 23 of 30; later ones only move x
+_N_ITER_EPS = 23  # epsilon is last updated at iteration 23 of 30; later ones only move x
 _EPS_UPDATES = (15, 20, 23)  # round(30 * [1/2, 2/3, 3/4])
 _PHI_V, _PDF_V = 0.5, 0.3989
 
 
-def spatiotemporal_columns(snapshots, crop_footprints, snapshot_traces, event_valid, *,
-                           xp=None, max_batch_elements: int = 1 << 22) -> NamedColumns:
+def spatiotemporal_columns(
+    snapshots,
+    crop_footprints,
+    snapshot_traces,
+    event_valid,
+    *,
+    xp=None,
+    max_batch_elements: int = 1 << 22,
+) -> NamedColumns:
     """Spatiotemporal features 47-76 for n candidates, each under its name.
 
     snapshots : list of n arrays (n_events, 11, h_i, w_i) float32, movie units, zeros where
@@ -84,45 +95,66 @@ def spatiotemporal_columns(snapshots, crop_footprints, snapshot_traces, event_va
     traces = np.asarray(to_numpy(snapshot_traces), dtype=np.float64)
     valid = np.asarray(to_numpy(event_valid), dtype=bool)
     if len(crop_footprints) != n:
-        raise ValueError(f"crop_footprints: expected {n} arrays (one per snapshot), "
-                         f"got {len(crop_footprints)}")
+        raise ValueError(
+            f"crop_footprints: expected {n} arrays (one per snapshot), got {len(crop_footprints)}"
+        )
     if valid.ndim != 2 or valid.shape[0] != n:
         raise ValueError(f"event_valid: expected shape ({n}, n_events), got {valid.shape}")
     n_ev = valid.shape[1]
     if traces.shape != (n, n_ev, FRAMES_PER_EVENT):
-        raise ValueError(f"snapshot_traces: expected shape {(n, n_ev, FRAMES_PER_EVENT)}, "
-                         f"got {traces.shape}")
+        raise ValueError(
+            f"snapshot_traces: expected shape {(n, n_ev, FRAMES_PER_EVENT)}, got {traces.shape}"
+        )
     shapes = np.zeros((n, 2), np.int64)
     for i in range(n):
         snap_shape = tuple(snapshots[i].shape)
         fp_shape = tuple(crop_footprints[i].shape)
-        if (len(snap_shape) != 4 or snap_shape[:2] != (n_ev, FRAMES_PER_EVENT)
-                or snap_shape[2:] != fp_shape or min(fp_shape) < 1):
-            raise ValueError(f"snapshots[{i}]: expected shape ({n_ev}, {FRAMES_PER_EVENT}, "
-                             f"h, w) with (h, w) = crop_footprints[{i}].shape {fp_shape}, "
-                             f"got {snap_shape}")
+        if (
+            len(snap_shape) != 4
+            or snap_shape[:2] != (n_ev, FRAMES_PER_EVENT)
+            or snap_shape[2:] != fp_shape
+            or min(fp_shape) < 1
+        ):
+            raise ValueError(
+                f"snapshots[{i}]: expected shape ({n_ev}, {FRAMES_PER_EVENT}, "
+                f"h, w) with (h, w) = crop_footprints[{i}].shape {fp_shape}, "
+                f"got {snap_shape}"
+            )
         shapes[i] = fp_shape
     out = np.full((n, len(SPATIOTEMPORAL_NAMES)), np.nan)
     n_valid = valid.sum(axis=1)
     with _single_threaded_blas(xp):
         for grp in _groups(n_valid, shapes, max_batch_elements):
             if n_valid[grp[0]] == 0:
-                continue                                # no real event: every feature NaN
-            out[grp] = _group_features(grp, snapshots, crop_footprints, traces, valid, shapes,
-                                       n_valid, xp).select(SPATIOTEMPORAL_NAMES)
+                continue  # no real event: every feature NaN
+            out[grp] = _group_features(
+                grp, snapshots, crop_footprints, traces, valid, shapes, n_valid, xp
+            ).select(SPATIOTEMPORAL_NAMES)
     return NamedColumns(SPATIOTEMPORAL_NAMES, out.astype(np.float32))
 
 
-def spatiotemporal_features(snapshots, crop_footprints, snapshot_traces, event_valid, *,
-                            xp=None, max_batch_elements: int = 1 << 22) -> np.ndarray:
+def spatiotemporal_features(
+    snapshots,
+    crop_footprints,
+    snapshot_traces,
+    event_valid,
+    *,
+    xp=None,
+    max_batch_elements: int = 1 << 22,
+) -> np.ndarray:
     """Spatiotemporal features 47-76 as a matrix: :func:`spatiotemporal_columns`' values.
 
     Returns (n, 30) float32 on the host, columns in ``registry.SPATIOTEMPORAL_NAMES`` order.
     Parameters as :func:`spatiotemporal_columns`.
     """
-    return spatiotemporal_columns(snapshots, crop_footprints, snapshot_traces, event_valid,
-                                  xp=xp, max_batch_elements=max_batch_elements
-                                  ).select(SPATIOTEMPORAL_NAMES)
+    return spatiotemporal_columns(
+        snapshots,
+        crop_footprints,
+        snapshot_traces,
+        event_valid,
+        xp=xp,
+        max_batch_elements=max_batch_elements,
+    ).select(SPATIOTEMPORAL_NAMES)
 
 
 def _single_threaded_blas(xp):
@@ -131,7 +163,7 @@ def _single_threaded_blas(xp):
     slower on a loaded 2-core machine). No-op for CuPy."""
     if xp is not np:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits      # installed with scikit-learn
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     return threadpool_limits(limits=1, user_api="blas")
 
@@ -144,8 +176,9 @@ def _groups(n_valid, shapes, max_elements):
     for i in order:
         nh, nw, nk = max(hp, shapes[i, 0]), max(wp, shapes[i, 1]), max(kp, n_valid[i])
         new_kind = cur and (n_valid[i] == 0) != (n_valid[cur[0]] == 0)
-        if cur and (new_kind or (len(cur) + 1) * nh * nw * max(nk, 1) * FRAMES_PER_EVENT
-                    > max_elements):
+        if cur and (
+            new_kind or (len(cur) + 1) * nh * nw * max(nk, 1) * FRAMES_PER_EVENT > max_elements
+        ):
             groups.append(np.array(cur))
             cur, nh, nw, nk = [], shapes[i, 0], shapes[i, 1], n_valid[i]
         cur.append(i)
@@ -162,7 +195,7 @@ def _group_features(grp, snapshots, crop_footprints, traces, valid, shapes, n_va
     movie = np.zeros((g, kp, hp, wp))
     foot = np.zeros((g, hp, wp))
     trace = np.zeros((g, kp))
-    for k, i in enumerate(grp):                         # compact the real events to the front
+    for k, i in enumerate(grp):  # compact the real events to the front
         h, w = shapes[i]
         ev = valid[i]
         kv = int(n_valid[i]) * FRAMES_PER_EVENT
@@ -171,24 +204,31 @@ def _group_features(grp, snapshots, crop_footprints, traces, valid, shapes, n_va
         trace[k, :kv] = traces[i][ev].reshape(kv)
     kv = n_valid[grp] * FRAMES_PER_EVENT
     fvalid = np.arange(kp)[None, :] < kv[:, None]
-    pvalid = ((np.arange(hp)[None, :, None] < shapes[grp, 0][:, None, None])
-              & (np.arange(wp)[None, None, :] < shapes[grp, 1][:, None, None]))
+    pvalid = (np.arange(hp)[None, :, None] < shapes[grp, 0][:, None, None]) & (
+        np.arange(wp)[None, None, :] < shapes[grp, 1][:, None, None]
+    )
     M = xp.asarray(movie.reshape(g, kp, hp * wp))
     S2 = xp.asarray(foot)
     s = S2.reshape(g, hp * wp)
     E = xp.asarray(trace)
     fv = xp.asarray(fvalid)
     pv = xp.asarray(pvalid.reshape(g, hp * wp))
-    sigma_pix = _noise_std_by_length(M, kv, xp)         # (g, P), FFT noise per pixel
+    sigma_pix = _noise_std_by_length(M, kv, xp)  # (g, P), FFT noise per pixel
     sigma = _masked_median(sigma_pix, pv, xp)
     eps = _solve_epsilon(M, s, sigma, xp)
     q10, q20 = _masked_quantiles(eps, fv, (0.1, 0.2), xp).T
-    cols = {"eps_mean": xp.where(fv, eps, 0).sum(axis=1) / fv.sum(axis=1),
-            "eps_min": xp.where(fv, eps, xp.inf).min(axis=1), "eps_q10": q10, "eps_q20": q20,
-            **_spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp), **_tqm(M, s, E, fv, pv, xp)}
+    cols = {
+        "eps_mean": xp.where(fv, eps, 0).sum(axis=1) / fv.sum(axis=1),
+        "eps_min": xp.where(fv, eps, xp.inf).min(axis=1),
+        "eps_q10": q10,
+        "eps_q20": q20,
+        **_spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp),
+        **_tqm(M, s, E, fv, pv, xp),
+    }
     # stacked on the device in float64 (the dtype of every statistic here), one transfer
-    return NamedColumns.from_dict({k: xp.asarray(v, dtype=xp.float64) for k, v in cols.items()},
-                                  SPATIOTEMPORAL_NAMES, xp=xp)
+    return NamedColumns.from_dict(
+        {k: xp.asarray(v, dtype=xp.float64) for k, v in cols.items()}, SPATIOTEMPORAL_NAMES, xp=xp
+    )
 
 
 # --------------------------------------------------------------------------- noise estimates
@@ -199,8 +239,8 @@ def _noise_std_by_length(M, kv, xp):
     per pixel the needed bins are taken as one batched matmul with a per-length real DFT
     matrix (cos and sin rows, scaled so that sigma_hat = the root of the sum of squares)."""
     table, lengths = _noise_dft_table(tuple(int(v) for v in np.unique(kv)), M.shape[1])
-    W = xp.asarray(table)[xp.asarray(np.searchsorted(lengths, kv))]      # (g, 2 * nb, K)
-    proj = W @ M                                                        # (g, 2 * nb, P)
+    W = xp.asarray(table)[xp.asarray(np.searchsorted(lengths, kv))]  # (g, 2 * nb, K)
+    proj = W @ M  # (g, 2 * nb, P)
     return xp.sqrt(xp.einsum("gjp,gjp->gp", proj, proj))
 
 
@@ -212,7 +252,7 @@ def _noise_dft_table(lengths, kp):
     specs = []
     for n in lengths:
         half = -(-n // 2)
-        lo = max(int(math.floor(0.5 * half + 0.5)), 1)   # MATLAB round, 1-based
+        lo = max(int(math.floor(0.5 * half + 0.5)), 1)  # MATLAB round, 1-based
         specs.append((n, half, np.arange(lo - 1, half)))
     nb = max(len(b) for _, _, b in specs)
     table = np.zeros((len(lengths), 2 * nb, kp))
@@ -220,9 +260,9 @@ def _noise_dft_table(lengths, kp):
         t = np.arange(n)
         phase = 2 * np.pi * ((bins[:, None] * t[None, :]) % n) / n
         scale = np.full(len(bins), 1.0 / (2 * half * len(bins)))
-        scale[bins == 0] /= 2                            # bin 1 (DC) is halved
-        table[i, :len(bins), :n] = np.cos(phase) * np.sqrt(scale)[:, None]
-        table[i, nb:nb + len(bins), :n] = np.sin(phase) * np.sqrt(scale)[:, None]
+        scale[bins == 0] /= 2  # bin 1 (DC) is halved
+        table[i, : len(bins), :n] = np.cos(phase) * np.sqrt(scale)[:, None]
+        table[i, nb : nb + len(bins), :n] = np.sin(phase) * np.sqrt(scale)[:, None]
     return table, np.asarray(lengths)
 
 
@@ -239,14 +279,17 @@ def _welch_noise_std(t, kv, xp):
         over = seg // 2
         step = seg - over
         n_seg = (n - over) // step
-        win = (0.54 - 0.46 * np.cos(2 * np.pi * np.arange(seg) / (seg - 1))) if seg > 1 \
+        win = (
+            (0.54 - 0.46 * np.cos(2 * np.pi * np.arange(seg) / (seg - 1)))
+            if seg > 1
             else np.ones(1)
+        )
         idx = np.arange(n_seg)[:, None] * step + np.arange(seg)[None, :]
-        x = t[sel][:, xp.asarray(idx)] * xp.asarray(win)          # (g, n_seg, seg)
-        psd = xp.abs(xp.fft.rfft(x, n=nfft, axis=-1)) ** 2 / float((win ** 2).sum())
-        psd[..., 1:nfft // 2] *= 2
+        x = t[sel][:, xp.asarray(idx)] * xp.asarray(win)  # (g, n_seg, seg)
+        psd = xp.abs(xp.fft.rfft(x, n=nfft, axis=-1)) ** 2 / float((win**2).sum())
+        psd[..., 1 : nfft // 2] *= 2
         psd = psd.mean(axis=1)
-        band = psd[:, nfft // 4:nfft // 2 + 1]          # k / 256 in [0.25, 0.5]
+        band = psd[:, nfft // 4 : nfft // 2 + 1]  # k / 256 in [0.25, 0.5]
         with np.errstate(divide="ignore"):
             out[sel] = xp.sqrt(xp.exp(xp.log(band / 2).mean(axis=-1)))
     return out
@@ -294,7 +337,7 @@ def _ndtr(x, xp):
 
 def _eps_of(d, kappa, alpha, xp):
     """eps_func.m: epsilon from the weighted positive-residual fraction d and kappa."""
-    pdf = xp.exp(-0.5 * kappa ** 2) / math.sqrt(2 * math.pi)
+    pdf = xp.exp(-0.5 * kappa**2) / math.sqrt(2 * math.pi)
     cdf = _ndtr(kappa, xp)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = pdf / cdf + kappa
@@ -328,13 +371,13 @@ def _solve_epsilon(M, s, sigma, xp, max_chunk_elements: int = 1 << 18):
     while start < g:
         n_sup = max(int(n_nz[by_size[start]]), 1)
         stop = start + 1
-        while stop < g:                                  # grow while the padded chunk fits
+        while stop < g:  # grow while the padded chunk fits
             nxt = max(int(n_nz[by_size[stop]]), 1)
             if (stop + 1 - start) * nxt * kp > max_chunk_elements:
                 break
             n_sup, stop = nxt, stop + 1
         sel = xp.asarray(by_size[start:stop])
-        order = order_all[sel, :n_sup]                                  # (c, Ps)
+        order = order_all[sel, :n_sup]  # (c, Ps)
         a = xp.take_along_axis(s[sel], order, axis=1)
         B = M[sel[:, None, None], xp.arange(kp)[None, :, None], order[:, None, :]]  # (c, K, Ps)
         eps[sel] = _solve_chunk(B, a, sigma[sel], xp)
@@ -380,15 +423,15 @@ def _solve_chunk(B, a, sigma, xp):
     eps = xp.full((c, kp), xp.nan)
     Q = xp.empty_like(B)
     C = xp.empty_like(B)
-    U = xp.empty_like(B)                                 # masks as 0.0 / 1.0
+    U = xp.empty_like(B)  # masks as 0.0 / 1.0
     prod = xp.empty_like(B)
 
     def new_kappa(kt):
         xp.multiply(kt[:, :, None], A3, out=C)
-        xp.subtract(BA, C, out=C)                         # C = a (B - kt)
+        xp.subtract(BA, C, out=C)  # C = a (B - kt)
         xp.subtract(B, kt[:, :, None], out=Q)
         with np.errstate(divide="ignore", invalid="ignore"):
-            xp.divide(Q, A3, out=Q)                       # Q = (B - kt) / a; a = 0 is inert
+            xp.divide(Q, A3, out=Q)  # Q = (B - kt) / a; a = 0 is inert
         return kt * a_sum[:, None]
 
     kt = kappa * sigma[:, None]
@@ -396,7 +439,7 @@ def _solve_chunk(B, a, sigma, xp):
     for it in range(1, _N_ITER_EPS + 1):
         if it in _EPS_UPDATES:
             xp.multiply(x[:, :, None], A3, out=prod)
-            xp.greater(B, prod, out=U)                    # B > a x  <=>  R > 0
+            xp.greater(B, prod, out=U)  # B > a x  <=>  R > 0
             d = (U @ w[:, :, None])[:, :, 0]
             kappa = _kappa_of(_eps_of(d, kappa, alpha, xp), xp)
             eps = _eps_of(d, kappa, alpha, xp)
@@ -404,13 +447,13 @@ def _solve_chunk(B, a, sigma, xp):
                 break
             kt = kappa * sigma[:, None]
             kt_a = new_kappa(kt)
-        xp.less(Q, x[:, :, None], out=U)                  # under: R < kt
+        xp.less(Q, x[:, :, None], out=U)  # under: R < kt
         if any_neg:
-            xp.not_equal(U, neg[:, None, :], out=U)       # a < 0: under <=> Q > x
+            xp.not_equal(U, neg[:, None, :], out=U)  # a < 0: under <=> Q > x
         num = _rowdot(U, C, xp) + kt_a
         den = (U @ a2[:, :, None])[:, :, 0]
         with np.errstate(divide="ignore", invalid="ignore"):
-            x = xp.fmax(num / den, 0)                   # MATLAB max(., 0) drops NaN
+            x = xp.fmax(num / den, 0)  # MATLAB max(., 0) drops NaN
     return eps
 
 
@@ -421,7 +464,7 @@ def _gauss_matrix(n, radius, xp):
     size = int(math.ceil(2 * radius + 1))
     half = (size - 1) // 2
     sig = radius / 2.5
-    g = np.exp(-np.arange(-half, half + 1) ** 2 / (2 * sig ** 2))
+    g = np.exp(-(np.arange(-half, half + 1) ** 2) / (2 * sig**2))
     g /= g.sum()
     off = np.arange(n)[None, :] - np.arange(n)[:, None]
     return xp.asarray(np.where(np.abs(off) <= half, g[np.clip(off + half, 0, size - 1)], 0.0))
@@ -438,15 +481,14 @@ def _spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp):
     g = M.shape[0]
     t = xp.where(fv, E, 0)
     t_zm = xp.where(fv, xp.fmax(0, t - 3 * math.sqrt(2) * _welch_noise_std(t, kv, xp)[:, None]), 0)
-    A = (t_zm[:, None, :] @ M)[:, 0, :]                              # (g, P)
+    A = (t_zm[:, None, :] @ M)[:, 0, :]  # (g, P)
     sm6 = _smooth_normalised(S2, pv, 6, hp, wp, xp)
     sm12 = _smooth_normalised(S2, pv, 12, hp, wp, xp)
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         v = xp.where(pv & (sm6 > 0.01), A, 0)
         s_norm = xp.sqrt((s * s).sum(axis=1))
-        out["spurious_corr_score"] = (v * s).sum(axis=1) / (xp.sqrt((v * v).sum(axis=1))
-                                                             * s_norm)
+        out["spurious_corr_score"] = (v * s).sum(axis=1) / (xp.sqrt((v * v).sum(axis=1)) * s_norm)
         U = xp.where(pv & (sm12 > 0.01), A, 0)
         U = xp.where((U < 0) | (s > 0.01), 0, U)
         U = U / xp.maximum(1e-6, _masked_max(U, pv, xp))[:, None]
@@ -464,7 +506,7 @@ def _spurious(M, S2, s, E, fv, pv, kv, hp, wp, xp):
     nxt = xp.concatenate([active[:, 1:], xp.zeros((g, 1), bool)], axis=1)
     kp = t.shape[1]
     pos = xp.arange(kp)[None, :]
-    starts = xp.sort(xp.where(active & ~prev, pos, kp), axis=1)      # run starts first
+    starts = xp.sort(xp.where(active & ~prev, pos, kp), axis=1)  # run starts first
     ends = xp.sort(xp.where(active & ~nxt, pos, kp), axis=1)
     has = starts < kp
     st = xp.minimum(starts, kp - 1)
@@ -494,7 +536,7 @@ def _tqm(M, s, E, fv, pv, xp):
         mean = xp.where(sup, s, 0).sum(axis=1) / n_p
         var = xp.where(sup, (s - mean[:, None]) ** 2, 0).sum(axis=1) / (n_p - 1)
         std = xp.where(n_p > 1, xp.sqrt(var), 0)
-        std = xp.where(std == 0, 1, std)                # MATLAB zscore: std 0 -> divide by 1
+        std = xp.where(std == 0, 1, std)  # MATLAB zscore: std 0 -> divide by 1
         z = xp.where(sup, (s - mean[:, None]) / std[:, None], 0) / xp.sqrt(n_p)[:, None]
         proj = (M @ z[:, :, None])[:, :, 0]
         norm = xp.sqrt(((M * M) @ sup.astype(M.dtype)[:, :, None])[:, :, 0])

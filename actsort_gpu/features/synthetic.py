@@ -17,11 +17,21 @@ from ..store import SortStore, crop_footprints, quantise
 __all__ = ["make_feature_store"]
 
 
-def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
-                       height: int = 128, width: int = 128, n_events: int = 5,
-                       half_window: int = 5, radius_px: float = 3.0, seed: int = 0,
-                       source_metrics: bool = True, snapshot_dtype: str = "uint8",
-                       overwrite: bool = True) -> SortStore:
+def make_feature_store(
+    path,
+    n_candidates: int = 200,
+    n_frames: int = 1000,
+    *,
+    height: int = 128,
+    width: int = 128,
+    n_events: int = 5,
+    half_window: int = 5,
+    radius_px: float = 3.0,
+    seed: int = 0,
+    source_metrics: bool = True,
+    snapshot_dtype: str = "uint8",
+    overwrite: bool = True,
+) -> SortStore:
     """Write a store at ``path`` with ingest + preprocess outputs; returns it open (r+).
 
     ``schema.TRUTH_LABELS`` (+1 cell / -1 not) is written too; every array goes through the
@@ -38,7 +48,7 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
 
     # footprints: Gaussian disks (cells), elongated or two-body blobs (not cells)
     rad = int(np.ceil(3 * radius_px))
-    oy, ox = np.mgrid[-rad:rad + 1, -rad:rad + 1]
+    oy, ox = np.mgrid[-rad : rad + 1, -rad : rad + 1]
     indptr, indices, data = [0], [], []
     for i in range(n):
         sy = sx = radius_px / 1.5
@@ -48,8 +58,9 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
         iy, ix = int(round(cy[i])), int(round(cx[i]))
         val = np.exp(-0.5 * ((oy / sy) ** 2 + (ox / sx) ** 2))
         if not is_cell[i] and i % 4 == 3:
-            val = np.maximum(val, np.exp(-0.5 * (((oy - rad / 2) / sy) ** 2
-                                                + ((ox + rad / 2) / sx) ** 2)))
+            val = np.maximum(
+                val, np.exp(-0.5 * (((oy - rad / 2) / sy) ** 2 + ((ox + rad / 2) / sx) ** 2))
+            )
         yy, xx = oy + iy, ox + ix
         ok = (val >= 0.05) & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
         pix = (yy[ok] * w + xx[ok]).astype(np.int64)
@@ -57,8 +68,9 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
         indices.append(pix[order])
         data.append((val[ok] / val[ok].max())[order].astype(np.float32))
         indptr.append(indptr[-1] + int(ok.sum()))
-    fp = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.array(indptr)),
-                       shape=(n, h * w))
+    fp = sp.csr_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.array(indptr)), shape=(n, h * w)
+    )
 
     # traces (generated in float32 blocks: N x T may not fit twice in memory)
     kernel = np.exp(-np.arange(60) / 10.0).astype(np.float32)
@@ -66,7 +78,7 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
     lo, hi = half_window + 2, t - half_window - 3 - len(kernel) // 4
     traces = np.empty((n, t), dtype=np.float32)
     for b0 in range(0, n, 4096):
-        traces[b0:b0 + 4096] = rng.standard_normal((min(4096, n - b0), t), dtype=np.float32)
+        traces[b0 : b0 + 4096] = rng.standard_normal((min(4096, n - b0), t), dtype=np.float32)
     ramp = np.arange(t, dtype=np.float32)
     for i in range(n):
         if is_cell[i] and hi - lo > n_events:
@@ -74,7 +86,7 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
             amps = rng.uniform(8, 15, n_events).astype(np.float32)
             for on, a in zip(onsets, amps):
                 seg = min(len(kernel), t - on)
-                traces[i, on:on + seg] += a * kernel[:seg]
+                traces[i, on : on + seg] += a * kernel[:seg]
             order = np.argsort(-amps, kind="stable")
             events[i] = onsets[order]
         else:
@@ -101,10 +113,14 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
     snap_traces = np.zeros((n, n_events, n_fr), dtype=np.float32)
     blocks, scales = [], np.zeros((n, 2), np.float32)
     for i in range(n):
-        pix = fp.indices[fp.indptr[i]:fp.indptr[i + 1]]
+        pix = fp.indices[fp.indptr[i] : fp.indptr[i + 1]]
         rr, cc = pix // w, pix % w
-        crops[i] = (max(int(rr.min()) - 7, 0), min(int(rr.max()) + 8, h),
-                    max(int(cc.min()) - 7, 0), min(int(cc.max()) + 8, w))
+        crops[i] = (
+            max(int(rr.min()) - 7, 0),
+            min(int(rr.max()) + 8, h),
+            max(int(cc.min()) - 7, 0),
+            min(int(cc.max()) + 8, w),
+        )
     crop_fps = crop_footprints(fp, crops, w)
     for i in range(n):
         r0, r1, c0, c1 = (int(v) for v in crops[i])
@@ -116,10 +132,10 @@ def make_feature_store(path, n_candidates: int = 200, n_frames: int = 1000, *,
                 continue
             f = np.arange(events[i, e] - half_window, events[i, e] + half_window + 1)
             f = f[(f >= 0) & (f < t)]
-            frames[i, e, :len(f)] = f
-            snap_traces[i, e, :len(f)] = traces[i, f]
-            snap[e, :len(f)] += traces[i, f][:, None, None] * img[None]
-            snap[e, len(f):] = 0
+            frames[i, e, : len(f)] = f
+            snap_traces[i, e, : len(f)] = traces[i, f]
+            snap[e, : len(f)] += traces[i, f][:, None, None] * img[None]
+            snap[e, len(f) :] = 0
         codes, scales[i] = quantise(snap, snapshot_dtype)
         blocks.append(codes.ravel())
     offsets = np.concatenate([[0], np.cumsum([b.size for b in blocks])]).astype(np.int64)

@@ -35,10 +35,22 @@ from .registry import EVENT_SCALES, TEMPORAL_NAMES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["temporal_columns", "temporal_features", "fft_noise_std", "medfilt3",
-           "quantile_rows", "event_counts", "similarity_rows", "count_similar", "peak_features",
-           "halfheight_widths_many", "map_row_chunks", "ROW_CHUNK", "SIMILARITY_THRESHOLD",
-           "PEAK_NAMES"]
+__all__ = [
+    "temporal_columns",
+    "temporal_features",
+    "fft_noise_std",
+    "medfilt3",
+    "quantile_rows",
+    "event_counts",
+    "similarity_rows",
+    "count_similar",
+    "peak_features",
+    "halfheight_widths_many",
+    "map_row_chunks",
+    "ROW_CHUNK",
+    "SIMILARITY_THRESHOLD",
+    "PEAK_NAMES",
+]
 
 SIMILARITY_THRESHOLD = 0.7  # trace_similarity.m
 _EVENT_KERNEL = (0.05, 0.2, 0.5, 0.2, 0.05)  # [0.1 0.4 1 0.4 0.1] / 2 (extract_events_nonexp.)
@@ -138,9 +150,9 @@ def event_counts(v, theta, *, xp=None, m=None):
     pad = xp.zeros((n, 2), dtype=m.dtype)
     mp = xp.concatenate([pad, m, pad], axis=1)
     # g = sum_k w_k m[t + k - 2], accumulated in place in the order of the reference sum
-    g = mp[:, 0:n_t - 1] * m.dtype.type(_EVENT_KERNEL[0])
+    g = mp[:, 0 : n_t - 1] * m.dtype.type(_EVENT_KERNEL[0])
     for k in range(1, len(_EVENT_KERNEL)):
-        g += mp[:, k:k + n_t - 1] * m.dtype.type(_EVENT_KERNEL[k])
+        g += mp[:, k : k + n_t - 1] * m.dtype.type(_EVENT_KERNEL[k])
     del mp
     h = theta * g.max(axis=1)
     mid = g[:, 1:-1]
@@ -219,7 +231,7 @@ def _event_metrics(traces, sigma, xp, tm=None):
         m = mu if whole else mu[act]
         m = xp.where(m < th[:, None], zero, m)
         res[:, 2] = event_counts(v, th, xp=xp, m=m)
-        out[act, 3 * j:3 * j + 3] = res
+        out[act, 3 * j : 3 * j + 3] = res
     # a trace with max(T) == 0 has no normalised form (MATLAB: 0/0): NaN, fixed by the policy
     out[peak == 0] = xp.nan
     return out
@@ -227,8 +239,11 @@ def _event_metrics(traces, sigma, xp, tm=None):
 
 def _event_columns(metrics) -> dict:
     """Name the (n, 18) columns of :func:`_event_metrics`: name -> (n,) view."""
-    return {f"{kind}_c{c}": metrics[:, len(_EVENT_KINDS) * j + k]
-            for j, c in enumerate(EVENT_SCALES) for k, kind in enumerate(_EVENT_KINDS)}
+    return {
+        f"{kind}_c{c}": metrics[:, len(_EVENT_KINDS) * j + k]
+        for j, c in enumerate(EVENT_SCALES)
+        for k, kind in enumerate(_EVENT_KINDS)
+    }
 
 
 # ----------------------------------------------------------------------------- spectrum (30-34)
@@ -247,7 +262,7 @@ def _one_sided_power(traces, xp):
         spec = scipy.fft.rfft(traces.astype(np.float64), axis=-1)[:, :half]
     else:
         spec = xp.fft.rfft(traces.astype(xp.float64), axis=-1)[:, :half]
-    return spec.real ** 2 + spec.imag ** 2
+    return spec.real**2 + spec.imag**2
 
 
 def _sigma_from_power(power):
@@ -296,8 +311,14 @@ def similarity_rows(traces, *, xp=None, filtered=None):
     return z.astype(xp.float32, copy=False)
 
 
-def count_similar(z_all, *, xp=np, tile: int = 8192, threshold: float = SIMILARITY_THRESHOLD,
-                  progress: bool = False):
+def count_similar(
+    z_all,
+    *,
+    xp=np,
+    tile: int = 8192,
+    threshold: float = SIMILARITY_THRESHOLD,
+    progress: bool = False,
+):
     """For every row i of ``z_all`` (N, T): #{j != i : z_i . z_j > threshold}, (N,) int64.
 
     z_all : (N, T) float32 unit-norm rows, a host array / memmap or an ``xp`` array. Tiles of
@@ -310,7 +331,7 @@ def count_similar(z_all, *, xp=np, tile: int = 8192, threshold: float = SIMILARI
     on_device = get_xp(z_all) is xp
 
     def fetch(a):
-        block = z_all[a:a + tile]
+        block = z_all[a : a + tile]
         return block if on_device else xp.asarray(np.ascontiguousarray(block))
 
     from tqdm import tqdm
@@ -324,10 +345,10 @@ def count_similar(z_all, *, xp=np, tile: int = 8192, threshold: float = SIMILARI
             if b == a:
                 idx = xp.arange(hit.shape[0])
                 hit[idx, idx] = False
-                counts[a:a + hit.shape[0]] += hit.sum(axis=1)
+                counts[a : a + hit.shape[0]] += hit.sum(axis=1)
             else:
-                counts[a:a + hit.shape[0]] += hit.sum(axis=1)
-                counts[b:b + hit.shape[1]] += hit.sum(axis=0)
+                counts[a : a + hit.shape[0]] += hit.sum(axis=1)
+                counts[b : b + hit.shape[1]] += hit.sum(axis=0)
     return counts
 
 
@@ -351,9 +372,16 @@ def halfheight_widths_many(y, rows, locs, left_bases, right_bases):
     pos = (off + locs).astype(np.intp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PeakPropertyWarning)
-        widths = _scipy_peak_widths(flat, pos, rel_height=1.0, prominence_data=(
-            flat[pos] / 2.0, (off + left_bases).astype(np.intp),
-            (off + right_bases).astype(np.intp)))[0]
+        widths = _scipy_peak_widths(
+            flat,
+            pos,
+            rel_height=1.0,
+            prominence_data=(
+                flat[pos] / 2.0,
+                (off + left_bases).astype(np.intp),
+                (off + right_bases).astype(np.intp),
+            ),
+        )[0]
     return widths
 
 
@@ -389,8 +417,16 @@ def _sum_std(rows, values, sel, n):
 
 
 # the columns of peak_features, in order (features 3, 5, 6, 7, 8, 9, 10, 11)
-PEAK_NAMES = ("n_small_peaks", "isi_good", "isi_bad", "isi_all", "width_sum_all",
-              "width_sum_prominent", "width_std_all", "width_std_prominent")
+PEAK_NAMES = (
+    "n_small_peaks",
+    "isi_good",
+    "isi_bad",
+    "isi_all",
+    "width_sum_all",
+    "width_sum_prominent",
+    "width_std_all",
+    "width_std_prominent",
+)
 
 
 def _peak_columns(traces) -> dict:
@@ -441,8 +477,7 @@ def _peak_columns(traces) -> dict:
     prominent = prom >= (0.5 * (q90 - t_min))[rows]
     all_peaks = np.ones(len(locs), bool)
     cols["width_sum_all"], cols["width_std_all"] = _sum_std(rows, widths, all_peaks, n)
-    cols["width_sum_prominent"], cols["width_std_prominent"] = _sum_std(rows, widths,
-                                                                        prominent, n)
+    cols["width_sum_prominent"], cols["width_std_prominent"] = _sum_std(rows, widths, prominent, n)
     return cols
 
 
@@ -455,7 +490,7 @@ def peak_features(traces) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- all 36
-ROW_CHUNK = 256   # rows per CPU work unit: its (rows, T) temporaries stay small (cache, no mmap)
+ROW_CHUNK = 256  # rows per CPU work unit: its (rows, T) temporaries stay small (cache, no mmap)
 
 
 def _array_columns(x, xp) -> dict:
@@ -473,8 +508,7 @@ def _array_columns(x, xp) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = xp.abs(x - tm)
         ratio /= xp.maximum(tm, x)
-        cols["temporal_corruption"] = (xp.where(valid, ratio, 0).sum(axis=1)
-                                       / valid.sum(axis=1))
+        cols["temporal_corruption"] = xp.where(valid, ratio, 0).sum(axis=1) / valid.sum(axis=1)
     del ratio, valid
     # 4: std (ddof 1) of the z-scores (ddof 1) at or above their 90th percentile
     z = _zscore_rows(x, 1, xp)
@@ -493,8 +527,7 @@ def _array_columns(x, xp) -> dict:
     # 36: on the similarity rows, sum of entries >= their 99th percentile
     zs = similarity_rows(x, xp=xp, filtered=tm)
     q99 = quantile_rows(zs, 0.99, xp=xp)
-    cols["spike_fluorescence"] = xp.where(zs >= q99[:, None], zs, 0).astype(xp.float64).sum(
-        axis=1)
+    cols["spike_fluorescence"] = xp.where(zs >= q99[:, None], zs, 0).astype(xp.float64).sum(axis=1)
     # one float64 dtype for every column (the stack is float64, as the matrix it fills)
     return {name: xp.asarray(v, dtype=xp.float64) for name, v in cols.items()}
 
@@ -524,7 +557,7 @@ def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1
     """
     n = x.shape[0]
     step = max(int(row_chunk), 1) if xp is np else max(n, 1)
-    chunks = [x[a:a + step] for a in range(0, n, step)]
+    chunks = [x[a : a + step] for a in range(0, n, step)]
     if threads > 1 and len(chunks) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -533,8 +566,15 @@ def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1
     return [fn(chunk) for chunk in chunks]
 
 
-def temporal_columns(traces, *, xp=None, similarity=None, timings: dict | None = None,
-                     row_chunk: int = ROW_CHUNK, threads: int = 1) -> NamedColumns:
+def temporal_columns(
+    traces,
+    *,
+    xp=None,
+    similarity=None,
+    timings: dict | None = None,
+    row_chunk: int = ROW_CHUNK,
+    threads: int = 1,
+) -> NamedColumns:
     """Features 1-36 of a block of traces, each under its name.
 
     Parameters
@@ -562,13 +602,15 @@ def temporal_columns(traces, *, xp=None, similarity=None, timings: dict | None =
     def one(chunk):
         part: dict = {}
         result = _chunk_columns(chunk, xp, part)
-        parts.append(part)   # list.append is atomic: no lost update across threads
+        parts.append(part)  # list.append is atomic: no lost update across threads
         return result
 
     blocks = map_row_chunks(one, x, xp=xp, row_chunk=row_chunk, threads=threads)
     names = [name for name in TEMPORAL_NAMES if name != "trace_similarity"]
-    cols = {name: (np.concatenate([b[name] for b in blocks]) if blocks else np.empty(0))
-            for name in (blocks[0] if blocks else names)}
+    cols = {
+        name: (np.concatenate([b[name] for b in blocks]) if blocks else np.empty(0))
+        for name in (blocks[0] if blocks else names)
+    }
     if similarity is None:
         counts = to_numpy(count_similar(similarity_rows(x, xp=xp), xp=xp, tile=max(n, 1)))
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -581,12 +623,20 @@ def temporal_columns(traces, *, xp=None, similarity=None, timings: dict | None =
     return NamedColumns.from_dict(cols, TEMPORAL_NAMES)
 
 
-def temporal_features(traces, *, xp=None, similarity=None, timings: dict | None = None,
-                      row_chunk: int = ROW_CHUNK, threads: int = 1) -> np.ndarray:
+def temporal_features(
+    traces,
+    *,
+    xp=None,
+    similarity=None,
+    timings: dict | None = None,
+    row_chunk: int = ROW_CHUNK,
+    threads: int = 1,
+) -> np.ndarray:
     """Features 1-36 of a block of traces as a matrix: :func:`temporal_columns`' values.
 
     Returns (n, 36) float64 host array, columns in ``registry.TEMPORAL_NAMES`` order, raw
     values (NaN/Inf allowed). Parameters as :func:`temporal_columns`.
     """
-    return temporal_columns(traces, xp=xp, similarity=similarity, timings=timings,
-                            row_chunk=row_chunk, threads=threads).select(TEMPORAL_NAMES)
+    return temporal_columns(
+        traces, xp=xp, similarity=similarity, timings=timings, row_chunk=row_chunk, threads=threads
+    ).select(TEMPORAL_NAMES)

@@ -48,21 +48,27 @@ def read_caiman(path: str | Path, *, config: IngestConfig = IngestConfig()) -> C
 
     path = Path(path)
     if config.caiman_trace not in CAIMAN_TRACES:
-        raise ValueError(f"caiman_trace must be one of {CAIMAN_TRACES}, got {config.caiman_trace!r}")
+        raise ValueError(
+            f"caiman_trace must be one of {CAIMAN_TRACES}, got {config.caiman_trace!r}"
+        )
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise OSError(f"{path}: not a readable HDF5 file (corrupt or truncated?): {exc}") from exc
     with f:
         if "estimates/A" not in f or "estimates/C" not in f:
-            raise ValueError(f"{path}: expected CaImAn groups estimates/A and estimates/C; found "
-                             f"{sorted(f.get('estimates', f).keys())}")
+            raise ValueError(
+                f"{path}: expected CaImAn groups estimates/A and estimates/C; found "
+                f"{sorted(f.get('estimates', f).keys())}"
+            )
         dims = _numeric(f, "estimates/dims")
         if dims is None:
             dims = _numeric(f, "params/data/dims")
         if dims is None or len(np.ravel(dims)) != 2:
-            raise ValueError(f"{path}: need 2-D dims (H, W) in estimates/dims or params/data/dims; "
-                             f"found {dims!r}")
+            raise ValueError(
+                f"{path}: need 2-D dims (H, W) in estimates/dims or params/data/dims; "
+                f"found {dims!r}"
+            )
         h, w = (int(v) for v in np.ravel(dims))
         try:
             a = f["estimates/A"]
@@ -76,22 +82,29 @@ def read_caiman(path: str | Path, *, config: IngestConfig = IngestConfig()) -> C
         except (OSError, KeyError, ValueError) as exc:
             raise OSError(f"{path}: cannot read estimates/A or C (corrupt file?): {exc}") from exc
         if csc.shape[0] != h * w:
-            raise ValueError(f"{path}: estimates/A has {csc.shape[0]} pixel rows, expected "
-                             f"{h} x {w} = {h * w} from dims")
+            raise ValueError(
+                f"{path}: estimates/A has {csc.shape[0]} pixel rows, expected "
+                f"{h} x {w} = {h * w} from dims"
+            )
         footprints = fortran_pixels_to_c(csc, h, w)
         n = footprints.shape[0]
         trace_name = "C"
         if config.caiman_trace == "C+YrA" and yra is not None:
             if np.shape(yra) != c.shape:
-                raise ValueError(f"{path}: estimates/YrA has shape {np.shape(yra)}, expected "
-                                 f"{c.shape} like estimates/C")
+                raise ValueError(
+                    f"{path}: estimates/YrA has shape {np.shape(yra)}, expected "
+                    f"{c.shape} like estimates/C"
+                )
             c = c + np.asarray(yra, dtype=np.float32)
             trace_name = "C+YrA"
         if c.ndim != 2 or c.shape[0] != n:
             raise ValueError(f"{path}: estimates/C has shape {c.shape}, expected ({n}, T)")
         metrics = {}
-        for src, name in (("SNR_comp", "caiman_snr"), ("r_values", "caiman_r_values"),
-                          ("cnn_preds", "caiman_cnn_preds")):
+        for src, name in (
+            ("SNR_comp", "caiman_snr"),
+            ("r_values", "caiman_r_values"),
+            ("cnn_preds", "caiman_cnn_preds"),
+        ):
             v = _numeric(f, f"estimates/{src}")
             if v is not None:
                 v = as_metric(v, n, src, str(path))
@@ -108,5 +121,14 @@ def read_caiman(path: str | Path, *, config: IngestConfig = IngestConfig()) -> C
             images["caiman_Cn"] = np.asarray(cn, dtype=np.float32)
         fr = _numeric(f, "params/data/fr")
     log.info("%s: CaImAn trace %s", path, trace_name)
-    return Candidates(footprints, c, h, w, "caiman", path, metrics=metrics, images=images,
-                      fs_hz=float(fr) if fr is not None and float(fr) > 0 else None)
+    return Candidates(
+        footprints,
+        c,
+        h,
+        w,
+        "caiman",
+        path,
+        metrics=metrics,
+        images=images,
+        fs_hz=float(fr) if fr is not None and float(fr) > 0 else None,
+    )

@@ -48,15 +48,20 @@ class Candidates:
         n = self.footprints.shape[0]
         where = str(self.source_path)
         if self.footprints.shape[1] != self.height * self.width:
-            raise ValueError(f"{where}: footprints have {self.footprints.shape[1]} pixels, "
-                             f"expected {self.height} x {self.width} = {self.height * self.width}")
+            raise ValueError(
+                f"{where}: footprints have {self.footprints.shape[1]} pixels, "
+                f"expected {self.height} x {self.width} = {self.height * self.width}"
+            )
         if self.traces.ndim != 2 or self.traces.shape[0] != n:
-            raise ValueError(f"{where}: traces have shape {self.traces.shape}, expected "
-                             f"({n}, n_frames): one trace per footprint")
+            raise ValueError(
+                f"{where}: traces have shape {self.traces.shape}, expected "
+                f"({n}, n_frames): one trace per footprint"
+            )
         for name, values in self.metrics.items():
             if np.shape(values) != (n,):
-                raise ValueError(f"{where}: metric {name!r} has shape {np.shape(values)}, "
-                                 f"expected ({n},)")
+                raise ValueError(
+                    f"{where}: metric {name!r} has shape {np.shape(values)}, expected ({n},)"
+                )
         if self.source_index is None:
             self.source_index = np.arange(n, dtype=np.int64)
 

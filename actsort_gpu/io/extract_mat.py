@@ -24,8 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .candidates import Candidates
-from .extraction import (MissingShapeError, as_metric, csr_from_dense_blocks,
-                         fortran_pixels_to_c)
+from .extraction import MissingShapeError, as_metric, csr_from_dense_blocks, fortran_pixels_to_c
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +58,12 @@ class _V5(_Node):
 
         if isinstance(value, mat_struct):
             return _V5(value)
-        if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1 \
-                and isinstance(value.item(), mat_struct):
+        if (
+            isinstance(value, np.ndarray)
+            and value.dtype == object
+            and value.size == 1
+            and isinstance(value.item(), mat_struct)
+        ):
             return _V5(value.item())
         return None
 
@@ -70,11 +73,10 @@ class _H5(_Node):
         self.obj = group
 
     def fields(self):
-        keys = [k for k in self.obj.keys() if not k.startswith("#")]
+        keys = [k for k in self.obj if not k.startswith("#")]
         order = self.obj.attrs.get("MATLAB_fields")
         if order is not None:  # MATLAB's field order (h5py lists names alphabetically)
-            names = [np.asarray(x).tobytes().decode(errors="ignore").rstrip("\x00")
-                     for x in order]
+            names = [np.asarray(x).tobytes().decode(errors="ignore").rstrip("\x00") for x in order]
             names = [n for n in names if n in keys]
             keys = names + [k for k in keys if k not in names]
         return keys
@@ -107,8 +109,9 @@ def _find(node: _Node, names, child) -> tuple[str, object] | None:
 
 
 # ------------------------------------------------------------------ readers
-def read_extract_mat(path: str | Path, *, hw: tuple[int, int] | None = None,
-                     progress: bool = False) -> Candidates:
+def read_extract_mat(
+    path: str | Path, *, hw: tuple[int, int] | None = None, progress: bool = False
+) -> Candidates:
     """Read an EXTRACT (or ActSort-compatible) ``.mat`` file into Candidates."""
     import h5py
 
@@ -119,9 +122,11 @@ def read_extract_mat(path: str | Path, *, hw: tuple[int, int] | None = None,
 
 
 def _missing(path: Path, what: str, names) -> ValueError:
-    return ValueError(f"{path}: no {what} found: expected a field named "
-                      f"{' | '.join(names)} anywhere in the file's structs (EXTRACT output "
-                      f"doesn't contain necessary components)")
+    return ValueError(
+        f"{path}: no {what} found: expected a field named "
+        f"{' | '.join(names)} anywhere in the file's structs (EXTRACT output "
+        f"doesn't contain necessary components)"
+    )
 
 
 def _components(root, child, path: Path):
@@ -150,15 +155,16 @@ def _read_v5(path: Path, hw, progress) -> Candidates:
     try:
         data = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=True)
     except (ValueError, OSError, TypeError, NotImplementedError, EOFError) as exc:
-        raise OSError(f"{path}: not a readable MATLAB .mat file (corrupt or truncated?): "
-                      f"{exc}") from exc
+        raise OSError(
+            f"{path}: not a readable MATLAB .mat file (corrupt or truncated?): {exc}"
+        ) from exc
     root = _V5(data)
     fp, tr, img = _components(root, _V5.child, path)
     images = {}
     if img is not None and np.ndim(img[1]) == 2:
         images[f"extract_{img[0]}"] = np.asarray(img[1], dtype=np.float32)
     traces = np.asarray(tr[1], dtype=np.float32)
-    traces = traces.reshape(-1, 1) if traces.ndim == 1 else traces     # T x N -> (T, 1)
+    traces = traces.reshape(-1, 1) if traces.ndim == 1 else traces  # T x N -> (T, 1)
     sw = fp[1]
     image_hw = next(iter(images.values())).shape if images else None
     if sp.issparse(sw):
@@ -166,13 +172,14 @@ def _read_v5(path: Path, hw, progress) -> Candidates:
         footprints = fortran_pixels_to_c(sw, h, w)
     else:
         sw = np.asarray(sw)
-        if sw.ndim == 2:        # one candidate squeezed: H x W
+        if sw.ndim == 2:  # one candidate squeezed: H x W
             sw = sw[:, :, None]
         if sw.ndim != 3:
             raise ValueError(f"{path}: {fp[0]} has shape {sw.shape}; expected H x W x N")
         h, w, n = sw.shape
-        footprints = csr_from_dense_blocks(lambda a, b: sw[:, :, a:b].transpose(2, 0, 1), n, h,
-                                           w, progress=progress)
+        footprints = csr_from_dense_blocks(
+            lambda a, b: sw[:, :, a:b].transpose(2, 0, 1), n, h, w, progress=progress
+        )
     n = footprints.shape[0]
     traces = _orient_traces(path, traces, n, t_major=True)
     metrics = _cellcheck_metrics(root, _V5.child, n, path)
@@ -183,24 +190,30 @@ def _shape_for_sparse(path, n_pixels, image_hw, hw):
     for source, shape in (("summary image", image_hw), ("movie", hw)):
         if shape is not None:
             if shape[0] * shape[1] != n_pixels:
-                raise ValueError(f"{path}: sparse spatial weights have {n_pixels} pixel rows but "
-                                 f"the {source} is {shape[0]} x {shape[1]}")
+                raise ValueError(
+                    f"{path}: sparse spatial weights have {n_pixels} pixel rows but "
+                    f"the {source} is {shape[0]} x {shape[1]}"
+                )
             return int(shape[0]), int(shape[1])
-    raise MissingShapeError(f"{path}: spatial weights are a 2-D sparse ({n_pixels} pixels) x N "
-                            f"matrix and the file has no summary image: the field of view's "
-                            f"height and width are needed (from the movie)")
+    raise MissingShapeError(
+        f"{path}: spatial weights are a 2-D sparse ({n_pixels} pixels) x N "
+        f"matrix and the file has no summary image: the field of view's "
+        f"height and width are needed (from the movie)"
+    )
 
 
 def _orient_traces(path, traces, n, *, t_major: bool) -> np.ndarray:
-    """(N, T) from MATLAB's T x N (``t_major``) or h5py's (N, T); the other order if only it fits."""
+    """(N, T) from MATLAB's T x N (``t_major``) or h5py's (N, T); the other order if only it
+    fits."""
     first, second = (traces.T, traces) if t_major else (traces, traces.T)
     if first.shape[0] == n:
         return np.ascontiguousarray(first)
     if second.shape[0] == n:
         log.info("%s: traces stored as N x T; transposed", path)
         return np.ascontiguousarray(second)
-    raise ValueError(f"{path}: traces have shape {traces.shape}, expected T x {n} (one column "
-                     f"per footprint)")
+    raise ValueError(
+        f"{path}: traces have shape {traces.shape}, expected T x {n} (one column per footprint)"
+    )
 
 
 def _cellcheck(node: _Node, n: int, path: Path) -> dict[str, np.ndarray]:
@@ -214,7 +227,7 @@ def _cellcheck(node: _Node, n: int, path: Path) -> dict[str, np.ndarray]:
         m = np.asarray(node.get("metrics"), dtype=np.float32)
         m = m.reshape(-1, 1) if m.ndim == 1 else m
         if m.ndim == 2:
-            m = m.T if (m.shape[0] == n and m.shape[1] != n) else m   # -> metrics x N
+            m = m.T if (m.shape[0] == n and m.shape[1] != n) else m  # -> metrics x N
             if m.shape[1] == n:
                 for i, row in enumerate(m):
                     out[f"extract_cellcheck_{i}"] = row
@@ -241,30 +254,36 @@ def _read_v73(path: Path, hw, progress) -> Candidates:
                 n_rows = int(sw.attrs["MATLAB_sparse"])
                 jc = np.asarray(sw["jc"], dtype=np.int64)
                 ir = np.asarray(sw["ir"], dtype=np.int64) if "ir" in sw else np.zeros(0, np.int64)
-                vals = np.asarray(sw["data"], dtype=np.float32) if "data" in sw else np.zeros(0, np.float32)
+                vals = (
+                    np.asarray(sw["data"], dtype=np.float32)
+                    if "data" in sw
+                    else np.zeros(0, np.float32)
+                )
                 csc = sp.csc_matrix((vals, ir, jc), shape=(n_rows, len(jc) - 1))
                 h, w = _shape_for_sparse(path, n_rows, image_hw, hw)
                 footprints = fortran_pixels_to_c(csc, h, w)
-            elif isinstance(sw, h5py.Dataset) and sw.ndim == 3:     # (N, W, H)
+            elif isinstance(sw, h5py.Dataset) and sw.ndim == 3:  # (N, W, H)
                 n, w, h = sw.shape
                 footprints = csr_from_dense_blocks(
-                    lambda a, b: np.asarray(sw[a:b]).transpose(0, 2, 1), n, h, w,
-                    progress=progress)
+                    lambda a, b: np.asarray(sw[a:b]).transpose(0, 2, 1), n, h, w, progress=progress
+                )
             elif isinstance(sw, h5py.Dataset) and sw.ndim == 2:
-                if image_hw is not None and sw.shape == (image_hw[1], image_hw[0]):   # one cell
+                if image_hw is not None and sw.shape == (image_hw[1], image_hw[0]):  # one cell
                     h, w = image_hw
-                    footprints = csr_from_dense_blocks(
-                        lambda a, b: np.asarray(sw).T[None], 1, h, w)
-                else:                                   # (N, H*W), column-major pixels
+                    footprints = csr_from_dense_blocks(lambda a, b: np.asarray(sw).T[None], 1, h, w)
+                else:  # (N, H*W), column-major pixels
                     h, w = _shape_for_sparse(path, sw.shape[1], image_hw, hw)
                     footprints = fortran_pixels_to_c(sp.csc_matrix(np.asarray(sw).T), h, w)
             else:
-                raise ValueError(f"{path}: {fp[0]} is {sw!r}; expected a dense H x W x N array "
-                                 f"or a sparse matrix")
+                raise ValueError(
+                    f"{path}: {fp[0]} is {sw!r}; expected a dense H x W x N array "
+                    f"or a sparse matrix"
+                )
             traces = np.asarray(tr[1], dtype=np.float32)
         except (OSError, KeyError) as exc:
-            raise OSError(f"{path}: cannot read {fp[0]}/{tr[0]} (corrupt or truncated file?): "
-                          f"{exc}") from exc
+            raise OSError(
+                f"{path}: cannot read {fp[0]}/{tr[0]} (corrupt or truncated file?): {exc}"
+            ) from exc
         traces = traces.reshape(1, -1) if traces.ndim == 1 else traces
         n = footprints.shape[0]
         traces = _orient_traces(path, traces, n, t_major=False)

@@ -37,8 +37,10 @@ def _variable(folder: Path, name: str, required: bool = True):
         if key in node and isinstance(node[key], zarr.Array):
             return node[key], node
     if required:
-        raise FileNotFoundError(f"{folder}: minian variable {name!r} not found (expected "
-                                f"{name}.zarr or an array {name!r} in the zarr group)")
+        raise FileNotFoundError(
+            f"{folder}: minian variable {name!r} not found (expected "
+            f"{name}.zarr or an array {name!r} in the zarr group)"
+        )
     return None, None
 
 
@@ -64,8 +66,9 @@ def read_minian(path: str | Path, *, progress: bool = False) -> Candidates:
     except (ValueError, OSError, KeyError) as exc:
         raise OSError(f"{folder}: cannot read A / C (corrupt zarr chunks?): {exc}") from exc
     if traces.ndim != 2 or traces.shape[0] != n:
-        raise ValueError(f"{folder}: C has shape {traces.shape}, expected ({n}, frames): one "
-                         f"trace per unit of A")
+        raise ValueError(
+            f"{folder}: C has shape {traces.shape}, expected ({n}, frames): one trace per unit of A"
+        )
     ids_a, ids_c = _unit_ids(a_group, n), _unit_ids(c_group, n)
     if ids_a is not None and ids_c is not None and not np.array_equal(ids_a, ids_c):
         pos = {u: i for i, u in enumerate(ids_c.tolist())}

@@ -10,16 +10,27 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Movie", "ArrayMovie", "NpyMovie", "RawFileMovie", "TiffMovie", "TiffFolderMovie",
-           "HDF5Movie", "ZarrMovie", "Suite2pBinMovie", "open_movie", "MOVIE_FORMATS",
-           "resolve_axis_order"]
+__all__ = [
+    "Movie",
+    "ArrayMovie",
+    "NpyMovie",
+    "RawFileMovie",
+    "TiffMovie",
+    "TiffFolderMovie",
+    "HDF5Movie",
+    "ZarrMovie",
+    "Suite2pBinMovie",
+    "open_movie",
+    "MOVIE_FORMATS",
+    "resolve_axis_order",
+]
 
 
 class Movie(ABC):
@@ -30,17 +41,18 @@ class Movie(ABC):
 
     path: Path
     format: str = "?"
-    fs_hz: float | None = None      # frame rate when the file records it (Suite2p ops)
-    dataset: str | None = None      # dataset / array name inside an HDF5 or zarr file
-    axis_order: str = "THW"         # axis order on disk, as found (e.g. 'TWH' for MATLAB HDF5)
+    fs_hz: float | None = None  # frame rate when the file records it (Suite2p ops)
+    dataset: str | None = None  # dataset / array name inside an HDF5 or zarr file
+    axis_order: str = "THW"  # axis order on disk, as found (e.g. 'TWH' for MATLAB HDF5)
 
     def __init__(self, path: str | Path, shape: tuple[int, int, int], dtype):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         if len(self.shape) != 3 or min(self.shape) < 1:
-            raise ValueError(f"{self.path}: expected a (frames, height, width) movie, "
-                             f"got shape {self.shape}")
+            raise ValueError(
+                f"{self.path}: expected a (frames, height, width) movie, got shape {self.shape}"
+            )
 
     @property
     def n_frames(self) -> int:
@@ -69,12 +81,20 @@ class Movie(ABC):
             raise IndexError(f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})")
         out = self._read(start, stop)
         if out.shape != (stop - start, self.height, self.width):
-            raise OSError(f"{self.path}: read of frames [{start}, {stop}) returned shape "
-                          f"{out.shape}; the file may be truncated or corrupt")
+            raise OSError(
+                f"{self.path}: read of frames [{start}, {stop}) returned shape "
+                f"{out.shape}; the file may be truncated or corrupt"
+            )
         return out
 
-    def iter_chunks(self, frames_per_chunk: int, start: int = 0, stop: int | None = None, *,
-                    reuse_buffer: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_chunks(
+        self,
+        frames_per_chunk: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        reuse_buffer: bool = False,
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first_frame, frames) for consecutive windows of ``frames_per_chunk`` frames.
 
         reuse_buffer : fill one preallocated buffer for every window instead of a new array
@@ -87,8 +107,10 @@ class Movie(ABC):
         stop = self.n_frames if stop is None else min(int(stop), self.n_frames)
         buffer = None
         if reuse_buffer:
-            buffer = np.empty((min(frames_per_chunk, max(stop - int(start), 1)), self.height,
-                               self.width), self.dtype)
+            buffer = np.empty(
+                (min(frames_per_chunk, max(stop - int(start), 1)), self.height, self.width),
+                self.dtype,
+            )
         for first in range(int(start), stop, frames_per_chunk):
             last = min(first + frames_per_chunk, stop)
             if buffer is None:
@@ -99,15 +121,17 @@ class Movie(ABC):
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Frames [start, stop) written into ``out`` ((stop - start, H, W), the movie's dtype)."""
         if out.shape != (stop - start, self.height, self.width) or out.dtype != self.dtype:
-            raise ValueError(f"out has shape {out.shape} {out.dtype}, expected "
-                             f"{(stop - start, self.height, self.width)} {self.dtype}")
+            raise ValueError(
+                f"out has shape {out.shape} {out.dtype}, expected "
+                f"{(stop - start, self.height, self.width)} {self.dtype}"
+            )
         out[...] = self.read(start, stop)
         return out
 
     @abstractmethod
     def _read(self, start: int, stop: int) -> np.ndarray: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most readers hold no handle)
         """Release file handles (readers that hold some override this)."""
 
     def __enter__(self):
@@ -118,9 +142,17 @@ class Movie(ABC):
 
     def describe(self) -> dict:
         """JSON-ready facts about the movie for store provenance."""
-        return {"path": str(self.path), "format": self.format, "n_frames": self.n_frames,
-                "height": self.height, "width": self.width, "dtype": str(self.dtype),
-                "dataset": self.dataset, "axis_order": self.axis_order, "fs_hz": self.fs_hz}
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "n_frames": self.n_frames,
+            "height": self.height,
+            "width": self.width,
+            "dtype": str(self.dtype),
+            "dataset": self.dataset,
+            "axis_order": self.axis_order,
+            "fs_hz": self.fs_hz,
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
@@ -153,7 +185,7 @@ class RawFileMovie(Movie):
     def __init__(self, path: str | Path, shape: tuple[int, int, int], dtype, offset: int = 0):
         disk_dtype = np.dtype(dtype)
         super().__init__(path, shape, disk_dtype.newbyteorder("="))
-        self._swap = not disk_dtype.isnative      # big-endian TIFF: swap bytes after reading
+        self._swap = not disk_dtype.isnative  # big-endian TIFF: swap bytes after reading
         self._offset = int(offset)
         expected = self._offset + self.nbytes
         size = self.path.stat().st_size
@@ -162,7 +194,9 @@ class RawFileMovie(Movie):
                 f"{self.path}: file is truncated: {size:,} bytes, expected {expected:,} for "
                 f"{self.n_frames} frames of {self.height} x {self.width} {self.dtype} "
                 f"(+{self._offset} header bytes); the last "
-                f"{(expected - size + self.frame_bytes - 1) // self.frame_bytes} frame(s) are missing")
+                f"{(expected - size + self.frame_bytes - 1) // self.frame_bytes} frame(s) are "
+                "missing"
+            )
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
@@ -172,8 +206,11 @@ class RawFileMovie(Movie):
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         if not (0 <= start <= stop <= self.n_frames):
             raise IndexError(f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})")
-        if (out.shape != (stop - start, self.height, self.width) or out.dtype != self.dtype
-                or not out.flags.c_contiguous):
+        if (
+            out.shape != (stop - start, self.height, self.width)
+            or out.dtype != self.dtype
+            or not out.flags.c_contiguous
+        ):
             return super().read_into(start, stop, out)
         return self._pread(start, stop, out)
 
@@ -183,8 +220,10 @@ class RawFileMovie(Movie):
         while done < len(view):
             n = os.preadv(self._fd, [view[done:]], pos + done)
             if n <= 0:
-                raise OSError(f"{self.path}: unexpected end of file at byte {pos + done:,} "
-                              f"while reading frames [{start}, {stop})")
+                raise OSError(
+                    f"{self.path}: unexpected end of file at byte {pos + done:,} "
+                    f"while reading frames [{start}, {stop})"
+                )
             done += n
         if self._swap:
             out.byteswap(inplace=True)
@@ -206,16 +245,18 @@ class NpyMovie(RawFileMovie):
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        try:   # the memory map only parses the header here; C-order data is read by preadv
+        try:  # the memory map only parses the header here; C-order data is read by preadv
             header = np.load(path, mmap_mode="r", allow_pickle=False)
             shape, dtype, offset = header.shape, header.dtype, header.offset
             fortran = header.ndim > 1 and not header.flags.c_contiguous
         except (ValueError, OSError) as exc:
             raise OSError(f"{path}: not a readable .npy movie ({exc})") from exc
         if len(shape) != 3:
-            raise ValueError(f"{path}: expected a 3-D (frames, height, width) array, "
-                             f"got shape {shape}" + (" (a single frame is not a movie)"
-                                                     if len(shape) == 2 else ""))
+            raise ValueError(
+                f"{path}: expected a 3-D (frames, height, width) array, "
+                f"got shape {shape}"
+                + (" (a single frame is not a movie)" if len(shape) == 2 else "")
+            )
         self._mmap = None
         if fortran:
             Movie.__init__(self, path, shape, dtype)
@@ -249,13 +290,16 @@ class Suite2pBinMovie(RawFileMovie):
         path = Path(path)
         ops_path = Path(ops_path) if ops_path else path.parent / "ops.npy"
         if not ops_path.is_file():
-            raise FileNotFoundError(f"{path}: Suite2p binary needs {ops_path} (Ly, Lx, nframes) "
-                                    f"beside it; not found")
+            raise FileNotFoundError(
+                f"{path}: Suite2p binary needs {ops_path} (Ly, Lx, nframes) beside it; not found"
+            )
         ops = _load_pickled_dict(ops_path)
         try:
             ly, lx = int(ops["Ly"]), int(ops["Lx"])
         except KeyError as exc:
-            raise ValueError(f"{ops_path}: no {exc} entry; expected Suite2p ops with Ly and Lx") from exc
+            raise ValueError(
+                f"{ops_path}: no {exc} entry; expected Suite2p ops with Ly and Lx"
+            ) from exc
         frame_bytes = ly * lx * 2
         size = path.stat().st_size
         n = int(ops.get("nframes", 0)) or size // frame_bytes
@@ -296,7 +340,7 @@ class TiffMovie(Movie):
                 self._tif = tifffile.TiffFile(path)
                 series = self._tif.series[0]
                 shape, dtype = series.shape, series.dtype
-                len(self._tif.pages)          # walks the page chain: finds a cut-off file
+                len(self._tif.pages)  # walks the page chain: finds a cut-off file
             except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
                 raise OSError(f"{path}: not a readable TIFF ({exc})") from exc
         if problems.messages:
@@ -305,18 +349,23 @@ class TiffMovie(Movie):
         squeezed = [s for s in shape[:-2] if s != 1]
         if len(shape) < 2 or (len(shape) > 2 and len(squeezed) > 1):
             self._tif.close()
-            raise ValueError(f"{path}: TIFF series of shape {shape} (axes {series.axes}); expected "
-                             f"frames of height x width (one channel, one plane)")
+            raise ValueError(
+                f"{path}: TIFF series of shape {shape} (axes {series.axes}); expected "
+                f"frames of height x width (one channel, one plane)"
+            )
         if len(shape) == 2 or not squeezed:
             self._tif.close()
-            raise ValueError(f"{path}: holds a single {shape[-2]} x {shape[-1]} image; a movie "
-                             f"needs several frames (a multi-page TIFF or a folder of TIFFs)")
+            raise ValueError(
+                f"{path}: holds a single {shape[-2]} x {shape[-1]} image; a movie "
+                f"needs several frames (a multi-page TIFF or a folder of TIFFs)"
+            )
         super().__init__(path, (squeezed[0], shape[-2], shape[-1]), dtype)
         self._raw = None
         offset = series.dataoffset
         if offset is not None:
-            self._raw = RawFileMovie(path, self.shape, series.dtype.newbyteorder(
-                self._tif.byteorder), offset)
+            self._raw = RawFileMovie(
+                path, self.shape, series.dtype.newbyteorder(self._tif.byteorder), offset
+            )
             self.format = "tiff"
         else:
             self._check_not_truncated()
@@ -328,9 +377,11 @@ class TiffMovie(Movie):
         last = pages[len(pages) - 1]
         ends = [o + c for o, c in zip(last.dataoffsets, last.databytecounts)]
         if len(pages) != self.n_frames or (ends and max(ends) > size):
-            raise OSError(f"{self.path}: TIFF is truncated or corrupt: {len(pages)} pages found "
-                          f"for {self.n_frames} frames, data up to byte {max(ends):,} but the "
-                          f"file has {size:,}")
+            raise OSError(
+                f"{self.path}: TIFF is truncated or corrupt: {len(pages)} pages found "
+                f"for {self.n_frames} frames, data up to byte {max(ends):,} but the "
+                f"file has {size:,}"
+            )
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         if self._raw is not None:
@@ -343,8 +394,10 @@ class TiffMovie(Movie):
         try:
             data = self._tif.asarray(key=range(start, stop), series=0, maxworkers=1)
         except (ValueError, OSError, IndexError) as exc:
-            raise OSError(f"{self.path}: cannot read frames [{start}, {stop}): {exc}; the file "
-                          f"may be truncated or corrupt") from exc
+            raise OSError(
+                f"{self.path}: cannot read frames [{start}, {stop}): {exc}; the file "
+                f"may be truncated or corrupt"
+            ) from exc
         return data.reshape(stop - start, self.height, self.width)
 
     def close(self) -> None:
@@ -390,11 +443,12 @@ class TiffFolderMovie(Movie):
     format = "tiff-folder"
 
     def __init__(self, path: str | Path):
-        import tifffile
 
         path = Path(path)
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff")
-                        and p.is_file()), key=_natural_key)
+        files = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff") and p.is_file()),
+            key=_natural_key,
+        )
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no .tif/.tiff files")
         self._files = files
@@ -429,16 +483,21 @@ class TiffFolderMovie(Movie):
             except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
                 raise OSError(f"{self._files[i]}: cannot read: {exc}") from exc
             if data.size != (hi - lo) * self.height * self.width:
-                raise ValueError(f"{self._files[i]}: frame of shape {data.shape}, expected "
-                                 f"{self.height} x {self.width} like {self._files[0].name}")
-            out[pos - start: pos - start + hi - lo] = data.reshape(hi - lo, self.height, self.width)
+                raise ValueError(
+                    f"{self._files[i]}: frame of shape {data.shape}, expected "
+                    f"{self.height} x {self.width} like {self._files[0].name}"
+                )
+            out[pos - start : pos - start + hi - lo] = data.reshape(
+                hi - lo, self.height, self.width
+            )
             pos += hi - lo
             i += 1
         return out
 
 
-def resolve_axis_order(shape: tuple[int, ...], expected_hw: tuple[int, int] | None, *,
-                       matlab: bool, where: str) -> str:
+def resolve_axis_order(
+    shape: tuple[int, ...], expected_hw: tuple[int, int] | None, *, matlab: bool, where: str
+) -> str:
     """Which of 'THW', 'TWH', 'HWT', 'WHT' a 3-D on-disk ``shape`` is.
 
     With ``expected_hw`` (the extraction's H, W) the shape decides, MATLAB's reversed order
@@ -450,14 +509,20 @@ def resolve_axis_order(shape: tuple[int, ...], expected_hw: tuple[int, int] | No
     if expected_hw is None:
         return "TWH" if matlab else "THW"
     h, w = (int(v) for v in expected_hw)
-    options = {"THW": shape[1:] == (h, w), "TWH": shape[1:] == (w, h),
-               "HWT": shape[:2] == (h, w), "WHT": shape[:2] == (w, h)}
+    options = {
+        "THW": shape[1:] == (h, w),
+        "TWH": shape[1:] == (w, h),
+        "HWT": shape[:2] == (h, w),
+        "WHT": shape[:2] == (w, h),
+    }
     preference = ("TWH", "THW", "WHT", "HWT") if matlab else ("THW", "TWH", "HWT", "WHT")
     for order in preference:
         if options[order]:
             return order
-    raise ValueError(f"{where}: dataset of shape {tuple(shape)} does not contain frames of "
-                     f"{h} x {w} pixels (the extraction's field of view) in any axis order")
+    raise ValueError(
+        f"{where}: dataset of shape {tuple(shape)} does not contain frames of "
+        f"{h} x {w} pixels (the extraction's field of view) in any axis order"
+    )
 
 
 class _OrderedArrayMovie(Movie):
@@ -477,8 +542,10 @@ class _OrderedArrayMovie(Movie):
         try:
             data = np.asarray(self._array[tuple(index)])
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise OSError(f"{self.path}: cannot read frames [{start}, {stop}) of "
-                          f"{self.dataset}: {exc}; the file may be truncated or corrupt") from exc
+            raise OSError(
+                f"{self.path}: cannot read frames [{start}, {stop}) of "
+                f"{self.dataset}: {exc}; the file may be truncated or corrupt"
+            ) from exc
         perm = [self.axis_order.index(a) for a in "THW"]
         return np.ascontiguousarray(data.transpose(perm))
 
@@ -497,8 +564,12 @@ class HDF5Movie(_OrderedArrayMovie):
 
     format = "hdf5"
 
-    def __init__(self, path: str | Path, dataset: str | None = None,
-                 expected_hw: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        dataset: str | None = None,
+        expected_hw: tuple[int, int] | None = None,
+    ):
         import h5py
 
         path = Path(path)
@@ -509,33 +580,44 @@ class HDF5Movie(_OrderedArrayMovie):
         try:
             name = dataset or self._only_3d(path)
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
-                raise KeyError(f"{path}: no dataset {name!r}; 3-D datasets: "
-                               f"{self._datasets_3d() or 'none'}")
+                raise KeyError(
+                    f"{path}: no dataset {name!r}; 3-D datasets: {self._datasets_3d() or 'none'}"
+                )
             array = self._file[name]
             matlab = _is_matlab_h5(path) or "MATLAB_class" in array.attrs
-            order = resolve_axis_order(array.shape, expected_hw, matlab=matlab,
-                                       where=f"{path}:{name}")
+            order = resolve_axis_order(
+                array.shape, expected_hw, matlab=matlab, where=f"{path}:{name}"
+            )
         except Exception:
             self._file.close()
             raise
         super().__init__(path, array, order, name.lstrip("/"))
         if order != "THW" or matlab:
-            log.info("%s:%s: dataset shape %s read as axis order %s%s", path, name, array.shape,
-                     order, " (MATLAB file: reversed dimensions)" if matlab else "")
+            log.info(
+                "%s:%s: dataset shape %s read as axis order %s%s",
+                path,
+                name,
+                array.shape,
+                order,
+                " (MATLAB file: reversed dimensions)" if matlab else "",
+            )
 
     def _datasets_3d(self) -> list[str]:
         import h5py
 
         found = []
-        self._file.visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset)
-                              and o.ndim == 3 else None)
+        self._file.visititems(
+            lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 3 else None
+        )
         return found
 
     def _only_3d(self, path: Path) -> str:
         found = [n for n in self._datasets_3d() if n.split("/")[-1] != "F_per_pixel"]
         if len(found) != 1:
-            raise ValueError(f"{path}: {len(found)} 3-D datasets {found}; expected exactly one "
-                             f"movie: name it with --dataset")
+            raise ValueError(
+                f"{path}: {len(found)} 3-D datasets {found}; expected exactly one "
+                f"movie: name it with --dataset"
+            )
         return found[0]
 
     def close(self) -> None:
@@ -547,8 +629,12 @@ class ZarrMovie(_OrderedArrayMovie):
 
     format = "zarr"
 
-    def __init__(self, path: str | Path, dataset: str | None = None,
-                 expected_hw: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        dataset: str | None = None,
+        expected_hw: tuple[int, int] | None = None,
+    ):
         import zarr
 
         path = Path(path)
@@ -566,8 +652,10 @@ class ZarrMovie(_OrderedArrayMovie):
             elif len(arrays) == 1:
                 name, node = next(iter(arrays.items()))
             else:
-                raise ValueError(f"{path}: {len(arrays)} 3-D arrays {sorted(arrays)}; expected "
-                                 f"exactly one movie: name it with --dataset")
+                raise ValueError(
+                    f"{path}: {len(arrays)} 3-D arrays {sorted(arrays)}; expected "
+                    f"exactly one movie: name it with --dataset"
+                )
         order = resolve_axis_order(node.shape, expected_hw, matlab=False, where=str(path))
         super().__init__(path, node, order, name)
         if order != "THW":
@@ -587,14 +675,19 @@ MOVIE_FORMATS = {
 def _detect_movie_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if path.is_dir():
-        if any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")) or suffix == ".zarr":
+        if (
+            any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
+            or suffix == ".zarr"
+        ):
             return "zarr"
         if any(p.suffix.lower() in (".tif", ".tiff") for p in path.iterdir()):
             return "tiff-folder"
         if (path / "data.bin").is_file():
             return "suite2p-bin"
-        raise ValueError(f"{path}: folder is not a zarr store, holds no TIFF files and no "
-                         f"data.bin; supported movies: {_formats_text()}")
+        raise ValueError(
+            f"{path}: folder is not a zarr store, holds no TIFF files and no "
+            f"data.bin; supported movies: {_formats_text()}"
+        )
     if suffix in (".tif", ".tiff"):
         return "tiff"
     if suffix in (".h5", ".hdf5", ".hdf", ".mat"):
@@ -603,16 +696,22 @@ def _detect_movie_format(path: Path) -> str:
         return "suite2p-bin"
     if suffix == ".npy":
         return "npy"
-    raise ValueError(f"{path}: unknown movie format {suffix or '(no extension)'!r}; supported: "
-                     f"{_formats_text()}")
+    raise ValueError(
+        f"{path}: unknown movie format {suffix or '(no extension)'!r}; supported: {_formats_text()}"
+    )
 
 
 def _formats_text() -> str:
     return "; ".join(f"{k}: {v}" for k, v in MOVIE_FORMATS.items())
 
 
-def open_movie(path: str | Path, *, dataset: str | None = None, format: str = "auto",
-               expected_hw: tuple[int, int] | None = None) -> Movie:
+def open_movie(
+    path: str | Path,
+    *,
+    dataset: str | None = None,
+    format: str = "auto",
+    expected_hw: tuple[int, int] | None = None,
+) -> Movie:
     """Open a movie file or folder as a :class:`Movie` of shape (T, H, W).
 
     path : TIFF, folder of TIFFs, HDF5 / MATLAB v7.3, zarr, Suite2p ``data.bin`` (or its

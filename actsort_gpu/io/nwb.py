@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .candidates import Candidates
-from .extraction import (MissingShapeError, as_metric, csr_from_dense_blocks,
-                         csr_from_pixel_lists)
+from .extraction import MissingShapeError, as_metric, csr_from_dense_blocks, csr_from_pixel_lists
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,10 @@ def _import_pynwb():
     try:
         import pynwb
     except ImportError as exc:
-        raise RuntimeError("reading NWB files needs pynwb: install actsort-gpu[nwb] "
-                           "(pip install 'actsort-gpu[nwb]')") from exc
+        raise RuntimeError(
+            "reading NWB files needs pynwb: install actsort-gpu[nwb] "
+            "(pip install 'actsort-gpu[nwb]')"
+        ) from exc
     return pynwb
 
 
@@ -71,9 +72,14 @@ def read_nwb(path: str | Path, *, hw: tuple[int, int] | None = None) -> Candidat
             footprints = csr_from_dense_blocks(lambda a, b: np.asarray(masks[a:b]), n, h, w)
         elif "pixel_mask" in columns:
             h, w = _plane_hw(nwbfile, ps, hw, path)
-            index = np.asarray(ps["pixel_mask_index"].data[:], dtype=np.int64) \
-                if "pixel_mask_index" in ps else None
-            flat = ps["pixel_mask"].target.data[:] if index is not None else ps["pixel_mask"].data[:]
+            index = (
+                np.asarray(ps["pixel_mask_index"].data[:], dtype=np.int64)
+                if "pixel_mask_index" in ps
+                else None
+            )
+            flat = (
+                ps["pixel_mask"].target.data[:] if index is not None else ps["pixel_mask"].data[:]
+            )
             flat = np.asarray(flat)
             x, y, wt = (flat[k] for k in flat.dtype.names[:3])
             bounds = np.concatenate([[0], index])
@@ -82,14 +88,18 @@ def read_nwb(path: str | Path, *, hw: tuple[int, int] | None = None) -> Candidat
             weights = [wt[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
             footprints = csr_from_pixel_lists(rows, cols, weights, h, w, f"{path}:pixel_mask")
         else:
-            raise ValueError(f"{path}: PlaneSegmentation {ps.name!r} has neither image_mask "
-                             f"nor pixel_mask (voxel masks are not supported)")
+            raise ValueError(
+                f"{path}: PlaneSegmentation {ps.name!r} has neither image_mask "
+                f"nor pixel_mask (voxel masks are not supported)"
+            )
         data = np.asarray(rrs.data[:], dtype=np.float32)
         data = data.reshape(-1, 1) if data.ndim == 1 else data
         roi_rows = np.asarray(rrs.rois.data[:], dtype=np.int64)
         if data.shape[1] != len(roi_rows):
-            raise ValueError(f"{path}: {rrs.name} data has shape {data.shape}, expected "
-                             f"(T, {len(roi_rows)}) for its {len(roi_rows)} rois")
+            raise ValueError(
+                f"{path}: {rrs.name} data has shape {data.shape}, expected "
+                f"(T, {len(roi_rows)}) for its {len(roi_rows)} rois"
+            )
         traces = np.full((n, data.shape[0]), np.nan, np.float32)
         traces[roi_rows] = data.T
         metrics = {}
@@ -104,18 +114,25 @@ def read_nwb(path: str | Path, *, hw: tuple[int, int] | None = None) -> Candidat
                     metrics[f"nwb_{col}"] = v
         fs = rrs.rate
     log.info("%s: NWB PlaneSegmentation %r, traces from %s", path, ps.name, rrs.name)
-    return Candidates(footprints, traces, h, w, "nwb", path, metrics=metrics,
-                      fs_hz=float(fs) if fs else None)
+    return Candidates(
+        footprints, traces, h, w, "nwb", path, metrics=metrics, fs_hz=float(fs) if fs else None
+    )
 
 
 def _plane_hw(nwbfile, ps, hw, path) -> tuple[int, int]:
     from pynwb.ophys import OnePhotonSeries, TwoPhotonSeries
 
     for obj in nwbfile.objects.values():
-        if isinstance(obj, (TwoPhotonSeries, OnePhotonSeries)) and obj.imaging_plane is \
-                ps.imaging_plane and obj.data is not None and len(obj.data.shape) >= 3:
+        if (
+            isinstance(obj, (TwoPhotonSeries, OnePhotonSeries))
+            and obj.imaging_plane is ps.imaging_plane
+            and obj.data is not None
+            and len(obj.data.shape) >= 3
+        ):
             return int(obj.data.shape[1]), int(obj.data.shape[2])
     if hw is not None:
         return int(hw[0]), int(hw[1])
-    raise MissingShapeError(f"{path}: pixel masks without an imaging series of the same plane: "
-                            f"the field of view's height and width are needed (from the movie)")
+    raise MissingShapeError(
+        f"{path}: pixel masks without an imaging series of the same plane: "
+        f"the field of view's height and width are needed (from the movie)"
+    )

@@ -40,10 +40,13 @@ def resolve_plane_folder(path: str | Path) -> Path:
     if len(planes) == 1:
         return planes[0]
     if planes:
-        raise ValueError(f"{path}: {len(planes)} plane folders ({', '.join(p.name for p in planes)}); "
-                         f"name one plane folder")
-    raise FileNotFoundError(f"{path}: no stat.npy here or in a plane*/ folder (expected a "
-                            f"Suite2p output)")
+        raise ValueError(
+            f"{path}: {len(planes)} plane folders ({', '.join(p.name for p in planes)}); "
+            f"name one plane folder"
+        )
+    raise FileNotFoundError(
+        f"{path}: no stat.npy here or in a plane*/ folder (expected a Suite2p output)"
+    )
 
 
 def _load(path: Path, pickle: bool):
@@ -55,26 +58,42 @@ def _load(path: Path, pickle: bool):
         raise OSError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from exc
 
 
-def _pad_image(img: np.ndarray, ops: dict, height: int, width: int, name: str,
-               where: Path) -> np.ndarray | None:
+def _pad_image(
+    img: np.ndarray, ops: dict, height: int, width: int, name: str, where: Path
+) -> np.ndarray | None:
     """Suite2p crops max_proj / Vcorr to ops yrange, xrange: put them back into (H, W)."""
     img = np.asarray(img, dtype=np.float32)
     if img.shape == (height, width):
         return img
     yr, xr = ops.get("yrange"), ops.get("xrange")
     if yr is None or xr is None or (yr[1] - yr[0], xr[1] - xr[0]) != img.shape:
-        log.info("%s: image %s of shape %s does not fit %d x %d nor ops yrange/xrange; skipped",
-                 where, name, img.shape, height, width)
+        log.info(
+            "%s: image %s of shape %s does not fit %d x %d nor ops yrange/xrange; skipped",
+            where,
+            name,
+            img.shape,
+            height,
+            width,
+        )
         return None
     out = np.full((height, width), float(img.min()) if img.size else 0.0, np.float32)
-    out[yr[0]:yr[1], xr[0]:xr[1]] = img
-    log.info("%s: %s was cropped to rows %s, cols %s by Suite2p; padded back to %d x %d with "
-             "its minimum", where, name, list(yr), list(xr), height, width)
+    out[yr[0] : yr[1], xr[0] : xr[1]] = img
+    log.info(
+        "%s: %s was cropped to rows %s, cols %s by Suite2p; padded back to %d x %d with "
+        "its minimum",
+        where,
+        name,
+        list(yr),
+        list(xr),
+        height,
+        width,
+    )
     return out
 
 
-def read_suite2p(path: str | Path, *, config: IngestConfig = IngestConfig(),
-                 progress: bool = False) -> Candidates:
+def read_suite2p(
+    path: str | Path, *, config: IngestConfig = IngestConfig(), progress: bool = False
+) -> Candidates:
     """Read a Suite2p plane into Candidates.
 
     footprints: ``lam`` weights at (``ypix``, ``xpix``) of each ROI (FOV coordinates), H, W
@@ -89,11 +108,16 @@ def read_suite2p(path: str | Path, *, config: IngestConfig = IngestConfig(),
     """
     folder = resolve_plane_folder(path)
     if config.suite2p_trace not in SUITE2P_TRACES:
-        raise ValueError(f"suite2p_trace must be one of {SUITE2P_TRACES}, "
-                         f"got {config.suite2p_trace!r}")
+        raise ValueError(
+            f"suite2p_trace must be one of {SUITE2P_TRACES}, got {config.suite2p_trace!r}"
+        )
     stat = _load(folder / "stat.npy", pickle=True)
     ops = _load(folder / "ops.npy", pickle=True)
-    ops = ops.item() if isinstance(ops, np.ndarray) and ops.dtype == object and ops.shape == () else ops
+    ops = (
+        ops.item()
+        if isinstance(ops, np.ndarray) and ops.dtype == object and ops.shape == ()
+        else ops
+    )
     if not isinstance(ops, dict) or "Ly" not in ops or "Lx" not in ops:
         raise ValueError(f"{folder / 'ops.npy'}: expected a dict with Ly and Lx (Suite2p ops)")
     height, width = int(ops["Ly"]), int(ops["Lx"])
@@ -103,7 +127,9 @@ def read_suite2p(path: str | Path, *, config: IngestConfig = IngestConfig(),
         cols = [np.asarray(s["xpix"]) for s in stat]
         lam = [np.asarray(s["lam"], dtype=np.float32) for s in stat]
     except (KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"{folder / 'stat.npy'}: each ROI needs ypix, xpix, lam ({exc!r})") from exc
+        raise ValueError(
+            f"{folder / 'stat.npy'}: each ROI needs ypix, xpix, lam ({exc!r})"
+        ) from exc
     footprints = csr_from_pixel_lists(rows, cols, lam, height, width, str(folder / "stat.npy"))
 
     name = {"F": "F.npy", "F-0.7Fneu": "F.npy", "spks": "spks.npy"}[config.suite2p_trace]
@@ -111,12 +137,15 @@ def read_suite2p(path: str | Path, *, config: IngestConfig = IngestConfig(),
     if config.suite2p_trace == "F-0.7Fneu":
         fneu = _load(folder / "Fneu.npy", pickle=False)
         if fneu.shape != traces.shape:
-            raise ValueError(f"{folder / 'Fneu.npy'}: shape {fneu.shape}, expected "
-                             f"{traces.shape} like F.npy")
+            raise ValueError(
+                f"{folder / 'Fneu.npy'}: shape {fneu.shape}, expected {traces.shape} like F.npy"
+            )
         traces = traces - np.float32(config.neuropil_coefficient) * fneu
     if traces.ndim != 2 or traces.shape[0] != n:
-        raise ValueError(f"{folder / name}: shape {traces.shape}, expected ({n}, n_frames): one "
-                         f"trace per ROI in stat.npy")
+        raise ValueError(
+            f"{folder / name}: shape {traces.shape}, expected ({n}, n_frames): one "
+            f"trace per ROI in stat.npy"
+        )
 
     metrics: dict[str, np.ndarray] = {}
     where = str(folder)
@@ -131,8 +160,9 @@ def read_suite2p(path: str | Path, *, config: IngestConfig = IngestConfig(),
             metrics["suite2p_iscell_prob"] = iscell[:, 1]
     for key in STAT_METRICS:
         if any(key in s for s in stat):
-            values = as_metric([float(np.squeeze(s[key])) if key in s else np.nan for s in stat],
-                               n, key, where)
+            values = as_metric(
+                [float(np.squeeze(s[key])) if key in s else np.nan for s in stat], n, key, where
+            )
             if values is not None:
                 metrics[f"suite2p_{key}"] = values
     images = {}
@@ -143,5 +173,14 @@ def read_suite2p(path: str | Path, *, config: IngestConfig = IngestConfig(),
                 images[f"suite2p_{key}"] = img
     fs = ops.get("fs")
     log.info("%s: Suite2p trace %s", folder, config.suite2p_trace)
-    return Candidates(footprints, traces, height, width, "suite2p", folder, metrics=metrics,
-                      images=images, fs_hz=float(fs) if fs else None)
+    return Candidates(
+        footprints,
+        traces,
+        height,
+        width,
+        "suite2p",
+        folder,
+        metrics=metrics,
+        images=images,
+        fs_hz=float(fs) if fs else None,
+    )

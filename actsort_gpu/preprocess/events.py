@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 __all__ = ["find_events", "snapshot_frames", "downsample_traces", "snapshot_traces"]
 
 
-def find_events(traces: np.ndarray, *, n_events: int = 5, edge: tuple[int, int] = (7, 8),
-                distance_fraction: float = 0.01) -> np.ndarray:
+def find_events(
+    traces: np.ndarray,
+    *,
+    n_events: int = 5,
+    edge: tuple[int, int] = (7, 8),
+    distance_fraction: float = 0.01,
+) -> np.ndarray:
     """Event frames of each trace: (N, n_events) int32, height descending, -1 = none.
 
     traces : (N, T) float, full-rate trace frames (a block of rows; call per block for big N).
@@ -34,9 +39,9 @@ def find_events(traces: np.ndarray, *, n_events: int = 5, edge: tuple[int, int] 
     if y.ndim != 2:
         raise ValueError(f"traces: expected (N, T), got shape {y.shape}")
     n, t = y.shape
-    y[:, :min(edge[0], t)] = 0.0
+    y[:, : min(edge[0], t)] = 0.0
     if edge[1] > 0:
-        y[:, max(t - edge[1], 0):] = 0.0
+        y[:, max(t - edge[1], 0) :] = 0.0
     thr = y.std(axis=1, ddof=1) if t > 1 else np.zeros(n)
     y -= np.minimum(0.0, y.min(axis=1))[:, None]
     rows, locs, _ = findpeaks_many(y, thr, distance_fraction * t, n_events, sort_descend=True)
@@ -50,12 +55,13 @@ def find_events(traces: np.ndarray, *, n_events: int = 5, edge: tuple[int, int] 
     return out
 
 
-def snapshot_frames(events: np.ndarray, *, dt: int, n_movie_frames: int,
-                    half_window: int = 5) -> np.ndarray:
+def snapshot_frames(
+    events: np.ndarray, *, dt: int, n_movie_frames: int, half_window: int = 5
+) -> np.ndarray:
     """Movie frame of every snapshot frame: (N, n_events, 2 * half_window + 1) int32, -1 where
     the event is missing or the frame falls outside [0, n_movie_frames)."""
     ev = np.asarray(events, dtype=np.int64)
-    centre = np.where(ev >= 0, ev // int(dt), -10**9)
+    centre = np.where(ev >= 0, ev // int(dt), -(10**9))
     frames = centre[:, :, None] + np.arange(-half_window, half_window + 1)[None, None, :]
     ok = (ev[:, :, None] >= 0) & (frames >= 0) & (frames < n_movie_frames)
     return np.where(ok, frames, -1).astype(np.int32)
@@ -68,7 +74,7 @@ def downsample_traces(traces: np.ndarray, dt: int) -> np.ndarray:
         return traces
     n, t = traces.shape
     m = t // dt
-    return traces[:, :m * dt].reshape(n, m, dt).mean(axis=2, dtype=np.float64).astype(np.float32)
+    return traces[:, : m * dt].reshape(n, m, dt).mean(axis=2, dtype=np.float64).astype(np.float32)
 
 
 def snapshot_traces(traces_dt: np.ndarray, frames: np.ndarray) -> np.ndarray:

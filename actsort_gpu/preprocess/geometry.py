@@ -17,8 +17,15 @@ from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Geometry", "compute_geometry", "centers_from_footprints", "trace_boundary",
-           "outline_from_mask", "find_neighbors", "crop_windows"]
+__all__ = [
+    "Geometry",
+    "compute_geometry",
+    "centers_from_footprints",
+    "trace_boundary",
+    "outline_from_mask",
+    "find_neighbors",
+    "crop_windows",
+]
 
 # Moore neighbourhood in clockwise order on screen (row down, col right), starting west.
 _DIRS = np.array([(0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1)])
@@ -26,8 +33,10 @@ _DIR_T = tuple(tuple(int(v) for v in d) for d in _DIRS)
 # backtrack direction after moving in direction fd: the neighbour checked just before, i.e.
 # direction (fd - 1) from the old pixel, seen from the new one
 _EIGHT = np.ones((3, 3), bool)
-_BACK = tuple(int(np.flatnonzero((_DIRS == (_DIRS[(fd + 7) % 8] - _DIRS[fd])).all(axis=1))[0])
-              for fd in range(8))
+_BACK = tuple(
+    int(np.flatnonzero(((_DIRS[(fd + 7) % 8] - _DIRS[fd]) == _DIRS).all(axis=1))[0])
+    for fd in range(8)
+)
 
 
 @dataclass
@@ -73,11 +82,11 @@ def trace_boundary(mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     padded = np.zeros((h + 2, w + 2), dtype=bool)
     padded[1:-1, 1:-1] = mask
-    grid = padded.tolist()                     # nested lists: fast scalar access
+    grid = padded.tolist()  # nested lists: fast scalar access
     start = (r0 + 1, c0 + 1)
     out = [start]
     cr, cc = start
-    back = 0                       # direction index pointing to the (background) west pixel
+    back = 0  # direction index pointing to the (background) west pixel
     second = None
     for _ in range(4 * mask.size + 8):
         fd = -1
@@ -87,7 +96,7 @@ def trace_boundary(mask: np.ndarray) -> np.ndarray:
             if grid[cr + dr][cc + dc]:
                 fd = d
                 break
-        if fd < 0:                 # isolated pixel
+        if fd < 0:  # isolated pixel
             out.append((cr, cc))
             break
         found = (cr + _DIR_T[fd][0], cc + _DIR_T[fd][1])
@@ -133,8 +142,9 @@ def outline_from_mask(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.
         order = [1]
     else:
         # order objects like bwlabel: by first pixel in column-major order
-        first = ndimage.minimum(np.arange(mask.size).reshape(mask.shape, order="F"), labels,
-                                index=np.arange(1, n + 1))
+        first = ndimage.minimum(
+            np.arange(mask.size).reshape(mask.shape, order="F"), labels, index=np.arange(1, n + 1)
+        )
         order = np.argsort(first) + 1
     pieces = []
     for lab in order:
@@ -194,8 +204,9 @@ def _search_boxes(box: np.ndarray, height: int, width: int, margin: int) -> np.n
     return out
 
 
-def _neighbor_pairs(centers: np.ndarray, box: np.ndarray, height: int, width: int,
-                    margin: int) -> tuple[np.ndarray, np.ndarray]:
+def _neighbor_pairs(
+    centers: np.ndarray, box: np.ndarray, height: int, width: int, margin: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(i, j) int64 pairs, sorted by i then j: centre j strictly inside box i +/- margin."""
     from scipy.spatial import cKDTree
 
@@ -214,15 +225,21 @@ def _neighbor_pairs(centers: np.ndarray, box: np.ndarray, height: int, width: in
     j = valid[np.fromiter((k for h in hits for k in h), np.int64, int(counts.sum()))]
     sbi = np.repeat(sb, counts, axis=0)
     c = centers[j]
-    keep = ((c[:, 0] > sbi[:, 0]) & (c[:, 0] < sbi[:, 1]) & (c[:, 1] > sbi[:, 2])
-            & (c[:, 1] < sbi[:, 3]) & (i != j))
+    keep = (
+        (c[:, 0] > sbi[:, 0])
+        & (c[:, 0] < sbi[:, 1])
+        & (c[:, 1] > sbi[:, 2])
+        & (c[:, 1] < sbi[:, 3])
+        & (i != j)
+    )
     i, j = i[keep], j[keep]
     order = np.lexsort((j, i))
     return i[order], j[order]
 
 
-def find_neighbors(centers: np.ndarray, box: np.ndarray, height: int, width: int,
-                   margin: int) -> list:
+def find_neighbors(
+    centers: np.ndarray, box: np.ndarray, height: int, width: int, margin: int
+) -> list:
     """Neighbours of each candidate: the other candidates whose centre lies strictly inside its
     outline box +/- ``margin`` px (clipped to the FOV). The candidate itself is excluded by
     index (ActSort's B9 fix). centers (N, 2) (row, col); box (N, 4) from the outlines.
@@ -232,18 +249,20 @@ def find_neighbors(centers: np.ndarray, box: np.ndarray, height: int, width: int
     i, j = _neighbor_pairs(centers, box, height, width, margin)
     bounds = np.searchsorted(i, np.arange(n + 1))
     j = j.astype(np.int32)
-    return [j[bounds[k]:bounds[k + 1]] for k in range(n)]
+    return [j[bounds[k] : bounds[k + 1]] for k in range(n)]
 
 
-def crop_windows(box: np.ndarray, neighbors: list, height: int, width: int,
-                 margin: int) -> np.ndarray:
+def crop_windows(
+    box: np.ndarray, neighbors: list, height: int, width: int, margin: int
+) -> np.ndarray:
     """Crop (row0, row1, col0, col1), half-open: the outline box +/- margin widened to contain
     every neighbour's outline, clipped to the FOV (ActSort find_limits, 0-based)."""
     n = len(box)
     crops = np.zeros((n, 4), np.int32)
     ok = np.isfinite(box).all(axis=1)
-    ext = np.stack([box[:, 0] - margin, box[:, 1] + margin, box[:, 2] - margin,
-                    box[:, 3] + margin], axis=1)
+    ext = np.stack(
+        [box[:, 0] - margin, box[:, 1] + margin, box[:, 2] - margin, box[:, 3] + margin], axis=1
+    )
     counts = np.array([len(nb) for nb in neighbors], np.int64)
     if counts.sum():
         i = np.repeat(np.arange(n), counts)
@@ -263,8 +282,9 @@ def crop_windows(box: np.ndarray, neighbors: list, height: int, width: int,
     return crops
 
 
-def compute_geometry(footprints: sp.csr_matrix, height: int, width: int, *,
-                     threshold: float = 0.05, margin: int = 7) -> Geometry:
+def compute_geometry(
+    footprints: sp.csr_matrix, height: int, width: int, *, threshold: float = 0.05, margin: int = 7
+) -> Geometry:
     """Centres, outlines, neighbours and crops of all candidates (footprints (N, H*W) CSR,
     max-normalised)."""
     fp = sp.csr_matrix(footprints)

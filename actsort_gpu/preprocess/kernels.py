@@ -23,8 +23,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProjectionAccumulator", "SEGMENT_FIELDS", "gather_segments_numpy",
-           "gather_segments_cupy", "gather_segments"]
+__all__ = [
+    "ProjectionAccumulator",
+    "SEGMENT_FIELDS",
+    "gather_segments_numpy",
+    "gather_segments_cupy",
+    "gather_segments",
+]
 
 # columns of the (S, 7) int64 segment table
 SEGMENT_FIELDS = ("frame", "n_frames", "row0", "col0", "height", "width", "offset")
@@ -72,8 +77,7 @@ class ProjectionAccumulator:
         self.s2 = xp.zeros((height, width), dtype=xp.float64)
         # full-frame product sums: P[k][i, j] = sum x[i, j] * x[(i, j) + shift k], 0 where none
         self._P = [xp.zeros((height, width), dtype=xp.float64) for _ in _SHIFTS]
-        self.threads = max(1, int(threads if threads is not None else min(os.cpu_count() or 1,
-                                                                        8)))
+        self.threads = max(1, int(threads if threads is not None else min(os.cpu_count() or 1, 8)))
         self._pool = None
 
     @property
@@ -81,7 +85,7 @@ class ProjectionAccumulator:
         """Product sums on their overlap regions (see :func:`_pair_slices`)."""
         h, w = self.h, self.w
         P0, P1, P2, P3 = self._P
-        return [P0[:, :w - 1], P1[:h - 1], P2[:h - 1, :w - 1], P3[:h - 1, 1:]]
+        return [P0[:, : w - 1], P1[: h - 1], P2[: h - 1, : w - 1], P3[: h - 1, 1:]]
 
     def update(self, frames) -> None:
         """Add a chunk (t, H, W) of any real dtype (already on this accumulator's device)."""
@@ -105,8 +109,9 @@ class ProjectionAccumulator:
         self.s2 += xp.einsum("tij,tij->ij", x, x).astype(xp.float64)
         for k, (dr, dc) in enumerate(_SHIFTS):
             (ra, ca), (rb, cb) = _pair_slices(self.h, self.w, dr, dc)
-            self._P[k][ra, ca] += xp.einsum("tij,tij->ij", x[:, ra, ca],
-                                            x[:, rb, cb]).astype(xp.float64)
+            self._P[k][ra, ca] += xp.einsum("tij,tij->ij", x[:, ra, ca], x[:, rb, cb]).astype(
+                xp.float64
+            )
 
     def _update_numpy(self, frames: np.ndarray) -> None:
         rows = max(1, _BLOCK_PIXELS // max(self.w, 1))
@@ -117,7 +122,7 @@ class ProjectionAccumulator:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="actsort-acc")
-        groups = [blocks[i * len(blocks) // n:(i + 1) * len(blocks) // n] for i in range(n)]
+        groups = [blocks[i * len(blocks) // n : (i + 1) * len(blocks) // n] for i in range(n)]
         for fut in [self._pool.submit(self._blocks, frames, g) for g in groups]:
             fut.result()
 
@@ -127,14 +132,14 @@ class ProjectionAccumulator:
         ref = self.ref
         t_all = frames.shape[0]
         for r0, r1 in blocks:
-            re = min(r1 + 1, h)              # one more row: the down neighbours
-            n, m = r1 - r0, re - r0 - 1      # rows of the block; rows with a down neighbour
+            re = min(r1 + 1, h)  # one more row: the down neighbours
+            n, m = r1 - r0, re - r0 - 1  # rows of the block; rows with a down neighbour
             self.max[r0:r1] = np.maximum(self.max[r0:r1], frames[:, r0:r1].max(axis=0))
             x = np.empty((re - r0, w), np.float32)
             buf = np.empty((n, w), np.float32)
             sums = np.zeros((6, n, w), np.float32)
             s1, s2, p0, p1, p2, p3 = sums
-            xa, xn = x[:n], x[1:m + 1]
+            xa, xn = x[:n], x[1 : m + 1]
             for t0 in range(0, t_all, _FLUSH_FRAMES):
                 for t in range(t0, min(t_all, t0 + _FLUSH_FRAMES)):
                     np.subtract(frames[t, r0:re], ref[r0:re], out=x, dtype=np.float32)
@@ -156,7 +161,7 @@ class ProjectionAccumulator:
                     self._P[k][r0:r1] += sums[2 + k]
                 sums[:] = 0.0
 
-    def merge(self, other: "ProjectionAccumulator") -> None:
+    def merge(self, other: ProjectionAccumulator) -> None:
         """Add the statistics of ``other`` (later frames, same ``ref``) to this one."""
         xp = self.xp
         if other.count == 0:
@@ -164,8 +169,10 @@ class ProjectionAccumulator:
         if self.count == 0 and self.ref is None:
             self.ref = other.ref
         elif other.ref is not None and not bool(xp.array_equal(self.ref, other.ref)):
-            raise ValueError("merge: the accumulators were centred on different reference "
-                             "frames; give every piece the same ref")
+            raise ValueError(
+                "merge: the accumulators were centred on different reference "
+                "frames; give every piece the same ref"
+            )
         self.max = xp.maximum(self.max, other.max)
         self.s1 += other.s1
         self.s2 += other.s2
@@ -189,10 +196,13 @@ class ProjectionAccumulator:
         """Host copies of the state (for the resume file)."""
         from .._xp import to_numpy
 
-        out = {"count": np.array(self.count), "max": to_numpy(self.max),
-               "s1": to_numpy(self.s1), "s2": to_numpy(self.s2),
-               "ref": (to_numpy(self.ref) if self.ref is not None
-                       else np.zeros((0,), np.float32))}
+        out = {
+            "count": np.array(self.count),
+            "max": to_numpy(self.max),
+            "s1": to_numpy(self.s1),
+            "s2": to_numpy(self.s2),
+            "ref": (to_numpy(self.ref) if self.ref is not None else np.zeros((0,), np.float32)),
+        }
         for k, pk in enumerate(self.p):
             out[f"p{k}"] = to_numpy(pk)
         return out
@@ -219,7 +229,7 @@ class ProjectionAccumulator:
 
         xp = self.xp
         n = max(self.count, 1)
-        m1 = self.s1 / n                                   # mean of centred values
+        m1 = self.s1 / n  # mean of centred values
         var = xp.maximum(self.s2 / n - m1 * m1, 0.0)
         sd = xp.sqrt(var)
         total = xp.zeros((self.h, self.w), dtype=xp.float64)
@@ -236,10 +246,12 @@ class ProjectionAccumulator:
             nbrs[b] += 1
         corr = total / xp.maximum(nbrs, 1)
         ref = self.ref.astype(xp.float64) if self.ref is not None else 0.0
-        return {"max": to_numpy(self.max).astype(np.float32),
-                "mean": to_numpy(m1 + ref).astype(np.float32),
-                "std": to_numpy(sd).astype(np.float32),
-                "corr": to_numpy(corr).astype(np.float32)}
+        return {
+            "max": to_numpy(self.max).astype(np.float32),
+            "mean": to_numpy(m1 + ref).astype(np.float32),
+            "std": to_numpy(sd).astype(np.float32),
+            "corr": to_numpy(corr).astype(np.float32),
+        }
 
 
 def gather_segments_numpy(chunk: np.ndarray, segments: np.ndarray) -> np.ndarray:
@@ -254,7 +266,7 @@ def gather_segments_numpy(chunk: np.ndarray, segments: np.ndarray) -> np.ndarray
     total = _packed_size(segments)
     out = np.empty(total, dtype=np.float32)
     for f, nf, r0, c0, h, w, off in segments.tolist():
-        out[off:off + nf * h * w] = chunk[f:f + nf, r0:r0 + h, c0:c0 + w].reshape(-1)
+        out[off : off + nf * h * w] = chunk[f : f + nf, r0 : r0 + h, c0 : c0 + w].reshape(-1)
     return out
 
 
@@ -312,9 +324,19 @@ def gather_segments_cupy(chunk, segments):
     seg = cp.asarray(seg_host)
     threads = 256
     blocks = int(min((total + threads - 1) // threads, 65535 * 8))
-    _KERNEL((blocks,), (threads,),
-            (src, seg, np.int64(len(seg_host)), np.int64(src.shape[1]), np.int64(src.shape[2]),
-             np.int64(total), out))
+    _KERNEL(
+        (blocks,),
+        (threads,),
+        (
+            src,
+            seg,
+            np.int64(len(seg_host)),
+            np.int64(src.shape[1]),
+            np.int64(src.shape[2]),
+            np.int64(total),
+            out,
+        ),
+    )
     return out
 
 

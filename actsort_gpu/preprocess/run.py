@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -16,8 +17,15 @@ from ..config import PreprocessConfig, as_dict
 from ..store import SortStore, code_max, quantise_ranges
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
-from .stream import (chunk_frames_for, default_budget_bytes, gather_batch_bytes, plan_pass,
-                     run_pass, run_pass_distributed, SCRATCH_NAME)
+from .stream import (
+    SCRATCH_NAME,
+    chunk_frames_for,
+    default_budget_bytes,
+    gather_batch_bytes,
+    plan_pass,
+    run_pass,
+    run_pass_distributed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +51,25 @@ def resolve_movie_path(store: SortStore, movie_path: str | Path | None) -> Path:
             return Path(cand)
     raise FileNotFoundError(
         f"{store.path}: the movie recorded at ingest ({movie.get('path')!r}) was not found; "
-        f"pass its current location with --movie")
+        f"pass its current location with --movie"
+    )
 
 
 def _open_movie(path: Path, store: SortStore):
     from ..io.movies import open_movie
 
     movie_attrs = store.attrs.get("movie") or {}
-    movie = open_movie(path, dataset=movie_attrs.get("dataset"),
-                       expected_hw=(store.height, store.width))
+    movie = open_movie(
+        path, dataset=movie_attrs.get("dataset"), expected_hw=(store.height, store.width)
+    )
     expected = (int(movie_attrs.get("n_frames", movie.n_frames)), store.height, store.width)
     if tuple(movie.shape) != expected:
         movie.close()
         raise ValueError(
             f"{path}: movie has shape {tuple(movie.shape)} but the store {store.path} was "
             f"ingested from a movie of shape {expected} (frames, height, width); the file "
-            f"changed or is another recording")
+            f"changed or is another recording"
+        )
     return movie
 
 
@@ -76,9 +87,12 @@ def _clims(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "ui":
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < 2**20:
-            cum = np.cumsum(np.bincount((values.astype(np.int64) - lo) if lo or
-                                        values.dtype.kind == "i" else values,
-                                        minlength=hi - lo + 1))
+            cum = np.cumsum(
+                np.bincount(
+                    (values.astype(np.int64) - lo) if lo or values.dtype.kind == "i" else values,
+                    minlength=hi - lo + 1,
+                )
+            )
             q = np.searchsorted(cum, [k10, k999], side="right") + lo
             return np.array([lo, hi, q[0], q[1]], np.float32)
         values = values.astype(np.float32)
@@ -92,9 +106,12 @@ def _events(store: SortStore, cfg: PreprocessConfig) -> np.ndarray:
     out = np.empty((n, cfg.n_events), np.int32)
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
-        out[lo:hi] = find_events(store.traces(slice(lo, hi)), n_events=cfg.n_events,
-                                 edge=tuple(cfg.edge_exclusion_frames),
-                                 distance_fraction=cfg.min_peak_distance_fraction)
+        out[lo:hi] = find_events(
+            store.traces(slice(lo, hi)),
+            n_events=cfg.n_events,
+            edge=tuple(cfg.edge_exclusion_frames),
+            distance_fraction=cfg.min_peak_distance_fraction,
+        )
     return out
 
 
@@ -104,61 +121,77 @@ def _snapshot_traces(store: SortStore, frames: np.ndarray, dt: int) -> np.ndarra
     out = np.empty(frames.shape, np.float32)
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
-        out[lo:hi] = snapshot_traces(downsample_traces(store.traces(slice(lo, hi)), dt),
-                                     frames[lo:hi])
+        out[lo:hi] = snapshot_traces(
+            downsample_traces(store.traces(slice(lo, hi)), dt), frames[lo:hi]
+        )
     return out
 
 
-def _write_snapshots(store: SortStore, scratch_file: Path, plan, dtype: np.dtype,
-                     src_dtype: np.dtype) -> None:
+def _write_snapshots(
+    store: SortStore, scratch_file: Path, plan, dtype: np.dtype, src_dtype: np.dtype
+) -> None:
     """Quantise each candidate's block from the scratch file (values of ``src_dtype``) and
     write snapshots/*."""
     n = len(plan.crops)
     frames = plan.frames
     offsets = plan.block_offsets
     total = plan.total_elements
-    data = store.create_array(schema.SNAPSHOTS_DATA, (total,), dtype,
-                              chunks=(max(1, min(total, 8 * 2**20 // dtype.itemsize)),))
+    data = store.create_array(
+        schema.SNAPSHOTS_DATA,
+        (total,),
+        dtype,
+        chunks=(max(1, min(total, 8 * 2**20 // dtype.itemsize)),),
+    )
     scale = np.zeros((n, 2), np.float32)
     clims = np.zeros((n, 4), np.float32)
     src = np.memmap(scratch_file, dtype=src_dtype, mode="r", shape=(max(total, 1),))
     e, f = frames.shape[1], frames.shape[2]
-    hw = ((plan.crops[:, 1] - plan.crops[:, 0]).astype(np.int64)
-          * (plan.crops[:, 3] - plan.crops[:, 2]).astype(np.int64))
+    hw = (plan.crops[:, 1] - plan.crops[:, 0]).astype(np.int64) * (
+        plan.crops[:, 3] - plan.crops[:, 2]
+    ).astype(np.int64)
     i = 0
     while i < n:
         j = int(np.searchsorted(offsets, offsets[i] + _WRITE_BLOCK_BYTES // 4, side="right"))
         j = min(max(j - 1, i + 1), n)
         base = int(offsets[i])
-        raw = np.asarray(src[base:int(offsets[j])])
-        valid = frames[i:j] >= 0                                      # (g, E, F)
+        raw = np.asarray(src[base : int(offsets[j])])
+        valid = frames[i:j] >= 0  # (g, E, F)
         for k in range(i, j):
             lo, hi = int(offsets[k]) - base, int(offsets[k + 1]) - base
             if hi > lo:
                 vals = raw[lo:hi].reshape(e * f, -1)[valid[k - i].ravel()]
                 clims[k] = _clims(vals.ravel())
-        sizes = np.diff(offsets[i:j + 1])
+        sizes = np.diff(offsets[i : j + 1])
         valid_el = np.repeat(valid.reshape(-1), np.repeat(hw[i:j], e * f))
         # store.quantise per candidate, vectorised: the invalid frames get code 0 (float
         # storage: 0.0), and each candidate's (lo, hi) is its valid values' (min, max)
         out, scale[i:j, 0], scale[i:j, 1] = quantise_ranges(
-            raw, clims[i:j, 0], clims[i:j, 1], dtype, sizes=sizes, invalid=~valid_el)
+            raw, clims[i:j, 0], clims[i:j, 1], dtype, sizes=sizes, invalid=~valid_el
+        )
         if out.size:
-            data[base:int(offsets[j])] = out
+            data[base : int(offsets[j])] = out
         i = j
     del src
     store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
-    store.write_array(schema.SNAPSHOTS_SCALE, scale,
-                      attrs={"dtype": str(dtype), "code_max": code_max(dtype)})
-    store.write_array(schema.SNAPSHOTS_CLIMS, clims,
-                      attrs={"columns": ["min", "max", "p10", "p99.9"]})
+    store.write_array(
+        schema.SNAPSHOTS_SCALE, scale, attrs={"dtype": str(dtype), "code_max": code_max(dtype)}
+    )
+    store.write_array(
+        schema.SNAPSHOTS_CLIMS, clims, attrs={"columns": ["min", "max", "p10", "p99.9"]}
+    )
     store.write_array(schema.SNAPSHOTS_FRAMES, frames)
 
 
-def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConfig(), *,
-               device: str = "auto", progress: bool | Callable[[dict], None] = False,
-               movie_path: str | Path | None = None, scheduler: str | None = None,
-               workers: int | None = None) -> dict:
+def preprocess(
+    store_path: str | Path,
+    config: PreprocessConfig = PreprocessConfig(),
+    *,
+    device: str = "auto",
+    progress: bool | Callable[[dict], None] = False,
+    movie_path: str | Path | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> dict:
     """Compute geometry, events, FOV images and event snapshots of every candidate of a store.
 
     store_path : a store with the ``ingest`` stage complete.
@@ -182,11 +215,14 @@ def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConf
     """
     t0 = time.perf_counter()
     if config.snapshot_dtype not in SNAPSHOT_DTYPES:
-        raise ValueError(f"snapshot_dtype must be one of {SNAPSHOT_DTYPES}, "
-                         f"got {config.snapshot_dtype!r}")
+        raise ValueError(
+            f"snapshot_dtype must be one of {SNAPSHOT_DTYPES}, got {config.snapshot_dtype!r}"
+        )
     if config.n_events < 1 or config.event_half_window_frames < 0:
-        raise ValueError(f"n_events must be >= 1 and event_half_window_frames >= 0, got "
-                         f"{config.n_events} and {config.event_half_window_frames}")
+        raise ValueError(
+            f"n_events must be >= 1 and event_half_window_frames >= 0, got "
+            f"{config.n_events} and {config.event_half_window_frames}"
+        )
     if config.max_memory_mb is not None and not config.max_memory_mb > 0:
         raise ValueError(f"max_memory_mb must be > 0, got {config.max_memory_mb}")
     store = SortStore.open(store_path, "r+")
@@ -201,55 +237,92 @@ def preprocess(store_path: str | Path, config: PreprocessConfig = PreprocessConf
     movie = _open_movie(path, store)
     try:
         with dask_client(scheduler, workers) as client:
-            store.begin_stage("preprocess", {**as_dict(config), "device": backend.name,
-                                             "movie": str(path)})
+            store.begin_stage(
+                "preprocess", {**as_dict(config), "device": backend.name, "movie": str(path)}
+            )
             images, info, geo, events, plan, chunk, budget, scratch = _compute(
-                store, movie, path, config, backend, dt, progress, client)
+                store, movie, path, config, backend, dt, progress, client
+            )
     finally:
         movie.close()
     _write_outputs(store, geo, events, plan, images, config, scratch, dt, info)
     shutil.rmtree(scratch, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):
         (store.path / ".scratch").rmdir()
-    except OSError:
-        pass
-    summary = {"seconds": time.perf_counter() - t0, "pass_seconds": info["seconds"],
-               "chunk_frames": chunk, "budget_mb": budget / 2**20,
-               "frames_per_s": info["frames_per_s"], "mb_per_s": info["mb_per_s"],
-               "resumed_from": info["resumed_from"], "device": backend.name,
-               "n_candidates": store.n_candidates,
-               "snapshot_values": plan.total_elements, "pieces": info.get("pieces", 1),
-               "checkpoint_seconds": info.get("checkpoint_seconds", 0.0)}
-    store.finish_stage("preprocess", summary["seconds"],
-                       **{k: v for k, v in summary.items() if k != "seconds"})
-    log.info("preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s)",
-             store.n_candidates, summary["seconds"], info["seconds"], info["mb_per_s"])
+    summary = {
+        "seconds": time.perf_counter() - t0,
+        "pass_seconds": info["seconds"],
+        "chunk_frames": chunk,
+        "budget_mb": budget / 2**20,
+        "frames_per_s": info["frames_per_s"],
+        "mb_per_s": info["mb_per_s"],
+        "resumed_from": info["resumed_from"],
+        "device": backend.name,
+        "n_candidates": store.n_candidates,
+        "snapshot_values": plan.total_elements,
+        "pieces": info.get("pieces", 1),
+        "checkpoint_seconds": info.get("checkpoint_seconds", 0.0),
+    }
+    store.finish_stage(
+        "preprocess", summary["seconds"], **{k: v for k, v in summary.items() if k != "seconds"}
+    )
+    log.info(
+        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s)",
+        store.n_candidates,
+        summary["seconds"],
+        info["seconds"],
+        info["mb_per_s"],
+    )
     return summary
 
 
 def _compute(store, movie, path, config, backend, dt, progress, client):
     """Geometry, events and the movie pass (in process, or on the Dask ``client``)."""
     h, w = store.height, store.width
-    geo = compute_geometry(store.footprints(), h, w, threshold=config.outline_threshold,
-                           margin=config.crop_margin_px)
+    geo = compute_geometry(
+        store.footprints(), h, w, threshold=config.outline_threshold, margin=config.crop_margin_px
+    )
     events = _events(store, config)
-    frames = snapshot_frames(events, dt=dt, n_movie_frames=movie.n_frames,
-                             half_window=config.event_half_window_frames)
+    frames = snapshot_frames(
+        events, dt=dt, n_movie_frames=movie.n_frames, half_window=config.event_half_window_frames
+    )
     plan = plan_pass(frames, geo.crops)
-    budget = (int(config.max_memory_mb * 2**20) if config.max_memory_mb
-              else default_budget_bytes(backend.is_gpu))
+    budget = (
+        int(config.max_memory_mb * 2**20)
+        if config.max_memory_mb
+        else default_budget_bytes(backend.is_gpu)
+    )
     chunk = chunk_frames_for(budget, h, w, movie.dtype.itemsize, movie.n_frames)
-    log.info("movie pass: %s, %d frames per chunk (budget %.0f MB), %s%s",
-             path, chunk, budget / 2**20, backend.name, " on Dask" if client else "")
+    log.info(
+        "movie pass: %s, %d frames per chunk (budget %.0f MB), %s%s",
+        path,
+        chunk,
+        budget / 2**20,
+        backend.name,
+        " on Dask" if client else "",
+    )
     scratch = store.path / ".scratch" / "preprocess"
     if client is None:
-        images, info = run_pass(movie, plan, scratch, chunk_frames=chunk, xp=backend.xp,
-                                progress=progress, gather_bytes=gather_batch_bytes(budget))
+        images, info = run_pass(
+            movie,
+            plan,
+            scratch,
+            chunk_frames=chunk,
+            xp=backend.xp,
+            progress=progress,
+            gather_bytes=gather_batch_bytes(budget),
+        )
     else:
         images, info = run_pass_distributed(
-            client, movie, plan, scratch, chunk_frames=chunk, device=backend.name,
+            client,
+            movie,
+            plan,
+            scratch,
+            chunk_frames=chunk,
+            device=backend.name,
             dataset=(store.attrs.get("movie") or {}).get("dataset"),
-            gather_bytes=gather_batch_bytes(budget))
+            gather_bytes=gather_batch_bytes(budget),
+        )
     return images, info, geo, events, plan, chunk, budget, scratch
 
 
@@ -262,5 +335,10 @@ def _write_outputs(store, geo, events, plan, images, config, scratch, dt, info):
     store.write_ragged(schema.NEIGHBORS, geo.neighbors)
     store.write_array(schema.EVENTS, events)
     store.write_array(schema.SNAPSHOT_TRACES, _snapshot_traces(store, plan.frames, dt))
-    _write_snapshots(store, scratch / SCRATCH_NAME, plan, np.dtype(config.snapshot_dtype),
-                     np.dtype(info["scratch_dtype"]))
+    _write_snapshots(
+        store,
+        scratch / SCRATCH_NAME,
+        plan,
+        np.dtype(config.snapshot_dtype),
+        np.dtype(info["scratch_dtype"]),
+    )

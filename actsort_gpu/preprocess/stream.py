@@ -27,6 +27,7 @@ the client merges in piece order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,10 +35,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -45,9 +46,21 @@ from .kernels import ProjectionAccumulator, gather_segments
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PassPlan", "plan_pass", "run_pass", "run_pass_distributed", "run_piece",
-           "split_pieces", "pass_digest", "default_budget_bytes", "chunk_frames_for",
-           "ChunkReader", "CHECKPOINT_S", "SCRATCH_NAME", "scratch_dtype"]
+__all__ = [
+    "PassPlan",
+    "plan_pass",
+    "run_pass",
+    "run_pass_distributed",
+    "run_piece",
+    "split_pieces",
+    "pass_digest",
+    "default_budget_bytes",
+    "chunk_frames_for",
+    "ChunkReader",
+    "CHECKPOINT_S",
+    "SCRATCH_NAME",
+    "scratch_dtype",
+]
 
 _GATHER_BATCH_BYTES = 256 * 2**20
 #: default seconds between resume checkpoints (each writes the float64 accumulators, ~48 MB
@@ -97,13 +110,14 @@ def plan_pass(frames: np.ndarray, crops: np.ndarray) -> PassPlan:
     valid = frames >= 0
     has = valid.any(axis=2) & (hw[:, None] > 0)
     ci, ei = np.nonzero(has)
-    v = valid[ci, ei]                                   # (P, F)
+    v = valid[ci, ei]  # (P, F)
     f_lo = np.argmax(v, axis=1)
     f_hi = f - 1 - np.argmax(v[:, ::-1], axis=1)
     m_lo = frames[ci, ei, f_lo].astype(np.int64)
     m_hi = frames[ci, ei, f_hi].astype(np.int64)
-    pairs = np.stack([m_lo, m_hi, f_lo, crops[ci, 0], crops[ci, 2], h[ci], w[ci]],
-                     axis=1).astype(np.int64)
+    pairs = np.stack([m_lo, m_hi, f_lo, crops[ci, 0], crops[ci, 2], h[ci], w[ci]], axis=1).astype(
+        np.int64
+    )
     dst = block_offsets[ci] + (ei * f + f_lo) * hw[ci]
     order = np.argsort(m_lo, kind="stable")
     return PassPlan(frames, crops, block_offsets, pairs[order], dst[order].astype(np.int64))
@@ -149,8 +163,9 @@ def default_budget_bytes(gpu: bool = False) -> int:
     return int(max(budget, 64 * 2**20))
 
 
-def chunk_frames_for(budget_bytes: int, height: int, width: int, itemsize: int,
-                     n_frames: int) -> int:
+def chunk_frames_for(
+    budget_bytes: int, height: int, width: int, itemsize: int, n_frames: int
+) -> int:
     """Frames per chunk: the budget, after the fixed accumulators and the gather buffer, over
     the per-frame cost (the reader's ring of 3 chunk buffers, plus a float32 copy of the chunk,
     which only the GPU path makes)."""
@@ -176,8 +191,9 @@ class ChunkReader:
     goes back to the reader), so it is never overwritten while in use.
     """
 
-    def __init__(self, movie, chunk_frames: int, start: int = 0, depth: int = 2,
-                 stop: int | None = None):
+    def __init__(
+        self, movie, chunk_frames: int, start: int = 0, depth: int = 2, stop: int | None = None
+    ):
         stop = movie.n_frames if stop is None else int(stop)
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._free: queue.Queue = queue.Queue()
@@ -185,9 +201,12 @@ class ChunkReader:
         for _ in range(depth + 1):
             self._free.put(np.empty((n, movie.height, movie.width), movie.dtype))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run,
-                                        args=(movie, int(chunk_frames), int(start), stop),
-                                        daemon=True, name="actsort-chunk-reader")
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(movie, int(chunk_frames), int(start), stop),
+            daemon=True,
+            name="actsort-chunk-reader",
+        )
         self._thread.start()
 
     def _get(self, q: queue.Queue):
@@ -205,7 +224,7 @@ class ChunkReader:
                 buf = self._get(self._free)
                 if buf is None:
                     return
-                frames = movie.read_into(first, last, buf[:last - first])
+                frames = movie.read_into(first, last, buf[: last - first])
                 while not self._stop.is_set():
                     try:
                         self._q.put((first, frames, buf), timeout=0.1)
@@ -232,22 +251,23 @@ class ChunkReader:
     def close(self):
         self._stop.set()
         while self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._q.get(timeout=0.05)
-            except queue.Empty:
-                pass
 
 
-def _save_state(scratch: Path, acc: ProjectionAccumulator, next_frame: int, digest: str,
-                name: str = "state"):
+def _save_state(
+    scratch: Path, acc: ProjectionAccumulator, next_frame: int, digest: str, name: str = "state"
+):
     tmp = scratch / f"{name}.tmp.npz"
     with open(tmp, "wb") as fh:
         np.savez(fh, next_frame=np.array(next_frame), **acc.state())
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, scratch / f"{name}.npz")
-    _write_json(scratch / f"{name}.json" if name != "state" else scratch / "meta.json",
-                {"digest": digest, "next_frame": int(next_frame)})
+    _write_json(
+        scratch / f"{name}.json" if name != "state" else scratch / "meta.json",
+        {"digest": digest, "next_frame": int(next_frame)},
+    )
 
 
 def _write_json(path: Path, obj: dict):
@@ -256,8 +276,7 @@ def _write_json(path: Path, obj: dict):
     os.replace(tmp, path)
 
 
-def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator,
-                name: str = "state") -> int:
+def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator, name: str = "state") -> int:
     """Load the saved state if it belongs to this plan; return the frame to continue from."""
     meta_p = scratch / ("meta.json" if name == "state" else f"{name}.json")
     state_p = scratch / f"{name}.npz"
@@ -279,8 +298,11 @@ def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator,
 
 def pass_digest(plan: PassPlan, movie) -> str:
     """Identifies a pass: the plan (frames, crops, offsets) and the movie's shape/dtype/path."""
-    return hashlib.sha256((plan.digest() + json.dumps(
-        [list(movie.shape), str(movie.dtype), str(movie.path)])).encode()).hexdigest()
+    return hashlib.sha256(
+        (
+            plan.digest() + json.dumps([list(movie.shape), str(movie.dtype), str(movie.path)])
+        ).encode()
+    ).hexdigest()
 
 
 SCRATCH_NAME = "snapshots.scratch"
@@ -299,9 +321,18 @@ def _open_scratch(snap_path: Path, nbytes: int, fresh: bool) -> None:
             fh.truncate(nbytes)
 
 
-def _pass_range(movie, plan: PassPlan, snaps, acc: ProjectionAccumulator, start: int,
-                stop: int, chunk_frames: int, xp, gather_bytes: int,
-                after_chunk: Callable[[int, int], None] | None = None) -> int:
+def _pass_range(
+    movie,
+    plan: PassPlan,
+    snaps,
+    acc: ProjectionAccumulator,
+    start: int,
+    stop: int,
+    chunk_frames: int,
+    xp,
+    gather_bytes: int,
+    after_chunk: Callable[[int, int], None] | None = None,
+) -> int:
     """Read frames [start, stop) chunk by chunk (chunks start at ``start``), accumulate them
     and gather their snapshot segments into ``snaps``; ``after_chunk(last, nbytes)`` after
     each chunk. Returns the bytes read."""
@@ -329,10 +360,18 @@ def _pass_range(movie, plan: PassPlan, snaps, acc: ProjectionAccumulator, start:
     return done_bytes
 
 
-def run_pass(movie, plan: PassPlan, scratch: Path, *, chunk_frames: int, xp=np,
-             progress: bool | Callable[[dict], None] = False,
-             gather_bytes: int = _GATHER_BATCH_BYTES, threads: int | None = None,
-             checkpoint_s: float | None = None) -> tuple[dict, dict]:
+def run_pass(
+    movie,
+    plan: PassPlan,
+    scratch: Path,
+    *,
+    chunk_frames: int,
+    xp=np,
+    progress: bool | Callable[[dict], None] = False,
+    gather_bytes: int = _GATHER_BATCH_BYTES,
+    threads: int | None = None,
+    checkpoint_s: float | None = None,
+) -> tuple[dict, dict]:
     """Read ``movie`` once, from the last checkpoint, filling the scratch snapshots.
 
     Returns (images, info): images max/mean/std/corr (H, W) float32; info with ``seconds``,
@@ -365,8 +404,9 @@ def run_pass(movie, plan: PassPlan, scratch: Path, *, chunk_frames: int, xp=np,
     if progress is True:
         from tqdm import tqdm
 
-        bar = tqdm(total=t_movie, initial=start, unit="frame", desc="preprocess",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=t_movie, initial=start, unit="frame", desc="preprocess", dynamic_ncols=True
+        )
     callback = progress if callable(progress) else None
     t0 = time.perf_counter()
     state = {"bytes": 0, "saved": t0, "ckpt_s": 0.0, "ckpts": 0}
@@ -381,28 +421,39 @@ def run_pass(movie, plan: PassPlan, scratch: Path, *, chunk_frames: int, xp=np,
             state["ckpt_s"] += state["saved"] - now
             state["ckpts"] += 1
         dt = max(now - t0, 1e-9)
-        stats = {"frames_done": last, "n_frames": t_movie, "seconds": dt,
-                 "frames_per_s": (last - start) / dt, "mb_per_s": state["bytes"] / dt / 1e6}
+        stats = {
+            "frames_done": last,
+            "n_frames": t_movie,
+            "seconds": dt,
+            "frames_per_s": (last - start) / dt,
+            "mb_per_s": state["bytes"] / dt / 1e6,
+        }
         if bar is not None:
             bar.n = last
-            bar.set_postfix(fps=f"{stats['frames_per_s']:.0f}",
-                            MBps=f"{stats['mb_per_s']:.0f}")
+            bar.set_postfix(fps=f"{stats['frames_per_s']:.0f}", MBps=f"{stats['mb_per_s']:.0f}")
         if callback is not None:
             callback(stats)
 
     try:
-        done_bytes = _pass_range(movie, plan, snaps, acc, start, t_movie, chunk_frames, xp,
-                                 gather_bytes, after_chunk)
+        done_bytes = _pass_range(
+            movie, plan, snaps, acc, start, t_movie, chunk_frames, xp, gather_bytes, after_chunk
+        )
     finally:
         acc.close()
         if bar is not None:
             bar.close()
-        del snaps
+        snaps = None  # release the memory map before the caller removes the scratch
     seconds = time.perf_counter() - t0
-    info = {"seconds": seconds, "resumed_from": int(start), "chunk_frames": int(chunk_frames),
-            "frames_per_s": (t_movie - start) / max(seconds, 1e-9),
-            "mb_per_s": done_bytes / max(seconds, 1e-9) / 1e6, "scratch_dtype": str(sdt),
-            "checkpoints": state["ckpts"], "checkpoint_seconds": state["ckpt_s"]}
+    info = {
+        "seconds": seconds,
+        "resumed_from": int(start),
+        "chunk_frames": int(chunk_frames),
+        "frames_per_s": (t_movie - start) / max(seconds, 1e-9),
+        "mb_per_s": done_bytes / max(seconds, 1e-9) / 1e6,
+        "scratch_dtype": str(sdt),
+        "checkpoints": state["ckpts"],
+        "checkpoint_seconds": state["ckpt_s"],
+    }
     return acc.images(), info
 
 
@@ -443,16 +494,20 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
         return acc.state()
     acc = ProjectionAccumulator(h, w, xp=xp, ref=spec["ref"], threads=spec.get("threads"))
     with np.load(scratch / "plan.npz") as z:
-        plan = PassPlan(**{f: z[f] for f in ("frames", "crops", "block_offsets", "pairs",
-                                              "pair_dst")})
+        plan = PassPlan(
+            **{f: z[f] for f in ("frames", "crops", "block_offsets", "pairs", "pair_dst")}
+        )
     n_elem = max(plan.total_elements, 1)
-    snaps = np.memmap(scratch / SCRATCH_NAME, dtype=np.dtype(spec["scratch_dtype"]), mode="r+",
-                      shape=(n_elem,))
+    snaps = np.memmap(
+        scratch / SCRATCH_NAME, dtype=np.dtype(spec["scratch_dtype"]), mode="r+", shape=(n_elem,)
+    )
     try:
-        with open_movie(spec["movie"], dataset=spec.get("dataset"),
-                        expected_hw=tuple(spec["hw"])) as movie:
-            _pass_range(movie, plan, snaps, acc, start, stop, spec["chunk_frames"], xp,
-                        spec["gather_bytes"])
+        with open_movie(
+            spec["movie"], dataset=spec.get("dataset"), expected_hw=tuple(spec["hw"])
+        ) as movie:
+            _pass_range(
+                movie, plan, snaps, acc, start, stop, spec["chunk_frames"], xp, spec["gather_bytes"]
+            )
         snaps.flush()
         _save_state(scratch, acc, stop, spec["digest"], name=name)
     finally:
@@ -461,10 +516,19 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
     return acc.state()
 
 
-def run_pass_distributed(client, movie, plan: PassPlan, scratch: Path, *, chunk_frames: int,
-                         device: str = "cpu", dataset: str | None = None,
-                         gather_bytes: int = _GATHER_BATCH_BYTES, n_pieces: int | None = None,
-                         threads: int | None = None) -> tuple[dict, dict]:
+def run_pass_distributed(
+    client,
+    movie,
+    plan: PassPlan,
+    scratch: Path,
+    *,
+    chunk_frames: int,
+    device: str = "cpu",
+    dataset: str | None = None,
+    gather_bytes: int = _GATHER_BATCH_BYTES,
+    n_pieces: int | None = None,
+    threads: int | None = None,
+) -> tuple[dict, dict]:
     """The movie pass split into time pieces run on a Dask ``client`` (see
     :func:`..cluster.map_pieces`); the accumulators are merged in piece order, so the images
     equal :func:`run_pass`'s to rounding and the snapshots are identical. The movie and the
@@ -484,18 +548,33 @@ def run_pass_distributed(client, movie, plan: PassPlan, scratch: Path, *, chunk_
     if not same:
         for old in scratch.glob("piece_*"):
             old.unlink()
-    np.savez(scratch / "plan.npz", frames=plan.frames, crops=plan.crops,
-             block_offsets=plan.block_offsets, pairs=plan.pairs, pair_dst=plan.pair_dst)
+    np.savez(
+        scratch / "plan.npz",
+        frames=plan.frames,
+        crops=plan.crops,
+        block_offsets=plan.block_offsets,
+        pairs=plan.pairs,
+        pair_dst=plan.pair_dst,
+    )
     _write_json(meta_p, {"digest": digest})
     if n_pieces is None:
         n_workers = len(client.scheduler_info().get("workers", {})) if client is not None else 1
         n_pieces = 2 * max(n_workers, 1)
     pieces = split_pieces(t_movie, chunk_frames, n_pieces)
     ref = movie.read(0, 1)[0].astype(np.float32)
-    spec = {"movie": str(movie.path), "dataset": dataset, "hw": (height, width),
-            "scratch": str(scratch.resolve()), "chunk_frames": int(chunk_frames),
-            "gather_bytes": int(gather_bytes), "digest": digest, "ref": ref,
-            "device": device, "threads": threads, "scratch_dtype": str(sdt)}
+    spec = {
+        "movie": str(movie.path),
+        "dataset": dataset,
+        "hw": (height, width),
+        "scratch": str(scratch.resolve()),
+        "chunk_frames": int(chunk_frames),
+        "gather_bytes": int(gather_bytes),
+        "digest": digest,
+        "ref": ref,
+        "device": device,
+        "threads": threads,
+        "scratch_dtype": str(sdt),
+    }
     t0 = time.perf_counter()
     states = map_pieces(client, run_piece, pieces, spec)
     acc = ProjectionAccumulator(height, width, ref=ref, threads=1)
@@ -505,10 +584,15 @@ def run_pass_distributed(client, movie, plan: PassPlan, scratch: Path, *, chunk_
         acc.merge(part)
     seconds = time.perf_counter() - t0
     nbytes = movie.nbytes
-    info = {"seconds": seconds, "resumed_from": 0, "chunk_frames": int(chunk_frames),
-            "frames_per_s": t_movie / max(seconds, 1e-9),
-            "mb_per_s": nbytes / max(seconds, 1e-9) / 1e6, "pieces": len(pieces),
-            "scratch_dtype": str(sdt)}
+    info = {
+        "seconds": seconds,
+        "resumed_from": 0,
+        "chunk_frames": int(chunk_frames),
+        "frames_per_s": t_movie / max(seconds, 1e-9),
+        "mb_per_s": nbytes / max(seconds, 1e-9) / 1e6,
+        "pieces": len(pieces),
+        "scratch_dtype": str(sdt),
+    }
     return acc.images(), info
 
 
@@ -522,8 +606,9 @@ def _gather_into(chunk, seg, dst, sizes, snaps, xp, gather_bytes):
     if xp is np:
         flat = snaps.view(np.ndarray)
         for (f, nf, r0, c0, h, w, _), d in zip(seg.tolist(), dst.tolist()):
-            flat[d:d + nf * h * w].reshape(nf, h, w)[...] = chunk[f:f + nf, r0:r0 + h,
-                                                                  c0:c0 + w]
+            flat[d : d + nf * h * w].reshape(nf, h, w)[...] = chunk[
+                f : f + nf, r0 : r0 + h, c0 : c0 + w
+            ]
         return
     from .._xp import to_numpy
 
@@ -536,7 +621,8 @@ def _gather_into(chunk, seg, dst, sizes, snaps, xp, gather_bytes):
         batch = seg[begin:stop].copy()
         batch[:, 6] -= batch[0, 6]
         packed = to_numpy(gather_segments(chunk, batch, xp=xp))
-        for (off, d, s) in zip(batch[:, 6].tolist(), dst[begin:stop].tolist(),
-                               sizes[begin:stop].tolist()):
-            snaps[d:d + s] = packed[off:off + s]
+        for off, d, s in zip(
+            batch[:, 6].tolist(), dst[begin:stop].tolist(), sizes[begin:stop].tolist()
+        ):
+            snaps[d : d + s] = packed[off : off + s]
         begin = stop

@@ -10,5 +10,14 @@ from .api import FORMATS, SynthResult, load_truth, synthesize
 from .config import DEFAULT_ANNOTATORS, FP_KINDS, AnnotatorSpec, SynthConfig
 from .scene import KINDS
 
-__all__ = ["synthesize", "SynthConfig", "SynthResult", "AnnotatorSpec", "load_truth",
-           "FORMATS", "FP_KINDS", "KINDS", "DEFAULT_ANNOTATORS"]
+__all__ = [
+    "synthesize",
+    "SynthConfig",
+    "SynthResult",
+    "AnnotatorSpec",
+    "load_truth",
+    "FORMATS",
+    "FP_KINDS",
+    "KINDS",
+    "DEFAULT_ANNOTATORS",
+]

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from . import writers
 from .config import SynthConfig
 from .render import Renderer
 from .scene import build_scene
-from . import writers
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,23 @@ def load_truth(path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         t = {k: z[k] for k in z.files}
     off = t["spike_offsets"]
-    t["spike_frames"] = [t["spike_frames_flat"][off[i]:off[i + 1]] for i in range(len(off) - 1)]
+    t["spike_frames"] = [t["spike_frames_flat"][off[i] : off[i + 1]] for i in range(len(off) - 1)]
     t["footprints"] = sp.csr_matrix(
         (t["footprints_data"], t["footprints_indices"], t["footprints_indptr"]),
-        shape=tuple(t["footprints_shape"]))
+        shape=tuple(t["footprints_shape"]),
+    )
     return t
 
 
-def synthesize(out_dir, config: SynthConfig | None = None, *, formats=FORMATS, h5: bool = False,
-               overwrite: bool = False, progress: bool = False) -> SynthResult:
+def synthesize(
+    out_dir,
+    config: SynthConfig | None = None,
+    *,
+    formats=FORMATS,
+    h5: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> SynthResult:
     """Write a synthetic recording with ground truth into ``out_dir`` (see README.txt there).
 
     formats : iterable of "suite2p" and/or "extract" (extraction layouts to write).
@@ -114,8 +122,12 @@ def synthesize(out_dir, config: SynthConfig | None = None, *, formats=FORMATS, h
     rend = Renderer(scene, cfg)
     res.chunk_frames = rend.chunk
 
-    lam = (sp.diags(1 / np.maximum(np.asarray(fp.sum(1)).ravel(), 1e-12)) @ fp).astype(np.float32).tocsr()
-    proj = (sp.diags(1 / np.maximum(np.asarray(fp.multiply(fp).sum(1)).ravel(), 1e-12)) @ fp)
+    lam = (
+        (sp.diags(1 / np.maximum(np.asarray(fp.sum(1)).ravel(), 1e-12)) @ fp)
+        .astype(np.float32)
+        .tocsr()
+    )
+    proj = sp.diags(1 / np.maximum(np.asarray(fp.multiply(fp).sum(1)).ravel(), 1e-12)) @ fp
     proj = proj.astype(np.float32).tocsr()
     s2p = out / "suite2p" / "plane0"
     if "suite2p" in formats:
@@ -127,19 +139,23 @@ def synthesize(out_dir, config: SynthConfig | None = None, *, formats=FORMATS, h
     if "extract" in formats:
         TW = np.lib.format.open_memmap(tmp_tw, "w+", np.float32, (T, N))
 
-    acc = {"s": np.zeros(H * W), "ss": np.zeros(H * W), "right": np.zeros((H, W - 1)),
-           "down": np.zeros((H - 1, W))}
+    acc = {
+        "s": np.zeros(H * W),
+        "ss": np.zeros(H * W),
+        "right": np.zeros((H, W - 1)),
+        "down": np.zeros((H - 1, W)),
+    }
     vmax = np.full(H * W, -np.inf, np.float32)
 
     def frames():
         for t0, movie, reg in rend:
             t1 = t0 + len(movie)
-            regT = np.ascontiguousarray(reg.T)                  # (H*W, n), one copy
+            regT = np.ascontiguousarray(reg.T)  # (H*W, n), one copy
             if "suite2p" in formats:
                 F[:, t0:t1] = lam @ regT
                 Fneu[:, t0:t1] = neu @ regT
             if "extract" in formats:
-                b = rend.baseline(np.arange(t0, t1))            # (H*W, n)
+                b = rend.baseline(np.arange(t0, t1))  # (H*W, n)
                 np.divide(regT, b, out=b)
                 b -= 1
                 TW[t0:t1] = (proj @ b).T
@@ -151,18 +167,20 @@ def synthesize(out_dir, config: SynthConfig | None = None, *, formats=FORMATS, h
             yield from movie
 
     import tifffile
+
     res.movie_bytes = T * H * W * 2
     big = res.movie_bytes > cfg.bigtiff_threshold_bytes
     h5_file = h5_ds = bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=T, unit="frame", desc="synth")
     try:
         if h5:
             import h5py
+
             h5_file = h5py.File(out / "movie.h5", "w")
-            h5_ds = h5_file.create_dataset("mov", (T, H, W), np.uint16,
-                                           chunks=(min(T, 16), H, W))
+            h5_ds = h5_file.create_dataset("mov", (T, H, W), np.uint16, chunks=(min(T, 16), H, W))
             res.files["movie_h5"] = out / "movie.h5"
         with tifffile.TiffWriter(out / "movie.tif", bigtiff=big) as tw:
             tw.write(frames(), shape=(T, H, W), dtype=np.uint16, photometric="minisblack")
@@ -180,52 +198,89 @@ def synthesize(out_dir, config: SynthConfig | None = None, *, formats=FORMATS, h
     truth_rng = np.random.default_rng([cfg.seed, 3])
     is_cell = np.where(scene.cand_kind == "cell", 1, -1).astype(np.int8)
     if "suite2p" in formats:
-        skew = np.empty(N, np.float32); std = np.empty(N, np.float32); snr = np.empty(N, np.float32)
+        skew = np.empty(N, np.float32)
+        std = np.empty(N, np.float32)
+        snr = np.empty(N, np.float32)
         spks = np.lib.format.open_memmap(s2p / "spks.npy", "w+", np.float32, (N, T))
         tau_s = float(np.mean(cfg.decay_s))
         for r0 in range(0, N, 64):
-            f, fn = np.asarray(F[r0:r0 + 64]), np.asarray(Fneu[r0:r0 + 64])
-            skew[r0:r0 + 64], std[r0:r0 + 64], snr[r0:r0 + 64] = writers.trace_stats(f, fn)
-            spks[r0:r0 + 64] = writers.spks_from_traces(f, fn, tau_s * cfg.fs_hz)
+            f, fn = np.asarray(F[r0 : r0 + 64]), np.asarray(Fneu[r0 : r0 + 64])
+            skew[r0 : r0 + 64], std[r0 : r0 + 64], snr[r0 : r0 + 64] = writers.trace_stats(f, fn)
+            spks[r0 : r0 + 64] = writers.spks_from_traces(f, fn, tau_s * cfg.fs_hz)
         for a in (F, Fneu, spks):
             a.flush()
         del F, Fneu, spks
-        np.save(s2p / "stat.npy", writers.suite2p_stat(fp, W, skew=skew, std=std, snr=snr),
-                allow_pickle=True)
+        np.save(
+            s2p / "stat.npy",
+            writers.suite2p_stat(fp, W, skew=skew, std=std, snr=snr),
+            allow_pickle=True,
+        )
         np.save(s2p / "iscell.npy", writers.iscell_probability(scene.cand_kind, truth_rng))
         d = float(np.mean(cfg.diameter_px))
-        ops = {"Ly": H, "Lx": W, "nframes": T, "fs": float(cfg.fs_hz), "tau": tau_s,
-               "diameter": np.array([d, d]), "meanImg": mean_img, "max_proj": max_img,
-               "Vcorr": vcorr, "yrange": [0, H], "xrange": [0, W], "nplanes": 1,
-               "nchannels": 1, "nrois": N, "neucoeff": 0.7,
-               "yoff": scene.motion[:, 0].copy(), "xoff": scene.motion[:, 1].copy(),
-               "badframes": np.zeros(T, bool), "save_path": ".", "synthetic": True}
+        ops = {
+            "Ly": H,
+            "Lx": W,
+            "nframes": T,
+            "fs": float(cfg.fs_hz),
+            "tau": tau_s,
+            "diameter": np.array([d, d]),
+            "meanImg": mean_img,
+            "max_proj": max_img,
+            "Vcorr": vcorr,
+            "yrange": [0, H],
+            "xrange": [0, W],
+            "nplanes": 1,
+            "nchannels": 1,
+            "nrois": N,
+            "neucoeff": 0.7,
+            "yoff": scene.motion[:, 0].copy(),
+            "xoff": scene.motion[:, 1].copy(),
+            "badframes": np.zeros(T, bool),
+            "save_path": ".",
+            "synthetic": True,
+        }
         np.save(s2p / "ops.npy", ops, allow_pickle=True)
         res.files["suite2p"] = s2p
     if "extract" in formats:
         size = 4 * N * H * W + TW.nbytes
         res.extract_v73 = size > cfg.v73_threshold_bytes
         TW.flush()
-        writers.write_extract_mat(out / "extract_output.mat", fp, (H, W), TW,
-                                  {"summary_image": vcorr, "max_image": max_img},
-                                  v73=res.extract_v73)
+        writers.write_extract_mat(
+            out / "extract_output.mat",
+            fp,
+            (H, W),
+            TW,
+            {"summary_image": vcorr, "max_image": max_img},
+            v73=res.extract_v73,
+        )
         del TW
         tmp_tw.unlink()
         res.files["extract"] = out / "extract_output.mat"
     _write_truth(out / "truth.npz", scene, cfg, is_cell, truth_rng)
     res.files["truth"] = out / "truth.npz"
     counts = cfg.fp_counts()
-    (out / "README.txt").write_text(_README.format(
-        seed=cfg.seed, n_frames=T, height=H, width=W, fs_hz=cfg.fs_hz, n_cells=cfg.n_cells,
-        n_fp=N - cfg.n_cells, n_candidates=N,
-        kinds=", ".join(f"{v} {k}" for k, v in counts.items() if v),
-        tiff_kind="BigTIFF" if big else "TIFF",
-        mat_kind="MATLAB v7.3 (HDF5; h5py shows (N, W, H) and (N, T))." if res.extract_v73
-        else "MATLAB v5 (scipy.io.loadmat)."))
+    (out / "README.txt").write_text(
+        _README.format(
+            seed=cfg.seed,
+            n_frames=T,
+            height=H,
+            width=W,
+            fs_hz=cfg.fs_hz,
+            n_cells=cfg.n_cells,
+            n_fp=N - cfg.n_cells,
+            n_candidates=N,
+            kinds=", ".join(f"{v} {k}" for k, v in counts.items() if v),
+            tiff_kind="BigTIFF" if big else "TIFF",
+            mat_kind="MATLAB v7.3 (HDF5; h5py shows (N, W, H) and (N, T))."
+            if res.extract_v73
+            else "MATLAB v5 (scipy.io.loadmat).",
+        )
+    )
     res.files["readme"] = out / "README.txt"
     res.seconds = time.perf_counter() - start
-    log.info("synth: wrote %s (%d candidates, %d chunks, %.1f MB/s)", out, N, res.n_chunks,
-             res.mb_per_s)
+    log.info(
+        "synth: wrote %s (%d candidates, %d chunks, %.1f MB/s)", out, N, res.n_chunks, res.mb_per_s
+    )
     return res
 
 
@@ -245,12 +300,19 @@ def _accumulate(acc, vmax, reg, H, W):
 def _vcorr(acc, T, H, W):
     """Mean Pearson correlation of each pixel with its 4 neighbours over time, (H, W)."""
     m = (acc["s"] / T).reshape(H, W)
-    sd = np.sqrt(np.maximum((acc["ss"] / T).reshape(H, W) - m ** 2, 1e-12))
+    sd = np.sqrt(np.maximum((acc["ss"] / T).reshape(H, W) - m**2, 1e-12))
     cr = (acc["right"] / T - m[:, :-1] * m[:, 1:]) / (sd[:, :-1] * sd[:, 1:])
     cd = (acc["down"] / T - m[:-1] * m[1:]) / (sd[:-1] * sd[1:])
-    tot = np.zeros((H, W)); cnt = np.zeros((H, W))
-    tot[:, :-1] += cr; tot[:, 1:] += cr; cnt[:, :-1] += 1; cnt[:, 1:] += 1
-    tot[:-1] += cd; tot[1:] += cd; cnt[:-1] += 1; cnt[1:] += 1
+    tot = np.zeros((H, W))
+    cnt = np.zeros((H, W))
+    tot[:, :-1] += cr
+    tot[:, 1:] += cr
+    cnt[:, :-1] += 1
+    cnt[:, 1:] += 1
+    tot[:-1] += cd
+    tot[1:] += cd
+    cnt[:-1] += 1
+    cnt[1:] += 1
     return tot / np.maximum(cnt, 1)
 
 
@@ -275,19 +337,25 @@ def _write_truth(path, scene, cfg, is_cell, rng):
     fp = scene.cand_footprints
     specs = cfg.annotators
     np.savez_compressed(
-        path, is_cell=is_cell, kind=scene.cand_kind.astype("U9"),
+        path,
+        is_cell=is_cell,
+        kind=scene.cand_kind.astype("U9"),
         source_cell=scene.cand_source_cell.astype(np.int64),
         source_cell2=scene.cand_source_cell2.astype(np.int64),
         spike_frames_flat=np.concatenate(spikes + [np.zeros(0, np.int64)]).astype(np.int64),
         spike_offsets=off,
         spike_amps_flat=np.concatenate(amps + [np.zeros(0, np.float32)]).astype(np.float32),
-        footprints_data=fp.data, footprints_indices=fp.indices.astype(np.int64),
+        footprints_data=fp.data,
+        footprints_indices=fp.indices.astype(np.int64),
         footprints_indptr=fp.indptr.astype(np.int64),
         footprints_shape=np.array(fp.shape, np.int64),
-        decay_s=decay, brightness_counts=bright,
+        decay_s=decay,
+        brightness_counts=bright,
         annotators=writers.simulate_annotators(is_cell, scene.cand_kind, specs, rng),
         annotator_names=np.array([a.name for a in specs], dtype="U32"),
         annotator_leniency=np.array([a.leniency for a in specs], np.float32),
         annotator_noise=np.array([a.noise for a in specs], np.float32),
-        motion=scene.motion, fs_hz=np.float64(cfg.fs_hz),
-        config_json=np.array(json.dumps(cfg.as_dict())))
+        motion=scene.motion,
+        fs_hz=np.float64(cfg.fs_hz),
+        config_json=np.array(json.dumps(cfg.as_dict())),
+    )

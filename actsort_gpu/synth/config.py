@@ -50,7 +50,7 @@ class SynthConfig:
     fp_fractions: tuple[float, ...] = (0.15, 0.15, 0.10, 0.15, 0.20, 0.15, 0.10)
     # somata
     diameter_px: tuple[float, float] = (8.0, 16.0)
-    nucleus_fraction: float = 0.3       # share of somata with a dark nucleus
+    nucleus_fraction: float = 0.3  # share of somata with a dark nucleus
     brightness_counts: tuple[float, float] = (60.0, 200.0)  # resting soma brightness (peak px)
     # activity
     rate_hz: tuple[float, float] = (0.05, 1.0)
@@ -59,19 +59,19 @@ class SynthConfig:
     decay_s: tuple[float, float] = (0.5, 1.0)
     # background, neuropil, noise
     background_counts: float = 100.0
-    neuropil_counts: float = 40.0        # mean neuropil level
-    neuropil_modulation: float = 0.25    # relative size of the slow neuropil fluctuations
+    neuropil_counts: float = 40.0  # mean neuropil level
+    neuropil_modulation: float = 0.25  # relative size of the slow neuropil fluctuations
     n_neuropil_patches: int = 9
     gain_counts_per_photon: float = 2.0  # shot noise variance = gain * signal (Gaussian approx.)
     read_noise_counts: float = 6.0
-    drift_counts: float = 10.0           # amplitude of the slow additive baseline drift
-    bleach_fraction: float = 0.15        # fluorescence lost by the last frame (exp decay)
-    motion_px: float = 0.0               # max rigid shift; 0: no motion
-    motion_subpixel: bool = False        # bilinear subpixel shifts instead of integer ones
+    drift_counts: float = 10.0  # amplitude of the slow additive baseline drift
+    bleach_fraction: float = 0.15  # fluorescence lost by the last frame (exp decay)
+    motion_px: float = 0.0  # max rigid shift; 0: no motion
+    motion_subpixel: bool = False  # bilinear subpixel shifts instead of integer ones
     # annotators
     annotators: tuple[AnnotatorSpec, ...] = DEFAULT_ANNOTATORS
     # I/O
-    chunk_frames: int | None = None      # frames per chunk; None: about 32 MB of float32 canvas
+    chunk_frames: int | None = None  # frames per chunk; None: about 32 MB of float32 canvas
     v73_threshold_bytes: int = 2**31 - 2**24  # EXTRACT .mat larger than this -> v7.3 (HDF5)
     bigtiff_threshold_bytes: int = 2**31 - 2**25
 
@@ -84,25 +84,36 @@ class SynthConfig:
                 raise ValueError(f"SynthConfig.{name}: expected >= 0, found {getattr(self, name)}")
         if self.fs_hz <= 0:
             raise ValueError(f"SynthConfig.fs_hz: expected > 0, found {self.fs_hz}")
-        if len(self.fp_fractions) != len(FP_KINDS) or min(self.fp_fractions) < 0 \
-                or sum(self.fp_fractions) <= 0:
-            raise ValueError(f"SynthConfig.fp_fractions: expected {len(FP_KINDS)} non-negative "
-                             f"numbers for {FP_KINDS} with a positive sum, found {self.fp_fractions}")
+        if (
+            len(self.fp_fractions) != len(FP_KINDS)
+            or min(self.fp_fractions) < 0
+            or sum(self.fp_fractions) <= 0
+        ):
+            raise ValueError(
+                f"SynthConfig.fp_fractions: expected {len(FP_KINDS)} non-negative "
+                f"numbers for {FP_KINDS} with a positive sum, found {self.fp_fractions}"
+            )
         if min(self.height, self.width) < 2 * self.diameter_px[1]:
-            raise ValueError(f"SynthConfig.height/width: expected >= {2 * self.diameter_px[1]} px "
-                             f"(twice the largest soma), found {self.height} x {self.width}")
+            raise ValueError(
+                f"SynthConfig.height/width: expected >= {2 * self.diameter_px[1]} px "
+                f"(twice the largest soma), found {self.height} x {self.width}"
+            )
         if self.motion_px < 0:
             raise ValueError(f"SynthConfig.motion_px: expected >= 0, found {self.motion_px}")
         if not 0 <= self.bleach_fraction < 1:
-            raise ValueError(f"SynthConfig.bleach_fraction: expected in [0, 1), "
-                             f"found {self.bleach_fraction}")
+            raise ValueError(
+                f"SynthConfig.bleach_fraction: expected in [0, 1), found {self.bleach_fraction}"
+            )
         if self.chunk_frames is not None and self.chunk_frames < 1:
-            raise ValueError(f"SynthConfig.chunk_frames: expected >= 1 or None, "
-                             f"found {self.chunk_frames}")
+            raise ValueError(
+                f"SynthConfig.chunk_frames: expected >= 1 or None, found {self.chunk_frames}"
+            )
         for a in self.annotators:
             if not (0 <= a.noise <= 1 and 0 <= a.leniency <= 1):
-                raise ValueError(f"SynthConfig.annotators[{a.name!r}]: noise and leniency must "
-                                 f"be in [0, 1], found {a.noise}, {a.leniency}")
+                raise ValueError(
+                    f"SynthConfig.annotators[{a.name!r}]: noise and leniency must "
+                    f"be in [0, 1], found {a.noise}, {a.leniency}"
+                )
 
     def fp_counts(self) -> dict[str, int]:
         """Number of false positives of each kind (largest-remainder rounding)."""

@@ -3,7 +3,8 @@
 Per chunk of frames (t0..t1): spikes -> calcium (double-exponential kernel, carried IIR state)
 -> canvas = bleach(t) * (background + sum_j footprint_j * brightness_j * (1 + dF/F_j(t))
 + neuropil(x, t)) + drift(t) -> + Gaussian-approximated shot noise (variance gain * signal)
-+ read noise (normals from a seeded bank, see Renderer) -> rounded to uint16 counts. The *registered* view (canvas crop at zero shift) is
++ read noise (normals from a seeded bank, see Renderer) -> rounded to uint16 counts. The
+*registered* view (canvas crop at zero shift) is
 what the simulated extractor sees; the written movie is the crop shifted by the frame's motion.
 """
 
@@ -47,7 +48,12 @@ def kernel_constants(decay_s, rise_s, fs_hz):
     k = np.arange(0, int(10 * td.max()) + 2)[:, None] + 0.5
     h = np.exp(-k / td) - np.exp(-k / tr)
     norm = 1 / h.max(0)
-    return (np.exp(-1 / td), math.exp(-1 / tr), np.exp(-0.5 / td) * norm, math.exp(-0.5 / tr) * norm)
+    return (
+        np.exp(-1 / td),
+        math.exp(-1 / tr),
+        np.exp(-0.5 / td) * norm,
+        math.exp(-0.5 / tr) * norm,
+    )
 
 
 @dataclass
@@ -69,9 +75,11 @@ class Renderer:
         Hc, Wc = sc.canvas_shape
         self.chunk = chunk_frames_for(cfg, Hc * Wc)
         self._gd, self._gr, self._ad, self._ar = kernel_constants(
-            sc.src_decay_s, cfg.rise_s, cfg.fs_hz)
+            sc.src_decay_s, cfg.rise_s, cfg.fs_hz
+        )
         S = sc.src_footprints.shape[0]
-        self._y1 = np.zeros(S); self._y2 = np.zeros(S)
+        self._y1 = np.zeros(S)
+        self._y2 = np.zeros(S)
         self._A = (sp.diags(sc.src_brightness) @ sc.src_footprints).T.tocsr()  # (Hc*Wc, S)
         self.rest = sc.background + np.asarray(self._A.sum(1)).ravel().astype(np.float32)
         self.np_mean = (cfg.neuropil_counts * sc.neuropil_fields.sum(0)).astype(np.float32)
@@ -84,18 +92,22 @@ class Renderer:
         # Noise: standard normals from a seeded bank read at a random offset per frame
         # (drawing fresh normals cost ~60 % of the render time on a 2-core CPU). Pixel series
         # stay i.i.d. in practice: two draws coincide only where offsets align by chance.
-        self._bank = self._noise_rng.standard_normal(max(1 << 22, 4 * Hc * Wc) + 1,
-                                                     dtype=np.float32)
+        self._bank = self._noise_rng.standard_normal(
+            max(1 << 22, 4 * Hc * Wc) + 1, dtype=np.float32
+        )
         self._coef_cache: tuple[int, np.ndarray | None] = (-1, None)
-        self._lowrank = np.concatenate([sc.neuropil_fields, self.rest[None],
-                                        np.ones((1, Hc * Wc), np.float32)]).astype(np.float32)
+        self._lowrank = np.concatenate(
+            [sc.neuropil_fields, self.rest[None], np.ones((1, Hc * Wc), np.float32)]
+        ).astype(np.float32)
 
     def baseline(self, frames: np.ndarray) -> np.ndarray:
         """(H*W, n) resting level (no activity, mean neuropil) of the registered view."""
         sc = self.scene
         Hc, Wc = sc.canvas_shape
         p = sc.pad
-        img = (self.rest + self.np_mean).reshape(Hc, Wc)[p:p + sc.height, p:p + sc.width].ravel()
+        img = (
+            (self.rest + self.np_mean).reshape(Hc, Wc)[p : p + sc.height, p : p + sc.width].ravel()
+        )
         t_s = frames / self.cfg.fs_hz
         drift = self.cfg.drift_counts * slow_signal(self.scene.drift_sig, t_s)[:, 0]
         return img[:, None] * bleach_curve(self.cfg, frames)[None] + drift[None]
@@ -112,17 +124,24 @@ class Renderer:
                 self._coef_cache = (b, self._coefficient_block(b))
             blocks.append(self._coef_cache[1])
         coef = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-        return coef[t0 - b0 * _COEF_BLOCK:t1 - b0 * _COEF_BLOCK]
+        return coef[t0 - b0 * _COEF_BLOCK : t1 - b0 * _COEF_BLOCK]
 
     def _coefficient_block(self, b: int) -> np.ndarray:
         sc, cfg = self.scene, self.cfg
         frames = np.arange(b * _COEF_BLOCK, min(cfg.n_frames, (b + 1) * _COEF_BLOCK))
         t_s = (frames / cfg.fs_hz).astype(np.float64)
         bleach = bleach_curve(cfg, frames)
-        np_t = cfg.neuropil_counts * (1 + cfg.neuropil_modulation
-                                      * slow_signal(sc.neuropil_sig, t_s))       # (n, P)
-        coef = np.concatenate([bleach[:, None] * np_t, bleach[:, None],
-                               cfg.drift_counts * slow_signal(sc.drift_sig, t_s)], 1)
+        np_t = cfg.neuropil_counts * (
+            1 + cfg.neuropil_modulation * slow_signal(sc.neuropil_sig, t_s)
+        )  # (n, P)
+        coef = np.concatenate(
+            [
+                bleach[:, None] * np_t,
+                bleach[:, None],
+                cfg.drift_counts * slow_signal(sc.drift_sig, t_s),
+            ],
+            1,
+        )
         return coef.astype(np.float32)
 
     def _calcium(self, t0, t1):
@@ -145,30 +164,30 @@ class Renderer:
         Hc, Wc = sc.canvas_shape
         for t0 in range(0, cfg.n_frames, self.chunk):
             t1 = min(cfg.n_frames, t0 + self.chunk)
-            self.dff = self._calcium(t0, t1)                                 # (n, S)
-            coef = self._coefficients(t0, t1)                                # (n, P + 2)
+            self.dff = self._calcium(t0, t1)  # (n, S)
+            coef = self._coefficients(t0, t1)  # (n, P + 2)
             bleach = coef[:, -2]
             # low-rank part: bleach * (rest + neuropil) + drift, one component at a time
             # (elementwise float32 multiply-adds: the same value whatever the chunking, which
             # a BLAS product does not promise)
-            canvas = coef[:, :1] * self._lowrank[0]                          # (n, Hc*Wc)
+            canvas = coef[:, :1] * self._lowrank[0]  # (n, Hc*Wc)
             for j in range(1, len(self._lowrank)):
-                canvas += coef[:, j:j + 1] * self._lowrank[j]
-            canvas += (self._A @ (self.dff * bleach[:, None]).T).T            # activity
+                canvas += coef[:, j : j + 1] * self._lowrank[j]
+            canvas += (self._A @ (self.dff * bleach[:, None]).T).T  # activity
             # shot (Gaussian approximation of Poisson) + read noise
             std = np.multiply(canvas, cfg.gain_counts_per_photon)
-            std += cfg.read_noise_counts ** 2
-            np.maximum(std, cfg.read_noise_counts ** 2, out=std)
+            std += cfg.read_noise_counts**2
+            np.maximum(std, cfg.read_noise_counts**2, out=std)
             np.sqrt(std, out=std)
             offsets = self._noise_rng.integers(0, len(self._bank) - Hc * Wc, t1 - t0)
             for k, o in enumerate(offsets):
-                std[k] *= self._bank[o:o + Hc * Wc]
+                std[k] *= self._bank[o : o + Hc * Wc]
             canvas += std
             del std
             np.rint(canvas, out=canvas)
             np.clip(canvas, 0, 65535, out=canvas)
             canvas = canvas.reshape(-1, Hc, Wc)
-            reg = canvas[:, p:p + H, p:p + W]
+            reg = canvas[:, p : p + H, p : p + W]
             if p == 0:
                 movie = reg.astype(np.uint16)
             else:
@@ -190,5 +209,5 @@ class Renderer:
                     continue
                 y0 = min(max(p + fy + oy, 0), 2 * p)
                 x0 = min(max(p + fx + ox, 0), 2 * p)
-                out += wy * wx * img[y0:y0 + H, x0:x0 + W]
+                out += wy * wx * img[y0 : y0 + H, x0 : x0 + W]
         return np.rint(out).astype(np.uint16)

@@ -36,25 +36,25 @@ class Scene:
     width: int
     pad: int
     # sources (things that emit light in the movie): true cells, edge somata, dendrites
-    src_footprints: sp.csr_matrix      # (S, Hc*Wc) float32, max 1 per row, on the canvas
-    src_brightness: np.ndarray         # (S,) float32 resting counts at the footprint max
-    src_kind: np.ndarray               # (S,) str
-    src_spike_frames: list             # S arrays of int64 frames (sorted, unique)
-    src_spike_amps: list               # S arrays of float32 dF/F jumps
-    src_decay_s: np.ndarray            # (S,) float32
-    background: np.ndarray             # (Hc*Wc,) float32 counts (vignetted), without cells
-    neuropil_fields: np.ndarray        # (P, Hc*Wc) float32, sum over P = 1 everywhere (approx.)
-    neuropil_sig: dict                 # sinusoid parameters, per patch
-    drift_sig: dict                    # sinusoid parameters, one signal
-    motion: np.ndarray                 # (T, 2) float32 (dy, dx) shift of each movie frame
+    src_footprints: sp.csr_matrix  # (S, Hc*Wc) float32, max 1 per row, on the canvas
+    src_brightness: np.ndarray  # (S,) float32 resting counts at the footprint max
+    src_kind: np.ndarray  # (S,) str
+    src_spike_frames: list  # S arrays of int64 frames (sorted, unique)
+    src_spike_amps: list  # S arrays of float32 dF/F jumps
+    src_decay_s: np.ndarray  # (S,) float32
+    background: np.ndarray  # (Hc*Wc,) float32 counts (vignetted), without cells
+    neuropil_fields: np.ndarray  # (P, Hc*Wc) float32, sum over P = 1 everywhere (approx.)
+    neuropil_sig: dict  # sinusoid parameters, per patch
+    drift_sig: dict  # sinusoid parameters, one signal
+    motion: np.ndarray  # (T, 2) float32 (dy, dx) shift of each movie frame
     # candidates (already in the final, shuffled order)
-    cand_footprints: sp.csr_matrix     # (N, H*W) float32, max 1 per row, on the field of view
-    cand_kind: np.ndarray              # (N,) str
-    cand_source: np.ndarray            # (N,) int: source index of cell/edge/dendrite, else -1
-    cand_source_cell: np.ndarray       # (N,) int: candidate index of the true cell a
+    cand_footprints: sp.csr_matrix  # (N, H*W) float32, max 1 per row, on the field of view
+    cand_kind: np.ndarray  # (N,) str
+    cand_source: np.ndarray  # (N,) int: source index of cell/edge/dendrite, else -1
+    cand_source_cell: np.ndarray  # (N,) int: candidate index of the true cell a
     #                                    duplicate/split/merged came from, else -1
-    cand_source_cell2: np.ndarray      # (N,) int: second cell of a merged candidate, else -1
-    cand_spike_frames: list            # N arrays: spikes of the source(s) behind each candidate
+    cand_source_cell2: np.ndarray  # (N,) int: second cell of a merged candidate, else -1
+    cand_spike_frames: list  # N arrays: spikes of the source(s) behind each candidate
 
     @property
     def canvas_shape(self) -> tuple[int, int]:
@@ -64,15 +64,17 @@ class Scene:
 def slow_signal(params: dict, t_s: np.ndarray) -> np.ndarray:
     """Sum of sinusoids. params: freq_hz, phase, amp each (K,) or (P, K). Returns (len(t), [P])."""
     f, ph, a = params["freq_hz"], params["phase"], params["amp"]
-    arg = 2 * np.pi * t_s[:, None, None] * f[None] + ph[None]      # (t, P, K)
+    arg = 2 * np.pi * t_s[:, None, None] * f[None] + ph[None]  # (t, P, K)
     return (a[None] * np.sin(arg)).sum(-1).astype(np.float32)
 
 
 def _sinusoids(rng, shape, lo_hz, hi_hz):
     k = shape[-1]
-    return dict(freq_hz=np.exp(rng.uniform(np.log(lo_hz), np.log(hi_hz), shape)),
-                phase=rng.uniform(0, 2 * np.pi, shape),
-                amp=np.full(shape, 1 / math.sqrt(k / 2)))
+    return dict(
+        freq_hz=np.exp(rng.uniform(np.log(lo_hz), np.log(hi_hz), shape)),
+        phase=rng.uniform(0, 2 * np.pi, shape),
+        amp=np.full(shape, 1 / math.sqrt(k / 2)),
+    )
 
 
 def _blob(cy, cx, a, b, theta, shape, rng, nucleus=False, irregular=0.08):
@@ -93,7 +95,7 @@ def _blob(cy, cx, a, b, theta, shape, rng, nucleus=False, irregular=0.08):
     rn = rn / (1 + irregular * np.cos(2 * phi + h[0]) + irregular / 2 * np.cos(3 * phi + h[1]))
     w = np.exp(-0.5 * (rn / 0.62) ** 4)
     if nucleus:
-        w *= 1 - 0.6 * np.exp(-(rn / 0.35) ** 2)
+        w *= 1 - 0.6 * np.exp(-((rn / 0.35) ** 2))
     return _pack(yy, xx, w, ww)
 
 
@@ -110,7 +112,7 @@ def _dendrite(cy, cx, length, sigma, shape, rng):
     p0, p2 = np.array([cy, cx]) - d, np.array([cy, cx]) + d
     p1 = np.array([cy, cx]) + rng.normal(0, length / 4, 2)
     t = np.linspace(0, 1, int(length * 2))[:, None]
-    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
     hh, ww = shape
     m = 3 * sigma + 1
     y0, y1 = max(0, int(pts[:, 0].min() - m)), min(hh, int(pts[:, 0].max() + m) + 1)
@@ -119,7 +121,7 @@ def _dendrite(cy, cx, length, sigma, shape, rng):
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     yy, xx = np.mgrid[y0:y1, x0:x1]
     d2 = ((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2).min(-1)
-    w = np.exp(-d2 / (2 * sigma ** 2)) * (1 + 0.3 * rng.standard_normal(d2.shape)).clip(0.5, 1.5)
+    w = np.exp(-d2 / (2 * sigma**2)) * (1 + 0.3 * rng.standard_normal(d2.shape)).clip(0.5, 1.5)
     return _pack(yy, xx, w, ww)
 
 
@@ -155,8 +157,9 @@ def _place(rng, n, lo, hi, radii, taken, spacing=0.85, tries=200):
         r = radii[i]
         for _ in range(tries):
             y, x = rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1])
-            if all((y - ty) ** 2 + (x - tx) ** 2 >= (spacing * (r + tr)) ** 2
-                   for ty, tx, tr in taken):
+            if all(
+                (y - ty) ** 2 + (x - tx) ** 2 >= (spacing * (r + tr)) ** 2 for ty, tx, tr in taken
+            ):
                 break
         out.append((y, x, r))
         taken.append((y, x, r))
@@ -178,22 +181,40 @@ def build_scene(cfg: SynthConfig) -> Scene:
         rate = math.exp(rng.uniform(*np.log(cfg.rate_hz))) * rate_scale
         amp = rng.uniform(*cfg.amplitude_dff)
         f, a = _spikes(rng, cfg, rate, amp)
-        src_fp.append((idx, w)); src_kind.append(kind); src_bright.append(bright)
-        src_spk.append(f); src_amp.append(a); src_decay.append(rng.uniform(*cfg.decay_s))
+        src_fp.append((idx, w))
+        src_kind.append(kind)
+        src_bright.append(bright)
+        src_spk.append(f)
+        src_amp.append(a)
+        src_decay.append(rng.uniform(*cfg.decay_s))
         return len(src_fp) - 1
 
     # true cells: somata fully inside the view
     taken = []
     radii = rng.uniform(dmin, dmax, cfg.n_cells) / 2
-    cells = _place(rng, cfg.n_cells, (dmax / 2 + 1, dmax / 2 + 1),
-                   (H - dmax / 2 - 1, W - dmax / 2 - 1), radii, taken)
+    cells = _place(
+        rng,
+        cfg.n_cells,
+        (dmax / 2 + 1, dmax / 2 + 1),
+        (H - dmax / 2 - 1, W - dmax / 2 - 1),
+        radii,
+        taken,
+    )
     cell_geom = []
-    for (y, x, r) in cells:
+    for y, x, r in cells:
         e = rng.uniform(0.75, 1.0)
-        geom = (y, x, r, r * e, rng.uniform(0, np.pi), rng.random() < cfg.nucleus_fraction,
-                int(rng.integers(1 << 31)))
-        idx, w = _blob(y + pad, x + pad, *geom[2:5], (Hc, Wc), np.random.default_rng(geom[6]),
-                       nucleus=geom[5])
+        geom = (
+            y,
+            x,
+            r,
+            r * e,
+            rng.uniform(0, np.pi),
+            rng.random() < cfg.nucleus_fraction,
+            int(rng.integers(1 << 31)),
+        )
+        idx, w = _blob(
+            y + pad, x + pad, *geom[2:5], (Hc, Wc), np.random.default_rng(geom[6]), nucleus=geom[5]
+        )
         cell_geom.append(geom)
         add_source("cell", idx, w, rng.uniform(*cfg.brightness_counts))
     # edge somata: centre within half a radius of a border (partly outside the view)
@@ -203,32 +224,43 @@ def build_scene(cfg: SynthConfig) -> Scene:
         side = rng.integers(4)
         along = rng.uniform(r, (H if side < 2 else W) - r)
         depth = rng.uniform(-0.3 * r, 0.5 * r)
-        y, x = [(depth, along), (H - 1 - depth, along), (along, depth), (along, W - 1 - depth)][side]
-        idx, w = _blob(y + pad, x + pad, r, r * rng.uniform(0.75, 1), rng.uniform(0, np.pi),
-                       (Hc, Wc), rng)
+        y, x = [(depth, along), (H - 1 - depth, along), (along, depth), (along, W - 1 - depth)][
+            side
+        ]
+        idx, w = _blob(
+            y + pad, x + pad, r, r * rng.uniform(0.75, 1), rng.uniform(0, np.pi), (Hc, Wc), rng
+        )
         taken.append((y, x, r))
         edge_src.append(add_source("edge", idx, w, rng.uniform(*cfg.brightness_counts)))
     # dendrites: long thin processes with their own transients
     dend_src = []
     for _ in range(counts["dendrite"]):
         y, x = rng.uniform(10, H - 10), rng.uniform(10, W - 10)
-        idx, w = _dendrite(y + pad, x + pad, rng.uniform(25, 60), rng.uniform(0.9, 1.6),
-                           (Hc, Wc), rng)
+        idx, w = _dendrite(
+            y + pad, x + pad, rng.uniform(25, 60), rng.uniform(0.9, 1.6), (Hc, Wc), rng
+        )
         dend_src.append(add_source("dendrite", idx, w, 0.6 * rng.uniform(*cfg.brightness_counts)))
 
     S = len(src_fp)
     rows = np.repeat(np.arange(S), [len(i) for i, _ in src_fp])
     src_csr = sp.csr_matrix(
-        (np.concatenate([w for _, w in src_fp] + [np.zeros(0, np.float32)]),
-         (rows, np.concatenate([i for i, _ in src_fp] + [np.zeros(0, np.int64)]))),
-        shape=(S, Hc * Wc), dtype=np.float32)
+        (
+            np.concatenate([w for _, w in src_fp] + [np.zeros(0, np.float32)]),
+            (rows, np.concatenate([i for i, _ in src_fp] + [np.zeros(0, np.int64)])),
+        ),
+        shape=(S, Hc * Wc),
+        dtype=np.float32,
+    )
 
     # candidates in planted order, shuffled at the end
     c_fp, c_kind, c_src, c_cell, c_cell2 = [], [], [], [], []
 
     def add_cand(kind, idx, w, src=-1, cell=-1, cell2=-1):
-        c_fp.append(_renorm(idx, w)); c_kind.append(kind); c_src.append(src)
-        c_cell.append(cell); c_cell2.append(cell2)
+        c_fp.append(_renorm(idx, w))
+        c_kind.append(kind)
+        c_src.append(src)
+        c_cell.append(cell)
+        c_cell2.append(cell2)
 
     fov = [_to_fov(i, w, pad, Wc, H, W) for i, w in src_fp]
     for s in range(cfg.n_cells):
@@ -239,14 +271,16 @@ def build_scene(cfg: SynthConfig) -> Scene:
         add_cand("dendrite", *fov[s], src=s)
     if cfg.n_cells == 0:
         for k in ("duplicate", "split", "merged"):
-            counts["noise"] += counts[k]; counts[k] = 0
+            counts["noise"] += counts[k]
+            counts[k] = 0
     for _ in range(counts["duplicate"]):
         c = int(rng.integers(cfg.n_cells))
         y, x, a, b, th, nuc, seed = cell_geom[c]
         sy, sx = rng.choice([-1, 1], 2) * rng.uniform(1, 3, 2)
         sc = rng.uniform(0.85, 1.15)
-        idx, w = _blob(y + sy, x + sx, a * sc, b * sc, th, (H, W), np.random.default_rng(seed),
-                       nucleus=nuc)
+        idx, w = _blob(
+            y + sy, x + sx, a * sc, b * sc, th, (H, W), np.random.default_rng(seed), nucleus=nuc
+        )
         add_cand("duplicate", idx, w, cell=c)
     for _ in range(counts["split"]):
         c = int(rng.integers(cfg.n_cells))
@@ -261,7 +295,7 @@ def build_scene(cfg: SynthConfig) -> Scene:
         d2 = ((cen[:, None] - cen[None]) ** 2).sum(-1)
         np.fill_diagonal(d2, np.inf)
         nn = d2.argmin(1)
-        order = np.argsort(d2[np.arange(len(nn)), nn])     # closest pairs first
+        order = np.argsort(d2[np.arange(len(nn)), nn])  # closest pairs first
         for k in range(counts["merged"]):
             c = int(order[k % len(order)]) if len(order) > 1 else 0
             c2 = int(nn[c]) if len(order) > 1 else 0
@@ -274,33 +308,40 @@ def build_scene(cfg: SynthConfig) -> Scene:
         y, x = rng.uniform(0, H), rng.uniform(0, W)
         sg = rng.uniform(7, 13)
         r = int(3 * sg)
-        yy, xx = np.mgrid[max(0, int(y) - r):min(H, int(y) + r + 1),
-                          max(0, int(x) - r):min(W, int(x) + r + 1)]
-        wgt = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sg ** 2))
+        yy, xx = np.mgrid[
+            max(0, int(y) - r) : min(H, int(y) + r + 1), max(0, int(x) - r) : min(W, int(x) + r + 1)
+        ]
+        wgt = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sg**2))
         wgt *= 1 + 0.2 * rng.standard_normal(wgt.shape)
         add_cand("neuropil", *_pack(yy, xx, wgt, W))
-    occupied = np.asarray(src_csr.sum(0)).ravel().reshape(Hc, Wc)[pad:pad + H, pad:pad + W] > 0
+    occupied = np.asarray(src_csr.sum(0)).ravel().reshape(Hc, Wc)[pad : pad + H, pad : pad + W] > 0
     for _ in range(counts["noise"]):
         r = rng.uniform(dmin * 0.7, dmax) / 2
         for _try in range(100):
             y, x = rng.uniform(r + 1, H - r - 1), rng.uniform(r + 1, W - r - 1)
-            idx, w = _blob(y, x, r, r * rng.uniform(0.6, 1), rng.uniform(0, np.pi), (H, W), rng,
-                           irregular=0.25)
+            idx, w = _blob(
+                y, x, r, r * rng.uniform(0.6, 1), rng.uniform(0, np.pi), (H, W), rng, irregular=0.25
+            )
             if not occupied.ravel()[idx].any():
                 break
         add_cand("noise", idx, w)
 
     N = len(c_fp)
-    perm = rng.permutation(N)                    # new position -> planted index
-    where = np.empty(N, np.int64); where[perm] = np.arange(N)   # planted -> new
-    cell_cand = where[:cfg.n_cells]              # true cell c -> candidate index
+    perm = rng.permutation(N)  # new position -> planted index
+    where = np.empty(N, np.int64)
+    where[perm] = np.arange(N)  # planted -> new
+    cell_cand = where[: cfg.n_cells]  # true cell c -> candidate index
     c_src, c_cell, c_cell2 = np.array(c_src), np.array(c_cell), np.array(c_cell2)
     to_cand = lambda a: np.where(a >= 0, cell_cand[np.maximum(a, 0)] if cfg.n_cells else -1, -1)
     rows = np.repeat(np.arange(N), [len(c_fp[p][0]) for p in perm])
     cand_csr = sp.csr_matrix(
-        (np.concatenate([c_fp[p][1] for p in perm] + [np.zeros(0, np.float32)]),
-         (rows, np.concatenate([c_fp[p][0] for p in perm] + [np.zeros(0, np.int64)]))),
-        shape=(N, H * W), dtype=np.float32)
+        (
+            np.concatenate([c_fp[p][1] for p in perm] + [np.zeros(0, np.float32)]),
+            (rows, np.concatenate([c_fp[p][0] for p in perm] + [np.zeros(0, np.int64)])),
+        ),
+        shape=(N, H * W),
+        dtype=np.float32,
+    )
     cand_csr.sort_indices()
     kind = np.array(c_kind)[perm]
     src = c_src[perm]
@@ -326,8 +367,9 @@ def build_scene(cfg: SynthConfig) -> Scene:
     cy = (np.arange(P) // g + 0.5) * Hc / g + rng.normal(0, Hc / g / 6, P)
     cx = (np.arange(P) % g + 0.5) * Wc / g + rng.normal(0, Wc / g / 6, P)
     sig = max(Hc, Wc) / g / 1.5
-    fields_ = np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
-                     / (2 * sig ** 2))
+    fields_ = np.exp(
+        -((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2) / (2 * sig**2)
+    )
     fields_ = (fields_ / fields_.sum(0, keepdims=True)).reshape(P, -1).astype(np.float32)
     neuropil_sig = _sinusoids(rng, (P, 6), 1 / 60, 1 / 3)
     drift_sig = _sinusoids(rng, (1, 4), 1 / 600, 1 / 60)
@@ -341,7 +383,25 @@ def build_scene(cfg: SynthConfig) -> Scene:
     else:
         motion = np.zeros((T, 2))
     log.debug("scene: %d sources, %d candidates, kinds %s", S, N, counts)
-    return Scene(H, W, pad, src_csr, np.array(src_bright, np.float32), np.array(src_kind),
-                 src_spk, src_amp, np.array(src_decay, np.float32), background, fields_,
-                 neuropil_sig, drift_sig, motion.astype(np.float32),
-                 cand_csr, kind, src, cell1, cell2, spikes)
+    return Scene(
+        H,
+        W,
+        pad,
+        src_csr,
+        np.array(src_bright, np.float32),
+        np.array(src_kind),
+        src_spk,
+        src_amp,
+        np.array(src_decay, np.float32),
+        background,
+        fields_,
+        neuropil_sig,
+        drift_sig,
+        motion.astype(np.float32),
+        cand_csr,
+        kind,
+        src,
+        cell1,
+        cell2,
+        spikes,
+    )

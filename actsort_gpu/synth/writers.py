@@ -15,19 +15,26 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["suite2p_stat", "neuropil_masks", "spks_from_traces", "write_extract_mat",
-           "simulate_annotators", "iscell_probability"]
+__all__ = [
+    "suite2p_stat",
+    "neuropil_masks",
+    "spks_from_traces",
+    "write_extract_mat",
+    "simulate_annotators",
+    "iscell_probability",
+]
 
 
 def _disk_mean_radius(npix: int) -> float:
     r = int(np.ceil(np.sqrt(npix / np.pi))) + 2
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     d = np.sort(np.hypot(yy, xx).ravel())
     return float(d[:npix].mean())
 
 
-def suite2p_stat(footprints: sp.csr_matrix, width: int, *,
-                 skew=None, std=None, snr=None) -> np.ndarray:
+def suite2p_stat(
+    footprints: sp.csr_matrix, width: int, *, skew=None, std=None, snr=None
+) -> np.ndarray:
     """Suite2p ``stat.npy`` content: object array of dicts, one per candidate.
 
     footprints : (N, H*W) CSR, max 1 per row (lam = these weights, like Suite2p's unnormalised lam).
@@ -42,8 +49,8 @@ def suite2p_stat(footprints: sp.csr_matrix, width: int, *,
     out = np.empty(N, dtype=object)
     nan = np.float32(np.nan)
     for i in range(N):
-        idx = footprints.indices[footprints.indptr[i]:footprints.indptr[i + 1]]
-        lam = footprints.data[footprints.indptr[i]:footprints.indptr[i + 1]].astype(np.float32)
+        idx = footprints.indices[footprints.indptr[i] : footprints.indptr[i + 1]]
+        lam = footprints.data[footprints.indptr[i] : footprints.indptr[i + 1]].astype(np.float32)
         ypix, xpix = (idx // width).astype(np.int64), (idx % width).astype(np.int64)
         npix = int(len(idx))
         if npix:
@@ -60,11 +67,18 @@ def suite2p_stat(footprints: sp.csr_matrix, width: int, *,
         else:
             med, mrs, mrs0, radius, aspect = [0, 0], 0.0, 1.0, 0.0, 1.0
         out[i] = {
-            "ypix": ypix, "xpix": xpix, "lam": lam, "med": med, "npix": npix,
-            "soma_crop": np.ones(npix, bool), "npix_soma": np.int64(npix),
-            "mrs": np.float64(mrs), "mrs0": np.float64(mrs0),
+            "ypix": ypix,
+            "xpix": xpix,
+            "lam": lam,
+            "med": med,
+            "npix": npix,
+            "soma_crop": np.ones(npix, bool),
+            "npix_soma": np.int64(npix),
+            "mrs": np.float64(mrs),
+            "mrs0": np.float64(mrs0),
             "compact": np.float64(mrs / max(mrs0, 1e-9)),
-            "radius": np.float64(radius), "aspect_ratio": np.float64(aspect),
+            "radius": np.float64(radius),
+            "aspect_ratio": np.float64(aspect),
             "footprint": np.float64(np.clip(np.round(np.log2(max(radius, 1) / 3)), 0, 3)),
             "npix_norm": np.float32(npix / med_npix),
             "npix_norm_no_crop": np.float32(npix / med_npix),
@@ -76,8 +90,9 @@ def suite2p_stat(footprints: sp.csr_matrix, width: int, *,
     return out
 
 
-def neuropil_masks(footprints: sp.csr_matrix, height: int, width: int,
-                   inner_px: float = 2.0, min_pixels: int = 350) -> sp.csr_matrix:
+def neuropil_masks(
+    footprints: sp.csr_matrix, height: int, width: int, inner_px: float = 2.0, min_pixels: int = 350
+) -> sp.csr_matrix:
     """Suite2p-like neuropil masks: an annulus around each candidate, excluding every
     candidate's pixels, grown until it has ``min_pixels``. Rows sum to 1. (N, H*W) float32."""
     N = footprints.shape[0]
@@ -86,14 +101,14 @@ def neuropil_masks(footprints: sp.csr_matrix, height: int, width: int,
     occupied = occupied.reshape(height, width)
     rows, cols = [], []
     for i in range(N):
-        idx = footprints.indices[footprints.indptr[i]:footprints.indptr[i + 1]]
+        idx = footprints.indices[footprints.indptr[i] : footprints.indptr[i + 1]]
         if len(idx) == 0:
             cy, cx, r_in = height / 2, width / 2, 0.0
         else:
             y, x = idx // width, idx % width
             cy, cx = y.mean(), x.mean()
             r_in = np.hypot(y - cy, x - cx).max() + inner_px
-        r_out = np.sqrt(r_in ** 2 + 2 * min_pixels / np.pi)
+        r_out = np.sqrt(r_in**2 + 2 * min_pixels / np.pi)
         for _ in range(8):
             R = int(np.ceil(r_out))
             y0, y1 = max(0, int(cy) - R), min(height, int(cy) + R + 1)
@@ -107,7 +122,8 @@ def neuropil_masks(footprints: sp.csr_matrix, height: int, width: int,
         if not sel.any():
             sel = (d >= r_in) & (d < r_out)
         p = (yy[sel] * width + xx[sel]).ravel()
-        rows.append(np.full(len(p), i)); cols.append(p)
+        rows.append(np.full(len(p), i))
+        cols.append(p)
     r = np.concatenate(rows) if rows else np.zeros(0, int)
     c = np.concatenate(cols) if cols else np.zeros(0, int)
     m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(N, height * width))
@@ -120,11 +136,17 @@ def trace_stats(F: np.ndarray, Fneu: np.ndarray, coef: float = 0.7):
     x = F.astype(np.float64) - coef * Fneu
     x -= x.mean(1, keepdims=True)
     std = x.std(1)
-    skew = (x ** 3).mean(1) / np.maximum(std, 1e-12) ** 3
-    noise = 1.4826 * np.median(np.abs(np.diff(x, axis=1)), axis=1) / np.sqrt(2) if x.shape[1] > 1 \
+    skew = (x**3).mean(1) / np.maximum(std, 1e-12) ** 3
+    noise = (
+        1.4826 * np.median(np.abs(np.diff(x, axis=1)), axis=1) / np.sqrt(2)
+        if x.shape[1] > 1
         else np.ones(len(x))
-    return skew.astype(np.float32), std.astype(np.float32), \
-        (std / np.maximum(noise, 1e-12)).astype(np.float32)
+    )
+    return (
+        skew.astype(np.float32),
+        std.astype(np.float32),
+        (std / np.maximum(noise, 1e-12)).astype(np.float32),
+    )
 
 
 def spks_from_traces(F: np.ndarray, Fneu: np.ndarray, tau_frames: float, coef: float = 0.7):
@@ -145,14 +167,23 @@ def spks_from_traces(F: np.ndarray, Fneu: np.ndarray, tau_frames: float, coef: f
 
 
 def _matlab_header() -> bytes:
-    text = (f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: "
-            f"{datetime.datetime.now():%a %b %d %H:%M:%S %Y} HDF5 schema 1.00 .")
+    text = (
+        f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: "
+        f"{datetime.datetime.now():%a %b %d %H:%M:%S %Y} HDF5 schema 1.00 ."
+    )
     return text.encode("ascii").ljust(116, b" ") + b" " * 8 + b"\x00\x02" + b"IM"
 
 
-def write_extract_mat(path: Path, spatial: sp.csr_matrix, shape, temporal, extra: dict, *,
-                      v73: bool,
-                      frame_block: int = 4096) -> None:
+def write_extract_mat(
+    path: Path,
+    spatial: sp.csr_matrix,
+    shape,
+    temporal,
+    extra: dict,
+    *,
+    v73: bool,
+    frame_block: int = 4096,
+) -> None:
     """EXTRACT output: struct ``output`` with spatial_weights (H, W, N) single, temporal_weights
     (T, N) single, info.{summary_image, max_image} (H, W) single, info.version.
 
@@ -170,14 +201,24 @@ def write_extract_mat(path: Path, spatial: sp.csr_matrix, shape, temporal, extra
         coo = spatial.tocoo()
         dense[coo.col, coo.row] = coo.data
         import scipy.io
+
         info = {k: np.asarray(v, np.float32) for k, v in extra.items()}
         info["version"] = "1.3.0"
-        scipy.io.savemat(path, {"output": {
-            "spatial_weights": dense.reshape(H, W, N),
-            "temporal_weights": np.asarray(temporal, np.float32),
-            "info": info}}, do_compression=False, oned_as="column")
+        scipy.io.savemat(
+            path,
+            {
+                "output": {
+                    "spatial_weights": dense.reshape(H, W, N),
+                    "temporal_weights": np.asarray(temporal, np.float32),
+                    "info": info,
+                }
+            },
+            do_compression=False,
+            oned_as="column",
+        )
         return
     import h5py
+
     T = temporal.shape[0]
     with h5py.File(path, "w", userblock_size=512, libver="earliest") as f:
         out = f.create_group("output")
@@ -185,15 +226,20 @@ def write_extract_mat(path: Path, spatial: sp.csr_matrix, shape, temporal, extra
         ds = out.create_dataset("spatial_weights", shape=(N, W, H), dtype="f4")
         for i in range(N):
             img = np.zeros(H * W, np.float32)
-            img[spatial.indices[spatial.indptr[i]:spatial.indptr[i + 1]]] = \
-                spatial.data[spatial.indptr[i]:spatial.indptr[i + 1]]
+            img[spatial.indices[spatial.indptr[i] : spatial.indptr[i + 1]]] = spatial.data[
+                spatial.indptr[i] : spatial.indptr[i + 1]
+            ]
             ds[i] = img.reshape(H, W).T
         ds.attrs["MATLAB_class"] = np.bytes_("single")
-        tw = out.create_dataset("temporal_weights", shape=(N, T), dtype="f4",
-                                chunks=(max(1, min(N, 64)), min(T, 4096)) if N and T else None)
+        tw = out.create_dataset(
+            "temporal_weights",
+            shape=(N, T),
+            dtype="f4",
+            chunks=(max(1, min(N, 64)), min(T, 4096)) if N and T else None,
+        )
         tw.attrs["MATLAB_class"] = np.bytes_("single")
         for t0 in range(0, T, frame_block):
-            tw[:, t0:t0 + frame_block] = np.asarray(temporal[t0:t0 + frame_block]).T
+            tw[:, t0 : t0 + frame_block] = np.asarray(temporal[t0 : t0 + frame_block]).T
         info = out.create_group("info")
         info.attrs["MATLAB_class"] = np.bytes_("struct")
         for k, v in extra.items():
@@ -213,8 +259,16 @@ def iscell_probability(kind: np.ndarray, rng: np.random.Generator) -> np.ndarray
     Logit by kind + N(0, 1): cells lean cell, duplicates/merged too (a shape/skew classifier
     cannot tell), noise and neuropil lean not-cell.
     """
-    base = {"cell": 2.0, "duplicate": 1.5, "split": 0.3, "merged": 0.8, "edge": 0.5,
-            "dendrite": -0.5, "neuropil": -1.8, "noise": -2.2}
+    base = {
+        "cell": 2.0,
+        "duplicate": 1.5,
+        "split": 0.3,
+        "merged": 0.8,
+        "edge": 0.5,
+        "dendrite": -0.5,
+        "neuropil": -1.8,
+        "noise": -2.2,
+    }
     logit = np.array([base[k] for k in kind], float) + rng.standard_normal(len(kind))
     p = 1 / (1 + np.exp(-logit))
     return np.stack([(p > 0.5).astype(float), p], 1)

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 __all__ = ["serve", "open_workspace"]
 
 
-def open_workspace(stores, *, classifier=None, annotator: str | None = None, config=None,
-                   device: str = "cpu"):
+def open_workspace(
+    stores, *, classifier=None, annotator: str | None = None, config=None, device: str = "cpu"
+):
     """Open the stores (each once, unique names) and the learner for the page."""
     from .workspace import Workspace
 
@@ -29,18 +30,29 @@ def open_workspace(stores, *, classifier=None, annotator: str | None = None, con
         raise ValueError(f"a store is named twice: {[str(p) for p in paths]}")
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
-        raise ValueError(f"stores need distinct folder names (the journal keys labels by name), "
-                         f"got {names}")
+        raise ValueError(
+            f"stores need distinct folder names (the journal keys labels by name), got {names}"
+        )
     ui = config.ui if config is not None else None
     who = annotator or (ui.annotator if ui is not None else "anonymous")
-    return Workspace.open(paths, annotator=who, classifier=classifier, config=config,
-                          device=device)
+    return Workspace.open(paths, annotator=who, classifier=classifier, config=config, device=device)
 
 
-def serve(stores, *, classifier=None, annotator: str | None = None, host: str | None = None,
-          port: int | None = None, auth: str | None = None, config=None, device: str = "cpu",
-          export_dir=None, prevent_thread_lock: bool = False, quiet: bool = False,
-          inbrowser: bool = False):
+def serve(
+    stores,
+    *,
+    classifier=None,
+    annotator: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    auth: str | None = None,
+    config=None,
+    device: str = "cpu",
+    export_dir=None,
+    prevent_thread_lock: bool = False,
+    quiet: bool = False,
+    inbrowser: bool = False,
+):
     """Open the stores and serve the page; returns (demo, workspace) when
     ``prevent_thread_lock``, else blocks until the server stops. ``inbrowser`` opens the page
     in the default web browser once the server is up (``actsort demo``)."""
@@ -52,9 +64,16 @@ def serve(stores, *, classifier=None, annotator: str | None = None, host: str | 
     ui = replace(ui, host=host or ui.host, port=int(port or ui.port))
     if ui.host not in ("127.0.0.1", "localhost", "::1") and not auth:
         log.warning("serving on %s without --auth: anyone on the network can label", ui.host)
-    ws = open_workspace(stores, classifier=classifier, annotator=annotator, config=config,
-                        device=device)
+    ws = open_workspace(
+        stores, classifier=classifier, annotator=annotator, config=config, device=device
+    )
     demo = build_app(ws, ui, export_dir=export_dir)
-    launch(demo, ui, auth=auth, prevent_thread_lock=prevent_thread_lock, quiet=quiet,
-           inbrowser=inbrowser)
+    launch(
+        demo,
+        ui,
+        auth=auth,
+        prevent_thread_lock=prevent_thread_lock,
+        quiet=quiet,
+        inbrowser=inbrowser,
+    )
     return demo, ws

@@ -23,10 +23,30 @@ from .session import CLICK_MODES, STRATEGY_CHOICES, ViewState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Panels", "render_panels", "on_load", "on_label", "on_prev", "on_next", "on_undo",
-           "on_redo", "on_jump", "on_store", "on_click", "on_view", "on_threshold",
-           "on_strategy", "on_play", "on_tick", "on_clear_selection", "on_truth", "on_errors",
-           "truth_html", "map_window", "MAP_DISPLAY_PX"]
+__all__ = [
+    "Panels",
+    "render_panels",
+    "on_load",
+    "on_label",
+    "on_prev",
+    "on_next",
+    "on_undo",
+    "on_redo",
+    "on_jump",
+    "on_store",
+    "on_click",
+    "on_view",
+    "on_threshold",
+    "on_strategy",
+    "on_play",
+    "on_tick",
+    "on_clear_selection",
+    "on_truth",
+    "on_errors",
+    "truth_html",
+    "map_window",
+    "MAP_DISPLAY_PX",
+]
 
 MAP_DISPLAY_PX = 720
 PANEL_PX = 150
@@ -55,21 +75,33 @@ def _mode(st: ViewState) -> str:
 def map_window(ws, st: ViewState) -> Window:
     s = ws.stores[st.store]
     c = s.centers[st.current] if 0 <= st.current < s.n else None
-    return Window.around(None if c is None else (float(c[0]), float(c[1])), st.zoom, s.height,
-                         s.width, MAP_DISPLAY_PX)
+    return Window.around(
+        None if c is None else (float(c[0]), float(c[1])),
+        st.zoom,
+        s.height,
+        s.width,
+        MAP_DISPLAY_PX,
+    )
 
 
 def _bar(label: str, c: dict, total: int) -> str:
     total = max(total, 1)
-    parts = [("cell", "#28c846", c["cell"]), ("unlabelled", "#f4f4f4", c.get("unlabelled", 0)),
-             ("not", "#e63232", c["not"])]
+    parts = [
+        ("cell", "#28c846", c["cell"]),
+        ("unlabelled", "#f4f4f4", c.get("unlabelled", 0)),
+        ("not", "#e63232", c["not"]),
+    ]
     segs = "".join(
         f'<div title="{name}: {v}" style="width:{100 * v / total:.3f}%;background:{col}"></div>'
-        for name, col, v in parts if v)
-    return (f'<div class="as-bar-row"><span class="as-bar-label">{label}</span>'
-            f'<div class="as-bar">{segs}</div>'
-            f'<span class="as-bar-count"><b style="color:#1a9a35">{c["cell"]}</b> / '
-            f'{c.get("unlabelled", 0)} / <b style="color:#c02020">{c["not"]}</b></span></div>')
+        for name, col, v in parts
+        if v
+    )
+    return (
+        f'<div class="as-bar-row"><span class="as-bar-label">{label}</span>'
+        f'<div class="as-bar">{segs}</div>'
+        f'<span class="as-bar-count"><b style="color:#1a9a35">{c["cell"]}</b> / '
+        f'{c.get("unlabelled", 0)} / <b style="color:#c02020">{c["not"]}</b></span></div>'
+    )
 
 
 def _progress_html(ws, st: ViewState, human, dec) -> str:
@@ -77,20 +109,25 @@ def _progress_html(ws, st: ViewState, human, dec) -> str:
     n = len(human)
     speed = labelling_speed(ws.label_times)
     stab = ws.trackers[st.store].state()
-    ba = ("n/a (needs both classes among recent labels)" if stab.prequential_ba is None
-          else f"{100 * stab.prequential_ba:.0f} % over the last {stab.n_scored} labels")
+    ba = (
+        "n/a (needs both classes among recent labels)"
+        if stab.prequential_ba is None
+        else f"{100 * stab.prequential_ba:.0f} % over the last {stab.n_scored} labels"
+    )
     colour = "#1a7f37" if stab.stable else "#9a6700"
     return (
         '<div class="as-progress">'
-        + _bar("Overall", c["overall"], n) + _bar("Model", c["model"], n)
+        + _bar("Overall", c["overall"], n)
+        + _bar("Model", c["model"], n)
         + _bar("Human", c["human"], n)
         + f'<div class="as-small">cells / unlabelled / not cells &nbsp;·&nbsp; labelled '
-          f'{n - c["human"]["unlabelled"]} of {n} '
-          f'({100 * (n - c["human"]["unlabelled"]) / max(n, 1):.1f} %)'
-          f' &nbsp;·&nbsp; speed {"-" if speed is None else f"{speed:.0f} labels/min"}</div>'
+        f"{n - c['human']['unlabelled']} of {n} "
+        f"({100 * (n - c['human']['unlabelled']) / max(n, 1):.1f} %)"
+        f" &nbsp;·&nbsp; speed {'-' if speed is None else f'{speed:.0f} labels/min'}</div>"
         + f'<div class="as-small">estimated accuracy (model vs. your next answer): {ba}</div>'
         + f'<div class="as-stable" style="border-color:{colour};color:{colour}">'
-          f'{html.escape(stab.text())}</div></div>')
+        f"{html.escape(stab.text())}</div></div>"
+    )
 
 
 def _info_html(ws, st: ViewState, human, proba, dec) -> str:
@@ -112,18 +149,28 @@ def _info_html(ws, st: ViewState, human, proba, dec) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{val:+.2f}</td>"
         f'<td style="color:{"#1a9a35" if c > 0 else "#c02020"}">{c:+.2f}</td></tr>'
-        for name, val, c in ws.contributions(st.store, i))
-    feats = (f'<table class="as-feat"><tr><th>feature</th><th>z</th><th>push</th></tr>{rows}'
-             f"</table>" if rows else "")
-    sel = (f'<div class="as-small">{len(st.selected)} selected on the map: the label buttons '
-           f"apply to all of them</div>" if st.selected else "")
-    return (f'<div class="as-info" style="background:{bg}">'
-            f'<div class="as-title">{html.escape(s.name)} &nbsp; candidate <b>{i}</b> '
-            f'<span class="as-small">of {s.n}</span></div>'
-            f'<div>Your label: <b>{user}</b>{by}</div>'
-            f'<div>Model: P(cell) <b>{score}</b> &rarr; <b>{decision}</b> '
-            f'<span class="as-small">(threshold {ws.learner.threshold:.2f})</span></div>'
-            f"{sel}{feats}</div>")
+        for name, val, c in ws.contributions(st.store, i)
+    )
+    feats = (
+        f'<table class="as-feat"><tr><th>feature</th><th>z</th><th>push</th></tr>{rows}</table>'
+        if rows
+        else ""
+    )
+    sel = (
+        f'<div class="as-small">{len(st.selected)} selected on the map: the label buttons '
+        f"apply to all of them</div>"
+        if st.selected
+        else ""
+    )
+    return (
+        f'<div class="as-info" style="background:{bg}">'
+        f'<div class="as-title">{html.escape(s.name)} &nbsp; candidate <b>{i}</b> '
+        f'<span class="as-small">of {s.n}</span></div>'
+        f"<div>Your label: <b>{user}</b>{by}</div>"
+        f"<div>Model: P(cell) <b>{score}</b> &rarr; <b>{decision}</b> "
+        f'<span class="as-small">(threshold {ws.learner.threshold:.2f})</span></div>'
+        f"{sel}{feats}</div>"
+    )
 
 
 def _errors(ws, st: ViewState, human, dec) -> np.ndarray | None:
@@ -137,9 +184,15 @@ def _errors(ws, st: ViewState, human, dec) -> np.ndarray | None:
 
 def render_map(ws, st: ViewState, human, dec) -> np.ndarray:
     s = ws.stores[st.store]
-    lut = render.candidate_colours(human, dec, show_model=st.show_model, selected=st.selected,
-                                   hide_cells=st.hide_cells, hide_not=st.hide_not,
-                                   errors=_errors(ws, st, human, dec))
+    lut = render.candidate_colours(
+        human,
+        dec,
+        show_model=st.show_model,
+        selected=st.selected,
+        hide_cells=st.hide_cells,
+        hide_not=st.hide_not,
+        errors=_errors(ws, st, human, dec),
+    )
     canvas = ws.map_canvas(st.store, st.image, st.lo_pct, st.hi_pct, lut)
     win = map_window(ws, st)
     cur = st.current if 0 <= st.current < s.n else None
@@ -164,14 +217,17 @@ def render_candidate(ws, st: ViewState, frame: int | None = None):
     crop = s.crops[i]
     nb = [s.outlines[j] for j in s.neighbors[i][:30]]
     snaps = s.snapshots(i)
-    snap_img = render.snapshot_strip(snaps, s.events[i], crop, s.outlines[i], nb, frame,
-                                     panel_px=PANEL_PX)
+    snap_img = render.snapshot_strip(
+        snaps, s.events[i], crop, s.outlines[i], nb, frame, panel_px=PANEL_PX
+    )
     tr = s.trace(i)
     fp_img = render.footprint_panel(s.footprint_crop(i), s.outlines[i], crop, panel_px=PANEL_PX)
-    trace_img = render.trace_plot(tr, s.events[i], width=5 * PANEL_PX + 4 * 6 + PANEL_PX + 12,
-                                  fs_hz=s.fs_hz)
-    ev_img = render.event_trace_strip(tr, s.events[i], panel_px=PANEL_PX, frame=frame,
-                                      event_frames=s.event_frames)
+    trace_img = render.trace_plot(
+        tr, s.events[i], width=5 * PANEL_PX + 4 * 6 + PANEL_PX + 12, fs_hz=s.fs_hz
+    )
+    ev_img = render.event_trace_strip(
+        tr, s.events[i], panel_px=PANEL_PX, frame=frame, event_frames=s.event_frames
+    )
     return fp_img, snap_img, trace_img, ev_img
 
 
@@ -188,9 +244,22 @@ def render_panels(ws, st: ViewState, status: str = "") -> Panels:
     info = _info_html(ws, st, human, proba, dec)
     prog = _progress_html(ws, st, human, dec)
     t4 = time.perf_counter()
-    return Panels(map_img, fp, snaps, trace, evt, info, prog, status or st.message,
-                  {"model": 1e3 * (t1 - t0), "map": 1e3 * (t2 - t1),
-                   "candidate": 1e3 * (t3 - t2), "text": 1e3 * (t4 - t3)})
+    return Panels(
+        map_img,
+        fp,
+        snaps,
+        trace,
+        evt,
+        info,
+        prog,
+        status or st.message,
+        {
+            "model": 1e3 * (t1 - t0),
+            "map": 1e3 * (t2 - t1),
+            "candidate": 1e3 * (t3 - t2),
+            "text": 1e3 * (t4 - t3),
+        },
+    )
 
 
 def _go(ws, st: ViewState, current: int | None, status: str = "", **changes):
@@ -254,8 +323,11 @@ def on_prev(ws, st: ViewState):
     order = ws.labelled_order(st.store)
     if not order:
         return st, render_panels(ws, st, "No labelled candidate yet.")
-    if st.history_pos is not None and 0 <= st.history_pos < len(order) \
-            and order[st.history_pos] == st.current:
+    if (
+        st.history_pos is not None
+        and 0 <= st.history_pos < len(order)
+        and order[st.history_pos] == st.current
+    ):
         pos = max(st.history_pos - 1, 0)
     elif st.current in order:
         pos = max(order.index(st.current) - 1, 0)
@@ -270,10 +342,14 @@ def _after_undo_redo(ws, st, loc, verb):
     d, local, n = loc
     lab = int(ws.human(d)[local])
     word = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled"}[lab]
-    what = (f"{n} candidates of a group label are now {word} (candidate {local} shown)"
-            if n > 1 else f"candidate {local} is now {word}")
-    return _go(ws, st.with_(store=d), local, f"{verb.capitalize()}: {what}.",
-               history_pos=None, selected=())
+    what = (
+        f"{n} candidates of a group label are now {word} (candidate {local} shown)"
+        if n > 1
+        else f"candidate {local} is now {word}"
+    )
+    return _go(
+        ws, st.with_(store=d), local, f"{verb.capitalize()}: {what}.", history_pos=None, selected=()
+    )
 
 
 def on_undo(ws, st: ViewState):
@@ -304,8 +380,9 @@ def on_store(ws, st: ViewState, name: str):
     return _go(ws, st, cur if cur is not None else ws.next_query(d, _mode(st)))
 
 
-def pick_candidate(ws, store: int, row: int, col: int, radius: float = 8.0,
-                   exclude: int | None = None) -> int | None:
+def pick_candidate(
+    ws, store: int, row: int, col: int, radius: float = 8.0, exclude: int | None = None
+) -> int | None:
     """The candidate at FOV pixel (row, col): among those whose footprint covers it, the one
     with the nearest centre; else the nearest centre within ``radius`` px."""
     s = ws.stores[store]
@@ -314,7 +391,7 @@ def pick_candidate(ws, store: int, row: int, col: int, radius: float = 8.0,
     if exclude is not None and len(cand) > 1:
         cand = cand[cand != exclude]
     c = s.centers[cand]
-    d2 = (c[:, 0] - row) ** 2 + (c[:, 1] - col) ** 2     # row with row, col with col (B8 fix)
+    d2 = (c[:, 0] - row) ** 2 + (c[:, 1] - col) ** 2  # row with row, col with col (B8 fix)
     d2 = np.where(np.isnan(d2), np.inf, d2)
     k = int(np.argmin(d2))
     if not len(cover) and d2[k] > radius**2:
@@ -327,28 +404,38 @@ def on_click(ws, st: ViewState, x: float, y: float):
     win = map_window(ws, st)
     row, col = win.to_fov(x, y)
     mode = st.click_mode
-    if mode == CLICK_MODES[2]:                                   # box: two corners
+    if mode == CLICK_MODES[2]:  # box: two corners
         if st.box_corner is None:
             return st.with_(box_corner=(row, col)), render_panels(
-                ws, st.with_(box_corner=(row, col)),
-                f"Box corner at ({row}, {col}): click the opposite corner.")
+                ws,
+                st.with_(box_corner=(row, col)),
+                f"Box corner at ({row}, {col}): click the opposite corner.",
+            )
         (r0, c0), (r1, c1) = st.box_corner, (row, col)
         s = ws.stores[st.store]
         lo_r, hi_r, lo_c, hi_c = min(r0, r1), max(r0, r1), min(c0, c1), max(c0, c1)
-        inside = np.flatnonzero((s.centers[:, 0] >= lo_r) & (s.centers[:, 0] <= hi_r)
-                                & (s.centers[:, 1] >= lo_c) & (s.centers[:, 1] <= hi_c))
+        inside = np.flatnonzero(
+            (s.centers[:, 0] >= lo_r)
+            & (s.centers[:, 0] <= hi_r)
+            & (s.centers[:, 1] >= lo_c)
+            & (s.centers[:, 1] <= hi_c)
+        )
         human = ws.human(st.store)
         if st.hide_cells:
             inside = inside[human[inside] <= 0]
         if st.hide_not:
             inside = inside[human[inside] >= 0]
         st = st.with_(box_corner=None, selected=tuple(int(i) for i in inside))
-        return st, render_panels(ws, st, f"{len(inside)} candidates selected: press Cell / "
-                                 f"Not a cell to label them all, Esc to clear.")
+        return st, render_panels(
+            ws,
+            st,
+            f"{len(inside)} candidates selected: press Cell / "
+            f"Not a cell to label them all, Esc to clear.",
+        )
     hit = pick_candidate(ws, st.store, row, col)
     if hit is None:
         return st, render_panels(ws, st, f"No candidate at ({row}, {col}).")
-    if mode == CLICK_MODES[1]:                                   # add / remove
+    if mode == CLICK_MODES[1]:  # add / remove
         sel = list(st.selected)
         sel.remove(hit) if hit in sel else sel.append(hit)
         st = st.with_(selected=tuple(sel))
@@ -361,17 +448,34 @@ def on_clear_selection(ws, st: ViewState):
     return st, render_panels(ws, st, "Selection cleared.")
 
 
-def on_view(ws, st: ViewState, image: str, lo_pct: float, hi_pct: float, zoom: float,
-            show_model: bool, hide_cells: bool = False, hide_not: bool = False,
-            click_mode: str | None = None):
+def on_view(
+    ws,
+    st: ViewState,
+    image: str,
+    lo_pct: float,
+    hi_pct: float,
+    zoom: float,
+    show_model: bool,
+    hide_cells: bool = False,
+    hide_not: bool = False,
+    click_mode: str | None = None,
+):
     """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours."""
     lo, hi = float(lo_pct), float(hi_pct)
     if hi <= lo:
         hi = min(100.0, lo + 1.0)
         lo = min(lo, hi - 1.0)
-    st = st.with_(image=image, lo_pct=lo, hi_pct=hi, zoom=float(zoom), show_model=bool(show_model),
-                  hide_cells=bool(hide_cells), hide_not=bool(hide_not),
-                  click_mode=click_mode or st.click_mode, box_corner=None)
+    st = st.with_(
+        image=image,
+        lo_pct=lo,
+        hi_pct=hi,
+        zoom=float(zoom),
+        show_model=bool(show_model),
+        hide_cells=bool(hide_cells),
+        hide_not=bool(hide_not),
+        click_mode=click_mode or st.click_mode,
+        box_corner=None,
+    )
     return st, render_panels(ws, st)
 
 
@@ -412,35 +516,54 @@ def _pct(v) -> str:
 def truth_html(report: dict) -> str:
     """The truth comparison of :func:`~actsort_gpu.ui.progress.truth_report` as HTML."""
     h, f, m = report["human"], report["final"], report["model"]
-    rows = [("Your labels", f'{h["n_labelled"]} ({_pct(h["agreement"])} right)', h["ba"],
-             h["tpr"], h["tnr"], h["fp"], h["fn"]),
-            ("Final", f'all {report["n"]}', f["ba"], f["tpr"], f["tnr"], f["fp"], f["fn"])]
+    rows = [
+        (
+            "Your labels",
+            f"{h['n_labelled']} ({_pct(h['agreement'])} right)",
+            h["ba"],
+            h["tpr"],
+            h["tnr"],
+            h["fp"],
+            h["fn"],
+        ),
+        ("Final", f"all {report['n']}", f["ba"], f["tpr"], f["tnr"], f["fp"], f["fn"]),
+    ]
     if m is not None:
-        rows.append(("Model alone", f'all {report["n"]}', m["ba"], m["tpr"], m["tnr"], m["fp"],
-                     m["fn"]))
-    body = "".join(f"<tr><td>{a}</td><td>{b}</td><td><b>{_pct(ba)}</b></td><td>{_pct(tp)}</td>"
-                   f"<td>{_pct(tn)}</td><td>{fp}</td><td>{fn}</td></tr>"
-                   for a, b, ba, tp, tn, fp, fn in rows)
+        rows.append(
+            ("Model alone", f"all {report['n']}", m["ba"], m["tpr"], m["tnr"], m["fp"], m["fn"])
+        )
+    body = "".join(
+        f"<tr><td>{a}</td><td>{b}</td><td><b>{_pct(ba)}</b></td><td>{_pct(tp)}</td>"
+        f"<td>{_pct(tn)}</td><td>{fp}</td><td>{fn}</td></tr>"
+        for a, b, ba, tp, tn, fp, fn in rows
+    )
     fp_c, fn_c = render.COLOURS["false_pos"], render.COLOURS["false_neg"]
-    return ('<div class="as-info"><div class="as-title">Compared with the truth</div>'
-            '<table class="as-feat"><tr><th></th><th>candidates</th><th>BA</th><th>TPR</th>'
-            f"<th>TNR</th><th>FP</th><th>FN</th></tr>{body}</table>"
-            + ("" if m is not None else '<div class="as-small">The model is untrained (label a '
-               "cell and a non-cell).</div>")
-            + '<div class="as-small">Final = your label where given, else the model\'s. '
-              "BA: balanced accuracy, the mean of TPR (cells found) and TNR (non-cells "
-              "rejected); FP: called a cell, truly not; FN: called not a cell, truly a cell. "
-              f'With errors on, the map shows <span style="color:rgb{fp_c}">&#9632;</span> FP '
-              f'and <span style="color:rgb{fn_c}">&#9632;</span> FN.</div></div>')
+    return (
+        '<div class="as-info"><div class="as-title">Compared with the truth</div>'
+        '<table class="as-feat"><tr><th></th><th>candidates</th><th>BA</th><th>TPR</th>'
+        f"<th>TNR</th><th>FP</th><th>FN</th></tr>{body}</table>"
+        + (
+            ""
+            if m is not None
+            else '<div class="as-small">The model is untrained (label a cell and a non-cell).</div>'
+        )
+        + '<div class="as-small">Final = your label where given, else the model\'s. '
+        "BA: balanced accuracy, the mean of TPR (cells found) and TNR (non-cells "
+        "rejected); FP: called a cell, truly not; FN: called not a cell, truly a cell. "
+        f'With errors on, the map shows <span style="color:rgb{fp_c}">&#9632;</span> FP '
+        f'and <span style="color:rgb{fn_c}">&#9632;</span> FN.</div></div>'
+    )
 
 
 def on_truth(ws, st: ViewState):
-    """"Compare with truth": (state with ``truth_shown``, report HTML). Stores without truth
+    """ "Compare with truth": (state with ``truth_shown``, report HTML). Stores without truth
     get a message; the truth is read only here (and for the error colours afterwards)."""
     truth = ws.stores[st.store].truth
     if truth is None:
-        return st, (f'<div class="as-info">{html.escape(ws.stores[st.store].name)} has no '
-                    "truth to compare with.</div>")
+        return st, (
+            f'<div class="as-info">{html.escape(ws.stores[st.store].name)} has no '
+            "truth to compare with.</div>"
+        )
     human = ws.human(st.store)
     _, dec = ws.model(st.store)
     final = final_labels(human, dec)
@@ -453,5 +576,10 @@ def on_errors(ws, st: ViewState, show: bool):
     if not st.truth_shown:
         return st, render_panels(ws, st, "Press Compare with truth first.")
     st = st.with_(show_errors=bool(show))
-    return st, render_panels(ws, st, "Map coloured by errors against the truth." if show
-                             else "Map coloured by labels and decisions.")
+    return st, render_panels(
+        ws,
+        st,
+        "Map coloured by errors against the truth."
+        if show
+        else "Map coloured by labels and decisions.",
+    )

@@ -6,8 +6,7 @@ the event snapshots, the full trace and the zoomed event traces. Keyboard shortc
 injected listener that clicks buttons by ``elem_id`` (docs/environment.md).
 """
 
-
-
+import json
 import logging
 import os
 import threading
@@ -25,17 +24,27 @@ __all__ = ["build_app", "launch", "KEYBOARD_JS", "CSS"]
 
 # The page's export formats: all but NWB, which edits the extraction's own file (CLI only).
 PAGE_EXPORTS = tuple(f for f in FORMATS if f != "nwb")
-KEYS = {"ArrowUp": "as-cell", "ArrowDown": "as-notcell", "ArrowLeft": "as-prev",
-        "ArrowRight": "as-next", " ": "as-play", "z": "as-undo", "Z": "as-undo", "y": "as-redo",
-        "Y": "as-redo", "Escape": "as-clear"}
+KEYS = {
+    "ArrowUp": "as-cell",
+    "ArrowDown": "as-notcell",
+    "ArrowLeft": "as-prev",
+    "ArrowRight": "as-next",
+    " ": "as-play",
+    "z": "as-undo",
+    "Z": "as-undo",
+    "y": "as-redo",
+    "Y": "as-redo",
+    "Escape": "as-clear",
+}
 
 KEYBOARD_JS = """
 () => {
-  const keys = %s;
+  const keys = __KEYS__;
   document.addEventListener('keydown', (e) => {
     const t = e.target;
     const tag = t && t.tagName ? t.tagName.toLowerCase() : '';
-    if (tag === 'input' || tag === 'textarea' || tag === 'select' || (t && t.isContentEditable)) return;
+    if (tag === 'input' || tag === 'textarea' || tag === 'select'
+        || (t && t.isContentEditable)) return;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const id = keys[e.key];
     if (!id) return;
@@ -46,7 +55,7 @@ KEYBOARD_JS = """
     if (el) el.click();
   });
 }
-""" % (str(KEYS).replace("'", '"'))
+""".replace("__KEYS__", json.dumps(KEYS))
 
 CSS = """
 .gradio-container {max-width: 1500px !important}
@@ -76,14 +85,15 @@ CSS = """
 
 LEGEND = (
     '<div class="as-legend"><b>Keys</b>: <kbd>&uarr;</kbd> cell &nbsp; <kbd>&darr;</kbd> not a '
-    'cell &nbsp; <kbd>&larr;</kbd> previous &nbsp; <kbd>&rarr;</kbd> next &nbsp; '
-    '<kbd>Space</kbd> play snapshots &nbsp; <kbd>Z</kbd> undo &nbsp; <kbd>Y</kbd> redo &nbsp; '
-    '<kbd>Esc</kbd> clear selection. &nbsp; <b>Map</b>: '
+    "cell &nbsp; <kbd>&larr;</kbd> previous &nbsp; <kbd>&rarr;</kbd> next &nbsp; "
+    "<kbd>Space</kbd> play snapshots &nbsp; <kbd>Z</kbd> undo &nbsp; <kbd>Y</kbd> redo &nbsp; "
+    "<kbd>Esc</kbd> clear selection. &nbsp; <b>Map</b>: "
     '<span style="color:#28c846">&#9632;</span> your cells, '
     '<span style="color:#e63232">&#9632;</span> your non-cells, '
     '<span style="color:#8fd99a">&#9633;</span> / <span style="color:#f0a0a0">&#9633;</span> '
-    "model's cells / non-cells, <span style=\"color:#ffc800\">&#9633;</span> current, "
-    '<span style="color:#2878ff">&#9632;</span> selected.</div>')
+    'model\'s cells / non-cells, <span style="color:#ffc800">&#9633;</span> current, '
+    '<span style="color:#2878ff">&#9632;</span> selected.</div>'
+)
 
 STOPPING_HELP = """
 **When to stop.** After every label the page compares the model's decisions on *all* candidates
@@ -97,8 +107,13 @@ or strategy change restarts the count. Validation on the ActSort benchmark: benc
 
 
 # Page images: (Panels attribute, encoding kind of render.ENCODINGS).
-IMAGES = (("map", "map"), ("footprint", "panel"), ("snapshots", "panel"), ("trace", "panel"),
-          ("event_traces", "panel"))
+IMAGES = (
+    ("map", "map"),
+    ("footprint", "panel"),
+    ("snapshots", "panel"),
+    ("trace", "panel"),
+    ("event_traces", "panel"),
+)
 _UNSENT = object()
 
 
@@ -110,7 +125,7 @@ def _image_file(img, kind: str, key: bytes, cache_dir: Path) -> str:
     folder = Path(cache_dir) / f"actsort-{key.hex()}"
     fmt = render.ENCODINGS[kind][0]
     path = folder / f"{kind}.{'jpg' if fmt == 'jpeg' else fmt}"
-    if not path.exists():                  # shown before (e.g. back to a candidate): reuse
+    if not path.exists():  # shown before (e.g. back to a candidate): reuse
         data, _ = render.encode_image(img, kind)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{kind}.{os.getpid()}.{threading.get_ident()}.tmp"
@@ -148,8 +163,14 @@ def _emit(st: ViewState, p: H.Panels, gr, cache_dir: Path):
             texts.append(text)
             sent[name] = text
     st = st.with_(sent=sent)
-    return (st, *imgs, *texts, p.status, st.current if st.current >= 0 else None,
-            gr.update(active=st.playing))
+    return (
+        st,
+        *imgs,
+        *texts,
+        p.status,
+        st.current if st.current >= 0 else None,
+        gr.update(active=st.playing),
+    )
 
 
 def build_app(ws, ui_config=None, export_dir: Path | None = None):
@@ -162,42 +183,71 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
     cfg = ui_config or UIConfig()
     export_dir = Path(export_dir) if export_dir is not None else ws.paths[0] / "exports"
     for tr_i in range(len(ws.trackers)):
-        ws.trackers[tr_i] = StabilityTracker(window=cfg.stop_window_labels,
-                                             churn_tol=cfg.stop_churn_fraction,
-                                             min_labels=cfg.stop_min_labels)
+        ws.trackers[tr_i] = StabilityTracker(
+            window=cfg.stop_window_labels,
+            churn_tol=cfg.stop_churn_fraction,
+            min_labels=cfg.stop_min_labels,
+        )
     names = ws.names
     # Page images accumulate in Gradio's cache (one file per changed panel): delete those older
     # than an hour, checking every 30 minutes.
-    with gr.Blocks(title="actsort-gpu: curate candidates", analytics_enabled=False,
-                   delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(
+        title="actsort-gpu: curate candidates", analytics_enabled=False, delete_cache=(1800, 3600)
+    ) as demo:
         state = gr.State(ViewState())
         with gr.Row(equal_height=False):
-            gr.HTML('<h2 id="as-title">actsort-gpu &nbsp;<span class="as-small">active-learning '
-                    "curation of cell candidates</span></h2>")
+            gr.HTML(
+                '<h2 id="as-title">actsort-gpu &nbsp;<span class="as-small">active-learning '
+                "curation of cell candidates</span></h2>"
+            )
         gr.HTML(LEGEND)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=520):
-                map_img = gr.Image(label="Field of view (click: select candidate)",
-                                   elem_id="as-map", interactive=False, format="jpeg",
-                                   buttons=["fullscreen"], height=H.MAP_DISPLAY_PX,
-                                   show_label=True)
+                map_img = gr.Image(
+                    label="Field of view (click: select candidate)",
+                    elem_id="as-map",
+                    interactive=False,
+                    format="jpeg",
+                    buttons=["fullscreen"],
+                    height=H.MAP_DISPLAY_PX,
+                    show_label=True,
+                )
                 status = gr.Markdown(elem_id="as-status")
                 with gr.Row(equal_height=False):
-                    fp_img = gr.Image(label="Footprint", interactive=False, format="png",
-                                      elem_classes=["as-panel"], scale=1, min_width=150,
-                                      height=190, show_label=False)
-                    snap_img = gr.Image(label="Event snapshots (Space: play)",
-                                        interactive=False, format="png",
-                                        elem_classes=["as-panel"], scale=5, height=190,
-                                        show_label=False)
-                b_play = gr.Button("▶ Play / stop event snapshots (Space)", elem_id="as-play",
-                                   size="sm")
+                    fp_img = gr.Image(
+                        label="Footprint",
+                        interactive=False,
+                        format="png",
+                        elem_classes=["as-panel"],
+                        scale=1,
+                        min_width=150,
+                        height=190,
+                        show_label=False,
+                    )
+                    snap_img = gr.Image(
+                        label="Event snapshots (Space: play)",
+                        interactive=False,
+                        format="png",
+                        elem_classes=["as-panel"],
+                        scale=5,
+                        height=190,
+                        show_label=False,
+                    )
+                b_play = gr.Button(
+                    "▶ Play / stop event snapshots (Space)", elem_id="as-play", size="sm"
+                )
             with gr.Column(scale=3, min_width=380):
                 with gr.Row():
-                    store_dd = gr.Dropdown(names, value=names[0], label="Store (animal)",
-                                           interactive=len(names) > 1, scale=3)
-                    index_nb = gr.Number(label="Candidate", precision=0, elem_id="as-index",
-                                         scale=1, minimum=0)
+                    store_dd = gr.Dropdown(
+                        names,
+                        value=names[0],
+                        label="Store (animal)",
+                        interactive=len(names) > 1,
+                        scale=3,
+                    )
+                    index_nb = gr.Number(
+                        label="Candidate", precision=0, elem_id="as-index", scale=1, minimum=0
+                    )
                 info = gr.HTML(elem_id="as-info")
                 with gr.Row():
                     b_cell = gr.Button("Cell  ↑", elem_id="as-cell", variant="primary")
@@ -214,25 +264,36 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                         image_dd = gr.Radio(list(IMAGE_KINDS), value="max", label="Image")
                         with gr.Row():
                             lo_sl = gr.Slider(0, 50, value=1.0, step=0.5, label="Black (%ile)")
-                            hi_sl = gr.Slider(50, 100, value=99.7, step=0.1,
-                                              label="White (%ile)")
-                        zoom_sl = gr.Slider(0, 100, value=0, step=5,
-                                            label="Zoom around the current candidate")
+                            hi_sl = gr.Slider(50, 100, value=99.7, step=0.1, label="White (%ile)")
+                        zoom_sl = gr.Slider(
+                            0, 100, value=0, step=5, label="Zoom around the current candidate"
+                        )
                         with gr.Row():
                             show_model = gr.Checkbox(True, label="Show model decisions")
                             hide_cells = gr.Checkbox(False, label="Hide my cells")
                             hide_not = gr.Checkbox(False, label="Hide my non-cells")
-                        click_mode = gr.Radio(list(CLICK_MODES), value=CLICK_MODES[0],
-                                              label="Click on the map")
-                        b_clear = gr.Button("Clear selection (Esc)", elem_id="as-clear",
-                                            size="sm")
+                        click_mode = gr.Radio(
+                            list(CLICK_MODES), value=CLICK_MODES[0], label="Click on the map"
+                        )
+                        b_clear = gr.Button("Clear selection (Esc)", elem_id="as-clear", size="sm")
                     with gr.Tab("Active learning"):
-                        strat_dd = gr.Dropdown(list(STRATEGY_CHOICES), value="DCAL (default)",
-                                               label="Next candidate")
-                        weight_sl = gr.Slider(0, 1, value=ws.learner.policy.dcal_weight,
-                                              step=0.05, label="DCAL weight")
-                        thr_sl = gr.Slider(0, 1, value=ws.learner.threshold, step=0.01,
-                                           label="Decision threshold on P(cell)")
+                        strat_dd = gr.Dropdown(
+                            list(STRATEGY_CHOICES), value="DCAL (default)", label="Next candidate"
+                        )
+                        weight_sl = gr.Slider(
+                            0,
+                            1,
+                            value=ws.learner.policy.dcal_weight,
+                            step=0.05,
+                            label="DCAL weight",
+                        )
+                        thr_sl = gr.Slider(
+                            0,
+                            1,
+                            value=ws.learner.threshold,
+                            step=0.01,
+                            label="Decision threshold on P(cell)",
+                        )
                         gr.Markdown(STOPPING_HELP)
                     with gr.Tab("Export"):
                         fmt_dd = gr.Radio(list(PAGE_EXPORTS), value="csv", label="Format")
@@ -240,23 +301,50 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                         export_file = gr.File(label="Exported file", interactive=False)
                         export_msg = gr.Markdown()
                     with gr.Tab("Truth (demo)", visible=ws.has_truth()):
-                        gr.Markdown("This store carries the known truth of a synthetic "
-                                    "recording. It stays hidden until you press the button.")
+                        gr.Markdown(
+                            "This store carries the known truth of a synthetic "
+                            "recording. It stays hidden until you press the button."
+                        )
                         b_truth = gr.Button("Compare with truth", elem_id="as-truth")
                         truth_out = gr.HTML(elem_id="as-truth-report")
-                        errors_cb = gr.Checkbox(False, label="Colour the map by errors "
-                                                "(false positives / negatives)", visible=False,
-                                                elem_id="as-errors")
+                        errors_cb = gr.Checkbox(
+                            False,
+                            label="Colour the map by errors (false positives / negatives)",
+                            visible=False,
+                            elem_id="as-errors",
+                        )
         with gr.Row(equal_height=False):
-            trace_img = gr.Image(label="Trace (numbers: events)", interactive=False,
-                                 format="png", scale=3, height=200, show_label=False)
-            evt_img = gr.Image(label="Zoomed event traces (shaded: snapshot window)",
-                               interactive=False, format="png", scale=3, height=200,
-                               show_label=False)
+            trace_img = gr.Image(
+                label="Trace (numbers: events)",
+                interactive=False,
+                format="png",
+                scale=3,
+                height=200,
+                show_label=False,
+            )
+            evt_img = gr.Image(
+                label="Zoomed event traces (shaded: snapshot window)",
+                interactive=False,
+                format="png",
+                scale=3,
+                height=200,
+                show_label=False,
+            )
         timer = gr.Timer(cfg.playback_s_per_frame, active=False)
 
-        outs = [state, map_img, fp_img, snap_img, trace_img, evt_img, info, progress, status,
-                index_nb, timer]
+        outs = [
+            state,
+            map_img,
+            fp_img,
+            snap_img,
+            trace_img,
+            evt_img,
+            info,
+            progress,
+            status,
+            index_nb,
+            timer,
+        ]
 
         cache_dir = Path(map_img.GRADIO_CACHE)
 
@@ -264,18 +352,30 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             def run(st, *args):
                 new, panels = fn(ws, st, *args)
                 return _emit(new, panels, gr, cache_dir)
+
             return run
 
         demo.load(wrap(lambda w, st: H.on_load(w, st)), [state], outs, api_name="load")
         # The key-press path: no progress overlay on the ten outputs (drawing and removing it
         # costs the browser more than the whole server round trip; the status line confirms).
         quick = {"show_progress": "hidden"}
-        b_cell.click(wrap(lambda w, st: H.on_label(w, st, CELL)), [state], outs, api_name="cell",
-                     **quick)
-        b_not.click(wrap(lambda w, st: H.on_label(w, st, NOT_CELL)), [state], outs,
-                    api_name="not_cell", **quick)
-        b_unl.click(wrap(lambda w, st: H.on_label(w, st, UNLABELLED)), [state], outs,
-                    api_name="unlabel", **quick)
+        b_cell.click(
+            wrap(lambda w, st: H.on_label(w, st, CELL)), [state], outs, api_name="cell", **quick
+        )
+        b_not.click(
+            wrap(lambda w, st: H.on_label(w, st, NOT_CELL)),
+            [state],
+            outs,
+            api_name="not_cell",
+            **quick,
+        )
+        b_unl.click(
+            wrap(lambda w, st: H.on_label(w, st, UNLABELLED)),
+            [state],
+            outs,
+            api_name="unlabel",
+            **quick,
+        )
         b_prev.click(wrap(H.on_prev), [state], outs, api_name="prev", **quick)
         b_next.click(wrap(H.on_next), [state], outs, api_name="next", **quick)
         b_undo.click(wrap(H.on_undo), [state], outs, api_name="undo", **quick)
@@ -284,8 +384,17 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         b_clear.click(wrap(H.on_clear_selection), [state], outs, **quick)
         index_nb.submit(wrap(H.on_jump), [state, index_nb], outs, api_name="jump", **quick)
         store_dd.change(wrap(H.on_store), [state, store_dd], outs)
-        view_inputs = [state, image_dd, lo_sl, hi_sl, zoom_sl, show_model, hide_cells, hide_not,
-                       click_mode]
+        view_inputs = [
+            state,
+            image_dd,
+            lo_sl,
+            hi_sl,
+            zoom_sl,
+            show_model,
+            hide_cells,
+            hide_not,
+            click_mode,
+        ]
         for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not, click_mode):
             comp.change(wrap(H.on_view), view_inputs, outs)
         for comp in (lo_sl, hi_sl):
@@ -317,8 +426,9 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             target = None if name is None else export_dir / ws.names[st.store] / name
             try:
                 with ws.lock:
-                    path = export_labels(ws.paths[st.store], fmt, target, learner=ws.learner,
-                                         dataset=st.store)
+                    path = export_labels(
+                        ws.paths[st.store], fmt, target, learner=ws.learner, dataset=st.store
+                    )
             except (ValueError, ImportError, OSError) as exc:
                 return None, f"Export failed: {exc}"
             inside = str(Path(path).resolve()).startswith(str(export_dir.resolve()))
@@ -337,8 +447,15 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
     return demo
 
 
-def launch(demo, ui_config=None, *, auth: str | None = None, prevent_thread_lock: bool = False,
-           quiet: bool = False, inbrowser: bool = False):
+def launch(
+    demo,
+    ui_config=None,
+    *,
+    auth: str | None = None,
+    prevent_thread_lock: bool = False,
+    quiet: bool = False,
+    inbrowser: bool = False,
+):
     """Serve the page: 127.0.0.1 unless told otherwise, optional USER:PASS, analytics off,
     files reachable only under the export folder; ``inbrowser`` opens it in the default
     browser."""
@@ -353,8 +470,17 @@ def launch(demo, ui_config=None, *, auth: str | None = None, prevent_thread_lock
         creds = (user, password)
     export_dir = Path(demo._actsort_export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
-    return demo.launch(server_name=cfg.host, server_port=cfg.port, auth=creds,
-                       prevent_thread_lock=prevent_thread_lock, quiet=quiet,
-                       inbrowser=bool(inbrowser), allowed_paths=[str(export_dir)],
-                       js=KEYBOARD_JS, css=CSS,
-                       footer_links=[], show_error=True, ssr_mode=False)
+    return demo.launch(
+        server_name=cfg.host,
+        server_port=cfg.port,
+        auth=creds,
+        prevent_thread_lock=prevent_thread_lock,
+        quiet=quiet,
+        inbrowser=bool(inbrowser),
+        allowed_paths=[str(export_dir)],
+        js=KEYBOARD_JS,
+        css=CSS,
+        footer_links=[],
+        show_error=True,
+        ssr_mode=False,
+    )

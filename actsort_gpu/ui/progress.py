@@ -27,8 +27,15 @@ import numpy as np
 
 from ..labels import balanced_accuracy, class_rates, final_labels
 
-__all__ = ["StabilityTracker", "Stability", "counts", "labelling_speed",
-           "binary_scores", "truth_report", "error_kinds"]
+__all__ = [
+    "StabilityTracker",
+    "Stability",
+    "counts",
+    "labelling_speed",
+    "binary_scores",
+    "truth_report",
+    "error_kinds",
+]
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,15 @@ class Stability:
     def text(self) -> str:
         if self.churn is None:
             need = self.window - self.n_labels
-            return (f"Collecting: the stopping signal needs {max(need, 1)} more label(s) in "
-                    f"this session.")
+            return (
+                f"Collecting: the stopping signal needs {max(need, 1)} more label(s) in "
+                f"this session."
+            )
         state = "STABLE" if self.stable else "still changing"
-        return (f"{state}: the last {self.window} labels changed {100 * self.churn:.2f} % of "
-                f"decisions (stable below {100 * self.churn_tol:.2f} %).")
+        return (
+            f"{state}: the last {self.window} labels changed {100 * self.churn:.2f} % of "
+            f"decisions (stable below {100 * self.churn_tol:.2f} %)."
+        )
 
 
 class StabilityTracker:
@@ -70,8 +81,9 @@ class StabilityTracker:
     min_labels : never stable before this many labels in total (human labels in the store)
     """
 
-    def __init__(self, window: int = 20, churn_tol: float = 0.005, acc_window: int = 50,
-                 min_labels: int = 30):
+    def __init__(
+        self, window: int = 20, churn_tol: float = 0.005, acc_window: int = 50, min_labels: int = 30
+    ):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         if not 0 < churn_tol < 1:
@@ -109,8 +121,7 @@ class StabilityTracker:
         if len(self._decisions) == self.window + 1:
             churn = float((self._decisions[0] != self._decisions[-1]).mean())
         ba, n_scored = prequential_ba(list(self._outcomes))
-        stable = (churn is not None and churn < self.churn_tol
-                  and self.n_total >= self.min_labels)
+        stable = churn is not None and churn < self.churn_tol and self.n_total >= self.min_labels
         return Stability(self.n_labels, self.window, churn, self.churn_tol, ba, n_scored, stable)
 
 
@@ -127,8 +138,13 @@ def counts(human: np.ndarray, decisions: np.ndarray | None) -> dict:
     """Cell / not-cell / unlabelled counts for the human labels, the model (decisions on all
     candidates) and overall (human label where given, else the model's decision)."""
     human = np.asarray(human)
-    out = {"human": {"cell": int((human > 0).sum()), "not": int((human < 0).sum()),
-                     "unlabelled": int((human == 0).sum())}}
+    out = {
+        "human": {
+            "cell": int((human > 0).sum()),
+            "not": int((human < 0).sum()),
+            "unlabelled": int((human == 0).sum()),
+        }
+    }
     if decisions is None:
         out["model"] = {"cell": 0, "not": 0, "unlabelled": len(human)}
         out["overall"] = dict(out["human"])
@@ -136,14 +152,17 @@ def counts(human: np.ndarray, decisions: np.ndarray | None) -> dict:
         d = np.asarray(decisions)
         out["model"] = {"cell": int((d > 0).sum()), "not": int((d < 0).sum()), "unlabelled": 0}
         final = final_labels(human, d)
-        out["overall"] = {"cell": int((final > 0).sum()), "not": int((final < 0).sum()),
-                          "unlabelled": 0}
+        out["overall"] = {
+            "cell": int((final > 0).sum()),
+            "not": int((final < 0).sum()),
+            "unlabelled": 0,
+        }
     return out
 
 
 def labelling_speed(times_s: list[float], window: int = 20) -> float | None:
     """Labels per minute over the last ``window`` label times (seconds, increasing)."""
-    t = list(times_s)[-(window + 1):]
+    t = list(times_s)[-(window + 1) :]
     if len(t) < 2 or t[-1] <= t[0]:
         return None
     return 60.0 * (len(t) - 1) / (t[-1] - t[0])
@@ -159,15 +178,20 @@ def binary_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
     tpr, tnr = class_rates(pred, truth)
     pred, truth = np.asarray(pred), np.asarray(truth)
     pos, neg = truth > 0, truth < 0
-    return {"n": int(pred.size),
-            "accuracy": float((np.sign(pred) == np.sign(truth)).mean()) if pred.size else None,
-            "tpr": tpr, "tnr": tnr,
-            "ba": None if tpr is None or tnr is None else 0.5 * (tpr + tnr),
-            "fp": int(((pred > 0) & neg).sum()), "fn": int(((pred < 0) & pos).sum())}
+    return {
+        "n": int(pred.size),
+        "accuracy": float((np.sign(pred) == np.sign(truth)).mean()) if pred.size else None,
+        "tpr": tpr,
+        "tnr": tnr,
+        "ba": None if tpr is None or tnr is None else 0.5 * (tpr + tnr),
+        "fp": int(((pred > 0) & neg).sum()),
+        "fn": int(((pred < 0) & pos).sum()),
+    }
 
 
-def truth_report(human: np.ndarray, final: np.ndarray, model: np.ndarray | None,
-                 truth: np.ndarray) -> dict:
+def truth_report(
+    human: np.ndarray, final: np.ndarray, model: np.ndarray | None, truth: np.ndarray
+) -> dict:
     """How the session's labels compare with the known truth (synthetic demo stores).
 
     human : (N,) int8 human labels +1 / -1 / 0; final : (N,) int8 human label where given,
@@ -180,8 +204,10 @@ def truth_report(human: np.ndarray, final: np.ndarray, model: np.ndarray | None,
     """
     human, final, truth = (np.asarray(a) for a in (human, final, truth))
     if not (human.shape == final.shape == truth.shape) or human.ndim != 1:
-        raise ValueError(f"human {human.shape}, final {final.shape} and truth {truth.shape} "
-                         "must be equal-length 1-D arrays")
+        raise ValueError(
+            f"human {human.shape}, final {final.shape} and truth {truth.shape} "
+            "must be equal-length 1-D arrays"
+        )
     bad = np.setdiff1d(np.unique(truth), [-1, 1])
     if bad.size:
         raise ValueError(f"truth must hold only +1 / -1, found {bad.tolist()}")
@@ -189,13 +215,18 @@ def truth_report(human: np.ndarray, final: np.ndarray, model: np.ndarray | None,
     h = binary_scores(human[lab], truth[lab])
     h["n_labelled"] = int(lab.sum())
     h["agreement"] = h.pop("accuracy")
-    return {"n": int(truth.size), "human": h, "final": binary_scores(final, truth),
-            "model": None if model is None else binary_scores(np.asarray(model), truth)}
+    return {
+        "n": int(truth.size),
+        "human": h,
+        "final": binary_scores(final, truth),
+        "model": None if model is None else binary_scores(np.asarray(model), truth),
+    }
 
 
 def error_kinds(final: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """(N,) int8: +1 false positive (called a cell, truly not), -1 false negative (called not
     a cell, truly a cell), 0 correct."""
     final, truth = np.asarray(final), np.asarray(truth)
-    return np.where((final > 0) & (truth < 0), 1,
-                    np.where((final < 0) & (truth > 0), -1, 0)).astype(np.int8)
+    return np.where(
+        (final > 0) & (truth < 0), 1, np.where((final < 0) & (truth > 0), -1, 0)
+    ).astype(np.int8)

@@ -15,19 +15,31 @@ import hashlib
 import io
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
-from functools import lru_cache
-
 from PIL import Image, ImageDraw, ImageFont
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COLOURS", "MapCanvas", "Window", "contrast_stretch", "outline_pixels",
-           "candidate_colours", "event_summary", "snapshot_strip", "footprint_panel",
-           "trace_plot", "event_trace_strip", "draw_outline", "ENCODINGS", "encode_image",
-           "fingerprint"]
+__all__ = [
+    "COLOURS",
+    "MapCanvas",
+    "Window",
+    "contrast_stretch",
+    "outline_pixels",
+    "candidate_colours",
+    "event_summary",
+    "snapshot_strip",
+    "footprint_panel",
+    "trace_plot",
+    "event_trace_strip",
+    "draw_outline",
+    "ENCODINGS",
+    "encode_image",
+    "fingerprint",
+]
 
 # RGB colours (0-255). Human labels are saturated, model decisions lighter shades.
 COLOURS = {
@@ -35,17 +47,25 @@ COLOURS = {
     "human_not": (230, 50, 50),
     "model_cell": (150, 235, 160),
     "model_not": (245, 160, 160),
-    "unlabelled": (178, 204, 217),   # ActSort's default light blue border [0.7 0.8 0.85]
+    "unlabelled": (178, 204, 217),  # ActSort's default light blue border [0.7 0.8 0.85]
     "current": (255, 200, 0),
     "selected": (40, 120, 255),
     "neighbour": (178, 204, 217),
     "trace": (20, 20, 20),
     "event": (30, 90, 220),
-    "false_pos": (255, 140, 0),     # truth comparison: called a cell, truly not
-    "false_neg": (190, 40, 255),    # called not a cell, truly a cell
+    "false_pos": (255, 140, 0),  # truth comparison: called a cell, truly not
+    "false_neg": (190, 40, 255),  # called not a cell, truly a cell
 }
-_FILL_ALPHA = {"human_cell": 0.35, "human_not": 0.35, "model_cell": 0.0, "model_not": 0.0,
-               "unlabelled": 0.0, "selected": 0.45, "false_pos": 0.55, "false_neg": 0.55}
+_FILL_ALPHA = {
+    "human_cell": 0.35,
+    "human_not": 0.35,
+    "model_cell": 0.0,
+    "model_not": 0.0,
+    "unlabelled": 0.0,
+    "selected": 0.45,
+    "false_pos": 0.55,
+    "false_neg": 0.55,
+}
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +73,7 @@ def _font():
     """Pillow's bitmap font: about 20x faster to draw than the FreeType default."""
     try:
         return ImageFont.load_default_imagefont()
-    except AttributeError:            # Pillow < 10.1
+    except AttributeError:  # Pillow < 10.1
         return ImageFont.load_default()
 
 
@@ -91,8 +111,9 @@ def outline_pixels(points: np.ndarray) -> np.ndarray:
         d = np.abs(np.diff(seg, axis=0)).max(1)
         steps = np.maximum(np.ceil(d).astype(np.int64), 1)
         idx = np.repeat(np.arange(len(seg) - 1), steps)
-        frac = ((np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps))
-                / np.repeat(steps, steps))
+        frac = (np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(
+            steps, steps
+        )
         p = seg[idx] + (seg[idx + 1] - seg[idx]) * frac[:, None]
         out.append(np.round(p).astype(np.int64))
     return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
@@ -119,8 +140,9 @@ class Window:
         return row, col
 
     @staticmethod
-    def around(center: tuple[float, float], zoom: float, height: int, width: int,
-               display_px: int) -> "Window":
+    def around(
+        center: tuple[float, float], zoom: float, height: int, width: int, display_px: int
+    ) -> Window:
         """ActSort zoom: side = full - (zoom / 100) * (full - 10) px, centred on ``center``."""
         zoom = float(np.clip(zoom, 0, 100))
         h = int(round(height - zoom / 100 * (height - min(10, height))))
@@ -135,9 +157,16 @@ class Window:
         return Window(r0, r0 + h, c0, c0 + w, scale)
 
 
-def candidate_colours(human: np.ndarray, model: np.ndarray | None, *, show_model: bool = True,
-                      selected=(), hide_cells: bool = False, hide_not: bool = False,
-                      errors: np.ndarray | None = None) -> np.ndarray:
+def candidate_colours(
+    human: np.ndarray,
+    model: np.ndarray | None,
+    *,
+    show_model: bool = True,
+    selected=(),
+    hide_cells: bool = False,
+    hide_not: bool = False,
+    errors: np.ndarray | None = None,
+) -> np.ndarray:
     """Per-candidate (N, 4) float32 RGBA: outline RGB in [0, 255] and fill alpha.
 
     human : (N,) int8 labels +1 / -1 / 0; model : (N,) int8 decisions +1 / -1 or None (untrained).
@@ -297,12 +326,17 @@ class MapCanvas:
         # outline pixels just take the new colour; its interior is untouched.
         o, c = old[ids], lut[ids]
         a_old, a_new = np.clip(o[:, 3], 0, 1), np.clip(c[:, 3], 0, 1)
-        line_only = ((a_old == a_new) & ((a_new == 0) | (o[:, :3] == c[:, :3]).all(1))
-                     & (c[:, 3] >= 0))
+        line_only = (
+            (a_old == a_new) & ((a_new == 0) | (o[:, :3] == c[:, :3]).all(1)) & (c[:, 3] >= 0)
+        )
         full = ids[~line_only]
         if len(full):
-            sel = np.concatenate([_gather(self._own_pos, self._own_start, full),
-                                  _gather(self._line_pos, self._line_start, full)])
+            sel = np.concatenate(
+                [
+                    _gather(self._own_pos, self._own_start, full),
+                    _gather(self._line_pos, self._line_start, full),
+                ]
+            )
             self._paint(lut, self._fg[sel], self._fg_owner[sel], self._fg_line[sel])
         if line_only.any():
             sel = _gather(self._line_pos, self._line_start, ids[line_only])
@@ -328,11 +362,12 @@ class MapCanvas:
         flat[pix] = np.clip(out, 0, 255).astype(np.uint8)
 
     # ------------------------------------------------------------------ views
-    def view(self, window: Window, current: int | None = None,
-             current_outline: np.ndarray | None = None) -> np.ndarray:
+    def view(
+        self, window: Window, current: int | None = None, current_outline: np.ndarray | None = None
+    ) -> np.ndarray:
         """The displayed map: the window's pixels at display scale, the current candidate's
         outline drawn thick in the 'current' colour on top."""
-        sub = self.rgb[window.row0:window.row1, window.col0:window.col1]
+        sub = self.rgb[window.row0 : window.row1, window.col0 : window.col1]
         if window.scale >= 1:
             s = int(window.scale)
             img = np.repeat(np.repeat(sub, s, axis=0), s, axis=1) if s > 1 else sub.copy()
@@ -349,8 +384,12 @@ class MapCanvas:
                 # Corner brackets 3 px outside the outline's box: visible at any zoom.
                 r0, c0 = px[ok].min(0) - 3
                 r1, c1 = px[ok].max(0) + 3
-                for (r, c, dr, dc) in ((r0, c0, 1, 1), (r0, c1, 1, -1), (r1, c0, -1, 1),
-                                       (r1, c1, -1, -1)):
+                for r, c, dr, dc in (
+                    (r0, c0, 1, 1),
+                    (r0, c1, 1, -1),
+                    (r1, c0, -1, 1),
+                    (r1, c1, -1, -1),
+                ):
                     rr = np.clip([r] * 4 + [r + dr * k for k in range(4)], 0, hh - 1)
                     cc = np.clip([c + dc * k for k in range(4)] + [c] * 4, 0, ww - 1)
                     img[rr, cc] = COLOURS["current"]
@@ -359,7 +398,7 @@ class MapCanvas:
     def candidates_at(self, row: int, col: int) -> np.ndarray:
         """Indices of candidates whose footprint covers pixel (row, col)."""
         p = int(row) * self.width + int(col)
-        return self._csc.indices[self._csc.indptr[p]:self._csc.indptr[p + 1]]
+        return self._csc.indices[self._csc.indptr[p] : self._csc.indptr[p + 1]]
 
 
 def draw_outline(pil: Image.Image, points: np.ndarray, colour, width: int = 2) -> None:
@@ -404,9 +443,18 @@ def _crop_outline(points: np.ndarray, crop) -> np.ndarray:
     return np.asarray(points, np.float64) - [crop[0], crop[2]]
 
 
-def snapshot_strip(snapshots: np.ndarray, events: np.ndarray, crop, outline: np.ndarray,
-                   neighbour_outlines: list, frame: int | None = None, *, panel_px: int = 150,
-                   clim: tuple[float, float] | None = None, gap_px: int = 6) -> np.ndarray:
+def snapshot_strip(
+    snapshots: np.ndarray,
+    events: np.ndarray,
+    crop,
+    outline: np.ndarray,
+    neighbour_outlines: list,
+    frame: int | None = None,
+    *,
+    panel_px: int = 150,
+    clim: tuple[float, float] | None = None,
+    gap_px: int = 6,
+) -> np.ndarray:
     """The event panels side by side: (panel_px, n_events * (panel_px + gap), 3) uint8.
 
     snapshots : (n_events, event_frames, h, w) float; events : (n_events,) frame or -1;
@@ -424,8 +472,11 @@ def snapshot_strip(snapshots: np.ndarray, events: np.ndarray, crop, outline: np.
         if events[e] < 0:
             img = np.full((h, w, 3), 235, np.uint8)
         else:
-            still = (snapshots[e, int(frame) % n_fr] if frame is not None
-                     else event_summary(snapshots[e]))
+            still = (
+                snapshots[e, int(frame) % n_fr]
+                if frame is not None
+                else event_summary(snapshots[e])
+            )
             img = _grey(still, *clim)
         big, s = _upscale(img, panel_px)
         pil = Image.new("RGB", (panel_px, panel_px), (255, 255, 255))
@@ -445,8 +496,9 @@ def snapshot_strip(snapshots: np.ndarray, events: np.ndarray, crop, outline: np.
     return np.concatenate(panels[:-1], axis=1)
 
 
-def footprint_panel(footprint: np.ndarray, outline: np.ndarray, crop, *,
-                    panel_px: int = 150) -> np.ndarray:
+def footprint_panel(
+    footprint: np.ndarray, outline: np.ndarray, crop, *, panel_px: int = 150
+) -> np.ndarray:
     """Cropped footprint (grey, white = 1) with the candidate outline; (panel_px, panel_px, 3)."""
     img = _grey(footprint, 0.0, max(float(np.nanmax(footprint)) if footprint.size else 1.0, 1e-6))
     big, s = _upscale(img, panel_px)
@@ -456,8 +508,9 @@ def footprint_panel(footprint: np.ndarray, outline: np.ndarray, crop, *,
     return np.asarray(pil)
 
 
-def _line_canvas(values: np.ndarray, width: int, height: int, pad: int,
-                 vrange: tuple[float, float] | None = None):
+def _line_canvas(
+    values: np.ndarray, width: int, height: int, pad: int, vrange: tuple[float, float] | None = None
+):
     """Min/max envelope of ``values`` per display column -> polyline in pixel space."""
     v = np.nan_to_num(np.asarray(values, np.float64))
     n = len(v)
@@ -483,8 +536,14 @@ def _line_canvas(values: np.ndarray, width: int, height: int, pad: int,
     return pts, x_of
 
 
-def trace_plot(trace: np.ndarray, events: np.ndarray, *, width: int = 900, height: int = 170,
-               fs_hz: float | None = None) -> np.ndarray:
+def trace_plot(
+    trace: np.ndarray,
+    events: np.ndarray,
+    *,
+    width: int = 900,
+    height: int = 170,
+    fs_hz: float | None = None,
+) -> np.ndarray:
     """The full trace (black) with numbered event markers (blue): (height, width, 3) uint8."""
     pad = 18
     pil = Image.new("RGB", (width, height), (255, 255, 255))
@@ -504,9 +563,17 @@ def trace_plot(trace: np.ndarray, events: np.ndarray, *, width: int = 900, heigh
     return np.asarray(pil)
 
 
-def event_trace_strip(trace: np.ndarray, events: np.ndarray, *, half_window: int | None = None,
-                      panel_px: int = 150, height: int = 90, gap_px: int = 6,
-                      frame: int | None = None, event_frames: int = 11) -> np.ndarray:
+def event_trace_strip(
+    trace: np.ndarray,
+    events: np.ndarray,
+    *,
+    half_window: int | None = None,
+    panel_px: int = 150,
+    height: int = 90,
+    gap_px: int = 6,
+    frame: int | None = None,
+    event_frames: int = 11,
+) -> np.ndarray:
     """Zoomed trace around each event (ActSort's 'hold t' view: +/- round(0.0035 T) frames,
     at least the snapshot window); the snapshot window is shaded and, during playback, the
     current frame is marked. (height, n_events * (panel_px + gap), 3) uint8."""

@@ -65,5 +65,5 @@ class ViewState:
     extra: dict = field(default_factory=dict, compare=False)
     sent: dict = field(default_factory=dict, compare=False)  # panel -> fingerprint on screen
 
-    def with_(self, **changes) -> "ViewState":
+    def with_(self, **changes) -> ViewState:
         return replace(self, **changes)

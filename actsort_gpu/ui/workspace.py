@@ -30,8 +30,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Workspace", "StoreData"]
 
-_NEEDED = ("candidates/footprints/indptr", "candidates/centers", "candidates/crops",
-           "candidates/outlines/offsets", "candidates/events", "features/matrix")
+_NEEDED = (
+    "candidates/footprints/indptr",
+    "candidates/centers",
+    "candidates/crops",
+    "candidates/outlines/offsets",
+    "candidates/events",
+    "features/matrix",
+)
 
 
 @dataclass
@@ -41,19 +47,19 @@ class StoreData:
     path: Path
     name: str
     store: SortStore
-    centers: np.ndarray          # (N, 2) float32 (row, col)
-    crops: np.ndarray            # (N, 4) int32
-    outlines: list               # N x (M, 2) float32
-    neighbors: list              # N x (K,) int32
-    events: np.ndarray           # (N, n_events) int32
+    centers: np.ndarray  # (N, 2) float32 (row, col)
+    crops: np.ndarray  # (N, 4) int32
+    outlines: list  # N x (M, 2) float32
+    neighbors: list  # N x (K,) int32
+    events: np.ndarray  # (N, n_events) int32
     feature_names: list
     fs_hz: float | None
     canvas: MapCanvas
-    images: dict = field(default_factory=dict)   # fov kind -> (H, W) float32
+    images: dict = field(default_factory=dict)  # fov kind -> (H, W) float32
     base_key: tuple | None = None
     n_events: int = 5
     event_frames: int = 11
-    truth: np.ndarray | None = None   # (N,) int8 +1 / -1 (synthetic demo stores), never shown
+    truth: np.ndarray | None = None  # (N,) int8 +1 / -1 (synthetic demo stores), never shown
     _handles: dict = field(default_factory=dict)
 
     @property
@@ -95,10 +101,14 @@ class StoreData:
             return np.zeros(shape, np.float32)
         if "snap" not in self._handles:
             st = self.store
-            self._handles["snap"] = (st.array("snapshots/data"), st.read("snapshots/offsets"),
-                                     st.read("snapshots/scale"), st.read("snapshots/frames"))
+            self._handles["snap"] = (
+                st.array("snapshots/data"),
+                st.read("snapshots/offsets"),
+                st.read("snapshots/scale"),
+                st.read("snapshots/frames"),
+            )
         data, offsets, scale, frames = self._handles["snap"]
-        raw = np.asarray(data[int(offsets[i]):int(offsets[i + 1])])
+        raw = np.asarray(data[int(offsets[i]) : int(offsets[i + 1])])
         block = raw.reshape(shape).astype(np.float32)
         if raw.dtype.kind in "ui":
             lo, hi = scale[i]
@@ -114,9 +124,13 @@ def _read_truth(store: SortStore, path: Path) -> np.ndarray | None:
         return None
     truth = np.asarray(store.read("truth/labels"))
     if truth.shape != (store.n_candidates,) or not np.isin(truth, (-1, 1)).all():
-        log.warning("%s: truth/labels ignored: expected (%d,) values +1 / -1, got shape %s "
-                    "values %s", path, store.n_candidates, truth.shape,
-                    np.unique(truth)[:5].tolist())
+        log.warning(
+            "%s: truth/labels ignored: expected (%d,) values +1 / -1, got shape %s values %s",
+            path,
+            store.n_candidates,
+            truth.shape,
+            np.unique(truth)[:5].tolist(),
+        )
         return None
     return truth.astype(np.int8)
 
@@ -130,26 +144,44 @@ def load_store_data(path: Path, name: str) -> StoreData:
         raise StoreError(f"{path}: missing {missing}; run `actsort {stage} {path}` first")
     h, w = store.height, store.width
     outlines = store.read_ragged("candidates/outlines")
-    neighbors = (store.read_ragged("candidates/neighbors")
-                 if store.has("candidates/neighbors/offsets")
-                 else [np.zeros(0, np.int32)] * store.n_candidates)
+    neighbors = (
+        store.read_ragged("candidates/neighbors")
+        if store.has("candidates/neighbors/offsets")
+        else [np.zeros(0, np.int32)] * store.n_candidates
+    )
     t0 = time.perf_counter()
     canvas = MapCanvas(store.footprints(), outlines, h, w)
-    log.info("%s: map canvas for %d candidates in %.2f s", path, store.n_candidates,
-             time.perf_counter() - t0)
-    images = {k: store.read(f"fov/{k}") for k in ("max", "mean", "corr", "std")
-              if store.has(f"fov/{k}")}
+    log.info(
+        "%s: map canvas for %d candidates in %.2f s",
+        path,
+        store.n_candidates,
+        time.perf_counter() - t0,
+    )
+    images = {
+        k: store.read(f"fov/{k}") for k in ("max", "mean", "corr", "std") if store.has(f"fov/{k}")
+    }
     if not images:
         images["max"] = np.zeros((h, w), np.float32)
     events = store.read("candidates/events")
     frames = store.array("snapshots/frames").shape if store.has("snapshots/frames") else (0, 5, 11)
     movie = store.attrs.get("movie") or {}
-    return StoreData(path=path, name=name, store=store, centers=store.read("candidates/centers"),
-                     crops=store.read("candidates/crops"), outlines=outlines, neighbors=neighbors,
-                     events=events, feature_names=list(store.array("features/matrix").attrs.get(
-                         "names", [])), fs_hz=movie.get("fs_hz"), canvas=canvas, images=images,
-                     n_events=events.shape[1], event_frames=int(frames[2]),
-                     truth=_read_truth(store, path))
+    return StoreData(
+        path=path,
+        name=name,
+        store=store,
+        centers=store.read("candidates/centers"),
+        crops=store.read("candidates/crops"),
+        outlines=outlines,
+        neighbors=neighbors,
+        events=events,
+        feature_names=list(store.array("features/matrix").attrs.get("names", [])),
+        fs_hz=movie.get("fs_hz"),
+        canvas=canvas,
+        images=images,
+        n_events=events.shape[1],
+        event_frames=int(frames[2]),
+        truth=_read_truth(store, path),
+    )
 
 
 class Workspace:
@@ -163,8 +195,9 @@ class Workspace:
         self.paths = [Path(p) for p in store_paths]
         self.learner = learner
         if len(learner.datasets) != len(self.paths):
-            raise ValueError(f"learner has {len(learner.datasets)} datasets, "
-                             f"{len(self.paths)} stores given")
+            raise ValueError(
+                f"learner has {len(learner.datasets)} datasets, {len(self.paths)} stores given"
+            )
         self.stores = [load_store_data(p, d.name) for p, d in zip(self.paths, learner.datasets)]
         for d_i, s in enumerate(self.stores):
             sl = learner.dataset_slice(d_i)
@@ -172,14 +205,20 @@ class Workspace:
             if size != s.n:
                 raise ValueError(f"{s.path}: {s.n} candidates in the store, {size} in the learner")
         self.lock = threading.RLock()
-        self.trackers = [StabilityTracker(window=window, churn_tol=churn_tol)
-                         for _ in self.stores]
+        self.trackers = [StabilityTracker(window=window, churn_tol=churn_tol) for _ in self.stores]
         self.label_times: list[float] = []
         self._canvas_lock = threading.Lock()
 
     @classmethod
-    def open(cls, store_paths, *, annotator: str = "anonymous", classifier=None,
-             config=None, device: str = "cpu") -> "Workspace":
+    def open(
+        cls,
+        store_paths,
+        *,
+        annotator: str = "anonymous",
+        classifier=None,
+        config=None,
+        device: str = "cpu",
+    ) -> Workspace:
         """Open the stores and the learner (fine-tuning from a portable classifier file)."""
         from ..active.engine import product_policy
         from ..active.learner import Learner
@@ -190,9 +229,14 @@ class Workspace:
 
             pretrained = transfer.load_classifier(classifier)
         active = config.active if config is not None else None
-        learner = Learner.open(store_paths, policy=product_policy(active), annotator=annotator,
-                               device=device, pretrained=pretrained,
-                               use_embeddings=bool(active.use_embeddings) if active else False)
+        learner = Learner.open(
+            store_paths,
+            policy=product_policy(active),
+            annotator=annotator,
+            device=device,
+            pretrained=pretrained,
+            use_embeddings=bool(active.use_embeddings) if active else False,
+        )
         return cls(store_paths, learner)
 
     # ------------------------------------------------------------------ read-outs
@@ -268,8 +312,11 @@ class Workspace:
         sl = self.learner.dataset_slice(store)
         with self.lock:
             if mode.startswith("audit:"):
-                order = [int(i) for i in self.learner.audit(mode.split(":", 1)[1])
-                         if sl.start <= i < sl.stop and i - sl.start != current]
+                order = [
+                    int(i)
+                    for i in self.learner.audit(mode.split(":", 1)[1])
+                    if sl.start <= i < sl.stop and i - sl.start != current
+                ]
                 return order[0] - sl.start if order else None
             if self.learner.strategy != mode:
                 self.learner.set_strategy(mode)
@@ -297,8 +344,9 @@ class Workspace:
                 self.learner.set_strategy(self.learner.strategy, float(weight))
 
     # ------------------------------------------------------------------ map
-    def map_canvas(self, store: int, image: str, lo_pct: float, hi_pct: float,
-                   lut: np.ndarray) -> MapCanvas:
+    def map_canvas(
+        self, store: int, image: str, lo_pct: float, hi_pct: float, lut: np.ndarray
+    ) -> MapCanvas:
         """The store's canvas with this base image / contrast and colours (incremental)."""
         s = self.stores[store]
         with self._canvas_lock:
