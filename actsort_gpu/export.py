@@ -11,9 +11,10 @@ classifier (``export_predictions``, after ``actsort apply``); decision : +1 / -1
 threshold; final_label : the human label where given, else the decision
 (``labels.final_labels``); annotator / label_time : of the latest human label ('' if none).
 
-Formats are the rows of :data:`EXPORTERS` (the CLI's choices come from it). Used by the page's
-export buttons (with the running session's learner), by ``actsort export`` (which replays the
-journal read-only, so it works beside a running page) and by ``actsort apply --export``.
+Formats are the rows of :data:`EXPORTERS` (the CLI's choices, :data:`EXPORT_FORMATS` and
+:data:`TABLE_FORMATS` come from it). Used by the page's export buttons (with the running
+session's learner), by ``actsort export`` (which replays the journal read-only, so it works
+beside a running page) and by ``actsort apply --export``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EXPORTERS",
+    "EXPORT_FORMATS",
     "FORMATS",
     "TABLE_FORMATS",
     "Exporter",
@@ -309,7 +311,8 @@ EXPORTERS: dict[str, Exporter] = {
         "portable classifier (.npz) to fine-tune or apply elsewhere", "classifier.npz", None, None
     ),
 }
-FORMATS = tuple(EXPORTERS)
+EXPORT_FORMATS = tuple(EXPORTERS)
+FORMATS = EXPORT_FORMATS  # the former name (ui.layout imports it)
 TABLE_FORMATS = tuple(f for f, e in EXPORTERS.items() if e.write is not None)
 
 
@@ -340,7 +343,7 @@ def export_labels(
 ) -> Path:
     """Export one store's curation; returns the path written.
 
-    format : a key of :data:`EXPORTERS` (csv | parquet | suite2p | nwb | classifier)
+    format : one of :data:`EXPORT_FORMATS` (the keys of :data:`EXPORTERS`)
     out : file (csv, parquet, classifier .npz, nwb: the NWB file to annotate) or folder (suite2p:
         the Suite2p plane folder; default the store's recorded extraction path). Default for the
         table formats: ``<store>/exports/labels.<ext>``.
@@ -349,7 +352,7 @@ def export_labels(
     """
     from .store import SortStore
 
-    exporter = _check_format(format, FORMATS)
+    exporter = _check_format(format, EXPORT_FORMATS)
     store_path = Path(store_path)
     store = SortStore.open(store_path)
     if exporter.write is None:
@@ -363,7 +366,8 @@ def export_labels(
 
 def export_predictions(store_path, format: str, out=None) -> Path:
     """Export the table of a store classified by ``actsort apply`` (``prediction_table``) in a
-    table format (csv | parquet | suite2p | nwb); returns the path written."""
+    table format (:data:`TABLE_FORMATS`: the exporters that write the table); returns the path
+    written."""
     from .store import SortStore
 
     _check_format(format, TABLE_FORMATS)

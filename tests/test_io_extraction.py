@@ -358,3 +358,50 @@ def test_unknown_format(tmp_path):
         read_extraction(tmp_path / "empty")
     with pytest.raises(ValueError, match="unknown extraction format 'foo'"):
         read_extraction(tmp_path / "x.csv", format="foo")
+
+
+# ------------------------------------------------------------------ the reader table
+def test_reader_table_resolves():
+    import inspect
+
+    from actsort_gpu.io.extraction import EXTRACTION_FORMATS, EXTRACTION_READERS, formats_markdown
+
+    assert tuple(EXTRACTION_READERS) == EXTRACTION_FORMATS
+    table = formats_markdown()
+    for name, reader in EXTRACTION_READERS.items():
+        assert reader.name == name and f"`{name}`" in table
+        params = inspect.signature(reader.reader()).parameters
+        assert set(reader.options) <= set(params), name
+
+
+def test_formats_in_readme_and_cli():
+    import re
+    from pathlib import Path
+
+    from actsort_gpu.cli import build_parser
+    from actsort_gpu.io.extraction import EXTRACTION_FORMATS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().lower()
+    missing = [f for f in EXTRACTION_FORMATS if not re.search(rf"\b{re.escape(f)}\b", readme)]
+    assert not missing, f"README.md does not mention the extraction formats {missing}"
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    ingest = sub.choices["ingest"]
+    fmt = next(a for a in ingest._actions if a.dest == "format")
+    assert set(fmt.choices) == {"auto", *EXTRACTION_FORMATS}
+
+
+def test_readers_never_import_extraction():
+    """extraction.py imports the readers; no module of the package imports it back."""
+    import ast
+    from pathlib import Path
+
+    import actsort_gpu.io as io_pkg
+
+    offenders = []
+    for path in Path(io_pkg.__file__).parent.glob("*.py"):
+        if path.stem in ("extraction", "__init__"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("extraction"):
+                offenders.append(path.name)
+    assert not offenders, f"modules importing extraction: {offenders}"

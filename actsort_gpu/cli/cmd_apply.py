@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import TABLE_FORMATS
+from ..export import EXPORTERS, TABLE_FORMATS
 
 
 def register(subparsers) -> None:
@@ -33,7 +33,8 @@ def register(subparsers) -> None:
         "--export",
         choices=TABLE_FORMATS,
         default=None,
-        help="also export each store's table to its default location",
+        help="also export each store's table to its default location: "
+        + "; ".join(f"{k}: {EXPORTERS[k].description}" for k in TABLE_FORMATS),
     )
     p.set_defaults(func=run)
 

@@ -3,7 +3,7 @@ a portable classifier file."""
 
 from __future__ import annotations
 
-from ..export import EXPORTERS, FORMATS
+from ..export import EXPORT_FORMATS, EXPORTERS
 from ._common import add_config_argument
 
 
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--format",
         required=True,
-        choices=FORMATS,
+        choices=EXPORT_FORMATS,
         help="; ".join(f"{k}: {e.description}" for k, e in EXPORTERS.items()),
     )
     p.add_argument(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..io.extraction import EXTRACTION_FORMATS, EXTRACTION_READERS
+from ..io.movies import MOVIE_FORMATS
 from ._common import add_config_argument, add_progress_argument
 
 
@@ -9,12 +11,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "ingest",
         help="create a sort store from a movie and an extraction output",
-        description="Read the extraction output (EXTRACT .mat, Suite2p folder, CaImAn .hdf5, "
-        "minian folder, .nwb, .npz), check it against the movie (TIFF, TIFF folder, "
-        "HDF5/.mat, zarr, Suite2p data.bin, .npy) and write a new sort store. "
+        description=f"Read the extraction output ({', '.join(EXTRACTION_FORMATS)}), check it "
+        f"against the movie ({', '.join(MOVIE_FORMATS)}) and write a new sort store. "
         "Suite2p's stat.npy / ops.npy are pickles: only ingest folders you trust.",
     )
-    p.add_argument("--movie", required=True, metavar="M", help="movie file or folder")
+    p.add_argument(
+        "--movie",
+        required=True,
+        metavar="M",
+        help=f"movie file or folder ({', '.join(MOVIE_FORMATS)}; detected from the path)",
+    )
     p.add_argument(
         "--extraction", required=True, metavar="E", help="extraction output file or folder"
     )
@@ -22,8 +28,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--format",
         default=None,
-        choices=["auto", "extract", "suite2p", "caiman", "minian", "nwb", "npz"],
-        help="extraction format (default: from the path)",
+        choices=("auto", *EXTRACTION_FORMATS),
+        help="extraction format (default auto: from the path): "
+        + "; ".join(f"{r.name}: {r.accepts}" for r in EXTRACTION_READERS.values()),
     )
     p.add_argument(
         "--dataset",

@@ -22,8 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import IngestConfig
+from ._footprints import as_metric, fortran_pixels_to_c
 from .candidates import Candidates
-from .extraction import as_metric, fortran_pixels_to_c
 
 log = logging.getLogger(__name__)
 

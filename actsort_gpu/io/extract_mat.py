@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ._footprints import MissingShapeError, as_metric, csr_from_dense_blocks, fortran_pixels_to_c
 from .candidates import Candidates
-from .extraction import MissingShapeError, as_metric, csr_from_dense_blocks, fortran_pixels_to_c
 
 log = logging.getLogger(__name__)
 

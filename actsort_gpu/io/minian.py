@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._footprints import csr_from_dense_blocks
 from .candidates import Candidates
-from .extraction import csr_from_dense_blocks
 
 log = logging.getLogger(__name__)
 

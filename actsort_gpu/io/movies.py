@@ -10,7 +10,8 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ __all__ = [
     "Suite2pBinMovie",
     "open_movie",
     "MOVIE_FORMATS",
+    "MOVIE_READERS",
+    "MovieReader",
     "resolve_axis_order",
 ]
 
@@ -662,47 +665,107 @@ class ZarrMovie(_OrderedArrayMovie):
             log.info("%s: array shape %s read as axis order %s", path, node.shape, order)
 
 
-MOVIE_FORMATS = {
-    "tiff": ".tif/.tiff multi-page TIFF or BigTIFF",
-    "tiff-folder": "a folder of .tif/.tiff files (natural name order)",
-    "hdf5": ".h5/.hdf5/.mat (v7.3) with a 3-D dataset",
-    "zarr": ".zarr (or a folder with zarr.json/.zarray/.zgroup) v2/v3 array or group",
-    "suite2p-bin": "Suite2p data.bin with ops.npy beside it",
-    "npy": ".npy (T, H, W)",
+def _is_zarr_dir(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or any(
+        (path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")
+    )
+
+
+def _file_with_suffix(*suffixes: str) -> Callable[[Path], bool]:
+    return lambda path: not path.is_dir() and path.suffix.lower() in suffixes
+
+
+def _is_tiff_folder(path: Path) -> bool:
+    return (
+        path.is_dir()
+        and not _is_zarr_dir(path)
+        and any(p.suffix.lower() in (".tif", ".tiff") for p in path.iterdir())
+    )
+
+
+def _is_suite2p_bin(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "data.bin").is_file()
+    return path.suffix.lower() == ".bin"
+
+
+@dataclass(frozen=True)
+class MovieReader:
+    """One movie format.
+
+    name : the format's name (``Movie.format``, ``open_movie(format=...)``)
+    description : one line on the paths it reads, for the docs, help and error messages
+    detect : path -> whether the path is this format (tried in table order)
+    open : (path, dataset, expected_hw) -> :class:`Movie`
+    """
+
+    name: str
+    description: str
+    detect: Callable[[Path], bool]
+    open: Callable[[Path, str | None, tuple[int, int] | None], Movie]
+
+
+MOVIE_READERS: dict[str, MovieReader] = {
+    r.name: r
+    for r in (
+        MovieReader(
+            "tiff",
+            ".tif/.tiff multi-page TIFF or BigTIFF",
+            _file_with_suffix(".tif", ".tiff"),
+            lambda path, dataset, hw: TiffMovie(path),
+        ),
+        MovieReader(
+            "tiff-folder",
+            "a folder of .tif/.tiff files (natural name order)",
+            _is_tiff_folder,
+            lambda path, dataset, hw: TiffFolderMovie(path),
+        ),
+        MovieReader(
+            "hdf5",
+            ".h5/.hdf5/.mat (v7.3) with a 3-D dataset",
+            _file_with_suffix(".h5", ".hdf5", ".hdf", ".mat"),
+            HDF5Movie,
+        ),
+        MovieReader(
+            "zarr",
+            ".zarr (or a folder with zarr.json/.zarray/.zgroup) v2/v3 array or group",
+            lambda path: path.is_dir() and _is_zarr_dir(path),
+            ZarrMovie,
+        ),
+        MovieReader(
+            "suite2p-bin",
+            "Suite2p data.bin with ops.npy beside it",
+            _is_suite2p_bin,
+            lambda path, dataset, hw: Suite2pBinMovie(path / "data.bin" if path.is_dir() else path),
+        ),
+        MovieReader(
+            "npy",
+            ".npy (T, H, W)",
+            _file_with_suffix(".npy"),
+            lambda path, dataset, hw: NpyMovie(path),
+        ),
+    )
 }
+MOVIE_FORMATS = tuple(MOVIE_READERS)
 
 
 def _detect_movie_format(path: Path) -> str:
-    suffix = path.suffix.lower()
+    for reader in MOVIE_READERS.values():
+        if reader.detect(path):
+            return reader.name
     if path.is_dir():
-        if (
-            any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
-            or suffix == ".zarr"
-        ):
-            return "zarr"
-        if any(p.suffix.lower() in (".tif", ".tiff") for p in path.iterdir()):
-            return "tiff-folder"
-        if (path / "data.bin").is_file():
-            return "suite2p-bin"
         raise ValueError(
             f"{path}: folder is not a zarr store, holds no TIFF files and no "
             f"data.bin; supported movies: {_formats_text()}"
         )
-    if suffix in (".tif", ".tiff"):
-        return "tiff"
-    if suffix in (".h5", ".hdf5", ".hdf", ".mat"):
-        return "hdf5"
-    if suffix == ".bin":
-        return "suite2p-bin"
-    if suffix == ".npy":
-        return "npy"
+    suffix = path.suffix.lower()
     raise ValueError(
         f"{path}: unknown movie format {suffix or '(no extension)'!r}; supported: {_formats_text()}"
     )
 
 
 def _formats_text() -> str:
-    return "; ".join(f"{k}: {v}" for k, v in MOVIE_FORMATS.items())
+    return "; ".join(f"{r.name}: {r.description}" for r in MOVIE_READERS.values())
 
 
 def open_movie(
@@ -717,7 +780,8 @@ def open_movie(
     path : TIFF, folder of TIFFs, HDF5 / MATLAB v7.3, zarr, Suite2p ``data.bin`` (or its
         folder), ``.npy``.
     dataset : HDF5 dataset / zarr array name (default: the only 3-D one).
-    format : one of :data:`MOVIE_FORMATS` or 'auto' (from the path).
+    format : one of :data:`MOVIE_FORMATS` (rows of :data:`MOVIE_READERS`) or 'auto' (from the
+        path: the first row whose ``detect`` accepts it).
     expected_hw : (H, W) of the extraction, used to find the axis order of HDF5/zarr data.
 
     Close the movie (or use it as a context manager) to release the file handle.
@@ -726,16 +790,7 @@ def open_movie(
     if not path.exists():
         raise FileNotFoundError(f"{path}: movie not found")
     fmt = _detect_movie_format(path) if format == "auto" else format
-    if fmt == "tiff":
-        return TiffMovie(path)
-    if fmt == "tiff-folder":
-        return TiffFolderMovie(path)
-    if fmt == "hdf5":
-        return HDF5Movie(path, dataset, expected_hw)
-    if fmt == "zarr":
-        return ZarrMovie(path, dataset, expected_hw)
-    if fmt == "suite2p-bin":
-        return Suite2pBinMovie(path / "data.bin" if path.is_dir() else path)
-    if fmt == "npy":
-        return NpyMovie(path)
-    raise ValueError(f"unknown movie format {fmt!r}; supported: {', '.join(MOVIE_FORMATS)}")
+    reader = MOVIE_READERS.get(fmt)
+    if reader is None:
+        raise ValueError(f"unknown movie format {fmt!r}; supported: {', '.join(MOVIE_FORMATS)}")
+    return reader.open(path, dataset, expected_hw)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ._footprints import csr_from_dense_blocks
 from .candidates import Candidates
-from .extraction import csr_from_dense_blocks
 
 __all__ = ["read_npz", "write_npz"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._footprints import MissingShapeError, as_metric, csr_from_dense_blocks, csr_from_pixel_lists
 from .candidates import Candidates
-from .extraction import MissingShapeError, as_metric, csr_from_dense_blocks, csr_from_pixel_lists
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import IngestConfig
+from ._footprints import as_metric, csr_from_pixel_lists
 from .candidates import Candidates
-from .extraction import as_metric, csr_from_pixel_lists
 
 log = logging.getLogger(__name__)
 
