@@ -75,11 +75,10 @@ class ActiveConfig:
     disc_refresh: int = 20  # DAL/DCAL discriminator subsample kept this many queries
     # (1 = ActSort: fresh draw per query; 20: ~10x cheaper)
     lambda_cv: bool = True  # lambda_scale x {1,2,4,8} chosen by 5-fold CV on the labels
-    batch_size: int = 1
     # Concatenate embeddings/ to features/ when present. Off by default: with the shipped
     # encoder it did not improve active learning (benchmarks/RESULTS.md, issue 7).
     use_embeddings: bool = False
-    seed: int = 0
+    seed: int = 0  # random streams of the learner (random queries, discriminator subsamples)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Backend selection never crashes without a GPU; array helpers dispatch correctly."""
 
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -30,9 +31,47 @@ def test_unknown_device_rejected():
         resolve_backend("gpu")
 
 
-def test_reason_is_a_string_or_none():
-    reason = backend_mod.cuda_unavailable_reason()
-    assert reason is None or isinstance(reason, str)
+@pytest.fixture
+def fresh_reason():
+    """cuda_unavailable_reason is cached per process: clear it around a test that fakes CuPy."""
+    backend_mod.cuda_unavailable_reason.cache_clear()
+    yield backend_mod.cuda_unavailable_reason
+    backend_mod.cuda_unavailable_reason.cache_clear()
+
+
+def test_reason_names_missing_cupy(monkeypatch, fresh_reason):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    assert "CuPy is not installed" in fresh_reason()
+
+
+class _FakeCuda:
+    """A CuPy stand-in whose runtime reports the given device count or raises."""
+
+    def __init__(self, available: bool, count):
+        self.cuda = self
+        self.runtime = self
+        self._available, self._count = available, count
+
+    def is_available(self):
+        return self._available
+
+    def getDeviceCount(self):  # noqa: N802 (CuPy's name)
+        if isinstance(self._count, Exception):
+            raise self._count
+        return self._count
+
+
+@pytest.mark.parametrize(
+    ("available", "count", "expected"),
+    [
+        (False, 0, "CuPy found no CUDA GPU"),
+        (True, 0, "CuPy found no CUDA GPU"),
+        (True, RuntimeError("cudaErrorInsufficientDriver"), "CUDA is not usable (RuntimeError"),
+    ],
+)
+def test_reason_names_what_is_missing(monkeypatch, fresh_reason, available, count, expected):
+    monkeypatch.setitem(sys.modules, "cupy", _FakeCuda(available, count))
+    assert expected in fresh_reason()
 
 
 def test_get_xp_and_to_numpy():

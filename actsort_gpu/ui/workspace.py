@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import UNLABELLED
-from ..store import SortStore, StoreError
+from .. import UNLABELLED, schema
+from ..store import SortStore, StoreError, crop_footprints
 from .progress import StabilityTracker
 from .render import MapCanvas, contrast_stretch
 
@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 __all__ = ["Workspace", "StoreData"]
 
 _NEEDED = (
-    "candidates/footprints/indptr",
-    "candidates/centers",
-    "candidates/crops",
-    "candidates/outlines/offsets",
-    "candidates/events",
-    "features/matrix",
+    schema.FOOTPRINTS,
+    schema.CENTERS,
+    schema.CROPS,
+    schema.OUTLINES,
+    schema.EVENTS,
+    schema.FEATURE_MATRIX,
 )
 
 
@@ -76,57 +76,40 @@ class StoreData:
 
     def footprint_crop(self, i: int) -> np.ndarray:
         """(h, w) float32 footprint of candidate i inside its crop window."""
-        r0, r1, c0, c1 = (int(v) for v in self.crops[i])
         fp = self.canvas.footprints
-        lo, hi = fp.indptr[i], fp.indptr[i + 1]
-        pix, val = fp.indices[lo:hi], fp.data[lo:hi]
-        out = np.zeros((r1 - r0, c1 - c0), np.float32)
-        rr, cc = pix // self.width - r0, pix % self.width - c0
-        ok = (rr >= 0) & (rr < r1 - r0) & (cc >= 0) & (cc < c1 - c0)
-        out[rr[ok], cc[ok]] = val[ok]
-        return out
+        return crop_footprints(fp[i : i + 1], self.crops[i : i + 1], self.width)[0]
 
     def trace(self, i: int) -> np.ndarray:
         """(T,) float32 trace (one chunk read through the cached zarr handle)."""
         if "traces" not in self._handles:
-            self._handles["traces"] = self.store.array("candidates/traces")
+            self._handles["traces"] = self.store.array(schema.TRACES)
         return np.asarray(self._handles["traces"][i])
 
     def snapshots(self, i: int) -> np.ndarray:
-        """(n_events, event_frames, h, w) float32, dequantised as ``SortStore.snapshots_block``
-        does, through cached handles (the small index arrays are read once)."""
-        r0, r1, c0, c1 = (int(v) for v in self.crops[i])
-        shape = (self.n_events, self.event_frames, r1 - r0, c1 - c0)
-        if not self.store.has("snapshots/offsets"):
-            return np.zeros(shape, np.float32)
+        """(n_events, event_frames, h, w) float32 in movie units (``SortStore.snapshots``),
+        through a cached reader; zeros for a store without snapshots."""
         if "snap" not in self._handles:
-            st = self.store
-            self._handles["snap"] = (
-                st.array("snapshots/data"),
-                st.read("snapshots/offsets"),
-                st.read("snapshots/scale"),
-                st.read("snapshots/frames"),
-            )
-        data, offsets, scale, frames = self._handles["snap"]
-        raw = np.asarray(data[int(offsets[i]) : int(offsets[i + 1])])
-        block = raw.reshape(shape).astype(np.float32)
-        if raw.dtype.kind in "ui":
-            lo, hi = scale[i]
-            block = lo + block * np.float32((hi - lo) / np.iinfo(raw.dtype).max)
-        block[frames[i] < 0] = 0.0
-        return block
+            has = self.store.has(schema.SNAPSHOTS_OFFSETS)
+            self._handles["snap"] = self.store.snapshot_reader() if has else None
+        reader = self._handles["snap"]
+        if reader is None:
+            r0, r1, c0, c1 = (int(v) for v in self.crops[i])
+            return np.zeros((self.n_events, self.event_frames, r1 - r0, c1 - c0), np.float32)
+        return reader(i)
 
 
 def _read_truth(store: SortStore, path: Path) -> np.ndarray | None:
-    """``truth/labels`` (N,) int8 +1 / -1 when present and valid; a malformed truth is ignored
-    with a warning (it only feeds the demo's comparison, never the labels)."""
-    if not store.has("truth/labels"):
+    """The store's truth labels (N,) int8 +1 / -1 when present and valid; a malformed truth is
+    ignored with a warning (it only feeds the demo's comparison, never the labels)."""
+    truth = store.truth_labels()
+    if truth is None:
         return None
-    truth = np.asarray(store.read("truth/labels"))
+    truth = np.asarray(truth)
     if truth.shape != (store.n_candidates,) or not np.isin(truth, (-1, 1)).all():
         log.warning(
-            "%s: truth/labels ignored: expected (%d,) values +1 / -1, got shape %s values %s",
+            "%s: %s ignored: expected (%d,) values +1 / -1, got shape %s values %s",
             path,
+            schema.TRUTH_LABELS,
             store.n_candidates,
             truth.shape,
             np.unique(truth)[:5].tolist(),
@@ -140,15 +123,11 @@ def load_store_data(path: Path, name: str) -> StoreData:
     store = SortStore.open(path)
     missing = [a for a in _NEEDED if not store.has(a)]
     if missing:
-        stage = "features" if "features/matrix" in missing and len(missing) == 1 else "preprocess"
+        stage = "features" if missing == [schema.FEATURE_MATRIX] else "preprocess"
         raise StoreError(f"{path}: missing {missing}; run `actsort {stage} {path}` first")
     h, w = store.height, store.width
-    outlines = store.read_ragged("candidates/outlines")
-    neighbors = (
-        store.read_ragged("candidates/neighbors")
-        if store.has("candidates/neighbors/offsets")
-        else [np.zeros(0, np.int32)] * store.n_candidates
-    )
+    outlines = store.outlines()
+    neighbors = store.neighbors()
     t0 = time.perf_counter()
     canvas = MapCanvas(store.footprints(), outlines, h, w)
     log.info(
@@ -157,29 +136,29 @@ def load_store_data(path: Path, name: str) -> StoreData:
         store.n_candidates,
         time.perf_counter() - t0,
     )
-    images = {
-        k: store.read(f"fov/{k}") for k in ("max", "mean", "corr", "std") if store.has(f"fov/{k}")
-    }
+    images = store.fov_images()
     if not images:
         images["max"] = np.zeros((h, w), np.float32)
-    events = store.read("candidates/events")
-    frames = store.array("snapshots/frames").shape if store.has("snapshots/frames") else (0, 5, 11)
+    events = store.events()
+    n_events, event_frames = (
+        store.snapshot_layout() if store.has(schema.SNAPSHOTS_FRAMES) else (events.shape[1], 11)
+    )
     movie = store.attrs.get("movie") or {}
     return StoreData(
         path=path,
         name=name,
         store=store,
-        centers=store.read("candidates/centers"),
-        crops=store.read("candidates/crops"),
+        centers=store.centers(),
+        crops=store.crops(),
         outlines=outlines,
         neighbors=neighbors,
         events=events,
-        feature_names=list(store.array("features/matrix").attrs.get("names", [])),
+        feature_names=store.feature_names(),
         fs_hz=movie.get("fs_hz"),
         canvas=canvas,
         images=images,
-        n_events=events.shape[1],
-        event_frames=int(frames[2]),
+        n_events=n_events,
+        event_frames=event_frames,
         truth=_read_truth(store, path),
     )
 
@@ -234,6 +213,7 @@ class Workspace:
             policy=product_policy(active),
             annotator=annotator,
             device=device,
+            seed=active.seed if active else 0,
             pretrained=pretrained,
             use_embeddings=bool(active.use_embeddings) if active else False,
         )
