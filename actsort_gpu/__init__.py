@@ -10,3 +10,6 @@ __version__ = "0.1.0"
 CELL = 1
 NOT_CELL = -1
 UNLABELLED = 0
+# Seen, but skipped for now (key U): journalled like a label, never a training label; the
+# learner keeps it as unlabelled for the classifier and lists it in its "unsure" queue.
+UNSURE = 2

@@ -3,8 +3,10 @@
 For each store: check the feature set against the classifier's (refusing a mismatch before
 anything is written), z-score the features per store as in training, compute P(cell) and the
 decision at the threshold, and write ``predictions/`` into the store. Human labels already in a
-store's journal are respected: they fine-tune the classifier by the paper-era rule (each human
-label discards the most conflicting pretrained row) and win over the model in ``final``.
+store's journal are respected: they fine-tune the classifier by the same policy as the page
+(``active.transfer`` in the config: by default the model with the best prequential accuracy on
+those labels among the classifier, the classifier + the labels, and the labels alone; without
+labels, the classifier's own predictions) and win over the model in ``final``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def apply_classifier(
     *,
     threshold: float | None = None,
     export: str | None = None,
+    config=None,
 ) -> list[AppliedStore]:
     """Classify every candidate of ``store_paths`` with the classifier file at ``classifier_path``.
 
@@ -59,13 +62,14 @@ def apply_classifier(
     threshold : decision threshold on P(cell); default the classifier's own.
     export : also export each store's table: 'csv' | 'parquet' | 'suite2p' | 'nwb' (default
         locations of ``actsort export``).
+    config : ``ActiveConfig`` (default: its defaults): the fine-tuning policy (``transfer``).
 
     Returns one :class:`AppliedStore` per store, in order. Writes ``predictions/probability``
     (N,) float32, ``predictions/decision`` and ``predictions/final`` (N,) int8 with the
     classifier's path, hash and threshold in their attributes.
     """
+    from .active.engine import product_policy
     from .active.learner import Learner, dataset_from_store
-    from .active.linear import zscore_columns
     from .active.transfer import load_classifier
     from .export import TABLE_FORMATS, export_predictions
     from .store import SortStore
@@ -77,6 +81,7 @@ def apply_classifier(
         raise ValueError(f"threshold must be in (0, 1), got {thr}")
     if export is not None and export not in TABLE_FORMATS:
         raise ValueError(f"export must be one of {TABLE_FORMATS}, got {export!r}")
+    policy = product_policy(config)
     use_embeddings = "+emb:" in clf.feature_version
     paths = [
         Path(p) for p in ([store_paths] if isinstance(store_paths, (str, Path)) else store_paths)
@@ -96,14 +101,9 @@ def apply_classifier(
     results = []
     for path, ds in zip(paths, datasets):
         t0 = time.perf_counter()
-        learner = Learner([ds], device="cpu", pretrained=clf, read_only=True)
+        learner = Learner([ds], policy, device="cpu", pretrained=clf, read_only=True)
         human = learner.human()
-        if (human != 0).any():
-            proba = np.asarray(learner.probabilities(), dtype=np.float32)
-        else:
-            z = zscore_columns(ds.features).astype(np.float64)
-            logit = z @ clf.weights[:-1] + clf.weights[-1]
-            proba = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        proba = np.asarray(learner.probabilities(), dtype=np.float32)
         decision = np.where(proba > thr, 1, -1).astype(np.int8)
         final = final_labels(human, decision)
         store = SortStore.open(path, "r+")

@@ -36,6 +36,7 @@ class IngestConfig:
     neuropil_coefficient: float = 0.7  # c in F - c * Fneu (the 0.7 in the name is nominal)
     caiman_trace: str = "C+YrA"  # C+YrA (raw: denoised + residual) | C (denoised)
     nonfinite: str = "error"  # NaN/Inf in traces: error | zero (replace by 0, logged)
+    allow_downsampling: bool = False  # accept a movie of < 100 frames with fewer than the traces
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class ActiveConfig:
     disc_refresh: int = 20  # DAL/DCAL discriminator subsample kept this many queries
     # (1 = ActSort: fresh draw per query; 20: ~10x cheaper)
     lambda_cv: bool = True  # lambda_scale x {1,2,4,8} chosen by 5-fold CV on the labels
+    # With a pretrained classifier (--classifier): select | union | discard | classifier
+    # (active/engine.py TRANSFER_MODES; benchmarks/RESULTS.md, issue 11)
+    transfer: str = "select"
     # Concatenate embeddings/ to features/ when present. Off by default: with the shipped
     # encoder it did not improve active learning (benchmarks/RESULTS.md, issue 7).
     use_embeddings: bool = False

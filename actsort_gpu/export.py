@@ -3,13 +3,16 @@ NWB columns, and the portable classifier file.
 
 The table has one row per candidate::
 
-    candidate, source_index, human_label, probability, decision, final_label, annotator, label_time
+    candidate, source_index, human_label, probability, decision, final_label, annotator,
+    label_time, disagreement
 
 human_label : +1 / -1 / 0 (the replay of labels/journal.jsonl); probability : P(cell) of the
 classifier trained on all human labels (NaN while a class has no label), or of the applied
 classifier (``export_predictions``, after ``actsort apply``); decision : +1 / -1 at the
 threshold; final_label : the human label where given, else the decision
-(``labels.final_labels``); annotator / label_time : of the latest human label ('' if none).
+(``labels.final_labels``); annotator / label_time : of the latest human label ('' if none);
+disagreement : labels that replaced another annotator's different label, "ana +1 -> bob -1"
+('' if none; ``labels.disagreement_column``).
 
 Formats are the rows of :data:`EXPORTERS` (the CLI's choices, :data:`EXPORT_FORMATS` and
 :data:`TABLE_FORMATS` come from it). Used by the page's export buttons (with the running
@@ -30,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import schema
-from .labels import final_labels
+from .labels import disagreement_column, final_labels
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ COLUMNS = (
     "final_label",
     "annotator",
     "label_time",
+    "disagreement",
 )
 
 
@@ -92,6 +96,8 @@ def _table(store, human, proba, decision, sources) -> dict:
         "final_label": final_labels(human, decision),
         "annotator": [a for a, _ in info],
         "label_time": [t for _, t in info],
+        # labels that replaced another annotator's different label ("ana +1 -> bob -1")
+        "disagreement": disagreement_column(store.journal_path, Path(store.path).name, n),
     }
 
 

@@ -8,6 +8,7 @@ the movie's pixels: only its shape. The movie is read once, later, by ``preproce
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -23,6 +24,24 @@ from .store import SortStore, file_fingerprint
 log = logging.getLogger(__name__)
 
 __all__ = ["ingest", "ingest_files", "temporal_downsample_factor", "normalise_footprints"]
+
+
+#: fewer movie frames than this make temporal downsampling implausible (a 1-frame image or a
+#: 7-frame clip passed for the movie) unless ``IngestConfig.allow_downsampling``
+MIN_DOWNSAMPLED_MOVIE_FRAMES = 100
+
+
+def check_fs_hz(fs_hz, where: str = "--fs") -> float | None:
+    """A frame rate given by the user: None, or a finite number > 0 (else ValueError)."""
+    if fs_hz is None:
+        return None
+    try:
+        value = float(fs_hz)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{where}: frame rate must be a finite number > 0 Hz, got {fs_hz!r}")
+    return value
 
 
 def temporal_downsample_factor(
@@ -103,13 +122,18 @@ def ingest(
     movie : the recording, shape (T_movie, H, W); only its shape and metadata are used here.
     candidates : footprints (N, H*W) and traces (N, T) from an extraction reader.
     out : path of the store directory to create.
-    config : ingest parameters (``nonfinite``: 'error' or 'zero'; ``fs_hz`` override).
-    overwrite : replace an existing store (never one holding labels).
+    config : ingest parameters (``nonfinite``: 'error' or 'zero'; ``fs_hz`` override, a
+        finite number > 0; ``allow_downsampling``: accept a movie of fewer than
+        :data:`MIN_DOWNSAMPLED_MOVIE_FRAMES` frames with fewer frames than the traces).
+    overwrite : replace an existing sort store (never one holding labels, never an input of
+        this call nor a folder or file that is not a sort store: ``SortStore.check_create``).
 
     Returns the open store (mode 'r+') with the ``ingest`` stage complete.
     """
     t0 = time.perf_counter()
     where = str(candidates.source_path)
+    fs_given = check_fs_hz(config.fs_hz, "ingest.fs_hz (--fs)")
+    SortStore.check_create(out, overwrite=overwrite, protect=(movie.path, candidates.source_path))
     if (candidates.height, candidates.width) != (movie.height, movie.width):
         raise ValueError(
             f"{where}: footprints are {candidates.height} x {candidates.width} pixels but the "
@@ -120,11 +144,21 @@ def ingest(
         candidates.n_frames, movie.n_frames, trace_source=where, movie_source=str(movie.path)
     )
     if dt > 1:
-        log.info(
-            "movie %s has %d frames, traces %d: temporal downsampling factor %d",
+        if movie.n_frames < MIN_DOWNSAMPLED_MOVIE_FRAMES and not config.allow_downsampling:
+            raise ValueError(
+                f"{movie.path}: the movie has {movie.n_frames} frames for {candidates.n_frames} "
+                f"trace frames in {where} ({dt}x temporal downsampling); a movie of fewer than "
+                f"{MIN_DOWNSAMPLED_MOVIE_FRAMES} frames is more likely the wrong file. If the "
+                f"downsampling is deliberate, pass --allow-downsampling"
+            )
+        log.log(
+            logging.INFO if config.allow_downsampling else logging.WARNING,
+            "movie %s has %d frames, traces %d: temporal downsampling by %dx (snapshot "
+            "traces are means of %d trace frames; --allow-downsampling silences this warning)",
             movie.path,
             movie.n_frames,
             candidates.n_frames,
+            dt,
             dt,
         )
     if candidates.n_candidates == 0:
@@ -139,9 +173,9 @@ def ingest(
             ", ".join(map(str, np.flatnonzero(is_empty)[:10])),
             schema.IS_EMPTY,
         )
-    fs_hz = config.fs_hz or candidates.fs_hz or movie.fs_hz
+    fs_hz = fs_given or candidates.fs_hz or movie.fs_hz
 
-    store = SortStore.create(out, overwrite=overwrite)
+    store = SortStore.create(out, overwrite=overwrite, protect=(movie.path, candidates.source_path))
     store.begin_stage("ingest", as_dict(config))
     n, t = candidates.n_candidates, candidates.n_frames
     store.update_attrs(
@@ -190,28 +224,50 @@ def ingest_files(
 ) -> SortStore:
     """Open the movie and the extraction output from paths, then :func:`ingest` them.
 
-    The extraction is read first: its (H, W) tells the movie reader the axis order of HDF5 /
-    zarr movies (MATLAB's reversed order). When the extraction does not record its field of
-    view (an EXTRACT sparse matrix without a summary image, NWB pixel masks), the movie's
-    (H, W) is used instead.
+    ``out`` is checked first (``SortStore.check_create``: never an input, never a non-store).
+    Then the movie's header: its sizes bound the extraction's field of view before the
+    extraction is read (``read_extraction(movie_shape=...)``). The extraction's (H, W) then
+    tells the movie reader the axis order of HDF5 / zarr movies (MATLAB's reversed order: the
+    movie is reopened with it when the first guess differs). When the extraction does not
+    record its field of view (an EXTRACT sparse matrix without a summary image, NWB pixel
+    masks), the movie's (H, W) is used instead.
     """
     from .io.extraction import MissingShapeError, read_extraction
     from .io.movies import open_movie
 
+    # Refuse a bad --out before reading anything (never an input, never a non-store).
+    SortStore.check_create(out, overwrite=overwrite, protect=(movie_path, extraction_path))
+    check_fs_hz(config.fs_hz, "ingest.fs_hz (--fs)")
+    # The movie's shape first (its header only): its sizes bound the extraction's field of
+    # view, so a header that lies about H x W fails before anything that size is allocated.
+    movie = open_movie(movie_path, dataset=config.movie_dataset)
     try:
-        candidates = read_extraction(
-            extraction_path, format=config.format, config=config, progress=progress
-        )
-    except MissingShapeError as exc:
-        log.info("%s; taking height and width from the movie %s", exc, movie_path)
-        with open_movie(movie_path, dataset=config.movie_dataset) as movie:
-            hw = (movie.height, movie.width)
-        candidates = read_extraction(
-            extraction_path, format=config.format, config=config, hw=hw, progress=progress
-        )
-    with open_movie(
-        movie_path, dataset=config.movie_dataset, expected_hw=(candidates.height, candidates.width)
-    ) as movie:
+        try:
+            candidates = read_extraction(
+                extraction_path,
+                format=config.format,
+                config=config,
+                progress=progress,
+                movie_shape=movie.shape,
+            )
+        except MissingShapeError as exc:
+            log.info("%s; taking height and width from the movie %s", exc, movie_path)
+            candidates = read_extraction(
+                extraction_path,
+                format=config.format,
+                config=config,
+                hw=(movie.height, movie.width),
+                progress=progress,
+                movie_shape=movie.shape,
+            )
+        if (candidates.height, candidates.width) != (movie.height, movie.width):
+            # HDF5 / zarr movies: the extraction's (H, W) decides the axis order
+            movie.close()
+            movie = open_movie(
+                movie_path,
+                dataset=config.movie_dataset,
+                expected_hw=(candidates.height, candidates.width),
+            )
         fingerprint = file_fingerprint(extraction_path, content_hash=True)
         return ingest(
             movie,
@@ -221,3 +277,5 @@ def ingest_files(
             overwrite=overwrite,
             extraction_fingerprint=fingerprint,
         )
+    finally:
+        movie.close()

@@ -1,6 +1,8 @@
 """Human labels: the append-only journal of a sort store and the label rules built on it.
 
-Label codes (defined once in ``actsort_gpu``): +1 cell, -1 not a cell, 0 unlabelled.
+Label codes (defined once in ``actsort_gpu``): +1 cell, -1 not a cell, 0 unlabelled, 2 unsure
+(``UNSURE``: journalled like a label, but never a training label; readers that need training
+labels, such as :func:`read_labels`, treat it as 0).
 
 **Journal** (``labels/journal.jsonl`` in a sort store; :class:`Journal`). Every label, unlabel,
 undo and redo is written, flushed and fsynced before the call returns, so an acknowledged label
@@ -22,9 +24,22 @@ action, action_size : the lines of one user action (a box label of 5 candidates 
     action, also after a restart. Journals written before actions existed have neither field:
     each of their lines is an action of its own.
 
-A torn tail (crash mid-write, never acknowledged: a last line without its newline, or the
+A torn tail (crash mid-write, never acknowledged: a last line cut inside its JSON, or the
 complete first lines of an action whose last lines are missing) is ignored on replay and cut
-off by the next writer.
+off by the next writer. A complete last line that lost only its newline is kept (the next writer
+adds the newline). A failed write is cut back to the last acknowledged byte and the file
+reopened, so nothing reported as failed reaches the disk later.
+
+**Replay policy** (one for every reader: the page, ``sort``, ``export``, ``apply``): every line
+must be a JSON object with the fields above; ``candidate`` a non-negative integer (below the
+store's candidate count when the caller gives it), ``label`` and ``previous`` one of
+:data:`LABEL_VALUES`, ``origin`` one of :data:`ORIGINS`. Anything else stops the replay with
+a ValueError naming the journal and the byte offset of the line: the file is never rewritten
+and no label is silently dropped.
+
+**Disagreements**: a human or import line that changes a candidate's label given by another
+annotator to a different non-zero value. Both lines stay in the journal; the replay lists them
+(:attr:`Journal.disagreements`, :class:`Disagreement`) and the page and the export show them.
 
 **Rules**: :func:`final_labels` (the human label where given, else the model's decision; the
 export's ``final_label`` and ActSort's ``labels_overall``) and :func:`balanced_accuracy`.
@@ -39,26 +54,30 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from . import CELL, NOT_CELL, UNLABELLED
+from . import CELL, NOT_CELL, UNLABELLED, UNSURE
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CELL",
+    "LABEL_VALUES",
     "NOT_CELL",
     "UNLABELLED",
     "Action",
+    "Disagreement",
     "Journal",
     "JournalEvent",
     "JournalLockedError",
     "balanced_accuracy",
     "class_rates",
+    "disagreement_column",
     "final_labels",
     "read_labels",
     "replay",
@@ -66,7 +85,7 @@ __all__ = [
 
 ORIGINS = ("human", "import", "undo", "redo")
 USER_ORIGINS = ("human", "import")
-LABEL_VALUES = (CELL, NOT_CELL, UNLABELLED)
+LABEL_VALUES = (CELL, NOT_CELL, UNLABELLED, UNSURE)
 
 
 # ---------------------------------------------------------------------- rules
@@ -146,32 +165,62 @@ def _group_events(events: list[JournalEvent]) -> list[Action]:
     return [tuple(g) for g in groups]
 
 
-def _parse_line(path: Path, raw: bytes, offset: int) -> JournalEvent:
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _line_problem(ev: JournalEvent, n_candidates: int | None) -> str | None:
+    """What is wrong with a parsed line under the replay policy (module docstring), or None."""
+    if not _is_int(ev.candidate) or ev.candidate < 0:
+        return f"candidate {ev.candidate!r} is not a non-negative integer"
+    if n_candidates is not None and ev.candidate >= n_candidates:
+        return f"candidate {ev.candidate} out of range: the store has {n_candidates} candidates"
+    for name in ("label", "previous"):
+        value = getattr(ev, name)
+        if not _is_int(value) or value not in LABEL_VALUES:
+            return f"{name} {value!r} is not one of {LABEL_VALUES}"
+    if ev.origin not in ORIGINS:
+        return f"origin {ev.origin!r} is not one of {ORIGINS}"
+    if not _is_int(ev.action_size) or ev.action_size < 1:
+        return f"action_size {ev.action_size!r} is not a positive integer"
+    for name in ("time", "dataset", "annotator", "session", "action"):
+        if not isinstance(getattr(ev, name), str):
+            return f"{name} {getattr(ev, name)!r} is not a string"
+    return None
+
+
+def _parse_line(
+    path: Path, raw: bytes, offset: int, n_candidates: int | None = None
+) -> JournalEvent:
     try:
         fields = json.loads(raw)
         ev = JournalEvent(**fields)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable journal line at byte {offset}: {exc}") from exc
-    bad = (
-        not isinstance(ev.candidate, int)
-        or ev.label not in LABEL_VALUES
-        or ev.previous not in LABEL_VALUES
-        or ev.origin not in ORIGINS
-        or not isinstance(ev.action_size, int)
-        or ev.action_size < 1
-    )
-    if bad:
+    problem = _line_problem(ev, n_candidates)
+    if problem is not None:
         raise ValueError(
-            f"{path}: invalid journal line at byte {offset}: {raw[:200]!r} "
-            f"(candidate must be an integer, label and previous +1/-1/0, origin "
-            f"one of {ORIGINS})"
+            f"{path}: invalid journal line at byte {offset}: {problem} ({raw[:200]!r}); fix or "
+            f"remove the line (the journal is never rewritten by actsort)"
         )
     return ev
 
 
-def _read_events(path: Path | None) -> tuple[list[JournalEvent], int]:
+def _is_torn(raw: bytes) -> bool:
+    """Whether a last line without its newline was cut inside its JSON (never acknowledged)."""
+    try:
+        json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+    return False
+
+
+def _read_events(
+    path: Path | None, n_candidates: int | None = None
+) -> tuple[list[JournalEvent], int]:
     """Events of a journal file and the byte length of its acknowledged part (complete lines,
-    without a trailing incomplete action)."""
+    without a trailing incomplete action). A complete last line without its newline counts,
+    its length included (the writer then adds the newline)."""
     if path is None or not path.exists():
         return [], 0
     data = path.read_bytes()
@@ -181,13 +230,16 @@ def _read_events(path: Path | None) -> tuple[list[JournalEvent], int]:
     pos = 0
     for raw in data.split(b"\n"):
         end = pos + len(raw) + 1
-        if end > len(data):  # no newline: torn final write, never acknowledged
-            if raw.strip():
+        if end > len(data):  # no newline: the last line
+            if raw.strip() and _is_torn(raw):  # torn final write, never acknowledged
                 log.warning("%s: ignoring an incomplete last line (%d bytes)", path, len(raw))
-            break
+                break
+            if not raw.strip():
+                break
+            end = len(data)  # complete, only its newline is missing: kept
         start, pos = pos, end
         if raw.strip():
-            events.append(_parse_line(path, raw, start))
+            events.append(_parse_line(path, raw, start, n_candidates))
             ends.append(end)
         good = end
     if events:
@@ -205,34 +257,87 @@ def _read_events(path: Path | None) -> tuple[list[JournalEvent], int]:
     return events, good
 
 
+class Disagreement(NamedTuple):
+    """A label that replaced another annotator's different label (both lines stay in the
+    journal): who gave which label first, who changed it to what, and when."""
+
+    dataset: str
+    candidate: int
+    first_annotator: str
+    first_label: int
+    annotator: str
+    label: int
+    time: str
+
+
 @dataclass
 class _State:
-    """Labels and undo / redo stacks after a sequence of actions."""
+    """Labels and undo / redo stacks after a sequence of actions, and who gave each label."""
 
     labels: dict  # {(dataset, candidate): label != 0}
     undo_stack: list  # [Action] user actions that can be undone, oldest first
     redo_stack: list  # [Action] undone user actions, the next to redo last
     redo_times: list  # time of the undo that put each redo_stack entry there
+    who: dict = field(default_factory=dict)  # {(dataset, candidate): annotator of its label}
+    who_undo: list = field(default_factory=list)  # annotators before each undo_stack action
+    who_redo: list = field(default_factory=list)  # annotators after each redo_stack action
+    disagreements: list = field(default_factory=list)  # [Disagreement], journal order
+
+    def _who_of(self, keys) -> dict:
+        return {k: self.who.get(k) for k in keys}
+
+    def _restore_who(self, saved: dict) -> None:
+        for k, name in saved.items():
+            if name is None:
+                self.who.pop(k, None)
+            else:
+                self.who[k] = name
 
     def apply(self, group: Action) -> None:
         origin = group[0].origin
+        keys = [(ev.dataset, ev.candidate) for ev in group]
+        restore = None
         if origin in USER_ORIGINS:
             self.undo_stack.append(group)
+            self.who_undo.append(self._who_of(keys))
             self.redo_stack.clear()
             self.redo_times.clear()
+            self.who_redo.clear()
+            for ev, key in zip(group, keys):
+                current, first = self.labels.get(key, UNLABELLED), self.who.get(key)
+                changed = UNLABELLED not in (ev.label, current) and ev.label != current
+                if changed and first not in (None, ev.annotator):
+                    self.disagreements.append(
+                        Disagreement(
+                            ev.dataset,
+                            ev.candidate,
+                            first,
+                            current,
+                            ev.annotator,
+                            ev.label,
+                            ev.time,
+                        )
+                    )
         elif origin == "undo":
             if self.undo_stack:
                 self.redo_stack.append(self.undo_stack.pop())
                 self.redo_times.append(group[0].time)
+                self.who_redo.append(self._who_of(keys))
+                restore = self.who_undo.pop()
         elif self.redo_stack:
             self.undo_stack.append(self.redo_stack.pop())
             self.redo_times.pop()
-        for ev in group:
-            key = (ev.dataset, ev.candidate)
+            self.who_undo.append(self._who_of(keys))
+            restore = self.who_redo.pop()
+        for ev, key in zip(group, keys):
             if ev.label == UNLABELLED:
                 self.labels.pop(key, None)
+                self.who.pop(key, None)
             else:
                 self.labels[key] = ev.label
+                self.who[key] = ev.annotator
+        if restore is not None:  # undo / redo give each label back to who gave it
+            self._restore_who(restore)
 
 
 def replay(events: list[JournalEvent]) -> tuple[dict[tuple[str, int], int], list, list]:
@@ -252,31 +357,54 @@ class Journal:
     path : the ``journal.jsonl`` file (its folder is created); None keeps everything in memory
     session : id written on every line (default: a fresh uuid4 hex)
     read_only : open without the lock (replay only; writing raises)
+    n_candidates : the store's candidate count, when the caller knows it: a line naming a
+        candidate >= it stops the replay (module docstring, replay policy); appends are
+        checked against it too
 
     State: ``events`` (all lines), ``labels`` {(dataset, candidate): +1/-1}, ``undo_stack`` and
-    ``redo_stack`` (lists of :data:`Action`).
+    ``redo_stack`` (lists of :data:`Action`), ``disagreements`` (list of
+    :class:`Disagreement`).
     """
 
     def __init__(
-        self, path: str | Path | None, session: str | None = None, read_only: bool = False
+        self,
+        path: str | Path | None,
+        session: str | None = None,
+        read_only: bool = False,
+        n_candidates: int | None = None,
     ):
         self.path = None if path is None else Path(path)
         self.session = session or uuid.uuid4().hex
         self.read_only = read_only
+        self.n_candidates = None if n_candidates is None else int(n_candidates)
         self._lock_fh = None
         self._fd: int | None = None
+        self._good = 0  # bytes of the file acknowledged so far (the writer's cut-back point)
         if self.path is not None and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
-        events, good = _read_events(self.path)
+        try:
+            events, good = _read_events(self.path, self.n_candidates)
+        except Exception:
+            self.close()
+            raise
         self.events: list[JournalEvent] = events
         self._state = _State({}, [], [], [])
         for group in _group_events(events):
             self._state.apply(group)
         if self.path is not None and not read_only:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._open_fd()
             if os.fstat(self._fd).st_size > good:  # drop a torn, unacknowledged tail
                 os.ftruncate(self._fd, good)
+            if good and os.pread(self._fd, 1, good - 1) != b"\n":
+                # a complete last line that lost its newline: end it before appending
+                os.write(self._fd, b"\n")
+                os.fsync(self._fd)
+                good += 1
+            self._good = good
+
+    def _open_fd(self) -> None:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
 
     # ------------------------------------------------------------------ state
     @property
@@ -305,6 +433,11 @@ class Journal:
     def writable(self) -> bool:
         return not self.read_only and (self.path is None or self._fd is not None)
 
+    @property
+    def disagreements(self) -> list[Disagreement]:
+        """Labels that replaced another annotator's different label, in journal order."""
+        return list(self._state.disagreements)
+
     # ------------------------------------------------------------------ lock
     @property
     def lock_path(self) -> Path:
@@ -330,23 +463,49 @@ class Journal:
 
     # ------------------------------------------------------------------ writing
     def _write(self, group: list[JournalEvent]) -> None:
-        """All lines of one action in one write + fsync; on failure the file is cut back to
-        its acknowledged length, so nothing reported as failed reaches the disk later."""
+        """All lines of one action in one unbuffered write + fsync; on failure the file is cut
+        back to its last acknowledged byte and reopened, so nothing reported as failed reaches
+        the disk later (and the next append starts on a clean descriptor)."""
         if self.path is None:
             return
         payload = b"".join(ev.to_json().encode() + b"\n" for ev in group)
-        size = os.fstat(self._fd).st_size
         try:
             view = memoryview(payload)
             while view:
                 view = view[os.write(self._fd, view) :]
             os.fsync(self._fd)
+        except BaseException as exc:  # noqa: BLE001 - any failure (even Ctrl+C) is cut back
+            self._cut_back()
+            if not isinstance(exc, OSError):
+                raise
+            err = OSError(
+                f"{self.path}: the label was not saved ({exc.strerror or exc}); nothing of it "
+                f"is on disk"
+            )
+            err.errno = exc.errno  # the message alone, without "[Errno N]"
+            raise err from exc
+        self._good += len(payload)
+
+    def _cut_back(self) -> None:
+        """After a failed write: truncate to the acknowledged length, then reopen."""
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, self._good)
+            os.fsync(fd)
         except OSError:
-            try:
-                os.ftruncate(self._fd, size)
-            except OSError:
-                log.exception("%s: could not cut a failed write back", self.path)
-            raise
+            log.warning("%s: could not cut a failed write back yet; retrying on reopen", self.path)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        try:
+            self._open_fd()
+            if os.fstat(self._fd).st_size != self._good:
+                os.ftruncate(self._fd, self._good)
+        except OSError as exc:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+            self._fd = None  # not writable until reopened: appends raise, replay still works
+            log.warning("%s: journal closed after a failed write (%s)", self.path, exc)
 
     def _commit(
         self, dataset: str, items: list[tuple[int, int, int]], annotator: str, origin: str
@@ -354,6 +513,12 @@ class Journal:
         """Write one action of (candidate, label, previous) items durably and apply it."""
         if not self.writable:
             raise RuntimeError(f"{self.path}: journal opened read-only (or closed)")
+        if self.n_candidates is not None:
+            for c, _, _ in items:
+                if not 0 <= int(c) < self.n_candidates:
+                    raise ValueError(
+                        f"{self.path}: candidate {c} out of range [0, {self.n_candidates})"
+                    )
         now = datetime.now(UTC).isoformat()
         action = uuid.uuid4().hex[:12]
         group = [
@@ -392,8 +557,8 @@ class Journal:
         if len(labels) != len(candidates):
             raise ValueError(f"{len(labels)} labels for {len(candidates)} candidates")
         for y in labels:
-            if y not in LABEL_VALUES:
-                raise ValueError(f"label must be +1, -1 or 0, got {y!r}")
+            if y not in LABEL_VALUES or isinstance(y, bool):
+                raise ValueError(f"label must be one of {LABEL_VALUES}, got {y!r}")
         items = [
             (c, int(y), self.labels.get((str(dataset), c), UNLABELLED))
             for c, y in zip(candidates, labels)
@@ -452,12 +617,29 @@ class Journal:
 
 def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray:
     """(n_candidates,) int8 labels of ``dataset`` from the journal at ``path``, replayed
-    read-only (no lock: works beside a running page); zeros when there is no journal."""
+    read-only (no lock: works beside a running page) under the replay policy (a candidate out
+    of range is an error naming the line); zeros when there is no journal. Unsure candidates
+    (``UNSURE``) read as 0: these are training labels."""
     labels = np.zeros(n_candidates, np.int8)
     if not Path(path).exists():
         return labels
-    with Journal(path, read_only=True) as journal:
+    with Journal(path, read_only=True, n_candidates=n_candidates) as journal:
         for (name, cand), lab in journal.labels.items():
-            if name == dataset and 0 <= cand < n_candidates:
-                labels[cand] = lab
+            if name == dataset:
+                labels[cand] = UNLABELLED if lab == UNSURE else lab
     return labels
+
+
+def disagreement_column(path: str | Path, dataset: str, n_candidates: int) -> list[str]:
+    """Per candidate of ``dataset``, its disagreements in the journal at ``path`` as text
+    ("ana +1 -> bob -1", several joined by "; "), '' where there is none (the export's
+    ``disagreement`` column)."""
+    out = [""] * int(n_candidates)
+    if not Path(path).exists():
+        return out
+    with Journal(path, read_only=True, n_candidates=n_candidates) as journal:
+        for d in journal.disagreements:
+            if d.dataset == dataset:
+                text = f"{d.first_annotator} {d.first_label:+d} -> {d.annotator} {d.label:+d}"
+                out[d.candidate] = f"{out[d.candidate]}; {text}" if out[d.candidate] else text
+    return out

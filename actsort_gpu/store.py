@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import logging
 import shutil
 from collections.abc import Iterable, Sequence
@@ -91,6 +92,16 @@ def file_fingerprint(path: str | Path, *, content_hash: bool = False) -> dict[st
     return info
 
 
+def _is_store_dir(path: Path) -> bool:
+    """Whether ``path`` has a root ``zarr.json`` whose attributes hold ``schema_version``."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return isinstance(attrs, dict) and "schema_version" in attrs
+
+
 def _default_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     """Chunk along the first axis so that one chunk holds about 8 MB."""
     if len(shape) == 0:
@@ -116,20 +127,62 @@ class SortStore:
         self.mode = mode
 
     # ------------------------------------------------------------------ open / create
-    @classmethod
-    def create(cls, path: str | Path, *, overwrite: bool = False) -> SortStore:
-        """Create an empty store at ``path``; refuses to replace an existing one unless asked."""
+    @staticmethod
+    def check_create(
+        path: str | Path, *, overwrite: bool = False, protect: Iterable[str | Path] = ()
+    ) -> None:
+        """Raise unless :meth:`create` may write ``path``: a path that does not exist or, with
+        ``overwrite``, an empty folder or an existing sort store without labels.
+
+        protect : the inputs of the same command (movie, extraction output): ``path`` may be
+            none of them, nor a folder holding one. Nothing else is ever deleted: a file, a
+            folder that is not a sort store (no root ``zarr.json`` with ``schema_version``) or
+            a symbolic link is refused with a message naming it.
+        """
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite)")
-            if path.is_dir() and (path / schema.JOURNAL_FILE).exists():
-                # Labels are the one thing a user cannot recompute: never delete them silently.
+        if not path.exists() and not path.is_symlink():
+            return
+        target = path.resolve()
+        for item in protect:
+            src = Path(item).resolve()
+            if src == target or target in src.parents:
+                what = "is" if src == target else "holds"
                 raise FileExistsError(
-                    f"{path}: holds human labels ({schema.JOURNAL_FILE}); move it away or "
-                    f"export the labels before overwriting"
+                    f"{path}: {what} an input of this command ({item}); choose another --out "
+                    f"(it is never deleted)"
                 )
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if not overwrite:
+            raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite)")
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            return  # an empty folder: nothing to lose
+        if path.is_symlink() or not path.is_dir() or not _is_store_dir(path):
+            if path.is_symlink():
+                kind = "a symbolic link"
+            elif path.is_dir():
+                kind = "a folder that is not a sort store (no zarr.json with schema_version)"
+            else:
+                kind = "a file, not a sort store"
+            raise FileExistsError(
+                f"{path}: is {kind}; --overwrite replaces only an existing sort store, so "
+                f"nothing was deleted: choose another --out or move it away"
+            )
+        if (path / schema.JOURNAL_FILE).exists():
+            # Labels are the one thing a user cannot recompute: never delete them silently.
+            raise FileExistsError(
+                f"{path}: holds human labels ({schema.JOURNAL_FILE}); move it away or "
+                f"export the labels before overwriting"
+            )
+
+    @classmethod
+    def create(
+        cls, path: str | Path, *, overwrite: bool = False, protect: Iterable[str | Path] = ()
+    ) -> SortStore:
+        """Create an empty store at ``path``; refuses to replace an existing one unless asked,
+        and then replaces only a sort store without labels (see :meth:`check_create`)."""
+        path = Path(path)
+        cls.check_create(path, overwrite=overwrite, protect=protect)
+        if path.exists():
+            shutil.rmtree(path)
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         root.attrs.update(
             {
@@ -244,11 +297,34 @@ class SortStore:
         """Raise StoreError naming the command to run when a needed stage is not complete."""
         for stage in stages:
             status = self.stage_status(stage)
+            if status == "incomplete":
+                raise self._interrupted(stage)
             if status != "complete":
-                state = "was interrupted" if status == "incomplete" else "has not been run"
                 raise StoreError(
-                    f"{self.path}: stage '{stage}' {state}; run `actsort {stage} {self.path}` first"
+                    f"{self.path}: stage '{stage}' has not been run; run `actsort {stage} "
+                    f"{self.path}` first"
                 )
+
+    def _interrupted(self, stage: str, name: str | None = None) -> StoreError:
+        what = f"; '{name}' may be partial or from the previous run" if name else ""
+        command = (
+            "`actsort ingest ... --overwrite`"
+            if stage == "ingest"
+            else f"`actsort {stage} {self.path}`"
+        )
+        return StoreError(
+            f"{self.path}: stage '{stage}' was interrupted (status incomplete){what}; run "
+            f"{command} again"
+        )
+
+    def _check_stage_of(self, name: str) -> None:
+        """A reader (mode 'r') never reads an output of a stage recorded as incomplete: a killed
+        re-run leaves old and new arrays side by side. The stage itself (mode 'r+') may."""
+        if self.mode != "r":
+            return
+        spec = schema.spec_for(name)
+        if spec is not None and self.stage_status(spec.stage) == "incomplete":
+            raise self._interrupted(spec.stage, name)
 
     # ------------------------------------------------------------------ metadata
     def has(self, name: str) -> bool:
@@ -274,6 +350,7 @@ class SortStore:
             raise self._missing(name) from None
         if not isinstance(node, zarr.Array):
             raise StoreError(f"{self.path}: '{name}' is a group, not an array")
+        self._check_stage_of(name)
         return node
 
     def shape_of(self, name: str) -> tuple[int, ...]:
@@ -477,6 +554,7 @@ class SortStore:
             group = self._root[name]
         except KeyError:
             raise self._missing(name, "sparse matrix") from None
+        self._check_stage_of(name)
         shape = tuple(group.attrs["shape"])
         start, stop, step = (rows or slice(None)).indices(shape[0])
         if step != 1:
@@ -745,7 +823,8 @@ class SortStore:
         if ext:
             lines.append(f"extraction   {ext.get('path')} [{ext.get('format')}]")
         if "n_candidates" in a:
-            n_empty = int(self.read(schema.IS_EMPTY).sum()) if self.has(schema.IS_EMPTY) else 0
+            readable = self.has(schema.IS_EMPTY) and self.stage_status("ingest") == "complete"
+            n_empty = int(self.read(schema.IS_EMPTY).sum()) if readable else 0
             lines.append(
                 f"candidates   {a['n_candidates']:,} ({n_empty} with empty footprints), "
                 f"{self.n_frames:,} trace frames"

@@ -80,7 +80,10 @@ def test_portable_classifier_round_trip_and_fine_tune(tmp_path):
     # Fine-tune on a new animal: pretrained rows alone already classify well.
     xn, yn = _data(100, 3)
     tgt = Learner(
-        [DatasetInput("new", xn, NAMES, "v1")], Policy(balance="none"), device="cpu", pretrained=clf
+        [DatasetInput("new", xn, NAMES, "v1")],
+        Policy(balance="none", transfer="discard"),  # the paper-era rule
+        device="cpu",
+        pretrained=clf,
     )
     tgt.label(0, int(yn[0]))
     assert ((tgt.decisions() > 0) == (yn > 0)).mean() > 0.85

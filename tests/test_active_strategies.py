@@ -143,7 +143,7 @@ def test_fine_tune_discards_most_conflicting_row():
     x, y = _toy(100, seed=2)
     pre_x = np.r_[x[:40], x[:1] * 0 + [[4.0, 0, 0, 0]]].astype(np.float32)
     pre_y = np.r_[y[:40], [-1]].astype(np.int8)  # last row: strongly "cell" region, says not
-    eng = Engine(x, Policy(balance="none"), seed=0, pretrained=(pre_x, pre_y))
+    eng = Engine(x, Policy(balance="none", transfer="discard"), seed=0, pretrained=(pre_x, pre_y))
     eng.set_label(50, int(y[50]))
     eng.fit()
     assert not eng.pre_active[40] and eng.pre_active.sum() == 40

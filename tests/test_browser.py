@@ -154,16 +154,15 @@ def test_keyboard_labelling_undo_reload(neurofinder_store, tmp_path):
 
 
 _SCREEN_POINT = """(pt) => {
-    // Inverse of Gradio's get_coordinates_of_clicked_image (object-fit: contain).
+    // Screen point of map-image pixel pt (object-fit: scale-down, as Gradio's click math
+    // assumes); null until the map has loaded and nothing (a progress overlay) covers it.
     const img = document.querySelector('#as-map img');
+    if (!img || !img.complete || !img.naturalWidth) return null;
     const r = img.getBoundingClientRect();
-    const xs = img.naturalWidth / r.width, ys = img.naturalHeight / r.height;
-    if (xs > ys) {
-        const oy = (r.height - img.naturalHeight / xs) / 2;
-        return [r.left + pt[0] / xs, r.top + oy + pt[1] / xs];
-    }
-    const ox = (r.width - img.naturalWidth / ys) / 2;
-    return [r.left + ox + pt[0] / ys, r.top + pt[1] / ys];
+    const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
+    const x = r.left + (r.width - img.naturalWidth * s) / 2 + pt[0] * s;
+    const y = r.top + (r.height - img.naturalHeight * s) / 2 + pt[1] * s;
+    return document.elementFromPoint(x, y) === img ? [x, y, r.width / img.naturalWidth] : null;
 }"""
 
 
@@ -199,8 +198,8 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
     from actsort_gpu.config import load_config
     from actsort_gpu.store import SortStore
     from actsort_gpu.ui import serve
-    from actsort_gpu.ui.handlers import MAP_DISPLAY_PX
-    from actsort_gpu.ui.render import Window
+    from actsort_gpu.ui.handlers import map_window
+    from actsort_gpu.ui.session import ViewState
 
     store = SortStore.open(neurofinder_store)
     centers = store.read("candidates/centers")
@@ -209,13 +208,30 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
     seed = ok[np.argmin(((centers[ok] - mid) ** 2).sum(1))]
     near = ok[np.argsort(((centers[ok] - centers[seed]) ** 2).sum(1))[:6]]
     (r0, c0), (r1, c1) = np.floor(centers[near].min(0)), np.ceil(centers[near].max(0))
-    win = Window.around(None, 0, store.height, store.width, MAP_DISPLAY_PX)
+    r0, c0, r1, c1 = int(r0), int(c0), int(r1), int(c1)
+    in_box = (
+        (centers[:, 0] >= r0)
+        & (centers[:, 0] <= r1)
+        & (centers[:, 1] >= c0)
+        & (centers[:, 1] <= c1)
+    )
+    n_box = int(in_box.sum())
+    assert n_box >= 6
     journal = neurofinder_store / "labels" / "journal.jsonl"
     n_lines = len(journal.read_text().splitlines()) if journal.exists() else 0
 
-    def corner(page, row, col):
+    def corner(page, ws, row, col):
+        """Click the map at the centre of FOV pixel (row, col) (zoom 0: the whole FOV)."""
+        win = map_window(ws, ViewState())
         x, y = (col - win.col0 + 0.5) * win.scale, (row - win.row0 + 0.5) * win.scale
-        cx, cy = page.evaluate(_SCREEN_POINT, [float(x), float(y)])
+        page.evaluate(
+            "() => document.querySelector('#as-map img').scrollIntoView({block: 'center'})"
+        )
+        cx, cy, enlarged = page.wait_for_function(
+            _SCREEN_POINT, arg=[float(x), float(y)], timeout=20000
+        ).json_value()
+        # Gradio maps clicks right only on a map shown at most at its natural size.
+        assert enlarged <= 1.0
         page.mouse.click(cx, cy)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -234,15 +250,16 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
         )
         try:
             page = _open_page(browser, port)
+            # No pause after the mode change: the mode travels with the click.
             page.get_by_label("Box: two corners").check()
-            time.sleep(2.0)  # let the mode change reach the server first
-            corner(page, r0, c0)
-            _wait_status(page, "Box corner at")
-            corner(page, r1, c1)
-            _wait_status(page, "candidates selected")
+            corner(page, ws, r0, c0)
+            _wait_status(page, f"Box corner at ({r0}, {c0})")
+            corner(page, ws, r1, c1)
+            _wait_status(page, f"{n_box} candidates selected")
+            page.screenshot(path=str(ARTIFACTS / "10_box_selected.png"), full_page=True)
             page.keyboard.press("ArrowDown")
-            _wait_status(page, "Saved")
-            page.screenshot(path=str(ARTIFACTS / "10_box_labelled.png"), full_page=True)
+            _wait_status(page, f"Saved: {n_box} candidates")
+            page.screenshot(path=str(ARTIFACTS / "11_box_labelled.png"), full_page=True)
         finally:
             demo.close()
             ws.close()
@@ -263,7 +280,7 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
             page = _open_page(browser, port)
             page.keyboard.press("z")
             _wait_status(page, "Undo")
-            page.screenshot(path=str(ARTIFACTS / "11_box_undone_after_restart.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "12_box_undone_after_restart.png"), full_page=True)
             human = ws.human(0)
         finally:
             demo.close()

@@ -91,6 +91,12 @@ def test_trace_length_mismatch_and_downsampling(tmp_path, capsys):
         ]
     )
     assert rc == 1 and "traces have 20 frames but the movie" in capsys.readouterr().err
+    # a 5-frame movie for 20 trace frames is implausible (issue 16): refused unless deliberate
+    args = ["ingest", "--movie", str(_movie(tmp_path / "d.npy", t=T // 4)), "--extraction"]
+    rc = main([*args, str(e), "--out", str(tmp_path / "b.actsort")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "d.npy: the movie has 5 frames for 20 trace frames" in err
+    assert "--allow-downsampling" in err and not (tmp_path / "b.actsort").exists()
     rc = main(
         [
             "ingest",
@@ -100,6 +106,7 @@ def test_trace_length_mismatch_and_downsampling(tmp_path, capsys):
             str(e),
             "--out",
             str(tmp_path / "b.actsort"),
+            "--allow-downsampling",
         ]
     )
     assert rc == 0

@@ -22,6 +22,24 @@ log = logging.getLogger(__name__)
 __all__ = ["Policy", "Engine", "parse_policy", "FAITHFUL", "product_policy"]
 
 BALANCE_MODES = ("none", "weights")
+# How a pretrained classifier (another animal's) combines with this animal's labels:
+# select : at every label, the model with the best prequential balanced accuracy on this animal's
+#   labels so far (each label scored before it is learned) among the classifier alone, the
+#   classifier's rows + the new labels (``union``) and the new labels alone; the classifier
+#   until each class has TRANSFER_MIN_PER_CLASS labels (benchmarks/RESULTS.md, issue 11)
+# union : the classifier's rows and the new labels in one class-balanced fit
+# discard : the paper-era rule (each new label discards the most conflicting pretrained row)
+# classifier : the classifier alone, never updated (zero-shot)
+TRANSFER_MODES = ("select", "union", "discard", "classifier")
+TRANSFER_MIN_PER_CLASS = 10
+# The queries are where the classifier is least sure, so its prequential score is pessimistic:
+# another model must beat it by this much before it answers.
+TRANSFER_MARGIN = 0.05
+# The union fit of 'select' / 'union' uses at most this many of the classifier's rows (a seeded
+# class-stratified sample, each row standing for its class's share of all rows: the same
+# objective in expectation at a fraction of the cost: ~15 ms instead of ~80 ms per label with
+# 16,776 rows on one CPU thread).
+TRANSFER_UNION_ROWS = 3000
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,8 @@ class Policy:
         ``balance`` is "weights") and the classifier is refitted once (warm start)
     pseudo_confidence : see pseudo_weight, in (0.5, 1)
     pseudo_max_ratio : see pseudo_weight, > 0
+    transfer : with a pretrained classifier, one of TRANSFER_MODES (see there); without one it
+        has no effect
     """
 
     strategy: str = "dcal"
@@ -65,6 +85,7 @@ class Policy:
     pseudo_weight: float = 0.0
     pseudo_confidence: float = 0.95
     pseudo_max_ratio: float = 2.0
+    transfer: str = "select"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -85,6 +106,8 @@ class Policy:
             )
         if not self.pseudo_max_ratio > 0:
             raise ValueError(f"pseudo_max_ratio must be > 0, got {self.pseudo_max_ratio}")
+        if self.transfer not in TRANSFER_MODES:
+            raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
 
 
 # ActSort's benchmark scripts (reference section 7): threshold 0.65, no balancing, no clipping.
@@ -97,6 +120,7 @@ FAITHFUL = Policy(
     diverse_batches=False,
     disc_refresh=1,
     lambda_cv=False,
+    transfer="discard",
 )
 
 
@@ -116,6 +140,7 @@ def product_policy(config=None) -> Policy:
         lambda_scale=config.lambda_scale,
         disc_refresh=getattr(config, "disc_refresh", Policy.disc_refresh),
         lambda_cv=getattr(config, "lambda_cv", Policy.lambda_cv),
+        transfer=getattr(config, "transfer", Policy.transfer),
     )
 
 
@@ -129,8 +154,10 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
     Options after ``+``: ``bal`` (class-balanced weights), ``thrX`` (threshold X),
     ``noclip``, ``lamX`` (lambda_scale X), ``refreshK`` (discriminator subsample kept K
     queries), ``cv``/``nocv`` (lambda by cross-validation), ``pseudoW`` (self-training with
-    pseudo-label weight W), ``pconfX`` (its confidence), ``pmaxR`` (its cap, x labels);
-    e.g. ``dal+bal``, ``default+thr0.5``, ``default+pseudo0.2``.
+    pseudo-label weight W), ``pconfX`` (its confidence), ``pmaxR`` (its cap, x labels),
+    ``select``/``union``/``discard``/``classifier`` (how a pretrained classifier is fine-tuned,
+    TRANSFER_MODES); e.g. ``dal+bal``, ``default+thr0.5``, ``default+pseudo0.2``.
+    ``noclf`` (run without the simulator's ``--classifier``) is the simulator's, not a policy's.
     ``threshold`` (the --threshold argument) applies to non-default specs without ``thrX``.
     """
     base, *opts = spec.strip().split("+")
@@ -178,12 +205,29 @@ def parse_policy(spec: str, threshold: float | None = None, config=None) -> Poli
             pol = replace(pol, pseudo_confidence=float(opt[5:]))
         elif opt.startswith("pmax"):
             pol = replace(pol, pseudo_max_ratio=float(opt[4:]))
+        elif opt in TRANSFER_MODES:
+            pol = replace(pol, transfer=opt)
         else:
             raise ValueError(
                 f"strategy {spec!r}: unknown option {opt!r} (known: bal, nobal, "
-                "noclip, thrX, lamX, refreshK, cv, nocv, pseudoW, pconfX, pmaxR)"
+                "noclip, thrX, lamX, refreshK, cv, nocv, pseudoW, pconfX, pmaxR, "
+                + ", ".join(TRANSFER_MODES)
+                + ")"
             )
     return pol
+
+
+SELECT_MODELS = ("classifier", "union", "labels")
+
+
+def prequential_ba(record: list[tuple[int, int]]) -> float:
+    """Balanced accuracy of (decision, label) pairs; the accuracy on the one class present
+    when the other has none yet; NaN when empty."""
+    if not record:
+        return float("nan")
+    pred, label = np.array(record).T
+    rates = [float((pred[label == c] == c).mean()) for c in (1, -1) if (label == c).any()]
+    return float(np.mean(rates))
 
 
 class Engine:
@@ -193,9 +237,11 @@ class Engine:
     policy : Policy
     device : torch device string
     seed : seeds the random draws of random queries and of the discriminator subsample
-    pretrained : optional (features (M, F), labels (M,) +1/-1) rows from other animals, combined
-        with the new labels by the paper-era fine-tuning rule (each new human label discards
-        the most conflicting pretrained row).
+    pretrained : optional classifier from other animals: (features (M, F), labels (M,) +1/-1)
+        training rows, or (rows, labels, weights (F + 1,)) with its own [coef..., intercept]
+        (a ``transfer.PortableClassifier``). How it combines with the new labels is
+        ``policy.transfer`` (TRANSFER_MODES). Without weights the classifier alone is a fit on
+        its rows with this policy.
     """
 
     def __init__(
@@ -219,8 +265,9 @@ class Engine:
         self.proba: torch.Tensor | None = None
         self._dirty = True
         self.pre_x = self.pre_y = None
+        self.model_in_use = "labels"  # which model answers (see ``transfer`` in Policy)
         if pretrained is not None:
-            px, py = pretrained
+            px, py, *theta = pretrained
             self.pre_x = torch.as_tensor(np.asarray(px, dtype=np.float32), device=device)
             self.pre_y = np.asarray(py, dtype=np.int8).copy()
             if self.pre_x.shape[1] != x.shape[1]:
@@ -228,10 +275,60 @@ class Engine:
                     f"pretrained rows have {self.pre_x.shape[1]} features, the data {x.shape[1]}"
                 )
             self.pre_active = self.pre_y != 0
+            self.pre_theta = self._prior_theta(theta[0] if theta else None)
+            # Separate warm-started models of the 'select' mode, and its prequential record:
+            # per model, (decision, label) of every new label before it was learned.
+            self.clf_labels = L1Logistic(lambda_scale=policy.lambda_scale, device=device)
+            self.prequential: dict[str, list[tuple[int, int]]] = {m: [] for m in SELECT_MODELS}
+            self._candidates: dict[str, torch.Tensor | None] = {}
+            self.model_in_use = "classifier"
 
     @property
     def n(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether a pretrained classifier is loaded."""
+        return self.pre_y is not None
+
+    def _prior_theta(self, theta) -> torch.Tensor:
+        """The classifier's own (F + 1,) weights, or a fit on its rows with this policy."""
+        if theta is not None:
+            theta = np.asarray(theta, dtype=np.float64)
+            if theta.shape != (self.x.shape[1] + 1,):
+                raise ValueError(
+                    f"pretrained weights: expected ({self.x.shape[1] + 1},), got {theta.shape}"
+                )
+            return torch.as_tensor(theta, device=self.device)
+        keep = np.flatnonzero(self.pre_active)
+        y = self.pre_y[keep].astype(np.float64)
+        if (y > 0).sum() == 0 or (y < 0).sum() == 0:
+            raise ValueError("pretrained rows: need both cells and non-cells")
+        w = balanced_weights(y) if self.policy.balance == "weights" else None
+        model = L1Logistic(lambda_scale=self.policy.lambda_scale, device=self.device)
+        model.fit(
+            self.pre_x[torch.as_tensor(keep, device=self.device)],
+            torch.as_tensor(y, device=self.device),
+            None if w is None else torch.as_tensor(w, device=self.device),
+        )
+        return model.theta_
+
+    def prior_proba(self) -> torch.Tensor:
+        """(N,) P(cell) of the pretrained classifier alone."""
+        th = self.pre_theta.to(dtype=self.x.dtype)
+        return torch.sigmoid(self.x @ th[:-1] + th[-1])
+
+    @property
+    def theta(self) -> torch.Tensor | None:
+        """(F + 1,) float64 [coef..., intercept] of the model that answers now, or None."""
+        if self.fit() is None:
+            return None
+        if self.model_in_use == "classifier":
+            return self.pre_theta
+        if self.model_in_use == "labels" and self.has_prior:
+            return self.clf_labels.theta_
+        return self.clf.theta_
 
     def _make_discriminator(self, policy: Policy) -> Discriminator:
         return Discriminator(
@@ -249,8 +346,15 @@ class Engine:
         self._dirty = True
 
     def set_label(self, index: int, label: int) -> None:
-        """label in {+1, -1, 0}; the fit happens lazily (``fit``) so batches of labels cost one."""
+        """label in {+1, -1, 0}; the fit happens lazily (``fit``) so batches of labels cost one
+        (with ``transfer="select"``, each new label is first scored by every candidate model)."""
         previous = self.labels[index]
+        if label != 0 and previous == 0 and self.has_prior and self.policy.transfer == "select":
+            self.fit()
+            for name, proba in self._candidates.items():
+                p = None if proba is None else float(proba[index])
+                pred = -1 if p is None or p <= self.policy.threshold else 1
+                self.prequential[name].append((pred, int(label)))
         self.labels[index] = label
         if label != 0 and previous == 0 and self.pre_y is not None:
             self._n_new_labels = getattr(self, "_n_new_labels", 0) + 1
@@ -264,15 +368,49 @@ class Engine:
         self.labels = labels.copy()
         self._dirty = True
 
-    def _training_rows(self):
+    def _training_rows(self, with_prior: bool = True):
         idx = np.flatnonzero(self.labels)
         x = self.x[torch.as_tensor(idx, device=self.device)]
         y = self.labels[idx].astype(np.float64)
-        if self.pre_y is not None and self.pre_active.any():
+        if with_prior and self.pre_y is not None and self.pre_active.any():
             pidx = np.flatnonzero(self.pre_active)
             x = torch.cat([x, self.pre_x[torch.as_tensor(pidx, device=self.device)]])
             y = np.concatenate([y, self.pre_y[pidx].astype(np.float64)])
         return x, y
+
+    def _union_rows(self):
+        """(x, y, weights, lambda_scale) of the union fit: this animal's labelled rows and a
+        sample of at most TRANSFER_UNION_ROWS of the classifier's rows, each weighted by the
+        number of rows of its class it stands for, so that the objective (class-balanced when
+        ``balance`` is "weights", lam = lambda_scale / all rows) is the full union's."""
+        if not hasattr(self, "_union_sample"):
+            rng = np.random.default_rng(12345)
+            idx, mult = [], []
+            n_pre = int(self.pre_active.sum())
+            for c in (1, -1):
+                rows = np.flatnonzero(self.pre_active & (self.pre_y == c))
+                take = min(len(rows), max(1, round(TRANSFER_UNION_ROWS * len(rows) / n_pre)))
+                idx.append(np.sort(rng.choice(rows, take, replace=False)))
+                mult.append(np.full(take, len(rows) / take))
+            idx = np.concatenate(idx)
+            self._union_sample = (
+                self.pre_x[torch.as_tensor(idx, device=self.device)],
+                self.pre_y[idx].astype(np.float64),
+                np.concatenate(mult),
+            )
+        px, py, pm = self._union_sample
+        x, y = self._training_rows(with_prior=False)
+        x = torch.cat([x, px])
+        y = np.concatenate([y, py])
+        mult = np.concatenate([np.ones(len(y) - len(py)), pm])
+        n_eff = mult.sum()
+        w = mult
+        if self.policy.balance == "weights":
+            w = mult * np.where(
+                y > 0, n_eff / (2 * mult[y > 0].sum()), n_eff / (2 * mult[y < 0].sum())
+            )
+        w = w * (len(y) / n_eff)  # L1Logistic divides the weighted loss by the row count
+        return x, y, w, self.policy.lambda_scale * len(y) / n_eff
 
     def fit(self) -> torch.Tensor | None:
         """Refit (warm start) on the labelled rows and rescore all N; returns P(cell) or None
@@ -280,25 +418,81 @@ class Engine:
         probabilities at 0, we return None and decisions are all 'not cell')."""
         if not self._dirty:
             return self.proba
-        x, y = self._training_rows()
-        if (y > 0).sum() == 0 or (y < 0).sum() == 0:
-            self.proba = None
+        mode = self.policy.transfer
+        if self.has_prior and mode != "discard":
+            self.proba = self._fit_with_prior(mode)
             self._dirty = False
-            return None
-        w = balanced_weights(y) if self.policy.balance == "weights" else None
-        self.clf.lambda_scale = self._lambda_scale(x, y)
-        self.clf.fit(
+            return self.proba
+        self.proba = self._fit_model(self.clf, with_prior=self.has_prior)
+        if self.proba is not None:
+            self.model_in_use = "union" if self.has_prior else "labels"
+        self._dirty = False
+        return self.proba
+
+    def _fit_model(self, clf: L1Logistic, with_prior: bool) -> torch.Tensor | None:
+        """Fit ``clf`` on the labelled rows (and the pretrained rows when ``with_prior``);
+        P(cell) of all N, or None while a class is missing."""
+        if with_prior and self.policy.transfer != "discard":
+            x, y, w, clf.lambda_scale = self._union_rows()
+        else:
+            x, y = self._training_rows(with_prior)
+            if (y > 0).sum() == 0 or (y < 0).sum() == 0:
+                return None
+            w = balanced_weights(y) if self.policy.balance == "weights" else None
+            # lambda by CV on this animal's labels only (with the classifier's rows: its own
+            # lambda; CV over thousands of rows at every label would cost seconds)
+            clf.lambda_scale = self.policy.lambda_scale if with_prior else self._lambda_scale(x, y)
+        clf.fit(
             x,
             torch.as_tensor(y, device=self.device),
             None if w is None else torch.as_tensor(w, device=self.device),
         )
-        if self.pre_y is not None and getattr(self, "_discard_pending", 0):
+        if (
+            with_prior
+            and self.policy.transfer == "discard"
+            and getattr(self, "_discard_pending", 0)
+        ):
             self._discard_conflicting()
-        self.proba = self.clf.predict_proba(self.x)
+        proba = clf.predict_proba(self.x)
         if self.policy.pseudo_weight > 0:
-            self._self_train(x, y, w)
-        self._dirty = False
-        return self.proba
+            proba = self._self_train(clf, x, y, w)
+        return proba
+
+    def _fit_with_prior(self, mode: str) -> torch.Tensor:
+        """P(cell) with a pretrained classifier under ``mode`` (not 'discard')."""
+        n_pos, n_neg = int((self.labels > 0).sum()), int((self.labels < 0).sum())
+        prior = self.prior_proba()
+        if mode == "classifier" or n_pos + n_neg == 0:
+            self.model_in_use = "classifier"
+            self._candidates = {"classifier": prior, "union": prior, "labels": None}
+            return prior
+        union = self._fit_model(self.clf, with_prior=True)
+        if mode == "union":
+            self.model_in_use = "union"
+            return union
+        labels_only = self._fit_model(self.clf_labels, with_prior=False)
+        self._candidates = {"classifier": prior, "union": union, "labels": labels_only}
+        self.model_in_use = self._select_model(n_pos, n_neg)
+        return self._candidates[self.model_in_use]
+
+    def _select_model(self, n_pos: int, n_neg: int) -> str:
+        """The candidate with the best prequential balanced accuracy (ties: the earlier in
+        SELECT_MODELS), if it beats the classifier alone by TRANSFER_MARGIN; the classifier
+        until each class has TRANSFER_MIN_PER_CLASS labels."""
+        if min(n_pos, n_neg) < TRANSFER_MIN_PER_CLASS:
+            return "classifier"
+        scores = {
+            m: np.nan_to_num(prequential_ba(self.prequential[m]), nan=-1.0) for m in SELECT_MODELS
+        }
+        best = max(SELECT_MODELS, key=lambda m: (scores[m], -SELECT_MODELS.index(m)))
+        return best if scores[best] >= scores["classifier"] + TRANSFER_MARGIN else "classifier"
+
+    def prequential_scores(self) -> dict[str, float]:
+        """Prequential balanced accuracy of each candidate model (``transfer="select"``) on
+        the labels given so far, each scored before it was learned (NaN with no label)."""
+        if not self.has_prior:
+            return {}
+        return {m: prequential_ba(self.prequential[m]) for m in SELECT_MODELS}
 
     PSEUDO_MIN_PER_CLASS = 10
 
@@ -319,23 +513,25 @@ class Engine:
         cand = cand[np.argsort(-conf[cand], kind="stable")][:cap]
         return cand.astype(np.int64), np.where(p[cand] > 0.5, 1, -1).astype(np.int8)
 
-    def _self_train(self, x, y, w) -> None:
-        """Refit once with the pseudo-labelled rows added (weight policy.pseudo_weight)."""
+    def _self_train(self, clf: L1Logistic, x, y, w) -> torch.Tensor:
+        """Refit ``clf`` once with the pseudo-labelled rows added (weight
+        policy.pseudo_weight); returns P(cell) of all N."""
+        self.proba = clf.predict_proba(self.x)
         idx, py = self.pseudo_labels()
         if idx.size == 0:
-            return
+            return self.proba
         pw = (
             balanced_weights(py) if self.policy.balance == "weights" else np.ones(idx.size)
         ) * self.policy.pseudo_weight
         w_all = np.concatenate([np.ones(len(y)) if w is None else w, pw])
         x_all = torch.cat([x, self.x[torch.as_tensor(idx, device=self.device)]])
         y_all = np.concatenate([y, py.astype(np.float64)])
-        self.clf.fit(
+        clf.fit(
             x_all,
             torch.as_tensor(y_all, device=self.device),
             torch.as_tensor(w_all, device=self.device),
         )
-        self.proba = self.clf.predict_proba(self.x)
+        return clf.predict_proba(self.x)
 
     CV_MIN_LABELS = 50
     CV_MIN_PER_CLASS = 10
@@ -384,10 +580,20 @@ class Engine:
             return np.full(self.n, -1, dtype=np.int8)
         return np.where((p > self.policy.threshold).cpu().numpy(), 1, -1).astype(np.int8)
 
-    def next_query(self, k: int = 1) -> list[int]:
-        """The next k unlabelled candidates to label (cold start, then the policy's strategy)."""
+    def query_strategy(self) -> str:
+        """The strategy the next query uses: the cold start (random, then DAL) until each class
+        has ``cold_start_per_class`` labels, then the policy's. With a pretrained classifier
+        there is no cold start: CAL on its probabilities until the first label (where it is
+        least sure on this animal), then the policy's strategy."""
         pol = self.policy
-        strategy = cold_start_strategy(self.labels, pol.strategy, pol.cold_start_per_class)
+        if self.has_prior:
+            return "cal" if not self.labels.any() and pol.strategy == "dcal" else pol.strategy
+        return cold_start_strategy(self.labels, pol.strategy, pol.cold_start_per_class)
+
+    def next_query(self, k: int = 1) -> list[int]:
+        """The next k unlabelled candidates to label (``query_strategy``)."""
+        pol = self.policy
+        strategy = self.query_strategy()
         proba = self.fit() if strategy in ("cal", "dcal") else None
         labels_t = torch.as_tensor(self.labels, device=self.device)
         return query(

@@ -10,6 +10,8 @@ the active-learning engine behind them is private. Each call returns in millisec
     learner.label_many([4, 5, 9], NOT_CELL)   # one action: one undo reverts all three
     learner.undo(); learner.redo()
     human = learner.human()              # (N,) int8 +1 / -1 / 0
+    learner.label(7, UNSURE)             # skipped for now: journalled, human() keeps 0
+    unsure = learner.unsure()            # (N,) bool: the "unsure" queue (audit("unsure"))
     proba, decision = learner.model()    # (N,) float32 P(cell) (None before training), int8
     final = learner.final()              # human label where given, else the decision
 
@@ -18,6 +20,11 @@ the active-learning engine behind them is private. Each call returns in millisec
 Labels live in each store's journal (``labels/journal.jsonl``, :mod:`actsort_gpu.labels`); the
 state is its replay. A dataset without a journal path keeps an in-memory journal (headless
 sessions). A global index i maps to (dataset, local candidate) with ``locate(i)``.
+
+Unsure (``UNSURE``, key U on the page): journalled like a label, but the classifier sees 0
+(unlabelled) and ``human()`` returns 0 for it, so it never trains and never enters the accuracy
+estimate. ``unsure()`` is its mask; queries and the audits skip it; ``audit("unsure")`` lists
+it (the page's review queue). Labelling it +1 / -1 later clears it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import schema
+from .. import UNSURE, schema
 from ..labels import CELL, NOT_CELL, UNLABELLED, Journal, final_labels
 from .engine import Engine, Policy, product_policy
 from .linear import zscore_columns
@@ -80,6 +87,48 @@ def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
         names = names + [f"emb{k}" for k in range(emb.shape[1])]
         version = f"{version}+emb:{emb.attrs.get('encoder_id', '')}"
     return DatasetInput(Path(path).name, x, names, version, Path(store.path) / schema.JOURNAL_FILE)
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    """A pretrained classifier on this session (``Learner.transfer_status``).
+
+    model_in_use : "classifier" (alone), "union" (its rows + your labels) or "labels" (yours)
+    recent_agreed / recent_labels : the classifier alone agreed with this many of the latest
+        (at most 20) human labels
+    prequential : per candidate model, balanced accuracy on the labels before each was learned
+    domain_auc : 0.5 = this recording's features look like the training recordings'; near 1 =
+        clearly unlike them (expect the classifier to need correcting)
+    """
+
+    classifier_id: str
+    model_in_use: str
+    recent_agreed: int
+    recent_labels: int
+    prequential: dict
+    domain_auc: float
+
+    UNLIKE_AUC = 0.8  # above this, the page says the recording looks unlike the training data
+
+    def summary(self) -> str:
+        """One line for the page and ``actsort info``."""
+        used = {
+            "classifier": "the pretrained classifier alone",
+            "union": "the pretrained classifier refined with your labels",
+            "labels": "your labels alone (they beat the pretrained classifier here)",
+        }[self.model_in_use]
+        line = f"Decisions from {used}."
+        if self.recent_labels:
+            line += (
+                f" The pretrained classifier agreed with {self.recent_agreed} of your last "
+                f"{self.recent_labels} labels."
+            )
+        if self.domain_auc >= self.UNLIKE_AUC:
+            line += (
+                f" This recording looks unlike the classifier's training data (separable with "
+                f"AUC {self.domain_auc:.2f}): check its decisions early."
+            )
+        return line
 
 
 @dataclass(frozen=True)
@@ -156,14 +205,17 @@ class Learner:
                 from .transfer import coral_align
 
                 z = coral_align(z, px)
-            pre = (px, pretrained.labels)
+            pre = (px, pretrained.labels, pretrained.weights)
         self._engine = Engine(z, self.policy, device=self.device, seed=seed, pretrained=pre)
         self.queries: list[QueryRecord] = []
         self._sources: dict[int, tuple[str, str]] = {}  # global i -> (annotator, time)
         self._journals: list[Journal] = []
         labels = np.zeros(self.n, np.int8)
+        self._unsure = np.zeros(self.n, bool)  # journal label UNSURE: 0 for the engine
         for d_i, d in enumerate(datasets):
-            j = Journal(d.journal_path, read_only=read_only)
+            # one replay policy for the page, sort, export and apply (labels.py): a line naming
+            # a candidate outside this dataset stops the replay with the journal and offset
+            j = Journal(d.journal_path, read_only=read_only, n_candidates=d.features.shape[0])
             self._journals.append(j)
             for (ds, cand), lab in j.labels.items():
                 if ds != d.name:
@@ -174,7 +226,9 @@ class Learner:
                         d.name,
                     )
                     continue
-                labels[self.global_index(d_i, cand)] = lab
+                g = self.global_index(d_i, cand)
+                labels[g] = UNLABELLED if lab == UNSURE else lab
+                self._unsure[g] = lab == UNSURE
             for ev in j.events:
                 if ev.dataset == d.name:
                     self._note_source(d_i, ev.candidate, ev.label, ev.annotator, ev.time)
@@ -257,6 +311,11 @@ class Learner:
         """(N,) int8 human labels of all datasets; a copy (same as ``human()``)."""
         return self.human()
 
+    def unsure(self, dataset: int | None = None) -> np.ndarray:
+        """(N,) bool: candidates marked unsure (``UNSURE``; ``human()`` is 0 there), of one
+        dataset's candidates when given; a copy."""
+        return self._part(self._unsure, dataset).copy()
+
     def model(self, dataset: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
         """(P(cell) (N,) float32 or None before both classes have a label, decisions (N,) int8
         +1 / -1 at the threshold, all -1 before training), of one dataset when given."""
@@ -277,6 +336,40 @@ class Learner:
 
     def is_trained(self) -> bool:
         return self._engine.fit() is not None
+
+    def transfer_status(self) -> TransferStatus | None:
+        """How the pretrained classifier fares on this session's labels (None without one)."""
+        eng = self._engine
+        if not eng.has_prior:
+            return None
+        eng.fit()
+        human = eng.labels
+        labelled = np.flatnonzero(human != UNLABELLED)
+        # The classifier alone on the labels given, newest first (its prequential record
+        # equals this: it never learns).
+        order = sorted(labelled, key=lambda i: self._sources.get(int(i), ("", ""))[1])
+        recent = np.array(order[-20:], dtype=np.int64)
+        prior = eng.prior_proba().detach().cpu().numpy()
+        agree = int(((prior[recent] > self.policy.threshold) == (human[recent] > 0)).sum())
+        return TransferStatus(
+            classifier_id=getattr(self.pretrained, "id", ""),
+            model_in_use=eng.model_in_use,
+            recent_agreed=agree,
+            recent_labels=len(recent),
+            prequential=eng.prequential_scores(),
+            domain_auc=self._domain_auc(),
+        )
+
+    def _domain_auc(self) -> float:
+        """How well a linear model tells this session's candidates from the classifier's
+        training rows (cross-validated ROC AUC; 0.5 = indistinguishable), computed once."""
+        if not hasattr(self, "_domain_auc_value"):
+            from .transfer import domain_auc
+
+            x = self._engine.x.detach().cpu().numpy()
+            px = self._engine.pre_x.detach().cpu().numpy()
+            self._domain_auc_value = domain_auc(px, x)
+        return self._domain_auc_value
 
     def final(self, dataset: int | None = None) -> np.ndarray:
         """(N,) int8: human labels where given, the classifier's decisions elsewhere (what
@@ -299,7 +392,8 @@ class Learner:
         if not self.is_trained():
             return []
         x = self._engine.x[int(i)].detach().cpu().numpy()
-        return top_contributions(self._engine.clf.coef_, x, self.feature_names, k)
+        coef = self._engine.theta[:-1].detach().cpu().numpy()
+        return top_contributions(coef, x, self.feature_names, k)
 
     def training_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The human-labelled rows: (z-scored features (M, F) float32, labels (M,) int8)."""
@@ -309,13 +403,13 @@ class Learner:
 
     def weights(self) -> np.ndarray | None:
         """Fitted (F + 1,) float64 coefficients then intercept, or None before training."""
-        if not self.is_trained() or self._engine.clf.theta_ is None:
-            return None
-        return self._engine.clf.theta_.detach().cpu().numpy().astype(np.float64)
+        theta = self._engine.theta
+        return None if theta is None else theta.detach().cpu().numpy().astype(np.float64)
 
     def label_source(self, i: int) -> tuple[str, str] | None:
-        """(annotator, ISO time) of candidate i's latest label, None when unlabelled."""
-        if self._engine.labels[int(i)] == UNLABELLED:
+        """(annotator, ISO time) of candidate i's latest label (unsure included), None when
+        unlabelled."""
+        if self._engine.labels[int(i)] == UNLABELLED and not self._unsure[int(i)]:
             return None
         return self._sources.get(int(i))
 
@@ -339,20 +433,30 @@ class Learner:
         ]
         return sorted(records, key=lambda r: r.time) if dataset is None else records
 
+    def disagreements(self, dataset: int) -> list:
+        """The dataset's labels that replaced another annotator's different label
+        (``labels.Disagreement``, journal order; ``Journal.disagreements``)."""
+        return self._journals[dataset].disagreements
+
     def labelled_order(self, dataset: int) -> list[int]:
         """Local candidates of ``dataset`` in the order they were last given a label (each
-        once, at its latest occurrence: ActSort bug B18), only those still labelled."""
+        once, at its latest occurrence: ActSort bug B18), only those still labelled (or
+        unsure)."""
         seen: dict[int, int] = {}
         for k, rec in enumerate(self.history(dataset)):
             seen[rec.candidate] = k
         human = self._engine.labels
         off = int(self._offsets[dataset])
-        return [c - off for c in sorted(seen, key=seen.get) if human[c] != UNLABELLED]
+        return [
+            c - off
+            for c in sorted(seen, key=seen.get)
+            if human[c] != UNLABELLED or self._unsure[c]
+        ]
 
     # ------------------------------------------------------------------ labelling
     def label(self, i: int, y: int) -> str:
-        """Set candidate i to y (CELL, NOT_CELL or UNLABELLED); durable before returning.
-        Returns the action id."""
+        """Set candidate i to y (CELL, NOT_CELL, UNLABELLED or UNSURE); durable before
+        returning. Returns the action id."""
         return self.label_many([i], y)
 
     def unlabel(self, i: int) -> str:
@@ -361,8 +465,10 @@ class Learner:
     def label_many(self, items, y: int) -> str:
         """Give label y to the global indices ``items`` (distinct, one dataset) as one action:
         one journal write, one undo reverts all of them. Returns the action id."""
-        if y not in (CELL, NOT_CELL, UNLABELLED):
-            raise ValueError(f"label must be {CELL}, {NOT_CELL} or {UNLABELLED}, got {y!r}")
+        if y not in (CELL, NOT_CELL, UNLABELLED, UNSURE) or isinstance(y, bool):
+            raise ValueError(
+                f"label must be {CELL}, {NOT_CELL}, {UNLABELLED} or {UNSURE} (unsure), got {y!r}"
+            )
         if self.read_only_session:
             raise RuntimeError(
                 "this learner replays the journals read-only; open it with Learner.open to label"
@@ -406,7 +512,12 @@ class Learner:
 
     def _apply(self, d: int, action) -> None:
         for ev in action:
-            self._engine.set_label(int(self._offsets[d] + ev.candidate), ev.label)
+            g = int(self._offsets[d] + ev.candidate)
+            # unsure is no training label: the engine sees 0 (no refit when that is no change)
+            y = UNLABELLED if ev.label == UNSURE else ev.label
+            if self._engine.labels[g] != y:
+                self._engine.set_label(g, y)
+            self._unsure[g] = ev.label == UNSURE
             self._note_source(d, ev.candidate, ev.label, ev.annotator, ev.time)
 
     def _note_source(self, d: int, local: int, label: int, annotator: str, stamp: str) -> None:
@@ -434,20 +545,43 @@ class Learner:
         self._engine.set_policy(policy)
 
     def next_query(self, k: int = 1) -> list[int]:
-        """Next k global indices to label (unlabelled; empty when all are labelled)."""
-        from .strategies import cold_start_strategy
-
-        used = cold_start_strategy(
-            self._engine.labels, self.policy.strategy, self.policy.cold_start_per_class
-        )
-        picks = self._engine.next_query(k)
+        """Next k global indices to label (unlabelled and not unsure; empty when none is
+        left)."""
+        used = self._engine.query_strategy()
+        picks = self._skip_unsure(self._engine.next_query, k)
         now = datetime.now(UTC).isoformat()
         self.queries.extend(QueryRecord(int(i), used, now) for i in picks)
         return picks
 
+    # the engine knows no "unsure" (it sees 0): ask it for more and drop the unsure picks, at
+    # most this many more (the batch selection's pool grows with k)
+    MAX_UNSURE_SKIP = 256
+
+    def _skip_unsure(self, query, k: int) -> list[int]:
+        """The first k picks of ``query(k')`` that are not unsure, asking for up to
+        ``MAX_UNSURE_SKIP`` more; past that, the first open candidates in index order."""
+        n_unsure = int(self._unsure.sum())
+        if not n_unsure:
+            return query(k)
+        for want in (k, k + min(n_unsure, self.MAX_UNSURE_SKIP)):
+            picks = query(want)
+            keep = [int(i) for i in picks if not self._unsure[int(i)]][:k]
+            if len(keep) >= k or len(picks) < want:
+                return keep
+        open_ = np.flatnonzero((self._engine.labels == UNLABELLED) & ~self._unsure)
+        return keep + [int(i) for i in open_ if int(i) not in keep][: k - len(keep)]
+
     def audit(self, mode: str) -> np.ndarray:
-        """Unlabelled global indices to review: 'cells', 'non-cells' or 'uncertain'."""
-        return self._engine.audit(mode)
+        """Global indices to review: 'cells', 'non-cells' or 'uncertain' (unlabelled, not
+        unsure, in the engine's order), or 'unsure' (the unsure candidates, the earliest
+        marked first)."""
+        if mode == "unsure":
+            idx = np.flatnonzero(self._unsure)
+            return np.array(
+                sorted(idx, key=lambda i: self._sources.get(int(i), ("", ""))[1]), np.int64
+            )
+        order = self._engine.audit(mode)
+        return order[~self._unsure[order]] if self._unsure.any() else order
 
     def step_seconds(self, i: int, y: int) -> float:
         """Time of one full update (label, refit, rescore, next query), for diagnostics."""

@@ -50,8 +50,8 @@ def zscore_columns(features: np.ndarray) -> np.ndarray:
     return z.astype(np.float32)
 
 
-def _loss_grad(xa, y01, w, theta, n):
-    z = xa @ theta
+def _loss_grad(xa, y01, w, theta, n, offset=None):
+    z = xa @ theta if offset is None else xa @ theta + offset
     # log(1 + exp(-y z)) with y in {-1,+1}: softplus(z) - y01 * z
     loss = (w * (torch.nn.functional.softplus(z) - y01 * z)).sum() / n
     p = torch.sigmoid(z)
@@ -187,6 +187,7 @@ def fit_l1_logistic(
     lam: float | None = None,
     weights=None,
     init=None,
+    offset=None,
     tol: float = 1e-9,
     max_iter: int = 100,
     device="cpu",
@@ -202,6 +203,8 @@ def fit_l1_logistic(
     lam : L1 weight; None -> 1/n (fitclinear 'auto')
     weights : (n,) non-negative sample weights or None
     init : (F + 1,) warm start [coef..., intercept] or None (zeros + log-odds intercept)
+    offset : (n,) fixed logits added to every row's x . beta + b (a prior model's logits: the
+        L1 penalty then pulls the model towards that prior instead of towards zero), or None
     Returns (theta (F+1,) float64 tensor on ``device``, n_iter, KKT residual).
     """
     x = torch.as_tensor(features, device=device).to(torch.float64)
@@ -217,18 +220,21 @@ def fit_l1_logistic(
     )
     lam = 1.0 / n if lam is None else float(lam)
     xa = torch.cat([x, torch.ones(n, 1, dtype=torch.float64, device=device)], 1)
+    if offset is not None:
+        offset = torch.as_tensor(offset, device=device).to(torch.float64)
     lam_np = np.full(n_feat + 1, lam)
     lam_np[-1] = 0.0
     lam_vec = torch.as_tensor(lam_np, device=device)
     if init is None:
         theta = np.zeros(n_feat + 1)
-        frac = float((w * y01).sum() / w.sum())
-        frac = min(max(frac, 1e-6), 1 - 1e-6)
-        theta[-1] = math.log(frac / (1 - frac))
+        if offset is None:
+            frac = float((w * y01).sum() / w.sum())
+            frac = min(max(frac, 1e-6), 1 - 1e-6)
+            theta[-1] = math.log(frac / (1 - frac))
     else:
         theta = np.asarray(torch.as_tensor(init).detach().cpu(), dtype=np.float64).copy()
     theta_t = torch.as_tensor(theta, device=device)
-    loss, grad, p = _loss_grad(xa, y01, w, theta_t, n)
+    loss, grad, p = _loss_grad(xa, y01, w, theta_t, n, offset)
     fval = float(loss) + float(lam_np @ np.abs(theta))
     resid = math.inf
     it = 0
@@ -250,7 +256,7 @@ def fit_l1_logistic(
         for _ in range(30):
             cand = theta + step * d
             cand_t = torch.as_tensor(cand, device=device)
-            l_c, g_c, p_c = _loss_grad(xa, y01, w, cand_t, n)
+            l_c, g_c, p_c = _loss_grad(xa, y01, w, cand_t, n, offset)
             f_c = float(l_c) + float(lam_np @ np.abs(cand))
             if f_c <= fval + 1e-4 * step * delta:
                 break

@@ -5,25 +5,33 @@ majority vote of the other annotators (a tie counts as "not cell", as MATLAB ``m
 the smaller value); each run is seeded with 3 random oracle-cells and 3 random oracle-non-cells;
 after each query the classifier is refitted; at each budget (% of candidates queried after the
 seed) the classifier's decisions on all candidates are scored against the ground truth (human
-labels already given are NOT substituted, bug B14, as in ActSort). Results are means over
-oracles x repeats; the human baseline is each oracle's own labels against the same majority.
+labels already given are NOT substituted, bug B14, as in ActSort), and on the candidates not
+labelled yet (``ba_unlabelled``: the all-candidates figure flatters small sets). Results are
+means over oracles x repeats; the human baseline is each oracle's own labels against the same
+majority.
+
+With a pretrained classifier (``classifier=``, from other animals) no seed labels are given:
+the classifier is the cold start, and budget 0 scores it alone. A strategy name ending in
+``+noclf`` runs without it (seeded as usual), so one run compares both on the same seeds.
+:func:`leave_one_out` runs the cross-animal protocol: for each file, a classifier trained on the
+others' majority labels, simulated on it.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .. import schema
 from ..labels import class_rates
 from .engine import Engine, parse_policy
 from .linear import zscore_columns
+from .sources import load_labelled
 
 log = logging.getLogger(__name__)
 
@@ -31,87 +39,10 @@ __all__ = ["load_labelled_features", "simulate", "binary_metrics", "auc_actsort"
 
 
 def load_labelled_features(path) -> tuple[str, np.ndarray, np.ndarray, list[str]]:
-    """Read features and annotator labels.
-
-    path : ActSort benchmark ``.mat`` (v7.3: ``metrics`` + ``*_choices``), a CSV (feature columns
-        + ``label_<annotator>`` columns, +1/-1), or a sort store directory with ``truth/labels``
-        (N,) int8 or ``truth/annotators`` (n_annotators, N) int8 (attr ``names``).
-    Returns (dataset name, features (N, F) float32 raw, labels (n_annotators, N) int8 in
-    {+1, -1}, annotator names).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: features file not found")
-    if path.is_dir():
-        return _load_store(path)
-    if path.suffix.lower() == ".mat":
-        import h5py
-
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise ValueError(f"{path}: not a MATLAB v7.3 (HDF5) file ({exc})") from exc
-        with f:
-            if "metrics" not in f:
-                raise ValueError(f"{path}: no 'metrics' dataset (found {sorted(f.keys())})")
-            x = np.asarray(f["metrics"][()], dtype=np.float32)
-            names = sorted(k[: -len("_choices")] for k in f if k.endswith("_choices"))
-            if not names:
-                raise ValueError(f"{path}: no '*_choices' annotator labels")
-            labs = [np.asarray(f[n + "_choices"][()]).ravel() for n in names]
-        n = labs[0].size
-        if x.shape[0] != n and x.shape[1] == n:
-            x = x.T
-        if x.shape[0] != n:
-            raise ValueError(f"{path}: metrics {x.shape} does not match {n} labels")
-        return path.stem, x, np.sign(np.stack(labs)).astype(np.int8), names
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-        if len(rows) < 2:
-            raise ValueError(f"{path}: expected a header and at least one row")
-        header = rows[0]
-        lab_cols = [i for i, h in enumerate(header) if h.startswith("label_")]
-        feat_cols = [i for i, h in enumerate(header) if not h.startswith("label_")]
-        if not lab_cols:
-            raise ValueError(f"{path}: no 'label_<annotator>' column in the header")
-        data = np.array(rows[1:], dtype=np.float64)
-        return (
-            path.stem,
-            data[:, feat_cols].astype(np.float32),
-            np.sign(data[:, lab_cols].T).astype(np.int8),
-            [header[i][len("label_") :] for i in lab_cols],
-        )
-    raise ValueError(f"{path}: expected a .mat, a .csv or a sort store directory")
-
-
-def _load_store(path: Path):
-    from ..store import SortStore
-
-    store = SortStore.open(path)
-    if not store.has(schema.FEATURE_MATRIX):
-        raise ValueError(
-            f"{path}: sort store has no {schema.FEATURE_MATRIX}; run `actsort features` first"
-        )
-    x = np.asarray(store.read(schema.FEATURE_MATRIX), dtype=np.float32)
-    if store.has(schema.TRUTH_ANNOTATORS):
-        ann = np.asarray(store.read(schema.TRUTH_ANNOTATORS), dtype=np.int8)
-        names = list(
-            store.array(schema.TRUTH_ANNOTATORS).attrs.get(
-                "names", [f"annotator{i}" for i in range(ann.shape[0])]
-            )
-        )
-    elif store.has(schema.TRUTH_LABELS):
-        ann = np.asarray(store.read(schema.TRUTH_LABELS), dtype=np.int8)[None, :]
-        names = ["truth"]
-    else:
-        raise ValueError(
-            f"{path}: sort store has no {schema.TRUTH_LABELS!r} or "
-            f"{schema.TRUTH_ANNOTATORS!r} "
-            "to simulate with"
-        )
-    ann = np.where(ann > 0, 1, -1).astype(np.int8)
-    return path.name, x, ann, names
+    """(dataset name, raw features (N, F) float32, labels (n_annotators, N) int8 +1 / -1 / 0,
+    annotator names) of a ``.mat``, a CSV or a sort store (:func:`.sources.load_labelled`)."""
+    lf = load_labelled(path)
+    return lf.name, lf.features, lf.annotations, lf.annotators
 
 
 def binary_metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -136,17 +67,19 @@ def _majority(others: np.ndarray) -> np.ndarray:
     return np.where(others.sum(0) > 0, 1, -1).astype(np.int8)
 
 
-def _run(features, oracle, truth, policy, budgets_q, seed, device, n_seed=3):
-    eng = Engine(features, policy, device=device, seed=seed)
+def _run(features, oracle, truth, policy, budgets_q, seed, device, n_seed=3, pretrained=None):
+    eng = Engine(features, policy, device=device, seed=seed, pretrained=pretrained)
     rng = np.random.default_rng(seed + 7919)
     pos, neg = np.flatnonzero(oracle > 0), np.flatnonzero(oracle < 0)
-    for i in np.concatenate(
-        [
-            rng.choice(pos, min(n_seed, len(pos)), replace=False),
-            rng.choice(neg, min(n_seed, len(neg)), replace=False),
-        ]
-    ):
-        eng.set_label(int(i), int(oracle[i]))
+    if pretrained is None:  # with a classifier, it is the cold start: no seed labels
+        seeds = np.concatenate(
+            [
+                rng.choice(pos, min(n_seed, len(pos)), replace=False),
+                rng.choice(neg, min(n_seed, len(neg)), replace=False),
+            ]
+        )
+        for i in seeds:
+            eng.set_label(int(i), int(oracle[i]))
     out = []
     q_done = 0
     for q_target in budgets_q:
@@ -161,6 +94,9 @@ def _run(features, oracle, truth, policy, budgets_q, seed, device, n_seed=3):
         pred = np.where(proba > policy.threshold, 1, -1)
         m = binary_metrics(pred, truth)
         m["auc"] = auc_actsort(proba, truth)
+        todo = eng.labels == 0
+        m["ba_unlabelled"] = binary_metrics(pred[todo], truth[todo])["ba"]
+        m["model"] = eng.model_in_use
         out.append(m)
     return out
 
@@ -180,6 +116,9 @@ def simulate(
     dataset: str = "dataset",
     config=None,
     progress=None,
+    classifier=None,
+    feature_names=None,
+    feature_version: str = "",
 ) -> dict:
     """Run the protocol; returns the JSON-ready result dict (schema in the module docstring of
     ``actsort_gpu.cli.cmd_simulate``).
@@ -188,9 +127,13 @@ def simulate(
     annotations : (n_annotators, N) +1/-1
     strategies : names accepted by ``engine.parse_policy`` (random, cal, dal, dcal,
         faithful-dcal, default, dcal-0.3, options after '+')
-    budgets_pct : % of candidates queried after the 6 seed labels
+    budgets_pct : % of candidates queried after the 6 seed labels (after none with a
+        classifier; 0 then scores the classifier alone)
     oracle : an annotator name or "all"
     threshold : decision threshold for non-default strategies (None: 0.65, ActSort scripts)
+    classifier : a ``transfer.PortableClassifier`` to start from (strategies ending in
+        ``+noclf`` run without it); its feature set must be ``feature_names`` /
+        ``feature_version`` (checked when given)
     """
     ann = np.asarray(annotations)
     n_ann, n = ann.shape
@@ -205,6 +148,10 @@ def simulate(
     if n_ann < 2:
         # One label column (e.g. synthetic truth): it is both the oracle and the ground truth.
         log.info("one annotator: the oracle's labels are also the ground truth")
+    if any(b < 0 for b in budgets_pct):
+        raise ValueError(f"--budgets must be >= 0 %, got {budgets_pct}")
+    if classifier is not None and feature_names is not None:
+        classifier.check_compatible(list(feature_names), feature_version)
     budgets_q = [int(math.floor(b / 100.0 * n + 0.5)) for b in budgets_pct]
     if sorted(budgets_q) != budgets_q:
         raise ValueError(f"--budgets must increase, got {budgets_pct}")
@@ -228,8 +175,18 @@ def simulate(
         "policies": {},
         "seconds": {},
     }
+    pretrained = None
+    if classifier is not None:
+        result["classifier"] = {
+            "id": classifier.id,
+            "sources": classifier.sources,
+            "labels": classifier.meta.get("labels", ""),
+            "n_rows": int(len(classifier.labels)),
+        }
+        pretrained = (classifier.features, classifier.labels, classifier.weights)
     for spec in strategies:
-        policy = parse_policy(spec, threshold, config)
+        use_clf = classifier is not None and not spec.endswith("+noclf")
+        policy = parse_policy(spec.removesuffix("+noclf"), threshold, config)
         t0 = time.perf_counter()
         runs = []
         for o, truth in setups:
@@ -243,13 +200,13 @@ def simulate(
                         budgets_q,
                         seed=seed + 1000 * r + 17 * o,
                         device=device,
+                        pretrained=pretrained if use_clf else None,
                     )
                 )
                 if progress is not None:
                     progress(spec, len(runs), len(setups) * repeats)
-        arr = {
-            k: np.array([[m[k] for m in run] for run in runs]) for k in ("ba", "tpr", "tnr", "auc")
-        }
+        keys = ("ba", "tpr", "tnr", "auc", "ba_unlabelled")
+        arr = {k: np.array([[m[k] for m in run] for run in runs]) for k in keys}
         result["results"][spec] = {
             "budgets_pct": [float(b) for b in budgets_pct],
             "ba": arr["ba"].mean(0).tolist(),
@@ -257,7 +214,14 @@ def simulate(
             "tpr": arr["tpr"].mean(0).tolist(),
             "tnr": arr["tnr"].mean(0).tolist(),
             "auc": arr["auc"].mean(0).tolist(),
+            "ba_unlabelled": arr["ba_unlabelled"].mean(0).tolist(),
+            "ba_unlabelled_sd": arr["ba_unlabelled"].std(0).tolist(),
+            "classifier": use_clf,
         }
+        if use_clf:  # which model answered at each budget: {model: number of runs}
+            result["results"][spec]["model_in_use"] = [
+                dict(Counter(run[b]["model"] for run in runs)) for b in range(len(budgets_q))
+            ]
         result["policies"][spec] = asdict(policy)
         result["seconds"][spec] = round(time.perf_counter() - t0, 2)
         log.info(
@@ -310,15 +274,26 @@ def run_simulation(
     plot_out=None,
     device: str = "cpu",
     config=None,
+    classifier=None,
 ) -> dict:
-    """Load ``features_path``, simulate, write the JSON (and the plot); returns the result."""
-    import json
+    """Load ``features_path``, simulate, write the JSON (and the plot); returns the result.
 
-    name, x, ann, names = load_labelled_features(features_path)
+    classifier : a portable classifier file (or a loaded ``PortableClassifier``) to start from
+    """
+    from .transfer import PortableClassifier, load_classifier
+
+    data = load_labelled(features_path)
+    if classifier is not None and not isinstance(classifier, PortableClassifier):
+        path = classifier
+        classifier = load_classifier(path)
+        try:
+            classifier.check_compatible(data.feature_names, data.feature_version)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc} ({features_path})") from None
     result = simulate(
-        x,
-        ann,
-        names,
+        data.features,
+        data.annotations,
+        data.annotators,
         list(strategies),
         list(budgets_pct),
         oracle=oracle,
@@ -326,12 +301,70 @@ def run_simulation(
         seed=seed,
         threshold=threshold,
         device=device,
-        dataset=name,
+        dataset=data.name,
         config=config,
+        classifier=classifier,
+        feature_names=data.feature_names,
+        feature_version=data.feature_version,
     )
+    _write(result, json_out, plot_out)
+    return result
+
+
+def _write(result: dict, json_out, plot_out) -> None:
+    import json
+
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=1))
-    if plot_out is not None:
+    if plot_out is not None and "results" in result:
         plot_results(result, plot_out)
-    return result
+
+
+def leave_one_out(
+    files,
+    *,
+    strategies=("default", "default+noclf"),
+    budgets_pct=(0, 0.5, 1, 2, 5),
+    labels: str = "majority",
+    json_out=None,
+    progress=None,
+    **options,
+) -> dict:
+    """The cross-animal protocol: for each file, train a classifier on the others (``labels``
+    of each, :func:`.transfer.train_classifier`) and simulate on it with that classifier.
+
+    files : at least two labelled feature files (``.mat``, CSV, sort stores) with one feature set
+    options : passed to :func:`simulate` (oracle, repeats, seed, threshold, device, config)
+    Returns ``{"leave_one_out": [one simulate() result per file, with its classifier's
+    training report under "training"], "files": [...]}``.
+    """
+    from .transfer import train_classifier
+
+    data = [load_labelled(f) for f in files]
+    if len(data) < 2:
+        raise ValueError(f"--leave-one-out needs at least two files, got {list(files)}")
+    out = {"files": [str(f) for f in files], "labels": labels, "leave_one_out": []}
+    for k, target in enumerate(data):
+        others = [d for j, d in enumerate(data) if j != k]
+        clf, report = train_classifier(others, labels=labels)
+        log.info("leave-one-out: %s from %s", target.name, [d.name for d in others])
+        try:
+            clf.check_compatible(target.feature_names, target.feature_version)
+        except ValueError as exc:
+            raise ValueError(f"{target.path}: {exc}") from None
+        result = simulate(
+            target.features,
+            target.annotations,
+            target.annotators,
+            list(strategies),
+            list(budgets_pct),
+            dataset=target.name,
+            classifier=clf,
+            progress=progress,
+            **options,
+        )
+        result["training"] = {"cv_ba": report.cv_ba, "sources": report.sources}
+        out["leave_one_out"].append(result)
+    _write(out, json_out, None)
+    return out

@@ -1,4 +1,5 @@
-"""Portable classifier files and fine-tuning from other animals (reference section 6).
+"""Portable classifier files, training them from labelled recordings, and fine-tuning from
+other animals (reference section 6).
 
 A portable classifier is a ``.npz`` written with ``allow_pickle=False`` (no code execution on
 load) holding: the training rows (z-scored per source dataset, float32) and their labels, the
@@ -7,16 +8,30 @@ threshold and a small JSON header (format version, policy, provenance). Loading 
 ``pretrained`` set into a ``Learner`` combines its rows with the new labels by the paper-era
 rule (each new human label discards the most conflicting pretrained row; ``Engine``), with
 optional CORAL alignment of the new features to the pretrained ones.
+
+:func:`train_classifier` builds one from several labelled recordings (``actsort train``):
+features z-scored per recording, an L1-logistic (class-balanced, lam = 1 / n: scikit-learn
+``C = 1``) on all their labelled rows, with its cross-validated balanced accuracy and, given two
+or more recordings, the leave-one-recording-out balanced accuracy (the honest estimate of how
+it will do on a new animal).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from ..labels import balanced_accuracy
+from .linear import L1Logistic, zscore_columns
+from .model_select import balanced_weights
+from .sources import LabelledFeatures
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +40,9 @@ __all__ = [
     "save_classifier",
     "load_classifier",
     "coral_align",
+    "train_classifier",
+    "domain_auc",
+    "TrainingReport",
     "FORMAT",
     "FORMAT_VERSION",
 ]
@@ -42,6 +60,49 @@ class PortableClassifier:
     weights: np.ndarray  # (F + 1,) float64: coef..., intercept
     threshold: float
     meta: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Short content hash (12 hex) of the weights and training rows: names the classifier
+        in simulation results and provenance."""
+        h = hashlib.sha256(np.ascontiguousarray(self.weights, np.float64).tobytes())
+        h.update(np.ascontiguousarray(self.features, np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.labels, np.int8).tobytes())
+        return h.hexdigest()[:12]
+
+    @property
+    def sources(self) -> list[dict]:
+        """The recordings it was trained on: ``{name, path, n_rows, n_cells, n_not_cells}``
+        (empty for a classifier saved from a page session before this was recorded)."""
+        return list(self.meta.get("sources", []))
+
+    def logits(self, features_z: np.ndarray) -> np.ndarray:
+        """(N,) float64 x . coef + intercept of z-scored features (N, F)."""
+        z = np.asarray(features_z, dtype=np.float64)
+        return z @ self.weights[:-1] + self.weights[-1]
+
+    def predict_proba(self, features_z: np.ndarray) -> np.ndarray:
+        """(N,) float64 P(cell) of z-scored features (N, F): the classifier alone."""
+        return 1.0 / (1.0 + np.exp(-self.logits(features_z)))
+
+    def save(self, path) -> Path:
+        """Write the ``.npz`` (``allow_pickle=False`` format; the suffix is added if missing)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.meta}
+        meta["id"] = self.id
+        np.savez_compressed(
+            path,
+            features=np.asarray(self.features, np.float32),
+            labels=np.asarray(self.labels, np.int8),
+            feature_names=np.array(self.feature_names, dtype=str),
+            feature_version=np.array(self.feature_version, dtype=str),
+            weights=np.asarray(self.weights, np.float64),
+            threshold=np.array(self.threshold, dtype=np.float64),
+            meta=np.array(json.dumps(meta), dtype=str),
+        )
+        return path
 
     def check_compatible(self, feature_names: list[str], feature_version: str) -> None:
         """Raise ValueError unless the data's feature set is the classifier's."""
@@ -69,9 +130,6 @@ class PortableClassifier:
 
 def save_classifier(path, learner) -> Path:
     """Write the learner's labelled rows, model and threshold to ``path`` (.npz)."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(".npz")
     theta = learner.weights()
     if theta is None:
         raise ValueError(
@@ -81,23 +139,33 @@ def save_classifier(path, learner) -> Path:
     x, y = learner.training_rows()
     d0 = learner.datasets[0]
     meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "policy": asdict(learner.policy),
         "datasets": [d.name for d in learner.datasets],
+        "sources": [
+            {"name": d.name, "path": str(d.journal_path or ""), **_class_counts(lab)}
+            for d, lab in zip(learner.datasets, _per_dataset(learner))
+        ],
         "n_rows": int(len(y)),
+        "labels": "journal",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    np.savez_compressed(
-        path,
-        features=x,
-        labels=y,
-        feature_names=np.array(d0.feature_names, dtype=str),
-        feature_version=np.array(d0.feature_version, dtype=str),
-        weights=theta,
-        threshold=np.array(learner.policy.threshold, dtype=np.float64),
-        meta=np.array(json.dumps(meta), dtype=str),
+    clf = PortableClassifier(
+        x, y, list(d0.feature_names), d0.feature_version, theta, learner.policy.threshold, meta
     )
-    return path
+    return clf.save(path)
+
+
+def _per_dataset(learner) -> list[np.ndarray]:
+    return [learner.human(d) for d in range(len(learner.datasets))]
+
+
+def _class_counts(labels: np.ndarray) -> dict:
+    labels = np.asarray(labels)
+    return {
+        "n_rows": int((labels != 0).sum()),
+        "n_cells": int((labels > 0).sum()),
+        "n_not_cells": int((labels < 0).sum()),
+    }
 
 
 def load_classifier(path) -> PortableClassifier:
@@ -163,3 +231,156 @@ def coral_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
     a = mpow(cs, -0.5) @ mpow(ct, 0.5)
     return (xs @ a).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- training
+@dataclass
+class TrainingReport:
+    """What ``train_classifier`` learned from: rows per source and class, and its accuracy.
+
+    sources : per recording ``{name, path, n_rows, n_cells, n_not_cells}``
+    cv_ba : 5-fold stratified cross-validated balanced accuracy on all rows
+    loso_ba : per recording, the balanced accuracy on it of a classifier trained on the other
+        recordings (empty with one recording): what to expect on a new animal
+    """
+
+    sources: list[dict]
+    cv_ba: float
+    loso_ba: dict[str, float]
+
+    def lines(self) -> list[str]:
+        out = [
+            f"  {s['name']}: {s['n_rows']} labelled rows ({s['n_cells']} cells, "
+            f"{s['n_not_cells']} not cells)"
+            for s in self.sources
+        ]
+        out.append(f"cross-validated balanced accuracy (5-fold, own rows): {self.cv_ba:.3f}")
+        for name, ba in self.loso_ba.items():
+            out.append(f"trained on the others, applied to {name}: balanced accuracy {ba:.3f}")
+        return out
+
+
+def _fit(x: np.ndarray, y: np.ndarray, lambda_scale: float) -> np.ndarray:
+    """[coef..., intercept] of the class-balanced L1-logistic on rows x (n, F), y +1 / -1."""
+    model = L1Logistic(lambda_scale=lambda_scale, tol=1e-7)
+    model.fit(torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), balanced_weights(y))
+    return model.theta_.cpu().numpy().astype(np.float64)
+
+
+def _predict(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.where(np.asarray(x, np.float64) @ theta[:-1] + theta[-1] > 0, 1, -1)
+
+
+def _cv_ba(x: np.ndarray, y: np.ndarray, lambda_scale: float, folds: int = 5) -> float:
+    rng = np.random.default_rng(0)
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in (1, -1):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        fold[idx] = np.arange(len(idx)) % folds
+    pred = np.zeros(len(y), dtype=np.int64)
+    for f in range(folds):
+        tr = fold != f
+        pred[~tr] = _predict(_fit(x[tr], y[tr], lambda_scale), x[~tr])
+    return balanced_accuracy(pred, y)
+
+
+def train_classifier(
+    sources: list[LabelledFeatures],
+    *,
+    labels: str = "majority",
+    lambda_scale: float = 1.0,
+    threshold: float = 0.5,
+) -> tuple[PortableClassifier, TrainingReport]:
+    """One portable classifier from labelled recordings (``actsort train``).
+
+    sources : recordings with the same feature names and version (a mismatch is refused naming
+        the file); each recording's features are z-scored on its own (ddof 1, as the learner
+        does), so the rows of different animals are comparable.
+    labels : ``"majority"`` (ties count as not a cell, as the protocol's ground truth) or an
+        annotator's name; candidates without a label (0) are left out.
+    lambda_scale : L1 weight x n (1 = scikit-learn ``C = 1``)
+    threshold : decision threshold stored with it (0.5: class-balanced weights make it the
+        balanced-accuracy threshold)
+    """
+    if not sources:
+        raise ValueError("train: no labelled recording given")
+    first = sources[0]
+    for src in sources[1:]:
+        if src.feature_names != first.feature_names or src.feature_version != first.feature_version:
+            raise ValueError(
+                f"{src.path}: feature set {src.feature_version!r} ({len(src.feature_names)} "
+                f"columns) differs from {first.path}'s {first.feature_version!r} "
+                f"({len(first.feature_names)} columns): train on recordings whose features were "
+                "computed the same way"
+            )
+    xs, ys, counts = [], [], []
+    for src in sources:
+        y = src.labels(labels)
+        keep = y != 0
+        if not keep.any():
+            raise ValueError(f"{src.path}: no labelled candidate ({labels} labels)")
+        xs.append(zscore_columns(src.features)[keep])
+        ys.append(y[keep].astype(np.int8))
+        counts.append({"name": src.name, "path": str(src.path), **_class_counts(y)})
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if (y > 0).sum() < 5 or (y < 0).sum() < 5:
+        raise ValueError(
+            f"train: {int((y > 0).sum())} cells and {int((y < 0).sum())} not cells labelled in "
+            f"{[str(s.path) for s in sources]}; each class needs at least 5"
+        )
+    theta = _fit(x, y.astype(np.float64), lambda_scale)
+    loso = {}
+    if len(sources) > 1:
+        for k, src in enumerate(sources):
+            rest = [i for i in range(len(sources)) if i != k]
+            xr = np.concatenate([xs[i] for i in rest])
+            yr = np.concatenate([ys[i] for i in rest]).astype(np.float64)
+            if (yr > 0).any() and (yr < 0).any():
+                loso[src.name] = balanced_accuracy(
+                    _predict(_fit(xr, yr, lambda_scale), xs[k]), ys[k]
+                )
+    report = TrainingReport(counts, _cv_ba(x, y.astype(np.float64), lambda_scale), loso)
+    meta = {
+        "sources": counts,
+        "labels": labels,
+        "n_rows": int(len(y)),
+        "lambda_scale": float(lambda_scale),
+        "balance": "weights",
+        "cv_ba": report.cv_ba,
+        "loso_ba": loso,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    clf = PortableClassifier(
+        x.astype(np.float32),
+        y,
+        list(first.feature_names),
+        first.feature_version,
+        theta,
+        float(threshold),
+        meta,
+    )
+    return clf, report
+
+
+def domain_auc(source: np.ndarray, target: np.ndarray, *, max_rows: int = 4000) -> float:
+    """Cross-validated ROC AUC of an L1-logistic telling ``target`` rows (N, F) from ``source``
+    rows (M, F), both z-scored as the learner uses them: 0.5 when the new recording looks like
+    the training recordings, near 1 when a linear model separates them (domain shift).
+    At most ``max_rows`` rows of each are used (a seeded subsample)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for rows in (np.asarray(source, np.float32), np.asarray(target, np.float32)):
+        take = rng.choice(len(rows), min(len(rows), max_rows), replace=False)
+        parts.append(rows[np.sort(take)])
+    x = np.concatenate(parts)
+    y = np.r_[-np.ones(len(parts[0])), np.ones(len(parts[1]))]
+    fold = rng.permutation(len(y)) % 3
+    score = np.zeros(len(y))
+    for f in range(3):
+        tr = fold != f
+        theta = _fit(x[tr], y[tr], 1.0)
+        score[~tr] = x[~tr].astype(np.float64) @ theta[:-1] + theta[-1]
+    return float(roc_auc_score(y, score))

@@ -40,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_after_error() -> None:
+    """After the one-line message: zarr's event loop may still hold writes that failed with
+    the same cause (a full disk); asyncio would log their tracebacks, and Python report their
+    coroutines, at exit. Those repeat the reported error: keep them off the terminal."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (
+            isinstance(unraisable.exc_value, RuntimeError)
+            and "Event loop is closed" in str(unraisable.exc_value)
+        ):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
@@ -67,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"actsort {args.command}: error: {exc}", file=sys.stderr)
+        _quiet_after_error()
+        return 1
+    except MemoryError as exc:
+        # inputs are size-checked before large allocations; this is the last resort
+        if args.verbose:
+            raise
+        print(
+            f"actsort {args.command}: error: out of memory ({exc or 'MemoryError'}); an input "
+            f"may declare a size much larger than its data (run with -v for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

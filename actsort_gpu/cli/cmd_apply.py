@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..export import EXPORTERS, TABLE_FORMATS
+from ._common import add_config_argument
 
 
 def register(subparsers) -> None:
@@ -14,7 +15,8 @@ def register(subparsers) -> None:
         description="Write predictions/ (P(cell), decision, final label) into each store. "
         "Refuses stores whose feature set differs from the classifier's before "
         "writing anything. Human labels in a store's journal fine-tune the "
-        "classifier and win over the model.",
+        "classifier (the page's policy, `active.transfer` in the config) and win over the "
+        "model.",
     )
     p.add_argument("stores", nargs="+", metavar="STORE", help="sort stores (*.actsort)")
     p.add_argument(
@@ -36,14 +38,20 @@ def register(subparsers) -> None:
         help="also export each store's table to its default location: "
         + "; ".join(f"{k}: {EXPORTERS[k].description}" for k in TABLE_FORMATS),
     )
+    add_config_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..apply import apply_classifier
+    from ..config import load_config
 
     results = apply_classifier(
-        args.classifier, args.stores, threshold=args.threshold, export=args.export
+        args.classifier,
+        args.stores,
+        threshold=args.threshold,
+        export=args.export,
+        config=load_config(args.config).active,
     )
     for r in results:
         line = (

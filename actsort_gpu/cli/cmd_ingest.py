@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..io.extraction import EXTRACTION_FORMATS, EXTRACTION_READERS
 from ..io.movies import MOVIE_FORMATS
 from ._common import add_config_argument, add_progress_argument
@@ -40,10 +42,18 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--fs",
-        type=float,
+        type=_frame_rate,
         default=None,
         metavar="HZ",
-        help="frame rate of the traces (default: from the source, else unknown)",
+        help="frame rate of the traces, a number > 0 (default: from the source, else unknown)",
+    )
+    p.add_argument(
+        "--allow-downsampling",
+        action="store_true",
+        default=None,
+        help="accept a movie with fewer frames than the traces (temporal downsampling by an "
+        "integer factor) even when it has fewer than 100 frames; also silences the warning "
+        "logged for any downsampling",
     )
     p.add_argument(
         "--suite2p-trace",
@@ -66,11 +76,22 @@ def register(subparsers) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing store (never one holding labels)",
+        help="replace an existing sort store (never one holding labels; never an input, a "
+        "file or a folder that is not a sort store)",
     )
     add_config_argument(p)
     add_progress_argument(p)
     p.set_defaults(func=run)
+
+
+def _frame_rate(text: str) -> float:
+    """argparse type of --fs: a finite number > 0."""
+    from ..ingest import check_fs_hz
+
+    try:
+        return check_fs_hz(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--fs: ")) from None
 
 
 def run(args) -> int:
@@ -86,6 +107,7 @@ def run(args) -> int:
             ("suite2p_trace", args.suite2p_trace),
             ("caiman_trace", args.caiman_trace),
             ("nonfinite", args.nonfinite),
+            ("allow_downsampling", args.allow_downsampling),
         )
         if v is not None
     }

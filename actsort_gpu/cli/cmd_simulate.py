@@ -7,6 +7,12 @@ Output JSON::
                             "tnr": [...], "auc": [...]}},
      "oracles": [...], "repeats": int, "seed": int, "budgets_queries": [...],
      "policies": {STRATEGY: {...every option used...}}, "seconds": {STRATEGY: float}}
+
+Each STRATEGY result also has ``ba_unlabelled`` (+ ``_sd``): BA on the candidates not labelled
+at that budget. With ``--classifier``: a top-level ``"classifier": {id, sources, labels,
+n_rows}`` and per strategy ``"classifier": true`` (false for names ending in ``+noclf``) and
+``"model_in_use"`` per budget. ``--leave-one-out`` writes ``{"files", "labels",
+"leave_one_out": [one such result per file, with "training": {cv_ba, sources}]}``.
 """
 
 from __future__ import annotations
@@ -31,16 +37,31 @@ def register(subparsers) -> None:
         "simulate",
         help="simulate active learning with recorded annotators -> JSON (+ plot)",
         description="Each annotator in turn answers the queries; ground truth is the majority "
-        "of the others; 3 cells + 3 non-cells seeded from the oracle; balanced "
-        "accuracy, TPR, TNR and AUC of the classifier's decisions on all "
-        "candidates at each budget (%% of candidates), averaged over oracles and "
-        "repeats (docs/actsort_reference.md section 7).",
+        "of the others; 3 cells + 3 non-cells seeded from the oracle (none with --classifier: "
+        "it is the cold start); balanced accuracy, TPR, TNR and AUC of the classifier's "
+        "decisions on all candidates, and BA on the candidates not yet labelled, at each "
+        "budget (%% of candidates), averaged over oracles and repeats "
+        "(docs/actsort_reference.md section 7).",
     )
-    p.add_argument(
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
         "--features",
-        required=True,
         metavar="FILE",
         help="ActSort benchmark .mat, CSV (feature + label_* columns) or sort store",
+    )
+    src.add_argument(
+        "--leave-one-out",
+        type=_csv(str),
+        metavar="F1,F2,F3",
+        help="the cross-animal protocol: for each file, train a classifier on the others' "
+        "majority labels (as `actsort train`) and simulate on it with that classifier",
+    )
+    p.add_argument(
+        "--classifier",
+        metavar="C.npz",
+        default=None,
+        help="start from this portable classifier (`actsort train`): no seed labels, budget 0 "
+        "allowed; strategies ending in '+noclf' run without it",
     )
     p.add_argument("--oracle", default="all", metavar="NAME|all")
     p.add_argument(
@@ -49,9 +70,16 @@ def register(subparsers) -> None:
         default=["random", "cal", "dal", "dcal"],
         help="comma list: random, ordered, cal, dal, dcal, dcal-<w>, faithful-dcal, "
         "default; options after '+' (bal, nobal, noclip, thrX, lamX, refreshK, "
-        "cv, nocv, pseudoW, pconfX, pmaxR)",
+        "cv, nocv, pseudoW, pconfX, pmaxR; with a classifier: select, union, discard, "
+        "classifier (how it is fine-tuned) and noclf (without it))",
     )
-    p.add_argument("--budgets", type=_csv(float), default=[1, 2, 3, 5], metavar="PCT,...")
+    p.add_argument(
+        "--budgets",
+        type=_csv(float),
+        default=None,
+        metavar="PCT,...",
+        help="%% of candidates labelled (default 1,2,3,5; 0,0.5,1,2,5 with a classifier)",
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -69,7 +97,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..active.simulate import run_simulation
+    from ..active.simulate import leave_one_out, run_simulation
     from ..config import load_config
 
     if args.repeats < 1:
@@ -79,24 +107,55 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    res = run_simulation(
-        args.features,
+    transfer = args.classifier is not None or args.leave_one_out is not None
+    budgets = args.budgets or ([0, 0.5, 1, 2, 5] if transfer else [1, 2, 3, 5])
+    options = dict(
         oracle=args.oracle,
-        strategies=args.strategies,
-        budgets_pct=args.budgets,
         repeats=args.repeats,
         seed=args.seed,
         threshold=args.threshold,
-        json_out=args.json_out,
-        plot_out=args.plot,
         device=device,
         config=load_config(args.config).active,
     )
-    print(
-        f"{res['dataset']}: {res['n_candidates']} candidates, human BA "
-        f"{res['human']['ba']:.3f}; BA at {args.budgets} %:"
+    if args.leave_one_out is not None:
+        if args.classifier is not None:
+            raise ValueError("--leave-one-out trains its own classifiers: drop --classifier")
+        out = leave_one_out(
+            args.leave_one_out,
+            strategies=args.strategies,
+            budgets_pct=budgets,
+            json_out=args.json_out,
+            **options,
+        )
+        for res in out["leave_one_out"]:
+            _print(res, budgets)
+        print(f"wrote {args.json_out}")
+        return 0
+    res = run_simulation(
+        args.features,
+        strategies=args.strategies,
+        budgets_pct=budgets,
+        json_out=args.json_out,
+        plot_out=args.plot,
+        classifier=args.classifier,
+        **options,
     )
-    for name, r in res["results"].items():
-        print(f"  {name:16s} " + " ".join(f"{v:.3f}" for v in r["ba"]))
+    _print(res, budgets)
     print(f"wrote {args.json_out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
+
+
+def _print(res: dict, budgets) -> None:
+    clf = res.get("classifier")
+    head = f"{res['dataset']}: {res['n_candidates']} candidates, human BA {res['human']['ba']:.3f}"
+    if clf:
+        head += f"; classifier {clf['id']} from " + ", ".join(s["name"] for s in clf["sources"])
+    print(head)
+    print(f"  BA at {budgets} % (all candidates | not yet labelled):")
+    for name, r in res["results"].items():
+        print(
+            f"  {name:22s} "
+            + " ".join(f"{v:.3f}" for v in r["ba"])
+            + " | "
+            + " ".join(f"{v:.3f}" for v in r["ba_unlabelled"])
+        )

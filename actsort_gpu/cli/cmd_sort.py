@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ._common import add_config_argument
 
 
@@ -28,7 +31,14 @@ def add_sort_arguments(p) -> None:
         "--auth",
         metavar="USER:PASS",
         default=None,
-        help="require a login (use it whenever --host is not 127.0.0.1)",
+        help="require a login (use it whenever --host is not 127.0.0.1); visible to other "
+        "local users in `ps`: prefer --auth-file or $ACTSORT_AUTH",
+    )
+    p.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        default=None,
+        help="read USER:PASS from the first line of FILE (keep it readable only by you)",
     )
     p.add_argument(
         "--export-dir",
@@ -50,10 +60,37 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def resolve_auth(args, environ=None) -> str | None:
+    """USER:PASS from --auth, else --auth-file (first line), else $ACTSORT_AUTH, else None.
+
+    --auth on the command line is visible to every local user (``ps``): a warning says so.
+    """
+    import logging
+
+    environ = os.environ if environ is None else environ
+    if args.auth:
+        logging.getLogger(__name__).warning(
+            "--auth: the password is visible to other users of this computer (ps); prefer "
+            "--auth-file FILE or the ACTSORT_AUTH environment variable"
+        )
+        return args.auth
+    if getattr(args, "auth_file", None):
+        path = Path(args.auth_file)
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read the --auth-file ({exc})") from exc
+        if not lines or ":" not in lines[0]:
+            raise ValueError(f"{path}: expected USER:PASS on the first line (--auth-file)")
+        return lines[0].strip()
+    return environ.get("ACTSORT_AUTH") or None
+
+
 def run(args) -> int:
     from ..config import load_config
     from ..ui import serve
 
+    auth = resolve_auth(args)
     config = load_config(args.config)
     host = args.host or config.ui.host
     port = args.port or config.ui.port
@@ -67,7 +104,7 @@ def run(args) -> int:
         annotator=args.annotator,
         host=args.host,
         port=args.port,
-        auth=args.auth,
+        auth=auth,
         config=config,
         export_dir=args.export_dir,
     )

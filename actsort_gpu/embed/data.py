@@ -66,15 +66,15 @@ def store_labels(store) -> np.ndarray:
     labels = np.zeros(n, np.int8)
     path = store.journal_path
     if path.exists():
-        from ..labels import Journal
+        from ..labels import CELL, NOT_CELL, Journal
 
-        current = Journal(path, read_only=True).labels  # {(dataset, candidate): +1/-1}
+        current = Journal(path, read_only=True).labels  # {(dataset, candidate): +1/-1/2}
         for (_, candidate), label in current.items():
             if not 0 <= candidate < n:
                 raise ValueError(
                     f"{path}: label for candidate {candidate}, but the store has {n} candidates"
                 )
-            labels[candidate] = label
+            labels[candidate] = label if label in (CELL, NOT_CELL) else 0  # unsure: no label
         if labels.any():
             return labels
     truth = store.truth_labels()

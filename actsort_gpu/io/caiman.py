@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import IngestConfig
-from ._footprints import as_metric, fortran_pixels_to_c
+from ._footprints import as_metric, check_compressed, check_fov, fortran_pixels_to_c
 from .candidates import Candidates
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,14 @@ def _numeric(f, name):
     return obj[()]
 
 
-def read_caiman(path: str | Path, *, config: IngestConfig = IngestConfig()) -> Candidates:
-    """Read a CaImAn HDF5 file into Candidates (see the module docstring)."""
+def read_caiman(
+    path: str | Path,
+    *,
+    config: IngestConfig = IngestConfig(),
+    movie_shape: tuple[int, int, int] | None = None,
+) -> Candidates:
+    """Read a CaImAn HDF5 file into Candidates (see the module docstring); ``movie_shape``
+    (when known) bounds the dims before anything of their size is allocated."""
     import h5py
 
     path = Path(path)
@@ -69,12 +75,18 @@ def read_caiman(path: str | Path, *, config: IngestConfig = IngestConfig()) -> C
                 f"{path}: need 2-D dims (H, W) in estimates/dims or params/data/dims; "
                 f"found {dims!r}"
             )
-        h, w = (int(v) for v in np.ravel(dims))
+        h, w = check_fov(*np.ravel(dims), f"{path}: estimates/dims", movie_shape)
         try:
             a = f["estimates/A"]
             if isinstance(a, h5py.Group):
                 shape = tuple(int(v) for v in a["shape"][()])
-                csc = sp.csc_matrix((a["data"][()], a["indices"][()], a["indptr"][()]), shape=shape)
+                if len(shape) != 2:
+                    raise ValueError(f"estimates/A/shape is {shape}, expected (pixels, components)")
+                parts = (a["data"][()], a["indices"][()], a["indptr"][()])
+                check_compressed(
+                    parts[2], parts[1], parts[0], shape[1], shape[0], str(path), "estimates/A"
+                )
+                csc = sp.csc_matrix(parts, shape=shape)
             else:
                 csc = sp.csc_matrix(a[()])
             c = np.asarray(f["estimates/C"][()], dtype=np.float32)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ._footprints import check_sparse
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Candidates"]
@@ -43,10 +45,15 @@ class Candidates:
     source_index: np.ndarray | None = None
 
     def __post_init__(self):
-        self.footprints = sp.csr_matrix(self.footprints, dtype=np.float32)
-        self.traces = np.asarray(self.traces, dtype=np.float32)
-        n = self.footprints.shape[0]
         where = str(self.source_path)
+        if sp.issparse(self.footprints):
+            check_sparse(self.footprints, where)  # before scipy works on parts from a file
+        self.footprints = sp.csr_matrix(self.footprints, dtype=np.float32)
+        traces = np.asarray(self.traces)
+        if traces.dtype.kind not in "biuf":
+            raise ValueError(f"{where}: traces have dtype {traces.dtype}, expected numbers")
+        self.traces = traces.astype(np.float32, copy=False)
+        n = self.footprints.shape[0]
         if self.footprints.shape[1] != self.height * self.width:
             raise ValueError(
                 f"{where}: footprints have {self.footprints.shape[1]} pixels, "
@@ -58,10 +65,20 @@ class Candidates:
                 f"({n}, n_frames): one trace per footprint"
             )
         for name, values in self.metrics.items():
-            if np.shape(values) != (n,):
+            if np.shape(values) != (n,) or np.asarray(values).dtype.kind not in "biuf":
                 raise ValueError(
-                    f"{where}: metric {name!r} has shape {np.shape(values)}, expected ({n},)"
+                    f"{where}: metric {name!r} has shape {np.shape(values)} and dtype "
+                    f"{np.asarray(values).dtype}, expected ({n},) numbers"
                 )
+        for name, image in self.images.items():
+            if np.ndim(image) != 2 or np.asarray(image).dtype.kind not in "biuf":
+                raise ValueError(
+                    f"{where}: image {name!r} has shape {np.shape(image)} and dtype "
+                    f"{np.asarray(image).dtype}, expected a 2-D array of numbers"
+                )
+        if self.fs_hz is not None and not (np.isfinite(self.fs_hz) and self.fs_hz > 0):
+            log.warning("%s: frame rate %r is not a positive number; ignored", where, self.fs_hz)
+            self.fs_hz = None
         if self.source_index is None:
             self.source_index = np.arange(n, dtype=np.int64)
 

@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ._footprints import MissingShapeError, as_metric, csr_from_dense_blocks, fortran_pixels_to_c
+from ._footprints import (
+    MissingShapeError,
+    as_metric,
+    check_compressed,
+    check_fov,
+    check_sparse,
+    csr_from_dense_blocks,
+    fortran_pixels_to_c,
+)
 from .candidates import Candidates
 
 log = logging.getLogger(__name__)
@@ -110,15 +118,20 @@ def _find(node: _Node, names, child) -> tuple[str, object] | None:
 
 # ------------------------------------------------------------------ readers
 def read_extract_mat(
-    path: str | Path, *, hw: tuple[int, int] | None = None, progress: bool = False
+    path: str | Path,
+    *,
+    hw: tuple[int, int] | None = None,
+    progress: bool = False,
+    movie_shape: tuple[int, int, int] | None = None,
 ) -> Candidates:
-    """Read an EXTRACT (or ActSort-compatible) ``.mat`` file into Candidates."""
+    """Read an EXTRACT (or ActSort-compatible) ``.mat`` file into Candidates; ``movie_shape``
+    (when known) bounds the field of view before the footprints are read."""
     import h5py
 
     path = Path(path)
     if h5py.is_hdf5(path):
-        return _read_v73(path, hw, progress)
-    return _read_v5(path, hw, progress)
+        return _read_v73(path, hw, progress, movie_shape)
+    return _read_v5(path, hw, progress, movie_shape)
 
 
 def _missing(path: Path, what: str, names) -> ValueError:
@@ -149,7 +162,7 @@ def _cellcheck_metrics(root, child, n: int, path: Path) -> dict:
     return _cellcheck(child(cc[1]), n, path)
 
 
-def _read_v5(path: Path, hw, progress) -> Candidates:
+def _read_v5(path: Path, hw, progress, movie_shape=None) -> Candidates:
     import scipy.io
 
     try:
@@ -168,14 +181,17 @@ def _read_v5(path: Path, hw, progress) -> Candidates:
     sw = fp[1]
     image_hw = next(iter(images.values())).shape if images else None
     if sp.issparse(sw):
-        h, w = _shape_for_sparse(path, sw.shape[0], image_hw, hw)
+        check_sparse(sw, str(path), fp[0])
+        h, w = _shape_for_sparse(path, sw.shape[0], image_hw, hw, movie_shape)
         footprints = fortran_pixels_to_c(sw, h, w)
     else:
         sw = np.asarray(sw)
         if sw.ndim == 2:  # one candidate squeezed: H x W
             sw = sw[:, :, None]
-        if sw.ndim != 3:
-            raise ValueError(f"{path}: {fp[0]} has shape {sw.shape}; expected H x W x N")
+        if sw.ndim != 3 or sw.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{path}: {fp[0]} has shape {sw.shape} dtype {sw.dtype}; expected H x W x N numbers"
+            )
         h, w, n = sw.shape
         footprints = csr_from_dense_blocks(
             lambda a, b: sw[:, :, a:b].transpose(2, 0, 1), n, h, w, progress=progress
@@ -186,7 +202,7 @@ def _read_v5(path: Path, hw, progress) -> Candidates:
     return Candidates(footprints, traces, h, w, "extract", path, metrics=metrics, images=images)
 
 
-def _shape_for_sparse(path, n_pixels, image_hw, hw):
+def _shape_for_sparse(path, n_pixels, image_hw, hw, movie_shape=None):
     for source, shape in (("summary image", image_hw), ("movie", hw)):
         if shape is not None:
             if shape[0] * shape[1] != n_pixels:
@@ -194,7 +210,7 @@ def _shape_for_sparse(path, n_pixels, image_hw, hw):
                     f"{path}: sparse spatial weights have {n_pixels} pixel rows but "
                     f"the {source} is {shape[0]} x {shape[1]}"
                 )
-            return int(shape[0]), int(shape[1])
+            return check_fov(shape[0], shape[1], f"{path}: {source}", movie_shape)
     raise MissingShapeError(
         f"{path}: spatial weights are a 2-D sparse ({n_pixels} pixels) x N "
         f"matrix and the file has no summary image: the field of view's "
@@ -234,7 +250,7 @@ def _cellcheck(node: _Node, n: int, path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_v73(path: Path, hw, progress) -> Candidates:
+def _read_v73(path: Path, hw, progress, movie_shape=None) -> Candidates:
     import h5py
 
     try:
@@ -259,11 +275,13 @@ def _read_v73(path: Path, hw, progress) -> Candidates:
                     if "data" in sw
                     else np.zeros(0, np.float32)
                 )
+                h, w = _shape_for_sparse(path, n_rows, image_hw, hw, movie_shape)
+                check_compressed(jc, ir, vals, len(jc) - 1, n_rows, str(path), fp[0])
                 csc = sp.csc_matrix((vals, ir, jc), shape=(n_rows, len(jc) - 1))
-                h, w = _shape_for_sparse(path, n_rows, image_hw, hw)
                 footprints = fortran_pixels_to_c(csc, h, w)
             elif isinstance(sw, h5py.Dataset) and sw.ndim == 3:  # (N, W, H)
-                n, w, h = sw.shape
+                n = sw.shape[0]
+                h, w = check_fov(sw.shape[2], sw.shape[1], f"{path}: {fp[0]}", movie_shape)
                 footprints = csr_from_dense_blocks(
                     lambda a, b: np.asarray(sw[a:b]).transpose(0, 2, 1), n, h, w, progress=progress
                 )
@@ -272,7 +290,7 @@ def _read_v73(path: Path, hw, progress) -> Candidates:
                     h, w = image_hw
                     footprints = csr_from_dense_blocks(lambda a, b: np.asarray(sw).T[None], 1, h, w)
                 else:  # (N, H*W), column-major pixels
-                    h, w = _shape_for_sparse(path, sw.shape[1], image_hw, hw)
+                    h, w = _shape_for_sparse(path, sw.shape[1], image_hw, hw, movie_shape)
                     footprints = fortran_pixels_to_c(sp.csc_matrix(np.asarray(sw).T), h, w)
             else:
                 raise ValueError(

@@ -47,7 +47,8 @@ class ExtractionReader:
     detect : path -> whether the path is this format (tried in table order)
     module, function : the reader in this package, imported on the first read (so optional
         packages such as pynwb are needed only to read that format)
-    options : the keywords of :func:`read_extraction` the reader takes (config, hw, progress)
+    options : the keywords of :func:`read_extraction` the reader takes (config, hw, progress,
+        movie_shape)
     """
 
     name: str
@@ -120,7 +121,7 @@ EXTRACTION_READERS: dict[str, ExtractionReader] = {
             _is_suite2p,
             "suite2p",
             "read_suite2p",
-            ("config", "progress"),
+            ("config", "progress", "movie_shape"),
         ),
         ExtractionReader(
             "extract",
@@ -128,7 +129,7 @@ EXTRACTION_READERS: dict[str, ExtractionReader] = {
             _is_extract,
             "extract_mat",
             "read_extract_mat",
-            ("hw", "progress"),
+            ("hw", "progress", "movie_shape"),
         ),
         ExtractionReader(
             "caiman",
@@ -136,7 +137,7 @@ EXTRACTION_READERS: dict[str, ExtractionReader] = {
             _is_caiman,
             "caiman",
             "read_caiman",
-            ("config",),
+            ("config", "movie_shape"),
         ),
         ExtractionReader(
             "minian",
@@ -144,7 +145,7 @@ EXTRACTION_READERS: dict[str, ExtractionReader] = {
             _is_minian,
             "minian",
             "read_minian",
-            ("progress",),
+            ("progress", "movie_shape"),
         ),
         ExtractionReader(
             "nwb",
@@ -160,6 +161,7 @@ EXTRACTION_READERS: dict[str, ExtractionReader] = {
             _has_suffix(".npz"),
             "npz",
             "read_npz",
+            ("movie_shape",),
         ),
     )
 }
@@ -211,6 +213,7 @@ def read_extraction(
     config: IngestConfig = IngestConfig(),
     hw: tuple[int, int] | None = None,
     progress: bool = False,
+    movie_shape: tuple[int, int, int] | None = None,
 ) -> Candidates:
     """Read an extraction output into :class:`Candidates`.
 
@@ -221,6 +224,9 @@ def read_extraction(
         EXTRACT 2-D sparse matrix without a summary image, NWB pixel masks without an image);
         otherwise :class:`MissingShapeError` is raised.
     progress : show a progress bar for long reads.
+    movie_shape : the movie's shape (sizes in any axis order), when known: readers whose
+        field of view comes from a header (Suite2p ops Ly / Lx, CaImAn dims, .npz height /
+        width) check it against these sizes before allocating anything of that size.
     """
     path = Path(path)
     if not path.exists():
@@ -232,7 +238,7 @@ def read_extraction(
             f"{path}: unknown extraction format {fmt!r}; expected one of "
             f"{', '.join(EXTRACTION_FORMATS)} or auto"
         )
-    cands = reader.read(path, config=config, hw=hw, progress=progress)
+    cands = reader.read(path, config=config, hw=hw, progress=progress, movie_shape=movie_shape)
     log.info(
         "read %s output %s: %d candidates, %d frames, %d x %d pixels",
         fmt,

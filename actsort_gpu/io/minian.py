@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._footprints import csr_from_dense_blocks
+from ._footprints import check_fov, csr_from_dense_blocks
 from .candidates import Candidates
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,18 @@ def _unit_ids(group, n: int):
     return None
 
 
-def read_minian(path: str | Path, *, progress: bool = False) -> Candidates:
-    """Read a minian output folder (or zarr group) into Candidates."""
+def read_minian(
+    path: str | Path, *, progress: bool = False, movie_shape: tuple[int, int, int] | None = None
+) -> Candidates:
+    """Read a minian output folder (or zarr group) into Candidates; ``movie_shape`` (when
+    known) bounds A's height and width before A is read."""
     folder = Path(path)
     a, a_group = _variable(folder, "A")
     c, c_group = _variable(folder, "C")
     if a.ndim != 3:
         raise ValueError(f"{folder}: A has shape {a.shape}, expected (unit_id, height, width)")
-    n, h, w = a.shape
+    n = a.shape[0]
+    h, w = check_fov(a.shape[1], a.shape[2], f"{folder}: A", movie_shape)
     try:
         footprints = csr_from_dense_blocks(lambda k0, k1: a[k0:k1], n, h, w, progress=progress)
         traces = np.asarray(c[:], dtype=np.float32)

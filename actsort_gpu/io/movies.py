@@ -396,17 +396,31 @@ class TiffMovie(Movie):
             return self._raw._read(start, stop)
         try:
             data = self._tif.asarray(key=range(start, stop), series=0, maxworkers=1)
-        except (ValueError, OSError, IndexError) as exc:
+        except _TIFF_READ_ERRORS as exc:
             raise OSError(
-                f"{self.path}: cannot read frames [{start}, {stop}): {exc}; the file "
-                f"may be truncated or corrupt"
+                f"{self.path}: cannot read frame {self._first_bad_frame(start, stop)} (of "
+                f"[{start}, {stop})): {exc}; the file may be truncated or corrupt"
             ) from exc
         return data.reshape(stop - start, self.height, self.width)
+
+    def _first_bad_frame(self, start: int, stop: int) -> int | str:
+        """The first frame of [start, stop) that does not decode (for the error message)."""
+        for k in range(start, stop):
+            try:
+                self._tif.asarray(key=k, series=0, maxworkers=1)
+            except _TIFF_READ_ERRORS:
+                return k
+        return "?"
 
     def close(self) -> None:
         if self._raw is not None:
             self._raw.close()
         self._tif.close()
+
+
+# decoding a page: tifffile raises ValueError / OSError / IndexError, codecs (imagecodecs
+# DeflateError, LzwError, ...) RuntimeError
+_TIFF_READ_ERRORS = (ValueError, OSError, IndexError, RuntimeError)
 
 
 class _TiffProblems(logging.Handler):
@@ -483,8 +497,11 @@ class TiffFolderMovie(Movie):
             lo, hi = pos - f0, min(stop, f1) - f0
             try:
                 data = tifffile.imread(self._files[i], key=range(lo, hi), maxworkers=1)
-            except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
-                raise OSError(f"{self._files[i]}: cannot read: {exc}") from exc
+            except (tifffile.TiffFileError, ValueError, OSError, IndexError, RuntimeError) as exc:
+                # codecs (imagecodecs.DeflateError, ...) raise RuntimeError
+                raise OSError(
+                    f"{self._files[i]}: cannot read frames [{lo}, {hi}) of the file: {exc}"
+                ) from exc
             if data.size != (hi - lo) * self.height * self.width:
                 raise ValueError(
                     f"{self._files[i]}: frame of shape {data.shape}, expected "

@@ -18,14 +18,48 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ._footprints import csr_from_dense_blocks
+from ._footprints import check_compressed, check_fov, csr_from_dense_blocks
 from .candidates import Candidates
 
 __all__ = ["read_npz", "write_npz"]
 
 
-def read_npz(path: str | Path) -> Candidates:
-    """Read a generic ``.npz`` (see the module docstring) into Candidates."""
+def _member_shape(z, key: str) -> tuple[int, ...] | None:
+    """Shape of array ``key`` of an open .npz from its .npy header (nothing else is read)."""
+    try:
+        with z.zip.open(f"{key}.npy") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, _ = read(fh)
+        return tuple(int(v) for v in shape)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return None  # read_npz's own read of the array reports the problem
+
+
+def _array(z, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as exc:  # object arrays (allow_pickle=False), bad headers
+        raise ValueError(f"{path}: array {key!r} cannot be read: {exc}") from exc
+
+
+def _scalar_int(z, key: str, path: Path) -> int:
+    value = _array(z, key, path)
+    if value.size != 1 or value.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {key!r} must be one integer, got {value.dtype} {value.shape}")
+    return int(value.reshape(()))
+
+
+def read_npz(path: str | Path, *, movie_shape: tuple[int, int, int] | None = None) -> Candidates:
+    """Read a generic ``.npz`` (see the module docstring) into Candidates.
+
+    movie_shape : the movie's shape, when known: the field of view is checked against it before
+        the footprints are read (``_footprints.check_fov``).
+    """
     path = Path(path)
     try:
         z = np.load(path, allow_pickle=False)
@@ -37,12 +71,18 @@ def read_npz(path: str | Path) -> Candidates:
             if "traces" not in keys:
                 raise KeyError(f"{path}: no 'traces' array; keys found: {sorted(keys)}")
             if "footprints" in keys:
-                fp = z["footprints"]
+                shape = _member_shape(z, "footprints")
+                if shape is not None and len(shape) == 3:
+                    check_fov(shape[1], shape[2], f"{path}: 'footprints'", movie_shape)
+                fp = _array(z, "footprints", path)
                 if fp.ndim != 3:
                     raise ValueError(
                         f"{path}: 'footprints' has shape {fp.shape}, expected (N, H, W)"
                     )
+                if fp.dtype.kind not in "biuf":
+                    raise ValueError(f"{path}: 'footprints' has dtype {fp.dtype}, expected numbers")
                 n, h, w = fp.shape
+                h, w = check_fov(h, w, f"{path}: 'footprints'", movie_shape)
                 footprints = csr_from_dense_blocks(lambda a, b: fp[a:b], n, h, w)
             elif {
                 "footprints_data",
@@ -51,21 +91,36 @@ def read_npz(path: str | Path) -> Candidates:
                 "height",
                 "width",
             } <= keys:
-                h, w = int(z["height"]), int(z["width"])
-                indptr = z["footprints_indptr"]
-                footprints = sp.csr_matrix(
-                    (z["footprints_data"], z["footprints_indices"], indptr),
-                    shape=(len(indptr) - 1, h * w),
+                h, w = check_fov(
+                    _scalar_int(z, "height", path),
+                    _scalar_int(z, "width", path),
+                    f"{path}: height x width",
+                    movie_shape,
                 )
+                indptr = _array(z, "footprints_indptr", path)
+                indices = _array(z, "footprints_indices", path)
+                data = _array(z, "footprints_data", path)
+                n = len(indptr) - 1 if indptr.ndim == 1 else -1
+                check_compressed(indptr, indices, data, max(n, 0), h * w, str(path))
+                footprints = sp.csr_matrix((data, indices, indptr), shape=(n, h * w))
             else:
                 raise KeyError(
                     f"{path}: no 'footprints' (N, H, W) nor CSR parts footprints_data/"
                     f"indices/indptr + height, width; keys found: {sorted(keys)}"
                 )
-            traces = z["traces"]
-            metrics = {k[len("metric_") :]: z[k] for k in keys if k.startswith("metric_")}
-            images = {k[len("image_") :]: z[k] for k in keys if k.startswith("image_")}
-            fs = float(z["fs_hz"]) if "fs_hz" in keys else None
+            traces = _array(z, "traces", path)
+            metrics = {
+                k[len("metric_") :]: _array(z, k, path) for k in keys if k.startswith("metric_")
+            }
+            images = {
+                k[len("image_") :]: _array(z, k, path) for k in keys if k.startswith("image_")
+            }
+            fs = None
+            if "fs_hz" in keys:
+                value = _array(z, "fs_hz", path)
+                if value.size != 1 or value.dtype.kind not in "iuf":
+                    raise ValueError(f"{path}: 'fs_hz' must be one number, got {value!r}")
+                fs = float(value.reshape(()))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise OSError(f"{path}: cannot read an array (corrupt or truncated?): {exc}") from exc
     return Candidates(

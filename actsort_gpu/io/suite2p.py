@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import IngestConfig
-from ._footprints import as_metric, csr_from_pixel_lists
+from ._footprints import as_metric, check_fov, csr_from_pixel_lists
 from .candidates import Candidates
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,13 @@ def _load(path: Path, pickle: bool):
         return np.load(path, allow_pickle=pickle)
     except (ValueError, OSError, EOFError) as exc:
         raise OSError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from exc
+    except Exception as exc:  # a corrupt pickle (stat.npy, ops.npy) raises almost any type
+        if not pickle:
+            raise
+        raise OSError(
+            f"{path}: not a readable Suite2p pickle (truncated or corrupt?): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _pad_image(
@@ -92,7 +99,11 @@ def _pad_image(
 
 
 def read_suite2p(
-    path: str | Path, *, config: IngestConfig = IngestConfig(), progress: bool = False
+    path: str | Path,
+    *,
+    config: IngestConfig = IngestConfig(),
+    progress: bool = False,
+    movie_shape: tuple[int, int, int] | None = None,
 ) -> Candidates:
     """Read a Suite2p plane into Candidates.
 
@@ -105,6 +116,8 @@ def read_suite2p(
     images: ``suite2p_meanImg``, ``suite2p_max_proj``, ``suite2p_Vcorr`` (the last two padded
         back from ops yrange/xrange to (H, W)).
     fs_hz: ops ``fs``.
+    movie_shape: the movie's shape when known: ops Ly, Lx are checked against it before
+        anything of their size is allocated.
     """
     folder = resolve_plane_folder(path)
     if config.suite2p_trace not in SUITE2P_TRACES:
@@ -120,13 +133,13 @@ def read_suite2p(
     )
     if not isinstance(ops, dict) or "Ly" not in ops or "Lx" not in ops:
         raise ValueError(f"{folder / 'ops.npy'}: expected a dict with Ly and Lx (Suite2p ops)")
-    height, width = int(ops["Ly"]), int(ops["Lx"])
-    n = len(stat)
+    height, width = check_fov(ops["Ly"], ops["Lx"], f"{folder / 'ops.npy'} (Ly, Lx)", movie_shape)
     try:
+        n = len(stat)
         rows = [np.asarray(s["ypix"]) for s in stat]
         cols = [np.asarray(s["xpix"]) for s in stat]
         lam = [np.asarray(s["lam"], dtype=np.float32) for s in stat]
-    except (KeyError, TypeError, IndexError) as exc:
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
         raise ValueError(
             f"{folder / 'stat.npy'}: each ROI needs ypix, xpix, lam ({exc!r})"
         ) from exc
@@ -134,11 +147,14 @@ def read_suite2p(
 
     name = {"F": "F.npy", "F-0.7Fneu": "F.npy", "spks": "spks.npy"}[config.suite2p_trace]
     traces = _load(folder / name, pickle=False)
+    if traces.dtype.kind not in "biuf":
+        raise ValueError(f"{folder / name}: dtype {traces.dtype}, expected numbers")
     if config.suite2p_trace == "F-0.7Fneu":
         fneu = _load(folder / "Fneu.npy", pickle=False)
-        if fneu.shape != traces.shape:
+        if fneu.shape != traces.shape or fneu.dtype.kind not in "biuf":
             raise ValueError(
-                f"{folder / 'Fneu.npy'}: shape {fneu.shape}, expected {traces.shape} like F.npy"
+                f"{folder / 'Fneu.npy'}: shape {fneu.shape} dtype {fneu.dtype}, expected "
+                f"{traces.shape} numbers like F.npy"
             )
         traces = traces - np.float32(config.neuropil_coefficient) * fneu
     if traces.ndim != 2 or traces.shape[0] != n:
@@ -150,7 +166,13 @@ def read_suite2p(
     metrics: dict[str, np.ndarray] = {}
     where = str(folder)
     if (folder / "iscell.npy").is_file():
-        iscell = np.asarray(_load(folder / "iscell.npy", pickle=False), dtype=np.float32)
+        iscell = _load(folder / "iscell.npy", pickle=False)
+        if iscell.dtype.kind not in "biuf" or iscell.ndim not in (1, 2):
+            raise ValueError(
+                f"{folder / 'iscell.npy'}: shape {iscell.shape} dtype {iscell.dtype}, expected "
+                f"(n_rois, 2) numbers"
+            )
+        iscell = iscell.astype(np.float32)
         if iscell.ndim == 1:
             iscell = iscell[:, None]
         if iscell.shape[0] != n:
@@ -160,9 +182,12 @@ def read_suite2p(
             metrics["suite2p_iscell_prob"] = iscell[:, 1]
     for key in STAT_METRICS:
         if any(key in s for s in stat):
-            values = as_metric(
-                [float(np.squeeze(s[key])) if key in s else np.nan for s in stat], n, key, where
-            )
+            try:
+                raw = [float(np.squeeze(s[key])) if key in s else np.nan for s in stat]
+            except (TypeError, ValueError):
+                log.info("%s: stat.npy %s is not one number per ROI; skipped", where, key)
+                continue
+            values = as_metric(raw, n, key, where)
             if values is not None:
                 metrics[f"suite2p_{key}"] = values
     images = {}
@@ -172,6 +197,11 @@ def read_suite2p(
             if img is not None:
                 images[f"suite2p_{key}"] = img
     fs = ops.get("fs")
+    try:
+        fs = float(fs) if fs is not None else None
+    except (TypeError, ValueError):
+        log.warning("%s: ops fs %r is not a number; frame rate unknown", folder / "ops.npy", fs)
+        fs = None
     log.info("%s: Suite2p trace %s", folder, config.suite2p_trace)
     return Candidates(
         footprints,
@@ -182,5 +212,5 @@ def read_suite2p(
         folder,
         metrics=metrics,
         images=images,
-        fs_hz=float(fs) if fs else None,
+        fs_hz=fs or None,
     )

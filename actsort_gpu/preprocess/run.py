@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
 import shutil
 import time
@@ -14,13 +16,14 @@ import numpy as np
 from .. import schema
 from ..backend import resolve_backend
 from ..config import PreprocessConfig, as_dict
-from ..store import SortStore, code_max, quantise_ranges
+from ..store import SortStore, code_max, file_fingerprint, quantise_ranges
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
 from .stream import (
     SCRATCH_NAME,
     chunk_frames_for,
     default_budget_bytes,
+    disk_error,
     gather_batch_bytes,
     plan_pass,
     run_pass,
@@ -236,7 +239,8 @@ def preprocess(
 
     movie = _open_movie(path, store)
     try:
-        with dask_client(scheduler, workers) as client:
+        _check_inputs_unchanged(store, path)
+        with dask_client(scheduler, workers) as client, _disk_errors(store):
             store.begin_stage(
                 "preprocess", {**as_dict(config), "device": backend.name, "movie": str(path)}
             )
@@ -245,7 +249,8 @@ def preprocess(
             )
     finally:
         movie.close()
-    _write_outputs(store, geo, events, plan, images, config, scratch, dt, info)
+    with _disk_errors(store):
+        _write_outputs(store, geo, events, plan, images, config, scratch, dt, info)
     shutil.rmtree(scratch, ignore_errors=True)
     with contextlib.suppress(OSError):
         (store.path / ".scratch").rmdir()
@@ -274,6 +279,69 @@ def preprocess(
         info["mb_per_s"],
     )
     return summary
+
+
+def _ingest_record(store: SortStore) -> str:
+    """What the store's candidates came from (ingest's movie and extraction fingerprints and
+    its finish time), for the pass digest: a checkpoint of another ingest is not resumed."""
+    a = store.attrs
+    facts = [
+        (a.get("movie") or {}).get("fingerprint"),
+        (a.get("extraction") or {}).get("fingerprint"),
+        (a.get("stages") or {}).get("ingest", {}).get("finished"),
+    ]
+    return json.dumps(facts, sort_keys=True, default=str)
+
+
+def _check_inputs_unchanged(store: SortStore, movie_path: Path) -> None:
+    """Warn when the movie's size / mtime differ from ingest's record (``movie.fingerprint``).
+
+    The pass digest holds the movie's current size and mtime (and ingest's record of the
+    movie and the extraction), so a pass is never resumed across an edit of the movie; this
+    warning tells the user that the store's traces and footprints (from the extraction read at
+    ingest) may no longer match the movie. (The extraction folder is not compared: exports
+    write iscell.npy into a Suite2p folder.)
+    """
+    old = (store.attrs.get("movie") or {}).get("fingerprint") or {}
+    if not old or not Path(movie_path).exists():
+        return
+    new = file_fingerprint(movie_path)
+    if new["size_bytes"] != old.get("size_bytes") or new["mtime"] != old.get("mtime"):
+        log.warning(
+            "%s: the movie changed since ingest (size %s -> %s bytes, mtime %s -> %s); the "
+            "store's candidates come from the ingested version: ingest again (--overwrite) if "
+            "its content changed",
+            movie_path,
+            old.get("size_bytes"),
+            new["size_bytes"],
+            old.get("mtime"),
+            new["mtime"],
+        )
+
+
+@contextlib.contextmanager
+def _disk_errors(store: SortStore):
+    """A full or read-only disk while writing the store or its scratch: one message naming the
+    file and the free space, and how to go on (a re-run resumes from the last checkpoint)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT) or len(exc.args) == 1:
+            raise  # not a disk fault, or already one line of ours (``stream.disk_error``)
+        target = exc.filename or store.path
+        if exc.errno == errno.EROFS:
+            fix = "make it writable"
+        else:
+            try:
+                free = shutil.disk_usage(store.path).free / 1e9
+                fix = f"{free:.3g} GB free in {store.path}: free some space"
+            except OSError:
+                fix = "free some space"
+        raise disk_error(
+            exc.errno,
+            f"{target}: cannot write ({exc.strerror}) while preprocessing {store.path}; {fix}, "
+            f"then run `actsort preprocess {store.path}` again (it resumes)",
+        ) from exc
 
 
 def _compute(store, movie, path, config, backend, dt, progress, client):
@@ -311,6 +379,7 @@ def _compute(store, movie, path, config, backend, dt, progress, client):
             xp=backend.xp,
             progress=progress,
             gather_bytes=gather_batch_bytes(budget),
+            inputs=_ingest_record(store),
         )
     else:
         images, info = run_pass_distributed(
@@ -322,6 +391,7 @@ def _compute(store, movie, path, config, backend, dt, progress, client):
             device=backend.name,
             dataset=(store.attrs.get("movie") or {}).get("dataset"),
             gather_bytes=gather_batch_bytes(budget),
+            inputs=_ingest_record(store),
         )
     return images, info, geo, events, plan, chunk, budget, scratch
 

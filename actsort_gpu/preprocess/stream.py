@@ -28,11 +28,13 @@ the client merges in piece order.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +58,8 @@ __all__ = [
     "pass_digest",
     "default_budget_bytes",
     "chunk_frames_for",
+    "check_free_space",
+    "disk_error",
     "ChunkReader",
     "CHECKPOINT_S",
     "SCRATCH_NAME",
@@ -270,6 +274,12 @@ def _save_state(
     )
 
 
+def _state_bytes(height: int, width: int) -> int:
+    """Disk bytes of the checkpoints, at most: the saved state (about 8 float64 (H, W)
+    accumulators, ``ProjectionAccumulator.state``) and its temporary copy."""
+    return 2 * 10 * 8 * int(height) * int(width)
+
+
 def _write_json(path: Path, obj: dict):
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj))
@@ -285,7 +295,11 @@ def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator, name: st
     try:
         meta = json.loads(meta_p.read_text())
         if meta.get("digest") != digest:
-            log.info("%s: saved state is for other parameters; starting from frame 0", scratch)
+            log.warning(
+                "%s: the saved state is for other parameters or another version of the movie "
+                "(size / mtime changed); starting the pass from frame 0",
+                scratch,
+            )
             return 0
         with np.load(state_p) as st:
             state = {k: st[k] for k in st.files}
@@ -296,13 +310,26 @@ def _try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator, name: st
         return 0
 
 
-def pass_digest(plan: PassPlan, movie) -> str:
-    """Identifies a pass: the plan (frames, crops, offsets) and the movie's shape/dtype/path."""
-    return hashlib.sha256(
-        (
-            plan.digest() + json.dumps([list(movie.shape), str(movie.dtype), str(movie.path)])
-        ).encode()
-    ).hexdigest()
+def _movie_stamp(path: Path) -> list:
+    """[size in bytes, newest mtime] of the movie file or folder; [] for an in-memory movie.
+
+    Part of the pass digest: a movie edited in place (same shape, new content) between a
+    killed pass and its resume gives another digest, so the pass restarts instead of mixing
+    old and new frames."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    files = [q for q in path.rglob("*") if q.is_file()] if path.is_dir() else [path]
+    stats = [q.stat() for q in files]
+    return [sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
+
+
+def pass_digest(plan: PassPlan, movie, inputs: str = "") -> str:
+    """Identifies a pass: the plan (frames, crops, offsets), the movie's shape, dtype, path,
+    size and mtime, and ``inputs`` (the caller's fingerprint of what the plan came from, e.g.
+    the store's ingest record)."""
+    facts = [list(movie.shape), str(movie.dtype), str(movie.path), _movie_stamp(movie.path)]
+    return hashlib.sha256((plan.digest() + json.dumps(facts) + inputs).encode()).hexdigest()
 
 
 SCRATCH_NAME = "snapshots.scratch"
@@ -315,10 +342,56 @@ def scratch_dtype(movie_dtype) -> np.dtype:
     return dt if dt.kind in "uif" and dt.itemsize <= 4 else np.dtype(np.float32)
 
 
-def _open_scratch(snap_path: Path, nbytes: int, fresh: bool) -> None:
-    if fresh or not snap_path.is_file() or snap_path.stat().st_size != nbytes:
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.3g}"
+
+
+def disk_error(code: int, message: str) -> OSError:
+    """An OSError with ``errno`` ``code`` whose text is ``message`` alone (no "[Errno N]"):
+    the CLI prints it as the one line it is."""
+    err = OSError(message)
+    err.errno = code
+    return err
+
+
+def check_free_space(folder: Path, need_bytes: int, what: str) -> None:
+    """OSError(ENOSPC) "needs N GB in DIR, M GB free" unless ``folder`` has ``need_bytes``."""
+    free = shutil.disk_usage(folder).free
+    if need_bytes > free:
+        raise disk_error(
+            errno.ENOSPC,
+            f"{what} needs {_gb(need_bytes)} GB in {folder}, {_gb(free)} GB free; free some "
+            f"space (or move the store to a larger disk) and run again",
+        )
+
+
+def _open_scratch(snap_path: Path, nbytes: int, fresh: bool, extra_bytes: int = 0) -> None:
+    """Create (or keep, when resuming) the scratch file of ``nbytes`` with its blocks reserved.
+
+    A memory-mapped write to a block the disk cannot provide kills the process with SIGBUS:
+    the free space is checked first (plus ``extra_bytes`` for the checkpoints) and the blocks
+    are reserved with ``posix_fallocate``, so a full disk is an error message, not a crash.
+    """
+    keep = not fresh and snap_path.is_file() and snap_path.stat().st_size == nbytes
+    held = snap_path.stat().st_blocks * 512 if snap_path.is_file() else 0
+    need = max(nbytes + extra_bytes - held, 0)
+    check_free_space(snap_path.parent, need, f"{snap_path}: the movie pass")
+    if not keep:
         with open(snap_path, "wb") as fh:
             fh.truncate(nbytes)
+    fd = os.open(snap_path, os.O_RDWR)
+    try:
+        if nbytes:
+            os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            log.info("%s: cannot reserve the scratch blocks (%s)", snap_path, exc.strerror)
+        else:
+            raise disk_error(
+                exc.errno, f"{snap_path}: cannot reserve {_gb(nbytes)} GB ({exc.strerror})"
+            ) from exc
+    finally:
+        os.close(fd)
 
 
 def _pass_range(
@@ -371,6 +444,7 @@ def run_pass(
     gather_bytes: int = _GATHER_BATCH_BYTES,
     threads: int | None = None,
     checkpoint_s: float | None = None,
+    inputs: str = "",
 ) -> tuple[dict, dict]:
     """Read ``movie`` once, from the last checkpoint, filling the scratch snapshots.
 
@@ -381,11 +455,13 @@ def run_pass(
     threads : CPU threads of the accumulation (default: min(cores, 8)).
     checkpoint_s : save the resume state after a chunk when at least this many seconds passed
         since the last save (default ``CHECKPOINT_S``; 0 = after every chunk).
+    inputs : fingerprint of what the plan came from (see :func:`pass_digest`); a checkpoint
+        saved with other inputs, or another movie size / mtime, is not resumed.
     """
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     t_movie, height, width = movie.shape
-    digest = pass_digest(plan, movie)
+    digest = pass_digest(plan, movie, inputs)
     acc = ProjectionAccumulator(height, width, xp=xp, threads=threads)
     start = _try_resume(scratch, digest, acc)
     snap_path = scratch / SCRATCH_NAME
@@ -395,7 +471,12 @@ def run_pass(
         log.warning("%s: scratch snapshots missing; starting from frame 0", scratch)
         start = 0
         acc = ProjectionAccumulator(height, width, xp=xp, threads=threads)
-    _open_scratch(snap_path, sdt.itemsize * n_elem, fresh=(start == 0))
+    _open_scratch(
+        snap_path,
+        sdt.itemsize * n_elem,
+        fresh=(start == 0),
+        extra_bytes=_state_bytes(height, width),
+    )
     if start:
         log.info("resuming the movie pass at frame %d of %d", start, t_movie)
     snaps = np.memmap(snap_path, dtype=sdt, mode="r+", shape=(n_elem,))
@@ -528,6 +609,7 @@ def run_pass_distributed(
     gather_bytes: int = _GATHER_BATCH_BYTES,
     n_pieces: int | None = None,
     threads: int | None = None,
+    inputs: str = "",
 ) -> tuple[dict, dict]:
     """The movie pass split into time pieces run on a Dask ``client`` (see
     :func:`..cluster.map_pieces`); the accumulators are merged in piece order, so the images
@@ -538,7 +620,7 @@ def run_pass_distributed(
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     t_movie, height, width = movie.shape
-    digest = pass_digest(plan, movie)
+    digest = pass_digest(plan, movie, inputs)
     snap_path = scratch / SCRATCH_NAME
     n_elem = max(plan.total_elements, 1)
     sdt = scratch_dtype(movie.dtype)

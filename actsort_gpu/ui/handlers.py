@@ -10,16 +10,17 @@ from __future__ import annotations
 import html
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import CELL, NOT_CELL, UNLABELLED
+from .. import CELL, NOT_CELL, UNLABELLED, UNSURE
+from ..features.registry import describe_feature
 from ..labels import final_labels
 from . import render
 from .progress import counts, error_kinds, labelling_speed, truth_report
 from .render import Window
-from .session import CLICK_MODES, STRATEGY_CHOICES, ViewState
+from .session import CLICK_MODES, COLOUR_MODES, STRATEGY_CHOICES, ViewState
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ __all__ = [
     "on_store",
     "on_click",
     "on_view",
+    "on_map_options",
     "on_threshold",
     "on_strategy",
     "on_play",
@@ -46,10 +48,22 @@ __all__ = [
     "truth_html",
     "map_window",
     "MAP_DISPLAY_PX",
+    "PANEL_PX",
+    "EVIDENCE_PX",
 ]
 
 MAP_DISPLAY_PX = 720
-PANEL_PX = 150
+# The evidence column at 1366 px wide (layout.py): the footprint and the five event snapshots
+# side by side, the trace and the event traces below, each image at its natural size (text on
+# them stays >= 11 px: the browser only shrinks images that do not fit).
+PANEL_PX = 112
+GAP_PX = 4
+#: width of the footprint + snapshot row, and of the trace under it
+EVIDENCE_PX = PANEL_PX + 12 + 5 * PANEL_PX + 4 * GAP_PX
+TRACE_PX = 150
+EVENT_TRACE_PX = 70
+#: words for the label codes (status line, info card)
+LABEL_WORDS = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled", UNSURE: "unsure"}
 
 
 @dataclass
@@ -65,6 +79,7 @@ class Panels:
     progress: str
     status: str
     timings_ms: dict
+    legend: str = ""  # the map's colour bar and filter read-out (empty: labels colours)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -72,7 +87,9 @@ def _mode(st: ViewState) -> str:
     return st.extra.get("mode", "dcal")
 
 
-def map_window(ws, st: ViewState) -> Window:
+def _canvas_window(ws, st: ViewState) -> Window:
+    """The FOV part the map shows, at the canvas's resolution (``Window.around``: scale 1, or
+    a stride above MAP_DISPLAY_PX)."""
     s = ws.stores[st.store]
     c = s.centers[st.current] if 0 <= st.current < s.n else None
     return Window.around(
@@ -82,6 +99,29 @@ def map_window(ws, st: ViewState) -> Window:
         s.width,
         MAP_DISPLAY_PX,
     )
+
+
+def map_window(ws, st: ViewState) -> Window:
+    """The FOV part the map shows and the scale of the map image sent to the page: the image
+    is MAP_DISPLAY_PX on its longer side at any zoom (display pixel (x, y) is FOV pixel
+    ``to_fov(x, y)``).
+
+    The page must never enlarge the map itself: Gradio turns a click into image pixels
+    assuming the image is shown at most at its natural size (``object-fit: scale-down``), so
+    an image the browser enlarged reports clicks at the wrong pixel, and none at all away from
+    its centre. The server therefore sends the map at least as large as it is shown."""
+    win = _canvas_window(ws, st)
+    side = max(win.row1 - win.row0, win.col1 - win.col0)
+    return replace(win, scale=MAP_DISPLAY_PX / side)
+
+
+def _display_counts(n: int, stride: int, scale: float) -> np.ndarray:
+    """Repeat counts of the ``ceil(n / stride)`` canvas rows (or columns) that make the
+    ``round(n * scale)`` display rows: display row y shows the canvas sample of FOV row
+    ``int(y / scale)``, the row a click there picks (``Window.to_fov``)."""
+    out = max(1, int(round(n * scale)))
+    fov = np.minimum((np.arange(out) / scale).astype(np.int64), n - 1)
+    return np.bincount(fov // stride, minlength=-(-n // stride))
 
 
 def _bar(label: str, c: dict, total: int) -> str:
@@ -125,34 +165,66 @@ def _progress_html(ws, st: ViewState, human, dec) -> str:
         f"({100 * (n - c['human']['unlabelled']) / max(n, 1):.1f} %)"
         f" &nbsp;·&nbsp; speed {'-' if speed is None else f'{speed:.0f} labels/min'}</div>"
         + f'<div class="as-small">estimated accuracy (model vs. your next answer): {ba}</div>'
+        + _transfer_html(ws)
         + f'<div class="as-stable" style="border-color:{colour};color:{colour}">'
         f"{html.escape(stab.text())}</div></div>"
     )
 
 
-def _info_html(ws, st: ViewState, human, proba, dec) -> str:
+def _transfer_html(ws) -> str:
+    """The pretrained classifier's line (``--classifier``): which model decides, how often the
+    classifier agreed with the latest labels, and a warning when the recording looks unlike its
+    training data; empty without a classifier."""
+    text = ws.transfer_summary()
+    return f'<div class="as-small as-transfer">{html.escape(text)}</div>' if text else ""
+
+
+def _feature_cell(name: str) -> str:
+    """A feature's plain name, with its exact column name and meaning in a tooltip (one
+    place: ``features.registry.describe_feature``)."""
+    plain, text = describe_feature(name)
+    tip = html.escape(f"{name}: {text}", quote=True)
+    return f'<span class="as-fname" title="{tip}">{html.escape(plain)}</span>'
+
+
+def _info_html(ws, st: ViewState, human, proba, dec, unsure=None) -> str:
     s = ws.stores[st.store]
     i = st.current
     if not 0 <= i < s.n:
         return '<div class="as-info">All candidates of this store are labelled.</div>'
     h = int(human[i])
+    is_unsure = unsure is not None and bool(unsure[i])
     user = {CELL: "Cell", NOT_CELL: "Not a cell", UNLABELLED: "unlabelled"}[h]
+    if is_unsure:
+        user = "Unsure (not used for training; in the review queue)"
     if proba is None:
-        score, decision = "-", "untrained (label a cell and a non-cell)"
+        model = (
+            "Model: <b>not trained yet</b> "
+            '<span class="as-small">(it needs at least one cell and one non-cell)</span>'
+        )
     else:
         score = f"{np.floor(proba[i] * 100) / 100:.2f}"
         decision = "Cell" if dec[i] > 0 else "Not a cell"
+        model = (
+            f"Model: P(cell) <b>{score}</b> &rarr; <b>{decision}</b> "
+            f'<span class="as-small">(threshold {ws.learner.threshold:.2f})</span>'
+        )
     shown = h if h != 0 else (0 if dec is None else int(dec[i]))
     bg = {CELL: "#e3f6e6", NOT_CELL: "#fbe4e4", 0: "#f1f3f5"}[shown]
+    if is_unsure:
+        bg = "#efe6fb"
     who = ws.learner.label_source(ws.g(st.store, i))
-    by = f" by {html.escape(who[0])}" if who and h != 0 else ""
+    by = f" by {html.escape(who[0])}" if who and (h != 0 or is_unsure) else ""
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{val:+.2f}</td>"
+        f"<tr><td>{_feature_cell(name)}</td><td>{val:+.2f}</td>"
         f'<td style="color:{"#1a9a35" if c > 0 else "#c02020"}">{c:+.2f}</td></tr>'
         for name, val, c in ws.contributions(st.store, i)
     )
     feats = (
-        f'<table class="as-feat"><tr><th>feature</th><th>z</th><th>push</th></tr>{rows}</table>'
+        '<table class="as-feat"><tr><th title="hover a name for its column and meaning">'
+        'features pushing the score</th><th title="z-scored value">z</th>'
+        '<th title="contribution to the log-odds of a cell">push</th></tr>'
+        f"{rows}</table>"
         if rows
         else ""
     )
@@ -163,13 +235,12 @@ def _info_html(ws, st: ViewState, human, proba, dec) -> str:
         else ""
     )
     return (
-        f'<div class="as-info" style="background:{bg}">'
+        f'<div class="as-info" style="background:{bg}"><div class="as-info-text">'
         f'<div class="as-title">{html.escape(s.name)} &nbsp; candidate <b>{i}</b> '
         f'<span class="as-small">of {s.n}</span></div>'
         f"<div>Your label: <b>{user}</b>{by}</div>"
-        f"<div>Model: P(cell) <b>{score}</b> &rarr; <b>{decision}</b> "
-        f'<span class="as-small">(threshold {ws.learner.threshold:.2f})</span></div>'
-        f"{sel}{feats}</div>"
+        f"<div>{model}</div>"
+        f"{sel}</div>{feats}</div>"
     )
 
 
@@ -182,8 +253,85 @@ def _errors(ws, st: ViewState, human, dec) -> np.ndarray | None:
     return error_kinds(final, truth)
 
 
-def render_map(ws, st: ViewState, human, dec) -> np.ndarray:
+def feature_choice(ws, st: ViewState) -> str:
+    """The feature the map colours by and filters on: the tab's choice, else the first."""
+    names = ws.stores[st.store].feature_names
+    return st.feature if st.feature in names else (names[0] if names else "")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def map_filters(ws, st: ViewState, human, dec) -> tuple[np.ndarray | None, str]:
+    """(N,) bool of the candidates the map's filters hide (None: no filter on) and a line
+    saying what is shown. Filters: "hide rejected" (final label not a cell: yours where given,
+    else the model's) and the feature range (percentiles of the chosen feature; candidates
+    without a value are hidden while the range is on)."""
     s = ws.stores[st.store]
+    hidden = np.zeros(s.n, bool)
+    parts = []
+    if st.hide_rejected:
+        hidden |= final_labels(human, dec) < 0
+        parts.append("rejected hidden")
+    lo, hi = float(st.feature_lo_pct), float(st.feature_hi_pct)
+    name = feature_choice(ws, st)
+    if name and (lo > 0 or hi < 100):
+        v = s.feature_column(name)
+        ok = np.isfinite(v)
+        a, b = np.percentile(v[ok], [lo, hi]) if ok.any() else (np.nan, np.nan)
+        hidden |= ~(ok & (v >= a) & (v <= b))
+        parts.append(
+            f"{html.escape(describe_feature(name)[0])} between {_fmt(a)} and {_fmt(b)} "
+            f"(percentiles {lo:g} to {hi:g})"
+        )
+    if not parts:
+        return None, ""
+    return hidden, f"Showing {s.n - int(hidden.sum())} of {s.n} candidates: " + "; ".join(parts)
+
+
+def map_values(ws, st: ViewState, proba) -> tuple[np.ndarray | None, str]:
+    """Outline values in [0, 1] for ``st.colour_by`` ("probability": P(cell); "feature": the
+    chosen feature between its 1st and 99th percentiles) and the colour bar's HTML; (None,
+    '') for the label colours."""
+    if st.colour_by == "probability":
+        n = ws.stores[st.store].n
+        values = np.full(n, np.nan) if proba is None else np.asarray(proba, np.float64)
+        title, lo, hi = "P(cell)", "0", "1"
+        note = " (model not trained yet: grey)" if proba is None else ""
+    elif st.colour_by == "feature" and feature_choice(ws, st):
+        name = feature_choice(ws, st)
+        v = ws.stores[st.store].feature_column(name).astype(np.float64)
+        ok = np.isfinite(v)
+        a, b = np.percentile(v[ok], [1, 99]) if ok.any() else (0.0, 1.0)
+        values = (v - a) / (b - a) if b > a else np.where(ok, 0.5, np.nan)
+        plain, text = describe_feature(name)
+        title = (
+            f'<span class="as-fname" title="{html.escape(f"{name}: {text}", quote=True)}">'
+            f"{html.escape(plain)}</span>"
+        )
+        lo, hi, note = _fmt(a), _fmt(b), " (1st to 99th percentile)"
+    else:
+        return None, ""
+    bar = (
+        f'<span class="as-cbar-title">{title}</span> <span>{lo}</span>'
+        f'<span class="as-cbar" style="background:{render.colourbar_css()}"></span>'
+        f'<span>{hi}</span><span class="as-small">{note}; your labels keep their '
+        f"colours</span>"
+    )
+    return values, bar
+
+
+def render_map(ws, st: ViewState, human, dec, proba=None, unsure=None) -> np.ndarray:
+    return _render_map(ws, st, human, dec, proba, unsure)[0]
+
+
+def _render_map(ws, st: ViewState, human, dec, proba=None, unsure=None):
+    """(map image, legend HTML): outlines in the colours of ``st.colour_by``, the filters
+    applied, the current candidate marked."""
+    s = ws.stores[st.store]
+    values, bar = map_values(ws, st, proba)
+    hidden, shown = map_filters(ws, st, human, dec)
     lut = render.candidate_colours(
         human,
         dec,
@@ -192,11 +340,20 @@ def render_map(ws, st: ViewState, human, dec) -> np.ndarray:
         hide_cells=st.hide_cells,
         hide_not=st.hide_not,
         errors=_errors(ws, st, human, dec),
+        unsure=unsure,
+        values=values,
+        hidden=hidden,
     )
     canvas = ws.map_canvas(st.store, st.image, st.lo_pct, st.hi_pct, lut)
-    win = map_window(ws, st)
+    base, win = _canvas_window(ws, st), map_window(ws, st)
     cur = st.current if 0 <= st.current < s.n else None
-    img = canvas.view(win, cur, s.outlines[cur] if cur is not None else None)
+    # marker about 3 display px thick whatever the canvas-to-display enlargement
+    marker = max(1, int(round(3 * base.scale / win.scale)))
+    img = canvas.view(base, cur, s.outlines[cur] if cur is not None else None, marker_px=marker)
+    # Nearest-neighbour resampling to the display scale (see map_window).
+    stride = max(1, int(round(1 / base.scale)))
+    img = np.repeat(img, _display_counts(base.row1 - base.row0, stride, win.scale), axis=0)
+    img = np.repeat(img, _display_counts(base.col1 - base.col0, stride, win.scale), axis=1)
     if st.box_corner is not None:
         from PIL import Image, ImageDraw
 
@@ -205,7 +362,10 @@ def render_map(ws, st: ViewState, human, dec) -> np.ndarray:
         x, y = (c - win.col0 + 0.5) * win.scale, (r - win.row0 + 0.5) * win.scale
         ImageDraw.Draw(pil).ellipse([x - 5, y - 5, x + 5, y + 5], outline=(40, 120, 255), width=2)
         img = np.asarray(pil)
-    return img
+    legend = "".join(
+        f'<div class="as-maplegend">{part}</div>' for part in (bar, shown) if part
+    )
+    return img, legend
 
 
 def render_candidate(ws, st: ViewState, frame: int | None = None):
@@ -302,14 +462,21 @@ def on_label(ws, st: ViewState, y: int):
     targets = tuple(st.selected) or ((st.current,) if st.current >= 0 else ())
     if not targets:
         return st, render_panels(ws, st, "No candidate to label.")
-    ws.label(st.store, targets, y)
+    n_new = ws.label(st.store, targets, y) or 0
     word = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled"}[y]
     what = f"{len(targets)} candidates" if len(targets) > 1 else f"candidate {targets[0]}"
+    # a label that replaced another annotator's different one: both stay in the journal
+    note = (
+        f" Replaced another annotator's label ({ws.disagreement_count(st.store)} "
+        f"disagreements in this store, column 'disagreement' of the export)."
+        if n_new
+        else ""
+    )
     st = st.with_(selected=(), box_corner=None)
     if y == UNLABELLED:
-        return _go(ws, st, st.current, f"Saved: {what} {word}.")
+        return _go(ws, st, st.current, f"Saved: {what} {word}.{note}")
     cur, pos = _next_candidate(ws, st)
-    return _go(ws, st, cur, f"Saved: {what} = {word}.", history_pos=pos)
+    return _go(ws, st, cur, f"Saved: {what} = {word}.{note}", history_pos=pos)
 
 
 def on_next(ws, st: ViewState):
@@ -399,8 +566,15 @@ def pick_candidate(
     return int(cand[k])
 
 
-def on_click(ws, st: ViewState, x: float, y: float):
-    """A click on the map at display pixel (x, y) (Gradio's ``evt.index``: x = column)."""
+def on_click(ws, st: ViewState, x: float, y: float, mode: str | None = None):
+    """A click on the map at display pixel (x, y) (Gradio's ``evt.index``: x = column).
+
+    ``mode``: the click mode the page shows (one of ``CLICK_MODES``), sent with the click so
+    that it holds even when the radio's own change event has not reached the state yet (the
+    page's events may reach the server in either order); None: the state's mode. A changed
+    mode drops a pending box corner."""
+    if mode is not None and mode in CLICK_MODES and mode != st.click_mode:
+        st = st.with_(click_mode=mode, box_corner=None)
     win = map_window(ws, st)
     row, col = win.to_fov(x, y)
     mode = st.click_mode
@@ -460,11 +634,13 @@ def on_view(
     hide_not: bool = False,
     click_mode: str | None = None,
 ):
-    """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours."""
+    """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours,
+    click mode (leaving the box mode drops a pending box corner)."""
     lo, hi = float(lo_pct), float(hi_pct)
     if hi <= lo:
         hi = min(100.0, lo + 1.0)
         lo = min(lo, hi - 1.0)
+    mode = click_mode or st.click_mode
     st = st.with_(
         image=image,
         lo_pct=lo,
@@ -473,8 +649,8 @@ def on_view(
         show_model=bool(show_model),
         hide_cells=bool(hide_cells),
         hide_not=bool(hide_not),
-        click_mode=click_mode or st.click_mode,
-        box_corner=None,
+        click_mode=mode,
+        box_corner=st.box_corner if mode == CLICK_MODES[2] else None,
     )
     return st, render_panels(ws, st)
 

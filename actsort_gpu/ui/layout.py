@@ -24,6 +24,8 @@ __all__ = ["build_app", "launch", "KEYBOARD_JS", "CSS"]
 
 # The page's export formats: all but NWB, which edits the extraction's own file (CLI only).
 PAGE_EXPORTS = tuple(f for f in FORMATS if f != "nwb")
+#: Gradio's upload route accepts at most this many bytes per file (the page uploads nothing)
+MAX_UPLOAD_BYTES = 1024
 KEYS = {
     "ArrowUp": "as-cell",
     "ArrowDown": "as-notcell",
@@ -60,7 +62,7 @@ KEYBOARD_JS = """
 CSS = """
 .gradio-container {max-width: 1500px !important}
 #as-map img {image-rendering: pixelated; cursor: crosshair; width: 100%; height: 100%;
-             object-fit: contain}
+             object-fit: scale-down}
 #as-title {margin: 0}
 .as-info {border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; font-size: 14px}
 .as-title {font-size: 16px; margin-bottom: 4px}
@@ -395,20 +397,28 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             hide_not,
             click_mode,
         ]
-        for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not, click_mode):
+        for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not):
             comp.change(wrap(H.on_view), view_inputs, outs)
+        # The click mode and the map's clicks: one concurrency group, so that neither event
+        # overwrites the state the other one just wrote (each reads the state when it starts).
+        # No progress overlay for the mode change: it would cover the map and swallow a click
+        # that follows at once.
+        map_events = {"concurrency_id": "map-click"}
+        click_mode.change(wrap(H.on_view), view_inputs, outs, **quick, **map_events)
         for comp in (lo_sl, hi_sl):
             comp.release(wrap(H.on_view), view_inputs, outs)
         thr_sl.release(wrap(H.on_threshold), [state, thr_sl], outs)
         strat_dd.change(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
         weight_sl.release(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
 
-        def on_select(st, evt: gr.SelectData):
+        def on_select(st, mode, evt: gr.SelectData):
             x, y = evt.index[0], evt.index[1]
-            new, panels = H.on_click(ws, st, x, y)
+            new, panels = H.on_click(ws, st, x, y, mode)
             return _emit(new, panels, gr, cache_dir)
 
-        map_img.select(on_select, [state], outs)
+        # The radio's value travels with the click: the mode change's own event may not have
+        # reached the state yet.
+        map_img.select(on_select, [state, click_mode], outs, **map_events)
 
         def on_tick(st):
             new, snaps, evt = H.on_tick(ws, st)
@@ -465,7 +475,7 @@ def launch(
     creds = None
     if auth:
         if ":" not in auth or auth.startswith(":"):
-            raise ValueError(f"--auth: expected USER:PASS, got {auth!r}")
+            raise ValueError("--auth: expected USER:PASS (the value is not shown)")
         user, password = auth.split(":", 1)
         creds = (user, password)
     export_dir = Path(demo._actsort_export_dir)
@@ -483,4 +493,6 @@ def launch(
         footer_links=[],
         show_error=True,
         ssr_mode=False,
+        # the page uploads nothing: bound Gradio's upload route, open even without a login
+        max_file_size=MAX_UPLOAD_BYTES,
     )

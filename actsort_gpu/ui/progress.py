@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..labels import balanced_accuracy, class_rates, final_labels
+from ..labels import CELL, NOT_CELL, balanced_accuracy, class_rates, final_labels
 
 __all__ = [
     "StabilityTracker",
@@ -98,8 +98,8 @@ class StabilityTracker:
 
     def before_label(self, decision: int | None, label: int) -> None:
         """The model's decision (+1 / -1, None if untrained) for a candidate about to get the
-        human label ``label`` (+1 / -1; 0 = unlabel, not scored)."""
-        if decision is not None and label != 0:
+        human label ``label`` (+1 / -1; 0 = unlabel and 2 = unsure: not scored, no answer)."""
+        if decision is not None and label in (CELL, NOT_CELL):
             self._outcomes.append((int(decision), int(label)))
 
     def after_label(self, decisions: np.ndarray | None, n_human_labels: int) -> None:

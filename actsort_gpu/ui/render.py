@@ -30,6 +30,9 @@ __all__ = [
     "contrast_stretch",
     "outline_pixels",
     "candidate_colours",
+    "value_colours",
+    "colourbar_css",
+    "display_trace",
     "event_summary",
     "snapshot_strip",
     "footprint_panel",
@@ -55,6 +58,8 @@ COLOURS = {
     "event": (30, 90, 220),
     "false_pos": (255, 140, 0),  # truth comparison: called a cell, truly not
     "false_neg": (190, 40, 255),  # called not a cell, truly a cell
+    "unsure": (150, 80, 230),  # key U: seen, skipped for now (no training label)
+    "no_value": (120, 120, 120),  # colour by a value: candidates without one (NaN)
 }
 _FILL_ALPHA = {
     "human_cell": 0.35,
@@ -65,20 +70,32 @@ _FILL_ALPHA = {
     "selected": 0.45,
     "false_pos": 0.55,
     "false_neg": 0.55,
+    "unsure": 0.35,
 }
 
 
-@lru_cache(maxsize=1)
-def _font():
-    """Pillow's bitmap font: about 20x faster to draw than the FreeType default."""
+#: text size on the page's images (px); readable at the size the page shows them (issue 15:
+#: the former 6 px bitmap font was not)
+FONT_PX = 12
+
+
+@lru_cache(maxsize=8)
+def _font(size: int = FONT_PX):
+    """Pillow's bundled FreeType font at ``size`` px (Pillow >= 10.1 with FreeType); the 6 px
+    bitmap font only where FreeType is missing. A label costs about 0.05 ms: the panels carry
+    a few dozen."""
     try:
-        return ImageFont.load_default_imagefont()
-    except AttributeError:  # Pillow < 10.1
+        return ImageFont.load_default(size=size)
+    except (TypeError, AttributeError, OSError):  # Pillow < 10.1 or no FreeType
         return ImageFont.load_default()
 
 
-def _text(draw: ImageDraw.ImageDraw, xy, text: str, fill) -> None:
-    draw.text(xy, text, fill=fill, font=_font())
+def _text(draw: ImageDraw.ImageDraw, xy, text: str, fill, size: int = FONT_PX, **kw) -> None:
+    draw.text(xy, text, fill=fill, font=_font(size), **kw)
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, size: int = FONT_PX) -> float:
+    return draw.textlength(text, font=_font(size))
 
 
 def contrast_stretch(image: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.5) -> np.ndarray:
@@ -151,8 +168,10 @@ class Window:
         r0 = int(np.clip(round(cr - h / 2), 0, height - h))
         c0 = int(np.clip(round(cc - w / 2), 0, width - w))
         side = max(h, w)
-        # Never enlarge on the server (the browser scales with image-rendering: pixelated, so
-        # a zoomed window costs fewer bytes, not more); shrink by striding above display_px.
+        # The canvas resolution: FOV pixels as they are, or strided above display_px. The
+        # page then resamples it to display_px (handlers.map_window): the browser must never
+        # enlarge the map, since Gradio maps clicks assuming it is shown at most at its
+        # natural size (CSS object-fit: scale-down).
         scale = 1.0 if side <= display_px else 1.0 / int(np.ceil(side / display_px))
         return Window(r0, r0 + h, c0, c0 + w, scale)
 
@@ -166,12 +185,20 @@ def candidate_colours(
     hide_cells: bool = False,
     hide_not: bool = False,
     errors: np.ndarray | None = None,
+    unsure: np.ndarray | None = None,
+    values: np.ndarray | None = None,
+    hidden: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-candidate (N, 4) float32 RGBA: outline RGB in [0, 255] and fill alpha.
 
     human : (N,) int8 labels +1 / -1 / 0; model : (N,) int8 decisions +1 / -1 or None (untrained).
     errors : optional (N,) int8 from ``progress.error_kinds`` (+1 false positive, -1 false
     negative, 0 correct): errors get their own filled colours over everything but the selection.
+    unsure : optional (N,) bool, candidates marked unsure: their own filled colour, like a label.
+    values : optional (N,) float in [0, 1] (NaN: no value): the outlines of the candidates
+    without a human label (nor unsure) take the colour bar's colour (:func:`value_colours`)
+    instead of the model's; labelled ones keep their label colours.
+    hidden : optional (N,) bool: candidates not drawn (the page's filters).
     A negative alpha hides the candidate (no outline, no fill).
     """
     human = np.asarray(human)
@@ -185,6 +212,18 @@ def candidate_colours(
     kind[human > 0] = 3
     kind[human < 0] = 4
     lut = table[kind]
+    if values is not None:
+        free = kind < 3
+        if unsure is not None:
+            free &= ~np.asarray(unsure, bool)
+        lut[free, :3] = value_colours(np.asarray(values)[free])
+        lut[free, 3] = 0.0
+    if unsure is not None:
+        mark = np.asarray(unsure, bool)
+        lut[mark, :3] = COLOURS["unsure"]
+        lut[mark, 3] = _FILL_ALPHA["unsure"]
+    if hidden is not None:
+        lut[np.asarray(hidden, bool), 3] = -1
     if hide_cells:
         lut[human > 0, 3] = -1
     if hide_not:
@@ -199,6 +238,47 @@ def candidate_colours(
         lut[sel, :3] = COLOURS["selected"]
         lut[sel, 3] = _FILL_ALPHA["selected"]
     return lut
+
+
+# Viridis (matplotlib's perceptually uniform map, readable by colour-blind people) at 9 stops;
+# the page's colour bar draws the same stops as a CSS gradient (colourbar_css).
+_VIRIDIS = np.array(
+    [
+        (68, 1, 84),
+        (71, 44, 122),
+        (59, 81, 139),
+        (44, 113, 142),
+        (33, 144, 141),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ],
+    np.float32,
+)
+#: colour levels of :func:`value_colours`: a value change inside one level repaints nothing
+VALUE_LEVELS = 64
+
+
+def value_colours(values: np.ndarray) -> np.ndarray:
+    """(N,) float in [0, 1] (clipped; NaN: no value) -> (N, 3) float32 RGB of the colour bar,
+    quantised to :data:`VALUE_LEVELS` levels (so that a refit that moves a value a little
+    repaints nothing); NaN gets ``COLOURS["no_value"]``."""
+    v = np.asarray(values, np.float64)
+    ok = np.isfinite(v)
+    q = np.round(np.clip(np.where(ok, v, 0), 0, 1) * (VALUE_LEVELS - 1)) / (VALUE_LEVELS - 1)
+    pos = q * (len(_VIRIDIS) - 1)
+    i = np.minimum(pos.astype(np.int64), len(_VIRIDIS) - 2)
+    f = (pos - i)[:, None]
+    rgb = _VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f
+    rgb[~ok] = COLOURS["no_value"]
+    return np.round(rgb).astype(np.float32)
+
+
+def colourbar_css() -> str:
+    """The CSS ``linear-gradient`` of :func:`value_colours` (low values on the left)."""
+    stops = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in _VIRIDIS)
+    return f"linear-gradient(to right, {stops})"
 
 
 def _rasterise_outlines(outlines: list, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -363,10 +443,16 @@ class MapCanvas:
 
     # ------------------------------------------------------------------ views
     def view(
-        self, window: Window, current: int | None = None, current_outline: np.ndarray | None = None
+        self,
+        window: Window,
+        current: int | None = None,
+        current_outline: np.ndarray | None = None,
+        *,
+        marker_px: int = 1,
     ) -> np.ndarray:
         """The displayed map: the window's pixels at display scale, the current candidate's
-        outline drawn thick in the 'current' colour on top."""
+        outline in the 'current' colour on top, with corner brackets ``marker_px`` thick (whole
+        even at the map's edge)."""
         sub = self.rgb[window.row0 : window.row1, window.col0 : window.col1]
         if window.scale >= 1:
             s = int(window.scale)
@@ -381,24 +467,34 @@ class MapCanvas:
             ok = (px[:, 0] >= 0) & (px[:, 0] < hh) & (px[:, 1] >= 0) & (px[:, 1] < ww)
             img[px[ok, 0], px[ok, 1]] = COLOURS["current"]
             if ok.any():
-                # Corner brackets 3 px outside the outline's box: visible at any zoom.
-                r0, c0 = px[ok].min(0) - 3
-                r1, c1 = px[ok].max(0) + 3
-                for r, c, dr, dc in (
-                    (r0, c0, 1, 1),
-                    (r0, c1, 1, -1),
-                    (r1, c0, -1, 1),
-                    (r1, c1, -1, -1),
-                ):
-                    rr = np.clip([r] * 4 + [r + dr * k for k in range(4)], 0, hh - 1)
-                    cc = np.clip([c + dc * k for k in range(4)] + [c] * 4, 0, ww - 1)
-                    img[rr, cc] = COLOURS["current"]
+                gap = 2 + marker_px
+                _corner_brackets(
+                    img, px[ok].min(0) - gap, px[ok].max(0) + gap, 4 * marker_px, marker_px
+                )
         return img
 
     def candidates_at(self, row: int, col: int) -> np.ndarray:
         """Indices of candidates whose footprint covers pixel (row, col)."""
         p = int(row) * self.width + int(col)
         return self._csc.indices[self._csc.indptr[p] : self._csc.indptr[p + 1]]
+
+
+def _corner_brackets(img: np.ndarray, lo, hi, arm: int = 5, thick: int = 2) -> None:
+    """Draw four L-shaped brackets (``arm`` px long, ``thick`` px wide, 'current' colour) at
+    the corners of the box ``lo`` = (row0, col0) .. ``hi`` = (row1, col1), the box moved
+    inside the image first, so that a candidate at the map's edge keeps whole brackets."""
+    hh, ww = img.shape[:2]
+    span = arm + thick
+    r0, c0 = (int(np.clip(v, 0, max(n - span, 0))) for v, n in zip(lo, (hh, ww)))
+    r1, c1 = (int(np.clip(v, min(span - 1, n - 1), n - 1)) for v, n in zip(hi, (hh, ww)))
+    colour = COLOURS["current"]
+    for r, c, dr, dc in ((r0, c0, 1, 1), (r0, c1, 1, -1), (r1, c0, -1, 1), (r1, c1, -1, -1)):
+        ra, rb = sorted((r, r + dr * (arm - 1)))
+        ca, cb = sorted((c, c + dc * (arm - 1)))
+        ta, tb = sorted((r, r + dr * (thick - 1)))
+        sa, sb = sorted((c, c + dc * (thick - 1)))
+        img[max(ta, 0) : tb + 1, max(ca, 0) : cb + 1] = colour  # horizontal arm
+        img[max(ra, 0) : rb + 1, max(sa, 0) : sb + 1] = colour  # vertical arm
 
 
 def draw_outline(pil: Image.Image, points: np.ndarray, colour, width: int = 2) -> None:
@@ -454,13 +550,15 @@ def snapshot_strip(
     panel_px: int = 150,
     clim: tuple[float, float] | None = None,
     gap_px: int = 6,
+    fs_hz: float | None = None,
 ) -> np.ndarray:
     """The event panels side by side: (panel_px, n_events * (panel_px + gap), 3) uint8.
 
     snapshots : (n_events, event_frames, h, w) float; events : (n_events,) frame or -1;
     crop : (row0, row1, col0, col1); frame : None = summary image, else that snapshot frame
-    (playback). Each panel carries the candidate's outline (current colour) and its neighbours'
-    outlines (neighbour colour) and the event number.
+    (playback). Each panel carries the candidate's outline (selected colour) and its
+    neighbours' outlines (neighbour colour), and a caption: the event number and its time
+    (s with ``fs_hz``, else its frame).
     """
     n_ev, n_fr, h, w = snapshots.shape
     if clim is None:
@@ -486,11 +584,16 @@ def snapshot_strip(
                 draw_outline(pil, (_crop_outline(nb, crop) + 0.5) * s, COLOURS["neighbour"], 1)
             draw_outline(pil, (_crop_outline(outline, crop) + 0.5) * s, COLOURS["selected"], 2)
         d = ImageDraw.Draw(pil)
-        label = f"{e + 1}" if events[e] < 0 else f"{e + 1}  frame {int(events[e])}"
-        d.rectangle([0, panel_px - 14, 6 * len(label) + 6, panel_px], fill=(255, 255, 255))
-        _text(d, (3, panel_px - 12), label, COLOURS["event"])
         if events[e] < 0:
-            _text(d, (panel_px // 2 - 20, panel_px // 2), "no event", (120, 120, 120))
+            label = f"{e + 1}"
+            _text(d, (panel_px // 2, panel_px // 2), "no event", (110, 110, 110), anchor="mm")
+        elif fs_hz:
+            label = f"{e + 1} · {int(events[e]) / fs_hz:.1f} s"
+        else:
+            label = f"{e + 1} · frame {int(events[e])}"
+        tw = _text_width(d, label)
+        d.rectangle([0, panel_px - FONT_PX - 5, tw + 6, panel_px], fill=(255, 255, 255))
+        _text(d, (3, panel_px - FONT_PX - 4), label, COLOURS["event"])
         panels.append(np.asarray(pil))
         panels.append(np.full((panel_px, gap_px, 3), 255, np.uint8))
     return np.concatenate(panels[:-1], axis=1)
@@ -499,41 +602,95 @@ def snapshot_strip(
 def footprint_panel(
     footprint: np.ndarray, outline: np.ndarray, crop, *, panel_px: int = 150
 ) -> np.ndarray:
-    """Cropped footprint (grey, white = 1) with the candidate outline; (panel_px, panel_px, 3)."""
+    """Cropped footprint (grey, white = 1) with the candidate outline and the caption
+    "footprint"; (panel_px, panel_px, 3)."""
     img = _grey(footprint, 0.0, max(float(np.nanmax(footprint)) if footprint.size else 1.0, 1e-6))
     big, s = _upscale(img, panel_px)
     pil = Image.new("RGB", (panel_px, panel_px), (255, 255, 255))
     pil.paste(Image.fromarray(big), (0, 0))
     draw_outline(pil, (_crop_outline(outline, crop) + 0.5) * s, COLOURS["selected"], 2)
+    d = ImageDraw.Draw(pil)
+    tw = _text_width(d, "footprint")
+    d.rectangle([0, panel_px - FONT_PX - 5, tw + 6, panel_px], fill=(255, 255, 255))
+    _text(d, (3, panel_px - FONT_PX - 4), "footprint", (60, 60, 60))
     return np.asarray(pil)
+
+
+def _polyline(values: np.ndarray, box, vrange: tuple[float, float] | None = None):
+    """Min/max envelope of ``values`` per pixel column of ``box`` = (x0, y0, x1, y1) ->
+    (polyline points (K, 2) in pixels, x of a frame, y of a value)."""
+    v = np.nan_to_num(np.asarray(values, np.float64))
+    n = len(v)
+    x0, y0, x1, y1 = box
+    lo, hi = vrange if vrange is not None else (v.min() if n else 0.0, v.max() if n else 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    inner_w, inner_h = max(int(x1 - x0), 1), y1 - y0
+    y_of = lambda a: y1 - (np.asarray(a) - lo) / (hi - lo) * inner_h  # noqa: E731
+    if n > inner_w:
+        edges = np.linspace(0, n, inner_w + 1).astype(np.int64)
+        mins = np.minimum.reduceat(v, edges[:-1])
+        maxs = np.maximum.reduceat(v, edges[:-1])
+        xs = x0 + np.arange(inner_w)
+        pts = np.empty((2 * inner_w, 2))
+        pts[0::2, 0] = xs
+        pts[1::2, 0] = xs
+        pts[0::2, 1] = y_of(mins)
+        pts[1::2, 1] = y_of(maxs)
+    else:
+        xs = x0 + (np.arange(n) + 0.5) * inner_w / max(n, 1)
+        pts = np.stack([xs, y_of(v)], 1)
+    x_of = lambda f: x0 + (f + 0.5) * inner_w / max(n, 1)  # noqa: E731
+    return pts, x_of, y_of
 
 
 def _line_canvas(
     values: np.ndarray, width: int, height: int, pad: int, vrange: tuple[float, float] | None = None
 ):
     """Min/max envelope of ``values`` per display column -> polyline in pixel space."""
-    v = np.nan_to_num(np.asarray(values, np.float64))
-    n = len(v)
-    lo, hi = vrange if vrange is not None else (v.min() if n else 0.0, v.max() if n else 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
-    inner_w, inner_h = width - 2 * pad, height - 2 * pad
-    y = lambda a: pad + inner_h - (a - lo) / (hi - lo) * inner_h  # noqa: E731
-    if n > inner_w:
-        edges = np.linspace(0, n, inner_w + 1).astype(np.int64)
-        mins = np.minimum.reduceat(v, edges[:-1])
-        maxs = np.maximum.reduceat(v, edges[:-1])
-        xs = pad + np.arange(inner_w)
-        pts = np.empty((2 * inner_w, 2))
-        pts[0::2, 0] = xs
-        pts[1::2, 0] = xs
-        pts[0::2, 1] = y(mins)
-        pts[1::2, 1] = y(maxs)
-    else:
-        xs = pad + (np.arange(n) + 0.5) * inner_w / max(n, 1)
-        pts = np.stack([xs, y(v)], 1)
-    x_of = lambda f: pad + (f + 0.5) * inner_w / max(n, 1)  # noqa: E731
+    pts, x_of, _ = _polyline(values, (pad, pad, width - pad, height - pad), vrange)
     return pts, x_of
+
+
+def nice_ticks(lo: float, hi: float, n: int = 4) -> tuple[np.ndarray, int]:
+    """About ``n`` round tick values in [lo, hi] (steps 1, 2, 2.5 or 5 x 10^k) and the number
+    of decimals their labels need."""
+    span = float(hi - lo)
+    if not np.isfinite(span) or span <= 0:
+        return np.array([lo]), 0
+    raw = span / max(n - 1, 1)
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = min((1.0, 2.0, 2.5, 5.0, 10.0), key=lambda m: abs(m * mag - raw)) * mag
+    first = np.ceil(lo / step - 1e-9) * step
+    ticks = np.arange(first, hi + 1e-9 * span, step)
+    decimals = max(0, -int(np.floor(np.log10(step) + 1e-9)))
+    if abs(step / 10.0**-decimals - round(step / 10.0**-decimals)) > 1e-6:  # 2.5, 0.25 ...
+        decimals += 1
+    return ticks, decimals
+
+
+def _tick_label(v: float, decimals: int) -> str:
+    if abs(v) >= 10_000:
+        return f"{v / 1000:.0f}k"
+    text = f"{v:.{decimals}f}"
+    return text.lstrip("-") if float(text) == 0 else text
+
+
+def display_trace(trace: np.ndarray) -> tuple[np.ndarray, str]:
+    """A trace as the page plots it: (values, y-axis label).
+
+    dF/F = (F - F0) / F0 with F0 its 20th percentile, when F0 is clearly positive (a baseline
+    that is fluorescence, as in Suite2p's F or F - 0.7 Fneu: F0 > 0 and the trace spans less
+    than 50 F0); otherwise the source's own units (EXTRACT and CaImAn traces sit at 0 at rest,
+    where dF/F means nothing).
+    """
+    v = np.nan_to_num(np.asarray(trace, np.float64))
+    if v.size:
+        f0 = float(np.percentile(v, 20))
+        span = float(v.max() - v.min())
+        if f0 > 0 and span < 50 * f0:
+            return (v - f0) / f0, "dF/F"
+    return v, "source units"
 
 
 def trace_plot(
@@ -543,23 +700,55 @@ def trace_plot(
     width: int = 900,
     height: int = 170,
     fs_hz: float | None = None,
+    units: str | None = None,
 ) -> np.ndarray:
-    """The full trace (black) with numbered event markers (blue): (height, width, 3) uint8."""
-    pad = 18
+    """The full trace (black) with a y-axis labelled ``units`` (e.g. "dF/F", see
+    :func:`display_trace`), a time axis (s with ``fs_hz``, else frames) and the events:
+    numbered blue lines with a dot on the trace. (height, width, 3) uint8."""
+    v = np.nan_to_num(np.asarray(trace, np.float64))
+    n = len(v)
     pil = Image.new("RGB", (width, height), (255, 255, 255))
     d = ImageDraw.Draw(pil)
-    pts, x_of = _line_canvas(trace, width, height, pad)
-    d.rectangle([pad, pad, width - pad, height - pad], outline=(210, 210, 210))
-    for e, f in enumerate(np.asarray(events)):
-        if f >= 0:
-            x = x_of(int(f))
-            d.line([(x, pad), (x, height - pad)], fill=(200, 215, 245), width=1)
-            _text(d, (x - 3, 3), str(e + 1), COLOURS["event"])
+    lo, hi = (float(v.min()), float(v.max())) if n else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    yt, ydec = nice_ticks(lo, hi, 4)
+    labels = [_tick_label(t, ydec) for t in yt]
+    left = int(max((_text_width(d, t) for t in labels), default=0)) + 10
+    box = (left, FONT_PX + 6, width - 6, height - FONT_PX - 8)
+    x0, y0, x1, y1 = box
+    pts, x_of, y_of = _polyline(v, box, (lo, hi))
+    d.rectangle([x0, y0, x1, y1], outline=(200, 200, 200))
+    grey = (90, 90, 90)
+    for t, text in zip(yt, labels):
+        y = float(y_of(t))
+        d.line([(x0 - 3, y), (x0, y)], fill=grey)
+        d.line([(x0 + 1, y), (x1 - 1, y)], fill=(238, 238, 238))
+        _text(d, (x0 - 5, y), text, grey, anchor="rm")
+    if units:
+        _text(d, (2, 1), units, grey)
+    # time axis: seconds with a frame rate, else frames
+    scale = 1.0 / fs_hz if fs_hz else 1.0
+    xt, xdec = nice_ticks(0.0, n * scale, max(2, min(8, (x1 - x0) // 90)))
+    for k, t in enumerate(xt):
+        x = float(x_of(t / scale - 0.5))
+        if x > x1:
+            continue
+        d.line([(x, y1), (x, y1 + 3)], fill=grey)
+        text = _tick_label(t, xdec) + ((" s" if fs_hz else " frames") if k == len(xt) - 1 else "")
+        anchor = "ra" if x + _text_width(d, text) / 2 > width else "ma"
+        _text(d, (x, y1 + 4), text, grey, anchor=anchor)
+    for f in np.asarray(events):
+        if 0 <= f < n:
+            x = float(x_of(int(f)))
+            d.line([(x, y0 + 1), (x, y1 - 1)], fill=(200, 215, 245), width=1)
     if len(pts) >= 2:
         d.line([tuple(p) for p in pts], fill=COLOURS["trace"], width=1)
-    n = len(trace)
-    span = f"{n / fs_hz:.0f} s" if fs_hz else f"{n} frames"
-    _text(d, (pad, height - pad + 3), f"0 - {span}", (90, 90, 90))
+    for e, f in enumerate(np.asarray(events)):
+        if 0 <= f < n:
+            x, y = float(x_of(int(f))), float(y_of(v[int(f)]))
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS["event"])
+            _text(d, (x, y0 - 2), str(e + 1), COLOURS["event"], FONT_PX + 1, anchor="mb")
     return np.asarray(pil)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-__all__ = ["ViewState", "IMAGE_KINDS", "STRATEGY_CHOICES", "CLICK_MODES"]
+__all__ = ["ViewState", "IMAGE_KINDS", "STRATEGY_CHOICES", "CLICK_MODES", "COLOUR_MODES"]
 
 IMAGE_KINDS = ("max", "mean", "corr", "std")
 # Page names of the query modes -> (learner mode). Audits walk the model's decisions.
@@ -22,8 +22,15 @@ STRATEGY_CHOICES = {
     "Audit: predicted cells": "audit:cells",
     "Audit: predicted non-cells": "audit:non-cells",
     "Audit: most uncertain": "audit:uncertain",
+    "Review: unsure candidates": "audit:unsure",
 }
 CLICK_MODES = ("Select one", "Add to selection", "Box: two corners")
+# Page names of the map's outline colours -> (ViewState.colour_by).
+COLOUR_MODES = {
+    "Labels and decisions": "labels",
+    "P(cell)": "probability",
+    "A feature (below)": "feature",
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,11 @@ class ViewState:
     playing, frame : snapshot playback
     truth_shown : the user asked to compare with the truth (demo stores; never before)
     show_errors : colour the map by errors against the truth (only once ``truth_shown``)
+    colour_by : map outlines by "labels" (and decisions), "probability" (P(cell)) or "feature"
+    feature : exact name of the feature to colour by and to filter on ('' : the first one)
+    feature_lo_pct, feature_hi_pct : show only candidates whose feature lies between these
+        percentiles of its values (0, 100: no filter)
+    hide_rejected : hide candidates whose final label is "not a cell" (yours, else the model's)
     sent : fingerprints of the panels this tab shows (the page re-sends only changed ones)
     """
 
@@ -61,6 +73,11 @@ class ViewState:
     frame: int = 0
     truth_shown: bool = False
     show_errors: bool = False
+    colour_by: str = "labels"
+    feature: str = ""
+    feature_lo_pct: float = 0.0
+    feature_hi_pct: float = 100.0
+    hide_rejected: bool = False
     message: str = ""
     extra: dict = field(default_factory=dict, compare=False)
     sent: dict = field(default_factory=dict, compare=False)  # panel -> fingerprint on screen

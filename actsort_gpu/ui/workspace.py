@@ -7,10 +7,17 @@ store's journal (fsynced) before the call returns, i.e. before the page acknowle
 
 Candidates are addressed per store as (store index, local candidate); the learner's global
 index is ``learner.global_index(store, local)``.
+
+Several tabs on one server: each query is handed out with a lease of ``lease_s`` seconds
+(default :data:`LEASE_S`), so two tabs asking at the same time never get the same candidate; a
+tab gives its lease back when it asks for its next candidate. A label that replaces another
+annotator's different label is a *disagreement*: both lines stay in the journal and
+:meth:`Workspace.disagreement_count` counts them (shown in the page's status line).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,14 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import UNLABELLED, schema
+from .. import UNLABELLED, UNSURE, schema
 from ..store import SortStore, StoreError, crop_footprints
 from .progress import StabilityTracker
 from .render import MapCanvas, contrast_stretch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Workspace", "StoreData"]
+__all__ = ["Workspace", "StoreData", "LEASE_S"]
+
+#: seconds a query stays reserved for the tab it was handed to
+LEASE_S = 60.0
 
 _NEEDED = (
     schema.FOOTPRINTS,
@@ -96,6 +106,16 @@ class StoreData:
             r0, r1, c0, c1 = (int(v) for v in self.crops[i])
             return np.zeros((self.n_events, self.event_frames, r1 - r0, c1 - c0), np.float32)
         return reader(i)
+
+    def feature_column(self, name: str) -> np.ndarray:
+        """(n,) float32 raw values of feature ``name`` (``features/matrix``; the matrix is read
+        once, on the first call: the map's colour and filter options)."""
+        if "features" not in self._handles:
+            self._handles["features"] = self.store.feature_matrix()
+        matrix = self._handles["features"]
+        if name not in matrix.names:
+            raise ValueError(f"{self.path}: no feature {name!r} in {schema.FEATURE_MATRIX}")
+        return np.asarray(matrix.values[:, matrix.names.index(name)], np.float32)
 
 
 def _read_truth(store: SortStore, path: Path) -> np.ndarray | None:
@@ -170,8 +190,18 @@ class Workspace:
     learner : an ``actsort_gpu.active.learner.Learner`` over the same stores, in the same order
     """
 
-    def __init__(self, store_paths, learner, *, window: int = 20, churn_tol: float = 0.005):
+    def __init__(
+        self,
+        store_paths,
+        learner,
+        *,
+        window: int = 20,
+        churn_tol: float = 0.005,
+        lease_s: float = LEASE_S,
+    ):
         self.paths = [Path(p) for p in store_paths]
+        self.lease_s = float(lease_s)
+        self._leases: dict[tuple[int, int], float] = {}  # (store, local) -> expiry (monotonic)
         self.learner = learner
         if len(learner.datasets) != len(self.paths):
             raise ValueError(
@@ -231,12 +261,22 @@ class Workspace:
         """(n,) int8 human labels of the store's candidates."""
         return self.learner.human(store)
 
+    def unsure(self, store: int) -> np.ndarray:
+        """(n,) bool: the store's candidates marked unsure (``Learner.unsure``)."""
+        return self.learner.unsure(store)
+
     def model(self, store: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(P(cell), decisions) of the store's candidates; (None, None) before training (the
         page shows no model decision until there is a model)."""
         with self.lock:
             p, d = self.learner.model(store)
         return (None, None) if p is None else (p, d)
+
+    def transfer_summary(self) -> str:
+        """One line on the pretrained classifier (``Learner.transfer_status``), '' without."""
+        with self.lock:
+            status = self.learner.transfer_status()
+        return "" if status is None else status.summary()
 
     def has_truth(self, store: int | None = None) -> bool:
         """Whether the store (any store when None) carries a usable ``truth/labels``."""
@@ -254,20 +294,34 @@ class Workspace:
             return self.learner.labelled_order(store)
 
     # ------------------------------------------------------------------ actions
-    def label(self, store: int, locals_, y: int) -> None:
-        """Give human label y to each local candidate (journal first, then the model)."""
+    def disagreement_count(self, store: int) -> int:
+        """Labels of the store that replaced another annotator's different label (journal)."""
+        with self.lock:
+            return len(self.learner.disagreements(store))
+
+    def label(self, store: int, locals_, y: int) -> int:
+        """Give human label y to each local candidate (journal first, then the model).
+
+        Returns how many of them replaced another annotator's different label (new
+        disagreements, kept in the journal)."""
         locals_ = [int(c) for c in dict.fromkeys(int(c) for c in locals_)]
         if not locals_:
-            return
+            return 0
         with self.lock:
             _, dec = self.model(store)
             tracker = self.trackers[store]
+            before = len(self.learner.disagreements(store))
             self.learner.label_many([self.g(store, c) for c in locals_], int(y))
             for c in locals_:
-                tracker.before_label(None if dec is None else int(dec[c]), int(y))
+                self._leases.pop((store, c), None)
+            if y != UNSURE:  # unsure: no answer to score, no label that moves the model
+                for c in locals_:
+                    tracker.before_label(None if dec is None else int(dec[c]), int(y))
             self.label_times.append(time.monotonic())
-            _, dec = self.model(store)
-            tracker.after_label(dec, int((self.human(store) != 0).sum()))
+            if y != UNSURE:
+                _, dec = self.model(store)
+                tracker.after_label(dec, int((self.human(store) != 0).sum()))
+            return len(self.learner.disagreements(store)) - before
 
     def _step(self, step):
         """Undo or redo one action (all candidates of a box label, also one given before a
@@ -285,30 +339,55 @@ class Workspace:
         """Re-apply the latest undone action: (store, local candidate, number) or None."""
         return self._step(self.learner.redo)
 
+    def _leased(self, store: int) -> set[int]:
+        """Local candidates of ``store`` reserved for a tab now (expired leases dropped)."""
+        now = time.monotonic()
+        for key in [k for k, expiry in self._leases.items() if expiry <= now]:
+            del self._leases[key]
+        return {c for s, c in self._leases if s == store}
+
+    def _hand_out(self, store: int, local: int) -> int:
+        self._leases[(store, int(local))] = time.monotonic() + self.lease_s
+        return int(local)
+
     def next_query(self, store: int, mode: str, current: int = -1) -> int | None:
         """Next local candidate of ``store`` to show: the learner's query (restricted to this
         store) or, in an audit mode ("audit:cells" ...), the next unlabelled candidate of the
-        audit order."""
+        audit order. A candidate handed to another tab less than ``lease_s`` ago is skipped
+        (unless nothing else is left); ``current``, the caller's candidate, is given back."""
         sl = self.learner.dataset_slice(store)
         with self.lock:
+            self._leases.pop((store, int(current)), None)
+            taken = self._leased(store)
             if mode.startswith("audit:"):
                 order = [
-                    int(i)
+                    int(i) - sl.start
                     for i in self.learner.audit(mode.split(":", 1)[1])
                     if sl.start <= i < sl.stop and i - sl.start != current
                 ]
-                return order[0] - sl.start if order else None
+                free = [c for c in order if c not in taken] or order
+                return self._hand_out(store, free[0]) if free else None
             if self.learner.strategy != mode:
                 self.learner.set_strategy(mode)
-            human = self.learner.human(store)
-            if not (human == UNLABELLED).any():
+            # open: unlabelled and not unsure (unsure ones wait in the "audit:unsure" queue)
+            open_ = (self.learner.human(store) == UNLABELLED) & ~self.learner.unsure(store)
+            if not open_.any():
                 return None
             for _ in range(3):
                 picks = self.learner.next_query(1)
                 if picks and sl.start <= picks[0] < sl.stop:
-                    return picks[0] - sl.start
-            # The query chose another store: stay in this one (first unlabelled candidate).
-            return int(np.flatnonzero(human == UNLABELLED)[0])
+                    if picks[0] - sl.start not in taken:
+                        return self._hand_out(store, picks[0] - sl.start)
+                    # another tab holds the best query: the best one nobody holds
+                    for i in self.learner.next_query(len(taken) + 2):
+                        if sl.start <= i < sl.stop and i - sl.start not in taken:
+                            return self._hand_out(store, i - sl.start)
+                    break
+            # The query chose another store (or all were held): stay in this one (first
+            # unlabelled candidate nobody holds).
+            unlabelled = np.flatnonzero(open_)
+            free = [int(c) for c in unlabelled if int(c) not in taken] or [int(unlabelled[0])]
+            return self._hand_out(store, free[0])
 
     def set_threshold(self, t: float) -> None:
         with self.lock:
@@ -343,18 +422,33 @@ class Workspace:
         return self.paths[store] / "labels" / "ui_state.json"
 
     def save_position(self, store: int, current: int) -> None:
-        """Remember the candidate on screen (atomic write of labels/ui_state.json)."""
+        """Remember the candidate on screen (atomic write of labels/ui_state.json).
+
+        Best effort: it runs after a label is already in the journal, so a full or read-only
+        disk here is logged as a warning and never reported as a failed label."""
         path = self._ui_state_path(store)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"ui_state.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"current": int(current), "store": self.stores[store].name}))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"current": int(current), "store": self.stores[store].name}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("%s: page position not saved (%s); labels are unaffected", path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def load_position(self, store: int) -> int | None:
+        """The remembered candidate, or None (no file; a malformed file is ignored with a
+        warning: it only holds the page's position)."""
         path = self._ui_state_path(store)
         try:
-            cur = int(json.loads(path.read_text())["current"])
-        except (FileNotFoundError, KeyError, ValueError, json.JSONDecodeError):
+            cur = json.loads(path.read_text())["current"]
+            if not isinstance(cur, int) or isinstance(cur, bool):
+                raise ValueError(f"'current' is {cur!r}, not an integer")
+        except FileNotFoundError:
+            return None
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: ignored, not a valid page position (%s)", path, exc)
             return None
         return cur if 0 <= cur < self.stores[store].n else None
 
