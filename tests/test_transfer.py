@@ -238,3 +238,32 @@ def test_page_shows_decisions_before_the_first_label(tmp_path):
         assert "agreed with" in panels.progress and "of your last 1 labels" in panels.progress
     finally:
         ws.close()
+
+
+def test_simulator_reads_embeddings_and_outside_labels(tmp_path, capsys):
+    """A store whose embeddings carry the label and whose features do not: '+emb' learns,
+    '+feat' does not; labels come from an outside .npy."""
+    rng = np.random.default_rng(0)
+    n = 300
+    truth = np.where(rng.random(n) < 0.4, CELL, NOT_CELL).astype(np.int8)
+    path = _store(tmp_path / "s.actsort", rng.normal(size=(n, 6)).astype(np.float32))
+    emb = rng.normal(size=(n, 4)).astype(np.float32)
+    emb[:, 0] += 3.0 * (truth == CELL)
+    SortStore.open(path, "r+").write_array(
+        "embeddings/matrix", emb, attrs={"names": [f"emb{k:02d}" for k in range(4)]}
+    )
+    np.save(tmp_path / "gt.npy", truth)
+    args = ["simulate", "--features", str(path), "--labels", str(tmp_path / "gt.npy")]
+    args += ["--strategies", "default+feat,default+emb,default+feat+emb,default"]
+    assert (
+        main([*args, "--budgets", "20", "--repeats", "2", "--json", str(tmp_path / "r.json")]) == 0
+    )
+    res = json.loads((tmp_path / "r.json").read_text())
+    ba = {k: v["ba_unlabelled"][0] for k, v in res["results"].items()}
+    assert ba["default+emb"] > 0.9 and ba["default+feat+emb"] > 0.85 and ba["default+feat"] < 0.65
+    assert res["policies"]["default"]["inputs"] == "feat"  # embeddings off by default
+    assert res["policies"]["default+feat+emb"]["inputs"] == "feat+emb"
+    np.save(tmp_path / "bad.npy", truth[:10])
+    args[4] = str(tmp_path / "bad.npy")
+    assert main([*args, "--json", str(tmp_path / "r2.json")]) != 0
+    assert "bad.npy: labels of shape (10,), expected (300,)" in capsys.readouterr().err

@@ -448,9 +448,7 @@ class Learner:
         human = self._engine.labels
         off = int(self._offsets[dataset])
         return [
-            c - off
-            for c in sorted(seen, key=seen.get)
-            if human[c] != UNLABELLED or self._unsure[c]
+            c - off for c in sorted(seen, key=seen.get) if human[c] != UNLABELLED or self._unsure[c]
         ]
 
     # ------------------------------------------------------------------ labelling
@@ -619,16 +617,8 @@ def _as_paths(store_paths) -> list:
 
 
 def _torch_device(device: str) -> str:
-    if device in ("cpu", "cuda"):
-        if device == "cuda":
-            import torch
+    """The torch device of the learner: the one device switch (``backend.resolve_backend``);
+    "cuda" without torch's CUDA raises ``backend.DeviceError``, "auto" falls back to the CPU."""
+    from ..backend import resolve_backend
 
-            if not torch.cuda.is_available():
-                log.warning("torch sees no CUDA device: using the CPU")
-                return "cpu"
-        return device
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return resolve_backend(device, uses="torch").torch_device

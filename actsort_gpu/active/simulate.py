@@ -119,6 +119,7 @@ def simulate(
     classifier=None,
     feature_names=None,
     feature_version: str = "",
+    embeddings=None,
 ) -> dict:
     """Run the protocol; returns the JSON-ready result dict (schema in the module docstring of
     ``actsort_gpu.cli.cmd_simulate``).
@@ -134,11 +135,17 @@ def simulate(
     classifier : a ``transfer.PortableClassifier`` to start from (strategies ending in
         ``+noclf`` run without it); its feature set must be ``feature_names`` /
         ``feature_version`` (checked when given)
+    embeddings : (N, D) learned embeddings (a store's ``embeddings/matrix``) or None. A
+        strategy's options name its inputs: ``+feat`` (features alone), ``+emb`` (embeddings
+        alone), ``+feat+emb`` (both, each block z-scored); without them, what the product
+        uses (features, plus embeddings when ``config.use_embeddings``)
     """
     ann = np.asarray(annotations)
     n_ann, n = ann.shape
     if features.shape[0] != n:
         raise ValueError(f"features have {features.shape[0]} rows, labels {n} candidates")
+    if embeddings is not None and np.asarray(embeddings).shape[0] != n:
+        raise ValueError(f"embeddings have {np.asarray(embeddings).shape[0]} rows, labels {n}")
     if oracle == "all":
         oracles = list(range(n_ann))
     elif oracle in annotator_names:
@@ -155,7 +162,7 @@ def simulate(
     budgets_q = [int(math.floor(b / 100.0 * n + 0.5)) for b in budgets_pct]
     if sorted(budgets_q) != budgets_q:
         raise ValueError(f"--budgets must increase, got {budgets_pct}")
-    z = zscore_columns(features)
+    inputs = _InputSets(features, embeddings, config)
     human = []
     setups = []
     for o in oracles:
@@ -186,7 +193,14 @@ def simulate(
         pretrained = (classifier.features, classifier.labels, classifier.weights)
     for spec in strategies:
         use_clf = classifier is not None and not spec.endswith("+noclf")
-        policy = parse_policy(spec.removesuffix("+noclf"), threshold, config)
+        policy_spec, which = _split_inputs(spec.removesuffix("+noclf"))
+        policy = parse_policy(policy_spec, threshold, config)
+        z = inputs.get(which)
+        if use_clf and z.shape[1] != classifier.features.shape[1]:
+            raise ValueError(
+                f"strategy {spec!r}: the classifier was trained on {classifier.features.shape[1]} "
+                f"feature columns, this input set has {z.shape[1]} (use '+feat' or '+noclf')"
+            )
         t0 = time.perf_counter()
         runs = []
         for o, truth in setups:
@@ -222,7 +236,7 @@ def simulate(
             result["results"][spec]["model_in_use"] = [
                 dict(Counter(run[b]["model"] for run in runs)) for b in range(len(budgets_q))
             ]
-        result["policies"][spec] = asdict(policy)
+        result["policies"][spec] = {**asdict(policy), "inputs": inputs.name(which)}
         result["seconds"][spec] = round(time.perf_counter() - t0, 2)
         log.info(
             "%s: BA %s (%.1f s)",
@@ -231,6 +245,45 @@ def simulate(
             result["seconds"][spec],
         )
     return result
+
+
+INPUT_OPTIONS = ("feat", "emb")
+
+
+def _split_inputs(spec: str) -> tuple[str, str | None]:
+    """'default+feat+emb' -> ('default', 'feat+emb'); no input option -> (spec, None)."""
+    base, *opts = spec.split("+")
+    chosen = [o for o in INPUT_OPTIONS if o in opts]
+    rest = [o for o in opts if o not in INPUT_OPTIONS]
+    return "+".join([base, *rest]), ("+".join(chosen) if chosen else None)
+
+
+class _InputSets:
+    """The learner's inputs of one dataset, z-scored once per set: 'feat', 'emb', 'feat+emb'."""
+
+    def __init__(self, features, embeddings, config):
+        self.features, self.embeddings = features, embeddings
+        use = embeddings is not None and bool(getattr(config, "use_embeddings", False))
+        self.product = "feat+emb" if use else "feat"
+        self._cache: dict[str, np.ndarray] = {}
+
+    def name(self, which: str | None) -> str:
+        return which or self.product
+
+    def get(self, which: str | None) -> np.ndarray:
+        which = self.name(which)
+        if which not in self._cache:
+            if "emb" in which and self.embeddings is None:
+                raise ValueError(
+                    f"input set {which!r}: this dataset has no embeddings (run `actsort embed`)"
+                )
+            blocks = []
+            if "feat" in which:
+                blocks.append(zscore_columns(self.features))
+            if "emb" in which:
+                blocks.append(zscore_columns(self.embeddings))
+            self._cache[which] = np.concatenate(blocks, axis=1)
+        return self._cache[which]
 
 
 def plot_results(result: dict, path) -> None:
@@ -275,14 +328,16 @@ def run_simulation(
     device: str = "cpu",
     config=None,
     classifier=None,
+    labels_file=None,
 ) -> dict:
     """Load ``features_path``, simulate, write the JSON (and the plot); returns the result.
 
     classifier : a portable classifier file (or a loaded ``PortableClassifier``) to start from
+    labels_file : ``.npy`` labels replacing the input's own (``sources.load_labelled``)
     """
     from .transfer import PortableClassifier, load_classifier
 
-    data = load_labelled(features_path)
+    data = load_labelled(features_path, labels_file=labels_file)
     if classifier is not None and not isinstance(classifier, PortableClassifier):
         path = classifier
         classifier = load_classifier(path)
@@ -306,6 +361,7 @@ def run_simulation(
         classifier=classifier,
         feature_names=data.feature_names,
         feature_version=data.feature_version,
+        embeddings=data.embeddings,
     )
     _write(result, json_out, plot_out)
     return result

@@ -13,6 +13,10 @@ features, names and labels:
   ``truth/annotators`` / ``truth/labels`` (``labels="truth"``: synthetic recordings and
   benchmarks).
 
+A store's learned embeddings (``embeddings/matrix``) come along when present, so the simulator
+can measure them; labels for a store can also come from an outside ``.npy`` file
+(``labels_file``: (N,) or (n_annotators, N), +1 / -1, 0 = unknown).
+
 Label codes: +1 cell, -1 not a cell, 0 unknown (never labelled; excluded from training and
 scoring).
 """
@@ -59,6 +63,7 @@ class LabelledFeatures:
     feature_names : F column names; feature_version : feature-set version string
     annotations : (n_annotators, N) int8 +1 / -1 / 0
     annotators : n_annotators names
+    embeddings : (N, D) float32 learned embeddings of a sort store, or None
     """
 
     name: str
@@ -68,6 +73,7 @@ class LabelledFeatures:
     feature_version: str
     annotations: np.ndarray
     annotators: list[str]
+    embeddings: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -86,13 +92,15 @@ class LabelledFeatures:
         return self.annotations[self.annotators.index(which)].astype(np.int8)
 
 
-def load_labelled(path, *, labels: str = "auto") -> LabelledFeatures:
+def load_labelled(path, *, labels: str = "auto", labels_file=None) -> LabelledFeatures:
     """Read a ``.mat``, a CSV or a sort store (module docstring).
 
     labels : for a sort store, where the labels come from: ``"journal"`` (the page's human
         labels), ``"truth"`` (``truth/annotators`` or ``truth/labels``) or ``"auto"`` (the
         truth when the store has one, else the journal). Ignored for files, whose labels are
         their annotator columns.
+    labels_file : an ``.npy`` of (N,) or (n_annotators, N) labels +1 / -1 / 0 replacing the
+        input's own (e.g. human-drawn cells matched to a store's candidates)
     """
     path = Path(path)
     if labels not in LABEL_SOURCES:
@@ -100,13 +108,39 @@ def load_labelled(path, *, labels: str = "auto") -> LabelledFeatures:
     if not path.exists():
         raise FileNotFoundError(f"{path}: features file not found")
     if path.is_dir():
-        return _load_store(path, labels)
-    suffix = path.suffix.lower()
-    if suffix == ".mat":
-        return _load_mat(path)
-    if suffix == ".csv":
-        return _load_csv(path)
-    raise ValueError(f"{path}: expected an ActSort .mat, a .csv or a sort store directory")
+        data = _load_store(path, "journal" if labels_file is not None else labels)
+    elif path.suffix.lower() == ".mat":
+        data = _load_mat(path)
+    elif path.suffix.lower() == ".csv":
+        data = _load_csv(path)
+    else:
+        raise ValueError(f"{path}: expected an ActSort .mat, a .csv or a sort store directory")
+    if labels_file is not None:
+        data.annotations, data.annotators = _labels_file(Path(labels_file), data.n)
+    return data
+
+
+def _labels_file(path: Path, n: int) -> tuple[np.ndarray, list[str]]:
+    """(n_annotators, N) int8 labels and names from an ``.npy`` (never unpickles)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found")
+    try:
+        lab = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a numeric .npy array ({exc})") from None
+    lab = np.asarray(lab)
+    shape = lab.shape
+    if lab.ndim == 1:
+        lab = lab[None, :]
+    if lab.ndim != 2 or lab.shape[1] != n:
+        raise ValueError(
+            f"{path}: labels of shape {shape}, expected ({n},) or "
+            f"(n_annotators, {n}) (one per candidate)"
+        )
+    if lab.dtype.kind not in "biuf" or not np.isin(lab, (CELL, NOT_CELL, UNLABELLED)).all():
+        raise ValueError(f"{path}: labels must be +1 (cell), -1 (not a cell) or 0 (unknown)")
+    names = [path.stem] if len(lab) == 1 else [f"{path.stem}{k}" for k in range(len(lab))]
+    return lab.astype(np.int8), names
 
 
 def _load_mat(path: Path) -> LabelledFeatures:
@@ -195,6 +229,7 @@ def _load_store(path: Path, labels: str) -> LabelledFeatures:
     else:
         human = read_labels(store.journal_path, path.name, store.n_candidates)
         ann, names = human[None, :], ["journal"]
+    emb = store.embedding_matrix().values if store.has(schema.EMBEDDING_MATRIX) else None
     return LabelledFeatures(
         path.name,
         path,
@@ -203,4 +238,5 @@ def _load_store(path: Path, labels: str) -> LabelledFeatures:
         matrix.version,
         ann,
         names,
+        None if emb is None else np.asarray(emb, dtype=np.float32),
     )

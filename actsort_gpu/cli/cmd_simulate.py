@@ -40,7 +40,7 @@ def register(subparsers) -> None:
         "of the others; 3 cells + 3 non-cells seeded from the oracle (none with --classifier: "
         "it is the cold start); balanced accuracy, TPR, TNR and AUC of the classifier's "
         "decisions on all candidates, and BA on the candidates not yet labelled, at each "
-        "budget (%% of candidates), averaged over oracles and repeats "
+        "budget (% of candidates), averaged over oracles and repeats "
         "(docs/actsort_reference.md section 7).",
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -63,7 +63,17 @@ def register(subparsers) -> None:
         help="start from this portable classifier (`actsort train`): no seed labels, budget 0 "
         "allowed; strategies ending in '+noclf' run without it",
     )
-    p.add_argument("--oracle", default="all", metavar="NAME|all")
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE.npy",
+        dest="labels_file",
+        help="labels for --features from outside: (N,) or (n_annotators, N), +1 cell, -1 not a "
+        "cell, 0 unknown (left out of scoring)",
+    )
+    p.add_argument(
+        "--oracle", default="all", metavar="NAME|all", help="the annotator who answers, or all"
+    )
     p.add_argument(
         "--strategies",
         type=_csv(str),
@@ -71,7 +81,8 @@ def register(subparsers) -> None:
         help="comma list: random, ordered, cal, dal, dcal, dcal-<w>, faithful-dcal, "
         "default; options after '+' (bal, nobal, noclip, thrX, lamX, refreshK, "
         "cv, nocv, pseudoW, pconfX, pmaxR; with a classifier: select, union, discard, "
-        "classifier (how it is fine-tuned) and noclf (without it))",
+        "classifier (how it is fine-tuned) and noclf (without it); inputs: feat, emb, "
+        "feat+emb (a store's embeddings; default: what the product uses))",
     )
     p.add_argument(
         "--budgets",
@@ -80,8 +91,8 @@ def register(subparsers) -> None:
         metavar="PCT,...",
         help="%% of candidates labelled (default 1,2,3,5; 0,0.5,1,2,5 with a classifier)",
     )
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=5, help="runs per oracle and strategy")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first run")
     p.add_argument(
         "--threshold",
         type=float,
@@ -89,8 +100,12 @@ def register(subparsers) -> None:
         help="decision threshold of the non-default strategies (default 0.65, "
         "ActSort's scripts; 'default' always uses the product's own)",
     )
-    p.add_argument("--json", required=True, metavar="OUT", dest="json_out")
-    p.add_argument("--plot", default=None, metavar="OUT.png")
+    p.add_argument(
+        "--json", required=True, metavar="OUT", dest="json_out", help="write the results here"
+    )
+    p.add_argument(
+        "--plot", default=None, metavar="OUT.png", help="also plot BA against the budget here"
+    )
     add_device_argument(p)
     add_config_argument(p)
     p.set_defaults(func=run)
@@ -102,11 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    device = "cpu" if args.device == "auto" else args.device
-    if args.device == "auto":
-        import torch
+    from ..backend import resolve_backend
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_backend(args.device, uses="torch").torch_device
     transfer = args.classifier is not None or args.leave_one_out is not None
     budgets = args.budgets or ([0, 0.5, 1, 2, 5] if transfer else [1, 2, 3, 5])
     options = dict(
@@ -118,8 +131,11 @@ def run(args: argparse.Namespace) -> int:
         config=load_config(args.config).active,
     )
     if args.leave_one_out is not None:
-        if args.classifier is not None:
-            raise ValueError("--leave-one-out trains its own classifiers: drop --classifier")
+        if args.classifier is not None or args.labels_file is not None:
+            raise ValueError(
+                "--leave-one-out trains its own classifiers from the files' own labels: drop "
+                "--classifier and --labels"
+            )
         out = leave_one_out(
             args.leave_one_out,
             strategies=args.strategies,
@@ -138,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         json_out=args.json_out,
         plot_out=args.plot,
         classifier=args.classifier,
+        labels_file=args.labels_file,
         **options,
     )
     _print(res, budgets)
