@@ -50,6 +50,7 @@ def apply_classifier(
     threshold: float | None = None,
     export: str | None = None,
     config=None,
+    device: str = "auto",
 ) -> list[AppliedStore]:
     """Classify every candidate of ``store_paths`` with the classifier file at ``classifier_path``.
 
@@ -63,6 +64,7 @@ def apply_classifier(
     export : also export each store's table: 'csv' | 'parquet' | 'suite2p' | 'nwb' (default
         locations of ``actsort export``).
     config : ``ActiveConfig`` (default: its defaults): the fine-tuning policy (``transfer``).
+    device : 'auto' | 'cpu' | 'cuda' for the classifier (torch; ``backend.resolve_backend``).
 
     Returns one :class:`AppliedStore` per store, in order. Writes ``predictions/probability``
     (N,) float32, ``predictions/decision`` and ``predictions/final`` (N,) int8 with the
@@ -71,9 +73,11 @@ def apply_classifier(
     from .active.engine import product_policy
     from .active.learner import Learner, dataset_from_store
     from .active.transfer import load_classifier
+    from .backend import resolve_backend
     from .export import TABLE_FORMATS, export_predictions
     from .store import SortStore
 
+    backend = resolve_backend(device, uses="torch")
     classifier_path = Path(classifier_path)
     clf = load_classifier(classifier_path)
     thr = clf.threshold if threshold is None else float(threshold)
@@ -101,13 +105,16 @@ def apply_classifier(
     results = []
     for path, ds in zip(paths, datasets):
         t0 = time.perf_counter()
-        learner = Learner([ds], policy, device="cpu", pretrained=clf, read_only=True)
+        learner = Learner([ds], policy, device=backend.name, pretrained=clf, read_only=True)
         human = learner.human()
         proba = np.asarray(learner.probabilities(), dtype=np.float32)
         decision = np.where(proba > thr, 1, -1).astype(np.int8)
         final = final_labels(human, decision)
         store = SortStore.open(path, "r+")
-        store.begin_stage("apply", {"classifier": str(classifier_path), "threshold": thr})
+        store.begin_stage(
+            "apply",
+            {"classifier": str(classifier_path), "threshold": thr, **backend.provenance()},
+        )
         attrs = {
             "classifier": str(classifier_path),
             "classifier_sha256": digest,
@@ -136,17 +143,19 @@ def apply_classifier(
             time.perf_counter() - t0,
             n_cells=int((final > 0).sum()),
             n_candidates=len(final),
+            device=backend.name,
         )
         result = AppliedStore(path, proba, decision, final, int((human != 0).sum()))
         if export is not None:
             result.export_path = export_predictions(path, export)
         log.info(
-            "%s: %d of %d candidates are cells (%d human labels, threshold %.2f)",
+            "%s: %d of %d candidates are cells (%d human labels, threshold %.2f; on %s)",
             path,
             result.n_cells,
             len(final),
             result.n_human,
             thr,
+            backend.name,
         )
         results.append(result)
     return results

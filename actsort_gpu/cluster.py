@@ -49,6 +49,7 @@ def dask_client(
         raise ClusterError(
             "Dask distributed is not installed: pip install 'actsort-gpu[cluster]'"
         ) from exc
+    _quiet_distributed()
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=f"{timeout_s}s")
@@ -81,6 +82,25 @@ def dask_client(
     ):
         log.info("started a local Dask cluster with %d workers", workers)
         yield client
+
+
+def _quiet_distributed() -> None:
+    """Dask's scheduler, nanny and proxy log every connection at INFO (dozens of lines per
+    run, issue 15): keep its loggers at WARNING unless the user asked for DEBUG (``-v``), where
+    they are wanted. Warnings and errors (a lost worker) still show."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in (
+        "distributed",
+        "distributed.scheduler",
+        "distributed.nanny",
+        "distributed.core",
+        "distributed.http.proxy",
+        "distributed.worker",
+    ):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def map_pieces(

@@ -174,12 +174,14 @@ def headless_session(
     annotator: int = 0,
     seed: int = 0,
     config=None,
+    device: str = "auto",
 ) -> DemoSession:
     """Label ``budget_fraction`` of the candidates with a simulated annotator's answers, choosing
     each candidate with the product's query strategy, and score the result against the truth.
 
     Labels go to an in-memory learner (the store's journal is not touched), so the demo page can
-    still be labelled by a person afterwards.
+    still be labelled by a person afterwards. ``device``: the learner's ('auto' | 'cpu' |
+    'cuda', ``backend.resolve_backend``).
     """
     from .active.engine import product_policy
     from .active.learner import Learner, dataset_from_store
@@ -193,7 +195,7 @@ def headless_session(
     active = config.active if config is not None else None
     ds = dataset_from_store(store_path, use_embeddings=bool(active and active.use_embeddings))
     learner = Learner(
-        [replace(ds, journal_path=None)], product_policy(active), device="cpu", seed=seed
+        [replace(ds, journal_path=None)], product_policy(active), device=device, seed=seed
     )
     budget = max(6, int(round(budget_fraction * len(truth))))
     curve, seconds = [], []

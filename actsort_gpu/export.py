@@ -1,12 +1,16 @@
 """Export the curation of a sort store: label table (CSV / Parquet), Suite2p ``iscell.npy``,
-NWB columns, and the portable classifier file.
+NWB columns (ours and the ``Accepted`` / ``Rejected`` that roiextractors / neuroconv read), an
+ActSort-compatible ``*_LABELS.mat``, CaImAn-style accepted / rejected indices, and the portable
+classifier file.
 
 The table has one row per candidate::
 
-    candidate, source_index, human_label, probability, decision, final_label, annotator,
-    label_time, disagreement
+    candidate, source_index, human_label, unsure, probability, decision, final_label,
+    annotator, label_time, disagreement
 
-human_label : +1 / -1 / 0 (the replay of labels/journal.jsonl); probability : P(cell) of the
+human_label : +1 / -1 / 0 (the replay of labels/journal.jsonl); unsure : 1 where the candidate
+was marked unsure (key U; its human_label is 0: it is no label, and its final_label is the
+model's decision), else 0; probability : P(cell) of the
 classifier trained on all human labels (NaN while a class has no label), or of the applied
 classifier (``export_predictions``, after ``actsort apply``); decision : +1 / -1 at the
 threshold; final_label : the human label where given, else the decision
@@ -47,6 +51,8 @@ __all__ = [
     "export_predictions",
     "label_table",
     "prediction_table",
+    "write_actsort_labels",
+    "write_caiman_indices",
     "write_suite2p_iscell",
     "write_table_csv",
 ]
@@ -55,6 +61,7 @@ COLUMNS = (
     "candidate",
     "source_index",
     "human_label",
+    "unsure",
     "probability",
     "decision",
     "final_label",
@@ -79,9 +86,9 @@ def _read_only_learner(store_path: Path, config=None, pretrained=None):
     )
 
 
-def _table(store, human, proba, decision, sources) -> dict:
-    """The export table's columns from (n,) human labels, P(cell) (or None), decisions and
-    (annotator, time) per candidate."""
+def _table(store, human, proba, decision, sources, unsure=None) -> dict:
+    """The export table's columns from (n,) human labels, P(cell) (or None), decisions,
+    (annotator, time) per candidate and the (n,) unsure mask (None: none)."""
     n = len(human)
     src = store.read(schema.SOURCE_INDEX) if store.has(schema.SOURCE_INDEX) else np.arange(n)
     info = [sources[i] or ("", "") for i in range(n)]
@@ -89,6 +96,7 @@ def _table(store, human, proba, decision, sources) -> dict:
         "candidate": np.arange(n),
         "source_index": np.asarray(src, np.int64),
         "human_label": np.asarray(human, np.int8),
+        "unsure": np.zeros(n, np.int8) if unsure is None else np.asarray(unsure, np.int8),
         "probability": (
             np.full(n, np.nan, np.float32) if proba is None else np.asarray(proba, np.float32)
         ),
@@ -121,7 +129,7 @@ def label_table(store_path, *, learner=None, dataset: int = 0, config=None) -> d
         )
     proba, decision = learner.model(dataset)
     sources = [learner.label_source(i) for i in range(sl.start, sl.stop)]
-    return _table(store, learner.human(dataset), proba, decision, sources)
+    return _table(store, learner.human(dataset), proba, decision, sources, learner.unsure(dataset))
 
 
 def prediction_table(store_path) -> dict:
@@ -144,6 +152,7 @@ def prediction_table(store_path) -> dict:
         store.read(schema.PREDICTED_PROBABILITY),
         store.read(schema.PREDICTED_DECISION),
         sources,
+        learner.unsure(),
     )
 
 
@@ -155,7 +164,8 @@ def write_table_csv(table: dict, out: Path) -> Path:
         w.writerow(COLUMNS)
         for k in range(len(table["candidate"])):
             row = [table[c][k] for c in COLUMNS]
-            row[3] = "" if np.isnan(row[3]) else f"{float(row[3]):.6f}"
+            k_p = COLUMNS.index("probability")
+            row[k_p] = "" if np.isnan(row[k_p]) else f"{float(row[k_p]):.6f}"
             w.writerow([int(v) if isinstance(v, (np.integer,)) else v for v in row])
     return out
 
@@ -203,9 +213,31 @@ def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
     return target
 
 
+def _by_source(table: dict, column: str, fill=0, dtype=np.int8, n: int | None = None):
+    """A table column in the extraction's order (row ``source_index``), ``fill`` where the
+    store has no candidate; ``n`` rows (default: the largest source index + 1)."""
+    src = np.asarray(table["source_index"], np.int64)
+    n = (int(src.max()) + 1 if len(src) else 0) if n is None else n
+    out = np.full(n, fill, dtype)
+    out[src] = np.asarray(table[column], dtype)
+    return out
+
+
+#: the NWB columns that roiextractors (``NwbSegmentationExtractor.get_accepted_list`` /
+#: ``get_rejected_list``: rows == 1), neuroconv and nwbwidgets read as the curation
+NWB_CURATION = {
+    "Accepted": "1 = accepted as a cell (actsort final label: your label, else the classifier's)",
+    "Rejected": "1 = rejected, not a cell (actsort final label); 0 and 0: no decision yet",
+}
+
+
 def _write_nwb(table: dict, out: Path, store_path: Path) -> Path:
     """Add the table's columns to the PlaneSegmentation of an NWB file (``out``: the source NWB
-    file of the extraction, edited in place after a backup copy)."""
+    file of the extraction, edited in place after a backup copy): ``actsort_human_label``,
+    ``actsort_probability``, ``actsort_final_label`` and the community's ``Accepted`` /
+    ``Rejected`` (0 / 1 from the final label; both 0 where there is none: an unsure or
+    unlabelled candidate before the classifier is trained). An ``Accepted`` / ``Rejected``
+    column the file already has is kept (a warning says so)."""
     try:
         from pynwb import NWBHDF5IO
     except ImportError as exc:
@@ -223,20 +255,68 @@ def _write_nwb(table: dict, out: Path, store_path: Path) -> Path:
             raise ValueError(f"{out}: no PlaneSegmentation table to add the labels to")
         plane = planes[0]
         n = len(plane.id)
-        src = np.asarray(table["source_index"], np.int64)
+        final = _by_source(table, "final_label", n=n)
         cols = {
-            "actsort_human_label": np.zeros(n, np.int8),
-            "actsort_probability": np.full(n, np.nan, np.float32),
-            "actsort_final_label": np.zeros(n, np.int8),
+            "actsort_human_label": _by_source(table, "human_label", n=n),
+            "actsort_probability": _by_source(table, "probability", np.nan, np.float32, n),
+            "actsort_final_label": final,
         }
-        cols["actsort_human_label"][src] = table["human_label"]
-        cols["actsort_probability"][src] = table["probability"]
-        cols["actsort_final_label"][src] = table["final_label"]
-        for name, values in cols.items():
+        for name in cols:
             if name in plane.colnames:
                 raise ValueError(f"{out}: column {name} exists already; export to a fresh copy")
-            plane.add_column(name=name, description=f"{name} from {store_path}", data=values)
+        descriptions = {name: f"{name} from {store_path}" for name in cols}
+        for name, values in (("Accepted", final > 0), ("Rejected", final < 0)):
+            if name in plane.colnames:
+                log.warning("%s: kept its own %s column (actsort_final_label has ours)", out, name)
+                continue
+            cols[name] = values.astype(np.uint8)
+            descriptions[name] = f"{NWB_CURATION[name]}; from {store_path}"
+        for name, values in cols.items():
+            plane.add_column(name=name, description=descriptions[name], data=values)
         io.write(nwb)
+    return out
+
+
+def write_actsort_labels(table: dict, out: Path) -> Path:
+    """ActSort's label file (the MATLAB app's "Save": ``<name>_LABELS.mat``, loaded by its
+    "Load labels"): struct ``labels`` with ``labels_ex`` (your labels +1 / -1 / 0),
+    ``labels_ml`` (the classifier's decisions +1 / -1, 0 before it is trained) and
+    ``labels_overall`` (your label where given, else the classifier's; yours alone before
+    training), each (N, 1) double in
+    the extraction's order (``source_index``), plus ``unsure`` (N, 1): 1 where you marked the
+    candidate unsure (ActSort has no such label: there labels_ex is 0). MATLAB 5 format
+    (``scipy.io.savemat``), which every MATLAB ``load`` reads."""
+    from scipy.io import savemat
+
+    trained = not np.isnan(np.asarray(table["probability"], np.float64)).all()
+    col = lambda name: _by_source(table, name, 0, np.float64)[:, None]  # noqa: E731
+    # before training ActSort has labels_ml = 0, so labels_overall = labels_ex there
+    labels = {
+        "labels_ex": col("human_label"),
+        "labels_ml": col("decision") if trained else np.zeros_like(col("decision")),
+        "labels_overall": col("final_label") if trained else col("human_label"),
+        "unsure": col("unsure"),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    savemat(out, {"labels": labels}, do_compression=True)
+    return out
+
+
+def write_caiman_indices(table: dict, out: Path) -> Path:
+    """CaImAn's accepted / rejected component lists, as ``estimates.idx_components`` and
+    ``estimates.idx_components_bad`` name them: 0-based int64 indices into the extraction's
+    components (``source_index``) whose final label is +1 / -1, in an ``.npz``; a candidate
+    without a final label (unsure or unlabelled before training) is in neither."""
+    src = np.asarray(table["source_index"], np.int64)
+    final = np.asarray(table["final_label"])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        out,
+        idx_components=np.sort(src[final > 0]),
+        idx_components_bad=np.sort(src[final < 0]),
+    )
     return out
 
 
@@ -270,8 +350,9 @@ class Exporter:
     """One export format.
 
     description : one line for the CLI help and the README
-    file_name : the file it writes inside an export folder (``<store>/exports/`` by default);
-        None for formats that write into the extraction's own files (suite2p, nwb)
+    file_name : the file it writes inside an export folder (``<store>/exports/`` by default;
+        ``{store}`` stands for the store's name); None for formats that write into the
+        extraction's own files (suite2p, nwb)
     locate : (store path, store) -> the extraction file or folder to write, for those
     write : (table, out, store path) -> path written; None for the classifier, which is
         written from the learner, not from the table
@@ -282,9 +363,15 @@ class Exporter:
     locate: Callable[[Path, object], Path] | None
     write: Callable[[dict, Path, Path], Path] | None
 
+    def name_for(self, store_path) -> str | None:
+        """The file name for the store at ``store_path`` (None: written in place)."""
+        if self.file_name is None:
+            return None
+        return self.file_name.format(store=Path(store_path).name.removesuffix(".actsort"))
+
     def default_out(self, store_path: Path, store) -> Path:
         if self.file_name is not None:
-            return Path(store_path) / "exports" / self.file_name
+            return Path(store_path) / "exports" / self.name_for(store_path)
         return self.locate(Path(store_path), store)
 
 
@@ -308,10 +395,24 @@ EXPORTERS: dict[str, Exporter] = {
         lambda t, out, p: write_suite2p_iscell(t, out),
     ),
     "nwb": Exporter(
-        "actsort_* columns added to the NWB file's PlaneSegmentation",
+        "actsort_* columns and Accepted / Rejected (0/1, read by roiextractors and neuroconv) "
+        "added to the NWB file's PlaneSegmentation",
         None,
         _nwb_default,
         _write_nwb,
+    ),
+    "actsort-mat": Exporter(
+        "ActSort's <name>_LABELS.mat (labels_ex / labels_ml / labels_overall) for the MATLAB "
+        "app's Load labels",
+        "{store}_LABELS.mat",
+        None,
+        lambda t, out, p: write_actsort_labels(t, out),
+    ),
+    "caiman": Exporter(
+        "CaImAn-style idx_components / idx_components_bad (accepted / rejected, 0-based) .npz",
+        "caiman_idx_components.npz",
+        None,
+        lambda t, out, p: write_caiman_indices(t, out),
     ),
     "classifier": Exporter(
         "portable classifier (.npz) to fine-tune or apply elsewhere", "classifier.npz", None, None

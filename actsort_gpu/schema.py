@@ -409,7 +409,10 @@ ROOT_ATTRS: dict[str, str] = {
     "temporal_downsample, axis_order, fingerprint}`",
     "`extraction`": "`{path, format, fingerprint (size, mtime, sha256)}`",
     "`stages`": "per stage: `{status: complete|incomplete, started, finished, seconds, params, "
-    "...}`",
+    "...}`; the computing stages (preprocess, features, embed, apply) record where they ran in "
+    "`params` (`device` cpu or cuda, `device_requested` auto, cpu or cuda, and `device_name` on "
+    "a GPU or `device_reason`: why `auto` chose the CPU; `backend.Backend.provenance`) and "
+    "`device` beside `seconds`",
 }
 
 _STAGE_TITLES = {
@@ -498,8 +501,9 @@ Conventions
 _LABELS = """\
 ### labels (not zarr)
 `{journal}`: append-only, one JSON object per action (label, unlabel, undo, redo: time,
-dataset, candidate, label, annotator, origin, session), fsynced per line; the current labels are
-the replay of the journal. `{lock}` guards against two writers;
+dataset, candidate, label, annotator, origin, session), fsynced per line; label +1 cell, -1 not,
+0 unlabelled, 2 unsure (key U: no training label); the current labels are the replay of the
+journal. `{lock}` guards against two writers;
 `{ui_state}` keeps the page's position."""
 
 

@@ -839,7 +839,7 @@ class SortStore:
                 lines.append(f"  {stage:<11} not run")
                 continue
             took = f" in {info['seconds']:.1f} s" if "seconds" in info else ""
-            lines.append(f"  {stage:<11} {info['status']}{took}")
+            lines.append(f"  {stage:<11} {info['status']}{took}{_stage_device(info)}")
         journal = self.journal_path
         if journal.exists():
             n_lines = journal.read_bytes().count(b"\n")
@@ -847,6 +847,19 @@ class SortStore:
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         lines.append(f"size on disk {size / 2**20:,.1f} MiB")
         return "\n".join(lines)
+
+
+def _stage_device(info: dict) -> str:
+    """' on cuda (NVIDIA H100 ...)', ' on cpu (auto: <why>)' or '' from a stage's record
+    (``backend.Backend.provenance`` in its params; older stores: a ``device`` key only)."""
+    params = info.get("params") or {}
+    device = info.get("device") or params.get("device")
+    if not device:
+        return ""
+    detail = params.get("device_name") or (
+        f"auto: {params['device_reason']}" if params.get("device_reason") else ""
+    )
+    return f" on {device}" + (f" ({detail})" if detail else "")
 
 
 class FeatureMatrix(NamedTuple):

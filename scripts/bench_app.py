@@ -176,10 +176,18 @@ def stopping_study(repeats: int, max_frac: float = 0.15) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--presses", type=int, default=40)
-    ap.add_argument("--stopping-study", action="store_true")
-    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument(
+        "--n", type=int, default=100_000, help="candidates in the synthetic store (default 100000)"
+    )
+    ap.add_argument(
+        "--presses", type=int, default=40, help="labels to time (default 40, first few skipped)"
+    )
+    ap.add_argument(
+        "--stopping-study",
+        action="store_true",
+        help="instead: when the stopping signal fires on the ActSort benchmark",
+    )
+    ap.add_argument("--repeats", type=int, default=4, help="runs of the stopping study (default 4)")
     args = ap.parse_args()
     if args.stopping_study:
         print(json.dumps(stopping_study(args.repeats), indent=1))

@@ -28,6 +28,47 @@ import time
 from pathlib import Path
 
 
+def build(n: int, t: int, work: Path) -> tuple[Path, int, float]:
+    """The synthetic store of ``n`` candidates x ``t`` frames in ``work``: (path, FOV side,
+    seconds to build). The FOV grows with N (about 40 candidates per 64 x 64 px)."""
+    from actsort_gpu.features.synthetic import make_feature_store
+
+    side = int(64 * math.ceil(math.sqrt(n / 40)))
+    path = work / f"bench_{n}_{t}.actsort"
+    t0 = time.perf_counter()
+    make_feature_store(path, n_candidates=n, n_frames=t, height=side, width=side, seed=0)
+    return path, side, time.perf_counter() - t0
+
+
+def measure(path: Path, device: str, batch: int | None = None) -> dict:
+    """``compute_features`` on the store at ``path``: wall and CPU seconds, per-group timings
+    (the stage's record), the device it ran on and the load average before / after."""
+    import numpy as np
+
+    from actsort_gpu.config import FeatureConfig
+    from actsort_gpu.features import compute_features
+    from actsort_gpu.store import SortStore
+
+    cfg = FeatureConfig() if batch is None else FeatureConfig(batch_candidates=batch)
+    load_before = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    m = compute_features(path, cfg, device=device)
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    store = SortStore.open(path)
+    stage = store.attrs["stages"]["features"]
+    return {
+        "n": store.n_candidates,
+        "t": store.n_frames,
+        "device": stage["device"],
+        "total_s": round(total, 2),
+        "cpu_s": round(cpu, 1),
+        "threads": cfg.threads,
+        "loadavg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "finite": bool(np.isfinite(m).all()),
+        "timings_s": stage["timings_s"],
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[10000, 100000], help="candidates")
@@ -38,42 +79,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
 
-    import numpy as np
-
     from actsort_gpu.backend import resolve_backend
-    from actsort_gpu.config import FeatureConfig
-    from actsort_gpu.features import compute_features
-    from actsort_gpu.features.synthetic import make_feature_store
-    from actsort_gpu.store import SortStore
 
     backend = resolve_backend(args.device)
-    cfg = FeatureConfig() if args.batch is None else FeatureConfig(batch_candidates=args.batch)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-features-"))
     results = []
     for n in args.n:
-        side = int(64 * math.ceil(math.sqrt(n / 40)))
-        path = work / f"bench_{n}_{args.t}.actsort"
-        t0 = time.perf_counter()
-        make_feature_store(path, n_candidates=n, n_frames=args.t, height=side, width=side, seed=0)
-        build_s = time.perf_counter() - t0
-        load_before = os.getloadavg()[0]
-        t0, c0 = time.perf_counter(), time.process_time()
-        m = compute_features(path, cfg, device=backend.name)
-        total, cpu = time.perf_counter() - t0, time.process_time() - c0
-        stage = SortStore.open(path).attrs["stages"]["features"]
-        row = {
-            "n": n,
-            "t": args.t,
-            "device": stage["device"],
-            "fov": side,
-            "build_s": round(build_s, 1),
-            "total_s": round(total, 2),
-            "cpu_s": round(cpu, 1),
-            "threads": cfg.threads,
-            "loadavg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            "finite": bool(np.isfinite(m).all()),
-            "timings_s": stage["timings_s"],
-        }
+        path, side, build_s = build(n, args.t, work)
+        row = {"fov": side, "build_s": round(build_s, 1), **measure(path, backend.name, args.batch)}
         results.append(row)
         print(json.dumps(row), flush=True)
         shutil.rmtree(path, ignore_errors=True)

@@ -8,10 +8,14 @@ cache before each (``posix_fadvise DONTNEED``):
 - a raw sequential read of the file (64 MiB ``readinto`` blocks), and
 - ``preprocess`` on the store (CPU unless ``--device``),
 
-and prints one JSON line per size: raw MB/s, pass MB/s, their ratio, peak RSS of the pass,
-store size / movie size, the whole stage's CPU seconds (all threads; comparable across
-machine loads, unlike the wall-clock ratio) and the 1-minute load average at its end.
-Files are deleted afterwards unless ``--keep``.
+and prints one JSON line per size: raw MB/s, pass MB/s, their ratio, peak RSS of the pass
+(``VmHWM``, which counts mapped file pages, and the anonymous part), peak GPU memory of the
+pass (``--device cuda``), store size / movie size, the whole stage's CPU seconds (all threads;
+comparable across machine loads, unlike the wall-clock ratio), the 1-minute load average at
+its end, and the share of the movie left in the page cache before each read (``mincore``:
+0 = the eviction worked; where ``posix_fadvise`` leaves pages and this process may, it drops
+the whole cache). Files are deleted afterwards unless ``--keep``. ``--gen-workers`` writes
+the movie with that many processes (the movie is the same).
 
     python scripts/bench_preprocess.py --sizes 1,4,8 --dir ../bench_tmp
 """
@@ -30,9 +34,10 @@ from pathlib import Path
 import numpy as np
 
 
-def write_movie(path: Path, n_frames: int, fov: int, n_cand: int, seed: int = 0):
+def write_movie(path: Path, n_frames: int, fov: int, n_cand: int, seed: int = 0, workers: int = 1):
     """uint16 movie with noise and disk-shaped cells firing at random frames; returns the
-    candidates' footprints (CSR) and traces (N, T)."""
+    candidates' footprints (CSR) and traces (N, T). ``workers`` processes write disjoint
+    blocks of frames (same content for any number)."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
@@ -58,27 +63,88 @@ def write_movie(path: Path, n_frames: int, fov: int, n_cand: int, seed: int = 0)
     for j in range(4):
         np.add.at(traces, (np.arange(n_cand)[:, None], ev + j), np.exp(-j / 1.5))
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(n_frames, fov, fov))
+    del mm  # header written; the blocks are filled through their own maps
     base = rng.integers(90, 110, size=(16, fov, fov), dtype=np.uint16)
-    fpT = fp.T.tocsr()
+    _GEN.update(path=path, base=base, fpT=fp.T.tocsr(), traces=traces, fov=fov)
     step = 64
-    for a in range(0, n_frames, step):
-        b = min(n_frames, a + step)
-        block = base[np.arange(a, b) % 16].astype(np.float32)
-        act = (fpT @ traces[:, a:b]).T.reshape(b - a, fov, fov)  # (t, H, W)
-        block += 60.0 * act
-        mm[a:b] = np.clip(block, 0, 65535).astype(np.uint16)
-    mm.flush()
-    del mm
+    blocks = [(a, min(n_frames, a + step)) for a in range(0, n_frames, step)]
+    if workers > 1:
+        import multiprocessing
+
+        # fork: the workers inherit _GEN (footprints, traces, background) without pickling
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pool.starmap(_write_block, blocks, chunksize=1)
+    else:
+        for a, b in blocks:
+            _write_block(a, b)
+    _GEN.clear()
     return fp, traces
 
 
-def evict(path: Path):
+_GEN: dict = {}
+
+
+def _write_block(a: int, b: int) -> None:
+    g = _GEN
+    mm = np.load(g["path"], mmap_mode="r+")
+    block = g["base"][np.arange(a, b) % 16].astype(np.float32)
+    act = (g["fpT"] @ g["traces"][:, a:b]).T.reshape(b - a, g["fov"], g["fov"])  # (t, H, W)
+    block += 60.0 * act
+    mm[a:b] = np.clip(block, 0, 65535).astype(np.uint16)
+    mm.flush()
+    del mm
+
+
+def resident_fraction(path: Path) -> float | None:
+    """Share of the file's pages in the page cache (``mincore``); None where it cannot be
+    told."""
+    import ctypes
+    import mmap
+
+    size = os.path.getsize(path)
+    if size == 0:
+        return 0.0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        resident = 0
+        window = 1 << 30  # a multiple of the page size: every window starts page-aligned
+        for off in range(0, size, window):
+            n = min(window, size - off)
+            view = np.memmap(path, np.uint8, mode="r", offset=off, shape=(n,))
+            pages = -(-n // mmap.PAGESIZE)
+            vec = (ctypes.c_ubyte * pages)()
+            rc = libc.mincore(ctypes.c_void_p(view.ctypes.data), ctypes.c_size_t(n), vec)
+            del view
+            if rc != 0:
+                return None
+            resident += int((np.frombuffer(vec, np.uint8) & 1).sum())
+        return resident / -(-size // mmap.PAGESIZE)
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def evict(path: Path) -> dict:
+    """Drop ``path`` from the page cache; returns how (``posix_fadvise``, else the whole
+    cache through ``/proc/sys/vm/drop_caches`` where this process may) and the share of its
+    pages still resident (``resident``; None: unknown)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+    left = resident_fraction(path)
+    how = "posix_fadvise"
+    if left is None or left > 0.01:
+        try:
+            os.sync()
+            with open("/proc/sys/vm/drop_caches", "w") as fh:
+                fh.write("1\n")
+            how = "drop_caches"
+        except OSError as exc:
+            how = f"posix_fadvise only (drop_caches: {exc.strerror or exc})"
+        left = resident_fraction(path)
+    return {"method": how, "resident": left}
 
 
 _RAW = r"""
@@ -96,16 +162,40 @@ print(json.dumps({'seconds': dt, 'bytes': n, 'rss_mb': int(hwm) / 1024}))
 """
 
 _PASS = r"""
-import os, sys, json, resource, time
+import os, sys, json, resource, threading, time
 from actsort_gpu.config import PreprocessConfig
 from actsort_gpu.preprocess import preprocess
 cfg = PreprocessConfig(max_memory_mb=(float(sys.argv[3]) if sys.argv[3] != 'none' else None))
+peak = {'anon': 0, 'rss': 0, 'dev': 0}
+stop = threading.Event()
+mem_info = None
+if sys.argv[2] != 'cpu':
+    import cupy
+    mem_info = cupy.cuda.runtime.memGetInfo  # whole GPU: (free, total)
+    free0, total = mem_info()
+def sample():
+    for l in open('/proc/self/status'):
+        if l.startswith('RssAnon:'):
+            peak['anon'] = max(peak['anon'], int(l.split()[1]) * 1024)
+        elif l.startswith('VmRSS:'):
+            peak['rss'] = max(peak['rss'], int(l.split()[1]) * 1024)
+    if mem_info is not None:
+        peak['dev'] = max(peak['dev'], free0 - mem_info()[0])
+def loop():
+    while not stop.wait(0.05):
+        sample()
+th = threading.Thread(target=loop, daemon=True); th.start()
 c0 = time.process_time()
 s = preprocess(sys.argv[1], cfg, device=sys.argv[2])
 s['cpu_s'] = time.process_time() - c0
+stop.set(); th.join(); sample()
 s['load_avg'] = os.getloadavg()[0]
 hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
 s['rss_mb'] = int(hwm) / 1024   # VmHWM: peak of this process image (ru_maxrss survives exec)
+# without the mapped file pages (movie, scratch); None where the kernel does not split RSS
+s['anon_rss_mb'] = peak['anon'] / 2**20 if peak['anon'] else None
+s['sampled_rss_mb'] = peak['rss'] / 2**20
+s['device_peak_mb'] = peak['dev'] / 2**20 if mem_info is not None else None
 print(json.dumps(s))
 """
 
@@ -121,7 +211,9 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def bench(size_gb: float, args) -> dict:
+def prepare(size_gb: float, args) -> dict:
+    """Write the movie of ``size_gb`` GB and ingest it; returns its paths, frames and the
+    seconds it took to write."""
     from actsort_gpu.ingest import ingest
     from actsort_gpu.io.candidates import Candidates
     from actsort_gpu.io.movies import NpyMovie
@@ -133,24 +225,37 @@ def bench(size_gb: float, args) -> dict:
     movie = work / f"movie_{size_gb:g}GB.npy"
     store = work / f"movie_{size_gb:g}GB.actsort"
     t = time.perf_counter()
-    fp, traces = write_movie(movie, n_frames, args.fov, args.candidates)
+    fp, traces = write_movie(
+        movie, n_frames, args.fov, args.candidates, workers=getattr(args, "gen_workers", 1)
+    )
     t_write = time.perf_counter() - t
     cands = Candidates(fp, traces, args.fov, args.fov, "npz", work / "synthetic.npz")
     ingest(NpyMovie(movie), cands, store, overwrite=True)
-    del fp, traces, cands
-    evict(movie)
+    return {
+        "movie": str(movie),
+        "store": str(store),
+        "n_frames": n_frames,
+        "write_s": t_write,
+        "size_gb": size_gb,
+    }
+
+
+def measure(prep: dict, args) -> dict:
+    """The raw read and the pass of a :func:`prepare`d movie, each from a cold page cache."""
+    movie, store = Path(prep["movie"]), Path(prep["store"])
+    cache_raw = evict(movie)
     raw = _run(_RAW, movie)
-    evict(movie)
+    cache_pass = evict(movie)
     res = _run(_PASS, store, args.device, args.max_memory or "none")
     movie_bytes = movie.stat().st_size
     raw_mbs = raw["bytes"] / raw["seconds"] / 1e6
     pass_mbs = movie_bytes / res["pass_seconds"] / 1e6
-    out = {
+    return {
         "size_gb": round(movie_bytes / 1e9, 2),
-        "frames": n_frames,
+        "frames": prep["n_frames"],
         "fov": args.fov,
         "candidates": args.candidates,
-        "write_s": round(t_write, 1),
+        "write_s": round(prep["write_s"], 1),
         "raw_read_mb_s": round(raw_mbs, 1),
         "pass_mb_s": round(pass_mbs, 1),
         "ratio_pass_over_raw": round(pass_mbs / raw_mbs, 3),
@@ -160,17 +265,32 @@ def bench(size_gb: float, args) -> dict:
         "chunk_frames": res["chunk_frames"],
         "budget_mb": round(res["budget_mb"]),
         "peak_rss_mb": round(res["rss_mb"]),
+        "peak_anon_rss_mb": None if res["anon_rss_mb"] is None else round(res["anon_rss_mb"]),
+        "peak_sampled_rss_mb": round(res["sampled_rss_mb"]),
+        "device_peak_mb": (None if res["device_peak_mb"] is None else round(res["device_peak_mb"])),
         "raw_rss_mb": round(raw["rss_mb"]),
         "store_over_movie": round(dir_size(store) / movie_bytes, 4),
         "device": res["device"],
         "cpu_s": round(res["cpu_s"], 1),
         "cpu_s_per_gb": round(res["cpu_s"] / (movie_bytes / 1e9), 1),
         "load_avg_end": round(res["load_avg"], 1),
+        "cache_before_raw": cache_raw,
+        "cache_before_pass": cache_pass,
     }
-    if not args.keep:
-        movie.unlink()
-        shutil.rmtree(store)
-    return out
+
+
+def cleanup(prep: dict) -> None:
+    Path(prep["movie"]).unlink(missing_ok=True)
+    shutil.rmtree(prep["store"], ignore_errors=True)
+
+
+def bench(size_gb: float, args) -> dict:
+    prep = prepare(size_gb, args)
+    try:
+        return measure(prep, args)
+    finally:
+        if not args.keep:
+            cleanup(prep)
 
 
 def main(argv=None):
@@ -182,6 +302,9 @@ def main(argv=None):
     p.add_argument("--max-memory", type=float, default=None, help="MB (default: automatic)")
     p.add_argument("--dir", default="bench_preprocess_tmp")
     p.add_argument("--keep", action="store_true")
+    p.add_argument(
+        "--gen-workers", type=int, default=1, help="processes writing the movie (default 1)"
+    )
     args = p.parse_args(argv)
     for s in args.sizes.split(","):
         print(json.dumps(bench(float(s), args)), flush=True)

@@ -189,12 +189,13 @@ class _RssSampler:
 
     ``VmHWM`` counts file pages mapped by the process (a memory-mapped movie or scratch file)
     as resident although the kernel can drop them at any time; the anonymous part is the
-    memory the stage really holds."""
+    memory the stage really holds. ``rss_mb``: peak ``VmRSS`` (both), for kernels that do not
+    split it (gVisor: ``anon_mb`` stays 0)."""
 
     def __init__(self, interval_s: float = 0.1):
         import threading
 
-        self.anon_mb = self.file_mb = 0.0
+        self.anon_mb = self.file_mb = self.rss_mb = 0.0
         self._stop = threading.Event()
         self._interval = interval_s
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -207,6 +208,8 @@ class _RssSampler:
                     self.anon_mb = max(self.anon_mb, int(line.split()[1]) / 1024)
                 elif line.startswith("RssFile:"):
                     self.file_mb = max(self.file_mb, int(line.split()[1]) / 1024)
+                elif line.startswith("VmRSS:"):
+                    self.rss_mb = max(self.rss_mb, int(line.split()[1]) / 1024)
 
     def _run(self):
         while not self._stop.wait(self._interval):

@@ -86,7 +86,7 @@ def test_corrupt_middle_line_is_an_error(tmp_path):
 def test_bad_label_and_origin_rejected(tmp_path):
     with Journal(tmp_path / "j.jsonl") as j:
         with pytest.raises(ValueError, match="label"):
-            j.append("a", 1, 2, "x")
+            j.append("a", 1, 7, "x")  # 2 is UNSURE (issue 15): a valid journal value
         with pytest.raises(ValueError, match="origin"):
             j.append("a", 1, 1, "x", origin="robot")
         assert j.labels == {}

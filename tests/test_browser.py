@@ -13,6 +13,7 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -290,3 +291,145 @@ def test_box_label_undone_with_one_key_after_a_server_restart(neurofinder_store,
         assert human[x["candidate"]] == x["previous"]
     after = [json.loads(x) for x in journal.read_text().splitlines()][n_lines + len(lines) :]
     assert [x["origin"] for x in after] == ["undo"] * len(lines)
+
+
+_BOXES = """(ids) => Object.fromEntries(ids.map((id) => {
+    const e = document.getElementById(id);
+    if (!e) return [id, null];
+    const r = e.getBoundingClientRect();
+    return [id, [r.left, r.top, r.right, r.bottom]];
+}))"""
+EVIDENCE = ("as-map", "as-footprint", "as-snapshots", "as-trace")
+
+
+def _assert_on_first_screen(page, width: int, height: int) -> dict:
+    """The map and the evidence panels lie inside the viewport, without scrolling."""
+    page.evaluate("() => window.scrollTo(0, 0)")
+    boxes = page.evaluate(_BOXES, list(EVIDENCE))
+    for name, box in boxes.items():
+        assert box is not None, f"#{name} missing"
+        left, top, right, bottom = box
+        assert right - left > 50 and bottom - top > 50, f"#{name} collapsed: {box}"
+        assert left >= 0 and top >= 0 and right <= width and bottom <= height, (
+            f"#{name} {box} is not inside the {width}x{height} viewport"
+        )
+    return boxes
+
+
+def test_first_screen_1366x768_keyboard_only_50_candidates(neurofinder_store, tmp_path):
+    """Issue 15: at 1366x768 the map, footprint, snapshots and trace are on the first screen;
+    50 candidates sorted with the keyboard only (arrows, U for unsure, Z to undo); after a
+    reload the page and the journal hold exactly those labels. Screenshots at 1366x768 and
+    1440x900 go to artifacts/browser/."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
+    from playwright.sync_api import sync_playwright
+
+    from actsort_gpu import UNSURE
+    from actsort_gpu.config import load_config
+    from actsort_gpu.ui import serve
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    journal = neurofinder_store / "labels" / "journal.jsonl"
+    n_lines = len(journal.read_text().splitlines()) if journal.exists() else 0
+    port = _free_port()
+    demo, ws = serve(
+        [neurofinder_store],
+        port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        annotator="keyboard",
+        config=load_config(),
+        export_dir=tmp_path / "exports",
+    )
+    labels = {int(i): int(v) for i, v in enumerate(ws.human(0))}
+    labels.update({int(i): UNSURE for i in np.flatnonzero(ws.unsure(0))})
+    done: list[tuple[int, int, int]] = []  # (candidate, label, previous) of each action
+    keys_pressed, timings = [], []
+    words = {"ArrowUp": 1, "ArrowDown": -1, "u": UNSURE}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function(
+                "() => { const s = document.querySelector('#as-status');"
+                " return s && s.innerText.includes('Resumed') &&"
+                " Array.from(document.images).every(i => i.complete && i.naturalWidth > 0); }",
+                timeout=30000,
+            )
+            _assert_on_first_screen(page, 1366, 768)
+            page.screenshot(path=str(ARTIFACTS / "20_first_screen_1366x768.png"))
+            n_sorted = 0
+            step = 0
+            while n_sorted < 50:
+                step += 1
+                if step % 9 == 0 and done:  # now and then: undo the last label with Z
+                    cand, _, previous = done.pop()
+                    labels[cand] = previous
+                    timings.append(_press_and_wait(page, "z", "Undo"))
+                    keys_pressed.append("z")
+                    assert int(_index(page)) == cand  # the undone candidate is shown again
+                    n_sorted -= 1
+                    continue
+                key = "u" if step % 7 == 0 else ("ArrowUp" if step % 3 else "ArrowDown")
+                cand = int(_index(page))
+                done.append((cand, words[key], labels.get(cand, 0)))
+                labels[cand] = words[key]
+                timings.append(_press_and_wait(page, key, "Saved"))
+                keys_pressed.append(key)
+                n_sorted += 1
+                if n_sorted == 25:
+                    _assert_on_first_screen(page, 1366, 768)
+                    page.screenshot(path=str(ARTIFACTS / "21_sorting_1366x768.png"))
+            shown = int(_index(page))
+            page.reload()
+            n_lab = sum(1 for v in labels.values() if v in (1, -1))
+            page.wait_for_function(
+                "(w) => { const s = document.querySelector('#as-status');"
+                " return s && s.innerText.includes(w); }",
+                arg=f"Resumed: {n_lab} labels",
+                timeout=30000,
+            )
+            page.wait_for_function(
+                "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+            )
+            assert int(_index(page)) == shown
+            _assert_on_first_screen(page, 1366, 768)
+            page.screenshot(path=str(ARTIFACTS / "22_reloaded_1366x768.png"))
+            wide = browser.new_page(viewport={"width": 1440, "height": 900})
+            wide.goto(f"http://127.0.0.1:{port}/")
+            wide.wait_for_function(
+                "() => { const s = document.querySelector('#as-status');"
+                " return s && s.innerText.includes('Resumed') &&"
+                " Array.from(document.images).every(i => i.complete && i.naturalWidth > 0); }",
+                timeout=30000,
+            )
+            _assert_on_first_screen(wide, 1440, 900)
+            wide.screenshot(path=str(ARTIFACTS / "23_first_screen_1440x900.png"))
+            browser.close()
+        human, unsure = ws.human(0), ws.unsure(0)
+    finally:
+        demo.close()
+        ws.close()
+    for cand, value in labels.items():
+        expected_human = value if value in (1, -1) else 0
+        assert human[cand] == expected_human and unsure[cand] == (value == UNSURE), cand
+    assert "z" in keys_pressed and "u" in keys_pressed and len(keys_pressed) >= 50
+    lines = [json.loads(x) for x in journal.read_text().splitlines()][n_lines:]
+    assert [x["origin"] for x in lines] == ["undo" if k == "z" else "human" for k in keys_pressed]
+    assert all(x["annotator"] == "keyboard" for x in lines)
+    assert [x["label"] for x in lines if x["origin"] == "human"] == [
+        words[k] for k in keys_pressed if k != "z"
+    ]
+    assert UNSURE in {x["label"] for x in lines}
+    (ARTIFACTS / "timings_1366x768_ms.json").write_text(
+        json.dumps(
+            {
+                "key_to_shown_ms": [round(t, 1) for t in timings],
+                "median_ms": round(float(np.median(timings)), 1),
+                "p95_ms": round(float(np.percentile(timings, 95)), 1),
+            },
+            indent=1,
+        )
+    )

@@ -594,9 +594,13 @@ def test_torch_device_choice(caplog):
     with pytest.raises(ValueError, match="device must be one of"):
         torch_device("tpu")
     if not torch.cuda.is_available():
+        from actsort_gpu.backend import DeviceError
+
         assert torch_device("auto") == "cpu"
-        assert torch_device("cuda") == "cpu"
-        assert "torch sees no CUDA GPU" in caplog.text
+        # issue 12: an explicit "cuda" torch cannot honour is an error naming why, no longer
+        # a CPU run with a warning
+        with pytest.raises(DeviceError, match="--device cuda: cannot run torch models"):
+            torch_device("cuda")
 
 
 @pytest.mark.gpu

@@ -227,3 +227,83 @@ def test_export_learner_matches_page_inputs_with_embeddings(store, tmp_path):
     cfg_off = replace(cfg, active=replace(cfg.active, use_embeddings=False))
     without = load_classifier(export_labels(path, "classifier", tmp_path / "b.npz", config=cfg_off))
     assert without.features.shape[1] == 12
+
+
+def test_nwb_export_accepted_rejected_read_back_as_roiextractors_does(tmp_path):
+    """Accepted / Rejected (0/1) beside our columns, from the final label, in NWB row order;
+    read back with pynwb the way roiextractors' NwbSegmentationExtractor does (rows == 1)."""
+    pynwb = pytest.importorskip("pynwb")
+    from actsort_gpu import UNSURE
+    from actsort_gpu.ingest import ingest_files
+    from actsort_gpu.store import SortStore
+
+    nwb_path, movie = _nwb_with_rois(tmp_path / "session.nwb")
+    store_path = tmp_path / "s.actsort"
+    ingest_files(movie, nwb_path, store_path)
+    store = SortStore.open(store_path, "r+")
+    src = store.read("candidates/source_index")
+    store.write_array(
+        "features/matrix",
+        np.random.default_rng(1).normal(0, 1, (6, 3)).astype(np.float32),
+        dims=["candidates", "features"],
+        attrs={"names": ["a", "b", "c"], "version": "test"},
+    )
+    _label(store_path, [(0, 1), (1, -1), (2, 1), (3, -1), (5, UNSURE)])
+    export_labels(store_path, "nwb")
+    t = label_table(store_path)
+    with pynwb.NWBHDF5IO(str(nwb_path), "r") as io:
+        ophys = io.read().processing["ophys"]
+        ps = ophys.data_interfaces["ImageSegmentation"].plane_segmentations["PlaneSegmentation"]
+        assert {"Accepted", "Rejected", "actsort_final_label"} <= set(ps.colnames)
+        accepted = np.asarray(ps["Accepted"].data[:])
+        rejected = np.asarray(ps["Rejected"].data[:])
+        final = np.asarray(ps["actsort_final_label"].data[:])
+    assert set(np.unique(accepted)) <= {0, 1} and set(np.unique(rejected)) <= {0, 1}
+    assert np.where(accepted == 1)[0].tolist() == sorted(src[t["final_label"] > 0].tolist())
+    assert np.where(rejected == 1)[0].tolist() == sorted(src[t["final_label"] < 0].tolist())
+    assert np.array_equal(accepted == 1, final > 0) and not (accepted & rejected).any()
+    assert accepted[src[0]] == 1 and rejected[src[1]] == 1  # the human labels win
+
+
+def test_actsort_labels_mat_and_caiman_indices(store, tmp_path):
+    """ActSort's <name>_LABELS.mat (struct labels: labels_ex / labels_ml / labels_overall, N x 1)
+    and CaImAn's idx_components / idx_components_bad, in the extraction's order."""
+    from scipy.io import loadmat
+
+    from actsort_gpu import UNSURE
+    from actsort_gpu.export import EXPORTERS
+
+    path, picks = store
+    _label(path, [(9, UNSURE)])
+    t = label_table(path)
+    out = export_labels(path, "actsort-mat")
+    assert out.name == f"{path.name.removesuffix('.actsort')}_LABELS.mat"
+    assert out == path / "exports" / EXPORTERS["actsort-mat"].name_for(path)
+    labels = loadmat(out, squeeze_me=False)["labels"][0, 0]
+    src = np.asarray(t["source_index"])
+    for field, column in (
+        ("labels_ex", "human_label"),
+        ("labels_ml", "decision"),
+        ("labels_overall", "final_label"),
+        ("unsure", "unsure"),
+    ):
+        values = labels[field]
+        assert values.shape == (src.max() + 1, 1), field
+        assert np.array_equal(values[src, 0], np.asarray(t[column], np.float64)), field
+    assert labels["labels_ex"][src[9], 0] == 0 and labels["unsure"][src[9], 0] == 1
+    out = export_labels(path, "caiman", tmp_path / "idx.npz")
+    idx = np.load(out)
+    assert idx["idx_components"].tolist() == sorted(src[t["final_label"] > 0].tolist())
+    assert idx["idx_components_bad"].tolist() == sorted(src[t["final_label"] < 0].tolist())
+    assert idx["idx_components"].dtype.kind == "i"
+
+
+def test_actsort_labels_mat_before_training(tmp_path):
+    """ActSort writes labels_ml = 0 before its classifier is trained."""
+    from scipy.io import loadmat
+
+    path = make_test_store(tmp_path, n=12)
+    _label(path, [(0, 1)])  # one class: no classifier yet
+    labels = loadmat(export_labels(path, "actsort-mat"))["labels"][0, 0]
+    assert not labels["labels_ml"].any() and labels["labels_overall"][0, 0] == 1
+    assert (labels["labels_overall"][1:] == 0).all()

@@ -547,6 +547,8 @@ class Learner:
         left)."""
         used = self._engine.query_strategy()
         picks = self._skip_unsure(self._engine.next_query, k)
+        if picks and picks[0] in self._engine._probes:
+            used = "probe"  # a random query that scores the pretrained classifier
         now = datetime.now(UTC).isoformat()
         self.queries.extend(QueryRecord(int(i), used, now) for i in picks)
         return picks

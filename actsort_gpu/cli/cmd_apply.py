@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..export import EXPORTERS, TABLE_FORMATS
-from ._common import add_config_argument
+from ._common import add_config_argument, add_device_argument
 
 
 def register(subparsers) -> None:
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
         help="also export each store's table to its default location: "
         + "; ".join(f"{k}: {EXPORTERS[k].description}" for k in TABLE_FORMATS),
     )
+    add_device_argument(p)
     add_config_argument(p)
     p.set_defaults(func=run)
 
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         export=args.export,
         config=load_config(args.config).active,
+        device=args.device,
     )
     for r in results:
         line = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ._common import add_device_argument, add_progress_argument
 
@@ -15,15 +16,15 @@ def register(subparsers) -> None:
         "candidates), ingest its Suite2p output, preprocess, compute features and "
         "embeddings, then open the annotation page (the truth stays hidden until you "
         "ask the page to compare). With --no-browser, a simulated annotator labels "
-        "5 %% of the candidates through the active learner instead, and the result "
+        "5 % of the candidates through the active learner instead, and the result "
         "is scored against the truth.",
     )
     p.add_argument(
         "--out",
         default="actsort-demo",
         metavar="DIR",
-        help="working folder (default ./actsort-demo); an existing labelled demo "
-        "is reused, never overwritten",
+        help="working folder (default ./actsort-demo, in the current folder; git ignores "
+        "it); an existing labelled demo is reused, never overwritten",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of the recording")
     p.add_argument(
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             + ")"
         )
     if args.no_browser:
-        session = headless_session(store, budget_fraction=args.budget / 100)
+        session = headless_session(store, budget_fraction=args.budget / 100, device=args.device)
         print(
             f"simulated annotator labelled {session.n_labelled} of {session.n_candidates} "
             f"candidates ({args.budget:g} %), {session.seconds_per_update * 1e3:.0f} ms per "
@@ -80,6 +81,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..ui import serve
 
-    print(f"opening the annotation page for {store} (Ctrl+C stops; labels are saved as you go)")
-    serve([store], host=args.host, port=args.port, inbrowser=True)
+    demo, ws = serve(
+        [store],
+        host=args.host,
+        port=args.port,
+        inbrowser=True,
+        device=args.device,
+        prevent_thread_lock=True,
+        quiet=True,
+    )
+    # said once the page is up (a second demo on the same store fails before this line)
+    print(
+        f"serving the annotation page for {Path(store).resolve()} on {demo.local_url} "
+        f"(Ctrl+C stops; labels are saved as you go)",
+        flush=True,
+    )
+    try:
+        demo.block_thread()
+    finally:
+        ws.close()
     return 0

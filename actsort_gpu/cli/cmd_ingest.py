@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..io.extraction import EXTRACTION_FORMATS, EXTRACTION_READERS
 from ..io.movies import MOVIE_FORMATS
@@ -112,6 +113,14 @@ def run(args) -> int:
         if v is not None
     }
     config = load_config(args.config, **({"ingest": overrides} if overrides else {})).ingest
+    # Both inputs checked before either is read, so one run names every missing path.
+    missing = [
+        f"--{flag} {path}: not found"
+        for flag, path in (("movie", args.movie), ("extraction", args.extraction))
+        if not Path(path).exists()
+    ]
+    if missing:
+        raise FileNotFoundError("; ".join(missing))
     store = ingest_files(
         args.movie,
         args.extraction,

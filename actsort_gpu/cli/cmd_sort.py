@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._common import add_config_argument
+from ._common import add_config_argument, add_device_argument
 
 
 def add_sort_arguments(p) -> None:
@@ -45,6 +45,7 @@ def add_sort_arguments(p) -> None:
         default=None,
         help="folder for the page's exports (default <first store>/exports)",
     )
+    add_device_argument(p)
     add_config_argument(p)
 
 
@@ -87,6 +88,7 @@ def resolve_auth(args, environ=None) -> str | None:
 
 
 def run(args) -> int:
+    from ..backend import resolve_backend
     from ..config import load_config
     from ..ui import serve
 
@@ -94,11 +96,9 @@ def run(args) -> int:
     config = load_config(args.config)
     host = args.host or config.ui.host
     port = args.port or config.ui.port
-    print(
-        f"actsort sort: serving {len(args.stores)} store(s) on http://{host}:{port} "
-        f"(Ctrl+C stops; labels are saved as you go)"
-    )
-    serve(
+    # the page's only GPU work is the active learner (torch): resolved once, here
+    backend = resolve_backend(args.device, uses="torch")
+    demo, ws = serve(
         args.stores,
         classifier=args.classifier,
         annotator=args.annotator,
@@ -106,6 +106,21 @@ def run(args) -> int:
         port=args.port,
         auth=auth,
         config=config,
+        device=backend.name,
         export_dir=args.export_dir,
+        prevent_thread_lock=True,
+        quiet=True,
     )
+    # Only now, with the stores open, their journals locked and the server up: a missing store
+    # or a held lock has failed before anything said "serving" (issue 15).
+    url = demo.local_url or f"http://{host}:{port}/"
+    print(
+        f"actsort sort: serving {len(args.stores)} store(s) on {url} (Ctrl+C stops; labels are "
+        f"saved as you go); active learner on {backend.describe()}",
+        flush=True,
+    )
+    try:
+        demo.block_thread()
+    finally:
+        ws.close()
     return 0

@@ -15,10 +15,10 @@ def register(subparsers) -> None:
         "README.txt into --out (see README.txt there).",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--frames", type=int, default=1800, help="number of frames (default 1800)")
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--height", type=int, default=256, help="frame height in px (default 256)")
+    p.add_argument("--width", type=int, default=256, help="frame width in px (default 256)")
     p.add_argument("--cells", type=int, default=150, help="true cells (default 150)")
     p.add_argument(
         "--false-positives", type=int, default=150, help="false-positive candidates (default 150)"

@@ -18,22 +18,13 @@ __all__ = ["embed", "embed_inputs", "torch_device"]
 def torch_device(device: str) -> str:
     """'auto' | 'cpu' | 'cuda' -> the torch device string for the encoder.
 
-    Unlike the array backend this needs torch's CUDA only (not CuPy); 'cuda' without a usable
-    GPU falls back to the CPU with a warning, as the backend does.
+    The one device switch (:func:`..backend.resolve_backend` for torch work): needs torch's
+    CUDA only (not CuPy); 'cuda' without it raises ``backend.DeviceError``, 'auto' falls back
+    to the CPU with one log line.
     """
-    from ..backend import DEVICES
+    from ..backend import resolve_backend
 
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if device == "cuda":
-        log.warning("device 'cuda' asked for, but torch sees no CUDA GPU: using the CPU")
-    return "cpu"
+    return resolve_backend(device, uses="torch").torch_device
 
 
 def embed_inputs(
@@ -81,8 +72,9 @@ def embed(
     store_path : a preprocessed sort store.
     checkpoint : an encoder checkpoint (``actsort embed-train`` output); None: the pretrained
         one shipped in the package.
-    device : auto | cpu | cuda (the encoder runs on the GPU when torch sees one; inputs are
-        built on the CPU block by block).
+    device : auto | cpu | cuda (the encoder runs on the GPU when torch's CUDA build sees one;
+        'cuda' without it raises ``backend.DeviceError``; inputs are built on the CPU block by
+        block).
     batch_size : candidates per block (inputs are built and embedded per block).
 
     Returns
@@ -93,6 +85,7 @@ def embed(
     """
     from tqdm.auto import tqdm
 
+    from ..backend import resolve_backend
     from ..store import SortStore
     from .encoder import default_checkpoint_path, load_checkpoint
     from .inputs import store_inputs
@@ -104,11 +97,12 @@ def embed(
     ckpt_path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
     encoder, meta = load_checkpoint(ckpt_path)
     spec = meta["spec"]
-    dev = torch_device(device)
+    backend = resolve_backend(device, uses="torch")
+    dev = backend.torch_device
     params = {
         "checkpoint": str(ckpt_path),
         "encoder_id": meta["encoder_id"],
-        "device": dev,
+        **backend.provenance(),
         "batch_size": int(batch_size),
     }
     store.begin_stage("embed", params)
@@ -135,7 +129,7 @@ def embed(
         },
     )
     seconds = time.perf_counter() - t0
-    store.finish_stage("embed", seconds, n_candidates=n, dims=int(out.shape[1]))
+    store.finish_stage("embed", seconds, n_candidates=n, dims=int(out.shape[1]), device=dev)
     log.info(
         "%s: embedded %d candidates with encoder %s on %s in %.1f s",
         store.path,

@@ -305,7 +305,8 @@ def describe_feature(name: str) -> tuple[str, str]:
         return FEATURE_TEXT[name]
     if name.startswith(SOURCE_PREFIX):
         metric = name[len(SOURCE_PREFIX) :]
-        return f"Extractor's {metric}", f"metric {metric!r} passed through from the extraction"
+        words = metric.replace("_", " ")
+        return f"From the extraction: {words}", f"metric {metric!r} passed through as is"
     if name.startswith("emb") and name[3:].isdigit():
         return f"Learned feature {name[3:]}", "dimension of the self-supervised embedding"
     return name, name

@@ -268,7 +268,8 @@ def compute_features(
     ----------
     store_path : path of a sort store whose 'ingest' and 'preprocess' stages are complete
     config : FeatureConfig (batch size, similarity tile, extras, CPU threads)
-    device : 'auto' | 'cpu' | 'cuda' (array work on CuPy when a GPU is usable)
+    device : 'auto' | 'cpu' | 'cuda' (array work on CuPy; see :func:`..backend.resolve_backend`:
+        'cuda' without a usable GPU raises ``DeviceError``, 'auto' falls back to the CPU)
     progress : show tqdm progress bars
     scheduler : address of a running Dask scheduler (e.g. ``tcp://host:8786``); the work is
         split into pieces of ``config.batch_candidates`` candidates (plus tile pairs for
@@ -300,14 +301,19 @@ def compute_features(
     with dask_client(scheduler, workers, timeout_s=connect_timeout_s) as client:
         store.begin_stage(
             "features",
-            {**as_dict(config), "device": backend.name, "scheduler": scheduler, "workers": workers},
+            {
+                **as_dict(config),
+                **backend.provenance(),
+                "scheduler": scheduler,
+                "workers": workers,
+            },
         )
         where = "in-process" if client is None else f"on Dask ({scheduler or workers})"
         log.info(
             "features: %d candidates x %d frames on %s %s, %d columns (%s)",
             n,
             n_t,
-            backend.name,
+            backend.describe(),
             where,
             len(names),
             version,
@@ -326,11 +332,18 @@ def compute_features(
             ]
         else:
             t0 = time.perf_counter()
-            similarity = _similarity_on_cluster(client, store, config, device)
+            # the workers get the resolved device: "cuda" there fails loudly, never silently
+            similarity = _similarity_on_cluster(client, store, config, backend.name)
             timings["similarity"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             results = map_pieces(
-                client, _block_piece, bounds, os.fspath(store.path), config, device, similarity
+                client,
+                _block_piece,
+                bounds,
+                os.fspath(store.path),
+                config,
+                backend.name,
+                similarity,
             )
             timings["blocks_wall"] += time.perf_counter() - t0
             parts = []
@@ -363,10 +376,11 @@ def compute_features(
         timings_s={k: round(v, 3) for k, v in timings.items()},
     )
     log.info(
-        "features: %d x %d in %.1f s; %d NaN/Inf values replaced in %d columns",
+        "features: %d x %d in %.1f s on %s; %d NaN/Inf values replaced in %d columns",
         n,
         len(names),
         seconds,
+        backend.name,
         n_replaced,
         len(report),
     )

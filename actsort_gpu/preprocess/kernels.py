@@ -2,15 +2,22 @@
 
 - :class:`ProjectionAccumulator`: running max, sum, sum of squares and the sums of products
   with the 4 "forward" neighbours (right, down, down-right, down-left) of every pixel, from
-  which the max, mean, std and local-correlation images follow. Written once against the
-  array module ``xp`` (NumPy or CuPy); per chunk the frames are centred on a fixed per-pixel
-  reference (the first frame seen) and summed in float32, then added to float64 totals, so the
-  raw-moment formulas do not cancel catastrophically.
+  which the max, mean, std and local-correlation images follow. Per chunk the frames are
+  centred on a fixed per-pixel reference (the first frame seen) and summed in float32, then
+  added to float64 totals, so the raw-moment formulas do not cancel catastrophically. Two
+  update methods: ``einsum`` (whole-chunk einsums written once against ``xp``: the reference,
+  and the CuPy path) and ``blocked`` (NumPy only: cache-sized row blocks over threads, 2x
+  faster on a CPU); CPU tests check one against the other.
 - :func:`gather_segments_numpy` / :func:`gather_segments_cupy`: the batched snapshot gather.
-  A *segment* is a run of consecutive frames of one candidate's crop inside the chunk; all
-  segments of a chunk are copied into one packed float32 buffer (segment after segment, each in
-  (frames, rows, cols) C order). The CuPy version is one RawKernel launch (one thread per
-  output value, segment found by binary search on the packed offsets).
+  A *segment* is a run of consecutive frames of one candidate's crop inside the chunk; the
+  segments of a batch are copied into one packed buffer (segment after segment, each in
+  (frames, rows, cols) C order) in the scratch dtype. The CuPy version is one RawKernel launch
+  (one thread per output value, segment found by binary search on the packed offsets) that
+  copies the values' bytes (kernels for 1-, 2- and 4-byte values), so it is exact for every
+  movie dtype the readers produce (uint8, uint16, int16, int32, float32).
+- :class:`HostGather` / :class:`DeviceGather` (:func:`gather_launcher`): a gather launch with
+  its reused buffers; ``stream.gather_into`` (segment batching, offset rebasing, the scatter
+  into the scratch file) is the same host code on both devices.
 """
 
 from __future__ import annotations
@@ -25,11 +32,19 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ProjectionAccumulator",
+    "ACCUMULATOR_METHODS",
     "SEGMENT_FIELDS",
     "gather_segments_numpy",
     "gather_segments_cupy",
     "gather_segments",
+    "gather_kernel_source",
+    "gather_launcher",
+    "HostGather",
+    "DeviceGather",
 ]
+
+#: ProjectionAccumulator update methods (see the module docstring)
+ACCUMULATOR_METHODS = ("blocked", "einsum")
 
 # columns of the (S, 7) int64 segment table
 SEGMENT_FIELDS = ("frame", "n_frames", "row0", "col0", "height", "width", "offset")
@@ -65,9 +80,28 @@ class ProjectionAccumulator:
     totals every ``_FLUSH_FRAMES`` frames and at the end of the chunk), the blocks split over
     ``threads`` threads (NumPy releases the GIL in these loops). The result depends only on
     the chunk boundaries, not on the number of threads. CuPy path: whole-chunk einsums.
+
+    method : "blocked" (NumPy only; the default on NumPy) or "einsum" (any ``xp``; the default
+        elsewhere, and the reference the blocked method is tested against on the CPU).
     """
 
-    def __init__(self, height: int, width: int, xp=np, *, ref=None, threads: int | None = None):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        xp=np,
+        *,
+        ref=None,
+        threads: int | None = None,
+        method: str | None = None,
+    ):
+        method = method or ("blocked" if xp is np else "einsum")
+        if method not in ACCUMULATOR_METHODS or (method == "blocked" and xp is not np):
+            raise ValueError(
+                f"method must be one of {ACCUMULATOR_METHODS} ('blocked' with NumPy only), "
+                f"got {method!r} with {getattr(xp, '__name__', xp)}"
+            )
+        self.method = method
         self.xp = xp
         self.h, self.w = height, width
         self.count = 0
@@ -94,7 +128,7 @@ class ProjectionAccumulator:
             return
         if self.ref is None:
             self.ref = frames[0].astype(xp.float32)
-        if xp is np:
+        if self.method == "blocked":
             self._update_numpy(np.asarray(frames))
         else:
             self._update_xp(frames)
@@ -254,19 +288,23 @@ class ProjectionAccumulator:
         }
 
 
-def gather_segments_numpy(chunk: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """Packed float32 copy of every segment's frames x crop (NumPy twin of the CuPy kernel).
+def gather_segments_numpy(chunk: np.ndarray, segments: np.ndarray, out=None) -> np.ndarray:
+    """Packed copy of every segment's frames x crop (NumPy twin of the CuPy kernel).
 
     chunk : (t, H, W) frames of this chunk (any real dtype).
     segments : (S, 7) int64 table, columns ``SEGMENT_FIELDS``; ``frame`` is relative to the
         chunk; ``offset`` is the segment's start in the packed buffer (segments packed in order).
-    Returns (total,) float32 with total = last offset + its n_frames * height * width.
+    out : (>= total,) buffer to fill (values cast to its dtype); default a new one of the
+        chunk's dtype.
+    Returns (total,) with total = last offset + its n_frames * height * width (a view of
+    ``out`` when given).
     """
     segments = np.asarray(segments, dtype=np.int64).reshape(-1, 7)
     total = _packed_size(segments)
-    out = np.empty(total, dtype=np.float32)
+    out = np.empty(total, dtype=chunk.dtype) if out is None else out[:total]
     for f, nf, r0, c0, h, w, off in segments.tolist():
-        out[off : off + nf * h * w] = chunk[f : f + nf, r0 : r0 + h, c0 : c0 + w].reshape(-1)
+        dst = out[off : off + nf * h * w].reshape(nf, h, w)
+        dst[...] = chunk[f : f + nf, r0 : r0 + h, c0 : c0 + w]
     return out
 
 
@@ -277,64 +315,82 @@ def _packed_size(segments: np.ndarray) -> int:
     return int(last[6] + last[1] * last[4] * last[5])
 
 
-_GATHER_SRC = r"""
+# One thread per packed value (grid-stride loop): find its segment by binary search on the
+# packed offsets (column 6), then copy the value at (frame, row, col) of the chunk. The values
+# are copied as unsigned integers of their size, so every dtype of that size is copied exactly.
+_GATHER_TEMPLATE = r"""
 extern "C" __global__
-void gather_segments(const float* chunk, const long long* seg, const long long n_seg,
-                     const long long H, const long long W, const long long total,
-                     float* out)
+void gather_segments_u{bits}(const {ctype}* __restrict__ chunk,
+                             const long long* __restrict__ seg,
+                             const long long n_seg, const long long H, const long long W,
+                             const long long total, {ctype}* __restrict__ out)
 {
     long long i = (long long)blockDim.x * blockIdx.x + threadIdx.x;
-    long long stride = (long long)blockDim.x * gridDim.x;
+    const long long stride = (long long)blockDim.x * gridDim.x;
     for (; i < total; i += stride) {
-        // binary search: last segment whose offset <= i
+        // the last segment whose offset <= i (segments are packed in order, none empty)
         long long lo = 0, hi = n_seg - 1;
         while (lo < hi) {
-            long long mid = (lo + hi + 1) >> 1;
+            const long long mid = (lo + hi + 1) >> 1;
             if (seg[mid * 7 + 6] <= i) lo = mid; else hi = mid - 1;
         }
-        const long long* s = seg + lo * 7;
-        long long local = i - s[6];
-        long long h = s[4], w = s[5];
-        long long k = local / (h * w);
-        long long rem = local - k * h * w;
-        long long y = rem / w;
-        long long x = rem - y * w;
+        const long long* s = seg + lo * 7;  // frame, n_frames, row0, col0, height, width, offset
+        const long long local = i - s[6];
+        const long long hw = s[4] * s[5];
+        const long long k = local / hw;
+        const long long rem = local - k * hw;
+        const long long y = rem / s[5];
+        const long long x = rem - y * s[5];
         out[i] = chunk[((s[0] + k) * H + (s[2] + y)) * W + (s[3] + x)];
     }
 }
 """
+#: value size in bytes -> (unsigned C type, bits)
+_GATHER_TYPES = {1: ("unsigned char", 8), 2: ("unsigned short", 16), 4: ("unsigned int", 32)}
+_KERNELS: dict = {}
 
-_KERNEL = None
+
+def gather_kernel_source(itemsize: int) -> tuple[str, str]:
+    """(CUDA source, kernel name) of the gather for values of ``itemsize`` bytes (1, 2, 4)."""
+    if itemsize not in _GATHER_TYPES:
+        raise ValueError(f"itemsize must be one of {sorted(_GATHER_TYPES)}, got {itemsize}")
+    ctype, bits = _GATHER_TYPES[itemsize]
+    source = _GATHER_TEMPLATE.replace("{ctype}", ctype).replace("{bits}", str(bits))
+    return source, f"gather_segments_u{bits}"
 
 
-def gather_segments_cupy(chunk, segments):
-    """CuPy version of :func:`gather_segments_numpy`: ``chunk`` a CuPy array (t, H, W);
-    returns a CuPy (total,) float32 array."""
+def gather_segments_cupy(chunk, segments, out=None):
+    """CuPy version of :func:`gather_segments_numpy`: ``chunk`` a CuPy array (t, H, W) of a 1-,
+    2- or 4-byte dtype; ``out`` a CuPy buffer of the same dtype (default: a new one). Returns
+    the CuPy (total,) packed values, bit for bit the chunk's."""
     import cupy as cp
 
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = cp.RawKernel(_GATHER_SRC, "gather_segments")
     seg_host = np.ascontiguousarray(np.asarray(segments, dtype=np.int64).reshape(-1, 7))
     total = _packed_size(seg_host)
-    out = cp.empty(total, dtype=cp.float32)
+    out = cp.empty(total, dtype=chunk.dtype) if out is None else out[:total]
+    if out.dtype != chunk.dtype:
+        raise ValueError(f"out has dtype {out.dtype}, the chunk {chunk.dtype}: they must match")
     if total == 0:
         return out
-    src = cp.ascontiguousarray(chunk, dtype=cp.float32)
-    seg = cp.asarray(seg_host)
+    itemsize = chunk.dtype.itemsize
+    if itemsize not in _KERNELS:
+        source, name = gather_kernel_source(itemsize)
+        _KERNELS[itemsize] = cp.RawKernel(source, name)
+    as_bits = np.dtype(f"u{itemsize}")
+    src = cp.ascontiguousarray(chunk).view(as_bits)
     threads = 256
     blocks = int(min((total + threads - 1) // threads, 65535 * 8))
-    _KERNEL(
+    _KERNELS[itemsize](
         (blocks,),
         (threads,),
         (
             src,
-            seg,
+            cp.asarray(seg_host),
             np.int64(len(seg_host)),
             np.int64(src.shape[1]),
             np.int64(src.shape[2]),
             np.int64(total),
-            out,
+            out.view(as_bits),
         ),
     )
     return out
@@ -345,3 +401,53 @@ def gather_segments(chunk, segments, xp=np):
     if xp is np:
         return gather_segments_numpy(chunk, segments)
     return gather_segments_cupy(chunk, segments)
+
+
+def _reserve(buf, n: int, empty):
+    """``buf`` if it holds ``n`` values, else a new buffer ``empty(size)`` of at least twice
+    the old size (a batch of one segment larger than the batch limit grows it once)."""
+    if buf is not None and buf.size >= n:
+        return buf
+    return empty(max(int(n), 2 * (0 if buf is None else buf.size)))
+
+
+class HostGather:
+    """The gather launch on the CPU: packs a batch into a reused host buffer of ``dtype``.
+
+    ``launch(chunk, segments, total)`` -> (total,) host view of the packed values, valid until
+    the next call."""
+
+    def __init__(self, dtype, capacity: int = 0):
+        self.dtype = np.dtype(dtype)
+        self.host = self._empty(int(capacity))
+
+    def _empty(self, n: int) -> np.ndarray:
+        return np.empty(n, self.dtype)
+
+    def __call__(self, chunk, segments, total: int) -> np.ndarray:
+        self.host = _reserve(self.host, total, self._empty)
+        return gather_segments_numpy(chunk, segments, out=self.host[:total])
+
+
+class DeviceGather(HostGather):
+    """The gather launch on a GPU: the RawKernel into a reused device buffer, then one copy
+    into the reused host buffer (the only lines CPU tests cannot run)."""
+
+    def __init__(self, dtype, capacity: int = 0):
+        import cupy as cp
+
+        self._cp = cp
+        self.device = None
+        super().__init__(dtype, capacity)
+
+    def __call__(self, chunk, segments, total: int) -> np.ndarray:
+        self.host = _reserve(self.host, total, self._empty)
+        self.device = _reserve(self.device, total, lambda n: self._cp.empty(n, self.dtype))
+        packed = gather_segments_cupy(chunk, segments, out=self.device[:total])
+        return packed.get(out=self.host[:total])
+
+
+def gather_launcher(xp, dtype, capacity: int = 0) -> HostGather:
+    """The gather launch for the array module ``xp`` (values of ``dtype``, buffers sized for
+    ``capacity`` values to start with)."""
+    return HostGather(dtype, capacity) if xp is np else DeviceGather(dtype, capacity)

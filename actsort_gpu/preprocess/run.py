@@ -17,18 +17,11 @@ from .. import schema
 from ..backend import resolve_backend
 from ..config import PreprocessConfig, as_dict
 from ..store import SortStore, code_max, file_fingerprint, quantise_ranges
+from .checkpoint import SCRATCH_NAME, disk_error
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
-from .stream import (
-    SCRATCH_NAME,
-    chunk_frames_for,
-    default_budget_bytes,
-    disk_error,
-    gather_batch_bytes,
-    plan_pass,
-    run_pass,
-    run_pass_distributed,
-)
+from .plan import chunk_frames_for, default_budget_bytes, gather_batch_bytes, plan_pass
+from .stream import run_pass, run_pass_distributed
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +193,8 @@ def preprocess(
     store_path : a store with the ``ingest`` stage complete.
     config : :class:`PreprocessConfig` (events, outline threshold, crop margin, snapshot dtype,
         memory budget in MB).
-    device : 'auto' | 'cpu' | 'cuda' for the movie pass.
+    device : 'auto' | 'cpu' | 'cuda' for the movie pass (:func:`..backend.resolve_backend`:
+        'cuda' without a usable CuPy GPU raises ``DeviceError`` before the store is touched).
     progress : True for a progress bar (frames/s, MB/s), or a callable receiving a dict after
         each chunk (``frames_done``, ``n_frames``, ``seconds``, ``frames_per_s``, ``mb_per_s``).
     movie_path : the movie, when it moved since ingest.
@@ -242,7 +236,7 @@ def preprocess(
         _check_inputs_unchanged(store, path)
         with dask_client(scheduler, workers) as client, _disk_errors(store):
             store.begin_stage(
-                "preprocess", {**as_dict(config), "device": backend.name, "movie": str(path)}
+                "preprocess", {**as_dict(config), **backend.provenance(), "movie": str(path)}
             )
             images, info, geo, events, plan, chunk, budget, scratch = _compute(
                 store, movie, path, config, backend, dt, progress, client
@@ -272,11 +266,12 @@ def preprocess(
         "preprocess", summary["seconds"], **{k: v for k, v in summary.items() if k != "seconds"}
     )
     log.info(
-        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s)",
+        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s, on %s)",
         store.n_candidates,
         summary["seconds"],
         info["seconds"],
         info["mb_per_s"],
+        backend.name,
     )
     return summary
 
@@ -327,7 +322,7 @@ def _disk_errors(store: SortStore):
         yield
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT) or len(exc.args) == 1:
-            raise  # not a disk fault, or already one line of ours (``stream.disk_error``)
+            raise  # not a disk fault, or already one line of ours (``checkpoint.disk_error``)
         target = exc.filename or store.path
         if exc.errno == errno.EROFS:
             fix = "make it writable"
@@ -366,7 +361,7 @@ def _compute(store, movie, path, config, backend, dt, progress, client):
         path,
         chunk,
         budget / 2**20,
-        backend.name,
+        backend.describe(),
         " on Dask" if client else "",
     )
     scratch = store.path / ".scratch" / "preprocess"

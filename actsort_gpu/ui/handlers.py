@@ -38,6 +38,10 @@ __all__ = [
     "on_click",
     "on_view",
     "on_map_options",
+    "feature_choices",
+    "feature_choice",
+    "map_filters",
+    "map_values",
     "on_threshold",
     "on_strategy",
     "on_play",
@@ -144,7 +148,20 @@ def _bar(label: str, c: dict, total: int) -> str:
     )
 
 
-def _progress_html(ws, st: ViewState, human, dec) -> str:
+def _unsure_html(unsure) -> str:
+    """The unsure queue: how many, the first candidates, how to walk them."""
+    idx = np.flatnonzero(unsure) if unsure is not None else np.zeros(0, np.int64)
+    if not len(idx):
+        return ""
+    first = ", ".join(str(int(i)) for i in idx[:12]) + (", ..." if len(idx) > 12 else "")
+    return (
+        f'<div class="as-small as-unsure">unsure (not used for training): {len(idx)} '
+        f"&mdash; {first} &nbsp;·&nbsp; revisit them: Active learning &rarr; Next candidate "
+        f"&rarr; <i>Review: unsure candidates</i></div>"
+    )
+
+
+def _progress_html(ws, st: ViewState, human, dec, unsure=None) -> str:
     c = counts(human, dec)
     n = len(human)
     speed = labelling_speed(ws.label_times)
@@ -164,6 +181,7 @@ def _progress_html(ws, st: ViewState, human, dec) -> str:
         f"{n - c['human']['unlabelled']} of {n} "
         f"({100 * (n - c['human']['unlabelled']) / max(n, 1):.1f} %)"
         f" &nbsp;·&nbsp; speed {'-' if speed is None else f'{speed:.0f} labels/min'}</div>"
+        + _unsure_html(unsure)
         + f'<div class="as-small">estimated accuracy (model vs. your next answer): {ba}</div>'
         + _transfer_html(ws)
         + f'<div class="as-stable" style="border-color:{colour};color:{colour}">'
@@ -316,8 +334,8 @@ def map_values(ws, st: ViewState, proba) -> tuple[np.ndarray | None, str]:
     bar = (
         f'<span class="as-cbar-title">{title}</span> <span>{lo}</span>'
         f'<span class="as-cbar" style="background:{render.colourbar_css()}"></span>'
-        f'<span>{hi}</span><span class="as-small">{note}; your labels keep their '
-        f"colours</span>"
+        f'<span>{hi}</span><span class="as-small">{note}{";" if note else ""} your labels '
+        f"keep their colours</span>"
     )
     return values, bar
 
@@ -362,9 +380,7 @@ def _render_map(ws, st: ViewState, human, dec, proba=None, unsure=None):
         x, y = (c - win.col0 + 0.5) * win.scale, (r - win.row0 + 0.5) * win.scale
         ImageDraw.Draw(pil).ellipse([x - 5, y - 5, x + 5, y + 5], outline=(40, 120, 255), width=2)
         img = np.asarray(pil)
-    legend = "".join(
-        f'<div class="as-maplegend">{part}</div>' for part in (bar, shown) if part
-    )
+    legend = "".join(f'<div class="as-maplegend">{part}</div>' for part in (bar, shown) if part)
     return img, legend
 
 
@@ -378,15 +394,29 @@ def render_candidate(ws, st: ViewState, frame: int | None = None):
     nb = [s.outlines[j] for j in s.neighbors[i][:30]]
     snaps = s.snapshots(i)
     snap_img = render.snapshot_strip(
-        snaps, s.events[i], crop, s.outlines[i], nb, frame, panel_px=PANEL_PX
+        snaps,
+        s.events[i],
+        crop,
+        s.outlines[i],
+        nb,
+        frame,
+        panel_px=PANEL_PX,
+        gap_px=GAP_PX,
+        fs_hz=s.fs_hz,
     )
-    tr = s.trace(i)
+    tr, units = render.display_trace(s.trace(i))
     fp_img = render.footprint_panel(s.footprint_crop(i), s.outlines[i], crop, panel_px=PANEL_PX)
     trace_img = render.trace_plot(
-        tr, s.events[i], width=5 * PANEL_PX + 4 * 6 + PANEL_PX + 12, fs_hz=s.fs_hz
+        tr, s.events[i], width=EVIDENCE_PX, height=TRACE_PX, fs_hz=s.fs_hz, units=units
     )
     ev_img = render.event_trace_strip(
-        tr, s.events[i], panel_px=PANEL_PX, frame=frame, event_frames=s.event_frames
+        tr,
+        s.events[i],
+        panel_px=PANEL_PX,
+        height=EVENT_TRACE_PX,
+        gap_px=GAP_PX,
+        frame=frame,
+        event_frames=s.event_frames,
     )
     return fp_img, snap_img, trace_img, ev_img
 
@@ -395,14 +425,15 @@ def render_panels(ws, st: ViewState, status: str = "") -> Panels:
     """Render every panel of the page for ``st`` (timings in ms in ``timings_ms``)."""
     t0 = time.perf_counter()
     human = ws.human(st.store)
+    unsure = ws.unsure(st.store)
     proba, dec = ws.model(st.store)
     t1 = time.perf_counter()
-    map_img = render_map(ws, st, human, dec)
+    map_img, legend = _render_map(ws, st, human, dec, proba, unsure)
     t2 = time.perf_counter()
     fp, snaps, trace, evt = render_candidate(ws, st, st.frame if st.playing else None)
     t3 = time.perf_counter()
-    info = _info_html(ws, st, human, proba, dec)
-    prog = _progress_html(ws, st, human, dec)
+    info = _info_html(ws, st, human, proba, dec, unsure)
+    prog = _progress_html(ws, st, human, dec, unsure)
     t4 = time.perf_counter()
     return Panels(
         map_img,
@@ -419,6 +450,7 @@ def render_panels(ws, st: ViewState, status: str = "") -> Panels:
             "candidate": 1e3 * (t3 - t2),
             "text": 1e3 * (t4 - t3),
         },
+        legend,
     )
 
 
@@ -452,18 +484,23 @@ def on_load(ws, st: ViewState | None = None):
     if cur is None:
         cur = ws.next_query(st.store, _mode(st))
     n_lab = int((ws.human(st.store) != 0).sum())
-    return _go(ws, st, cur, f"Resumed: {n_lab} labels in {ws.stores[st.store].name}.")
+    n_unsure = int(ws.unsure(st.store).sum())
+    more = f" {n_unsure} unsure." if n_unsure else ""
+    return _go(ws, st, cur, f"Resumed: {n_lab} labels in {ws.stores[st.store].name}.{more}")
 
 
 def on_label(ws, st: ViewState, y: int):
-    """Label the selection (or the current candidate) y = +1 / -1 / 0 and move on."""
-    if y not in (CELL, NOT_CELL, UNLABELLED):
-        raise ValueError(f"label must be +1, -1 or 0, got {y!r}")
+    """Label the selection (or the current candidate) y = +1 / -1 / 0 / UNSURE and move on
+    (an unlabel stays on the candidate)."""
+    if y not in LABEL_WORDS or isinstance(y, bool):
+        raise ValueError(f"label must be +1, -1, 0 or {UNSURE} (unsure), got {y!r}")
     targets = tuple(st.selected) or ((st.current,) if st.current >= 0 else ())
     if not targets:
         return st, render_panels(ws, st, "No candidate to label.")
     n_new = ws.label(st.store, targets, y) or 0
-    word = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled"}[y]
+    word = LABEL_WORDS[y]
+    if y == UNSURE:
+        word += " (not used for training; Review: unsure candidates lists it)"
     what = f"{len(targets)} candidates" if len(targets) > 1 else f"candidate {targets[0]}"
     # a label that replaced another annotator's different one: both stay in the journal
     note = (
@@ -480,8 +517,16 @@ def on_label(ws, st: ViewState, y: int):
 
 
 def on_next(ws, st: ViewState):
+    """ActSort's Next: forward along the labelling order, else the next query. At the newest
+    candidate the query picks it again: the status says so (it needs a label, or U)."""
     cur, pos = _next_candidate(ws, st)
-    return _go(ws, st, cur, history_pos=pos, selected=())
+    status = ""
+    if cur is not None and cur == st.current and pos is None:
+        status = (
+            f"Candidate {cur} is the newest: the query picks it again. Label it (Up / Down), "
+            f"or press U to skip it as unsure."
+        )
+    return _go(ws, st, cur, status, history_pos=pos, selected=())
 
 
 def on_prev(ws, st: ViewState):
@@ -507,8 +552,8 @@ def _after_undo_redo(ws, st, loc, verb):
     if loc is None:
         return st, render_panels(ws, st, f"Nothing to {verb}.")
     d, local, n = loc
-    lab = int(ws.human(d)[local])
-    word = {CELL: "cell", NOT_CELL: "not a cell", UNLABELLED: "unlabelled"}[lab]
+    lab = UNSURE if ws.unsure(d)[local] else int(ws.human(d)[local])
+    word = LABEL_WORDS[lab]
     what = (
         f"{n} candidates of a group label are now {word} (candidate {local} shown)"
         if n > 1
@@ -599,6 +644,9 @@ def on_click(ws, st: ViewState, x: float, y: float, mode: str | None = None):
             inside = inside[human[inside] <= 0]
         if st.hide_not:
             inside = inside[human[inside] >= 0]
+        hidden, _ = map_filters(ws, st, human, ws.model(st.store)[1])
+        if hidden is not None:  # what the map does not show is not selected
+            inside = inside[~hidden[inside]]
         st = st.with_(box_corner=None, selected=tuple(int(i) for i in inside))
         return st, render_panels(
             ws,
@@ -653,6 +701,39 @@ def on_view(
         box_corner=st.box_corner if mode == CLICK_MODES[2] else None,
     )
     return st, render_panels(ws, st)
+
+
+def on_map_options(
+    ws,
+    st: ViewState,
+    colour: str,
+    feature: str,
+    lo_pct: float,
+    hi_pct: float,
+    hide_rejected: bool,
+):
+    """The map's options: outline colours (a key of ``COLOUR_MODES``), the feature to colour
+    by and to filter on (its plain name, as the page lists it, or its exact name), the
+    feature range in percentiles (the two cannot cross) and "hide rejected"."""
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour must be one of {list(COLOUR_MODES)}, got {colour!r}")
+    names = ws.stores[st.store].feature_names
+    plain = {describe_feature(n)[0]: n for n in names}
+    name = feature if feature in names else plain.get(feature, "")
+    lo, hi = sorted((float(np.clip(lo_pct, 0, 100)), float(np.clip(hi_pct, 0, 100))))
+    st = st.with_(
+        colour_by=COLOUR_MODES[colour],
+        feature=name,
+        feature_lo_pct=lo,
+        feature_hi_pct=hi,
+        hide_rejected=bool(hide_rejected),
+    )
+    return st, render_panels(ws, st, "Map options updated.")
+
+
+def feature_choices(ws, store: int = 0) -> list[tuple[str, str]]:
+    """(plain name, exact name) of the store's features, for the page's drop-down."""
+    return [(describe_feature(n)[0], n) for n in ws.stores[store].feature_names]
 
 
 def on_threshold(ws, st: ViewState, threshold: float):

@@ -1,9 +1,12 @@
 """The Gradio page: ``build_app(workspace, ui_config)`` binds the plain handlers to components.
 
-Layout (after ActSort's): the field-of-view map on the left; on the right the candidate read-out,
-label buttons, progress and the tabs (View, Active learning, Export); below, the footprint and
-the event snapshots, the full trace and the zoomed event traces. Keyboard shortcuts are a small
-injected listener that clicks buttons by ``elem_id`` (docs/environment.md).
+Layout (issue 15: everything a candidate is judged by on the first screen, 1366x768 and up):
+the field-of-view map on the left; on the right the candidate read-out, one row of label
+buttons, then the evidence (``as-footprint`` and ``as-snapshots`` side by side, ``as-trace``,
+the zoomed event traces), and below it the progress and the tabs (View, Map colours and filters,
+Active learning, Export, Truth). Keyboard shortcuts are a small injected listener that clicks
+buttons by ``elem_id`` (docs/environment.md). Every page image is a PNG or JPEG file written by
+``render.encode_image`` (never Gradio's default WebP: see render.ENCODINGS).
 """
 
 import json
@@ -12,11 +15,11 @@ import os
 import threading
 from pathlib import Path
 
-from .. import CELL, NOT_CELL, UNLABELLED
+from .. import CELL, NOT_CELL, UNLABELLED, UNSURE
 from ..export import FORMATS
 from . import handlers as H
 from .progress import StabilityTracker
-from .session import CLICK_MODES, IMAGE_KINDS, STRATEGY_CHOICES, ViewState
+from .session import CLICK_MODES, COLOUR_MODES, IMAGE_KINDS, STRATEGY_CHOICES, ViewState
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ KEYS = {
     "ArrowLeft": "as-prev",
     "ArrowRight": "as-next",
     " ": "as-play",
+    "u": "as-unsure",
+    "U": "as-unsure",
     "z": "as-undo",
     "Z": "as-undo",
     "y": "as-redo",
@@ -60,15 +65,44 @@ KEYBOARD_JS = """
 """.replace("__KEYS__", json.dumps(KEYS))
 
 CSS = """
-.gradio-container {max-width: 1500px !important}
+.gradio-container {max-width: 1800px !important; padding-top: 6px !important;
+                   padding-bottom: 6px !important}
+#as-header {margin: 0 0 -6px 0}
+#as-title {margin: 0; font-size: 18px; display: inline}
+#as-main {gap: 12px}
+#as-left, #as-right {gap: 6px}
+/* The map may shrink to its box but never grow past its natural size: Gradio maps a click to
+   image pixels assuming it is not enlarged (handlers.map_window). */
+#as-map {height: auto !important; aspect-ratio: 1 / 1; max-height: calc(100vh - 90px)}
 #as-map img {image-rendering: pixelated; cursor: crosshair; width: 100%; height: 100%;
              object-fit: scale-down}
-#as-title {margin: 0}
-.as-info {border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 10px; font-size: 14px}
-.as-title {font-size: 16px; margin-bottom: 4px}
+.as-panel, .as-panel > div {padding: 0 !important; border: none !important;
+                            background: transparent !important}
+.as-panel .image-container, .as-panel button, .as-panel .image-frame {
+    display: flex !important; justify-content: flex-start !important;
+    align-items: flex-start !important; cursor: default}
+.as-panel img {object-fit: scale-down; object-position: left top; max-width: 100%;
+               max-height: 100%; width: auto; height: auto}
+#as-event-traces img {margin-left: __EVT_OFFSET__px}
+.as-pixels img {image-rendering: pixelated}
+#as-evidence {gap: 12px; flex-wrap: nowrap}
+#as-evidence > * {flex-grow: 0}
+#as-buttons {gap: 6px}
+#as-buttons button {padding-left: 4px; padding-right: 4px}
+.as-info {border: 1px solid #d0d7de; border-radius: 6px; padding: 6px 10px; font-size: 14px;
+          display: flex; gap: 12px; align-items: flex-start}
+.as-info-text {flex: 1 1 0; min-width: 250px}
+.as-title {font-size: 16px; margin-bottom: 2px; white-space: nowrap}
 .as-small {font-size: 12px; color: #57606a}
-.as-feat {font-size: 12px; margin-top: 6px; border-collapse: collapse; width: 100%}
-.as-feat td, .as-feat th {padding: 1px 6px; border-bottom: 1px solid #eee; text-align: left}
+.as-feat {font-size: 12px; border-collapse: collapse; flex: 1.5 1 0; border: none !important;
+          margin: 0 !important}
+.as-feat td, .as-feat th {padding: 0 6px !important; border: none !important;
+                          border-bottom: 1px solid #e4e4e4 !important; text-align: left;
+                          background: transparent !important}
+.as-fname {border-bottom: 1px dotted #888; cursor: help}
+.as-maplegend {font-size: 12px; color: #333; display: flex; align-items: center; gap: 6px;
+               flex-wrap: wrap}
+.as-cbar {display: inline-block; width: 160px; height: 12px; border: 1px solid #999}
 .as-bar-row {display: flex; align-items: center; gap: 6px; margin: 3px 0; font-size: 13px}
 .as-bar-label {width: 58px}
 .as-bar {flex: 1; display: flex; height: 14px; border: 1px solid #bbb; border-radius: 3px;
@@ -77,25 +111,40 @@ CSS = """
 .as-bar-count {width: 110px; text-align: right; font-size: 12px}
 .as-stable {border: 1px solid; border-radius: 4px; padding: 4px 6px; margin-top: 6px;
             font-size: 13px; font-weight: 600}
-.as-legend {font-size: 13px; color: #333}
+.as-legend {font-size: 12px; color: #333}
 .as-legend kbd {border: 1px solid #999; border-bottom-width: 2px; border-radius: 3px;
                 padding: 0 4px; background: #f6f8fa; font-size: 12px}
+#as-status {font-size: 13px; min-height: 1.4em; padding: 0 4px}
+#as-status p {margin: 0}
 #as-cell button, button#as-cell {background: #2da44e; color: white}
 #as-notcell button, button#as-notcell {background: #cf222e; color: white}
-.as-panel img {image-rendering: pixelated}
-"""
+#as-unsure button, button#as-unsure {background: #8250df; color: white}
+""".replace("__EVT_OFFSET__", str(H.PANEL_PX + 12))  # under the snapshots (#as-evidence gap)
 
-LEGEND = (
-    '<div class="as-legend"><b>Keys</b>: <kbd>&uarr;</kbd> cell &nbsp; <kbd>&darr;</kbd> not a '
-    "cell &nbsp; <kbd>&larr;</kbd> previous &nbsp; <kbd>&rarr;</kbd> next &nbsp; "
-    "<kbd>Space</kbd> play snapshots &nbsp; <kbd>Z</kbd> undo &nbsp; <kbd>Y</kbd> redo &nbsp; "
-    "<kbd>Esc</kbd> clear selection. &nbsp; <b>Map</b>: "
+_KEYS_HTML = (
+    "<b>Keys</b>: <kbd>&uarr;</kbd> cell &nbsp; <kbd>&darr;</kbd> not a cell &nbsp; "
+    "<kbd>U</kbd> unsure (skip, revisit later) &nbsp; <kbd>&larr;</kbd> / <kbd>&rarr;</kbd> "
+    "previous / next &nbsp; <kbd>Space</kbd> play snapshots &nbsp; <kbd>Z</kbd> undo &nbsp; "
+    "<kbd>Y</kbd> redo &nbsp; <kbd>Esc</kbd> clear selection"
+)
+HEADER = (
+    '<div class="as-legend"><h2 id="as-title">actsort-gpu</h2> &nbsp;'
+    '<span class="as-small">active-learning curation of cell candidates</span> &nbsp;&nbsp; '
+    f"{_KEYS_HTML}</div>"
+)
+MAP_KEY = (
+    '<div class="as-legend"><b>Map</b>: '
     '<span style="color:#28c846">&#9632;</span> your cells, '
     '<span style="color:#e63232">&#9632;</span> your non-cells, '
+    '<span style="color:#9650e6">&#9632;</span> unsure, '
     '<span style="color:#8fd99a">&#9633;</span> / <span style="color:#f0a0a0">&#9633;</span> '
     'model\'s cells / non-cells, <span style="color:#ffc800">&#9633;</span> current, '
-    '<span style="color:#2878ff">&#9632;</span> selected.</div>'
+    '<span style="color:#2878ff">&#9632;</span> selected. Colours by P(cell) or a feature, '
+    "and filters: tab <i>Map colours and filters</i>.</div>"
 )
+LEGEND = f'<div class="as-legend">{_KEYS_HTML}</div>'  # the keys (former name)
+#: the map's box: a square as high as the window allows (<= its natural MAP_DISPLAY_PX)
+MAP_BOX_HEIGHT = f"min({H.MAP_DISPLAY_PX}px, calc(100vh - 90px))"
 
 STOPPING_HELP = """
 **When to stop.** After every label the page compares the model's decisions on *all* candidates
@@ -158,20 +207,23 @@ def _emit(st: ViewState, p: H.Panels, gr, cache_dir: Path):
     st, imgs = _images(st, {name: getattr(p, name) for name, _ in IMAGES}, cache_dir, gr)
     sent = dict(st.sent)
     texts = []
-    for name, text in (("info", p.info), ("progress", p.progress)):
+    for name, text in (("info", p.info), ("progress", p.progress), ("legend", p.legend)):
         if sent.get(name, _UNSENT) == text:
             texts.append(gr.skip())
         else:
             texts.append(text)
             sent[name] = text
     st = st.with_(sent=sent)
+    info, progress, legend = texts
     return (
         st,
         *imgs,
-        *texts,
+        info,
+        progress,
         p.status,
         st.current if st.current >= 0 else None,
         gr.update(active=st.playing),
+        legend,  # last: the outputs' order before it is the page's API (tests/test_ui_app.py)
     )
 
 
@@ -194,72 +246,108 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
     # Page images accumulate in Gradio's cache (one file per changed panel): delete those older
     # than an hour, checking every 30 minutes.
     with gr.Blocks(
-        title="actsort-gpu: curate candidates", analytics_enabled=False, delete_cache=(1800, 3600)
+        title="actsort-gpu: curate candidates",
+        analytics_enabled=False,
+        delete_cache=(1800, 3600),
+        fill_width=True,
     ) as demo:
         state = gr.State(ViewState())
-        with gr.Row(equal_height=False):
-            gr.HTML(
-                '<h2 id="as-title">actsort-gpu &nbsp;<span class="as-small">active-learning '
-                "curation of cell candidates</span></h2>"
-            )
-        gr.HTML(LEGEND)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=520):
+        gr.HTML(HEADER, elem_id="as-header")
+        with gr.Row(equal_height=False, elem_id="as-main"):
+            # Left: the map (shown at most at its natural size: Gradio's click mapping needs
+            # it, see handlers.map_window), its colour bar / filter line, the status line.
+            with gr.Column(scale=4, min_width=400, elem_id="as-left"):
                 map_img = gr.Image(
                     label="Field of view (click: select candidate)",
                     elem_id="as-map",
                     interactive=False,
                     format="jpeg",
                     buttons=["fullscreen"],
-                    height=H.MAP_DISPLAY_PX,
-                    show_label=True,
+                    height=MAP_BOX_HEIGHT,
+                    show_label=False,
                 )
+                map_legend = gr.HTML(elem_id="as-map-legend")
+                gr.HTML(MAP_KEY)
+            # Right: the evidence first (what a candidate is judged by), then the controls.
+            with gr.Column(scale=5, min_width=H.EVIDENCE_PX + 24, elem_id="as-right"):
+                info = gr.HTML(elem_id="as-info")
+                with gr.Row(elem_id="as-buttons"):
+                    small = {"size": "sm", "min_width": 60}
+                    b_cell = gr.Button("Cell ↑", elem_id="as-cell", variant="primary", **small)
+                    b_not = gr.Button("Not a cell ↓", elem_id="as-notcell", variant="stop", **small)
+                    b_unsure = gr.Button("Unsure (U)", elem_id="as-unsure", **small)
+                    b_unl = gr.Button("Unlabel", elem_id="as-unlabel", **small)
+                    b_prev = gr.Button("← Prev", elem_id="as-prev", **small)
+                    b_next = gr.Button("Next →", elem_id="as-next", **small)
+                    b_undo = gr.Button("Undo (Z)", elem_id="as-undo", **small)
+                    b_redo = gr.Button("Redo (Y)", elem_id="as-redo", **small)
+                # right under the buttons: it confirms each key press
                 status = gr.Markdown(elem_id="as-status")
-                with gr.Row(equal_height=False):
+                with gr.Row(equal_height=False, elem_id="as-evidence"):
                     fp_img = gr.Image(
                         label="Footprint",
+                        elem_id="as-footprint",
                         interactive=False,
                         format="png",
-                        elem_classes=["as-panel"],
-                        scale=1,
-                        min_width=150,
-                        height=190,
+                        elem_classes=["as-panel", "as-pixels"],
+                        scale=0,
+                        min_width=H.PANEL_PX,
+                        height=H.PANEL_PX,
                         show_label=False,
+                        buttons=[],
                     )
                     snap_img = gr.Image(
                         label="Event snapshots (Space: play)",
+                        elem_id="as-snapshots",
                         interactive=False,
                         format="png",
-                        elem_classes=["as-panel"],
-                        scale=5,
-                        height=190,
+                        elem_classes=["as-panel", "as-pixels"],
+                        scale=1,
+                        min_width=5 * H.PANEL_PX,
+                        height=H.PANEL_PX,
                         show_label=False,
+                        buttons=[],
                     )
-                b_play = gr.Button(
-                    "▶ Play / stop event snapshots (Space)", elem_id="as-play", size="sm"
+                trace_img = gr.Image(
+                    label="Trace (numbers: events)",
+                    elem_id="as-trace",
+                    interactive=False,
+                    format="png",
+                    elem_classes=["as-panel"],
+                    height=H.TRACE_PX,
+                    show_label=False,
+                    buttons=[],
                 )
-            with gr.Column(scale=3, min_width=380):
-                with gr.Row():
+                evt_img = gr.Image(
+                    label="Zoomed event traces (shaded: snapshot window)",
+                    elem_id="as-event-traces",
+                    interactive=False,
+                    format="png",
+                    elem_classes=["as-panel", "as-events"],
+                    height=H.EVENT_TRACE_PX,
+                    show_label=False,
+                    buttons=[],
+                )
+                with gr.Row(elem_id="as-nav"):
+                    b_play = gr.Button(
+                        "▶ Play / stop snapshots (Space)", elem_id="as-play", size="sm", scale=2
+                    )
                     store_dd = gr.Dropdown(
                         names,
                         value=names[0],
                         label="Store (animal)",
                         interactive=len(names) > 1,
-                        scale=3,
+                        scale=2,
+                        min_width=120,
                     )
                     index_nb = gr.Number(
-                        label="Candidate", precision=0, elem_id="as-index", scale=1, minimum=0
+                        label="Candidate",
+                        precision=0,
+                        elem_id="as-index",
+                        scale=1,
+                        minimum=0,
+                        min_width=90,
                     )
-                info = gr.HTML(elem_id="as-info")
-                with gr.Row():
-                    b_cell = gr.Button("Cell  ↑", elem_id="as-cell", variant="primary")
-                    b_not = gr.Button("Not a cell  ↓", elem_id="as-notcell", variant="stop")
-                    b_unl = gr.Button("Unlabel", elem_id="as-unlabel", size="md")
-                with gr.Row():
-                    b_prev = gr.Button("← Previous", elem_id="as-prev", size="sm")
-                    b_next = gr.Button("Next →", elem_id="as-next", size="sm")
-                    b_undo = gr.Button("Undo (Z)", elem_id="as-undo", size="sm")
-                    b_redo = gr.Button("Redo (Y)", elem_id="as-redo", size="sm")
                 progress = gr.HTML(elem_id="as-progress")
                 with gr.Tabs():
                     with gr.Tab("View"):
@@ -278,6 +366,30 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                             list(CLICK_MODES), value=CLICK_MODES[0], label="Click on the map"
                         )
                         b_clear = gr.Button("Clear selection (Esc)", elem_id="as-clear", size="sm")
+                    with gr.Tab("Map colours and filters"):
+                        colour_rd = gr.Radio(
+                            list(COLOUR_MODES),
+                            value=next(iter(COLOUR_MODES)),
+                            label="Colour the outlines by",
+                            elem_id="as-colour-by",
+                        )
+                        feature_dd = gr.Dropdown(
+                            H.feature_choices(ws),
+                            value=H.feature_choice(ws, ViewState()) or None,
+                            label="Feature (colour and range filter; hover the table's names "
+                            "for their meaning)",
+                            elem_id="as-feature",
+                        )
+                        with gr.Row():
+                            flo_sl = gr.Slider(
+                                0, 100, value=0, step=1, label="Feature range: from percentile"
+                            )
+                            fhi_sl = gr.Slider(0, 100, value=100, step=1, label="to percentile")
+                        hide_rej = gr.Checkbox(
+                            False,
+                            label="Hide rejected (not a cell: your label, else the model's)",
+                            elem_id="as-hide-rejected",
+                        )
                     with gr.Tab("Active learning"):
                         strat_dd = gr.Dropdown(
                             list(STRATEGY_CHOICES), value="DCAL (default)", label="Next candidate"
@@ -315,23 +427,6 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                             visible=False,
                             elem_id="as-errors",
                         )
-        with gr.Row(equal_height=False):
-            trace_img = gr.Image(
-                label="Trace (numbers: events)",
-                interactive=False,
-                format="png",
-                scale=3,
-                height=200,
-                show_label=False,
-            )
-            evt_img = gr.Image(
-                label="Zoomed event traces (shaded: snapshot window)",
-                interactive=False,
-                format="png",
-                scale=3,
-                height=200,
-                show_label=False,
-            )
         timer = gr.Timer(cfg.playback_s_per_frame, active=False)
 
         outs = [
@@ -346,6 +441,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             status,
             index_nb,
             timer,
+            map_legend,
         ]
 
         cache_dir = Path(map_img.GRADIO_CACHE)
@@ -378,6 +474,13 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             api_name="unlabel",
             **quick,
         )
+        b_unsure.click(
+            wrap(lambda w, st: H.on_label(w, st, UNSURE)),
+            [state],
+            outs,
+            api_name="unsure",
+            **quick,
+        )
         b_prev.click(wrap(H.on_prev), [state], outs, api_name="prev", **quick)
         b_next.click(wrap(H.on_next), [state], outs, api_name="next", **quick)
         b_undo.click(wrap(H.on_undo), [state], outs, api_name="undo", **quick)
@@ -407,6 +510,11 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         click_mode.change(wrap(H.on_view), view_inputs, outs, **quick, **map_events)
         for comp in (lo_sl, hi_sl):
             comp.release(wrap(H.on_view), view_inputs, outs)
+        map_inputs = [state, colour_rd, feature_dd, flo_sl, fhi_sl, hide_rej]
+        for comp in (colour_rd, feature_dd, hide_rej):
+            comp.change(wrap(H.on_map_options), map_inputs, outs)
+        for comp in (flo_sl, fhi_sl):
+            comp.release(wrap(H.on_map_options), map_inputs, outs)
         thr_sl.release(wrap(H.on_threshold), [state, thr_sl], outs)
         strat_dd.change(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
         weight_sl.release(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
@@ -432,7 +540,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         def on_export(st, fmt):
             from ..export import EXPORTERS, export_labels
 
-            name = EXPORTERS[fmt].file_name
+            name = EXPORTERS[fmt].name_for(ws.paths[st.store])
             target = None if name is None else export_dir / ws.names[st.store] / name
             try:
                 with ws.lock:

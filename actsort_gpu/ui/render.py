@@ -257,7 +257,7 @@ _VIRIDIS = np.array(
     np.float32,
 )
 #: colour levels of :func:`value_colours`: a value change inside one level repaints nothing
-VALUE_LEVELS = 64
+VALUE_LEVELS = 32
 
 
 def value_colours(values: np.ndarray) -> np.ndarray:
@@ -370,6 +370,7 @@ class MapCanvas:
         # changed candidates gather their pixels without scanning the whole foreground.
         self._own_pos, self._own_start = _group_by(self._fg_owner, n)
         self._line_pos, self._line_start = _group_by(self._fg_line, n)
+        self._line_pix = self._fg[self._line_pos]  # flat pixel of each grouped outline position
         self._base: np.ndarray | None = None
         self._lut: np.ndarray | None = None
         self.rgb: np.ndarray | None = None
@@ -419,9 +420,14 @@ class MapCanvas:
             )
             self._paint(lut, self._fg[sel], self._fg_owner[sel], self._fg_line[sel])
         if line_only.any():
-            sel = _gather(self._line_pos, self._line_start, ids[line_only])
-            colour = np.clip(lut[self._fg_line[sel], :3], 0, 255).astype(np.uint8)
-            self.rgb.reshape(-1, 3)[self._fg[sel]] = colour
+            # one colour per candidate, repeated over its outline pixels (grouped by candidate):
+            # no per-pixel lookup, which matters when a refit recolours most outlines (colour
+            # by P(cell))
+            lo = ids[line_only]
+            idx = _gather(np.arange(len(self._line_pix)), self._line_start, lo)
+            counts = self._line_start[lo + 1] - self._line_start[lo]
+            colour = np.clip(lut[lo, :3], 0, 255).astype(np.uint8)
+            self.rgb.reshape(-1, 3)[self._line_pix[idx]] = np.repeat(colour, counts, axis=0)
         return len(ids)
 
     def _paint(self, lut: np.ndarray, pix, owner, line) -> None:

@@ -1,0 +1,100 @@
+"""``scripts/gpu_check.py`` (issue 12): its CPU half runs end to end at tiny sizes, writes one
+markdown table and one JSON file, and says first that the GPU half did not run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = [
+    "--quick",
+    "--movie-gb", "0.01",
+    "--fov", "128",
+    "--movie-candidates", "40",
+    "--n", "150",
+    "--t", "300",
+    "--al-n", "2000",
+    "--al-updates", "2",
+]  # fmt: skip
+
+
+def test_cpu_half_at_tiny_sizes(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    gpu_check = _gpu_check()
+    out = tmp_path / "report" / "gc"
+    rc = gpu_check.main([*TINY, "--device", "cpu", "--out", str(out), "--workdir", str(tmp_path)])
+    md = out.with_suffix(".md").read_text()
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert rc == 0, md
+    assert "**GPU half: DID NOT RUN" in md.splitlines()[2]
+    assert report["gpu_half_ran"] is False and report["device"] == "cpu"
+    assert report["parts"]["tests"]["status"] == "not run: no GPU"
+    for name in ("preprocess", "al", "features", "embed"):
+        part = report["parts"][name]
+        assert part["status"] == "ok", (name, part)
+        assert any(line.startswith(f"| {name} |") for line in md.splitlines())
+    pre = report["parts"]["preprocess"]["result"]
+    assert pre["device"] == "cpu" and pre["pass_mb_s"] > 0 and pre["raw_read_mb_s"] > 0
+    assert pre["frames"] == int(0.01e9 // (128 * 128 * 2)) and pre["device_peak_mb"] is None
+    assert {pre["cache_before_raw"]["method"], pre["cache_before_pass"]["method"]} <= {
+        "posix_fadvise",
+        "drop_caches",
+    } or "posix_fadvise only" in str(pre["cache_before_raw"]["method"])
+    feats = report["parts"]["features"]["result"]
+    assert (feats["n"], feats["t"], feats["device"]) == (150, 300, "cpu") and feats["finite"]
+    assert report["parts"]["al"]["result"]["n"] == 2000
+    assert report["parts"]["embed"]["result"]["n"] == 150
+    for part in report["parts"].values():
+        if part["result"]:
+            r = part["result"]
+            assert (r["peak_anon_rss_mb"] or r["peak_sampled_rss_mb"]) > 0 and r["peak_rss_mb"] > 0
+    assert not list(tmp_path.glob("gpu_check-*"))  # the work folder is removed
+
+
+def test_explicit_cuda_without_a_gpu_stops_with_the_reason(tmp_path, monkeypatch, capsys):
+    from actsort_gpu import backend
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    monkeypatch.setattr(backend, "cuda_unavailable_reason", lambda: "no CuPy in this test")
+    rc = _gpu_check().main(["--device", "cuda", "--out", str(tmp_path / "gc")])
+    assert rc == 1 and "no CuPy in this test" in capsys.readouterr().err
+    assert not (tmp_path / "gc.md").exists()
+    with pytest.raises(SystemExit):
+        _gpu_check().main(["--parts", "nope"])
+
+
+def test_pytest_summary_is_read():
+    summary = _gpu_check()._pytest_summary(
+        ["ERROR tests/test_ui_render.py - ModuleNotFoundError: gradio", "", "12 passed, 3 "
+         "skipped, 1 error in 40.12s"]
+    )  # fmt: skip
+    assert summary["counts"] == {"passed": 12, "skipped": 3, "error": 1}
+    assert summary["problems"] == ["ERROR tests/test_ui_render.py - ModuleNotFoundError: gradio"]
+
+
+def test_a_part_out_of_time_is_reported_not_hidden(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    out = tmp_path / "gc"
+    rc = _gpu_check().main(
+        ["--device", "cpu", "--parts", "al", "--budget-s", "1", "--out", str(out)]
+    )
+    assert rc == 1
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["parts"]["al"]["status"] == "not run: out of time"
+    assert "| al |  | not run: out of time |" in out.with_suffix(".md").read_text()
