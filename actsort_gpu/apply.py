@@ -86,7 +86,7 @@ def apply_classifier(
     if export is not None and export not in TABLE_FORMATS:
         raise ValueError(f"export must be one of {TABLE_FORMATS}, got {export!r}")
     policy = product_policy(config)
-    use_embeddings = "+emb:" in clf.feature_version
+    with_emb = "+emb:" in clf.feature_version  # the classifier's inputs include embeddings
     paths = [
         Path(p) for p in ([store_paths] if isinstance(store_paths, (str, Path)) else store_paths)
     ]
@@ -95,9 +95,9 @@ def apply_classifier(
     # Validate every store before writing into any of them.
     datasets = []
     for path in paths:
-        ds = dataset_from_store(path, use_embeddings=use_embeddings)
+        ds = dataset_from_store(path, use_embeddings=with_emb)
         try:
-            clf.check_compatible(ds.feature_names, ds.feature_version)
+            clf.check_compatible(ds.input_names(with_emb), ds.input_version(with_emb))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc} (classifier {classifier_path})") from None
         datasets.append(ds)

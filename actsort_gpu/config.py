@@ -79,9 +79,11 @@ class ActiveConfig:
     # With a pretrained classifier (--classifier): select | union | discard | classifier
     # (active/engine.py TRANSFER_MODES; benchmarks/RESULTS.md, issue 11)
     transfer: str = "select"
-    # Concatenate embeddings/ to features/ when present. Off by default: with the shipped
-    # encoder it did not improve active learning (benchmarks/RESULTS.md, issue 7).
-    use_embeddings: bool = False
+    # Learned embeddings (embeddings/ of the store) as inputs beside the features: auto = the
+    # learner compares features vs features + embeddings by cross-validation on your labels and
+    # uses the better (active/engine.py INPUT_MODES; benchmarks/RESULTS.md, issue 14);
+    # true = always when present; false = never
+    use_embeddings: bool | str = "auto"
     seed: int = 0  # random streams of the learner (random queries, discriminator subsamples)
 
 
@@ -97,6 +99,9 @@ class EmbedConfig:
     temperature: float = 0.2  # NT-Xent (SimCLR) softmax temperature
     supervised_weight: float = 1.0  # weight of the cross-entropy term in supervised fine-tuning
     max_candidates_per_store: int | None = None  # training subsample per store; None: all
+    max_seconds: float | None = None  # stop training after this long (None: max_epochs only)
+    adapt_seconds: float = 60.0  # `actsort embed --adapt`: self-supervised fine-tuning time
+    adapt_max_candidates: int = 5000  # ... on a random subset of this many candidates
     infer_batch_size: int = 2048  # candidates per forward pass in `actsort embed`
     seed: int = 0
 

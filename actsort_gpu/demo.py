@@ -193,10 +193,9 @@ def headless_session(
     answers = store.read(schema.TRUTH_ANNOTATORS)[annotator]
     truth = store.read(schema.TRUTH_LABELS)
     active = config.active if config is not None else None
-    ds = dataset_from_store(store_path, use_embeddings=bool(active and active.use_embeddings))
-    learner = Learner(
-        [replace(ds, journal_path=None)], product_policy(active), device=device, seed=seed
-    )
+    policy = product_policy(active)
+    ds = dataset_from_store(store_path, use_embeddings=policy.inputs != "features")
+    learner = Learner([replace(ds, journal_path=None)], policy, device=device, seed=seed)
     budget = max(6, int(round(budget_fraction * len(truth))))
     curve, seconds = [], []
     for n in range(1, budget + 1):

@@ -82,7 +82,6 @@ def _read_only_learner(store_path: Path, config=None, pretrained=None):
         store_path,
         product_policy(active),
         pretrained=pretrained,
-        use_embeddings=bool(getattr(active, "use_embeddings", False)),
     )
 
 

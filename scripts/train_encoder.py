@@ -34,6 +34,12 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", required=True, help="folder for the synthetic recordings")
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--recordings", type=int, default=8)
+    p.add_argument(
+        "--kinds",
+        default="2p",
+        help="recording kinds, cycled over the seeds: 2p, 1p or 2p,1p (benchdata)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides --epochs)")
     p.add_argument("--size", type=int, default=384, help="field of view side in px")
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--epochs", type=int, default=10)
@@ -64,13 +70,15 @@ def main(argv=None) -> int:
     stores, data_times = [], {}
     t0 = time.perf_counter()
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.recordings))
-    for seed in seeds:
-        folder = workdir / f"synth_{seed}"
+    kinds = args.kinds.split(",")
+    for k, seed in enumerate(seeds):
+        kind = kinds[k % len(kinds)]
+        folder = workdir / (f"synth_{seed}" if kind == "2p" else f"synth_{kind}_{seed}")
         store = folder / "recording.actsort"
         if args.reuse and store.is_dir():
             stores.append(store)
             continue
-        cfg = training_recording_config(seed, size_px=args.size, n_frames=args.frames)
+        cfg = training_recording_config(seed, size_px=args.size, n_frames=args.frames, kind=kind)
         path, times = synthetic_store(folder, cfg, features=False, device=args.device)
         stores.append(path)
         data_times[seed] = times
@@ -89,16 +97,24 @@ def main(argv=None) -> int:
             )
         )
         return 0
+    epochs = args.epochs
+    if args.steps is not None:  # epochs from the steps: drop_last batches per epoch
+        from actsort_gpu.store import SortStore
+
+        n = sum(min(SortStore.open(s).n_candidates, args.max_per_store) for s in stores)
+        per_epoch = max(1, n // EmbedConfig().batch_size)
+        epochs = max(1, -(-args.steps // per_epoch))
     config = replace(
         EmbedConfig(),
-        max_epochs=args.epochs,
+        max_epochs=epochs,
         seed=args.seed,
         max_candidates_per_store=args.max_per_store,
         learning_rate=args.lr,
     )
     description = (
         f"self-supervised NT-Xent on {len(seeds)} synthetic recordings "
-        f"(actsort_gpu.synth seeds {seeds[0]}-{seeds[-1]}, {args.size}x{args.size} px, "
+        f"(actsort_gpu.synth seeds {seeds[0]}-{seeds[-1]}, kinds {args.kinds} cycled, "
+        f"{epochs} epochs, {args.size}x{args.size} px, "
         f"{args.frames} frames, benchdata.training_recording_config); "
         f"scripts/train_encoder.py; data generation {data_seconds:.0f} s"
     )

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .linear import L1Logistic
-from .model_select import LAMBDA_GRID, balanced_weights, cv_lambda_scale
+from .model_select import LAMBDA_GRID, balanced_weights, cv_balanced_accuracy, cv_lambda_scale
 from .strategies import STRATEGIES, Discriminator, audit_order, cold_start_strategy, query
 
 log = logging.getLogger(__name__)
@@ -26,17 +26,36 @@ BALANCE_MODES = ("none", "weights")
 # select : the model with the best prequential balanced accuracy on the labels of random probe
 #   queries (every TRANSFER_PROBE_EVERY-th query; each label scored before it is learned) among
 #   the classifier alone, the classifier's rows + the new labels (``union``) and the new labels
-#   alone; the classifier unless another beats it by TRANSFER_MARGIN once the probes hold
+#   alone; the classifier unless another beats it on the probes by TRANSFER_MARGIN and by
+#   TRANSFER_Z standard errors of the paired difference, once the probes hold
 #   TRANSFER_MIN_PER_CLASS labels of each class (benchmarks/RESULTS.md, issue 11)
 # union : the classifier's rows and the new labels in one class-balanced fit
 # discard : the paper-era rule (each new label discards the most conflicting pretrained row)
 # classifier : the classifier alone, never updated (zero-shot)
 TRANSFER_MODES = ("select", "union", "discard", "classifier")
 # Every 4th query is a random probe; another model answers once the probes hold this many
-# labels of each class and it beats the classifier alone on them by TRANSFER_MARGIN.
+# labels of each class and it beats the classifier alone on them by TRANSFER_MARGIN balanced
+# accuracy and by TRANSFER_Z standard errors of the paired gain, shrunk by one pseudo-probe
+# each way per class (3 probes of a class and a bare margin switched twophoton_motion to a
+# worse model in 1 of 12 runs at 1 % of labels; so did a z-test on 4 + 3 probes, where the
+# classifier happened to miss 5 of 7).
 TRANSFER_PROBE_EVERY = 4
-TRANSFER_MIN_PER_CLASS = 3
+TRANSFER_MIN_PER_CLASS = 4
 TRANSFER_MARGIN = 0.05
+TRANSFER_Z = 2.5
+# Which inputs the classifier sees when learned embeddings are given beside the features:
+# features : the features alone; both : features + the embedding block; auto : both once 5-fold
+#   cross-validation on the labelled rows (>= INPUTS_MIN_PER_CLASS per class) gives them at
+#   least INPUTS_MARGIN more balanced accuracy than the features alone, redone as the labels
+#   grow by INPUTS_EVERY (a fraction); before that, ``inputs_start``
+INPUT_MODES = ("features", "both", "auto")
+INPUTS_MIN_PER_CLASS = 8
+INPUTS_MARGIN = 0.02
+INPUTS_EVERY = 0.2
+# The embedding block is z-scored and multiplied by this: with an L1 penalty a column scaled by
+# s needs a 1/s larger weight for the same effect, so 32 embedding columns cost more than 76
+# features to use and cannot swamp them with few labels.
+EMBEDDING_BLOCK_SCALE = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,10 @@ class Policy:
     pseudo_max_ratio : see pseudo_weight, > 0
     transfer : with a pretrained classifier, one of TRANSFER_MODES (see there); without one it
         has no effect
+    inputs : with learned embeddings given to the Engine, one of INPUT_MODES (see there);
+        without them it has no effect
+    inputs_start : "features" | "both": what ``inputs="auto"`` uses before the labels can
+        decide (what was better on the encoder's synthetic evaluation recordings)
     """
 
     strategy: str = "dcal"
@@ -83,6 +106,8 @@ class Policy:
     pseudo_confidence: float = 0.95
     pseudo_max_ratio: float = 2.0
     transfer: str = "select"
+    inputs: str = "auto"
+    inputs_start: str = "features"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -105,6 +130,21 @@ class Policy:
             raise ValueError(f"pseudo_max_ratio must be > 0, got {self.pseudo_max_ratio}")
         if self.transfer not in TRANSFER_MODES:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
+        if self.inputs not in INPUT_MODES:
+            raise ValueError(f"inputs must be one of {INPUT_MODES}, got {self.inputs!r}")
+        if self.inputs_start not in ("features", "both"):
+            raise ValueError(f"inputs_start must be features or both, got {self.inputs_start!r}")
+
+
+def embedding_inputs(use_embeddings) -> str:
+    """``active.use_embeddings`` (true | false | "auto") -> Policy.inputs."""
+    if use_embeddings is True or use_embeddings == "both":
+        return "both"
+    if use_embeddings is False or use_embeddings in ("features", None):
+        return "features"
+    if use_embeddings == "auto":
+        return "auto"
+    raise ValueError(f"use_embeddings must be true, false or auto, got {use_embeddings!r}")
 
 
 # ActSort's benchmark scripts (reference section 7): threshold 0.65, no balancing, no clipping.
@@ -138,6 +178,7 @@ def product_policy(config=None) -> Policy:
         disc_refresh=getattr(config, "disc_refresh", Policy.disc_refresh),
         lambda_cv=getattr(config, "lambda_cv", Policy.lambda_cv),
         transfer=getattr(config, "transfer", Policy.transfer),
+        inputs=embedding_inputs(getattr(config, "use_embeddings", Policy.inputs)),
     )
 
 
@@ -227,6 +268,29 @@ def prequential_ba(record: list[tuple[int, int]]) -> float:
     return float(np.mean(rates))
 
 
+def paired_ba_gain(record: list[tuple[int, int]], base: list[tuple[int, int]]):
+    """(gain, standard error) of the balanced accuracy of ``record`` over ``base``, two
+    prequential records of the same labels in the same order: per class, the mean and the
+    variance of the paired differences of correctness (each in {-1, 0, 1}), with one
+    pseudo-difference of +1 and one of -1 added (shrinks small samples towards no gain and
+    keeps the variance above 0); the gain is half the sum of the two class means, its
+    variance a quarter of the sum of var / n. Both NaN when a class has no label."""
+    pred, label = np.array(record).reshape(-1, 2).T
+    pred_base, label_base = np.array(base).reshape(-1, 2).T
+    if not np.array_equal(label, label_base):
+        raise ValueError("paired_ba_gain: the two records score different labels")
+    gain = var = 0.0
+    for c in (1, -1):
+        cls = label == c
+        if not cls.any():
+            return float("nan"), float("nan")
+        d = (pred[cls] == c).astype(float) - (pred_base[cls] == c).astype(float)
+        d = np.concatenate([d, [1.0, -1.0]])
+        gain += d.mean() / 2
+        var += d.var() / d.size / 4
+    return float(gain), float(np.sqrt(var))
+
+
 class Engine:
     """Labels, classifier and queries over one (N, F) feature matrix.
 
@@ -239,6 +303,10 @@ class Engine:
         (a ``transfer.PortableClassifier``). How it combines with the new labels is
         ``policy.transfer`` (TRANSFER_MODES). Without weights the classifier alone is a fit on
         its rows with this policy.
+    extra : optional (N, D) float32 learned embeddings, z-scored per dataset; the classifier
+        sees the features alone or the features + this block (times EMBEDDING_BLOCK_SCALE) as
+        ``policy.inputs`` says (``inputs_in_use``). Not with ``pretrained`` (the classifier
+        fixes its inputs).
     """
 
     def __init__(
@@ -248,11 +316,25 @@ class Engine:
         device: str = "cpu",
         seed: int = 0,
         pretrained=None,
+        extra=None,
     ):
         x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
         if x.ndim != 2:
             raise ValueError(f"features: expected (N, F), got {tuple(x.shape)}")
-        self.x = x
+        self._inputs = {"features": x}
+        self.inputs_in_use = "features"
+        self.inputs_cv: dict[str, float] = {}  # CV balanced accuracy per input set, last check
+        self._inputs_at = 0  # labelled rows at the last check
+        if extra is not None:
+            if pretrained is not None:
+                raise ValueError("extra inputs: not with a pretrained classifier (it fixes inputs)")
+            e = torch.as_tensor(np.asarray(extra, dtype=np.float32), device=device)
+            if e.ndim != 2 or e.shape[0] != x.shape[0]:
+                raise ValueError(f"extra: expected ({x.shape[0]}, D), got {tuple(e.shape)}")
+            self._inputs["both"] = torch.cat([x, EMBEDDING_BLOCK_SCALE * e], dim=1)
+            mode = policy.inputs
+            self.inputs_in_use = policy.inputs_start if mode == "auto" else mode
+        self.x = self._inputs[self.inputs_in_use]
         self.device = device
         self.policy = policy
         self.rng = np.random.default_rng(seed)
@@ -405,6 +487,8 @@ class Engine:
         probabilities at 0, we return None and decisions are all 'not cell')."""
         if not self._dirty:
             return self.proba
+        if len(self._inputs) > 1 and self.policy.inputs == "auto":
+            self._choose_inputs()
         mode = self.policy.transfer
         if self.has_prior and mode != "discard":
             self.proba = self._fit_with_prior(mode)
@@ -462,11 +546,51 @@ class Engine:
         self.model_in_use = self._select_model()
         return self._candidates[self.model_in_use]
 
+    def _choose_inputs(self) -> None:
+        """``inputs="auto"``: once each class has INPUTS_MIN_PER_CLASS labels, and again each
+        time the labels grew by INPUTS_EVERY, compare the input sets by cross-validated
+        balanced accuracy on the labelled rows (``inputs_cv``); features + embeddings when they
+        win by INPUTS_MARGIN, else the features alone."""
+        idx = np.flatnonzero(self.labels)
+        y = self.labels[idx].astype(np.float64)
+        if min((y > 0).sum(), (y < 0).sum()) < INPUTS_MIN_PER_CLASS:
+            return
+        if self._inputs_at and len(idx) < self._inputs_at * (1 + INPUTS_EVERY):
+            return
+        self._inputs_at = len(idx)
+        rows = torch.as_tensor(idx, device=self.device)
+        self.inputs_cv = {
+            name: cv_balanced_accuracy(
+                x[rows],
+                y,
+                lambda_scale=self.policy.lambda_scale,
+                balanced=self.policy.balance == "weights",
+                threshold=self.policy.threshold,
+                seed=len(idx),
+                device=self.device,
+            )
+            for name, x in self._inputs.items()
+        }
+        better = self.inputs_cv["both"] >= self.inputs_cv["features"] + INPUTS_MARGIN
+        self._use_inputs("both" if better else "features")
+
+    def _use_inputs(self, name: str) -> None:
+        """Switch the classifier's inputs (a new model: the weights' length changes)."""
+        if name == self.inputs_in_use:
+            return
+        log.info("inputs: %s -> %s (CV BA %s)", self.inputs_in_use, name, self.inputs_cv)
+        self.inputs_in_use = name
+        self.x = self._inputs[name]
+        self.clf = L1Logistic(lambda_scale=self.policy.lambda_scale, device=self.device)
+        self.disc = self._make_discriminator(self.policy)
+        self._cv_at = None
+        self._dirty = True
+
     def _select_model(self) -> str:
         """The candidate with the best prequential balanced accuracy (ties: the earlier in
         SELECT_MODELS) on the probes' labels, if it beats the classifier alone by
-        TRANSFER_MARGIN; the classifier until the probes hold TRANSFER_MIN_PER_CLASS labels of
-        each class."""
+        TRANSFER_MARGIN and by TRANSFER_Z standard errors of the paired gain; the classifier
+        until the probes hold TRANSFER_MIN_PER_CLASS labels of each class."""
         probe_labels = np.array([lab for _, lab in self.prequential["classifier"]])
         if min((probe_labels > 0).sum(), (probe_labels < 0).sum()) < TRANSFER_MIN_PER_CLASS:
             return "classifier"
@@ -474,7 +598,10 @@ class Engine:
             m: np.nan_to_num(prequential_ba(self.prequential[m]), nan=-1.0) for m in SELECT_MODELS
         }
         best = max(SELECT_MODELS, key=lambda m: (scores[m], -SELECT_MODELS.index(m)))
-        return best if scores[best] >= scores["classifier"] + TRANSFER_MARGIN else "classifier"
+        if best == "classifier":
+            return best
+        gain, se = paired_ba_gain(self.prequential[best], self.prequential["classifier"])
+        return best if gain >= TRANSFER_MARGIN and gain >= TRANSFER_Z * se else "classifier"
 
     def prequential_scores(self) -> dict[str, float]:
         """Prequential balanced accuracy of each candidate model (``transfer="select"``) on

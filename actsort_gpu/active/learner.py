@@ -39,7 +39,13 @@ import numpy as np
 
 from .. import UNSURE, schema
 from ..labels import CELL, NOT_CELL, UNLABELLED, Journal, final_labels
-from .engine import Engine, Policy, product_policy
+from .engine import (
+    EMBEDDING_BLOCK_SCALE,
+    INPUTS_MIN_PER_CLASS,
+    Engine,
+    Policy,
+    product_policy,
+)
 from .linear import zscore_columns
 
 log = logging.getLogger(__name__)
@@ -57,19 +63,36 @@ __all__ = [
 @dataclass
 class DatasetInput:
     """One animal/session: name, raw features (N_d, F), feature names/version, journal path
-    (None: an in-memory journal)."""
+    (None: an in-memory journal), and optionally the store's learned embeddings (N_d, D) with
+    the encoder's id."""
 
     name: str
     features: np.ndarray
     feature_names: list[str] = field(default_factory=list)
     feature_version: str = ""
     journal_path: Path | None = None
+    embeddings: np.ndarray | None = None
+    encoder_id: str = ""
+
+    def input_names(self, with_embeddings: bool) -> list[str]:
+        """Names of the classifier's input columns: the features, then ``emb<k>``."""
+        extra = [f"emb{k}" for k in range(self.embeddings.shape[1])] if with_embeddings else []
+        return list(self.feature_names) + extra
+
+    def input_version(self, with_embeddings: bool) -> str:
+        """The feature-set version, with ``+emb:<encoder id>`` when embeddings are inputs."""
+        return (
+            f"{self.feature_version}+emb:{self.encoder_id}"
+            if with_embeddings
+            else (self.feature_version)
+        )
 
 
-def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
-    """The learner's view of one sort store: raw features (N, F) with names and version, plus
-    the embedding matrix appended (names ``emb<k>``, version ``+emb:<encoder id>``) when
-    ``use_embeddings`` and present, and the path of the store's label journal."""
+def dataset_from_store(path, *, use_embeddings=False) -> DatasetInput:
+    """The learner's view of one sort store: raw features (N, F) with names and version, the
+    path of the store's label journal, and the embedding matrix (N, D) when ``use_embeddings``
+    (true or "auto") and the store has one (the Learner decides whether the classifier uses
+    it: ``active.use_embeddings``)."""
     from ..store import SortStore
 
     store = SortStore.open(path)
@@ -81,12 +104,21 @@ def dataset_from_store(path, *, use_embeddings: bool = False) -> DatasetInput:
     x = np.asarray(arr[...], dtype=np.float32)
     names = list(arr.attrs.get("names", []))
     version = str(arr.attrs.get("version", ""))
+    emb, encoder = None, ""
     if use_embeddings and store.has(schema.EMBEDDING_MATRIX):
-        emb = store.array(schema.EMBEDDING_MATRIX)
-        x = np.concatenate([x, np.asarray(emb[...], dtype=np.float32)], axis=1)
-        names = names + [f"emb{k}" for k in range(emb.shape[1])]
-        version = f"{version}+emb:{emb.attrs.get('encoder_id', '')}"
-    return DatasetInput(Path(path).name, x, names, version, Path(store.path) / schema.JOURNAL_FILE)
+        arr_e = store.array(schema.EMBEDDING_MATRIX)
+        emb = np.asarray(arr_e[...], dtype=np.float32)
+        encoder = str(arr_e.attrs.get("encoder_id", ""))
+    journal = Path(store.path) / schema.JOURNAL_FILE
+    return DatasetInput(Path(path).name, x, names, version, journal, emb, encoder)
+
+
+def _wants_embeddings(policy: Policy | None, pretrained) -> bool:
+    """Whether the learner could use the stores' embeddings under ``policy`` (None: the
+    product's) with ``pretrained`` (a classifier fixes its own inputs)."""
+    if pretrained is not None:
+        return "+emb:" in pretrained.feature_version
+    return (policy or product_policy()).inputs != "features"
 
 
 @dataclass(frozen=True)
@@ -196,17 +228,27 @@ class Learner:
         self.read_only_session = read_only
         self._offsets = np.cumsum([0] + [d.features.shape[0] for d in datasets])
         z = np.concatenate([zscore_columns(d.features) for d in datasets]).astype(np.float32)
+        extra = self._embedding_block(datasets, self.policy, pretrained)
         pre = None
         self.pretrained = pretrained
         if pretrained is not None:
-            pretrained.check_compatible(datasets[0].feature_names, datasets[0].feature_version)
+            with_emb = extra is not None
+            pretrained.check_compatible(
+                datasets[0].input_names(with_emb), datasets[0].input_version(with_emb)
+            )
+            if with_emb:  # the classifier was trained on both blocks: one input matrix
+                z = np.concatenate([z, EMBEDDING_BLOCK_SCALE * extra], axis=1)
+                extra = None
             px = pretrained.features
             if coral:
                 from .transfer import coral_align
 
                 z = coral_align(z, px)
             pre = (px, pretrained.labels, pretrained.weights)
-        self._engine = Engine(z, self.policy, device=self.device, seed=seed, pretrained=pre)
+        self._engine = Engine(
+            z, self.policy, device=self.device, seed=seed, pretrained=pre, extra=extra
+        )
+        self._inputs_fixed_both = pretrained is not None and "+emb:" in pretrained.feature_version
         self.queries: list[QueryRecord] = []
         self._sources: dict[int, tuple[str, str]] = {}  # global i -> (annotator, time)
         self._journals: list[Journal] = []
@@ -243,15 +285,15 @@ class Learner:
         annotator: str = "anonymous",
         device: str = "auto",
         seed: int = 0,
-        use_embeddings: bool = False,
+        use_embeddings: bool | None = None,
         pretrained=None,
         coral: bool = False,
     ) -> Learner:
         """A learner over sort stores, writing to their journals (each journal's lock held
-        until ``close``)."""
-        datasets = [
-            dataset_from_store(p, use_embeddings=use_embeddings) for p in _as_paths(store_paths)
-        ]
+        until ``close``). ``use_embeddings``: read the stores' embeddings (None: when the
+        policy's ``inputs`` or the classifier can use them)."""
+        load = _wants_embeddings(policy, pretrained) if use_embeddings is None else use_embeddings
+        datasets = [dataset_from_store(p, use_embeddings=load) for p in _as_paths(store_paths)]
         return cls(datasets, policy, annotator, device, seed, pretrained, coral)
 
     @classmethod
@@ -260,14 +302,13 @@ class Learner:
         store_paths,
         policy: Policy | None = None,
         device: str = "cpu",
-        use_embeddings: bool = False,
+        use_embeddings: bool | None = None,
         pretrained=None,
     ) -> Learner:
         """A learner that replays the stores' journals without locking them (works beside a
         running page); its classifier trains on their labels, labelling raises."""
-        datasets = [
-            dataset_from_store(p, use_embeddings=use_embeddings) for p in _as_paths(store_paths)
-        ]
+        load = _wants_embeddings(policy, pretrained) if use_embeddings is None else use_embeddings
+        datasets = [dataset_from_store(p, use_embeddings=load) for p in _as_paths(store_paths)]
         return cls(datasets, policy, device=device, pretrained=pretrained, read_only=True)
 
     # ------------------------------------------------------------------ indexing
@@ -377,13 +418,68 @@ class Learner:
         _, decision = self.model(dataset)
         return final_labels(self.human(dataset), decision)
 
+    @staticmethod
+    def _embedding_block(datasets, policy, pretrained) -> np.ndarray | None:
+        """(N, D) z-scored (per dataset) embeddings for the Engine, or None: with a pretrained
+        classifier only when it was trained on them; else when ``policy.inputs`` is not
+        "features" and every dataset has embeddings of one encoder."""
+        have = [d.embeddings is not None for d in datasets]
+        if pretrained is not None:
+            if "+emb:" not in pretrained.feature_version:
+                return None
+            if not all(have):
+                missing = [d.name for d, h in zip(datasets, have) if not h]
+                raise ValueError(
+                    f"the classifier was trained with learned embeddings; {missing} have none "
+                    "(run `actsort embed` on them)"
+                )
+        elif policy.inputs == "features" or not all(have):
+            if policy.inputs == "both" and not all(have):
+                log.warning("use_embeddings: some stores have no embeddings; features alone")
+            return None
+        encoders = {d.encoder_id for d in datasets}
+        if len(encoders) > 1:
+            raise ValueError(f"stores embedded by different encoders {sorted(encoders)}")
+        return np.concatenate([zscore_columns(d.embeddings) for d in datasets]).astype(np.float32)
+
+    @property
+    def uses_embeddings(self) -> bool:
+        """Whether the classifier's inputs include the learned embeddings now."""
+        return self._inputs_fixed_both or self._engine.inputs_in_use == "both"
+
     @property
     def feature_names(self) -> list[str]:
-        return list(self.datasets[0].feature_names)
+        """Names of the classifier's input columns now (features, then ``emb<k>``)."""
+        return self.datasets[0].input_names(self.uses_embeddings)
 
     @property
     def feature_version(self) -> str:
-        return self.datasets[0].feature_version
+        return self.datasets[0].input_version(self.uses_embeddings)
+
+    def inputs_status(self) -> str:
+        """One line for the page and ``actsort info``: which inputs the classifier uses, and
+        why (the cross-validated comparison on the labels, when made)."""
+        eng = self._engine
+        if len(eng._inputs) == 1 and not self._inputs_fixed_both:
+            if self.pretrained is not None:
+                return "Inputs: features (as the pretrained classifier was trained)"
+            if self.policy.inputs == "features":
+                return "Inputs: features (use_embeddings: false)"
+            return "Inputs: features (no embeddings in the store; `actsort embed` makes them)"
+        what = "features + learned embeddings" if self.uses_embeddings else "features alone"
+        cv = eng.inputs_cv
+        if self._inputs_fixed_both:
+            why = "as the pretrained classifier was trained"
+        elif self.policy.inputs != "auto":
+            why = f"use_embeddings: {self.policy.inputs}"
+        elif not cv:
+            why = f"until each class has {INPUTS_MIN_PER_CLASS} labels"
+        else:
+            why = (
+                f"cross-validated BA on your {eng._inputs_at} labels: features + embeddings "
+                f"{cv['both']:.2f}, features {cv['features']:.2f}"
+            )
+        return f"Inputs: {what} ({why})"
 
     def contributions(self, i: int, k: int = 6) -> list[tuple[str, float, float]]:
         """The k inputs that push candidate i's score most: (name, z-scored value,

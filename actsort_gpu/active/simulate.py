@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +67,10 @@ def _majority(others: np.ndarray) -> np.ndarray:
     return np.where(others.sum(0) > 0, 1, -1).astype(np.int8)
 
 
-def _run(features, oracle, truth, policy, budgets_q, seed, device, n_seed=3, pretrained=None):
-    eng = Engine(features, policy, device=device, seed=seed, pretrained=pretrained)
+def _run(
+    features, oracle, truth, policy, budgets_q, seed, device, n_seed=3, pretrained=None, extra=None
+):
+    eng = Engine(features, policy, device=device, seed=seed, pretrained=pretrained, extra=extra)
     rng = np.random.default_rng(seed + 7919)
     pos, neg = np.flatnonzero(oracle > 0), np.flatnonzero(oracle < 0)
     if pretrained is None:  # with a classifier, it is the cold start: no seed labels
@@ -97,6 +99,7 @@ def _run(features, oracle, truth, policy, budgets_q, seed, device, n_seed=3, pre
         todo = eng.labels == 0
         m["ba_unlabelled"] = binary_metrics(pred[todo], truth[todo])["ba"]
         m["model"] = eng.model_in_use
+        m["inputs"] = eng.inputs_in_use
         out.append(m)
     return out
 
@@ -137,8 +140,9 @@ def simulate(
         ``feature_version`` (checked when given)
     embeddings : (N, D) learned embeddings (a store's ``embeddings/matrix``) or None. A
         strategy's options name its inputs: ``+feat`` (features alone), ``+emb`` (embeddings
-        alone), ``+feat+emb`` (both, each block z-scored); without them, what the product
-        uses (features, plus embeddings when ``config.use_embeddings``)
+        alone), ``+feat+emb`` (both, the embedding block scaled as the learner does); without
+        them, what the product does (``config.use_embeddings``: by default the learner chooses
+        per run between features and features + embeddings, ``Engine`` inputs "auto")
     """
     ann = np.asarray(annotations)
     n_ann, n = ann.shape
@@ -195,7 +199,11 @@ def simulate(
         use_clf = classifier is not None and not spec.endswith("+noclf")
         policy_spec, which = _split_inputs(spec.removesuffix("+noclf"))
         policy = parse_policy(policy_spec, threshold, config)
-        z = inputs.get(which)
+        z, extra = inputs.get(which, policy)
+        if which == "feat+emb":
+            policy = replace(policy, inputs="both")
+        if use_clf:
+            extra = None  # the classifier fixes the inputs
         if use_clf and z.shape[1] != classifier.features.shape[1]:
             raise ValueError(
                 f"strategy {spec!r}: the classifier was trained on {classifier.features.shape[1]} "
@@ -215,6 +223,7 @@ def simulate(
                         seed=seed + 1000 * r + 17 * o,
                         device=device,
                         pretrained=pretrained if use_clf else None,
+                        extra=extra,
                     )
                 )
                 if progress is not None:
@@ -236,7 +245,11 @@ def simulate(
             result["results"][spec]["model_in_use"] = [
                 dict(Counter(run[b]["model"] for run in runs)) for b in range(len(budgets_q))
             ]
-        result["policies"][spec] = {**asdict(policy), "inputs": inputs.name(which)}
+        if extra is not None:  # which inputs the classifier used: {input set: number of runs}
+            result["results"][spec]["inputs_in_use"] = [
+                dict(Counter(run[b]["inputs"] for run in runs)) for b in range(len(budgets_q))
+            ]
+        result["policies"][spec] = {**asdict(policy), "input_set": inputs.name(which, extra)}
         result["seconds"][spec] = round(time.perf_counter() - t0, 2)
         log.info(
             "%s: BA %s (%.1f s)",
@@ -259,31 +272,36 @@ def _split_inputs(spec: str) -> tuple[str, str | None]:
 
 
 class _InputSets:
-    """The learner's inputs of one dataset, z-scored once per set: 'feat', 'emb', 'feat+emb'."""
+    """The learner's inputs of one dataset, each block z-scored once: features and embeddings."""
 
     def __init__(self, features, embeddings, config):
         self.features, self.embeddings = features, embeddings
-        use = embeddings is not None and bool(getattr(config, "use_embeddings", False))
-        self.product = "feat+emb" if use else "feat"
-        self._cache: dict[str, np.ndarray] = {}
+        self._z: dict[str, np.ndarray] = {}
 
-    def name(self, which: str | None) -> str:
-        return which or self.product
-
-    def get(self, which: str | None) -> np.ndarray:
-        which = self.name(which)
-        if which not in self._cache:
-            if "emb" in which and self.embeddings is None:
+    def _block(self, name: str) -> np.ndarray:
+        if name not in self._z:
+            raw = self.features if name == "feat" else self.embeddings
+            if raw is None:
                 raise ValueError(
-                    f"input set {which!r}: this dataset has no embeddings (run `actsort embed`)"
+                    "input set with embeddings: this dataset has none (run `actsort embed`)"
                 )
-            blocks = []
-            if "feat" in which:
-                blocks.append(zscore_columns(self.features))
-            if "emb" in which:
-                blocks.append(zscore_columns(self.embeddings))
-            self._cache[which] = np.concatenate(blocks, axis=1)
-        return self._cache[which]
+            self._z[name] = zscore_columns(raw)
+        return self._z[name]
+
+    @staticmethod
+    def name(which: str | None, extra) -> str:
+        return which or ("feat (+emb by choice)" if extra is not None else "feat")
+
+    def get(self, which: str | None, policy) -> tuple[np.ndarray, np.ndarray | None]:
+        """(inputs (N, F), extra block (N, D) or None) for the Engine: 'feat', 'emb',
+        'feat+emb', or None = what ``policy.inputs`` does with this dataset."""
+        if which == "emb":
+            return self._block("emb"), None
+        if which == "feat+emb" or (
+            which is None and self.embeddings is not None and policy.inputs != "features"
+        ):
+            return self._block("feat"), self._block("emb")
+        return self._block("feat"), None
 
 
 def plot_results(result: dict, path) -> None:

@@ -137,7 +137,6 @@ def save_classifier(path, learner) -> Path:
             "one non-cell label"
         )
     x, y = learner.training_rows()
-    d0 = learner.datasets[0]
     meta = {
         "policy": asdict(learner.policy),
         "datasets": [d.name for d in learner.datasets],
@@ -150,7 +149,7 @@ def save_classifier(path, learner) -> Path:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     clf = PortableClassifier(
-        x, y, list(d0.feature_names), d0.feature_version, theta, learner.policy.threshold, meta
+        x, y, learner.feature_names, learner.feature_version, theta, learner.policy.threshold, meta
     )
     return clf.save(path)
 

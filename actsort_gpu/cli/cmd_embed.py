@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ._common import add_config_argument, add_device_argument, add_progress_argument
 
@@ -22,6 +23,19 @@ def register(subparsers) -> None:
         metavar="PT",
         default=None,
         help="encoder checkpoint from `actsort embed-train` (default: shipped one)",
+    )
+    p.add_argument(
+        "--adapt",
+        action="store_true",
+        help="first fine-tune the encoder self-supervised on this store's candidates "
+        "(embed.adapt_seconds, default 60 s), save it beside the store and embed with it",
+    )
+    p.add_argument(
+        "--adapt-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="time for --adapt (default: embed.adapt_seconds of the config)",
     )
     p.add_argument(
         "--batch-size",
@@ -73,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config).embed
     batch = args.batch_size if args.batch_size is not None else cfg.infer_batch_size
+    checkpoint = args.checkpoint
+    if args.adapt:
+        checkpoint = _adapt(args, cfg)
     emb = embed(
-        args.store, args.checkpoint, device=args.device, batch_size=batch, progress=args.progress
+        args.store, checkpoint, device=args.device, batch_size=batch, progress=args.progress
     )
     from .. import schema
     from ..store import SortStore
@@ -85,6 +102,39 @@ def run(args: argparse.Namespace) -> int:
         f"(encoder {attrs['encoder_id']})"
     )
     return 0
+
+
+def adapted_checkpoint_path(store) -> Path:
+    """Where ``--adapt`` writes the store's own encoder: ``<store stem>.encoder.pt`` beside
+    the store (a store ``a/s1.actsort`` -> ``a/s1.encoder.pt``)."""
+    store = Path(store).resolve()
+    return store.with_name(f"{store.stem}.encoder.pt")
+
+
+def _adapt(args, cfg) -> Path:
+    from dataclasses import replace
+
+    from ..embed.train import adapt_encoder
+
+    if args.adapt_seconds is not None:
+        if not args.adapt_seconds > 0:
+            raise ValueError(f"--adapt-seconds: expected > 0, got {args.adapt_seconds}")
+        cfg = replace(cfg, adapt_seconds=args.adapt_seconds)
+    out = adapted_checkpoint_path(args.store)
+    meta = adapt_encoder(
+        args.store,
+        out,
+        checkpoint=args.checkpoint,
+        config=cfg,
+        device=args.device,
+        progress=args.progress,
+    )
+    info = meta["training"]
+    print(
+        f"adapted encoder {meta['encoder_id']} to {info['n_candidates']} candidates in "
+        f"{info['seconds_total']:.0f} s ({info['steps']} steps) -> {out}"
+    )
+    return out
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -25,7 +25,22 @@ def run(args) -> int:
         for part, where in device_report().items():
             print(f"{part:<7} {where}")
         return 0
+    from .. import schema
     from ..store import SortStore
 
-    print(SortStore.open(args.store, "r").summary())
+    store = SortStore.open(args.store, "r")
+    print(store.summary())
+    if store.has(schema.FEATURE_MATRIX):
+        print(_learner_line(args.store))
     return 0
+
+
+def _learner_line(path) -> str:
+    """What the page's learner does with this store's labels now: its inputs (features alone
+    or with the learned embeddings, and why), from a read-only replay of the journal."""
+    from ..active.learner import Learner
+
+    learner = Learner.read_only(path)
+    learner.probabilities()
+    n = int((learner.human() != 0).sum())
+    return f"learner  {n} human labels; {learner.inputs_status()}"

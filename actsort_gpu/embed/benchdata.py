@@ -9,27 +9,66 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["training_recording_config"]
+__all__ = ["RECORDING_KINDS", "training_recording_config"]
 
 
-def training_recording_config(seed: int, *, size_px: int = 384, n_frames: int = 1200):
-    """A varied synthetic recording for encoder training: frame rate, soma size, brightness,
-    noise and motion are drawn from ``seed`` so that the encoder sees several "animals"."""
-    from ..synth import SynthConfig
+RECORDING_KINDS = ("2p", "1p")
 
+
+def training_recording_config(
+    seed: int, *, size_px: int = 384, n_frames: int = 1200, kind: str = "2p"
+):
+    """A varied synthetic recording for encoder training or evaluation, drawn from ``seed`` so
+    that the encoder sees several "animals".
+
+    kind "2p": two-photon-like somata (6-20 px) on a dim background; frame rate, soma size,
+    brightness, noise and motion drawn from the seed (the recordings of the first shipped
+    encoder). kind "1p": one-photon-like (miniscope) large cells (14-34 px) on a strong,
+    slowly modulated background and neuropil, lower contrast, more bleaching, densities and
+    false-positive mixes drawn from the seed.
+    """
+    from ..synth import FP_KINDS, SynthConfig
+
+    if kind not in RECORDING_KINDS:
+        raise ValueError(f"kind must be one of {RECORDING_KINDS}, got {kind!r}")
     rng = np.random.default_rng(seed)
-    d_lo = float(rng.uniform(6, 10))
-    n_cells = int(size_px * size_px / 256 / 256 * 150 * rng.uniform(1.0, 1.6))
+    if kind == "2p":
+        d_lo = float(rng.uniform(6, 10))
+        n_cells = int(size_px * size_px / 256 / 256 * 150 * rng.uniform(1.0, 1.6))
+        return SynthConfig(
+            seed=seed,
+            n_frames=n_frames,
+            height=size_px,
+            width=size_px,
+            fs_hz=float(rng.choice([7.5, 10.0, 15.0, 20.0, 30.0])),
+            n_cells=n_cells,
+            n_false_positives=int(n_cells * rng.uniform(0.7, 1.3)),
+            diameter_px=(d_lo, d_lo + float(rng.uniform(4, 10))),
+            brightness_counts=(float(rng.uniform(30, 80)), float(rng.uniform(120, 300))),
+            read_noise_counts=float(rng.uniform(3, 12)),
+            motion_px=float(rng.choice([0.0, 1.0, 2.0])),
+        )
+    d_lo = float(rng.uniform(14, 20))
+    area = size_px * size_px / 256 / 256
+    n_cells = int(area * 60 * rng.uniform(0.6, 1.6))
     return SynthConfig(
         seed=seed,
         n_frames=n_frames,
         height=size_px,
         width=size_px,
-        fs_hz=float(rng.choice([7.5, 10.0, 15.0, 20.0, 30.0])),
+        fs_hz=float(rng.choice([10.0, 15.0, 20.0, 30.0])),
         n_cells=n_cells,
-        n_false_positives=int(n_cells * rng.uniform(0.7, 1.3)),
-        diameter_px=(d_lo, d_lo + float(rng.uniform(4, 10))),
-        brightness_counts=(float(rng.uniform(30, 80)), float(rng.uniform(120, 300))),
-        read_noise_counts=float(rng.uniform(3, 12)),
+        n_false_positives=int(n_cells * rng.uniform(0.6, 1.4)),
+        fp_fractions=tuple(float(f) for f in rng.dirichlet(np.full(len(FP_KINDS), 2.0))),
+        diameter_px=(d_lo, d_lo + float(rng.uniform(6, 14))),
+        nucleus_fraction=0.0,
+        brightness_counts=(float(rng.uniform(20, 50)), float(rng.uniform(60, 140))),
+        amplitude_dff=(float(rng.uniform(0.2, 0.5)), float(rng.uniform(0.8, 1.5))),
+        background_counts=float(rng.uniform(400, 1200)),
+        neuropil_counts=float(rng.uniform(150, 400)),
+        neuropil_modulation=float(rng.uniform(0.3, 0.6)),
+        n_neuropil_patches=16,
+        read_noise_counts=float(rng.uniform(4, 15)),
+        bleach_fraction=float(rng.uniform(0.1, 0.4)),
         motion_px=float(rng.choice([0.0, 1.0, 2.0])),
     )

@@ -6,6 +6,7 @@ import logging
 import platform
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..config import EmbedConfig, as_dict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_encoder", "fit_module"]
+__all__ = ["train_encoder", "fit_module", "adapt_encoder"]
 
 
 def fit_module(
@@ -60,8 +61,10 @@ def fit_module(
     if init is not None:
         module.encoder.load_state_dict(init)
     accelerator = "gpu" if device == "cuda" and torch.cuda.is_available() else "cpu"
+    max_time = None if config.max_seconds is None else timedelta(seconds=config.max_seconds)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
+        max_time=max_time,
         accelerator=accelerator,
         devices=1,
         deterministic=True,
@@ -150,6 +153,7 @@ def train_encoder(
         "init_encoder_id": init_meta["encoder_id"] if init_meta else None,
         "config": as_dict(config),
         "seed": config.seed,
+        "steps": int(module.global_step),
         "seconds_total": round(seconds, 1),
         "seconds_inputs": round(t_data, 1),
         "device": dev,
@@ -168,3 +172,40 @@ def train_encoder(
         out,
     )
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def adapt_encoder(
+    store_path: str | Path,
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    config: EmbedConfig = EmbedConfig(),
+    device: str = "auto",
+    progress: bool = False,
+) -> dict:
+    """Fine-tune an encoder (default: the shipped one) self-supervised on one store's own
+    candidates for at most ``config.adapt_seconds`` (a random subset of
+    ``config.adapt_max_candidates``), at a third of the training learning rate, and save it at
+    ``out``. No labels are used. Returns the checkpoint metadata (``training.steps`` says how
+    many optimiser steps fitted in the time; the result depends on the machine's speed)."""
+    from dataclasses import replace
+
+    from .encoder import default_checkpoint_path
+
+    init = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
+    adapted = replace(
+        config,
+        max_epochs=1000,
+        max_seconds=float(config.adapt_seconds),
+        max_candidates_per_store=int(config.adapt_max_candidates),
+        learning_rate=config.learning_rate / 3,
+    )
+    return train_encoder(
+        [store_path],
+        out,
+        config=adapted,
+        device=device,
+        progress=progress,
+        description=f"adapted to {store_path} from {init.name} ({config.adapt_seconds:g} s)",
+        init_checkpoint=init,
+    )

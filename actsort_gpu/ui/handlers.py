@@ -192,9 +192,10 @@ def _progress_html(ws, st: ViewState, human, dec, unsure=None) -> str:
 def _transfer_html(ws) -> str:
     """The pretrained classifier's line (``--classifier``): which model decides, how often the
     classifier agreed with the latest labels, and a warning when the recording looks unlike its
-    training data; empty without a classifier."""
+    training data (empty without a classifier); then which inputs the classifier uses."""
     text = ws.transfer_summary()
-    return f'<div class="as-small as-transfer">{html.escape(text)}</div>' if text else ""
+    out = f'<div class="as-small as-transfer">{html.escape(text)}</div>' if text else ""
+    return out + f'<div class="as-small as-inputs">{html.escape(ws.inputs_summary())}</div>'
 
 
 def _feature_cell(name: str) -> str:

@@ -245,7 +245,6 @@ class Workspace:
             device=device,
             seed=active.seed if active else 0,
             pretrained=pretrained,
-            use_embeddings=bool(active.use_embeddings) if active else False,
         )
         return cls(store_paths, learner)
 
@@ -277,6 +276,12 @@ class Workspace:
         with self.lock:
             status = self.learner.transfer_status()
         return "" if status is None else status.summary()
+
+    def inputs_summary(self) -> str:
+        """One line on the classifier's inputs (``Learner.inputs_status``): features alone or
+        with the learned embeddings, and the comparison that chose them."""
+        with self.lock:
+            return self.learner.inputs_status()
 
     def has_truth(self, store: int | None = None) -> bool:
         """Whether the store (any store when None) carries a usable ``truth/labels``."""
