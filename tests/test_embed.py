@@ -616,3 +616,38 @@ def test_embed_gpu_matches_cpu():
     cpu = embed_inputs(enc, images, traces, va, device="cpu")
     gpu = embed_inputs(enc, images, traces, va, device="cuda")
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_embed_adapt_fine_tunes_the_encoder_on_the_store_and_embeds_with_it(tmp_path, capsys):
+    """``actsort embed S --adapt``: a self-supervised fine-tune of the given encoder on S's own
+    candidates, bounded in time, saved beside the store, then used for embeddings/."""
+    from actsort_gpu.cli import main
+    from actsort_gpu.cli.cmd_embed import adapted_checkpoint_path
+    from actsort_gpu.embed.encoder import load_checkpoint
+    from actsort_gpu.store import SortStore
+
+    a = _fake_store(tmp_path / "a.actsort", n=24, seed=1)
+    cfg = tmp_path / "embed.yaml"
+    cfg.write_text(
+        "embed:\n  embedding_dim: 8\n  image_size_px: 16\n  width: 4\n  batch_size: 16\n"
+        "  adapt_max_candidates: 20\n  adapt_seconds: 3\n"
+    )
+    base = tmp_path / "base.pt"
+    args = ["--config", str(cfg), "--device", "cpu"]
+    assert main(["embed-train", str(a.path), "--out", str(base), "--epochs", "1", *args]) == 0
+    capsys.readouterr()
+    rc = main(["embed", str(a.path), "--checkpoint", str(base), "--adapt", *args])
+    rc_seconds = main(["embed", str(a.path), "--adapt", "--adapt-seconds", "0", *args])
+    assert rc == 0 and rc_seconds == 1
+    out = capsys.readouterr()
+    assert "--adapt-seconds: expected > 0" in out.err
+    adapted = adapted_checkpoint_path(a.path)
+    assert adapted == tmp_path / "a.encoder.pt" and adapted.is_file()
+    _, meta = load_checkpoint(adapted)
+    _, base_meta = load_checkpoint(base)
+    info = meta["training"]
+    assert info["init_encoder_id"] == base_meta["encoder_id"] != meta["encoder_id"]
+    assert info["n_candidates"] == 20 and info["steps"] >= 1 and info["supervised"] is False
+    attrs = SortStore.open(a.path).attrs_of("embeddings/matrix")
+    assert attrs["encoder_id"] == meta["encoder_id"]
+    assert f"adapted encoder {meta['encoder_id']}" in out.out

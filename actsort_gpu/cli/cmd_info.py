@@ -26,12 +26,15 @@ def run(args) -> int:
             print(f"{part:<7} {where}")
         return 0
     from .. import schema
-    from ..store import SortStore
+    from ..store import SortStore, StoreError
 
     store = SortStore.open(args.store, "r")
     print(store.summary())
     if store.has(schema.FEATURE_MATRIX):
-        print(_learner_line(args.store))
+        try:
+            print(_learner_line(args.store))
+        except (StoreError, ValueError) as exc:  # e.g. an interrupted features stage
+            print(f"learner  not available: {exc}")
     return 0
 
 
