@@ -487,7 +487,7 @@ class Engine:
         probabilities at 0, we return None and decisions are all 'not cell')."""
         if not self._dirty:
             return self.proba
-        if len(self._inputs) > 1 and self.policy.inputs == "auto":
+        if self.has_extra_inputs and self.policy.inputs == "auto":
             self._choose_inputs()
         mode = self.policy.transfer
         if self.has_prior and mode != "discard":
@@ -545,6 +545,16 @@ class Engine:
         self._candidates = {"classifier": prior, "union": union, "labels": labels_only}
         self.model_in_use = self._select_model()
         return self._candidates[self.model_in_use]
+
+    @property
+    def has_extra_inputs(self) -> bool:
+        """Whether learned embeddings were given beside the features (``extra``)."""
+        return len(self._inputs) > 1
+
+    @property
+    def inputs_checked_at(self) -> int:
+        """Labelled rows at the last input-set comparison (0: none yet)."""
+        return self._inputs_at
 
     def _choose_inputs(self) -> None:
         """``inputs="auto"``: once each class has INPUTS_MIN_PER_CLASS labels, and again each

@@ -460,7 +460,7 @@ class Learner:
         """One line for the page and ``actsort info``: which inputs the classifier uses, and
         why (the cross-validated comparison on the labels, when made)."""
         eng = self._engine
-        if len(eng._inputs) == 1 and not self._inputs_fixed_both:
+        if not eng.has_extra_inputs and not self._inputs_fixed_both:
             if self.pretrained is not None:
                 return "Inputs: features (as the pretrained classifier was trained)"
             if self.policy.inputs == "features":
@@ -476,7 +476,7 @@ class Learner:
             why = f"until each class has {INPUTS_MIN_PER_CLASS} labels"
         else:
             why = (
-                f"cross-validated BA on your {eng._inputs_at} labels: features + embeddings "
+                f"cross-validated BA on your {eng.inputs_checked_at} labels: features + embeddings "
                 f"{cv['both']:.2f}, features {cv['features']:.2f}"
             )
         return f"Inputs: {what} ({why})"
