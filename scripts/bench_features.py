@@ -5,7 +5,8 @@ with transients, uint8 snapshots) for each N, runs ``compute_features`` and prin
 per-group timings (wall seconds; with ``FeatureConfig.threads`` > 1 "temporal" and
 "temporal_peaks" are sums over the chunk threads, "temporal_wall" is the group's wall time),
 the process CPU seconds and the load average. The FOV grows with N (about 40
-candidates per 64 x 64 px).
+candidates per 64 x 64 px). Building the store and the feature stage each run in their own
+subprocess, so each one's peak memory (sampled anonymous RSS, and ``VmHWM``) is its own.
 
     python scripts/bench_features.py --n 10000 100000 --t 10000 --device cuda
     python scripts/bench_features.py --n 2000 --t 10000 --device cpu      # quick
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +71,41 @@ def measure(path: Path, device: str, batch: int | None = None) -> dict:
     }
 
 
+def _in_subprocess(phase: str, **params) -> dict:
+    """Run :func:`build` (``phase="build"``) or :func:`measure` (``"features"``) in a fresh
+    Python process; returns its result with the phase's peak memory (MB): ``peak_anon_mb``
+    (sampled ``RssAnon``: what the phase holds) and ``peak_rss_mb`` (``VmHWM``, which also
+    counts file pages the process mapped)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_phase", phase, json.dumps(params)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{phase} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_phase(phase: str, params: dict) -> dict:
+    """The body of :func:`_in_subprocess`: one phase with its peak memory sampled."""
+    sys.path[:0] = [str(Path(__file__).resolve().parent)]
+    from bench_scale import _peak_rss_mb, _RssSampler
+
+    sampler = _RssSampler(0.1)
+    if phase == "build":
+        path, side, build_s = build(params["n"], params["t"], Path(params["work"]))
+        row = {"path": str(path), "fov": side, "build_s": round(build_s, 1)}
+    else:
+        row = measure(Path(params["path"]), params["device"], params["batch"])
+    sampler.stop()
+    return {
+        **row,
+        "peak_anon_mb": round(sampler.anon_mb) or None,  # None where RSS is not split
+        "peak_rss_mb": round(_peak_rss_mb()[0]),
+    }
+
+
 def main(argv=None) -> int:
+    if argv is None and sys.argv[1:2] == ["--_phase"]:
+        print(json.dumps(_run_phase(sys.argv[2], json.loads(sys.argv[3]))))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[10000, 100000], help="candidates")
     ap.add_argument("--t", type=int, default=10000, help="frames per trace")
@@ -85,11 +121,17 @@ def main(argv=None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-features-"))
     results = []
     for n in args.n:
-        path, side, build_s = build(n, args.t, work)
-        row = {"fov": side, "build_s": round(build_s, 1), **measure(path, backend.name, args.batch)}
+        built = _in_subprocess("build", n=n, t=args.t, work=str(work))
+        row = _in_subprocess("features", path=built["path"], device=backend.name, batch=args.batch)
+        row.update(
+            fov=built["fov"],
+            build_s=built["build_s"],
+            build_peak_anon_mb=built["peak_anon_mb"],
+            build_peak_rss_mb=built["peak_rss_mb"],
+        )
         results.append(row)
         print(json.dumps(row), flush=True)
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(built["path"], ignore_errors=True)
 
     groups = sorted({g for r in results for g in r["timings_s"]})
     print(f"\nseconds per 1,000 candidates (T = {args.t}, device {backend.name})")
@@ -111,6 +153,16 @@ def main(argv=None) -> int:
     print(
         "| load average (1 min) before / after | "
         + " | ".join("{} / {}".format(*r["loadavg_before_after"]) for r in results)
+        + " |"
+    )
+    print(
+        "| peak memory MB, features: anon / VmHWM | "
+        + " | ".join(f"{r['peak_anon_mb']} / {r['peak_rss_mb']}" for r in results)
+        + " |"
+    )
+    print(
+        "| peak memory MB, building the store: anon / VmHWM | "
+        + " | ".join(f"{r['build_peak_anon_mb']} / {r['build_peak_rss_mb']}" for r in results)
         + " |"
     )
     if args.json:

@@ -57,6 +57,62 @@ def test_blocks_and_spill_do_not_change_the_result(synthetic_store, tmp_path):
     assert not list(synthetic_store.parent.glob("actsort-z-*"))  # temp file removed
 
 
+def test_similarity_tiles_shrink_for_long_recordings():
+    from actsort_gpu.features.run import similarity_tile_rows
+
+    cfg = FeatureConfig()  # 8,192-row tiles in 1,024 MB
+    assert similarity_tile_rows(10_000, cfg) == 8192
+    long = similarity_tile_rows(200_000, cfg)
+    assert 256 <= long < 8192 and long % 256 == 0
+    assert 8 * 200_000 * long + 5 * long**2 <= 1024 * 2**20  # two tiles + product fit
+    assert similarity_tile_rows(10**7, cfg) == 256  # never below 256 rows
+    assert similarity_tile_rows(10**7, FeatureConfig(similarity_tile=11)) == 11
+
+
+def test_row_file_round_trip(tmp_path):
+    from actsort_gpu.features.run import _RowFile
+
+    rows = np.random.default_rng(0).standard_normal((9, 13)).astype(np.float32)
+    spill = _RowFile(tmp_path, 9, 13)
+    try:
+        spill[0:4] = rows[0:4]
+        spill[4:9] = rows[4:9]
+        np.testing.assert_array_equal(spill[2:7], rows[2:7])
+        np.testing.assert_array_equal(spill[7:100], rows[7:])  # clipped like an array
+    finally:
+        spill.close()
+    assert not list(tmp_path.iterdir())  # unnamed: nothing left behind
+
+
+def test_synthetic_store_blocks_line_up(tmp_path, monkeypatch):
+    """Traces and snapshots written block by block land on their own candidates."""
+    import actsort_gpu.features.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "_BLOCK", 7)
+    store = make_feature_store(tmp_path / "b.actsort", n_candidates=30, n_frames=200, seed=3)
+    traces = store.traces()
+    frames, snap_traces, crops = (
+        store.snapshot_frames(),
+        store.snapshot_traces(),
+        store.crops(),
+    )
+    ok = frames >= 0
+    i, e, k = np.nonzero(ok)
+    np.testing.assert_array_equal(snap_traces[ok], traces[i, frames[i, e, k]])
+    footprints = store.footprint_crops()
+    for c in range(30):
+        snaps = store.snapshots(c)
+        assert snaps.shape[2:] == (crops[c, 1] - crops[c, 0], crops[c, 3] - crops[c, 2])
+        if c % 2 == 0:  # a cell's peak frame shows its own footprint
+            peak = snaps[0, 5].ravel()
+            assert np.corrcoef(peak, footprints[c].ravel())[0, 1] > 0.8
+    events = store.events()
+    truth = store.truth_labels()
+    # cells' strongest event is a planted transient: its frame is well above the noise
+    cells = np.nonzero(truth == 1)[0]
+    assert np.all(traces[cells, events[cells, 0]] > 4)
+
+
 def test_without_extras_is_the_76(synthetic_store):
     m = compute_features(synthetic_store, FeatureConfig(include_extra=False), device="cpu")
     arr = SortStore.open(synthetic_store).array("features/matrix")

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,7 +31,7 @@ from .. import schema
 from ..backend import resolve_backend
 from ..cluster import map_pieces
 from ..config import FeatureConfig, as_dict
-from ..store import SortStore
+from ..store import SortStore, crop_footprints
 from .columns import NamedColumns
 from .policy import apply_nan_policy
 from .registry import SOURCE_PREFIX, feature_set
@@ -238,7 +240,7 @@ def _similarity_piece(pair, store_path, tile: int, device: str):
 
 def _similarity_on_cluster(client, store: SortStore, config: FeatureConfig, device: str):
     """Feature 35 (N,) float64 as a map over tile pairs; equals :func:`trace_similarity`."""
-    n, tile = store.n_candidates, config.similarity_tile
+    n, tile = store.n_candidates, similarity_tile_rows(store.n_frames, config)
     if n < 2:
         return np.full(n, np.nan)
     starts = range(0, n, tile)
@@ -395,24 +397,60 @@ def read_feature_matrix(store_path) -> tuple[np.ndarray, list[str], str]:
     return np.asarray(arr[...]), list(arr.attrs["names"]), str(arr.attrs["version"])
 
 
-# TODO(coordinator): replace with the store's single crop cutter (store.crop_footprints).
-def crop_footprints(footprints: sp.csr_matrix, crops: np.ndarray, width: int) -> list[np.ndarray]:
-    """Footprint rows (n, H*W) CSR cut to their crop windows (n, 4) (row0, row1, col0, col1).
+def similarity_tile_rows(n_frames: int, config: FeatureConfig) -> int:
+    """Rows per feature-35 tile: ``config.similarity_tile``, fewer when two tiles of
+    ``n_frames`` float32 columns and their (tile, tile) product would not fit in
+    ``config.similarity_memory_mb`` (long recordings); never fewer than 256 (or the configured
+    tile, if smaller)."""
+    budget = config.similarity_memory_mb * 2**20
+    # 2 tiles of T float32 + a float32 product and its bool mask: 8 T t + 5 t^2 bytes
+    fit = (-8.0 * n_frames + math.sqrt(64.0 * n_frames**2 + 20.0 * budget)) / 10.0
+    return int(min(config.similarity_tile, max(256, int(fit) // 256 * 256)))
 
-    Returns a list of n (h_i, w_i) float32 arrays (pixels outside the crop are dropped).
-    """
-    fp = sp.csr_matrix(footprints)
-    out = []
-    for k in range(fp.shape[0]):
-        r0, r1, c0, c1 = (int(v) for v in crops[k])
-        img = np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), dtype=np.float32)
-        lo, hi = fp.indptr[k], fp.indptr[k + 1]
-        pix = fp.indices[lo:hi].astype(np.int64)
-        rr, cc = pix // width, pix % width
-        m = (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
-        img[rr[m] - r0, cc[m] - c0] = fp.data[lo:hi][m]
-        out.append(img)
-    return out
+
+class _RowFile:
+    """(n, T) float32 rows in an unnamed temporary file, written and read back with plain
+    file I/O: unlike a memory map, the rows read never count as the process's resident
+    memory, so feature 35 runs in O(tile x T) memory whatever N is. The file disappears
+    when closed (or when the process dies)."""
+
+    def __init__(self, folder: Path, n: int, n_t: int):
+        from ..preprocess.checkpoint import check_free_space
+
+        self.shape = (n, n_t)
+        self.dtype = np.dtype(np.float32)
+        self._row_bytes = n_t * 4
+        check_free_space(folder, n * self._row_bytes, "feature 35 (trace similarity)")
+        # closed by close(), which trace_similarity calls in its finally clause
+        self._file = tempfile.TemporaryFile(prefix="actsort-z-", dir=os.fspath(folder))  # noqa: SIM115
+
+    def _span(self, rows: slice) -> tuple[int, int]:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("_RowFile: only contiguous row ranges")
+        return start, max(stop, start)
+
+    def __setitem__(self, rows: slice, values) -> None:
+        start, stop = self._span(rows)
+        values = np.ascontiguousarray(values, dtype=np.float32).reshape(stop - start, -1)
+        self._file.seek(start * self._row_bytes)
+        self._file.write(memoryview(values).cast("B"))
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop = self._span(rows)
+        out = np.empty((stop - start, self.shape[1]), np.float32)
+        view = memoryview(out).cast("B")
+        self._file.seek(start * self._row_bytes)
+        got = 0
+        while got < len(view):
+            n_read = self._file.readinto(view[got:])
+            if not n_read:
+                raise OSError(f"feature 35 scratch file ended at byte {got} of {len(view)}")
+            got += n_read
+        return out
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def trace_similarity(
@@ -426,38 +464,40 @@ def trace_similarity(
     """Feature 35 for every candidate: fraction of other traces correlated > 0.7, (N,) float64.
 
     The unit-norm rows Z (N, T) float32 are built block by block and kept on the device when
-    they fit in half its free memory, else in host memory up to
-    ``config.similarity_memory_mb``, else in a temporary file beside the store; then
-    :func:`count_similar` multiplies symmetric tiles of ``config.similarity_tile`` rows.
+    they fit in half its free memory, else in host memory when Z and one tile product fit in
+    ``config.similarity_memory_mb``, else in an unnamed temporary file beside the store that
+    is read back one tile at a time (host memory O(tile x T), not O(N x T)); then
+    :func:`count_similar` multiplies symmetric tiles of :func:`similarity_tile_rows` rows.
     """
+    from .._xp import to_numpy
     from .temporal import count_similar, similarity_rows
 
     n, n_t = store.n_candidates, store.n_frames
     if n < 2:
         return np.full(n, np.nan)
+    tile = similarity_tile_rows(n_t, config)
     nbytes = n * n_t * 4
-    tmpdir = None
     if xp is not np and nbytes < 0.5 * xp.cuda.runtime.memGetInfo()[0]:
         z_all = xp.empty((n, n_t), dtype=xp.float32)
-    elif nbytes <= config.similarity_memory_mb * 2**20:
+    elif nbytes + 5 * tile * tile <= config.similarity_memory_mb * 2**20:
         z_all = np.empty((n, n_t), dtype=np.float32)
     else:
-        tmpdir = tempfile.TemporaryDirectory(prefix="actsort-z-", dir=os.fspath(store.path.parent))
-        z_all = np.lib.format.open_memmap(
-            os.path.join(tmpdir.name, "z.npy"), mode="w+", dtype=np.float32, shape=(n, n_t)
+        z_all = _RowFile(store.path.parent, n, n_t)
+        log.info(
+            "features: similarity rows (%.1f GB) spill to a temporary file in %s, %d-row tiles",
+            nbytes / 1e9,
+            store.path.parent,
+            tile,
         )
-        log.info("features: similarity rows (%.1f GB) spill to %s", nbytes / 1e9, tmpdir.name)
     try:
         t0 = time.perf_counter()
-        on_device = xp is not np and not isinstance(z_all, np.ndarray)
+        on_device = xp is not np and not isinstance(z_all, (np.ndarray, _RowFile))
         for start in range(0, n, config.batch_candidates):
             stop = min(start + config.batch_candidates, n)
             z = similarity_rows(xp.asarray(store.traces(slice(start, stop))), xp=xp)
-            z_all[start:stop] = z if on_device else (z if xp is np else z.get())
+            z_all[start:stop] = z if on_device else to_numpy(z)
         t1 = time.perf_counter()
-        counts = count_similar(z_all, xp=xp, tile=config.similarity_tile, progress=progress)
-        from .._xp import to_numpy
-
+        counts = count_similar(z_all, xp=xp, tile=tile, progress=progress)
         result = to_numpy(counts).astype(np.float64) / (n - 1)
         if timings is not None:  # linear (read + unit rows) and quadratic (tiled Z Z^T) parts
             timings["similarity_rows"] = timings.get("similarity_rows", 0.0) + t1 - t0
@@ -466,6 +506,6 @@ def trace_similarity(
             )
         return result
     finally:
+        if isinstance(z_all, _RowFile):
+            z_all.close()
         del z_all
-        if tmpdir is not None:
-            tmpdir.cleanup()
