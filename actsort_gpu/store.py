@@ -739,16 +739,47 @@ class SortStore:
             constant candidate (hi <= lo) set to zeros.
         """
         start, stop, _ = items.indices(self.n_candidates)
+        crops, scale, frames, raws = self._snapshot_raw_block(start, stop)
+        return [
+            _decode_block(raw, crops[k], scale[k], frames[k], dequantise)
+            for k, raw in enumerate(raws)
+        ]
+
+    def snapshot_codes_block(self, items: slice) -> list[np.ndarray]:
+        """Snapshot codes of a contiguous block of candidates, uncast where that is exact.
+
+        For consumers that only need the shape of the data (the embedding inputs): per candidate
+        an (n_events, event_frames, h, w) array with the values of
+        ``snapshots_block(items, dequantise=False)`` at every event that exists
+        (``candidates/events`` >= 0); the values at other event slots are unspecified. A
+        candidate whose existing events lie inside the movie and, for integer storage, whose
+        range is not constant comes as the stored codes themselves (storage dtype, e.g. uint8:
+        a view of one read, no float32 copy); any other candidate comes decoded (float32).
+        """
+        start, stop, _ = items.indices(self.n_candidates)
+        crops, scale, frames, raws = self._snapshot_raw_block(start, stop)
+        exists = self.events(slice(start, stop)) >= 0
+        integer = code_max(raws[0].dtype) is not None if raws else False
+        out = []
+        for k, raw in enumerate(raws):
+            inside = bool((frames[k][exists[k]] >= 0).all())
+            if inside and not (integer and scale[k][1] <= scale[k][0]):
+                h, w = int(crops[k][1] - crops[k][0]), int(crops[k][3] - crops[k][2])
+                out.append(raw.reshape(*frames[k].shape, h, w))
+            else:
+                out.append(_decode_block(raw, crops[k], scale[k], frames[k], False))
+        return out
+
+    def _snapshot_raw_block(self, start: int, stop: int):
+        """Crops (n, 4), scale (n, 2), frames (n, n_events, event_frames) and the n flat stored
+        snapshot arrays (views of one read) of candidates ``start:stop``."""
         crops = self.crops(slice(start, stop))
         scale = self.read(schema.SNAPSHOTS_SCALE, slice(start, stop))
         frames = self.snapshot_frames(slice(start, stop))
         offsets = self.read(schema.SNAPSHOTS_OFFSETS, slice(start, stop + 1))
         data = self.read(schema.SNAPSHOTS_DATA, slice(int(offsets[0]), int(offsets[-1])))
-        out = []
-        for k in range(stop - start):
-            raw = data[offsets[k] - offsets[0] : offsets[k + 1] - offsets[0]]
-            out.append(_decode_block(raw, crops[k], scale[k], frames[k], dequantise))
-        return out
+        rel = offsets - offsets[0]
+        return crops, scale, frames, [data[rel[k] : rel[k + 1]] for k in range(stop - start)]
 
     def snapshot_reader(self) -> SnapshotReader:
         """A reader of one candidate's snapshots at a time through cached handles (the page)."""
