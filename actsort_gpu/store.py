@@ -759,16 +759,16 @@ class SortStore:
         start, stop, _ = items.indices(self.n_candidates)
         crops, scale, frames, raws = self._snapshot_raw_block(start, stop)
         exists = self.events(slice(start, stop)) >= 0
-        integer = code_max(raws[0].dtype) is not None if raws else False
-        out = []
-        for k, raw in enumerate(raws):
-            inside = bool((frames[k][exists[k]] >= 0).all())
-            if inside and not (integer and scale[k][1] <= scale[k][0]):
-                h, w = int(crops[k][1] - crops[k][0]), int(crops[k][3] - crops[k][2])
-                out.append(raw.reshape(*frames[k].shape, h, w))
-            else:
-                out.append(_decode_block(raw, crops[k], scale[k], frames[k], False))
-        return out
+        as_stored = ((frames >= 0) | ~exists[..., None]).all(axis=(1, 2))
+        if raws and code_max(raws[0].dtype) is not None:
+            as_stored &= scale[:, 1] > scale[:, 0]
+        shapes = np.stack([crops[:, 1] - crops[:, 0], crops[:, 3] - crops[:, 2]], 1).tolist()
+        return [
+            raw.reshape(*frames.shape[1:], *shapes[k])
+            if as_stored[k]
+            else _decode_block(raw, crops[k], scale[k], frames[k], False)
+            for k, raw in enumerate(raws)
+        ]
 
     def _snapshot_raw_block(self, start: int, stop: int):
         """Crops (n, 4), scale (n, 2), frames (n, n_events, event_frames) and the n flat stored
@@ -1073,14 +1073,18 @@ def crop_footprints(footprints: sp.spmatrix, crops: np.ndarray, width: int) -> l
             f"crops: expected shape ({fp.shape[0]}, 4) (one window per footprint "
             f"row), got {crops.shape}"
         )
-    out = []
-    for k in range(fp.shape[0]):
-        r0, r1, c0, c1 = (int(v) for v in crops[k])
-        img = np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), dtype=np.float32)
-        lo, hi = fp.indptr[k], fp.indptr[k + 1]
-        pix = fp.indices[lo:hi].astype(np.int64)
-        rr, cc = pix // width - r0, pix % width - c0
-        keep = (rr >= 0) & (rr < img.shape[0]) & (cc >= 0) & (cc < img.shape[1])
-        img[rr[keep], cc[keep]] = fp.data[lo:hi][keep]
-        out.append(img)
-    return out
+    # All candidates at once: one scatter into a buffer that holds the crops back to back.
+    r0, r1, c0, c1 = crops.astype(np.int64).T
+    heights, widths = np.maximum(r1 - r0, 0), np.maximum(c1 - c0, 0)
+    starts = np.concatenate([[0], np.cumsum(heights * widths)])
+    owner = np.repeat(np.arange(fp.shape[0]), np.diff(fp.indptr))
+    pix = fp.indices.astype(np.int64)
+    rr, cc = pix // width - r0[owner], pix % width - c0[owner]
+    keep = (rr >= 0) & (rr < heights[owner]) & (cc >= 0) & (cc < widths[owner])
+    owner, rr, cc = owner[keep], rr[keep], cc[keep]
+    buf = np.zeros(int(starts[-1]), dtype=np.float32)
+    buf[starts[owner] + rr * widths[owner] + cc] = fp.data[keep]
+    return [
+        buf[starts[k] : starts[k + 1]].reshape(int(heights[k]), int(widths[k]))
+        for k in range(fp.shape[0])
+    ]

@@ -707,6 +707,26 @@ def test_snapshot_codes_block_matches_decoded_codes(tmp_path):
         assert c.dtype == (np.float32 if decode else np.uint8)
 
 
+def test_crop_footprints_matches_a_per_candidate_loop():
+    rng = np.random.default_rng(5)
+    height, width, n = 30, 40, 25
+    dense = (rng.random((n, height * width)) < 0.05) * rng.random((n, height * width))
+    fp = sp.csr_matrix(dense.astype(np.float32))
+    r0, c0 = rng.integers(-3, height, n), rng.integers(-3, width, n)
+    crops = np.stack([r0, r0 + rng.integers(0, 12, n), c0, c0 + rng.integers(0, 12, n)], 1)
+    crops[3] = (5, 2, 4, 9)  # an empty (inverted) window
+    got = crop_footprints(fp, crops, width)
+    for k in range(n):
+        a, b, c, d = crops[k]
+        ref = np.zeros((max(b - a, 0), max(d - c, 0)), np.float32)
+        img = dense[k].reshape(height, width)
+        rows, cols = np.arange(a, b), np.arange(c, d)
+        ok_r, ok_c = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+        ref[np.ix_(ok_r, ok_c)] = img[np.ix_(rows[ok_r], cols[ok_c])]
+        assert got[k].dtype == np.float32
+        np.testing.assert_array_equal(got[k], ref)
+
+
 def test_embed_inputs_match_the_plain_encoder():
     from actsort_gpu.embed.encoder import CandidateEncoder
     from actsort_gpu.embed.infer import embed_inputs
