@@ -739,16 +739,47 @@ class SortStore:
             constant candidate (hi <= lo) set to zeros.
         """
         start, stop, _ = items.indices(self.n_candidates)
+        crops, scale, frames, raws = self._snapshot_raw_block(start, stop)
+        return [
+            _decode_block(raw, crops[k], scale[k], frames[k], dequantise)
+            for k, raw in enumerate(raws)
+        ]
+
+    def snapshot_codes_block(self, items: slice) -> list[np.ndarray]:
+        """Snapshot codes of a contiguous block of candidates, uncast where that is exact.
+
+        For consumers that only need the shape of the data (the embedding inputs): per candidate
+        an (n_events, event_frames, h, w) array with the values of
+        ``snapshots_block(items, dequantise=False)`` at every event that exists
+        (``candidates/events`` >= 0); the values at other event slots are unspecified. A
+        candidate whose existing events lie inside the movie and, for integer storage, whose
+        range is not constant comes as the stored codes themselves (storage dtype, e.g. uint8:
+        a view of one read, no float32 copy); any other candidate comes decoded (float32).
+        """
+        start, stop, _ = items.indices(self.n_candidates)
+        crops, scale, frames, raws = self._snapshot_raw_block(start, stop)
+        exists = self.events(slice(start, stop)) >= 0
+        as_stored = ((frames >= 0) | ~exists[..., None]).all(axis=(1, 2))
+        if raws and code_max(raws[0].dtype) is not None:
+            as_stored &= scale[:, 1] > scale[:, 0]
+        shapes = np.stack([crops[:, 1] - crops[:, 0], crops[:, 3] - crops[:, 2]], 1).tolist()
+        return [
+            raw.reshape(*frames.shape[1:], *shapes[k])
+            if as_stored[k]
+            else _decode_block(raw, crops[k], scale[k], frames[k], False)
+            for k, raw in enumerate(raws)
+        ]
+
+    def _snapshot_raw_block(self, start: int, stop: int):
+        """Crops (n, 4), scale (n, 2), frames (n, n_events, event_frames) and the n flat stored
+        snapshot arrays (views of one read) of candidates ``start:stop``."""
         crops = self.crops(slice(start, stop))
         scale = self.read(schema.SNAPSHOTS_SCALE, slice(start, stop))
         frames = self.snapshot_frames(slice(start, stop))
         offsets = self.read(schema.SNAPSHOTS_OFFSETS, slice(start, stop + 1))
         data = self.read(schema.SNAPSHOTS_DATA, slice(int(offsets[0]), int(offsets[-1])))
-        out = []
-        for k in range(stop - start):
-            raw = data[offsets[k] - offsets[0] : offsets[k + 1] - offsets[0]]
-            out.append(_decode_block(raw, crops[k], scale[k], frames[k], dequantise))
-        return out
+        rel = offsets - offsets[0]
+        return crops, scale, frames, [data[rel[k] : rel[k + 1]] for k in range(stop - start)]
 
     def snapshot_reader(self) -> SnapshotReader:
         """A reader of one candidate's snapshots at a time through cached handles (the page)."""
@@ -1042,14 +1073,18 @@ def crop_footprints(footprints: sp.spmatrix, crops: np.ndarray, width: int) -> l
             f"crops: expected shape ({fp.shape[0]}, 4) (one window per footprint "
             f"row), got {crops.shape}"
         )
-    out = []
-    for k in range(fp.shape[0]):
-        r0, r1, c0, c1 = (int(v) for v in crops[k])
-        img = np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), dtype=np.float32)
-        lo, hi = fp.indptr[k], fp.indptr[k + 1]
-        pix = fp.indices[lo:hi].astype(np.int64)
-        rr, cc = pix // width - r0, pix % width - c0
-        keep = (rr >= 0) & (rr < img.shape[0]) & (cc >= 0) & (cc < img.shape[1])
-        img[rr[keep], cc[keep]] = fp.data[lo:hi][keep]
-        out.append(img)
-    return out
+    # All candidates at once: one scatter into a buffer that holds the crops back to back.
+    r0, r1, c0, c1 = crops.astype(np.int64).T
+    heights, widths = np.maximum(r1 - r0, 0), np.maximum(c1 - c0, 0)
+    starts = np.concatenate([[0], np.cumsum(heights * widths)])
+    owner = np.repeat(np.arange(fp.shape[0]), np.diff(fp.indptr))
+    pix = fp.indices.astype(np.int64)
+    rr, cc = pix // width - r0[owner], pix % width - c0[owner]
+    keep = (rr >= 0) & (rr < heights[owner]) & (cc >= 0) & (cc < widths[owner])
+    owner, rr, cc = owner[keep], rr[keep], cc[keep]
+    buf = np.zeros(int(starts[-1]), dtype=np.float32)
+    buf[starts[owner] + rr * widths[owner] + cc] = fp.data[keep]
+    return [
+        buf[starts[k] : starts[k + 1]].reshape(int(heights[k]), int(widths[k]))
+        for k in range(fp.shape[0])
+    ]

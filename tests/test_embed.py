@@ -578,6 +578,176 @@ def test_inputs_invariant_to_affine_units_and_store_codes_match_dequantised(tmp_
         np.testing.assert_array_equal(got, full[[0, 3]])
 
 
+# ---------------------------------------------------------------- parity with plain references
+def _reference_event_summaries(snapshots, valid):
+    """event_summaries written plainly (np.median / np.max / np.mean over frames per event)."""
+    valid = np.asarray(valid, bool)[: snapshots.shape[0]]
+    h, w = snapshots.shape[2:]
+    if not valid.any():
+        return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    ev = snapshots[np.flatnonzero(valid)].astype(np.float32)
+    top = ev.max(axis=1)
+    per_event = 0.5 * top + 0.3 * np.median(ev, axis=1) + 0.2 * ev.mean(axis=1)
+    return per_event.mean(axis=0), top.max(axis=0)
+
+
+def _reference_square_resize(images, size):
+    """square_resize as first written: np.pad (edge) + scipy map_coordinates per channel."""
+    from scipy import ndimage
+
+    c, h, w = images.shape
+    if h == 0 or w == 0:
+        return np.zeros((c, size, size), np.float32)
+    side = max(h, w)
+    ph, pw = side - h, side - w
+    images = np.pad(images, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), "edge")
+    src = np.clip((np.arange(size) + 0.5) * (side / size) - 0.5, 0, side - 1)
+    rr, cc = np.meshgrid(src, src, indexing="ij")
+    return np.stack(
+        [
+            ndimage.map_coordinates(im.astype(np.float32), [rr, cc], order=1, mode="nearest")
+            for im in images
+        ]
+    )
+
+
+def _ragged_candidates(rng, n, dtype=np.float32):
+    """Random candidates with ragged crops: clipped (non-square, down to 1 px wide), square,
+    exactly 16 px (the output size), larger and smaller than it; some without valid events,
+    one with fewer snapshot events than valid flags."""
+    shapes = [(16, 16), (16, 9), (5, 16), (1, 7), (30, 22), (40, 40), (7, 7), (3, 1), (17, 16)]
+    snaps, fps = [], []
+    valid = rng.random((n, N_EVENTS)) < 0.7
+    valid[::5] = False
+    for i in range(n):
+        h, w = shapes[i % len(shapes)]
+        n_ev = N_EVENTS - 1 if i == 3 else N_EVENTS
+        if dtype == np.uint8:
+            block = rng.integers(0, 256, (n_ev, EVENT_FRAMES, h, w)).astype(np.uint8)
+        else:
+            block = rng.normal(0, 1, (n_ev, EVENT_FRAMES, h, w)).astype(dtype)
+        snaps.append(block)
+        fps.append(rng.random((h, w)).astype(np.float32))
+    return snaps, fps, valid
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.float64])
+def test_block_event_summaries_match_reference(dtype, monkeypatch):
+    import actsort_gpu.embed.inputs as inputs_mod
+    from actsort_gpu.embed.inputs import block_event_summaries
+
+    monkeypatch.setattr(inputs_mod, "_BATCH_BYTES", 4096)  # many batches, one per big crop
+    rng = np.random.default_rng(1)
+    snaps, _, valid = _ragged_candidates(rng, 23, dtype)
+    means, maxes = block_event_summaries(snaps, valid)
+    for i, s in enumerate(snaps):
+        ref_mean, ref_max = _reference_event_summaries(s, valid[i])
+        assert means[i].dtype == np.float32 and means[i].shape == s.shape[2:]
+        np.testing.assert_allclose(means[i], ref_mean, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(maxes[i], ref_max)
+        one_mean, one_max = event_summaries(s, valid[i])
+        np.testing.assert_array_equal(one_mean, means[i])
+        np.testing.assert_array_equal(one_max, maxes[i])
+    # an even number of frames: the median averages the two middle frames
+    even = [rng.normal(0, 1, (2, 4, 3, 5)).astype(np.float32)]
+    got = block_event_summaries(even, np.ones((1, 2), bool))
+    for a, b in zip(got, _reference_event_summaries(even[0], np.ones(2, bool))):
+        np.testing.assert_allclose(a[0], b, rtol=1e-6, atol=1e-6)
+
+
+def test_square_resize_matches_map_coordinates():
+    rng = np.random.default_rng(2)
+    for h, w in [(16, 16), (16, 9), (5, 16), (1, 7), (7, 1), (1, 1), (30, 22), (40, 40), (17, 3)]:
+        img = rng.normal(0, 1, (3, h, w)).astype(np.float32)
+        got = square_resize(img, 16)
+        assert got.shape == (3, 16, 16) and got.dtype == np.float32
+        np.testing.assert_allclose(got, _reference_square_resize(img, 16), rtol=1e-6, atol=1e-6)
+        # a constant image stays exactly constant (a flat channel must normalise to zeros)
+        assert np.ptp(square_resize(np.full((1, h, w), 0.3, np.float32), 16)) == 0
+    assert not square_resize(np.zeros((3, 0, 5), np.float32), 8).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_candidate_inputs_match_reference(dtype):
+    rng = np.random.default_rng(3)
+    snaps, fps, valid = _ragged_candidates(rng, 19, dtype)
+    valid[3, -1] = False  # candidate 3 has one snapshot event less
+    traces = rng.normal(0, 1, (19, N_EVENTS, EVENT_FRAMES)).astype(np.float32)
+    images, tr = candidate_inputs(snaps, fps, traces, valid, 16)
+    ref = np.stack(
+        [
+            _reference_square_resize(np.stack([fp, *_reference_event_summaries(s, v)]), 16)
+            for s, fp, v in zip(snaps, fps, valid)
+        ]
+    )
+    np.testing.assert_allclose(images, percentile_normalise(ref), atol=1e-5)
+    assert not images[::5, 1:].any()  # no valid event: empty summary channels
+
+
+def test_snapshot_codes_block_matches_decoded_codes(tmp_path):
+    from actsort_gpu.store import SortStore
+
+    store = _fake_store(tmp_path / "s.actsort", n=12, events_missing=True)
+    frames = store.snapshot_frames()
+    events = store.events()
+    k = int(np.flatnonzero(events[:, 0] >= 0)[0])
+    frames[k, 0, :3] = -1  # an event at the start of the movie: frames outside it
+    store.write_array(schema.SNAPSHOTS_FRAMES, frames)
+    scale = store.read(schema.SNAPSHOTS_SCALE)
+    scale[k + 1] = scale[k + 1, 0]  # a constant candidate
+    store.write_array(schema.SNAPSHOTS_SCALE, scale)
+    store = SortStore.open(store.path)
+    codes = store.snapshot_codes_block(slice(2, 12))
+    decoded = store.snapshots_block(slice(2, 12), dequantise=False)
+    for j, (c, d) in enumerate(zip(codes, decoded)):
+        exists = events[2 + j] >= 0
+        assert c.shape == d.shape
+        np.testing.assert_array_equal(c[exists].astype(np.float32), d[exists])
+        decode = 2 + j == k or scale[2 + j, 1] <= scale[2 + j, 0]  # outside the movie; constant
+        assert c.dtype == (np.float32 if decode else np.uint8)
+
+
+def test_crop_footprints_matches_a_per_candidate_loop():
+    rng = np.random.default_rng(5)
+    height, width, n = 30, 40, 25
+    dense = (rng.random((n, height * width)) < 0.05) * rng.random((n, height * width))
+    fp = sp.csr_matrix(dense.astype(np.float32))
+    r0, c0 = rng.integers(-3, height, n), rng.integers(-3, width, n)
+    crops = np.stack([r0, r0 + rng.integers(0, 12, n), c0, c0 + rng.integers(0, 12, n)], 1)
+    crops[3] = (5, 2, 4, 9)  # an empty (inverted) window
+    got = crop_footprints(fp, crops, width)
+    for k in range(n):
+        a, b, c, d = crops[k]
+        ref = np.zeros((max(b - a, 0), max(d - c, 0)), np.float32)
+        img = dense[k].reshape(height, width)
+        rows, cols = np.arange(a, b), np.arange(c, d)
+        ok_r, ok_c = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+        ref[np.ix_(ok_r, ok_c)] = img[np.ix_(rows[ok_r], cols[ok_c])]
+        assert got[k].dtype == np.float32
+        np.testing.assert_array_equal(got[k], ref)
+
+
+def test_embed_inputs_match_the_plain_encoder():
+    from actsort_gpu.embed.encoder import CandidateEncoder
+    from actsort_gpu.embed.infer import embed_inputs
+
+    images, traces, va, _ = _toy_arrays(40)
+    torch.manual_seed(0)
+    enc = CandidateEncoder(8, 4)
+    for m in enc.modules():  # non-trivial batch-norm statistics to fold
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 2)
+            m.bias.data.uniform_(-1, 1)
+    enc.eval()
+    with torch.inference_mode():
+        plain = enc(torch.as_tensor(images), torch.as_tensor(traces), torch.as_tensor(va)).numpy()
+    got = embed_inputs(enc, images, traces, va, batch_size=16)
+    np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())  # caller's untouched
+
+
 def test_sorting_network_sorts_every_length():
     from actsort_gpu.embed.inputs import _sorted_frames
 

@@ -12,7 +12,7 @@ from .. import schema
 
 log = logging.getLogger(__name__)
 
-__all__ = ["embed", "embed_inputs", "torch_device"]
+__all__ = ["embed", "embed_inputs", "inference_encoder", "torch_device"]
 
 
 def torch_device(device: str) -> str:
@@ -27,6 +27,11 @@ def torch_device(device: str) -> str:
     return resolve_backend(device, uses="torch").torch_device
 
 
+#: candidates per forward pass on the CPU: activations of a few hundred 24 x 24 candidates stay
+#: in cache (measured 2-3.5x faster than 2048 at once with the folded, channels-last encoder)
+CPU_FORWARD_BATCH = 256
+
+
 def embed_inputs(
     encoder,
     images: np.ndarray,
@@ -39,22 +44,50 @@ def embed_inputs(
     """Embeddings of inputs held in memory.
 
     images (n, C, S, S) float32, traces (n, n_events * event_frames) float32, valid
-    (n, n_events) bool -> (n, D) float32. ``device`` is a torch device string.
+    (n, n_events) bool -> (n, D) float32. ``device`` is a torch device string; ``batch_size``
+    candidates per forward pass (at most :data:`CPU_FORWARD_BATCH` on the CPU). The encoder is
+    put in eval mode and runs as :func:`inference_encoder` builds it.
     """
     import torch
 
-    encoder = encoder.to(device).eval()
+    encoder = inference_encoder(encoder.to(device).eval())
+    if torch.device(device).type == "cpu":
+        batch_size = min(batch_size, CPU_FORWARD_BATCH)
     out = np.empty((len(images), encoder.embedding_dim), np.float32)
     with torch.inference_mode():
         for s in range(0, len(images), batch_size):
             e = slice(s, s + batch_size)
             z = encoder(
-                torch.as_tensor(images[e], dtype=torch.float32, device=device),
+                torch.as_tensor(images[e], dtype=torch.float32, device=device).contiguous(
+                    memory_format=torch.channels_last
+                ),
                 torch.as_tensor(traces[e], dtype=torch.float32, device=device),
                 torch.as_tensor(valid[e], device=device),
             )
             out[e] = z.float().cpu().numpy()
     return out
+
+
+def inference_encoder(encoder):
+    """A copy of an encoder in eval mode, prepared for inference only: each batch normalisation
+    folded into the convolution before it (the same function up to float rounding, one pass
+    over the activations less) and the weights in channels-last layout (faster convolutions on
+    the CPU; feed it channels-last images). ``encoder`` itself is left unchanged."""
+    import copy
+
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(encoder).eval()
+    for block in fused.image_branch:
+        if (
+            isinstance(block, torch.nn.Sequential)
+            and isinstance(block[0], torch.nn.Conv2d)
+            and isinstance(block[1], torch.nn.BatchNorm2d)
+        ):
+            block[0] = fuse_conv_bn_eval(block[0], block[1])
+            block[1] = torch.nn.Identity()
+    return fused.to(memory_format=torch.channels_last)
 
 
 def embed(

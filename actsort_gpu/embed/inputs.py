@@ -18,10 +18,10 @@ inference see identical inputs.
 from __future__ import annotations
 
 import logging
+import math
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ __all__ = [
     "CHANNELS",
     "candidate_inputs",
     "event_summaries",
+    "block_event_summaries",
     "square_resize",
     "percentile_normalise",
     "robust_trace_stats",
@@ -51,21 +52,105 @@ def event_summaries(snapshots: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
     events 0.5 * max + 0.3 * median + 0.2 * mean of the event's frames (a peak-weighted image that
     resists single-frame noise); max_image is the maximum over valid events and frames. Both are
     zeros when no event is valid. Both commute with an increasing affine map of the values.
+    :func:`block_event_summaries` does the same for many candidates at once.
     """
-    valid = np.asarray(valid, dtype=bool)[: snapshots.shape[0]]
-    h, w = snapshots.shape[2:]
-    if not valid.any():
-        return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
-    ev = snapshots[np.flatnonzero(valid)]
-    frames = _sorted_frames(ev)
-    f = len(frames)
+    means, maxes = block_event_summaries([np.asarray(snapshots)], np.asarray(valid)[None])
+    return means[0], maxes[0]
+
+
+def block_event_summaries(snapshots_list, event_valid) -> tuple[list, list]:
+    """:func:`event_summaries` of n candidates, vectorised over candidates.
+
+    snapshots_list : n arrays (n_events_i, event_frames, h_i, w_i), any real dtype (integer
+        codes are summarised without a float copy where that is exact)
+    event_valid : (n, n_events) bool
+    Returns two lists of n (h_i, w_i) float32 images (mean summary, max image).
+
+    The frames of the valid events of candidates with the same dtype and frame count are laid
+    side by side as (event_frames, n_pixels) arrays of about :data:`_BATCH_BYTES`, so that the
+    per-pixel sort over frames runs as a few large NumPy operations on data that stays in cache
+    instead of many small ones per candidate.
+    """
+    n = len(snapshots_list)
+    means, maxes = [None] * n, [None] * n
+    groups: dict[tuple, list] = {}
+    for i, snaps in enumerate(snapshots_list):
+        h, w = snaps.shape[2:]
+        events = np.flatnonzero(np.asarray(event_valid[i], dtype=bool)[: snaps.shape[0]])
+        if events.size and h * w:
+            groups.setdefault((snaps.dtype, snaps.shape[1]), []).append((i, events))
+        else:
+            means[i], maxes[i] = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    for (dtype, n_frames), members in groups.items():
+        budget = _BATCH_BYTES // (n_frames * dtype.itemsize)
+        for batch in _batches(snapshots_list, members, budget):
+            per_event, top = _pixel_summaries(_event_pixels(snapshots_list, batch))
+            p = 0
+            for i, events in batch:
+                shape = (len(events), *snapshots_list[i].shape[2:])
+                stop = p + math.prod(shape)
+                # = .mean(axis=0) / .max(axis=0), without their Python wrappers (per candidate)
+                means[i] = np.add.reduce(per_event[p:stop].reshape(shape), axis=0) / len(events)
+                maxes[i] = np.maximum.reduce(top[p:stop].reshape(shape), axis=0)
+                p = stop
+    return means, maxes
+
+
+_BATCH_BYTES = 1 << 20  # snapshot bytes summarised at once (about the size of the L2 cache)
+
+
+def _batches(snapshots_list, members, budget: int):
+    """Split ``members`` ((index, events) pairs) into runs of at most ``budget`` event pixels
+    (a larger candidate makes a run of its own)."""
+    batch, size = [], 0
+    for i, events in members:
+        pixels = len(events) * math.prod(snapshots_list[i].shape[2:])
+        if batch and size + pixels > budget:
+            yield batch
+            batch, size = [], 0
+        batch.append((i, events))
+        size += pixels
+    if batch:
+        yield batch
+
+
+def _event_pixels(snapshots_list, members) -> np.ndarray:
+    """The valid events' frames of candidates ``members`` ((index, events) pairs) side by side:
+    (event_frames, n_pixels), candidate by candidate, event by event, pixels row-major."""
+    first = snapshots_list[members[0][0]]
+    n_frames = first.shape[1]
+    sizes = [len(ev) * math.prod(snapshots_list[i].shape[2:]) for i, ev in members]
+    flat = np.empty((n_frames, sum(sizes)), first.dtype)
+    p = 0
+    for i, events in members:
+        snaps = snapshots_list[i]
+        hw = math.prod(snaps.shape[2:])
+        for e in events:
+            flat[:, p : p + hw] = snaps[e].reshape(n_frames, hw)
+            p += hw
+    return flat
+
+
+def _pixel_summaries(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """flat (event_frames, n_pixels) -> per pixel (0.5 * max + 0.3 * median + 0.2 * mean, max)
+    over frames, each (n_pixels,) float32."""
+    f = flat.shape[0]
+    frames = [row[0] for row in _sorted_frames(flat[None])]
     if f % 2:
         median = frames[f // 2].astype(np.float32)
     else:
         median = 0.5 * (frames[f // 2 - 1].astype(np.float32) + frames[f // 2].astype(np.float32))
     top = frames[-1].astype(np.float32)
-    per_event = 0.5 * top + 0.3 * median + 0.2 * ev.mean(axis=1, dtype=np.float32)
-    return per_event.mean(axis=0).astype(np.float32), top.max(axis=0)
+    return 0.5 * top + 0.3 * median + 0.2 * _frame_mean(flat), top
+
+
+def _frame_mean(flat: np.ndarray) -> np.ndarray:
+    """``flat.mean(axis=0, dtype=np.float32)``; uint8 codes are summed in uint16 first (faster,
+    and the same values: a float32 sum of up to 257 uint8 values is exact)."""
+    f = flat.shape[0]
+    if flat.dtype == np.uint8 and f <= 257:
+        return np.add.reduce(flat, axis=0, dtype=np.uint16).astype(np.float32) / f
+    return flat.mean(axis=0, dtype=np.float32)
 
 
 @lru_cache(maxsize=8)
@@ -110,30 +195,34 @@ def square_resize(images: np.ndarray, size: int) -> np.ndarray:
     """Pad (C, h, w) images to a square (edge values, centred) and resize to (C, size, size).
 
     Padding first keeps a round cell round when its crop was clipped at the field's border.
-    Bilinear interpolation with pixel centres aligned (as ``align_corners=False``).
+    Bilinear interpolation with pixel centres aligned (as ``align_corners=False``), computed in
+    float64 as two matrix products (rows, then columns) that include the padding, returned as
+    float32.
     """
     c, h, w = images.shape
     if h == 0 or w == 0:
         return np.zeros((c, size, size), np.float32)
     side = max(h, w)
-    pad_h, pad_w = side - h, side - w
-    if pad_h or pad_w:
-        images = np.pad(
-            images,
-            ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)),
-            mode="edge",
-        )
-    if side == size:
-        return images.astype(np.float32, copy=False)
-    src = (np.arange(size, dtype=np.float64) + 0.5) * (side / size) - 0.5
-    src = np.clip(src, 0, side - 1)
-    rr, cc = np.meshgrid(src, src, indexing="ij")
-    out = np.empty((c, size, size), np.float32)
-    for k in range(c):
-        out[k] = ndimage.map_coordinates(
-            images[k].astype(np.float32, copy=False), [rr, cc], order=1, mode="nearest"
-        )
-    return out
+    rows, cols = _resize_matrix(h, side, size), _resize_matrix(w, side, size)
+    return (rows @ images.astype(np.float64, copy=False) @ cols.T).astype(np.float32)
+
+
+@lru_cache(maxsize=512)
+def _resize_matrix(n: int, side: int, size: int) -> np.ndarray:
+    """(size, n) float64 weights: edge-pad n samples to ``side`` (centred), then sample them at
+    ``size`` pixel centres with linear interpolation (sample i at ``(i + 0.5) * side / size -
+    0.5``, clipped to [0, side - 1]); each row sums to 1. Read-only (cached)."""
+    src = np.clip((np.arange(size, dtype=np.float64) + 0.5) * (side / size) - 0.5, 0, side - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, side - 1)
+    frac = src - lo
+    padded_to_source = np.clip(np.arange(side) - (side - n) // 2, 0, n - 1)
+    weights = np.zeros((size, n))
+    out_rows = np.arange(size)
+    np.add.at(weights, (out_rows, padded_to_source[lo]), 1 - frac)
+    np.add.at(weights, (out_rows, padded_to_source[hi]), frac)
+    weights.flags.writeable = False
+    return weights
 
 
 def percentile_normalise(
@@ -205,17 +294,18 @@ def candidate_inputs(
     if int(image_size) < 4:
         raise ValueError(f"image_size: expected >= 4 px, found {image_size}")
     size = int(image_size)
-    images = np.zeros((n, len(CHANNELS), size, size), np.float32)
-    for i in range(n):
-        fp = np.asarray(crop_footprints[i], dtype=np.float32)
-        snaps = np.asarray(snapshots_list[i])
+    snapshots_list = [np.asarray(s) for s in snapshots_list]
+    fps = [np.asarray(f, dtype=np.float32) for f in crop_footprints]
+    for i, (snaps, fp) in enumerate(zip(snapshots_list, fps)):
         if snaps.shape[2:] != fp.shape:
             raise ValueError(
                 f"candidate {i}: snapshot crop {snaps.shape[2:]} differs from the "
                 f"footprint crop {fp.shape}"
             )
-        mean_img, max_img = event_summaries(snaps, event_valid[i])
-        images[i] = square_resize(np.stack([fp, mean_img, max_img]), size)
+    means, maxes = block_event_summaries(snapshots_list, event_valid)
+    images = np.zeros((n, len(CHANNELS), size, size), np.float32)
+    for i in range(n):
+        images[i] = square_resize(np.stack([fps[i], means[i], maxes[i]]), size)
     images = percentile_normalise(images)
     traces = _normalise_traces(snapshot_traces, event_valid, trace_center, trace_scale)
     return images, traces.reshape(n, -1)
@@ -286,7 +376,7 @@ def fit_events(
         1,
     )
     va = np.concatenate([valid, np.zeros((valid.shape[0], extra), bool)], 1)
-    snaps = [np.concatenate([s, np.zeros((extra, *s.shape[1:]), np.float32)], 0) for s in snapshots]
+    snaps = [np.concatenate([s, np.zeros((extra, *s.shape[1:]), s.dtype)], 0) for s in snapshots]
     return st, va, snaps
 
 
@@ -324,7 +414,7 @@ def store_inputs(
     valid = store.events(block) >= 0
     # Codes, not movie units: candidate_inputs normalises per channel by percentiles, which
     # an increasing affine map per candidate leaves unchanged (see its docstring).
-    snapshots = store.snapshots_block(slice(start, stop), dequantise=False)
+    snapshots = store.snapshot_codes_block(block)
     if n_events is not None:
         snapshot_traces, valid, snapshots = fit_events(snapshot_traces, valid, snapshots, n_events)
     fps = store.footprint_crops(block)
