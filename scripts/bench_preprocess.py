@@ -8,16 +8,19 @@ cache before each (``posix_fadvise DONTNEED``):
 - a raw sequential read of the file (64 MiB ``readinto`` blocks), and
 - ``preprocess`` on the store (CPU unless ``--device``),
 
-and prints one JSON line per size: raw MB/s, pass MB/s, their ratio, peak RSS of the pass
-(``VmHWM``, which counts mapped file pages, and the anonymous part), peak GPU memory of the
-pass (``--device cuda``), store size / movie size, the whole stage's CPU seconds (all threads;
-comparable across machine loads, unlike the wall-clock ratio), the 1-minute load average at
-its end, and the share of the movie left in the page cache before each read (``mincore``:
-0 = the eviction worked; where ``posix_fadvise`` leaves pages and this process may, it drops
-the whole cache). Files are deleted afterwards unless ``--keep``. ``--gen-workers`` writes
-the movie with that many processes (the movie is the same).
+and prints one JSON line per size and accumulator method (``--accumulators``, side by side on
+the same file; ``--warm`` adds a second raw read and pass with the file in the page cache, which
+measures the pass's own speed apart from the disk's): raw MB/s, pass MB/s, their ratio, peak
+RSS of the pass (``VmHWM``, which counts mapped file pages, and the anonymous part), peak GPU
+memory of the pass (``--device cuda``), store size / movie size, the whole stage's CPU seconds
+(all threads; comparable across machine loads, unlike the wall-clock ratio), the 1-minute load
+average at its end, and the share of the movie left in the page cache before each read
+(``mincore``: 0 = the eviction worked; where ``posix_fadvise`` leaves pages and this process
+may, it drops the whole cache). Files are deleted afterwards unless ``--keep``.
+``--gen-workers`` writes the movie with that many processes (the movie is the same).
 
     python scripts/bench_preprocess.py --sizes 1,4,8 --dir ../bench_tmp
+    python scripts/bench_preprocess.py --sizes 2 --accumulators compiled,blocked --warm
 """
 
 from __future__ import annotations
@@ -164,7 +167,9 @@ print(json.dumps({'seconds': dt, 'bytes': n, 'rss_mb': int(hwm) / 1024}))
 _PASS = r"""
 import os, sys, json, resource, threading, time
 from actsort_gpu.config import PreprocessConfig
-from actsort_gpu.preprocess import preprocess
+from actsort_gpu.preprocess import kernels, preprocess
+if sys.argv[4] != 'default':
+    kernels.default_cpu_method = lambda: sys.argv[4]  # the NumPy accumulator to measure
 cfg = PreprocessConfig(max_memory_mb=(float(sys.argv[3]) if sys.argv[3] != 'none' else None))
 peak = {'anon': 0, 'rss': 0, 'dev': 0}
 stop = threading.Event()
@@ -190,6 +195,7 @@ s = preprocess(sys.argv[1], cfg, device=sys.argv[2])
 s['cpu_s'] = time.process_time() - c0
 stop.set(); th.join(); sample()
 s['load_avg'] = os.getloadavg()[0]
+s['accumulator'] = kernels.default_cpu_method() if sys.argv[2] == 'cpu' else 'einsum'
 hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
 s['rss_mb'] = int(hwm) / 1024   # VmHWM: peak of this process image (ru_maxrss survives exec)
 # without the mapped file pages (movie, scratch); None where the kernel does not split RSS
@@ -240,13 +246,14 @@ def prepare(size_gb: float, args) -> dict:
     }
 
 
-def measure(prep: dict, args) -> dict:
-    """The raw read and the pass of a :func:`prepare`d movie, each from a cold page cache."""
+def measure(prep: dict, args, method: str = "default", warm: bool = False) -> dict:
+    """The raw read and the pass of a :func:`prepare`d movie with the accumulator ``method``,
+    each from a cold page cache, or (``warm``) each after the file was read into it."""
     movie, store = Path(prep["movie"]), Path(prep["store"])
-    cache_raw = evict(movie)
+    cache_raw = warm_up(movie) if warm else evict(movie)
     raw = _run(_RAW, movie)
-    cache_pass = evict(movie)
-    res = _run(_PASS, store, args.device, args.max_memory or "none")
+    cache_pass = warm_up(movie) if warm else evict(movie)
+    res = _run(_PASS, store, args.device, args.max_memory or "none", method)
     movie_bytes = movie.stat().st_size
     raw_mbs = raw["bytes"] / raw["seconds"] / 1e6
     pass_mbs = movie_bytes / res["pass_seconds"] / 1e6
@@ -255,6 +262,8 @@ def measure(prep: dict, args) -> dict:
         "frames": prep["n_frames"],
         "fov": args.fov,
         "candidates": args.candidates,
+        "accumulator": res["accumulator"],
+        "page_cache": "warm" if warm else "cold",
         "write_s": round(prep["write_s"], 1),
         "raw_read_mb_s": round(raw_mbs, 1),
         "pass_mb_s": round(pass_mbs, 1),
@@ -279,15 +288,28 @@ def measure(prep: dict, args) -> dict:
     }
 
 
+def warm_up(path: Path) -> dict:
+    """Read ``path`` once so that it sits in the page cache; returns the share resident."""
+    _run(_RAW, path)
+    return {"method": "read", "resident": resident_fraction(path)}
+
+
 def cleanup(prep: dict) -> None:
     Path(prep["movie"]).unlink(missing_ok=True)
     shutil.rmtree(prep["store"], ignore_errors=True)
 
 
-def bench(size_gb: float, args) -> dict:
+def bench(size_gb: float, args) -> list[dict]:
+    """One row per accumulator method (and page-cache state with ``--warm``), printed as
+    measured."""
     prep = prepare(size_gb, args)
+    rows = []
     try:
-        return measure(prep, args)
+        for warm in (False, True) if args.warm else (False,):
+            for method in args.accumulators.split(","):
+                rows.append(measure(prep, args, method, warm))
+                print(json.dumps(rows[-1]), flush=True)
+        return rows
     finally:
         if not args.keep:
             cleanup(prep)
@@ -305,9 +327,18 @@ def main(argv=None):
     p.add_argument(
         "--gen-workers", type=int, default=1, help="processes writing the movie (default 1)"
     )
+    p.add_argument(
+        "--accumulators",
+        default="default",
+        help="comma-separated CPU accumulator methods to measure side by side on the same file "
+        "(compiled, blocked, einsum; default: what preprocess picks)",
+    )
+    p.add_argument(
+        "--warm", action="store_true", help="also measure with the movie in the page cache"
+    )
     args = p.parse_args(argv)
     for s in args.sizes.split(","):
-        print(json.dumps(bench(float(s), args)), flush=True)
+        bench(float(s), args)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from actsort_gpu.io.movies import ArrayMovie
-from actsort_gpu.preprocess import kernels, stream
+from actsort_gpu.preprocess import compiled, kernels, stream
 from actsort_gpu.preprocess.kernels import (
     HostGather,
     ProjectionAccumulator,
@@ -181,7 +181,7 @@ def test_einsum_reference_equals_the_blocked_accumulator(monkeypatch, dtype, chu
     movie = (rng.normal(1000, 50, size=(70, 13, 9))).astype(dtype)
     monkeypatch.setattr(kernels, "_BLOCK_PIXELS", 3 * 9)  # 3-row blocks, several per frame
     monkeypatch.setattr(kernels, "_FLUSH_FRAMES", 16)
-    blocked = ProjectionAccumulator(13, 9, threads=2)
+    blocked = ProjectionAccumulator(13, 9, threads=2, method="blocked")
     einsum = ProjectionAccumulator(13, 9, method="einsum")
     assert blocked.method == "blocked" and einsum.method == "einsum"
     a = 0
@@ -201,8 +201,49 @@ def test_einsum_reference_equals_the_blocked_accumulator(monkeypatch, dtype, chu
     m = movie.astype(np.float64)
     np.testing.assert_allclose(einsum.images()["mean"], m.mean(0), rtol=1e-6)
     np.testing.assert_allclose(einsum.images()["std"], m.std(0), rtol=1e-4)
-    with pytest.raises(ValueError, match="'blocked' with NumPy only"):
-        ProjectionAccumulator(3, 3, xp=_host_posing_as_device(), method="blocked")
+    for method in ("blocked", "compiled"):
+        with pytest.raises(ValueError, match="with NumPy only"):
+            ProjectionAccumulator(3, 3, xp=_host_posing_as_device(), method=method)
+
+
+@pytest.mark.skipif(not compiled.available(), reason="Numba not importable")
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_accumulator_equals_the_blocked_one_bit_for_bit(monkeypatch, dtype, threads):
+    """Numba's loop does the blocked method's float32 arithmetic in the same order: every
+    total, and the NaN a float movie can carry, identical; several row blocks per frame,
+    flushes inside and across chunks, odd chunk sizes."""
+    rng = np.random.default_rng(7)
+    movie = rng.normal(100, 20, size=(75, 14, 11)).clip(0, 250).astype(dtype)
+    if dtype == "float32":
+        movie[30, 2, 3] = np.nan
+    monkeypatch.setattr(kernels, "_BLOCK_PIXELS", 4 * 11)  # 4-row blocks, the last one short
+    monkeypatch.setattr(kernels, "_FLUSH_FRAMES", 16)
+    acc = {
+        m: ProjectionAccumulator(14, 11, threads=threads, method=m) for m in ("compiled", "blocked")
+    }
+    a = 0
+    for n in (1, 40, 34):
+        for one in acc.values():
+            one.update(movie[a : a + n])
+        a += n
+    got, want = acc["compiled"], acc["blocked"]
+    for name in ("max", "s1", "s2"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    for pc, pb in zip(got.p, want.p):
+        np.testing.assert_array_equal(pc, pb)
+    if dtype == "float32":
+        assert np.isnan(got.max[2, 3]) and np.isnan(got.s1[2, 3])
+    for one in acc.values():
+        one.close()
+
+
+def test_default_cpu_accumulator_is_compiled_when_numba_imports(monkeypatch):
+    assert ProjectionAccumulator(4, 4).method == ("compiled" if compiled.available() else "blocked")
+    monkeypatch.setattr(compiled, "available", lambda: False)
+    assert ProjectionAccumulator(4, 4).method == "blocked"
+    with pytest.raises(ValueError, match="needs Numba"):
+        ProjectionAccumulator(4, 4, method="compiled")
 
 
 # ------------------------------------------------------------------ the CUDA source itself
@@ -324,3 +365,27 @@ def test_gpu_pass_equals_cpu_pass(tmp_path, dtype):
     np.testing.assert_array_equal(a.view(f"u{sdt.itemsize}"), b.view(f"u{sdt.itemsize}"))
     for k, v in cpu_img.items():
         np.testing.assert_allclose(gpu_img[k], v, rtol=2e-5, atol=1e-5 * np.abs(v).max(), err_msg=k)
+
+
+@pytest.mark.skipif(not compiled.available(), reason="Numba not importable")
+def test_compiled_kernel_is_built_without_a_disk_cache_where_none_is_writable(monkeypatch):
+    import numba
+
+    real = numba.njit
+
+    def njit(**kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available for file")
+        return real(**kw)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    compiled._kernel.cache_clear()
+    try:
+        movie = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4)
+        got = ProjectionAccumulator(3, 4, threads=1, method="compiled")
+        want = ProjectionAccumulator(3, 4, threads=1, method="blocked")
+        got.update(movie)
+        want.update(movie)
+        np.testing.assert_array_equal(got.s2, want.s2)
+    finally:
+        compiled._kernel.cache_clear()
