@@ -9,7 +9,7 @@ from actsort_gpu.config import PreprocessConfig
 from actsort_gpu.ingest import ingest
 from actsort_gpu.io.candidates import Candidates
 from actsort_gpu.io.movies import ArrayMovie, open_movie
-from actsort_gpu.preprocess import preprocess, stream
+from actsort_gpu.preprocess import kernels, preprocess, stream
 from actsort_gpu.preprocess.events import find_events, snapshot_frames
 from actsort_gpu.preprocess.geometry import compute_geometry, outline_from_mask
 from actsort_gpu.preprocess.kernels import ProjectionAccumulator, gather_segments_numpy
@@ -85,6 +85,8 @@ def test_full_pipeline_known_answers(scene):
     assert summary["chunk_frames"] < T  # really chunked
     s = SortStore.open(store.path)
     assert s.stage_status("preprocess") == "complete"
+    # which accumulator ran is recorded (the compiled one wherever Numba imports)
+    assert s.attrs["stages"]["preprocess"]["accumulator"] == kernels.default_cpu_method()
     assert not (store.path / ".scratch").exists()
     m = movie.astype(np.float64)
     np.testing.assert_allclose(s.read("fov/max"), m.max(0))

@@ -257,6 +257,7 @@ def preprocess(
         "mb_per_s": info["mb_per_s"],
         "resumed_from": info["resumed_from"],
         "device": backend.name,
+        "accumulator": info.get("accumulator"),
         "n_candidates": store.n_candidates,
         "snapshot_values": plan.total_elements,
         "pieces": info.get("pieces", 1),
@@ -266,12 +267,13 @@ def preprocess(
         "preprocess", summary["seconds"], **{k: v for k, v in summary.items() if k != "seconds"}
     )
     log.info(
-        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s, on %s)",
+        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s, on %s%s)",
         store.n_candidates,
         summary["seconds"],
         info["seconds"],
         info["mb_per_s"],
         backend.name,
+        f", {info['accumulator']} accumulator" if info.get("accumulator") else "",
     )
     return summary
 

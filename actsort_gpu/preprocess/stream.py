@@ -193,7 +193,8 @@ def run_pass(
 
     Returns (images, info): images max/mean/std/corr (H, W) float32; info with ``seconds``,
     ``resumed_from``, ``chunk_frames``, ``frames_per_s``, ``mb_per_s``, ``scratch_dtype``,
-    ``checkpoints`` and ``checkpoint_seconds`` (time spent saving them).
+    ``checkpoints``, ``checkpoint_seconds`` (time spent saving them) and ``accumulator`` (the
+    :class:`~.kernels.ProjectionAccumulator` method that ran).
     ``progress``: True for a tqdm bar, or a callable getting a dict after every chunk.
     threads : CPU threads of the accumulation (default: min(cores, 8)).
     checkpoint_s : save the resume state after a chunk when at least this many seconds passed
@@ -277,6 +278,7 @@ def run_pass(
         "scratch_dtype": str(sdt),
         "checkpoints": state["ckpts"],
         "checkpoint_seconds": state["ckpt_s"],
+        "accumulator": acc.method,
     }
     return acc.images(), info
 
