@@ -389,3 +389,26 @@ def test_compiled_kernel_is_built_without_a_disk_cache_where_none_is_writable(mo
         np.testing.assert_array_equal(got.s2, want.s2)
     finally:
         compiled._kernel.cache_clear()
+
+
+def test_compiled_accumulator_that_cannot_run_falls_back_before_touching_a_total(
+    monkeypatch, caplog
+):
+    def broken(*args):
+        raise RuntimeError("LLVM ERROR: no target for this CPU")
+
+    monkeypatch.setattr(compiled, "available", lambda: True)
+    monkeypatch.setattr(compiled, "accumulate_rows", broken)
+    compiled.unusable.cache_clear()
+    try:
+        movie = np.random.default_rng(1).integers(0, 999, size=(9, 5, 6)).astype(np.uint16)
+        acc = ProjectionAccumulator(5, 6, threads=1, method="compiled")
+        with caplog.at_level("WARNING", logger="actsort_gpu.preprocess.kernels"):
+            acc.update(movie)
+        assert acc.method == "blocked" and "no target for this CPU" in caplog.text
+        want = ProjectionAccumulator(5, 6, threads=1, method="blocked")
+        want.update(movie)
+        np.testing.assert_array_equal(acc.s2, want.s2)
+        np.testing.assert_array_equal(acc.p[0], want.p[0])
+    finally:
+        compiled.unusable.cache_clear()

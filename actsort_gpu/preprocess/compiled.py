@@ -12,11 +12,11 @@ Numba is imported on first use: :func:`available` says whether it can be.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
-__all__ = ["available", "accumulate_rows"]
+__all__ = ["available", "unusable", "accumulate_rows"]
 
 
 @lru_cache(maxsize=1)
@@ -27,6 +27,20 @@ def available() -> bool:
     except Exception:  # ImportError, or a Numba that does not support this NumPy
         return False
     return True
+
+
+@cache
+def unusable(dtype) -> str | None:
+    """None when the kernel runs for frames of ``dtype`` (compiling it for that dtype, once per
+    process, on a 1 x 2 x 2 dummy), else why not: the caller then uses the NumPy method before
+    any total was touched, so a Numba failure never corrupts or stops a pass."""
+    dtype = np.dtype(dtype)
+    try:
+        f64 = [np.zeros((2, 2)) for _ in range(7)]
+        accumulate_rows(np.zeros((1, 2, 2), dtype), np.zeros((2, 2), np.float32), 0, 2, 64, *f64)
+    except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
 
 
 def accumulate_rows(frames, ref, r0: int, r1: int, flush: int, mx, s1, s2, p0, p1, p2, p3):

@@ -167,6 +167,14 @@ class ProjectionAccumulator:
             )
 
     def _update_numpy(self, frames: np.ndarray) -> None:
+        if self.method == "compiled" and (why := compiled.unusable(frames.dtype)):
+            log.warning(
+                "preprocess: the compiled accumulator cannot run on %s frames (%s); using the "
+                "NumPy one (same numbers, slower)",
+                frames.dtype,
+                why,
+            )
+            self.method = "blocked"
         rows = max(1, _BLOCK_PIXELS // max(self.w, 1))
         blocks = [(a, min(self.h, a + rows)) for a in range(0, self.h, rows)]
         work = self._blocks_compiled if self.method == "compiled" else self._blocks
