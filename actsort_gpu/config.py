@@ -84,6 +84,11 @@ class ActiveConfig:
     # uses the better (active/engine.py INPUT_MODES; benchmarks/RESULTS.md, issue 14);
     # true = always when present; false = never
     use_embeddings: bool | str = "auto"
+    # With use_embeddings auto, the inputs before each class has 8 labels (the CV cannot decide
+    # yet): both = features + embeddings, what won on the shipped encoder's evaluation
+    # recordings and was never worse on the real two-photon crop; features = the features alone
+    # (for an encoder of your own that was not measured)
+    embeddings_start: str = "both"
     seed: int = 0  # random streams of the learner (random queries, discriminator subsamples)
 
 

@@ -53,6 +53,12 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--supervised",
+        action="store_true",
+        help="add the cross-entropy of a label head on the recordings' simulated truth "
+        "(embed.supervised_weight) to the contrastive loss",
+    )
     p.add_argument("--reuse", action="store_true", help="reuse stores already in --workdir")
     p.add_argument("--data-only", action="store_true", help="make the stores, do not train")
     p.add_argument(
@@ -112,14 +118,20 @@ def main(argv=None) -> int:
         learning_rate=args.lr,
     )
     description = (
-        f"self-supervised NT-Xent on {len(seeds)} synthetic recordings "
+        ("NT-Xent + truth cross-entropy" if args.supervised else "self-supervised NT-Xent")
+        + f" on {len(seeds)} synthetic recordings "
         f"(actsort_gpu.synth seeds {seeds[0]}-{seeds[-1]}, kinds {args.kinds} cycled, "
         f"{epochs} epochs, {args.size}x{args.size} px, "
         f"{args.frames} frames, benchdata.training_recording_config); "
         f"scripts/train_encoder.py; data generation {data_seconds:.0f} s"
     )
     meta = train_encoder(
-        stores, args.out, config=config, device=args.device, description=description
+        stores,
+        args.out,
+        config=config,
+        supervised=args.supervised,
+        device=args.device,
+        description=description,
     )
     report = {
         "out": args.out,

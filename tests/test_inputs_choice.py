@@ -62,7 +62,7 @@ def test_learner_chooses_embeddings_only_when_they_carry_the_label(tmp_path, sig
     x, emb, truth = _data(0, emb_signal=signal)
     path = _store(tmp_path / "s.actsort", x, emb)
     learner = Learner.open([path], annotator="ana", device="cpu")  # product policy: auto
-    assert not learner.uses_embeddings  # before the labels can decide: the features
+    assert learner.uses_embeddings  # before the labels can decide: active.embeddings_start
     assert "until each class has" in learner.inputs_status()
     _sort(learner, truth, 60)
     assert learner.uses_embeddings is expected
@@ -110,7 +110,7 @@ def test_embedding_block_is_scaled_down_and_the_choice_waits_for_both_classes():
     for i in [*cells, *others]:
         auto.set_label(int(i), int(truth[i]))
     auto.fit()
-    assert auto.inputs_cv == {} and auto.inputs_in_use == "features"
+    assert auto.inputs_cv == {} and auto.inputs_in_use == Policy().inputs_start == "both"
     with pytest.raises(ValueError, match="pretrained"):
         Engine(zscore_columns(x), extra=emb, pretrained=(x, truth, None))
 
@@ -143,3 +143,20 @@ def test_info_says_which_inputs_the_learner_uses(tmp_path, capsys):
     assert main(["info", str(path)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("learner  60 human labels; Inputs: features + learned embeddings")
+
+
+def test_embeddings_start_setting_decides_the_inputs_before_the_labels_can(tmp_path):
+    from actsort_gpu.active.engine import product_policy
+    from actsort_gpu.config import ActiveConfig
+
+    x, emb, truth = _data(3, emb_signal=False)
+    path = _store(tmp_path / "s.actsort", x, emb)
+    for start, uses in (("both", True), ("features", False)):
+        policy = product_policy(ActiveConfig(embeddings_start=start))
+        learner = Learner.open([path], policy, annotator="ana", device="cpu")
+        assert learner.uses_embeddings is uses
+        _sort(learner, truth, 60)  # enough labels of each class: the CV decides (noise: features)
+        assert not learner.uses_embeddings
+        learner.close()
+    with pytest.raises(ValueError, match="inputs_start must be features or both"):
+        product_policy(ActiveConfig(embeddings_start="embeddings"))

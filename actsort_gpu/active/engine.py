@@ -89,7 +89,9 @@ class Policy:
     inputs : with learned embeddings given to the Engine, one of INPUT_MODES (see there);
         without them it has no effect
     inputs_start : "features" | "both": what ``inputs="auto"`` uses before the labels can
-        decide (what was better on the encoder's synthetic evaluation recordings)
+        decide (``active.embeddings_start``; "both": what was better with the shipped encoder
+        on its synthetic evaluation recordings and never worse on the real two-photon crop,
+        benchmarks/RESULTS.md issue 14)
     """
 
     strategy: str = "dcal"
@@ -107,7 +109,7 @@ class Policy:
     pseudo_max_ratio: float = 2.0
     transfer: str = "select"
     inputs: str = "auto"
-    inputs_start: str = "features"
+    inputs_start: str = "both"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -179,6 +181,7 @@ def product_policy(config=None) -> Policy:
         lambda_cv=getattr(config, "lambda_cv", Policy.lambda_cv),
         transfer=getattr(config, "transfer", Policy.transfer),
         inputs=embedding_inputs(getattr(config, "use_embeddings", Policy.inputs)),
+        inputs_start=getattr(config, "embeddings_start", Policy.inputs_start),
     )
 
 
