@@ -132,6 +132,7 @@ def main(argv=None) -> int:
         supervised=args.supervised,
         device=args.device,
         description=description,
+        recorded_stores=[str(Path(s).relative_to(workdir)) for s in stores],
     )
     report = {
         "out": args.out,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -530,6 +531,23 @@ def test_supervised_without_labels_is_refused(tmp_path):
         )
     with pytest.raises(ValueError, match="store_paths: expected at least one"):
         train_encoder([], tmp_path / "x.pt", config=_tiny_config(), device="cpu")
+
+
+def test_checkpoint_records_the_store_names_it_is_given(tmp_path):
+    """scripts/train_encoder.py names the stores relative to its work folder, so the shipped
+    checkpoint carries no path of the machine that trained it."""
+    from actsort_gpu.embed.encoder import load_checkpoint
+    from actsort_gpu.embed.train import train_encoder
+
+    store = _fake_store(tmp_path / "a.actsort", n=12)
+    cfg = _tiny_config(max_epochs=1)
+    meta = train_encoder(
+        [store.path], tmp_path / "x.pt", config=cfg, device="cpu", recorded_stores=["a.actsort"]
+    )
+    assert meta["training"]["stores"] == ["a.actsort"]
+    assert load_checkpoint(tmp_path / "x.pt")[1]["training"]["stores"] == ["a.actsort"]
+    shipped = load_checkpoint()[1]["training"]["stores"]
+    assert shipped and not any(Path(s).is_absolute() for s in shipped)
 
 
 def test_store_labels_prefers_the_journal(tmp_path):

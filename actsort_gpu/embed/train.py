@@ -90,6 +90,7 @@ def train_encoder(
     progress: bool = False,
     description: str = "",
     init_checkpoint: str | Path | None = None,
+    recorded_stores: Sequence[str] | None = None,
 ) -> dict:
     """Train an encoder on the candidates of ``store_paths`` and save it at ``out``.
 
@@ -97,6 +98,9 @@ def train_encoder(
     cross-entropy term on each store's labels (journal, else ``truth/labels``; model.py).
     ``init_checkpoint``: start from this encoder (fine-tuning); its architecture, image size
     and event shape replace those of ``config``.
+    ``recorded_stores``: what the checkpoint's metadata names the stores (default: the paths
+    as given; ``scripts/train_encoder.py`` records them relative to its work folder, so the
+    shipped checkpoint names no path of the machine that trained it).
     Returns the checkpoint metadata (encoder_id, spec, training info: stores, candidates,
     epochs, seed, seconds, versions).
     """
@@ -147,7 +151,7 @@ def train_encoder(
     module = fit_module(dm, config, supervised=supervised, device=dev, progress=progress, init=init)
     seconds = time.perf_counter() - t0
     info = {
-        "stores": [str(p) for p in store_paths],
+        "stores": list(recorded_stores or [str(p) for p in store_paths]),
         "n_candidates": len(dm.dataset),
         "supervised": supervised,
         "init_encoder_id": init_meta["encoder_id"] if init_meta else None,
