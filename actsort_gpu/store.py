@@ -881,8 +881,9 @@ class SortStore:
 
 
 def _stage_device(info: dict) -> str:
-    """' on cuda (NVIDIA H100 ...)', ' on cpu (auto: <why>)' or '' from a stage's record
-    (``backend.Backend.provenance`` in its params; older stores: a ``device`` key only)."""
+    """' on cuda (NVIDIA H100 ...)', ' on cpu (auto: <why>), compiled accumulator' or '' from a
+    stage's record (``backend.Backend.provenance`` in its params; older stores: a ``device`` key
+    only; the accumulator: preprocess only)."""
     params = info.get("params") or {}
     device = info.get("device") or params.get("device")
     if not device:
@@ -890,7 +891,12 @@ def _stage_device(info: dict) -> str:
     detail = params.get("device_name") or (
         f"auto: {params['device_reason']}" if params.get("device_reason") else ""
     )
-    return f" on {device}" + (f" ({detail})" if detail else "")
+    accumulator = info.get("accumulator")  # the movie pass's (preprocess only)
+    return (
+        f" on {device}"
+        + (f" ({detail})" if detail else "")
+        + (f", {accumulator} accumulator" if accumulator else "")
+    )
 
 
 class FeatureMatrix(NamedTuple):

@@ -87,6 +87,7 @@ def test_full_pipeline_known_answers(scene):
     assert s.stage_status("preprocess") == "complete"
     # which accumulator ran is recorded (the compiled one wherever Numba imports)
     assert s.attrs["stages"]["preprocess"]["accumulator"] == kernels.default_cpu_method()
+    assert f"on cpu, {kernels.default_cpu_method()} accumulator" in s.summary()
     assert not (store.path / ".scratch").exists()
     m = movie.astype(np.float64)
     np.testing.assert_allclose(s.read("fov/max"), m.max(0))
