@@ -85,10 +85,10 @@ class ActiveConfig:
     # true = always when present; false = never
     use_embeddings: bool | str = "auto"
     # With use_embeddings auto, the inputs before each class has 8 labels (the CV cannot decide
-    # yet): both = features + embeddings, what won on the shipped encoder's evaluation
-    # recordings and was never worse on the real two-photon crop; features = the features alone
-    # (for an encoder of your own that was not measured)
-    embeddings_start: str = "both"
+    # yet): auto = features + embeddings when the store's encoder was trained with labels (the
+    # shipped one: synthetic truth), else the features alone; both; features
+    # (active/engine.py INPUT_STARTS; benchmarks/RESULTS.md, issue 14)
+    embeddings_start: str = "auto"
     seed: int = 0  # random streams of the learner (random queries, discriminator subsamples)
 
 

@@ -806,6 +806,7 @@ class SortStore:
             np.asarray(arr[...]),
             list(arr.attrs.get("names", [])),
             str(arr.attrs.get("encoder_id", "")),
+            bool(arr.attrs.get("encoder_supervised", False)),
         )
 
     def predictions(self) -> Predictions:
@@ -908,11 +909,14 @@ class FeatureMatrix(NamedTuple):
 
 
 class EmbeddingMatrix(NamedTuple):
-    """``embeddings/matrix``: values (N, D) float32, names (``emb00``...), encoder_id."""
+    """``embeddings/matrix``: values (N, D) float32, names (``emb00``...), encoder_id, and
+    whether that encoder was trained with labels (False for stores embedded before this was
+    recorded)."""
 
     values: np.ndarray
     names: list[str]
     encoder_id: str
+    encoder_supervised: bool = False
 
 
 class Predictions(NamedTuple):

@@ -482,6 +482,8 @@ def test_train_encoder_across_stores_and_cli(tmp_path, capsys):
     rc = main(["embed", str(a.path), "--checkpoint", str(out), "--device", "cpu", "--no-progress"])
     assert rc == 0 and "24 x 8" in capsys.readouterr().out
     assert SortStore.open(a.path).shape_of(schema.EMBEDDING_MATRIX) == (24, 8)
+    # the store says the encoder was trained with labels (active.embeddings_start: auto)
+    assert SortStore.open(a.path).embedding_matrix().encoder_supervised is True
     # fine-tuning from that checkpoint keeps its architecture and records where it started
     tuned = tmp_path / "tuned.pt"
     rc = main(

@@ -31,7 +31,7 @@ def _data(seed, n=500, *, emb_signal):
     return x, emb, truth
 
 
-def _store(path, x, emb):
+def _store(path, x, emb, *, supervised=False):
     store = SortStore.create(path)
     store.update_attrs(n_candidates=len(x), n_frames=10, height=8, width=8)
     names = [f"f{k}" for k in range(x.shape[1])]
@@ -45,7 +45,7 @@ def _store(path, x, emb):
         "embeddings/matrix",
         emb,
         dims=["candidates", "embedding"],
-        attrs={"encoder_id": "enc-test"},
+        attrs={"encoder_id": "enc-test", "encoder_supervised": supervised},
     )
     return path
 
@@ -62,7 +62,8 @@ def test_learner_chooses_embeddings_only_when_they_carry_the_label(tmp_path, sig
     x, emb, truth = _data(0, emb_signal=signal)
     path = _store(tmp_path / "s.actsort", x, emb)
     learner = Learner.open([path], annotator="ana", device="cpu")  # product policy: auto
-    assert learner.uses_embeddings  # before the labels can decide: active.embeddings_start
+    assert not learner.uses_embeddings  # before the labels can decide: the features (auto:
+    # this encoder was not trained with labels)
     assert "until each class has" in learner.inputs_status()
     _sort(learner, truth, 60)
     assert learner.uses_embeddings is expected
@@ -110,7 +111,9 @@ def test_embedding_block_is_scaled_down_and_the_choice_waits_for_both_classes():
     for i in [*cells, *others]:
         auto.set_label(int(i), int(truth[i]))
     auto.fit()
-    assert auto.inputs_cv == {} and auto.inputs_in_use == Policy().inputs_start == "both"
+    assert auto.inputs_cv == {} and auto.inputs_in_use == "features"  # start "auto" unresolved
+    both = Engine(zscore_columns(x), Policy(inputs_start="both"), extra=zscore_columns(emb))
+    assert both.inputs_in_use == "both"
     with pytest.raises(ValueError, match="pretrained"):
         Engine(zscore_columns(x), extra=emb, pretrained=(x, truth, None))
 
@@ -146,17 +149,46 @@ def test_info_says_which_inputs_the_learner_uses(tmp_path, capsys):
 
 
 def test_embeddings_start_setting_decides_the_inputs_before_the_labels_can(tmp_path):
+    """auto: features + embeddings from the first label when the store's encoder was trained
+    with labels, else the features; both / features as told; the CV decides later whatever the
+    start (noise embeddings: features)."""
     from actsort_gpu.active.engine import product_policy
     from actsort_gpu.config import ActiveConfig
 
     x, emb, truth = _data(3, emb_signal=False)
-    path = _store(tmp_path / "s.actsort", x, emb)
-    for start, uses in (("both", True), ("features", False)):
+    cases = [("auto", True, True), ("auto", False, False), ("both", False, True)]
+    cases += [("features", True, False)]
+    for k, (start, supervised, uses) in enumerate(cases):
+        path = _store(tmp_path / f"s{k}.actsort", x, emb, supervised=supervised)
         policy = product_policy(ActiveConfig(embeddings_start=start))
         learner = Learner.open([path], policy, annotator="ana", device="cpu")
-        assert learner.uses_embeddings is uses
-        _sort(learner, truth, 60)  # enough labels of each class: the CV decides (noise: features)
+        assert learner.uses_embeddings is uses, (start, supervised)
+        _sort(learner, truth, 60)
         assert not learner.uses_embeddings
         learner.close()
-    with pytest.raises(ValueError, match="inputs_start must be features or both"):
+    with pytest.raises(ValueError, match="inputs_start must be one of"):
         product_policy(ActiveConfig(embeddings_start="embeddings"))
+
+
+def test_simulator_starts_where_the_learner_does(tmp_path):
+    from actsort_gpu.active.simulate import simulate
+    from actsort_gpu.active.sources import load_labelled
+
+    x, emb, truth = _data(4, n=200, emb_signal=True)
+    for supervised in (True, False):
+        path = _store(tmp_path / f"{supervised}.actsort", x, emb, supervised=supervised)
+        np.save(tmp_path / "y.npy", truth)
+        data = load_labelled(path, labels_file=tmp_path / "y.npy")
+        assert data.embeddings_supervised is supervised
+        r = simulate(
+            data.features,
+            data.annotations,
+            data.annotators,
+            ["default"],
+            [1],
+            repeats=1,
+            device="cpu",
+            embeddings=data.embeddings,
+            embeddings_supervised=data.embeddings_supervised,
+        )
+        assert r["policies"]["default"]["inputs_start"] == ("both" if supervised else "features")

@@ -49,6 +49,12 @@ TRANSFER_Z = 2.5
 #   least INPUTS_MARGIN more balanced accuracy than the features alone, redone as the labels
 #   grow by INPUTS_EVERY (a fraction); before that, ``inputs_start``
 INPUT_MODES = ("features", "both", "auto")
+# What ``inputs="auto"`` uses before the labels can decide (``Policy.inputs_start``): both,
+# features, or auto = both when the embeddings' encoder was trained with labels (its
+# checkpoint's ``training.supervised``; :func:`resolve_inputs_start`), else the features.
+# Measured (benchmarks/RESULTS.md, issue 14): with the shipped label-trained encoder starting
+# from both gains +0.01-0.07 and was never worse; with a self-supervised one it cost up to 0.01.
+INPUT_STARTS = ("auto", "both", "features")
 INPUTS_MIN_PER_CLASS = 8
 INPUTS_MARGIN = 0.02
 INPUTS_EVERY = 0.2
@@ -88,10 +94,9 @@ class Policy:
         has no effect
     inputs : with learned embeddings given to the Engine, one of INPUT_MODES (see there);
         without them it has no effect
-    inputs_start : "features" | "both": what ``inputs="auto"`` uses before the labels can
-        decide (``active.embeddings_start``; "both": what was better with the shipped encoder
-        on its synthetic evaluation recordings and never worse on the real two-photon crop,
-        benchmarks/RESULTS.md issue 14)
+    inputs_start : one of INPUT_STARTS (see there; ``active.embeddings_start``): what
+        ``inputs="auto"`` uses before the labels can decide; "auto" is resolved per session by
+        :func:`resolve_inputs_start` (unresolved, the Engine starts from the features)
     """
 
     strategy: str = "dcal"
@@ -109,7 +114,7 @@ class Policy:
     pseudo_max_ratio: float = 2.0
     transfer: str = "select"
     inputs: str = "auto"
-    inputs_start: str = "both"
+    inputs_start: str = "auto"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -134,8 +139,10 @@ class Policy:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
         if self.inputs not in INPUT_MODES:
             raise ValueError(f"inputs must be one of {INPUT_MODES}, got {self.inputs!r}")
-        if self.inputs_start not in ("features", "both"):
-            raise ValueError(f"inputs_start must be features or both, got {self.inputs_start!r}")
+        if self.inputs_start not in INPUT_STARTS:
+            raise ValueError(
+                f"inputs_start must be one of {INPUT_STARTS}, got {self.inputs_start!r}"
+            )
 
 
 def embedding_inputs(use_embeddings) -> str:
@@ -161,6 +168,14 @@ FAITHFUL = Policy(
     lambda_cv=False,
     transfer="discard",
 )
+
+
+def resolve_inputs_start(policy: Policy, encoder_supervised: bool) -> Policy:
+    """``policy`` with ``inputs_start="auto"`` made concrete: "both" when the embeddings come
+    from an encoder trained with labels (``encoder_supervised``), else "features"."""
+    if policy.inputs_start != "auto":
+        return policy
+    return replace(policy, inputs_start="both" if encoder_supervised else "features")
 
 
 def product_policy(config=None) -> Policy:
@@ -336,7 +351,8 @@ class Engine:
                 raise ValueError(f"extra: expected ({x.shape[0]}, D), got {tuple(e.shape)}")
             self._inputs["both"] = torch.cat([x, EMBEDDING_BLOCK_SCALE * e], dim=1)
             mode = policy.inputs
-            self.inputs_in_use = policy.inputs_start if mode == "auto" else mode
+            start = "features" if policy.inputs_start == "auto" else policy.inputs_start
+            self.inputs_in_use = start if mode == "auto" else mode
         self.x = self._inputs[self.inputs_in_use]
         self.device = device
         self.policy = policy

@@ -45,6 +45,7 @@ from .engine import (
     Engine,
     Policy,
     product_policy,
+    resolve_inputs_start,
 )
 from .linear import zscore_columns
 
@@ -64,7 +65,7 @@ __all__ = [
 class DatasetInput:
     """One animal/session: name, raw features (N_d, F), feature names/version, journal path
     (None: an in-memory journal), and optionally the store's learned embeddings (N_d, D) with
-    the encoder's id."""
+    the encoder's id and whether that encoder was trained with labels."""
 
     name: str
     features: np.ndarray
@@ -73,6 +74,7 @@ class DatasetInput:
     journal_path: Path | None = None
     embeddings: np.ndarray | None = None
     encoder_id: str = ""
+    encoder_supervised: bool = False
 
     def input_names(self, with_embeddings: bool) -> list[str]:
         """Names of the classifier's input columns: the features, then ``emb<k>``."""
@@ -104,13 +106,14 @@ def dataset_from_store(path, *, use_embeddings=False) -> DatasetInput:
     x = np.asarray(arr[...], dtype=np.float32)
     names = list(arr.attrs.get("names", []))
     version = str(arr.attrs.get("version", ""))
-    emb, encoder = None, ""
+    emb, encoder, supervised = None, "", False
     if use_embeddings and store.has(schema.EMBEDDING_MATRIX):
         arr_e = store.array(schema.EMBEDDING_MATRIX)
         emb = np.asarray(arr_e[...], dtype=np.float32)
         encoder = str(arr_e.attrs.get("encoder_id", ""))
+        supervised = bool(arr_e.attrs.get("encoder_supervised", False))
     journal = Path(store.path) / schema.JOURNAL_FILE
-    return DatasetInput(Path(path).name, x, names, version, journal, emb, encoder)
+    return DatasetInput(Path(path).name, x, names, version, journal, emb, encoder, supervised)
 
 
 def _wants_embeddings(policy: Policy | None, pretrained) -> bool:
@@ -223,7 +226,10 @@ class Learner:
             raise ValueError(f"dataset names must be unique, got {[d.name for d in datasets]}")
         self.datasets = datasets
         self.annotator = annotator
-        self.policy = policy or product_policy()
+        self.policy = resolve_inputs_start(
+            policy or product_policy(),
+            all(d.encoder_supervised for d in datasets if d.embeddings is not None),
+        )
         self.device = _torch_device(device)
         self.read_only_session = read_only
         self._offsets = np.cumsum([0] + [d.features.shape[0] for d in datasets])

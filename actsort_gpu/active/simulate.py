@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import class_rates
-from .engine import Engine, parse_policy
+from .engine import Engine, parse_policy, resolve_inputs_start
 from .linear import zscore_columns
 from .sources import load_labelled
 
@@ -123,6 +123,7 @@ def simulate(
     feature_names=None,
     feature_version: str = "",
     embeddings=None,
+    embeddings_supervised: bool = False,
 ) -> dict:
     """Run the protocol; returns the JSON-ready result dict (schema in the module docstring of
     ``actsort_gpu.cli.cmd_simulate``).
@@ -143,6 +144,8 @@ def simulate(
         alone), ``+feat+emb`` (both, the embedding block scaled as the learner does); without
         them, what the product does (``config.use_embeddings``: by default the learner chooses
         per run between features and features + embeddings, ``Engine`` inputs "auto")
+    embeddings_supervised : their encoder was trained with labels: what ``inputs_start="auto"``
+        (``active.embeddings_start``) starts from (``engine.resolve_inputs_start``)
     """
     ann = np.asarray(annotations)
     n_ann, n = ann.shape
@@ -198,7 +201,9 @@ def simulate(
     for spec in strategies:
         use_clf = classifier is not None and not spec.endswith("+noclf")
         policy_spec, which = _split_inputs(spec.removesuffix("+noclf"))
-        policy = parse_policy(policy_spec, threshold, config)
+        policy = resolve_inputs_start(
+            parse_policy(policy_spec, threshold, config), embeddings_supervised
+        )
         z, extra = inputs.get(which, policy)
         if which == "feat+emb":
             policy = replace(policy, inputs="both")
@@ -380,6 +385,7 @@ def run_simulation(
         feature_names=data.feature_names,
         feature_version=data.feature_version,
         embeddings=data.embeddings,
+        embeddings_supervised=data.embeddings_supervised,
     )
     _write(result, json_out, plot_out)
     return result

@@ -64,6 +64,7 @@ class LabelledFeatures:
     annotations : (n_annotators, N) int8 +1 / -1 / 0
     annotators : n_annotators names
     embeddings : (N, D) float32 learned embeddings of a sort store, or None
+    embeddings_supervised : their encoder was trained with labels (``active.embeddings_start``)
     """
 
     name: str
@@ -74,6 +75,7 @@ class LabelledFeatures:
     annotations: np.ndarray
     annotators: list[str]
     embeddings: np.ndarray | None = None
+    embeddings_supervised: bool = False
 
     @property
     def n(self) -> int:
@@ -229,7 +231,7 @@ def _load_store(path: Path, labels: str) -> LabelledFeatures:
     else:
         human = read_labels(store.journal_path, path.name, store.n_candidates)
         ann, names = human[None, :], ["journal"]
-    emb = store.embedding_matrix().values if store.has(schema.EMBEDDING_MATRIX) else None
+    emb = store.embedding_matrix() if store.has(schema.EMBEDDING_MATRIX) else None
     return LabelledFeatures(
         path.name,
         path,
@@ -238,5 +240,6 @@ def _load_store(path: Path, labels: str) -> LabelledFeatures:
         matrix.version,
         ann,
         names,
-        None if emb is None else np.asarray(emb, dtype=np.float32),
+        None if emb is None else np.asarray(emb.values, dtype=np.float32),
+        emb is not None and emb.encoder_supervised,
     )

@@ -157,6 +157,8 @@ def embed(
         out,
         attrs={
             "encoder_id": meta["encoder_id"],
+            # trained with labels (the learner's active.embeddings_start: auto reads it)
+            "encoder_supervised": bool((meta.get("training") or {}).get("supervised", False)),
             "checkpoint": str(ckpt_path),
             "names": [f"emb{k:02d}" for k in range(out.shape[1])],
         },
