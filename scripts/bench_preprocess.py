@@ -195,7 +195,6 @@ s = preprocess(sys.argv[1], cfg, device=sys.argv[2])
 s['cpu_s'] = time.process_time() - c0
 stop.set(); th.join(); sample()
 s['load_avg'] = os.getloadavg()[0]
-s['accumulator'] = kernels.default_cpu_method() if sys.argv[2] == 'cpu' else 'einsum'
 hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
 s['rss_mb'] = int(hwm) / 1024   # VmHWM: peak of this process image (ru_maxrss survives exec)
 # without the mapped file pages (movie, scratch); None where the kernel does not split RSS

@@ -108,10 +108,9 @@ def dataset_from_store(path, *, use_embeddings=False) -> DatasetInput:
     version = str(arr.attrs.get("version", ""))
     emb, encoder, supervised = None, "", False
     if use_embeddings and store.has(schema.EMBEDDING_MATRIX):
-        arr_e = store.array(schema.EMBEDDING_MATRIX)
-        emb = np.asarray(arr_e[...], dtype=np.float32)
-        encoder = str(arr_e.attrs.get("encoder_id", ""))
-        supervised = bool(arr_e.attrs.get("encoder_supervised", False))
+        matrix = store.embedding_matrix()
+        emb = np.asarray(matrix.values, dtype=np.float32)
+        encoder, supervised = matrix.encoder_id, matrix.encoder_supervised
     journal = Path(store.path) / schema.JOURNAL_FILE
     return DatasetInput(Path(path).name, x, names, version, journal, emb, encoder, supervised)
 
