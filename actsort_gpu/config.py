@@ -59,6 +59,9 @@ class FeatureConfig:
     batch_candidates: int = 4096  # candidates per batch on the device
     similarity_tile: int = 8192  # rows per tile for the pairwise trace similarity (feature 35)
     similarity_memory_mb: float = 1024  # host RAM for feature 35 (Z rows, tiles); beyond: a file
+    # feature 35 by the exact tiled product, or by sketch-and-verify (same counts; auto: sketch
+    # from 10,000 candidates x 4,096 frames)
+    similarity_method: str = "auto"  # auto | exact | sketch
     suite2p_pixel_fraction: float = 0.2  # extras compact/npix/aspect: pixels >= this x peak
     snr_window_frames: int = 5  # CaImAn exceptionality window N (its default 5)
     threads: int = 2  # CPU threads over row chunks (temporal, extras); 1 = none

@@ -10,6 +10,7 @@ subprocess, so each one's peak memory (sampled anonymous RSS, and ``VmHWM``) is 
 
     python scripts/bench_features.py --n 10000 100000 --t 10000 --device cuda
     python scripts/bench_features.py --n 2000 --t 10000 --device cpu      # quick
+    python scripts/bench_features.py --n 100000 --similarity exact,sketch   # side by side
 
 Groups: temporal (per-trace array work), temporal_peaks (host findpeaks / prominences /
 widths), similarity (feature 35, tiled N x N), spatial, spatiotemporal, extra, read_* (store
@@ -19,6 +20,7 @@ I/O), policy_write. Feature 35 is O(N^2 T): its share grows with N.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -42,19 +44,22 @@ def build(n: int, t: int, work: Path) -> tuple[Path, int, float]:
     return path, side, time.perf_counter() - t0
 
 
-def measure(path: Path, device: str, batch: int | None = None) -> dict:
+def measure(path: Path, device: str, batch: int | None = None, similarity: str = "auto") -> dict:
     """``compute_features`` on the store at ``path``: wall and CPU seconds, per-group timings
     (the stage's record), the device it ran on and the load average before / after."""
     import numpy as np
 
     from actsort_gpu.config import FeatureConfig
-    from actsort_gpu.features import compute_features
+    from actsort_gpu.features import compute_features, read_feature_matrix
     from actsort_gpu.store import SortStore
 
-    cfg = FeatureConfig() if batch is None else FeatureConfig(batch_candidates=batch)
+    cfg = FeatureConfig(similarity_method=similarity)
+    if batch is not None:
+        cfg = FeatureConfig(batch_candidates=batch, similarity_method=similarity)
     load_before = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     m = compute_features(path, cfg, device=device)
+    _, names, _ = read_feature_matrix(path)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     store = SortStore.open(path)
     stage = store.attrs["stages"]["features"]
@@ -62,11 +67,17 @@ def measure(path: Path, device: str, batch: int | None = None) -> dict:
         "n": store.n_candidates,
         "t": store.n_frames,
         "device": stage["device"],
+        "similarity_method": stage["similarity_method"],
+        "similarity_sketch": stage.get("similarity_sketch"),
         "total_s": round(total, 2),
         "cpu_s": round(cpu, 1),
         "threads": cfg.threads,
         "loadavg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "finite": bool(np.isfinite(m).all()),
+        # to compare feature 35 between methods: a hash of its column
+        "feature35_sha256": hashlib.sha256(
+            np.ascontiguousarray(m[:, names.index("trace_similarity")]).tobytes()
+        ).hexdigest()[:16],
         "timings_s": stage["timings_s"],
     }
 
@@ -93,7 +104,7 @@ def _run_phase(phase: str, params: dict) -> dict:
         path, side, build_s = build(params["n"], params["t"], Path(params["work"]))
         row = {"path": str(path), "fov": side, "build_s": round(build_s, 1)}
     else:
-        row = measure(Path(params["path"]), params["device"], params["batch"])
+        row = measure(Path(params["path"]), params["device"], params["batch"], params["similarity"])
     sampler.stop()
     return {
         **row,
@@ -113,7 +124,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="FeatureConfig.batch_candidates")
     ap.add_argument("--workdir", default=None, help="where to build the stores (default: tmp)")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    ap.add_argument(
+        "--similarity",
+        default="auto",
+        help="feature 35 methods to run on the same store, comma-separated: auto, exact, sketch",
+    )
     args = ap.parse_args(argv)
+    methods = args.similarity.split(",")
 
     from actsort_gpu.backend import resolve_backend
 
@@ -122,20 +139,31 @@ def main(argv=None) -> int:
     results = []
     for n in args.n:
         built = _in_subprocess("build", n=n, t=args.t, work=str(work))
-        row = _in_subprocess("features", path=built["path"], device=backend.name, batch=args.batch)
-        row.update(
-            fov=built["fov"],
-            build_s=built["build_s"],
-            build_peak_anon_mb=built["peak_anon_mb"],
-            build_peak_rss_mb=built["peak_rss_mb"],
-        )
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        for method in methods:
+            row = _in_subprocess(
+                "features",
+                path=built["path"],
+                device=backend.name,
+                batch=args.batch,
+                similarity=method,
+            )
+            row.update(
+                fov=built["fov"],
+                build_s=built["build_s"],
+                build_peak_anon_mb=built["peak_anon_mb"],
+                build_peak_rss_mb=built["peak_rss_mb"],
+            )
+            results.append(row)
+            print(json.dumps(row), flush=True)
         shutil.rmtree(built["path"], ignore_errors=True)
 
     groups = sorted({g for r in results for g in r["timings_s"]})
     print(f"\nseconds per 1,000 candidates (T = {args.t}, device {backend.name})")
-    print("| group | " + " | ".join(f"N={r['n']:,}" for r in results) + " |")
+    print(
+        "| group | "
+        + " | ".join(f"N={r['n']:,}, feature 35 {r['similarity_method']}" for r in results)
+        + " |"
+    )
     print("|---|" + "---|" * len(results))
     for g in groups:
         print(
@@ -165,6 +193,21 @@ def main(argv=None) -> int:
         + " | ".join(f"{r['build_peak_anon_mb']} / {r['build_peak_rss_mb']}" for r in results)
         + " |"
     )
+    for n in args.n:
+        by = {r["similarity_method"]: r for r in results if r["n"] == n}
+        if {"exact", "sketch"} <= set(by):
+            f35 = [by[m]["timings_s"]["similarity"] for m in ("exact", "sketch")]
+            whole = [by[m]["total_s"] for m in ("exact", "sketch")]
+            same = by["exact"]["feature35_sha256"] == by["sketch"]["feature35_sha256"]
+            print(
+                f"N={n:,}: feature 35 exact / sketch = {f35[0]:.1f} / {f35[1]:.1f} s "
+                f"({f35[0] / f35[1]:.1f}x); whole stage {whole[0]:.1f} / {whole[1]:.1f} s "
+                f"({whole[0] / whole[1]:.2f}x); feature 35 "
+                + ("identical" if same else "DIFFERS")
+                + "; the sketch left "
+                f"{100 * by['sketch']['similarity_sketch']['exact_work']:.0f} % of the exact "
+                "products to compute"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

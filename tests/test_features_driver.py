@@ -57,6 +57,32 @@ def test_blocks_and_spill_do_not_change_the_result(synthetic_store, tmp_path):
     assert not list(synthetic_store.parent.glob("actsort-z-*"))  # temp file removed
 
 
+def test_sketched_similarity_does_not_change_the_result(synthetic_store):
+    a = compute_features(synthetic_store, device="cpu")  # "auto": exact at 60 candidates
+    cfg = FeatureConfig(similarity_method="sketch", similarity_tile=16)
+    np.testing.assert_array_equal(compute_features(synthetic_store, cfg, device="cpu"), a)
+    spill = FeatureConfig(
+        similarity_method="sketch", similarity_tile=11, similarity_memory_mb=0.001
+    )
+    np.testing.assert_array_equal(compute_features(synthetic_store, spill, device="cpu"), a)
+    assert not list(synthetic_store.parent.glob("actsort-z-*"))  # both temp files removed
+    stage = SortStore.open(synthetic_store, "r").attrs["stages"]["features"]
+    assert stage["similarity_method"] == "sketch"
+    assert 0 < stage["similarity_sketch"]["exact_work"] <= 1
+    assert "feature 35 by sketch (" in SortStore.open(synthetic_store, "r").summary()
+
+
+def test_auto_similarity_method_depends_on_the_shape_only():
+    from actsort_gpu.features.run import similarity_method
+
+    auto = FeatureConfig()
+    assert similarity_method(100_000, 10_000, auto) == "sketch"
+    assert similarity_method(100_000, 2_000, auto) == "exact"  # short: the sketch does not pay
+    assert similarity_method(5_000, 10_000, auto) == "exact"  # few candidates: it hardly matters
+    assert similarity_method(5_000, 10_000, FeatureConfig(similarity_method="sketch")) == "sketch"
+    assert similarity_method(10**6, 10**5, FeatureConfig(similarity_method="exact")) == "exact"
+
+
 def test_similarity_tiles_shrink_for_long_recordings():
     from actsort_gpu.features.run import similarity_tile_rows
 
@@ -136,6 +162,7 @@ def test_needs_preprocess(tmp_path):
         ("suite2p_pixel_fraction", 0.0),
         ("snr_window_frames", 0),
         ("threads", 0),
+        ("similarity_method", "approximate"),
     ],
 )
 def test_bad_config_is_rejected(synthetic_store, key, value):

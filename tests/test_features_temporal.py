@@ -8,7 +8,9 @@ import pytest
 from actsort_gpu._xp import to_numpy
 from actsort_gpu.features.registry import TEMPORAL_NAMES
 from actsort_gpu.features.temporal import (
+    SKETCH_FRAMES_PER_DRAW,
     count_similar,
+    count_similar_sketched,
     event_counts,
     fft_noise_std,
     halfheight_widths_many,
@@ -16,6 +18,9 @@ from actsort_gpu.features.temporal import (
     peak_features,
     quantile_rows,
     similarity_rows,
+    sketch_miss_bound,
+    sketch_projection_block,
+    sketch_rows,
     temporal_features,
 )
 from actsort_gpu.signal import local_maxima, peak_prominences, peak_widths
@@ -177,6 +182,74 @@ def test_tiled_similarity_equals_brute_force(xp):
         np.testing.assert_array_equal(to_numpy(count_similar(z, xp=xp, tile=tile)), expect)
     f = temporal_features(xp.asarray(x))
     np.testing.assert_allclose(f[:, COL["trace_similarity"]], expect / (len(x) - 1))
+
+
+def _mixed_similarity_rows(xp):
+    """800 unit rows over 5,000 frames: independent noise, 20 scattered near-duplicate pairs
+    (correlations around 0.7) and a strongly correlated group of 60 at the end."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(800, 5000))
+    src = rng.choice(700, 20, replace=False)
+    dst = rng.choice(np.setdiff1d(np.arange(700), src), 20, replace=False)
+    x[dst] = x[src] + rng.uniform(0.4, 0.9, (20, 1)) * rng.normal(size=(20, 5000))
+    base = rng.normal(size=(3, 5000))
+    x[740:] = base[rng.integers(0, 3, 60)] + 0.3 * rng.normal(size=(60, 5000))
+    return similarity_rows(xp.asarray(x.astype(np.float32)))
+
+
+def test_sketched_similarity_equals_the_exact_count(xp, monkeypatch):
+    import actsort_gpu.features.temporal as temporal
+
+    PATHS = ("tiles_skipped", "tiles_pairs", "tiles_subblock")
+    z = _mixed_similarity_rows(xp)
+    c = to_numpy(z @ z.T)
+    np.fill_diagonal(c, 0)
+    expect = (c > 0.7).sum(axis=1)
+    assert expect[:740].max() > 0 and expect[740:].min() > 10  # both kinds of pairs present
+    sketch = sketch_rows(z)
+    used = set()
+    for tile, pair_cost in ((50, 256), (100, 256), (400, 1)):
+        # pair_cost 1: each marked pair checked on its own (the path for scattered pairs)
+        monkeypatch.setattr(temporal, "_PAIR_COST", pair_cost)
+        stats = {}
+        got = count_similar_sketched(z, sketch, xp=xp, tile=tile, stats=stats)
+        np.testing.assert_array_equal(to_numpy(got), expect)
+        used |= {key for key in PATHS if stats[key]}
+        assert 0 < stats["exact_work"] < 1
+    assert used == set(PATHS)  # every path ran
+    # from host copies (a spilled store) too
+    host = count_similar_sketched(to_numpy(z), to_numpy(sketch), xp=xp, tile=100)
+    np.testing.assert_array_equal(to_numpy(host), expect)
+
+
+def test_sketch_is_the_same_however_it_is_batched():
+    z = similarity_rows(np.random.default_rng(3).normal(size=(10, 9000)).astype(np.float32))
+    whole = sketch_rows(z)
+    np.testing.assert_array_equal(np.concatenate([sketch_rows(z[:4]), sketch_rows(z[4:])]), whole)
+    r = sketch_projection_block(0, 9000)
+    np.testing.assert_array_equal(sketch_rows(z, projection=r), whole)
+    later = sketch_projection_block(SKETCH_FRAMES_PER_DRAW, 9000 - SKETCH_FRAMES_PER_DRAW)
+    np.testing.assert_array_equal(r[SKETCH_FRAMES_PER_DRAW:], later)
+    assert r.shape == (9000, 1024) and abs(float(r.std()) * 32 - 1) < 0.01  # N(0, 1/1024)
+    # the sketch estimates dot products: error sd about sqrt((1 + c^2) / 1024) <= 0.045
+    err = whole @ whole.T - z @ z.T
+    assert np.abs(err).max() < 0.2
+
+
+def test_sketch_miss_bound_is_tiny_and_a_real_bound():
+    assert sketch_miss_bound() < 1e-17  # the defaults: k = 1024, margin 0.3, threshold 0.7
+    # Monte Carlo at a small sketch, where misses are frequent enough to count
+    dim, margin, c = 16, 0.4, 0.7
+    rng = np.random.default_rng(0)
+    x = np.zeros(64)
+    x[0] = 1.0
+    y = np.zeros(64)
+    y[0], y[1] = c, np.sqrt(1 - c * c)
+    r = rng.standard_normal((20_000, 64, dim)) / np.sqrt(dim)
+    estimate = np.einsum("nkd,k->nd", r, x) * np.einsum("nkd,k->nd", r, y)
+    missed = (estimate.sum(axis=1) <= c - margin).mean()
+    bound = sketch_miss_bound(dim, margin, c)
+    assert 0 < missed <= bound < 1
 
 
 def test_similarity_rows_are_unit_norm_and_pearson():

@@ -59,6 +59,11 @@ def _check_config(config: FeatureConfig) -> None:
             f"features.suite2p_pixel_fraction: expected a value in (0, 1], "
             f"got {config.suite2p_pixel_fraction!r}"
         )
+    if config.similarity_method not in SIMILARITY_METHODS:
+        raise ValueError(
+            f"features.similarity_method: expected one of {SIMILARITY_METHODS}, got "
+            f"{config.similarity_method!r}"
+        )
     if not isinstance(config.threads, int) or config.threads < 1:
         raise ValueError(f"features.threads: expected a positive integer, got {config.threads!r}")
     if not isinstance(config.snr_window_frames, int) or config.snr_window_frames < 1:
@@ -321,11 +326,19 @@ def compute_features(
             version,
         )
         timings: dict[str, float] = defaultdict(float)
+        sketch_stats: dict = {}
         block = config.batch_candidates
         bounds = [(a, min(a + block, n)) for a in range(0, n, block)]
         if client is None:
             t0 = time.perf_counter()
-            similarity = trace_similarity(store, config, xp=xp, progress=progress, timings=timings)
+            similarity = trace_similarity(
+                store,
+                config,
+                xp=xp,
+                progress=progress,
+                timings=timings,
+                sketch_stats=sketch_stats,
+            )
             timings["similarity"] += time.perf_counter() - t0
             ctx = _load_context(store, config, xp, timings)
             parts = [
@@ -375,6 +388,9 @@ def compute_features(
         version=version,
         n_features=len(names),
         n_values_replaced=n_replaced,
+        # feature 35 as it ran: the Dask map computes every tile pair exactly
+        similarity_method="exact" if client is not None else similarity_method(n, n_t, config),
+        **({"similarity_sketch": sketch_stats} if sketch_stats else {}),
         timings_s={k: round(v, 3) for k, v in timings.items()},
     )
     log.info(
@@ -395,6 +411,10 @@ def read_feature_matrix(store_path) -> tuple[np.ndarray, list[str], str]:
     store.require("features")
     arr = store.array(schema.FEATURE_MATRIX)
     return np.asarray(arr[...]), list(arr.attrs["names"]), str(arr.attrs["version"])
+
+
+SIMILARITY_METHODS = ("auto", "exact", "sketch")
+SKETCH_MIN_CANDIDATES = 10_000  # "auto" sketches feature 35 from this many candidates
 
 
 def similarity_tile_rows(n_frames: int, config: FeatureConfig) -> int:
@@ -453,6 +473,40 @@ class _RowFile:
         self._file.close()
 
 
+def similarity_method(n: int, n_frames: int, config: FeatureConfig) -> str:
+    """``"sketch"`` or ``"exact"``: ``config.similarity_method``, where ``"auto"`` sketches
+    (``temporal.count_similar_sketched``) when the recording is long enough for the sketch to
+    pay (T >= 4 x its 1,024 columns) and there are enough candidates for feature 35 to matter
+    (>= 10,000); the choice depends on the shapes only, never on the device."""
+    from .temporal import SKETCH_DIM
+
+    if config.similarity_method != "auto":
+        return config.similarity_method
+    long_enough = n_frames >= 4 * SKETCH_DIM and n >= SKETCH_MIN_CANDIDATES
+    return "sketch" if long_enough else "exact"
+
+
+def _row_buffer(
+    store: SortStore, shape: tuple[int, int], tile: int, config, xp, what: str, share: float = 1.0
+):
+    """Where (n, width) float32 rows live: on the device when they fit in half its free
+    memory, in host memory when they and one tile product fit in ``share`` of
+    ``config.similarity_memory_mb``, else in an unnamed temporary file beside the store."""
+    nbytes = shape[0] * shape[1] * 4
+    if xp is not np and nbytes < 0.5 * xp.cuda.runtime.memGetInfo()[0]:
+        return xp.empty(shape, dtype=xp.float32)
+    if nbytes + 5 * tile * tile <= share * config.similarity_memory_mb * 2**20:
+        return np.empty(shape, dtype=np.float32)
+    log.info(
+        "features: %s (%.1f GB) spill to a temporary file in %s, %d-row tiles",
+        what,
+        nbytes / 1e9,
+        store.path.parent,
+        tile,
+    )
+    return _RowFile(store.path.parent, *shape)
+
+
 def trace_similarity(
     store: SortStore,
     config: FeatureConfig = FeatureConfig(),
@@ -460,44 +514,72 @@ def trace_similarity(
     xp=np,
     progress: bool = False,
     timings: dict | None = None,
+    sketch_stats: dict | None = None,
 ) -> np.ndarray:
     """Feature 35 for every candidate: fraction of other traces correlated > 0.7, (N,) float64.
 
-    The unit-norm rows Z (N, T) float32 are built block by block and kept on the device when
-    they fit in half its free memory, else in host memory when Z and one tile product fit in
-    ``config.similarity_memory_mb``, else in an unnamed temporary file beside the store that
-    is read back one tile at a time (host memory O(tile x T), not O(N x T)); then
-    :func:`count_similar` multiplies symmetric tiles of :func:`similarity_tile_rows` rows.
+    The unit-norm rows Z (N, T) float32 (and, by :func:`similarity_method`, their sketch
+    (N, 1024)) are built block by block and kept where :func:`_row_buffer` puts them (device,
+    host, or a file read back one tile at a time: host memory O(tile x T), not O(N x T)); then
+    ``count_similar`` multiplies symmetric tiles of :func:`similarity_tile_rows` rows, or
+    ``count_similar_sketched`` multiplies only the pairs the sketch cannot rule out (its
+    ``stats`` go into ``sketch_stats`` when given).
     """
     from .._xp import to_numpy
-    from .temporal import count_similar, similarity_rows
+    from .temporal import (
+        SKETCH_DIM,
+        count_similar,
+        count_similar_sketched,
+        similarity_rows,
+        sketch_projection_block,
+        sketch_rows,
+    )
 
     n, n_t = store.n_candidates, store.n_frames
     if n < 2:
         return np.full(n, np.nan)
     tile = similarity_tile_rows(n_t, config)
-    nbytes = n * n_t * 4
-    if xp is not np and nbytes < 0.5 * xp.cuda.runtime.memGetInfo()[0]:
-        z_all = xp.empty((n, n_t), dtype=xp.float32)
-    elif nbytes + 5 * tile * tile <= config.similarity_memory_mb * 2**20:
-        z_all = np.empty((n, n_t), dtype=np.float32)
-    else:
-        z_all = _RowFile(store.path.parent, n, n_t)
-        log.info(
-            "features: similarity rows (%.1f GB) spill to a temporary file in %s, %d-row tiles",
-            nbytes / 1e9,
-            store.path.parent,
-            tile,
-        )
+    method = similarity_method(n, n_t, config)
+    z_all = _row_buffer(store, (n, n_t), tile, config, xp, "similarity rows")
+    sketch = None
     try:
+        if method == "sketch":
+            # the sketch shares the budget with the row tiles its pairs may need
+            shape = (n, SKETCH_DIM)
+            sketch = _row_buffer(store, shape, tile, config, xp, "similarity sketch", share=0.5)
+            # R drawn once when it is small (T <= 16,384 frames: 64 MB), else per batch
+            keep = n_t * SKETCH_DIM * 4 <= 64 * 2**20
+            projection = sketch_projection_block(0, n_t, xp=xp) if keep else None
         t0 = time.perf_counter()
-        on_device = xp is not np and not isinstance(z_all, (np.ndarray, _RowFile))
         for start in range(0, n, config.batch_candidates):
             stop = min(start + config.batch_candidates, n)
             z = similarity_rows(xp.asarray(store.traces(slice(start, stop))), xp=xp)
-            z_all[start:stop] = z if on_device else to_numpy(z)
+            z_all[start:stop] = _to_buffer(z, z_all, xp)
+            if sketch is not None:
+                rows = sketch_rows(z, projection=projection, xp=xp)
+                sketch[start:stop] = _to_buffer(rows, sketch, xp)
         t1 = time.perf_counter()
-        counts = count_similar(z_all, xp=xp, tile=tile, progress=progress)
+        if sketch is None:
+            counts = count_similar(z_all, xp=xp, tile=tile, progress=progress)
+        else:
+            stats: dict = {}
+            counts = count_similar_sketched(
+                z_all, sketch, xp=xp, tile=tile, stats=stats, progress=progress
+            )
+            log.info(
+                "features: similarity by sketch: %d of %d tile pairs ruled out, %d checked "
+                "pair by pair (%d pairs), %d by sub-blocks, %d whole; %.0f %% of the exact "
+                "products computed",
+                stats["tiles_skipped"],
+                sum(v for k, v in stats.items() if k.startswith("tiles_")),
+                stats["tiles_pairs"],
+                stats["pairs_checked"],
+                stats["tiles_subblock"],
+                stats["tiles_whole"],
+                100 * stats["exact_work"],
+            )
+            if sketch_stats is not None:
+                sketch_stats.update(stats)
         result = to_numpy(counts).astype(np.float64) / (n - 1)
         if timings is not None:  # linear (read + unit rows) and quadratic (tiled Z Z^T) parts
             timings["similarity_rows"] = timings.get("similarity_rows", 0.0) + t1 - t0
@@ -506,6 +588,15 @@ def trace_similarity(
             )
         return result
     finally:
-        if isinstance(z_all, _RowFile):
-            z_all.close()
-        del z_all
+        for buffer in (z_all, sketch):
+            if isinstance(buffer, _RowFile):
+                buffer.close()
+        del z_all, sketch
+
+
+def _to_buffer(rows, buffer, xp):
+    """``rows`` (an ``xp`` array) as what ``buffer`` holds: device rows or host rows."""
+    from .._xp import to_numpy
+
+    on_device = xp is not np and not isinstance(buffer, (np.ndarray, _RowFile))
+    return rows if on_device else to_numpy(rows)

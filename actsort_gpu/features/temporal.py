@@ -12,7 +12,9 @@ once, on T, and only rescale thresholds. The half-height widths (8-11) depend on
 of T2 and are measured on T2 itself.
 
 Feature 35 (trace similarity) is pairwise over all candidates: :func:`similarity_rows` makes
-the unit-norm rows and :func:`count_similar` counts correlations > 0.7 in symmetric tiles.
+the unit-norm rows and :func:`count_similar` counts correlations > 0.7 in symmetric tiles;
+for long recordings :func:`count_similar_sketched` computes exactly only the pairs a Gaussian
+sketch of the rows cannot rule out (same counts, about k / T of the work when few pairs correlate).
 
 :func:`temporal_columns` returns every feature under its name (``registry.TEMPORAL_NAMES``);
 each value is named where it is computed, never by its column number.
@@ -44,6 +46,9 @@ __all__ = [
     "event_counts",
     "similarity_rows",
     "count_similar",
+    "count_similar_sketched",
+    "sketch_rows",
+    "sketch_miss_bound",
     "peak_features",
     "halfheight_widths_many",
     "map_row_chunks",
@@ -311,6 +316,13 @@ def similarity_rows(traces, *, xp=None, filtered=None):
     return z.astype(xp.float32, copy=False)
 
 
+def _row_tile(z_all, start: int, tile: int, xp):
+    """Rows [start, start + tile) of ``z_all`` (a host array, memmap, row file or ``xp`` array)
+    as a contiguous ``xp`` array."""
+    block = z_all[start : start + tile]
+    return block if get_xp(z_all) is xp else xp.asarray(np.ascontiguousarray(block))
+
+
 def count_similar(
     z_all,
     *,
@@ -328,19 +340,14 @@ def count_similar(
     n = z_all.shape[0]
     counts = xp.zeros(n, dtype=xp.int64)
     starts = list(range(0, n, tile))
-    on_device = get_xp(z_all) is xp
-
-    def fetch(a):
-        block = z_all[a : a + tile]
-        return block if on_device else xp.asarray(np.ascontiguousarray(block))
 
     from tqdm import tqdm
 
     for ia in tqdm(range(len(starts)), desc="trace similarity", disable=not progress):
         a = starts[ia]
-        za = fetch(a)
+        za = _row_tile(z_all, a, tile, xp)
         for b in starts[ia:]:
-            zb = za if b == a else fetch(b)
+            zb = za if b == a else _row_tile(z_all, b, tile, xp)
             hit = (za @ zb.T) > threshold
             if b == a:
                 idx = xp.arange(hit.shape[0])
@@ -349,6 +356,157 @@ def count_similar(
             else:
                 counts[a : a + hit.shape[0]] += hit.sum(axis=1)
                 counts[b : b + hit.shape[1]] += hit.sum(axis=0)
+    return counts
+
+
+# Sketch-and-verify for long recordings. A Gaussian sketch S = Z R, R (T, k) with N(0, 1/k)
+# entries, estimates every z_i . z_j at k / T of the cost of the exact product; only pairs whose
+# estimate exceeds threshold - SKETCH_MARGIN are computed exactly. For unit vectors with
+# z_i . z_j = c > 0.7, the Chernoff bound on the estimate falling below 0.4 is < 1e-17 at
+# k = 1024 (sketch_miss_bound), so over the 5e9 pairs of 100,000 candidates a missed pair has
+# probability < 1e-7: the counts are those of the exact product.
+SKETCH_DIM = 1024
+SKETCH_MARGIN = 0.3
+SKETCH_FRAMES_PER_DRAW = 4096  # R is drawn in blocks of frames: O(block x k) memory
+# an exact check of one gathered pair costs about this many multiply-adds of a tile product
+# (memory-bound gathers vs a compute-bound GEMM; measured on the 2-core CPU at T = 5,000)
+_PAIR_COST = 256
+_VERIFY_PAIRS = 2048  # pairs gathered per exact check
+
+
+def sketch_miss_bound(
+    dim: int = SKETCH_DIM, margin: float = SKETCH_MARGIN, threshold: float = SIMILARITY_THRESHOLD
+) -> float:
+    """Chernoff bound on P(sketch estimate <= threshold - margin) for unit vectors whose dot
+    product is ``threshold`` (the worst case of a pair that counts): exp(dim * min over s of
+    [s (c - margin) - log(sqrt((1 + c s)^2 - s^2))]), c = threshold."""
+    c = threshold
+    s = np.linspace(1e-4, 1.0 / (1.0 + c) - 1e-6, 20_000)  # mgf of -XY finite for s < 1/(1+c)
+    exponent = s * (c - margin) - 0.5 * np.log((1.0 + c * s) ** 2 - s**2)
+    return float(math.exp(dim * exponent.min()))
+
+
+def sketch_projection_block(first_frame: int, n_frames: int, *, dim: int = SKETCH_DIM, xp=np):
+    """Rows [first_frame, first_frame + n_frames) of the (T, dim) sketch matrix R, float32
+    N(0, 1 / dim). Drawn on the host from a generator seeded by the block index (blocks of
+    ``SKETCH_FRAMES_PER_DRAW`` frames), so every device and every batching sees the same R."""
+    if first_frame % SKETCH_FRAMES_PER_DRAW:
+        raise ValueError("sketch_projection_block: first_frame must start a draw block")
+    parts = []
+    for start in range(first_frame, first_frame + n_frames, SKETCH_FRAMES_PER_DRAW):
+        rng = np.random.default_rng([0x5EED, start // SKETCH_FRAMES_PER_DRAW])
+        block = rng.standard_normal((SKETCH_FRAMES_PER_DRAW, dim), dtype=np.float32)
+        parts.append(block[: min(SKETCH_FRAMES_PER_DRAW, first_frame + n_frames - start)])
+    r = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    r *= np.float32(1.0 / math.sqrt(dim))
+    return xp.asarray(r)
+
+
+def sketch_rows(z, *, dim: int = SKETCH_DIM, projection=None, xp=None):
+    """(n, dim) float32 sketch Z R of unit-norm rows ``z`` (n, T).
+
+    projection : R (T, dim) from :func:`sketch_projection_block` ``(0, T)`` on ``xp``, when the
+        caller keeps it across batches; None: drawn here block by block (O(4,096 x dim) memory).
+    """
+    xp = get_xp(z, xp=xp)
+    n, n_t = z.shape
+    out = xp.zeros((n, dim), dtype=xp.float32)
+    for start in range(0, n_t, SKETCH_FRAMES_PER_DRAW):
+        stop = min(start + SKETCH_FRAMES_PER_DRAW, n_t)
+        if projection is None:
+            r = sketch_projection_block(start, stop - start, dim=dim, xp=xp)
+        else:
+            r = projection[start:stop]
+        out += z[:, start:stop] @ r
+    return out
+
+
+def count_similar_sketched(
+    z_all,
+    sketch,
+    *,
+    xp=np,
+    tile: int = 8192,
+    threshold: float = SIMILARITY_THRESHOLD,
+    margin: float = SKETCH_MARGIN,
+    stats: dict | None = None,
+    progress: bool = False,
+):
+    """:func:`count_similar` by sketch-and-verify (the comment above ``SKETCH_DIM``).
+
+    z_all : (N, T) float32 unit-norm rows (as for :func:`count_similar`); sketch : (N, k) their
+    :func:`sketch_rows`, an ``xp`` or host array. Per tile pair, the sketch product marks the
+    candidate pairs (estimate > threshold - margin). None: the tile pair is skipped without
+    reading its rows. Otherwise the exact products are computed for the cheaper of: each marked
+    pair (gathered rows), or the sub-block of rows x columns that have a marked pair. When the
+    exact work after 3 tile pairs is above 80 % of the full products (strongly correlated
+    recordings), the remaining tile pairs are multiplied whole, as :func:`count_similar`.
+    stats : filled with ``tiles_skipped``, ``tiles_pairs``, ``tiles_subblock``, ``tiles_whole``,
+    ``pairs_checked`` and ``exact_work`` (share of the full products' multiply-adds done).
+    """
+    n = z_all.shape[0]
+    counts = xp.zeros(n, dtype=xp.int64)
+    starts = list(range(0, n, tile))
+    cutoff = threshold - margin
+    tally = dict.fromkeys(
+        ("tiles_skipped", "tiles_pairs", "tiles_subblock", "tiles_whole", "pairs_checked"), 0
+    )
+    work = [0.0, 0.0]  # exact multiply-adds done / those of the full products (per T)
+
+    from tqdm import tqdm
+
+    for ia in tqdm(range(len(starts)), desc="trace similarity", disable=not progress):
+        a = starts[ia]
+        sa = _row_tile(sketch, a, tile, xp)
+        za = None  # read only when a pair of this row tile needs an exact product
+        for b in starts[ia:]:
+            sb = sa if b == a else _row_tile(sketch, b, tile, xp)
+            full = float(sa.shape[0] * sb.shape[0])
+            work[1] += full
+            sketching = sum(tally.values()) < 3 or work[0] <= 0.8 * work[1]
+            if sketching:
+                maybe = (sa @ sb.T) > cutoff
+                if b == a:
+                    maybe = xp.triu(maybe, 1)  # each pair once, never itself
+                n_maybe = int(maybe.sum())
+                if n_maybe == 0:
+                    tally["tiles_skipped"] += 1
+                    continue
+            za = _row_tile(z_all, a, tile, xp) if za is None else za
+            zb = za if b == a else _row_tile(z_all, b, tile, xp)
+            if not sketching:
+                tally["tiles_whole"] += 1
+                work[0] += full
+                hit = (za @ zb.T) > threshold
+                if b == a:
+                    hit = xp.triu(hit, 1)
+                counts[a : a + len(za)] += hit.sum(axis=1)
+                counts[b : b + len(zb)] += hit.sum(axis=0)
+                continue
+            rows = xp.flatnonzero(maybe.any(axis=1))
+            cols = xp.flatnonzero(maybe.any(axis=0))
+            if _PAIR_COST * n_maybe < len(rows) * len(cols):
+                tally["tiles_pairs"] += 1
+                tally["pairs_checked"] += n_maybe
+                work[0] += _PAIR_COST * n_maybe
+                ii, jj = xp.nonzero(maybe)
+                for p in range(0, n_maybe, _VERIFY_PAIRS):
+                    pi, pj = ii[p : p + _VERIFY_PAIRS], jj[p : p + _VERIFY_PAIRS]
+                    hit = (za[pi] * zb[pj]).sum(axis=1) > threshold
+                    counts[a : a + len(za)] += xp.bincount(pi[hit], minlength=len(za))
+                    counts[b : b + len(zb)] += xp.bincount(pj[hit], minlength=len(zb))
+                continue
+            tally["tiles_subblock"] += 1
+            work[0] += float(len(rows) * len(cols))
+            z_cols = zb[cols]
+            zb = None  # a row tile of its own (b != a): freed before the product
+            hit = (za[rows] @ z_cols.T) > threshold
+            if b == a:
+                hit &= rows[:, None] < cols[None, :]
+            counts[a + rows] += hit.sum(axis=1)
+            counts[b + cols] += hit.sum(axis=0)
+    if stats is not None:
+        stats.update(tally, exact_work=work[0] / max(work[1], 1.0))
     return counts
 
 
