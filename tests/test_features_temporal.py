@@ -222,6 +222,17 @@ def test_sketched_similarity_equals_the_exact_count(xp, monkeypatch):
     np.testing.assert_array_equal(to_numpy(host), expect)
 
 
+def test_sketch_gives_way_to_whole_tiles_when_everything_correlates(xp):
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(1, 3000))  # e.g. a one-photon background in every trace
+    z = similarity_rows(xp.asarray((shared + 0.4 * rng.normal(size=(400, 3000))).astype("f4")))
+    stats = {}
+    got = count_similar_sketched(z, sketch_rows(z), xp=xp, tile=40, stats=stats)
+    np.testing.assert_array_equal(to_numpy(got), to_numpy(count_similar(z, xp=xp, tile=40)))
+    assert stats["tiles_subblock"] == 3 and stats["tiles_whole"] == 52  # 55 tile pairs
+    assert to_numpy(got).min() > 300  # nearly every pair correlates
+
+
 def test_sketch_is_the_same_however_it_is_batched():
     z = similarity_rows(np.random.default_rng(3).normal(size=(10, 9000)).astype(np.float32))
     whole = sketch_rows(z)

@@ -362,9 +362,9 @@ def count_similar(
 # Sketch-and-verify for long recordings. A Gaussian sketch S = Z R, R (T, k) with N(0, 1/k)
 # entries, estimates every z_i . z_j at k / T of the cost of the exact product; only pairs whose
 # estimate exceeds threshold - SKETCH_MARGIN are computed exactly. For unit vectors with
-# z_i . z_j = c > 0.7, the Chernoff bound on the estimate falling below 0.4 is < 1e-17 at
+# z_i . z_j = c > 0.7, the Chernoff bound on the estimate falling below 0.4 is < 5e-18 at
 # k = 1024 (sketch_miss_bound), so over the 5e9 pairs of 100,000 candidates a missed pair has
-# probability < 1e-7: the counts are those of the exact product.
+# probability < 3e-8: the counts are those of the exact product.
 SKETCH_DIM = 1024
 SKETCH_MARGIN = 0.3
 SKETCH_FRAMES_PER_DRAW = 4096  # R is drawn in blocks of frames: O(block x k) memory
@@ -460,10 +460,11 @@ def count_similar_sketched(
         sa = _row_tile(sketch, a, tile, xp)
         za = None  # read only when a pair of this row tile needs an exact product
         for b in starts[ia:]:
+            tiles_done = sum(v for k, v in tally.items() if k.startswith("tiles_"))
+            sketching = tiles_done < 3 or work[0] <= 0.8 * work[1]
             sb = sa if b == a else _row_tile(sketch, b, tile, xp)
             full = float(sa.shape[0] * sb.shape[0])
             work[1] += full
-            sketching = sum(tally.values()) < 3 or work[0] <= 0.8 * work[1]
             if sketching:
                 maybe = (sa @ sb.T) > cutoff
                 if b == a:
