@@ -571,8 +571,11 @@ def _row(name: str, part: dict, report: dict) -> dict:
         if gpu and r["n"] >= 100_000 and r["t"] >= 10_000:
             row["met"] = "yes" if r["total_s"] < 120 else "no"
         top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:3]
+        sketch = r.get("similarity_sketch")
         row["notes"] = (
-            f"ran on {r['device']}; slowest: "
+            f"ran on {r['device']}; feature 35 {r.get('similarity_method', 'exact')}"
+            + (f" ({100 * sketch['exact_work']:.0f} % of the exact products)" if sketch else "")
+            + "; slowest: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in top)
             + f"; store built in {part['prep']['build_s']} s"
         )
