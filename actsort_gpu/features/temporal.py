@@ -494,6 +494,8 @@ def count_similar_sketched(
                 for p in range(0, n_maybe, _VERIFY_PAIRS):
                     pi, pj = ii[p : p + _VERIFY_PAIRS], jj[p : p + _VERIFY_PAIRS]
                     hit = (za[pi] * zb[pj]).sum(axis=1) > threshold
+                    if not bool(hit.any()):  # (CuPy's bincount needs a non-empty input)
+                        continue
                     counts[a : a + len(za)] += xp.bincount(pi[hit], minlength=len(za))
                     counts[b : b + len(zb)] += xp.bincount(pj[hit], minlength=len(zb))
                 continue
