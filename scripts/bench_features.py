@@ -53,9 +53,8 @@ def measure(path: Path, device: str, batch: int | None = None, similarity: str =
     from actsort_gpu.features import compute_features, read_feature_matrix
     from actsort_gpu.store import SortStore
 
-    cfg = FeatureConfig(similarity_method=similarity)
-    if batch is not None:
-        cfg = FeatureConfig(batch_candidates=batch, similarity_method=similarity)
+    batching = {} if batch is None else {"batch_candidates": batch}
+    cfg = FeatureConfig(similarity_method=similarity, **batching)
     load_before = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     m = compute_features(path, cfg, device=device)

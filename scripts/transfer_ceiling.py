@@ -117,8 +117,10 @@ def _fit_with_prior(x, y, w0, b0, strength):
     """Class-balanced logistic on (x, y) + strength / 2 * ||w - w0||^2 (L-BFGS from w0)."""
     from scipy.optimize import minimize
 
+    from actsort_gpu.active.model_select import balanced_weights
+
     t = (y > 0).astype(np.float64)
-    share = np.where(t > 0, 0.5 / t.mean(), 0.5 / (1 - t).mean()) / len(t)
+    share = balanced_weights(y) / len(y)  # each class carries half of the mean loss
 
     def objective(theta):
         w, b = theta[:-1], theta[-1]

@@ -562,7 +562,7 @@ def trace_similarity(
         if sketch is None:
             counts = count_similar(z_all, xp=xp, tile=tile, progress=progress)
         else:
-            stats: dict = {}
+            stats = sketch_stats if sketch_stats is not None else {}
             counts = count_similar_sketched(
                 z_all, sketch, xp=xp, tile=tile, stats=stats, progress=progress
             )
@@ -578,8 +578,6 @@ def trace_similarity(
                 stats["tiles_whole"],
                 100 * stats["exact_work"],
             )
-            if sketch_stats is not None:
-                sketch_stats.update(stats)
         result = to_numpy(counts).astype(np.float64) / (n - 1)
         if timings is not None:  # linear (read + unit rows) and quadratic (tiled Z Z^T) parts
             timings["similarity_rows"] = timings.get("similarity_rows", 0.0) + t1 - t0

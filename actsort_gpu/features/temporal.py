@@ -348,15 +348,21 @@ def count_similar(
         za = _row_tile(z_all, a, tile, xp)
         for b in starts[ia:]:
             zb = za if b == a else _row_tile(z_all, b, tile, xp)
-            hit = (za @ zb.T) > threshold
-            if b == a:
-                idx = xp.arange(hit.shape[0])
-                hit[idx, idx] = False
-                counts[a : a + hit.shape[0]] += hit.sum(axis=1)
-            else:
-                counts[a : a + hit.shape[0]] += hit.sum(axis=1)
-                counts[b : b + hit.shape[1]] += hit.sum(axis=0)
+            _count_tile_pair(counts, za, zb, a, b, threshold, xp)
     return counts
+
+
+def _count_tile_pair(counts, za, zb, a: int, b: int, threshold: float, xp) -> None:
+    """Add the hits of the exact tile product za zb^T (rows from ``a``, columns from ``b``) to
+    ``counts``; a diagonal tile (a == b) counts each row's own hits, itself excluded."""
+    hit = (za @ zb.T) > threshold
+    if b == a:
+        idx = xp.arange(hit.shape[0])
+        hit[idx, idx] = False
+        counts[a : a + hit.shape[0]] += hit.sum(axis=1)
+    else:
+        counts[a : a + hit.shape[0]] += hit.sum(axis=1)
+        counts[b : b + hit.shape[1]] += hit.sum(axis=0)
 
 
 # Sketch-and-verify for long recordings. A Gaussian sketch S = Z R, R (T, k) with N(0, 1/k)
@@ -478,11 +484,7 @@ def count_similar_sketched(
             if not sketching:
                 tally["tiles_whole"] += 1
                 work[0] += full
-                hit = (za @ zb.T) > threshold
-                if b == a:
-                    hit = xp.triu(hit, 1)
-                counts[a : a + len(za)] += hit.sum(axis=1)
-                counts[b : b + len(zb)] += hit.sum(axis=0)
+                _count_tile_pair(counts, za, zb, a, b, threshold, xp)
                 continue
             rows = xp.flatnonzero(maybe.any(axis=1))
             cols = xp.flatnonzero(maybe.any(axis=0))
