@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--kinds",
         default="2p",
-        help="recording kinds, cycled over the seeds: 2p, 1p or 2p,1p (benchdata)",
+        help="recording kinds (benchdata.RECORDING_KINDS), cycled over the seeds: e.g. 2p,1p",
     )
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides --epochs)")
     p.add_argument("--size", type=int, default=384, help="field of view side in px")

@@ -231,6 +231,45 @@ def test_motion_bounded(tmp_path):
     np.testing.assert_array_equal(ops["yoff"], t["motion"][:, 0])
 
 
+def test_fragments_are_small_active_sources():
+    cfg = dataclasses.replace(SMALL, fp_fractions=(0,) * 7 + (1.0,), n_false_positives=20)
+    scene = build_scene(cfg)
+    frag = np.flatnonzero(scene.cand_kind == "fragment")
+    assert len(frag) == 20 and (scene.cand_kind == "cell").sum() == SMALL.n_cells
+    area = np.diff(scene.cand_footprints.indptr)
+    cell_area = area[scene.cand_kind == "cell"]
+    assert area[frag].min() >= 3 and area[frag].max() <= 80
+    assert np.median(area[frag]) < cell_area.min()
+    # each fragment is its own light source in the movie, with its own transients
+    src = scene.cand_source[frag]
+    assert len(set(src)) == 20 and np.all(scene.src_kind[src] == "fragment")
+    assert sum(len(scene.cand_spike_frames[i]) > 0 for i in frag) >= 15
+
+
+def test_fragment_share():
+    cfg = SynthConfig()
+    assert cfg.with_fragment_share(0) == cfg  # the default recording is unchanged
+    assert cfg.with_fragment_share(0.4).fp_counts()["fragment"] == 60
+    assert set(cfg.with_fragment_share(1).fp_counts().values()) == {0, 150}
+    with pytest.raises(ValueError, match="fragment share"):
+        cfg.with_fragment_share(1.5)
+
+
+def test_fragment_recordings_keep_the_2p_draws():
+    from actsort_gpu.embed.benchdata import training_recording_config
+
+    plain = training_recording_config(5, size_px=96, n_frames=50, kind="2p")
+    frag = training_recording_config(5, size_px=96, n_frames=50, kind="2p_fragments")
+    assert plain.fp_fractions[-1] == 0 and 0.3 <= frag.fp_fractions[-1] <= 0.6
+    assert dataclasses.replace(frag, fp_fractions=plain.fp_fractions) == plain
+    a, b = build_scene(plain), build_scene(frag)
+    cells = lambda sc: sc.cand_footprints[np.flatnonzero(sc.cand_kind == "cell")]
+    assert sorted(map(tuple, cells(a).toarray())) == sorted(map(tuple, cells(b).toarray()))
+    assert (b.cand_kind == "fragment").sum() == frag.fp_counts()["fragment"] > 0
+    # one-photon-like recordings never have fragments
+    assert training_recording_config(5, size_px=96, kind="1p").fp_fractions[-1] == 0
+
+
 def test_annotators_leniency_and_noise():
     rng = np.random.default_rng(0)
     n = 20000
@@ -290,7 +329,9 @@ def test_cli(tmp_path, capsys):
             "--cells",
             "3",
             "--false-positives",
-            "3",
+            "4",
+            "--fragments",
+            "0.5",
             "--annotators",
             "2",
             "--formats",
@@ -300,9 +341,10 @@ def test_cli(tmp_path, capsys):
     )
     assert rc == 0
     text = capsys.readouterr().out
-    assert "6 candidates" in text and "extract_output.mat" in text
+    assert "7 candidates" in text and "extract_output.mat" in text
     assert not (tmp_path / "suite2p").exists()
-    assert load_truth(tmp_path / "truth.npz")["annotators"].shape == (2, 6)
+    truth = load_truth(tmp_path / "truth.npz")
+    assert truth["annotators"].shape == (2, 7) and (truth["kind"] == "fragment").sum() == 2
     assert (
         main(
             [

@@ -23,6 +23,14 @@ def register(subparsers) -> None:
     p.add_argument(
         "--false-positives", type=int, default=150, help="false-positive candidates (default 150)"
     )
+    p.add_argument(
+        "--fragments",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share (0-1) of the false positives that are small active neurite fragments, "
+        "the commonest false positive of Suite2p on two-photon data (default 0)",
+    )
     p.add_argument("--fs", type=float, default=15.0, help="frame rate in Hz (default 15)")
     p.add_argument(
         "--formats",
@@ -78,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         motion_subpixel=args.subpixel,
         annotators=annotators,
         chunk_frames=args.chunk_frames,
-    )
+    ).with_fragment_share(args.fragments)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     res = synthesize(
         args.out, cfg, formats=formats, h5=args.h5, overwrite=args.overwrite, progress=args.progress

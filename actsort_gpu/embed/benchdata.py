@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["RECORDING_KINDS", "training_recording_config"]
 
 
-RECORDING_KINDS = ("2p", "1p")
+RECORDING_KINDS = ("2p", "1p", "2p_fragments")
 
 
 def training_recording_config(
@@ -23,19 +23,24 @@ def training_recording_config(
 
     kind "2p": two-photon-like somata (6-20 px) on a dim background; frame rate, soma size,
     brightness, noise and motion drawn from the seed (the recordings of the first shipped
-    encoder). kind "1p": one-photon-like (miniscope) large cells (14-34 px) on a strong,
-    slowly modulated background and neuropil, lower contrast, more bleaching, densities and
-    false-positive mixes drawn from the seed.
+    encoder). kind "2p_fragments": the same recording (same draws) with 30-60 % of its false
+    positives replaced by small active neurite fragments, the commonest false positive of
+    Suite2p on two-photon data. kind "1p": one-photon-like (miniscope) large cells (14-34 px)
+    on a strong, slowly modulated background and neuropil, lower contrast, more bleaching,
+    densities and false-positive mixes drawn from the seed (never fragments).
     """
     from ..synth import FP_KINDS, SynthConfig
+
+    # 1p mixes draw every kind before "fragment", so their seeds give what they gave before it
+    assert FP_KINDS[-1] == "fragment"
 
     if kind not in RECORDING_KINDS:
         raise ValueError(f"kind must be one of {RECORDING_KINDS}, got {kind!r}")
     rng = np.random.default_rng(seed)
-    if kind == "2p":
+    if kind in ("2p", "2p_fragments"):
         d_lo = float(rng.uniform(6, 10))
         n_cells = int(size_px * size_px / 256 / 256 * 150 * rng.uniform(1.0, 1.6))
-        return SynthConfig(
+        cfg = SynthConfig(
             seed=seed,
             n_frames=n_frames,
             height=size_px,
@@ -48,6 +53,9 @@ def training_recording_config(
             read_noise_counts=float(rng.uniform(3, 12)),
             motion_px=float(rng.choice([0.0, 1.0, 2.0])),
         )
+        if kind == "2p":
+            return cfg
+        return cfg.with_fragment_share(float(rng.uniform(0.3, 0.6)))  # after the "2p" draws
     d_lo = float(rng.uniform(14, 20))
     area = size_px * size_px / 256 / 256
     n_cells = int(area * 60 * rng.uniform(0.6, 1.6))
@@ -59,7 +67,7 @@ def training_recording_config(
         fs_hz=float(rng.choice([10.0, 15.0, 20.0, 30.0])),
         n_cells=n_cells,
         n_false_positives=int(n_cells * rng.uniform(0.6, 1.4)),
-        fp_fractions=tuple(float(f) for f in rng.dirichlet(np.full(len(FP_KINDS), 2.0))),
+        fp_fractions=(*rng.dirichlet(np.full(len(FP_KINDS) - 1, 2.0)).tolist(), 0.0),
         diameter_px=(d_lo, d_lo + float(rng.uniform(6, 14))),
         nucleus_fraction=0.0,
         brightness_counts=(float(rng.uniform(20, 50)), float(rng.uniform(60, 140))),

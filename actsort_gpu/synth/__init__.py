@@ -3,7 +3,8 @@
 ``synthesize(out_dir, SynthConfig(...))`` writes a uint16 movie (TIFF, optional HDF5), a
 simulated extraction in Suite2p and EXTRACT layouts that mixes true cells with typical false
 positives (duplicates, splits, merged neighbours, neuropil blobs, noise-only, dendrites, edge
-somata), the truth and simulated annotators. See the README.txt it writes for the layout.
+somata, small neurite fragments), the truth and simulated annotators. See the README.txt it
+writes for the layout.
 """
 
 from .api import FORMATS, SynthResult, load_truth, synthesize

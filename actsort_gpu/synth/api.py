@@ -40,11 +40,12 @@ extract_output.mat  MATLAB struct `output`: spatial_weights (H, W, N) single (ma
                 {mat_kind}
 truth.npz       per candidate (same order as stat.npy / spatial_weights):
                 is_cell (N,) int8 +1/-1; kind (N,) str: cell, duplicate, split, merged, neuropil,
-                noise, dendrite, edge; source_cell, source_cell2 (N,) int: candidate index of the
-                true cell(s) a duplicate/split/merged came from, else -1;
+                noise, dendrite, edge, fragment; source_cell, source_cell2 (N,) int: candidate
+                index of the true cell(s) a duplicate/split/merged came from, else -1;
                 spike_frames_flat + spike_offsets (N+1): planted spike frames behind each
-                candidate (candidate i: flat[offsets[i]:offsets[i+1]]; cells, edges and dendrites
-                their own, duplicates/splits their cell's, merged the union, others none);
+                candidate (candidate i: flat[offsets[i]:offsets[i+1]]; cells, edges, dendrites
+                and fragments their own, duplicates/splits their cell's, merged the union,
+                others none);
                 spike_amps_flat: dF/F of each planted spike (NaN for merged);
                 footprints_data/indices/indptr/shape: CSR (N, H*W) of the candidate footprints
                 (row-major pixels; true cells: exactly the footprint rendered into the movie);

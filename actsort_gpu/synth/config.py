@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 __all__ = ["AnnotatorSpec", "SynthConfig", "FP_KINDS", "DEFAULT_ANNOTATORS"]
 
-#: false-positive kinds, in the order their counts are drawn
-FP_KINDS = ("duplicate", "split", "merged", "neuropil", "noise", "dendrite", "edge")
+#: false-positive kinds, in the order their counts are drawn. "fragment": a small active piece
+#: of neurite (a few to ~40 px, its own transients), the commonest false positive of Suite2p
+#: on two-photon data; off by default so the default recordings stay as they were.
+FP_KINDS = ("duplicate", "split", "merged", "neuropil", "noise", "dendrite", "edge", "fragment")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class SynthConfig:
     n_cells: int = 150
     n_false_positives: int = 150
     # fraction of the false positives of each kind (normalised to sum 1), order of FP_KINDS
-    fp_fractions: tuple[float, ...] = (0.15, 0.15, 0.10, 0.15, 0.20, 0.15, 0.10)
+    fp_fractions: tuple[float, ...] = (0.15, 0.15, 0.10, 0.15, 0.20, 0.15, 0.10, 0.0)
     # somata
     diameter_px: tuple[float, float] = (8.0, 16.0)
     nucleus_fraction: float = 0.3  # share of somata with a dark nucleus
@@ -124,6 +126,17 @@ class SynthConfig:
         for i in order[: self.n_false_positives - sum(counts)]:
             counts[i] += 1
         return dict(zip(FP_KINDS, counts))
+
+    def with_fragment_share(self, share: float) -> SynthConfig:
+        """This config with ``share`` (0-1) of its false positives small neurite fragments; the
+        other kinds keep their fractions (``fp_fractions`` are normalised when counted), so a
+        share of 0 on a config without fragments changes nothing."""
+        if not 0 <= share <= 1:
+            raise ValueError(f"fragment share: expected in [0, 1], found {share}")
+        others = self.fp_fractions[:-1]
+        if share == 1:
+            return replace(self, fp_fractions=(0.0,) * len(others) + (1.0,))
+        return replace(self, fp_fractions=(*others, share * sum(others) / (1 - share)))
 
     @property
     def n_candidates(self) -> int:

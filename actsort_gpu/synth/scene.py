@@ -35,7 +35,8 @@ class Scene:
     height: int
     width: int
     pad: int
-    # sources (things that emit light in the movie): true cells, edge somata, dendrites
+    # sources (things that emit light in the movie): true cells, edge somata, dendrites,
+    # fragments
     src_footprints: sp.csr_matrix  # (S, Hc*Wc) float32, max 1 per row, on the canvas
     src_brightness: np.ndarray  # (S,) float32 resting counts at the footprint max
     src_kind: np.ndarray  # (S,) str
@@ -50,7 +51,7 @@ class Scene:
     # candidates (already in the final, shuffled order)
     cand_footprints: sp.csr_matrix  # (N, H*W) float32, max 1 per row, on the field of view
     cand_kind: np.ndarray  # (N,) str
-    cand_source: np.ndarray  # (N,) int: source index of cell/edge/dendrite, else -1
+    cand_source: np.ndarray  # (N,) int: source index of cell/edge/dendrite/fragment, else -1
     cand_source_cell: np.ndarray  # (N,) int: candidate index of the true cell a
     #                                    duplicate/split/merged came from, else -1
     cand_source_cell2: np.ndarray  # (N,) int: second cell of a merged candidate, else -1
@@ -123,6 +124,19 @@ def _dendrite(cy, cx, length, sigma, shape, rng):
     d2 = ((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2).min(-1)
     w = np.exp(-d2 / (2 * sigma**2)) * (1 + 0.3 * rng.standard_normal(d2.shape)).clip(0.5, 1.5)
     return _pack(yy, xx, w, ww)
+
+
+def _fragment(rng, height, width, pad):
+    """A small piece of neurite on the canvas, fully inside the view: half of the time a short
+    curved process (5-14 px long, sigma 0.7-1.2 px), else a bouton-like blob (radius 1.5-3.5
+    px). Areas of roughly 5-70 px above the support threshold. Returns (flat_idx, weights)."""
+    y, x = rng.uniform(8, height - 8), rng.uniform(8, width - 8)
+    shape = (height + 2 * pad, width + 2 * pad)
+    if rng.random() < 0.5:
+        return _dendrite(y + pad, x + pad, rng.uniform(5, 14), rng.uniform(0.7, 1.2), shape, rng)
+    r = rng.uniform(1.5, 3.5)
+    th = rng.uniform(0, np.pi)
+    return _blob(y + pad, x + pad, r, r * rng.uniform(0.5, 1), th, shape, rng, irregular=0.25)
 
 
 def _to_fov(idx, w, pad, canvas_w, height, width):
@@ -240,6 +254,11 @@ def build_scene(cfg: SynthConfig) -> Scene:
             y + pad, x + pad, rng.uniform(25, 60), rng.uniform(0.9, 1.6), (Hc, Wc), rng
         )
         dend_src.append(add_source("dendrite", idx, w, 0.6 * rng.uniform(*cfg.brightness_counts)))
+    # fragments: small active pieces of neurite (a short process or a bouton-sized blob)
+    frag_src = [
+        add_source("fragment", *_fragment(rng, H, W, pad), rng.uniform(*cfg.brightness_counts))
+        for _ in range(counts["fragment"])
+    ]
 
     S = len(src_fp)
     rows = np.repeat(np.arange(S), [len(i) for i, _ in src_fp])
@@ -269,6 +288,8 @@ def build_scene(cfg: SynthConfig) -> Scene:
         add_cand("edge", *fov[s], src=s)
     for s in dend_src:
         add_cand("dendrite", *fov[s], src=s)
+    for s in frag_src:
+        add_cand("fragment", *fov[s], src=s)
     if cfg.n_cells == 0:
         for k in ("duplicate", "split", "merged"):
             counts["noise"] += counts[k]

@@ -266,6 +266,7 @@ def iscell_probability(kind: np.ndarray, rng: np.random.Generator) -> np.ndarray
         "merged": 0.8,
         "edge": 0.5,
         "dendrite": -0.5,
+        "fragment": -1.0,
         "neuropil": -1.8,
         "noise": -2.2,
     }
