@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 __all__ = ["AnnotatorSpec", "SynthConfig", "FP_KINDS", "DEFAULT_ANNOTATORS"]
 
 #: false-positive kinds, in the order their counts are drawn. "fragment": a small active piece
-#: of neurite (a few to ~40 px, its own transients), the commonest false positive of Suite2p
+#: of neurite (about 5-70 px, its own transients), the commonest false positive of Suite2p
 #: on two-photon data; off by default so the default recordings stay as they were.
 FP_KINDS = ("duplicate", "split", "merged", "neuropil", "noise", "dendrite", "edge", "fragment")
 

@@ -130,7 +130,8 @@ def _fragment(rng, height, width, pad):
     """A small piece of neurite on the canvas, fully inside the view: half of the time a short
     curved process (5-14 px long, sigma 0.7-1.2 px), else a bouton-like blob (radius 1.5-3.5
     px). Areas of roughly 5-70 px above the support threshold. Returns (flat_idx, weights)."""
-    y, x = rng.uniform(8, height - 8), rng.uniform(8, width - 8)
+    m = min(8.0, height / 4, width / 4)
+    y, x = rng.uniform(m, height - m), rng.uniform(m, width - m)
     shape = (height + 2 * pad, width + 2 * pad)
     if rng.random() < 0.5:
         return _dendrite(y + pad, x + pad, rng.uniform(5, 14), rng.uniform(0.7, 1.2), shape, rng)
