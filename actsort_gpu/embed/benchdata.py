@@ -23,11 +23,12 @@ def training_recording_config(
 
     kind "2p": two-photon-like somata (6-20 px) on a dim background; frame rate, soma size,
     brightness, noise and motion drawn from the seed (the recordings of the first shipped
-    encoder). kind "2p_fragments": the same recording (same draws) with 30-60 % of its false
-    positives replaced by small active neurite fragments, the commonest false positive of
-    Suite2p on two-photon data. kind "1p": one-photon-like (miniscope) large cells (14-34 px)
-    on a strong, slowly modulated background and neuropil, lower contrast, more bleaching,
-    densities and false-positive mixes drawn from the seed (never fragments).
+    encoder). kind "2p_fragments": the "2p" configuration of the same seed (the same cells,
+    optics and noise) with 30-60 % of its false positives small active neurite fragments,
+    the commonest false positive of Suite2p on two-photon data. kind "1p": one-photon-like
+    (miniscope) large cells (14-34 px) on a strong, slowly modulated background and neuropil,
+    lower contrast, more bleaching, densities and false-positive mixes drawn from the seed
+    (never fragments).
     """
     from ..synth import FP_KINDS, SynthConfig
 

@@ -127,7 +127,8 @@ def _dendrite(cy, cx, length, sigma, shape, rng):
 
 
 def _fragment(rng, height, width, pad):
-    """A small piece of neurite on the canvas, fully inside the view: half of the time a short
+    """A small piece of neurite on the canvas, centred >= 8 px inside the view (less on tiny
+    views; pixels that fall outside are dropped with the view): half of the time a short
     curved process (5-14 px long, sigma 0.7-1.2 px), else a bouton-like blob (radius 1.5-3.5
     px). Areas of roughly 5-70 px above the support threshold. Returns (flat_idx, weights)."""
     m = min(8.0, height / 4, width / 4)
