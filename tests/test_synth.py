@@ -13,7 +13,7 @@ import tifffile
 from actsort_gpu.synth import AnnotatorSpec, SynthConfig, load_truth, synthesize
 from actsort_gpu.synth.render import Renderer
 from actsort_gpu.synth.scene import build_scene
-from actsort_gpu.synth.writers import simulate_annotators
+from actsort_gpu.synth.writers import iscell_probability, simulate_annotators
 
 SMALL = SynthConfig(
     seed=3, n_frames=300, height=64, width=80, n_cells=12, n_false_positives=14, fs_hz=15.0
@@ -32,6 +32,43 @@ def _dense(truth, i, shape):
     row = truth["footprints"].getrow(i)
     img[row.indices] = row.data
     return img.reshape(shape)
+
+
+def _stat(skew, npix_norm, compact):
+    return {"skew": np.float32(skew), "npix_norm": np.float32(npix_norm), "compact": compact}
+
+
+def test_iscell_comes_from_suite2p_statistics_not_from_the_truth():
+    stats = [
+        _stat(2.5, 1.0, 1.0),  # skewed, median size, a disk: cell-like
+        _stat(0.0, 0.15, 1.8),  # flat, a seventh of the median size, ragged: not
+        _stat(np.nan, 1.0, 1.0),  # no trace statistic: size and shape alone
+        _stat(2.5, 1.0, 1.0),  # the first one again
+    ]
+    rng = np.random.default_rng(0)
+    out = iscell_probability(stats, rng)
+    assert out.shape == (4, 2) and out.dtype == np.float64
+    np.testing.assert_array_equal(out[:, 0], out[:, 1] > 0.5)
+    # exactly one normal draw per candidate, so the caller's later draws do not move
+    after = np.random.default_rng(0)
+    after.standard_normal(4)
+    assert rng.random() == after.random()
+    # without the noise term: P is the logistic of the hand-set weights, the same for equal stats
+    noise = np.random.default_rng(0).standard_normal(4) * 0.5
+    logit = np.log(out[:, 1] / (1 - out[:, 1])) - noise
+    np.testing.assert_allclose(logit[0], 0.5 + 1.5, atol=1e-6)
+    np.testing.assert_allclose(logit[2], 0.5, atol=1e-6)  # NaN skew adds nothing
+    np.testing.assert_allclose(logit[3], logit[0], atol=1e-9)
+    np.testing.assert_allclose(logit[1], 0.5 - 1.0 - 1.5 * np.log(1 / 0.15) - 1.6, atol=1e-5)
+
+
+def test_written_iscell_is_recomputed_from_stat_npy(small):
+    out, _, _ = small
+    p = np.load(out / "suite2p/plane0/iscell.npy")[:, 1]
+    stat = np.load(out / "suite2p/plane0/stat.npy", allow_pickle=True)
+    # a function of the written statistics alone: recomputed from stat.npy with the same draws
+    rng = np.random.default_rng([SMALL.seed, 3])
+    np.testing.assert_allclose(iscell_probability(stat, rng)[:, 1], p, rtol=1e-12)
 
 
 def test_determinism_and_chunk_invariance(tmp_path, small):

@@ -29,9 +29,10 @@ movie.tif       (T, H, W) uint16, uncompressed {tiff_kind} (memory-mappable with
 movie.h5        (if written) HDF5 dataset "mov", (T, H, W) uint16.
 suite2p/plane0/ stat.npy (object array of dicts: ypix, xpix, lam, med, npix, compact, radius,
                 aspect_ratio, skew, std, ...; np.load(..., allow_pickle=True)), F.npy, Fneu.npy,
-                spks.npy (N, T) float32, iscell.npy (N, 2) float64 [label, P(cell)] from a
-                simulated imperfect classifier, ops.npy (dict: Ly, Lx, nframes, fs, tau, diameter,
-                meanImg, max_proj, Vcorr, xoff, yoff, ...). Unlike Suite2p, max_proj and Vcorr
+                spks.npy (N, T) float32, iscell.npy (N, 2) float64 [label, P(cell)] from
+                Suite2p's three statistics (skew, npix_norm, compact), never the truth,
+                ops.npy (dict: Ly, Lx, nframes, fs, tau, diameter, meanImg, max_proj, Vcorr,
+                xoff, yoff, ...). Unlike Suite2p, max_proj and Vcorr
                 are full size (H, W), not cropped to yrange/xrange. F is the lam-weighted mean of
                 the motion-free movie, Fneu the mean over an annulus excluding all candidates.
 extract_output.mat  MATLAB struct `output`: spatial_weights (H, W, N) single (max 1 per
@@ -211,12 +212,9 @@ def synthesize(
         for a in (F, Fneu, spks):
             a.flush()
         del F, Fneu, spks
-        np.save(
-            s2p / "stat.npy",
-            writers.suite2p_stat(fp, W, skew=skew, std=std, snr=snr),
-            allow_pickle=True,
-        )
-        np.save(s2p / "iscell.npy", writers.iscell_probability(scene.cand_kind, truth_rng))
+        stat = writers.suite2p_stat(fp, W, skew=skew, std=std, snr=snr)
+        np.save(s2p / "stat.npy", stat, allow_pickle=True)
+        np.save(s2p / "iscell.npy", writers.iscell_probability(stat, truth_rng))
         d = float(np.mean(cfg.diameter_px))
         ops = {
             "Ly": H,

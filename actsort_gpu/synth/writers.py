@@ -253,24 +253,39 @@ def write_extract_mat(
         fh.write(_matlab_header())
 
 
-def iscell_probability(kind: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A plausible, imperfect classifier output: (N, 2) float64 [label 0/1, P(cell)].
+#: The simulated Suite2p classifier's weights on its three statistics (a logit per unit):
+#: the direction of Suite2p's built-in classifier (cells: positively skewed traces, about the
+#: recording's median size, disk-like), set by hand, never fitted to the simulator's truth.
+ISCELL_WEIGHTS = {"bias": 0.5, "skew": 1.0, "log_npix_norm": 1.5, "compact": 2.0, "noise": 0.5}
 
-    Logit by kind + N(0, 1): cells lean cell, duplicates/merged too (a shape/skew classifier
-    cannot tell), noise and neuropil lean not-cell.
+
+def iscell_probability(stat, rng: np.random.Generator) -> np.ndarray:
+    """Suite2p's ``iscell.npy`` as its default classifier would write it: (N, 2) float64
+    [label 0/1, P(cell)], computed from the observable statistics it uses (``skew``,
+    ``npix_norm``, ``compact`` of :func:`suite2p_stat`) and never from the truth.
+
+    logit = bias + w_skew clip(skew - 1, -2, 2) - w_npix |log npix_norm| - w_compact
+    clip(compact - 1, 0, 2) + w_noise N(0, 1) (the classifier's own idiosyncrasy); a NaN
+    statistic contributes nothing. Exactly N normal draws from ``rng``, so what the caller
+    draws after it does not move. (Before 2026-12-06 the logit was drawn from each candidate's
+    kind: the column scored AUC 0.88-0.93 on simulated recordings, where Suite2p's own scores
+    0.50 on the labelled real crop, and flattered every synthetic benchmark that used it.)
     """
-    base = {
-        "cell": 2.0,
-        "duplicate": 1.5,
-        "split": 0.3,
-        "merged": 0.8,
-        "edge": 0.5,
-        "dendrite": -0.5,
-        "fragment": -1.0,
-        "neuropil": -1.8,
-        "noise": -2.2,
-    }
-    logit = np.array([base[k] for k in kind], float) + rng.standard_normal(len(kind))
+    w = ISCELL_WEIGHTS
+
+    def column(key):
+        return np.array([float(d[key]) for d in stat], float)
+
+    skew, npix_norm, compact = column("skew"), column("npix_norm"), column("compact")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        size = np.abs(np.log(np.clip(npix_norm, 1e-3, None)))
+    logit = (
+        w["bias"]
+        + w["skew"] * np.nan_to_num(np.clip(skew - 1, -2, 2))
+        - w["log_npix_norm"] * np.nan_to_num(size)
+        - w["compact"] * np.nan_to_num(np.clip(compact - 1, 0, 2))
+        + w["noise"] * rng.standard_normal(len(stat))
+    )
     p = 1 / (1 + np.exp(-logit))
     return np.stack([(p > 0.5).astype(float), p], 1)
 
