@@ -44,9 +44,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
-def xp(request):
-    """Run a test once with NumPy and, on a GPU machine, once with CuPy."""
+def _cupy_module(name: str, monkeypatch):
+    if name == "cupy":
+        return pytest.importorskip("cupy")
+    import fake_cupy
+
+    return fake_cupy.install(monkeypatch)
+
+
+@pytest.fixture(params=[pytest.param("cupy", marks=pytest.mark.gpu), "fake_cupy"])
+def cp(request, monkeypatch):
+    """The GPU array module: CuPy on a GPU machine, and in every run tests/fake_cupy.py (CuPy's
+    rules on host arrays: CPU CI runs every CuPy branch but the kernels' device code)."""
+    return _cupy_module(request.param, monkeypatch)
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu), "fake_cupy"])
+def xp(request, monkeypatch):
+    """Run a test with NumPy, with the fake CuPy and, on a GPU machine, with CuPy."""
     import numpy as np
 
-    return np if request.param == "numpy" else pytest.importorskip("cupy")
+    return np if request.param == "numpy" else _cupy_module(request.param, monkeypatch)

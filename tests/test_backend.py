@@ -159,8 +159,7 @@ def test_get_xp_and_to_numpy():
     np.testing.assert_array_equal(to_numpy(torch.arange(3)), a)
 
 
-@pytest.mark.gpu
-def test_gpu_backend_uses_cupy():
+def test_gpu_backend_uses_cupy(cp):
     b = resolve_backend("cuda")
     assert b.is_gpu and b.xp.__name__ == "cupy"
     assert get_xp(b.xp.arange(3)) is b.xp

@@ -295,12 +295,9 @@ def test_errors_name_the_argument():
         spatiotemporal_features([snap], [fp], tr[None], valid)
 
 
-@pytest.mark.gpu
-def test_cupy_matches_numpy():
-    import cupy
-
+def test_cupy_matches_numpy(cp):
     rng = np.random.default_rng(8)
     cands = [_candidate(rng, 25, 25, 5), _candidate(rng, 17, 21, 2, kind="noise")]
     np.testing.assert_allclose(
-        to_numpy(_run(cands, xp=cupy)), _run(cands), rtol=1e-5, atol=1e-6, equal_nan=True
+        to_numpy(_run(cands, xp=cp)), _run(cands), rtol=1e-5, atol=1e-6, equal_nan=True
     )

@@ -271,11 +271,9 @@ def test_similarity_rows_are_unit_norm_and_pearson():
     np.testing.assert_allclose(float(z[0] @ z[1]), np.corrcoef(m)[0, 1], atol=1e-5)
 
 
-@pytest.mark.gpu
-def test_cpu_gpu_parity():
-    cupy = pytest.importorskip("cupy")
+def test_cpu_gpu_parity(cp):
     rng = np.random.default_rng(10)
     x = np.stack([_transients(3000, rng.integers(100, 2900, 4), seed=s) for s in range(20)])
     cpu = temporal_features(x)
-    gpu = temporal_features(cupy.asarray(x))
+    gpu = temporal_features(cp.asarray(x))
     np.testing.assert_allclose(gpu, cpu, rtol=2e-3, atol=1e-5)

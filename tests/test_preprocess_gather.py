@@ -330,11 +330,8 @@ def test_cuda_gather_source_compiles_for_hopper(tmp_path):
 
 
 # ------------------------------------------------------------------ on a GPU
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES[:-1])
-def test_cupy_gather_is_bit_exact(dtype):
-    import cupy as cp
-
+def test_cupy_gather_is_bit_exact(dtype, cp):
     from actsort_gpu.preprocess.kernels import DeviceGather, gather_segments_cupy
 
     movie = _movie(dtype)
@@ -349,11 +346,8 @@ def test_cupy_gather_is_bit_exact(dtype):
     np.testing.assert_array_equal(host.view(f"u{got.itemsize}"), expected.view(f"u{got.itemsize}"))
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gpu_pass_equals_cpu_pass(tmp_path, dtype):
-    import cupy as cp
-
+def test_gpu_pass_equals_cpu_pass(tmp_path, dtype, cp):
     movie = _movie(dtype, t=40)
     plan = _plan(t=40)
     mv = ArrayMovie(movie)

@@ -454,10 +454,7 @@ def test_sigkilled_process_resumes(scene):
         np.testing.assert_array_equal(s.read(name), r.read(name), err_msg=name)
 
 
-@pytest.mark.gpu
-def test_gpu_matches_numpy(scene):
-    import cupy as cp
-
+def test_gpu_matches_numpy(scene, cp):
     from actsort_gpu.preprocess.kernels import gather_segments_cupy
 
     _, movie, cands = scene

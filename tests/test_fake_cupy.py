@@ -1,0 +1,120 @@
+"""The GPU path on CPU CI: tests/fake_cupy.py keeps CuPy's rules, and the pipeline obeys them.
+
+The fake only earns its place if it fails where CuPy fails, so its rules are tested first
+(each with the host-leaking code it must catch); then the whole movie pass and feature stage
+run with ``--device cuda`` on it and must give the CPU's store.
+"""
+
+from __future__ import annotations
+
+import fake_cupy
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from actsort_gpu._xp import get_xp, is_cupy, to_numpy
+
+
+@pytest.fixture
+def fcp(monkeypatch):
+    return fake_cupy.install(monkeypatch)
+
+
+def test_no_implicit_conversion_to_numpy(fcp):
+    x = fcp.arange(6, dtype=fcp.float32)
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array"):
+        np.asarray(x)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        scipy.ndimage.uniform_filter1d(x, 3)  # a SciPy call on device data: the usual leak
+    np.testing.assert_array_equal(x.get(), np.arange(6))
+    np.testing.assert_array_equal(fcp.asnumpy(x), np.arange(6))
+    assert is_cupy(x) and get_xp(x) is fcp and isinstance(to_numpy(x), np.ndarray)
+
+
+def test_host_arrays_lists_and_tuples_are_not_operands(fcp):
+    x = fcp.ones(3, dtype=fcp.float32)
+    for host in (np.ones(3), [1, 2, 3], (1, 2, 3)):
+        with pytest.raises(TypeError, match="Unsupported type"):
+            x + host
+        with pytest.raises(TypeError, match="Unsupported type"):
+            fcp.maximum(x, host)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        fcp.concatenate([x, np.ones(2)])
+    assert float((x * 2.0 + np.float32(1)).sum()) == 9.0  # scalars are fine
+
+
+def test_reductions_are_0d_arrays_without_index(fcp):
+    x = fcp.arange(5)
+    n = x.max()
+    assert isinstance(n, fcp.ndarray) and n.shape == () and int(n) == 4
+    with pytest.raises(TypeError):
+        range(n)
+    with pytest.raises(TypeError):
+        x[:n]
+    assert x[: int(n)].shape == (4,)
+
+
+def test_only_what_cupy_has(fcp):
+    x = fcp.asarray(np.array([1.0, np.nan, 3.0]))
+    assert isinstance(np.nanmean(x), fcp.ndarray)  # NumPy functions dispatch to CuPy's
+    with pytest.raises(TypeError, match="nanquantile"):
+        np.nanquantile(x, 0.5)  # CuPy 14 has none
+    assert not hasattr(fcp, "errstate") and not hasattr(fcp, "nanquantile")
+    assert hasattr(fcp, "quantile")
+
+
+def test_device_copies_and_in_place_ufuncs(fcp):
+    host = np.zeros(4, np.float32)
+    dev = fcp.asarray(host)
+    host[0] = 7
+    assert float(dev[0]) == 0  # asarray copied to the "device"
+    fcp.add.at(dev, fcp.asarray(np.array([1, 1, 3])), 1)
+    np.testing.assert_array_equal(dev.get(), [0, 2, 0, 1])
+    dev[np.array([0, 2])] = 5  # host index arrays are accepted, as by CuPy
+    np.testing.assert_array_equal(dev.get(), [5, 2, 5, 1])
+    with pytest.raises(ValueError, match="cannot be used for fill"):
+        dev[:2] = np.ones(2, np.float32)  # a host array through a basic index
+    dev[:2] = fcp.asarray(np.ones(2, np.float32))
+    np.testing.assert_array_equal(dev.get(), [1, 1, 5, 1])
+
+
+def test_raw_kernels_need_a_numpy_twin(fcp):
+    with pytest.raises(NotImplementedError, match="no NumPy twin"):
+        fcp.RawKernel('extern "C" __global__ void other() {}', "other")
+
+
+def test_backend_hands_out_the_fake_for_cuda_and_forgets_it_after(monkeypatch):
+    from actsort_gpu import backend
+
+    with monkeypatch.context() as m:
+        cp = fake_cupy.install(m)
+        b = backend.resolve_backend("cuda")
+        assert b.is_gpu and b.xp is cp and "fake" in b.describe()
+    if backend.cuda_unavailable_reason() is not None:  # a machine without a real GPU
+        assert not backend.resolve_backend("auto").is_gpu
+
+
+def test_preprocess_and_features_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeypatch):
+    """The whole GPU path of the movie pass and the feature stage (every CuPy branch, the
+    gather's batching and device buffers) on the fake, against the CPU run of the same
+    recording."""
+    from actsort_gpu import demo
+    from actsort_gpu.embed import benchdata
+    from actsort_gpu.store import SortStore
+
+    cfg = benchdata.training_recording_config(2000, size_px=96, n_frames=240, kind="2p")
+    cpu, _ = demo.synthetic_store(tmp_path / "cpu", cfg, features=True, device="cpu")
+    with monkeypatch.context() as m:
+        fake_cupy.install(m)
+        gpu, _ = demo.synthetic_store(tmp_path / "gpu", cfg, features=True, device="cuda")
+    a, b = SortStore.open(cpu, "r"), SortStore.open(gpu, "r")
+    for stage in ("preprocess", "features"):
+        assert b.attrs["stages"][stage]["device"] == "cuda", stage
+        assert a.attrs["stages"][stage]["device"] == "cpu", stage
+    for key in ("snapshots/data", "snapshots/frames", "candidates/traces", "candidates/events"):
+        np.testing.assert_array_equal(a.read(key), b.read(key), err_msg=key)
+    for key in ("fov/mean", "fov/max", "fov/std", "fov/corr", "snapshots/clims"):
+        np.testing.assert_allclose(a.read(key), b.read(key), rtol=1e-5, atol=1e-6, err_msg=key)
+    fa, fb = a.read("features/matrix"), b.read("features/matrix")
+    assert fa.shape[0] > 20
+    np.testing.assert_allclose(fb, fa, rtol=1e-5, atol=1e-6, equal_nan=True)
