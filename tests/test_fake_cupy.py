@@ -118,3 +118,67 @@ def test_preprocess_and_features_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeyp
     fa, fb = a.read("features/matrix"), b.read("features/matrix")
     assert fa.shape[0] > 20
     np.testing.assert_allclose(fb, fa, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_dask_pieces_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeypatch):
+    """The GPU path of the Dask pieces (time pieces of the movie pass, candidate blocks and
+    similarity tile pairs of the features), on threaded workers that share the fake."""
+    distributed = pytest.importorskip("distributed")
+    from actsort_gpu import demo
+    from actsort_gpu.config import FeatureConfig, PreprocessConfig
+    from actsort_gpu.embed import benchdata
+    from actsort_gpu.features import compute_features
+    from actsort_gpu.preprocess import preprocess
+    from actsort_gpu.store import SortStore
+
+    cfg = benchdata.training_recording_config(2000, size_px=96, n_frames=240, kind="2p")
+    cpu, _ = demo.synthetic_store(tmp_path / "cpu", cfg, features=True, device="cpu")
+    gpu, _ = demo.synthetic_store(tmp_path / "gpu", cfg, features=False, device="cpu")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        monkeypatch.context() as m,
+    ):
+        fake_cupy.install(m)
+        done = preprocess(
+            gpu,
+            PreprocessConfig(max_memory_mb=1.2),
+            device="cuda",
+            scheduler=cluster.scheduler_address,
+        )
+        compute_features(
+            gpu,
+            FeatureConfig(batch_candidates=25, similarity_tile=20),
+            device="cuda",
+            scheduler=cluster.scheduler_address,
+        )
+    assert done["pieces"] > 1
+    a, b = SortStore.open(cpu, "r"), SortStore.open(gpu, "r")
+    assert b.attrs["stages"]["preprocess"]["device"] == "cuda"
+    assert b.attrs["stages"]["features"]["device"] == "cuda"
+    for key in ("snapshots/data", "candidates/traces"):
+        np.testing.assert_array_equal(a.read(key), b.read(key), err_msg=key)
+    for key in ("fov/mean", "fov/max", "fov/std", "fov/corr"):
+        np.testing.assert_allclose(a.read(key), b.read(key), rtol=1e-5, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(
+        b.read("features/matrix"), a.read("features/matrix"), rtol=1e-5, atol=1e-6, equal_nan=True
+    )
+
+
+def test_compiled_kernels_are_kept_per_cupy_module(fcp, monkeypatch):
+    """A kernel built by one CuPy module (the stand-in in a test) is never launched by another
+    (the real CuPy later in the same process)."""
+    from actsort_gpu.preprocess import kernels
+
+    chunk = np.arange(2 * 4 * 5, dtype=np.uint16).reshape(2, 4, 5)
+    seg = np.array([[0, 2, 1, 1, 2, 3, 0]])
+    expected = kernels.gather_segments_numpy(chunk, seg)
+    first = kernels.gather_segments_cupy(fcp.asarray(chunk), seg).get()
+    other = type("OtherRawKernel", (fake_cupy.RawKernel,), {})
+    monkeypatch.setattr(fcp, "RawKernel", other)
+    second = kernels.gather_segments_cupy(fcp.asarray(chunk), seg).get()
+    np.testing.assert_array_equal(first, expected)
+    np.testing.assert_array_equal(second, expected)
+    assert type(kernels._KERNELS[(other, 2)]) is other
+    assert type(kernels._KERNELS[(fake_cupy.RawKernel, 2)]) is fake_cupy.RawKernel

@@ -408,14 +408,15 @@ def gather_segments_cupy(chunk, segments, out=None):
     if total == 0:
         return out
     itemsize = chunk.dtype.itemsize
-    if itemsize not in _KERNELS:
+    key = (cp.RawKernel, itemsize)  # one kernel per CuPy module (the tests swap in a stand-in)
+    if key not in _KERNELS:
         source, name = gather_kernel_source(itemsize)
-        _KERNELS[itemsize] = cp.RawKernel(source, name)
+        _KERNELS[key] = cp.RawKernel(source, name)
     as_bits = np.dtype(f"u{itemsize}")
     src = cp.ascontiguousarray(chunk).view(as_bits)
     threads = 256
     blocks = int(min((total + threads - 1) // threads, 65535 * 8))
-    _KERNELS[itemsize](
+    _KERNELS[key](
         (blocks,),
         (threads,),
         (
