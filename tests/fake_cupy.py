@@ -13,8 +13,9 @@ host NumPy arrays but behave as CuPy's do where code can go wrong:
   (``a[:n] = host``: CuPy's ``fill`` raises ``ValueError``); ``cupy.asarray(host)`` copies in;
 - reductions give 0-d arrays, not scalars, and arrays have no ``__index__`` (a 0-d array
   cannot be a slice bound or a ``range`` argument);
-- module functions exist only where CuPy 14.2 has them (``cupy_names.py``), and NumPy
-  functions called on these arrays dispatch only to those;
+- module functions exist only where CuPy 14.2 has them, take only the keywords its
+  signatures list (``cupy_names.py``), and NumPy functions called on these arrays dispatch
+  only to those;
 - ``RawKernel`` runs the project's own kernels through their NumPy twins (the gather), and
   refuses any other source.
 
@@ -33,7 +34,7 @@ import types
 
 import numpy as np
 import scipy.special
-from cupy_names import CUPY_NAMES, CUPYX_SPECIAL_NAMES
+from cupy_names import CUPY_KEYWORDS, CUPY_NAMES, CUPYX_SPECIAL_NAMES
 
 _IMPLICIT = (
     "Implicit conversion to a NumPy array is not allowed. "
@@ -74,6 +75,15 @@ def _index(key):
     if isinstance(key, tuple):
         return tuple(_index(k) for k in key)
     return key
+
+
+def _check_keywords(name: str, kwargs) -> None:
+    """A keyword CuPy's function does not take raises TypeError, as CuPy's would."""
+    allowed = CUPY_KEYWORDS.get(name)
+    if allowed is not None:
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise TypeError(f"cupy.{name}() got unexpected keyword arguments {unknown}")
 
 
 def _advanced(key) -> bool:
@@ -119,6 +129,7 @@ class ndarray:  # noqa: N801 - CuPy's name
     def __array_function__(self, func, types_, args, kwargs):
         if func.__name__ not in CUPY_NAMES:
             raise TypeError(f"no implementation found for 'numpy.{func.__name__}' in CuPy")
+        _check_keywords(func.__name__, kwargs)
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def get(self, stream=None, order="C", out=None):
@@ -248,6 +259,7 @@ class _Ufunc:
 
 def _function(fn, name):
     def call(*args, **kwargs):
+        _check_keywords(name, kwargs)
         return _wrap(fn(*_unwrap(args), **_unwrap(kwargs)))
 
     call.__name__ = name

@@ -61,6 +61,11 @@ def test_only_what_cupy_has(fcp):
         np.nanquantile(x, 0.5)  # CuPy 14 has none
     assert not hasattr(fcp, "errstate") and not hasattr(fcp, "nanquantile")
     assert hasattr(fcp, "quantile")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fcp.sum(x, initial=0.0)  # NumPy takes initial=, CuPy 14 does not
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        np.sort(x, stable=True)  # NumPy 2 has it, CuPy 14 does not
+    assert float(fcp.quantile(x[fcp.isfinite(x)], 0.5, method="linear")) == 2.0
 
 
 def test_device_copies_and_in_place_ufuncs(fcp):
