@@ -56,7 +56,7 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class FeatureConfig:
     include_extra: bool = True  # Suite2p/CaImAn-style extra columns after the 76
-    batch_candidates: int = 4096  # candidates per batch on the device
+    batch_candidates: int = 4096  # candidates per block (GPU: fewer if over half its free memory)
     similarity_tile: int = 8192  # rows per tile for the pairwise trace similarity (feature 35)
     similarity_memory_mb: float = 1024  # host RAM for feature 35 (Z rows, tiles); beyond: a file
     # feature 35 by the exact tiled product, or by sketch-and-verify (same counts; auto: sketch

@@ -31,6 +31,7 @@ import operator
 import re
 import sys
 import types
+import weakref
 
 import numpy as np
 import scipy.special
@@ -40,8 +41,42 @@ _IMPLICIT = (
     "Implicit conversion to a NumPy array is not allowed. "
     "Please use `.get()` to construct a NumPy array explicitly."
 )
-#: the fake device's memory (free, total) in bytes, as ``cupy.cuda.runtime.memGetInfo`` gives
-MEMORY = (8 * 2**30, 16 * 2**30)
+
+
+class DeviceMemory:
+    """What the fake device holds: the bytes of every live array that owns its data (views
+    count through their base), with the peak since :meth:`reset`. ``memGetInfo`` reports
+    ``total - in use`` as free, so code that sizes its work by free memory sees its own use."""
+
+    def __init__(self, total: int = 16 * 2**30):
+        self.total = int(total)
+        self.in_use = 0
+        self.peak = 0
+        self._held: set[int] = set()
+
+    def reset(self, total: int | None = None) -> None:
+        if total is not None:
+            self.total = int(total)
+        self.peak = self.in_use
+
+    def hold(self, data: np.ndarray) -> None:
+        if data.base is not None or id(data) in self._held:
+            return
+        self._held.add(id(data))
+        self.in_use += data.nbytes
+        self.peak = max(self.peak, self.in_use)
+        weakref.finalize(data, self._release, id(data), data.nbytes)
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self._held.discard(key)
+        self.in_use -= nbytes
+
+    def info(self) -> tuple[int, int]:
+        return max(self.total - self.in_use, 0), self.total
+
+
+#: the fake device's memory (module-wide, like the one GPU of a process)
+MEMORY = DeviceMemory()
 
 
 def _operand(x):
@@ -116,6 +151,7 @@ class ndarray:  # noqa: N801 - CuPy's name
         if not isinstance(data, np.ndarray):
             raise TypeError(f"fake cupy.ndarray wraps a numpy.ndarray, got {type(data)}")
         self._a = data
+        MEMORY.hold(data)
 
     # --- the boundaries CuPy keeps
     def __array__(self, dtype=None, copy=None):
@@ -330,7 +366,7 @@ class _Device:
 def _runtime():
     rt = types.ModuleType("cupy.cuda.runtime")
     rt.getDeviceCount = lambda: 1
-    rt.memGetInfo = lambda: MEMORY
+    rt.memGetInfo = MEMORY.info
     rt.getDeviceProperties = lambda i: {"name": b"fake GPU (NumPy, tests/fake_cupy.py)"}
     rt.deviceSynchronize = lambda: None
     rt.CUDARuntimeError = type("CUDARuntimeError", (RuntimeError,), {})

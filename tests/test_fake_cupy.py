@@ -187,3 +187,30 @@ def test_compiled_kernels_are_kept_per_cupy_module(fcp, monkeypatch):
     np.testing.assert_array_equal(second, expected)
     assert type(kernels._KERNELS[(other, 2)]) is other
     assert type(kernels._KERNELS[(fake_cupy.RawKernel, 2)]) is fake_cupy.RawKernel
+
+
+def test_feature_blocks_fit_the_gpus_free_memory(tmp_path, monkeypatch):
+    """A block's device memory grows with the recording's length; on a GPU the block shrinks
+    to half its free memory (``device_block``) and the matrix does not change."""
+    import gc
+
+    from actsort_gpu.config import FeatureConfig
+    from actsort_gpu.features import compute_features
+    from actsort_gpu.features.run import device_block
+    from actsort_gpu.features.synthetic import make_feature_store
+
+    path = tmp_path / "s.actsort"
+    make_feature_store(path, n_candidates=1000, n_frames=4000, height=256, width=256)
+    cpu = compute_features(path, device="cpu")
+    cp = fake_cupy.install(monkeypatch)
+    peaks = {}
+    for mib in (1024, 96):
+        gc.collect()
+        base = fake_cupy.MEMORY.in_use  # what earlier tests still hold
+        fake_cupy.MEMORY.reset(base + mib * 2**20)
+        np.testing.assert_array_equal(compute_features(path, device="cuda"), cpu)
+        peaks[mib] = (fake_cupy.MEMORY.peak - base) / 2**20
+        if mib == 96:
+            assert device_block(FeatureConfig(), 4000, cp) < 1000
+    # the whole recording in one block needs more than the small device has; blocks fit it
+    assert peaks[1024] > 96 > peaks[96], peaks

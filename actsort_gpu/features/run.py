@@ -1,7 +1,8 @@
 """Feature stage driver: store in, ``features/matrix`` out (:func:`compute_features`).
 
-Blocks of ``FeatureConfig.batch_candidates`` candidates are read from the store (traces,
-footprints, snapshots, snapshot traces); each family (:mod:`.temporal`, :mod:`.spatial`,
+Blocks of ``FeatureConfig.batch_candidates`` candidates (on a GPU no more than half its free
+memory holds: :func:`device_block`) are read from the store (traces, footprints, snapshots,
+snapshot traces); each family (:mod:`.temporal`, :mod:`.spatial`,
 :mod:`.spatiotemporal`, :mod:`.extra`) returns :class:`~.columns.NamedColumns`, and every column
 is written into the matrix column of its name in :mod:`.registry` order (no column is placed
 by position). Feature 35 (trace similarity) is a tiled pass over all traces first. The NaN/Inf
@@ -279,7 +280,7 @@ def compute_features(
         'cuda' without a usable GPU raises ``DeviceError``, 'auto' falls back to the CPU)
     progress : show tqdm progress bars
     scheduler : address of a running Dask scheduler (e.g. ``tcp://host:8786``); the work is
-        split into pieces of ``config.batch_candidates`` candidates (plus tile pairs for
+        split into pieces of :func:`device_block` candidates (plus tile pairs for
         feature 35), each reading only the store; results merge in block order and the NaN
         policy runs once on the merged matrix, so the matrix equals the in-process one.
     workers : start a local Dask cluster with this many worker processes instead.
@@ -327,7 +328,14 @@ def compute_features(
         )
         timings: dict[str, float] = defaultdict(float)
         sketch_stats: dict = {}
-        block = config.batch_candidates
+        block = device_block(config, n_t, xp)
+        if block < config.batch_candidates and n > block:
+            log.info(
+                "features: %d candidates per block (not %d): the GPU's free memory for %d frames",
+                block,
+                config.batch_candidates,
+                n_t,
+            )
         bounds = [(a, min(a + block, n)) for a in range(0, n, block)]
         if client is None:
             t0 = time.perf_counter()
@@ -417,12 +425,35 @@ SIMILARITY_METHODS = ("auto", "exact", "sketch")
 SKETCH_MIN_CANDIDATES = 10_000  # "auto" sketches feature 35 from this many candidates
 
 
-def similarity_tile_rows(n_frames: int, config: FeatureConfig) -> int:
+#: device memory the feature families hold at their peak for one block, per candidate and
+#: frame and per candidate (snapshots, crops), with a margin: measured with the CuPy stand-in
+#: (tests/fake_cupy.py) at 1,000-2,000 candidates x 1,000-4,000 frames, about 31 B per
+#: candidate-frame and 20 kB per candidate
+DEVICE_BYTES_PER_VALUE = 48
+DEVICE_BYTES_PER_CANDIDATE = 64 * 2**10
+
+
+def device_block(config: FeatureConfig, n_frames: int, xp) -> int:
+    """Candidates per block: ``config.batch_candidates``, and on a GPU no more than fit in half
+    its free memory (a block's traces grow with the recording: 4,096 candidates x 1,000,000
+    frames are 16 GB per float32 copy, more than a GPU holds)."""
+    block = max(int(config.batch_candidates), 1)
+    if xp is np:
+        return block
+    free = int(xp.cuda.runtime.memGetInfo()[0])
+    per_candidate = DEVICE_BYTES_PER_VALUE * max(int(n_frames), 1) + DEVICE_BYTES_PER_CANDIDATE
+    return max(1, min(block, int(0.5 * free // per_candidate)))
+
+
+def similarity_tile_rows(n_frames: int, config: FeatureConfig, xp=np) -> int:
     """Rows per feature-35 tile: ``config.similarity_tile``, fewer when two tiles of
     ``n_frames`` float32 columns and their (tile, tile) product would not fit in
-    ``config.similarity_memory_mb`` (long recordings); never fewer than 256 (or the configured
+    ``config.similarity_memory_mb`` (long recordings), or on a GPU in a quarter of its free
+    memory (the rows themselves may take up to half); never fewer than 256 (or the configured
     tile, if smaller)."""
     budget = config.similarity_memory_mb * 2**20
+    if xp is not np:
+        budget = min(budget, 0.25 * xp.cuda.runtime.memGetInfo()[0])
     # 2 tiles of T float32 + a float32 product and its bool mask: 8 T t + 5 t^2 bytes
     fit = (-8.0 * n_frames + math.sqrt(64.0 * n_frames**2 + 20.0 * budget)) / 10.0
     return int(min(config.similarity_tile, max(256, int(fit) // 256 * 256)))
@@ -538,7 +569,7 @@ def trace_similarity(
     n, n_t = store.n_candidates, store.n_frames
     if n < 2:
         return np.full(n, np.nan)
-    tile = similarity_tile_rows(n_t, config)
+    tile = similarity_tile_rows(n_t, config, xp)
     method = similarity_method(n, n_t, config)
     z_all = _row_buffer(store, (n, n_t), tile, config, xp, "similarity rows")
     sketch = None
@@ -551,8 +582,9 @@ def trace_similarity(
             keep = n_t * SKETCH_DIM * 4 <= 64 * 2**20
             projection = sketch_projection_block(0, n_t, xp=xp) if keep else None
         t0 = time.perf_counter()
-        for start in range(0, n, config.batch_candidates):
-            stop = min(start + config.batch_candidates, n)
+        block = device_block(config, n_t, xp)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
             z = similarity_rows(xp.asarray(store.traces(slice(start, stop))), xp=xp)
             z_all[start:stop] = _to_buffer(z, z_all, xp)
             if sketch is not None:
