@@ -63,6 +63,36 @@ def test_cpu_half_at_tiny_sizes(tmp_path, monkeypatch):
             r = part["result"]
             assert (r["peak_anon_rss_mb"] or r["peak_sampled_rss_mb"]) > 0 and r["peak_rss_mb"] > 0
     assert not list(tmp_path.glob("gpu_check-*"))  # the work folder is removed
+    _renders_as_a_gpu_report(gpu_check, report)
+
+
+def _renders_as_a_gpu_report(gpu_check, report):
+    """The GPU half's report has never been written on a GPU here: render the CPU run's
+    results as if they came from one at the issue's sizes, so its branches (targets, 'met',
+    the head line, the tests row) run before a lent device's minutes are spent on them."""
+    import copy
+
+    gpu = copy.deepcopy(report)
+    gpu.update(gpu_half_ran=True, gpu_reason=None, device="cuda", preset="gpu")
+    gpu["machine"].update(gpu="NVIDIA H100 80GB HBM3 (rendering test)", cupy="14.2.0")
+    parts = gpu["parts"]
+    parts["tests"] = {
+        "status": "ok",
+        "wall_s": 80.0,
+        "summary": gpu_check._pytest_summary(["22 passed, 3 skipped in 80.0s"]),
+    }
+    parts["preprocess"]["result"].update(size_gb=8.1, device_peak_mb=2500.0)
+    parts["features"]["result"].update(n=100_000, t=10_000, total_s=95.0, device_peak_mb=9000.0)
+    parts["al"]["result"].update(n=1_000_000, ours_update_ms_median=12.0, device_peak_mb=800.0)
+    md = gpu_check.markdown(gpu)
+    assert "**GPU half: ran on NVIDIA H100 80GB HBM3 (rendering test)" in md
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "22 passed" in rows["tests"] and "| yes |" in rows["tests"]
+    assert "| yes |" in rows["features"] and "9,000" in rows["features"]  # 95 s < 2 minutes
+    assert "| yes |" in rows["al"]  # 12 ms < 50 ms at 1,000,000
+    pre = parts["preprocess"]["result"]
+    met = pre["ratio_pass_over_raw"] >= 0.9 and gpu_check._held_mb(pre) < 2048
+    assert f"| {'yes' if met else 'no'} |" in rows["preprocess"]
 
 
 def test_explicit_cuda_without_a_gpu_stops_with_the_reason(tmp_path, monkeypatch, capsys):
