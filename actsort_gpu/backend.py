@@ -82,6 +82,14 @@ class Backend:
             return "cpu (asked for)"
         return f"cpu (auto: {self.reason})"
 
+    def release(self) -> None:
+        """Hand the device memory CuPy's pools keep for reuse back to the driver, so that the
+        next stage (torch: the encoder, the learner) or another process can have it. Called
+        when an array stage ends; nothing to do on the CPU."""
+        if self.xp is not np:
+            self.xp.get_default_memory_pool().free_all_blocks()
+            self.xp.get_default_pinned_memory_pool().free_all_blocks()
+
     def provenance(self) -> dict:
         """What a stage records in the store's ``stages`` attrs (JSON-ready)."""
         out = {"device": self.name, "device_requested": self.requested}

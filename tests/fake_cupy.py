@@ -329,6 +329,19 @@ def _namespace(name, source, names, wrap_all=True):
     return mod
 
 
+class MemoryPool:
+    """CuPy's memory pools as far as the project uses them: ``free_all_blocks`` (counted)."""
+
+    def __init__(self):
+        self.freed = 0
+
+    def free_all_blocks(self) -> None:
+        self.freed += 1
+
+    def used_bytes(self) -> int:
+        return MEMORY.in_use
+
+
 # ------------------------------------------------------------------ kernels
 class RawKernel:
     """Runs the project's own CUDA kernels through their NumPy twins (by kernel name)."""
@@ -385,6 +398,9 @@ def build():
     cp.asnumpy = lambda a, stream=None, order="C", out=None: (
         a.get(out=out) if isinstance(a, ndarray) else np.asarray(a)
     )
+    pool, pinned = MemoryPool(), MemoryPool()
+    cp.get_default_memory_pool = lambda: pool
+    cp.get_default_pinned_memory_pool = lambda: pinned
     cp.get_array_module = lambda *args: cp if any(isinstance(a, ndarray) for a in args) else np
     cp.fft = _namespace("cupy.fft", np.fft, dir(np.fft))
     cp.linalg = _namespace("cupy.linalg", np.linalg, dir(np.linalg))

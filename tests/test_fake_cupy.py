@@ -110,8 +110,11 @@ def test_preprocess_and_features_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeyp
     cfg = benchdata.training_recording_config(2000, size_px=96, n_frames=240, kind="2p")
     cpu, _ = demo.synthetic_store(tmp_path / "cpu", cfg, features=True, device="cpu")
     with monkeypatch.context() as m:
-        fake_cupy.install(m)
+        cp = fake_cupy.install(m)
         gpu, _ = demo.synthetic_store(tmp_path / "gpu", cfg, features=True, device="cuda")
+    # each array stage hands CuPy's cached blocks back when it ends (torch may need them next)
+    assert cp.get_default_memory_pool().freed == 2
+    assert cp.get_default_pinned_memory_pool().freed == 2
     a, b = SortStore.open(cpu, "r"), SortStore.open(gpu, "r")
     for stage in ("preprocess", "features"):
         assert b.attrs["stages"][stage]["device"] == "cuda", stage

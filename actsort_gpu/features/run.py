@@ -338,21 +338,25 @@ def compute_features(
             )
         bounds = [(a, min(a + block, n)) for a in range(0, n, block)]
         if client is None:
-            t0 = time.perf_counter()
-            similarity = trace_similarity(
-                store,
-                config,
-                xp=xp,
-                progress=progress,
-                timings=timings,
-                sketch_stats=sketch_stats,
-            )
-            timings["similarity"] += time.perf_counter() - t0
-            ctx = _load_context(store, config, xp, timings)
-            parts = [
-                _block_features(ctx, slice(a, b), similarity[a:b], timings)
-                for a, b in tqdm(bounds, desc="features", disable=not progress)
-            ]
+            try:
+                t0 = time.perf_counter()
+                similarity = trace_similarity(
+                    store,
+                    config,
+                    xp=xp,
+                    progress=progress,
+                    timings=timings,
+                    sketch_stats=sketch_stats,
+                )
+                timings["similarity"] += time.perf_counter() - t0
+                ctx = _load_context(store, config, xp, timings)
+                parts = [
+                    _block_features(ctx, slice(a, b), similarity[a:b], timings)
+                    for a, b in tqdm(bounds, desc="features", disable=not progress)
+                ]
+                del ctx
+            finally:
+                backend.release()
         else:
             t0 = time.perf_counter()
             # the workers get the resolved device: "cuda" there fails loudly, never silently

@@ -243,6 +243,7 @@ def preprocess(
             )
     finally:
         movie.close()
+        backend.release()
     with _disk_errors(store):
         _write_outputs(store, geo, events, plan, images, config, scratch, dt, info)
     shutil.rmtree(scratch, ignore_errors=True)
