@@ -221,19 +221,7 @@ class ndarray:  # noqa: N801 - CuPy's name
                 return _wrap(attr(*_unwrap(args), **_unwrap(kwargs)))
 
             return method
-        return _wrap(attr) if isinstance(attr, np.ndarray) else attr
-
-    @property
-    def T(self):  # noqa: N802 - NumPy's name
-        return ndarray(self._a.T)
-
-    @property
-    def shape(self):
-        return self._a.shape
-
-    @property
-    def dtype(self):
-        return self._a.dtype
+        return _wrap(attr) if isinstance(attr, np.ndarray) else attr  # shape, dtype, T, ...
 
 
 ndarray.__module__ = "cupy._core.core"  # what actsort_gpu._xp.is_cupy looks at
@@ -315,7 +303,7 @@ def _to_device(copy: bool):
     return call
 
 
-def _namespace(name, source, names, wrap_all=True):
+def _namespace(name, source, names):
     mod = types.ModuleType(name)
     for n in names:
         obj = getattr(source, n, None)
@@ -323,7 +311,7 @@ def _namespace(name, source, names, wrap_all=True):
             continue
         if isinstance(obj, np.ufunc):
             obj = _Ufunc(obj)
-        elif callable(obj) and not isinstance(obj, type) and wrap_all:
+        elif callable(obj) and not isinstance(obj, type):
             obj = _function(obj, n)
         setattr(mod, n, obj)
     return mod

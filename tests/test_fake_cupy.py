@@ -99,22 +99,27 @@ def test_backend_hands_out_the_fake_for_cuda_and_forgets_it_after(monkeypatch):
         assert not backend.resolve_backend("auto").is_gpu
 
 
-def test_preprocess_and_features_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeypatch):
-    """The whole GPU path of the movie pass and the feature stage (every CuPy branch, the
-    gather's batching and device buffers) on the fake, against the CPU run of the same
-    recording."""
+@pytest.fixture(scope="module")
+def cpu_store(tmp_path_factory):
+    """A small synthetic recording carried through preprocess and features on the CPU."""
     from actsort_gpu import demo
     from actsort_gpu.embed import benchdata
-    from actsort_gpu.store import SortStore
 
     cfg = benchdata.training_recording_config(2000, size_px=96, n_frames=240, kind="2p")
-    cpu, _ = demo.synthetic_store(tmp_path / "cpu", cfg, features=True, device="cpu")
-    with monkeypatch.context() as m:
-        cp = fake_cupy.install(m)
-        gpu, _ = demo.synthetic_store(tmp_path / "gpu", cfg, features=True, device="cuda")
-    # each array stage hands CuPy's cached blocks back when it ends (torch may need them next)
-    assert cp.get_default_memory_pool().freed == 2
-    assert cp.get_default_pinned_memory_pool().freed == 2
+    path, _ = demo.synthetic_store(tmp_path_factory.mktemp("cpu"), cfg, features=True, device="cpu")
+    return path
+
+
+def _copy(store, tmp_path):
+    """A copy of the store (its movie stays where it is) for a rerun of its stages."""
+    import shutil
+
+    return shutil.copytree(store, tmp_path / store.name)
+
+
+def _assert_gpu_store_equals_cpu(cpu, gpu):
+    from actsort_gpu.store import SortStore
+
     a, b = SortStore.open(cpu, "r"), SortStore.open(gpu, "r")
     for stage in ("preprocess", "features"):
         assert b.attrs["stages"][stage]["device"] == "cuda", stage
@@ -128,20 +133,33 @@ def test_preprocess_and_features_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeyp
     np.testing.assert_allclose(fb, fa, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-def test_dask_pieces_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeypatch):
+def test_preprocess_and_features_on_the_fake_gpu_equal_the_cpu(cpu_store, tmp_path, monkeypatch):
+    """The whole GPU path of the movie pass and the feature stage (every CuPy branch, the
+    gather's batching and device buffers) on the fake, against the CPU run of the same
+    recording."""
+    from actsort_gpu.features import compute_features
+    from actsort_gpu.preprocess import preprocess
+
+    gpu = _copy(cpu_store, tmp_path)
+    with monkeypatch.context() as m:
+        cp = fake_cupy.install(m)
+        preprocess(gpu, device="cuda")
+        compute_features(gpu, device="cuda")
+    # each array stage hands CuPy's cached blocks back when it ends (torch may need them next)
+    assert cp.get_default_memory_pool().freed == 2
+    assert cp.get_default_pinned_memory_pool().freed == 2
+    _assert_gpu_store_equals_cpu(cpu_store, gpu)
+
+
+def test_dask_pieces_on_the_fake_gpu_equal_the_cpu(cpu_store, tmp_path, monkeypatch):
     """The GPU path of the Dask pieces (time pieces of the movie pass, candidate blocks and
     similarity tile pairs of the features), on threaded workers that share the fake."""
     distributed = pytest.importorskip("distributed")
-    from actsort_gpu import demo
     from actsort_gpu.config import FeatureConfig, PreprocessConfig
-    from actsort_gpu.embed import benchdata
     from actsort_gpu.features import compute_features
     from actsort_gpu.preprocess import preprocess
-    from actsort_gpu.store import SortStore
 
-    cfg = benchdata.training_recording_config(2000, size_px=96, n_frames=240, kind="2p")
-    cpu, _ = demo.synthetic_store(tmp_path / "cpu", cfg, features=True, device="cpu")
-    gpu, _ = demo.synthetic_store(tmp_path / "gpu", cfg, features=False, device="cpu")
+    gpu = _copy(cpu_store, tmp_path)
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
@@ -162,16 +180,7 @@ def test_dask_pieces_on_the_fake_gpu_equal_the_cpu(tmp_path, monkeypatch):
             scheduler=cluster.scheduler_address,
         )
     assert done["pieces"] > 1
-    a, b = SortStore.open(cpu, "r"), SortStore.open(gpu, "r")
-    assert b.attrs["stages"]["preprocess"]["device"] == "cuda"
-    assert b.attrs["stages"]["features"]["device"] == "cuda"
-    for key in ("snapshots/data", "candidates/traces"):
-        np.testing.assert_array_equal(a.read(key), b.read(key), err_msg=key)
-    for key in ("fov/mean", "fov/max", "fov/std", "fov/corr"):
-        np.testing.assert_allclose(a.read(key), b.read(key), rtol=1e-5, atol=1e-6, err_msg=key)
-    np.testing.assert_allclose(
-        b.read("features/matrix"), a.read("features/matrix"), rtol=1e-5, atol=1e-6, equal_nan=True
-    )
+    _assert_gpu_store_equals_cpu(cpu_store, gpu)
 
 
 def test_compiled_kernels_are_kept_per_cupy_module(fcp, monkeypatch):
