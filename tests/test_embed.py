@@ -307,7 +307,7 @@ def test_nt_xent_known_answer():
 
 
 # ---------------------------------------------------------------- training + checkpoints
-def _fit_arrays(seed=3, supervised=False, **config):
+def _fit_arrays(seed=3, supervised=False, device="cpu", **config):
     from actsort_gpu.embed.data import EmbedDataModule
     from actsort_gpu.embed.train import fit_module
 
@@ -316,7 +316,32 @@ def _fit_arrays(seed=3, supervised=False, **config):
     dm = EmbedDataModule(
         arrays=(images, traces, va, labels), image_size=16, batch_size=cfg.batch_size, seed=seed
     )
-    return fit_module(dm, cfg, supervised=supervised), (images, traces, va, labels)
+    module = fit_module(dm, cfg, supervised=supervised, device=device)
+    return module, (images, traces, va, labels)
+
+
+def test_training_leaves_torch_determinism_settings_as_it_found_them(monkeypatch):
+    """Lightning's deterministic=True switched torch's deterministic algorithms on for the rest
+    of the process (on a GPU, a later operation without a deterministic kernel would raise)."""
+    import os
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    import lightning as L
+
+    fit = L.Trainer.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", spy)
+    _fit_arrays(seed=3)
+    assert seen == [True]  # on while training (the weights are reproducible) ...
+    assert not torch.are_deterministic_algorithms_enabled()  # ... and off again after
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert not torch.backends.cudnn.deterministic
 
 
 def test_training_is_deterministic_given_a_seed():
@@ -803,6 +828,25 @@ def test_embed_gpu_matches_cpu():
     images, traces, va, _ = _toy_arrays(40)
     torch.manual_seed(0)
     enc = CandidateEncoder(8, 4).eval()
+    cpu = embed_inputs(enc, images, traces, va, device="cpu")
+    gpu = embed_inputs(enc, images, traces, va, device="cuda")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_encoder_trains_on_the_gpu(tmp_path):
+    """Lightning on the GPU (supervised, so the label head runs too), then the saved checkpoint
+    embeds the same on either device."""
+    from actsort_gpu.embed.encoder import load_checkpoint, save_checkpoint
+    from actsort_gpu.embed.infer import embed_inputs
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    module, (images, traces, va, _) = _fit_arrays(seed=3, supervised=True, device="cuda")
+    assert module.global_step > 0
+    assert all(torch.isfinite(p).all() for p in module.encoder.parameters())
+    save_checkpoint(tmp_path / "enc.pt", module.encoder, image_size=16)
+    enc, _ = load_checkpoint(tmp_path / "enc.pt")
     cpu = embed_inputs(enc, images, traces, va, device="cpu")
     gpu = embed_inputs(enc, images, traces, va, device="cuda")
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)

@@ -232,7 +232,8 @@ def fit_l1_logistic(
             frac = min(max(frac, 1e-6), 1 - 1e-6)
             theta[-1] = math.log(frac / (1 - frac))
     else:
-        theta = np.asarray(torch.as_tensor(init).detach().cpu(), dtype=np.float64).copy()
+        host = init.detach().cpu().numpy() if isinstance(init, torch.Tensor) else init
+        theta = np.array(host, dtype=np.float64)
     theta_t = torch.as_tensor(theta, device=device)
     loss, grad, p = _loss_grad(xa, y01, w, theta_t, n, offset)
     fval = float(loss) + float(lam_np @ np.abs(theta))

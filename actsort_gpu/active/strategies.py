@@ -134,7 +134,8 @@ class Discriminator:
         self._unl_pick = unl_pick
         self._calls += 1
         rows = torch.as_tensor(np.concatenate([lab_idx, unl_pick]), device=features.device)
-        y = torch.cat([torch.ones(m), -torch.ones(m)]).to(features.device)
+        y = torch.ones(2 * m, device=features.device)
+        y[m:] = -1.0
         self.model.fit(features[rows], y)
         p = self.model.predict_proba(features)
         acc = float(((p > 0.5) == labelled).float().mean())

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..labels import balanced_accuracy
 from .linear import L1Logistic, zscore_columns
@@ -262,7 +261,7 @@ class TrainingReport:
 def _fit(x: np.ndarray, y: np.ndarray, lambda_scale: float) -> np.ndarray:
     """[coef..., intercept] of the class-balanced L1-logistic on rows x (n, F), y +1 / -1."""
     model = L1Logistic(lambda_scale=lambda_scale, tol=1e-7)
-    model.fit(torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float64), balanced_weights(y))
+    model.fit(x, np.asarray(y, np.float64), balanced_weights(y))
     return model.theta_.cpu().numpy().astype(np.float64)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,13 +32,15 @@ def fit_module(
     """Fit an :class:`EmbedModule` on ``datamodule`` (already set up or not); returns it.
 
     ``init``: an encoder state dict to start from (fine-tuning), e.g. from a checkpoint.
+    ``device``: "auto" | "cpu" | "cuda", resolved by the one device switch ("cuda" without
+    torch's CUDA raises ``backend.DeviceError`` rather than training on the CPU).
 
     Seeds Python, NumPy and torch with ``config.seed`` and asks Lightning for deterministic
     algorithms, so two runs on the same machine and device give identical weights.
     """
     import lightning as L
-    import torch
 
+    from .infer import torch_device
     from .model import EmbedModule
 
     if config.max_epochs < 1:
@@ -60,24 +64,57 @@ def fit_module(
     )
     if init is not None:
         module.encoder.load_state_dict(init)
-    accelerator = "gpu" if device == "cuda" and torch.cuda.is_available() else "cpu"
+    accelerator = "gpu" if torch_device(device) == "cuda" else "cpu"
     max_time = None if config.max_seconds is None else timedelta(seconds=config.max_seconds)
-    trainer = L.Trainer(
-        max_epochs=config.max_epochs,
-        max_time=max_time,
-        accelerator=accelerator,
-        devices=1,
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-    )
-    trainer.fit(module, datamodule=datamodule)
+    with _torch_flags_restored():  # deterministic=True switches them process-wide
+        trainer = L.Trainer(
+            max_epochs=config.max_epochs,
+            max_time=max_time,
+            accelerator=accelerator,
+            devices=1,
+            deterministic=True,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=10,
+        )
+        trainer.fit(module, datamodule=datamodule)
     module.encoder.eval()
     return module
+
+
+@contextmanager
+def _torch_flags_restored() -> Iterator[None]:
+    """Put torch's process-wide determinism settings back as they were on leaving.
+
+    Lightning's ``Trainer(deterministic=True)`` turns on ``torch.use_deterministic_algorithms``
+    and cuDNN's deterministic mode and sets ``CUBLAS_WORKSPACE_CONFIG`` for the whole process,
+    and leaves them on after ``fit``: every later torch call in the process (the learner, the
+    encoder's inference after ``embed --adapt``) would run under them, and on a GPU an
+    operation without a deterministic CUDA kernel would raise.
+    """
+    import torch
+
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    try:
+        yield
+    finally:
+        det, warn_only, cudnn_det, cudnn_bench, cublas = before
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cudnn.deterministic = cudnn_det
+        torch.backends.cudnn.benchmark = cudnn_bench
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
 def train_encoder(
