@@ -260,7 +260,12 @@ class Job:
         self.t0 = time.perf_counter()
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # a killed part's log is complete
         )
         self.outcome: dict | None = None
 
@@ -288,7 +293,14 @@ class Job:
         return self.outcome
 
 
+_TEST_LINE = re.compile(r"^(\S+::\S+)(?: (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b)?")
+_SLOW_LINE = re.compile(r"^([\d.]+)s (setup|call|teardown) +(\S+)")
+
+
 def _pytest_summary(lines: list[str]) -> dict:
+    """Counts, failures and the slowest tests of a ``pytest -v --durations`` log. A run cut
+    short (no final line) is counted from its per-test lines, and ``running`` names the test
+    that had started and not finished."""
     counts: dict[str, int] = {}
     for line in reversed(lines):
         found = re.findall(
@@ -298,8 +310,22 @@ def _pytest_summary(lines: list[str]) -> dict:
             for k, v in found:
                 counts[v.rstrip("s") if v.startswith("error") else v] = int(k)
             break
+    running = None
+    if not counts:
+        for line in lines:
+            m = _TEST_LINE.match(line)
+            if m is None:
+                continue
+            running = None if m.group(2) else m.group(1)
+            if m.group(2):
+                counts[m.group(2).lower()] = counts.get(m.group(2).lower(), 0) + 1
     bad = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
-    return {"counts": counts, "problems": bad[:20]}
+    slowest = []
+    for line in lines:
+        m = _SLOW_LINE.match(line)
+        if m:
+            slowest.append(f"{float(m.group(1)):.1f} s {m.group(3)} ({m.group(2)})")
+    return {"counts": counts, "problems": bad[:20], "slowest": slowest[:8], "running": running}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -395,7 +421,9 @@ def run_check(args) -> dict:
                 "pytest",
                 "-m",
                 "gpu",
-                "-q",
+                "-v",  # one line per test: a run cut short shows what finished and what hung
+                "--durations=8",
+                "--durations-min=1",
                 "-rfEs",
                 "-p",
                 "no:cacheprovider",
@@ -521,8 +549,13 @@ def _row(name: str, part: dict, report: dict) -> dict:
         row["size"] = "pytest -m gpu"
         row["result"] = ", ".join(f"{v} {k}" for k, v in c.items()) or part["status"]
         row["met"] = "yes" if c.get("passed") and not c.get("failed") else "no"
-        errs = part.get("summary", {}).get("problems", [])
-        row["notes"] = "; ".join(errs[:5])
+        summary = part.get("summary", {})
+        notes = list(summary.get("problems", [])[:5])
+        if summary.get("running"):
+            notes.append(f"{part['status']} while running {summary['running']}")
+        if summary.get("slowest"):
+            notes.append("slowest: " + ", ".join(summary["slowest"][:3]))
+        row["notes"] = "; ".join(notes)
         return row
     if part["status"] != "ok":
         row["result"] = part["status"]

@@ -109,12 +109,34 @@ def test_explicit_cuda_without_a_gpu_stops_with_the_reason(tmp_path, monkeypatch
 
 
 def test_pytest_summary_is_read():
-    summary = _gpu_check()._pytest_summary(
-        ["ERROR tests/test_ui_render.py - ModuleNotFoundError: gradio", "", "12 passed, 3 "
-         "skipped, 1 error in 40.12s"]
-    )  # fmt: skip
-    assert summary["counts"] == {"passed": 12, "skipped": 3, "error": 1}
-    assert summary["problems"] == ["ERROR tests/test_ui_render.py - ModuleNotFoundError: gradio"]
+    gc = _gpu_check()
+    log = [
+        "tests/test_a.py::test_one[cupy] PASSED                                    [ 33%]",
+        "tests/test_a.py::test_two[cuda] FAILED                                    [ 66%]",
+        "tests/test_a.py::test_three SKIPPED (torch sees no CUDA GPU)              [100%]",
+        "============================= slowest 8 durations ==============================",
+        "12.52s call     tests/test_a.py::test_two[cuda]",
+        "1.10s setup    tests/test_a.py::test_one[cupy]",
+        "FAILED tests/test_a.py::test_two[cuda] - AssertionError: x",
+        "ERROR tests/test_ui_render.py - ModuleNotFoundError: gradio",
+        "1 failed, 1 passed, 1 skipped, 1 error in 40.12s",
+    ]
+    summary = gc._pytest_summary(log)
+    assert summary["counts"] == {"failed": 1, "passed": 1, "skipped": 1, "error": 1}
+    assert summary["problems"] == log[6:8]
+    assert summary["slowest"] == [
+        "12.5 s tests/test_a.py::test_two[cuda] (call)",
+        "1.1 s tests/test_a.py::test_one[cupy] (setup)",
+    ]
+    assert summary["running"] is None
+    # killed at the part's deadline: no final line; counted from the per-test lines, and the
+    # test that had started names itself (pytest -v writes its id before it runs)
+    cut = gc._pytest_summary(log[:3] + ["tests/test_b.py::test_slow[cuda] "])
+    assert cut["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
+    assert cut["running"] == "tests/test_b.py::test_slow[cuda]"
+    row = gc._row("tests", {"status": "timed out after 150 s", "summary": cut}, {"gpu_half_ran": 1})
+    assert row["met"] == "no" and "1 passed, 1 failed, 1 skipped" in row["result"]
+    assert "timed out after 150 s while running tests/test_b.py::test_slow[cuda]" in row["notes"]
 
 
 def test_a_part_out_of_time_is_reported_not_hidden(tmp_path, monkeypatch):
