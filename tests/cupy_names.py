@@ -1,5 +1,6 @@
-"""Names of CuPy 14.2's namespaces and keyword arguments (generated from cupy-cuda13x 14.2.0
-with ``dir()`` and ``inspect.signature``).
+"""Names of CuPy 14.2's namespaces, its array's methods and their keyword arguments (generated
+from cupy-cuda13x 14.2.0 with ``dir()``, ``inspect.signature`` and, for the array's Cython
+methods, the signatures embedded in their docstrings).
 
 :mod:`tests.fake_cupy` exposes a NumPy function only when CuPy has one of that name, so code
 that calls a NumPy function CuPy lacks fails on the CPU as it would on the GPU.
@@ -323,4 +324,79 @@ CUPY_KEYWORDS = {
     "where": ("condition", "x", "y"),
     "zeros": ("shape", "dtype", "order"),
     "zeros_like": ("a", "dtype", "order", "subok", "shape"),
+}
+
+
+#: public attributes of ``cupy.ndarray`` (CuPy 14.2; ``dir()``)
+CUPY_NDARRAY_NAMES = frozenset(
+    """
+    T all any argmax argmin argpartition argsort astype base byteswap choose clip compress conj
+    conjugate copy cstruct cumprod cumsum data device diagonal dot dtype dump dumps fill flags
+    flat flatten get imag item itemsize mT max mdspan mean min nbytes ndim nonzero partition
+    prod ptp put ravel real reduced_view repeat reshape round scatter_add scatter_max
+    scatter_min searchsorted set shape size sort squeeze std strides sum swapaxes take toDlpack
+    tobytes tofile tolist trace transpose var view
+    """.split()  # noqa: SIM905 - a list of names, generated
+)
+
+#: keyword arguments of ``cupy.ndarray`` methods (CuPy 14.2; from the signatures Cython embeds
+#: in their docstrings, ``inspect.signature`` cannot read them)
+CUPY_NDARRAY_KEYWORDS = {
+    "all": ("axis", "out", "keepdims"),
+    "any": ("axis", "out", "keepdims"),
+    "argmax": ("axis", "out", "dtype", "keepdims"),
+    "argmin": ("axis", "out", "dtype", "keepdims"),
+    "argpartition": ("kth", "axis"),
+    "argsort": ("axis", "kind"),
+    "astype": ("dtype", "order", "casting", "subok", "copy"),
+    "byteswap": ("inplace",),
+    "choose": ("choices", "out", "mode"),
+    "clip": ("min", "max", "out"),
+    "compress": ("condition", "axis", "out"),
+    "conj": (),
+    "conjugate": (),
+    "copy": ("order",),
+    "cumprod": ("axis", "dtype", "out"),
+    "cumsum": ("axis", "dtype", "out"),
+    "diagonal": ("offset", "axis1", "axis2"),
+    "dot": ("b", "out"),
+    "dump": ("file",),
+    "dumps": (),
+    "fill": ("value",),
+    "flatten": ("order",),
+    "get": ("stream", "order", "out", "blocking"),
+    "item": (),
+    "max": ("axis", "out", "keepdims"),
+    "mdspan": ("index_type", "allow_unsafe"),
+    "mean": ("axis", "dtype", "out", "keepdims"),
+    "min": ("axis", "out", "keepdims"),
+    "nonzero": (),
+    "partition": ("kth", "axis"),
+    "prod": ("axis", "dtype", "out", "keepdims"),
+    "ptp": ("axis", "out", "keepdims"),
+    "put": ("indices", "values", "mode"),
+    "ravel": ("order",),
+    "reduced_view": ("dtype",),
+    "repeat": ("repeats", "axis"),
+    "reshape": ("order", "copy"),
+    "round": ("decimals", "out"),
+    "scatter_add": ("slices", "value"),
+    "scatter_max": ("slices", "value"),
+    "scatter_min": ("slices", "value"),
+    "searchsorted": ("v", "side", "sorter"),
+    "set": ("arr", "stream"),
+    "sort": ("axis", "kind"),
+    "squeeze": ("axis",),
+    "std": ("axis", "dtype", "out", "ddof", "keepdims"),
+    "sum": ("axis", "dtype", "out", "keepdims"),
+    "swapaxes": ("axis1", "axis2"),
+    "take": ("indices", "axis", "out"),
+    "toDlpack": (),
+    "tobytes": ("order",),
+    "tofile": ("fid", "sep", "format"),
+    "tolist": (),
+    "trace": ("offset", "axis1", "axis2", "dtype", "out"),
+    "transpose": (),
+    "var": ("axis", "dtype", "out", "ddof", "keepdims"),
+    "view": ("dtype", "type"),
 }

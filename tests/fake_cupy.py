@@ -15,7 +15,9 @@ host NumPy arrays but behave as CuPy's do where code can go wrong:
   cannot be a slice bound or a ``range`` argument);
 - module functions exist only where CuPy 14.2 has them, take only the keywords its
   signatures list (``cupy_names.py``), and NumPy functions called on these arrays dispatch
-  only to those;
+  only to those; the arrays have only ``cupy.ndarray``'s attributes, and its methods take only
+  their keywords (``x.argsort(stable=True)``, ``x.sum(initial=0)``, ``x.max(where=m)``,
+  ``x.setflags()`` raise as on CuPy);
 - ``RawKernel`` runs the project's own kernels through their NumPy twins (the gather), and
   refuses any other source.
 
@@ -35,7 +37,13 @@ import weakref
 
 import numpy as np
 import scipy.special
-from cupy_names import CUPY_KEYWORDS, CUPY_NAMES, CUPYX_SPECIAL_NAMES
+from cupy_names import (
+    CUPY_KEYWORDS,
+    CUPY_NAMES,
+    CUPY_NDARRAY_KEYWORDS,
+    CUPY_NDARRAY_NAMES,
+    CUPYX_SPECIAL_NAMES,
+)
 
 _IMPLICIT = (
     "Implicit conversion to a NumPy array is not allowed. "
@@ -214,10 +222,15 @@ class ndarray:  # noqa: N801 - CuPy's name
             # never hand out __array_interface__ / __array_struct__: NumPy would read the host
             # data through them without asking __array__
             raise AttributeError(name)
+        if name not in CUPY_NDARRAY_NAMES:
+            raise AttributeError(f"'cupy.ndarray' object has no attribute {name!r}")
         attr = getattr(self._a, name)
         if callable(attr):
 
             def method(*args, **kwargs):
+                unknown = sorted(set(kwargs) - set(CUPY_NDARRAY_KEYWORDS.get(name, kwargs)))
+                if unknown:
+                    raise TypeError(f"cupy.ndarray.{name}() got unexpected keywords {unknown}")
                 return _wrap(attr(*_unwrap(args), **_unwrap(kwargs)))
 
             return method

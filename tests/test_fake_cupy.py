@@ -66,6 +66,14 @@ def test_only_what_cupy_has(fcp):
     with pytest.raises(TypeError, match="unexpected keyword"):
         np.sort(x, stable=True)  # NumPy 2 has it, CuPy 14 does not
     assert float(fcp.quantile(x[fcp.isfinite(x)], 0.5, method="linear")) == 2.0
+    # the array's methods too: only CuPy's, with CuPy's keywords
+    assert x.argsort(axis=-1, kind=None).shape == x.cumsum(axis=0, dtype=None).shape == (3,)
+    with pytest.raises(TypeError, match="unexpected keywords"):
+        x.argsort(stable=True)  # NumPy 2's method takes it, CuPy 14's does not
+    with pytest.raises(TypeError, match="unexpected keywords"):
+        x.max(initial=0.0)
+    with pytest.raises(AttributeError, match="setflags"):
+        x.setflags(write=False)  # NumPy's array has it, CuPy's has not
 
 
 def test_device_copies_and_in_place_ufuncs(fcp):
