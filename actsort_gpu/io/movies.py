@@ -6,6 +6,7 @@ window it is asked for: iterating over a terabyte movie uses one chunk of frames
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -180,7 +181,9 @@ class RawFileMovie(Movie):
 
     Reads each window with ``os.preadv`` into a fresh buffer: no memory map, so the resident
     memory is one window however long the movie (a memory map keeps every touched page counted).
-    The file's size is checked at open: a truncated file is refused before any read.
+    A file of 256 MB or more that is mostly not in the page cache is read with direct I/O
+    (:mod:`.direct`: no page-cache fill, one copy; decided at the first read). The file's size
+    is checked at open: a truncated file is refused before any read.
     """
 
     format = "raw"
@@ -201,6 +204,13 @@ class RawFileMovie(Movie):
                 "missing"
             )
         self._fd = os.open(self.path, os.O_RDONLY)
+        self._direct = None  # decided at the first read (.direct.open_direct)
+        self._direct_checked = False
+
+    @property
+    def read_mode(self) -> str:
+        """'direct' (page cache bypassed) or 'buffered'; 'buffered' before the first read."""
+        return "direct" if self._direct is not None else "buffered"
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.height, self.width), dtype=self.dtype)
@@ -220,6 +230,21 @@ class RawFileMovie(Movie):
     def _pread(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         view = memoryview(out.reshape(-1).view(np.uint8))
         pos, done = self._offset + start * self.frame_bytes, 0
+        if not self._direct_checked:
+            from .direct import open_direct
+
+            self._direct_checked = True
+            self._direct = open_direct(self.path, self.path.stat().st_size)
+        if self._direct is not None:
+            try:
+                self._direct.read_into(view, pos)
+                done = len(view)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                log.info("%s: direct reads refused (%s); reading through the cache", self.path, exc)
+                self._direct.close()
+                self._direct = None
         while done < len(view):
             n = os.preadv(self._fd, [view[done:]], pos + done)
             if n <= 0:
@@ -236,6 +261,9 @@ class RawFileMovie(Movie):
         if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
             self._fd = None
+        if getattr(self, "_direct", None) is not None:
+            self._direct.close()
+            self._direct = None
 
 
 class NpyMovie(RawFileMovie):

@@ -1,0 +1,116 @@
+"""Direct (``O_DIRECT``) reads of raw movies: the same bytes as buffered reads, at any offset,
+across blocks and at the end of the file; buffered reads where the file is cached or the file
+system refuses direct I/O."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from actsort_gpu.io import direct
+from actsort_gpu.io.movies import NpyMovie
+from actsort_gpu.preprocess.reader import ChunkReader
+
+
+def _direct_or_skip(path, block_bytes=direct.BLOCK_BYTES):
+    try:
+        return direct.DirectReader(path, block_bytes)
+    except (OSError, AttributeError) as exc:  # no O_DIRECT here (tmpfs, not Linux)
+        pytest.skip(f"no direct I/O on {path.parent}: {exc}")
+
+
+def test_direct_reads_give_the_files_bytes_at_any_offset(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, 3 * 8192 + 777, dtype=np.uint8)
+    path = tmp_path / "f.bin"
+    data.tofile(path)
+    reader = _direct_or_skip(path, block_bytes=8192)  # small blocks: several reads per call
+    try:
+        cases = [(0, 1), (1, 4095), (128, 8192 * 2 + 5), (4096, 4096), (9000, len(data) - 9000)]
+        for pos, n in cases:
+            out = bytearray(n)
+            reader.read_into(memoryview(out), pos)
+            assert bytes(out) == data[pos : pos + n].tobytes(), (pos, n)
+        with pytest.raises(OSError, match="unexpected end of file at byte"):
+            reader.read_into(memoryview(bytearray(10)), len(data) - 5)
+    finally:
+        reader.close()
+
+
+@pytest.fixture
+def npy_movie(tmp_path):
+    """A (37, 24, 30) uint16 .npy (header 128 bytes: no frame starts page-aligned)."""
+    frames = np.random.default_rng(1).integers(0, 60000, (37, 24, 30), dtype=np.uint16)
+    path = tmp_path / "movie.npy"
+    np.save(path, frames)
+    return path, frames
+
+
+def _force_direct(monkeypatch):
+    """open_direct as for a large file that is not in the page cache."""
+    real = direct.open_direct
+    monkeypatch.setattr(direct, "cached_share", lambda path: 0.0)
+    monkeypatch.setattr(direct, "open_direct", lambda path, size: real(path, size, min_bytes=0))
+
+
+def test_a_movie_not_in_the_cache_is_read_directly_with_the_same_frames(npy_movie, monkeypatch):
+    path, frames = npy_movie
+    _direct_or_skip(path).close()
+    _force_direct(monkeypatch)
+    movie = NpyMovie(path)
+    try:
+        assert movie.read_mode == "buffered"  # decided at the first read
+        np.testing.assert_array_equal(movie.read(0, 5), frames[:5])
+        assert movie.read_mode == "direct"
+        np.testing.assert_array_equal(movie.read(30, 37), frames[30:])  # the file's end
+        got = [f.copy() for _, f in ChunkReader(movie, 8)]  # the movie pass's reader
+        np.testing.assert_array_equal(np.concatenate(got), frames)
+    finally:
+        movie.close()
+
+
+def test_refused_direct_reads_fall_back_to_the_cache(npy_movie, monkeypatch, caplog):
+    path, frames = npy_movie
+    _direct_or_skip(path).close()
+    _force_direct(monkeypatch)
+
+    def refused(self, dest, pos):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    with NpyMovie(path) as movie, caplog.at_level("INFO"):
+        np.testing.assert_array_equal(movie.read(0, 2), frames[:2])
+        assert movie.read_mode == "direct"
+        monkeypatch.setattr(direct.DirectReader, "read_into", refused)  # e.g. a remount
+        np.testing.assert_array_equal(movie.read(3, 9), frames[3:9])
+        assert movie.read_mode == "buffered"
+    assert "direct reads refused" in caplog.text
+
+
+def test_other_read_errors_are_not_hidden(npy_movie, monkeypatch):
+    path, _ = npy_movie
+    _direct_or_skip(path).close()
+    _force_direct(monkeypatch)
+
+    def broken(self, dest, pos):
+        raise OSError(errno.EIO, "Input/output error")
+
+    with NpyMovie(path) as movie:
+        movie.read(0, 2)
+        monkeypatch.setattr(direct.DirectReader, "read_into", broken)
+        with pytest.raises(OSError, match="Input/output"):
+            movie.read(2, 4)
+
+
+def test_a_cached_or_small_file_is_read_through_the_cache(npy_movie):
+    path, frames = npy_movie
+    share = direct.cached_share(path)
+    if share is None:
+        pytest.skip("mincore cannot be asked here")
+    assert share == 1.0  # just written: in the page cache
+    assert direct.open_direct(path, os.path.getsize(path), min_bytes=0) is None
+    assert direct.open_direct(path, os.path.getsize(path)) is None  # below 256 MB anyway
+    with NpyMovie(path) as movie:
+        np.testing.assert_array_equal(movie.read(0, 37), frames)
+        assert movie.read_mode == "buffered"
