@@ -101,29 +101,9 @@ def _write_block(a: int, b: int) -> None:
 def resident_fraction(path: Path) -> float | None:
     """Share of the file's pages in the page cache (``mincore``); None where it cannot be
     told."""
-    import ctypes
-    import mmap
+    from actsort_gpu.io.direct import cached_share
 
-    size = os.path.getsize(path)
-    if size == 0:
-        return 0.0
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        resident = 0
-        window = 1 << 30  # a multiple of the page size: every window starts page-aligned
-        for off in range(0, size, window):
-            n = min(window, size - off)
-            view = np.memmap(path, np.uint8, mode="r", offset=off, shape=(n,))
-            pages = -(-n // mmap.PAGESIZE)
-            vec = (ctypes.c_ubyte * pages)()
-            rc = libc.mincore(ctypes.c_void_p(view.ctypes.data), ctypes.c_size_t(n), vec)
-            del view
-            if rc != 0:
-                return None
-            resident += int((np.frombuffer(vec, np.uint8) & 1).sum())
-        return resident / -(-size // mmap.PAGESIZE)
-    except (OSError, AttributeError, ValueError):
-        return None
+    return cached_share(path, samples=None)
 
 
 def evict(path: Path) -> dict:

@@ -36,22 +36,27 @@ ALIGN = 4096
 BLOCK_BYTES = 64 << 20
 
 
-def cached_share(path: str | Path, samples: int = 16, window: int = 1 << 20) -> float | None:
-    """Share of ``samples`` windows of ``window`` bytes, spread over the file, that are in the
-    page cache (``mincore``); None where it cannot be told (not Linux, empty file)."""
+def cached_share(path: str | Path, samples: int | None = 16, window: int = 1 << 20) -> float | None:
+    """Share of a file's pages that are in the page cache (``mincore``): of ``samples``
+    windows of ``window`` bytes spread over the file, or of the whole file (``samples=None``,
+    as the benchmarks check an eviction). 0.0 for an empty file; None where it cannot be told.
+    """
     size = os.path.getsize(path)
-    if size == 0 or not hasattr(os, "O_DIRECT"):
-        return None
+    if size == 0:
+        return 0.0
+    if samples is None:
+        spans = [(0, size)]
+    else:
+        starts = range(0, size, max(size // samples, window))
+        spans = [(off - off % mmap.PAGESIZE, window) for off in starts]
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as m:
             view = np.frombuffer(m, np.uint8)
             addr = view.ctypes.data
             resident = total = 0
-            step = max(size // samples, window)
-            for off in range(0, size, step):
-                off -= off % mmap.PAGESIZE
-                n = min(window, size - off)
+            for off, n in spans:
+                n = min(n, size - off)
                 pages = -(-n // mmap.PAGESIZE)
                 vec = (ctypes.c_ubyte * pages)()
                 if libc.mincore(ctypes.c_void_p(addr + off), ctypes.c_size_t(n), vec) != 0:
@@ -59,7 +64,7 @@ def cached_share(path: str | Path, samples: int = 16, window: int = 1 << 20) -> 
                 resident += int((np.frombuffer(vec, np.uint8) & 1).sum())
                 total += pages
             del view
-        return resident / total if total else None
+        return resident / total
     except (OSError, AttributeError, ValueError, BufferError):
         return None
 
