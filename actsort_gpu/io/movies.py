@@ -204,6 +204,7 @@ class RawFileMovie(Movie):
                 "missing"
             )
         self._fd = os.open(self.path, os.O_RDONLY)
+        self._file_bytes = size
         self._direct = None  # decided at the first read (.direct.open_direct)
         self._direct_checked = False
 
@@ -234,7 +235,7 @@ class RawFileMovie(Movie):
             from .direct import open_direct
 
             self._direct_checked = True
-            self._direct = open_direct(self.path, self.path.stat().st_size)
+            self._direct = open_direct(self.path, self._file_bytes)
         if self._direct is not None:
             try:
                 self._direct.read_into(view, pos)
