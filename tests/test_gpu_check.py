@@ -49,6 +49,10 @@ def test_cpu_half_at_tiny_sizes(tmp_path, monkeypatch):
         assert any(line.startswith(f"| {name} |") for line in md.splitlines())
     pre = report["parts"]["preprocess"]["result"]
     assert pre["device"] == "cpu" and pre["pass_mb_s"] > 0 and pre["raw_read_mb_s"] > 0
+    direct = pre["raw_direct_read_mb_s"]  # None where the file system refuses O_DIRECT
+    assert direct is None or direct > 0
+    best_raw = max(pre["raw_read_mb_s"], direct or 0.0)  # the target compares with the faster
+    assert pre["ratio_pass_over_raw"] == pytest.approx(pre["pass_mb_s"] / best_raw, abs=2e-3)
     assert pre["frames"] == int(0.01e9 // (128 * 128 * 2)) and pre["device_peak_mb"] is None
     assert {pre["cache_before_raw"]["method"], pre["cache_before_pass"]["method"]} <= {
         "posix_fadvise",

@@ -39,6 +39,49 @@ def test_direct_reads_give_the_files_bytes_at_any_offset(tmp_path):
         reader.close()
 
 
+def test_a_placed_buffer_is_filled_in_place_but_its_partial_pages(tmp_path):
+    data = np.random.default_rng(2).integers(0, 256, 9 * 4096 + 321, dtype=np.uint8)
+    path = tmp_path / "f.bin"
+    data.tofile(path)
+    reader = _direct_or_skip(path, block_bytes=8192)
+    try:
+        for pos, n in [(0, 4 * 4096), (128, 5 * 4096 + 77), (4095, 3 * 4096), (700, 900)]:
+            raw = np.empty(n + direct.PLACEMENT_SLACK, np.uint8)
+            placed = direct.placed_frames(raw, (n,), np.uint8, pos % direct.ALIGN)
+            before = reader.bytes_through_block
+            reader.read_into(memoryview(placed), pos)
+            assert placed.tobytes() == data[pos : pos + n].tobytes(), (pos, n)
+            through = reader.bytes_through_block - before
+            whole_pages = (n - (-pos) % direct.ALIGN) // direct.ALIGN * direct.ALIGN
+            assert through == n - max(whole_pages, 0), (pos, n)  # only the partial pages
+            if whole_pages > 0:  # the same read into an unplaced buffer copies every byte
+                unplaced = bytearray(n + 1)
+                before = reader.bytes_through_block
+                reader.read_into(memoryview(unplaced)[1:], pos)
+                assert reader.bytes_through_block - before == n
+                assert bytes(unplaced[1:]) == data[pos : pos + n].tobytes()
+        raw = np.empty(5 * 4096 + direct.PLACEMENT_SLACK, np.uint8)
+        past_end = direct.placed_frames(raw, (5 * 4096,), np.uint8, 0)
+        with pytest.raises(OSError, match="unexpected end of file at byte"):
+            reader.read_into(memoryview(past_end), 6 * 4096)  # the in-place part runs out
+    finally:
+        reader.close()
+
+
+def test_placed_frames_start_where_asked_inside_the_buffer():
+    raw = np.empty(3 * 40 * 2 + direct.PLACEMENT_SLACK, np.uint8)
+    for shift in (0, 128, 4094):
+        frames = direct.placed_frames(raw, (3, 4, 10), np.uint16, shift)
+        assert frames.shape == (3, 4, 10) and frames.dtype == np.uint16
+        assert frames.ctypes.data % direct.ALIGN == shift and frames.flags.c_contiguous
+        assert np.shares_memory(frames, raw)
+    odd = direct.placed_frames(raw, (3, 4, 10), np.uint16, 129)  # would misalign uint16
+    assert odd.ctypes.data % direct.ALIGN == 0 and odd.flags.aligned
+    assert direct.placed_frames(raw, (3, 4, 10), np.uint16, None).ctypes.data % 4096 == 0
+    with pytest.raises(ValueError, match="uint8 array of >= "):
+        direct.placed_frames(raw[: 3 * 40 * 2], (3, 4, 10), np.uint16, 0)
+
+
 @pytest.fixture
 def npy_movie(tmp_path):
     """A (37, 24, 30) uint16 .npy (header 128 bytes: no frame starts page-aligned)."""
@@ -69,6 +112,22 @@ def test_a_movie_not_in_the_cache_is_read_directly_with_the_same_frames(npy_movi
         np.testing.assert_array_equal(np.concatenate(got), frames)
     finally:
         movie.close()
+
+
+def test_the_movie_pass_reads_whole_pages_in_place(tmp_path, monkeypatch):
+    frames = np.random.default_rng(3).integers(0, 60000, (21, 64, 64), dtype=np.uint16)
+    path = tmp_path / "movie.npy"
+    np.save(path, frames)  # 8 KiB frames after a 128-byte header
+    _direct_or_skip(path).close()
+    _force_direct(monkeypatch)
+    with NpyMovie(path) as movie:
+        assert [movie.buffer_shift(f) for f in (0, 1, 4)] == [128, 128, 128]
+        got = [f.copy() for _, f in ChunkReader(movie, 4)]
+        np.testing.assert_array_equal(np.concatenate(got), frames)
+        assert movie.read_mode == "direct"
+        copied = movie._direct.bytes_through_block
+        assert copied == 6 * direct.ALIGN + 1  # a page per chunk (head + tail), open's probe
+        assert copied < movie.nbytes / 5
 
 
 def test_refused_direct_reads_fall_back_to_the_cache(npy_movie, monkeypatch, caplog):

@@ -3,10 +3,12 @@
 A movie pass reads every byte once. Through the page cache, each cold byte costs the kernel a
 page allocation, a copy and, once memory is full, reclaiming another page: on a 2-core VM that
 was 0.7-2.2 CPU-seconds per GB, taken from the accumulator's cores (benchmarks/RESULTS.md,
-"The CPU pass ..."). With ``O_DIRECT`` the disk writes into an aligned buffer of ours, and one
-``memcpy`` puts the bytes where the caller wants them. A file that is mostly cached already
-(just written, read before) is faster through the cache, so :func:`cached_share` samples it
-first.
+"The CPU pass ..."). With ``O_DIRECT`` the disk writes straight into the caller's buffer when
+that buffer sits at the same place in a page as the file offset (the movie pass's reader places
+its buffers so, :func:`placed_frames`): one large request per chunk, no copy. Other buffers,
+and the partial first and last pages, go through an aligned block of ours and one ``memcpy``.
+A file that is mostly cached already (just written, read before) is faster through the cache,
+so :func:`cached_share` samples it first.
 
 Linux only (``os.O_DIRECT``); elsewhere, and on file systems that refuse it (tmpfs), callers
 keep their buffered reads.
@@ -26,14 +28,25 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DirectReader", "cached_share", "open_direct", "ALIGN", "BLOCK_BYTES"]
+__all__ = [
+    "DirectReader",
+    "cached_share",
+    "open_direct",
+    "placed_frames",
+    "ALIGN",
+    "BLOCK_BYTES",
+    "PLACEMENT_SLACK",
+]
 
 #: file offsets, lengths and buffer addresses of direct reads are multiples of this (the page
 #: size covers every logical block size in use)
 ALIGN = 4096
-#: bytes per direct read (one aligned buffer of this size per open movie): large requests keep
-#: the disk's queue full
+#: bytes per direct read through the aligned block (one block of this size per open movie, its
+#: pages touched only by reads into buffers that are not placed): large requests keep the
+#: disk's queue full
 BLOCK_BYTES = 64 << 20
+#: extra bytes a buffer needs so that :func:`placed_frames` can put an array at any place in a page
+PLACEMENT_SLACK = 2 * ALIGN
 
 
 def cached_share(path: str | Path, samples: int | None = 16, window: int = 1 << 20) -> float | None:
@@ -69,6 +82,30 @@ def cached_share(path: str | Path, samples: int | None = 16, window: int = 1 << 
         return None
 
 
+def placed_frames(raw: np.ndarray, shape: tuple[int, ...], dtype, shift: int | None) -> np.ndarray:
+    """A C-order array of ``shape`` and ``dtype`` inside ``raw`` (a 1-D uint8 array of at
+    least its bytes + :data:`PLACEMENT_SLACK`) starting ``shift`` bytes past a page boundary.
+
+    A reader that starts a read at file offset ``pos`` into an array placed at
+    ``shift = pos % ALIGN`` can read its whole pages in place (:meth:`DirectReader.read_into`).
+    ``shift`` None (no preference), or one that would misalign ``dtype``, places it at a page
+    boundary.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if shift is None or shift % dtype.alignment:
+        shift = 0
+    start = (-_address(raw)) % ALIGN + shift % ALIGN
+    if raw.ndim != 1 or raw.dtype != np.uint8 or start + nbytes > raw.size:
+        raise ValueError(f"raw must be a 1-D uint8 array of >= {nbytes + PLACEMENT_SLACK} bytes")
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def _address(buffer) -> int:
+    """Address of the first byte of a buffer (NumPy array or memoryview)."""
+    return np.frombuffer(buffer, np.uint8).ctypes.data if len(buffer) else 0
+
+
 class DirectReader:
     """``O_DIRECT`` reads of one file into any buffer, through one aligned block buffer.
 
@@ -81,30 +118,54 @@ class DirectReader:
         self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
         self._block = mmap.mmap(-1, max(ALIGN, block_bytes - block_bytes % ALIGN))  # page-aligned
         self._lock = threading.Lock()
+        #: bytes copied out of the aligned block so far (the rest were read in place)
+        self.bytes_through_block = 0
 
     def read_into(self, dest: memoryview, pos: int) -> None:
         """Fill ``dest`` (a writable byte view) with the file's bytes from offset ``pos``.
 
-        Raises OSError (EINVAL where the file system refuses the request) or, at the end of
-        the file, OSError naming the offset.
+        When ``dest``'s address and ``pos`` lie at the same place in a page (see
+        :func:`frames_buffer`), the whole pages in between are read straight into ``dest`` and
+        only the partial first and last pages go through the aligned block (no copy of the
+        rest); otherwise every byte goes through the block. Raises OSError (EINVAL where the
+        file system refuses the request) or, at the end of the file, OSError naming the offset.
         """
-        block = memoryview(self._block)
         with self._lock:
+            head = (-pos) % ALIGN
+            body = max(len(dest) - head, 0) // ALIGN * ALIGN
+            if body == 0 or (_address(dest) - pos) % ALIGN:
+                self._read_through_block(dest, pos)
+                return
+            self._read_through_block(dest[:head], pos)
             done = 0
-            while done < len(dest):
-                start = pos + done
-                aligned = start - start % ALIGN
-                skip = start - aligned
-                want = min(len(self._block), -(-(skip + len(dest) - done) // ALIGN) * ALIGN)
-                got = os.preadv(self._fd, [block[:want]], aligned)
-                usable = min(got - skip, len(dest) - done)
-                if usable <= 0:
-                    raise OSError(
-                        errno.EIO,
-                        f"{self.path}: unexpected end of file at byte {start:,} (direct read)",
-                    )
-                dest[done : done + usable] = block[skip : skip + usable]
-                done += usable
+            while done < body:
+                got = os.preadv(self._fd, [dest[head + done : head + body]], pos + head + done)
+                if got <= 0:
+                    raise self._end_of_file(pos + head + done)
+                done += got
+            self._read_through_block(dest[head + body :], pos + head + body)
+
+    def _read_through_block(self, dest: memoryview, pos: int) -> None:
+        """``read_into`` through the aligned block: aligned reads, then one copy per block."""
+        block = memoryview(self._block)
+        done = 0
+        while done < len(dest):
+            start = pos + done
+            aligned = start - start % ALIGN
+            skip = start - aligned
+            want = min(len(self._block), -(-(skip + len(dest) - done) // ALIGN) * ALIGN)
+            got = os.preadv(self._fd, [block[:want]], aligned)
+            usable = min(got - skip, len(dest) - done)
+            if usable <= 0:
+                raise self._end_of_file(start)
+            dest[done : done + usable] = block[skip : skip + usable]
+            done += usable
+        self.bytes_through_block += len(dest)
+
+    def _end_of_file(self, offset: int) -> OSError:
+        return OSError(
+            errno.EIO, f"{self.path}: unexpected end of file at byte {offset:,} (direct read)"
+        )
 
     def close(self) -> None:
         if self._fd is not None:

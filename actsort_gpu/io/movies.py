@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .direct import ALIGN
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -132,6 +134,12 @@ class Movie(ABC):
         out[...] = self.read(start, stop)
         return out
 
+    def buffer_shift(self, start: int) -> int | None:
+        """Where in a page (bytes past a boundary) a buffer for frames from ``start`` should
+        begin so that :meth:`read_into` can fill it without an extra copy
+        (:func:`.direct.placed_frames`); None when this reader has no preference."""
+        return None
+
     @abstractmethod
     def _read(self, start: int, stop: int) -> np.ndarray: ...
 
@@ -182,7 +190,8 @@ class RawFileMovie(Movie):
     Reads each window with ``os.preadv`` into a fresh buffer: no memory map, so the resident
     memory is one window however long the movie (a memory map keeps every touched page counted).
     A file of 256 MB or more that is mostly not in the page cache is read with direct I/O
-    (:mod:`.direct`: no page-cache fill, one copy; decided at the first read). The file's size
+    (:mod:`.direct`: no page-cache fill, and no copy into a buffer placed at
+    :meth:`buffer_shift`; decided at the first read). The file's size
     is checked at open: a truncated file is refused before any read.
     """
 
@@ -216,6 +225,10 @@ class RawFileMovie(Movie):
     def _read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.height, self.width), dtype=self.dtype)
         return self._pread(start, stop, out)
+
+    def buffer_shift(self, start: int) -> int:
+        """The file offset of frame ``start`` within its page (direct reads land in place)."""
+        return (self._offset + int(start) * self.frame_bytes) % ALIGN
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         if not (0 <= start <= stop <= self.n_frames):
@@ -307,6 +320,9 @@ class NpyMovie(RawFileMovie):
         if self._mmap is not None:
             return Movie.read_into(self, start, stop, out)
         return super().read_into(start, stop, out)
+
+    def buffer_shift(self, start: int) -> int | None:
+        return None if self._mmap is not None else super().buffer_shift(start)
 
 
 class Suite2pBinMovie(RawFileMovie):
@@ -419,6 +435,9 @@ class TiffMovie(Movie):
         if self._raw is not None:
             return self._raw.read_into(start, stop, out)
         return super().read_into(start, stop, out)
+
+    def buffer_shift(self, start: int) -> int | None:
+        return None if self._raw is None else self._raw.buffer_shift(start)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is not None:

@@ -8,6 +8,8 @@ import threading
 
 import numpy as np
 
+from ..io.direct import PLACEMENT_SLACK, placed_frames
+
 __all__ = ["ChunkReader"]
 
 
@@ -18,7 +20,8 @@ class ChunkReader:
     The frames are read with ``movie.read_into`` into a ring of ``depth + 1`` preallocated
     buffers (no allocation per chunk): one being read, up to ``depth - 1`` queued, one held by
     the consumer. A yielded array is valid until the next one is requested (the buffer then
-    goes back to the reader), so it is never overwritten while in use.
+    goes back to the reader), so it is never overwritten while in use. Each chunk's array is
+    placed in its buffer where ``movie.buffer_shift`` asks (direct reads then land in place).
     """
 
     def __init__(
@@ -28,8 +31,9 @@ class ChunkReader:
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._free: queue.Queue = queue.Queue()
         n = max(1, min(int(chunk_frames), stop - int(start)))
+        raw_bytes = n * movie.frame_bytes + PLACEMENT_SLACK
         for _ in range(depth + 1):
-            self._free.put(np.empty((n, movie.height, movie.width), movie.dtype))
+            self._free.put(np.empty(raw_bytes, np.uint8))
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run,
@@ -54,7 +58,9 @@ class ChunkReader:
                 buf = self._get(self._free)
                 if buf is None:
                     return
-                frames = movie.read_into(first, last, buf[: last - first])
+                shape = (last - first, movie.height, movie.width)
+                out = placed_frames(buf, shape, movie.dtype, movie.buffer_shift(first))
+                frames = movie.read_into(first, last, out)
                 while not self._stop.is_set():
                     try:
                         self._q.put((first, frames, buf), timeout=0.1)
