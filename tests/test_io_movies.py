@@ -69,6 +69,60 @@ def test_tiff_folder_of_multipage_files(tmp_path, movie):
     _check(open_movie(tmp_path), movie, "tiff-folder")
 
 
+def test_tiff_folder_reads_each_multipage_file_through_one_open_reader(tmp_path, monkeypatch):
+    import tifffile
+
+    from actsort_gpu.io import movies
+    from actsort_gpu.preprocess.reader import ChunkReader
+
+    frames = np.random.default_rng(0).integers(0, 60000, (40, H, W), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a1.tif", frames[:15], contiguous=True)  # read as a raw file
+    tifffile.imwrite(tmp_path / "a2.tif", frames[15:31], compression="zlib")
+    with tifffile.TiffWriter(tmp_path / "a10.tif") as tw:  # a page chain (ScanImage-like)
+        for f in frames[31:]:
+            tw.write(f, contiguous=False, metadata=None)
+    opened = []
+    real_init = movies.TiffMovie.__init__
+
+    def counting_init(self, path):
+        opened.append(path.name)
+        real_init(self, path)
+
+    monkeypatch.setattr(movies.TiffMovie, "__init__", counting_init)
+    with open_movie(tmp_path) as m:
+        assert isinstance(m, TiffFolderMovie) and m.shape == (40, H, W)
+        got = np.concatenate([f.copy() for _, f in ChunkReader(m, 4)])  # windows cross files
+        np.testing.assert_array_equal(got, frames)
+        assert opened == ["a1.tif", "a2.tif", "a10.tif"]  # once each, in natural order
+        with TiffMovie(tmp_path / "a1.tif") as a1:  # where a chunk's buffer should start
+            a1_shift = a1.buffer_shift(3)
+        assert a1_shift is not None and m.buffer_shift(3) == a1_shift
+        assert m.buffer_shift(20) is None and m.buffer_shift(35) is None  # zlib, page chain
+        np.testing.assert_array_equal(m.read(13, 33), frames[13:33])
+        np.testing.assert_array_equal(m.read(35, 36), frames[35:36])
+    assert m._open is None  # closed with the movie
+
+
+def test_tiff_folder_refuses_a_file_unlike_the_first(tmp_path, movie):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "part1.tif", movie[:7])
+    tifffile.imwrite(tmp_path / "part2.tif", movie[7:].astype(np.float32))
+    with pytest.raises(ValueError, match=r"part2.tif: frames of 6 x 9 float32, expected 6 x 9 "):
+        open_movie(tmp_path)
+    tifffile.imwrite(tmp_path / "part2.tif", movie[7:, :, :5])
+    with pytest.raises(ValueError, match=r"part2.tif: frames of 6 x 5 uint16, expected 6 x 9 "):
+        open_movie(tmp_path)
+    for old in tmp_path.iterdir():
+        old.unlink()
+    for i in range(T):  # one frame per file: only the first is read at open
+        tifffile.imwrite(tmp_path / f"f{i}.tif", movie[i] if i != 4 else movie[i].astype(np.int32))
+    with open_movie(tmp_path) as m:
+        np.testing.assert_array_equal(m.read(0, 4), movie[:4])
+        with pytest.raises(ValueError, match=r"f4.tif: frame of 6 x 9 int32, expected 6 x 9 uint"):
+            m.read(2, 6)
+
+
 @pytest.mark.parametrize("order", ["THW", "TWH", "HWT", "WHT"])
 def test_hdf5_axis_orders(tmp_path, movie, order, caplog):
     import h5py
