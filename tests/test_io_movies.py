@@ -134,6 +134,7 @@ def test_hdf5_axis_orders(tmp_path, movie, order, caplog):
     with caplog.at_level(logging.INFO):
         m = open_movie(tmp_path / "m.h5", expected_hw=(H, W))
     assert isinstance(m, HDF5Movie) and m.axis_order == order and m.dataset == "mov"
+    assert (m._raw is not None) == (order in ("THW", "TWH"))  # frames one after another
     _check(m, movie, "hdf5")
     if order != "THW":
         assert order in caplog.text
@@ -151,8 +152,48 @@ def test_matlab_v73_movie_prefers_reversed_order(tmp_path):
     with open(path, "r+b") as fh:
         fh.write(b"MATLAB 7.3 MAT-file, written by a test")
     with open_movie(path, expected_hw=(4, 4)) as m:
-        assert m.axis_order == "TWH"
+        assert m.axis_order == "TWH" and m._raw is not None  # offset past the user block
         np.testing.assert_array_equal(m.read(0, 5), mov)
+
+
+def test_hdf5_contiguous_datasets_are_read_as_raw_files(tmp_path, movie):
+    import h5py
+
+    from actsort_gpu.preprocess.reader import ChunkReader
+
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["contiguous"] = movie
+        f.create_dataset("gzip", data=movie, chunks=(4, H, W), compression="gzip")
+        f["big_endian"] = movie.astype(">u2")
+        f["float"] = movie.astype(np.float32) / 7
+    for name, raw in (("contiguous", True), ("gzip", False), ("big_endian", False)):
+        with open_movie(tmp_path / "m.h5", dataset=name) as m:
+            assert (m._raw is not None) == raw, name
+            _check(m, movie, "hdf5")
+            got = np.concatenate([f.copy() for _, f in ChunkReader(m, 5)])
+            np.testing.assert_array_equal(got, movie)
+    with open_movie(tmp_path / "m.h5", dataset="float") as m:
+        assert m._raw is not None and m.dtype == np.float32
+        np.testing.assert_array_equal(m.read(0, T), movie.astype(np.float32) / 7)
+
+
+def test_hdf5_raw_reads_are_checked_against_h5py(tmp_path, movie, monkeypatch):
+    """A dataset whose offset does not point at its first frame is read by h5py."""
+    import h5py
+
+    from actsort_gpu.io import movies
+
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["mov"] = movie
+    real = movies.RawFileMovie.__init__
+
+    def off_by_one_frame(self, path, shape, dtype, offset=0):
+        real(self, path, (shape[0] - 1, *shape[1:]), dtype, offset + H * W * 2)
+
+    monkeypatch.setattr(movies.RawFileMovie, "__init__", off_by_one_frame)
+    with open_movie(tmp_path / "m.h5") as m:
+        assert m._raw is None
+        _check(m, movie, "hdf5")
 
 
 def test_hdf5_dataset_choice_errors(tmp_path, movie):

@@ -705,6 +705,8 @@ class HDF5Movie(_OrderedArrayMovie):
 
     MATLAB writes [H W T] which h5py sees as (T, W, H): the order is detected from the
     extraction's H and W (``expected_hw``) and logged; windows are transposed on read.
+    A contiguous (unchunked) dataset with frames first is read like a raw file at its offset
+    (:func:`_contiguous_hdf5_raw`); chunked or compressed ones through h5py.
     """
 
     format = "hdf5"
@@ -737,6 +739,7 @@ class HDF5Movie(_OrderedArrayMovie):
             self._file.close()
             raise
         super().__init__(path, array, order, name.lstrip("/"))
+        self._raw = _contiguous_hdf5_raw(path, array, order)
         if order != "THW" or matlab:
             log.info(
                 "%s:%s: dataset shape %s read as axis order %s%s",
@@ -765,8 +768,59 @@ class HDF5Movie(_OrderedArrayMovie):
             )
         return found[0]
 
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if self._raw is None:
+            return super()._read(start, stop)
+        data = self._raw._read(start, stop)
+        return data if self.axis_order == "THW" else np.ascontiguousarray(data.transpose(0, 2, 1))
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if self._raw is not None and self.axis_order == "THW":
+            return self._raw.read_into(start, stop, out)
+        return super().read_into(start, stop, out)
+
+    def buffer_shift(self, start: int) -> int | None:
+        if self._raw is not None and self.axis_order == "THW":
+            return self._raw.buffer_shift(start)
+        return None
+
     def close(self) -> None:
+        if getattr(self, "_raw", None) is not None:
+            self._raw.close()
         self._file.close()
+
+
+def _contiguous_hdf5_raw(path: Path, array, order: str) -> RawFileMovie | None:
+    """A raw reader (``preadv``, direct I/O when large and uncached) of an HDF5 dataset whose
+    frames lie one after another in the file: contiguous layout (no chunks, so no filters), not
+    virtual or external, a native-order number type, frames first (THW, or MATLAB's TWH).
+    Its first frame must equal h5py's, bit for bit; None otherwise (h5py reads it)."""
+    dtype = array.dtype
+    if (
+        order[0] != "T"
+        or array.chunks is not None
+        or array.is_virtual
+        or array.external
+        or dtype.kind not in "uif"
+        or not dtype.isnative
+        or array.shape[0] == 0
+    ):
+        return None
+    offset = array.id.get_offset()  # from the start of the file (a MATLAB user block included)
+    if offset is None:  # storage not allocated
+        return None
+    try:
+        raw = RawFileMovie(path, tuple(array.shape), dtype, offset)
+    except OSError:
+        return None
+    try:
+        same = raw.read(0, 1).tobytes() == np.asarray(array[0:1]).tobytes()
+    except OSError:
+        same = False
+    if not same:
+        raw.close()
+        return None
+    return raw
 
 
 class ZarrMovie(_OrderedArrayMovie):
