@@ -128,6 +128,11 @@ def test_the_movie_pass_reads_whole_pages_in_place(tmp_path, monkeypatch):
         copied = movie._direct.bytes_through_block
         assert copied == 6 * direct.ALIGN + 1  # a page per chunk (head + tail), open's probe
         assert copied < movie.nbytes / 5
+        # fresh windows and iter_chunks' reused buffer are placed too
+        np.testing.assert_array_equal(movie.read(0, 21), frames)
+        reused = [f.copy() for _, f in movie.iter_chunks(8, reuse_buffer=True)]
+        np.testing.assert_array_equal(np.concatenate(reused), frames)
+        assert movie._direct.bytes_through_block - copied == 4 * direct.ALIGN
 
 
 def test_refused_direct_reads_fall_back_to_the_cache(npy_movie, monkeypatch, caplog):

@@ -115,16 +115,13 @@ class Movie(ABC):
         stop = self.n_frames if stop is None else min(int(stop), self.n_frames)
         buffer = None
         if reuse_buffer:
-            most = min(frames_per_chunk, max(stop - int(start), 1))
-            buffer = np.empty(most * self.frame_bytes + PLACEMENT_SLACK, np.uint8)
+            buffer = self.window_buffer(min(frames_per_chunk, max(stop - int(start), 1)))
         for first in range(int(start), stop, frames_per_chunk):
             last = min(first + frames_per_chunk, stop)
             if buffer is None:
                 yield first, self.read(first, last)
             else:
-                shape = (last - first, self.height, self.width)
-                out = placed_frames(buffer, shape, self.dtype, self.buffer_shift(first))
-                yield first, self.read_into(first, last, out)
+                yield first, self.read_into(first, last, self.placed_window(buffer, first, last))
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Frames [start, stop) written into ``out`` ((stop - start, H, W), the movie's dtype)."""
@@ -141,6 +138,16 @@ class Movie(ABC):
         begin so that :meth:`read_into` can fill it without an extra copy
         (:func:`.direct.placed_frames`); None when this reader has no preference."""
         return None
+
+    def window_buffer(self, n_frames: int) -> np.ndarray:
+        """Bytes for windows of up to ``n_frames`` frames, placed by :meth:`placed_window`."""
+        return np.empty(int(n_frames) * self.frame_bytes + PLACEMENT_SLACK, np.uint8)
+
+    def placed_window(self, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """The (stop - start, H, W) array inside a :meth:`window_buffer` that frames
+        [start, stop) should be read into (where :meth:`buffer_shift` asks)."""
+        shape = (stop - start, self.height, self.width)
+        return placed_frames(buffer, shape, self.dtype, self.buffer_shift(start))
 
     @abstractmethod
     def _read(self, start: int, stop: int) -> np.ndarray: ...
@@ -225,11 +232,8 @@ class RawFileMovie(Movie):
         return "direct" if self._direct is not None else "buffered"
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        shape = (stop - start, self.height, self.width)
-        raw = np.empty((stop - start) * self.frame_bytes + PLACEMENT_SLACK, np.uint8)
-        return self._pread(
-            start, stop, placed_frames(raw, shape, self.dtype, self.buffer_shift(start))
-        )
+        out = self.placed_window(self.window_buffer(stop - start), start, stop)
+        return self._pread(start, stop, out)
 
     def buffer_shift(self, start: int) -> int:
         """The file offset of frame ``start`` within its page (direct reads land in place)."""
@@ -600,8 +604,9 @@ class TiffFolderMovie(Movie):
         return self._fill(start, stop, out)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, self.height, self.width), self.dtype)
-        return self._fill(start, stop, out)
+        return self._fill(
+            start, stop, self.placed_window(self.window_buffer(stop - start), start, stop)
+        )
 
     def _fill(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Frames [start, stop) into ``out`` (C-contiguous, the movie's shape and dtype), file

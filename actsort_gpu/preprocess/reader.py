@@ -6,10 +6,6 @@ import contextlib
 import queue
 import threading
 
-import numpy as np
-
-from ..io.direct import PLACEMENT_SLACK, placed_frames
-
 __all__ = ["ChunkReader"]
 
 
@@ -21,7 +17,7 @@ class ChunkReader:
     buffers (no allocation per chunk): one being read, up to ``depth - 1`` queued, one held by
     the consumer. A yielded array is valid until the next one is requested (the buffer then
     goes back to the reader), so it is never overwritten while in use. Each chunk's array is
-    placed in its buffer where ``movie.buffer_shift`` asks (direct reads then land in place).
+    placed in its buffer by ``movie.placed_window`` (direct reads then land in place).
     """
 
     def __init__(
@@ -31,9 +27,8 @@ class ChunkReader:
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._free: queue.Queue = queue.Queue()
         n = max(1, min(int(chunk_frames), stop - int(start)))
-        raw_bytes = n * movie.frame_bytes + PLACEMENT_SLACK
         for _ in range(depth + 1):
-            self._free.put(np.empty(raw_bytes, np.uint8))
+            self._free.put(movie.window_buffer(n))
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run,
@@ -58,9 +53,7 @@ class ChunkReader:
                 buf = self._get(self._free)
                 if buf is None:
                     return
-                shape = (last - first, movie.height, movie.width)
-                out = placed_frames(buf, shape, movie.dtype, movie.buffer_shift(first))
-                frames = movie.read_into(first, last, out)
+                frames = movie.read_into(first, last, movie.placed_window(buf, first, last))
                 while not self._stop.is_set():
                     try:
                         self._q.put((first, frames, buf), timeout=0.1)
