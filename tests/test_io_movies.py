@@ -121,6 +121,9 @@ def test_tiff_folder_refuses_a_file_unlike_the_first(tmp_path, movie):
         np.testing.assert_array_equal(m.read(0, 4), movie[:4])
         with pytest.raises(ValueError, match=r"f4.tif: frame of 6 x 9 int32, expected 6 x 9 uint"):
             m.read(2, 6)
+    tifffile.imwrite(tmp_path / "f4.tif", movie[4:6])  # a two-frame file among one-frame files
+    with open_movie(tmp_path) as m, pytest.raises(ValueError, match=r"f4.tif: holds 2 frames, "):
+        m.read(0, T)
 
 
 @pytest.mark.parametrize("order", ["THW", "TWH", "HWT", "WHT"])

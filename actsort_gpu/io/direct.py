@@ -125,7 +125,7 @@ class DirectReader:
         """Fill ``dest`` (a writable byte view) with the file's bytes from offset ``pos``.
 
         When ``dest``'s address and ``pos`` lie at the same place in a page (see
-        :func:`frames_buffer`), the whole pages in between are read straight into ``dest`` and
+        :func:`placed_frames`), the whole pages in between are read straight into ``dest`` and
         only the partial first and last pages go through the aligned block (no copy of the
         rest); otherwise every byte goes through the block. Raises OSError (EINVAL where the
         file system refuses the request) or, at the end of the file, OSError naming the offset.

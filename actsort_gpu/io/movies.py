@@ -633,10 +633,17 @@ class TiffFolderMovie(Movie):
 
         file = self._files[i]
         try:
-            data = tifffile.imread(file, key=0, maxworkers=1)
+            with tifffile.TiffFile(file) as tif:
+                n = int(np.prod(tif.series[0].shape[:-2], dtype=np.int64))
+                data = tif.asarray(key=0, maxworkers=1)
         except (tifffile.TiffFileError, ValueError, OSError, IndexError, RuntimeError) as exc:
             # codecs (imagecodecs.DeflateError, ...) raise RuntimeError
             raise OSError(f"{file}: cannot read its frame: {exc}") from exc
+        if n != 1:
+            raise ValueError(
+                f"{file}: holds {n} frames, but {self._files[0].name} holds one, so the folder "
+                "was read as one frame per file; keep one layout per folder"
+            )
         if data.shape != (self.height, self.width) or data.dtype != self.dtype:
             raise ValueError(
                 f"{file}: frame of {' x '.join(map(str, data.shape))} {data.dtype}, expected "
@@ -808,8 +815,8 @@ def _contiguous_hdf5_raw(path: Path, array, order: str) -> RawFileMovie | None:
     if (
         order[0] != "T"
         or array.chunks is not None
-        or array.is_virtual
-        or array.external
+        or getattr(array, "is_virtual", False)
+        or getattr(array, "external", None)
         or dtype.kind not in "uif"
         or not dtype.isnative
         or array.shape[0] == 0
