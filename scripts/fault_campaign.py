@@ -517,6 +517,18 @@ def case_movie_not_tiff(ctx: Ctx) -> Outcome:
     return _movie_case(ctx, "movie .tif of random bytes", fake, names="fake.tif")
 
 
+def case_movie_folder_mixed_parts(ctx: Ctx) -> Outcome:
+    """A folder of TIFF parts whose second part holds float32 frames (the first uint16)."""
+    import tifffile
+
+    folder = ctx.root / "in" / "parts"
+    folder.mkdir()
+    frames = np.load(ctx.movie)
+    tifffile.imwrite(folder / "part1.tif", frames[: T // 2])
+    tifffile.imwrite(folder / "part2.tif", frames[T // 2 :].astype(np.float32))
+    return _movie_case(ctx, "TIFF folder: part 2 float32, part 1 uint16", folder, names="part2.tif")
+
+
 def case_movie_deflate_corrupt(ctx: Ctx) -> Outcome:
     """A zlib-compressed TIFF movie with one page's data damaged: found by preprocess."""
     import tifffile
@@ -1160,6 +1172,7 @@ CASES = [
     Case("movie_hw", case_movie_wrong_hw),
     Case("movie_truncated", case_movie_truncated),
     Case("movie_not_tiff", case_movie_not_tiff),
+    Case("movie_folder_parts", case_movie_folder_mixed_parts),
     Case("movie_deflate", case_movie_deflate_corrupt),
     Case("fs_negative", case_fs_negative),
     Case("fs_nan", case_fs_nan),
