@@ -882,9 +882,10 @@ class SortStore:
 
 
 def _stage_device(info: dict) -> str:
-    """' on cuda (NVIDIA H100 ...)', ' on cpu (auto: <why>), compiled accumulator' or '' from a
-    stage's record (``backend.Backend.provenance`` in its params; older stores: a ``device`` key
-    only; the accumulator: preprocess only; feature 35's sketch: features only)."""
+    """' on cuda (NVIDIA H100 ...)', ' on cpu (auto: <why>), compiled accumulator, direct reads'
+    or '' from a stage's record (``backend.Backend.provenance`` in its params; older stores: a
+    ``device`` key only; the accumulator and read mode: preprocess only; feature 35's sketch:
+    features only)."""
     params = info.get("params") or {}
     device = info.get("device") or params.get("device")
     if not device:
@@ -893,11 +894,13 @@ def _stage_device(info: dict) -> str:
         f"auto: {params['device_reason']}" if params.get("device_reason") else ""
     )
     accumulator = info.get("accumulator")  # the movie pass's (preprocess only)
+    read_mode = info.get("read_mode")  # how the pass read the movie (preprocess only)
     sketch = info.get("similarity_sketch")  # feature 35 by sketch-and-verify (features only)
     return (
         f" on {device}"
         + (f" ({detail})" if detail else "")
         + (f", {accumulator} accumulator" if accumulator else "")
+        + (f", {read_mode} reads" if read_mode else "")
         + (
             f", feature 35 by sketch ({100 * sketch['exact_work']:.0f} % of the exact products)"
             if sketch

@@ -135,6 +135,36 @@ def test_the_movie_pass_reads_whole_pages_in_place(tmp_path, monkeypatch):
         assert movie._direct.bytes_through_block - copied == 4 * direct.ALIGN
 
 
+@pytest.mark.parametrize("forced", [True, False])
+def test_the_store_records_how_the_pass_read_the_movie(tmp_path, monkeypatch, forced):
+    import scipy.sparse as sp
+
+    from actsort_gpu.ingest import ingest
+    from actsort_gpu.io.candidates import Candidates
+    from actsort_gpu.preprocess import preprocess
+    from actsort_gpu.store import SortStore
+
+    rng = np.random.default_rng(4)
+    t, h, w = 120, 32, 32
+    frames = rng.integers(90, 110, (t, h, w), dtype=np.uint16)
+    footprints = np.zeros((2, h * w), np.float32)
+    footprints[0, [100, 101, 132, 133]] = 1.0
+    footprints[1, [600, 601, 632, 633]] = 1.0
+    traces = rng.normal(0, 1, (2, t)).astype(np.float32)
+    traces[:, 40:44] += 12  # one clear event each
+    np.save(tmp_path / "movie.npy", frames)
+    if forced:
+        _direct_or_skip(tmp_path / "movie.npy").close()
+        _force_direct(monkeypatch)
+    cands = Candidates(sp.csr_matrix(footprints), traces, h, w, "npz", "c.npz")
+    with NpyMovie(tmp_path / "movie.npy") as movie:
+        ingest(movie, cands, tmp_path / "s.actsort")
+    summary = preprocess(tmp_path / "s.actsort", device="cpu")
+    mode = "direct" if forced else "buffered"
+    assert summary["read_mode"] == mode
+    assert f"accumulator, {mode} reads" in SortStore.open(tmp_path / "s.actsort").summary()
+
+
 def test_refused_direct_reads_fall_back_to_the_cache(npy_movie, monkeypatch, caplog):
     path, frames = npy_movie
     _direct_or_skip(path).close()

@@ -94,6 +94,7 @@ def test_tiff_folder_reads_each_multipage_file_through_one_open_reader(tmp_path,
         got = np.concatenate([f.copy() for _, f in ChunkReader(m, 4)])  # windows cross files
         np.testing.assert_array_equal(got, frames)
         assert opened == ["a1.tif", "a2.tif", "a10.tif"]  # once each, in natural order
+        assert m.read_mode == "buffered"  # small files: through the page cache
         with TiffMovie(tmp_path / "a1.tif") as a1:  # where a chunk's buffer should start
             a1_shift = a1.buffer_shift(3)
         assert a1_shift is not None and m.buffer_shift(3) == a1_shift

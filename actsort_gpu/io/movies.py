@@ -133,6 +133,13 @@ class Movie(ABC):
         out[...] = self.read(start, stop)
         return out
 
+    @property
+    def read_mode(self) -> str:
+        """How the frames read so far came off the disk: 'direct' (``O_DIRECT``, page cache
+        bypassed), 'buffered' (through the page cache, also every library reader), or
+        'direct+buffered' (a folder whose files were read both ways)."""
+        return "buffered"
+
     def buffer_shift(self, start: int) -> int | None:
         """Where in a page (bytes past a boundary) a buffer for frames from ``start`` should
         begin so that :meth:`read_into` can fill it without an extra copy
@@ -448,6 +455,10 @@ class TiffMovie(Movie):
     def buffer_shift(self, start: int) -> int | None:
         return None if self._raw is None else self._raw.buffer_shift(start)
 
+    @property
+    def read_mode(self) -> str:
+        return "buffered" if self._raw is None else self._raw.read_mode
+
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is not None:
             return self._raw._read(start, stop)
@@ -542,6 +553,7 @@ class TiffFolderMovie(Movie):
         self._starts = np.concatenate([[0], np.cumsum(counts)])
         self._counts = counts
         self._open: tuple[int, TiffMovie] | None = None  # the multi-page file being read
+        self._modes: set[str] = set()  # read modes of the files read so far
         self._lock = threading.Lock()
         super().__init__(path, (int(self._starts[-1]), *first[1]), first[2])
 
@@ -586,6 +598,10 @@ class TiffFolderMovie(Movie):
     def _file_index(self, frame: int) -> int:
         return int(np.searchsorted(self._starts, frame, side="right") - 1)
 
+    @property
+    def read_mode(self) -> str:
+        return "+".join(sorted(self._modes)) or "buffered"
+
     def buffer_shift(self, start: int) -> int | None:
         with self._lock:
             i = self._file_index(start)
@@ -621,8 +637,10 @@ class TiffFolderMovie(Movie):
                 movie = self._file_movie(i)
                 if movie is not None:
                     movie.read_into(lo, hi, dest)
+                    self._modes.add(movie.read_mode)
                 else:
                     dest[...] = self._read_single(i)
+                    self._modes.add("buffered")
                 pos += hi - lo
                 i += 1
         return out
@@ -799,6 +817,10 @@ class HDF5Movie(_OrderedArrayMovie):
         if self._raw is not None and self.axis_order == "THW":
             return self._raw.buffer_shift(start)
         return None
+
+    @property
+    def read_mode(self) -> str:
+        return "buffered" if self._raw is None else self._raw.read_mode
 
     def close(self) -> None:
         if getattr(self, "_raw", None) is not None:

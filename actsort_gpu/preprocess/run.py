@@ -241,6 +241,7 @@ def preprocess(
             images, info, geo, events, plan, chunk, budget, scratch = _compute(
                 store, movie, path, config, backend, dt, progress, client
             )
+            read_mode = None if client is not None else movie.read_mode  # Dask: per worker
     finally:
         movie.close()
         backend.release()
@@ -259,6 +260,7 @@ def preprocess(
         "resumed_from": info["resumed_from"],
         "device": backend.name,
         "accumulator": info.get("accumulator"),
+        "read_mode": read_mode,
         "n_candidates": store.n_candidates,
         "snapshot_values": plan.total_elements,
         "pieces": info.get("pieces", 1),
@@ -268,13 +270,14 @@ def preprocess(
         "preprocess", summary["seconds"], **{k: v for k, v in summary.items() if k != "seconds"}
     )
     log.info(
-        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s, on %s%s)",
+        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s, on %s%s%s)",
         store.n_candidates,
         summary["seconds"],
         info["seconds"],
         info["mb_per_s"],
         backend.name,
         f", {info['accumulator']} accumulator" if info.get("accumulator") else "",
+        f", {read_mode} reads" if read_mode else "",
     )
     return summary
 
