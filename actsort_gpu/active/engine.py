@@ -473,7 +473,7 @@ class Engine:
 
     def _training_rows(self, with_prior: bool = True):
         idx = np.flatnonzero(self.labels)
-        x = self.x[torch.as_tensor(idx, device=self.device)]
+        x = self.x.index_select(0, torch.as_tensor(idx, device=self.device))
         y = self.labels[idx].astype(np.float64)
         if with_prior and self.pre_y is not None and self.pre_active.any():
             pidx = np.flatnonzero(self.pre_active)
