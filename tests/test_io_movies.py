@@ -241,6 +241,57 @@ def test_suite2p_bin(tmp_path, movie):
         m.close()
 
 
+def _caiman_mmap(folder, movie, order, dtype=np.float32, name=None):
+    """The movie as CaImAn's save_memmap writes it: (H * W, T), pixel = row + col * H."""
+    t, h, w = movie.shape
+    path = folder / (name or f"Yr_d1_{h}_d2_{w}_d3_1_order_{order}_frames_{t}_.mmap")
+    yr = np.memmap(path, dtype=dtype, mode="w+", shape=(h * w, t), order=order)
+    yr[:] = np.reshape(movie, (t, h * w), order="F").T
+    yr.flush()
+    del yr
+    return path
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_caiman_mmap_both_orders(tmp_path, movie, order):
+    from actsort_gpu.io.movies import CaimanMmapMovie
+    from actsort_gpu.preprocess.reader import ChunkReader
+
+    path = _caiman_mmap(tmp_path, movie, order)
+    with open_movie(path) as m:
+        assert isinstance(m, CaimanMmapMovie) and m.dtype == np.float32
+        assert m.axis_order == {"F": "TWH", "C": "WHT"}[order]
+        _check(m, movie.astype(np.float32), "caiman-mmap")
+        got = np.concatenate([f.copy() for _, f in ChunkReader(m, 5)])
+        np.testing.assert_array_equal(got, movie)
+        if order == "F":  # CaImAn's own reading of the file: reshape(Yr.T, (T, H, W), 'F')
+            yr = np.memmap(path, np.float32, "r", shape=(H * W, T), order="F")
+            np.testing.assert_array_equal(np.reshape(yr.T, (T, H, W), order="F"), m.read(0, T))
+    # CaImAn's GUI allows uint16 files; older names lack the final underscore
+    other = _caiman_mmap(
+        tmp_path, movie, order, np.uint16, f"m_d1_{H}_d2_{W}_d3_1_order_{order}_frames_{T}.mmap"
+    )
+    with open_movie(other) as m:
+        assert m.dtype == np.uint16
+        np.testing.assert_array_equal(m.read(0, T), movie)
+
+
+def test_caiman_mmap_errors(tmp_path, movie):
+    path = _caiman_mmap(tmp_path, movie, "F")
+    truncated = tmp_path / f"t_d1_{H}_d2_{W}_d3_1_order_F_frames_{T}_.mmap"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(OSError, match=r"t_d1_.*do not hold 6 x 9 x 12 float32 .*truncated"):
+        open_movie(truncated)
+    volume = tmp_path / "v_d1_3_d2_3_d3_4_order_F_frames_2_.mmap"
+    volume.write_bytes(bytes(3 * 3 * 4 * 2 * 4))
+    with pytest.raises(ValueError, match=r"a volume of 4 planes"):
+        open_movie(volume)
+    nameless = tmp_path / "movie.mmap"
+    nameless.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match=r"movie.mmap: not a CaImAn memmap name"):
+        open_movie(nameless)
+
+
 def test_npy_c_and_fortran(tmp_path, movie):
     np.save(tmp_path / "c.npy", movie)
     np.save(tmp_path / "f.npy", np.asfortranarray(movie))
