@@ -160,6 +160,71 @@ def test_matlab_v73_movie_prefers_reversed_order(tmp_path):
         np.testing.assert_array_equal(m.read(0, 5), mov)
 
 
+def _nwb_like(path, series: dict, external: tuple = ()):
+    """An HDF5 file laid out as NWB: each series a group with ``neurodata_type`` and ``data``,
+    plus a 3-D image mask table that must not be taken for the movie."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["nwb_version"] = "2.8.0"
+        for name, (kind, data) in series.items():
+            g = f.create_group(name)
+            g.attrs["neurodata_type"] = kind
+            g["data"] = data
+        for name in external:
+            g = f.create_group(name)
+            g.attrs["neurodata_type"] = "TwoPhotonSeries"
+            g["external_file"] = np.array([b"frames_0.tif"])
+        f["processing/ophys/seg/plane/image_mask"] = np.zeros((3, H, W), np.float32)
+    return path
+
+
+def test_nwb_movie_is_its_imaging_series(tmp_path, movie):
+    path = _nwb_like(tmp_path / "s.nwb", {"acquisition/movie": ("TwoPhotonSeries", movie)})
+    with open_movie(path, expected_hw=(H, W)) as m:
+        assert isinstance(m, HDF5Movie) and m.dataset == "acquisition/movie/data"
+        _check(m, movie, "nwb")
+    two = {
+        "acquisition/a": ("TwoPhotonSeries", movie),
+        "acquisition/b": ("OnePhotonSeries", movie),
+    }
+    with pytest.raises(ValueError, match=r"2 imaging series with frames .*--dataset"):
+        open_movie(_nwb_like(tmp_path / "two.nwb", two))
+    with open_movie(tmp_path / "two.nwb", dataset="acquisition/b/data") as m:
+        np.testing.assert_array_equal(m.read(0, T), movie)
+    external = _nwb_like(tmp_path / "ext.nwb", {}, external=("acquisition/movie",))
+    with pytest.raises(ValueError, match=r"ext.nwb: .*external files .*pass those files"):
+        open_movie(external)
+
+
+def test_nwb_movie_written_by_pynwb(tmp_path, movie):
+    pynwb = pytest.importorskip("pynwb")
+    from datetime import UTC, datetime
+
+    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
+
+    nwb = pynwb.NWBFile("test", "id", datetime(2024, 1, 1, tzinfo=UTC))
+    channel = OpticalChannel(name="ch", description="green", emission_lambda=510.0)
+    plane = nwb.create_imaging_plane(
+        name="plane",
+        optical_channel=channel,
+        description="test",
+        device=nwb.create_device("scope"),
+        excitation_lambda=500.0,
+        imaging_rate=7.0,
+        indicator="GCaMP",
+        location="cortex",
+    )
+    nwb.add_acquisition(
+        TwoPhotonSeries(name="movie", data=movie, imaging_plane=plane, rate=7.0, unit="a.u.")
+    )
+    with pynwb.NWBHDF5IO(str(tmp_path / "p.nwb"), "w") as io:
+        io.write(nwb)
+    with open_movie(tmp_path / "p.nwb", expected_hw=(H, W)) as m:
+        assert m.format == "nwb" and m.dataset == "acquisition/movie/data"
+        np.testing.assert_array_equal(m.read(0, T), movie)
+
+
 def test_hdf5_contiguous_datasets_are_read_as_raw_files(tmp_path, movie):
     import h5py
 

@@ -736,7 +736,9 @@ def _is_matlab_h5(path: Path) -> bool:
 
 
 class HDF5Movie(_OrderedArrayMovie):
-    """A 3-D dataset of an HDF5 file (including MATLAB v7.3 ``.mat``), by name or the only one.
+    """A 3-D dataset of an HDF5 file (including MATLAB v7.3 ``.mat``), by name or the only one;
+    in an NWB file by default the ``data`` of its one imaging series (TwoPhotonSeries,
+    OnePhotonSeries or ImageSeries), read with h5py (no pynwb needed).
 
     MATLAB writes [H W T] which h5py sees as (T, W, H): the order is detected from the
     extraction's H and W (``expected_hw``) and logged; windows are transposed on read.
@@ -760,7 +762,10 @@ class HDF5Movie(_OrderedArrayMovie):
         except OSError as exc:
             raise OSError(f"{path}: not a readable HDF5 file ({exc})") from exc
         try:
-            name = dataset or self._only_3d(path)
+            nwb = "nwb_version" in self._file.attrs or path.suffix.lower() == ".nwb"
+            if nwb:
+                self.format = "nwb"
+            name = dataset or (self._nwb_series(path) if nwb else self._only_3d(path))
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
                 raise KeyError(
                     f"{path}: no dataset {name!r}; 3-D datasets: {self._datasets_3d() or 'none'}"
@@ -793,6 +798,37 @@ class HDF5Movie(_OrderedArrayMovie):
             lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 3 else None
         )
         return found
+
+    def _nwb_series(self, path: Path) -> str:
+        """The ``data`` of the NWB file's one imaging series (TwoPhotonSeries, OnePhotonSeries
+        or ImageSeries with frames in the file)."""
+        import h5py
+
+        series, external = [], []
+
+        def visit(name, obj):
+            kind = obj.attrs.get("neurodata_type")
+            kind = kind.decode() if isinstance(kind, bytes) else kind
+            if not isinstance(obj, h5py.Group) or kind not in _NWB_IMAGING_SERIES:
+                return
+            data = obj.get("data")
+            if isinstance(data, h5py.Dataset) and data.ndim == 3 and data.shape[0] > 1:
+                series.append(f"{name}/data")
+            elif "external_file" in obj:
+                external.append(name)
+
+        self._file.visititems(visit)
+        if len(series) == 1:
+            return series[0]
+        if not series and external:
+            raise ValueError(
+                f"{path}: the imaging series {external} keep their frames in external files "
+                "(external_file): pass those files as the movie"
+            )
+        raise ValueError(
+            f"{path}: {len(series)} imaging series with frames {series}; expected exactly "
+            "one: name its data with --dataset"
+        )
 
     def _only_3d(self, path: Path) -> str:
         found = [n for n in self._datasets_3d() if n.split("/")[-1] != "F_per_pixel"]
@@ -893,6 +929,10 @@ class CaimanMmapMovie(Movie):
         if self._raw is not None:
             self._raw.close()
         self._map = None
+
+
+#: NWB neurodata types whose ``data`` is a movie (frames, rows, columns)
+_NWB_IMAGING_SERIES = ("TwoPhotonSeries", "OnePhotonSeries", "ImageSeries")
 
 
 def _contiguous_hdf5_raw(path: Path, array, order: str) -> RawFileMovie | None:
@@ -1028,6 +1068,12 @@ MOVIE_READERS: dict[str, MovieReader] = {
             HDF5Movie,
         ),
         MovieReader(
+            "nwb",
+            ".nwb: the data of its one TwoPhotonSeries / OnePhotonSeries / ImageSeries",
+            _file_with_suffix(".nwb"),
+            HDF5Movie,
+        ),
+        MovieReader(
             "zarr",
             ".zarr (or a folder with zarr.json/.zarray/.zgroup) v2/v3 array or group",
             lambda path: path.is_dir() and _is_zarr_dir(path),
@@ -1084,9 +1130,10 @@ def open_movie(
 ) -> Movie:
     """Open a movie file or folder as a :class:`Movie` of shape (T, H, W).
 
-    path : TIFF, folder of TIFFs, HDF5 / MATLAB v7.3, zarr, Suite2p ``data.bin`` (or its
+    path : TIFF, folder of TIFFs, HDF5 / MATLAB v7.3, NWB, zarr, Suite2p ``data.bin`` (or its
         folder), ``.npy``, CaImAn ``.mmap``.
-    dataset : HDF5 dataset / zarr array name (default: the only 3-D one).
+    dataset : HDF5 dataset / zarr array name (default: the only 3-D one; NWB: the data of the
+        only imaging series).
     format : one of :data:`MOVIE_FORMATS` (rows of :data:`MOVIE_READERS`) or 'auto' (from the
         path: the first row whose ``detect`` accepts it).
     expected_hw : (H, W) of the extraction, used to find the axis order of HDF5/zarr data.
