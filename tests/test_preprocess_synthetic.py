@@ -309,7 +309,8 @@ def test_cli_runs_and_reports(scene, capsys):
         ]
     )
     assert rc == 0
-    assert "preprocessed 5 candidates" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "preprocessed 5 candidates" in out and "frames per chunk, buffered reads)" in out
     s = SortStore.open(store.path)
     assert s.read("snapshots/data", slice(0, 1)).dtype == np.uint16
     assert main(["preprocess", str(d / "missing.actsort"), "--device", "cpu"]) == 1
