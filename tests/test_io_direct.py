@@ -125,14 +125,32 @@ def test_the_movie_pass_reads_whole_pages_in_place(tmp_path, monkeypatch):
         got = [f.copy() for _, f in ChunkReader(movie, 4)]
         np.testing.assert_array_equal(np.concatenate(got), frames)
         assert movie.read_mode == "direct"
-        copied = movie._direct.bytes_through_block
+        copied = movie._file.direct.bytes_through_block
         assert copied == 6 * direct.ALIGN + 1  # a page per chunk (head + tail), open's probe
         assert copied < movie.nbytes / 5
         # fresh windows and iter_chunks' reused buffer are placed too
         np.testing.assert_array_equal(movie.read(0, 21), frames)
         reused = [f.copy() for _, f in movie.iter_chunks(8, reuse_buffer=True)]
         np.testing.assert_array_equal(np.concatenate(reused), frames)
-        assert movie._direct.bytes_through_block - copied == 4 * direct.ALIGN
+        assert movie._file.direct.bytes_through_block - copied == 4 * direct.ALIGN
+
+
+def test_a_tiff_page_chain_not_in_the_cache_is_read_directly(tmp_path, monkeypatch):
+    import tifffile
+
+    from actsort_gpu.io.movies import TiffMovie
+
+    frames = np.random.default_rng(5).integers(0, 60000, (30, 40, 50), dtype=np.uint16)
+    path = tmp_path / "chain.tif"
+    with tifffile.TiffWriter(path) as tw:  # an IFD before each frame
+        for f in frames:
+            tw.write(f, contiguous=False, metadata=None)
+    _direct_or_skip(path).close()
+    _force_direct(monkeypatch)
+    with TiffMovie(path) as movie:
+        assert movie._pages is not None and movie.read_mode == "direct"
+        got = [f.copy() for _, f in ChunkReader(movie, 7)]
+        np.testing.assert_array_equal(np.concatenate(got), frames)
 
 
 @pytest.mark.parametrize("forced", [True, False])

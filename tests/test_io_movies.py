@@ -51,6 +51,36 @@ def test_tiff_uncompressed_and_zlib(tmp_path, movie):
             _check(m, movie, "tiff")
 
 
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_tiff_page_chain_is_read_by_its_page_table(tmp_path, movie, byteorder, monkeypatch):
+    """An IFD before each frame (ScanImage's layout): frames read at their offsets, as one
+    span per window or frame by frame, equal tifffile's; compressed chains stay tifffile's."""
+    import tifffile
+
+    from actsort_gpu.io import movies
+    from actsort_gpu.preprocess.reader import ChunkReader
+
+    path = tmp_path / "chain.tif"
+    with tifffile.TiffWriter(path, byteorder=byteorder) as tw:
+        for f in movie:
+            tw.write(f, contiguous=False, metadata=None)
+    for gap in (movies.PAGE_GAP_BYTES, -(10**9)):  # one span per window; frame by frame
+        monkeypatch.setattr(movies, "PAGE_GAP_BYTES", gap)
+        with open_movie(path) as m:
+            assert isinstance(m, TiffMovie) and m._raw is None and m._pages is not None
+            assert m.dtype == np.uint16 and m.dtype.isnative
+            _check(m, movie, "tiff")
+            got = np.concatenate([f.copy() for _, f in ChunkReader(m, 5)])
+            np.testing.assert_array_equal(got, movie)
+    zlib = tmp_path / "zchain.tif"
+    with tifffile.TiffWriter(zlib) as tw:
+        for f in movie:
+            tw.write(f, contiguous=False, metadata=None, compression="zlib")
+    with open_movie(zlib) as m:
+        assert m._pages is None
+        _check(m, movie, "tiff")
+
+
 def test_tiff_folder_natural_order(tmp_path, movie):
     import tifffile
 

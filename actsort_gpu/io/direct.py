@@ -29,6 +29,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FileBytes",
     "DirectReader",
     "cached_share",
     "open_direct",
@@ -196,3 +197,58 @@ def open_direct(path: str | Path, size: int, min_bytes: int = 256 << 20) -> Dire
         return None
     log.info("%s: %.0f %% in the page cache: reading it with direct I/O", path, 100 * share)
     return reader
+
+
+class FileBytes:
+    """The bytes of one file at any offset: direct reads (:func:`open_direct`, decided at the
+    first read: large, uncached, a file system that accepts them) or ``os.preadv`` through the
+    page cache, falling back to the cache when a direct read is refused (EINVAL).
+
+    path : the file; size : its size in bytes (checked by the caller)
+    """
+
+    def __init__(self, path: str | Path, size: int):
+        self.path = Path(path)
+        self.size = int(size)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self.direct: DirectReader | None = None  # decided at the first read
+        self._checked = False
+
+    @property
+    def read_mode(self) -> str:
+        """'direct' (page cache bypassed) or 'buffered'; 'buffered' before the first read."""
+        return "direct" if self.direct is not None else "buffered"
+
+    def read_into(self, dest: memoryview, pos: int, what: str = "") -> None:
+        """Fill ``dest`` (a writable byte view) from offset ``pos``; at the end of the file,
+        OSError naming the offset and ``what`` was being read."""
+        if not self._checked:
+            self._checked = True
+            self.direct = open_direct(self.path, self.size)
+        done = 0
+        if self.direct is not None:
+            try:
+                self.direct.read_into(dest, pos)
+                done = len(dest)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                log.info("%s: direct reads refused (%s); reading through the cache", self.path, exc)
+                self.direct.close()
+                self.direct = None
+        while done < len(dest):
+            n = os.preadv(self._fd, [dest[done:]], pos + done)
+            if n <= 0:
+                raise OSError(
+                    f"{self.path}: unexpected end of file at byte {pos + done:,}"
+                    + (f" while reading {what}" if what else "")
+                )
+            done += n
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None

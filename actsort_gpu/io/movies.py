@@ -6,9 +6,7 @@ window it is asked for: iterating over a terabyte movie uses one chunk of frames
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .direct import ALIGN, PLACEMENT_SLACK, placed_frames
+from .direct import ALIGN, PLACEMENT_SLACK, FileBytes, placed_frames
 
 log = logging.getLogger(__name__)
 
@@ -229,15 +227,12 @@ class RawFileMovie(Movie):
                 f"{(expected - size + self.frame_bytes - 1) // self.frame_bytes} frame(s) are "
                 "missing"
             )
-        self._fd = os.open(self.path, os.O_RDONLY)
-        self._file_bytes = size
-        self._direct = None  # decided at the first read (.direct.open_direct)
-        self._direct_checked = False
+        self._file = FileBytes(self.path, size)
 
     @property
     def read_mode(self) -> str:
         """'direct' (page cache bypassed) or 'buffered'; 'buffered' before the first read."""
-        return "direct" if self._direct is not None else "buffered"
+        return self._file.read_mode
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         out = self.placed_window(self.window_buffer(stop - start), start, stop)
@@ -260,41 +255,15 @@ class RawFileMovie(Movie):
 
     def _pread(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         view = memoryview(out.reshape(-1).view(np.uint8))
-        pos, done = self._offset + start * self.frame_bytes, 0
-        if not self._direct_checked:
-            from .direct import open_direct
-
-            self._direct_checked = True
-            self._direct = open_direct(self.path, self._file_bytes)
-        if self._direct is not None:
-            try:
-                self._direct.read_into(view, pos)
-                done = len(view)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                log.info("%s: direct reads refused (%s); reading through the cache", self.path, exc)
-                self._direct.close()
-                self._direct = None
-        while done < len(view):
-            n = os.preadv(self._fd, [view[done:]], pos + done)
-            if n <= 0:
-                raise OSError(
-                    f"{self.path}: unexpected end of file at byte {pos + done:,} "
-                    f"while reading frames [{start}, {stop})"
-                )
-            done += n
+        pos = self._offset + start * self.frame_bytes
+        self._file.read_into(view, pos, f"frames [{start}, {stop})")
         if self._swap:
             out.byteswap(inplace=True)
         return out
 
     def close(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-            self._fd = None
-        if getattr(self, "_direct", None) is not None:
-            self._direct.close()
-            self._direct = None
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
 
 
 class NpyMovie(RawFileMovie):
@@ -426,14 +395,21 @@ class TiffMovie(Movie):
             )
         super().__init__(path, (squeezed[0], shape[-2], shape[-1]), dtype)
         self._raw = None
+        self._pages = None  # (T,) file offsets of the frames of an uncompressed page chain
+        disk_dtype = series.dtype.newbyteorder(self._tif.byteorder)
         offset = series.dataoffset
         if offset is not None:
-            self._raw = RawFileMovie(
-                path, self.shape, series.dtype.newbyteorder(self._tif.byteorder), offset
-            )
+            self._raw = RawFileMovie(path, self.shape, disk_dtype, offset)
             self.format = "tiff"
         else:
             self._check_not_truncated()
+            self._pages = _page_offsets(series, self.n_frames, self.frame_bytes)
+            if self._pages is not None:
+                self._file = FileBytes(path, path.stat().st_size)
+                self._disk_dtype = disk_dtype
+                self._span = np.empty(0, np.uint8)  # the last window's bytes, reused
+                self._lock = threading.Lock()
+                self._check_page_reads()
 
     def _check_not_truncated(self) -> None:
         """The last page's data must lie inside the file (tifffile would return zeros)."""
@@ -448,9 +424,29 @@ class TiffMovie(Movie):
                 f"file has {size:,}"
             )
 
+    def _check_page_reads(self) -> None:
+        """Page-chain reads must give tifffile's first frame, bit for bit (else tifffile reads
+        every page)."""
+        mine = self._read_pages(0, 1, np.empty((1, self.height, self.width), self.dtype))
+        theirs = np.asarray(self._tif.asarray(key=0, series=0, maxworkers=1), self.dtype)
+        if mine.tobytes() != theirs.tobytes():
+            self._file.close()
+            self._pages = None
+
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         if self._raw is not None:
             return self._raw.read_into(start, stop, out)
+        if (
+            self._pages is not None
+            and out.shape == (stop - start, self.height, self.width)
+            and out.dtype == self.dtype
+            and out.flags.c_contiguous
+        ):
+            if not 0 <= start <= stop <= self.n_frames:
+                raise IndexError(
+                    f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})"
+                )
+            return self._read_pages(start, stop, out)
         return super().read_into(start, stop, out)
 
     def buffer_shift(self, start: int) -> int | None:
@@ -458,11 +454,41 @@ class TiffMovie(Movie):
 
     @property
     def read_mode(self) -> str:
-        return "buffered" if self._raw is None else self._raw.read_mode
+        if self._raw is not None:
+            return self._raw.read_mode
+        return "buffered" if self._pages is None else self._file.read_mode
+
+    def _read_pages(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Frames [start, stop) of an uncompressed page chain: one read of the bytes from the
+        first frame to the end of the last (the IFDs between them are small), then a copy of
+        each frame out of it; frame by frame where the frames lie far apart."""
+        offsets = self._pages[start:stop]
+        if len(offsets) == 0:
+            return out
+        fb, n = self.frame_bytes, len(offsets)
+        lo, hi = int(offsets[0]), int(offsets[-1]) + fb
+        what = f"frames [{start}, {stop})"
+        with self._lock:
+            if hi - lo > n * (fb + PAGE_GAP_BYTES):  # far apart: frame by frame
+                for k, off in enumerate(offsets):
+                    self._file.read_into(memoryview(out[k].reshape(-1).view(np.uint8)), off, what)
+                if not self._disk_dtype.isnative:
+                    out.byteswap(inplace=True)
+                return out
+            if self._span.size < hi - lo + PLACEMENT_SLACK:
+                self._span = np.empty(hi - lo + PLACEMENT_SLACK, np.uint8)
+            span = placed_frames(self._span, (hi - lo,), np.uint8, lo % ALIGN)
+            self._file.read_into(memoryview(span), lo, what)
+            for k, off in enumerate(offsets - lo):
+                out[k] = span[off : off + fb].view(self._disk_dtype).reshape(self.height, -1)
+        return out
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is not None:
             return self._raw._read(start, stop)
+        if self._pages is not None:
+            out = np.empty((stop - start, self.height, self.width), self.dtype)
+            return self._read_pages(start, stop, out)
         try:
             data = self._tif.asarray(key=range(start, stop), series=0, maxworkers=1)
         except _TIFF_READ_ERRORS as exc:
@@ -484,7 +510,34 @@ class TiffMovie(Movie):
     def close(self) -> None:
         if self._raw is not None:
             self._raw.close()
+        if self._pages is not None:
+            self._file.close()
         self._tif.close()
+
+
+#: a page chain whose frames lie on average more than this many bytes apart is read frame by
+#: frame instead of as one span (the bytes between frames would be read for nothing)
+PAGE_GAP_BYTES = 1 << 16
+
+
+def _page_offsets(series, n_frames: int, frame_bytes: int) -> np.ndarray | None:
+    """(T,) int64 file offsets of the frames when each page of ``series`` holds one frame,
+    uncompressed, in one run of ``frame_bytes`` (ScanImage and most acquisition software
+    write an IFD before each frame); None otherwise (tifffile then decodes every page)."""
+    pages = series.pages
+    if len(pages) != n_frames:
+        return None
+    offsets = np.empty(n_frames, np.int64)
+    for k, page in enumerate(pages):
+        if page is None or not page.is_contiguous:
+            return None
+        starts, counts = page.dataoffsets, page.databytecounts
+        if sum(counts) != frame_bytes or any(
+            a + c != b for a, c, b in zip(starts, counts, starts[1:])
+        ):
+            return None
+        offsets[k] = starts[0]
+    return offsets
 
 
 # decoding a page: tifffile raises ValueError / OSError / IndexError, codecs (imagecodecs
