@@ -399,8 +399,17 @@ def test_npy_c_and_fortran(tmp_path, movie):
 def test_truncated_tiff(tmp_path, movie):
     import tifffile
 
-    for name, kw in (("raw.tif", {"contiguous": True}), ("zlib.tif", {"compression": "zlib"})):
-        tifffile.imwrite(tmp_path / name, movie, **kw)
+    chain = tmp_path / "chain.tif"  # an IFD before each frame, read from a page table
+    with tifffile.TiffWriter(chain) as tw:
+        for f in movie:
+            tw.write(f, contiguous=False, metadata=None)
+    for name, kw in (
+        ("raw.tif", {"contiguous": True}),
+        ("zlib.tif", {"compression": "zlib"}),
+        ("chain.tif", None),
+    ):
+        if kw is not None:
+            tifffile.imwrite(tmp_path / name, movie, **kw)
         data = (tmp_path / name).read_bytes()
         (tmp_path / name).write_bytes(data[: len(data) * 2 // 3])
         with (
