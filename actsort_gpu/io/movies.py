@@ -360,7 +360,10 @@ class TiffMovie(Movie):
     """A multi-page TIFF / BigTIFF (one frame per page, or an ImageJ / shaped series).
 
     Uncompressed contiguous data is read like a raw file (``os.preadv`` at the data offset);
-    anything else (zlib, LZW, tiles, ...) page by page through one open ``TiffFile`` handle.
+    an uncompressed page chain (an IFD before each frame, ScanImage's layout) from a table of
+    the frames' offsets built at open, one span per window (:meth:`_read_pages`); anything
+    else (zlib, LZW, tiles, ...) page by page through one open ``TiffFile`` handle. Both
+    uncompressed paths use direct I/O when the file is large and not in the page cache.
     """
 
     format = "tiff"
