@@ -1,14 +1,17 @@
 """Movie-reader throughput and memory: our ``Movie.iter_chunks`` against a raw sequential read.
 
 Writes an uncompressed TIFF and a Suite2p ``data.bin`` (+ ops.npy) of ``--gb`` GB and of half
-that (to show that memory does not grow with the movie's length) into a temporary folder,
-then, per file, alternates (interleaved, ``--rounds`` times) a raw sequential read of the file's
-bytes (``readinto`` one reusable buffer of the chunk's size) and a full pass of
+that (to show that memory does not grow with the movie's length) into a temporary folder (or,
+with ``--formats``, any of :data:`FORMATS`: a page-chain TIFF, a folder of TIFF parts, an
+unchunked HDF5 dataset, CaImAn memmaps in both orders), then, per file, alternates
+(interleaved, ``--rounds`` times) a raw sequential read of the file's bytes (``readinto`` one
+reusable buffer of the chunk's size; a folder's files one after another) and a full pass of
 ``open_movie(path).iter_chunks(...)``. Each measurement runs in its own subprocess, so its
 peak resident memory (VmHWM) is its own. When run as root the page cache is dropped before
 each measurement (cold reads); otherwise both sides are warm reads, which the report says.
 
     python scripts/bench_io.py --gb 2 [--dir DIR] [--frames-per-chunk 64] [--markdown FILE]
+    python scripts/bench_io.py --gb 1 --formats tiff-chain,tiff-folder,hdf5,caiman-F,caiman-C
 """
 
 from __future__ import annotations
@@ -44,30 +47,82 @@ def _rss_mb() -> float:
     return _status_mb("VmRSS")
 
 
-def make_files(folder: Path, gb: float) -> dict[str, Path]:
+#: formats --formats can write (the first two are the default, as in the recorded tables)
+FORMATS = ("tiff", "suite2p", "tiff-chain", "tiff-folder", "hdf5", "caiman-F", "caiman-C")
+
+
+def make_files(folder: Path, gb: float, formats=("tiff", "suite2p")) -> dict[str, Path]:
+    """The same uint16/int16 frames in each of ``formats``, about ``gb`` GB each: ``tiff``
+    contiguous BigTIFF; ``suite2p`` data.bin + ops.npy; ``tiff-chain`` an IFD before each frame
+    (ScanImage's layout); ``tiff-folder`` four contiguous TIFF parts; ``hdf5`` an unchunked
+    dataset; ``caiman-F`` / ``caiman-C`` CaImAn memmaps (float32, so twice the bytes)."""
     import tifffile
 
     n = int(gb * 1e9 // (H * W * 2))
     rng = np.random.default_rng(0)
     block = rng.integers(0, 4000, size=(64, H, W), dtype=np.int16)
-    tif = folder / f"movie_{gb:g}gb.tif"
-    frames = (block[i % 64].astype(np.uint16) for i in range(n))
-    tifffile.imwrite(
-        tif,
-        frames,
-        shape=(n, H, W),
-        dtype=np.uint16,
-        bigtiff=True,
-        photometric="minisblack",
-        contiguous=True,
-    )
-    s2p = folder / f"suite2p_{gb:g}gb"
-    s2p.mkdir()
-    with open(s2p / "data.bin", "wb") as fh:
-        for i in range(0, n, 64):
-            fh.write(block[: min(64, n - i)].tobytes())
-    np.save(s2p / "ops.npy", {"Ly": H, "Lx": W, "nframes": n, "fs": 30.0}, allow_pickle=True)
-    return {"tiff": tif, "suite2p": s2p / "data.bin"}
+
+    def frames(dtype=np.uint16):
+        return (block[i % 64].astype(dtype) for i in range(n))
+
+    out = {}
+    for fmt in formats:
+        if fmt == "tiff":
+            out[fmt] = folder / f"movie_{gb:g}gb.tif"
+            tifffile.imwrite(
+                out[fmt],
+                frames(),
+                shape=(n, H, W),
+                dtype=np.uint16,
+                bigtiff=True,
+                photometric="minisblack",
+                contiguous=True,
+            )
+        elif fmt == "suite2p":
+            s2p = folder / f"suite2p_{gb:g}gb"
+            s2p.mkdir()
+            with open(s2p / "data.bin", "wb") as fh:
+                for i in range(0, n, 64):
+                    fh.write(block[: min(64, n - i)].tobytes())
+            np.save(s2p / "ops.npy", {"Ly": H, "Lx": W, "nframes": n, "fs": 30.0})
+            out[fmt] = s2p / "data.bin"
+        elif fmt == "tiff-chain":
+            out[fmt] = folder / f"chain_{gb:g}gb.tif"
+            with tifffile.TiffWriter(out[fmt], bigtiff=True) as tw:
+                for f in frames():
+                    tw.write(f, contiguous=False, metadata=None)
+        elif fmt == "tiff-folder":
+            out[fmt] = folder / f"parts_{gb:g}gb"
+            out[fmt].mkdir()
+            stream = frames()
+            for k, m in enumerate(np.diff(np.linspace(0, n, 5).astype(int))):
+                part = np.stack([next(stream) for _ in range(m)])
+                tifffile.imwrite(out[fmt] / f"part{k + 1}.tif", part, contiguous=True)
+        elif fmt == "hdf5":
+            import h5py
+
+            out[fmt] = folder / f"movie_{gb:g}gb.h5"
+            with h5py.File(out[fmt], "w") as f:
+                data = f.create_dataset("mov", shape=(n, H, W), dtype=np.uint16)
+                for i in range(0, n, 64):
+                    data[i : i + 64] = block[: min(64, n - i)].astype(np.uint16)
+        elif fmt in ("caiman-F", "caiman-C"):
+            order = fmt[-1]
+            out[fmt] = folder / f"Yr_d1_{H}_d2_{W}_d3_1_order_{order}_frames_{n}_.mmap"
+            yr = np.memmap(out[fmt], np.float32, "w+", shape=(H * W, n), order=order)
+            for i in range(0, n, 64):  # pixel = row + col * H, as CaImAn's save_memmap
+                m = min(64, n - i)
+                yr[:, i : i + m] = block[:m].astype(np.float32).reshape(m, -1, order="F").T
+            yr.flush()
+            del yr
+        else:
+            raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    return out
+
+
+def _file_list(path: Path) -> list[Path]:
+    """The files a raw read of ``path`` reads: the file, or a folder's files in name order."""
+    return sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
 
 
 def _drop_caches() -> bool:
@@ -90,9 +145,10 @@ def worker(kind: str, path: str, frames_per_chunk: int) -> dict:
     if kind == "raw":
         chunk = frames_per_chunk * H * W * 2
         buf = bytearray(chunk)
-        with open(path, "rb", buffering=0) as fh:
-            while n := fh.readinto(buf):
-                total += n
+        for file in _file_list(Path(path)):
+            with open(file, "rb", buffering=0) as fh:
+                while n := fh.readinto(buf):
+                    total += n
     else:
         with open_movie(path) as movie:
             for _, frames in movie.iter_chunks(frames_per_chunk, reuse_buffer=kind == "reuse"):
@@ -133,6 +189,11 @@ def main() -> int:
     ap.add_argument("--gb", type=float, default=2.0, help="size of the larger files (GB)")
     ap.add_argument("--dir", default=None, help="where to write the files (default: $TMPDIR)")
     ap.add_argument("--frames-per-chunk", type=int, default=64)
+    ap.add_argument(
+        "--formats",
+        default="tiff,suite2p",
+        help=f"comma-separated movie formats to write and read ({', '.join(FORMATS)})",
+    )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--markdown", default=None, help="append the table to this file")
     ap.add_argument(
@@ -152,7 +213,7 @@ def main() -> int:
     try:
         for gb in (args.gb / 2, args.gb):
             t0 = time.perf_counter()
-            files = make_files(folder, gb)
+            files = make_files(folder, gb, args.formats.split(","))
             print(f"wrote {gb:g} GB files in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             for fmt, path in files.items():
                 raw, ours, reuse = [], [], []
@@ -167,7 +228,7 @@ def main() -> int:
                 rows.append(
                     {
                         "format": fmt,
-                        "gb": path.stat().st_size / 1e9,
+                        "gb": sum(f.stat().st_size for f in _file_list(path)) / 1e9,
                         "raw_mb_s": r,
                         "movie_mb_s": o,
                         "ratio": o / r,
@@ -181,13 +242,17 @@ def main() -> int:
                 )
                 print(json.dumps(rows[-1]), file=sys.stderr)
             for p in files.values():
-                (shutil.rmtree(p.parent) if p.name == "data.bin" else p.unlink())
+                if p.name == "data.bin" or p.is_dir():
+                    shutil.rmtree(p.parent if p.name == "data.bin" else p)
+                else:
+                    p.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     cold = all(r["cold"] for r in rows)
     lines = [
-        f"Files of {args.gb / 2:g} and {args.gb:g} GB ({H} x {W} uint16/int16 frames), "
+        f"Files of {args.gb / 2:g} and {args.gb:g} GB of frames ({H} x {W} uint16/int16; "
+        "CaImAn float32, twice the bytes), "
         f"{args.frames_per_chunk} frames per chunk, median of {args.rounds} interleaved "
         f"rounds, "
         + (
