@@ -578,12 +578,12 @@ def _natural_key(path: Path):
 class TiffFolderMovie(Movie):
     """A folder of TIFF files in natural name order (``f2.tif`` before ``f10.tif``).
 
-    Each file holds one frame, or several pages (frame counts, frame sizes and dtypes are then
-    read from every file at open, headers only, and a file that differs from the first is
-    refused naming it). A multi-page file is read by a :class:`TiffMovie` kept open while the
-    reads stay in it (one at a time): uncompressed contiguous files as raw files (direct I/O
-    when large and uncached), others through one open handle, instead of parsing the file's
-    page chain again for every window.
+    Each file holds one frame, or several pages (when the first or the last file holds several,
+    frame counts, frame sizes and dtypes are read from every file at open, headers only, and a
+    file that differs from the first is refused naming it). A multi-page file is read by a
+    :class:`TiffMovie` kept open while the reads stay in it (one at a time): uncompressed files
+    from their offsets (direct I/O when large and uncached), others through one open handle,
+    instead of parsing the file's page chain again for every window.
     """
 
     format = "tiff-folder"
@@ -598,8 +598,11 @@ class TiffFolderMovie(Movie):
             raise FileNotFoundError(f"{path}: folder holds no .tif/.tiff files")
         self._files = files
         first = self._page_info(files[0])
-        # One frame per file (the usual layout) needs no header read beyond the first file.
-        infos = [first, *map(self._page_info, files[1:])] if first[0] > 1 else None
+        # One frame per file (the usual layout) needs no header read beyond the first and the
+        # last file (parts of a split recording may start with a short one)
+        last = self._page_info(files[-1]) if len(files) > 1 else first
+        several = first[0] > 1 or last[0] > 1
+        infos = [first, *map(self._page_info, files[1:])] if several else None
         counts = [1] * len(files) if infos is None else [info[0] for info in infos]
         for file, info in zip(files, infos or []):
             if info[1:] != first[1:]:
