@@ -132,6 +132,17 @@ class Movie(ABC):
         out[...] = self.read(start, stop)
         return out
 
+    def _fills_in_place(self, start: int, stop: int, out: np.ndarray) -> bool:
+        """Whether ``out`` is a C-contiguous window of frames [start, stop) in the movie's
+        dtype, which a reader can fill directly; IndexError for frames outside the movie."""
+        if not (0 <= start <= stop <= self.n_frames):
+            raise IndexError(f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})")
+        return (
+            out.shape == (stop - start, self.height, self.width)
+            and out.dtype == self.dtype
+            and out.flags.c_contiguous
+        )
+
     @property
     def read_mode(self) -> str:
         """How the frames read so far came off the disk: 'direct' (``O_DIRECT``, page cache
@@ -243,13 +254,7 @@ class RawFileMovie(Movie):
         return (self._offset + int(start) * self.frame_bytes) % ALIGN
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        if not (0 <= start <= stop <= self.n_frames):
-            raise IndexError(f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})")
-        if (
-            out.shape != (stop - start, self.height, self.width)
-            or out.dtype != self.dtype
-            or not out.flags.c_contiguous
-        ):
+        if not self._fills_in_place(start, stop, out):
             return super().read_into(start, stop, out)
         return self._pread(start, stop, out)
 
@@ -439,16 +444,7 @@ class TiffMovie(Movie):
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         if self._raw is not None:
             return self._raw.read_into(start, stop, out)
-        if (
-            self._pages is not None
-            and out.shape == (stop - start, self.height, self.width)
-            and out.dtype == self.dtype
-            and out.flags.c_contiguous
-        ):
-            if not 0 <= start <= stop <= self.n_frames:
-                raise IndexError(
-                    f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})"
-                )
+        if self._pages is not None and self._fills_in_place(start, stop, out):
             return self._read_pages(start, stop, out)
         return super().read_into(start, stop, out)
 
@@ -669,13 +665,7 @@ class TiffFolderMovie(Movie):
             return None if movie is None else movie.buffer_shift(start - int(self._starts[i]))
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        if not (0 <= start <= stop <= self.n_frames):
-            raise IndexError(f"{self.path}: frames [{start}, {stop}) outside [0, {self.n_frames})")
-        if (
-            out.shape != (stop - start, self.height, self.width)
-            or out.dtype != self.dtype
-            or not out.flags.c_contiguous
-        ):
+        if not self._fills_in_place(start, stop, out):
             return super().read_into(start, stop, out)
         return self._fill(start, stop, out)
 
