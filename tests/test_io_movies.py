@@ -57,15 +57,15 @@ def test_tiff_page_chain_is_read_by_its_page_table(tmp_path, movie, byteorder, m
     span per window or frame by frame, equal tifffile's; compressed chains stay tifffile's."""
     import tifffile
 
-    from actsort_gpu.io import movies
+    from actsort_gpu.io.movies import tiff
     from actsort_gpu.preprocess.reader import ChunkReader
 
     path = tmp_path / "chain.tif"
     with tifffile.TiffWriter(path, byteorder=byteorder) as tw:
         for f in movie:
             tw.write(f, contiguous=False, metadata=None)
-    for gap in (movies.PAGE_GAP_BYTES, -(10**9)):  # one span per window; frame by frame
-        monkeypatch.setattr(movies, "PAGE_GAP_BYTES", gap)
+    for gap in (tiff.PAGE_GAP_BYTES, -(10**9)):  # one span per window; frame by frame
+        monkeypatch.setattr(tiff, "PAGE_GAP_BYTES", gap)
         with open_movie(path) as m:
             assert isinstance(m, TiffMovie) and m._raw is None and m._pages is not None
             assert m.dtype == np.uint16 and m.dtype.isnative

@@ -1,0 +1,222 @@
+"""Multi-page TIFF / BigTIFF movies: uncompressed ones by windows at their offsets (one run
+of frames, or a page table for ScanImage's IFD-per-frame layout), others through tifffile."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..direct import ALIGN, PLACEMENT_SLACK, FileBytes, placed_frames
+from .base import Movie
+from .raw import RawFileMovie
+
+__all__ = ["TiffMovie", "PAGE_GAP_BYTES"]
+
+
+class TiffMovie(Movie):
+    """A multi-page TIFF / BigTIFF (one frame per page, or an ImageJ / shaped series).
+
+    Uncompressed contiguous data is read like a raw file (``os.preadv`` at the data offset);
+    an uncompressed page chain (an IFD before each frame, ScanImage's layout) from a table of
+    the frames' offsets built at open, one span per window (:meth:`_read_pages`); anything
+    else (zlib, LZW, tiles, ...) page by page through one open ``TiffFile`` handle. Both
+    uncompressed paths use direct I/O when the file is large and not in the page cache.
+    """
+
+    format = "tiff"
+
+    def __init__(self, path: str | Path):
+        import tifffile
+
+        path = Path(path)
+        with _TiffProblems() as problems:
+            try:
+                self._tif = tifffile.TiffFile(path)
+                series = self._tif.series[0]
+                shape, dtype = series.shape, series.dtype
+                len(self._tif.pages)  # walks the page chain: finds a cut-off file
+            except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+                raise OSError(f"{path}: not a readable TIFF ({exc})") from exc
+        if problems.messages:
+            self._tif.close()
+            raise OSError(f"{path}: TIFF is truncated or corrupt: {problems.messages[0]}")
+        squeezed = [s for s in shape[:-2] if s != 1]
+        if len(shape) < 2 or (len(shape) > 2 and len(squeezed) > 1):
+            self._tif.close()
+            raise ValueError(
+                f"{path}: TIFF series of shape {shape} (axes {series.axes}); expected "
+                f"frames of height x width (one channel, one plane)"
+            )
+        if len(shape) == 2 or not squeezed:
+            self._tif.close()
+            raise ValueError(
+                f"{path}: holds a single {shape[-2]} x {shape[-1]} image; a movie "
+                f"needs several frames (a multi-page TIFF or a folder of TIFFs)"
+            )
+        super().__init__(path, (squeezed[0], shape[-2], shape[-1]), dtype)
+        self._raw = None
+        self._pages = None  # (T,) file offsets of the frames of an uncompressed page chain
+        disk_dtype = series.dtype.newbyteorder(self._tif.byteorder)
+        offset = series.dataoffset
+        if offset is not None:
+            self._raw = RawFileMovie(path, self.shape, disk_dtype, offset)
+            self.format = "tiff"
+        else:
+            self._check_not_truncated()
+            self._pages = _page_offsets(series, self.n_frames, self.frame_bytes)
+            if self._pages is not None:
+                self._file = FileBytes(path, path.stat().st_size)
+                self._disk_dtype = disk_dtype
+                self._span = np.empty(0, np.uint8)  # the last window's bytes, reused
+                self._lock = threading.Lock()
+                self._check_page_reads()
+
+    def _check_not_truncated(self) -> None:
+        """The last page's data must lie inside the file (tifffile would return zeros)."""
+        size = self.path.stat().st_size
+        pages = self._tif.pages
+        last = pages[len(pages) - 1]
+        ends = [o + c for o, c in zip(last.dataoffsets, last.databytecounts)]
+        if len(pages) != self.n_frames or (ends and max(ends) > size):
+            raise OSError(
+                f"{self.path}: TIFF is truncated or corrupt: {len(pages)} pages found "
+                f"for {self.n_frames} frames, data up to byte {max(ends):,} but the "
+                f"file has {size:,}"
+            )
+
+    def _check_page_reads(self) -> None:
+        """Page-chain reads must give tifffile's first frame, bit for bit (else tifffile reads
+        every page)."""
+        mine = self._read_pages(0, 1, np.empty((1, self.height, self.width), self.dtype))
+        theirs = np.asarray(self._tif.asarray(key=0, series=0, maxworkers=1), self.dtype)
+        if mine.tobytes() != theirs.tobytes():
+            self._file.close()
+            self._pages = None
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if self._raw is not None:
+            return self._raw.read_into(start, stop, out)
+        if self._pages is not None and self._fills_in_place(start, stop, out):
+            return self._read_pages(start, stop, out)
+        return super().read_into(start, stop, out)
+
+    def buffer_shift(self, start: int) -> int | None:
+        return None if self._raw is None else self._raw.buffer_shift(start)
+
+    @property
+    def read_mode(self) -> str:
+        if self._raw is not None:
+            return self._raw.read_mode
+        return "buffered" if self._pages is None else self._file.read_mode
+
+    def _read_pages(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Frames [start, stop) of an uncompressed page chain: one read of the bytes from the
+        first frame to the end of the last (the IFDs between them are small), then a copy of
+        each frame out of it; frame by frame where the frames lie far apart."""
+        offsets = self._pages[start:stop]
+        if len(offsets) == 0:
+            return out
+        fb, n = self.frame_bytes, len(offsets)
+        lo, hi = int(offsets[0]), int(offsets[-1]) + fb
+        what = f"frames [{start}, {stop})"
+        with self._lock:
+            if hi - lo > n * (fb + PAGE_GAP_BYTES):  # far apart: frame by frame
+                for k, off in enumerate(offsets):
+                    self._file.read_into(memoryview(out[k].reshape(-1).view(np.uint8)), off, what)
+                if not self._disk_dtype.isnative:
+                    out.byteswap(inplace=True)
+                return out
+            if self._span.size < hi - lo + PLACEMENT_SLACK:
+                self._span = np.empty(hi - lo + PLACEMENT_SLACK, np.uint8)
+            span = placed_frames(self._span, (hi - lo,), np.uint8, lo % ALIGN)
+            self._file.read_into(memoryview(span), lo, what)
+            for k, off in enumerate(offsets - lo):
+                out[k] = span[off : off + fb].view(self._disk_dtype).reshape(self.height, -1)
+        return out
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if self._raw is not None:
+            return self._raw._read(start, stop)
+        if self._pages is not None:
+            out = np.empty((stop - start, self.height, self.width), self.dtype)
+            return self._read_pages(start, stop, out)
+        try:
+            data = self._tif.asarray(key=range(start, stop), series=0, maxworkers=1)
+        except _TIFF_READ_ERRORS as exc:
+            raise OSError(
+                f"{self.path}: cannot read frame {self._first_bad_frame(start, stop)} (of "
+                f"[{start}, {stop})): {exc}; the file may be truncated or corrupt"
+            ) from exc
+        return data.reshape(stop - start, self.height, self.width)
+
+    def _first_bad_frame(self, start: int, stop: int) -> int | str:
+        """The first frame of [start, stop) that does not decode (for the error message)."""
+        for k in range(start, stop):
+            try:
+                self._tif.asarray(key=k, series=0, maxworkers=1)
+            except _TIFF_READ_ERRORS:
+                return k
+        return "?"
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+        if self._pages is not None:
+            self._file.close()
+        self._tif.close()
+
+
+#: a page chain whose frames lie on average more than this many bytes apart is read frame by
+#: frame instead of as one span (the bytes between frames would be read for nothing)
+PAGE_GAP_BYTES = 1 << 16
+
+
+def _page_offsets(series, n_frames: int, frame_bytes: int) -> np.ndarray | None:
+    """(T,) int64 file offsets of the frames when each page of ``series`` holds one frame,
+    uncompressed, in one run of ``frame_bytes`` (ScanImage and most acquisition software
+    write an IFD before each frame); None otherwise (tifffile then decodes every page)."""
+    pages = series.pages
+    if len(pages) != n_frames:
+        return None
+    offsets = np.empty(n_frames, np.int64)
+    for k, page in enumerate(pages):
+        if page is None or not page.is_contiguous:
+            return None
+        starts, counts = page.dataoffsets, page.databytecounts
+        if sum(counts) != frame_bytes or any(
+            a + c != b for a, c, b in zip(starts, counts, starts[1:])
+        ):
+            return None
+        offsets[k] = starts[0]
+    return offsets
+
+
+# decoding a page: tifffile raises ValueError / OSError / IndexError, codecs (imagecodecs
+# DeflateError, LzwError, ...) RuntimeError
+_TIFF_READ_ERRORS = (ValueError, OSError, IndexError, RuntimeError)
+
+
+class _TiffProblems(logging.Handler):
+    """Collects tifffile's log messages about a broken page chain while a file is opened
+    (tifffile logs them and returns the pages before the break instead of raising)."""
+
+    _signs = ("invalid page offset", "truncat", "corrupt", "invalid tag")
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if any(sign in message.lower() for sign in self._signs):
+            self.messages.append(message)
+
+    def __enter__(self):
+        logging.getLogger("tifffile").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("tifffile").removeHandler(self)

@@ -1,0 +1,172 @@
+"""A folder of TIFF files (one frame or many per file) read as one movie, in natural
+name order, with one part open at a time."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .base import Movie
+from .tiff import TiffMovie
+
+__all__ = ["TiffFolderMovie"]
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+class TiffFolderMovie(Movie):
+    """A folder of TIFF files in natural name order (``f2.tif`` before ``f10.tif``).
+
+    Each file holds one frame, or several pages (when the first or the last file holds several,
+    frame counts, frame sizes and dtypes are read from every file at open, headers only, and a
+    file that differs from the first is refused naming it). A multi-page file is read by a
+    :class:`TiffMovie` kept open while the reads stay in it (one at a time): uncompressed files
+    from their offsets (direct I/O when large and uncached), others through one open handle,
+    instead of parsing the file's page chain again for every window.
+    """
+
+    format = "tiff-folder"
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        files = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff") and p.is_file()),
+            key=_natural_key,
+        )
+        if not files:
+            raise FileNotFoundError(f"{path}: folder holds no .tif/.tiff files")
+        self._files = files
+        first = self._page_info(files[0])
+        # One frame per file (the usual layout) needs no header read beyond the first and the
+        # last file (parts of a split recording may start with a short one)
+        last = self._page_info(files[-1]) if len(files) > 1 else first
+        several = first[0] > 1 or last[0] > 1
+        infos = [first, *map(self._page_info, files[1:])] if several else None
+        counts = [1] * len(files) if infos is None else [info[0] for info in infos]
+        for file, info in zip(files, infos or []):
+            if info[1:] != first[1:]:
+                raise ValueError(
+                    f"{file}: frames of {info[1][0]} x {info[1][1]} {info[2]}, expected "
+                    f"{first[1][0]} x {first[1][1]} {first[2]} like {files[0].name}"
+                )
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
+        self._counts = counts
+        self._open: tuple[int, TiffMovie] | None = None  # the multi-page file being read
+        self._modes: set[str] = set()  # read modes of the files read so far
+        self._lock = threading.Lock()
+        super().__init__(path, (int(self._starts[-1]), *first[1]), first[2])
+
+    @staticmethod
+    def _page_info(file: Path):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(file) as tif:
+                s = tif.series[0]
+                return (
+                    int(np.prod(s.shape[:-2], dtype=np.int64)),
+                    tuple(s.shape[-2:]),
+                    np.dtype(s.dtype).newbyteorder("="),
+                )
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+            raise OSError(f"{file}: not a readable TIFF ({exc})") from exc
+
+    def _file_movie(self, i: int) -> TiffMovie | None:
+        """The open reader of file ``i`` when it holds several frames (the previous one is
+        closed), None for a one-frame file. Called with the lock held."""
+        if self._counts[i] < 2:
+            return None
+        if self._open is not None and self._open[0] == i:
+            return self._open[1]
+        self._close_open()
+        movie = TiffMovie(self._files[i])
+        if movie.n_frames != self._counts[i]:
+            movie.close()
+            raise OSError(
+                f"{self._files[i]}: {movie.n_frames} frames now, {self._counts[i]} when the "
+                "folder was opened; the file changed while it was read"
+            )
+        self._open = (i, movie)
+        return movie
+
+    def _close_open(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+    def _file_index(self, frame: int) -> int:
+        return int(np.searchsorted(self._starts, frame, side="right") - 1)
+
+    @property
+    def read_mode(self) -> str:
+        return "+".join(sorted(self._modes)) or "buffered"
+
+    def buffer_shift(self, start: int) -> int | None:
+        with self._lock:
+            i = self._file_index(start)
+            movie = self._file_movie(i)
+            return None if movie is None else movie.buffer_shift(start - int(self._starts[i]))
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if not self._fills_in_place(start, stop, out):
+            return super().read_into(start, stop, out)
+        return self._fill(start, stop, out)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        return self._fill(
+            start, stop, self.placed_window(self.window_buffer(stop - start), start, stop)
+        )
+
+    def _fill(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Frames [start, stop) into ``out`` (C-contiguous, the movie's shape and dtype), file
+        by file."""
+        i = self._file_index(start)
+        pos = start
+        with self._lock:
+            while pos < stop:
+                f0, f1 = int(self._starts[i]), int(self._starts[i + 1])
+                lo, hi = pos - f0, min(stop, f1) - f0
+                dest = out[pos - start : pos - start + hi - lo]
+                movie = self._file_movie(i)
+                if movie is not None:
+                    movie.read_into(lo, hi, dest)
+                    self._modes.add(movie.read_mode)
+                else:
+                    dest[...] = self._read_single(i)
+                    self._modes.add("buffered")
+                pos += hi - lo
+                i += 1
+        return out
+
+    def _read_single(self, i: int) -> np.ndarray:
+        """The one frame of file ``i`` as (1, H, W) of the movie's dtype (checked)."""
+        import tifffile
+
+        file = self._files[i]
+        try:
+            with tifffile.TiffFile(file) as tif:
+                n = int(np.prod(tif.series[0].shape[:-2], dtype=np.int64))
+                data = tif.asarray(key=0, maxworkers=1)
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError, RuntimeError) as exc:
+            # codecs (imagecodecs.DeflateError, ...) raise RuntimeError
+            raise OSError(f"{file}: cannot read its frame: {exc}") from exc
+        if n != 1:
+            raise ValueError(
+                f"{file}: holds {n} frames, but {self._files[0].name} holds one, so the folder "
+                "was read as one frame per file; keep one layout per folder"
+            )
+        if data.shape != (self.height, self.width) or data.dtype != self.dtype:
+            raise ValueError(
+                f"{file}: frame of {' x '.join(map(str, data.shape))} {data.dtype}, expected "
+                f"{self.height} x {self.width} {self.dtype} like {self._files[0].name}"
+            )
+        return data[None]
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_open()
