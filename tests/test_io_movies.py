@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -454,3 +456,50 @@ def test_real_tiffs_open(shared_data):
         assert m.shape == (600, 256, 256) and m.dtype == np.uint16
         first = m.read(0, 2)
         assert first.std() > 0
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident kB of this process's memory maps of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("release", [True, False])
+def test_pixel_major_pages_leave_the_resident_set(tmp_path, monkeypatch, release):
+    """Every window of a pixel-major file touches nearly all of its pages; they are released
+    tile by tile, so none stays resident after a read (and they would without the release)."""
+    from actsort_gpu.io.movies import pixel_major
+
+    movie = np.random.default_rng(0).integers(0, 60000, (600, 40, 70), dtype=np.uint16)
+    path = tmp_path / "f.npy"  # 3.4 MB, each pixel's 600 values (1,200 bytes) together
+    np.save(path, np.asfortranarray(movie))
+    if not release:
+        monkeypatch.setattr(pixel_major.PixelMajorMovie, "_release", lambda self, lo, hi: None)
+    with open_movie(path) as m:
+        np.testing.assert_array_equal(m.read(100, 300), movie[100:300])
+        out = np.empty((200, 40, 70), np.uint16)
+        np.testing.assert_array_equal(m.read_into(300, 500, out), movie[300:500])
+        resident = _mapped_rss_kb(path)
+    assert (resident == 0) if release else (resident > 1000)
+
+
+def test_pixel_major_dtypes_and_errors(tmp_path, movie):
+    from actsort_gpu.io.movies import PixelMajorMovie
+
+    big = tmp_path / "big.npy"  # big-endian Fortran file: native values out
+    np.save(big, np.asfortranarray(movie.astype(">i4")))
+    with open_movie(big) as m:
+        assert m.dtype == np.dtype("int32") and m.dtype.isnative
+        _check(m, movie.astype(np.int32), "npy")
+    raw = tmp_path / "pixels.raw"  # a (T, H, W) Fortran-order array after a 24-byte header
+    raw.write_bytes(bytes(24) + np.asfortranarray(movie).tobytes(order="F"))
+    with PixelMajorMovie(raw, movie.shape, movie.dtype, 24) as m:
+        np.testing.assert_array_equal(m.read(0, T), movie)
+    with pytest.raises(OSError, match=r"pixels.raw: .* needs .*truncated"):
+        PixelMajorMovie(raw, (T + 1, H, W), movie.dtype, 24)

@@ -157,6 +157,31 @@ def test_chunked_equals_single_chunk(scene, tmp_path, chunk):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("layout", ["fortran-npy", "caiman-order-C"])
+def test_pixel_major_movie_pass_equals_array(scene, tmp_path, layout):
+    """The pass over a pixel-major file (pages released tile by tile) gives the same outputs
+    as over the movie in memory."""
+    d, movie, cands = scene
+    geo = compute_geometry(cands.footprints, H, W)
+    frames = snapshot_frames(find_events(cands.traces), dt=1, n_movie_frames=T)
+    plan = plan_pass(frames, geo.crops)
+    if layout == "fortran-npy":
+        path = tmp_path / "movie.npy"
+        np.save(path, np.asfortranarray(movie))
+    else:  # CaImAn's (H * W, T) with pixel = row + col * H, uint16 as its GUI allows
+        path = tmp_path / f"Yr_d1_{H}_d2_{W}_d3_1_order_C_frames_{T}_.mmap"
+        np.reshape(movie, (T, H * W), order="F").T.astype(np.uint16).tofile(path)
+    one, _ = run_pass(ArrayMovie(movie), plan, tmp_path / "one", chunk_frames=T)
+    with open_movie(path) as mv:
+        many, _ = run_pass(mv, plan, tmp_path / "many", chunk_frames=7, gather_bytes=4096)
+    for k in one:
+        np.testing.assert_array_equal(many[k], one[k], err_msg=k)
+    snapshots = [
+        np.fromfile(tmp_path / r / stream.SCRATCH_NAME, np.uint16) for r in ("one", "many")
+    ]
+    np.testing.assert_array_equal(*snapshots)
+
+
 def test_downsampled_movie_frames_and_clipping():
     ev = np.array([[0, 7, 9, -1, 239]])
     fr = snapshot_frames(ev, dt=2, n_movie_frames=120, half_window=5)

@@ -3,8 +3,8 @@
 ``open_movie(path)`` picks the reader from the path. Every reader keeps memory bounded by the
 window it is asked for: iterating over a terabyte movie uses one chunk of frames at a time.
 
-One module per format family (``raw``, ``tiff``, ``tiff_folder``, ``hdf5``, ``zarr_array``,
-``caiman``) on the interface in ``base``; this module holds the table of formats
+One module per format family (``raw``, ``pixel_major``, ``tiff``, ``tiff_folder``, ``hdf5``,
+``zarr_array``, ``caiman``) on the interface in ``base``; this module holds the table of formats
 (:data:`MOVIE_READERS`), detection from the path and :func:`open_movie`.
 """
 
@@ -18,6 +18,7 @@ from .axes import resolve_axis_order
 from .base import ArrayMovie, Movie
 from .caiman import CaimanMmapMovie
 from .hdf5 import HDF5Movie
+from .pixel_major import PixelMajorMovie
 from .raw import NpyMovie, RawFileMovie, Suite2pBinMovie
 from .tiff import TiffMovie
 from .tiff_folder import TiffFolderMovie
@@ -31,6 +32,7 @@ __all__ = [
     "TiffMovie",
     "TiffFolderMovie",
     "CaimanMmapMovie",
+    "PixelMajorMovie",
     "HDF5Movie",
     "ZarrMovie",
     "Suite2pBinMovie",

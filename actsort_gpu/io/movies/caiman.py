@@ -9,6 +9,7 @@ import numpy as np
 
 from .axes import _swap_rows_cols
 from .base import Movie
+from .pixel_major import PixelMajorMovie
 from .raw import RawFileMovie
 
 __all__ = ["CaimanMmapMovie"]
@@ -27,8 +28,8 @@ class CaimanMmapMovie(Movie):
     ``order_F`` (motion correction's output): each frame's pixels lie together, so windows are
     read like a raw file (``preadv``, direct I/O when large and uncached) and transposed.
     ``order_C`` (CNMF's input): each pixel's time series lies together, so a window of frames
-    is a strided read of every pixel (through a memory map: slower, and its pages count in
-    the resident memory while they are cached).
+    is a strided read of every pixel (:class:`.PixelMajorMovie`: a memory map read 16 columns
+    at a time, each tile's pages released after it; slower than ``order_F``).
     """
 
     format = "caiman-mmap"
@@ -56,29 +57,30 @@ class CaimanMmapMovie(Movie):
             )
         super().__init__(path, (t, h, w), dtypes[itemsize])
         self.axis_order = "TWH" if order == "F" else "WHT"  # the slowest-varying axis first
-        self._raw = None
-        self._map = None
+        self._raw = self._pixels = None
         if order == "F":  # frames one after another, each (W, H) in C order
             self._raw = RawFileMovie(path, (t, w, h), self.dtype, 0)
-        else:
-            self._map = np.memmap(path, dtype=self.dtype, mode="r", shape=(h * w, t), order="C")
+        else:  # pixel = row + col * H, each pixel's T values together
+            self._pixels = PixelMajorMovie(path, (t, h, w), self.dtype, 0)
+
+    @property
+    def _reader(self) -> Movie:
+        return self._raw if self._raw is not None else self._pixels
 
     @property
     def read_mode(self) -> str:
-        return "buffered" if self._raw is None else self._raw.read_mode
+        return self._reader.read_mode
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is not None:
             return _swap_rows_cols(self._raw._read(start, stop))
-        # pixel = row + col * H: the map is (W, H, T); 16 columns at a time (a tile that
-        # stays in cache while it is transposed: twice the speed of one whole transposition)
-        pixels = self._map.reshape(self.width, self.height, self.n_frames)
-        out = np.empty((stop - start, self.height, self.width), self.dtype)
-        for c0 in range(0, self.width, 16):
-            out[:, :, c0 : c0 + 16] = pixels[c0 : c0 + 16, :, start:stop].transpose(2, 1, 0)
-        return out
+        return self._pixels._read(start, stop)
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if self._pixels is not None:
+            return self._pixels.read_into(start, stop, out)
+        return super().read_into(start, stop, out)
 
     def close(self) -> None:
-        if self._raw is not None:
-            self._raw.close()
-        self._map = None
+        if getattr(self, "_raw", None) is not None or getattr(self, "_pixels", None) is not None:
+            self._reader.close()

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..direct import ALIGN, FileBytes
 from .base import Movie
+from .pixel_major import PixelMajorMovie
 
 __all__ = ["RawFileMovie", "NpyMovie", "Suite2pBinMovie"]
 
@@ -78,7 +79,8 @@ class RawFileMovie(Movie):
 class NpyMovie(RawFileMovie):
     """A ``.npy`` file of shape (T, H, W), read by windows at the header offset (never whole).
 
-    Fortran-ordered files are memory-mapped instead (a window is then a strided read).
+    Fortran-ordered files hold each pixel's time series together: a window is then a strided
+    read of every pixel (:class:`.PixelMajorMovie`, through a memory map).
     """
 
     format = "npy"
@@ -97,27 +99,35 @@ class NpyMovie(RawFileMovie):
                 f"got shape {shape}"
                 + (" (a single frame is not a movie)" if len(shape) == 2 else "")
             )
-        self._mmap = None
+        del header
+        self._pixels = None
         if fortran:
-            Movie.__init__(self, path, shape, dtype)
-            self._fd = None
-            self._mmap = header
+            self._pixels = PixelMajorMovie(path, shape, dtype, offset)
+            Movie.__init__(self, path, shape, self._pixels.dtype)
         else:
-            del header
             super().__init__(path, shape, dtype, offset)
 
+    @property
+    def read_mode(self) -> str:
+        return self._pixels.read_mode if self._pixels is not None else super().read_mode
+
     def _read(self, start: int, stop: int) -> np.ndarray:
-        if self._mmap is not None:
-            return np.ascontiguousarray(self._mmap[start:stop])
+        if self._pixels is not None:
+            return self._pixels._read(start, stop)
         return super()._read(start, stop)
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        if self._mmap is not None:
-            return Movie.read_into(self, start, stop, out)
+        if self._pixels is not None:
+            return self._pixels.read_into(start, stop, out)
         return super().read_into(start, stop, out)
 
     def buffer_shift(self, start: int) -> int | None:
-        return None if self._mmap is not None else super().buffer_shift(start)
+        return None if self._pixels is not None else super().buffer_shift(start)
+
+    def close(self) -> None:
+        if getattr(self, "_pixels", None) is not None:
+            self._pixels.close()
+        super().close()
 
 
 class Suite2pBinMovie(RawFileMovie):
