@@ -503,3 +503,25 @@ def test_pixel_major_dtypes_and_errors(tmp_path, movie):
         np.testing.assert_array_equal(m.read(0, T), movie)
     with pytest.raises(OSError, match=r"pixels.raw: .* needs .*truncated"):
         PixelMajorMovie(raw, (T + 1, H, W), movie.dtype, 24)
+
+
+def test_pixel_major_refused_release_reads_on(tmp_path, movie, caplog):
+    """A kernel that refuses madvise: the frames are still read, with one warning."""
+
+    class Refusing:
+        def __init__(self, mapped):
+            self.mapped = mapped
+
+        def madvise(self, *args):
+            raise OSError(22, "Invalid argument")
+
+        def close(self):
+            self.mapped.close()
+
+    np.save(tmp_path / "f.npy", np.asfortranarray(movie))
+    with open_movie(tmp_path / "f.npy") as m:
+        m._pixels._map = Refusing(m._pixels._map)
+        with caplog.at_level(logging.WARNING):
+            np.testing.assert_array_equal(m.read(0, T), movie)
+            np.testing.assert_array_equal(m.read(2, 5), movie[2:5])
+    assert sum("cannot release the pages" in r.getMessage() for r in caplog.records) == 1

@@ -4,12 +4,15 @@ CaImAn's ``order_C`` memmap. A window of frames is a strided read of every pixel
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 from pathlib import Path
 
 import numpy as np
 
 from .base import Movie
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PixelMajorMovie", "TILE_COLUMNS"]
 
@@ -40,6 +43,7 @@ class PixelMajorMovie(Movie):
         disk_dtype = np.dtype(dtype)
         super().__init__(path, shape, disk_dtype.newbyteorder("="))  # big-endian: swapped on read
         self._offset = int(offset)
+        self._releases = hasattr(mmap, "MADV_DONTNEED")  # Linux, macOS; elsewhere the OS decides
         need = self._offset + self.n_frames * self.frame_bytes
         with open(self.path, "rb") as fh:
             size = fh.seek(0, 2)
@@ -83,9 +87,19 @@ class PixelMajorMovie(Movie):
 
     def _release(self, lo: int, hi: int) -> None:
         """Drop the pages of file bytes [lo, hi) from this process's resident set."""
-        if hasattr(mmap, "MADV_DONTNEED"):  # Linux, macOS; elsewhere the OS decides
-            lo -= lo % mmap.PAGESIZE
+        if not self._releases:
+            return
+        lo -= lo % mmap.PAGESIZE
+        try:
             self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except OSError as exc:  # refused: the pages stay mapped (file-backed, reclaimable)
+            self._releases = False
+            log.warning(
+                "%s: cannot release the pages read (%s); resident memory will grow with the "
+                "part of the file read",
+                self.path,
+                exc,
+            )
 
     def close(self) -> None:
         self._pixels = None
