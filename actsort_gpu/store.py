@@ -56,6 +56,10 @@ __all__ = [
 STAGES = ("ingest", "preprocess", "features", "embed")
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _TARGET_CHUNK_BYTES = 8 * 2**20
+# zarr's default compares every chunk with the fill value before writing it, to skip empty
+# ones: 0.23-0.38 s per 70 MB of snapshots against 0.03-0.04 s to compress and write them
+# (zarr 3.1); the store's arrays are rarely empty, so every chunk is written
+_ARRAY_CONFIG = {"write_empty_chunks": True}
 
 
 class StoreError(RuntimeError):
@@ -447,6 +451,7 @@ class SortStore:
             overwrite=True,
             dimension_names=list(dims),
             attributes={"dims": list(dims), "units": units, **(attrs or {})},
+            config=_ARRAY_CONFIG,
         )
 
     def _write(
