@@ -99,9 +99,11 @@ class TiffMovie(Movie):
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         if self._raw is not None:
             return self._raw.read_into(start, stop, out)
-        if self._pages is not None and self._fills_in_place(start, stop, out):
+        if not self._fills_in_place(start, stop, out):
+            return super().read_into(start, stop, out)
+        if self._pages is not None:
             return self._read_pages(start, stop, out)
-        return super().read_into(start, stop, out)
+        return self._decode(start, stop, out)
 
     def buffer_shift(self, start: int) -> int | None:
         return None if self._raw is None else self._raw.buffer_shift(start)
@@ -140,17 +142,22 @@ class TiffMovie(Movie):
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is not None:
             return self._raw._read(start, stop)
+        out = np.empty((stop - start, self.height, self.width), self.dtype)
         if self._pages is not None:
-            out = np.empty((stop - start, self.height, self.width), self.dtype)
             return self._read_pages(start, stop, out)
+        return self._decode(start, stop, out)
+
+    def _decode(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Frames [start, stop) decoded by tifffile straight into ``out`` (C-contiguous),
+        pages on tifffile's threads (half the cores: the codecs release the GIL)."""
         try:
-            data = self._tif.asarray(key=range(start, stop), series=0, maxworkers=1)
+            self._tif.asarray(key=range(start, stop), series=0, out=out)
         except _TIFF_READ_ERRORS as exc:
             raise OSError(
                 f"{self.path}: cannot read frame {self._first_bad_frame(start, stop)} (of "
                 f"[{start}, {stop})): {exc}; the file may be truncated or corrupt"
             ) from exc
-        return data.reshape(stop - start, self.height, self.width)
+        return out
 
     def _first_bad_frame(self, start: int, stop: int) -> int | str:
         """The first frame of [start, stop) that does not decode (for the error message)."""
