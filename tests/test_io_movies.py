@@ -512,6 +512,9 @@ def test_pixel_major_refused_release_reads_on(tmp_path, movie, caplog):
         def __init__(self, mapped):
             self.mapped = mapped
 
+        def __len__(self):
+            return len(self.mapped)
+
         def madvise(self, *args):
             raise OSError(22, "Invalid argument")
 

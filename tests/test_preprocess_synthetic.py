@@ -1,5 +1,8 @@
 """Known answers for the preprocessing pass on a synthetic movie with planted transients."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -180,6 +183,39 @@ def test_pixel_major_movie_pass_equals_array(scene, tmp_path, layout):
         np.fromfile(tmp_path / r / stream.SCRATCH_NAME, np.uint16) for r in ("one", "many")
     ]
     np.testing.assert_array_equal(*snapshots)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("release", [True, False])
+def test_scratch_pages_leave_the_resident_set(scene, tmp_path, monkeypatch, release):
+    """After every gather batch the scratch map's pages leave the resident set (they would
+    stay without the release), and what the pass wrote is still there."""
+    d, movie, cands = scene
+    geo = compute_geometry(cands.footprints, H, W)
+    frames = snapshot_frames(find_events(cands.traces), dt=1, n_movie_frames=T)
+    plan = plan_pass(frames, geo.crops)
+    if not release:
+        monkeypatch.setattr(stream, "release_scratch", lambda *args: None)
+    scratch = tmp_path / "s" / stream.SCRATCH_NAME
+    resident = []
+
+    def mapped_kb(_stats):
+        total, inside = 0, False
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                inside = line.endswith(str(scratch))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+        resident.append(total)
+
+    run_pass(ArrayMovie(movie), plan, tmp_path / "s", chunk_frames=40, progress=mapped_kb)
+    run_pass(ArrayMovie(movie), plan, tmp_path / "one", chunk_frames=T)
+    assert len(resident) == -(-T // 40)
+    assert (max(resident) == 0) if release else (max(resident) > 0)
+    np.testing.assert_array_equal(
+        np.fromfile(scratch, np.uint16),
+        np.fromfile(tmp_path / "one" / stream.SCRATCH_NAME, np.uint16),
+    )
 
 
 def test_downsampled_movie_frames_and_clipping():

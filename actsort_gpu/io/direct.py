@@ -12,6 +12,9 @@ so :func:`cached_share` samples it first.
 
 Linux only (``os.O_DIRECT``); elsewhere, and on file systems that refuse it (tmpfs), callers
 keep their buffered reads.
+
+Where a file must be memory-mapped (pixel-major movies, the pass's scratch snapshots),
+:func:`release_pages` keeps the pages it touched from piling up in the resident set.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "cached_share",
     "open_direct",
     "placed_frames",
+    "release_pages",
     "ALIGN",
     "BLOCK_BYTES",
     "PLACEMENT_SLACK",
@@ -100,6 +104,26 @@ def placed_frames(raw: np.ndarray, shape: tuple[int, ...], dtype, shift: int | N
     if raw.ndim != 1 or raw.dtype != np.uint8 or start + nbytes > raw.size:
         raise ValueError(f"raw must be a 1-D uint8 array of >= {nbytes + PLACEMENT_SLACK} bytes")
     return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def release_pages(mapped: mmap.mmap, lo: int = 0, hi: int | None = None) -> bool:
+    """Drop the pages of bytes [lo, hi) (default: all) of a *shared* or read-only memory map
+    from this process's resident set (``madvise(MADV_DONTNEED)``). They stay in the page cache,
+    written ones still dirty (they reach the file as usual), and the next access maps them
+    again. Without it every page a map touched counts in the resident memory, which grows
+    with the file, until the map is closed. Never on a private (copy-on-write) map: its
+    changes would be lost. Returns False where the OS has no such advice or refuses it."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    hi = len(mapped) if hi is None else min(int(hi), len(mapped))
+    lo = int(lo) - int(lo) % mmap.PAGESIZE
+    if hi <= lo:
+        return True
+    try:
+        mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    except OSError:
+        return False
+    return True
 
 
 def _address(buffer) -> int:

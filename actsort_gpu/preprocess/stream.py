@@ -48,6 +48,7 @@ from .checkpoint import (
     disk_error,
     open_scratch,
     pass_digest,
+    release_scratch,
     save_state,
     scratch_dtype,
     state_bytes,
@@ -129,6 +130,10 @@ def gather_into(chunk, seg, dst, sizes, snaps, launch, batch_elements: int) -> i
             batch[:, 6].tolist(), dst[begin:stop].tolist(), sizes[begin:stop].tolist()
         ):
             flat[d : d + s] = packed[off : off + s]
+        # the pages just written leave the resident set (a chunk can touch most of the scratch)
+        release_scratch(
+            snaps, int(dst[begin:stop].min()), int((dst[begin:stop] + sizes[begin:stop]).max())
+        )
         begin = stop
         n_batches += 1
     return n_batches

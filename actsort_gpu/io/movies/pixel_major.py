@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..direct import release_pages
 from .base import Movie
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class PixelMajorMovie(Movie):
         disk_dtype = np.dtype(dtype)
         super().__init__(path, shape, disk_dtype.newbyteorder("="))  # big-endian: swapped on read
         self._offset = int(offset)
-        self._releases = hasattr(mmap, "MADV_DONTNEED")  # Linux, macOS; elsewhere the OS decides
+        self._releases = True  # until the OS refuses (release_pages)
         need = self._offset + self.n_frames * self.frame_bytes
         with open(self.path, "rb") as fh:
             size = fh.seek(0, 2)
@@ -87,18 +88,12 @@ class PixelMajorMovie(Movie):
 
     def _release(self, lo: int, hi: int) -> None:
         """Drop the pages of file bytes [lo, hi) from this process's resident set."""
-        if not self._releases:
-            return
-        lo -= lo % mmap.PAGESIZE
-        try:
-            self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-        except OSError as exc:  # refused: the pages stay mapped (file-backed, reclaimable)
-            self._releases = False
+        if self._releases and not release_pages(self._map, lo, hi):
+            self._releases = False  # the pages stay mapped (file-backed, reclaimable)
             log.warning(
-                "%s: cannot release the pages read (%s); resident memory will grow with the "
-                "part of the file read",
+                "%s: cannot release the pages read; resident memory will grow with the part "
+                "of the file read",
                 self.path,
-                exc,
             )
 
     def close(self) -> None:
