@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from mapped_pages import SMAPS, mapped_rss_kb
 
 from actsort_gpu.io.movies import (
     HDF5Movie,
@@ -458,18 +457,7 @@ def test_real_tiffs_open(shared_data):
         assert first.std() > 0
 
 
-def _mapped_rss_kb(path) -> int:
-    """Resident kB of this process's memory maps of ``path`` (/proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            inside = line.endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not SMAPS.exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("release", [True, False])
 def test_pixel_major_pages_leave_the_resident_set(tmp_path, monkeypatch, release):
     """Every window of a pixel-major file touches nearly all of its pages; they are released
@@ -485,7 +473,7 @@ def test_pixel_major_pages_leave_the_resident_set(tmp_path, monkeypatch, release
         np.testing.assert_array_equal(m.read(100, 300), movie[100:300])
         out = np.empty((200, 40, 70), np.uint16)
         np.testing.assert_array_equal(m.read_into(300, 500, out), movie[300:500])
-        resident = _mapped_rss_kb(path)
+        resident = mapped_rss_kb(path)
     assert (resident == 0) if release else (resident > 1000)
 
 

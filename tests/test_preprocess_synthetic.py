@@ -1,12 +1,10 @@
 """Known answers for the preprocessing pass on a synthetic movie with planted transients."""
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import tifffile
+from mapped_pages import SMAPS, mapped_rss_kb
 
 from actsort_gpu.config import PreprocessConfig
 from actsort_gpu.ingest import ingest
@@ -185,7 +183,7 @@ def test_pixel_major_movie_pass_equals_array(scene, tmp_path, layout):
     np.testing.assert_array_equal(*snapshots)
 
 
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not SMAPS.exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("release", [True, False])
 def test_scratch_pages_leave_the_resident_set(scene, tmp_path, monkeypatch, release):
     """After every gather batch the scratch map's pages leave the resident set (they would
@@ -197,18 +195,12 @@ def test_scratch_pages_leave_the_resident_set(scene, tmp_path, monkeypatch, rele
     if not release:
         monkeypatch.setattr(stream, "release_scratch", lambda *args: None)
     scratch = tmp_path / "s" / stream.SCRATCH_NAME
-    resident = []
+    resident = []  # after every chunk
 
-    def mapped_kb(_stats):
-        total, inside = 0, False
-        for line in Path("/proc/self/smaps").read_text().splitlines():
-            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-                inside = line.endswith(str(scratch))
-            elif inside and line.startswith("Rss:"):
-                total += int(line.split()[1])
-        resident.append(total)
+    def after_chunk(_stats):
+        resident.append(mapped_rss_kb(scratch))
 
-    run_pass(ArrayMovie(movie), plan, tmp_path / "s", chunk_frames=40, progress=mapped_kb)
+    run_pass(ArrayMovie(movie), plan, tmp_path / "s", chunk_frames=40, progress=after_chunk)
     run_pass(ArrayMovie(movie), plan, tmp_path / "one", chunk_frames=T)
     assert len(resident) == -(-T // 40)
     assert (max(resident) == 0) if release else (max(resident) > 0)
