@@ -84,26 +84,41 @@ def normalise_footprints(footprints: sp.csr_matrix) -> tuple[sp.csr_matrix, np.n
     return fp, peak, is_empty
 
 
+#: values of the traces checked for NaN/Inf at a time (64 MB of float32): the mask of a whole
+#: 100,000 x 10,000 matrix would be another 1 GB beside it
+FINITE_CHECK_VALUES = 1 << 24
+
+
 def _check_finite_traces(traces: np.ndarray, policy: str, where: str) -> np.ndarray:
-    bad = ~np.isfinite(traces)
-    if not bad.any():
+    """``traces`` when every value is finite; else an error ('error') or a float32 copy with
+    the NaN/Inf values replaced by 0 ('zero'). Checked by blocks of rows."""
+    step = max(1, FINITE_CHECK_VALUES // max(traces.shape[1], 1))
+    bad_per_row = np.zeros(traces.shape[0], np.int64)
+    for r0 in range(0, traces.shape[0], step):
+        bad_per_row[r0 : r0 + step] = (~np.isfinite(traces[r0 : r0 + step])).sum(axis=1)
+    if not bad_per_row.any():
         return traces
-    rows = np.flatnonzero(bad.any(axis=1))
+    rows = np.flatnonzero(bad_per_row)
+    n_bad = int(bad_per_row.sum())
     shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
     if policy == "error":
         raise ValueError(
-            f"{where}: {int(bad.sum())} NaN/Inf values in the traces of {len(rows)} candidates "
+            f"{where}: {n_bad} NaN/Inf values in the traces of {len(rows)} candidates "
             f"(indices {shown}); fix the extraction or ingest with --nonfinite zero to replace "
             f"them by 0"
         )
     log.warning(
         "%s: replaced %d NaN/Inf trace values by 0 in %d candidates (indices %s)",
         where,
-        int(bad.sum()),
+        n_bad,
         len(rows),
         shown,
     )
-    return np.where(bad, 0, traces).astype(np.float32)
+    fixed = np.array(traces, dtype=np.float32)
+    bad_rows = fixed[rows]
+    bad_rows[~np.isfinite(bad_rows)] = 0
+    fixed[rows] = bad_rows
+    return fixed
 
 
 def ingest(

@@ -230,3 +230,29 @@ def test_info_refuses_non_store_and_newer_schema(tmp_path, capsys):
     store.update_attrs(schema_version=99)
     assert main(["info", str(tmp_path / "new.actsort")]) == 1
     assert "upgrade actsort-gpu" in capsys.readouterr().err
+
+
+def test_traces_checked_and_neuropil_subtracted_by_blocks(monkeypatch):
+    """Block by block (tiny blocks here), the same values as the whole-matrix expressions;
+    the caller's arrays are never changed."""
+    from actsort_gpu import ingest
+    from actsort_gpu.io import suite2p
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(ingest, "FINITE_CHECK_VALUES", 7)
+    monkeypatch.setattr(suite2p, "NEUROPIL_BLOCK_VALUES", 7)
+    f = rng.normal(100, 10, (13, 5)).astype(np.float32)
+    for fneu_dtype in (np.float32, np.float64):
+        fneu = rng.normal(50, 5, (13, 5)).astype(fneu_dtype)
+        expected = f - np.float32(0.7) * fneu
+        got = suite2p._subtract_neuropil(f.copy(), fneu, 0.7)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    assert ingest._check_finite_traces(f, "error", "x") is f
+    bad = f.copy()
+    bad[[2, 9], [1, 4]] = [np.nan, np.inf]
+    with pytest.raises(ValueError, match=r"x: 2 NaN/Inf values in the traces of 2 candidates"):
+        ingest._check_finite_traces(bad, "error", "x")
+    fixed = ingest._check_finite_traces(bad, "zero", "x")
+    np.testing.assert_array_equal(fixed, np.where(np.isfinite(bad), bad, 0))
+    assert np.isnan(bad[2, 1])  # the input is left as it was

@@ -38,6 +38,7 @@ __all__ = [
     "open_direct",
     "placed_frames",
     "release_pages",
+    "release_memmap",
     "ALIGN",
     "BLOCK_BYTES",
     "PLACEMENT_SLACK",
@@ -124,6 +125,16 @@ def release_pages(mapped: mmap.mmap, lo: int = 0, hi: int | None = None) -> bool
     except OSError:
         return False
     return True
+
+
+def release_memmap(array: np.memmap, lo: int = 0, hi: int | None = None) -> None:
+    """:func:`release_pages` for bytes [lo, hi) (default: all) of an ``np.memmap``'s data, when
+    it is shared or read-only (mode 'r' or 'r+'); nothing for other arrays."""
+    mapped = getattr(array, "_mmap", None)  # NumPy's mmap object behind the np.memmap
+    if mapped is None or getattr(array, "mode", None) not in ("r", "r+"):
+        return
+    start = int(getattr(array, "offset", 0)) % mmap.ALLOCATIONGRANULARITY  # the data in the map
+    release_pages(mapped, start + int(lo), None if hi is None else start + int(hi))
 
 
 def _address(buffer) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from ..config import IngestConfig
 from ._footprints import as_metric, check_fov, csr_from_pixel_lists
 from .candidates import Candidates
+from .direct import release_memmap
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,12 @@ def resolve_plane_folder(path: str | Path) -> Path:
     )
 
 
-def _load(path: Path, pickle: bool):
+def _load(path: Path, pickle: bool, mmap: bool = False):
+    """``np.load`` of a Suite2p file; ``mmap``: a read-only memory map (read as it is used)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (Suite2p output needs it)")
     try:
-        return np.load(path, allow_pickle=pickle)
+        return np.load(path, allow_pickle=pickle, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
         raise OSError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from exc
     except Exception as exc:  # a corrupt pickle (stat.npy, ops.npy) raises almost any type
@@ -95,6 +97,25 @@ def _pad_image(
         height,
         width,
     )
+    return out
+
+
+#: rows of F - c Fneu computed at a time (values per block: 64 MB of float32)
+NEUROPIL_BLOCK_VALUES = 1 << 24
+
+
+def _subtract_neuropil(f: np.ndarray, fneu: np.ndarray, coefficient: float) -> np.ndarray:
+    """F - coefficient * Fneu (N, T), computed in ``f`` (a freshly loaded array; copied only
+    when the result needs a wider dtype) by blocks of rows of the memory-mapped ``fneu``, whose
+    pages leave the resident set once used: the whole Fneu and a whole product are never
+    held. Same values as the one-line expression."""
+    c = np.float32(coefficient)
+    out = np.asarray(f, dtype=np.result_type(f.dtype, fneu.dtype, c))
+    step = max(1, NEUROPIL_BLOCK_VALUES // max(f.shape[-1], 1))
+    row_bytes = fneu.dtype.itemsize * (fneu.size // max(len(fneu), 1))
+    for r0 in range(0, out.shape[0], step):
+        out[r0 : r0 + step] -= c * fneu[r0 : r0 + step]
+        release_memmap(fneu, r0 * row_bytes, (r0 + step) * row_bytes)  # Fneu read: let it go
     return out
 
 
@@ -146,17 +167,18 @@ def read_suite2p(
     footprints = csr_from_pixel_lists(rows, cols, lam, height, width, str(folder / "stat.npy"))
 
     name = {"F": "F.npy", "F-0.7Fneu": "F.npy", "spks": "spks.npy"}[config.suite2p_trace]
-    traces = _load(folder / name, pickle=False)
+    # F - c Fneu is computed in F's array; 'F' and 'spks' are read as they are written
+    traces = _load(folder / name, pickle=False, mmap=config.suite2p_trace != "F-0.7Fneu")
     if traces.dtype.kind not in "biuf":
         raise ValueError(f"{folder / name}: dtype {traces.dtype}, expected numbers")
     if config.suite2p_trace == "F-0.7Fneu":
-        fneu = _load(folder / "Fneu.npy", pickle=False)
+        fneu = _load(folder / "Fneu.npy", pickle=False, mmap=True)
         if fneu.shape != traces.shape or fneu.dtype.kind not in "biuf":
             raise ValueError(
                 f"{folder / 'Fneu.npy'}: shape {fneu.shape} dtype {fneu.dtype}, expected "
                 f"{traces.shape} numbers like F.npy"
             )
-        traces = traces - np.float32(config.neuropil_coefficient) * fneu
+        traces = _subtract_neuropil(traces, fneu, config.neuropil_coefficient)
     if traces.ndim != 2 or traces.shape[0] != n:
         raise ValueError(
             f"{folder / name}: shape {traces.shape}, expected ({n}, n_frames): one "

@@ -17,14 +17,13 @@ import errno
 import hashlib
 import json
 import logging
-import mmap
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..io.direct import release_pages
+from ..io.direct import release_memmap
 from .kernels import ProjectionAccumulator
 from .plan import PassPlan
 
@@ -53,12 +52,8 @@ def release_scratch(snaps: np.memmap, lo: int = 0, hi: int | None = None) -> Non
     and reach the file as before; without this every page the pass wrote or
     :func:`~.run.preprocess` read back counts in the resident memory, up to the scratch's size
     (9.2 GB at 100,000 candidates, benchmarks/RESULTS.md)."""
-    mapped = getattr(snaps, "_mmap", None)  # NumPy's mmap object behind the np.memmap
-    if mapped is not None and snaps.mode in ("r", "r+"):
-        item = snaps.dtype.itemsize
-        offset = int(getattr(snaps, "offset", 0)) % mmap.ALLOCATIONGRANULARITY  # in the map
-        end = None if hi is None else offset + int(hi) * item
-        release_pages(mapped, offset + int(lo) * item, end)
+    item = snaps.dtype.itemsize
+    release_memmap(snaps, int(lo) * item, None if hi is None else int(hi) * item)
 
 
 def scratch_dtype(movie_dtype) -> np.dtype:
