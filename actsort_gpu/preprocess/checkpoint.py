@@ -4,7 +4,7 @@
   map laid out block by block as the store's ``snapshots/data``, in :func:`scratch_dtype`.
   :func:`open_scratch` checks the free space first and reserves the blocks, so a full disk is
   an error message, not a SIGBUS. :func:`release_scratch` drops the map's pages from the
-  resident set after each chunk (they stay in the page cache).
+  resident set after each gather batch and each block read back (they stay in the page cache).
 - Checkpoints: the accumulators and the next frame to read (``state.npz``, written to a
   temporary file then renamed) with ``meta.json`` holding the pass digest
   (:func:`pass_digest`: plan, movie shape / dtype / path / size / mtime, the caller's
