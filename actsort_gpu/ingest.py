@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from . import schema
 from .config import IngestConfig, as_dict
-from .io.candidates import Candidates
+from .io.candidates import Candidates, trace_row_blocks
 from .io.movies import Movie
 from .store import SortStore, file_fingerprint
 
@@ -84,18 +84,12 @@ def normalise_footprints(footprints: sp.csr_matrix) -> tuple[sp.csr_matrix, np.n
     return fp, peak, is_empty
 
 
-#: values of the traces checked for NaN/Inf at a time (64 MB of float32): the mask of a whole
-#: 100,000 x 10,000 matrix would be another 1 GB beside it
-FINITE_CHECK_VALUES = 1 << 24
-
-
 def _check_finite_traces(traces: np.ndarray, policy: str, where: str) -> np.ndarray:
     """``traces`` when every value is finite; else an error ('error') or a float32 copy with
     the NaN/Inf values replaced by 0 ('zero'). Checked by blocks of rows."""
-    step = max(1, FINITE_CHECK_VALUES // max(traces.shape[1], 1))
     bad_per_row = np.zeros(traces.shape[0], np.int64)
-    for r0 in range(0, traces.shape[0], step):
-        bad_per_row[r0 : r0 + step] = (~np.isfinite(traces[r0 : r0 + step])).sum(axis=1)
+    for rows in trace_row_blocks(*traces.shape):
+        bad_per_row[rows] = (~np.isfinite(traces[rows])).sum(axis=1)
     if not bad_per_row.any():
         return traces
     rows = np.flatnonzero(bad_per_row)

@@ -236,11 +236,10 @@ def test_traces_checked_and_neuropil_subtracted_by_blocks(monkeypatch):
     """Block by block (tiny blocks here), the same values as the whole-matrix expressions;
     the caller's arrays are never changed."""
     from actsort_gpu import ingest
-    from actsort_gpu.io import suite2p
+    from actsort_gpu.io import candidates, suite2p
 
     rng = np.random.default_rng(0)
-    monkeypatch.setattr(ingest, "FINITE_CHECK_VALUES", 7)
-    monkeypatch.setattr(suite2p, "NEUROPIL_BLOCK_VALUES", 7)
+    monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 7)
     f = rng.normal(100, 10, (13, 5)).astype(np.float32)
     for fneu_dtype in (np.float32, np.float64):
         fneu = rng.normal(50, 5, (13, 5)).astype(fneu_dtype)

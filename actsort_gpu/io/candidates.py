@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,19 @@ from ._footprints import check_sparse
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Candidates"]
+__all__ = ["Candidates", "trace_row_blocks", "TRACE_BLOCK_VALUES"]
+
+#: values of a trace matrix that block-wise passes over it handle at a time (64 MB of float32):
+#: a whole-matrix temporary at 100,000 x 10,000 would be another 1-4 GB
+TRACE_BLOCK_VALUES = 1 << 24
+
+
+def trace_row_blocks(n_rows: int, n_frames: int) -> Iterator[slice]:
+    """Slices of the rows of an (n_rows, n_frames) trace matrix, each of at most
+    :data:`TRACE_BLOCK_VALUES` values (at least one row)."""
+    step = max(1, TRACE_BLOCK_VALUES // max(int(n_frames), 1))
+    for r0 in range(0, int(n_rows), step):
+        yield slice(r0, min(r0 + step, int(n_rows)))
 
 
 @dataclass

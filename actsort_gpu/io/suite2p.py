@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import IngestConfig
 from ._footprints import as_metric, check_fov, csr_from_pixel_lists
-from .candidates import Candidates
+from .candidates import Candidates, trace_row_blocks
 from .direct import release_memmap
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,6 @@ def _pad_image(
     return out
 
 
-#: rows of F - c Fneu computed at a time (values per block: 64 MB of float32)
-NEUROPIL_BLOCK_VALUES = 1 << 24
-
-
 def _subtract_neuropil(f: np.ndarray, fneu: np.ndarray, coefficient: float) -> np.ndarray:
     """F - coefficient * Fneu (N, T), computed in ``f`` (a freshly loaded array; copied only
     when the result needs a wider dtype) by blocks of rows of the memory-mapped ``fneu``, whose
@@ -111,11 +107,10 @@ def _subtract_neuropil(f: np.ndarray, fneu: np.ndarray, coefficient: float) -> n
     held. Same values as the one-line expression."""
     c = np.float32(coefficient)
     out = np.asarray(f, dtype=np.result_type(f.dtype, fneu.dtype, c))
-    step = max(1, NEUROPIL_BLOCK_VALUES // max(f.shape[-1], 1))
     row_bytes = fneu.dtype.itemsize * (fneu.size // max(len(fneu), 1))
-    for r0 in range(0, out.shape[0], step):
-        out[r0 : r0 + step] -= c * fneu[r0 : r0 + step]
-        release_memmap(fneu, r0 * row_bytes, (r0 + step) * row_bytes)  # Fneu read: let it go
+    for rows in trace_row_blocks(len(out), f.shape[-1]):
+        out[rows] -= c * fneu[rows]
+        release_memmap(fneu, rows.start * row_bytes, rows.stop * row_bytes)  # read: let it go
     return out
 
 
