@@ -88,7 +88,7 @@ def _check_finite_traces(traces: np.ndarray, policy: str, where: str) -> np.ndar
     """``traces`` when every value is finite; else an error ('error') or a float32 copy with
     the NaN/Inf values replaced by 0 ('zero'). Checked by blocks of rows."""
     bad_per_row = np.zeros(traces.shape[0], np.int64)
-    for rows in trace_row_blocks(*traces.shape):
+    for rows in trace_row_blocks(*traces.shape, mapped=traces):
         bad_per_row[rows] = (~np.isfinite(traces[rows])).sum(axis=1)
     if not bad_per_row.any():
         return traces

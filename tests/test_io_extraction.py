@@ -285,6 +285,35 @@ def test_npz_corrupt_and_incomplete(tmp_path, truth):
         read_extraction(tmp_path / "nofp.npz")
 
 
+def test_npz_traces_stored_uncompressed_are_memory_mapped(tmp_path, truth):
+    import zipfile
+
+    fp, traces, _ = truth
+    np.savez(tmp_path / "s.npz", footprints=fp, traces=traces)
+    c = read_extraction(tmp_path / "s.npz")
+    assert isinstance(c.traces, np.memmap) and not c.traces.flags.writeable
+    _same(c, fp, traces, "npz")
+    # compressed members, other dtypes and orders are read whole, same values
+    np.savez_compressed(tmp_path / "z.npz", footprints=fp, traces=traces)
+    np.savez(tmp_path / "f.npz", footprints=fp, traces=np.asfortranarray(traces, ">f8"))
+    for name in ("z.npz", "f.npz"):
+        _same(read_extraction(tmp_path / name), fp, traces, "npz")
+    # a stored member shorter than its .npy header says (the zip itself intact)
+    with zipfile.ZipFile(tmp_path / "short.npz", "w", zipfile.ZIP_STORED) as z:
+        z.writestr("traces.npy", _npy_bytes(traces)[:-40])
+        z.writestr("footprints.npy", _npy_bytes(fp))
+    with pytest.raises(OSError, match=r"short.npz: member traces.npy is shorter"):
+        read_extraction(tmp_path / "short.npz")
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 # ------------------------------------------------------------------ Suite2p
 def _suite2p_plane(folder, fp, traces):
     folder.mkdir(parents=True)

@@ -21,12 +21,24 @@ __all__ = ["Candidates", "trace_row_blocks", "TRACE_BLOCK_VALUES"]
 TRACE_BLOCK_VALUES = 1 << 24
 
 
-def trace_row_blocks(n_rows: int, n_frames: int) -> Iterator[slice]:
+def trace_row_blocks(n_rows: int, n_frames: int, *, mapped=None) -> Iterator[slice]:
     """Slices of the rows of an (n_rows, n_frames) trace matrix, each of at most
-    :data:`TRACE_BLOCK_VALUES` values (at least one row)."""
+    :data:`TRACE_BLOCK_VALUES` values (at least one row).
+
+    mapped : a C-ordered ``np.memmap`` whose rows the loop reads: once the loop body is done
+        with a block, that block's pages leave the resident set (``io.direct.release_memmap``),
+        so a pass over a mapped matrix never holds all of it.
+    """
+    from .direct import release_memmap
+
     step = max(1, TRACE_BLOCK_VALUES // max(int(n_frames), 1))
+    releases = isinstance(mapped, np.memmap) and mapped.ndim > 0 and mapped.flags.c_contiguous
+    row_bytes = int(mapped.strides[0]) if releases else 0
     for r0 in range(0, int(n_rows), step):
-        yield slice(r0, min(r0 + step, int(n_rows)))
+        rows = slice(r0, min(r0 + step, int(n_rows)))
+        yield rows
+        if releases:
+            release_memmap(mapped, rows.start * row_bytes, rows.stop * row_bytes)
 
 
 @dataclass
@@ -62,7 +74,9 @@ class Candidates:
         if sp.issparse(self.footprints):
             check_sparse(self.footprints, where)  # before scipy works on parts from a file
         self.footprints = sp.csr_matrix(self.footprints, dtype=np.float32)
-        traces = np.asarray(self.traces)
+        # a memory-mapped matrix (.npy, stored .npz member) stays mapped: ingest reads it
+        # by blocks of rows
+        traces = self.traces if isinstance(self.traces, np.memmap) else np.asarray(self.traces)
         if traces.dtype.kind not in "biuf":
             raise ValueError(f"{where}: traces have dtype {traces.dtype}, expected numbers")
         self.traces = traces.astype(np.float32, copy=False)

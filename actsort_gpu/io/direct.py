@@ -128,12 +128,13 @@ def release_pages(mapped: mmap.mmap, lo: int = 0, hi: int | None = None) -> bool
 
 
 def release_memmap(array: np.memmap, lo: int = 0, hi: int | None = None) -> None:
-    """:func:`release_pages` for bytes [lo, hi) (default: all) of an ``np.memmap``'s data, when
-    it is shared or read-only (mode 'r' or 'r+'); nothing for other arrays."""
+    """:func:`release_pages` for bytes [lo, hi) (default: to the end of the map) counted from
+    the first byte of ``array``, an ``np.memmap`` or a slice of one, when it is shared or
+    read-only (mode 'r' or 'r+'); nothing for other arrays."""
     mapped = getattr(array, "_mmap", None)  # NumPy's mmap object behind the np.memmap
-    if mapped is None or getattr(array, "mode", None) not in ("r", "r+"):
+    if mapped is None or getattr(array, "mode", None) not in ("r", "r+") or not len(mapped):
         return
-    start = int(getattr(array, "offset", 0)) % mmap.ALLOCATIONGRANULARITY  # the data in the map
+    start = int(array.ctypes.data) - _address(mapped)  # where the array's data is in the map
     release_pages(mapped, start + int(lo), None if hi is None else start + int(hi))
 
 

@@ -24,18 +24,21 @@ from .candidates import Candidates
 __all__ = ["read_npz", "write_npz"]
 
 
+def _npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy stream ``fh``, left at its first data byte."""
+    major, _ = np.lib.format.read_magic(fh)
+    read = (
+        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read(fh)
+    return tuple(int(v) for v in shape), bool(fortran), dtype
+
+
 def _member_shape(z, key: str) -> tuple[int, ...] | None:
     """Shape of array ``key`` of an open .npz from its .npy header (nothing else is read)."""
     try:
         with z.zip.open(f"{key}.npy") as fh:
-            major, _ = np.lib.format.read_magic(fh)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if major == 1
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, _ = read(fh)
-        return tuple(int(v) for v in shape)
+            return _npy_header(fh)[0]
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError):
         return None  # read_npz's own read of the array reports the problem
 
@@ -45,6 +48,42 @@ def _array(z, key: str, path: Path) -> np.ndarray:
         return z[key]
     except ValueError as exc:  # object arrays (allow_pickle=False), bad headers
         raise ValueError(f"{path}: array {key!r} cannot be read: {exc}") from exc
+
+
+def _mapped_member(z, key: str, path: Path) -> np.memmap | None:
+    """Array ``key`` of an open .npz as a read-only memory map of the file, when the member is
+    stored uncompressed (``numpy.savez``) as a plain C-ordered numeric array; None otherwise
+    (compressed: ``numpy.savez_compressed``), and the caller reads it whole. Ingest then reads
+    the matrix by blocks of rows and releases each block's pages: a 4 GB trace matrix never
+    becomes resident whole."""
+    try:
+        info = z.zip.getinfo(f"{key}.npy")
+    except KeyError:
+        return None
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # deflated, encrypted
+        return None
+    with z.zip.open(info) as fh:
+        try:
+            shape, fortran, dtype = _npy_header(fh)
+        except (ValueError, OSError, EOFError):
+            return None  # the whole read reports the problem
+        header_bytes = fh.tell()
+    if fortran or dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 2:
+        return None
+    with open(path, "rb") as raw:  # the member's local header: its name and extra field
+        raw.seek(info.header_offset)
+        local = raw.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise OSError(f"{path}: member {key}.npy has no local header (corrupt .npz?)")
+    name_len = int.from_bytes(local[26:28], "little")
+    extra_len = int.from_bytes(local[28:30], "little")
+    offset = info.header_offset + 30 + name_len + extra_len + header_bytes
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if offset + nbytes > path.stat().st_size or header_bytes + nbytes > info.file_size:
+        raise OSError(f"{path}: member {key}.npy is shorter than its header says (truncated?)")
+    if nbytes == 0:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def _scalar_int(z, key: str, path: Path) -> int:
@@ -108,7 +147,8 @@ def read_npz(path: str | Path, *, movie_shape: tuple[int, int, int] | None = Non
                     f"{path}: no 'footprints' (N, H, W) nor CSR parts footprints_data/"
                     f"indices/indptr + height, width; keys found: {sorted(keys)}"
                 )
-            traces = _array(z, "traces", path)
+            traces = _mapped_member(z, "traces", path)
+            traces = _array(z, "traces", path) if traces is None else traces
             metrics = {
                 k[len("metric_") :]: _array(z, k, path) for k in keys if k.startswith("metric_")
             }

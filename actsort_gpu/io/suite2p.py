@@ -18,7 +18,6 @@ import numpy as np
 from ..config import IngestConfig
 from ._footprints import as_metric, check_fov, csr_from_pixel_lists
 from .candidates import Candidates, trace_row_blocks
-from .direct import release_memmap
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +106,8 @@ def _subtract_neuropil(f: np.ndarray, fneu: np.ndarray, coefficient: float) -> n
     held. Same values as the one-line expression."""
     c = np.float32(coefficient)
     out = np.asarray(f, dtype=np.result_type(f.dtype, fneu.dtype, c))
-    row_bytes = fneu.dtype.itemsize * (fneu.size // max(len(fneu), 1))
-    for rows in trace_row_blocks(len(out), f.shape[-1]):
+    for rows in trace_row_blocks(len(out), f.shape[-1], mapped=fneu):
         out[rows] -= c * fneu[rows]
-        release_memmap(fneu, rows.start * row_bytes, rows.stop * row_bytes)  # read: let it go
     return out
 
 
