@@ -49,22 +49,30 @@ def test_matrix_written_with_registry_attrs(synthetic_store):
     assert snr[truth == 1].min() > snr[truth == -1].max()
 
 
-def test_blocks_and_spill_do_not_change_the_result(synthetic_store, tmp_path):
+def test_blocks_and_spill_do_not_change_the_result(synthetic_store, tmp_path, monkeypatch):
+    import actsort_gpu.features.run as run
+
     a = compute_features(synthetic_store, device="cpu")
-    cfg = FeatureConfig(batch_candidates=7, similarity_tile=11, similarity_memory_mb=0.001)
+    cfg = FeatureConfig(batch_candidates=23, similarity_tile=11, similarity_memory_mb=0.001)
+    monkeypatch.setattr(run, "SNAPSHOT_ROWS", 5)  # snapshot parts across block boundaries
     b = compute_features(synthetic_store, cfg, device="cpu")
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not list(synthetic_store.parent.glob("actsort-z-*"))  # temp file removed
 
 
-def test_sketched_similarity_does_not_change_the_result(synthetic_store):
+def test_sketched_similarity_does_not_change_the_result(synthetic_store, monkeypatch):
+    import actsort_gpu.features.temporal as temporal
+
     a = compute_features(synthetic_store, device="cpu")  # "auto": exact at 60 candidates
     cfg = FeatureConfig(similarity_method="sketch", similarity_tile=16)
     np.testing.assert_array_equal(compute_features(synthetic_store, cfg, device="cpu"), a)
     spill = FeatureConfig(
         similarity_method="sketch", similarity_tile=11, similarity_memory_mb=0.001
     )
+    monkeypatch.setattr(temporal, "_SUBBLOCK_ROWS", 3)  # rows gathered from the file in parts
     np.testing.assert_array_equal(compute_features(synthetic_store, spill, device="cpu"), a)
+    sketched = SortStore.open(synthetic_store, "r").attrs["stages"]["features"]
+    assert sketched["similarity_sketch"]["tiles_subblock"] > 0
     assert not list(synthetic_store.parent.glob("actsort-z-*"))  # both temp files removed
     stage = SortStore.open(synthetic_store, "r").attrs["stages"]["features"]
     assert stage["similarity_method"] == "sketch"

@@ -208,16 +208,19 @@ def test_sketched_similarity_equals_the_exact_count(xp, monkeypatch):
     assert expect[:740].max() > 0 and expect[740:].min() > 10  # both kinds of pairs present
     sketch = sketch_rows(z)
     used = set()
-    for tile, pair_cost in ((50, 256), (100, 256), (400, 1)):
-        # pair_cost 1: each marked pair checked on its own (the path for scattered pairs)
+    for tile, pair_cost, subblock_rows in ((50, 256, 7), (100, 256, 1024), (400, 1, 1024)):
+        # pair_cost 1: each marked pair checked on its own (the path for scattered pairs);
+        # subblock_rows 7: a sub-block's rows multiplied in several parts
         monkeypatch.setattr(temporal, "_PAIR_COST", pair_cost)
+        monkeypatch.setattr(temporal, "_SUBBLOCK_ROWS", subblock_rows)
         stats = {}
         got = count_similar_sketched(z, sketch, xp=xp, tile=tile, stats=stats)
         np.testing.assert_array_equal(to_numpy(got), expect)
         used |= {key for key in PATHS if stats[key]}
         assert 0 < stats["exact_work"] < 1
     assert used == set(PATHS)  # every path ran
-    # from host copies (a spilled store) too
+    # from host copies (a spilled store) too, their sub-block rows gathered in parts
+    monkeypatch.setattr(temporal, "_SUBBLOCK_ROWS", 7)
     host = count_similar_sketched(to_numpy(z), to_numpy(sketch), xp=xp, tile=100)
     np.testing.assert_array_equal(to_numpy(host), expect)
 

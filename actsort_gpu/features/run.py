@@ -32,6 +32,7 @@ from .. import schema
 from ..backend import resolve_backend
 from ..cluster import map_pieces
 from ..config import FeatureConfig, as_dict
+from ..heap import release_free_heap
 from ..store import SortStore, crop_footprints
 from .columns import NamedColumns
 from .policy import apply_nan_policy
@@ -118,24 +119,29 @@ def _load_context(store: SortStore, config: FeatureConfig, xp, timings) -> _Cont
     )
 
 
+#: candidates whose event snapshots are decoded at once (float32: 5 events x 11 frames x the
+#: crop each, 140 kB for a 25 x 25 crop): a quarter of a default block, so the decoded
+#: snapshots do not add a block's worth (560 MB at 4,096 such candidates) to its traces
+SNAPSHOT_ROWS = 1024
+
+
 def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings) -> np.ndarray:
     """Raw features (n_block, F) float64 of the candidates ``rows`` (NaN/Inf not yet fixed).
 
     Each family's named columns go to the matrix columns of those names (``ctx.column_of``);
-    a matrix column no family filled raises RuntimeError (it would hold garbage).
+    a matrix column no family filled raises RuntimeError (it would hold garbage). The families
+    that read event snapshots run on :data:`SNAPSHOT_ROWS` candidates at a time.
     """
-    from .extra import extra_columns
     from .temporal import temporal_columns
 
     store, config, xp = ctx.store, ctx.config, ctx.xp
-    height, width = store.height, store.width
     threads = max(int(config.threads), 1)
-    spatial_fn, st_fn = _families()
+    spatial_fn, _ = _families()
     raw = np.empty((rows.stop - rows.start, len(ctx.names)), dtype=np.float64)
     filled = np.zeros(len(ctx.names), dtype=bool)
 
-    def place(columns: NamedColumns) -> None:
-        filled[columns.place_into(raw, ctx.column_of)] = True
+    def place(columns: NamedColumns, part: slice = slice(None)) -> None:
+        filled[columns.place_into(raw[part], ctx.column_of)] = True
 
     t0 = time.perf_counter()
     traces = store.traces(rows)
@@ -146,54 +152,73 @@ def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings)
     place(
         temporal_columns(traces_x, xp=xp, similarity=similarity, timings=timings, threads=threads)
     )
+    release_free_heap()  # what the chunk threads freed stays in their arenas otherwise
     timings["temporal_wall"] += time.perf_counter() - t0  # temporal + peaks, all threads
 
     t0 = time.perf_counter()
-    place(spatial_fn(ctx.footprints, height, width, rows, xp=xp, **ctx.spatial_kw))
+    place(spatial_fn(ctx.footprints, store.height, store.width, rows, xp=xp, **ctx.spatial_kw))
     timings["spatial"] += time.perf_counter() - t0
 
+    for a in range(rows.start, rows.stop, SNAPSHOT_ROWS):
+        part = slice(a, min(a + SNAPSHOT_ROWS, rows.stop))
+        local = slice(part.start - rows.start, part.stop - rows.start)
+        for columns in _snapshot_families(ctx, part, traces_x[local], timings):
+            place(columns, local)
+    if not filled.all():
+        missing = [name for name, ok in zip(ctx.names, filled) if not ok]
+        raise RuntimeError(f"feature columns {missing}: no feature family computed them")
+    release_free_heap()
+    return raw
+
+
+def _snapshot_families(ctx: _Context, rows: slice, traces_x, timings) -> list[NamedColumns]:
+    """The columns of the families that read event snapshots (spatiotemporal, and with
+    ``include_extra`` the extra features and the extractor's own metrics) for the candidates
+    ``rows``, whose traces are ``traces_x``."""
+    from .extra import extra_columns
+
+    store, config, xp = ctx.store, ctx.config, ctx.xp
+    _, st_fn = _families()
     t0 = time.perf_counter()
     snapshots = store.snapshots_block(rows)
     crops = store.read(schema.CROPS, rows)
-    crop_fps = crop_footprints(ctx.footprints[rows], crops, width)
+    crop_fps = crop_footprints(ctx.footprints[rows], crops, store.width)
     snap_traces = store.read(schema.SNAPSHOT_TRACES, rows).astype(np.float32)
     event_valid = store.read(schema.EVENTS, rows) >= 0
     timings["read_snapshots"] += time.perf_counter() - t0
     t0 = time.perf_counter()
-    place(st_fn(snapshots, crop_fps, snap_traces, event_valid, xp=xp))
+    out = [st_fn(snapshots, crop_fps, snap_traces, event_valid, xp=xp)]
     timings["spatiotemporal"] += time.perf_counter() - t0
+    if not config.include_extra:
+        return out
 
-    if config.include_extra:
-        t0 = time.perf_counter()
-        frames = store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0
-        place(
-            extra_columns(
-                traces_x,
-                ctx.footprints[rows],
-                height,
-                width,
-                snapshots,
-                crop_fps,
-                frames,
-                npix_median=ctx.npix_median,
-                xp=xp,
-                pixel_fraction=config.suite2p_pixel_fraction,
-                n_window=config.snr_window_frames,
-                threads=threads,
+    t0 = time.perf_counter()
+    frames = store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0
+    out.append(
+        extra_columns(
+            traces_x,
+            ctx.footprints[rows],
+            store.height,
+            store.width,
+            snapshots,
+            crop_fps,
+            frames,
+            npix_median=ctx.npix_median,
+            xp=xp,
+            pixel_fraction=config.suite2p_pixel_fraction,
+            n_window=config.snr_window_frames,
+            threads=max(int(config.threads), 1),
+        )
+    )
+    if ctx.src:  # passed through from the extractor, named by the registry's prefix
+        names = [SOURCE_PREFIX + name for name in ctx.src]
+        out.append(
+            NamedColumns.from_dict(
+                {SOURCE_PREFIX + name: ctx.source[name][rows] for name in ctx.src}, names
             )
         )
-        if ctx.src:  # passed through from the extractor, named by the registry's prefix
-            names = [SOURCE_PREFIX + name for name in ctx.src]
-            place(
-                NamedColumns.from_dict(
-                    {SOURCE_PREFIX + name: ctx.source[name][rows] for name in ctx.src}, names
-                )
-            )
-        timings["extra"] += time.perf_counter() - t0
-    if not filled.all():
-        missing = [name for name, ok in zip(ctx.names, filled) if not ok]
-        raise RuntimeError(f"feature columns {missing}: no feature family computed them")
-    return raw
+    timings["extra"] += time.perf_counter() - t0
+    return out
 
 
 _WORKER_CONTEXT: dict = {}
@@ -594,6 +619,8 @@ def trace_similarity(
             if sketch is not None:
                 rows = sketch_rows(z, projection=projection, xp=xp)
                 sketch[start:stop] = _to_buffer(rows, sketch, xp)
+            del z
+            release_free_heap()  # the block's decoded chunks and filter temporaries
         t1 = time.perf_counter()
         if sketch is None:
             counts = count_similar(z_all, xp=xp, tile=tile, progress=progress)

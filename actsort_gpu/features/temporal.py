@@ -30,7 +30,7 @@ import numpy as np
 from scipy.signal import peak_widths as _scipy_peak_widths
 from scipy.signal._peak_finding_utils import PeakPropertyWarning
 
-from .._xp import get_xp, to_numpy
+from .._xp import get_xp, is_cupy, to_numpy
 from ..signal import local_maxima, peak_prominences
 from .columns import NamedColumns
 from .registry import EVENT_SCALES, TEMPORAL_NAMES
@@ -378,6 +378,7 @@ SKETCH_FRAMES_PER_DRAW = 4096  # R is drawn in blocks of frames: O(block x k) me
 # (memory-bound gathers vs a compute-bound GEMM; measured on the 2-core CPU at T = 5,000)
 _PAIR_COST = 256
 _VERIFY_PAIRS = 2048  # pairs gathered per exact check
+_SUBBLOCK_ROWS = 1024  # rows of a sub-block multiplied at once (1024 x T gathered floats)
 
 
 def sketch_miss_bound(
@@ -480,15 +481,17 @@ def count_similar_sketched(
                     tally["tiles_skipped"] += 1
                     continue
             za = _row_tile(z_all, a, tile, xp) if za is None else za
-            zb = za if b == a else _row_tile(z_all, b, tile, xp)
             if not sketching:
                 tally["tiles_whole"] += 1
                 work[0] += full
+                zb = za if b == a else _row_tile(z_all, b, tile, xp)
                 _count_tile_pair(counts, za, zb, a, b, threshold, xp)
+                zb = None  # a column tile is never kept past its tile pair
                 continue
             rows = xp.flatnonzero(maybe.any(axis=1))
             cols = xp.flatnonzero(maybe.any(axis=0))
             if _PAIR_COST * n_maybe < len(rows) * len(cols):
+                zb = za if b == a else _row_tile(z_all, b, tile, xp)
                 tally["tiles_pairs"] += 1
                 tally["pairs_checked"] += n_maybe
                 work[0] += _PAIR_COST * n_maybe
@@ -500,19 +503,50 @@ def count_similar_sketched(
                         continue
                     counts[a : a + len(za)] += xp.bincount(pi[hit], minlength=len(za))
                     counts[b : b + len(zb)] += xp.bincount(pj[hit], minlength=len(zb))
+                zb = None
                 continue
             tally["tiles_subblock"] += 1
             work[0] += float(len(rows) * len(cols))
-            z_cols = zb[cols]
-            zb = None  # a row tile of its own (b != a): freed before the product
-            hit = (za[rows] @ z_cols.T) > threshold
-            if b == a:
-                hit &= rows[:, None] < cols[None, :]
-            counts[a + rows] += hit.sum(axis=1)
-            counts[b + cols] += hit.sum(axis=0)
+            z_cols = za[cols] if b == a else _gather_rows(z_all, b, cols, xp)
+            _count_subblock(counts, za, z_cols, rows, cols, a, b, threshold, xp)
     if stats is not None:
         stats.update(tally, exact_work=work[0] / max(work[1], 1.0))
     return counts
+
+
+def _gather_rows(z_all, start: int, idx, xp):
+    """Rows ``start + idx`` of ``z_all`` (``idx``: sorted ``xp`` indices) as a contiguous
+    ``xp`` array. An array of the same module is gathered at once; rows kept elsewhere (a
+    host array for a device run, a row file) are read ``_SUBBLOCK_ROWS`` at a time, so no
+    whole tile is held beside the gathered rows."""
+    if (isinstance(z_all, np.ndarray) or is_cupy(z_all)) and get_xp(z_all) is xp:
+        return z_all[start + idx]
+    wanted = to_numpy(idx)
+    out = xp.empty((len(wanted), z_all.shape[1]), dtype=xp.float32)
+    for lo in range(0, int(wanted[-1]) + 1 if len(wanted) else 0, _SUBBLOCK_ROWS):
+        i, j = np.searchsorted(wanted, [lo, lo + _SUBBLOCK_ROWS])
+        if j > i:
+            piece = _row_tile(z_all, start + lo, _SUBBLOCK_ROWS, xp)
+            out[i:j] = piece[xp.asarray(wanted[i:j] - lo)]
+    return out
+
+
+def _count_subblock(counts, za, z_cols, rows, cols, a: int, b: int, threshold: float, xp):
+    """Add the hits of the exact product of the rows ``rows`` of ``za`` (a row tile from
+    ``a``) and ``z_cols`` (the rows ``cols`` of the tile from ``b``) to ``counts``; on a
+    diagonal tile (a == b) each pair once. The rows are multiplied ``_SUBBLOCK_ROWS`` at a
+    time, so the gathered rows and their product stay a small fraction of the tile budget
+    (``similarity_tile_rows`` counts two tiles and one tile product) instead of adding a
+    third tile and a second product to it."""
+    hits_per_col = xp.zeros(len(cols), dtype=xp.int64)
+    for r0 in range(0, len(rows), _SUBBLOCK_ROWS):
+        part = rows[r0 : r0 + _SUBBLOCK_ROWS]
+        hit = (za[part] @ z_cols.T) > threshold
+        if b == a:
+            hit &= part[:, None] < cols[None, :]
+        counts[a + part] += hit.sum(axis=1)
+        hits_per_col += hit.sum(axis=0)
+    counts[b + cols] += hits_per_col
 
 
 # ----------------------------------------------------------------------------- peaks (3, 5-11)
