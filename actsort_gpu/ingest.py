@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from . import schema
 from .config import IngestConfig, as_dict
-from .io.candidates import Candidates, trace_row_blocks
+from .io.candidates import Candidates, RowBlockTraces, release_rows, trace_row_blocks
 from .io.movies import Movie
 from .store import SortStore, file_fingerprint
 
@@ -84,9 +84,10 @@ def normalise_footprints(footprints: sp.csr_matrix) -> tuple[sp.csr_matrix, np.n
     return fp, peak, is_empty
 
 
-def _check_finite_traces(traces: np.ndarray, policy: str, where: str) -> np.ndarray:
-    """``traces`` when every value is finite; else an error ('error') or a float32 copy with
-    the NaN/Inf values replaced by 0 ('zero'). Checked by blocks of rows."""
+def _check_finite_traces(traces, policy: str, where: str):
+    """``traces`` when every value is finite; else an error ('error') or, for 'zero', the
+    traces with the NaN/Inf values replaced by 0 as they are read (a ``RowBlockTraces``: the
+    caller's matrix is never changed nor copied whole). Checked by blocks of rows."""
     bad_per_row = np.zeros(traces.shape[0], np.int64)
     for rows in trace_row_blocks(*traces.shape, mapped=traces):
         bad_per_row[rows] = (~np.isfinite(traces[rows])).sum(axis=1)
@@ -108,11 +109,24 @@ def _check_finite_traces(traces: np.ndarray, policy: str, where: str) -> np.ndar
         len(rows),
         shown,
     )
-    fixed = np.array(traces, dtype=np.float32)
-    bad_rows = fixed[rows]
-    bad_rows[~np.isfinite(bad_rows)] = 0
-    fixed[rows] = bad_rows
-    return fixed
+
+    def fixed(block_rows: slice) -> np.ndarray:
+        block = np.array(traces[block_rows], dtype=np.float32)
+        release_rows(traces, block_rows)
+        block[~np.isfinite(block)] = 0
+        return block
+
+    return RowBlockTraces(traces.shape, fixed)
+
+
+def _write_traces(store: SortStore, traces) -> None:
+    """Write the (N, T) trace matrix as ``schema.TRACES`` float32 by blocks of whole chunks of
+    rows: a memory-mapped matrix's pages are released block by block, a
+    :class:`~actsort_gpu.io.candidates.RowBlockTraces` is computed block by block, so neither
+    is ever held whole."""
+    arr = store.create_array(schema.TRACES, traces.shape, np.float32)
+    for rows in trace_row_blocks(*traces.shape, mapped=traces, align=arr.chunks[0]):
+        arr[rows] = np.asarray(traces[rows], dtype=np.float32)
 
 
 def ingest(
@@ -208,7 +222,7 @@ def ingest(
         schema.FOOTPRINTS, footprints, attrs={"height": movie.height, "width": movie.width}
     )
     store.write_array(schema.FOOTPRINT_PEAK, peak)
-    store.write_array(schema.TRACES, traces)
+    _write_traces(store, traces)
     store.write_array(schema.IS_EMPTY, is_empty)
     store.write_array(schema.SOURCE_INDEX, candidates.source_index.astype(np.int64))
     for name, values in candidates.metrics.items():

@@ -115,29 +115,6 @@ def _default_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     return (rows, *[max(int(s), 1) for s in shape[1:]])
 
 
-#: bytes of a memory-mapped input written (and its pages released) at a time
-_MAPPED_BLOCK_BYTES = 64 << 20
-
-
-def _write_values(arr: zarr.Array, data: np.ndarray) -> None:
-    """Write ``data`` (the shape of ``arr``) into ``arr``. A C-ordered memory map of a file
-    (a trace matrix read from ``.npy`` / ``.npz``) is written whole chunks of rows at a time,
-    about :data:`_MAPPED_BLOCK_BYTES` each, and each block's pages are released once written,
-    so the file never becomes resident as a whole (``io.direct.release_memmap``)."""
-    if not isinstance(data, np.memmap) or data.ndim == 0 or not data.flags.c_contiguous:
-        arr[...] = data
-        return
-    from .io.direct import release_memmap
-
-    row_bytes = max(int(data.strides[0]), 1)
-    chunk_rows = int(arr.chunks[0])
-    step = chunk_rows * max(1, _MAPPED_BLOCK_BYTES // (chunk_rows * row_bytes))
-    for r0 in range(0, data.shape[0], step):
-        r1 = min(r0 + step, data.shape[0])
-        arr[r0:r1] = data[r0:r1]
-        release_memmap(data, r0 * row_bytes, r1 * row_bytes)
-
-
 class SortStore:
     """A sort store on disk (zarr v3 directory, conventionally named ``*.actsort``).
 
@@ -488,7 +465,7 @@ class SortStore:
     ) -> zarr.Array:
         arr = self._create(name, data.shape, data.dtype, dims, units, chunks, 0, attrs)
         if data.size:
-            _write_values(arr, data)
+            arr[...] = data
         return arr
 
     def create_array(
@@ -529,12 +506,12 @@ class SortStore:
         ``schema.SOURCE_METRICS + "/" + metric``), ``dims`` and ``units`` default to the spec's
         and a different dims or dtype raises ValueError naming the array.
         """
-        data = data if isinstance(data, np.memmap) else np.asarray(data)
+        data = np.asarray(data)
         arr = self.create_array(
             name, data.shape, data.dtype, dims=dims, units=units, chunks=chunks, attrs=attrs
         )
         if data.size:
-            _write_values(arr, data)
+            arr[...] = data
         return arr
 
     def delete(self, name: str) -> None:

@@ -243,10 +243,14 @@ def test_traces_checked_and_neuropil_subtracted_by_blocks(monkeypatch):
     f = rng.normal(100, 10, (13, 5)).astype(np.float32)
     for fneu_dtype in (np.float32, np.float64):
         fneu = rng.normal(50, 5, (13, 5)).astype(fneu_dtype)
-        expected = f - np.float32(0.7) * fneu
-        got = suite2p._subtract_neuropil(f.copy(), fneu, 0.7)
-        assert got.dtype == expected.dtype
-        np.testing.assert_array_equal(got, expected)
+        expected = (f - np.float32(0.7) * fneu).astype(np.float32)
+        lazy = suite2p._neuropil_corrected(f, fneu, 0.7)
+        assert lazy.shape == (13, 5) and lazy.dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(lazy), expected)
+        np.testing.assert_array_equal(lazy[3:11], expected[3:11])
+        with pytest.raises(TypeError, match="contiguous slice"):
+            lazy[[1, 2]]
+    assert np.isfinite(f).all() and f.dtype == np.float32  # F read, never changed
     assert ingest._check_finite_traces(f, "error", "x") is f
     bad = f.copy()
     bad[[2, 9], [1, 4]] = [np.nan, np.inf]
@@ -255,3 +259,46 @@ def test_traces_checked_and_neuropil_subtracted_by_blocks(monkeypatch):
     fixed = ingest._check_finite_traces(bad, "zero", "x")
     np.testing.assert_array_equal(fixed, np.where(np.isfinite(bad), bad, 0))
     assert np.isnan(bad[2, 1])  # the input is left as it was
+
+
+def test_mapped_traces_are_written_by_blocks_never_held_whole(tmp_path, monkeypatch):
+    """A 16 MB trace matrix stored in a .npz (numpy.savez) or Suite2p's F / Fneu: ingest reads
+    it from the memory-mapped file by whole chunks of rows and releases each block's pages,
+    so after the ingest (the Candidates, and their maps, still alive) almost none of it is
+    resident; the store holds the same values."""
+    from mapped_pages import SMAPS, mapped_rss_kb
+
+    from actsort_gpu.config import IngestConfig
+    from actsort_gpu.ingest import ingest
+    from actsort_gpu.io import candidates
+    from actsort_gpu.io.extraction import read_extraction
+    from actsort_gpu.io.movies import open_movie
+
+    if not SMAPS.exists():
+        pytest.skip("needs /proc/self/smaps")
+    monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 1 << 18)  # 1 MB blocks
+    n, t = 4000, 1000
+    rng = np.random.default_rng(0)
+    traces = rng.normal(size=(n, t)).astype(np.float32)
+    fneu = rng.normal(size=(n, t)).astype(np.float32)
+    fp = np.zeros((n, H * W), np.float32)
+    fp[np.arange(n), np.arange(n) % (H * W)] = 1.0
+    movie = open_movie(_movie(tmp_path / "m.npy", t=t))
+
+    np.savez(tmp_path / "e.npz", footprints=fp.reshape(n, H, W), traces=traces)
+    c = read_extraction(tmp_path / "e.npz")
+    store = ingest(movie, c, tmp_path / "npz.actsort")
+    assert mapped_rss_kb(tmp_path / "e.npz") < 2 * 1024  # without the release: 16 MB
+    np.testing.assert_array_equal(store.read("candidates/traces"), traces)
+
+    plane = tmp_path / "suite2p" / "plane0"
+    plane.mkdir(parents=True)
+    stat = [{"ypix": np.array([i % H]), "xpix": np.array([i % W]), "lam": [1.0]} for i in range(n)]
+    np.save(plane / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
+    np.save(plane / "ops.npy", {"Ly": H, "Lx": W, "fs": 30.0}, allow_pickle=True)
+    np.save(plane / "F.npy", traces)
+    np.save(plane / "Fneu.npy", fneu)
+    c = read_extraction(plane, config=IngestConfig())  # default trace: F - 0.7 Fneu
+    store = ingest(movie, c, tmp_path / "s2p.actsort")
+    assert mapped_rss_kb(plane / "F.npy") + mapped_rss_kb(plane / "Fneu.npy") < 2 * 1024
+    np.testing.assert_array_equal(store.read("candidates/traces"), traces - np.float32(0.7) * fneu)

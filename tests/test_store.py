@@ -48,23 +48,6 @@ def test_arrays_carry_dims_and_units(store):
         store.write_array("bad", np.zeros(3), dims=["a", "b"])
 
 
-def test_a_mapped_matrix_is_written_by_blocks_and_its_pages_released(store, tmp_path, monkeypatch):
-    from mapped_pages import SMAPS, mapped_rss_kb
-
-    import actsort_gpu.store as store_module
-
-    if not SMAPS.exists():
-        pytest.skip("needs /proc/self/smaps")
-    values = np.random.default_rng(0).normal(size=(4000, 1000)).astype(np.float32)  # 16 MB
-    path = tmp_path / "traces.npy"
-    np.save(path, values)
-    mapped = np.load(path, mmap_mode="r")
-    monkeypatch.setattr(store_module, "_MAPPED_BLOCK_BYTES", 1 << 20)
-    store.write_array("candidates/traces", mapped, chunks=(100, 1000))  # 200-row blocks
-    assert mapped_rss_kb(path) < 2 * 1024  # without the release: the whole 16 MB
-    np.testing.assert_array_equal(store.read("candidates/traces"), values)
-
-
 def test_stage_bookkeeping_and_require(store):
     with pytest.raises(StoreError, match="has not been run.*actsort preprocess"):
         store.require("preprocess")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,31 +14,70 @@ from ._footprints import check_sparse
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Candidates", "trace_row_blocks", "TRACE_BLOCK_VALUES"]
+__all__ = ["Candidates", "RowBlockTraces", "trace_row_blocks", "release_rows", "TRACE_BLOCK_VALUES"]
 
 #: values of a trace matrix that block-wise passes over it handle at a time (64 MB of float32):
 #: a whole-matrix temporary at 100,000 x 10,000 would be another 1-4 GB
 TRACE_BLOCK_VALUES = 1 << 24
 
 
-def trace_row_blocks(n_rows: int, n_frames: int, *, mapped=None) -> Iterator[slice]:
+def trace_row_blocks(n_rows: int, n_frames: int, *, mapped=None, align: int = 1) -> Iterator[slice]:
     """Slices of the rows of an (n_rows, n_frames) trace matrix, each of at most
-    :data:`TRACE_BLOCK_VALUES` values (at least one row).
+    :data:`TRACE_BLOCK_VALUES` values (at least one row), or a multiple of ``align`` rows
+    (the store's chunk rows: whole chunks are written).
 
     mapped : a C-ordered ``np.memmap`` whose rows the loop reads: once the loop body is done
-        with a block, that block's pages leave the resident set (``io.direct.release_memmap``),
-        so a pass over a mapped matrix never holds all of it.
+        with a block, that block's pages leave the resident set (:func:`release_rows`), so a
+        pass over a mapped matrix never holds all of it.
     """
-    from .direct import release_memmap
-
+    align = max(int(align), 1)
     step = max(1, TRACE_BLOCK_VALUES // max(int(n_frames), 1))
-    releases = isinstance(mapped, np.memmap) and mapped.ndim > 0 and mapped.flags.c_contiguous
-    row_bytes = int(mapped.strides[0]) if releases else 0
+    step = max(align, step - step % align)
     for r0 in range(0, int(n_rows), step):
         rows = slice(r0, min(r0 + step, int(n_rows)))
         yield rows
-        if releases:
-            release_memmap(mapped, rows.start * row_bytes, rows.stop * row_bytes)
+        release_rows(mapped, rows)
+
+
+def release_rows(mapped, rows: slice) -> None:
+    """Release the pages of ``rows`` of ``mapped`` (a C-ordered ``np.memmap``, read) from
+    the resident set (``io.direct.release_memmap``); nothing for any other array."""
+    from .direct import release_memmap
+
+    if isinstance(mapped, np.memmap) and mapped.ndim > 0 and mapped.flags.c_contiguous:
+        row_bytes = int(mapped.strides[0])
+        release_memmap(mapped, rows.start * row_bytes, rows.stop * row_bytes)
+
+
+class RowBlockTraces:
+    """An (n_candidates, n_frames) float32 trace matrix computed block by block from files,
+    never held whole: ``traces[rows]`` (a contiguous slice of rows) computes those rows with
+    ``block(rows)``; ``np.asarray(traces)`` computes them all (small data, tests). A reader
+    returns one for a trace it derives from mapped files (Suite2p's ``F - 0.7 Fneu``);
+    ingest reads it by blocks of rows like a memory-mapped matrix.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, shape: tuple[int, int], block: Callable[[slice], np.ndarray]):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self._block = block
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("RowBlockTraces: only a contiguous slice of rows")
+        rows = slice(*rows.indices(self.shape[0])[:2])
+        return np.asarray(self._block(rows), dtype=np.float32).reshape(-1, self.shape[1])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, np.float32)
+        for rows in trace_row_blocks(*self.shape):
+            out[rows] = self[rows]
+        return out if dtype is None else out.astype(dtype, copy=False)
 
 
 @dataclass
@@ -47,7 +86,8 @@ class Candidates:
 
     footprints : (n_candidates, height * width) CSR float32, the source's scale; pixel index
         = row * width + col (C order).
-    traces : (n_candidates, n_frames) float32, the source's units and frame rate.
+    traces : (n_candidates, n_frames) float32, the source's units and frame rate: an array, a
+        read-only ``np.memmap`` of the source file, or a :class:`RowBlockTraces`.
     height, width : field of view in pixels.
     source_format : 'extract' | 'suite2p' | 'caiman' | 'minian' | 'nwb' | 'npz'.
     source_path : the file or folder read.
@@ -74,12 +114,15 @@ class Candidates:
         if sp.issparse(self.footprints):
             check_sparse(self.footprints, where)  # before scipy works on parts from a file
         self.footprints = sp.csr_matrix(self.footprints, dtype=np.float32)
-        # a memory-mapped matrix (.npy, stored .npz member) stays mapped: ingest reads it
-        # by blocks of rows
-        traces = self.traces if isinstance(self.traces, np.memmap) else np.asarray(self.traces)
+        # a memory-mapped matrix (.npy, stored .npz member) stays mapped and a RowBlockTraces
+        # uncomputed: ingest reads them by blocks of rows
+        lazy = isinstance(self.traces, (np.memmap, RowBlockTraces))
+        traces = self.traces if lazy else np.asarray(self.traces)
         if traces.dtype.kind not in "biuf":
             raise ValueError(f"{where}: traces have dtype {traces.dtype}, expected numbers")
-        self.traces = traces.astype(np.float32, copy=False)
+        self.traces = (
+            traces if isinstance(traces, RowBlockTraces) else traces.astype(np.float32, copy=False)
+        )
         n = self.footprints.shape[0]
         if self.footprints.shape[1] != self.height * self.width:
             raise ValueError(

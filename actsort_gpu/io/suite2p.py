@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import IngestConfig
 from ._footprints import as_metric, check_fov, csr_from_pixel_lists
-from .candidates import Candidates, trace_row_blocks
+from .candidates import Candidates, RowBlockTraces, release_rows
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,22 @@ def _pad_image(
     return out
 
 
-def _subtract_neuropil(f: np.ndarray, fneu: np.ndarray, coefficient: float) -> np.ndarray:
-    """F - coefficient * Fneu (N, T), computed in ``f`` (a freshly loaded array; copied only
-    when the result needs a wider dtype) by blocks of rows of the memory-mapped ``fneu``, whose
-    pages leave the resident set once used: the whole Fneu and a whole product are never
-    held. Same values as the one-line expression."""
+def _neuropil_corrected(f: np.ndarray, fneu: np.ndarray, coefficient: float) -> RowBlockTraces:
+    """F - coefficient * Fneu (N, T) of the memory-mapped F and Fneu, computed block by block
+    of rows when ingest reads it (each block's pages of both files released once used): the
+    whole F, Fneu or difference is never held. Each block has the values of the one-line
+    expression (in the wider of the two dtypes, then float32)."""
     c = np.float32(coefficient)
-    out = np.asarray(f, dtype=np.result_type(f.dtype, fneu.dtype, c))
-    for rows in trace_row_blocks(len(out), f.shape[-1], mapped=fneu):
-        out[rows] -= c * fneu[rows]
-    return out
+    wide = np.result_type(f.dtype, fneu.dtype, c)
+
+    def block(rows: slice) -> np.ndarray:
+        out = np.array(f[rows], dtype=wide)  # a copy: F itself is never changed
+        out -= c * fneu[rows]
+        release_rows(f, rows)
+        release_rows(fneu, rows)
+        return out
+
+    return RowBlockTraces(f.shape, block)
 
 
 def read_suite2p(
@@ -159,8 +165,8 @@ def read_suite2p(
     footprints = csr_from_pixel_lists(rows, cols, lam, height, width, str(folder / "stat.npy"))
 
     name = {"F": "F.npy", "F-0.7Fneu": "F.npy", "spks": "spks.npy"}[config.suite2p_trace]
-    # F - c Fneu is computed in F's array; 'F' and 'spks' are read as they are written
-    traces = _load(folder / name, pickle=False, mmap=config.suite2p_trace != "F-0.7Fneu")
+    # memory-mapped: ingest reads the traces (or F - c Fneu, computed) by blocks of rows
+    traces = _load(folder / name, pickle=False, mmap=True)
     if traces.dtype.kind not in "biuf":
         raise ValueError(f"{folder / name}: dtype {traces.dtype}, expected numbers")
     if config.suite2p_trace == "F-0.7Fneu":
@@ -170,7 +176,7 @@ def read_suite2p(
                 f"{folder / 'Fneu.npy'}: shape {fneu.shape} dtype {fneu.dtype}, expected "
                 f"{traces.shape} numbers like F.npy"
             )
-        traces = _subtract_neuropil(traces, fneu, config.neuropil_coefficient)
+        traces = _neuropil_corrected(traces, fneu, config.neuropil_coefficient)
     if traces.ndim != 2 or traces.shape[0] != n:
         raise ValueError(
             f"{folder / name}: shape {traces.shape}, expected ({n}, n_frames): one "
