@@ -368,6 +368,9 @@ def test_suite2p_trace_count_mismatch(tmp_path, truth):
     np.save(tmp_path / "p" / "F.npy", traces[:3])
     with pytest.raises(ValueError, match=r"F.npy: shape \(3, 30\), expected \(4, n_frames\)"):
         read_extraction(tmp_path / "p", config=IngestConfig(suite2p_trace="F"))
+    np.save(tmp_path / "p" / "F.npy", traces[0])  # one row: also for the default F - 0.7 Fneu
+    with pytest.raises(ValueError, match=r"F.npy: shape \(30,\), expected \(4, n_frames\)"):
+        read_extraction(tmp_path / "p")
 
 
 def test_suite2p_real_neurofinder(shared_data):

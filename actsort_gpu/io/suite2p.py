@@ -169,6 +169,11 @@ def read_suite2p(
     traces = _load(folder / name, pickle=False, mmap=True)
     if traces.dtype.kind not in "biuf":
         raise ValueError(f"{folder / name}: dtype {traces.dtype}, expected numbers")
+    if traces.ndim != 2 or traces.shape[0] != n:
+        raise ValueError(
+            f"{folder / name}: shape {traces.shape}, expected ({n}, n_frames): one "
+            f"trace per ROI in stat.npy"
+        )
     if config.suite2p_trace == "F-0.7Fneu":
         fneu = _load(folder / "Fneu.npy", pickle=False, mmap=True)
         if fneu.shape != traces.shape or fneu.dtype.kind not in "biuf":
@@ -177,11 +182,6 @@ def read_suite2p(
                 f"{traces.shape} numbers like F.npy"
             )
         traces = _neuropil_corrected(traces, fneu, config.neuropil_coefficient)
-    if traces.ndim != 2 or traces.shape[0] != n:
-        raise ValueError(
-            f"{folder / name}: shape {traces.shape}, expected ({n}, n_frames): one "
-            f"trace per ROI in stat.npy"
-        )
 
     metrics: dict[str, np.ndarray] = {}
     where = str(folder)
