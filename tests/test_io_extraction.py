@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from actsort_gpu.config import IngestConfig
+from actsort_gpu.io.candidates import RowBlockTraces
 from actsort_gpu.io.extraction import MissingShapeError, detect_extraction_format, read_extraction
 
 N, H, W, T = 4, 5, 7, 30  # H != W: a transposed reader cannot pass
@@ -97,6 +98,17 @@ def test_extract_v73_dense_reversed_order(tmp_path, truth):
     c = read_extraction(tmp_path / "v73.mat")
     _same(c, fp, traces, "extract")
     np.testing.assert_allclose(c.images["extract_max_image"], image)
+    assert isinstance(c.traces, RowBlockTraces)  # read by blocks of rows at ingest
+
+    def write_n_by_t(f):  # MATLAB N x T (transposed by the user): read whole, same values
+        write(f)
+        del f["output/temporal_weights"]
+        f["output/temporal_weights"] = traces.T
+
+    _write_v73(tmp_path / "nt.mat", write_n_by_t)
+    c = read_extraction(tmp_path / "nt.mat")
+    _same(c, fp, traces, "extract")
+    assert not isinstance(c.traces, RowBlockTraces)
 
 
 def test_extract_v73_sparse(tmp_path, truth):
@@ -165,6 +177,28 @@ def test_caiman(tmp_path, truth):
     np.testing.assert_allclose(c.images["caiman_Cn"], image)
     c = read_extraction(tmp_path / "cm.hdf5", config=IngestConfig(caiman_trace="C"))
     np.testing.assert_allclose(c.traces, traces)
+
+
+def test_caiman_traces_read_by_blocks(tmp_path, truth, monkeypatch):
+    """C + YrA (float64 in CaImAn's files) read block by block: the values of the whole
+    expression; a file changed under the reader is an error naming it, not garbage."""
+    import h5py
+
+    from actsort_gpu.io import candidates
+
+    fp, traces, _ = truth
+    c64 = traces.astype(np.float64) * 1.001
+    yra = np.random.default_rng(2).normal(size=traces.shape)
+    _caiman(tmp_path / "cm.hdf5", fp, c64, yra)
+    monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 2 * T + 1)  # 2 rows per block
+    c = read_extraction(tmp_path / "cm.hdf5")
+    expected = c64.astype(np.float32) + yra.astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(c.traces), expected)
+    np.testing.assert_array_equal(c.traces[1:3], expected[1:3])
+    with h5py.File(tmp_path / "cm.hdf5", "a") as f:
+        del f["estimates/YrA"]
+    with pytest.raises(OSError, match=r"cm.hdf5: cannot read rows 0-2 of estimates/C \+ "):
+        np.asarray(c.traces)
 
 
 # ------------------------------------------------------------------ minian

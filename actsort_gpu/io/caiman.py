@@ -2,7 +2,8 @@
 
 - ``estimates/A``: CSC group (``data``, ``indices``, ``indptr``, ``shape``) of pixels x
   components, pixels in Fortran order: pixel p is (row p % H, col p // H) for dims (H, W).
-- ``estimates/C`` (K, T) denoised traces; ``estimates/YrA`` (K, T) residuals, optional.
+- ``estimates/C`` (K, T) denoised traces; ``estimates/YrA`` (K, T) residuals, optional; read
+  by blocks of rows when ingest writes them (never held whole).
 - ``estimates/dims`` or ``params/data/dims``: (H, W); ``params/data/fr``: frame rate.
 - metrics when present: ``SNR_comp`` -> ``caiman_snr``, ``r_values`` -> ``caiman_r_values``,
   ``cnn_preds`` -> ``caiman_cnn_preds``, ``idx_components`` -> ``caiman_accepted`` (0/1).
@@ -23,7 +24,7 @@ import scipy.sparse as sp
 
 from ..config import IngestConfig
 from ._footprints import as_metric, check_compressed, check_fov, fortran_pixels_to_c
-from .candidates import Candidates
+from .candidates import Candidates, hdf5_row_traces
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,11 @@ def read_caiman(
                 csc = sp.csc_matrix(parts, shape=shape)
             else:
                 csc = sp.csc_matrix(a[()])
-            c = np.asarray(f["estimates/C"][()], dtype=np.float32)
-            yra = _numeric(f, "estimates/YrA")
+            c = f["estimates/C"]
+            if not isinstance(c, h5py.Dataset) or c.dtype.kind not in "biuf":
+                raise ValueError(f"estimates/C is {c!r}, expected a numeric dataset")
+            yra = f.get("estimates/YrA")
+            yra = yra if isinstance(yra, h5py.Dataset) and yra.dtype.kind in "biuf" else None
         except (OSError, KeyError, ValueError) as exc:
             raise OSError(f"{path}: cannot read estimates/A or C (corrupt file?): {exc}") from exc
         if csc.shape[0] != h * w:
@@ -102,15 +106,17 @@ def read_caiman(
         n = footprints.shape[0]
         trace_name = "C"
         if config.caiman_trace == "C+YrA" and yra is not None:
-            if np.shape(yra) != c.shape:
+            if yra.shape != c.shape:
                 raise ValueError(
-                    f"{path}: estimates/YrA has shape {np.shape(yra)}, expected "
+                    f"{path}: estimates/YrA has shape {yra.shape}, expected "
                     f"{c.shape} like estimates/C"
                 )
-            c = c + np.asarray(yra, dtype=np.float32)
             trace_name = "C+YrA"
         if c.ndim != 2 or c.shape[0] != n:
             raise ValueError(f"{path}: estimates/C has shape {c.shape}, expected ({n}, T)")
+        datasets = ("estimates/C", "estimates/YrA")[: 2 if trace_name == "C+YrA" else 1]
+        # read by blocks of rows when ingest writes them: C and YrA are never held whole
+        traces = hdf5_row_traces(path, datasets, c.shape)
         metrics = {}
         for src, name in (
             ("SNR_comp", "caiman_snr"),
@@ -135,7 +141,7 @@ def read_caiman(
     log.info("%s: CaImAn trace %s", path, trace_name)
     return Candidates(
         footprints,
-        c,
+        traces,
         h,
         w,
         "caiman",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,14 @@ from ._footprints import check_sparse
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Candidates", "RowBlockTraces", "trace_row_blocks", "release_rows", "TRACE_BLOCK_VALUES"]
+__all__ = [
+    "Candidates",
+    "RowBlockTraces",
+    "TRACE_BLOCK_VALUES",
+    "hdf5_row_traces",
+    "release_rows",
+    "trace_row_blocks",
+]
 
 #: values of a trace matrix that block-wise passes over it handle at a time (64 MB of float32):
 #: a whole-matrix temporary at 100,000 x 10,000 would be another 1-4 GB
@@ -78,6 +85,30 @@ class RowBlockTraces:
         for rows in trace_row_blocks(*self.shape):
             out[rows] = self[rows]
         return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def hdf5_row_traces(path: Path, datasets: Sequence[str], shape: tuple[int, int]) -> RowBlockTraces:
+    """The (N, T) sum of the HDF5 ``datasets`` of ``path`` (each (N, T); e.g. CaImAn's C and
+    YrA), read by blocks of rows as ingest writes them: each block's datasets converted to
+    float32, then added (the values of the whole-matrix expression). A block that cannot be
+    read (a file corrupt, or changed since it was opened) raises OSError naming the file."""
+
+    def block(rows: slice) -> np.ndarray:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                out = np.asarray(f[datasets[0]][rows], dtype=np.float32)
+                for name in datasets[1:]:
+                    out += np.asarray(f[name][rows], dtype=np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise OSError(
+                f"{path}: cannot read rows {rows.start}-{rows.stop} of {' + '.join(datasets)} "
+                f"(corrupt, or changed since it was opened?): {exc}"
+            ) from exc
+        return out
+
+    return RowBlockTraces(shape, block)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from ._footprints import (
     csr_from_dense_blocks,
     fortran_pixels_to_c,
 )
-from .candidates import Candidates
+from .candidates import Candidates, RowBlockTraces, hdf5_row_traces
 
 log = logging.getLogger(__name__)
 
@@ -297,13 +297,20 @@ def _read_v73(path: Path, hw, progress, movie_shape=None) -> Candidates:
                     f"{path}: {fp[0]} is {sw!r}; expected a dense H x W x N array "
                     f"or a sparse matrix"
                 )
-            traces = np.asarray(tr[1], dtype=np.float32)
+            n = footprints.shape[0]
+            by_rows = isinstance(tr[1], h5py.Dataset) and tr[1].ndim == 2 and tr[1].shape[0] == n
+            # MATLAB's T x N is h5py's (N, T): read by blocks of rows as ingest writes them
+            traces = (
+                hdf5_row_traces(path, [tr[1].name], tr[1].shape)
+                if by_rows and tr[1].dtype.kind in "biuf"
+                else np.asarray(tr[1], dtype=np.float32)
+            )
         except (OSError, KeyError) as exc:
             raise OSError(
                 f"{path}: cannot read {fp[0]}/{tr[0]} (corrupt or truncated file?): {exc}"
             ) from exc
-        traces = traces.reshape(1, -1) if traces.ndim == 1 else traces
-        n = footprints.shape[0]
-        traces = _orient_traces(path, traces, n, t_major=False)
+        if not isinstance(traces, RowBlockTraces):
+            traces = traces.reshape(1, -1) if traces.ndim == 1 else traces
+            traces = _orient_traces(path, traces, n, t_major=False)
         metrics = _cellcheck_metrics(root, _H5.child, n, path)
     return Candidates(footprints, traces, h, w, "extract", path, metrics=metrics, images=images)
