@@ -13,6 +13,8 @@ Snapshots are stored quantised: :func:`quantise` / :func:`quantise_ranges` write
 
 Arrays are compressed with Blosc lz4 + byte shuffle: on two cores, compression work and not the
 disk sets the ceiling, and zarr's default zstd is 2-4x slower to write (docs/environment.md).
+The snapshot codes are the exception (``_STORAGE``): zstd at level 1 writes them as fast as lz4
+and keeps 0.55 of their bytes instead of 0.86.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ __all__ = [
 STAGES = ("ingest", "preprocess", "features", "embed")
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _TARGET_CHUNK_BYTES = 8 * 2**20
+# Arrays stored otherwise: (codec, chunk bytes). The event snapshots are most of a store, and
+# their quantised codes are noisy image bytes: lz4 keeps 0.86 of them, zstd's entropy coder
+# 0.55 at level 1 for the same write time; in 1 MB chunks, reading one candidate's snapshots
+# decodes 1 MB, 1.9 ms (an 8 MB zstd chunk: 10.7 ms; lz4's: 2.4-2.7 ms). benchmarks/RESULTS.md,
+# "Store size".
+_STORAGE = {
+    schema.SNAPSHOTS_DATA: (BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"), 2**20),
+}
 # zarr's default compares every chunk with the fill value before writing it, to skip empty
 # ones: 0.23-0.38 s per 70 MB of snapshots against 0.03-0.04 s to compress and write them
 # (zarr 3.1); the store's arrays are rarely empty, so every chunk is written
@@ -106,12 +116,14 @@ def _is_store_dir(path: Path) -> bool:
     return isinstance(attrs, dict) and "schema_version" in attrs
 
 
-def _default_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
-    """Chunk along the first axis so that one chunk holds about 8 MB."""
+def _default_chunks(
+    shape: Sequence[int], itemsize: int, target: int = _TARGET_CHUNK_BYTES
+) -> tuple[int, ...]:
+    """Chunk along the first axis so that one chunk holds about ``target`` bytes (8 MB)."""
     if len(shape) == 0:
         return ()
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * itemsize if len(shape) > 1 else itemsize
-    rows = max(1, min(int(shape[0]) or 1, _TARGET_CHUNK_BYTES // max(row_bytes, 1)))
+    rows = max(1, min(int(shape[0]) or 1, target // max(row_bytes, 1)))
     return (rows, *[max(int(s), 1) for s in shape[1:]])
 
 
@@ -438,7 +450,9 @@ class SortStore:
         fill_value: Any,
         attrs: dict[str, Any] | None,
     ) -> zarr.Array:
-        chunks = tuple(chunks) if chunks is not None else _default_chunks(shape, dtype.itemsize)
+        codec, target = _STORAGE.get(name, (_COMPRESSOR, _TARGET_CHUNK_BYTES))
+        if chunks is None:
+            chunks = _default_chunks(shape, dtype.itemsize, target)
         chunks = tuple(max(1, min(int(c), max(int(s), 1))) for c, s in zip(chunks, shape))
         return zarr.create_array(
             store=self._root.store,
@@ -446,7 +460,7 @@ class SortStore:
             shape=tuple(int(s) for s in shape),
             dtype=dtype,
             chunks=chunks,
-            compressors=_COMPRESSOR,
+            compressors=codec,
             fill_value=fill_value,
             overwrite=True,
             dimension_names=list(dims),

@@ -132,12 +132,7 @@ def _write_snapshots(
     frames = plan.frames
     offsets = plan.block_offsets
     total = plan.total_elements
-    data = store.create_array(
-        schema.SNAPSHOTS_DATA,
-        (total,),
-        dtype,
-        chunks=(max(1, min(total, 8 * 2**20 // dtype.itemsize)),),
-    )
+    data = store.create_array(schema.SNAPSHOTS_DATA, (total,), dtype)  # the store's chunks
     scale = np.zeros((n, 2), np.float32)
     clims = np.zeros((n, 4), np.float32)
     src = np.memmap(scratch_file, dtype=src_dtype, mode="r", shape=(max(total, 1),))
