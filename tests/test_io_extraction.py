@@ -319,16 +319,24 @@ def test_npz_corrupt_and_incomplete(tmp_path, truth):
         read_extraction(tmp_path / "nofp.npz")
 
 
-def test_npz_traces_stored_uncompressed_are_memory_mapped(tmp_path, truth):
+def test_npz_traces_stored_uncompressed_are_memory_mapped(tmp_path, truth, monkeypatch, caplog):
+    import logging
     import zipfile
+
+    from actsort_gpu.io import npz
 
     fp, traces, _ = truth
     np.savez(tmp_path / "s.npz", footprints=fp, traces=traces)
     c = read_extraction(tmp_path / "s.npz")
     assert isinstance(c.traces, np.memmap) and not c.traces.flags.writeable
     _same(c, fp, traces, "npz")
-    # compressed members, other dtypes and orders are read whole, same values
+    # compressed members, other dtypes and orders are read whole, same values; a large
+    # compressed matrix says how to avoid that
     np.savez_compressed(tmp_path / "z.npz", footprints=fp, traces=traces)
+    monkeypatch.setattr(npz, "WHOLE_READ_NOTE_BYTES", traces.nbytes - 1)
+    with caplog.at_level(logging.WARNING, logger="actsort_gpu.io.npz"):
+        read_extraction(tmp_path / "z.npz")
+    assert "z.npz: 'traces' (0.0 GB) is compressed" in caplog.text
     np.savez(tmp_path / "f.npz", footprints=fp, traces=np.asfortranarray(traces, ">f8"))
     for name in ("z.npz", "f.npz"):
         _same(read_extraction(tmp_path / name), fp, traces, "npz")

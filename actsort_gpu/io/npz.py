@@ -12,6 +12,7 @@ Loaded with ``allow_pickle=False``: the file cannot run code.
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import scipy.sparse as sp
 
 from ._footprints import check_compressed, check_fov, csr_from_dense_blocks
 from .candidates import Candidates
+
+log = logging.getLogger(__name__)
 
 __all__ = ["read_npz", "write_npz"]
 
@@ -86,6 +89,25 @@ def _mapped_member(z, key: str, path: Path) -> np.memmap | None:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
+#: a trace matrix read whole from a .npz above this size gets a line saying how to avoid it
+WHOLE_READ_NOTE_BYTES = 1 << 30
+
+
+def _note_whole_read(z, path: Path) -> None:
+    """Log when a large trace matrix must be read whole (a compressed member cannot be mapped)."""
+    try:
+        info = z.zip.getinfo("traces.npy")
+    except KeyError:
+        return
+    if info.file_size > WHOLE_READ_NOTE_BYTES:
+        log.warning(
+            "%s: 'traces' (%.1f GB) is compressed, so ingest holds it whole in memory; saved "
+            "with numpy.savez (uncompressed) it is read by blocks of rows instead",
+            path,
+            info.file_size / 1e9,
+        )
+
+
 def _scalar_int(z, key: str, path: Path) -> int:
     value = _array(z, key, path)
     if value.size != 1 or value.dtype.kind not in "iu":
@@ -148,7 +170,9 @@ def read_npz(path: str | Path, *, movie_shape: tuple[int, int, int] | None = Non
                     f"indices/indptr + height, width; keys found: {sorted(keys)}"
                 )
             traces = _mapped_member(z, "traces", path)
-            traces = _array(z, "traces", path) if traces is None else traces
+            if traces is None:
+                _note_whole_read(z, path)
+                traces = _array(z, "traces", path)
             metrics = {
                 k[len("metric_") :]: _array(z, k, path) for k in keys if k.startswith("metric_")
             }
