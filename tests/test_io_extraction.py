@@ -203,9 +203,12 @@ def test_caiman_traces_read_by_blocks(tmp_path, truth, monkeypatch):
 
 # ------------------------------------------------------------------ minian
 @pytest.mark.parametrize("layout", ["per_variable", "one_group"])
-def test_minian(tmp_path, truth, layout):
+def test_minian(tmp_path, truth, layout, monkeypatch):
     import zarr
 
+    from actsort_gpu.io import candidates
+
+    monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 2 * T)  # C read 2 rows at a time
     fp, traces, image = truth
     units = np.array([10, 11, 12, 13])
     order = [2, 0, 3, 1]  # C saved in another unit order
@@ -223,6 +226,8 @@ def test_minian(tmp_path, truth, layout):
     assert detect_extraction_format(tmp_path / "out") == "minian"
     c = read_extraction(tmp_path / "out")
     _same(c, fp, traces, "minian")
+    assert isinstance(c.traces, RowBlockTraces)
+    np.testing.assert_array_equal(c.traces[1:3], traces[1:3])  # reordered rows across blocks
     if layout == "per_variable":
         np.testing.assert_array_equal(c.metrics["minian_unit_id"], units)
         np.testing.assert_allclose(c.images["minian_max_proj"], image)
