@@ -420,6 +420,21 @@ def test_suite2p_trace_count_mismatch(tmp_path, truth):
         read_extraction(tmp_path / "p")
 
 
+def test_suite2p_fortran_ordered_traces(tmp_path, truth):
+    """F.npy / Fneu.npy saved from Fortran-ordered arrays: read whole (not mapped by rows),
+    the same values."""
+    fp, traces, _ = truth
+    _suite2p_plane(tmp_path / "p", fp, traces)
+    fneu = np.random.default_rng(3).normal(size=traces.shape).astype(np.float32)
+    np.save(tmp_path / "p" / "F.npy", np.asfortranarray(traces))
+    np.save(tmp_path / "p" / "Fneu.npy", np.asfortranarray(fneu))
+    c = read_extraction(tmp_path / "p")
+    np.testing.assert_array_equal(np.asarray(c.traces), traces - np.float32(0.7) * fneu)
+    c = read_extraction(tmp_path / "p", config=IngestConfig(suite2p_trace="F"))
+    assert c.traces.flags.c_contiguous and not isinstance(c.traces, np.memmap)
+    np.testing.assert_array_equal(c.traces, traces)
+
+
 def test_suite2p_real_neurofinder(shared_data):
     c = read_extraction(shared_data / "neurofinder_crop" / "suite2p")
     assert (c.n_candidates, c.n_frames, c.height, c.width) == (178, 600, 256, 256)

@@ -50,11 +50,16 @@ def resolve_plane_folder(path: str | Path) -> Path:
 
 
 def _load(path: Path, pickle: bool, mmap: bool = False):
-    """``np.load`` of a Suite2p file; ``mmap``: a read-only memory map (read as it is used)."""
+    """``np.load`` of a Suite2p file; ``mmap``: a read-only memory map (read as it is used) of a
+    C-ordered array; a Fortran-ordered one is read whole (a block of its rows would touch
+    every page of the file)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (Suite2p output needs it)")
     try:
-        return np.load(path, allow_pickle=pickle, mmap_mode="r" if mmap else None)
+        array = np.load(path, allow_pickle=pickle, mmap_mode="r" if mmap else None)
+        if mmap and array.ndim > 1 and not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+        return array
     except (ValueError, OSError, EOFError) as exc:
         raise OSError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from exc
     except Exception as exc:  # a corrupt pickle (stat.npy, ops.npy) raises almost any type
