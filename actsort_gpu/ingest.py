@@ -17,7 +17,8 @@ import scipy.sparse as sp
 
 from . import schema
 from .config import IngestConfig, as_dict
-from .io.candidates import Candidates, RowBlockTraces, release_rows, trace_row_blocks
+from .io.candidates import Candidates, RowBlockTraces, trace_row_blocks
+from .io.direct import release_memmap
 from .io.movies import Movie
 from .store import SortStore, file_fingerprint
 
@@ -112,7 +113,7 @@ def _check_finite_traces(traces, policy: str, where: str):
 
     def fixed(block_rows: slice) -> np.ndarray:
         block = np.array(traces[block_rows], dtype=np.float32)
-        release_rows(traces, block_rows)
+        release_memmap(traces, block_rows)
         block[~np.isfinite(block)] = 0
         return block
 

@@ -193,7 +193,7 @@ def test_scratch_pages_leave_the_resident_set(scene, tmp_path, monkeypatch, rele
     frames = snapshot_frames(find_events(cands.traces), dt=1, n_movie_frames=T)
     plan = plan_pass(frames, geo.crops)
     if not release:
-        monkeypatch.setattr(stream, "release_scratch", lambda *args: None)
+        monkeypatch.setattr(stream, "release_memmap", lambda *args: None)
     scratch = tmp_path / "s" / stream.SCRATCH_NAME
     resident = []  # after every chunk
 

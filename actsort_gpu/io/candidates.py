@@ -19,7 +19,6 @@ __all__ = [
     "RowBlockTraces",
     "TRACE_BLOCK_VALUES",
     "hdf5_row_traces",
-    "release_rows",
     "trace_row_blocks",
 ]
 
@@ -34,26 +33,18 @@ def trace_row_blocks(n_rows: int, n_frames: int, *, mapped=None, align: int = 1)
     (the store's chunk rows: whole chunks are written).
 
     mapped : a C-ordered ``np.memmap`` whose rows the loop reads: once the loop body is done
-        with a block, that block's pages leave the resident set (:func:`release_rows`), so a
-        pass over a mapped matrix never holds all of it.
+        with a block, that block's pages leave the resident set (``io.direct.release_memmap``),
+        so a pass over a mapped matrix never holds all of it.
     """
+    from .direct import release_memmap
+
     align = max(int(align), 1)
     step = max(1, TRACE_BLOCK_VALUES // max(int(n_frames), 1))
     step = max(align, step - step % align)
     for r0 in range(0, int(n_rows), step):
         rows = slice(r0, min(r0 + step, int(n_rows)))
         yield rows
-        release_rows(mapped, rows)
-
-
-def release_rows(mapped, rows: slice) -> None:
-    """Release the pages of ``rows`` of ``mapped`` (a C-ordered ``np.memmap``, read) from
-    the resident set (``io.direct.release_memmap``); nothing for any other array."""
-    from .direct import release_memmap
-
-    if isinstance(mapped, np.memmap) and mapped.ndim > 0 and mapped.flags.c_contiguous:
-        row_bytes = int(mapped.strides[0])
-        release_memmap(mapped, rows.start * row_bytes, rows.stop * row_bytes)
+        release_memmap(mapped, rows)
 
 
 class RowBlockTraces:

@@ -127,15 +127,19 @@ def release_pages(mapped: mmap.mmap, lo: int = 0, hi: int | None = None) -> bool
     return True
 
 
-def release_memmap(array: np.memmap, lo: int = 0, hi: int | None = None) -> None:
-    """:func:`release_pages` for bytes [lo, hi) (default: to the end of the map) counted from
-    the first byte of ``array``, an ``np.memmap`` or a slice of one, when it is shared or
-    read-only (mode 'r' or 'r+'); nothing for other arrays."""
+def release_memmap(array: np.memmap, rows: slice = slice(None)) -> None:
+    """:func:`release_pages` for ``array[rows]`` (rows along the first axis: the elements of a
+    1-D array; default all), when ``array`` is a C-ordered ``np.memmap`` or a slice of one,
+    shared or read-only (mode 'r' or 'r+'); nothing for other arrays."""
     mapped = getattr(array, "_mmap", None)  # NumPy's mmap object behind the np.memmap
     if mapped is None or getattr(array, "mode", None) not in ("r", "r+") or not len(mapped):
         return
+    if array.ndim == 0 or not array.flags.c_contiguous:
+        return
+    lo, hi, _ = rows.indices(len(array))
+    row_bytes = int(array.strides[0])
     start = int(array.ctypes.data) - _address(mapped)  # where the array's data is in the map
-    release_pages(mapped, start + int(lo), None if hi is None else start + int(hi))
+    release_pages(mapped, start + lo * row_bytes, start + max(hi, lo) * row_bytes)
 
 
 def _address(buffer) -> int:

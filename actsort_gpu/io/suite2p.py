@@ -17,7 +17,8 @@ import numpy as np
 
 from ..config import IngestConfig
 from ._footprints import as_metric, check_fov, csr_from_pixel_lists
-from .candidates import Candidates, RowBlockTraces, release_rows
+from .candidates import Candidates, RowBlockTraces
+from .direct import release_memmap
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,8 @@ def _neuropil_corrected(f: np.ndarray, fneu: np.ndarray, coefficient: float) -> 
     def block(rows: slice) -> np.ndarray:
         out = np.array(f[rows], dtype=wide)  # a copy: F itself is never changed
         out -= c * fneu[rows]
-        release_rows(f, rows)
-        release_rows(fneu, rows)
+        release_memmap(f, rows)
+        release_memmap(fneu, rows)
         return out
 
     return RowBlockTraces(f.shape, block)

@@ -3,8 +3,11 @@
 - Scratch: ``<store>/.scratch/preprocess/snapshots.scratch`` (:data:`SCRATCH_NAME`), a memory
   map laid out block by block as the store's ``snapshots/data``, in :func:`scratch_dtype`.
   :func:`open_scratch` checks the free space first and reserves the blocks, so a full disk is
-  an error message, not a SIGBUS. :func:`release_scratch` drops the map's pages from the
-  resident set after each gather batch and each block read back (they stay in the page cache).
+  an error message, not a SIGBUS. The map's pages leave the resident set after each gather
+  batch and each block read back (``io.direct.release_memmap``; they stay in the page cache,
+  written ones dirty, and reach the file as before): without that every page the pass wrote or
+  read back counts in the resident memory, up to the scratch's size (9.2 GB at 100,000
+  candidates, benchmarks/RESULTS.md).
 - Checkpoints: the accumulators and the next frame to read (``state.npz``, written to a
   temporary file then renamed) with ``meta.json`` holding the pass digest
   (:func:`pass_digest`: plan, movie shape / dtype / path / size / mtime, the caller's
@@ -23,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.direct import release_memmap
 from .kernels import ProjectionAccumulator
 from .plan import PassPlan
 
@@ -38,22 +40,11 @@ __all__ = [
     "state_bytes",
     "write_json",
     "open_scratch",
-    "release_scratch",
     "check_free_space",
     "disk_error",
 ]
 
 SCRATCH_NAME = "snapshots.scratch"
-
-
-def release_scratch(snaps: np.memmap, lo: int = 0, hi: int | None = None) -> None:
-    """Drop the pages of elements [lo, hi) (default: all) of the scratch map (mode 'r' or 'r+':
-    shared) from this process's resident set. Written pages stay in the page cache, dirty,
-    and reach the file as before; without this every page the pass wrote or
-    :func:`~.run.preprocess` read back counts in the resident memory, up to the scratch's size
-    (9.2 GB at 100,000 candidates, benchmarks/RESULTS.md)."""
-    item = snaps.dtype.itemsize
-    release_memmap(snaps, int(lo) * item, None if hi is None else int(hi) * item)
 
 
 def scratch_dtype(movie_dtype) -> np.dtype:

@@ -16,8 +16,9 @@ import numpy as np
 from .. import schema
 from ..backend import resolve_backend
 from ..config import PreprocessConfig, as_dict
+from ..io.direct import release_memmap
 from ..store import SortStore, code_max, file_fingerprint, quantise_ranges
-from .checkpoint import SCRATCH_NAME, disk_error, release_scratch
+from .checkpoint import SCRATCH_NAME, disk_error
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
 from .plan import chunk_frames_for, default_budget_bytes, gather_batch_bytes, plan_pass
@@ -161,7 +162,7 @@ def _write_snapshots(
         )
         if out.size:
             data[base : int(offsets[j])] = out
-        release_scratch(src, base, int(offsets[j]))
+        release_memmap(src, slice(base, int(offsets[j])))  # read back: let its pages go
         i = j
     del src
     store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)

@@ -42,13 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.direct import release_memmap
 from .checkpoint import (
     SCRATCH_NAME,
     check_free_space,
     disk_error,
     open_scratch,
     pass_digest,
-    release_scratch,
     save_state,
     scratch_dtype,
     state_bytes,
@@ -131,9 +131,10 @@ def gather_into(chunk, seg, dst, sizes, snaps, launch, batch_elements: int) -> i
         ):
             flat[d : d + s] = packed[off : off + s]
         # the pages just written leave the resident set (a chunk can touch most of the scratch)
-        release_scratch(
-            snaps, int(dst[begin:stop].min()), int((dst[begin:stop] + sizes[begin:stop]).max())
+        written = slice(
+            int(dst[begin:stop].min()), int((dst[begin:stop] + sizes[begin:stop]).max())
         )
+        release_memmap(snaps, written)
         begin = stop
         n_batches += 1
     return n_batches
