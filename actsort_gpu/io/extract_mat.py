@@ -298,11 +298,16 @@ def _read_v73(path: Path, hw, progress, movie_shape=None) -> Candidates:
                     f"or a sparse matrix"
                 )
             n = footprints.shape[0]
-            by_rows = isinstance(tr[1], h5py.Dataset) and tr[1].ndim == 2 and tr[1].shape[0] == n
+            by_rows = (
+                isinstance(tr[1], h5py.Dataset)
+                and tr[1].dtype.kind in "biuf"
+                and tr[1].ndim == 2
+                and tr[1].shape[0] == n
+            )
             # MATLAB's T x N is h5py's (N, T): read by blocks of rows as ingest writes them
             traces = (
                 hdf5_row_traces(path, [tr[1].name], tr[1].shape)
-                if by_rows and tr[1].dtype.kind in "biuf"
+                if by_rows
                 else np.asarray(tr[1], dtype=np.float32)
             )
         except (OSError, KeyError) as exc:

@@ -94,12 +94,12 @@ WHOLE_READ_NOTE_BYTES = 1 << 30
 
 
 def _note_whole_read(z, path: Path) -> None:
-    """Log when a large trace matrix must be read whole (a compressed member cannot be mapped)."""
+    """Log when a large compressed trace matrix must be read whole (it cannot be mapped)."""
     try:
         info = z.zip.getinfo("traces.npy")
     except KeyError:
         return
-    if info.file_size > WHOLE_READ_NOTE_BYTES:
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > WHOLE_READ_NOTE_BYTES:
         log.warning(
             "%s: 'traces' (%.1f GB) is compressed, so ingest holds it whole in memory; saved "
             "with numpy.savez (uncompressed) it is read by blocks of rows instead",
