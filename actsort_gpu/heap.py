@@ -11,6 +11,8 @@ in again, which costs far less than the step it follows (benchmarks/RESULTS.md, 
 memory").
 
 Elsewhere than glibc (macOS, musl, Windows) :func:`release_free_heap` does nothing.
+:func:`resident_anon_bytes` says how much anonymous memory the process holds (Linux only): the
+movie pass takes it off its default budget.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 
-__all__ = ["release_free_heap"]
+__all__ = ["release_free_heap", "resident_anon_bytes"]
 
 
 @functools.cache
@@ -41,3 +43,17 @@ def release_free_heap() -> bool:
     returned, False if none was or the C library has no such call."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+def resident_anon_bytes() -> int | None:
+    """The process's resident anonymous memory in bytes (``RssAnon`` of /proc/self/status:
+    the heap and anonymous maps, not the pages of mapped files), or None where there is no
+    such file (not Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

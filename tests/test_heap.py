@@ -43,3 +43,22 @@ def test_freed_heap_blocks_leave_the_resident_set():
 def test_without_malloc_trim_nothing_happens(monkeypatch):
     monkeypatch.setattr(heap, "_malloc_trim", lambda: None)
     assert heap.release_free_heap() is False
+
+
+@pytest.mark.skipif(not STATUS.exists(), reason="needs /proc/self/status")
+def test_resident_anon_bytes_counts_touched_memory():
+    before = heap.resident_anon_bytes()
+    block = bytearray(64 << 20)  # zero-filled by calloc: touch every page
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    grown = heap.resident_anon_bytes() - before
+    del block
+    assert 60 << 20 < grown < 80 << 20
+
+
+def test_resident_anon_bytes_is_none_without_proc(monkeypatch):
+    def no_file(*args, **kwargs):
+        raise FileNotFoundError("/proc/self/status")
+
+    monkeypatch.setattr("builtins.open", no_file)
+    assert heap.resident_anon_bytes() is None

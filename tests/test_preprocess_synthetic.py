@@ -11,6 +11,8 @@ from actsort_gpu.ingest import ingest
 from actsort_gpu.io.candidates import Candidates
 from actsort_gpu.io.movies import ArrayMovie, open_movie
 from actsort_gpu.preprocess import kernels, preprocess, stream
+from actsort_gpu.preprocess import plan as plan_mod
+from actsort_gpu.preprocess import run as run_mod
 from actsort_gpu.preprocess.events import find_events, snapshot_frames
 from actsort_gpu.preprocess.geometry import compute_geometry, outline_from_mask
 from actsort_gpu.preprocess.kernels import ProjectionAccumulator, gather_segments_numpy
@@ -524,3 +526,42 @@ def test_gpu_matches_numpy(scene, cp):
         gpu.update(cp.asarray(movie[a : a + 50]))
     for k, v in cpu.images().items():
         np.testing.assert_allclose(gpu.images()[k], v, rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_default_budget_is_the_target_less_what_the_process_holds(monkeypatch):
+    mib = 2**20
+    target = plan_mod.PROCESS_TARGET_BYTES
+    monkeypatch.setattr(plan_mod, "mem_available_bytes", lambda: 64 * 2**30)
+    assert plan_mod.default_budget_bytes(held_bytes=0) == target
+    assert plan_mod.default_budget_bytes(held_bytes=500 * mib) == target - 500 * mib
+    # the candidates alone hold more than the target: the chunks still get the minimum
+    assert plan_mod.default_budget_bytes(held_bytes=target) == plan_mod.MIN_BUDGET_BYTES
+    # a small machine: a quarter of what is available, whatever is held
+    monkeypatch.setattr(plan_mod, "mem_available_bytes", lambda: 800 * mib)
+    assert plan_mod.default_budget_bytes(held_bytes=0) == 200 * mib
+    monkeypatch.setattr(plan_mod, "mem_available_bytes", lambda: None)
+    assert plan_mod.default_budget_bytes(held_bytes=100 * mib) == target - 100 * mib
+
+
+def test_preprocess_takes_what_is_held_off_its_default_budget(scene, monkeypatch, caplog):
+    d, _, cands = scene
+    store = _store(d, cands, "budget.actsort")
+    mib = 2**20
+    monkeypatch.setattr(plan_mod, "mem_available_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(run_mod, "resident_anon_bytes", lambda: 1000 * mib)
+    with caplog.at_level("INFO", logger="actsort_gpu.preprocess.run"):
+        summary = preprocess(store.path, PreprocessConfig(), device="cpu")
+    assert summary["budget_mb"] == plan_mod.PROCESS_TARGET_BYTES / mib - 1000
+    assert "1000 MB held before the pass" in caplog.text
+    assert "nearly all of" not in caplog.text
+    # held memory at the target: the minimum budget, and a warning saying how to set one
+    store = _store(d, cands, "budget.actsort")
+    monkeypatch.setattr(run_mod, "resident_anon_bytes", lambda: plan_mod.PROCESS_TARGET_BYTES)
+    with caplog.at_level("INFO", logger="actsort_gpu.preprocess.run"):
+        summary = preprocess(store.path, PreprocessConfig(), device="cpu")
+    assert summary["budget_mb"] == plan_mod.MIN_BUDGET_BYTES / mib
+    assert "nearly all of" in caplog.text and "--max-memory" in caplog.text
+    # an explicit budget is the chunk budget itself
+    store = _store(d, cands, "budget.actsort")
+    summary = preprocess(store.path, PreprocessConfig(max_memory_mb=3), device="cpu")
+    assert summary["budget_mb"] == 3

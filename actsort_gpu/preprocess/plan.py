@@ -27,10 +27,17 @@ __all__ = [
     "chunk_frames_for",
     "gather_batch_bytes",
     "GATHER_BATCH_BYTES",
+    "PROCESS_TARGET_BYTES",
+    "MIN_BUDGET_BYTES",
 ]
 
 #: largest packed snapshot buffer of one gather batch
 GATHER_BATCH_BYTES = 256 * 2**20
+#: resident anonymous memory the whole preprocess process aims to stay under when no budget is
+#: given (what it already holds when the pass is planned is taken off the chunk budget)
+PROCESS_TARGET_BYTES = 1792 * 2**20
+#: smallest automatic chunk budget (when the candidates alone hold nearly the whole target)
+MIN_BUDGET_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -111,18 +118,28 @@ def segments_for_chunk(
     return seg.astype(np.int64), dst, sizes
 
 
-def default_budget_bytes(gpu: bool = False) -> int:
-    """min(2 GiB, 25 % of MemAvailable); on a GPU also at most 25 % of free GPU memory."""
-    avail = None
+def mem_available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, or None where there is none (not Linux)."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    budget = 2 * 2**30 if avail is None else min(2 * 2**30, avail // 4)
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def default_budget_bytes(gpu: bool = False, held_bytes: int = 0) -> int:
+    """The chunk budget when none is given: :data:`PROCESS_TARGET_BYTES` less ``held_bytes``
+    (the process's resident anonymous memory when the pass is planned: libraries and the
+    candidates' geometry, events and gather plan, which grow with N), at least
+    :data:`MIN_BUDGET_BYTES`; then at most 25 % of MemAvailable (read with ``held_bytes``
+    already allocated) and, on a GPU, 25 % of free GPU memory; never below 64 MiB."""
+    avail = mem_available_bytes()
+    budget = max(PROCESS_TARGET_BYTES - int(held_bytes), MIN_BUDGET_BYTES)
+    if avail is not None:
+        budget = min(budget, avail // 4)
     if gpu:
         import cupy as cp
 

@@ -16,12 +16,20 @@ import numpy as np
 from .. import schema
 from ..backend import resolve_backend
 from ..config import PreprocessConfig, as_dict
+from ..heap import release_free_heap, resident_anon_bytes
 from ..io.direct import release_memmap
 from ..store import SortStore, code_max, file_fingerprint, quantise_ranges
 from .checkpoint import SCRATCH_NAME, disk_error
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
-from .plan import chunk_frames_for, default_budget_bytes, gather_batch_bytes, plan_pass
+from .plan import (
+    MIN_BUDGET_BYTES,
+    PROCESS_TARGET_BYTES,
+    chunk_frames_for,
+    default_budget_bytes,
+    gather_batch_bytes,
+    plan_pass,
+)
 from .stream import run_pass, run_pass_distributed
 
 log = logging.getLogger(__name__)
@@ -342,6 +350,29 @@ def _disk_errors(store: SortStore):
         ) from exc
 
 
+def _chunk_budget(config, backend, path) -> tuple[int, int | None]:
+    """(chunk budget in bytes, anonymous bytes held before the pass or None). An explicit
+    ``max_memory_mb`` is the chunk budget itself; the default is what is left of
+    ``plan.PROCESS_TARGET_BYTES`` once the geometry, events and plan are built (their freed
+    temporaries given back first), so the whole process stays near the target whatever N is."""
+    if config.max_memory_mb:
+        return int(config.max_memory_mb * 2**20), None
+    release_free_heap()
+    held = resident_anon_bytes()
+    budget = default_budget_bytes(backend.is_gpu, held_bytes=held or 0)
+    if held is not None and PROCESS_TARGET_BYTES - held < MIN_BUDGET_BYTES:
+        log.warning(
+            "%s: the candidates' geometry, events and gather plan hold %.0f MB before the movie "
+            "pass, nearly all of the %.0f MB the stage aims at; its chunks get %.0f MB more "
+            "(set the budget with --max-memory MB)",
+            path,
+            held / 2**20,
+            PROCESS_TARGET_BYTES / 2**20,
+            budget / 2**20,
+        )
+    return budget, held
+
+
 def _compute(store, movie, path, config, backend, dt, progress, client):
     """Geometry, events and the movie pass (in process, or on the Dask ``client``)."""
     h, w = store.height, store.width
@@ -353,17 +384,14 @@ def _compute(store, movie, path, config, backend, dt, progress, client):
         events, dt=dt, n_movie_frames=movie.n_frames, half_window=config.event_half_window_frames
     )
     plan = plan_pass(frames, geo.crops)
-    budget = (
-        int(config.max_memory_mb * 2**20)
-        if config.max_memory_mb
-        else default_budget_bytes(backend.is_gpu)
-    )
+    budget, held = _chunk_budget(config, backend, path)
     chunk = chunk_frames_for(budget, h, w, movie.dtype.itemsize, movie.n_frames)
     log.info(
-        "movie pass: %s, %d frames per chunk (budget %.0f MB), %s%s",
+        "movie pass: %s, %d frames per chunk (budget %.0f MB%s), %s%s",
         path,
         chunk,
         budget / 2**20,
+        "" if held is None else f"; {held / 2**20:.0f} MB held before the pass",
         backend.describe(),
         " on Dask" if client else "",
     )
