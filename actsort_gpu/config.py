@@ -49,7 +49,7 @@ class PreprocessConfig:
     crop_margin_px: int = 7
     snapshot_dtype: str = "uint8"  # uint8 | uint16 | float32 (per-candidate min/max scale)
     max_memory_mb: float | None = (
-        None  # chunk budget; None: a safe fraction of free RAM / GPU memory
+        None  # chunk budget; None: what is left of 1.75 GiB for the process, <= 25 % of free RAM
     )
 
 

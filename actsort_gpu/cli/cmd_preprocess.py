@@ -28,8 +28,9 @@ def register(subparsers) -> None:
         metavar="MB",
         type=float,
         default=None,
-        help="memory budget for the movie chunks (default: preprocess.max_memory_mb, "
-        "else min(2 GB, 25%% of free RAM; 25%% of free GPU memory on a GPU))",
+        help="memory budget for the movie chunks (default: preprocess.max_memory_mb, else "
+        "what the candidates' arrays leave of 1.75 GiB for the whole process, at most 25%% of "
+        "free RAM (and of free GPU memory on a GPU))",
     )
     p.add_argument(
         "--snapshot-dtype",

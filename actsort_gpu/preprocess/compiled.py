@@ -1,4 +1,5 @@
-"""The movie pass's CPU accumulator compiled with Numba: one loop over each pixel per frame.
+"""The preprocess stage's CPU loops compiled with Numba: the movie pass's accumulator (one
+loop over each pixel per frame) and the snapshot quantiser (one candidate at a time).
 
 :func:`accumulate_rows` does exactly the arithmetic of the NumPy ``blocked`` method of
 :class:`~actsort_gpu.preprocess.kernels.ProjectionAccumulator` (the same float32 products and
@@ -6,6 +7,13 @@ sums in the same order, no fused multiply-add, flushed to the float64 totals eve
 frames), so the two agree bit for bit (tested); it only avoids the 12 passes over each row
 block that the NumPy version makes per frame (about 4x fewer CPU seconds per GB). It releases
 the GIL, so the accumulator's thread pool runs disjoint row blocks in parallel.
+
+The snapshot quantiser (:func:`quantise_snapshots`) computes each candidate's colour limits
+(``run._clims``: min, max and two order statistics, by a histogram of the integer values) and
+its codes (``store.quantise_ranges``) in three passes over the candidate's values, where the
+NumPy version makes about twelve over 64 MB blocks and expands every per-candidate number to
+every value (``np.repeat``); the results are the same bit for bit (tested). It takes integer
+scratch values only (every integer movie dtype); float movies keep the NumPy path.
 
 Numba is imported on first use: :func:`available` says whether it can be.
 """
@@ -16,7 +24,13 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-__all__ = ["available", "unusable", "accumulate_rows"]
+__all__ = [
+    "available",
+    "unusable",
+    "accumulate_rows",
+    "quantise_unusable",
+    "quantise_snapshots",
+]
 
 
 @lru_cache(maxsize=1)
@@ -41,6 +55,137 @@ def unusable(dtype) -> str | None:
     except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return None
+
+
+@cache
+def quantise_unusable(src_dtype, code_dtype) -> str | None:
+    """None when :func:`quantise_snapshots` runs for scratch values of ``src_dtype`` and codes of
+    ``code_dtype`` (compiled once per process on a one-candidate dummy), else why not (the
+    caller then quantises with NumPy)."""
+    src_dtype, code_dtype = np.dtype(src_dtype), np.dtype(code_dtype)
+    if not available():
+        return "Numba does not import"
+    if src_dtype.kind not in "ui" or code_dtype.kind != "u":
+        return f"compiled only for integer values and codes, not {src_dtype} -> {code_dtype}"
+    try:
+        quantise_snapshots(
+            np.zeros(2, src_dtype),
+            np.array([0, 2]),
+            np.ones((1, 1), bool),
+            np.zeros(2, code_dtype),
+            np.zeros((1, 4), np.float32),
+            np.zeros((1, 2), np.float32),
+        )
+    except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def quantise_snapshots(values, bounds, valid, codes, clims, scale) -> None:
+    """Colour limits, codes and ranges of the snapshots of g consecutive candidates, in place.
+
+    values : (L,) integer scratch values, the g candidates' blocks one after the other, each
+        (slots, height x width) in C order (slots = events x frames per event)
+    bounds : (g + 1,) int64, candidate k's values are ``values[bounds[k]:bounds[k + 1]]``
+    valid : (g, slots) bool, False = a slot with no movie frame (its codes are 0)
+    codes : (L,) uint8 or uint16, out: code = floor((v - lo) * q_max / (hi - lo) + 0.5) in
+        float32, clipped to [0, q_max] (``store.quantise_ranges``)
+    clims : (g, 4) float32, out: min, max, and the sorted valid values at the 1-based positions
+        max(1, round(0.1 n)) and min(n, round(0.999 n)) (``run._clims``); zeros when a
+        candidate has no valid value
+    scale : (g, 2) float32, out: (lo, hi) stored with the codes (hi = lo for a constant block)
+    """
+    q_max = int(np.iinfo(codes.dtype).max)
+    _quantise_kernel()(values, np.asarray(bounds, np.int64), valid, q_max, codes, clims, scale)
+
+
+@lru_cache(maxsize=1)
+def _quantise_kernel():
+    """The jitted quantiser, compiled and cached like :func:`_kernel`."""
+    from numba import njit
+
+    try:
+        return njit(nogil=True, cache=True)(_quantise_snapshots_py)
+    except RuntimeError:
+        return njit(nogil=True)(_quantise_snapshots_py)
+
+
+def _quantise_snapshots_py(values, bounds, valid, q_max, codes, clims, scale):  # pragma: no cover
+    g, slots = valid.shape
+    half = np.float32(0.5)
+    top = np.float32(q_max)
+    for k in range(g):
+        b0, b1 = bounds[k], bounds[k + 1]
+        if b1 <= b0:
+            continue
+        per_slot = (b1 - b0) // slots
+        n = 0
+        lo = np.int64(0)
+        hi = np.int64(0)
+        for s in range(slots):
+            if not valid[k, s]:
+                continue
+            for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
+                v = np.int64(values[i])
+                if n == 0 or v < lo:
+                    lo = v
+                if n == 0 or v > hi:
+                    hi = v
+                n += 1
+        if n == 0:
+            for c in range(4):
+                clims[k, c] = 0.0
+        else:
+            k10 = max(1, int(np.floor(0.1 * n + 0.5))) - 1
+            k999 = min(n, int(np.floor(0.999 * n + 0.5))) - 1
+            if hi - lo < 2**20:
+                hist = np.zeros(hi - lo + 1, np.int64)
+                for s in range(slots):
+                    if valid[k, s]:
+                        for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
+                            hist[np.int64(values[i]) - lo] += 1
+                q10, q999, cum = -1, -1, 0
+                for b in range(hi - lo + 1):
+                    cum += hist[b]
+                    if q10 < 0 and cum > k10:
+                        q10 = b
+                    if cum > k999:
+                        q999 = b
+                        break
+                v10, v999 = lo + q10, lo + q999
+            else:
+                vals = np.empty(n, np.float32)
+                m = 0
+                for s in range(slots):
+                    if valid[k, s]:
+                        for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
+                            vals[m] = np.float32(values[i])
+                            m += 1
+                vals.sort()
+                v10, v999 = vals[k10], vals[k999]
+            clims[k, 0] = np.float32(lo)
+            clims[k, 1] = np.float32(hi)
+            clims[k, 2] = np.float32(v10)
+            clims[k, 3] = np.float32(v999)
+        lo32 = clims[k, 0]
+        hi32 = clims[k, 1]
+        span = np.float64(hi32) - np.float64(lo32)
+        factor = np.float32(q_max / span) if span > 0 else np.float32(0.0)
+        scale[k, 0] = lo32
+        scale[k, 1] = hi32 if span > 0 else lo32
+        for s in range(slots):
+            i0 = b0 + s * per_slot
+            if not valid[k, s]:
+                for i in range(i0, i0 + per_slot):
+                    codes[i] = 0
+                continue
+            for i in range(i0, i0 + per_slot):
+                x = np.floor((np.float32(values[i]) - lo32) * factor + half)
+                if x < 0:
+                    x = np.float32(0.0)
+                elif x > top:
+                    x = top
+                codes[i] = x
 
 
 def accumulate_rows(frames, ref, r0: int, r1: int, flush: int, mx, s1, s2, p0, p1, p2, p3):

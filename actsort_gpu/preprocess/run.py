@@ -9,6 +9,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..config import PreprocessConfig, as_dict
 from ..heap import release_free_heap, resident_anon_bytes
 from ..io.direct import release_memmap
 from ..store import SortStore, code_max, file_fingerprint, quantise_ranges
+from . import compiled
 from .checkpoint import SCRATCH_NAME, disk_error
 from .events import downsample_traces, find_events, snapshot_frames, snapshot_traces
 from .geometry import compute_geometry
@@ -132,6 +134,26 @@ def _snapshot_traces(store: SortStore, frames: np.ndarray, dt: int) -> np.ndarra
     return out
 
 
+def _quantise_block(raw, bounds, valid, hw, clims, scale, dtype) -> np.ndarray:
+    """NumPy twin of :func:`.compiled.quantise_snapshots` (float scratch values, float storage,
+    or no Numba): the codes of ``raw``; fills ``clims`` (g, 4) and ``scale`` (g, 2).
+
+    valid : (g, E, F) bool; hw : (g,) crop pixels of each candidate."""
+    g, e, f = valid.shape
+    for k in range(g):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        if hi > lo:
+            vals = raw[lo:hi].reshape(e * f, -1)[valid[k].ravel()]
+            clims[k] = _clims(vals.ravel())
+    valid_el = np.repeat(valid.reshape(-1), np.repeat(hw, e * f))
+    # store.quantise per candidate, vectorised: the invalid frames get code 0 (float
+    # storage: 0.0), and each candidate's (lo, hi) is its valid values' (min, max)
+    out, scale[:, 0], scale[:, 1] = quantise_ranges(
+        raw, clims[:, 0], clims[:, 1], dtype, sizes=np.diff(bounds), invalid=~valid_el
+    )
+    return out
+
+
 def _write_snapshots(
     store: SortStore, scratch_file: Path, plan, dtype: np.dtype, src_dtype: np.dtype
 ) -> None:
@@ -149,29 +171,32 @@ def _write_snapshots(
     hw = (plan.crops[:, 1] - plan.crops[:, 0]).astype(np.int64) * (
         plan.crops[:, 3] - plan.crops[:, 2]
     ).astype(np.int64)
-    i = 0
-    while i < n:
-        j = int(np.searchsorted(offsets, offsets[i] + _WRITE_BLOCK_BYTES // 4, side="right"))
-        j = min(max(j - 1, i + 1), n)
-        base = int(offsets[i])
-        raw = np.asarray(src[base : int(offsets[j])])
-        valid = frames[i:j] >= 0  # (g, E, F)
-        for k in range(i, j):
-            lo, hi = int(offsets[k]) - base, int(offsets[k + 1]) - base
-            if hi > lo:
-                vals = raw[lo:hi].reshape(e * f, -1)[valid[k - i].ravel()]
-                clims[k] = _clims(vals.ravel())
-        sizes = np.diff(offsets[i : j + 1])
-        valid_el = np.repeat(valid.reshape(-1), np.repeat(hw[i:j], e * f))
-        # store.quantise per candidate, vectorised: the invalid frames get code 0 (float
-        # storage: 0.0), and each candidate's (lo, hi) is its valid values' (min, max)
-        out, scale[i:j, 0], scale[i:j, 1] = quantise_ranges(
-            raw, clims[i:j, 0], clims[i:j, 1], dtype, sizes=sizes, invalid=~valid_el
-        )
-        if out.size:
-            data[base : int(offsets[j])] = out
-        release_memmap(src, slice(base, int(offsets[j])))  # read back: let its pages go
-        i = j
+    compiled_ok = compiled.quantise_unusable(src_dtype, dtype) is None
+    # The store compresses and writes one block's codes (zstd releases the GIL) while the next
+    # block is quantised: at most two blocks of codes exist at a time.
+    with ThreadPoolExecutor(1, thread_name_prefix="actsort-snapshots") as writer:
+        pending = None
+        i = 0
+        while i < n:
+            j = int(np.searchsorted(offsets, offsets[i] + _WRITE_BLOCK_BYTES // 4, side="right"))
+            j = min(max(j - 1, i + 1), n)
+            base, stop = int(offsets[i]), int(offsets[j])
+            raw = np.asarray(src[base:stop])
+            valid = frames[i:j] >= 0  # (g, E, F)
+            bounds = offsets[i : j + 1] - base
+            if compiled_ok:
+                out = np.empty(raw.shape, dtype)
+                slots = valid.reshape(j - i, e * f)
+                compiled.quantise_snapshots(raw, bounds, slots, out, clims[i:j], scale[i:j])
+            else:
+                out = _quantise_block(raw, bounds, valid, hw[i:j], clims[i:j], scale[i:j], dtype)
+            release_memmap(src, slice(base, stop))  # read back: let its pages go
+            if pending is not None:
+                pending.result()  # a write error surfaces here, before more work is done
+            pending = writer.submit(data.__setitem__, slice(base, stop), out) if out.size else None
+            i = j
+        if pending is not None:
+            pending.result()
     del src
     store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
     store.write_array(
@@ -376,10 +401,18 @@ def _chunk_budget(config, backend, path) -> tuple[int, int | None]:
 def _compute(store, movie, path, config, backend, dt, progress, client):
     """Geometry, events and the movie pass (in process, or on the Dask ``client``)."""
     h, w = store.height, store.width
-    geo = compute_geometry(
-        store.footprints(), h, w, threshold=config.outline_threshold, margin=config.crop_margin_px
-    )
-    events = _events(store, config)
+    # Events (whole-array NumPy work on blocks of traces, mostly outside the GIL) are found
+    # while the geometry traces outlines one candidate at a time (mostly inside it).
+    with ThreadPoolExecutor(1, thread_name_prefix="actsort-events") as side:
+        events_job = side.submit(_events, store, config)
+        geo = compute_geometry(
+            store.footprints(),
+            h,
+            w,
+            threshold=config.outline_threshold,
+            margin=config.crop_margin_px,
+        )
+        events = events_job.result()
     frames = snapshot_frames(
         events, dt=dt, n_movie_frames=movie.n_frames, half_window=config.event_half_window_frames
     )
