@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from actsort_gpu.io import direct
+from actsort_gpu.io.direct import MappedFileWriter
 from actsort_gpu.io.movies import NpyMovie
 from actsort_gpu.preprocess.reader import ChunkReader
 
@@ -226,3 +227,32 @@ def test_a_cached_or_small_file_is_read_through_the_cache(npy_movie):
     with NpyMovie(path) as movie:
         np.testing.assert_array_equal(movie.read(0, 37), frames)
         assert movie.read_mode == "buffered"
+
+
+@pytest.mark.parametrize("offset", [0, 10, 4096 + 6])
+def test_mapped_file_writer_writes_through_the_file_at_the_array_place(tmp_path, offset):
+    """pwrite at the byte each element has in the file: a map with a header before it (any
+    offset, also past an allocation granule) and a slice of one; the map sees the values."""
+    path = tmp_path / "scratch.bin"
+    path.write_bytes(b"\xff" * (offset + 2 * 100))
+    whole = np.memmap(path, np.uint16, "r+", offset=offset, shape=(100,))
+    part = whole[40:]
+    values = np.arange(7, dtype=np.uint16) + 1000
+    with MappedFileWriter(whole) as w:
+        assert w.path == path
+        w.write(3, values)
+    with MappedFileWriter(part) as w:
+        w.write(5, values[:2])
+    on_disk = np.fromfile(path, np.uint16, offset=offset)
+    np.testing.assert_array_equal(on_disk[3:10], values)
+    np.testing.assert_array_equal(on_disk[45:47], values[:2])
+    assert (on_disk[:3] == 0xFFFF).all() and on_disk[10] == 0xFFFF and on_disk[47] == 0xFFFF
+    np.testing.assert_array_equal(whole[3:10], values)  # the page cache is shared with the map
+
+
+def test_mapped_file_writer_assigns_into_plain_arrays():
+    target = np.zeros(10, np.int32)
+    with MappedFileWriter(target) as w:
+        assert w.path is None
+        w.write(4, np.array([1, 2, 3], np.int32))
+    assert target.tolist() == [0, 0, 0, 0, 1, 2, 3, 0, 0, 0]

@@ -3,11 +3,11 @@
 - Scratch: ``<store>/.scratch/preprocess/snapshots.scratch`` (:data:`SCRATCH_NAME`), a memory
   map laid out block by block as the store's ``snapshots/data``, in :func:`scratch_dtype`.
   :func:`open_scratch` checks the free space first and reserves the blocks, so a full disk is
-  an error message, not a SIGBUS. The map's pages leave the resident set after each gather
-  batch and each block read back (``io.direct.release_memmap``; they stay in the page cache,
-  written ones dirty, and reach the file as before): without that every page the pass wrote or
-  read back counts in the resident memory, up to the scratch's size (9.2 GB at 100,000
-  candidates, benchmarks/RESULTS.md).
+  an error message, not a SIGBUS. The pass writes it through the file
+  (``io.direct.MappedFileWriter``: ``pwrite``, no page of the map touched), and the pages of
+  each block read back leave the resident set (``io.direct.release_memmap``; they stay in the
+  page cache): without that every page the pass wrote or read back counted in the resident
+  memory, up to the scratch's size (9.2 GB at 100,000 candidates, benchmarks/RESULTS.md).
 - Checkpoints: the accumulators and the next frame to read (``state.npz``, written to a
   temporary file then renamed) with ``meta.json`` holding the pass digest
   (:func:`pass_digest`: plan, movie shape / dtype / path / size / mtime, the caller's

@@ -11,8 +11,9 @@ for each chunk
    per-candidate scratch file (:mod:`.checkpoint`: in the movie's own dtype when it is a
    <= 4-byte number, else float32; exact). :func:`gather_into` is the same host code on both
    devices (batches of bounded size, offsets rebased per batch, reused buffers, the scatter
-   into the scratch map); only the launch that packs a batch differs (``kernels.HostGather``:
-   NumPy; ``kernels.DeviceGather``: the CuPy RawKernel), so CPU tests run every line but that.
+   into the scratch file by ``pwrite``); only the launch that packs a batch differs
+   (``kernels.HostGather``: NumPy; ``kernels.DeviceGather``: the CuPy RawKernel), so CPU tests
+   run every line but that.
 
 After a chunk, when ``CHECKPOINT_S`` seconds passed since the last save (and after the last
 chunk), the scratch file is flushed and the accumulators and the next frame to read are saved
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.direct import release_memmap
+from ..io.direct import MappedFileWriter
 from .checkpoint import (
     SCRATCH_NAME,
     check_free_space,
@@ -116,27 +117,23 @@ def gather_into(chunk, seg, dst, sizes, snaps, launch, batch_elements: int) -> i
         return 0
     if chunk.dtype != snaps.dtype:
         chunk = chunk.astype(snaps.dtype)
-    flat = snaps.view(np.ndarray)  # plain slicing: memmap slices cost more per segment
     ends = np.cumsum(sizes)
     begin = n_batches = 0
-    while begin < len(seg):
-        base = int(ends[begin] - sizes[begin])
-        stop = int(np.searchsorted(ends, base + batch_elements, side="right"))
-        stop = max(stop, begin + 1)
-        batch = seg[begin:stop].copy()
-        batch[:, 6] -= batch[0, 6]
-        packed = launch(chunk, batch, int(ends[stop - 1]) - base)
-        for off, d, s in zip(
-            batch[:, 6].tolist(), dst[begin:stop].tolist(), sizes[begin:stop].tolist()
-        ):
-            flat[d : d + s] = packed[off : off + s]
-        # the pages just written leave the resident set (a chunk can touch most of the scratch)
-        written = slice(
-            int(dst[begin:stop].min()), int((dst[begin:stop] + sizes[begin:stop]).max())
-        )
-        release_memmap(snaps, written)
-        begin = stop
-        n_batches += 1
+    # a scratch map is written through its file (pwrite), so no page of it is mapped in
+    with MappedFileWriter(snaps) as scratch:
+        while begin < len(seg):
+            base = int(ends[begin] - sizes[begin])
+            stop = int(np.searchsorted(ends, base + batch_elements, side="right"))
+            stop = max(stop, begin + 1)
+            batch = seg[begin:stop].copy()
+            batch[:, 6] -= batch[0, 6]
+            packed = launch(chunk, batch, int(ends[stop - 1]) - base)
+            for off, d, s in zip(
+                batch[:, 6].tolist(), dst[begin:stop].tolist(), sizes[begin:stop].tolist()
+            ):
+                scratch.write(d, packed[off : off + s])
+            begin = stop
+            n_batches += 1
     return n_batches
 
 
