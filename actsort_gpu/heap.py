@@ -21,7 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 
-__all__ = ["release_free_heap", "resident_anon_bytes"]
+__all__ = ["release_free_heap", "resident_anon_bytes", "proc_bytes"]
 
 
 @functools.cache
@@ -49,10 +49,16 @@ def resident_anon_bytes() -> int | None:
     """The process's resident anonymous memory in bytes (``RssAnon`` of /proc/self/status:
     the heap and anonymous maps, not the pages of mapped files), or None where there is no
     such file (not Linux)."""
+    return proc_bytes("/proc/self/status", "RssAnon")
+
+
+def proc_bytes(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of a /proc file (``/proc/self/status``, ``/proc/meminfo``) in
+    bytes, or None where the file or the field is missing (not Linux)."""
     try:
-        with open("/proc/self/status") as fh:
+        with open(path) as fh:
             for line in fh:
-                if line.startswith("RssAnon:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None

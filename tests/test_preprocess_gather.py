@@ -373,7 +373,7 @@ def test_compiled_kernel_is_built_without_a_disk_cache_where_none_is_writable(mo
         return real(**kw)
 
     monkeypatch.setattr(numba, "njit", njit)
-    compiled._kernel.cache_clear()
+    compiled._jitted.cache_clear()
     try:
         movie = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4)
         got = ProjectionAccumulator(3, 4, threads=1, method="compiled")
@@ -382,7 +382,7 @@ def test_compiled_kernel_is_built_without_a_disk_cache_where_none_is_writable(mo
         want.update(movie)
         np.testing.assert_array_equal(got.s2, want.s2)
     finally:
-        compiled._kernel.cache_clear()
+        compiled._jitted.cache_clear()
 
 
 def test_compiled_accumulator_that_cannot_run_falls_back_before_touching_a_total(

@@ -53,7 +53,7 @@ def unusable(dtype) -> str | None:
         f64 = [np.zeros((2, 2)) for _ in range(7)]
         accumulate_rows(np.zeros((1, 2, 2), dtype), np.zeros((2, 2), np.float32), 0, 2, 64, *f64)
     except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return _why(exc)
     return None
 
 
@@ -77,8 +77,13 @@ def quantise_unusable(src_dtype, code_dtype) -> str | None:
             np.zeros((1, 2), np.float32),
         )
     except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return _why(exc)
     return None
+
+
+def _why(exc: Exception) -> str:
+    """One line saying why a kernel could not run: the exception's type and first line."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def quantise_snapshots(values, bounds, valid, codes, clims, scale) -> None:
@@ -96,18 +101,9 @@ def quantise_snapshots(values, bounds, valid, codes, clims, scale) -> None:
     scale : (g, 2) float32, out: (lo, hi) stored with the codes (hi = lo for a constant block)
     """
     q_max = int(np.iinfo(codes.dtype).max)
-    _quantise_kernel()(values, np.asarray(bounds, np.int64), valid, q_max, codes, clims, scale)
-
-
-@lru_cache(maxsize=1)
-def _quantise_kernel():
-    """The jitted quantiser, compiled and cached like :func:`_kernel`."""
-    from numba import njit
-
-    try:
-        return njit(nogil=True, cache=True)(_quantise_snapshots_py)
-    except RuntimeError:
-        return njit(nogil=True)(_quantise_snapshots_py)
+    _jitted(_quantise_snapshots_py)(
+        values, np.asarray(bounds, np.int64), valid, q_max, codes, clims, scale
+    )
 
 
 def _quantise_snapshots_py(values, bounds, valid, q_max, codes, clims, scale):  # pragma: no cover
@@ -196,20 +192,21 @@ def accumulate_rows(frames, ref, r0: int, r1: int, flush: int, mx, s1, s2, p0, p
     down-right and down-left neighbour, x = frame - ref, products stored at the first pixel of
     each pair). Row r1 (when it exists) is read as the down neighbour but not accumulated.
     """
-    _kernel()(frames, ref, r0, r1, flush, mx, s1, s2, p0, p1, p2, p3)
+    _jitted(_accumulate_rows_py)(frames, ref, r0, r1, flush, mx, s1, s2, p0, p1, p2, p3)
 
 
-@lru_cache(maxsize=1)
-def _kernel():
-    """The jitted kernel: compiled once per movie dtype (~1.6 s) and cached on disk by Numba
-    (beside this module, else in the user's cache directory), so later runs load it in
-    milliseconds; where no cache directory is writable it is compiled in every process."""
+@cache
+def _jitted(py_func):
+    """``py_func`` jitted: compiled once per argument types (~1.6 s for the accumulator) and
+    cached on disk by Numba (beside this module, else in the user's cache directory), so later
+    runs load it in milliseconds; where no cache directory is writable it is compiled in every
+    process."""
     from numba import njit
 
     try:
-        return njit(nogil=True, cache=True)(_accumulate_rows_py)
+        return njit(nogil=True, cache=True)(py_func)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return njit(nogil=True)(_accumulate_rows_py)
+        return njit(nogil=True)(py_func)
 
 
 def _accumulate_rows_py(frames, ref, r0, r1, flush, mx, s1, s2, p0, p1, p2, p3):  # pragma: no cover

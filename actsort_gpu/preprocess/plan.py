@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..heap import proc_bytes
+
 __all__ = [
     "PassPlan",
     "plan_pass",
@@ -120,14 +122,7 @@ def segments_for_chunk(
 
 def mem_available_bytes() -> int | None:
     """MemAvailable of /proc/meminfo in bytes, or None where there is none (not Linux)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 def default_budget_bytes(gpu: bool = False, held_bytes: int = 0) -> int:
