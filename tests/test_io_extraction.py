@@ -84,7 +84,9 @@ def _write_v73(path, write):
         fh.write(b"MATLAB 7.3 MAT-file, test")
 
 
-def test_extract_v73_dense_reversed_order(tmp_path, truth):
+def test_extract_v73_dense_reversed_order(tmp_path, truth, monkeypatch):
+    from actsort_gpu.io import candidates
+
     fp, traces, image = truth
 
     def write(f):
@@ -100,15 +102,17 @@ def test_extract_v73_dense_reversed_order(tmp_path, truth):
     np.testing.assert_allclose(c.images["extract_max_image"], image)
     assert isinstance(c.traces, RowBlockTraces)  # read by blocks of rows at ingest
 
-    def write_n_by_t(f):  # MATLAB N x T (transposed by the user): read whole, same values
+    def write_n_by_t(f):  # MATLAB N x T (transposed by the user): read by columns, same values
         write(f)
         del f["output/temporal_weights"]
         f["output/temporal_weights"] = traces.T
 
     _write_v73(tmp_path / "nt.mat", write_n_by_t)
+    monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 2 * T + 1)  # 2 rows per block
     c = read_extraction(tmp_path / "nt.mat")
     _same(c, fp, traces, "extract")
-    assert not isinstance(c.traces, RowBlockTraces)
+    assert isinstance(c.traces, RowBlockTraces)
+    np.testing.assert_array_equal(c.traces[1:4], traces[1:4])
 
 
 def test_extract_v73_sparse(tmp_path, truth):
@@ -234,8 +238,18 @@ def test_minian(tmp_path, truth, layout, monkeypatch):
 
 
 # ------------------------------------------------------------------ NWB
-@pytest.mark.parametrize("mask", ["image_mask", "pixel_mask"])
-def test_nwb(tmp_path, truth, mask):
+@pytest.mark.parametrize(
+    ("mask", "rois"),
+    [
+        ("image_mask", [0, 1, 2, 3]),
+        ("pixel_mask", [0, 1, 2, 3]),
+        ("image_mask", [1, 3]),  # a series over some ROIs: the others' traces are NaN
+        ("image_mask", [3, 0, 2]),  # ROIs out of table order: read whole, same values
+    ],
+)
+def test_nwb(tmp_path, truth, mask, rois, monkeypatch):
+    from actsort_gpu.io import candidates
+
     pynwb = pytest.importorskip("pynwb")
     from datetime import datetime
 
@@ -280,14 +294,20 @@ def test_nwb(tmp_path, truth, mask):
                 pixel_mask=[(int(a), int(b), float(fp[i, a, b])) for a, b in zip(r, cc)],
                 iscell=float(i % 2),
             )
-    region = ps.create_roi_table_region("all", region=list(range(N)))
+    region = ps.create_roi_table_region("some", region=rois)
     fl = Fluorescence(name="Fluorescence")
-    fl.create_roi_response_series(name="F", data=traces.T, rois=region, rate=7.0, unit="a.u.")
+    fl.create_roi_response_series(name="F", data=traces[rois].T, rois=region, rate=7.0, unit="a.u.")
     ophys.add(fl)
     with pynwb.NWBHDF5IO(str(tmp_path / "s.nwb"), "w") as io:
         io.write(nwb)
+    monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 2 * T + 1)  # 2 rows per block
     c = read_extraction(tmp_path / "s.nwb")
-    _same(c, fp, traces, "nwb")
+    expected = np.full_like(traces, np.nan)
+    expected[rois] = traces[rois]
+    _same(c, fp, expected, "nwb")
+    in_order = rois == sorted(rois)
+    assert isinstance(c.traces, RowBlockTraces) == in_order  # (T, n_rois) read by columns
+    np.testing.assert_array_equal(c.traces[1:4], expected[1:4])
     assert c.fs_hz == 7.0
     np.testing.assert_array_equal(c.metrics["nwb_iscell"], [0, 1, 0, 1])
 
@@ -335,22 +355,48 @@ def test_npz_traces_stored_uncompressed_are_memory_mapped(tmp_path, truth, monke
     c = read_extraction(tmp_path / "s.npz")
     assert isinstance(c.traces, np.memmap) and not c.traces.flags.writeable
     _same(c, fp, traces, "npz")
-    # compressed members, other dtypes and orders are read whole, same values; a large
-    # compressed matrix says how to avoid that
-    np.savez_compressed(tmp_path / "z.npz", footprints=fp, traces=traces)
+    # Fortran-ordered matrices are read whole, same values; a large one says how to avoid that
+    np.savez(tmp_path / "f.npz", footprints=fp, traces=np.asfortranarray(traces, ">f8"))
     monkeypatch.setattr(npz, "WHOLE_READ_NOTE_BYTES", traces.nbytes - 1)
     with caplog.at_level(logging.WARNING, logger="actsort_gpu.io.npz"):
-        read_extraction(tmp_path / "z.npz")
-    assert "z.npz: 'traces' (0.0 GB) is compressed" in caplog.text
-    np.savez(tmp_path / "f.npz", footprints=fp, traces=np.asfortranarray(traces, ">f8"))
-    for name in ("z.npz", "f.npz"):
-        _same(read_extraction(tmp_path / name), fp, traces, "npz")
+        c = read_extraction(tmp_path / "f.npz")
+    assert "f.npz: 'traces' (0.0 GB) is stored in Fortran order" in caplog.text
+    _same(c, fp, traces, "npz")
     # a stored member shorter than its .npy header says (the zip itself intact)
     with zipfile.ZipFile(tmp_path / "short.npz", "w", zipfile.ZIP_STORED) as z:
         z.writestr("traces.npy", _npy_bytes(traces)[:-40])
         z.writestr("footprints.npy", _npy_bytes(fp))
     with pytest.raises(OSError, match=r"short.npz: member traces.npy is shorter"):
         read_extraction(tmp_path / "short.npz")
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i2"])
+def test_npz_compressed_traces_are_decompressed_by_blocks(tmp_path, truth, monkeypatch, dtype):
+    """numpy.savez_compressed: the trace matrix is decompressed block by block in row order
+    (never held whole), a block before the stream's position restarts it, the values are
+    those of the whole read; a member cut short is an error naming the file and the rows."""
+    import zipfile
+
+    from actsort_gpu.io import candidates
+
+    fp, traces, _ = truth
+    stored = (traces * 100).astype(dtype)
+    np.savez_compressed(tmp_path / "z.npz", footprints=fp, traces=stored)
+    monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", T + 1)  # one row per block
+    c = read_extraction(tmp_path / "z.npz")
+    assert isinstance(c.traces, RowBlockTraces)
+    expected = stored.astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(c.traces), expected)
+    np.testing.assert_array_equal(c.traces[2:4], expected[2:4])  # skips rows 0-1
+    np.testing.assert_array_equal(c.traces[1:2], expected[1:2])  # behind: reopened
+    np.testing.assert_array_equal(np.asarray(c.traces), expected)  # a second pass
+    with zipfile.ZipFile(tmp_path / "cut.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("traces.npy", _npy_bytes(stored)[: -stored.itemsize * T - 3])
+        z.writestr("footprints.npy", _npy_bytes(fp))
+    c = read_extraction(tmp_path / "cut.npz")
+    np.testing.assert_array_equal(c.traces[0:2], expected[0:2])
+    with pytest.raises(OSError, match=r"cut.npz: cannot read rows 2-3 of traces.npy .*3 bytes ea"):
+        np.asarray(c.traces)
 
 
 def _npy_bytes(array) -> bytes:

@@ -78,28 +78,62 @@ class RowBlockTraces:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def hdf5_row_traces(path: Path, datasets: Sequence[str], shape: tuple[int, int]) -> RowBlockTraces:
-    """The (N, T) sum of the HDF5 ``datasets`` of ``path`` (each (N, T); e.g. CaImAn's C and
-    YrA), read by blocks of rows as ingest writes them: each block's datasets converted to
-    float32, then added (the values of the whole-matrix expression). A block that cannot be
-    read (a file corrupt, or changed since it was opened) raises OSError naming the file."""
+def hdf5_row_traces(
+    path: Path,
+    datasets: Sequence[str],
+    shape: tuple[int, int],
+    *,
+    frames_first: bool = False,
+    source_rows: np.ndarray | None = None,
+) -> RowBlockTraces:
+    """The (N, T) sum of the HDF5 ``datasets`` of ``path``, read by blocks of candidates as
+    ingest writes them: each block's datasets converted to float32, then added (the values of
+    the whole-matrix expression). A block that cannot be read (a file corrupt, or changed since
+    it was opened) raises OSError naming the file.
+
+    frames_first : the datasets are stored (T, S), one column per source trace (NWB's
+        ``RoiResponseSeries``, a MATLAB N x T matrix): a block reads its columns, so the file's
+        matrix is never transposed whole (a block of ~1,700 columns of a contiguous
+        100,000-column dataset reads in about a tenth of a second).
+    source_rows : (S,) int64, strictly increasing: the candidate row of each source trace (an
+        NWB series over some of the table's ROIs); candidates without one are NaN. None: the
+        identity (S == N).
+    """
+    n, n_frames = int(shape[0]), int(shape[1])
+    if source_rows is not None:
+        source_rows = np.asarray(source_rows, dtype=np.int64)
+        if np.any(np.diff(source_rows) <= 0):
+            raise ValueError("hdf5_row_traces: source_rows must be strictly increasing")
 
     def block(rows: slice) -> np.ndarray:
         import h5py
 
+        if source_rows is None:
+            lo, hi = rows.start, rows.stop
+        else:
+            lo, hi = np.searchsorted(source_rows, [rows.start, rows.stop])
         try:
             with h5py.File(path, "r") as f:
-                out = np.asarray(f[datasets[0]][rows], dtype=np.float32)
-                for name in datasets[1:]:
-                    out += np.asarray(f[name][rows], dtype=np.float32)
+                parts = []
+                for name in datasets:
+                    data = f[name]
+                    part = data[:, lo:hi].T if frames_first else data[lo:hi]
+                    parts.append(np.ascontiguousarray(part, dtype=np.float32))
         except (OSError, KeyError, ValueError) as exc:
             raise OSError(
                 f"{path}: cannot read rows {rows.start}-{rows.stop} of {' + '.join(datasets)} "
                 f"(corrupt, or changed since it was opened?): {exc}"
             ) from exc
-        return out
+        out = parts[0]  # a fresh array from h5py: summed in place
+        for part in parts[1:]:
+            out += part
+        if source_rows is None:
+            return out
+        full = np.full((rows.stop - rows.start, n_frames), np.nan, np.float32)
+        full[source_rows[lo:hi] - rows.start] = out
+        return full
 
-    return RowBlockTraces(shape, block)
+    return RowBlockTraces((n, n_frames), block)
 
 
 @dataclass

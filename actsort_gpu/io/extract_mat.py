@@ -250,6 +250,26 @@ def _cellcheck(node: _Node, n: int, path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _v73_traces(path: Path, dataset, n: int):
+    """MATLAB's T x N (h5py's (N, T)) read by blocks of rows as ingest writes them; an N x T
+    matrix (h5py's (T, N)) by blocks of columns, with a log line; anything else (one trace,
+    a non-numeric value) read whole for :func:`_orient_traces` to check. The (N, T) reading
+    wins when T == N, as in :func:`_orient_traces`."""
+    import h5py
+
+    if not (
+        isinstance(dataset, h5py.Dataset) and dataset.dtype.kind in "biuf" and dataset.ndim == 2
+    ):
+        return np.asarray(dataset, dtype=np.float32)
+    rows, cols = dataset.shape
+    if rows == n:
+        return hdf5_row_traces(path, [dataset.name], (rows, cols))
+    if cols == n:
+        log.info("%s: traces stored as N x T; read by blocks of columns", path)
+        return hdf5_row_traces(path, [dataset.name], (cols, rows), frames_first=True)
+    return np.asarray(dataset, dtype=np.float32)
+
+
 def _read_v73(path: Path, hw, progress, movie_shape=None) -> Candidates:
     import h5py
 
@@ -298,18 +318,7 @@ def _read_v73(path: Path, hw, progress, movie_shape=None) -> Candidates:
                     f"or a sparse matrix"
                 )
             n = footprints.shape[0]
-            by_rows = (
-                isinstance(tr[1], h5py.Dataset)
-                and tr[1].dtype.kind in "biuf"
-                and tr[1].ndim == 2
-                and tr[1].shape[0] == n
-            )
-            # MATLAB's T x N is h5py's (N, T): read by blocks of rows as ingest writes them
-            traces = (
-                hdf5_row_traces(path, [tr[1].name], tr[1].shape)
-                if by_rows
-                else np.asarray(tr[1], dtype=np.float32)
-            )
+            traces = _v73_traces(path, tr[1], n)
         except (OSError, KeyError) as exc:
             raise OSError(
                 f"{path}: cannot read {fp[0]}/{tr[0]} (corrupt or truncated file?): {exc}"

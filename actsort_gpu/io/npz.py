@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from ._footprints import check_compressed, check_fov, csr_from_dense_blocks
-from .candidates import Candidates
+from .candidates import Candidates, RowBlockTraces
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +90,94 @@ def _mapped_member(z, key: str, path: Path) -> np.memmap | None:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
+class _MemberRows:
+    """Rows of a 2-D array stored compressed in a .npz, decompressed in order: ``rows`` ->
+    (len, T) array of the member's dtype. One decompression stream stays open between calls
+    (ingest reads the blocks in order: each pass decompresses the member once); a block
+    before the stream's position reopens it; reaching the last row closes it. A member that
+    cannot be decompressed raises OSError naming the file and the rows."""
+
+    def __init__(self, path: Path, member: str, shape: tuple[int, int], dtype: np.dtype):
+        self.path, self.member = path, member
+        self.n_rows, self.row_bytes = shape[0], shape[1] * dtype.itemsize
+        self.dtype = dtype
+        self._zip = self._fh = None
+        self._next = 0  # the row the open stream is at
+
+    def __call__(self, rows: slice) -> np.ndarray:
+        try:
+            if self._fh is None or rows.start < self._next:
+                self.close()
+                self._zip = zipfile.ZipFile(self.path)
+                self._fh = self._zip.open(self.member)
+                _npy_header(self._fh)
+                self._next = 0
+            while self._next < rows.start:  # skip, at most one block's bytes at a time
+                step = min(rows.start - self._next, max(1, (64 << 20) // max(self.row_bytes, 1)))
+                self._read(step)
+                self._next += step
+            data = self._read(rows.stop - rows.start)
+            self._next = rows.stop
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+            self.close()
+            raise OSError(
+                f"{self.path}: cannot read rows {rows.start}-{rows.stop} of {self.member} "
+                f"(corrupt or truncated?): {exc}"
+            ) from exc
+        if self._next >= self.n_rows:
+            self.close()
+        return np.frombuffer(data, self.dtype).reshape(rows.stop - rows.start, -1)
+
+    def _read(self, n_rows: int) -> bytes:
+        want = n_rows * self.row_bytes
+        data = self._fh.read(want)
+        if len(data) != want:
+            raise EOFError(f"the member ends {want - len(data)} bytes early")
+        return data
+
+    def close(self) -> None:
+        for handle in (self._fh, self._zip):
+            if handle is not None:
+                handle.close()
+        self._zip = self._fh = None
+
+    __del__ = close
+
+
+def _streamed_member(z, key: str, path: Path) -> RowBlockTraces | None:
+    """Array ``key`` of an open .npz, stored compressed (``numpy.savez_compressed``) as a
+    C-ordered numeric 2-D array, as a :class:`RowBlockTraces` decompressed block by block
+    (float32 rows); None when it is not such a member (the whole read reports problems)."""
+    try:
+        info = z.zip.getinfo(f"{key}.npy")
+        if info.flag_bits & 0x1:  # encrypted
+            return None
+        with z.zip.open(info) as fh:
+            shape, fortran, dtype = _npy_header(fh)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError):
+        return None
+    if fortran or dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 2:
+        return None
+    if 0 in shape:
+        return None
+    return RowBlockTraces(shape, _MemberRows(path, info.filename, shape, dtype))
+
+
 #: a trace matrix read whole from a .npz above this size gets a line saying how to avoid it
 WHOLE_READ_NOTE_BYTES = 1 << 30
 
 
 def _note_whole_read(z, path: Path) -> None:
-    """Log when a large compressed trace matrix must be read whole (it cannot be mapped)."""
+    """Log when a large trace matrix must be read whole (Fortran-ordered, neither mapped nor
+    decompressed by rows)."""
     try:
         info = z.zip.getinfo("traces.npy")
     except KeyError:
         return
-    if info.compress_type != zipfile.ZIP_STORED and info.file_size > WHOLE_READ_NOTE_BYTES:
+    if info.file_size > WHOLE_READ_NOTE_BYTES:
         log.warning(
-            "%s: 'traces' (%.1f GB) is compressed, so ingest holds it whole in memory; saved "
-            "with numpy.savez (uncompressed) it is read by blocks of rows instead",
+            "%s: 'traces' (%.1f GB) is stored in Fortran order, so ingest holds it whole in "
+            "memory; saved C-ordered (np.ascontiguousarray) it is read by blocks of rows",
             path,
             info.file_size / 1e9,
         )
@@ -170,6 +245,8 @@ def read_npz(path: str | Path, *, movie_shape: tuple[int, int, int] | None = Non
                     f"indices/indptr + height, width; keys found: {sorted(keys)}"
                 )
             traces = _mapped_member(z, "traces", path)
+            if traces is None:
+                traces = _streamed_member(z, "traces", path)
             if traces is None:
                 _note_whole_read(z, path)
                 traces = _array(z, "traces", path)

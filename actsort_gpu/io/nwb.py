@@ -7,7 +7,8 @@ Needs pynwb (``pip install actsort-gpu[nwb]``).
   image axes, as the imaging series' (frames, x, y) data and Suite2p's NWB export use);
   H, W for pixel masks come from an imaging series of the same plane, else from ``hw``.
 - traces: the ``RoiResponseSeries`` over those ROIs, preferring one inside ``Fluorescence``
-  over ``DfOverF``; its data (T, N) is transposed to (N, T); ``rate`` -> fs_hz.
+  over ``DfOverF``; its data (T, N) is read as (N, T) by blocks of ROIs at ingest (never
+  transposed whole); ``rate`` -> fs_hz.
 - metrics: every other numeric 1-D column of the table (e.g. ``iscell``, ``accepted``) as
   ``nwb_<column>``.
 With several plane segmentations the first (in file order) with a response series is read.
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ._footprints import MissingShapeError, as_metric, csr_from_dense_blocks, csr_from_pixel_lists
-from .candidates import Candidates
+from .candidates import Candidates, hdf5_row_traces
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,7 @@ def read_nwb(path: str | Path, *, hw: tuple[int, int] | None = None) -> Candidat
                 f"{path}: PlaneSegmentation {ps.name!r} has neither image_mask "
                 f"nor pixel_mask (voxel masks are not supported)"
             )
-        data = np.asarray(rrs.data[:], dtype=np.float32)
-        data = data.reshape(-1, 1) if data.ndim == 1 else data
-        roi_rows = np.asarray(rrs.rois.data[:], dtype=np.int64)
-        if data.shape[1] != len(roi_rows):
-            raise ValueError(
-                f"{path}: {rrs.name} data has shape {data.shape}, expected "
-                f"(T, {len(roi_rows)}) for its {len(roi_rows)} rois"
-            )
-        traces = np.full((n, data.shape[0]), np.nan, np.float32)
-        traces[roi_rows] = data.T
+        traces = _traces(rrs, n, path)
         metrics = {}
         for col in sorted(columns - {"image_mask", "pixel_mask", "voxel_mask"}):
             try:
@@ -117,6 +109,36 @@ def read_nwb(path: str | Path, *, hw: tuple[int, int] | None = None) -> Candidat
     return Candidates(
         footprints, traces, h, w, "nwb", path, metrics=metrics, fs_hz=float(fs) if fs else None
     )
+
+
+def _traces(rrs, n: int, path: Path):
+    """(n, T) float32 traces of the ROI table's rows from the series' (T, S) data: read by
+    blocks of ROIs at ingest (:func:`~.candidates.hdf5_row_traces`) when the data is an HDF5
+    dataset over ROIs in table order (Suite2p's and pynwb's usual layout); read whole otherwise.
+    Rows the series does not cover are NaN."""
+    import h5py
+
+    roi_rows = np.asarray(rrs.rois.data[:], dtype=np.int64)
+    data = rrs.data
+    shape = tuple(data.shape)
+    if len(shape) != 2 and not (len(shape) == 1 and len(roi_rows) == 1):
+        raise ValueError(f"{path}: {rrs.name} data has shape {shape}, expected (T, n_rois)")
+    n_columns = shape[1] if len(shape) == 2 else 1
+    if n_columns != len(roi_rows):
+        raise ValueError(
+            f"{path}: {rrs.name} data has shape {shape}, expected "
+            f"(T, {len(roi_rows)}) for its {len(roi_rows)} rois"
+        )
+    if np.any((roi_rows < 0) | (roi_rows >= n)):
+        raise ValueError(f"{path}: {rrs.name} references ROIs outside its table of {n} rows")
+    if isinstance(data, h5py.Dataset) and len(shape) == 2 and np.all(np.diff(roi_rows) > 0):
+        return hdf5_row_traces(
+            path, [data.name], (n, shape[0]), frames_first=True, source_rows=roi_rows
+        )
+    values = np.asarray(data[:], dtype=np.float32).reshape(shape[0], n_columns)
+    traces = np.full((n, shape[0]), np.nan, np.float32)
+    traces[roi_rows] = values.T
+    return traces
 
 
 def _plane_hw(nwbfile, ps, hw, path) -> tuple[int, int]:
