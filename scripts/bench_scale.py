@@ -237,7 +237,9 @@ def run_stage(
 
         s = preprocess(store, device=device, workers=workers)
         extra = {
+            "setup_s": s["setup_seconds"],
             "pass_s": s["pass_seconds"],
+            "output_s": s["output_seconds"],
             "pass_mb_s": s["mb_per_s"],
             "pieces": s.get("pieces", 1),
         }

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         resumed += f", {s['pieces']} Dask pieces"
     print(
         f"{args.store}: preprocessed {s['n_candidates']:,} candidates in {s['seconds']:.1f} s "
-        f"on {s['device']} (movie pass {s['pass_seconds']:.1f} s, {s['frames_per_s']:.0f} "
+        f"on {s['device']} (setup {s['setup_seconds']:.1f} s, movie pass "
+        f"{s['pass_seconds']:.1f} s, outputs {s['output_seconds']:.1f} s, {s['frames_per_s']:.0f} "
         f"frames/s, {s['mb_per_s']:.0f} MB/s, {s['chunk_frames']} frames per chunk"
         + (f", {s['read_mode']} reads" if s.get("read_mode") else "")
         + f"{resumed})"

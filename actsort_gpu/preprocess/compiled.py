@@ -15,6 +15,19 @@ NumPy version makes about twelve over 64 MB blocks and expands every per-candida
 every value (``np.repeat``); the results are the same bit for bit (tested). It takes integer
 scratch values only (every integer movie dtype); float movies keep the NumPy path.
 
+The event finder (:func:`top_peaks`) is MATLAB ``findpeaks`` as ``events.find_events`` calls it
+(MinPeakProminence, MinPeakDistance, SortStr 'descend', NPeaks) in one pass per trace, where
+``signal.findpeaks_many`` makes about fifteen passes over the whole block and measures every
+candidate peak's full prominence: here a peak's scan stops as soon as its drop reaches the
+threshold (the decision ``prominence >= threshold`` is the same, see :func:`top_peaks`), and
+the distance rule stops once ``NPeaks`` peaks are kept. Same events (tested).
+
+The outline tracer (:func:`outlines`) is ``geometry.outline_from_mask`` for every candidate in
+one call: the same 8-connected labelling (components in column-major order of their first
+pixel), hole filling (background not 4-connected to the border), Moore trace, span-3 smoothing
+and rounding, without the three SciPy calls and the Python trace loop per candidate (about
+150 us each). Same points (tested).
+
 Numba is imported on first use: :func:`available` says whether it can be.
 """
 
@@ -30,6 +43,10 @@ __all__ = [
     "accumulate_rows",
     "quantise_unusable",
     "quantise_snapshots",
+    "peaks_unusable",
+    "top_peaks",
+    "outlines_unusable",
+    "outlines",
 ]
 
 
@@ -79,6 +96,282 @@ def quantise_unusable(src_dtype, code_dtype) -> str | None:
     except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
         return _why(exc)
     return None
+
+
+@cache
+def peaks_unusable() -> str | None:
+    """None when :func:`top_peaks` runs (compiled once per process on a one-trace dummy), else
+    why not (the caller then uses ``signal.findpeaks_many``)."""
+    if not available():
+        return "Numba does not import"
+    try:
+        top_peaks(np.zeros((1, 3)), np.zeros(1), 1.0, 1, np.zeros((1, 1), np.int32))
+    except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
+        return _why(exc)
+    return None
+
+
+def top_peaks(y, thr, distance: float, n_peaks: int, out) -> np.ndarray:
+    """MATLAB ``findpeaks(y_r, 'MinPeakProminence', thr_r, 'MinPeakDistance', d, 'SortStr',
+    'descend', 'NPeaks', n_peaks)`` of every row r of ``y``, as ``signal.findpeaks_many``.
+
+    y : (N, T) float64, finite, C order
+    thr : (N,) float64 minimum prominences
+    distance : ``floor(MinPeakDistance) + 1``: a kept peak deletes the lower peaks at
+        ``|dx| < distance`` (1 deletes none)
+    n_peaks : peaks kept per row
+    out : (N, >= n_peaks) int32, out: each row's peak locations by height descending (ties:
+        lower location first), then -1
+
+    Returns counts (N,) int64, the peaks found per row. Candidate peaks are the first samples of
+    runs higher than both neighbouring runs (never the first or last sample). The prominence
+    test ``h - max(left_min, right_min) >= thr`` is decided side by side, each scan stopping at
+    a strictly higher sample, the row's end, or as soon as ``h - min >= thr``: rounding is
+    monotonic, so ``h - max(a, b) == min(h - a, h - b)`` in floating point and the two
+    decisions agree bit for bit with SciPy's full prominence.
+    """
+    counts = np.zeros(len(y), np.int64)
+    _jitted(_top_peaks_py)(
+        y, np.asarray(thr, np.float64), float(distance), int(n_peaks), out, counts
+    )
+    return counts
+
+
+def _top_peaks_py(y, thr, distance, n_peaks, out, counts):  # pragma: no cover
+    n, t = y.shape
+    locs = np.empty(t, np.int64)
+    heights = np.empty(t, np.float64)
+    keep = np.empty(t, np.bool_)
+    for r in range(n):
+        for c in range(out.shape[1]):
+            out[r, c] = -1
+        m = 0
+        i = 1
+        while i < t - 1:
+            h = y[r, i]
+            if not h > y[r, i - 1]:
+                i += 1
+                continue
+            j = i + 1
+            while j < t and y[r, j] == h:
+                j += 1
+            prominent = j < t and y[r, j] < h
+            for step in (-1, 1):  # does the signal drop by thr on this side (see top_peaks)?
+                if not prominent:
+                    break
+                low = h
+                prominent = h - low >= thr[r]
+                k = i + step
+                while not prominent and 0 <= k < t and y[r, k] <= h:
+                    if y[r, k] < low:
+                        low = y[r, k]
+                        prominent = h - low >= thr[r]
+                    k += step
+            if prominent:
+                locs[m] = i
+                heights[m] = h
+                m += 1
+            i = j
+        if m == 0:
+            continue
+        # by height descending, ties in location order (a stable sort of -height)
+        order = np.argsort(-heights[:m], kind="mergesort")
+        keep[:m] = True
+        c = 0
+        for q in range(m):
+            if c >= n_peaks:
+                break
+            p = order[q]
+            if not keep[p]:
+                continue
+            out[r, c] = locs[p]
+            c += 1
+            k = p - 1
+            while k >= 0 and locs[p] - locs[k] < distance:
+                keep[k] = False
+                k -= 1
+            k = p + 1
+            while k < m and locs[k] - locs[p] < distance:
+                keep[k] = False
+                k += 1
+        counts[r] = c
+
+
+@cache
+def outlines_unusable() -> str | None:
+    """None when :func:`outlines` runs (compiled once per process on a one-pixel dummy), else
+    why not (the caller then traces with ``geometry.outline_from_mask``)."""
+    if not available():
+        return "Numba does not import"
+    try:
+        one = np.ones(1, bool)
+        outlines(np.array([0, 1]), np.zeros(1, np.int32), one, 1)
+    except Exception as exc:  # a Numba typing / lowering error, or a broken llvmlite
+        return _why(exc)
+    return None
+
+
+def outlines(indptr, indices, keep, width: int, capacity: int | None = None) -> list:
+    """Outlines of N candidates as ``geometry.outline_from_mask`` draws them.
+
+    indptr : (N + 1,) CSR row pointers; indices : (nnz,) pixel index = row * width + col
+    keep : (nnz,) bool, the footprint values at or above the outline threshold
+    width : the field of view's width
+    capacity : the points buffer's first size (default 8 per kept pixel, which a trace does not
+        exceed in practice); it doubles whenever a candidate does not fit
+
+    Returns a list of N (M_i, 2) float32 (row, col) arrays (NaN rows between the boundaries
+    of a candidate's components), views of one buffer.
+    """
+    from .geometry import MOORE_BACK, MOORE_DIRECTIONS
+
+    n = len(indptr) - 1
+    kernel = _jitted(_outlines_py)
+    dirs = np.asarray(MOORE_DIRECTIONS, np.int64)
+    back = np.asarray(MOORE_BACK, np.int64)
+    if capacity is None:
+        capacity = max(16, 8 * int(np.count_nonzero(keep)))
+    points = np.empty((max(int(capacity), 1), 2), np.float32)
+    ends = np.zeros(n, np.int64)
+    done, used = 0, 0
+    while done < n:  # the kernel stops at the first candidate that does not fit: grow, go on
+        done, used = kernel(
+            np.asarray(indptr, np.int64),
+            indices,
+            keep,
+            int(width),
+            dirs,
+            back,
+            points,
+            ends,
+            done,
+            used,
+        )
+        if done < n:
+            grown = np.empty((2 * len(points), 2), np.float32)
+            grown[:used] = points[:used]
+            points = grown
+    points = points[:used].copy()
+    starts = np.concatenate([[0], ends[:-1]])
+    return [points[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+def _outlines_py(
+    indptr, indices, keep, width, dirs, back, points, ends, first, used
+):  # pragma: no cover
+    n = len(indptr) - 1
+    for i in range(first, n):
+        lo, hi = indptr[i], indptr[i + 1]
+        r0, r1, c0, c1, count = 1 << 60, -1, 1 << 60, -1, 0
+        for q in range(lo, hi):
+            if keep[q]:
+                r, c = indices[q] // width, indices[q] % width
+                r0, r1, c0, c1 = min(r0, r), max(r1, r), min(c0, c), max(c1, c)
+                count += 1
+        if count == 0:
+            ends[i] = used
+            continue
+        h, w = r1 - r0 + 1, c1 - c0 + 1
+        # padded grid: 0 background, -1 object, then the 8-connected component's label
+        grid = np.zeros((h + 2, w + 2), np.int64)
+        for q in range(lo, hi):
+            if keep[q]:
+                grid[indices[q] // width - r0 + 1, indices[q] % width - c0 + 1] = -1
+        stack = np.empty((count, 2), np.int64)
+        first_r = np.empty(count + 1, np.int64)
+        first_c = np.empty(count + 1, np.int64)
+        n_labels = 0
+        for cc in range(1, w + 1):  # column-major scan: labels in bwlabel's order
+            for rr in range(1, h + 1):
+                if grid[rr, cc] != -1:
+                    continue
+                n_labels += 1
+                first_r[n_labels], first_c[n_labels] = rr, cc
+                grid[rr, cc] = n_labels
+                stack[0, 0], stack[0, 1] = rr, cc
+                top = 1
+                while top > 0:
+                    top -= 1
+                    pr, pc = stack[top, 0], stack[top, 1]
+                    for d in range(8):
+                        qr, qc = pr + dirs[d, 0], pc + dirs[d, 1]
+                        if grid[qr, qc] == -1:
+                            grid[qr, qc] = n_labels
+                            stack[top, 0], stack[top, 1] = qr, qc
+                            top += 1
+        # each component: fill its holes, trace it, smooth and round; NaN rows between
+        n_cells = (h + 2) * (w + 2)
+        outside = np.empty((h + 2, w + 2), np.bool_)
+        queue = np.empty((n_cells, 2), np.int64)
+        cap = 4 * h * w + 10
+        trace = np.empty((cap, 2), np.int64)
+        need = 0
+        start_used = used
+        for lab in range(1, n_labels + 1):
+            # background 4-connected to the border (the padded frame), from its corner
+            outside[:, :] = False
+            outside[0, 0] = True
+            queue[0, 0], queue[0, 1] = 0, 0
+            head, tail = 0, 1
+            while head < tail:
+                pr, pc = queue[head, 0], queue[head, 1]
+                head += 1
+                for d in range(0, 8, 2):  # west, north, east, south
+                    qr, qc = pr + dirs[d, 0], pc + dirs[d, 1]
+                    inside = 0 <= qr < h + 2 and 0 <= qc < w + 2
+                    if inside and not outside[qr, qc] and grid[qr, qc] != lab:
+                        outside[qr, qc] = True
+                        queue[tail, 0], queue[tail, 1] = qr, qc
+                        tail += 1
+            # Moore trace of the filled component (not outside), clockwise from its first pixel
+            sr, sc = first_r[lab], first_c[lab]
+            m = 0
+            trace[m, 0], trace[m, 1] = sr, sc
+            m += 1
+            cr, cc = sr, sc
+            bk = 0
+            has_second = False
+            nr, nc = -1, -1
+            for _ in range(4 * h * w + 8):
+                fd = -1
+                for k in range(1, 9):
+                    d = (bk + k) & 7
+                    if not outside[cr + dirs[d, 0], cc + dirs[d, 1]]:
+                        fd = d
+                        break
+                if fd < 0:  # an isolated pixel
+                    trace[m, 0], trace[m, 1] = cr, cc
+                    m += 1
+                    break
+                fr, fc = cr + dirs[fd, 0], cc + dirs[fd, 1]
+                if cr == sr and cc == sc and has_second and fr == nr and fc == nc:
+                    break
+                if not has_second:
+                    has_second = True
+                    nr, nc = fr, fc
+                bk = back[fd]
+                cr, cc = fr, fc
+                trace[m, 0], trace[m, 1] = cr, cc
+                m += 1
+            need += m + (1 if lab > 1 else 0)
+            if used + need > len(points):
+                return i, start_used  # this candidate does not fit: the caller grows points
+            at = used + need - m
+            if lab > 1:
+                points[at - 1, 0] = np.nan
+                points[at - 1, 1] = np.nan
+            for axis in range(2):  # geometry._smooth3 of the box coordinates, then shifted
+                offset = r0 if axis == 0 else c0
+                for k in range(m):
+                    if 0 < k < m - 1:
+                        a, b, c = trace[k - 1, axis] - 1, trace[k, axis] - 1, trace[k + 1, axis] - 1
+                        v = (a + b + c) / 3.0
+                    else:
+                        v = np.float64(trace[k, axis] - 1)
+                    points[at + k, axis] = np.floor(v + 0.5) + offset
+        used += need
+        ends[i] = used
+    return n, used
 
 
 def _why(exc: Exception) -> str:

@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
+from . import compiled
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -27,16 +29,16 @@ __all__ = [
     "crop_windows",
 ]
 
-# Moore neighbourhood in clockwise order on screen (row down, col right), starting west.
-_DIRS = np.array([(0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1)])
-_DIR_T = tuple(tuple(int(v) for v in d) for d in _DIRS)
-# backtrack direction after moving in direction fd: the neighbour checked just before, i.e.
-# direction (fd - 1) from the old pixel, seen from the new one
-_EIGHT = np.ones((3, 3), bool)
-_BACK = tuple(
+#: the Moore neighbourhood in clockwise order on screen (row down, col right), starting west
+MOORE_DIRECTIONS = ((0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1))
+_DIRS = np.array(MOORE_DIRECTIONS)
+#: backtrack direction after moving in direction fd: the neighbour checked just before, i.e.
+#: direction (fd - 1) from the old pixel, seen from the new one
+MOORE_BACK = tuple(
     int(np.flatnonzero(((_DIRS[(fd + 7) % 8] - _DIRS[fd]) == _DIRS).all(axis=1))[0])
     for fd in range(8)
 )
+_EIGHT = np.ones((3, 3), bool)
 
 
 @dataclass
@@ -92,20 +94,20 @@ def trace_boundary(mask: np.ndarray) -> np.ndarray:
         fd = -1
         for k in range(1, 9):
             d = (back + k) & 7
-            dr, dc = _DIR_T[d]
+            dr, dc = MOORE_DIRECTIONS[d]
             if grid[cr + dr][cc + dc]:
                 fd = d
                 break
         if fd < 0:  # isolated pixel
             out.append((cr, cc))
             break
-        found = (cr + _DIR_T[fd][0], cc + _DIR_T[fd][1])
+        found = (cr + MOORE_DIRECTIONS[fd][0], cc + MOORE_DIRECTIONS[fd][1])
         if (cr, cc) == start and second is not None and found == second:
             break
         if second is None:
             second = found
         # backtrack: the neighbour checked just before ``found``, seen from ``found``
-        back = _BACK[fd]
+        back = MOORE_BACK[fd]
         cr, cc = found
         out.append(found)
     pts = np.asarray(out, dtype=np.int64) - 1
@@ -159,10 +161,15 @@ def outline_from_mask(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.
 
 
 def _outlines(fp: sp.csr_matrix, height: int, width: int, threshold: float) -> list:
+    """:func:`outline_from_mask` of each candidate's pixels at or above ``threshold``: all at
+    once by the compiled tracer where Numba runs (the same points, tested), else one by one."""
+    keep = fp.data >= threshold
+    if compiled.outlines_unusable() is None:
+        return compiled.outlines(fp.indptr, fp.indices, keep, width)
     out = []
     for i in range(fp.shape[0]):
         lo, hi = fp.indptr[i], fp.indptr[i + 1]
-        idx = fp.indices[lo:hi][fp.data[lo:hi] >= threshold].astype(np.int64)
+        idx = fp.indices[lo:hi][keep[lo:hi]].astype(np.int64)
         if idx.size == 0:
             out.append(np.zeros((0, 2), np.float32))
             continue

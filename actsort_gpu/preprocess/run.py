@@ -18,7 +18,7 @@ from .. import schema
 from ..backend import resolve_backend
 from ..config import PreprocessConfig, as_dict
 from ..heap import release_free_heap, resident_anon_bytes
-from ..io.direct import release_memmap
+from ..io.direct import FileBytes
 from ..store import SortStore, code_max, file_fingerprint, quantise_ranges
 from . import compiled
 from .checkpoint import SCRATCH_NAME, disk_error
@@ -166,7 +166,10 @@ def _write_snapshots(
     data = store.create_array(schema.SNAPSHOTS_DATA, (total,), dtype)  # the store's chunks
     scale = np.zeros((n, 2), np.float32)
     clims = np.zeros((n, 4), np.float32)
-    src = np.memmap(scratch_file, dtype=src_dtype, mode="r", shape=(max(total, 1),))
+    itemsize = np.dtype(src_dtype).itemsize
+    # read back with pread (into one reused buffer), not through a map: a mapped read-back
+    # faults its pages in one by one and makes them resident until released
+    buffer = np.empty(0, src_dtype)
     e, f = frames.shape[1], frames.shape[2]
     hw = (plan.crops[:, 1] - plan.crops[:, 0]).astype(np.int64) * (
         plan.crops[:, 3] - plan.crops[:, 2]
@@ -174,14 +177,20 @@ def _write_snapshots(
     compiled_ok = compiled.quantise_unusable(src_dtype, dtype) is None
     # The store compresses and writes one block's codes (zstd releases the GIL) while the next
     # block is quantised: at most two blocks of codes exist at a time.
-    with ThreadPoolExecutor(1, thread_name_prefix="actsort-snapshots") as writer:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="actsort-snapshots") as writer,
+        contextlib.closing(FileBytes(scratch_file, total * itemsize)) as src,
+    ):
         pending = None
         i = 0
         while i < n:
             j = int(np.searchsorted(offsets, offsets[i] + _WRITE_BLOCK_BYTES // 4, side="right"))
             j = min(max(j - 1, i + 1), n)
             base, stop = int(offsets[i]), int(offsets[j])
-            raw = np.asarray(src[base:stop])
+            if buffer.size < stop - base:
+                buffer = np.empty(stop - base, src_dtype)
+            raw = buffer[: stop - base]
+            src.read_into(memoryview(raw).cast("B"), base * itemsize, "the snapshot scratch")
             valid = frames[i:j] >= 0  # (g, E, F)
             bounds = offsets[i : j + 1] - base
             if compiled_ok:
@@ -190,14 +199,12 @@ def _write_snapshots(
                 compiled.quantise_snapshots(raw, bounds, slots, out, clims[i:j], scale[i:j])
             else:
                 out = _quantise_block(raw, bounds, valid, hw[i:j], clims[i:j], scale[i:j], dtype)
-            release_memmap(src, slice(base, stop))  # read back: let its pages go
             if pending is not None:
                 pending.result()  # a write error surfaces here, before more work is done
             pending = writer.submit(data.__setitem__, slice(base, stop), out) if out.size else None
             i = j
         if pending is not None:
             pending.result()
-    del src
     store.write_array(schema.SNAPSHOTS_OFFSETS, offsets)
     store.write_array(
         schema.SNAPSHOTS_SCALE, scale, attrs={"dtype": str(dtype), "code_max": code_max(dtype)}
@@ -275,14 +282,19 @@ def preprocess(
     finally:
         movie.close()
         backend.release()
+    t_pass_done = time.perf_counter()
     with _disk_errors(store):
         _write_outputs(store, geo, events, plan, images, config, scratch, dt, info)
     shutil.rmtree(scratch, ignore_errors=True)
     with contextlib.suppress(OSError):
         (store.path / ".scratch").rmdir()
+    t_end = time.perf_counter()
     summary = {
-        "seconds": time.perf_counter() - t0,
+        "seconds": t_end - t0,
         "pass_seconds": info["seconds"],
+        # before the pass: opening, geometry, events, plan; after it: snapshots and the rest
+        "setup_seconds": t_pass_done - t0 - info["seconds"],
+        "output_seconds": t_end - t_pass_done,
         "chunk_frames": chunk,
         "budget_mb": budget / 2**20,
         "frames_per_s": info["frames_per_s"],
@@ -300,10 +312,13 @@ def preprocess(
         "preprocess", summary["seconds"], **{k: v for k, v in summary.items() if k != "seconds"}
     )
     log.info(
-        "preprocessed %d candidates in %.1f s (pass %.1f s, %.0f MB/s, on %s%s%s)",
+        "preprocessed %d candidates in %.1f s (setup %.1f s, pass %.1f s, outputs %.1f s, "
+        "%.0f MB/s, on %s%s%s)",
         store.n_candidates,
         summary["seconds"],
+        summary["setup_seconds"],
         info["seconds"],
+        summary["output_seconds"],
         info["mb_per_s"],
         backend.name,
         f", {info['accumulator']} accumulator" if info.get("accumulator") else "",
