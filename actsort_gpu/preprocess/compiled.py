@@ -18,9 +18,11 @@ scratch values only (every integer movie dtype); float movies keep the NumPy pat
 The event finder (:func:`top_peaks`) is MATLAB ``findpeaks`` as ``events.find_events`` calls it
 (MinPeakProminence, MinPeakDistance, SortStr 'descend', NPeaks) in one pass per trace, where
 ``signal.findpeaks_many`` makes about fifteen passes over the whole block and measures every
-candidate peak's full prominence: here a peak's scan stops as soon as its drop reaches the
-threshold (the decision ``prominence >= threshold`` is the same, see :func:`top_peaks`), and
-the distance rule stops once ``NPeaks`` peaks are kept. Same events (tested).
+candidate peak's full prominence. Here the candidate peaks come off a heap by priority and
+only those the distance rule has not already excluded get a prominence test, until ``NPeaks``
+are kept (a few per trace instead of a third of its samples); each test's scans stop as soon
+as the drop reaches the threshold (the decision ``prominence >= threshold`` is the same, see
+:func:`top_peaks`). Same events (tested).
 
 The outline tracer (:func:`outlines`) is ``geometry.outline_from_mask`` for every candidate in
 one call: the same 8-connected labelling (components in column-major order of their first
@@ -124,11 +126,14 @@ def top_peaks(y, thr, distance: float, n_peaks: int, out) -> np.ndarray:
         lower location first), then -1
 
     Returns counts (N,) int64, the peaks found per row. Candidate peaks are the first samples of
-    runs higher than both neighbouring runs (never the first or last sample). The prominence
-    test ``h - max(left_min, right_min) >= thr`` is decided side by side, each scan stopping at
-    a strictly higher sample, the row's end, or as soon as ``h - min >= thr``: rounding is
-    monotonic, so ``h - max(a, b) == min(h - a, h - b)`` in floating point and the two
-    decisions agree bit for bit with SciPy's full prominence.
+    runs higher than both neighbouring runs (never the first or last sample). MATLAB filters
+    them by prominence, then walks the survivors by priority, each kept peak deleting the
+    others within the distance; so a peak is kept exactly when it is prominent and no kept
+    (higher-priority) peak lies within the distance, which is what this tests, by priority,
+    stopping at ``n_peaks``. The prominence test ``h - max(left_min, right_min) >= thr`` is
+    decided side by side, each scan stopping at a strictly higher sample, the row's end, or as
+    soon as ``h - min >= thr``: rounding is monotonic, so ``h - max(a, b) == min(h - a, h - b)``
+    in floating point and the decision agrees bit for bit with SciPy's full prominence.
     """
     counts = np.zeros(len(y), np.int64)
     _jitted(_top_peaks_py)(
@@ -141,59 +146,88 @@ def _top_peaks_py(y, thr, distance, n_peaks, out, counts):  # pragma: no cover
     n, t = y.shape
     locs = np.empty(t, np.int64)
     heights = np.empty(t, np.float64)
-    keep = np.empty(t, np.bool_)
+    heap = np.empty(t, np.int64)
+
+    def sift_down(heap, pos, size, heights, locs):
+        """Restore the max-heap below ``pos``: first = highest, ties to the lower location."""
+        while True:
+            top, left = pos, 2 * pos + 1
+            for child in (left, left + 1):
+                if child < size:
+                    a, b = heap[child], heap[top]
+                    if heights[a] > heights[b] or (heights[a] == heights[b] and locs[a] < locs[b]):
+                        top = child
+            if top == pos:
+                return
+            heap[pos], heap[top] = heap[top], heap[pos]
+            pos = top
+
     for r in range(n):
         for c in range(out.shape[1]):
             out[r, c] = -1
+        # candidate peaks: first samples of runs higher than both neighbouring runs; strict
+        # local maxima without a branch per sample (noise would mispredict half of them)
         m = 0
-        i = 1
-        while i < t - 1:
+        plateau = False
+        for i in range(1, t - 1):
             h = y[r, i]
-            if not h > y[r, i - 1]:
-                i += 1
+            rising = h > y[r, i - 1]
+            locs[m] = i
+            heights[m] = h
+            m += rising & (h > y[r, i + 1])
+            plateau |= rising & (h == y[r, i + 1])
+        if plateau:  # a rise into a run of equal values: walk the runs (integer-valued traces)
+            m = 0
+            i = 1
+            while i < t - 1:
+                h = y[r, i]
+                if not h > y[r, i - 1]:
+                    i += 1
+                    continue
+                j = i + 1
+                while j < t and y[r, j] == h:
+                    j += 1
+                if j < t and y[r, j] < h:
+                    locs[m] = i
+                    heights[m] = h
+                    m += 1
+                i = j
+        # by priority (height descending, ties to the lower location): a peak is kept when no
+        # kept peak lies within the distance and it is prominent enough, until n_peaks are kept
+        for q in range(m):
+            heap[q] = q
+        for q in range(m // 2 - 1, -1, -1):
+            sift_down(heap, q, m, heights, locs)
+        size = m
+        c = 0
+        while size > 0 and c < n_peaks:
+            p = heap[0]
+            size -= 1
+            heap[0] = heap[size]
+            sift_down(heap, 0, size, heights, locs)
+            near = False
+            for q in range(c):
+                if abs(locs[p] - out[r, q]) < distance:
+                    near = True
+                    break
+            if near:
                 continue
-            j = i + 1
-            while j < t and y[r, j] == h:
-                j += 1
-            prominent = j < t and y[r, j] < h
+            h = heights[p]
+            prominent = True
             for step in (-1, 1):  # does the signal drop by thr on this side (see top_peaks)?
                 if not prominent:
                     break
                 low = h
                 prominent = h - low >= thr[r]
-                k = i + step
+                k = locs[p] + step
                 while not prominent and 0 <= k < t and y[r, k] <= h:
                     if y[r, k] < low:
                         low = y[r, k]
                         prominent = h - low >= thr[r]
                     k += step
             if prominent:
-                locs[m] = i
-                heights[m] = h
-                m += 1
-            i = j
-        if m == 0:
-            continue
-        # by height descending, ties in location order (a stable sort of -height)
-        order = np.argsort(-heights[:m], kind="mergesort")
-        keep[:m] = True
-        c = 0
-        for q in range(m):
-            if c >= n_peaks:
-                break
-            p = order[q]
-            if not keep[p]:
-                continue
-            out[r, c] = locs[p]
-            c += 1
-            k = p - 1
-            while k >= 0 and locs[p] - locs[k] < distance:
-                keep[k] = False
-                k -= 1
-            k = p + 1
-            while k < m and locs[k] - locs[p] < distance:
-                keep[k] = False
-                k += 1
+                out[r, c] = locs[p]
+                c += 1
         counts[r] = c
 
 

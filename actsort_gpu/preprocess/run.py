@@ -107,13 +107,19 @@ def _clims(values: np.ndarray) -> np.ndarray:
     return np.array([values.min(), values.max(), part[k10], part[k999]], np.float32)
 
 
-def _events(store: SortStore, cfg: PreprocessConfig) -> np.ndarray:
-    n, t = store.n_candidates, store.n_frames
-    rows = max(1, _TRACE_BLOCK_BYTES // max(t * 8 * 4, 1))
-    out = np.empty((n, cfg.n_events), np.int32)
-    for lo in range(0, n, rows):
-        hi = min(n, lo + rows)
-        out[lo:hi] = find_events(
+#: threads finding events (each on its own part of the candidates, in blocks of half the
+#: trace budget, so together they hold what one did)
+_EVENT_THREADS = 2
+
+
+def _events(store: SortStore, cfg: PreprocessConfig, part: slice) -> np.ndarray:
+    """Event frames (len, n_events) of the candidates ``part``, by blocks of traces."""
+    t = store.n_frames
+    rows = max(1, _TRACE_BLOCK_BYTES // _EVENT_THREADS // max(t * 8 * 4, 1))
+    out = np.empty((part.stop - part.start, cfg.n_events), np.int32)
+    for lo in range(part.start, part.stop, rows):
+        hi = min(part.stop, lo + rows)
+        out[lo - part.start : hi - part.start] = find_events(
             store.traces(slice(lo, hi)),
             n_events=cfg.n_events,
             edge=tuple(cfg.edge_exclusion_frames),
@@ -416,10 +422,14 @@ def _chunk_budget(config, backend, path) -> tuple[int, int | None]:
 def _compute(store, movie, path, config, backend, dt, progress, client):
     """Geometry, events and the movie pass (in process, or on the Dask ``client``)."""
     h, w = store.height, store.width
-    # Events (whole-array NumPy work on blocks of traces, mostly outside the GIL) are found
-    # while the geometry traces outlines one candidate at a time (mostly inside it).
-    with ThreadPoolExecutor(1, thread_name_prefix="actsort-events") as side:
-        events_job = side.submit(_events, store, config)
+    # Events (NumPy and compiled work on blocks of traces, outside the GIL) are found on two
+    # threads, each on half of the candidates, while the geometry is computed.
+    n = store.n_candidates
+    bounds = np.linspace(0, n, _EVENT_THREADS + 1).astype(int)
+    with ThreadPoolExecutor(_EVENT_THREADS, thread_name_prefix="actsort-events") as side:
+        event_jobs = [
+            side.submit(_events, store, config, slice(a, b)) for a, b in zip(bounds, bounds[1:])
+        ]
         geo = compute_geometry(
             store.footprints(),
             h,
@@ -427,7 +437,7 @@ def _compute(store, movie, path, config, backend, dt, progress, client):
             threshold=config.outline_threshold,
             margin=config.crop_margin_px,
         )
-        events = events_job.result()
+        events = np.concatenate([job.result() for job in event_jobs])
     frames = snapshot_frames(
         events, dt=dt, n_movie_frames=movie.n_frames, half_window=config.event_half_window_frames
     )
