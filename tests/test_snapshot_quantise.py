@@ -55,6 +55,32 @@ def test_compiled_quantiser_equals_the_numpy_one_bit_for_bit(dtype, codes):
 
 
 @needs_numba
+@pytest.mark.parametrize("parts", [1, 2, 3, 5, 9])
+def test_quantising_in_parts_equals_one_call(parts):
+    """The block cut into runs of whole candidates on threads (``run._quantise_in_parts``):
+    the same codes, limits and scales as one call, whatever the number of parts (more parts
+    than candidates too; an empty candidate between them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    raw, bounds, valid, hw = _candidates(np.dtype("uint16"), seed=3)
+    bounds = np.insert(bounds, 3, bounds[3])  # an empty candidate (no values) at index 3
+    valid = np.insert(valid, 3, True, axis=0)
+    g = len(bounds) - 1
+    slots = valid.reshape(g, E * F)
+    one = np.zeros(raw.shape, np.uint8), np.zeros((g, 4), np.float32), np.zeros((g, 2), np.float32)
+    compiled.quantise_snapshots(raw, bounds, slots, *one)
+    got = (
+        np.full(raw.shape, 9, np.uint8),
+        np.full((g, 4), 7, np.float32),
+        np.full((g, 2), 7, np.float32),
+    )
+    with ThreadPoolExecutor(max(parts - 1, 1)) as helpers:
+        run_mod._quantise_in_parts(helpers, parts, raw, bounds, slots, *got)
+    for a, b in zip(got, one):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
 def test_quantiser_known_answers():
     """Values 1..1000 in one candidate (one slot of 1000 pixels; a second slot invalid):
     the sorted values at positions round(0.1 n) = 100 and round(0.999 n) = 999; codes span

@@ -428,53 +428,83 @@ def quantise_snapshots(values, bounds, valid, codes, clims, scale) -> None:
     scale : (g, 2) float32, out: (lo, hi) stored with the codes (hi = lo for a constant block)
     """
     q_max = int(np.iinfo(codes.dtype).max)
+    info = np.iinfo(values.dtype)
+    # values of at most 16 bits: one histogram indexed by the value itself (plus an offset for
+    # signed types) gives min, max and both order statistics in one pass over the values
+    small = info.bits <= 16
+    hist = np.zeros((info.max - info.min + 1) if small else 0, np.int64)
     _jitted(_quantise_snapshots_py)(
-        values, np.asarray(bounds, np.int64), valid, q_max, codes, clims, scale
+        values, np.asarray(bounds, np.int64), valid, q_max, codes, clims, scale, hist, -info.min
     )
 
 
-def _quantise_snapshots_py(values, bounds, valid, q_max, codes, clims, scale):  # pragma: no cover
+def _quantise_snapshots_py(
+    values, bounds, valid, q_max, codes, clims, scale, hist, offset
+):  # pragma: no cover
     g, slots = valid.shape
     half = np.float32(0.5)
     top = np.float32(q_max)
     for k in range(g):
         b0, b1 = bounds[k], bounds[k + 1]
-        if b1 <= b0:
+        if b1 <= b0:  # no values: zero limits and range
+            for c in range(4):
+                clims[k, c] = 0.0
+            scale[k, 0] = scale[k, 1] = 0.0
             continue
         per_slot = (b1 - b0) // slots
         n = 0
         lo = np.int64(0)
         hi = np.int64(0)
-        for s in range(slots):
-            if not valid[k, s]:
-                continue
-            for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
-                v = np.int64(values[i])
-                if n == 0 or v < lo:
-                    lo = v
-                if n == 0 or v > hi:
-                    hi = v
-                n += 1
+        if hist.size:  # one pass: the histogram by value, and the range it spans
+            lo, hi = np.int64(hist.size), np.int64(-1)
+            for s in range(slots):
+                if not valid[k, s]:
+                    continue
+                for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
+                    v = np.int64(values[i]) + offset
+                    hist[v] += 1
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                n += per_slot
+            lo, hi = lo - offset, hi - offset  # back to values
+        else:
+            for s in range(slots):
+                if not valid[k, s]:
+                    continue
+                for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
+                    v = np.int64(values[i])
+                    if n == 0 or v < lo:
+                        lo = v
+                    if n == 0 or v > hi:
+                        hi = v
+                    n += 1
         if n == 0:
             for c in range(4):
                 clims[k, c] = 0.0
         else:
             k10 = max(1, int(np.floor(0.1 * n + 0.5))) - 1
             k999 = min(n, int(np.floor(0.999 * n + 0.5))) - 1
-            if hi - lo < 2**20:
-                hist = np.zeros(hi - lo + 1, np.int64)
-                for s in range(slots):
-                    if valid[k, s]:
-                        for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
-                            hist[np.int64(values[i]) - lo] += 1
+            if hist.size or hi - lo < 2**20:
+                h = hist
+                base = lo + offset  # the bin of value lo in hist
+                if not hist.size:
+                    h = np.zeros(hi - lo + 1, np.int64)
+                    base = 0
+                    for s in range(slots):
+                        if valid[k, s]:
+                            for i in range(b0 + s * per_slot, b0 + (s + 1) * per_slot):
+                                h[np.int64(values[i]) - lo] += 1
                 q10, q999, cum = -1, -1, 0
                 for b in range(hi - lo + 1):
-                    cum += hist[b]
+                    cum += h[base + b]
                     if q10 < 0 and cum > k10:
                         q10 = b
                     if cum > k999:
                         q999 = b
                         break
+                if hist.size:  # clear the bins used, for the next candidate
+                    for b in range(hi - lo + 1):
+                        hist[base + b] = 0
                 v10, v999 = lo + q10, lo + q999
             else:
                 vals = np.empty(n, np.float32)

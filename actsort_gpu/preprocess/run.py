@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -160,6 +161,33 @@ def _quantise_block(raw, bounds, valid, hw, clims, scale, dtype) -> np.ndarray:
     return out
 
 
+def _quantise_parts() -> int:
+    """How many threads quantise a block of snapshots: the cores, up to 4 (the store's writer
+    thread compresses beside them)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _quantise_in_parts(helpers, parts, raw, bounds, slots, out, clims, scale) -> None:
+    """:func:`.compiled.quantise_snapshots` of a block's g candidates, cut into ``parts`` runs of
+    whole candidates holding about equal numbers of values: all but the first on the
+    ``helpers`` pool, the first on this thread (the kernel releases the GIL). Each candidate's
+    numbers depend on its values only, so the result is that of one call."""
+    g = len(bounds) - 1
+    cuts = np.searchsorted(bounds, np.linspace(0, bounds[-1], parts + 1)[1:-1])
+    edges = np.unique(np.concatenate([[0], np.clip(cuts, 0, g), [g]]))
+
+    def part(a: int, b: int) -> None:
+        lo, hi = int(bounds[a]), int(bounds[b])
+        compiled.quantise_snapshots(
+            raw[lo:hi], bounds[a : b + 1] - lo, slots[a:b], out[lo:hi], clims[a:b], scale[a:b]
+        )
+
+    jobs = [helpers.submit(part, a, b) for a, b in zip(edges[1:-1], edges[2:])]
+    part(edges[0], edges[1])
+    for job in jobs:
+        job.result()
+
+
 def _write_snapshots(
     store: SortStore, scratch_file: Path, plan, dtype: np.dtype, src_dtype: np.dtype
 ) -> None:
@@ -181,10 +209,13 @@ def _write_snapshots(
         plan.crops[:, 3] - plan.crops[:, 2]
     ).astype(np.int64)
     compiled_ok = compiled.quantise_unusable(src_dtype, dtype) is None
+    parts = _quantise_parts()
     # The store compresses and writes one block's codes (zstd releases the GIL) while the next
-    # block is quantised: at most two blocks of codes exist at a time.
+    # block is quantised, by this thread and the helpers (the kernel releases it too): at most
+    # two blocks of codes exist at a time.
     with (
         ThreadPoolExecutor(1, thread_name_prefix="actsort-snapshots") as writer,
+        ThreadPoolExecutor(parts - 1 or 1, thread_name_prefix="actsort-quantise") as helpers,
         contextlib.closing(FileBytes(scratch_file, total * itemsize)) as src,
     ):
         pending = None
@@ -202,7 +233,7 @@ def _write_snapshots(
             if compiled_ok:
                 out = np.empty(raw.shape, dtype)
                 slots = valid.reshape(j - i, e * f)
-                compiled.quantise_snapshots(raw, bounds, slots, out, clims[i:j], scale[i:j])
+                _quantise_in_parts(helpers, parts, raw, bounds, slots, out, clims[i:j], scale[i:j])
             else:
                 out = _quantise_block(raw, bounds, valid, hw[i:j], clims[i:j], scale[i:j], dtype)
             if pending is not None:
