@@ -1,5 +1,8 @@
 """The preprocess stage's CPU loops compiled with Numba: the movie pass's accumulator (one
-loop over each pixel per frame) and the snapshot quantiser (one candidate at a time).
+loop over each pixel per frame), the snapshot quantiser (one candidate at a time), the event
+finder (one trace at a time) and the outline tracer (one footprint at a time). Each has a
+NumPy / SciPy / Python twin that gives the same result where Numba does not run; all four run
+on the host whichever device the movie pass uses.
 
 :func:`accumulate_rows` does exactly the arithmetic of the NumPy ``blocked`` method of
 :class:`~actsort_gpu.preprocess.kernels.ProjectionAccumulator` (the same float32 products and
