@@ -54,26 +54,34 @@ def _array(z, key: str, path: Path) -> np.ndarray:
         raise ValueError(f"{path}: array {key!r} cannot be read: {exc}") from exc
 
 
+def _row_major_member(z, key: str):
+    """(info, shape, dtype, header_bytes) of array ``key`` of an open .npz when its .npy header
+    says a C-ordered numeric 2-D array and the member is not encrypted; None otherwise (the
+    whole read then reports any problem). Only the header is read."""
+    try:
+        info = z.zip.getinfo(f"{key}.npy")
+        if info.flag_bits & 0x1:  # encrypted
+            return None
+        with z.zip.open(info) as fh:
+            shape, fortran, dtype = _npy_header(fh)
+            header_bytes = fh.tell()
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError):
+        return None
+    if fortran or dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 2:
+        return None
+    return info, shape, dtype, header_bytes
+
+
 def _mapped_member(z, key: str, path: Path) -> np.memmap | None:
     """Array ``key`` of an open .npz as a read-only memory map of the file, when the member is
     stored uncompressed (``numpy.savez``) as a plain C-ordered numeric array; None otherwise
-    (compressed: ``numpy.savez_compressed``), and the caller reads it whole. Ingest then reads
+    (compressed: ``numpy.savez_compressed``, see :func:`_streamed_member`). Ingest then reads
     the matrix by blocks of rows and releases each block's pages: a 4 GB trace matrix never
     becomes resident whole."""
-    try:
-        info = z.zip.getinfo(f"{key}.npy")
-    except KeyError:
+    member = _row_major_member(z, key)
+    if member is None or member[0].compress_type != zipfile.ZIP_STORED:
         return None
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # deflated, encrypted
-        return None
-    with z.zip.open(info) as fh:
-        try:
-            shape, fortran, dtype = _npy_header(fh)
-        except (ValueError, OSError, EOFError):
-            return None  # the whole read reports the problem
-        header_bytes = fh.tell()
-    if fortran or dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 2:
-        return None
+    info, shape, dtype, header_bytes = member
     with open(path, "rb") as raw:  # the member's local header: its name and extra field
         raw.seek(info.header_offset)
         local = raw.read(30)
@@ -148,18 +156,10 @@ def _streamed_member(z, key: str, path: Path) -> RowBlockTraces | None:
     """Array ``key`` of an open .npz, stored compressed (``numpy.savez_compressed``) as a
     C-ordered numeric 2-D array, as a :class:`RowBlockTraces` decompressed block by block
     (float32 rows); None when it is not such a member (the whole read reports problems)."""
-    try:
-        info = z.zip.getinfo(f"{key}.npy")
-        if info.flag_bits & 0x1:  # encrypted
-            return None
-        with z.zip.open(info) as fh:
-            shape, fortran, dtype = _npy_header(fh)
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError):
+    member = _row_major_member(z, key)
+    if member is None or 0 in member[1]:
         return None
-    if fortran or dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 2:
-        return None
-    if 0 in shape:
-        return None
+    info, shape, dtype, _ = member
     return RowBlockTraces(shape, _MemberRows(path, info.filename, shape, dtype))
 
 
