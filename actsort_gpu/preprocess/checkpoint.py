@@ -4,9 +4,9 @@
   map laid out block by block as the store's ``snapshots/data``, in :func:`scratch_dtype`.
   :func:`open_scratch` checks the free space first and reserves the blocks, so a full disk is
   an error message, not a SIGBUS. The pass writes it through the file
-  (``io.direct.MappedFileWriter``: ``pwrite``, no page of the map touched), and the pages of
-  each block read back leave the resident set (``io.direct.release_memmap``; they stay in the
-  page cache): without that every page the pass wrote or read back counted in the resident
+  (``io.direct.MappedFileWriter``: ``pwrite``, no page of the map touched), and the snapshot
+  writer reads it back with ``pread`` into one reused buffer (``io.direct.FileBytes``): when
+  the map's pages were touched, every page the pass wrote or read back counted in the resident
   memory, up to the scratch's size (9.2 GB at 100,000 candidates, benchmarks/RESULTS.md).
 - Checkpoints: the accumulators and the next frame to read (``state.npz``, written to a
   temporary file then renamed) with ``meta.json`` holding the pass digest

@@ -13,10 +13,11 @@ the GIL, so the accumulator's thread pool runs disjoint row blocks in parallel.
 
 The snapshot quantiser (:func:`quantise_snapshots`) computes each candidate's colour limits
 (``run._clims``: min, max and two order statistics, by a histogram of the integer values) and
-its codes (``store.quantise_ranges``) in three passes over the candidate's values, where the
-NumPy version makes about twelve over 64 MB blocks and expands every per-candidate number to
-every value (``np.repeat``); the results are the same bit for bit (tested). It takes integer
-scratch values only (every integer movie dtype); float movies keep the NumPy path.
+its codes (``store.quantise_ranges``) in two passes over the candidate's values (three for
+values wider than 16 bits), where the NumPy version makes about twelve over 64 MB blocks and
+expands every per-candidate number to every value (``np.repeat``); the results are the same
+bit for bit (tested). It takes integer scratch values only (every integer movie dtype); float
+movies keep the NumPy path.
 
 The event finder (:func:`top_peaks`) is MATLAB ``findpeaks`` as ``events.find_events`` calls it
 (MinPeakProminence, MinPeakDistance, SortStr 'descend', NPeaks) in one pass per trace, where
@@ -263,6 +264,7 @@ def outlines(indptr, indices, keep, width: int, capacity: int | None = None) -> 
     from .geometry import MOORE_BACK, MOORE_DIRECTIONS
 
     n = len(indptr) - 1
+    indptr = np.asarray(indptr, np.int64)
     kernel = _jitted(_outlines_py)
     dirs = np.asarray(MOORE_DIRECTIONS, np.int64)
     back = np.asarray(MOORE_BACK, np.int64)
@@ -273,7 +275,7 @@ def outlines(indptr, indices, keep, width: int, capacity: int | None = None) -> 
     done, used = 0, 0
     while done < n:  # the kernel stops at the first candidate that does not fit: grow, go on
         done, used = kernel(
-            np.asarray(indptr, np.int64),
+            indptr,
             indices,
             keep,
             int(width),
@@ -343,7 +345,6 @@ def _outlines_py(
         cap = 4 * h * w + 10
         trace = np.empty((cap, 2), np.int64)
         need = 0
-        start_used = used
         for lab in range(1, n_labels + 1):
             # background 4-connected to the border (the padded frame), from its corner
             outside[:, :] = False
@@ -392,7 +393,7 @@ def _outlines_py(
                 m += 1
             need += m + (1 if lab > 1 else 0)
             if used + need > len(points):
-                return i, start_used  # this candidate does not fit: the caller grows points
+                return i, used  # this candidate does not fit: the caller grows points
             at = used + need - m
             if lab > 1:
                 points[at - 1, 0] = np.nan
