@@ -17,8 +17,7 @@ import scipy.sparse as sp
 
 from . import schema
 from .config import IngestConfig, as_dict
-from .io.candidates import Candidates, RowBlockTraces, trace_row_blocks
-from .io.direct import release_memmap
+from .io.candidates import Candidates, trace_row_blocks
 from .io.movies import Movie
 from .store import SortStore, file_fingerprint
 
@@ -85,49 +84,54 @@ def normalise_footprints(footprints: sp.csr_matrix) -> tuple[sp.csr_matrix, np.n
     return fp, peak, is_empty
 
 
-def _check_finite_traces(traces, policy: str, where: str):
-    """``traces`` when every value is finite; else an error ('error') or, for 'zero', the
-    traces with the NaN/Inf values replaced by 0 as they are read (a ``RowBlockTraces``: the
-    caller's matrix is never changed nor copied whole). Checked by blocks of rows."""
+def _write_traces(store: SortStore, traces, policy: str, where: str) -> None:
+    """Write the (N, T) trace matrix as ``schema.TRACES`` float32 by blocks of whole chunks of
+    rows, checking each block as it goes (one read of the traces): a memory-mapped matrix's
+    pages are released block by block, a :class:`~actsort_gpu.io.candidates.RowBlockTraces`
+    is computed block by block, so neither is ever held whole.
+
+    A value that is not finite as float32 (NaN, Inf, or beyond the float32 range) is, by
+    ``policy``, an error naming the candidates after the whole matrix was counted ('error';
+    the caller's half-built store is then discarded) or written as 0 with a warning ('zero').
+    The caller's matrix is never changed.
+    """
+    arr = store.create_array(schema.TRACES, traces.shape, np.float32)
     bad_per_row = np.zeros(traces.shape[0], np.int64)
-    for rows in trace_row_blocks(*traces.shape, mapped=traces):
-        bad_per_row[rows] = (~np.isfinite(traces[rows])).sum(axis=1)
+    for rows in trace_row_blocks(*traces.shape, mapped=traces, align=arr.chunks[0]):
+        # one block alive at a time: the next is read after this one is written and freed
+        arr[rows] = _finite_block(traces, rows, bad_per_row, zero=policy != "error")
     if not bad_per_row.any():
-        return traces
-    rows = np.flatnonzero(bad_per_row)
+        return
+    bad_rows = np.flatnonzero(bad_per_row)
     n_bad = int(bad_per_row.sum())
-    shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+    shown = ", ".join(str(r) for r in bad_rows[:10]) + (" ..." if len(bad_rows) > 10 else "")
     if policy == "error":
         raise ValueError(
-            f"{where}: {n_bad} NaN/Inf values in the traces of {len(rows)} candidates "
-            f"(indices {shown}); fix the extraction or ingest with --nonfinite zero to replace "
-            f"them by 0"
+            f"{where}: {n_bad} NaN/Inf values in the traces of {len(bad_rows)} candidates "
+            f"(indices {shown}; values beyond the float32 range count as Inf); fix the "
+            f"extraction or ingest with --nonfinite zero to replace them by 0"
         )
     log.warning(
         "%s: replaced %d NaN/Inf trace values by 0 in %d candidates (indices %s)",
         where,
         n_bad,
-        len(rows),
+        len(bad_rows),
         shown,
     )
 
-    def fixed(block_rows: slice) -> np.ndarray:
-        block = np.array(traces[block_rows], dtype=np.float32)
-        release_memmap(traces, block_rows)
-        block[~np.isfinite(block)] = 0
+
+def _finite_block(traces, rows: slice, bad_per_row: np.ndarray, zero: bool) -> np.ndarray:
+    """``traces[rows]`` as float32; the count of its values that are not finite goes to
+    ``bad_per_row[rows]``, and with ``zero`` they are 0 in the block returned (a copy)."""
+    with np.errstate(over="ignore"):  # beyond float32: Inf, counted below
+        block = np.asarray(traces[rows], dtype=np.float32)
+    # A float64 sum of float32 values cannot overflow: it is finite iff every value is, so
+    # a clean block (the usual case) needs no mask
+    if np.isfinite(block.sum(dtype=np.float64)):
         return block
-
-    return RowBlockTraces(traces.shape, fixed)
-
-
-def _write_traces(store: SortStore, traces) -> None:
-    """Write the (N, T) trace matrix as ``schema.TRACES`` float32 by blocks of whole chunks of
-    rows: a memory-mapped matrix's pages are released block by block, a
-    :class:`~actsort_gpu.io.candidates.RowBlockTraces` is computed block by block, so neither
-    is ever held whole."""
-    arr = store.create_array(schema.TRACES, traces.shape, np.float32)
-    for rows in trace_row_blocks(*traces.shape, mapped=traces, align=arr.chunks[0]):
-        arr[rows] = np.asarray(traces[rows], dtype=np.float32)
+    finite = np.isfinite(block)
+    bad_per_row[rows] = (~finite).sum(axis=1)
+    return np.where(finite, block, np.float32(0)) if zero else block
 
 
 def ingest(
@@ -187,7 +191,6 @@ def ingest(
         )
     if candidates.n_candidates == 0:
         raise ValueError(f"{where}: the extraction output holds no candidates")
-    traces = _check_finite_traces(candidates.traces, config.nonfinite, where)
     footprints, peak, is_empty = normalise_footprints(candidates.footprints)
     if is_empty.any():
         log.warning(
@@ -199,40 +202,43 @@ def ingest(
         )
     fs_hz = fs_given or candidates.fs_hz or movie.fs_hz
 
-    store = SortStore.create(out, overwrite=overwrite, protect=(movie.path, candidates.source_path))
-    store.begin_stage("ingest", as_dict(config))
-    n, t = candidates.n_candidates, candidates.n_frames
-    store.update_attrs(
-        n_candidates=n,
-        n_frames=t,
-        height=movie.height,
-        width=movie.width,
-        movie={
-            **movie.describe(),
-            "fs_hz": fs_hz,
-            "temporal_downsample": dt,
-            "fingerprint": file_fingerprint(movie.path) if movie.path.exists() else None,
-        },
-        extraction={
-            "path": where,
-            "format": candidates.source_format,
-            "fingerprint": extraction_fingerprint,
-        },
-    )
-    store.write_csr(
-        schema.FOOTPRINTS, footprints, attrs={"height": movie.height, "width": movie.width}
-    )
-    store.write_array(schema.FOOTPRINT_PEAK, peak)
-    _write_traces(store, traces)
-    store.write_array(schema.IS_EMPTY, is_empty)
-    store.write_array(schema.SOURCE_INDEX, candidates.source_index.astype(np.int64))
-    for name, values in candidates.metrics.items():
-        store.write_source_metric(name, values)
-    for name, image in candidates.images.items():
-        store.write_source_image(name, image)
-    store.finish_stage(
-        "ingest", time.perf_counter() - t0, n_empty=int(is_empty.sum()), temporal_downsample=dt
-    )
+    # Built beside `out` and moved there at the end: a failure (NaN in the traces, a cut
+    # file, Ctrl-C) leaves what `out` held untouched.
+    protect = (movie.path, candidates.source_path)
+    with SortStore.build(out, overwrite=overwrite, protect=protect) as store:
+        store.begin_stage("ingest", as_dict(config))
+        n, t = candidates.n_candidates, candidates.n_frames
+        store.update_attrs(
+            n_candidates=n,
+            n_frames=t,
+            height=movie.height,
+            width=movie.width,
+            movie={
+                **movie.describe(),
+                "fs_hz": fs_hz,
+                "temporal_downsample": dt,
+                "fingerprint": file_fingerprint(movie.path) if movie.path.exists() else None,
+            },
+            extraction={
+                "path": where,
+                "format": candidates.source_format,
+                "fingerprint": extraction_fingerprint,
+            },
+        )
+        store.write_csr(
+            schema.FOOTPRINTS, footprints, attrs={"height": movie.height, "width": movie.width}
+        )
+        store.write_array(schema.FOOTPRINT_PEAK, peak)
+        _write_traces(store, candidates.traces, config.nonfinite, where)
+        store.write_array(schema.IS_EMPTY, is_empty)
+        store.write_array(schema.SOURCE_INDEX, candidates.source_index.astype(np.int64))
+        for name, values in candidates.metrics.items():
+            store.write_source_metric(name, values)
+        for name, image in candidates.images.items():
+            store.write_source_image(name, image)
+        store.finish_stage(
+            "ingest", time.perf_counter() - t0, n_empty=int(is_empty.sum()), temporal_downsample=dt
+        )
     log.info("ingested %d candidates x %d frames into %s", n, t, store.path)
     return store
 

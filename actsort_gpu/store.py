@@ -19,12 +19,15 @@ and keeps 0.55 of their bytes instead of 0.86.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import glob
 import hashlib
 import json
 import logging
+import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -116,6 +119,58 @@ def _is_store_dir(path: Path) -> bool:
     return isinstance(attrs, dict) and "schema_version" in attrs
 
 
+def _build_path(path: Path, kind: str, pid: int | None = None) -> Path:
+    """The hidden sibling of ``path`` that :meth:`SortStore.build` uses: ``kind`` 'partial'
+    (the store being built) or 'replaced' (the old store between the two renames)."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid() if pid is None else pid}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _clear_stale_builds(path: Path) -> None:
+    """Tidy what a killed :meth:`SortStore.build` of ``path`` left beside it: a half-built
+    store is deleted; an old store caught between the two renames (``path`` itself missing)
+    is put back. Folders of a build still running (its process alive) are left alone."""
+    for leftover in sorted(path.parent.glob(f".{glob.escape(path.name)}.*-*")):
+        kind, _, pid = leftover.name[len(path.name) + 2 :].rpartition("-")
+        if kind not in ("partial", "replaced") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "replaced" and not path.exists() and _is_store_dir(leftover):
+            log.warning("%s: restored from %s (an earlier ingest was killed)", path, leftover)
+            os.replace(leftover, path)
+        elif _is_store_dir(leftover) or (leftover.is_dir() and not any(leftover.iterdir())):
+            log.info("removing %s (left by an ingest that was killed)", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, path: Path) -> None:
+    """Rename ``staging`` to ``path``, replacing what is there (an empty folder or a store that
+    ``check_create`` allowed): the old one is renamed aside first and deleted last, and put
+    back if the second rename fails."""
+    old = None
+    if path.exists() or path.is_symlink():
+        old = _build_path(path, "replaced")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+    try:
+        os.replace(staging, path)
+    except OSError:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _default_chunks(
     shape: Sequence[int], itemsize: int, target: int = _TARGET_CHUNK_BYTES
 ) -> tuple[int, ...]:
@@ -199,6 +254,10 @@ class SortStore:
         cls.check_create(path, overwrite=overwrite, protect=protect)
         if path.exists():
             shutil.rmtree(path)
+        return cls._create_at(path)
+
+    @classmethod
+    def _create_at(cls, path: Path) -> SortStore:
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         root.attrs.update(
             {
@@ -210,6 +269,36 @@ class SortStore:
         )
         log.debug("created store %s", path)
         return cls(path, root, "r+")
+
+    @classmethod
+    @contextlib.contextmanager
+    def build(
+        cls, path: str | Path, *, overwrite: bool = False, protect: Iterable[str | Path] = ()
+    ) -> Iterator[SortStore]:
+        """Create a store in a hidden folder beside ``path`` (``.NAME.partial-PID``) and move it
+        to ``path`` only when the ``with`` block ends without an error, replacing the store
+        there (same rules as :meth:`create`, checked again just before the move).
+
+        A failure or an interruption inside the block never touches what ``path`` holds: the
+        half-built folder is deleted (or, after a kill, by the next build of the same path).
+        The yielded store follows the move: after the block its ``path`` is ``path``.
+        """
+        path = Path(path)
+        _clear_stale_builds(path)
+        cls.check_create(path, overwrite=overwrite, protect=protect)
+        staging = _build_path(path, "partial")
+        if staging.exists():
+            shutil.rmtree(staging)
+        store = cls._create_at(staging)
+        try:
+            yield store
+            cls.check_create(path, overwrite=overwrite, protect=protect)
+            _move_into_place(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        store.path = path
+        store._root = zarr.open_group(str(path), mode="r+", zarr_format=3)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> SortStore:

@@ -321,6 +321,81 @@ def case_out_is_store(ctx: Ctx) -> Outcome:
     )
 
 
+_INGEST_KILLED = r"""
+import sys, time
+from actsort_gpu import ingest
+write = ingest._write_traces
+def slow(*args):
+    write(*args)
+    print("traces written", flush=True)
+    time.sleep(60)
+ingest._write_traces = slow
+ingest.ingest_files(sys.argv[1], sys.argv[2], sys.argv[3], overwrite=True)
+"""
+
+
+def case_overwrite_fails_keeps_store(ctx: Ctx) -> Outcome:
+    """--overwrite of a finished store with an extraction that fails half-way (NaN traces):
+    the store there keeps its preprocess and features."""
+    ctx.built_store()
+    data = dict(np.load(ctx.npz))
+    data["traces"] = data["traces"].astype(np.float64)
+    data["traces"][-1, -1] = np.nan
+    bad = ctx.root / "in" / "nan.npz"
+    np.savez(bad, **data)
+    before = _digest(ctx.root / "in" / "movie.npy") + _digest(ctx.store)
+    r = ctx.ingest("--overwrite", extraction=bad)
+    lost = _digest(ctx.root / "in" / "movie.npy") + _digest(ctx.store) != before
+    left = [p.name for p in ctx.root.iterdir() if p.name.startswith(".")]
+    return refused(
+        ctx,
+        "--overwrite of a featurised store, the new traces hold a NaN (old store kept)",
+        r,
+        names="nan.npz",
+        before=ctx.inputs_digest(),
+        extra_lost=lost or bool(left),
+    )
+
+
+def case_kill_ingest_overwrite(ctx: Ctx) -> Outcome:
+    """kill -9 while `ingest --overwrite` writes: the featurised store there is untouched, and
+    the next ingest clears the half-built folder left beside it."""
+    ctx.built_store()
+    before = _digest(ctx.store)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INGEST_KILLED, str(ctx.movie), str(ctx.plane), str(ctx.store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    proc.stdout.readline()  # the traces are written; the store is not yet moved into place
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = sorted(p.name for p in ctx.root.iterdir() if p.name.startswith("."))
+    kept = _digest(ctx.store) == before
+    r = ctx.ingest("--overwrite")
+    tidy = not any(p.name.startswith(".") for p in ctx.root.iterdir())
+    from actsort_gpu.store import SortStore
+
+    ok = (
+        kept
+        and tidy
+        and bool(left)
+        and SortStore.open(ctx.store).stage_status("ingest") == ("complete")
+    )
+    msg = (
+        f"old store {'untouched' if kept else 'CHANGED'}; {len(left)} half-built folder(s) "
+        f"beside it, {'removed' if tidy else 'NOT removed'} by the next ingest"
+    )
+    return Outcome(
+        "kill -9 during ingest --overwrite of a featurised store, then ingest again",
+        str(proc.returncode),
+        msg,
+        ok and proc.returncode == -9 and r[0] == "0",
+        not kept,
+    )
+
+
 # ---------------------------------------------------------------------------- ingest: npz
 def _npz_case(ctx: Ctx, name: str, names: str = "ext.npz", **changes) -> Outcome:
     parts = _npz_parts(ctx.npz)
@@ -1151,6 +1226,8 @@ CASES = [
     Case("out_document", case_out_is_document_folder),
     Case("out_labelled_store", case_out_is_labelled_store),
     Case("out_store", case_out_is_store),
+    Case("overwrite_fails", case_overwrite_fails_keeps_store),
+    Case("kill_ingest", case_kill_ingest_overwrite, fast=False),
     Case("npz_index", case_npz_index_out_of_range),
     Case("npz_negative", case_npz_negative_index),
     Case("npz_indptr", case_npz_indptr_decreasing),

@@ -160,6 +160,15 @@ def test_nonfinite_traces(tmp_path, capsys):
     assert rc == 0
     t = SortStore.open(tmp_path / "b.actsort").traces()
     assert t[1, 3] == 0 and t[2, 0] == 0 and np.isfinite(t).all()
+    # A failed --overwrite ingest leaves the store there as it was (the new one is built beside
+    # it, and nothing of the attempt is left behind)
+    SortStore.open(tmp_path / "b.actsort", "r+").update_attrs(marker="earlier work")
+    argv = ["ingest", "--movie", str(m), "--extraction", str(e), "--out"]
+    rc = main([*argv, str(tmp_path / "b.actsort"), "--overwrite"])
+    assert rc == 1 and "e.npz: 2 NaN/Inf values" in capsys.readouterr().err
+    kept = SortStore.open(tmp_path / "b.actsort")
+    assert kept.attrs["marker"] == "earlier work" and kept.traces()[1, 3] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.actsort", "e.npz", "m.npy"]
 
 
 def test_unknown_and_corrupt_inputs(tmp_path, capsys):
@@ -232,9 +241,9 @@ def test_info_refuses_non_store_and_newer_schema(tmp_path, capsys):
     assert "upgrade actsort-gpu" in capsys.readouterr().err
 
 
-def test_traces_checked_and_neuropil_subtracted_by_blocks(monkeypatch):
+def test_traces_checked_and_neuropil_subtracted_by_blocks(tmp_path, monkeypatch):
     """Block by block (tiny blocks here), the same values as the whole-matrix expressions;
-    the caller's arrays are never changed."""
+    the check rides on the one write of the traces; the caller's arrays are never changed."""
     from actsort_gpu import ingest
     from actsort_gpu.io import candidates, suite2p
 
@@ -251,14 +260,31 @@ def test_traces_checked_and_neuropil_subtracted_by_blocks(monkeypatch):
         with pytest.raises(TypeError, match="contiguous slice"):
             lazy[[1, 2]]
     assert np.isfinite(f).all() and f.dtype == np.float32  # F read, never changed
-    assert ingest._check_finite_traces(f, "error", "x") is f
-    bad = f.copy()
-    bad[[2, 9], [1, 4]] = [np.nan, np.inf]
-    with pytest.raises(ValueError, match=r"x: 2 NaN/Inf values in the traces of 2 candidates"):
-        ingest._check_finite_traces(bad, "error", "x")
-    fixed = ingest._check_finite_traces(bad, "zero", "x")
-    np.testing.assert_array_equal(fixed, np.where(np.isfinite(bad), bad, 0))
-    assert np.isnan(bad[2, 1])  # the input is left as it was
+
+    def written(traces, policy, name):
+        store = SortStore.create(tmp_path / f"{name}.actsort")
+        store.create_array = _small_chunks(store.create_array)
+        ingest._write_traces(store, traces, policy, "x")
+        return store.traces()
+
+    np.testing.assert_array_equal(written(f, "error", "ok"), f)
+    bad = f.astype(np.float64)
+    bad[[2, 9, 11], [1, 4, 0]] = [np.nan, np.inf, 1e39]  # 1e39: beyond float32, Inf there
+    with pytest.raises(ValueError, match=r"x: 3 NaN/Inf values in the traces of 3 candidates"):
+        written(bad, "error", "err")
+    np.testing.assert_array_equal(
+        written(bad, "zero", "zero"), np.where(np.isfinite(bad) & (bad < 1e38), bad, 0)
+    )
+    assert np.isnan(bad[2, 1]) and bad[11, 0] == 1e39  # the input is left as it was
+
+
+def _small_chunks(create_array):
+    """``SortStore.create_array`` with chunks of 2 rows, so a 13-row matrix takes 7 blocks."""
+
+    def create(name, shape, dtype, **kwargs):
+        return create_array(name, shape, dtype, chunks=(2, *shape[1:]), **kwargs)
+
+    return create
 
 
 def test_mapped_traces_are_written_by_blocks_never_held_whole(tmp_path, monkeypatch):

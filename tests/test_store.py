@@ -1,6 +1,7 @@
 """Sort store: round trips, stage bookkeeping, schema checks, label protection."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -112,6 +113,55 @@ def test_create_refuses_to_overwrite_labels(store):
         SortStore.create(store.path, overwrite=True)
     with pytest.raises(FileExistsError, match="already exists"):
         SortStore.create(store.path)
+
+
+def test_build_moves_into_place_only_when_complete(store):
+    """``SortStore.build`` writes beside the path and replaces what is there only at the end:
+    an error inside the block leaves the old store and no hidden folder; after success the
+    yielded store is the one at the path."""
+    parent = store.path.parent
+    store.update_attrs(marker="old")
+    with (
+        pytest.raises(RuntimeError, match="cut file"),
+        SortStore.build(store.path, overwrite=True) as new,
+    ):
+        assert new.path != store.path and new.path.parent == parent
+        new.update_attrs(marker="new")
+        raise RuntimeError("cut file")
+    assert SortStore.open(store.path).attrs["marker"] == "old"
+    assert [p.name for p in parent.iterdir()] == [store.path.name]
+    with SortStore.build(store.path, overwrite=True) as new:
+        new.update_attrs(marker="new")
+        assert SortStore.open(store.path).attrs["marker"] == "old"  # untouched until the end
+    assert new.path == store.path and new.mode == "r+"
+    new.update_attrs(more=1)
+    assert SortStore.open(store.path).attrs["marker"] == "new"
+    assert [p.name for p in parent.iterdir()] == [store.path.name]
+    # Labels given while the build ran: the old store is kept, the new one discarded
+    with (
+        pytest.raises(FileExistsError, match="human labels"),
+        SortStore.build(store.path, overwrite=True),
+    ):
+        store.labels_dir.mkdir()
+        store.journal_path.write_text(json.dumps({"candidate": 0}) + "\n")
+    assert store.journal_path.exists()
+    assert [p.name for p in parent.iterdir()] == [store.path.name]
+
+
+def test_build_tidies_what_a_killed_build_left(tmp_path):
+    """A half-built store of a dead process is removed; an old store caught between the two
+    renames (the path missing) is put back; a running build's folder is left alone."""
+    path = tmp_path / "s.actsort"
+    dead = 2**22 + 12345  # above Linux's pid_max default: no such process
+    SortStore.create(tmp_path / f".s.actsort.partial-{dead}")
+    SortStore.create(tmp_path / f".s.actsort.replaced-{dead}").update_attrs(marker="old")
+    running = SortStore.create(tmp_path / f".s.actsort.partial-{os.getppid()}").path
+    other = SortStore.create(tmp_path / f".s.actsort.x.partial-{dead}").path  # another store's
+    with pytest.raises(FileExistsError, match="already exists"), SortStore.build(path):
+        pass
+    assert SortStore.open(path).attrs["marker"] == "old"
+    assert not (tmp_path / f".s.actsort.partial-{dead}").exists()
+    assert running.exists() and other.exists()
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])
