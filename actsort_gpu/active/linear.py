@@ -22,6 +22,8 @@ import math
 import numpy as np
 import torch
 
+from .qp import l1_qp
+
 log = logging.getLogger(__name__)
 
 __all__ = ["L1Logistic", "fit_l1_logistic", "objective", "kkt_violation", "zscore_columns"]
@@ -111,75 +113,6 @@ def kkt_violation(features, labels, coef, intercept, *, lam=None, weights=None) 
     return float(_pseudo_gradient(theta, grad, lam_vec).abs().max())
 
 
-def _l1_qp(hess, lin, lam, v0, max_steps: int = 500):
-    """Exact minimiser of 0.5 v'Hv + lin'v + sum_j lam_j |v_j| (feature-sign search).
-
-    hess : (d, d) positive definite float64 numpy; lin : (d,); lam : (d,) >= 0 (0 = unpenalised);
-    v0 : (d,) warm start. Finite active-set method (Lee et al. 2007, generalised to any PD
-    quadratic): solve on the active set with fixed signs, then a discrete line search over the
-    zero crossings between the old and the new point.
-    """
-    v = v0.copy()
-    free_always = lam == 0
-    for _ in range(max_steps):
-        grad = hess @ v + lin
-        active = (v != 0) | free_always
-        viol = np.where(active, 0.0, np.abs(grad) - lam)
-        j = int(np.argmax(viol))
-        sign = np.sign(v)
-        if viol[j] > 1e-12:
-            active[j] = True
-            sign[j] = -np.sign(grad[j])
-        elif _qp_optimal_on_active(grad, lam, sign, active):
-            return v
-        # Feature-sign step on the active set (repeat until the signs are consistent).
-        for _inner in range(2 * len(v) + 2):
-            idx = np.flatnonzero(active)
-            rhs = -(lin[idx] + lam[idx] * sign[idx])
-            h_sub = hess[np.ix_(idx, idx)]
-            try:
-                new_a = np.linalg.solve(h_sub, rhs)
-            except np.linalg.LinAlgError:
-                new_a = np.linalg.lstsq(h_sub, rhs, rcond=None)[0]
-            old_a = v[idx]
-            # Candidate points: the new point and every zero crossing on the segment
-            # old + t (new - old), t in (0, 1]. Along the segment the smooth part is the scalar
-            # quadratic c2 t^2 + c1 t (+ const), so all candidates are scored at once.
-            step = new_a - old_a
-            hd = h_sub @ step
-            c2 = 0.5 * step @ hd
-            c1 = old_a @ hd + lin[idx] @ step
-            pen = ~free_always[idx]
-            cross = pen & (old_a != 0) & (np.sign(new_a) != np.sign(old_a))
-            ts = np.append(old_a[cross] / (old_a[cross] - new_a[cross]), 1.0)
-            pts = old_a[None, :] + ts[:, None] * step[None, :]
-            pts[np.arange(len(ts) - 1), np.flatnonzero(cross)] = 0.0
-            vals = c2 * ts**2 + c1 * ts + np.abs(pts) @ lam[idx]
-            t_best = ts[int(np.argmin(vals))]
-            best = np.zeros_like(v)
-            best[idx] = pts[int(np.argmin(vals))] if t_best != 1.0 else new_a
-            # Snap coordinates that reached zero (tiny residues) and drop them from the set.
-            best = np.where(free_always | (np.abs(best) > 1e-14), best, 0.0)
-            v = best
-            active = (v != 0) | free_always
-            sign = np.sign(v)
-            grad = hess @ v + lin
-            if _qp_optimal_on_active(grad, lam, sign, active, check_zero=False):
-                break
-    log.debug("_l1_qp: step limit reached")
-    return v
-
-
-def _qp_optimal_on_active(grad, lam, sign, active, check_zero=True, tol=1e-10):
-    scale = 1.0 + np.abs(grad).max()
-    resid = np.where(active, grad + lam * sign, 0.0)
-    if np.abs(resid).max() > tol * scale:
-        return False
-    if check_zero:
-        return bool((np.where(active, 0.0, np.abs(grad) - lam) <= tol * scale).all())
-    return True
-
-
 def fit_l1_logistic(
     features,
     labels,
@@ -196,7 +129,7 @@ def fit_l1_logistic(
 
     Each outer step builds the gradient and Hessian of the smooth part on ``device`` (the only
     work that scales with n), solves the (F+1)-dimensional L1 quadratic model exactly on the host
-    (feature-sign search) and backtracks on F.
+    (feature-sign search, compiled: :mod:`actsort_gpu.active.qp`) and backtracks on F.
 
     features : (n, F) torch tensor or array (any float dtype; computed in float64)
     labels : (n,) in {-1, +1} (or {0, 1})
@@ -248,7 +181,7 @@ def fit_l1_logistic(
         hess[np.diag_indices_from(hess)] += 1e-12 + 1e-9 * np.trace(hess) / len(hess)
         g = grad.cpu().numpy()
         # Model in v = theta + d: 0.5 v'Hv + (g - H theta)'v + lam|v|.
-        v = _l1_qp(hess, g - hess @ theta, lam_np, theta)
+        v = l1_qp(hess, g - hess @ theta, lam_np, theta)
         d = v - theta
         delta = g @ d + lam_np @ (np.abs(v) - np.abs(theta))
         if delta > -1e-16:

@@ -34,14 +34,18 @@ pixel), hole filling (background not 4-connected to the border), Moore trace, sp
 and rounding, without the three SciPy calls and the Python trace loop per candidate (about
 150 us each). Same points (tested).
 
-Numba is imported on first use: :func:`available` says whether it can be.
+Numba is imported on first use (``actsort_gpu.jit``): :func:`available` says whether it can be.
 """
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 
 import numpy as np
+
+from ..jit import available
+from ..jit import jitted as _jitted
+from ..jit import why as _why
 
 __all__ = [
     "available",
@@ -54,16 +58,6 @@ __all__ = [
     "outlines_unusable",
     "outlines",
 ]
-
-
-@lru_cache(maxsize=1)
-def available() -> bool:
-    """True when Numba imports (the compiled accumulator can run)."""
-    try:
-        import numba  # noqa: F401
-    except Exception:  # ImportError, or a Numba that does not support this NumPy
-        return False
-    return True
 
 
 @cache
@@ -412,11 +406,6 @@ def _outlines_py(
     return n, used
 
 
-def _why(exc: Exception) -> str:
-    """One line saying why a kernel could not run: the exception's type and first line."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
 def quantise_snapshots(values, bounds, valid, codes, clims, scale) -> None:
     """Colour limits, codes and ranges of the snapshots of g consecutive candidates, in place.
 
@@ -554,20 +543,6 @@ def accumulate_rows(frames, ref, r0: int, r1: int, flush: int, mx, s1, s2, p0, p
     each pair). Row r1 (when it exists) is read as the down neighbour but not accumulated.
     """
     _jitted(_accumulate_rows_py)(frames, ref, r0, r1, flush, mx, s1, s2, p0, p1, p2, p3)
-
-
-@cache
-def _jitted(py_func):
-    """``py_func`` jitted: compiled once per argument types (~1.6 s for the accumulator) and
-    cached on disk by Numba (beside this module, else in the user's cache directory), so later
-    runs load it in milliseconds; where no cache directory is writable it is compiled in every
-    process."""
-    from numba import njit
-
-    try:
-        return njit(nogil=True, cache=True)(py_func)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return njit(nogil=True)(py_func)
 
 
 def _accumulate_rows_py(frames, ref, r0, r1, flush, mx, s1, s2, p0, p1, p2, p3):  # pragma: no cover
