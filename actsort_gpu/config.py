@@ -64,7 +64,7 @@ class FeatureConfig:
     similarity_method: str = "auto"  # auto | exact | sketch
     suite2p_pixel_fraction: float = 0.2  # extras compact/npix/aspect: pixels >= this x peak
     snr_window_frames: int = 5  # CaImAn exceptionality window N (its default 5)
-    threads: int = 2  # CPU threads over row chunks (temporal, extras); 1 = none
+    threads: int = 2  # CPU threads: temporal row chunks, snapshot-family parts; 1 = none
 
 
 @dataclass(frozen=True)

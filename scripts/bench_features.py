@@ -3,7 +3,9 @@
 Builds a synthetic store (actsort_gpu.features.synthetic: disk / elongated footprints, traces
 with transients, uint8 snapshots) for each N, runs ``compute_features`` and prints the stage's
 per-group timings (wall seconds; with ``FeatureConfig.threads`` > 1 "temporal" and
-"temporal_peaks" are sums over the chunk threads, "temporal_wall" is the group's wall time),
+"temporal_peaks" are sums over the chunk threads, "temporal_wall" is the group's wall time, and
+"spatiotemporal", "extra" and "read_snapshots" are sums over the threads that run the snapshot
+parts, "snapshot_wall" their wall time),
 the process CPU seconds and the load average. The FOV grows with N (about 40
 candidates per 64 x 64 px). Building the store and the feature stage each run in their own
 subprocess, so each one's peak memory (sampled anonymous RSS, and ``VmHWM``) is its own.

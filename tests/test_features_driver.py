@@ -288,8 +288,10 @@ def test_unreachable_scheduler_leaves_store_unchanged(tmp_path):
     assert store.stage_status("features") is None and not store.has("features")
 
 
-def test_threads_and_row_chunks_do_not_change_the_result(synthetic_store):
+def test_threads_and_row_chunks_do_not_change_the_result(synthetic_store, monkeypatch):
     one = compute_features(synthetic_store, FeatureConfig(threads=1), device="cpu")
+    # 60 candidates in parts of 7 on two threads: the snapshot parts run concurrently
+    monkeypatch.setattr("actsort_gpu.features.run.SNAPSHOT_ROWS", 14)
     two = compute_features(synthetic_store, FeatureConfig(threads=2), device="cpu")
     np.testing.assert_array_equal(one, two)
     from actsort_gpu.features.temporal import temporal_features
