@@ -214,6 +214,12 @@ class SortStore:
         if not path.exists() and not path.is_symlink():
             return
         target = path.resolve()
+        cwd = Path.cwd().resolve()
+        if target == cwd or target in cwd.parents:
+            raise FileExistsError(
+                f"{path}: is {'the' if target == cwd else 'a folder holding the'} current folder; "
+                f"give the store a name of its own (e.g. --out session.actsort)"
+            )
         for item in protect:
             src = Path(item).resolve()
             if src == target or target in src.parents:
@@ -283,22 +289,25 @@ class SortStore:
         half-built folder is deleted (or, after a kill, by the next build of the same path).
         The yielded store follows the move: after the block its ``path`` is ``path``.
         """
-        path = Path(path)
+        given = Path(path)
+        path = given.absolute()  # the same components, so a name to put the siblings beside
+        if path.name in ("", ".."):
+            path = Path(os.path.abspath(path))
         _clear_stale_builds(path)
-        cls.check_create(path, overwrite=overwrite, protect=protect)
+        cls.check_create(given, overwrite=overwrite, protect=protect)
         staging = _build_path(path, "partial")
         if staging.exists():
             shutil.rmtree(staging)
         store = cls._create_at(staging)
         try:
             yield store
-            cls.check_create(path, overwrite=overwrite, protect=protect)
+            cls.check_create(given, overwrite=overwrite, protect=protect)
             _move_into_place(staging, path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        store.path = path
-        store._root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        store.path = given
+        store._root = zarr.open_group(str(given), mode="r+", zarr_format=3)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> SortStore:

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,29 @@ def test_build_tidies_what_a_killed_build_left(tmp_path):
     assert SortStore.open(path).attrs["marker"] == "old"
     assert not (tmp_path / f".s.actsort.partial-{dead}").exists()
     assert running.exists() and other.exists()
+
+
+def test_build_of_a_relative_path_and_the_current_folder(tmp_path, monkeypatch):
+    """A relative name works from any folder (its hidden siblings go beside it); the current
+    folder, or a folder holding it, is refused by name even when empty (renaming it would
+    leave the shell in a deleted folder), and nothing is created or deleted."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with SortStore.build("s.actsort") as new:
+        new.update_attrs(marker="relative")
+    assert new.path == Path("s.actsort") and SortStore.open("s.actsort").attrs["marker"]
+    assert sorted(p.name for p in Path.cwd().iterdir()) == ["s.actsort"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    for given in (".", str(empty), ".."):
+        with (
+            pytest.raises(FileExistsError, match="current folder"),
+            SortStore.build(given, overwrite=True),
+        ):
+            pass
+    assert empty.is_dir() and not any(empty.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "here"]
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])
