@@ -61,12 +61,13 @@ def _loss_grad(xa, y01, w, theta, n, offset=None):
     return loss, grad, p
 
 
-def _pseudo_gradient(theta, grad, lam_vec):
-    """Minimum-norm subgradient of F (zero exactly at the optimum)."""
+def _pseudo_gradient(theta: np.ndarray, grad: np.ndarray, lam_vec: np.ndarray) -> np.ndarray:
+    """Minimum-norm subgradient of F (zero exactly at the optimum); host float64 vectors of
+    F + 1 entries (a few NumPy calls: a tenth of the time of the same on torch tensors)."""
     pos = grad + lam_vec
     neg = grad - lam_vec
-    at_zero = torch.where(pos < 0, pos, torch.where(neg > 0, neg, torch.zeros_like(grad)))
-    return torch.where(theta > 0, pos, torch.where(theta < 0, neg, at_zero))
+    at_zero = np.where(pos < 0, pos, np.where(neg > 0, neg, 0.0))
+    return np.where(theta > 0, pos, np.where(theta < 0, neg, at_zero))
 
 
 def objective(features, labels, coef, intercept, *, lam=None, weights=None) -> float:
@@ -107,10 +108,10 @@ def kkt_violation(features, labels, coef, intercept, *, lam=None, weights=None) 
             torch.tensor([float(intercept)], dtype=torch.float64),
         ]
     )
-    lam_vec = torch.full_like(theta, lam)
+    lam_vec = np.full(len(theta), lam)
     lam_vec[-1] = 0
     _, grad, _ = _loss_grad(xa, y01, w, theta, n)
-    return float(_pseudo_gradient(theta, grad, lam_vec).abs().max())
+    return float(np.abs(_pseudo_gradient(theta.numpy(), grad.numpy(), lam_vec)).max())
 
 
 def fit_l1_logistic(
@@ -157,7 +158,6 @@ def fit_l1_logistic(
         offset = torch.as_tensor(offset, device=device).to(torch.float64)
     lam_np = np.full(n_feat + 1, lam)
     lam_np[-1] = 0.0
-    lam_vec = torch.as_tensor(lam_np, device=device)
     if init is None:
         theta = np.zeros(n_feat + 1)
         if offset is None:
@@ -173,13 +173,13 @@ def fit_l1_logistic(
     resid = math.inf
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (it is read after the loop)
-        resid = float(_pseudo_gradient(theta_t, grad, lam_vec).abs().max())
+        g = grad.cpu().numpy()
+        resid = float(np.abs(_pseudo_gradient(theta, g, lam_np)).max())
         if resid <= tol:
             break
         hw = w * p * (1 - p) / n
         hess = (xa.T @ (xa * hw[:, None])).cpu().numpy()
-        hess[np.diag_indices_from(hess)] += 1e-12 + 1e-9 * np.trace(hess) / len(hess)
-        g = grad.cpu().numpy()
+        hess.flat[:: len(hess) + 1] += 1e-12 + 1e-9 * np.trace(hess) / len(hess)  # diagonal
         # Model in v = theta + d: 0.5 v'Hv + (g - H theta)'v + lam|v|.
         v = l1_qp(hess, g - hess @ theta, lam_np, theta)
         d = v - theta
@@ -199,7 +199,7 @@ def fit_l1_logistic(
             break
         theta, theta_t, grad, p, fval = cand, cand_t, g_c, p_c, f_c
     else:
-        resid = float(_pseudo_gradient(theta_t, grad, lam_vec).abs().max())
+        resid = float(np.abs(_pseudo_gradient(theta, grad.cpu().numpy(), lam_np)).max())
         log.debug("fit_l1_logistic: %d iterations, KKT residual %.2e", max_iter, resid)
     return theta_t, it, resid
 
