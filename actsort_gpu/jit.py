@@ -1,8 +1,9 @@
 """Numba, imported on first use: whether it runs here, and functions jitted with a disk cache.
 
-Every compiled loop in the package (``preprocess.compiled``, ``active.qp``) has a NumPy / SciPy
-/ Python twin that gives the same result where Numba does not import or a kernel fails to
-compile; :func:`available` and :func:`why` are how callers decide and say which ran.
+Every compiled loop in the package (``preprocess.compiled``, ``active.qp``, ``features.shapes``)
+has a NumPy / SciPy / Python twin that gives the same result where Numba does not import or a
+kernel fails to compile; :func:`available` and :func:`why` are how callers decide and say which
+ran.
 """
 
 from __future__ import annotations

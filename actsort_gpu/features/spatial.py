@@ -31,8 +31,10 @@ Every image operation works on the footprint's bounding box (the box filters use
 does not grow with the FOV. Feature 46 uses the sparse overlap graph ``F[rows] @ F.T`` and
 Pearson statistics from sparse sums, never a dense H*W vector per pair.
 
-All work here is host work (NumPy/SciPy): connected components and boundary tracing are
-per-footprint loops, and the sparse product is cheaper on the host than moving F to a GPU.
+All work here is host work: connected components, boundary tracing and region moments are
+per-footprint loops (compiled in one Numba call per group of crops, :mod:`.shapes`, with the
+SciPy / Python code below as its twin), and the sparse product is cheaper on the host than
+moving F to a GPU.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from scipy import ndimage
 
 from .columns import NamedColumns
 from .registry import SPATIAL_NAMES
+from .shapes import crop_shapes, shapes_unusable
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +351,7 @@ def _image_features(sub, rowid, r, c, data, H, W, max_pixels) -> dict:
     ratio[empty] = np.inf
     corrupt[empty] = np.nan  # 0 / 0, as the reference
     ids = np.nonzero(nonempty)[0]
+    compiled = shapes_unusable() is None
     for grp in _groups(bh[ids], bw[ids], max_pixels):
         g = ids[grp]
         hp, wp = int(bh[g].max()), int(bw[g].max())
@@ -359,6 +363,9 @@ def _image_features(sub, rowid, r, c, data, H, W, max_pixels) -> dict:
         S[gi, r[m] - r0[rowid[m]], c[m] - c0[rowid[m]]] = data[m]
         bw_adapt = _adaptive_bw(S, r0[g], c0[g], bh[g], bw[g], H, W)
         corrupt[g] = _corruption(S, r0[g], c0[g], bh[g], bw[g], H, W)
+        if compiled:  # the loop below in one compiled call (features.shapes)
+            bodies[g], perimeter[g], circ[g], ratio[g] = crop_shapes(S, bw_adapt, bh[g], bw[g])
+            continue
         for k, i in enumerate(g):
             crop = S[k, : bh[i], : bw[i]]
             bodies[i] = 1.0 if _n_components(bw_adapt[k, : bh[i], : bw[i]]) >= 2 else 0.0
