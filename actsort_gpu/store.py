@@ -138,10 +138,14 @@ def _pid_alive(pid: int) -> bool:
 def _clear_stale_builds(path: Path) -> None:
     """Tidy what a killed :meth:`SortStore.build` of ``path`` left beside it: a half-built
     store is deleted; an old store caught between the two renames (``path`` itself missing)
-    is put back. Folders of a build still running (its process alive) are left alone."""
+    is put back. Folders of a build still running (its process alive) are left alone; this
+    process's own id counts as dead (a killed build's id reused, as after a container restart:
+    this process has not started its build of ``path`` yet)."""
     for leftover in sorted(path.parent.glob(f".{glob.escape(path.name)}.*-*")):
         kind, _, pid = leftover.name[len(path.name) + 2 :].rpartition("-")
-        if kind not in ("partial", "replaced") or not pid.isdigit() or _pid_alive(int(pid)):
+        if kind not in ("partial", "replaced") or not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and _pid_alive(int(pid)):
             continue
         if kind == "replaced" and not path.exists() and _is_store_dir(leftover):
             log.warning("%s: restored from %s (an earlier ingest was killed)", path, leftover)

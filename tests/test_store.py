@@ -163,6 +163,12 @@ def test_build_tidies_what_a_killed_build_left(tmp_path):
     assert SortStore.open(path).attrs["marker"] == "old"
     assert not (tmp_path / f".s.actsort.partial-{dead}").exists()
     assert running.exists() and other.exists()
+    # A killed build whose process id is now this process's (ids reused after a restart)
+    reused = tmp_path / "r.actsort"
+    SortStore.create(tmp_path / f".r.actsort.replaced-{os.getpid()}").update_attrs(marker="kept")
+    with pytest.raises(FileExistsError, match="already exists"), SortStore.build(reused):
+        pass
+    assert SortStore.open(reused).attrs["marker"] == "kept"
 
 
 def test_build_of_a_relative_path_and_the_current_folder(tmp_path, monkeypatch):
