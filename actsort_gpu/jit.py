@@ -8,9 +8,11 @@ ran.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from functools import cache, lru_cache
 
-__all__ = ["available", "jitted", "why"]
+__all__ = ["available", "jitted", "warm_in_background", "why"]
 
 
 @lru_cache(maxsize=1)
@@ -40,3 +42,19 @@ def jitted(py_func):
 def why(exc: Exception) -> str:
     """One line saying why a kernel could not run: the exception's type and first line."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def warm_in_background(*checks: Callable[[], str | None]) -> threading.Thread:
+    """Run ``checks`` (kernels' ``*_unusable`` functions, which compile their kernel or load
+    it from Numba's disk cache) on a daemon thread and return it. Where the first call would
+    otherwise wait for a compile (the learner's L1 step: ~11 s after an install, ~0.7 s to load
+    from the cache later), a long-lived program starts this first; a call that needs a kernel
+    still being compiled waits for it (Numba compiles one function at a time)."""
+
+    def run() -> None:
+        for check in checks:
+            check()
+
+    thread = threading.Thread(target=run, name="numba-warm-up", daemon=True)
+    thread.start()
+    return thread

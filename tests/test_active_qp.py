@@ -80,3 +80,27 @@ def test_fit_problems_solved_by_both(monkeypatch):
     monkeypatch.setattr(linear, "l1_qp", qp.l1_qp_numpy)
     theta_np, _, _ = linear.fit_l1_logistic(x[:300], y[:300], lam=3 / 300)
     np.testing.assert_allclose(theta.numpy(), theta_np.numpy(), atol=1e-8)
+
+
+def test_warm_in_background_runs_each_check_on_a_daemon_thread():
+    from actsort_gpu.jit import warm_in_background
+
+    seen = []
+    thread = warm_in_background(lambda: seen.append(1), lambda: seen.append(2))
+    thread.join(5)
+    assert thread.daemon and not thread.is_alive() and seen == [1, 2]
+
+
+def test_the_page_warms_the_compiled_l1_step_when_it_opens(tmp_path, monkeypatch):
+    """The page's workspace loads (or compiles, ~11 s after an install) the L1 step while the
+    user looks at the first candidate, not at the first label."""
+    from ui_fixtures import make_test_store
+
+    import actsort_gpu.jit as jit
+    from actsort_gpu.active.qp import qp_unusable
+    from actsort_gpu.ui import open_workspace
+
+    asked = []
+    monkeypatch.setattr(jit, "warm_in_background", lambda *checks: asked.extend(checks))
+    open_workspace([make_test_store(tmp_path, n=20)]).close()
+    assert asked == [qp_unusable]

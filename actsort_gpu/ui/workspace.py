@@ -228,9 +228,16 @@ class Workspace:
         config=None,
         device: str = "cpu",
     ) -> Workspace:
-        """Open the stores and the learner (fine-tuning from a portable classifier file)."""
+        """Open the stores and the learner (fine-tuning from a portable classifier file).
+
+        The learner's compiled L1 step is loaded (after an install: compiled, ~11 s) on a
+        background thread meanwhile, so the first label does not wait for it."""
         from ..active.engine import product_policy
         from ..active.learner import Learner
+        from ..active.qp import qp_unusable
+        from ..jit import warm_in_background
+
+        warm_in_background(qp_unusable)
 
         pretrained = None
         if classifier is not None:
