@@ -102,6 +102,19 @@ def test_info_and_stage_records_name_the_device(tmp_path, capsys):
     assert out.startswith("arrays ") and "\ntorch " in out
 
 
+@pytest.mark.parametrize("numba_imports", [True, False])
+def test_info_says_whether_the_host_loops_run_compiled(numba_imports, monkeypatch, capsys):
+    import actsort_gpu.jit as jit
+    from actsort_gpu.cli import main
+
+    monkeypatch.setattr(jit, "available", lambda: numba_imports)
+    assert main(["info"]) == 0
+    loops = capsys.readouterr().out.splitlines()[-1]
+    assert loops.startswith("loops ")
+    assert ("run compiled" in loops) == numba_imports
+    assert ("twins run" in loops) != numba_imports
+
+
 def test_unknown_device_rejected():
     with pytest.raises(ValueError, match="'gpu'"):
         resolve_backend("gpu")

@@ -1,5 +1,6 @@
 """``actsort info``: a readable summary of a sort store (sizes, candidates, stages done and the
-device each ran on); without a store, what ``--device auto`` would use on this machine."""
+device each ran on); without a store, what ``--device auto`` would use on this machine and
+whether the host loops run compiled."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def run(args) -> int:
 
         for part, where in device_report().items():
             print(f"{part:<7} {where}")
+        print(f"{'loops':<7} {_compiled_loops_line()}")
         return 0
     from .. import schema
     from ..store import SortStore, StoreError
@@ -47,3 +49,23 @@ def _learner_line(path) -> str:
     learner.probabilities()
     n = int((learner.human() != 0).sum())
     return f"learner  {n} human labels; {learner.inputs_status()}"
+
+
+def _compiled_loops_line() -> str:
+    """Whether the host loops run compiled (Numba) or as their NumPy / SciPy twins, without
+    compiling anything (``actsort info`` stays quick)."""
+    from ..jit import available
+
+    if not available():
+        return (
+            "Numba does not import: the NumPy / SciPy twins run (the same results to rounding; "
+            "the movie pass, the spatial features and the learner are several times slower)"
+        )
+    import numba
+
+    return (
+        f"Numba {numba.__version__}: the movie pass, events, outlines, snapshot quantiser, "
+        "spatial shapes and the learner's L1 step run compiled (compiled once after an "
+        "install, then loaded from Numba's cache; a loop that fails to compile is logged and "
+        "its NumPy / SciPy twin runs)"
+    )
