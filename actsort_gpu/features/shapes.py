@@ -5,11 +5,11 @@ does per candidate with SciPy and Python: 8-connected components numbered in MAT
 column-major order (``bwlabel``), Moore traces of their outer boundaries with Jacob's stopping
 rule (steps 1 or sqrt 2), the largest component of ``S > 0.3`` and its ``regionprops`` second
 moments. About 0.4 ms per candidate in Python (labels, padding, a Python loop per boundary
-pixel, SciPy calls), a few microseconds compiled. The Python code stays as the twin used where
-Numba does not run. The two agree exactly on ``multiple_bodies`` and ``support_perimeter``
-(the same additions in the same order) and to rounding on ``circularity`` and ``axis_ratio``
-(the moments are sums in another order than NumPy's pairwise ones: ~1e-16 relative, below the
-float32 the feature matrix stores).
+pixel, SciPy calls), ~15 us for a 25 x 25 crop compiled. The Python code stays as the twin
+used where Numba does not run. The two agree exactly on ``multiple_bodies`` and
+``support_perimeter`` (the same additions in the same order) and to rounding on
+``circularity`` and ``axis_ratio`` (the moments are sums in another order than NumPy's
+pairwise ones: ~1e-16 relative, below the float32 the feature matrix stores).
 """
 
 from __future__ import annotations
