@@ -194,7 +194,7 @@ def _map_snapshot_parts(
         families = _snapshot_families(ctx, part, traces_x[local], own, max(1, workers))
         return part, families, own
 
-    if workers == 1:
+    if workers <= 1:
         results = map(one, parts)
     else:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="snapshot-part")

@@ -89,7 +89,10 @@ def _crop_shapes_py(crops, adaptive, heights, widths, dirs, step, back, out):  #
                         on = s > 0.3
                     if on:
                         grid[r + 1, c + 1] = -1
-            # 8-connected labels in column-major scan order (bwlabel's numbering)
+            # 8-connected labels in column-major scan order (bwlabel's numbering). The same
+            # flood fill as preprocess.compiled._outlines_py (plus the areas), written twice on
+            # purpose: Numba's disk cache does not see a change in a jitted helper that a
+            # kernel in another file calls, so a shared helper could run stale code
             n_labels, best = 0, 0
             for cc in range(1, w + 1):
                 for rr in range(1, h + 1):

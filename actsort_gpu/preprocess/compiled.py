@@ -314,7 +314,9 @@ def _outlines_py(
         first_r = np.empty(count + 1, np.int64)
         first_c = np.empty(count + 1, np.int64)
         n_labels = 0
-        for cc in range(1, w + 1):  # column-major scan: labels in bwlabel's order
+        # column-major scan: labels in bwlabel's order (features.shapes has the same loop:
+        # see there why it is not a shared helper)
+        for cc in range(1, w + 1):
             for rr in range(1, h + 1):
                 if grid[rr, cc] != -1:
                     continue
