@@ -11,6 +11,9 @@ import torch
 
 from actsort_gpu.active.linear import (
     L1Logistic,
+    _hessian,
+    _hessian_matmul,
+    _hessian_syrk,
     fit_l1_logistic,
     kkt_violation,
     objective,
@@ -162,3 +165,23 @@ def test_engine_lambda_cv_kicks_in_with_enough_labels(bench):
     eng.set_labels(lab)
     eng.fit()
     assert eng._cv_at[0] == 200 and eng.clf.lambda_scale in (1.0, 2.0, 4.0, 8.0)
+
+
+@pytest.mark.parametrize("n_rows", [1, 77, 2000])
+def test_hessian_known_answer_both_ways(n_rows):
+    """X' diag(hw) X: the CPU's symmetric rank-k update and the GPU's matmul (run here on the
+    CPU) both equal the explicit sum of weighted outer products, and the first is exactly
+    symmetric (the L1 step's QP assumes it)."""
+    rng = np.random.default_rng(n_rows)
+    xa = torch.as_tensor(rng.normal(size=(n_rows, 77)))
+    hw = torch.as_tensor(rng.random(n_rows) * 0.25)
+    hw[0] = 0.0  # a row with no curvature (p = 0 or 1) adds nothing
+    x, w = xa.numpy(), hw.numpy()
+    expected = np.einsum("i,ij,ik->jk", w, x, x)
+    for way in (_hessian_syrk, _hessian_matmul):
+        got = way(xa, hw)
+        assert got.shape == (77, 77) and got.dtype == np.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    h = _hessian(xa, hw)
+    np.testing.assert_array_equal(h, h.T)
+    np.testing.assert_array_equal(h, _hessian_syrk(xa, hw))
