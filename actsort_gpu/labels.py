@@ -282,6 +282,7 @@ class _State:
     who_undo: list = field(default_factory=list)  # annotators before each undo_stack action
     who_redo: list = field(default_factory=list)  # annotators after each redo_stack action
     disagreements: list = field(default_factory=list)  # [Disagreement], journal order
+    last_action_time: str = ""  # time of the newest user action (not an undo / redo)
 
     def _who_of(self, keys) -> dict:
         return {k: self.who.get(k) for k in keys}
@@ -299,6 +300,7 @@ class _State:
         restore = None
         if origin in USER_ORIGINS:
             self.undo_stack.append(group)
+            self.last_action_time = max(self.last_action_time, group[-1].time)
             self.who_undo.append(self._who_of(keys))
             self.redo_stack.clear()
             self.redo_times.clear()
@@ -428,6 +430,13 @@ class Journal:
     def last_redoable_time(self) -> str | None:
         """Time of the undo that ``redo`` would re-apply (None: nothing to redo)."""
         return self._state.redo_times[-1] if self.redo_stack else None
+
+    @property
+    def last_action_time(self) -> str | None:
+        """Time of the newest user action, undone or not (not an undo or a redo line); None
+        when there is none. A session over several journals uses it to drop a redo that a
+        later action in another journal superseded, as one journal drops its own."""
+        return self._state.last_action_time or None
 
     @property
     def writable(self) -> bool:

@@ -61,6 +61,31 @@ def test_two_datasets_one_classifier_and_undo(tmp_path):
     lrn2.close()
 
 
+def test_redo_across_datasets_follows_one_timeline(tmp_path):
+    """Undo and redo over two stores behave as over one: last undone, first redone, and a new
+    label in either store ends what can be redone (an undone label of store b does not come
+    back after a label in store a), also after the session is reopened."""
+    (xa, _), (xb, _) = _data(30, 0), _data(30, 1)
+    ds = [
+        DatasetInput("a", xa, NAMES, "v1", tmp_path / "a" / "journal.jsonl"),
+        DatasetInput("b", xb, NAMES, "v1", tmp_path / "b" / "journal.jsonl"),
+    ]
+    lrn = Learner(ds, annotator="ana", device="cpu")
+    lrn.label(3, CELL)  # store a
+    lrn.label(35, NOT_CELL)  # store b
+    assert lrn.undo() == [35] and lrn.undo() == [3]
+    assert lrn.redo() == [3] and lrn.redo() == [35] and lrn.redo() is None
+    assert lrn.undo() == [35]  # b's label undone, redoable ...
+    lrn.label(4, NOT_CELL)  # ... until a new label, here in store a
+    assert lrn.redo() is None
+    assert lrn.human()[[3, 4, 35]].tolist() == [CELL, NOT_CELL, 0]
+    lrn.close()
+    again = Learner(ds, annotator="ana", device="cpu")
+    assert again.redo() is None and again.human()[35] == 0
+    assert again.undo() == [4] and again.redo() == [4]  # redo of a's own undo still works
+    again.close()
+
+
 def test_feature_count_mismatch_rejected():
     with pytest.raises(ValueError, match="different feature counts"):
         Learner([DatasetInput("a", np.zeros((5, 3))), DatasetInput("b", np.zeros((5, 4)))])

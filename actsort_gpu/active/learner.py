@@ -594,9 +594,13 @@ class Learner:
         return self._step(max(times), "undo")
 
     def redo(self) -> list[int] | None:
-        """Re-apply the latest undone action; returns the global indices, or None."""
-        times = [(j.last_redoable_time or "", d) for d, j in enumerate(self._journals)]
-        return self._step(max(times), "redo")
+        """Re-apply the latest undone action; returns the global indices, or None. As in one
+        journal, a new labelling action after an undo (in any dataset) ends what can be
+        redone: an undone label of one store does not come back after labels in another."""
+        newest = max((j.last_redoable_time or "", d) for d, j in enumerate(self._journals))
+        if any((j.last_action_time or "") > newest[0] for j in self._journals):
+            return None
+        return self._step(newest, "redo")
 
     def _step(self, newest: tuple[str, int], kind: str) -> list[int] | None:
         stamp, d = newest
