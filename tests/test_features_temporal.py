@@ -8,6 +8,7 @@ import pytest
 from actsort_gpu._xp import to_numpy
 from actsort_gpu.features.registry import TEMPORAL_NAMES
 from actsort_gpu.features.temporal import (
+    PEAK_NAMES,
     SKETCH_FRAMES_PER_DRAW,
     count_similar,
     count_similar_sketched,
@@ -21,6 +22,7 @@ from actsort_gpu.features.temporal import (
     sketch_miss_bound,
     sketch_projection_block,
     sketch_rows,
+    temporal_columns,
     temporal_features,
 )
 from actsort_gpu.signal import local_maxima, peak_prominences, peak_widths
@@ -280,3 +282,21 @@ def test_cpu_gpu_parity(cp):
     cpu = temporal_features(x)
     gpu = temporal_features(cp.asarray(x))
     np.testing.assert_allclose(gpu, cpu, rtol=2e-3, atol=1e-5)
+
+
+def test_gpu_block_peaks_on_host_threads_equal_the_cpu(cp):
+    """On a GPU the peak features of a block run on the host in row chunks on the feature
+    threads while the device computes the rest: columns in row order, the peak columns equal
+    to the CPU's to the bit (the same host code on the same values), the rest within the
+    parity tolerance, and both groups' seconds reported."""
+    rng = np.random.default_rng(11)
+    x = np.stack([_transients(1500, rng.integers(50, 1450, 3), seed=s) for s in range(23)])
+    x[5] = 0.0  # a constant row: no peaks
+    cpu = temporal_columns(x, row_chunk=4, threads=1)
+    timings: dict = {}
+    gpu = temporal_columns(cp.asarray(x), row_chunk=4, threads=3, timings=timings)
+    assert gpu.names == cpu.names
+    peaks = [cpu.names.index(name) for name in PEAK_NAMES]
+    np.testing.assert_array_equal(gpu.values[:, peaks], cpu.values[:, peaks])
+    np.testing.assert_allclose(gpu.values, cpu.values, rtol=2e-3, atol=1e-5)
+    assert timings["temporal"] > 0 and timings["temporal_peaks"] > 0

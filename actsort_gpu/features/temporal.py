@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.signal import peak_widths as _scipy_peak_widths
@@ -729,21 +731,54 @@ def _array_columns(x, xp) -> dict:
     return {name: xp.asarray(v, dtype=xp.float64) for name, v in cols.items()}
 
 
-def _chunk_columns(x, xp, timings) -> dict:
-    """All features but 35 of one chunk: name -> (n,) float64 host array; adds to ``timings``."""
-    import time
-
+def _array_columns_host(x, xp, timings) -> dict:
+    """:func:`_array_columns` of x as host arrays (one transfer); adds to timings['temporal']."""
     t0 = time.perf_counter()
     on_device = _array_columns(x, xp)
     names = list(on_device)
-    host = to_numpy(xp.stack([on_device[name] for name in names], axis=1))  # one transfer
-    cols = {name: host[:, j] for j, name in enumerate(names)}
-    t1 = time.perf_counter()
-    cols.update(_peak_columns(to_numpy(x)))
-    t2 = time.perf_counter()
-    timings["temporal"] = timings.get("temporal", 0.0) + (t1 - t0)
-    timings["temporal_peaks"] = timings.get("temporal_peaks", 0.0) + (t2 - t1)
+    host = to_numpy(xp.stack([on_device[name] for name in names], axis=1))
+    timings["temporal"] = timings.get("temporal", 0.0) + time.perf_counter() - t0
+    return {name: host[:, j] for j, name in enumerate(names)}
+
+
+def _peak_columns_timed(traces, timings) -> dict:
+    """:func:`_peak_columns`; adds its seconds to timings['temporal_peaks']."""
+    t0 = time.perf_counter()
+    cols = _peak_columns(traces)
+    timings["temporal_peaks"] = timings.get("temporal_peaks", 0.0) + time.perf_counter() - t0
     return cols
+
+
+def _chunk_columns(x, xp, timings) -> dict:
+    """All features but 35 of one CPU chunk: name -> (n,) float64 host array."""
+    cols = _array_columns_host(x, xp, timings)
+    cols.update(_peak_columns_timed(x, timings))
+    return cols
+
+
+def _device_block_columns(x, xp, row_chunk: int, threads: int) -> tuple[dict, list[dict]]:
+    """All features but 35 of a block on a GPU: (columns, the timings of each thread).
+
+    The array features run on the device over the whole block while the host features
+    (peaks: :func:`_peak_columns`) run on a copy of the block in row chunks on ``threads`` CPU
+    threads, so the two overlap and the host holds float64 temporaries of one chunk per
+    thread, not of the block. Columns in row order, equal to the CPU's chunk by chunk.
+    """
+    host = to_numpy(x)  # one transfer
+    step = max(int(row_chunk), 1)
+    starts = range(0, host.shape[0], step)
+    device_timings: dict = {}
+    peak_timings: list[dict] = [{} for _ in starts]
+    with ThreadPoolExecutor(max(int(threads), 1), thread_name_prefix="peaks") as pool:
+        pending = [
+            pool.submit(_peak_columns_timed, host[a : a + step], own)
+            for a, own in zip(starts, peak_timings)
+        ]
+        cols = _array_columns_host(x, xp, device_timings)
+        peaks = [future.result() for future in pending]
+    for name in peaks[0] if peaks else ():
+        cols[name] = np.concatenate([part[name] for part in peaks])
+    return cols, [device_timings, *peak_timings]
 
 
 def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1) -> list:
@@ -802,7 +837,13 @@ def temporal_columns(
         parts.append(part)  # list.append is atomic: no lost update across threads
         return result
 
-    blocks = map_row_chunks(one, x, xp=xp, row_chunk=row_chunk, threads=threads)
+    if xp is np:
+        blocks = map_row_chunks(one, x, xp=xp, row_chunk=row_chunk, threads=threads)
+    elif n:
+        cols, parts = _device_block_columns(x, xp, row_chunk, threads)
+        blocks = [cols]
+    else:
+        blocks = []
     names = [name for name in TEMPORAL_NAMES if name != "trace_similarity"]
     cols = {
         name: (np.concatenate([b[name] for b in blocks]) if blocks else np.empty(0))
