@@ -22,6 +22,7 @@ says which kinds of work it does (``uses``):
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Backend",
+    "cpu_cores",
     "DeviceError",
     "resolve_backend",
     "cuda_unavailable_reason",
@@ -98,6 +100,15 @@ class Backend:
         if self.reason:
             out["device_reason"] = self.reason
         return out
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one (a
+    container's or ``taskset``'s cpuset limits it), else ``os.cpu_count()``; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS / Windows have no affinity call
+        return max(1, os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=1)

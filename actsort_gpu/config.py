@@ -64,7 +64,9 @@ class FeatureConfig:
     similarity_method: str = "auto"  # auto | exact | sketch
     suite2p_pixel_fraction: float = 0.2  # extras compact/npix/aspect: pixels >= this x peak
     snr_window_frames: int = 5  # CaImAn exceptionality window N (its default 5)
-    threads: int = 2  # CPU threads: temporal row chunks, snapshot-family parts; 1 = none
+    # CPU threads: temporal row chunks, host peak features, snapshot-family parts; 0 = one per
+    # core this process may use, at most 8 (one per Dask piece); 1 = none
+    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def measure(path: Path, device: str, batch: int | None = None, similarity: str =
         "similarity_sketch": stage.get("similarity_sketch"),
         "total_s": round(total, 2),
         "cpu_s": round(cpu, 1),
-        "threads": cfg.threads,
+        "threads": stage.get("threads", cfg.threads),
         "loadavg_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "finite": bool(np.isfinite(m).all()),
         # to compare feature 35 between methods: a hash of its column

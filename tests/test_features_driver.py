@@ -169,7 +169,8 @@ def test_needs_preprocess(tmp_path):
         ("similarity_tile", -1),
         ("suite2p_pixel_fraction", 0.0),
         ("snr_window_frames", 0),
-        ("threads", 0),
+        ("threads", -1),
+        ("threads", 1.5),
         ("similarity_method", "approximate"),
     ],
 )
@@ -304,3 +305,23 @@ def test_threads_and_row_chunks_do_not_change_the_result(synthetic_store, monkey
         rtol=1e-10,
         atol=0,
     )
+
+
+def test_auto_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    """features.threads 0 (the default): one thread per core of the process's affinity mask
+    (a container's cpuset), at most AUTO_THREADS_MAX; one per Dask piece; a number is kept."""
+    import os
+
+    from actsort_gpu.backend import cpu_cores
+    from actsort_gpu.features.run import AUTO_THREADS_MAX, feature_threads
+
+    assert FeatureConfig().threads == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert cpu_cores() == 3 and feature_threads(FeatureConfig()) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert feature_threads(FeatureConfig()) == AUTO_THREADS_MAX
+    assert feature_threads(FeatureConfig(), piece=True) == 1
+    assert feature_threads(FeatureConfig(threads=5), piece=True) == 5
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS: no affinity call
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert cpu_cores() == 6

@@ -67,8 +67,11 @@ def _check_config(config: FeatureConfig) -> None:
             f"features.similarity_method: expected one of {SIMILARITY_METHODS}, got "
             f"{config.similarity_method!r}"
         )
-    if not isinstance(config.threads, int) or config.threads < 1:
-        raise ValueError(f"features.threads: expected a positive integer, got {config.threads!r}")
+    if not isinstance(config.threads, int) or config.threads < 0:
+        raise ValueError(
+            f"features.threads: expected 0 (one per core) or a positive integer, got "
+            f"{config.threads!r}"
+        )
     if not isinstance(config.snr_window_frames, int) or config.snr_window_frames < 1:
         raise ValueError(
             f"features.snr_window_frames: expected a positive integer, got "
@@ -90,9 +93,28 @@ class _Context:
     spatial_kw: dict
     npix_median: float
     source: dict
+    threads: int  # CPU threads of this process (``feature_threads``)
 
 
-def _load_context(store: SortStore, config: FeatureConfig, xp, timings) -> _Context:
+#: ``features.threads: 0`` uses the cores, at most this many (each thread holds its row chunk's
+#: temporaries, ~10 arrays of 256 x T)
+AUTO_THREADS_MAX = 8
+
+
+def feature_threads(config: FeatureConfig, *, piece: bool = False) -> int:
+    """CPU threads of the feature stage: ``config.threads``, or for 0 the cores this process
+    may use (at most :data:`AUTO_THREADS_MAX`), or 1 in a Dask piece (the cluster's workers
+    already spread the pieces over the cores)."""
+    from ..backend import cpu_cores
+
+    if config.threads > 0:
+        return int(config.threads)
+    return 1 if piece else min(cpu_cores(), AUTO_THREADS_MAX)
+
+
+def _load_context(
+    store: SortStore, config: FeatureConfig, xp, timings, *, piece: bool = False
+) -> _Context:
     t0 = time.perf_counter()
     src = store.source_metric_names() if config.include_extra else []
     names = feature_set(src, include_extra=config.include_extra)[0]
@@ -115,8 +137,19 @@ def _load_context(store: SortStore, config: FeatureConfig, xp, timings) -> _Cont
         source = {name: store.source_metric(name).astype(np.float64) for name in src}
     timings["read_footprints"] += time.perf_counter() - t0
     column_of = {name: j for j, name in enumerate(names)}
+    threads = feature_threads(config, piece=piece)
     return _Context(
-        store, config, xp, names, column_of, src, footprints, spatial_kw, npix_median, source
+        store,
+        config,
+        xp,
+        names,
+        column_of,
+        src,
+        footprints,
+        spatial_kw,
+        npix_median,
+        source,
+        threads,
     )
 
 
@@ -135,8 +168,8 @@ def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings)
     """
     from .temporal import temporal_columns
 
-    store, config, xp = ctx.store, ctx.config, ctx.xp
-    threads = max(int(config.threads), 1)
+    store, xp = ctx.store, ctx.xp
+    threads = ctx.threads
     spatial_fn, _ = _families()
     raw = np.empty((rows.stop - rows.start, len(ctx.names)), dtype=np.float64)
     filled = np.zeros(len(ctx.names), dtype=bool)
@@ -161,7 +194,7 @@ def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings)
     timings["spatial"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    workers = max(int(ctx.config.threads), 1) if xp is np else 1
+    workers = ctx.threads if xp is np else 1
     step = max(SNAPSHOT_ROWS // workers, 1)  # as much decoded at once as one part of SNAPSHOT_ROWS
     parts = [slice(a, min(a + step, rows.stop)) for a in range(rows.start, rows.stop, step)]
     for part, families in _map_snapshot_parts(ctx, parts, rows, traces_x, workers, timings):
@@ -180,7 +213,7 @@ def _map_snapshot_parts(
 ):
     """(part, :func:`_snapshot_families` of it) for each part of the block ``rows``, in order.
 
-    The parts run on ``workers`` threads (on the CPU ``config.threads``: their NumPy work
+    The parts run on ``workers`` threads (on the CPU :func:`feature_threads`: their NumPy work
     releases the GIL, two parts at once take ~0.6 of the time of one after the other; the
     extras then run their own chunks on the threads left; on a GPU one part at a time). Each
     part's columns are the same whichever thread computed them. The families' timings are
@@ -212,7 +245,7 @@ def _snapshot_families(
     """The columns of the families that read event snapshots (spatiotemporal, and with
     ``include_extra`` the extra features and the extractor's own metrics) for the candidates
     ``rows``, whose traces are ``traces_x``; ``sharing``: how many such calls run at once (the
-    extras' own threads are ``config.threads`` divided among them)."""
+    extras' own threads are the feature threads divided among them)."""
     from .extra import extra_columns
 
     store, config, xp = ctx.store, ctx.config, ctx.xp
@@ -245,7 +278,7 @@ def _snapshot_families(
             xp=xp,
             pixel_fraction=config.suite2p_pixel_fraction,
             n_window=config.snr_window_frames,
-            threads=max(int(config.threads) // sharing, 1),
+            threads=max(ctx.threads // sharing, 1),
         )
     )
     if ctx.src:  # passed through from the extractor, named by the registry's prefix
@@ -276,7 +309,7 @@ def _block_piece(bounds, store_path, config: FeatureConfig, device: str, similar
     ctx = _WORKER_CONTEXT.get(key)
     if ctx is None:
         _WORKER_CONTEXT.clear()
-        ctx = _load_context(store, config, resolve_backend(device).xp, timings)
+        ctx = _load_context(store, config, resolve_backend(device).xp, timings, piece=True)
         _WORKER_CONTEXT[key] = ctx
     start, stop = bounds
     raw = _block_features(ctx, slice(start, stop), similarity[start:stop], timings)
@@ -463,6 +496,7 @@ def compute_features(
         version=version,
         n_features=len(names),
         n_values_replaced=n_replaced,
+        threads=feature_threads(config, piece=client is not None),  # per process
         # feature 35 as it ran: the Dask map computes every tile pair exactly
         similarity_method="exact" if client is not None else similarity_method(n, n_t, config),
         **({"similarity_sketch": sketch_stats} if sketch_stats else {}),

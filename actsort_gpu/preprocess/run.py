@@ -6,7 +6,6 @@ import contextlib
 import errno
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import schema
-from ..backend import resolve_backend
+from ..backend import cpu_cores, resolve_backend
 from ..config import PreprocessConfig, as_dict
 from ..heap import release_free_heap, resident_anon_bytes
 from ..io.direct import FileBytes
@@ -164,7 +163,7 @@ def _quantise_block(raw, bounds, valid, hw, clims, scale, dtype) -> np.ndarray:
 def _quantise_parts() -> int:
     """How many threads quantise a block of snapshots: the cores, up to 4 (the store's writer
     thread compresses beside them)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    return min(4, cpu_cores())
 
 
 def _quantise_in_parts(helpers, parts, raw, bounds, slots, out, clims, scale) -> None:
