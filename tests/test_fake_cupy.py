@@ -143,14 +143,15 @@ def _assert_gpu_store_equals_cpu(cpu, gpu):
 
 def test_preprocess_and_features_on_the_fake_gpu_equal_the_cpu(cpu_store, tmp_path, monkeypatch):
     """The whole GPU path of the movie pass and the feature stage (every CuPy branch, the
-    gather's batching and device buffers) on the fake, against the CPU run of the same
-    recording."""
+    gather's batching and device buffers, the snapshot parts read one ahead on a host thread)
+    on the fake, against the CPU run of the same recording."""
     from actsort_gpu.features import compute_features
     from actsort_gpu.preprocess import preprocess
 
     gpu = _copy(cpu_store, tmp_path)
     with monkeypatch.context() as m:
         cp = fake_cupy.install(m)
+        m.setattr("actsort_gpu.features.run.SNAPSHOT_ROWS", 9)  # several parts per block
         preprocess(gpu, device="cuda")
         compute_features(gpu, device="cuda")
     # each array stage hands CuPy's cached blocks back when it ends (torch may need them next)

@@ -215,65 +215,116 @@ def _map_snapshot_parts(
 
     The parts run on ``workers`` threads (on the CPU :func:`feature_threads`: their NumPy work
     releases the GIL, two parts at once take ~0.6 of the time of one after the other; the
-    extras then run their own chunks on the threads left; on a GPU one part at a time). Each
-    part's columns are the same whichever thread computed them. The families' timings are
-    summed over threads, like the temporal ones.
+    extras then run their own chunks on the threads left). On a GPU one part at a time, while
+    a host thread reads and decodes the next part's snapshots (:func:`_read_snapshot_inputs`),
+    so the store's decoding overlaps the device's work. Each part's columns are the same
+    whichever thread computed them. The families' timings are summed over threads, like the
+    temporal ones.
     """
     workers = min(workers, len(parts))
 
-    def one(part: slice):
-        local = slice(part.start - rows.start, part.stop - rows.start)
-        own: dict = defaultdict(float)
-        families = _snapshot_families(ctx, part, traces_x[local], own, max(1, workers))
+    def local(part: slice) -> slice:
+        return slice(part.start - rows.start, part.stop - rows.start)
+
+    def one(part: slice, inputs=None, own=None):
+        own = defaultdict(float) if own is None else own
+        families = _snapshot_families(
+            ctx, part, traces_x[local(part)], own, max(1, workers), inputs
+        )
         return part, families, own
 
-    if workers <= 1:
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="snapshot-part") as pool:
+            results = list(pool.map(one, parts))
+    elif ctx.xp is np:
         results = map(one, parts)
     else:
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="snapshot-part")
-        with pool:
-            results = list(pool.map(one, parts))
+        results = _read_ahead(ctx, parts, one)
     for part, families, own in results:
         for key, value in own.items():
             timings[key] += value
         yield part, families
 
 
+def _read_ahead(ctx: _Context, parts: list[slice], compute):
+    """``compute(part, inputs, timings)`` for each part in order, where a host thread reads
+    the next part's :func:`_read_snapshot_inputs` while this one computes (one part ahead)."""
+
+    def read(part: slice):
+        own: dict = defaultdict(float)
+        return _read_snapshot_inputs(ctx, part, own), own
+
+    with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
+        ahead = reader.submit(read, parts[0]) if parts else None
+        for k, part in enumerate(parts):
+            inputs, own = ahead.result()
+            ahead = reader.submit(read, parts[k + 1]) if k + 1 < len(parts) else None
+            yield compute(part, inputs, own)
+
+
+@dataclass
+class _SnapshotInputs:
+    """What the snapshot families read from the store for some candidates (host arrays)."""
+
+    snapshots: list  # per candidate (events, frames, h, w) float32, decoded (movie units)
+    crop_fps: list  # per candidate (h, w) float32: its footprint on its crop
+    snap_traces: np.ndarray  # schema.SNAPSHOT_TRACES of the rows, float32
+    event_valid: np.ndarray  # schema.EVENTS >= 0: which event slots hold an event
+    frames_valid: np.ndarray | None  # schema.SNAPSHOTS_FRAMES >= 0 (with the extras only)
+
+
+def _read_snapshot_inputs(ctx: _Context, rows: slice, timings) -> _SnapshotInputs:
+    """The store's snapshots of ``rows``, decoded, with their crops' footprints, traces and
+    validity masks; adds the seconds to timings['read_snapshots']."""
+    store = ctx.store
+    t0 = time.perf_counter()
+    inputs = _SnapshotInputs(
+        snapshots=store.snapshots_block(rows),
+        crop_fps=crop_footprints(ctx.footprints[rows], store.read(schema.CROPS, rows), store.width),
+        snap_traces=store.read(schema.SNAPSHOT_TRACES, rows).astype(np.float32),
+        event_valid=store.read(schema.EVENTS, rows) >= 0,
+        frames_valid=(
+            store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0 if ctx.config.include_extra else None
+        ),
+    )
+    timings["read_snapshots"] += time.perf_counter() - t0
+    return inputs
+
+
 def _snapshot_families(
-    ctx: _Context, rows: slice, traces_x, timings, sharing: int = 1
+    ctx: _Context,
+    rows: slice,
+    traces_x,
+    timings,
+    sharing: int = 1,
+    inputs: _SnapshotInputs | None = None,
 ) -> list[NamedColumns]:
     """The columns of the families that read event snapshots (spatiotemporal, and with
     ``include_extra`` the extra features and the extractor's own metrics) for the candidates
     ``rows``, whose traces are ``traces_x``; ``sharing``: how many such calls run at once (the
-    extras' own threads are the feature threads divided among them)."""
+    extras' own threads are the feature threads divided among them); ``inputs``: what
+    :func:`_read_snapshot_inputs` gives for ``rows`` (None: read here)."""
     from .extra import extra_columns
 
     store, config, xp = ctx.store, ctx.config, ctx.xp
     _, st_fn = _families()
+    got = _read_snapshot_inputs(ctx, rows, timings) if inputs is None else inputs
     t0 = time.perf_counter()
-    snapshots = store.snapshots_block(rows)
-    crops = store.read(schema.CROPS, rows)
-    crop_fps = crop_footprints(ctx.footprints[rows], crops, store.width)
-    snap_traces = store.read(schema.SNAPSHOT_TRACES, rows).astype(np.float32)
-    event_valid = store.read(schema.EVENTS, rows) >= 0
-    timings["read_snapshots"] += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = [st_fn(snapshots, crop_fps, snap_traces, event_valid, xp=xp)]
+    out = [st_fn(got.snapshots, got.crop_fps, got.snap_traces, got.event_valid, xp=xp)]
     timings["spatiotemporal"] += time.perf_counter() - t0
     if not config.include_extra:
         return out
 
     t0 = time.perf_counter()
-    frames = store.read(schema.SNAPSHOTS_FRAMES, rows) >= 0
     out.append(
         extra_columns(
             traces_x,
             ctx.footprints[rows],
             store.height,
             store.width,
-            snapshots,
-            crop_fps,
-            frames,
+            got.snapshots,
+            got.crop_fps,
+            got.frames_valid,
             npix_median=ctx.npix_median,
             xp=xp,
             pixel_fraction=config.suite2p_pixel_fraction,
