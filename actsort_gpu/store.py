@@ -1005,8 +1005,8 @@ class SortStore:
 def _stage_device(info: dict) -> str:
     """' on cuda (NVIDIA H100 ...)', ' on cpu (auto: <why>), compiled accumulator, direct reads'
     or '' from a stage's record (``backend.Backend.provenance`` in its params; older stores: a
-    ``device`` key only; the accumulator and read mode: preprocess only; feature 35's sketch:
-    features only)."""
+    ``device`` key only; the accumulator and read mode: preprocess only; feature 35's sketch
+    and the CPU threads: features only)."""
     params = info.get("params") or {}
     device = info.get("device") or params.get("device")
     if not device:
@@ -1017,9 +1017,11 @@ def _stage_device(info: dict) -> str:
     accumulator = info.get("accumulator")  # the movie pass's (preprocess only)
     read_mode = info.get("read_mode")  # how the pass read the movie (preprocess only)
     sketch = info.get("similarity_sketch")  # feature 35 by sketch-and-verify (features only)
+    threads = info.get("threads")  # the feature stage's CPU threads (features only)
     return (
         f" on {device}"
         + (f" ({detail})" if detail else "")
+        + (f", {threads} CPU thread{'s' if threads != 1 else ''}" if threads else "")
         + (f", {accumulator} accumulator" if accumulator else "")
         + (f", {read_mode} reads" if read_mode else "")
         + (

@@ -307,6 +307,15 @@ def test_threads_and_row_chunks_do_not_change_the_result(synthetic_store, monkey
     )
 
 
+def test_the_stage_record_and_summary_say_how_many_threads_ran(synthetic_store):
+    compute_features(synthetic_store, FeatureConfig(threads=3), device="cpu")
+    store = SortStore.open(synthetic_store, "r")
+    assert store.attrs["stages"]["features"]["threads"] == 3
+    assert "on cpu, 3 CPU threads" in store.summary()
+    compute_features(synthetic_store, FeatureConfig(threads=1), device="cpu")
+    assert ", 1 CPU thread" in SortStore.open(synthetic_store, "r").summary()
+
+
 def test_auto_threads_follow_the_cores_this_process_may_use(monkeypatch):
     """features.threads 0 (the default): one thread per core of the process's affinity mask
     (a container's cpuset), at most AUTO_THREADS_MAX; one per Dask piece; a number is kept."""
