@@ -13,6 +13,7 @@ subprocess, so each one's peak memory (sampled anonymous RSS, and ``VmHWM``) is 
     python scripts/bench_features.py --n 10000 100000 --t 10000 --device cuda
     python scripts/bench_features.py --n 2000 --t 10000 --device cpu      # quick
     python scripts/bench_features.py --n 100000 --similarity exact,sketch   # side by side
+    python scripts/bench_features.py --n 20000 --threads 2,8 --device cpu   # threads, memory
 
 Groups: temporal (per-trace array work), temporal_peaks (host findpeaks / prominences /
 widths), similarity (feature 35, tiled N x N), spatial, spatiotemporal, extra, read_* (store
@@ -46,7 +47,9 @@ def build(n: int, t: int, work: Path) -> tuple[Path, int, float]:
     return path, side, time.perf_counter() - t0
 
 
-def measure(path: Path, device: str, batch: int | None = None, similarity: str = "auto") -> dict:
+def measure(
+    path: Path, device: str, batch: int | None = None, similarity: str = "auto", threads: int = 0
+) -> dict:
     """``compute_features`` on the store at ``path``: wall and CPU seconds, per-group timings
     (the stage's record), the device it ran on and the load average before / after."""
     import numpy as np
@@ -56,7 +59,7 @@ def measure(path: Path, device: str, batch: int | None = None, similarity: str =
     from actsort_gpu.store import SortStore
 
     batching = {} if batch is None else {"batch_candidates": batch}
-    cfg = FeatureConfig(similarity_method=similarity, **batching)
+    cfg = FeatureConfig(similarity_method=similarity, threads=threads, **batching)
     load_before = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     m = compute_features(path, cfg, device=device)
@@ -105,7 +108,13 @@ def _run_phase(phase: str, params: dict) -> dict:
         path, side, build_s = build(params["n"], params["t"], Path(params["work"]))
         row = {"path": str(path), "fov": side, "build_s": round(build_s, 1)}
     else:
-        row = measure(Path(params["path"]), params["device"], params["batch"], params["similarity"])
+        row = measure(
+            Path(params["path"]),
+            params["device"],
+            params["batch"],
+            params["similarity"],
+            params.get("threads", 0),
+        )
     sampler.stop()
     return {
         **row,
@@ -130,8 +139,15 @@ def main(argv=None) -> int:
         default="auto",
         help="feature 35 methods to run on the same store, comma-separated: auto, exact, sketch",
     )
+    ap.add_argument(
+        "--threads",
+        default="0",
+        help="features.threads values to run on the same store, comma-separated (0: one per "
+        "core, at most 8)",
+    )
     args = ap.parse_args(argv)
     methods = args.similarity.split(",")
+    thread_counts = [int(v) for v in args.threads.split(",")]
 
     from actsort_gpu.backend import resolve_backend
 
@@ -140,13 +156,14 @@ def main(argv=None) -> int:
     results = []
     for n in args.n:
         built = _in_subprocess("build", n=n, t=args.t, work=str(work))
-        for method in methods:
+        for method, threads in [(m, k) for m in methods for k in thread_counts]:
             row = _in_subprocess(
                 "features",
                 path=built["path"],
                 device=backend.name,
                 batch=args.batch,
                 similarity=method,
+                threads=threads,
             )
             row.update(
                 fov=built["fov"],
@@ -162,7 +179,10 @@ def main(argv=None) -> int:
     print(f"\nseconds per 1,000 candidates (T = {args.t}, device {backend.name})")
     print(
         "| group | "
-        + " | ".join(f"N={r['n']:,}, feature 35 {r['similarity_method']}" for r in results)
+        + " | ".join(
+            f"N={r['n']:,}, feature 35 {r['similarity_method']}, {r['threads']} threads"
+            for r in results
+        )
         + " |"
     )
     print("|---|" + "---|" * len(results))

@@ -8,8 +8,11 @@ import pytest
 from actsort_gpu._xp import to_numpy
 from actsort_gpu.features.registry import TEMPORAL_NAMES
 from actsort_gpu.features.temporal import (
+    CHUNK_VALUES,
     PEAK_NAMES,
     SKETCH_FRAMES_PER_DRAW,
+    _peak_columns_timed,
+    chunk_rows,
     count_similar,
     count_similar_sketched,
     event_counts,
@@ -300,3 +303,28 @@ def test_gpu_block_peaks_on_host_threads_equal_the_cpu(cp):
     np.testing.assert_array_equal(gpu.values[:, peaks], cpu.values[:, peaks])
     np.testing.assert_allclose(gpu.values, cpu.values, rtol=2e-3, atol=1e-5)
     assert timings["temporal"] > 0 and timings["temporal_peaks"] > 0
+
+
+def test_long_traces_get_fewer_rows_per_chunk(monkeypatch):
+    """A CPU work unit holds at most CHUNK_VALUES values (256 rows up to 10,000 frames, 25 rows
+    of 100,000), so a thread's temporaries do not grow with the recording; the columns are
+    those of one chunk up to rounding."""
+    assert CHUNK_VALUES == 256 * 10_000
+    assert [chunk_rows(256, t) for t in (600, 10_000, 20_000, 100_000, 10**8)] == [
+        256,
+        256,
+        128,
+        25,
+        1,
+    ]
+    rng = np.random.default_rng(12)
+    x = np.stack([_transients(900, rng.integers(20, 880, 3), seed=s) for s in range(11)])
+    whole = temporal_features(x, row_chunk=1000)
+    monkeypatch.setattr("actsort_gpu.features.temporal.CHUNK_VALUES", 3 * 900)  # 3 rows
+    seen = []
+    monkeypatch.setattr(
+        "actsort_gpu.features.temporal._peak_columns_timed",
+        lambda rows, timings, f=_peak_columns_timed: seen.append(len(rows)) or f(rows, timings),
+    )
+    np.testing.assert_allclose(temporal_features(x, row_chunk=1000), whole, rtol=1e-10, atol=0)
+    assert seen == [3, 3, 3, 2]

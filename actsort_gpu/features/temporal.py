@@ -690,6 +690,16 @@ def peak_features(traces) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- all 36
 ROW_CHUNK = 256  # rows per CPU work unit: its (rows, T) temporaries stay small (cache, no mmap)
+#: values per CPU work unit at most (256 rows of 10,000 frames): longer recordings get fewer
+#: rows per chunk, so a thread's temporaries (~48 bytes per value, about 120 MB) do not grow
+#: with the recording
+CHUNK_VALUES = 256 * 10_000
+
+
+def chunk_rows(row_chunk: int, n_frames: int) -> int:
+    """Rows per CPU work unit: ``row_chunk``, fewer for traces longer than CHUNK_VALUES /
+    row_chunk frames; at least 1."""
+    return max(1, min(int(row_chunk), CHUNK_VALUES // max(int(n_frames), 1)))
 
 
 def _array_columns(x, xp) -> dict:
@@ -765,7 +775,7 @@ def _device_block_columns(x, xp, row_chunk: int, threads: int) -> tuple[dict, li
     thread, not of the block. Columns in row order, equal to the CPU's chunk by chunk.
     """
     host = to_numpy(x)  # one transfer
-    step = max(int(row_chunk), 1)
+    step = chunk_rows(row_chunk, host.shape[1])
     starts = range(0, host.shape[0], step)
     device_timings: dict = {}
     peak_timings: list[dict] = [{} for _ in starts]
@@ -782,13 +792,14 @@ def _device_block_columns(x, xp, row_chunk: int, threads: int) -> tuple[dict, li
 
 
 def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1) -> list:
-    """``[fn(x[a:a + row_chunk]) for a in ...]`` over the rows of x, in row order.
+    """``[fn(x[a:a + step]) for a in ...]`` over the rows of x, in row order, with step =
+    :func:`chunk_rows` (``row_chunk``, fewer rows for long traces).
 
     On the CPU the chunks run on ``threads`` threads (results still in row order); on a GPU
     (``xp`` not NumPy) x is one chunk.
     """
     n = x.shape[0]
-    step = max(int(row_chunk), 1) if xp is np else max(n, 1)
+    step = chunk_rows(row_chunk, x.shape[1] if x.ndim > 1 else 1) if xp is np else max(n, 1)
     chunks = [x[a : a + step] for a in range(0, n, step)]
     if threads > 1 and len(chunks) > 1:
         from concurrent.futures import ThreadPoolExecutor
