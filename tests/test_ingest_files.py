@@ -316,6 +316,15 @@ def test_mapped_traces_are_written_by_blocks_never_held_whole(tmp_path, monkeypa
     store = ingest(movie, c, tmp_path / "npz.actsort")
     assert mapped_rss_kb(tmp_path / "e.npz") < 2 * 1024  # without the release: 16 MB
     np.testing.assert_array_equal(store.read("candidates/traces"), traces)
+    # float64 in Fortran order (np.savez of a transposed array): mapped as well, never
+    # converted whole, its pages released once the last rows are read
+    np.savez(
+        tmp_path / "t.npz", footprints=fp.reshape(n, H, W), traces=np.asfortranarray(traces, "f8")
+    )
+    c = read_extraction(tmp_path / "t.npz")
+    store = ingest(movie, c, tmp_path / "t.actsort")
+    assert mapped_rss_kb(tmp_path / "t.npz") < 2 * 1024  # without the release: 32 MB
+    np.testing.assert_array_equal(store.read("candidates/traces"), traces)
 
     plane = tmp_path / "suite2p" / "plane0"
     plane.mkdir(parents=True)

@@ -355,12 +355,24 @@ def test_npz_traces_stored_uncompressed_are_memory_mapped(tmp_path, truth, monke
     c = read_extraction(tmp_path / "s.npz")
     assert isinstance(c.traces, np.memmap) and not c.traces.flags.writeable
     _same(c, fp, traces, "npz")
-    # Fortran-ordered matrices are read whole, same values; a large one says how to avoid that
-    np.savez(tmp_path / "f.npz", footprints=fp, traces=np.asfortranarray(traces, ">f8"))
+    # other dtypes and Fortran order (a transposed array) are mapped too, read by blocks of
+    # float32 rows, never converted whole
+    for name, stored in [
+        ("d.npz", traces.astype(">f8")),
+        ("f.npz", np.asfortranarray(traces, ">f8")),
+        ("i.npz", np.asfortranarray(np.round(traces * 100).astype("<i2"))),
+    ]:
+        np.savez(tmp_path / name, footprints=fp, traces=stored)
+        c = read_extraction(tmp_path / name)
+        assert isinstance(c.traces, RowBlockTraces), name
+        np.testing.assert_array_equal(np.asarray(c.traces), stored.astype(np.float32))
+        np.testing.assert_array_equal(c.traces[2:5], stored[2:5].astype(np.float32))
+    # compressed in Fortran order: read whole, same values; a large one says how to avoid that
+    np.savez_compressed(tmp_path / "fz.npz", footprints=fp, traces=np.asfortranarray(traces))
     monkeypatch.setattr(npz, "WHOLE_READ_NOTE_BYTES", traces.nbytes - 1)
     with caplog.at_level(logging.WARNING, logger="actsort_gpu.io.npz"):
-        c = read_extraction(tmp_path / "f.npz")
-    assert "f.npz: 'traces' (0.0 GB) is stored in Fortran order" in caplog.text
+        c = read_extraction(tmp_path / "fz.npz")
+    assert "fz.npz: 'traces' (0.0 GB) is stored compressed in Fortran order" in caplog.text
     _same(c, fp, traces, "npz")
     # a stored member shorter than its .npy header says (the zip itself intact)
     with zipfile.ZipFile(tmp_path / "short.npz", "w", zipfile.ZIP_STORED) as z:
@@ -467,8 +479,8 @@ def test_suite2p_trace_count_mismatch(tmp_path, truth):
 
 
 def test_suite2p_fortran_ordered_traces(tmp_path, truth):
-    """F.npy / Fneu.npy saved from Fortran-ordered arrays: read whole (not mapped by rows),
-    the same values."""
+    """F.npy / Fneu.npy saved from Fortran-ordered arrays: still mapped, read by blocks of
+    rows (runs of the columns), the same values."""
     fp, traces, _ = truth
     _suite2p_plane(tmp_path / "p", fp, traces)
     fneu = np.random.default_rng(3).normal(size=traces.shape).astype(np.float32)
@@ -477,8 +489,8 @@ def test_suite2p_fortran_ordered_traces(tmp_path, truth):
     c = read_extraction(tmp_path / "p")
     np.testing.assert_array_equal(np.asarray(c.traces), traces - np.float32(0.7) * fneu)
     c = read_extraction(tmp_path / "p", config=IngestConfig(suite2p_trace="F"))
-    assert c.traces.flags.c_contiguous and not isinstance(c.traces, np.memmap)
-    np.testing.assert_array_equal(c.traces, traces)
+    assert isinstance(c.traces, RowBlockTraces)
+    np.testing.assert_array_equal(np.asarray(c.traces), traces)
 
 
 def test_suite2p_real_neurofinder(shared_data):

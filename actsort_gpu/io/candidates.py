@@ -78,6 +78,44 @@ class RowBlockTraces:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def _is_mapped(values) -> bool:
+    """Whether ``values`` is a numeric 2-D ``np.memmap`` still backed by its file (not an
+    in-memory copy of one, which NumPy also types as ``np.memmap``)."""
+    return (
+        isinstance(values, np.memmap)
+        and getattr(values, "_mmap", None) is not None
+        and values.ndim == 2
+        and values.dtype.kind in "biuf"
+    )
+
+
+def mapped_row_traces(mapped: np.memmap):
+    """A memory-mapped (N, T) trace matrix as ingest reads it, never whole: a float32
+    C-ordered map as it is (ingest releases each block's pages), any other (float64, integer,
+    or Fortran-ordered as ``numpy.savez`` writes a transposed array) as a
+    :class:`RowBlockTraces` whose blocks are float32 copies.
+
+    A C-ordered map's pages are released block by block. In a Fortran-ordered map a block of
+    rows is a run of each column: with the blocks ingest reads (16 M values: 1,677 rows of
+    10,000 frames) each run spans a few pages, so the file is read about once, but pages at
+    the runs' ends serve two blocks; they are released when the last rows are read
+    (``direct.release_memmap``; file pages, which the kernel reclaims under pressure, unlike
+    a whole copy in memory).
+    """
+    from .direct import release_memmap
+
+    if mapped.dtype == np.float32 and mapped.flags.c_contiguous:
+        return mapped
+
+    def block(rows: slice) -> np.ndarray:
+        with np.errstate(over="ignore"):  # beyond float32: Inf, as ingest counts it
+            out = np.array(mapped[rows], dtype=np.float32, order="C")
+        release_memmap(mapped, rows)
+        return out
+
+    return RowBlockTraces(mapped.shape, block)
+
+
 def hdf5_row_traces(
     path: Path,
     datasets: Sequence[str],
@@ -172,6 +210,8 @@ class Candidates:
         self.footprints = sp.csr_matrix(self.footprints, dtype=np.float32)
         # a memory-mapped matrix (.npy, stored .npz member) stays mapped and a RowBlockTraces
         # uncomputed: ingest reads them by blocks of rows
+        if _is_mapped(self.traces):
+            self.traces = mapped_row_traces(self.traces)
         lazy = isinstance(self.traces, (np.memmap, RowBlockTraces))
         traces = self.traces if lazy else np.asarray(self.traces)
         if traces.dtype.kind not in "biuf":

@@ -131,13 +131,20 @@ def release_pages(mapped: mmap.mmap, lo: int = 0, hi: int | None = None) -> bool
 def release_memmap(array: np.memmap, rows: slice = slice(None)) -> None:
     """:func:`release_pages` for ``array[rows]`` (rows along the first axis: the elements of a
     1-D array; default all), when ``array`` is a C-ordered ``np.memmap`` or a slice of one,
-    shared or read-only (mode 'r' or 'r+'); nothing for other arrays."""
+    shared or read-only (mode 'r' or 'r+'). A Fortran-ordered 2-D map's rows are runs of
+    every column, whose end pages the next rows share: its whole map is released when
+    ``rows`` reach its last row (a pass by blocks of rows then ends with none of it resident).
+    Nothing for other arrays."""
     mapped = getattr(array, "_mmap", None)  # NumPy's mmap object behind the np.memmap
     if mapped is None or getattr(array, "mode", None) not in ("r", "r+") or not len(mapped):
         return
+    lo, hi, _ = rows.indices(len(array)) if array.ndim else (0, 0, 1)
+    if array.ndim == 2 and array.flags.f_contiguous and not array.flags.c_contiguous:
+        if hi >= len(array):
+            release_pages(mapped)
+        return
     if array.ndim == 0 or not array.flags.c_contiguous:
         return
-    lo, hi, _ = rows.indices(len(array))
     row_bytes = int(array.strides[0])
     start = int(array.ctypes.data) - _address(mapped)  # where the array's data is in the map
     release_pages(mapped, start + lo * row_bytes, start + max(hi, lo) * row_bytes)

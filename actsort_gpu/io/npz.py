@@ -54,9 +54,9 @@ def _array(z, key: str, path: Path) -> np.ndarray:
         raise ValueError(f"{path}: array {key!r} cannot be read: {exc}") from exc
 
 
-def _row_major_member(z, key: str):
-    """(info, shape, dtype, header_bytes) of array ``key`` of an open .npz when its .npy header
-    says a C-ordered numeric 2-D array and the member is not encrypted; None otherwise (the
+def _plain_member(z, key: str):
+    """(info, shape, dtype, header_bytes, fortran) of array ``key`` of an open .npz when its
+    .npy header says a numeric 2-D array and the member is not encrypted; None otherwise (the
     whole read then reports any problem). Only the header is read."""
     try:
         info = z.zip.getinfo(f"{key}.npy")
@@ -67,21 +67,22 @@ def _row_major_member(z, key: str):
             header_bytes = fh.tell()
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError):
         return None
-    if fortran or dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 2:
+    if dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 2:
         return None
-    return info, shape, dtype, header_bytes
+    return info, shape, dtype, header_bytes, fortran
 
 
 def _mapped_member(z, key: str, path: Path) -> np.memmap | None:
     """Array ``key`` of an open .npz as a read-only memory map of the file, when the member is
-    stored uncompressed (``numpy.savez``) as a plain C-ordered numeric array; None otherwise
-    (compressed: ``numpy.savez_compressed``, see :func:`_streamed_member`). Ingest then reads
-    the matrix by blocks of rows and releases each block's pages: a 4 GB trace matrix never
-    becomes resident whole."""
-    member = _row_major_member(z, key)
+    stored uncompressed (``numpy.savez``) as a numeric 2-D array (C or Fortran order, as the
+    array was); None otherwise (compressed: ``numpy.savez_compressed``, see
+    :func:`_streamed_member`). Ingest then reads the matrix by blocks of rows and releases
+    the pages it read (``candidates.mapped_row_traces``): a 4 GB trace matrix never becomes
+    resident whole."""
+    member = _plain_member(z, key)
     if member is None or member[0].compress_type != zipfile.ZIP_STORED:
         return None
-    info, shape, dtype, header_bytes = member
+    info, shape, dtype, header_bytes, fortran = member
     with open(path, "rb") as raw:  # the member's local header: its name and extra field
         raw.seek(info.header_offset)
         local = raw.read(30)
@@ -95,7 +96,8 @@ def _mapped_member(z, key: str, path: Path) -> np.memmap | None:
         raise OSError(f"{path}: member {key}.npy is shorter than its header says (truncated?)")
     if nbytes == 0:
         return None
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    order = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
 
 
 class _MemberRows:
@@ -156,10 +158,10 @@ def _streamed_member(z, key: str, path: Path) -> RowBlockTraces | None:
     """Array ``key`` of an open .npz, stored compressed (``numpy.savez_compressed``) as a
     C-ordered numeric 2-D array, as a :class:`RowBlockTraces` decompressed block by block
     (float32 rows); None when it is not such a member (the whole read reports problems)."""
-    member = _row_major_member(z, key)
-    if member is None or 0 in member[1]:
+    member = _plain_member(z, key)
+    if member is None or 0 in member[1] or member[4]:  # Fortran order: rows not in sequence
         return None
-    info, shape, dtype, _ = member
+    info, shape, dtype, _, _ = member
     return RowBlockTraces(shape, _MemberRows(path, info.filename, shape, dtype))
 
 
@@ -168,16 +170,17 @@ WHOLE_READ_NOTE_BYTES = 1 << 30
 
 
 def _note_whole_read(z, path: Path) -> None:
-    """Log when a large trace matrix must be read whole (Fortran-ordered, neither mapped nor
-    decompressed by rows)."""
+    """Log when a large trace matrix must be read whole (compressed in Fortran order: neither
+    mapped nor decompressed by rows)."""
     try:
         info = z.zip.getinfo("traces.npy")
     except KeyError:
         return
     if info.file_size > WHOLE_READ_NOTE_BYTES:
         log.warning(
-            "%s: 'traces' (%.1f GB) is stored in Fortran order, so ingest holds it whole in "
-            "memory; saved C-ordered (np.ascontiguousarray) it is read by blocks of rows",
+            "%s: 'traces' (%.1f GB) is stored compressed in Fortran order, so ingest holds it "
+            "whole in memory; saved C-ordered (np.ascontiguousarray) or uncompressed "
+            "(numpy.savez) it is read by blocks of rows",
             path,
             info.file_size / 1e9,
         )

@@ -51,16 +51,12 @@ def resolve_plane_folder(path: str | Path) -> Path:
 
 
 def _load(path: Path, pickle: bool, mmap: bool = False):
-    """``np.load`` of a Suite2p file; ``mmap``: a read-only memory map (read as it is used) of a
-    C-ordered array; a Fortran-ordered one is read whole (a block of its rows would touch
-    every page of the file)."""
+    """``np.load`` of a Suite2p file; ``mmap``: a read-only memory map (read as it is used;
+    a Fortran-ordered one by runs of its columns, ``candidates.mapped_row_traces``)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (Suite2p output needs it)")
     try:
-        array = np.load(path, allow_pickle=pickle, mmap_mode="r" if mmap else None)
-        if mmap and array.ndim > 1 and not array.flags.c_contiguous:
-            array = np.ascontiguousarray(array)
-        return array
+        return np.load(path, allow_pickle=pickle, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
         raise OSError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from exc
     except Exception as exc:  # a corrupt pickle (stat.npy, ops.npy) raises almost any type
