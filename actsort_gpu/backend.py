@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Backend",
     "cpu_cores",
+    "cpu_threads",
     "DeviceError",
     "resolve_backend",
     "cuda_unavailable_reason",
@@ -109,6 +110,20 @@ def cpu_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # macOS / Windows have no affinity call
         return max(1, os.cpu_count() or 1)
+
+
+#: threads of host work when the configuration says 0: the cores, at most this many (each
+#: thread holds its own temporaries, e.g. ~120 MB per feature-stage thread)
+AUTO_THREADS_MAX = 8
+
+
+def cpu_threads(requested: int, *, piece: bool = False) -> int:
+    """CPU threads for host work: ``requested`` when > 0; for 0 the cores this process may use
+    (:func:`cpu_cores`), at most :data:`AUTO_THREADS_MAX`, or 1 in a Dask piece (the
+    cluster's workers already spread the pieces over the cores)."""
+    if requested > 0:
+        return int(requested)
+    return 1 if piece else min(cpu_cores(), AUTO_THREADS_MAX)
 
 
 @lru_cache(maxsize=1)

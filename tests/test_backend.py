@@ -109,8 +109,9 @@ def test_info_says_whether_the_host_loops_run_compiled(numba_imports, monkeypatc
 
     monkeypatch.setattr(jit, "available", lambda: numba_imports)
     assert main(["info"]) == 0
-    loops = capsys.readouterr().out.splitlines()[-1]
-    assert loops.startswith("loops ")
+    out = capsys.readouterr().out.splitlines()
+    loops = next(line for line in out if line.startswith("loops "))
+    assert out[-1].startswith("cores ") and "CPU cores usable here" in out[-1]
     assert ("run compiled" in loops) == numba_imports
     assert ("twins run" in loops) != numba_imports
 

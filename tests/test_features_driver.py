@@ -321,8 +321,8 @@ def test_auto_threads_follow_the_cores_this_process_may_use(monkeypatch):
     (a container's cpuset), at most AUTO_THREADS_MAX; one per Dask piece; a number is kept."""
     import os
 
-    from actsort_gpu.backend import cpu_cores
-    from actsort_gpu.features.run import AUTO_THREADS_MAX, feature_threads
+    from actsort_gpu.backend import AUTO_THREADS_MAX, cpu_cores
+    from actsort_gpu.features.run import feature_threads
 
     assert FeatureConfig().threads == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)

@@ -26,6 +26,7 @@ def run(args) -> int:
         for part, where in device_report().items():
             print(f"{part:<7} {where}")
         print(f"{'loops':<7} {_compiled_loops_line()}")
+        print(f"{'cores':<7} {_cores_line()}")
         return 0
     from .. import schema
     from ..store import SortStore, StoreError
@@ -68,4 +69,15 @@ def _compiled_loops_line() -> str:
         "spatial shapes and the learner's L1 step run compiled (compiled once after an "
         "install, then loaded from Numba's cache; a loop that fails to compile is logged and "
         "its NumPy / SciPy twin runs)"
+    )
+
+
+def _cores_line() -> str:
+    """The CPU cores this process may use and the threads the feature stage takes by default."""
+    from ..backend import cpu_cores, cpu_threads
+    from ..config import FeatureConfig
+
+    return (
+        f"{cpu_cores()} CPU cores usable here; the feature stage's host work runs on "
+        f"{cpu_threads(FeatureConfig().threads)} threads by default (features.threads)"
     )

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import schema
-from ..backend import resolve_backend
+from ..backend import cpu_threads, resolve_backend
 from ..cluster import map_pieces
 from ..config import FeatureConfig, as_dict
 from ..heap import release_free_heap
@@ -96,20 +96,10 @@ class _Context:
     threads: int  # CPU threads of this process (``feature_threads``)
 
 
-#: ``features.threads: 0`` uses the cores, at most this many (each thread holds its row chunk's
-#: temporaries, ~10 arrays of 256 x T)
-AUTO_THREADS_MAX = 8
-
-
 def feature_threads(config: FeatureConfig, *, piece: bool = False) -> int:
-    """CPU threads of the feature stage: ``config.threads``, or for 0 the cores this process
-    may use (at most :data:`AUTO_THREADS_MAX`), or 1 in a Dask piece (the cluster's workers
-    already spread the pieces over the cores)."""
-    from ..backend import cpu_cores
-
-    if config.threads > 0:
-        return int(config.threads)
-    return 1 if piece else min(cpu_cores(), AUTO_THREADS_MAX)
+    """CPU threads of the feature stage (``backend.cpu_threads`` of ``config.threads``: for 0
+    the cores this process may use, at most 8, or 1 in a Dask piece)."""
+    return cpu_threads(config.threads, piece=piece)
 
 
 def _load_context(
