@@ -609,7 +609,8 @@ def _row(name: str, part: dict, report: dict) -> dict:
         top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:3]
         sketch = r.get("similarity_sketch")
         row["notes"] = (
-            f"ran on {r['device']}; feature 35 {r.get('similarity_method', 'exact')}"
+            f"ran on {r['device']} with {r.get('threads', '?')} CPU threads for the host work; "
+            f"feature 35 {r.get('similarity_method', 'exact')}"
             + (f" ({100 * sketch['exact_work']:.0f} % of the exact products)" if sketch else "")
             + "; slowest: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in top)
