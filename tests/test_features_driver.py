@@ -244,6 +244,14 @@ def test_cli(synthetic_store, capsys):
     assert main(["features", str(synthetic_store), "--device", "cpu", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "features/matrix 60 x 83" in out and "actsort76-v1" in out
+    args = ["features", str(synthetic_store), "--device", "cpu", "--no-progress", "--threads"]
+    assert main([*args, "3"]) == 0
+    assert "on cpu, 3 CPU threads in" in capsys.readouterr().out
+    assert SortStore.open(synthetic_store, "r").attrs["stages"]["features"]["threads"] == 3
+    assert main([*args, "-2"]) != 0
+    assert "features.threads: expected 0 (one per core) or a positive integer, got -2" in (
+        capsys.readouterr().err
+    )
 
 
 def test_real_data_neurofinder(shared_data, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ._common import add_config_argument, add_device_argument, add_progress_argument
 
@@ -35,6 +36,14 @@ def register(subparsers) -> None:
         default=None,
         help="start a local Dask cluster with N worker processes",
     )
+    p.add_argument(
+        "--threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="CPU threads for the host work (default features.threads: 0 = one per core "
+        "this process may use, at most 8); each thread holds about 120 MB",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from ..store import SortStore
 
     cfg = load_config(args.config).features
+    if args.threads is not None:
+        cfg = dataclasses.replace(cfg, threads=args.threads)  # checked with the rest of cfg
     matrix = compute_features(
         args.store,
         cfg,
@@ -57,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     store = SortStore.open(args.store)
     attrs = store.array(schema.FEATURE_MATRIX).attrs
     stage = store.attrs["stages"]["features"]
+    threads = f", {stage['threads']} CPU threads" if stage.get("threads") else ""
     print(
         f"{args.store}: {schema.FEATURE_MATRIX} {matrix.shape[0]} x {matrix.shape[1]} "
-        f"({attrs['version']}) on {stage['device']} in {stage['seconds']:.1f} s"
+        f"({attrs['version']}) on {stage['device']}{threads} in {stage['seconds']:.1f} s"
     )
     report = attrs.get("nan_report") or {}
     if report:
