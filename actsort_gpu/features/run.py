@@ -159,7 +159,6 @@ def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings)
     from .temporal import temporal_columns
 
     store, xp = ctx.store, ctx.xp
-    threads = ctx.threads
     spatial_fn, _ = _families()
     raw = np.empty((rows.stop - rows.start, len(ctx.names)), dtype=np.float64)
     filled = np.zeros(len(ctx.names), dtype=bool)
@@ -174,7 +173,9 @@ def _block_features(ctx: _Context, rows: slice, similarity: np.ndarray, timings)
 
     t0 = time.perf_counter()
     place(
-        temporal_columns(traces_x, xp=xp, similarity=similarity, timings=timings, threads=threads)
+        temporal_columns(
+            traces_x, xp=xp, similarity=similarity, timings=timings, threads=ctx.threads
+        )
     )
     release_free_heap()  # what the chunk threads freed stays in their arenas otherwise
     timings["temporal_wall"] += time.perf_counter() - t0  # temporal + peaks, all threads

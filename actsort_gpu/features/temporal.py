@@ -802,8 +802,6 @@ def map_row_chunks(fn, x, *, xp=np, row_chunk: int = ROW_CHUNK, threads: int = 1
     step = chunk_rows(row_chunk, x.shape[1] if x.ndim > 1 else 1) if xp is np else max(n, 1)
     chunks = [x[a : a + step] for a in range(0, n, step)]
     if threads > 1 and len(chunks) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(max_workers=int(threads)) as pool:
             return list(pool.map(fn, chunks))
     return [fn(chunk) for chunk in chunks]

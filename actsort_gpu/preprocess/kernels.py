@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..backend import cpu_cores
+from ..backend import cpu_threads
 from . import compiled
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class ProjectionAccumulator:
         self.s2 = xp.zeros((height, width), dtype=xp.float64)
         # full-frame product sums: P[k][i, j] = sum x[i, j] * x[(i, j) + shift k], 0 where none
         self._P = [xp.zeros((height, width), dtype=xp.float64) for _ in _SHIFTS]
-        self.threads = max(1, int(threads if threads is not None else min(cpu_cores(), 8)))
+        self.threads = cpu_threads(0) if threads is None else max(1, int(threads))
         self._pool = None
 
     @property
