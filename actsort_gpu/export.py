@@ -13,10 +13,11 @@ was marked unsure (key U; its human_label is 0: it is no label, and its final_la
 model's decision), else 0; probability : P(cell) of the
 classifier trained on all human labels (NaN while a class has no label), or of the applied
 classifier (``export_predictions``, after ``actsort apply``); decision : +1 / -1 at the
-threshold; final_label : the human label where given, else the decision
-(``labels.final_labels``); annotator / label_time : of the latest human label ('' if none);
-disagreement : labels that replaced another annotator's different label, "ana +1 -> bob -1"
-('' if none; ``labels.disagreement_column``).
+threshold, 0 while the classifier is untrained; final_label : the human label where given, else
+the decision (``labels.final_labels``): 0 (none) for a candidate without a human label while the
+classifier is untrained, never a made-up "not a cell"; annotator / label_time : of the latest
+human label ('' if none); disagreement : labels that replaced another annotator's different
+label, "ana +1 -> bob -1" ('' if none; ``labels.disagreement_column``).
 
 Formats are the rows of :data:`EXPORTERS` (the CLI's choices, :data:`EXPORT_FORMATS` and
 :data:`TABLE_FORMATS` come from it). Used by the page's export buttons (with the running
@@ -86,9 +87,11 @@ def _read_only_learner(store_path: Path, config=None, pretrained=None):
 
 
 def _table(store, human, proba, decision, sources, unsure=None) -> dict:
-    """The export table's columns from (n,) human labels, P(cell) (or None), decisions,
-    (annotator, time) per candidate and the (n,) unsure mask (None: none)."""
+    """The export table's columns from (n,) human labels, P(cell) (or None: untrained; the
+    decisions are then ignored: no decision, and no final label without a human one),
+    decisions, (annotator, time) per candidate and the (n,) unsure mask (None: none)."""
     n = len(human)
+    decision = np.zeros(n, np.int8) if proba is None else np.asarray(decision, np.int8)
     src = store.read(schema.SOURCE_INDEX) if store.has(schema.SOURCE_INDEX) else np.arange(n)
     info = [sources[i] or ("", "") for i in range(n)]
     return {
@@ -99,8 +102,8 @@ def _table(store, human, proba, decision, sources, unsure=None) -> dict:
         "probability": (
             np.full(n, np.nan, np.float32) if proba is None else np.asarray(proba, np.float32)
         ),
-        "decision": np.asarray(decision, np.int8),
-        "final_label": final_labels(human, decision),
+        "decision": decision,
+        "final_label": final_labels(human, None if proba is None else decision),
         "annotator": [a for a, _ in info],
         "label_time": [t for _, t in info],
         # labels that replaced another annotator's different label ("ana +1 -> bob -1")
@@ -184,9 +187,10 @@ def _write_parquet(table: dict, out: Path) -> Path:
 
 def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
     """Write ``iscell.npy`` (n_rois, 2): column 0 = final label (1 cell / 0 not), column 1 =
-    P(cell) (1 / 0 for human labels, 0.5 where the classifier is untrained), rows in Suite2p ROI
-    order (``source_index``). The original file is kept once as ``iscell.actsort-backup.npy``
-    (never overwritten by later exports)."""
+    P(cell) (1 / 0 for human labels), rows in Suite2p ROI order (``source_index``). A
+    candidate without a final label (no human label while the classifier is untrained) keeps
+    the row the file had (Suite2p's own classification; 0 and 0.5 in a new file). The original
+    file is kept once as ``iscell.actsort-backup.npy`` (never overwritten by later exports)."""
     suite2p_dir = Path(suite2p_dir)
     target = suite2p_dir / "iscell.npy"
     src = np.asarray(table["source_index"], np.int64)
@@ -197,14 +201,17 @@ def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
         backup = suite2p_dir / "iscell.actsort-backup.npy"
         if not backup.exists():
             shutil.copy2(target, backup)
+            log.info("%s: the original kept as %s", target, backup.name)
         iscell = np.array(original, dtype=np.float64, copy=True).reshape(n_rois, -1)[:, :2]
     else:
         iscell = np.zeros((n_rois, 2), np.float64)
+        iscell[:, 1] = 0.5
     human = np.asarray(table["human_label"])
-    proba = np.asarray(table["probability"], np.float64)
-    prob = np.where(human > 0, 1.0, np.where(human < 0, 0.0, np.nan_to_num(proba, nan=0.5)))
-    iscell[src, 0] = (np.asarray(table["final_label"]) > 0).astype(np.float64)
-    iscell[src, 1] = prob
+    final = np.asarray(table["final_label"])
+    known = final != 0  # the others keep the file's row
+    prob = np.where(human > 0, 1.0, np.where(human < 0, 0.0, table["probability"]))
+    iscell[src[known], 0] = (final[known] > 0).astype(np.float64)
+    iscell[src[known], 1] = prob[known]
     suite2p_dir.mkdir(parents=True, exist_ok=True)
     tmp = suite2p_dir / "iscell.actsort-tmp.npy"
     np.save(tmp, iscell)
@@ -287,13 +294,13 @@ def write_actsort_labels(table: dict, out: Path) -> Path:
     (``scipy.io.savemat``), which every MATLAB ``load`` reads."""
     from scipy.io import savemat
 
-    trained = not np.isnan(np.asarray(table["probability"], np.float64)).all()
     col = lambda name: _by_source(table, name, 0, np.float64)[:, None]  # noqa: E731
-    # before training ActSort has labels_ml = 0, so labels_overall = labels_ex there
+    # before training the table's decisions are 0 (as ActSort's labels_ml) and its final
+    # labels the human ones (labels_overall = labels_ex there)
     labels = {
         "labels_ex": col("human_label"),
-        "labels_ml": col("decision") if trained else np.zeros_like(col("decision")),
-        "labels_overall": col("final_label") if trained else col("human_label"),
+        "labels_ml": col("decision"),
+        "labels_overall": col("final_label"),
         "unsure": col("unsure"),
     }
     out = Path(out)

@@ -307,3 +307,26 @@ def test_actsort_labels_mat_before_training(tmp_path):
     labels = loadmat(export_labels(path, "actsort-mat"))["labels"][0, 0]
     assert not labels["labels_ml"].any() and labels["labels_overall"][0, 0] == 1
     assert (labels["labels_overall"][1:] == 0).all()
+
+
+def test_exports_before_training_make_no_label_up(tmp_path):
+    """With one class labelled (no classifier yet) a candidate without a human label has no
+    final label: 0 in the table, Suite2p's own row kept in iscell.npy, in neither of CaImAn's
+    lists; the human labels are written."""
+    path = make_test_store(tmp_path, n=12)
+    _label(path, [(0, 1), (3, 1)])
+    t = label_table(path)
+    assert np.isnan(t["probability"]).all() and not t["decision"].any()
+    assert t["final_label"].tolist() == [1, 0, 0, 1] + [0] * 8
+    folder = tmp_path / "suite2p"
+    folder.mkdir()
+    original = np.column_stack([np.arange(12) % 2, np.linspace(0.1, 0.9, 12)])
+    np.save(folder / "iscell.npy", original)
+    new = np.load(export_labels(path, "suite2p", folder))
+    src = np.asarray(t["source_index"])
+    expected = original.copy()
+    expected[src[[0, 3]]] = [1.0, 1.0]
+    np.testing.assert_array_equal(new, expected)
+    idx = np.load(export_labels(path, "caiman", tmp_path / "idx.npz"))
+    assert sorted(idx["idx_components"].tolist()) == sorted(src[[0, 3]].tolist())
+    assert idx["idx_components_bad"].size == 0

@@ -419,7 +419,9 @@ class Learner:
 
     def final(self, dataset: int | None = None) -> np.ndarray:
         """(N,) int8: human labels where given, the classifier's decisions elsewhere (what
-        the exports call ``final_label``)."""
+        the exports call ``final_label``); before training -1 (not a cell) wherever there is
+        no human label, as ActSort's evaluation counts them (the exports write 0 there: no
+        final label)."""
         _, decision = self.model(dataset)
         return final_labels(self.human(dataset), decision)
 
