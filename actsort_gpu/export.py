@@ -196,13 +196,11 @@ def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
     src = np.asarray(table["source_index"], np.int64)
     n_rois = int(src.max()) + 1 if len(src) else 0
     if target.exists():
-        original = np.load(target, allow_pickle=False)
-        n_rois = max(n_rois, original.shape[0])
+        iscell = _read_iscell(target, n_rois)
         backup = suite2p_dir / "iscell.actsort-backup.npy"
         if not backup.exists():
             shutil.copy2(target, backup)
             log.info("%s: the original kept as %s", target, backup.name)
-        iscell = np.array(original, dtype=np.float64, copy=True).reshape(n_rois, -1)[:, :2]
     else:
         iscell = np.zeros((n_rois, 2), np.float64)
         iscell[:, 1] = 0.5
@@ -217,6 +215,29 @@ def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
     np.save(tmp, iscell)
     tmp.replace(target)
     return target
+
+
+def _read_iscell(path: Path, n_needed: int) -> np.ndarray:
+    """Suite2p's ``iscell.npy`` at ``path`` as (n_rois, 2) float64, checked before anything is
+    written: a file NumPy cannot read, another shape, or fewer ROIs than the store's
+    candidates come from (``n_needed``: another extraction's folder) raises ValueError."""
+    try:
+        iscell = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(
+            f"{path}: not a readable iscell.npy ({exc}); move it away or export elsewhere"
+        ) from None
+    if iscell.ndim != 2 or iscell.shape[1] < 2 or iscell.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{path}: a {iscell.dtype} array of shape {iscell.shape}; Suite2p's iscell.npy is "
+            "(n_rois, 2) numbers"
+        )
+    if iscell.shape[0] < n_needed:
+        raise ValueError(
+            f"{path}: {iscell.shape[0]} ROIs, but this store's candidates come from "
+            f"{n_needed} Suite2p ROIs: is it the folder the store was ingested from?"
+        )
+    return np.array(iscell[:, :2], dtype=np.float64)
 
 
 def _by_source(table: dict, column: str, fill=0, dtype=np.int8, n: int | None = None):

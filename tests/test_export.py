@@ -330,3 +330,29 @@ def test_exports_before_training_make_no_label_up(tmp_path):
     idx = np.load(export_labels(path, "caiman", tmp_path / "idx.npz"))
     assert sorted(idx["idx_components"].tolist()) == sorted(src[[0, 3]].tolist())
     assert idx["idx_components_bad"].size == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (np.zeros((10, 2)), "10 ROIs, but this store's candidates come from 30"),
+        (b"not a numpy file", "not a readable iscell.npy"),
+        (np.zeros(30), r"shape \(30,\); Suite2p's iscell.npy is \(n_rois, 2\)"),
+    ],
+)
+def test_suite2p_export_refuses_another_folders_iscell(store, tmp_path, content, message):
+    """An iscell.npy that cannot be this extraction's (too few ROIs, unreadable, another shape)
+    stops the export with its name, before the backup or the file is touched."""
+    path, _ = store
+    folder = tmp_path / "other"
+    folder.mkdir()
+    target = folder / "iscell.npy"
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        np.save(target, content)
+    before = target.read_bytes()
+    with pytest.raises(ValueError, match=message):
+        export_labels(path, "suite2p", folder)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["iscell.npy"]
