@@ -264,7 +264,9 @@ def _write_nwb(table: dict, out: Path, store_path: Path) -> Path:
     ``actsort_probability``, ``actsort_final_label`` and the community's ``Accepted`` /
     ``Rejected`` (0 / 1 from the final label; both 0 where there is none: an unsure or
     unlabelled candidate before the classifier is trained). An ``Accepted`` / ``Rejected``
-    column the file already has is kept (a warning says so)."""
+    column the file already had is kept (a warning says so). Exporting again (more labels)
+    overwrites the values of the columns an earlier export added, in place; a table with
+    fewer rows than the store's candidates come from raises ValueError before any change."""
     try:
         from pynwb import NWBHDF5IO
     except ImportError as exc:
@@ -273,35 +275,53 @@ def _write_nwb(table: dict, out: Path, store_path: Path) -> Path:
     if not out.is_file():
         raise FileNotFoundError(f"{out}: NWB file not found (pass the extraction's .nwb file)")
     backup = out.with_name(out.stem + ".actsort-backup.nwb")
+    with NWBHDF5IO(str(out), "r") as io:
+        _nwb_plane(io.read(), out, table)  # checked before the backup or any change
     if not backup.exists():
         shutil.copy2(out, backup)
     with NWBHDF5IO(str(out), "a") as io:
         nwb = io.read()
-        planes = [obj for obj in nwb.objects.values() if type(obj).__name__ == "PlaneSegmentation"]
-        if not planes:
-            raise ValueError(f"{out}: no PlaneSegmentation table to add the labels to")
-        plane = planes[0]
+        plane = _nwb_plane(nwb, out, table)
         n = len(plane.id)
         final = _by_source(table, "final_label", n=n)
         cols = {
             "actsort_human_label": _by_source(table, "human_label", n=n),
             "actsort_probability": _by_source(table, "probability", np.nan, np.float32, n),
             "actsort_final_label": final,
+            "Accepted": (final > 0).astype(np.uint8),
+            "Rejected": (final < 0).astype(np.uint8),
         }
-        for name in cols:
-            if name in plane.colnames:
-                raise ValueError(f"{out}: column {name} exists already; export to a fresh copy")
-        descriptions = {name: f"{name} from {store_path}" for name in cols}
-        for name, values in (("Accepted", final > 0), ("Rejected", final < 0)):
-            if name in plane.colnames:
-                log.warning("%s: kept its own %s column (actsort_final_label has ours)", out, name)
-                continue
-            cols[name] = values.astype(np.uint8)
-            descriptions[name] = f"{NWB_CURATION[name]}; from {store_path}"
+        added = {}
         for name, values in cols.items():
-            plane.add_column(name=name, description=descriptions[name], data=values)
-        io.write(nwb)
+            ours = not name.startswith("actsort_") and NWB_CURATION[name]
+            if name not in plane.colnames:
+                description = f"{ours}; from {store_path}" if ours else f"{name} from {store_path}"
+                added[name] = (description, values)
+            elif ours and not str(plane[name].description).startswith(ours):
+                log.warning("%s: kept its own %s column (actsort_final_label has ours)", out, name)
+            else:  # an earlier export's column: new values, same rows and type
+                plane[name].data[:] = values
+        for name, (description, values) in added.items():
+            plane.add_column(name=name, description=description, data=values)
+        if added:
+            io.write(nwb)
     return out
+
+
+def _nwb_plane(nwb, path: Path, table: dict):
+    """The NWB file's first PlaneSegmentation; ValueError naming ``path`` when there is none
+    or when it has fewer rows than the table's candidates come from."""
+    planes = [obj for obj in nwb.objects.values() if type(obj).__name__ == "PlaneSegmentation"]
+    if not planes:
+        raise ValueError(f"{path}: no PlaneSegmentation table to add the labels to")
+    src = np.asarray(table["source_index"], np.int64)
+    needed = int(src.max()) + 1 if len(src) else 0
+    if len(planes[0].id) < needed:
+        raise ValueError(
+            f"{path}: its PlaneSegmentation has {len(planes[0].id)} ROIs, but this store's "
+            f"candidates come from {needed}: is it the file the store was ingested from?"
+        )
+    return planes[0]
 
 
 def write_actsort_labels(table: dict, out: Path) -> Path:

@@ -196,11 +196,46 @@ def test_nwb_export_writes_columns(tmp_path):
     t = label_table(store_path)
     assert np.array_equal(final[src], t["final_label"])
     assert np.allclose(proba[src], t["probability"]) and np.all((proba >= 0) & (proba <= 1))
-    with pytest.raises(ValueError, match="exists already"):
-        export_labels(store_path, "nwb")
+    # more labels, exported again: the same columns get the new values
+    _label(store_path, [(2, -1), (0, -1)])
+    export_labels(store_path, "nwb")
+    t = label_table(store_path)
+    with pynwb.NWBHDF5IO(str(nwb_path), "r") as io:
+        plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        assert plane.colnames.count("actsort_human_label") == 1
+        human = np.asarray(plane["actsort_human_label"].data[:])
+        final = np.asarray(plane["actsort_final_label"].data[:])
+        rejected = np.asarray(plane["Rejected"].data[:])
+    expected[src[[0, 2]]] = [-1, -1]
+    assert np.array_equal(human, expected) and np.array_equal(final[src], t["final_label"])
+    assert np.array_equal(rejected == 1, final < 0)
     with pynwb.NWBHDF5IO(str(tmp_path / "session.actsort-backup.nwb"), "r") as io:
         plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         assert "actsort_human_label" not in plane.colnames
+
+
+def test_nwb_export_refuses_a_smaller_table(tmp_path):
+    """An NWB file whose PlaneSegmentation has fewer ROIs than the store's candidates come
+    from is named and left as it was (no backup)."""
+    pytest.importorskip("pynwb")
+    from actsort_gpu.ingest import ingest_files
+    from actsort_gpu.store import SortStore
+
+    nwb_path, movie = _nwb_with_rois(tmp_path / "session.nwb")
+    store_path = tmp_path / "s.actsort"
+    ingest_files(movie, nwb_path, store_path)
+    SortStore.open(store_path, "r+").write_array(
+        "features/matrix",
+        np.random.default_rng(2).normal(0, 1, (6, 3)).astype(np.float32),
+        dims=["candidates", "features"],
+        attrs={"names": ["a", "b", "c"], "version": "test"},
+    )
+    other, _ = _nwb_with_rois(tmp_path / "other.nwb", n=4)
+    before = other.read_bytes()
+    with pytest.raises(ValueError, match="has 4 ROIs, but this store's candidates come from 6"):
+        export_labels(store_path, "nwb", other)
+    assert other.read_bytes() == before
+    assert not (tmp_path / "other.actsort-backup.nwb").exists()
 
 
 def test_export_learner_matches_page_inputs_with_embeddings(store, tmp_path):
@@ -356,3 +391,34 @@ def test_suite2p_export_refuses_another_folders_iscell(store, tmp_path, content,
         export_labels(path, "suite2p", folder)
     assert target.read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["iscell.npy"]
+
+
+def test_nwb_export_keeps_the_files_own_accepted_column(tmp_path, caplog):
+    """An Accepted column that another curation wrote is never overwritten, on the first
+    export nor on the next."""
+    pynwb = pytest.importorskip("pynwb")
+    from actsort_gpu.ingest import ingest_files
+    from actsort_gpu.store import SortStore
+
+    nwb_path, movie = _nwb_with_rois(tmp_path / "session.nwb")
+    with pynwb.NWBHDF5IO(str(nwb_path), "a") as io:
+        nwb = io.read()
+        plane = nwb.processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        plane.add_column("Accepted", "curated in another tool", data=np.ones(6, np.uint8))
+        io.write(nwb)
+    store_path = tmp_path / "s.actsort"
+    ingest_files(movie, nwb_path, store_path)
+    SortStore.open(store_path, "r+").write_array(
+        "features/matrix",
+        np.random.default_rng(2).normal(0, 1, (6, 3)).astype(np.float32),
+        dims=["candidates", "features"],
+        attrs={"names": ["a", "b", "c"], "version": "test"},
+    )
+    _label(store_path, [(0, -1), (1, 1)])
+    for _ in range(2):
+        export_labels(store_path, "nwb")
+    assert "kept its own Accepted column" in caplog.text
+    with pynwb.NWBHDF5IO(str(nwb_path), "r") as io:
+        plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        assert np.asarray(plane["Accepted"].data[:]).tolist() == [1] * 6
+        assert int(np.asarray(plane["Rejected"].data[:]).sum()) >= 1
