@@ -266,6 +266,18 @@ def test_simulator_reads_embeddings_and_outside_labels(tmp_path, capsys):
     assert res["results"]["default"]["inputs_in_use"] == [{"both": 2}]
     assert res["policies"]["default+feat+emb"]["input_set"] == "feat+emb"
     assert res["policies"]["default+feat"]["input_set"] == "feat"
+    assert "label_leaks" not in res  # the embeddings separate well, not perfectly
+    # labels that one feature column gives away are named (Suite2p's iscell as --labels)
+    features = rng.normal(size=(n, 6)).astype(np.float32)
+    features[:, 2] = truth == CELL
+    leak = _store(tmp_path / "leak.actsort", features)
+    args_leak = ["simulate", "--features", str(leak), "--labels", str(tmp_path / "gt.npy")]
+    out = tmp_path / "leak.json"
+    assert main([*args_leak, "--budgets", "20", "--repeats", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["label_leaks"] == {NAMES[2]: 1.0}
+    assert f"warning: feature {NAMES[2]} alone separates the labels (ROC AUC 1.000)" in (
+        capsys.readouterr().out
+    )
     np.save(tmp_path / "bad.npy", truth[:10])
     args[4] = str(tmp_path / "bad.npy")
     assert main([*args, "--json", str(tmp_path / "r2.json")]) != 0

@@ -31,7 +31,7 @@ import numpy as np
 from ..labels import class_rates
 from .engine import Engine, parse_policy, resolve_inputs_start
 from .linear import zscore_columns
-from .sources import load_labelled
+from .sources import load_labelled, majority_labels
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,31 @@ def auc_actsort(proba: np.ndarray, truth: np.ndarray) -> float:
     tpr = hits[:, pos].mean(1) if pos.any() else np.zeros(100)
     fpr = hits[:, neg].mean(1) if neg.any() else np.zeros(100)
     return float(np.trapezoid(tpr, fpr))
+
+
+#: a feature column whose ROC AUC against the labels is within this of 0 or 1 separates them
+LEAK_AUC_TOL = 0.005
+
+
+def label_leaks(features: np.ndarray, feature_names, labels: np.ndarray) -> dict[str, float]:
+    """{column name: ROC AUC} of the columns of ``features`` (N, F) that separate the labelled
+    candidates (``labels`` (N,) +1 / -1; 0 left out) all but perfectly (AUC within
+    :data:`LEAK_AUC_TOL` of 1 or 0). Labels derived from a feature (Suite2p's ``iscell`` given
+    as ``--labels`` to a store that keeps its ``suite2p_iscell`` column) make a simulation
+    measure that column, not the learner; {} when a class has no label."""
+    from sklearn.metrics import roc_auc_score
+
+    known = labels != 0
+    y = labels[known] > 0
+    if y.all() or not y.any():
+        return {}
+    x = np.nan_to_num(np.asarray(features, np.float64)[known])
+    leaks = {}
+    for name, column in zip(feature_names, x.T):
+        auc = float(roc_auc_score(y, column))
+        if min(auc, 1.0 - auc) <= LEAK_AUC_TOL:
+            leaks[name] = round(auc, 4)
+    return leaks
 
 
 def _majority(others: np.ndarray) -> np.ndarray:
@@ -387,6 +412,16 @@ def run_simulation(
         embeddings=data.embeddings,
         embeddings_supervised=data.embeddings_supervised,
     )
+    leaks = label_leaks(data.features, data.feature_names, majority_labels(data.annotations))
+    if leaks:
+        log.warning(
+            "%s: feature column(s) %s separate the labels all but perfectly (ROC AUC %s): were "
+            "the labels derived from them? The simulation then measures those columns",
+            features_path,
+            ", ".join(leaks),
+            ", ".join(f"{v:.3f}" for v in leaks.values()),
+        )
+        result["label_leaks"] = leaks
     _write(result, json_out, plot_out)
     return result
 

@@ -168,6 +168,11 @@ def _print(res: dict, budgets) -> None:
     if clf:
         head += f"; classifier {clf['id']} from " + ", ".join(s["name"] for s in clf["sources"])
     print(head)
+    for name, auc in res.get("label_leaks", {}).items():
+        print(
+            f"  warning: feature {name} alone separates the labels (ROC AUC {auc:.3f}): if the "
+            "labels came from it, these figures measure that column, not the learner"
+        )
     print(f"  BA at {budgets} % (all candidates | not yet labelled):")
     for name, r in res["results"].items():
         print(
