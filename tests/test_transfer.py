@@ -89,6 +89,11 @@ def test_train_from_two_stores_with_journals(tmp_path, capsys):
     assert main(["train", str(a), "--out", str(tmp_path / "notes.npz"), "--force"]) != 0
     assert "not an actsort-gpu classifier" in capsys.readouterr().err
     assert (tmp_path / "notes.npz").read_text() == "my notes"
+    # a store nobody labelled yet: said so, with what to do
+    x, _ = _animal(3)
+    fresh = _store(tmp_path / "fresh.actsort", x)
+    assert main(["train", str(fresh), "--out", str(tmp_path / "f.npz")]) != 0
+    assert "its journal holds no human label yet" in capsys.readouterr().err
 
 
 def test_train_from_benchmark_mat(shared_data, tmp_path, capsys):

@@ -317,7 +317,13 @@ def train_classifier(
         y = src.labels(labels)
         keep = y != 0
         if not keep.any():
-            raise ValueError(f"{src.path}: no labelled candidate ({labels} labels)")
+            hint = (
+                ": its journal holds no human label yet (label with `actsort sort`; a synthetic "
+                "store's truth: --labels truth)"
+                if Path(src.path).is_dir() and not src.annotations.any()
+                else f" ({labels} labels)"
+            )
+            raise ValueError(f"{src.path}: no labelled candidate{hint}")
         xs.append(zscore_columns(src.features)[keep])
         ys.append(y[keep].astype(np.int8))
         counts.append({"name": src.name, "path": str(src.path), **_class_counts(y)})
