@@ -1039,6 +1039,43 @@ def case_journal_garbage_middle(ctx: Ctx) -> Outcome:
     )
 
 
+# ---------------------------------------------------------------------------- export
+def case_export_suite2p_before_training(ctx: Ctx) -> Outcome:
+    """No label yet, so no final label: Suite2p's own classification must come back as it was
+    (it was overwritten with 'not a cell' for every ROI)."""
+    ctx.built_store()
+    target = ctx.plane / "iscell.npy"
+    before = np.load(target)
+    r = ctx.cli("export", ctx.store, "--format", "suite2p")
+    after = np.load(target)
+    same = after.shape == before.shape and np.array_equal(after, before)
+    return accepted(
+        ctx,
+        "export --format suite2p before any label",
+        r,
+        "iscell.npy: Suite2p's rows kept",
+        ok=same,
+        lost=not same,
+    )
+
+
+def case_export_suite2p_other_folder(ctx: Ctx) -> Outcome:
+    ctx.built_store()
+    other = ctx.root / "plane1"
+    other.mkdir()
+    np.save(other / "iscell.npy", np.ones((3, 2), np.float32))
+    before = _digest(other)
+    r = ctx.cli("export", ctx.store, "--format", "suite2p", "--out", other)
+    return refused(
+        ctx,
+        "export --format suite2p --out another extraction's folder (3 ROIs)",
+        r,
+        names="iscell.npy",
+        before=ctx.inputs_digest(),
+        extra_lost=_digest(other) != before,
+    )
+
+
 def case_ui_state_malformed(ctx: Ctx) -> Outcome:
     from actsort_gpu.ui import open_workspace
     from actsort_gpu.ui.handlers import on_load
@@ -1267,6 +1304,8 @@ CASES = [
     Case("journal_candidate_text", case_journal_candidate_text),
     Case("journal_candidate_range", case_journal_candidate_range, fast=False),
     Case("journal_garbage", case_journal_garbage_middle),
+    Case("export_untrained", case_export_suite2p_before_training),
+    Case("export_other_folder", case_export_suite2p_other_folder),
     Case("ui_state_malformed", case_ui_state_malformed, fast=False),
     Case("append_fails", case_append_fails, fast=False),
     Case("ui_state_write_fails", case_ui_state_write_fails, fast=False),
