@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -211,9 +213,17 @@ def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
     iscell[src[known], 0] = (final[known] > 0).astype(np.float64)
     iscell[src[known], 1] = prob[known]
     suite2p_dir.mkdir(parents=True, exist_ok=True)
-    tmp = suite2p_dir / "iscell.actsort-tmp.npy"
-    np.save(tmp, iscell)
-    tmp.replace(target)
+    # a name of its own per process (two exports at once never share a half-written file),
+    # on disk before it replaces Suite2p's file
+    tmp = suite2p_dir / f"iscell.actsort-{os.getpid()}-{threading.get_ident()}.tmp.npy"
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, iscell)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
