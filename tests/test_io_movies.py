@@ -35,6 +35,13 @@ def _check(m, movie, fmt):
     np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), movie)
     reused = [c.copy() for _, c in m.iter_chunks(5, reuse_buffer=True)]
     np.testing.assert_array_equal(np.concatenate(reused), movie)
+    # one frame alone (tifffile hands (H, W) back for one page): still (1, H, W), also as the
+    # last chunk of a pass, in a reused buffer
+    np.testing.assert_array_equal(m.read(T - 1, T), movie[T - 1 : T])
+    for reuse in (False, True):
+        last = [c.copy() for _, c in m.iter_chunks(T - 1, reuse_buffer=reuse)]
+        assert [c.shape for c in last] == [(T - 1, H, W), (1, H, W)]
+        np.testing.assert_array_equal(np.concatenate(last), movie)
     with pytest.raises(IndexError):
         m.read(0, T + 1)
 

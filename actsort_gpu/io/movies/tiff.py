@@ -151,7 +151,9 @@ class TiffMovie(Movie):
         """Frames [start, stop) decoded by tifffile straight into ``out`` (C-contiguous),
         pages on tifffile's threads (half the cores: the codecs release the GIL)."""
         try:
-            self._tif.asarray(key=range(start, stop), series=0, out=out)
+            # tifffile sets the shape of the array it fills to what was read, (H, W) for one
+            # frame, on the very object it is handed: a view of ``out`` keeps ``out`` 3-D
+            self._tif.asarray(key=range(start, stop), series=0, out=out.view())
         except _TIFF_READ_ERRORS as exc:
             raise OSError(
                 f"{self.path}: cannot read frame {self._first_bad_frame(start, stop)} (of "
