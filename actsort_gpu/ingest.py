@@ -218,6 +218,7 @@ def ingest(
                 "fs_hz": fs_hz,
                 "temporal_downsample": dt,
                 "fingerprint": file_fingerprint(movie.path) if movie.path.exists() else None,
+                "signature": movie.pixel_signature(),
             },
             extraction={
                 "path": where,

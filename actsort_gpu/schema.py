@@ -406,7 +406,8 @@ ROOT_ATTRS: dict[str, str] = {
     "`package_version`, `created`": "writer's version, ISO UTC time",
     "`n_candidates`, `n_frames`, `height`, `width`": "N, T (trace frames), H, W",
     "`movie`": "`{path, format, dataset, n_frames (movie frames), dtype, fs_hz, "
-    "temporal_downsample, axis_order, fingerprint}`",
+    "temporal_downsample, axis_order, fingerprint, signature}` (`signature`: "
+    "`{frames, sha256}` of a few frames' values, checked by the movie pass)",
     "`extraction`": "`{path, format, fingerprint (size, mtime, sha256)}`",
     "`stages`": "per stage: `{status: complete|incomplete, started, finished, seconds, params, "
     "...}`; the computing stages (preprocess, features, embed, apply) record where they ran in "

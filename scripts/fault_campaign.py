@@ -737,28 +737,43 @@ def case_kill_preprocess_resume(ctx: Ctx) -> Outcome:
 
 
 def case_kill_preprocess_movie_edited(ctx: Ctx) -> Outcome:
+    """The movie is edited in place between a kill and the resume: the pass must refuse it
+    (the store's traces came from the old frames) naming the file, keep its checkpoint, and
+    resume once the original is back, equal to an uninterrupted run."""
     from actsort_gpu.ingest import ingest_files
     from actsort_gpu.preprocess import preprocess
 
     with _quiet_logs():
         ingest_files(ctx.movie, ctx.plane, ctx.store)
     code = _kill_preprocess(ctx)
+    original, stat = ctx.movie.read_bytes(), ctx.movie.stat()
     movie = np.load(ctx.movie)
     np.save(ctx.movie, (movie[::-1] + 7).astype(movie.dtype))  # same shape, new content
+    try:
+        with _quiet_logs():
+            preprocess(ctx.store, device="cpu")
+        refusal = ""
+    except ValueError as exc:
+        refusal = str(exc)
+    ctx.movie.write_bytes(original)  # put back as `cp -p` would (the checkpoint checks mtime)
+    os.utime(ctx.movie, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     ref = ctx.root / "ref.actsort"
     with _quiet_logs():
         ingest_files(ctx.movie, ctx.plane, ref)
         preprocess(ref, device="cpu")
         summary = preprocess(ctx.store, device="cpu")
     same = _same_arrays(ctx.store, ref)
-    msg = f"resumed from frame {summary['resumed_from']} (movie changed: restarted); " + (
-        "arrays equal a run on the new movie" if same else "arrays MIX old and new movie"
+    refused_ok = "movie.npy" in refusal and "differ" in refusal
+    msg = (
+        ("edited movie refused" if refused_ok else "edited movie NOT refused")
+        + f"; original back: resumed from frame {summary['resumed_from']}, "
+        + ("arrays equal an uninterrupted run" if same else "arrays DIFFER")
     )
     return Outcome(
         "kill -9 during preprocess, movie edited in place, resume",
         str(code),
         msg,
-        code == -9 and summary["resumed_from"] == 0,
+        code == -9 and refused_ok and summary["resumed_from"] > 0,
         not same,
     )
 

@@ -300,6 +300,23 @@ def test_errors(scene, tmp_path):
         preprocess(tmp_path / "g.actsort", device="cpu")
 
 
+def test_the_pass_refuses_another_recording_of_the_same_shape(scene, tmp_path):
+    """Ingest records a digest of a few frames' values; --movie with another recording of the
+    same shape is refused naming it, the same frames in another format and dtype are not."""
+    d, movie, cands = scene
+    store = _store(d, cands, "sig.actsort")
+    signature = SortStore.open(store.path).attrs["movie"]["signature"]
+    assert signature["frames"][0] == 0 and signature["frames"][-1] == len(movie) - 1
+    other = movie.copy()
+    other[signature["frames"][3]] += 1  # one sampled frame, one count brighter
+    tifffile.imwrite(tmp_path / "other.tif", other)
+    with pytest.raises(ValueError, match="other.tif: frames .* differ"):
+        preprocess(store.path, device="cpu", movie_path=tmp_path / "other.tif")
+    np.save(tmp_path / "same.npy", movie.astype(np.float32))
+    preprocess(store.path, device="cpu", movie_path=tmp_path / "same.npy")
+    assert SortStore.open(store.path).stage_status("preprocess") == "complete"
+
+
 def replace_traces(cands, t):
     return Candidates(
         cands.footprints,

@@ -77,6 +77,15 @@ def _open_movie(path: Path, store: SortStore):
             f"ingested from a movie of shape {expected} (frames, height, width); the file "
             f"changed or is another recording"
         )
+    recorded = movie_attrs.get("signature")  # stores ingested before 2026-12-07 have none
+    if recorded and movie.pixel_signature(recorded["frames"]) != recorded:
+        movie.close()
+        raise ValueError(
+            f"{path}: frames {recorded['frames']} differ from those of the movie the store "
+            f"{store.path} was ingested from ({movie_attrs.get('path')}): another recording of "
+            "the same shape, or the file was edited since; pass the movie it was ingested from "
+            "(if it was replaced on purpose, ingest again with an extraction made from it)"
+        )
     return movie
 
 

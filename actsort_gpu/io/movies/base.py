@@ -3,6 +3,7 @@ may place for direct I/O; and :class:`ArrayMovie`, a movie held in an array."""
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,10 @@ import numpy as np
 
 from ..direct import PLACEMENT_SLACK, placed_frames
 
-__all__ = ["Movie", "ArrayMovie"]
+__all__ = ["Movie", "ArrayMovie", "SIGNATURE_FRAMES"]
+
+#: frames whose values make a movie's :meth:`Movie.pixel_signature`
+SIGNATURE_FRAMES = 8
 
 
 class Movie(ABC):
@@ -152,6 +156,21 @@ class Movie(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+    def pixel_signature(self, frames=None, n_samples: int = SIGNATURE_FRAMES) -> dict:
+        """``{"frames": [...], "sha256": hex}``: a digest of the values of a few frames
+        (``frames``, default ``n_samples`` spread from the first to the last), taken as float64
+        so that the same recording in another file format or dtype gives the same digest.
+        Recorded at ingest; the movie pass compares it (another recording of the same shape,
+        or an edited file, is refused). Reads only those frames."""
+        if frames is None:
+            frames = np.unique(np.linspace(0, self.n_frames - 1, n_samples).round().astype(int))
+        frames = [int(f) for f in frames]
+        digest = hashlib.sha256()
+        for f in frames:
+            values = np.ascontiguousarray(self.read(f, f + 1), dtype="<f8")
+            digest.update(values.tobytes())
+        return {"frames": frames, "sha256": digest.hexdigest()}
 
     def describe(self) -> dict:
         """JSON-ready facts about the movie for store provenance."""
