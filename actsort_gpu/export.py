@@ -382,7 +382,8 @@ def _suite2p_default(store_path: Path, store) -> Path:
     if ext.get("format") != "suite2p":
         raise ValueError(
             f"{store_path}: the extraction was {ext.get('format')!r}, not "
-            "Suite2p; pass --out FOLDER to write an iscell.npy anyway"
+            "Suite2p; to write an iscell.npy anyway, name a Suite2p plane folder "
+            "(`actsort export --format suite2p --out FOLDER`)"
         )
     out = Path(ext["path"])
     return out if out.is_dir() else out.parent
