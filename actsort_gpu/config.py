@@ -165,7 +165,15 @@ def load_config(path: str | Path | None = None, **overrides: dict) -> Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: config file not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not a text (YAML) file: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
         layers.append((str(path), data))

@@ -48,3 +48,18 @@ def test_missing_file(tmp_path):
 
 def test_overrides_argument():
     assert load_config(active={"seed": 5}).active.seed == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"features: [1, 2\n", r"broken\.yaml: not valid YAML at line 2, column 1: expected ','"),
+        (b"a: b: c\n", r"broken\.yaml: not valid YAML at line 1, column 5: mapping values"),
+        (b"\x7fELF\x02\x01\x01\x00\xd0\xff", r"broken\.yaml: not a text \(YAML\) file"),
+    ],
+)
+def test_a_broken_file_is_named_with_where_it_breaks(tmp_path, content, message):
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
