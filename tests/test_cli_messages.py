@@ -127,3 +127,26 @@ def test_local_dask_cluster_is_quiet():
 def test_demo_folder_is_ignored_by_git():
     lines = (REPO / ".gitignore").read_text().splitlines()
     assert "actsort-demo/" in lines
+
+
+def test_sort_names_a_port_or_host_it_cannot_serve_on(tmp_path, capsys):
+    """A port out of range, a taken port, a host name nobody knows and an address of another
+    computer each end in one line saying which (Gradio says 'Cannot find empty port' for all)."""
+    path = make_test_store(tmp_path, n=12)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        cases = [
+            (["--port", "99999"], "--port 99999: a port is a number from 1 to 65535"),
+            (["--port", str(busy)], f"port {busy} on 127.0.0.1 is taken"),
+            (["--host", "no-such-host.invalid", "--auth", "a:b"], "--host no-such-host.invalid"),
+            (
+                ["--host", "192.0.2.1", "--auth", "a:b"],
+                "192.0.2.1: not an address of this computer",
+            ),
+        ]
+        for args, message in cases:
+            assert main(["sort", str(path), *args, "--device", "cpu"]) == 1
+            err = capsys.readouterr().err
+            assert message in err and "Traceback" not in err, err

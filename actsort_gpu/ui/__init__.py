@@ -57,23 +57,28 @@ def serve(
     ``prevent_thread_lock``, else blocks until the server stops. ``inbrowser`` opens the page
     in the default web browser once the server is up (``actsort demo``)."""
     from ..config import load_config
-    from .layout import build_app, launch
+    from .layout import build_app, check_address, launch
 
     config = config or load_config()
     ui = config.ui
     ui = replace(ui, host=host or ui.host, port=int(port or ui.port))
     if ui.host not in ("127.0.0.1", "localhost", "::1") and not auth:
         log.warning("serving on %s without --auth: anyone on the network can label", ui.host)
+    check_address(ui.host, ui.port)  # before the stores are opened and their journals locked
     ws = open_workspace(
         stores, classifier=classifier, annotator=annotator, config=config, device=device
     )
-    demo = build_app(ws, ui, export_dir=export_dir)
-    launch(
-        demo,
-        ui,
-        auth=auth,
-        prevent_thread_lock=prevent_thread_lock,
-        quiet=quiet,
-        inbrowser=inbrowser,
-    )
+    try:
+        demo = build_app(ws, ui, export_dir=export_dir)
+        launch(
+            demo,
+            ui,
+            auth=auth,
+            prevent_thread_lock=prevent_thread_lock,
+            quiet=quiet,
+            inbrowser=inbrowser,
+        )
+    except BaseException:
+        ws.close()  # the journals' locks go with it: the next try in this process can open them
+        raise
     return demo, ws

@@ -23,7 +23,7 @@ from .session import CLICK_MODES, COLOUR_MODES, IMAGE_KINDS, STRATEGY_CHOICES, V
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_app", "launch", "KEYBOARD_JS", "CSS"]
+__all__ = ["build_app", "launch", "check_address", "KEYBOARD_JS", "CSS"]
 
 # The page's export formats: all but NWB, which edits the extraction's own file (CLI only).
 PAGE_EXPORTS = tuple(f for f in FORMATS if f != "nwb")
@@ -563,6 +563,38 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
     demo.queue(default_concurrency_limit=1)
     demo._actsort_export_dir = export_dir
     return demo
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise a one-line error when the page could not listen on ``host``:``port`` (Gradio
+    reports a bad port, a taken one and a host that is not this computer's alike, as 'Cannot
+    find empty port')."""
+    import errno
+    import socket
+
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"--port {port}: a port is a number from 1 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ValueError(
+            f"--host {host}: not a name or address this computer knows ({exc})"
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(
+                    f"port {port} on {host} is taken (another page or program is serving "
+                    "there); pass --port with a free one"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(
+                    f"--host {host}: not an address of this computer (use 127.0.0.1, or "
+                    "0.0.0.0 for every network interface, with --auth)"
+                ) from None
+            raise OSError(f"cannot serve the page on {host}:{port}: {exc.strerror}") from None
 
 
 def launch(
