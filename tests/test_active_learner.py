@@ -51,6 +51,13 @@ def test_two_datasets_one_classifier_and_undo(tmp_path):
         lrn.label(0, 5)
     with pytest.raises(IndexError, match="out of range"):
         lrn.label(10_000, 1)
+    journal = [d.journal_path.read_bytes() for d in ds]
+    for bad in (1.5, "3", True):  # int() would have labelled candidates 1, 3 and 1
+        with pytest.raises(TypeError, match="a candidate index is an integer"):
+            lrn.label(bad, 1)
+    assert [d.journal_path.read_bytes() for d in ds] == journal
+    lrn.label(np.int64(lrn.queries[-1].candidate), 1)  # NumPy integers are indices
+    lrn.undo()
     lrn.close()
     # Reopen: labels are the replay of both journals; undo still works across the restart.
     lrn2 = Learner(ds, device="cpu")

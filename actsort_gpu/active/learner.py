@@ -30,6 +30,7 @@ it (the page's review queue). Labelling it +1 / -1 later clears it.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -574,7 +575,7 @@ class Learner:
             raise RuntimeError(
                 "this learner replays the journals read-only; open it with Learner.open to label"
             )
-        items = [int(i) for i in items]
+        items = [_candidate_index(i) for i in items]
         where = [self.locate(i) for i in items]
         datasets = {d for d, _ in where}
         if len(datasets) != 1:
@@ -731,3 +732,14 @@ def _torch_device(device: str) -> str:
     from ..backend import resolve_backend
 
     return resolve_backend(device, uses="torch").torch_device
+
+
+def _candidate_index(i) -> int:
+    """``i`` as a candidate index: an int or a NumPy integer; TypeError for anything else (a
+    float such as 1.5, a string), which ``int()`` would have turned into some candidate."""
+    try:
+        if isinstance(i, bool | np.bool_):
+            raise TypeError
+        return operator.index(i)
+    except TypeError:
+        raise TypeError(f"a candidate index is an integer, got {i!r}") from None
