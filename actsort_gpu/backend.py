@@ -218,7 +218,9 @@ def resolve_backend(device: str = "auto", *, uses=("arrays",), quiet: bool = Fal
         what is missing.
     """
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise ValueError(
+            f"device must be one of {DEVICES} (--device or $ACTSORT_DEVICE), got {device!r}"
+        )
     parts = _as_parts(uses)
     if device == "cpu":
         return Backend("cpu", np, "cpu", "cpu", parts)
