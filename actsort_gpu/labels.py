@@ -120,6 +120,25 @@ def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     return float("nan") if tpr is None or tnr is None else 0.5 * (tpr + tnr)
 
 
+def journal_holder(journal_path) -> str | None:
+    """Who holds the write lock of the journal at ``journal_path`` ("pid N on host H"), or
+    None when nobody does (checked by trying the lock and letting it go at once)."""
+    lock = Path(str(journal_path) + ".lock")
+    if not lock.exists():
+        return None
+    try:
+        fh = open(lock)  # noqa: SIM115 (closed below on every path)
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "unknown process"
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
+
+
 # ---------------------------------------------------------------------- journal format
 class JournalLockedError(RuntimeError):
     """Another process holds the journal's write lock."""

@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 STAGES = ("ingest", "preprocess", "features", "embed")
+#: the stages whose outputs an open annotation page reads (refused while one is open)
+_PAGE_INPUT_STAGES = ("preprocess", "features", "embed")
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _TARGET_CHUNK_BYTES = 8 * 2**20
 # Arrays stored otherwise: (codec, chunk bytes). The event snapshots are most of a store, and
@@ -387,7 +389,19 @@ class SortStore:
 
     # ------------------------------------------------------------------ stages
     def begin_stage(self, stage: str, params: dict[str, Any] | None = None) -> None:
-        """Mark ``stage`` incomplete (a crash leaves it so) and record its parameters."""
+        """Mark ``stage`` incomplete (a crash leaves it so) and record its parameters. The
+        stages that rewrite what an annotation page reads (preprocess, features, embed) are
+        refused while a page or another labelling session holds the store's journal."""
+        if stage in _PAGE_INPUT_STAGES:
+            from .labels import journal_holder
+
+            holder = journal_holder(self.journal_path)
+            if holder is not None:
+                raise StoreError(
+                    f"{self.path}: a labelling session has it open ({holder}); close that page "
+                    f"before running {stage}, which rewrites what the page reads (labels are "
+                    "kept either way)"
+                )
         stages = self.attrs.get("stages", {})
         stages[stage] = {
             "status": "incomplete",

@@ -212,3 +212,29 @@ def test_fingerprint_hash_changes_with_content(tmp_path):
     f.write_bytes(b"abd")
     h2 = file_fingerprint(f, content_hash=True)
     assert h1["size_bytes"] == 3 and h1["sha256"] != h2["sha256"]
+
+
+def test_stages_the_page_reads_wait_for_it_to_close(tmp_path):
+    """While a labelling session holds the journal, preprocess / features / embed are refused
+    naming the holder (they rewrite what the page reads); apply is not; once it closes, they
+    run."""
+    from ui_fixtures import make_test_store
+
+    from actsort_gpu.active.learner import Learner
+    from actsort_gpu.labels import journal_holder
+
+    path = make_test_store(tmp_path, n=12)
+    store = SortStore.open(path, "r+")
+    assert journal_holder(store.journal_path) is None
+    learner = Learner.open([path], annotator="ana", device="cpu")
+    holder = journal_holder(store.journal_path)
+    assert holder and f"pid {os.getpid()}" in holder
+    for stage in ("preprocess", "features", "embed"):
+        with pytest.raises(
+            StoreError, match=f"labelling session has it open .*before running {stage}"
+        ):
+            store.begin_stage(stage)
+    store.begin_stage("apply")
+    learner.close()
+    assert journal_holder(store.journal_path) is None
+    store.begin_stage("features")
