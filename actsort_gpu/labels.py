@@ -35,7 +35,9 @@ must be a JSON object with the fields above; ``candidate`` a non-negative intege
 store's candidate count when the caller gives it), ``label`` and ``previous`` one of
 :data:`LABEL_VALUES`, ``origin`` one of :data:`ORIGINS`. Anything else stops the replay with
 a ValueError naming the journal and the byte offset of the line: the file is never rewritten
-and no label is silently dropped.
+and no label is silently dropped. ``dataset`` names the store when the line was written; a
+store's own journal is read with every line as the store's (``Journal(dataset=...)``), so
+labels survive renaming or copying the store's folder.
 
 **Disagreements**: a human or import line that changes a candidate's label given by another
 annotator to a different non-zero value. Both lines stay in the journal; the replay lists them
@@ -54,7 +56,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -234,6 +236,22 @@ def _is_torn(raw: bytes) -> bool:
     return False
 
 
+def _as_dataset(events: list[JournalEvent], dataset: str, path) -> list[JournalEvent]:
+    """The events of a store's own journal, every one as ``dataset`` (the store's name now): a
+    journal lives inside its store, so a line written under an earlier name of the folder
+    (renamed, or copied under a new name) is still this store's label."""
+    earlier = sorted({ev.dataset for ev in events} - {dataset})
+    if not earlier:
+        return events
+    log.info(
+        "%s: labels given while the store was named %s are this store's (%s)",
+        path,
+        ", ".join(map(repr, earlier)),
+        dataset,
+    )
+    return [ev if ev.dataset == dataset else replace(ev, dataset=dataset) for ev in events]
+
+
 def _read_events(
     path: Path | None, n_candidates: int | None = None
 ) -> tuple[list[JournalEvent], int]:
@@ -381,6 +399,9 @@ class Journal:
     n_candidates : the store's candidate count, when the caller knows it: a line naming a
         candidate >= it stops the replay (module docstring, replay policy); appends are
         checked against it too
+    dataset : the store's name now, for a store's own journal (``<store>/labels/``): every
+        line is read as this store's, also one written before the folder was renamed or
+        copied under another name (:func:`_as_dataset`)
 
     State: ``events`` (all lines), ``labels`` {(dataset, candidate): +1/-1}, ``undo_stack`` and
     ``redo_stack`` (lists of :data:`Action`), ``disagreements`` (list of
@@ -393,6 +414,7 @@ class Journal:
         session: str | None = None,
         read_only: bool = False,
         n_candidates: int | None = None,
+        dataset: str | None = None,
     ):
         self.path = None if path is None else Path(path)
         self.session = session or uuid.uuid4().hex
@@ -409,6 +431,8 @@ class Journal:
         except Exception:
             self.close()
             raise
+        if dataset is not None:
+            events = _as_dataset(events, str(dataset), self.path)
         self.events: list[JournalEvent] = events
         self._state = _State({}, [], [], [])
         for group in _group_events(events):
@@ -651,7 +675,7 @@ def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray
     labels = np.zeros(n_candidates, np.int8)
     if not Path(path).exists():
         return labels
-    with Journal(path, read_only=True, n_candidates=n_candidates) as journal:
+    with Journal(path, read_only=True, n_candidates=n_candidates, dataset=dataset) as journal:
         for (name, cand), lab in journal.labels.items():
             if name == dataset:
                 labels[cand] = UNLABELLED if lab == UNSURE else lab
@@ -665,7 +689,7 @@ def disagreement_column(path: str | Path, dataset: str, n_candidates: int) -> li
     out = [""] * int(n_candidates)
     if not Path(path).exists():
         return out
-    with Journal(path, read_only=True, n_candidates=n_candidates) as journal:
+    with Journal(path, read_only=True, n_candidates=n_candidates, dataset=dataset) as journal:
         for d in journal.disagreements:
             if d.dataset == dataset:
                 text = f"{d.first_annotator} {d.first_label:+d} -> {d.annotator} {d.label:+d}"

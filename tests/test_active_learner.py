@@ -238,3 +238,34 @@ def test_simulate_cli_small_subset(tmp_path, shared_data):
             assert len(r[k]) == 2 and all(0 <= v <= 1 for v in r[k])
     assert res["policies"]["random"]["threshold"] == 0.65
     assert main(["simulate", "--features", str(csv), "--oracle", "nobody", "--json", str(out)]) == 1
+
+
+def test_labels_follow_a_renamed_store(tmp_path):
+    """A store's journal lives in its folder: after the folder is renamed, every label given
+    under the old name is still its label (the learner, export's table, train's sources), a
+    relabel under the new name records the right previous label, and undo crosses names."""
+    import shutil
+
+    from ui_fixtures import make_test_store
+
+    from actsort_gpu.active.sources import load_labelled
+    from actsort_gpu.export import label_table
+
+    old = make_test_store(tmp_path, n=12, name="day1.actsort")
+    lrn = Learner.open([old], annotator="ana", device="cpu")
+    lrn.label(2, CELL)
+    lrn.label(5, NOT_CELL)
+    lrn.close()
+    new = tmp_path / "mouse3_day1.actsort"
+    shutil.move(old, new)
+    lrn = Learner.open([new], annotator="ana", device="cpu")
+    assert lrn.labels[2] == CELL and lrn.labels[5] == NOT_CELL
+    assert lrn.label_source(2)[0] == "ana"
+    lrn.label(2, NOT_CELL)  # relabel under the new name
+    assert json.loads(lrn.datasets[0].journal_path.read_text().splitlines()[-1])["previous"] == 1
+    assert lrn.undo() == [2] and lrn.labels[2] == CELL
+    assert lrn.undo() == [5] and lrn.labels[5] == 0  # an action written under the old name
+    lrn.redo()
+    lrn.close()
+    assert label_table(new)["human_label"][[2, 5]].tolist() == [CELL, NOT_CELL]
+    assert load_labelled(new, labels="journal").labels()[[2, 5]].tolist() == [CELL, NOT_CELL]

@@ -263,23 +263,20 @@ class Learner:
         for d_i, d in enumerate(datasets):
             # one replay policy for the page, sort, export and apply (labels.py): a line naming
             # a candidate outside this dataset stops the replay with the journal and offset
-            j = Journal(d.journal_path, read_only=read_only, n_candidates=d.features.shape[0])
+            # (every line of a store's own journal is its label, whatever name the store had)
+            j = Journal(
+                d.journal_path,
+                read_only=read_only,
+                n_candidates=d.features.shape[0],
+                dataset=d.name,
+            )
             self._journals.append(j)
-            for (ds, cand), lab in j.labels.items():
-                if ds != d.name:
-                    log.warning(
-                        "%s: journal line for dataset %r ignored (this store is %r)",
-                        d.journal_path,
-                        ds,
-                        d.name,
-                    )
-                    continue
+            for (_, cand), lab in j.labels.items():
                 g = self.global_index(d_i, cand)
                 labels[g] = UNLABELLED if lab == UNSURE else lab
                 self._unsure[g] = lab == UNSURE
             for ev in j.events:
-                if ev.dataset == d.name:
-                    self._note_source(d_i, ev.candidate, ev.label, ev.annotator, ev.time)
+                self._note_source(d_i, ev.candidate, ev.label, ev.annotator, ev.time)
         self._engine.set_labels(labels)
 
     # ------------------------------------------------------------------ construction
