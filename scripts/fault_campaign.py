@@ -981,6 +981,26 @@ def case_journal_no_final_newline(ctx: Ctx) -> Outcome:
     )
 
 
+def case_store_renamed(ctx: Ctx) -> Outcome:
+    """The user renames the store's folder: its labels (journal lines written under the old
+    name) must still be its labels."""
+    ctx.built_store()
+    _journal(ctx, [_GOOD_LINE, {**_GOOD_LINE, "candidate": 2, "label": -1}])
+    renamed = ctx.root / "mouse3_day1.actsort"
+    shutil.move(ctx.store, renamed)
+    ctx.store = renamed
+    r, labels = _exported(ctx)
+    kept = labels == {1: 1, 2: -1}
+    return accepted(
+        ctx,
+        "store folder renamed after labelling",
+        r,
+        f"export has both labels: {kept}",
+        ok=kept,
+        lost=not kept,
+    )
+
+
 def case_journal_torn_tail(ctx: Ctx) -> Outcome:
     ctx.built_store()
     _journal(ctx, [_GOOD_LINE], tail=b'{"time": "2025-01-01T00:0')
@@ -1319,6 +1339,7 @@ CASES = [
     Case("journal_candidate_text", case_journal_candidate_text),
     Case("journal_candidate_range", case_journal_candidate_range, fast=False),
     Case("journal_garbage", case_journal_garbage_middle),
+    Case("store_renamed", case_store_renamed),
     Case("export_untrained", case_export_suite2p_before_training),
     Case("export_other_folder", case_export_suite2p_other_folder),
     Case("ui_state_malformed", case_ui_state_malformed, fast=False),
