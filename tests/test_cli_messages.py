@@ -150,3 +150,23 @@ def test_sort_names_a_port_or_host_it_cannot_serve_on(tmp_path, capsys):
             assert main(["sort", str(path), *args, "--device", "cpu"]) == 1
             err = capsys.readouterr().err
             assert message in err and "Traceback" not in err, err
+
+
+def test_simulate_refuses_options_it_cannot_honour(tmp_path, capsys):
+    """Budgets of 100 % or more (nothing left to score: 'not yet labelled' printed 0.000),
+    a negative seed, zero repeats: one line naming the option."""
+    csv = tmp_path / "f.csv"
+    csv.write_text(
+        "a,b,label_ana\n" + "".join(f"{i},{i % 3},{1 if i % 2 else -1}\n" for i in range(40))
+    )
+    base = ["simulate", "--features", str(csv), "--json", str(tmp_path / "r.json")]
+    for args, message in (
+        (["--budgets", "150"], "--budgets must be >= 0 % and below 100 %"),
+        (["--budgets", "100"], "--budgets must be >= 0 % and below 100 %"),
+        (["--budgets", "-1"], "--budgets must be >= 0 % and below 100 %"),
+        (["--seed", "-3"], "--seed must be >= 0, got -3"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    ):
+        assert main([*base, *args]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -187,8 +187,11 @@ def simulate(
     if n_ann < 2:
         # One label column (e.g. synthetic truth): it is both the oracle and the ground truth.
         log.info("one annotator: the oracle's labels are also the ground truth")
-    if any(b < 0 for b in budgets_pct):
-        raise ValueError(f"--budgets must be >= 0 %, got {budgets_pct}")
+    if any(not 0 <= b < 100 for b in budgets_pct):
+        raise ValueError(
+            f"--budgets must be >= 0 % and below 100 % (at 100 % no candidate is left to "
+            f"score), got {budgets_pct}"
+        )
     if classifier is not None and feature_names is not None:
         classifier.check_compatible(list(feature_names), feature_version)
     budgets_q = [int(math.floor(b / 100.0 * n + 0.5)) for b in budgets_pct]

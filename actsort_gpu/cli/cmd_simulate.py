@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     from ..backend import resolve_backend
 
     device = resolve_backend(args.device, uses="torch").torch_device
