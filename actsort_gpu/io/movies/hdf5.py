@@ -118,12 +118,31 @@ class HDF5Movie(_OrderedArrayMovie):
 
     def _only_3d(self, path: Path) -> str:
         found = [n for n in self._datasets_3d() if n.split("/")[-1] != "F_per_pixel"]
-        if len(found) != 1:
+        if len(found) > 1:
             raise ValueError(
                 f"{path}: {len(found)} 3-D datasets {found}; expected exactly one "
                 f"movie: name it with --dataset"
             )
+        if not found:
+            raise ValueError(
+                f"{path}: no 3-D (frames, height, width) dataset; it holds "
+                f"{self._dataset_shapes() or 'no dataset'} (a movie with a channel or plane "
+                "axis needs it removed first)"
+            )
         return found[0]
+
+    def _dataset_shapes(self, most: int = 8) -> str:
+        """'name (shape), ...' of the file's first ``most`` datasets."""
+        import h5py
+
+        shapes: list[str] = []
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and len(shapes) < most:
+                shapes.append(f"{name} {obj.shape}")
+
+        self._file.visititems(visit)
+        return ", ".join(shapes)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is None:
