@@ -40,7 +40,7 @@ def dask_client(
     An unreachable scheduler raises :class:`ClusterError` after ``timeout_s`` seconds, naming
     the address, before any output is written.
     """
-    if scheduler is None and not workers:
+    if scheduler is None and workers is None:
         yield None
         return
     try:
@@ -68,8 +68,8 @@ def dask_client(
         finally:
             client.close()
         return
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers < 1:  # (0 ran in-process without a word)
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     # Processes, one thread each: the pieces are NumPy-heavy and hold the GIL in parts.
     with (
         LocalCluster(

@@ -37,3 +37,13 @@ def test_bad_worker_count():
     pytest.importorskip("distributed")
     with pytest.raises(ValueError, match="workers"), dask_client(workers=-1):
         pass
+
+
+def test_zero_workers_is_refused_not_run_in_process():
+    """--workers 0 used to mean 'no cluster' for features (it ran in-process without a word)."""
+    from actsort_gpu.cluster import dask_client
+
+    with pytest.raises(ValueError, match="--workers must be >= 1, got 0"), dask_client(None, 0):
+        pass
+    with dask_client(None, None) as client:
+        assert client is None
