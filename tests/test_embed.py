@@ -404,7 +404,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pt: not a loadable"):
+    with pytest.raises(ValueError, match="junk.pt: not an actsort encoder checkpoint"):
         load_checkpoint(junk)
     other = tmp_path / "other.pt"
     torch.save({"format": "something-else"}, other)

@@ -201,8 +201,11 @@ def load_checkpoint(
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        # torch's first sentence only: the rest advises weights_only=False (running the file)
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:160]
         raise ValueError(
-            f"{path}: not a loadable weights-only torch checkpoint ({type(exc).__name__}: {exc})"
+            f"{path}: not an actsort encoder checkpoint (torch cannot read it as weights: "
+            f"{type(exc).__name__}: {first})"
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
