@@ -231,12 +231,9 @@ def _read_iscell(path: Path, n_needed: int) -> np.ndarray:
     """Suite2p's ``iscell.npy`` at ``path`` as (n_rois, 2) float64, checked before anything is
     written: a file NumPy cannot read, another shape, or fewer ROIs than the store's
     candidates come from (``n_needed``: another extraction's folder) raises ValueError."""
-    try:
-        iscell = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(
-            f"{path}: not a readable iscell.npy ({exc}); move it away or export elsewhere"
-        ) from None
+    from .io.numpy_files import load_numpy
+
+    iscell = load_numpy(path, "a Suite2p iscell.npy")
     if iscell.ndim != 2 or iscell.shape[1] < 2 or iscell.dtype.kind not in "biuf":
         raise ValueError(
             f"{path}: a {iscell.dtype} array of shape {iscell.shape}; Suite2p's iscell.npy is "

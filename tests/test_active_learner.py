@@ -142,6 +142,12 @@ def test_load_classifier_errors(tmp_path):
     np.savez(obj, features=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="not an actsort-gpu classifier"):
         load_classifier(obj)
+    (tmp_path / "notes.npz").write_text("my notes")  # NumPy would speak of pickles
+    with pytest.raises(ValueError, match="notes.npz: not a NumPy .npz file .*classifier file"):
+        load_classifier(tmp_path / "notes.npz")
+    (tmp_path / "cut.npz").write_bytes(bad.read_bytes()[:40])
+    with pytest.raises(ValueError, match="cut.npz: not a readable .npz file"):
+        load_classifier(tmp_path / "cut.npz")
 
 
 def test_save_without_both_classes_refused(tmp_path):

@@ -371,7 +371,7 @@ def test_exports_before_training_make_no_label_up(tmp_path):
     ("content", "message"),
     [
         (np.zeros((10, 2)), "10 ROIs, but this store's candidates come from 30"),
-        (b"not a numpy file", "not a readable iscell.npy"),
+        (b"not a numpy file", "not a NumPy .npy file"),
         (np.zeros(30), r"shape \(30,\); Suite2p's iscell.npy is \(n_rois, 2\)"),
     ],
 )

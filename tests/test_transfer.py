@@ -87,7 +87,8 @@ def test_train_from_two_stores_with_journals(tmp_path, capsys):
     assert "exists; pass --force" in capsys.readouterr().err
     (tmp_path / "notes.npz").write_text("my notes")
     assert main(["train", str(a), "--out", str(tmp_path / "notes.npz"), "--force"]) != 0
-    assert "not an actsort-gpu classifier" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "notes.npz: not a NumPy .npz file" in err and "actsort-gpu classifier" in err
     assert (tmp_path / "notes.npz").read_text() == "my notes"
     # a store nobody labelled yet: said so, with what to do
     x, _ = _animal(3)
@@ -287,3 +288,7 @@ def test_simulator_reads_embeddings_and_outside_labels(tmp_path, capsys):
     args[4] = str(tmp_path / "bad.npy")
     assert main([*args, "--json", str(tmp_path / "r2.json")]) != 0
     assert "bad.npy: labels of shape (10,), expected (300,)" in capsys.readouterr().err
+    (tmp_path / "notes.npy").write_text("cell, cell, not")
+    args[4] = str(tmp_path / "notes.npy")
+    assert main([*args, "--json", str(tmp_path / "r3.json")]) != 0
+    assert "notes.npy: not a NumPy .npy file" in capsys.readouterr().err

@@ -124,13 +124,9 @@ def load_labelled(path, *, labels: str = "auto", labels_file=None) -> LabelledFe
 
 def _labels_file(path: Path, n: int) -> tuple[np.ndarray, list[str]]:
     """(n_annotators, N) int8 labels and names from an ``.npy`` (never unpickles)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: labels file not found")
-    try:
-        lab = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a numeric .npy array ({exc})") from None
-    lab = np.asarray(lab)
+    from ..io.numpy_files import load_numpy
+
+    lab = np.asarray(load_numpy(path, "a labels file"))
     shape = lab.shape
     if lab.ndim == 1:
         lab = lab[None, :]

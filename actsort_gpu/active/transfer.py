@@ -168,14 +168,14 @@ def _class_counts(labels: np.ndarray) -> dict:
 
 def load_classifier(path) -> PortableClassifier:
     """Read a file written by ``save_classifier`` (never unpickles)."""
+    from ..io.numpy_files import load_numpy
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: classifier file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
+    with load_numpy(path, "an actsort-gpu classifier file", kind="npz") as z:
+        try:
             data = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: not an actsort-gpu classifier file ({exc})") from exc
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{path}: not an actsort-gpu classifier file ({exc})") from exc
     need = {
         "features",
         "labels",
