@@ -966,39 +966,31 @@ def _exported(ctx: Ctx) -> tuple[tuple[str, str, bool], dict[int, int]]:
     return r, labels
 
 
-def case_journal_no_final_newline(ctx: Ctx) -> Outcome:
-    ctx.built_store()
-    _journal(ctx, [_GOOD_LINE, {**_GOOD_LINE, "candidate": 2, "label": -1}], last_newline=False)
+_TWO_LABELS = [_GOOD_LINE, {**_GOOD_LINE, "candidate": 2, "label": -1}]
+
+
+def _two_labels_exported(ctx: Ctx, name: str) -> Outcome:
+    """Outcome of exporting a store whose journal holds :data:`_TWO_LABELS`."""
     r, labels = _exported(ctx)
     kept = labels == {1: 1, 2: -1}
-    return accepted(
-        ctx,
-        "journal: complete last line without its newline",
-        r,
-        f"export has both labels: {kept}",
-        ok=kept,
-        lost=not kept,
-    )
+    return accepted(ctx, name, r, f"export has both labels: {kept}", ok=kept, lost=not kept)
+
+
+def case_journal_no_final_newline(ctx: Ctx) -> Outcome:
+    ctx.built_store()
+    _journal(ctx, _TWO_LABELS, last_newline=False)
+    return _two_labels_exported(ctx, "journal: complete last line without its newline")
 
 
 def case_store_renamed(ctx: Ctx) -> Outcome:
     """The user renames the store's folder: its labels (journal lines written under the old
     name) must still be its labels."""
     ctx.built_store()
-    _journal(ctx, [_GOOD_LINE, {**_GOOD_LINE, "candidate": 2, "label": -1}])
+    _journal(ctx, _TWO_LABELS)
     renamed = ctx.root / "mouse3_day1.actsort"
     shutil.move(ctx.store, renamed)
     ctx.store = renamed
-    r, labels = _exported(ctx)
-    kept = labels == {1: 1, 2: -1}
-    return accepted(
-        ctx,
-        "store folder renamed after labelling",
-        r,
-        f"export has both labels: {kept}",
-        ok=kept,
-        lost=not kept,
-    )
+    return _two_labels_exported(ctx, "store folder renamed after labelling")
 
 
 def case_journal_torn_tail(ctx: Ctx) -> Outcome:

@@ -161,6 +161,23 @@ def _nwb_with_rois(path, n=6, h=16, w=18, t=40):
     return path, path.with_suffix(".movie.npy")
 
 
+def _nwb_store(tmp_path, nwb_path, movie, n_features=3, seed=2):
+    """A store ingested from the NWB file, with random features (enough to label and export)."""
+    from actsort_gpu.ingest import ingest_files
+    from actsort_gpu.store import SortStore
+
+    store_path = tmp_path / "s.actsort"
+    ingest_files(movie, nwb_path, store_path)
+    store = SortStore.open(store_path, "r+")
+    store.write_array(
+        "features/matrix",
+        np.random.default_rng(seed).normal(0, 1, (store.n_candidates, n_features)).astype("f4"),
+        dims=["candidates", "features"],
+        attrs={"names": list("abcd"[:n_features]), "version": "test"},
+    )
+    return store_path
+
+
 def test_nwb_export_writes_columns(tmp_path):
     """Ingest an NWB extraction, label a few, export: the PlaneSegmentation gains the columns
     (rows in NWB order), the original is backed up once, a second export is refused."""
@@ -218,18 +235,8 @@ def test_nwb_export_refuses_a_smaller_table(tmp_path):
     """An NWB file whose PlaneSegmentation has fewer ROIs than the store's candidates come
     from is named and left as it was (no backup)."""
     pytest.importorskip("pynwb")
-    from actsort_gpu.ingest import ingest_files
-    from actsort_gpu.store import SortStore
-
     nwb_path, movie = _nwb_with_rois(tmp_path / "session.nwb")
-    store_path = tmp_path / "s.actsort"
-    ingest_files(movie, nwb_path, store_path)
-    SortStore.open(store_path, "r+").write_array(
-        "features/matrix",
-        np.random.default_rng(2).normal(0, 1, (6, 3)).astype(np.float32),
-        dims=["candidates", "features"],
-        attrs={"names": ["a", "b", "c"], "version": "test"},
-    )
+    store_path = _nwb_store(tmp_path, nwb_path, movie)
     other, _ = _nwb_with_rois(tmp_path / "other.nwb", n=4)
     before = other.read_bytes()
     with pytest.raises(ValueError, match="has 4 ROIs, but this store's candidates come from 6"):
@@ -397,23 +404,13 @@ def test_nwb_export_keeps_the_files_own_accepted_column(tmp_path, caplog):
     """An Accepted column that another curation wrote is never overwritten, on the first
     export nor on the next."""
     pynwb = pytest.importorskip("pynwb")
-    from actsort_gpu.ingest import ingest_files
-    from actsort_gpu.store import SortStore
-
     nwb_path, movie = _nwb_with_rois(tmp_path / "session.nwb")
     with pynwb.NWBHDF5IO(str(nwb_path), "a") as io:
         nwb = io.read()
         plane = nwb.processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         plane.add_column("Accepted", "curated in another tool", data=np.ones(6, np.uint8))
         io.write(nwb)
-    store_path = tmp_path / "s.actsort"
-    ingest_files(movie, nwb_path, store_path)
-    SortStore.open(store_path, "r+").write_array(
-        "features/matrix",
-        np.random.default_rng(2).normal(0, 1, (6, 3)).astype(np.float32),
-        dims=["candidates", "features"],
-        attrs={"names": ["a", "b", "c"], "version": "test"},
-    )
+    store_path = _nwb_store(tmp_path, nwb_path, movie)
     _label(store_path, [(0, -1), (1, 1)])
     for _ in range(2):
         export_labels(store_path, "nwb")
