@@ -393,15 +393,7 @@ class SortStore:
         stages that rewrite what an annotation page reads (preprocess, features, embed) are
         refused while a page or another labelling session holds the store's journal."""
         if stage in _PAGE_INPUT_STAGES:
-            from .labels import journal_holder
-
-            holder = journal_holder(self.journal_path)
-            if holder is not None:
-                raise StoreError(
-                    f"{self.path}: a labelling session has it open ({holder}); close that page "
-                    f"before running {stage}, which rewrites what the page reads (labels are "
-                    "kept either way)"
-                )
+            self.check_no_session(stage)
         stages = self.attrs.get("stages", {})
         stages[stage] = {
             "status": "incomplete",
@@ -410,6 +402,19 @@ class SortStore:
             "package_version": __version__,
         }
         self.update_attrs(stages=stages)
+
+    def check_no_session(self, stage: str) -> None:
+        """StoreError naming the holder when a page or another labelling session holds this
+        store's journal: ``stage`` would rewrite what that page reads."""
+        from .labels import journal_holder
+
+        holder = journal_holder(self.journal_path)
+        if holder is not None:
+            raise StoreError(
+                f"{self.path}: a labelling session has it open ({holder}); close that page "
+                f"before running {stage}, which rewrites what the page reads (labels are "
+                "kept either way)"
+            )
 
     def finish_stage(self, stage: str, seconds: float, **extra: Any) -> None:
         """Mark ``stage`` complete with its wall time and any extra facts (JSON-ready)."""

@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size if args.batch_size is not None else cfg.infer_batch_size
     checkpoint = args.checkpoint
     if args.adapt:
+        from ..store import SortStore
+
+        SortStore.open(args.store).check_no_session("embed")  # before a minute of training
         checkpoint = _adapt(args, cfg)
     emb = embed(
         args.store, checkpoint, device=args.device, batch_size=batch, progress=args.progress
