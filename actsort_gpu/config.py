@@ -37,6 +37,7 @@ class IngestConfig:
     caiman_trace: str = "C+YrA"  # C+YrA (raw: denoised + residual) | C (denoised)
     nonfinite: str = "error"  # NaN/Inf in traces: error | zero (replace by 0, logged)
     allow_downsampling: bool = False  # accept a movie of < 100 frames with fewer than the traces
+    check_mean_image: bool = True  # refuse a movie whose frames do not look like the mean image
 
 
 @dataclass(frozen=True)

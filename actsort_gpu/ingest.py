@@ -134,6 +134,37 @@ def _finite_block(traces, rows: slice, bad_per_row: np.ndarray, zero: bool) -> n
     return np.where(finite, block, np.float32(0)) if zero else block
 
 
+#: below this pixel correlation between the extraction's mean image and the mean of the
+#: movie's signature frames, ingest refuses the pair (matching recordings: 0.85-0.90 on the
+#: real two-photon and one-photon data, a mirrored movie -0.01 to 0.13)
+MIN_MEAN_IMAGE_CORRELATION = 0.2
+
+
+def check_mean_image(movie: Movie, images: dict, where: str) -> float | None:
+    """Pixel correlation between the extraction's mean image (Suite2p ``meanImg``) and the
+    mean of the movie's :meth:`~.io.movies.base.Movie.pixel_signature` frames; ValueError
+    naming both when it is below :data:`MIN_MEAN_IMAGE_CORRELATION` (another recording of the
+    same shape, another channel or plane). None when the extraction has no mean image."""
+    mean_image = next((v for k, v in images.items() if k.lower().endswith("meanimg")), None)
+    if mean_image is None or mean_image.shape != (movie.height, movie.width):
+        return None
+    frames = movie.pixel_signature()["frames"]
+    frames_mean = np.mean([movie.read(f, f + 1)[0] for f in frames], axis=0, dtype=np.float64)
+    a, b = frames_mean.ravel(), np.asarray(mean_image, np.float64).ravel()
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2 or a[ok].std() == 0 or b[ok].std() == 0:
+        return None
+    r = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    if r < MIN_MEAN_IMAGE_CORRELATION:
+        raise ValueError(
+            f"{movie.path}: its frames do not look like the mean image of {where} (pixel "
+            f"correlation {r:.2f} over {len(frames)} frames; matching recordings give 0.85 or "
+            "more): another recording, channel or plane? If it is the right movie, pass "
+            "--skip-image-check"
+        )
+    return r
+
+
 def ingest(
     movie: Movie,
     candidates: Candidates,
@@ -191,6 +222,8 @@ def ingest(
         )
     if candidates.n_candidates == 0:
         raise ValueError(f"{where}: the extraction output holds no candidates")
+    if config.check_mean_image:
+        check_mean_image(movie, candidates.images, where)
     footprints, peak, is_empty = normalise_footprints(candidates.footprints)
     if is_empty.any():
         log.warning(

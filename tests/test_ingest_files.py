@@ -337,3 +337,37 @@ def test_mapped_traces_are_written_by_blocks_never_held_whole(tmp_path, monkeypa
     store = ingest(movie, c, tmp_path / "s2p.actsort")
     assert mapped_rss_kb(plane / "F.npy") + mapped_rss_kb(plane / "Fneu.npy") < 2 * 1024
     np.testing.assert_array_equal(store.read("candidates/traces"), traces - np.float32(0.7) * fneu)
+
+
+def test_a_movie_unlike_the_extractions_mean_image_is_refused(tmp_path):
+    """The mean of the movie's signature frames against Suite2p's meanImg: the right movie
+    passes, a mirrored one (another recording of the same shape) is refused naming both
+    unless --skip-image-check; no or a flat mean image: nothing to compare."""
+    import scipy.sparse as sp
+
+    from actsort_gpu.config import IngestConfig
+    from actsort_gpu.ingest import check_mean_image, ingest
+    from actsort_gpu.io.candidates import Candidates
+    from actsort_gpu.io.movies import ArrayMovie
+
+    rng = np.random.default_rng(0)
+    h, w, t = 24, 32, 50
+    pattern = rng.gamma(2.0, 50.0, (h, w))
+    frames = (pattern + rng.normal(0, 20, (t, h, w))).clip(0).astype(np.uint16)
+    right, mirrored = ArrayMovie(frames, "right.npy"), ArrayMovie(frames[:, ::-1], "other.npy")
+    images = {"suite2p_meanImg": pattern.astype(np.float32)}
+    assert check_mean_image(right, images, "plane0") > 0.9
+    with pytest.raises(ValueError, match=r"other.npy: its frames do not look like the mean image"):
+        check_mean_image(mirrored, images, "plane0")
+    assert check_mean_image(mirrored, {}, "plane0") is None
+    assert check_mean_image(mirrored, {"suite2p_meanImg": np.ones((h, w))}, "plane0") is None
+    fp = np.zeros((2, h * w), np.float32)
+    fp[0, :4], fp[1, 40:44] = 1, 1
+    cands = Candidates(
+        sp.csr_matrix(fp), rng.random((2, t)), h, w, "suite2p", tmp_path, images=images
+    )
+    with pytest.raises(ValueError, match="--skip-image-check"):
+        ingest(mirrored, cands, tmp_path / "a.actsort")
+    assert not (tmp_path / "a.actsort").exists()
+    skip = IngestConfig(check_mean_image=False)
+    assert ingest(mirrored, cands, tmp_path / "a.actsort", config=skip).n_candidates == 2

@@ -57,6 +57,14 @@ def register(subparsers) -> None:
         "logged for any downsampling",
     )
     p.add_argument(
+        "--skip-image-check",
+        dest="check_mean_image",
+        action="store_false",
+        default=None,
+        help="ingest even when the movie's frames do not look like the extraction's mean image "
+        "(Suite2p meanImg; pixel correlation below 0.2: another recording, channel or plane?)",
+    )
+    p.add_argument(
         "--suite2p-trace",
         default=None,
         choices=["F", "F-0.7Fneu", "spks"],
@@ -109,6 +117,7 @@ def run(args) -> int:
             ("caiman_trace", args.caiman_trace),
             ("nonfinite", args.nonfinite),
             ("allow_downsampling", args.allow_downsampling),
+            ("check_mean_image", args.check_mean_image),
         )
         if v is not None
     }
