@@ -112,7 +112,8 @@ def make_inputs(root: Path, seed: int = 0) -> dict[str, Path]:
         ys, xs = np.nonzero(fp)
         stat.append({"ypix": ys, "xpix": xs, "lam": fp[ys, xs].astype(np.float32), "skew": 1.0})
     np.save(plane / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
-    np.save(plane / "ops.npy", {"Ly": H, "Lx": W, "fs": 10.0}, allow_pickle=True)
+    ops = {"Ly": H, "Lx": W, "fs": 10.0, "meanImg": movie.mean(axis=0, dtype=np.float64)}
+    np.save(plane / "ops.npy", ops, allow_pickle=True)
     traces = np.array([movie.reshape(T, -1) @ fp.ravel() / fp.sum() for fp in fps], np.float32)
     np.save(plane / "F.npy", traces)
     np.save(plane / "Fneu.npy", 0.1 * traces)
@@ -578,6 +579,14 @@ def case_movie_wrong_hw(ctx: Ctx) -> Outcome:
     other = ctx.root / "in" / "wide.npy"
     np.save(other, np.zeros((T, H, W + 3), np.uint16))
     return _movie_case(ctx, "movie of another H x W", other, names="wide.npy")
+
+
+def case_movie_other_recording(ctx: Ctx) -> Outcome:
+    """Same shape, other content (another session with the same acquisition settings: here
+    the cells sit 7 and 5 px away)."""
+    other = ctx.root / "in" / "other.npy"
+    np.save(other, np.roll(np.load(ctx.movie), (7, 5), axis=(1, 2)))
+    return _movie_case(ctx, "movie of another recording, same shape", other, names="other.npy")
 
 
 def case_movie_truncated(ctx: Ctx) -> Outcome:
@@ -1311,6 +1320,7 @@ CASES = [
     Case("movie_1", case_movie_one_frame),
     Case("movie_7", case_movie_seven_frames),
     Case("movie_hw", case_movie_wrong_hw),
+    Case("movie_other", case_movie_other_recording),
     Case("movie_truncated", case_movie_truncated),
     Case("movie_not_tiff", case_movie_not_tiff),
     Case("movie_folder_parts", case_movie_folder_mixed_parts),
