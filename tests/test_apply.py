@@ -127,3 +127,12 @@ def test_apply_export_writes_the_table_of_the_predictions(tmp_path, classifier, 
         np.testing.assert_allclose(proba, store.read("predictions/probability"), atol=1e-6)
     with pytest.raises(ValueError, match="export must be one of"):
         apply_classifier(classifier, paths, export="classifier")
+    # later, in another format: `actsort export --predictions` writes the same decisions
+    later = tmp_path / "later.csv"
+    assert (
+        main(["export", str(paths[1]), "--format", "csv", "--predictions", "--out", str(later)])
+        == 0
+    )
+    with open(later, newline="") as fh:
+        final = np.array([int(r["final_label"]) for r in csv.DictReader(fh)])
+    np.testing.assert_array_equal(final, SortStore.open(paths[1]).read("predictions/final"))

@@ -27,14 +27,32 @@ def register(subparsers) -> None:
         help="output file (csv/parquet/classifier/nwb) or Suite2p folder "
         "(default: <store>/exports/..., Suite2p: the source folder)",
     )
+    p.add_argument(
+        "--predictions",
+        action="store_true",
+        help="export the decisions `actsort apply` wrote into the store (its classifier's, "
+        "your labels winning) instead of those of a classifier trained on your labels",
+    )
     add_config_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..config import load_config
-    from ..export import export_labels
+    import logging
 
-    path = export_labels(args.store, args.format, args.out, config=load_config(args.config))
+    from .. import schema
+    from ..config import load_config
+    from ..export import export_labels, export_predictions
+    from ..store import SortStore
+
+    if args.predictions:
+        path = export_predictions(args.store, args.format, args.out)
+    else:
+        path = export_labels(args.store, args.format, args.out, config=load_config(args.config))
+        if SortStore.open(args.store).has(schema.PREDICTED_FINAL):
+            logging.getLogger(__name__).info(
+                "%s also holds the decisions of `actsort apply`; --predictions exports those",
+                args.store,
+            )
     print(f"actsort export: wrote {path}")
     return 0
