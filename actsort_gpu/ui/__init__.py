@@ -31,7 +31,9 @@ def open_workspace(
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         raise ValueError(
-            f"stores need distinct folder names (the journal keys labels by name), got {names}"
+            f"stores open together need distinct folder names (the page and its exports tell "
+            f"them apart by name), got {[str(p) for p in paths]}; rename one (its labels go "
+            "with it)"
         )
     ui = config.ui if config is not None else None
     who = annotator or (ui.annotator if ui is not None else "anonymous")
