@@ -29,10 +29,14 @@ def run(args) -> int:
         print(f"{'cores':<7} {_cores_line()}")
         return 0
     from .. import schema
+    from ..labels import journal_holder
     from ..store import SortStore, StoreError
 
     store = SortStore.open(args.store, "r")
     print(store.summary())
+    holder = journal_holder(store.journal_path)
+    if holder is not None:
+        print(f"page     open for labelling ({holder})")
     if store.has(schema.FEATURE_MATRIX):
         try:
             print(_learner_line(args.store))
