@@ -214,7 +214,7 @@ def test_fingerprint_hash_changes_with_content(tmp_path):
     assert h1["size_bytes"] == 3 and h1["sha256"] != h2["sha256"]
 
 
-def test_stages_the_page_reads_wait_for_it_to_close(tmp_path):
+def test_stages_the_page_reads_wait_for_it_to_close(tmp_path, capsys):
     """While a labelling session holds the journal, preprocess / features / embed are refused
     naming the holder (they rewrite what the page reads); apply is not; once it closes, they
     run."""
@@ -235,6 +235,10 @@ def test_stages_the_page_reads_wait_for_it_to_close(tmp_path):
         ):
             store.begin_stage(stage)
     store.begin_stage("apply")
+    from actsort_gpu.cli import main
+
+    assert main(["info", str(path)]) == 0
+    assert f"open for labelling (pid {os.getpid()}" in capsys.readouterr().out
     learner.close()
     assert journal_holder(store.journal_path) is None
     store.begin_stage("features")
