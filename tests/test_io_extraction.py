@@ -557,3 +557,14 @@ def test_readers_never_import_extraction():
             if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("extraction"):
                 offenders.append(path.name)
     assert not offenders, f"modules importing extraction: {offenders}"
+
+
+@pytest.mark.parametrize("fmt", ["caiman", "nwb", "npz", "extract"])
+def test_a_format_given_against_the_paths_kind_is_named(tmp_path, fmt):
+    """--format FILE-FORMAT on a folder (e.g. a Suite2p plane): one line saying so, not the
+    reader's own HDF5 / zip error about reading a directory."""
+    from actsort_gpu.io.extraction import read_extraction
+
+    (tmp_path / "plane0").mkdir()
+    with pytest.raises(ValueError, match=f"plane0: a folder, but --format {fmt} reads a file"):
+        read_extraction(tmp_path / "plane0", format=fmt)

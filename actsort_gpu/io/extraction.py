@@ -49,6 +49,8 @@ class ExtractionReader:
         packages such as pynwb are needed only to read that format)
     options : the keywords of :func:`read_extraction` the reader takes (config, hw, progress,
         movie_shape)
+    folder : whether it reads a folder (True), a file (False) or either (None): a ``--format``
+        given against the path's kind is refused before the reader's own error
     """
 
     name: str
@@ -57,6 +59,7 @@ class ExtractionReader:
     module: str
     function: str
     options: tuple[str, ...] = ()
+    folder: bool | None = False
 
     def reader(self) -> Callable[..., Candidates]:
         return getattr(importlib.import_module(f".{self.module}", __package__), self.function)
@@ -122,6 +125,7 @@ EXTRACTION_READERS: dict[str, ExtractionReader] = {
             "suite2p",
             "read_suite2p",
             ("config", "progress", "movie_shape"),
+            folder=None,
         ),
         ExtractionReader(
             "extract",
@@ -146,6 +150,7 @@ EXTRACTION_READERS: dict[str, ExtractionReader] = {
             "minian",
             "read_minian",
             ("progress", "movie_shape"),
+            folder=None,
         ),
         ExtractionReader(
             "nwb",
@@ -237,6 +242,11 @@ def read_extraction(
         raise ValueError(
             f"{path}: unknown extraction format {fmt!r}; expected one of "
             f"{', '.join(EXTRACTION_FORMATS)} or auto"
+        )
+    if reader.folder is not None and path.is_dir() != reader.folder:
+        raise ValueError(
+            f"{path}: a {'folder' if path.is_dir() else 'file'}, but --format {fmt} reads a "
+            f"{'folder' if reader.folder else 'file'} ({reader.accepts})"
         )
     cands = reader.read(path, config=config, hw=hw, progress=progress, movie_shape=movie_shape)
     log.info(
