@@ -19,6 +19,7 @@ from . import schema
 from .config import IngestConfig, as_dict
 from .io.candidates import Candidates, trace_row_blocks
 from .io.movies import Movie
+from .io.movies.base import signature_frames
 from .store import SortStore, file_fingerprint
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def check_mean_image(movie: Movie, images: dict, where: str) -> float | None:
     mean_image = next((v for k, v in images.items() if k.lower().endswith("meanimg")), None)
     if mean_image is None or mean_image.shape != (movie.height, movie.width):
         return None
-    frames = movie.pixel_signature()["frames"]
+    frames = signature_frames(movie.n_frames)
     frames_mean = np.mean([movie.read(f, f + 1)[0] for f in frames], axis=0, dtype=np.float64)
     a, b = frames_mean.ravel(), np.asarray(mean_image, np.float64).ravel()
     ok = np.isfinite(a) & np.isfinite(b)

@@ -12,10 +12,17 @@ import numpy as np
 
 from ..direct import PLACEMENT_SLACK, placed_frames
 
-__all__ = ["Movie", "ArrayMovie", "SIGNATURE_FRAMES"]
+__all__ = ["Movie", "ArrayMovie", "SIGNATURE_FRAMES", "signature_frames"]
 
 #: frames whose values make a movie's :meth:`Movie.pixel_signature`
 SIGNATURE_FRAMES = 8
+
+
+def signature_frames(n_frames: int) -> list[int]:
+    """The :data:`SIGNATURE_FRAMES` frame indices of :meth:`Movie.pixel_signature`, spread
+    from the first frame to the last (fewer in a shorter movie)."""
+    picks = np.linspace(0, n_frames - 1, SIGNATURE_FRAMES).round().astype(int)
+    return [int(f) for f in np.unique(picks)]
 
 
 class Movie(ABC):
@@ -157,15 +164,13 @@ class Movie(ABC):
     def __exit__(self, *exc):
         self.close()
 
-    def pixel_signature(self, frames=None, n_samples: int = SIGNATURE_FRAMES) -> dict:
+    def pixel_signature(self, frames=None) -> dict:
         """``{"frames": [...], "sha256": hex}``: a digest of the values of a few frames
-        (``frames``, default ``n_samples`` spread from the first to the last), taken as float64
+        (``frames``, default :func:`signature_frames`), taken as float64
         so that the same recording in another file format or dtype gives the same digest.
         Recorded at ingest; the movie pass compares it (another recording of the same shape,
         or an edited file, is refused). Reads only those frames."""
-        if frames is None:
-            frames = np.unique(np.linspace(0, self.n_frames - 1, n_samples).round().astype(int))
-        frames = [int(f) for f in frames]
+        frames = [int(f) for f in (signature_frames(self.n_frames) if frames is None else frames)]
         digest = hashlib.sha256()
         for f in frames:
             values = np.ascontiguousarray(self.read(f, f + 1), dtype="<f8")
