@@ -676,9 +676,8 @@ def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray
     if not Path(path).exists():
         return labels
     with Journal(path, read_only=True, n_candidates=n_candidates, dataset=dataset) as journal:
-        for (name, cand), lab in journal.labels.items():
-            if name == dataset:
-                labels[cand] = UNLABELLED if lab == UNSURE else lab
+        for (_, cand), lab in journal.labels.items():  # all this store's (``dataset=``)
+            labels[cand] = UNLABELLED if lab == UNSURE else lab
     return labels
 
 
@@ -690,8 +689,7 @@ def disagreement_column(path: str | Path, dataset: str, n_candidates: int) -> li
     if not Path(path).exists():
         return out
     with Journal(path, read_only=True, n_candidates=n_candidates, dataset=dataset) as journal:
-        for d in journal.disagreements:
-            if d.dataset == dataset:
-                text = f"{d.first_annotator} {d.first_label:+d} -> {d.annotator} {d.label:+d}"
-                out[d.candidate] = f"{out[d.candidate]}; {text}" if out[d.candidate] else text
+        for d in journal.disagreements:  # all this store's (``dataset=``)
+            text = f"{d.first_annotator} {d.first_label:+d} -> {d.annotator} {d.label:+d}"
+            out[d.candidate] = f"{out[d.candidate]}; {text}" if out[d.candidate] else text
     return out
