@@ -383,6 +383,12 @@ def _suite2p_default(store_path: Path, store) -> Path:
             "(`actsort export --format suite2p --out FOLDER`)"
         )
     out = Path(ext["path"])
+    if not out.exists():  # moved or deleted: never write into whatever its parent is now
+        raise FileNotFoundError(
+            f"{store_path}: the Suite2p folder it was ingested from ({out}) is gone; name the "
+            "plane folder to write iscell.npy into (`actsort export --format suite2p --out "
+            "FOLDER`)"
+        )
     return out if out.is_dir() else out.parent
 
 

@@ -419,3 +419,16 @@ def test_nwb_export_keeps_the_files_own_accepted_column(tmp_path, caplog):
         plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         assert np.asarray(plane["Accepted"].data[:]).tolist() == [1] * 6
         assert int(np.asarray(plane["Rejected"].data[:]).sum()) >= 1
+
+
+def test_suite2p_export_refuses_a_plane_folder_that_is_gone(store, tmp_path):
+    """The Suite2p folder recorded at ingest was moved: the export names it and asks for
+    --out instead of writing iscell.npy into the missing folder's parent."""
+    from actsort_gpu.store import SortStore
+
+    path, _ = store
+    gone = tmp_path / "suite2p" / "plane0"
+    SortStore.open(path, "r+").update_attrs(extraction={"format": "suite2p", "path": str(gone)})
+    with pytest.raises(FileNotFoundError, match=r"plane0\) is gone; name the plane folder"):
+        export_labels(path, "suite2p")
+    assert not (tmp_path / "suite2p").exists()
