@@ -490,9 +490,20 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> Exporter:
     return EXPORTERS[fmt]
 
 
+def _out_path(exporter: Exporter, out, store_path: Path, store) -> Path:
+    """Where to write: ``out``, or the format's file inside it when it is a folder (as ``cp``
+    does), or the format's default without one."""
+    if out is None:
+        return exporter.default_out(store_path, store)
+    out = Path(out)
+    if out.is_dir() and exporter.file_name is not None:
+        return out / exporter.name_for(store_path)
+    return out
+
+
 def _write(table: dict, fmt: str, out, store_path: Path, store) -> Path:
     exporter = EXPORTERS[fmt]
-    out = Path(out) if out is not None else exporter.default_out(store_path, store)
+    out = _out_path(exporter, out, store_path, store)
     path = exporter.write(table, out, store_path)
     n_h = int((table["human_label"] != 0).sum())
     log.info(
@@ -526,8 +537,7 @@ def export_labels(
     if exporter.write is None:
         if learner is None:
             learner = _read_only_learner(store_path, config)
-        out = Path(out) if out is not None else exporter.default_out(store_path, store)
-        return _write_classifier(learner, out)
+        return _write_classifier(learner, _out_path(exporter, out, store_path, store))
     table = label_table(store_path, learner=learner, dataset=dataset, config=config)
     return _write(table, format, out, store_path, store)
 

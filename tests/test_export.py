@@ -432,3 +432,15 @@ def test_suite2p_export_refuses_a_plane_folder_that_is_gone(store, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"plane0\) is gone; name the plane folder"):
         export_labels(path, "suite2p")
     assert not (tmp_path / "suite2p").exists()
+
+
+def test_out_may_be_a_folder(store, tmp_path):
+    """--out FOLDER puts the format's file inside it, as `cp` does ('Is a directory' before;
+    the classifier went to FOLDER.npz beside it)."""
+    path, _ = store
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert export_labels(path, "csv", folder) == folder / "labels.csv"
+    assert export_labels(path, "classifier", folder) == folder / "classifier.npz"
+    assert sorted(p.name for p in folder.iterdir()) == ["classifier.npz", "labels.csv"]
+    assert not (tmp_path / "exports.npz").exists()

@@ -24,8 +24,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--out",
         default=None,
-        help="output file (csv/parquet/classifier/nwb) or Suite2p folder "
-        "(default: <store>/exports/..., Suite2p: the source folder)",
+        help="output file (csv/parquet/classifier/nwb), or an existing folder to put the "
+        "format's file in, or the Suite2p plane folder (default: <store>/exports/..., "
+        "Suite2p: the source folder)",
     )
     p.add_argument(
         "--predictions",
