@@ -1,0 +1,160 @@
+"""Carry human labels from one sort store to another of the same field of view, matching
+candidates by footprint overlap: after the extraction is run again (other parameters, another
+version, another extractor) the labels already given are not lost.
+
+A candidate of the target gets the label of the source candidate whose footprint overlaps it
+best, when each is the other's best match and their intersection over union (IoU) is at least
+``min_iou``; footprints are compared as the pixels at or above ``mask_level`` of their peak
+(stores keep footprints max-normalised). The labels go into the target's journal as one
+``import`` action (one undo reverts it), never over a label the target already has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .labels import Journal, read_labels
+from .store import SortStore
+
+__all__ = ["ImportReport", "import_labels", "match_footprints"]
+
+#: default minimum IoU of a match (0.5: the usual "same cell" criterion of ROI matching)
+MIN_IOU = 0.5
+#: default share of a footprint's peak that makes its mask
+MASK_LEVEL = 0.2
+
+
+def _masks(footprints: sp.csr_matrix, level: float) -> sp.csr_matrix:
+    """(N, P) CSR float32 of 0 / 1: the pixels at or above ``level`` of each row's peak (rows are
+    max-normalised in a store, so of 1)."""
+    fp = sp.csr_matrix(footprints, dtype=np.float32, copy=True)
+    fp.data = (fp.data >= level).astype(np.float32)
+    fp.eliminate_zeros()
+    return fp
+
+
+def match_footprints(
+    target: sp.csr_matrix,
+    source: sp.csr_matrix,
+    *,
+    min_iou: float = MIN_IOU,
+    mask_level: float = MASK_LEVEL,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mutual best matches between the rows of ``target`` (Nt, P) and ``source`` (Ns, P) by
+    mask IoU. Returns (target indices, source indices, IoU), each (M,), IoU >= ``min_iou``,
+    ordered by target index."""
+    a, b = _masks(target, mask_level), _masks(source, mask_level)
+    inter = (a @ b.T).tocoo()  # (Nt, Ns) shared pixels, only where they overlap
+    area_a = np.asarray(a.sum(axis=1)).ravel()
+    area_b = np.asarray(b.sum(axis=1)).ravel()
+    union = area_a[inter.row] + area_b[inter.col] - inter.data
+    iou = np.where(union > 0, inter.data / np.maximum(union, 1), 0.0)
+    keep = iou >= min_iou
+    rows, cols, iou = inter.row[keep], inter.col[keep], iou[keep]
+    if rows.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0)
+    best_for_row = _best(rows, cols, iou, target.shape[0])
+    best_for_col = _best(cols, rows, iou, source.shape[0])
+    mutual = (best_for_row[rows] == cols) & (best_for_col[cols] == rows)
+    order = np.argsort(rows[mutual], kind="stable")
+    return (
+        rows[mutual][order].astype(np.int64),
+        cols[mutual][order].astype(np.int64),
+        iou[mutual][order],
+    )
+
+
+def _best(keys: np.ndarray, values: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """(n,) the ``values`` entry of the highest ``score`` per key (-1 where a key has none;
+    ties: the smaller value)."""
+    order = np.lexsort((values, -score, keys))
+    first = np.ones(order.size, bool)
+    first[1:] = keys[order][1:] != keys[order][:-1]
+    best = np.full(n, -1, np.int64)
+    best[keys[order][first]] = values[order][first]
+    return best
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What :func:`import_labels` did."""
+
+    source_labels: int  # human labels (+1 / -1) in the source
+    matched: int  # of those, candidates matched to a target candidate
+    imported_cells: int
+    imported_not_cells: int
+    kept: int  # matched, but the target already had a label there (kept)
+    unmatched: int  # source labels without a match (IoU below min_iou or not mutual)
+    median_iou: float  # of the imported matches (NaN when none)
+
+    def summary(self) -> str:
+        return (
+            f"{self.imported_cells + self.imported_not_cells:,} labels imported "
+            f"({self.imported_cells:,} cells, {self.imported_not_cells:,} not cells; median IoU "
+            f"{self.median_iou:.2f}) of {self.source_labels:,} in the source; "
+            f"{self.kept:,} kept (already labelled here), {self.unmatched:,} without a match"
+        )
+
+
+def import_labels(
+    target_path,
+    source_path,
+    *,
+    min_iou: float = MIN_IOU,
+    mask_level: float = MASK_LEVEL,
+    annotator: str | None = None,
+) -> ImportReport:
+    """Give the candidates of the store at ``target_path`` the human labels of their matches
+    (:func:`match_footprints`) in the store at ``source_path``, as one ``import`` action in the
+    target's journal (its write lock is taken: refused while a page has the target open).
+
+    annotator : written with each imported label (default ``import:<source store name>``).
+    Raises ValueError when the fields of view differ, or ``min_iou`` / ``mask_level`` are not
+    in (0, 1].
+    """
+    for name, value in (("min_iou", min_iou), ("mask_level", mask_level)):
+        if not 0 < value <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {value}")
+    target_path, source_path = Path(target_path), Path(source_path)
+    target, source = SortStore.open(target_path), SortStore.open(source_path)
+    if (target.height, target.width) != (source.height, source.width):
+        raise ValueError(
+            f"{source_path}: field of view {source.height} x {source.width}, but {target_path} "
+            f"is {target.height} x {target.width}: labels are carried between extractions of "
+            "the same recording"
+        )
+    src_labels = read_labels(source.journal_path, source_path.name, source.n_candidates)
+    labelled = np.flatnonzero(np.isin(src_labels, (1, -1)))
+    rows, cols, iou = match_footprints(
+        target.footprints(), source.footprints(), min_iou=min_iou, mask_level=mask_level
+    )
+    carry = np.isin(cols, labelled)
+    rows, cols, iou = rows[carry], cols[carry], iou[carry]
+    with Journal(
+        target.journal_path, n_candidates=target.n_candidates, dataset=target_path.name
+    ) as journal:
+        have = {c for _, c in journal.labels}  # labelled or unsure here (never 0)
+        new = np.array([r not in have for r in rows], bool)
+        values = src_labels[cols[new]]
+        if new.any():
+            journal.append_many(
+                target_path.name,
+                rows[new].tolist(),
+                values.tolist(),
+                annotator or f"import:{source_path.name}",
+                origin="import",
+            )
+    return ImportReport(
+        source_labels=int(labelled.size),
+        matched=int(rows.size),
+        imported_cells=int((values > 0).sum()),
+        imported_not_cells=int((values < 0).sum()),
+        kept=int((~new).sum()),
+        unmatched=int(labelled.size - rows.size),
+        median_iou=float(np.median(iou[new])) if new.any() else float("nan"),
+    )

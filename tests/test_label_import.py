@@ -1,0 +1,86 @@
+"""Carrying labels between two stores of one recording (actsort import-labels): footprint
+matching against known overlaps, the journal action it writes, and what it refuses."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from ui_fixtures import make_test_store
+
+from actsort_gpu import CELL, NOT_CELL, schema
+from actsort_gpu.active.learner import Learner
+from actsort_gpu.cli import main
+from actsort_gpu.label_import import import_labels, match_footprints
+from actsort_gpu.labels import Journal, read_labels
+from actsort_gpu.store import SortStore
+
+H = W = 40
+
+
+def _disks(centres, radius=3.0) -> sp.csr_matrix:
+    yy, xx = np.mgrid[:H, :W]
+    rows = [((yy - r) ** 2 + (xx - c) ** 2 <= radius**2).ravel() for r, c in centres]
+    return sp.csr_matrix(np.array(rows, np.float32))
+
+
+def test_matches_follow_overlap_not_order():
+    """A re-extraction: the same cells in another order, one moved by 1 px (IoU 0.6: a match),
+    one by 4 px (IoU 0.1: none), one new; mutual best matches only."""
+    source = _disks([(5, 5), (5, 20), (20, 5), (20, 20), (32, 32)])
+    target = _disks([(20, 20), (5, 6), (35, 8), (5, 5), (32, 28)])
+    rows, cols, iou = match_footprints(target, source)
+    assert rows.tolist() == [0, 3] and cols.tolist() == [3, 0]
+    assert np.allclose(iou, 1.0)
+    # (5, 6) overlaps (5, 5) at IoU ~0.6 but (5, 5) matches target 3 better: not mutual
+    rows, cols, iou = match_footprints(target[[1, 2, 4]], source)
+    assert rows.tolist() == [0] and cols.tolist() == [0] and 0.5 <= iou[0] < 0.8
+    rows, _, _ = match_footprints(target, source, min_iou=1.0)
+    assert rows.tolist() == [0, 3]
+
+
+def test_import_carries_labels_to_a_reordered_extraction(tmp_path, capsys):
+    source = make_test_store(tmp_path, n=12, name="old.actsort")
+    learner = Learner.open([source], annotator="ana", device="cpu")
+    learner.label_many([1, 2], CELL)
+    learner.label(5, NOT_CELL)
+    learner.label(7, CELL)
+    learner.close()
+    target = tmp_path / "new.actsort"
+    shutil.copytree(source, target)
+    shutil.rmtree(target / "labels")
+    order = np.random.default_rng(0).permutation(12)  # new candidate k = old order[k]
+    store = SortStore.open(target, "r+")
+    fp = SortStore.open(source).footprints()
+    store.write_csr(
+        schema.FOOTPRINTS, fp[order], attrs={"height": store.height, "width": store.width}
+    )
+    with Journal(target / "labels" / "journal.jsonl", n_candidates=12) as j:
+        j.append("new.actsort", int(np.flatnonzero(order == 7)[0]), NOT_CELL, "bob")
+    report = import_labels(target, source)
+    assert (report.source_labels, report.matched, report.kept, report.unmatched) == (4, 4, 1, 0)
+    assert (report.imported_cells, report.imported_not_cells) == (2, 1)
+    old = read_labels(source / "labels" / "journal.jsonl", "old.actsort", 12)
+    new = read_labels(target / "labels" / "journal.jsonl", "new.actsort", 12)
+    expected = old[order]
+    expected[order == 7] = NOT_CELL  # bob's label there is kept
+    np.testing.assert_array_equal(new, expected)
+    with Journal(target / "labels" / "journal.jsonl", n_candidates=12) as j:
+        assert {ev.origin for ev in j.undo_stack[-1]} == {"import"}
+        assert {ev.annotator for ev in j.undo_stack[-1]} == {"import:old.actsort"}
+        j.undo("ana")  # one undo reverts the whole import
+        assert {c for _, c in j.labels} == {int(np.flatnonzero(order == 7)[0])}
+    assert main(["import-labels", str(target), "--from", str(source)]) == 0
+    assert "3 labels imported (2 cells, 1 not cells" in capsys.readouterr().out
+
+
+def test_import_refuses_another_field_of_view_and_bad_thresholds(tmp_path):
+    a = make_test_store(tmp_path, n=6, name="a.actsort")
+    b = make_test_store(tmp_path, n=6, name="b.actsort", height=64, width=64)
+    with pytest.raises(ValueError, match="field of view 64 x 64, but .*a.actsort is 96 x 96"):
+        import_labels(a, b)
+    with pytest.raises(ValueError, match="min_iou must be in"):
+        import_labels(a, a, min_iou=0)
+    assert not (a / "labels").exists()
