@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from .labels import Journal, read_labels
 from .store import SortStore
 
-__all__ = ["ImportReport", "import_labels", "match_footprints"]
+__all__ = ["ImportReport", "import_labels", "mask_iou", "match_footprints"]
 
 #: default minimum IoU of a match (0.5: the usual "same cell" criterion of ROI matching)
 MIN_IOU = 0.5
@@ -37,6 +37,20 @@ def _masks(footprints: sp.csr_matrix, level: float) -> sp.csr_matrix:
     return fp
 
 
+def mask_iou(
+    target: sp.csr_matrix, source: sp.csr_matrix, *, mask_level: float = MASK_LEVEL
+) -> sp.coo_matrix:
+    """(Nt, Ns) COO float64: the intersection over union of the masks of each overlapping pair
+    of rows of ``target`` (Nt, P) and ``source`` (Ns, P); pairs that share no pixel are absent."""
+    a, b = _masks(target, mask_level), _masks(source, mask_level)
+    inter = (a @ b.T).tocoo()  # shared pixels, only where they overlap
+    area_a = np.asarray(a.sum(axis=1)).ravel()
+    area_b = np.asarray(b.sum(axis=1)).ravel()
+    union = area_a[inter.row] + area_b[inter.col] - inter.data
+    iou = inter.data / np.maximum(union, 1.0)
+    return sp.coo_matrix((iou.astype(np.float64), (inter.row, inter.col)), shape=inter.shape)
+
+
 def match_footprints(
     target: sp.csr_matrix,
     source: sp.csr_matrix,
@@ -47,14 +61,9 @@ def match_footprints(
     """Mutual best matches between the rows of ``target`` (Nt, P) and ``source`` (Ns, P) by
     mask IoU. Returns (target indices, source indices, IoU), each (M,), IoU >= ``min_iou``,
     ordered by target index."""
-    a, b = _masks(target, mask_level), _masks(source, mask_level)
-    inter = (a @ b.T).tocoo()  # (Nt, Ns) shared pixels, only where they overlap
-    area_a = np.asarray(a.sum(axis=1)).ravel()
-    area_b = np.asarray(b.sum(axis=1)).ravel()
-    union = area_a[inter.row] + area_b[inter.col] - inter.data
-    iou = np.where(union > 0, inter.data / np.maximum(union, 1), 0.0)
-    keep = iou >= min_iou
-    rows, cols, iou = inter.row[keep], inter.col[keep], iou[keep]
+    pairs = mask_iou(target, source, mask_level=mask_level)
+    keep = pairs.data >= min_iou
+    rows, cols, iou = pairs.row[keep], pairs.col[keep], pairs.data[keep]
     if rows.size == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0)

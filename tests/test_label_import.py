@@ -13,7 +13,7 @@ from ui_fixtures import make_test_store
 from actsort_gpu import CELL, NOT_CELL, schema
 from actsort_gpu.active.learner import Learner
 from actsort_gpu.cli import main
-from actsort_gpu.label_import import import_labels, match_footprints
+from actsort_gpu.label_import import import_labels, mask_iou, match_footprints
 from actsort_gpu.labels import Journal, read_labels
 from actsort_gpu.store import SortStore
 
@@ -84,3 +84,24 @@ def test_import_refuses_another_field_of_view_and_bad_thresholds(tmp_path):
     with pytest.raises(ValueError, match="min_iou must be in"):
         import_labels(a, a, min_iou=0)
     assert not (a / "labels").exists()
+
+
+def test_mask_iou_equals_the_neurofinder_crops_own_figures(shared_data, tmp_path):
+    """The crop's gt_best_iou.npy (each Suite2p ROI's best IoU with a human-drawn cell, all of
+    its pixels) is reproduced by mask_iou to 1e-6."""
+    import json
+
+    from actsort_gpu.ingest import ingest_files
+
+    crop = shared_data / "neurofinder_crop"
+    store = ingest_files(crop / "movie.tif", crop / "suite2p", tmp_path / "nf.actsort")
+    h, w = store.height, store.width
+    drawn = np.zeros((0, h * w), np.float32)
+    for region in json.loads((crop / "regions.json").read_text()):
+        mask = np.zeros(h * w, np.float32)
+        yx = np.asarray(region["coordinates"])
+        mask[yx[:, 0] * w + yx[:, 1]] = 1
+        drawn = np.vstack([drawn, mask])
+    iou = mask_iou(store.footprints(), sp.csr_matrix(drawn), mask_level=1e-6).tocsr()
+    best = iou.max(axis=1).toarray().ravel()
+    np.testing.assert_allclose(best, np.load(crop / "gt_best_iou.npy"), atol=1e-6)
