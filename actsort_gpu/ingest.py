@@ -19,7 +19,6 @@ from . import schema
 from .config import IngestConfig, as_dict
 from .io.candidates import Candidates, trace_row_blocks
 from .io.movies import Movie
-from .io.movies.base import signature_frames
 from .store import SortStore, file_fingerprint
 
 log = logging.getLogger(__name__)
@@ -142,16 +141,17 @@ def _finite_block(traces, rows: slice, bad_per_row: np.ndarray, zero: bool) -> n
 MIN_MEAN_IMAGE_CORRELATION = 0.2
 
 
-def check_mean_image(movie: Movie, images: dict, where: str) -> float | None:
-    """Pixel correlation between the extraction's mean image (Suite2p ``meanImg``) and the
-    mean of the movie's :meth:`~.io.movies.base.Movie.pixel_signature` frames; ValueError
-    naming both when it is below :data:`MIN_MEAN_IMAGE_CORRELATION` (another recording of the
-    same shape, another channel or plane). None when the extraction has no mean image."""
+def check_mean_image(
+    frames_mean: np.ndarray, images: dict, *, movie_path, where: str, n_sampled: int
+) -> float | None:
+    """Pixel correlation between the extraction's mean image (Suite2p ``meanImg``) and
+    ``frames_mean``, the (H, W) mean of the movie's ``n_sampled`` signature frames
+    (:meth:`~.io.movies.base.Movie.sample_frames`); ValueError naming both when it is below
+    :data:`MIN_MEAN_IMAGE_CORRELATION` (another recording of the same shape, another channel or
+    plane). None when the extraction has no mean image of that shape, or one is flat."""
     mean_image = next((v for k, v in images.items() if k.lower().endswith("meanimg")), None)
-    if mean_image is None or mean_image.shape != (movie.height, movie.width):
+    if mean_image is None or mean_image.shape != frames_mean.shape:
         return None
-    frames = signature_frames(movie.n_frames)
-    frames_mean = np.mean([movie.read(f, f + 1)[0] for f in frames], axis=0, dtype=np.float64)
     a, b = frames_mean.ravel(), np.asarray(mean_image, np.float64).ravel()
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 2 or a[ok].std() == 0 or b[ok].std() == 0:
@@ -159,8 +159,8 @@ def check_mean_image(movie: Movie, images: dict, where: str) -> float | None:
     r = float(np.corrcoef(a[ok], b[ok])[0, 1])
     if r < MIN_MEAN_IMAGE_CORRELATION:
         raise ValueError(
-            f"{movie.path}: its frames do not look like the mean image of {where} (pixel "
-            f"correlation {r:.2f} over {len(frames)} frames; matching recordings measured "
+            f"{movie_path}: its frames do not look like the mean image of {where} (pixel "
+            f"correlation {r:.2f} over {n_sampled} frames; matching recordings measured "
             "0.79-0.98): another recording, channel or plane? If it is the right movie, pass "
             "--skip-image-check"
         )
@@ -224,8 +224,15 @@ def ingest(
         )
     if candidates.n_candidates == 0:
         raise ValueError(f"{where}: the extraction output holds no candidates")
+    signature, frames_mean = movie.sample_frames()  # one read of each frame for both
     if config.check_mean_image:
-        check_mean_image(movie, candidates.images, where)
+        check_mean_image(
+            frames_mean,
+            candidates.images,
+            movie_path=movie.path,
+            where=where,
+            n_sampled=len(signature["frames"]),
+        )
     footprints, peak, is_empty = normalise_footprints(candidates.footprints)
     if is_empty.any():
         log.warning(
@@ -253,7 +260,7 @@ def ingest(
                 "fs_hz": fs_hz,
                 "temporal_downsample": dt,
                 "fingerprint": file_fingerprint(movie.path) if movie.path.exists() else None,
-                "signature": movie.pixel_signature(),
+                "signature": signature,
             },
             extraction={
                 "path": where,

@@ -356,11 +356,19 @@ def test_a_movie_unlike_the_extractions_mean_image_is_refused(tmp_path):
     frames = (pattern + rng.normal(0, 20, (t, h, w))).clip(0).astype(np.uint16)
     right, mirrored = ArrayMovie(frames, "right.npy"), ArrayMovie(frames[:, ::-1], "other.npy")
     images = {"suite2p_meanImg": pattern.astype(np.float32)}
-    assert check_mean_image(right, images, "plane0") > 0.9
+
+    def check(movie, images):
+        signature, frames_mean = movie.sample_frames()
+        n = len(signature["frames"])
+        return check_mean_image(
+            frames_mean, images, movie_path=movie.path, where="plane0", n_sampled=n
+        )
+
+    assert check(right, images) > 0.9
     with pytest.raises(ValueError, match=r"other.npy: its frames do not look like the mean image"):
-        check_mean_image(mirrored, images, "plane0")
-    assert check_mean_image(mirrored, {}, "plane0") is None
-    assert check_mean_image(mirrored, {"suite2p_meanImg": np.ones((h, w))}, "plane0") is None
+        check(mirrored, images)
+    assert check(mirrored, {}) is None
+    assert check(mirrored, {"suite2p_meanImg": np.ones((h, w))}) is None
     fp = np.zeros((2, h * w), np.float32)
     fp[0, :4], fp[1, 40:44] = 1, 1
     cands = Candidates(

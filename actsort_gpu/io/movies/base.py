@@ -170,12 +170,21 @@ class Movie(ABC):
         so that the same recording in another file format or dtype gives the same digest.
         Recorded at ingest; the movie pass compares it (another recording of the same shape,
         or an edited file, is refused). Reads only those frames."""
+        return self.sample_frames(frames)[0]
+
+    def sample_frames(self, frames=None) -> tuple[dict, np.ndarray]:
+        """(:meth:`pixel_signature`, the (H, W) float64 mean of the same frames), each frame
+        read once and let go (ingest needs both: the mean is compared with the extraction's
+        mean image)."""
         frames = [int(f) for f in (signature_frames(self.n_frames) if frames is None else frames)]
         digest = hashlib.sha256()
+        total = np.zeros((self.height, self.width), np.float64)
         for f in frames:
-            values = np.ascontiguousarray(self.read(f, f + 1), dtype="<f8")
+            values = np.ascontiguousarray(self.read(f, f + 1)[0], dtype="<f8")
             digest.update(values.tobytes())
-        return {"frames": frames, "sha256": digest.hexdigest()}
+            total += values
+        signature = {"frames": frames, "sha256": digest.hexdigest()}
+        return signature, total / max(len(frames), 1)
 
     def describe(self) -> dict:
         """JSON-ready facts about the movie for store provenance."""
