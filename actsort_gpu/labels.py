@@ -122,10 +122,22 @@ def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     return float("nan") if tpr is None or tnr is None else 0.5 * (tpr + tnr)
 
 
+def journal_lock_path(journal_path) -> Path:
+    """The file whose ``flock`` is the journal's write lock (it holds the holder's pid)."""
+    journal_path = Path(journal_path)
+    return journal_path.with_name(journal_path.name + ".lock")
+
+
+def _holder(fh) -> str:
+    """The holder written in an open lock file ("pid N on host H")."""
+    fh.seek(0)
+    return fh.read().strip() or "unknown process"
+
+
 def journal_holder(journal_path) -> str | None:
     """Who holds the write lock of the journal at ``journal_path`` ("pid N on host H"), or
     None when nobody does (checked by trying the lock and letting it go at once)."""
-    lock = Path(str(journal_path) + ".lock")
+    lock = journal_lock_path(journal_path)
     if not lock.exists():
         return None
     try:
@@ -136,7 +148,7 @@ def journal_holder(journal_path) -> str | None:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return fh.read().strip() or "unknown process"
+            return _holder(fh)
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     return None
 
@@ -493,15 +505,14 @@ class Journal:
     # ------------------------------------------------------------------ lock
     @property
     def lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
+        return journal_lock_path(self.path)
 
     def _acquire_lock(self) -> None:
         fh = open(self.lock_path, "a+")  # noqa: SIM115 (held open for the journal's lifetime)
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown process"
+            holder = _holder(fh)
             fh.close()
             raise JournalLockedError(
                 f"{self.path}: the label journal is open for writing by another process "
