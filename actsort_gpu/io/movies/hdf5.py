@@ -76,14 +76,18 @@ class HDF5Movie(_OrderedArrayMovie):
                 " (MATLAB file: reversed dimensions)" if matlab else "",
             )
 
-    def _datasets_3d(self) -> list[str]:
+    def _datasets(self) -> dict[str, tuple[int, ...]]:
+        """Every dataset of the file: name -> shape, in the file's order."""
         import h5py
 
-        found = []
+        found: dict[str, tuple[int, ...]] = {}
         self._file.visititems(
-            lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 3 else None
+            lambda n, o: found.setdefault(n, o.shape) if isinstance(o, h5py.Dataset) else None
         )
         return found
+
+    def _datasets_3d(self) -> list[str]:
+        return [name for name, shape in self._datasets().items() if len(shape) == 3]
 
     def _nwb_series(self, path: Path) -> str:
         """The ``data`` of the NWB file's one imaging series (TwoPhotonSeries, OnePhotonSeries
@@ -124,25 +128,13 @@ class HDF5Movie(_OrderedArrayMovie):
                 f"movie: name it with --dataset"
             )
         if not found:
+            held = [f"{name} {shape}" for name, shape in self._datasets().items()][:8]
             raise ValueError(
                 f"{path}: no 3-D (frames, height, width) dataset; it holds "
-                f"{self._dataset_shapes() or 'no dataset'} (a movie with a channel or plane "
-                "axis needs it removed first)"
+                f"{', '.join(held) or 'no dataset'} (a movie with a channel or plane axis needs "
+                "it removed first)"
             )
         return found[0]
-
-    def _dataset_shapes(self, most: int = 8) -> str:
-        """'name (shape), ...' of the file's first ``most`` datasets."""
-        import h5py
-
-        shapes: list[str] = []
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and len(shapes) < most:
-                shapes.append(f"{name} {obj.shape}")
-
-        self._file.visititems(visit)
-        return ", ".join(shapes)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._raw is None:
