@@ -81,9 +81,12 @@ class HDF5Movie(_OrderedArrayMovie):
         import h5py
 
         found: dict[str, tuple[int, ...]] = {}
-        self._file.visititems(
-            lambda n, o: found.setdefault(n, o.shape) if isinstance(o, h5py.Dataset) else None
-        )
+
+        def visit(name, obj) -> None:  # a value other than None would end h5py's visit
+            if isinstance(obj, h5py.Dataset):
+                found[name] = obj.shape
+
+        self._file.visititems(visit)
         return found
 
     def _datasets_3d(self) -> list[str]:
