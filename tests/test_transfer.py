@@ -292,3 +292,59 @@ def test_simulator_reads_embeddings_and_outside_labels(tmp_path, capsys):
     args[4] = str(tmp_path / "notes.npy")
     assert main([*args, "--json", str(tmp_path / "r3.json")]) != 0
     assert "notes.npy: not a NumPy .npy file" in capsys.readouterr().err
+
+
+def test_stores_of_one_folder_name_are_told_apart(tmp_path, capsys):
+    """Two animals' stores named alike (m1/plane0.actsort, m2/plane0.actsort): train reports
+    both (the leave-one-out figures were keyed by folder name and one was lost), the learner
+    and the page open both, and each journal's lines still name its own folder."""
+    a, _ = _labelled_store(tmp_path / "m1" / "plane0.actsort", 1)
+    b, _ = _labelled_store(tmp_path / "m2" / "plane0.actsort", 2)
+    assert main(["train", str(a), str(b), "--out", str(tmp_path / "c.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "m1/plane0.actsort: 80 labelled rows" in out
+    assert "applied to m1/plane0.actsort" in out and "applied to m2/plane0.actsort" in out
+    clf = load_classifier(tmp_path / "c.npz")
+    assert sorted(clf.meta["loso_ba"]) == ["m1/plane0.actsort", "m2/plane0.actsort"]
+    assert (
+        main(
+            [
+                "train",
+                str(a),
+                str(tmp_path / "m1" / ".." / "m1" / "plane0.actsort"),
+                "--out",
+                str(tmp_path / "d.npz"),
+            ]
+        )
+        != 0
+    )
+    assert "the same recording is given twice" in capsys.readouterr().err
+
+    from actsort_gpu.labels import Journal
+    from actsort_gpu.ui import open_workspace
+    from tests.ui_fixtures import make_test_store
+
+    learner = Learner.open([a, b], annotator="bo", device="cpu")
+    try:
+        assert [d.name for d in learner.datasets] == ["m1/plane0.actsort", "m2/plane0.actsort"]
+        n_a = int(learner.offsets[1])
+        before = learner.labels.copy()
+        learner.label(n_a + 250, int(NOT_CELL))  # candidate 250 of the second store
+        assert learner.labels[n_a + 250] == NOT_CELL
+        assert (learner.labels[:n_a] == before[:n_a]).all()
+        assert learner.history(1)[-1].candidate == n_a + 250
+        assert learner.undo() == [n_a + 250] and learner.labels[n_a + 250] == before[n_a + 250]
+    finally:
+        learner.close()
+    with Journal(b / "labels" / "journal.jsonl", read_only=True) as j:
+        last = j.events[-2]
+    assert (last.dataset, last.candidate, last.annotator) == ("plane0.actsort", 250, "bo")
+    with Journal(a / "labels" / "journal.jsonl", read_only=True) as j:
+        assert all(ev.annotator == "ana" for ev in j.events)
+    # the page opens both and shows them apart
+    pages = [make_test_store(tmp_path / m, n=40, name="plane0.actsort") for m in ("p1", "p2")]
+    ws = open_workspace(pages, annotator="bo")
+    try:
+        assert ws.names == ["p1/plane0.actsort", "p2/plane0.actsort"]
+    finally:
+        ws.close()

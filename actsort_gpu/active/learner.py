@@ -66,7 +66,11 @@ __all__ = [
 class DatasetInput:
     """One animal/session: name, raw features (N_d, F), feature names/version, journal path
     (None: an in-memory journal), and optionally the store's learned embeddings (N_d, D) with
-    the encoder's id and whether that encoder was trained with labels."""
+    the encoder's id and whether that encoder was trained with labels.
+
+    ``name`` is what reports and the page show (unique among a learner's datasets: it may carry
+    parent folders, ``m1/plane0.actsort``); ``journal_name`` is what the journal's lines call
+    the store (its folder name; "" = ``name``)."""
 
     name: str
     features: np.ndarray
@@ -76,6 +80,12 @@ class DatasetInput:
     embeddings: np.ndarray | None = None
     encoder_id: str = ""
     encoder_supervised: bool = False
+    journal_name: str = ""
+
+    @property
+    def journal_dataset(self) -> str:
+        """The dataset name written in (and read from) the journal's lines."""
+        return self.journal_name or self.name
 
     def input_names(self, with_embeddings: bool) -> list[str]:
         """Names of the classifier's input columns: the features, then ``emb<k>``."""
@@ -91,11 +101,11 @@ class DatasetInput:
         )
 
 
-def dataset_from_store(path, *, use_embeddings=False) -> DatasetInput:
+def dataset_from_store(path, *, use_embeddings=False, name: str | None = None) -> DatasetInput:
     """The learner's view of one sort store: raw features (N, F) with names and version, the
     path of the store's label journal, and the embedding matrix (N, D) when ``use_embeddings``
     (true or "auto") and the store has one (the Learner decides whether the classifier uses
-    it: ``active.use_embeddings``)."""
+    it: ``active.use_embeddings``). ``name``: what to show (default: the folder name)."""
     from ..store import SortStore
 
     store = SortStore.open(path)
@@ -113,7 +123,10 @@ def dataset_from_store(path, *, use_embeddings=False) -> DatasetInput:
         emb = np.asarray(matrix.values, dtype=np.float32)
         encoder, supervised = matrix.encoder_id, matrix.encoder_supervised
     journal = Path(store.path) / schema.JOURNAL_FILE
-    return DatasetInput(Path(path).name, x, names, version, journal, emb, encoder, supervised)
+    folder = Path(path).name
+    return DatasetInput(
+        name or folder, x, names, version, journal, emb, encoder, supervised, journal_name=folder
+    )
 
 
 def _wants_embeddings(policy: Policy | None, pretrained) -> bool:
@@ -268,7 +281,7 @@ class Learner:
                 d.journal_path,
                 read_only=read_only,
                 n_candidates=d.features.shape[0],
-                dataset=d.name,
+                dataset=d.journal_dataset,
             )
             self._journals.append(j)
             for (_, cand), lab in j.labels.items():
@@ -296,7 +309,7 @@ class Learner:
         until ``close``). ``use_embeddings``: read the stores' embeddings (None: when the
         policy's ``inputs`` or the classifier can use them)."""
         load = _wants_embeddings(policy, pretrained) if use_embeddings is None else use_embeddings
-        datasets = [dataset_from_store(p, use_embeddings=load) for p in _as_paths(store_paths)]
+        datasets = _datasets_from_stores(store_paths, load)
         return cls(datasets, policy, annotator, device, seed, pretrained, coral)
 
     @classmethod
@@ -311,7 +324,7 @@ class Learner:
         """A learner that replays the stores' journals without locking them (works beside a
         running page); its classifier trains on their labels, labelling raises."""
         load = _wants_embeddings(policy, pretrained) if use_embeddings is None else use_embeddings
-        datasets = [dataset_from_store(p, use_embeddings=load) for p in _as_paths(store_paths)]
+        datasets = _datasets_from_stores(store_paths, load)
         return cls(datasets, policy, device=device, pretrained=pretrained, read_only=True)
 
     # ------------------------------------------------------------------ indexing
@@ -530,7 +543,7 @@ class Learner:
             )
             for d in which
             for ev in self._journals[d].events
-            if ev.dataset == self.datasets[d].name
+            if ev.dataset == self.datasets[d].journal_dataset
         ]
         return sorted(records, key=lambda r: r.time) if dataset is None else records
 
@@ -582,7 +595,7 @@ class Learner:
             )
         d = datasets.pop()
         action = self._journals[d].append_many(
-            self.datasets[d].name, [c for _, c in where], int(y), self.annotator
+            self.datasets[d].journal_dataset, [c for _, c in where], int(y), self.annotator
         )
         self._apply(d, action)
         return action[0].action
@@ -719,8 +732,17 @@ def top_contributions(
     ]
 
 
-def _as_paths(store_paths) -> list:
-    return [store_paths] if isinstance(store_paths, (str, Path)) else list(store_paths)
+def _datasets_from_stores(store_paths, use_embeddings) -> list[DatasetInput]:
+    """The stores' datasets, each store once, named apart (``m1/plane0.actsort`` beside
+    ``m2/plane0.actsort``: :func:`actsort_gpu.naming.distinct_names`)."""
+    from ..naming import check_distinct_paths, distinct_names
+
+    paths = [store_paths] if isinstance(store_paths, (str, Path)) else list(store_paths)
+    check_distinct_paths(paths, "sort store")
+    return [
+        dataset_from_store(p, use_embeddings=use_embeddings, name=name)
+        for p, name in zip(paths, distinct_names(paths))
+    ]
 
 
 def _torch_device(device: str) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 from ..labels import class_rates
 from .engine import Engine, parse_policy, resolve_inputs_start
 from .linear import zscore_columns
-from .sources import load_labelled, majority_labels
+from .sources import load_labelled, load_labelled_many, majority_labels
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +459,7 @@ def leave_one_out(
     """
     from .transfer import train_classifier
 
-    data = [load_labelled(f) for f in files]
+    data = load_labelled_many(files)
     if len(data) < 2:
         raise ValueError(f"--leave-one-out needs at least two files, got {list(files)}")
     out = {"files": [str(f) for f in files], "labels": labels, "leave_one_out": []}

@@ -24,14 +24,20 @@ scoring).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import CELL, NOT_CELL, UNLABELLED, schema
 
-__all__ = ["LabelledFeatures", "load_labelled", "majority_labels", "MATLAB_FEATURE_VERSION"]
+__all__ = [
+    "LabelledFeatures",
+    "load_labelled",
+    "load_labelled_many",
+    "majority_labels",
+    "MATLAB_FEATURE_VERSION",
+]
 
 # Feature-set version of matrices computed by ActSort's MATLAB app (the benchmark files): the
 # same 76 columns as ours, computed with its known bugs (docs/differences.md), so a classifier
@@ -120,6 +126,18 @@ def load_labelled(path, *, labels: str = "auto", labels_file=None) -> LabelledFe
     if labels_file is not None:
         data.annotations, data.annotators = _labels_file(Path(labels_file), data.n)
     return data
+
+
+def load_labelled_many(paths, *, labels: str = "auto") -> list[LabelledFeatures]:
+    """:func:`load_labelled` for each path, each file or store once, named apart in reports
+    (``m1/plane0.actsort`` beside ``m2/plane0.actsort``: ``naming.distinct_names``)."""
+    from ..naming import check_distinct_paths, distinct_names
+
+    paths = list(paths)
+    check_distinct_paths(paths)
+    data = [load_labelled(p, labels=labels) for p in paths]
+    names = distinct_names(paths, [d.name for d in data])
+    return [replace(d, name=name) for d, name in zip(data, names)]
 
 
 def _labels_file(path: Path, n: int) -> tuple[np.ndarray, list[str]]:

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..active.sources import load_labelled
+    from ..active.sources import load_labelled_many
     from ..active.transfer import load_classifier, train_classifier
 
     out = Path(args.out)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--lambda-scale must be > 0, got {args.lambda_scale}")
     store_labels = "truth" if args.labels == "truth" else "journal"
     labels = "majority" if args.labels == "truth" else args.labels
-    sources = [load_labelled(s, labels=store_labels) for s in args.sources]
+    sources = load_labelled_many(args.sources, labels=store_labels)
     clf, report = train_classifier(sources, labels=labels, lambda_scale=args.lambda_scale)
     path = clf.save(out)
     print(f"trained on {len(sources)} recording(s), {clf.meta['n_rows']:,} labelled rows:")

@@ -19,22 +19,15 @@ __all__ = ["serve", "open_workspace"]
 def open_workspace(
     stores, *, classifier=None, annotator: str | None = None, config=None, device: str = "cpu"
 ):
-    """Open the stores (each once, unique names) and the learner for the page."""
+    """Open the stores (each once) and the learner for the page. Stores with the same
+    folder name are shown with their parent folders (``m1/plane0.actsort``)."""
+    from ..naming import check_distinct_paths
     from .workspace import Workspace
 
     paths = [Path(s) for s in stores]
     if not paths:
         raise ValueError("no sort store given")
-    resolved = [p.resolve() for p in paths]
-    if len(set(resolved)) != len(resolved):
-        raise ValueError(f"a store is named twice: {[str(p) for p in paths]}")
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise ValueError(
-            f"stores open together need distinct folder names (the page and its exports tell "
-            f"them apart by name), got {[str(p) for p in paths]}; rename one (its labels go "
-            "with it)"
-        )
+    check_distinct_paths(paths, "sort store")
     ui = config.ui if config is not None else None
     who = annotator or (ui.annotator if ui is not None else "anonymous")
     return Workspace.open(paths, annotator=who, classifier=classifier, config=config, device=device)
