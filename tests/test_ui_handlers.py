@@ -221,13 +221,21 @@ def test_box_label_is_undone_and_redone_as_one_action(ws):
     assert (ws.human(0)[box] == NOT_CELL).all()
     st, p = H.on_undo(ws, st)
     assert (ws.human(0)[box] == UNLABELLED).all() and ws.human(0)[single] == CELL
-    assert f"{len(box)} candidates" in p.status
+    assert f"{len(box)} candidates of a group label are now {len(box)} unlabelled" in p.status
     st, p = H.on_redo(ws, st)
     assert (ws.human(0)[box] == NOT_CELL).all()
+    assert f"{len(box)} candidates of a group label are now {len(box)} not a cell" in p.status
     st, _ = H.on_undo(ws, st)
+    # a group that held a cell: each candidate goes back to its own label, and the status
+    # says so rather than naming the shown candidate's label for all of them
+    st = st.with_(selected=(single, *box))
+    st, _ = H.on_label(ws, st, NOT_CELL)
+    st, p = H.on_undo(ws, st)
+    assert ws.human(0)[single] == CELL and (ws.human(0)[box] == UNLABELLED).all()
+    assert f"are now 1 cell, {len(box)} unlabelled" in p.status
     st, p = H.on_undo(ws, st)  # the single label before the box
-    assert ws.human(0)[single] == UNLABELLED and "candidate" in p.status
-    assert [x["origin"] for x in _journal(ws)].count("undo") == 2 * len(box) + 1
+    assert ws.human(0)[single] == UNLABELLED and f"candidate {single} is now unlabelled" in p.status
+    assert [x["origin"] for x in _journal(ws)].count("undo") == 3 * len(box) + 2
 
 
 def test_truth_comparison_hidden_until_asked(ws):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -552,14 +553,16 @@ def on_prev(ws, st: ViewState):
 def _after_undo_redo(ws, st, loc, verb):
     if loc is None:
         return st, render_panels(ws, st, f"Nothing to {verb}.")
-    d, local, n = loc
-    lab = UNSURE if ws.unsure(d)[local] else int(ws.human(d)[local])
-    word = LABEL_WORDS[lab]
-    what = (
-        f"{n} candidates of a group label are now {word} (candidate {local} shown)"
-        if n > 1
-        else f"candidate {local} is now {word}"
-    )
+    d, locals_ = loc
+    local = locals_[-1]
+    now = [UNSURE if ws.unsure(d)[c] else int(ws.human(d)[c]) for c in locals_]
+    if len(locals_) == 1:
+        what = f"candidate {local} is now {LABEL_WORDS[now[0]]}"
+    else:  # a group's candidates go back to what each had before: say how many have what
+        have = Counter(now)
+        tally = ", ".join(f"{have[lab]} {word}" for lab, word in LABEL_WORDS.items() if have[lab])
+        what = f"{len(locals_)} candidates of a group label are now {tally}"
+        what += f" (candidate {local} shown)"
     return _go(
         ws, st.with_(store=d), local, f"{verb.capitalize()}: {what}.", history_pos=None, selected=()
     )

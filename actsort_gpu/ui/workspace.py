@@ -337,18 +337,21 @@ class Workspace:
 
     def _step(self, step):
         """Undo or redo one action (all candidates of a box label, also one given before a
-        restart); returns (store, local candidate of the action's last line, candidates
-        changed) or None."""
+        restart); returns (store, local candidates it changed, in the action's order) or
+        None."""
         with self.lock:
             changed = step()
-        return None if not changed else (*self.learner.locate(changed[-1]), len(changed))
+        if not changed:
+            return None
+        where = [self.learner.locate(g) for g in changed]
+        return where[-1][0], [local for _, local in where]
 
-    def undo(self) -> tuple[int, int, int] | None:
-        """Revert the latest action: (store, local candidate, number reverted) or None."""
+    def undo(self) -> tuple[int, list[int]] | None:
+        """Revert the latest action: (store, local candidates reverted) or None."""
         return self._step(self.learner.undo)
 
-    def redo(self) -> tuple[int, int, int] | None:
-        """Re-apply the latest undone action: (store, local candidate, number) or None."""
+    def redo(self) -> tuple[int, list[int]] | None:
+        """Re-apply the latest undone action: (store, local candidates) or None."""
         return self._step(self.learner.redo)
 
     def _leased(self, store: int) -> set[int]:
