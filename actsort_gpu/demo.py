@@ -21,40 +21,7 @@ from .labels import balanced_accuracy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["synthetic_store", "write_truth", "build_demo_store", "headless_session", "DemoSession"]
-
-
-def write_truth(store_path: str | Path, truth_path: str | Path) -> None:
-    """Copy a synthetic recording's truth (truth.npz) into the store, row for row.
-
-    Store rows map to the extraction's rows through ``candidates/source_index``.
-    """
-    from .store import SortStore
-    from .synth import load_truth
-
-    store = SortStore.open(store_path, "r+")
-    truth = load_truth(truth_path)
-    src = store.read(schema.SOURCE_INDEX)
-    n_truth = len(truth["is_cell"])
-    if src.size and (src.max() >= n_truth or src.min() < 0):
-        raise ValueError(
-            f"{truth_path}: truth for {n_truth} candidates, but {store_path} "
-            f"refers to source rows up to {int(src.max())}"
-        )
-    store.write_array(
-        schema.TRUTH_LABELS,
-        np.asarray(truth["is_cell"], np.int8)[src],
-        dims=["candidates"],
-        units="+1 cell / -1 not",
-    )
-    annotators = np.asarray(truth["annotators"], np.int8)
-    if annotators.size:
-        store.write_array(
-            schema.TRUTH_ANNOTATORS,
-            annotators[:, src],
-            dims=["annotators", "candidates"],
-            attrs={"names": [str(n) for n in truth["annotator_names"]]},
-        )
+__all__ = ["synthetic_store", "build_demo_store", "headless_session", "DemoSession"]
 
 
 def synthetic_store(
@@ -74,7 +41,7 @@ def synthetic_store(
     """
     from .ingest import ingest_files
     from .preprocess import preprocess
-    from .synth import SynthConfig, synthesize
+    from .synth import SynthConfig, synthesize, write_truth
 
     workdir = Path(workdir)
     times: dict[str, float] = {}

@@ -401,3 +401,80 @@ def test_cli(tmp_path, capsys):
         )
         == 1
     )
+
+
+def test_ingest_with_truth_and_simulate(tmp_path, small, capsys):
+    """`actsort synth` prints the ingest command with --truth; that store then simulates on
+    the truth. Without it the store's journal is empty and simulate says where labels come
+    from (it reported BA 0.500 everywhere and human BA 0.000); another recording's truth,
+    or a file that is no truth, is refused and leaves no store behind."""
+    from actsort_gpu.cli import main
+    from actsort_gpu.features import compute_features
+    from actsort_gpu.preprocess import preprocess
+    from actsort_gpu.store import SortStore
+
+    out, res, truth = small
+    movie, plane = str(res.files["movie"]), str(res.files["suite2p"])
+    plain = tmp_path / "plain.actsort"
+    assert main(["ingest", "--movie", movie, "--extraction", plane, "--out", str(plain)]) == 0
+    preprocess(plain, device="cpu", progress=False)
+    compute_features(plain, device="cpu", progress=False)
+    capsys.readouterr()
+    assert main(["simulate", "--features", str(plain), "--json", str(tmp_path / "p.json")]) == 1
+    err = capsys.readouterr().err
+    assert "labels 'journal' hold 0 cells and 0 not cells" in err and "--truth" in err
+    assert not (tmp_path / "p.json").exists()
+
+    other = tmp_path / "other"
+    synthesize(other, dataclasses.replace(SMALL, seed=4), formats=("suite2p",))
+    store = tmp_path / "s.actsort"
+    args = ["ingest", "--movie", movie, "--extraction", plane, "--out", str(store)]
+    assert main([*args, "--truth", str(other / "truth.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "its footprints do not match" in err and "the truth of another recording" in err
+    assert not store.exists()
+    assert main([*args, "--truth", movie]) == 1
+    assert "not the truth.npz of `actsort synth` (not an .npz file)" in capsys.readouterr().err
+    assert not store.exists()
+
+    assert main([*args, "--truth", str(out / "truth.npz")]) == 0
+    s = SortStore.open(store)
+    src = s.source_index()
+    np.testing.assert_array_equal(s.truth_labels(), truth["is_cell"][src])
+    ann, names = s.truth_annotators()
+    np.testing.assert_array_equal(ann, truth["annotators"][:, src])
+    assert names == [str(n) for n in truth["annotator_names"]]
+    preprocess(store, device="cpu", progress=False)
+    compute_features(store, device="cpu", progress=False)
+    capsys.readouterr()
+    rc = main(
+        [
+            "simulate",
+            "--features",
+            str(store),
+            "--json",
+            str(tmp_path / "s.json"),
+            "--repeats",
+            "1",
+            "--budgets",
+            "20",
+            "--strategies",
+            "random",
+        ]
+    )
+    assert rc == 0
+    assert "human BA" in capsys.readouterr().out
+
+
+def test_cli_prints_the_ingest_command(tmp_path, capsys):
+    from actsort_gpu.cli import main
+
+    args = ["synth", "--out", str(tmp_path), "--frames", "40", "--height", "48", "--width", "48"]
+    assert main([*args, "--cells", "3", "--false-positives", "4", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    expected = (
+        f"next: actsort ingest --movie {tmp_path / 'movie.tif'} --extraction "
+        f"{tmp_path / 'suite2p' / 'plane0'} --out {tmp_path / 'recording.actsort'} "
+        f"--truth {tmp_path / 'truth.npz'}"
+    )
+    assert expected in text

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import CELL, NOT_CELL
 from ..labels import class_rates
 from .engine import Engine, parse_policy, resolve_inputs_start
 from .linear import zscore_columns
@@ -396,6 +397,7 @@ def run_simulation(
             classifier.check_compatible(data.feature_names, data.feature_version)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc} ({features_path})") from None
+    _check_both_classes(data, features_path)
     result = simulate(
         data.features,
         data.annotations,
@@ -427,6 +429,26 @@ def run_simulation(
         result["label_leaks"] = leaks
     _write(result, json_out, plot_out)
     return result
+
+
+def _check_both_classes(data, path) -> None:
+    """Refuse labels a simulation cannot score (every figure would be 0.5): each annotator's
+    row needs cells and not cells. A store's empty journal says where labels come from."""
+    for name, row in zip(data.annotators, data.annotations):
+        n_cell, n_not = int((row == CELL).sum()), int((row == NOT_CELL).sum())
+        if n_cell and n_not:
+            continue
+        hint = ""
+        if Path(path).is_dir() and name == "journal":
+            hint = (
+                ": the store has no truth/ arrays and its journal not both classes (a synthetic "
+                "recording's truth: `actsort ingest ... --truth DIR/truth.npz`; labels from "
+                "outside: --labels FILE.npy; or label with `actsort sort`)"
+            )
+        raise ValueError(
+            f"{path}: labels {name!r} hold {n_cell} cells and {n_not} not cells; a simulation "
+            f"needs both{hint}"
+        )
 
 
 def _write(result: dict, json_out, plot_out) -> None:

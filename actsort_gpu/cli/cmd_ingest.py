@@ -83,6 +83,14 @@ def register(subparsers) -> None:
         help="NaN/Inf in traces: stop with an error (default) or replace by 0",
     )
     p.add_argument(
+        "--truth",
+        default=None,
+        metavar="TRUTH.npz",
+        help="a synthetic recording's truth.npz (`actsort synth`): copied into the store as "
+        "truth/labels and truth/annotators, for `actsort simulate`, `train --labels truth` and "
+        "the page's comparison with truth",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace an existing sort store (never one holding labels; never an input, a "
@@ -123,10 +131,11 @@ def run(args) -> int:
     }
     config = load_config(args.config, **({"ingest": overrides} if overrides else {})).ingest
     # Both inputs checked before either is read, so one run names every missing path.
+    inputs = [("movie", args.movie), ("extraction", args.extraction), ("truth", args.truth)]
     missing = [
         f"--{flag} {path}: not found"
-        for flag, path in (("movie", args.movie), ("extraction", args.extraction))
-        if not Path(path).exists()
+        for flag, path in inputs
+        if path is not None and not Path(path).exists()
     ]
     if missing:
         raise FileNotFoundError("; ".join(missing))
@@ -138,5 +147,21 @@ def run(args) -> int:
         overwrite=args.overwrite,
         progress=args.progress,
     )
+    if args.truth is not None:
+        _add_truth(store.path, args.truth)
     print(store.summary())
     return 0
+
+
+def _add_truth(store_path: Path, truth: str) -> None:
+    """Copy the synthetic truth into the store just made; a truth that is not this
+    recording's removes that store again (it holds no label yet) and says why."""
+    import shutil
+
+    from ..synth import write_truth
+
+    try:
+        write_truth(store_path, truth)
+    except ValueError as exc:
+        shutil.rmtree(store_path)
+        raise ValueError(f"{exc}; {store_path} was not kept") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ._common import add_progress_argument
 
@@ -98,4 +99,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, path in res.files.items():
         print(f"  {name:10s} {path}")
+    extraction = res.files.get("suite2p") or res.files.get("extract")
+    if extraction is not None:
+        print(
+            f"next: actsort ingest --movie {res.files['movie']} --extraction {extraction} "
+            f"--out {Path(res.out_dir) / 'recording.actsort'} --truth {res.files['truth']}"
+        )
     return 0

@@ -10,6 +10,7 @@ writes for the layout.
 from .api import FORMATS, SynthResult, load_truth, synthesize
 from .config import DEFAULT_ANNOTATORS, FP_KINDS, AnnotatorSpec, SynthConfig
 from .scene import KINDS
+from .truth import write_truth
 
 __all__ = [
     "synthesize",
@@ -17,6 +18,7 @@ __all__ = [
     "SynthResult",
     "AnnotatorSpec",
     "load_truth",
+    "write_truth",
     "FORMATS",
     "FP_KINDS",
     "KINDS",
