@@ -86,6 +86,20 @@ def test_trace_plot_has_y_axis_units_and_event_markers():
     assert plain.shape == (140, 500, 3) and not np.array_equal(plain, with_units)
     blue = (with_units == render.COLOURS["event"]).all(-1)
     assert blue.sum() > 40  # dots on the trace and the event numbers
+    # the units read up the left margin, never under the event numbers of early events
+    first = render.trace_plot(tr, np.array([0, 3, 6, -1, -1]), width=500, height=140, units="x")
+    for units in ("source units", "dF/F"):
+        img = render.trace_plot(tr, np.array([0, 3, 6, -1, -1]), width=500, height=140, units=units)
+        top = slice(0, render.FONT_PX + 6)
+        assert np.array_equal(img[top], first[top])  # the numbers' row holds no units text
+        ink = (img[:, : render.FONT_PX + 4] < 200).all(-1)
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        assert rows.size and np.ptp(rows) > np.ptp(cols)  # written upwards
+    # the numbers of events a few frames apart stand side by side: three blue runs
+    top = first[: render.FONT_PX + 4].astype(int)
+    blue = ((top[..., 2] - top[..., 0]) > 60).any(axis=0)
+    runs = np.flatnonzero(np.diff(blue.astype(np.int8)) == 1)
+    assert len(runs) == 3
 
 
 def test_value_colours_and_colourbar():

@@ -98,6 +98,17 @@ def _text_width(draw: ImageDraw.ImageDraw, text: str, size: int = FONT_PX) -> fl
     return draw.textlength(text, font=_font(size))
 
 
+def _vertical_text(pil: Image.Image, centre, text: str, fill, size: int = FONT_PX) -> None:
+    """``text`` read bottom to top (an axis title), centred at ``centre`` (x, y) px."""
+    font = _font(size)
+    _, _, right, bottom = font.getbbox(text)
+    tile = Image.new("L", (int(right) + 2, int(bottom) + 2), 0)
+    ImageDraw.Draw(tile).text((1, 1), text, fill=255, font=font)
+    tile = tile.rotate(90, expand=True)
+    corner = (int(centre[0] - tile.width / 2), int(centre[1] - tile.height / 2))
+    pil.paste(Image.new("RGB", tile.size, fill), corner, mask=tile)
+
+
 def contrast_stretch(image: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.5) -> np.ndarray:
     """(H, W) float -> (H, W) uint8 grey, the [lo_pct, hi_pct] percentiles mapped to [0, 255]."""
     img = np.nan_to_num(np.asarray(image, dtype=np.float32))
@@ -720,7 +731,8 @@ def trace_plot(
         hi = lo + 1.0
     yt, ydec = nice_ticks(lo, hi, 4)
     labels = [_tick_label(t, ydec) for t in yt]
-    left = int(max((_text_width(d, t) for t in labels), default=0)) + 10
+    title = FONT_PX + 4 if units else 0  # the units, turned, left of the tick labels
+    left = int(max((_text_width(d, t) for t in labels), default=0)) + 10 + title
     box = (left, FONT_PX + 6, width - 6, height - FONT_PX - 8)
     x0, y0, x1, y1 = box
     pts, x_of, y_of = _polyline(v, box, (lo, hi))
@@ -731,8 +743,8 @@ def trace_plot(
         d.line([(x0 - 3, y), (x0, y)], fill=grey)
         d.line([(x0 + 1, y), (x1 - 1, y)], fill=(238, 238, 238))
         _text(d, (x0 - 5, y), text, grey, anchor="rm")
-    if units:
-        _text(d, (2, 1), units, grey)
+    if units:  # beside the axis, not above it where the event numbers go
+        _vertical_text(pil, (2 + FONT_PX / 2, (y0 + y1) / 2), units, grey)
     # time axis: seconds with a frame rate, else frames
     scale = 1.0 / fs_hz if fs_hz else 1.0
     xt, xdec = nice_ticks(0.0, n * scale, max(2, min(8, (x1 - x0) // 90)))
@@ -750,11 +762,15 @@ def trace_plot(
             d.line([(x, y0 + 1), (x, y1 - 1)], fill=(200, 215, 245), width=1)
     if len(pts) >= 2:
         d.line([tuple(p) for p in pts], fill=COLOURS["trace"], width=1)
-    for e, f in enumerate(np.asarray(events)):
-        if 0 <= f < n:
-            x, y = float(x_of(int(f))), float(y_of(v[int(f)]))
-            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS["event"])
-            _text(d, (x, y0 - 2), str(e + 1), COLOURS["event"], FONT_PX + 1, anchor="mb")
+    shown = [(float(x_of(int(f))), e, int(f)) for e, f in enumerate(events) if 0 <= f < n]
+    right = -np.inf  # numbers of close events side by side, left to right, not on each other
+    for x, e, f in sorted(shown):
+        y = float(y_of(v[f]))
+        d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS["event"])
+        half = _text_width(d, str(e + 1), FONT_PX + 1) / 2
+        at = max(x, right + half + 2)
+        _text(d, (at, y0 - 2), str(e + 1), COLOURS["event"], FONT_PX + 1, anchor="mb")
+        right = at + half
     return np.asarray(pil)
 
 
