@@ -467,6 +467,7 @@ def test_embed_errors(tmp_path):
         store_inputs(store, slice(None), 16, event_frames=7)
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # none reaches the user
 def test_train_encoder_across_stores_and_cli(tmp_path, capsys):
     from actsort_gpu.cli import main
     from actsort_gpu.embed.encoder import load_checkpoint

@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -80,7 +81,11 @@ def fit_module(
             num_sanity_val_steps=0,
             log_every_n_steps=10,
         )
-        trainer.fit(module, datamodule=datamodule)
+        with warnings.catch_warnings():
+            # Lightning 2.6 builds torch's LeafSpec, which torch >= 2.10 marks deprecated: a
+            # FutureWarning per run that the user can do nothing about
+            warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)", FutureWarning)
+            trainer.fit(module, datamodule=datamodule)
     module.encoder.eval()
     return module
 
