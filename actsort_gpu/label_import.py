@@ -102,10 +102,11 @@ class ImportReport:
     median_iou: float  # of the imported matches (NaN when none)
 
     def summary(self) -> str:
+        n = self.imported_cells + self.imported_not_cells
+        iou = f"; median IoU {self.median_iou:.2f}" if n else ""
         return (
-            f"{self.imported_cells + self.imported_not_cells:,} labels imported "
-            f"({self.imported_cells:,} cells, {self.imported_not_cells:,} not cells; median IoU "
-            f"{self.median_iou:.2f}) of {self.source_labels:,} in the source; "
+            f"{n:,} labels imported ({self.imported_cells:,} cells, {self.imported_not_cells:,} "
+            f"not cells{iou}) of {self.source_labels:,} in the source; "
             f"{self.kept:,} kept (already labelled here), {self.unmatched:,} without a match"
         )
 

@@ -74,6 +74,10 @@ def test_import_carries_labels_to_a_reordered_extraction(tmp_path, capsys):
         assert {c for _, c in j.labels} == {int(np.flatnonzero(order == 7)[0])}
     assert main(["import-labels", str(target), "--from", str(source)]) == 0
     assert "3 labels imported (2 cells, 1 not cells" in capsys.readouterr().out
+    # again: everything is labelled here already, and no "median IoU nan" is printed
+    assert main(["import-labels", str(target), "--from", str(source)]) == 0
+    out = capsys.readouterr().out
+    assert "0 labels imported (0 cells, 0 not cells) of 4 in the source; 4 kept" in out
 
 
 def test_import_refuses_another_field_of_view_and_bad_thresholds(tmp_path):
