@@ -353,7 +353,8 @@ def write_actsort_labels(table: dict, out: Path) -> Path:
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    savemat(out, {"labels": labels}, do_compression=True)
+    with open(out, "wb") as fh:  # the name given, never with ".mat" added
+        savemat(fh, {"labels": labels}, do_compression=True)
     return out
 
 
@@ -366,11 +367,12 @@ def write_caiman_indices(table: dict, out: Path) -> Path:
     final = np.asarray(table["final_label"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        out,
-        idx_components=np.sort(src[final > 0]),
-        idx_components_bad=np.sort(src[final < 0]),
-    )
+    with open(out, "wb") as fh:  # the name given, never with ".npz" added
+        np.savez(
+            fh,
+            idx_components=np.sort(src[final > 0]),
+            idx_components_bad=np.sort(src[final < 0]),
+        )
     return out
 
 
@@ -417,12 +419,15 @@ class Exporter:
     locate : (store path, store) -> the extraction file or folder to write, for those
     write : (table, out, store path) -> path written; None for the classifier, which is
         written from the learner, not from the table
+    is_own : path -> whether that existing file is an earlier export of this format, the
+        only kind of file an export replaces (formats with a ``file_name``)
     """
 
     description: str
     file_name: str | None
     locate: Callable[[Path, object], Path] | None
     write: Callable[[dict, Path, Path], Path] | None
+    is_own: Callable[[Path], bool] | None = None
 
     def name_for(self, store_path) -> str | None:
         """The file name for the store at ``store_path`` (None: written in place)."""
@@ -436,18 +441,52 @@ class Exporter:
         return self.locate(Path(store_path), store)
 
 
+def _is_own_csv(path: Path) -> bool:
+    with open(path, newline="", errors="replace") as fh:
+        return fh.readline().startswith(",".join(COLUMNS[:3]) + ",")
+
+
+def _is_own_parquet(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path).names[:3] == list(COLUMNS[:3])
+
+
+def _is_own_labels_mat(path: Path) -> bool:
+    """Ours carry ``unsure`` beside labels_ex (the MATLAB app's own files do not: they hold
+    labels given there, which an export must not replace)."""
+    from scipy.io import loadmat
+
+    labels = loadmat(path, variable_names=["labels"]).get("labels")
+    return labels is not None and {"labels_ex", "unsure"} <= set(labels.dtype.names or ())
+
+
+def _is_own_caiman(path: Path) -> bool:
+    with np.load(path, allow_pickle=False) as z:
+        return set(z.files) == {"idx_components", "idx_components_bad"}
+
+
+def _is_own_classifier(path: Path) -> bool:
+    from .active.transfer import load_classifier
+
+    load_classifier(path)
+    return True
+
+
 EXPORTERS: dict[str, Exporter] = {
     "csv": Exporter(
         "label table, one row per candidate (CSV)",
         "labels.csv",
         None,
         lambda t, out, p: write_table_csv(t, out),
+        _is_own_csv,
     ),
     "parquet": Exporter(
         "the same table as Parquet (needs pyarrow)",
         "labels.parquet",
         None,
         lambda t, out, p: _write_parquet(t, out),
+        _is_own_parquet,
     ),
     "suite2p": Exporter(
         "iscell.npy in the Suite2p plane folder (original backed up once)",
@@ -468,15 +507,21 @@ EXPORTERS: dict[str, Exporter] = {
         "{store}_LABELS.mat",
         None,
         lambda t, out, p: write_actsort_labels(t, out),
+        _is_own_labels_mat,
     ),
     "caiman": Exporter(
         "CaImAn-style idx_components / idx_components_bad (accepted / rejected, 0-based) .npz",
         "caiman_idx_components.npz",
         None,
         lambda t, out, p: write_caiman_indices(t, out),
+        _is_own_caiman,
     ),
     "classifier": Exporter(
-        "portable classifier (.npz) to fine-tune or apply elsewhere", "classifier.npz", None, None
+        "portable classifier (.npz) to fine-tune or apply elsewhere",
+        "classifier.npz",
+        None,
+        None,
+        _is_own_classifier,
     ),
 }
 EXPORT_FORMATS = tuple(EXPORTERS)
@@ -491,20 +536,56 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> Exporter:
 
 
 def _out_path(exporter: Exporter, out, store_path: Path, store) -> Path:
-    """Where to write: ``out``, or the format's file inside it when it is a folder (as ``cp``
-    does), or the format's default without one."""
+    """Where to write: ``out``, or the format's file inside it when it is a folder or ends
+    with a slash (as ``cp`` does; made if missing), or the format's default without one."""
     if out is None:
         return exporter.default_out(store_path, store)
+    folder = str(out).endswith(("/", os.sep))
     out = Path(out)
-    if out.is_dir() and exporter.file_name is not None:
+    if (folder or out.is_dir()) and exporter.file_name is not None:
         return out / exporter.name_for(store_path)
+    return out
+
+
+def _check_replaceable(exporter: Exporter, fmt: str, out: Path) -> None:
+    """Refuse to replace an existing file that is not an earlier export of this format: a
+    mistyped ``--out`` never overwrites a movie, notes or another program's label file."""
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: is a folder (a {fmt} export is written to a file)")
+    try:
+        own = exporter.is_own(out)
+    except Exception:  # unreadable as this format: not an earlier export of it
+        own = False
+    if not own:
+        raise FileExistsError(
+            f"{out}: exists and is not an earlier {fmt} export of actsort, so it is not "
+            "replaced; name a new file or a folder, or move that file away first"
+        )
+
+
+def _replace_whole(write: Callable[[Path], object], out: Path) -> Path:
+    """Write through ``write(path)`` into a temporary file beside ``out``, then move it onto
+    ``out``: a killed export never leaves half a file in place of the last one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.actsort-{os.getpid()}-{threading.get_ident()}{out.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
 def _write(table: dict, fmt: str, out, store_path: Path, store) -> Path:
     exporter = EXPORTERS[fmt]
     out = _out_path(exporter, out, store_path, store)
-    path = exporter.write(table, out, store_path)
+    if exporter.is_own is None:  # written into the extraction's own files, backed up there
+        path = exporter.write(table, out, store_path)
+    else:
+        _check_replaceable(exporter, fmt, out)
+        path = _replace_whole(lambda tmp: exporter.write(table, tmp, store_path), out)
     n_h = int((table["human_label"] != 0).sum())
     log.info(
         "%s: exported %d candidates (%d human labels) to %s at %s",
@@ -535,9 +616,12 @@ def export_labels(
     store_path = Path(store_path)
     store = SortStore.open(store_path)
     if exporter.write is None:
+        out = _out_path(exporter, out, store_path, store)
+        out = out if out.suffix == ".npz" else out.with_suffix(".npz")
+        _check_replaceable(exporter, format, out)
         if learner is None:
             learner = _read_only_learner(store_path, config)
-        return _write_classifier(learner, _out_path(exporter, out, store_path, store))
+        return _replace_whole(lambda tmp: _write_classifier(learner, tmp), out)
     table = label_table(store_path, learner=learner, dataset=dataset, config=config)
     return _write(table, format, out, store_path, store)
 

@@ -1112,6 +1112,19 @@ def case_export_suite2p_other_folder(ctx: Ctx) -> Outcome:
     )
 
 
+def case_export_over_the_movie(ctx: Ctx) -> Outcome:
+    ctx.built_store()
+    before = ctx.inputs_digest()
+    r = ctx.cli("export", ctx.store, "--format", "parquet", "--out", ctx.movie)
+    return refused(
+        ctx,
+        "export --format parquet --out the movie (a mistyped name)",
+        r,
+        names="movie.npy",
+        before=before,
+    )
+
+
 def case_ui_state_malformed(ctx: Ctx) -> Outcome:
     from actsort_gpu.ui import open_workspace
     from actsort_gpu.ui.handlers import on_load
@@ -1344,6 +1357,7 @@ CASES = [
     Case("store_renamed", case_store_renamed),
     Case("export_untrained", case_export_suite2p_before_training),
     Case("export_other_folder", case_export_suite2p_other_folder),
+    Case("export_over_movie", case_export_over_the_movie),
     Case("ui_state_malformed", case_ui_state_malformed, fast=False),
     Case("append_fails", case_append_fails, fast=False),
     Case("ui_state_write_fails", case_ui_state_write_fails, fast=False),

@@ -444,3 +444,52 @@ def test_out_may_be_a_folder(store, tmp_path):
     assert export_labels(path, "classifier", folder) == folder / "classifier.npz"
     assert sorted(p.name for p in folder.iterdir()) == ["classifier.npz", "labels.csv"]
     assert not (tmp_path / "exports.npz").exists()
+
+
+def test_export_replaces_only_its_own_earlier_files(store, tmp_path, capsys):
+    """A mistyped --out overwrote any file: notes, a movie (65 MB -> 6 kB of Parquet), the
+    MATLAB app's own _LABELS.mat. Now only an earlier export of the same format is replaced,
+    whole (no temporary file left); anything else is refused and left as it was."""
+    from scipy.io import savemat
+
+    path, _ = store
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    movie = tmp_path / "movie.tif"
+    movie.write_bytes(b"II*\x00" + bytes(5000))
+    matlab = tmp_path / "m1_LABELS.mat"  # the MATLAB app's: labels_ex / _ml / _overall only
+    labels = {k: np.zeros((30, 1)) for k in ("labels_ex", "labels_ml", "labels_overall")}
+    savemat(matlab, {"labels": labels})
+    before = {p: p.read_bytes() for p in (notes, movie, matlab)}
+    for fmt in ("csv", "parquet", "actsort-mat", "caiman"):
+        for target in (notes, movie, matlab):
+            with pytest.raises(FileExistsError, match=f"not an earlier {fmt} export"):
+                export_labels(path, fmt, target)
+    data = tmp_path / "data.npz"
+    np.savez(data, traces=np.ones(3))
+    before[data] = data.read_bytes()
+    with pytest.raises(FileExistsError, match="not an earlier classifier export"):
+        export_labels(path, "classifier", data)
+    assert main(["export", str(path), "--format", "csv", "--out", str(movie)]) == 1
+    assert "movie.tif: exists and is not an earlier csv export" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+    # each format's own earlier file is replaced, exactly at the name given
+    for fmt, name in [
+        ("csv", "t.csv"),
+        ("parquet", "t.parquet"),
+        ("actsort-mat", "t_LABELS.mat"),
+        ("caiman", "t"),  # no ".npz" appended behind the user's back
+        ("classifier", "c.npz"),
+    ]:
+        first = export_labels(path, fmt, tmp_path / "out" / name)
+        assert first == tmp_path / "out" / name
+        assert export_labels(path, fmt, first) == first
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "c.npz",
+        "t",
+        "t.csv",
+        "t.parquet",
+        "t_LABELS.mat",
+    ]
+    # a trailing slash names a folder, made if missing
+    assert export_labels(path, "csv", f"{tmp_path / 'new'}/") == tmp_path / "new" / "labels.csv"
