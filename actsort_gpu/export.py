@@ -41,6 +41,7 @@ import numpy as np
 
 from . import schema
 from .labels import disagreement_column, final_labels
+from .outputs import check_replaceable, replace_whole
 
 log = logging.getLogger(__name__)
 
@@ -547,45 +548,14 @@ def _out_path(exporter: Exporter, out, store_path: Path, store) -> Path:
     return out
 
 
-def _check_replaceable(exporter: Exporter, fmt: str, out: Path) -> None:
-    """Refuse to replace an existing file that is not an earlier export of this format: a
-    mistyped ``--out`` never overwrites a movie, notes or another program's label file."""
-    if not out.exists():
-        return
-    if out.is_dir():
-        raise IsADirectoryError(f"{out}: is a folder (a {fmt} export is written to a file)")
-    try:
-        own = exporter.is_own(out)
-    except Exception:  # unreadable as this format: not an earlier export of it
-        own = False
-    if not own:
-        raise FileExistsError(
-            f"{out}: exists and is not an earlier {fmt} export of actsort, so it is not "
-            "replaced; name a new file or a folder, or move that file away first"
-        )
-
-
-def _replace_whole(write: Callable[[Path], object], out: Path) -> Path:
-    """Write through ``write(path)`` into a temporary file beside ``out``, then move it onto
-    ``out``: a killed export never leaves half a file in place of the last one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.actsort-{os.getpid()}-{threading.get_ident()}{out.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
-
-
 def _write(table: dict, fmt: str, out, store_path: Path, store) -> Path:
     exporter = EXPORTERS[fmt]
     out = _out_path(exporter, out, store_path, store)
     if exporter.is_own is None:  # written into the extraction's own files, backed up there
         path = exporter.write(table, out, store_path)
     else:
-        _check_replaceable(exporter, fmt, out)
-        path = _replace_whole(lambda tmp: exporter.write(table, tmp, store_path), out)
+        check_replaceable(out, exporter.is_own, f"{fmt} export")
+        path = replace_whole(out, lambda tmp: exporter.write(table, tmp, store_path))
     n_h = int((table["human_label"] != 0).sum())
     log.info(
         "%s: exported %d candidates (%d human labels) to %s at %s",
@@ -618,10 +588,10 @@ def export_labels(
     if exporter.write is None:
         out = _out_path(exporter, out, store_path, store)
         out = out if out.suffix == ".npz" else out.with_suffix(".npz")
-        _check_replaceable(exporter, format, out)
+        check_replaceable(out, exporter.is_own, f"{format} export")
         if learner is None:
             learner = _read_only_learner(store_path, config)
-        return _replace_whole(lambda tmp: _write_classifier(learner, tmp), out)
+        return replace_whole(out, lambda tmp: _write_classifier(learner, tmp))
     table = label_table(store_path, learner=learner, dataset=dataset, config=config)
     return _write(table, format, out, store_path, store)
 

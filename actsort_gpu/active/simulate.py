@@ -30,13 +30,24 @@ import numpy as np
 
 from .. import CELL, NOT_CELL
 from ..labels import class_rates
+from ..outputs import check_replaceable, replace_whole
 from .engine import Engine, parse_policy, resolve_inputs_start
 from .linear import zscore_columns
 from .sources import load_labelled, load_labelled_many, majority_labels
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_labelled_features", "simulate", "binary_metrics", "auc_actsort", "plot_results"]
+__all__ = [
+    "load_labelled_features",
+    "simulate",
+    "binary_metrics",
+    "auc_actsort",
+    "plot_results",
+    "check_outputs",
+]
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+_PLOT_MARK = "actsort-gpu simulate"  # in every plot's metadata: an earlier plot is replaceable
 
 
 def load_labelled_features(path) -> tuple[str, np.ndarray, np.ndarray, list[str]]:
@@ -362,7 +373,8 @@ def plot_results(result: dict, path) -> None:
     ax.set_title(f"{result['dataset']} (N = {result['n_candidates']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    key = "Software" if Path(path).suffix.lower() == ".png" else "Creator"
+    fig.savefig(path, dpi=120, metadata={key: _PLOT_MARK})  # what _is_own_plot looks for
     plt.close(fig)
 
 
@@ -389,6 +401,7 @@ def run_simulation(
     """
     from .transfer import PortableClassifier, load_classifier
 
+    check_outputs(json_out, plot_out)
     data = load_labelled(features_path, labels_file=labels_file)
     if classifier is not None and not isinstance(classifier, PortableClassifier):
         path = classifier
@@ -451,14 +464,42 @@ def _check_both_classes(data, path) -> None:
         )
 
 
+def check_outputs(json_out, plot_out) -> None:
+    """Before a simulation runs: a plot format it can write, and no existing file at either
+    path that is not an earlier simulation output (``outputs.check_replaceable``)."""
+    if plot_out is not None and Path(plot_out).suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"--plot {plot_out}: expected a {', '.join(PLOT_SUFFIXES)} file")
+    if json_out is not None:
+        check_replaceable(json_out, _is_own_json, "simulation JSON")
+    if plot_out is not None:
+        check_replaceable(plot_out, _is_own_plot, "simulation plot")
+
+
+def _is_own_json(path: Path) -> bool:
+    import json
+
+    with open(path) as fh:
+        data = json.load(fh)
+    return isinstance(data, dict) and ("results" in data or "leave_one_out" in data)
+
+
+def _is_own_plot(path: Path) -> bool:
+    """A plot this module wrote carries ``_PLOT_MARK`` (PNG Software, SVG / PDF Creator)."""
+    if path.suffix.lower() == ".png":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.text.get("Software") == _PLOT_MARK
+    return path.stat().st_size < 50e6 and _PLOT_MARK.encode() in path.read_bytes()
+
+
 def _write(result: dict, json_out, plot_out) -> None:
     import json
 
     if json_out is not None:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result, indent=1))
+        replace_whole(json_out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     if plot_out is not None and "results" in result:
-        plot_results(result, plot_out)
+        replace_whole(plot_out, lambda tmp: plot_results(result, tmp))
 
 
 def leave_one_out(
@@ -481,6 +522,7 @@ def leave_one_out(
     """
     from .transfer import train_classifier
 
+    check_outputs(json_out, None)
     data = load_labelled_many(files)
     if len(data) < 2:
         raise ValueError(f"--leave-one-out needs at least two files, got {list(files)}")

@@ -56,7 +56,12 @@ def register(subparsers) -> None:
         "stores' labels (label journal, else truth/labels).",
     )
     t.add_argument("stores", nargs="+", metavar="STORE", help="preprocessed sort stores")
-    t.add_argument("--out", required=True, metavar="PT", help="checkpoint file to write")
+    t.add_argument(
+        "--out",
+        required=True,
+        metavar="PT",
+        help="checkpoint file to write (an existing file only if it is an encoder checkpoint)",
+    )
     t.add_argument("--epochs", type=int, default=None, help="default: embed.max_epochs")
     t.add_argument("--seed", type=int, default=None, help="default: embed.seed")
     t.add_argument(

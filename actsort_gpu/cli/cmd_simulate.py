@@ -101,10 +101,18 @@ def register(subparsers) -> None:
         "ActSort's scripts; 'default' always uses the product's own)",
     )
     p.add_argument(
-        "--json", required=True, metavar="OUT", dest="json_out", help="write the results here"
+        "--json",
+        required=True,
+        metavar="OUT",
+        dest="json_out",
+        help="write the results here (an existing file only if it is an earlier results JSON)",
     )
     p.add_argument(
-        "--plot", default=None, metavar="OUT.png", help="also plot BA against the budget here"
+        "--plot",
+        default=None,
+        metavar="OUT.png",
+        help="also plot BA against the budget here (.png, .svg or .pdf; an existing file only "
+        "if it is an earlier plot)",
     )
     add_device_argument(p)
     add_config_argument(p)

@@ -28,6 +28,7 @@ __all__ = [
     "encoder_id",
     "save_checkpoint",
     "load_checkpoint",
+    "is_checkpoint",
     "CHECKPOINT_FORMAT",
     "INPUTS_VERSION",
     "default_checkpoint_path",
@@ -163,10 +164,18 @@ def save_checkpoint(
         },
         "training": _plain(training or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
+    from ..outputs import check_replaceable, replace_whole
+
+    check_replaceable(path, is_checkpoint, "encoder checkpoint")
+    replace_whole(path, lambda tmp: torch.save(ckpt, tmp))
     return ckpt
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` holds an actsort encoder checkpoint (of any inputs version): the only
+    kind of file ``save_checkpoint`` replaces."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT
 
 
 def _plain(value):

@@ -149,11 +149,13 @@ def train_encoder(
     import lightning
     import torch
 
+    from ..outputs import check_replaceable
     from .data import EmbedDataModule
-    from .encoder import save_checkpoint
+    from .encoder import is_checkpoint, save_checkpoint
 
     if not store_paths:
         raise ValueError("store_paths: expected at least one sort store")
+    check_replaceable(out, is_checkpoint, "encoder checkpoint")  # before minutes of training
     from .infer import torch_device
 
     dev = torch_device(device)
