@@ -478,3 +478,27 @@ def test_cli_prints_the_ingest_command(tmp_path, capsys):
         f"--truth {tmp_path / 'truth.npz'}"
     )
     assert expected in text
+
+
+def test_never_writes_over_a_real_extraction(tmp_path):
+    """Only movie.tif was checked: `actsort synth --out` a folder holding a real Suite2p plane
+    (but no movie.tif) replaced its stat.npy, F.npy, ... without a word. Now any file it
+    would write refuses the run, and --overwrite replaces only an earlier synthetic recording."""
+    tiny = dataclasses.replace(SMALL, n_frames=40, n_cells=3, n_false_positives=3)
+    real = tmp_path / "mouse1"
+    plane = real / "suite2p" / "plane0"
+    plane.mkdir(parents=True)
+    np.save(plane / "stat.npy", np.arange(5))
+    (real / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="suite2p/plane0/stat.npy"):
+            synthesize(real, tiny, overwrite=overwrite)
+    assert np.load(plane / "stat.npy").tolist() == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in real.rglob("*")) == ["notes.txt", "plane0", "stat.npy", "suite2p"]
+    # an earlier synthetic recording: refused without overwrite, replaced with it
+    syn = tmp_path / "syn"
+    synthesize(syn, tiny, formats=("suite2p",))
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        synthesize(syn, tiny, formats=("suite2p",))
+    again = synthesize(syn, dataclasses.replace(tiny, seed=9), formats=("suite2p",), overwrite=True)
+    assert again.n_candidates == len(load_truth(syn / "truth.npz")["is_cell"])

@@ -55,7 +55,11 @@ def register(subparsers) -> None:
         help="number of simulated annotators (default 4; cycles the default specs)",
     )
     p.add_argument("--chunk-frames", type=int, default=None, help="frames per render chunk")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing movie.tif")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier synthetic recording in --out (never a folder of other files)",
+    )
     add_progress_argument(p)
     p.set_defaults(func=run)
 

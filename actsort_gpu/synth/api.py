@@ -57,6 +57,9 @@ truth.npz       per candidate (same order as stat.npy / spatial_weights):
 """
 
 
+SYNTH_MARK = ".actsort-synth"  # written first into every folder synthesize() fills
+
+
 @dataclass
 class SynthResult:
     """What :func:`synthesize` wrote. ``files`` maps a short name to its path."""
@@ -102,7 +105,9 @@ def synthesize(
 
     formats : iterable of "suite2p" and/or "extract" (extraction layouts to write).
     h5 : also write movie.h5 (dataset "mov", (T, H, W) uint16).
-    overwrite : replace an existing movie.tif in out_dir (else FileExistsError).
+    overwrite : replace the files of an earlier synthetic recording in out_dir. Without it, any
+        file it would write that exists already raises FileExistsError; with it, so does a
+        folder that is not an earlier synthetic recording (a real extraction is never replaced).
     The movie is rendered and written in frame chunks (``config.chunk_frames``), so memory stays
     bounded by one chunk plus the (N, T) traces written to memory-mapped .npy files.
     """
@@ -112,9 +117,9 @@ def synthesize(
     if bad:
         raise ValueError(f"synthesize formats: expected a subset of {FORMATS}, found {bad}")
     out = Path(out_dir)
-    if (out / "movie.tif").exists() and not overwrite:
-        raise FileExistsError(f"{out / 'movie.tif'}: already exists (pass overwrite=True)")
+    _check_out_dir(out, formats, h5, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    (out / SYNTH_MARK).touch()  # first: a killed run's folder is still known as ours
     start = time.perf_counter()
     scene = build_scene(cfg)
     H, W, T = cfg.height, cfg.width, cfg.n_frames
@@ -313,6 +318,45 @@ def _vcorr(acc, T, H, W):
     cnt[:-1] += 1
     cnt[1:] += 1
     return tot / np.maximum(cnt, 1)
+
+
+def _written_files(out: Path, formats, h5: bool) -> list[Path]:
+    """Every file :func:`synthesize` writes into ``out`` with these options."""
+    files = [out / "movie.tif", out / "truth.npz", out / "README.txt"]
+    if h5:
+        files.append(out / "movie.h5")
+    if "suite2p" in formats:
+        plane = out / "suite2p" / "plane0"
+        files += [plane / f"{n}.npy" for n in ("F", "Fneu", "spks", "stat", "iscell", "ops")]
+    if "extract" in formats:
+        files.append(out / "extract_output.mat")
+    return files
+
+
+def _check_out_dir(out: Path, formats, h5: bool, overwrite: bool) -> None:
+    """Refuse to write over files of ``out`` unless ``overwrite`` and ``out`` is an earlier
+    synthetic recording (its mark, or the truth.npz of one written before the mark)."""
+    there = [p for p in _written_files(out, formats, h5) if p.exists()]
+    if not there:
+        return
+    names = ", ".join(str(p.relative_to(out)) for p in there[:4])
+    more = f" and {len(there) - 4} more" if len(there) > 4 else ""
+    if not overwrite:
+        raise FileExistsError(
+            f"{out}: already holds {names}{more} (pass overwrite=True / --overwrite to replace "
+            "an earlier synthetic recording)"
+        )
+    if (out / SYNTH_MARK).exists():
+        return
+    try:
+        ours = set(np.load(out / "truth.npz", allow_pickle=False).files) >= {"is_cell", "kind"}
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise FileExistsError(
+            f"{out}: holds {names}{more}, and it is not a synthetic recording of actsort synth: "
+            "nothing there is replaced, even with overwrite; choose another folder"
+        )
 
 
 def _write_truth(path, scene, cfg, is_cell, rng):
