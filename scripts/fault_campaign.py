@@ -1125,6 +1125,19 @@ def case_export_over_the_movie(ctx: Ctx) -> Outcome:
     )
 
 
+def case_synth_over_extraction(ctx: Ctx) -> Outcome:
+    before = ctx.inputs_digest()
+    args = ("--frames", "40", "--height", "64", "--width", "64", "--cells", "3")
+    r = ctx.cli("synth", "--out", ctx.root / "in", *args, "--overwrite", "--no-progress")
+    return refused(
+        ctx,
+        "synth --out a folder holding a real Suite2p plane, --overwrite",
+        r,
+        names="not a synthetic recording",
+        before=before,
+    )
+
+
 def case_ui_state_malformed(ctx: Ctx) -> Outcome:
     from actsort_gpu.ui import open_workspace
     from actsort_gpu.ui.handlers import on_load
@@ -1358,6 +1371,7 @@ CASES = [
     Case("export_untrained", case_export_suite2p_before_training),
     Case("export_other_folder", case_export_suite2p_other_folder),
     Case("export_over_movie", case_export_over_the_movie),
+    Case("synth_over_extraction", case_synth_over_extraction),
     Case("ui_state_malformed", case_ui_state_malformed, fast=False),
     Case("append_fails", case_append_fails, fast=False),
     Case("ui_state_write_fails", case_ui_state_write_fails, fast=False),
