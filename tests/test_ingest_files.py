@@ -379,3 +379,21 @@ def test_a_movie_unlike_the_extractions_mean_image_is_refused(tmp_path):
     assert not (tmp_path / "a.actsort").exists()
     skip = IngestConfig(check_mean_image=False)
     assert ingest(mirrored, cands, tmp_path / "a.actsort", config=skip).n_candidates == 2
+
+
+def test_a_plane_without_fneu_says_which_trace_works(shared_data, tmp_path, capsys):
+    import shutil
+
+    src = shared_data / "neurofinder_crop"
+    plane = tmp_path / "plane0"
+    plane.mkdir()
+    for name in ("F.npy", "stat.npy", "ops.npy", "iscell.npy"):
+        shutil.copy(src / "suite2p" / name, plane / name)
+    args = ["ingest", "--movie", str(src / "movie.tif"), "--extraction", str(plane)]
+    assert main([*args, "--out", str(tmp_path / "a.actsort")]) == 1
+    err = capsys.readouterr().err
+    assert "Fneu.npy: missing (the default trace F - 0.7 Fneu needs it" in err
+    assert "--suite2p-trace F uses F alone" in err
+    out = tmp_path / "b.actsort"
+    assert main([*args, "--out", str(out), "--suite2p-trace", "F"]) == 0
+    assert SortStore.open(out).n_candidates == 178

@@ -177,6 +177,11 @@ def read_suite2p(
             f"trace per ROI in stat.npy"
         )
     if config.suite2p_trace == "F-0.7Fneu":
+        if not (folder / "Fneu.npy").is_file():
+            raise FileNotFoundError(
+                f"{folder / 'Fneu.npy'}: missing (the default trace F - 0.7 Fneu needs it; "
+                "--suite2p-trace F uses F alone)"
+            )
         fneu = _load(folder / "Fneu.npy", pickle=False, mmap=True)
         if fneu.shape != traces.shape or fneu.dtype.kind not in "biuf":
             raise ValueError(
