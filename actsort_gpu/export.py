@@ -402,13 +402,6 @@ def _nwb_default(store_path: Path, store) -> Path:
     return Path(ext["path"])
 
 
-def _write_classifier(learner, out: Path) -> Path:
-    from .active.transfer import save_classifier
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return save_classifier(out, learner)
-
-
 @dataclass(frozen=True)
 class Exporter:
     """One export format.
@@ -591,7 +584,13 @@ def export_labels(
         check_replaceable(out, exporter.is_own, f"{format} export")
         if learner is None:
             learner = _read_only_learner(store_path, config)
-        return replace_whole(out, lambda tmp: _write_classifier(learner, tmp))
+        from .active.transfer import classifier_of
+
+        try:
+            clf = classifier_of(learner)
+        except ValueError as exc:
+            raise ValueError(f"{out}: {exc}") from None
+        return replace_whole(out, clf.save)
     table = label_table(store_path, learner=learner, dataset=dataset, config=config)
     return _write(table, format, out, store_path, store)
 

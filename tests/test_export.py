@@ -372,6 +372,10 @@ def test_exports_before_training_make_no_label_up(tmp_path):
     idx = np.load(export_labels(path, "caiman", tmp_path / "idx.npz"))
     assert sorted(idx["idx_components"].tolist()) == sorted(src[[0, 3]].tolist())
     assert idx["idx_components_bad"].size == 0
+    # no classifier to save yet: said naming the file asked for (not its temporary twin)
+    with pytest.raises(ValueError, match=r"^\S*/c\.npz: nothing to save"):
+        export_labels(path, "classifier", tmp_path / "c.npz")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".c.")]
 
 
 @pytest.mark.parametrize(

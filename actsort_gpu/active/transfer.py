@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "PortableClassifier",
     "save_classifier",
+    "classifier_of",
     "load_classifier",
     "coral_align",
     "train_classifier",
@@ -129,11 +130,20 @@ class PortableClassifier:
 
 def save_classifier(path, learner) -> Path:
     """Write the learner's labelled rows, model and threshold to ``path`` (.npz)."""
+    try:
+        clf = classifier_of(learner)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return clf.save(path)
+
+
+def classifier_of(learner) -> PortableClassifier:
+    """The learner's labelled rows, model and threshold as a portable classifier; ValueError
+    while it is untrained."""
     theta = learner.weights()
     if theta is None:
         raise ValueError(
-            f"{path}: nothing to save: the classifier needs at least one cell and "
-            "one non-cell label"
+            "nothing to save: the classifier needs at least one cell and one non-cell label"
         )
     x, y = learner.training_rows()
     meta = {
@@ -147,10 +157,9 @@ def save_classifier(path, learner) -> Path:
         "labels": "journal",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    clf = PortableClassifier(
+    return PortableClassifier(
         x, y, learner.feature_names, learner.feature_version, theta, learner.policy.threshold, meta
     )
-    return clf.save(path)
 
 
 def _per_dataset(learner) -> list[np.ndarray]:
