@@ -30,6 +30,13 @@ def test_outputs_replace_only_their_own_files_and_whole(tmp_path):
 
     with pytest.raises(OSError, match="disk full"):
         replace_whole(mine, fails)
+
+    def full(tmp):
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device", str(tmp))
+
+    with pytest.raises(OSError, match=r"No space left on device: '.*notes\.txt'$"):
+        replace_whole(mine, full)
     assert mine.read_text() == "ours" and sorted(tmp_path.iterdir()) == [mine]
     assert replace_whole(tmp_path / "a" / "b.csv", lambda t: t.write_text("x")).read_text() == "x"
 
