@@ -433,3 +433,46 @@ def test_first_screen_1366x768_keyboard_only_50_candidates(neurofinder_store, tm
             indent=1,
         )
     )
+
+
+def test_two_tabs_undo_their_own_labels(neurofinder_store, tmp_path):
+    """Two tabs of one page: each opens on its own candidate, Z in one leaves the other's
+    label alone while that tab is open, and once it is closed (Gradio's unload event ends
+    its session) the label is anyone's to undo."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
+    from playwright.sync_api import sync_playwright
+
+    from actsort_gpu.config import load_config
+    from actsort_gpu.ui import serve
+
+    store = tmp_path / "tabs.actsort"
+    shutil.copytree(neurofinder_store, store, ignore=shutil.ignore_patterns("labels"))
+    port = _free_port()
+    demo, ws = serve([store], port=port, prevent_thread_lock=True, quiet=True, config=load_config())
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            a = _open_page(browser, port)
+            b = _open_page(browser, port)
+            shown_a, shown_b = int(_index(a)), int(_index(b))
+            assert shown_a != shown_b
+            a.bring_to_front()
+            _press_and_wait(a, "ArrowUp", "Saved")
+            b.bring_to_front()
+            _press_and_wait(b, "ArrowDown", "Saved")
+            a.bring_to_front()
+            a.keyboard.press("z")
+            _wait_status(a, "given in another open tab")
+            assert ws.human(0)[shown_b] == -1
+            b.close()
+            time.sleep(1.0)
+            deadline = time.monotonic() + 20
+            while ws.human(0)[shown_b] != 0 and time.monotonic() < deadline:
+                a.keyboard.press("z")  # the unload reaches the server within a moment
+                time.sleep(1.0)
+            assert ws.human(0)[shown_b] == 0 and ws.human(0)[shown_a] == 1
+            browser.close()
+    finally:
+        demo.close()
+        ws.close()

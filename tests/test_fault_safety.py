@@ -365,7 +365,7 @@ def test_two_tabs_get_distinct_queries_and_leases_expire(tmp_path):
         assert again not in (b, c) and a not in ws._leased(0)
         ws.label(0, [b], 1)  # a labelled candidate is no longer held
         assert b not in ws._leased(0)
-        ws._leases = {k: 0.0 for k in ws._leases}  # every lease expired
+        ws._leases = {k: (0.0, who) for k, (_, who) in ws._leases.items()}  # all expired
         assert ws._leased(0) == set()
     finally:
         ws.close()
@@ -481,3 +481,65 @@ def test_launch_bounds_uploads_and_hides_a_bad_password(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="USER:PASS") as info:
         serve([path], port=7999, prevent_thread_lock=True, quiet=True, auth="secretword")
     assert "secretword" not in str(info.value)
+
+
+def test_each_tab_undoes_its_own_labels_and_opens_on_its_own_candidate(tmp_path):
+    """Two tabs opened together both resumed at the remembered candidate and both labelled
+    it; one tab's Z then reverted the other tab's label (the journal has one undo stack).
+    Now the second tab gets a query of its own, and Z leaves another open tab's label alone
+    until that tab is closed or idle for the lease time."""
+    from actsort_gpu.ui import handlers as H
+    from actsort_gpu.ui import open_workspace
+    from actsort_gpu.ui.session import ViewState
+
+    store = make_test_store(tmp_path, n=30)
+    ws = open_workspace([store])
+    try:
+        a, _ = H.on_load(ws, ViewState(), tab="A")
+        b, _ = H.on_load(ws, ViewState(), tab="B")
+        assert a.current != b.current
+        ca, cb = a.current, b.current
+        a, _ = H.on_label(ws, a, 1)
+        b, _ = H.on_label(ws, b, -1)
+        a, p = H.on_undo(ws, a)
+        assert "given in another open tab; undo it there" in p.status
+        assert ws.human(0)[cb] == -1 and ws.human(0)[ca] == 1
+        b, p = H.on_undo(ws, b)  # B's own
+        assert ws.human(0)[cb] == 0 and "is now unlabelled" in p.status
+        b, p = H.on_redo(ws, b)
+        assert ws.human(0)[cb] == -1
+        a, p = H.on_redo(ws, a)  # nothing left to redo for A: B re-applied its own
+        assert "Nothing to redo" in p.status
+        a, p = H.on_undo(ws, a)
+        assert "another open tab" in p.status and ws.human(0)[cb] == -1
+        ws.forget("B")  # B closed (the page's unload event): its label is anyone's now
+        a, p = H.on_undo(ws, a)
+        assert ws.human(0)[cb] == 0
+        a, p = H.on_undo(ws, a)  # then A's own
+        assert ws.human(0)[ca] == 0
+        # a tab idle for longer than the lease time counts as gone
+        b, _ = H.on_load(ws, ViewState(), tab="B2")
+        b, _ = H.on_label(ws, b, 1)
+        ws._seen["B2"] -= ws.lease_s + 1
+        a, p = H.on_undo(ws, a)
+        assert "is now unlabelled" in p.status
+    finally:
+        ws.close()
+
+
+def test_a_reloaded_tab_resumes_where_it_was(tmp_path):
+    from actsort_gpu.ui import handlers as H
+    from actsort_gpu.ui import open_workspace
+    from actsort_gpu.ui.session import ViewState
+
+    store = make_test_store(tmp_path, n=30)
+    ws = open_workspace([store])
+    try:
+        a, _ = H.on_load(ws, ViewState(), tab="A")
+        a, _ = H.on_label(ws, a, 1)  # shows (and holds) the next query
+        shown = a.current
+        ws.forget("A")  # the reload closes the old page first
+        again, _ = H.on_load(ws, ViewState(), tab="A2")
+        assert again.current == shown
+    finally:
+        ws.close()

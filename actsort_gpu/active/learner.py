@@ -603,22 +603,39 @@ class Learner:
     def undo(self) -> list[int] | None:
         """Revert the latest labelling action (over all datasets); returns the global indices
         it changed (in the action's order), or None when there is nothing to undo."""
-        times = [(j.last_undoable_time or "", d) for d, j in enumerate(self._journals)]
-        return self._step(max(times), "undo")
+        return self._step(self._newest("undo"), "undo")
 
     def redo(self) -> list[int] | None:
         """Re-apply the latest undone action; returns the global indices, or None. As in one
         journal, a new labelling action after an undo (in any dataset) ends what can be
         redone: an undone label of one store does not come back after labels in another."""
-        newest = max((j.last_redoable_time or "", d) for d, j in enumerate(self._journals))
-        if any((j.last_action_time or "") > newest[0] for j in self._journals):
-            return None
-        return self._step(newest, "redo")
+        return self._step(self._newest("redo"), "redo")
 
-    def _step(self, newest: tuple[str, int], kind: str) -> list[int] | None:
-        stamp, d = newest
-        if not stamp:
+    def pending(self, kind: str) -> tuple[str, list[int]] | None:
+        """What ``undo()`` (``kind`` "undo") or ``redo()`` ("redo") would change now: the id
+        of the labelling action it reverts or re-applies and the global indices, or None."""
+        newest = self._newest(kind)
+        if newest is None:
             return None
+        d = newest[1]
+        j = self._journals[d]
+        action = j.undo_stack[-1] if kind == "undo" else j.redo_stack[-1]
+        return action[0].action, [int(self._offsets[d] + ev.candidate) for ev in action]
+
+    def _newest(self, kind: str) -> tuple[str, int] | None:
+        """(time, dataset) of the action ``kind`` ("undo" / "redo") would take, or None."""
+        if kind == "undo":
+            stamp, d = max((j.last_undoable_time or "", d) for d, j in enumerate(self._journals))
+        else:
+            stamp, d = max((j.last_redoable_time or "", d) for d, j in enumerate(self._journals))
+            if any((j.last_action_time or "") > stamp for j in self._journals):
+                return None
+        return (stamp, d) if stamp else None
+
+    def _step(self, newest: tuple[str, int] | None, kind: str) -> list[int] | None:
+        if newest is None:
+            return None
+        _, d = newest
         if self.read_only_session:
             raise RuntimeError("this learner replays the journals read-only")
         j = self._journals[d]

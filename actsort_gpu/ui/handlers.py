@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -460,6 +461,7 @@ def _go(ws, st: ViewState, current: int | None, status: str = "", **changes):
     """Move to ``current`` (None: nothing left), remember the position, render."""
     cur = -1 if current is None else int(current)
     st = st.with_(current=cur, frame=0, **changes)
+    ws.touch(st.tab)
     if cur >= 0:
         ws.save_position(st.store, cur)
     if current is None and not status:
@@ -475,16 +477,17 @@ def _next_candidate(ws, st: ViewState) -> tuple[int | None, int | None]:
         pos = st.history_pos + 1
         if pos < len(order):
             return order[pos], pos
-    return ws.next_query(st.store, _mode(st), st.current), None
+    return ws.next_query(st.store, _mode(st), st.current, st.tab), None
 
 
 # ---------------------------------------------------------------------------- handlers
-def on_load(ws, st: ViewState | None = None):
-    """A tab opens (or reloads): resume at the remembered candidate, else the first query."""
-    st = st or ViewState()
-    cur = ws.load_position(st.store)
+def on_load(ws, st: ViewState | None = None, tab: str = ""):
+    """A tab opens (or reloads): resume at the remembered candidate, else the first query.
+    ``tab``: its id (the page's session; default a new one): its labels are its to undo."""
+    st = (st or ViewState()).with_(tab=tab or uuid.uuid4().hex[:12])
+    cur = ws.resume_position(st.store, st.tab)
     if cur is None:
-        cur = ws.next_query(st.store, _mode(st))
+        cur = ws.next_query(st.store, _mode(st), tab=st.tab)
     n_lab = int((ws.human(st.store) != 0).sum())
     n_unsure = int(ws.unsure(st.store).sum())
     more = f" {n_unsure} unsure." if n_unsure else ""
@@ -499,7 +502,7 @@ def on_label(ws, st: ViewState, y: int):
     targets = tuple(st.selected) or ((st.current,) if st.current >= 0 else ())
     if not targets:
         return st, render_panels(ws, st, "No candidate to label.")
-    n_new = ws.label(st.store, targets, y) or 0
+    n_new = ws.label(st.store, targets, y, tab=st.tab) or 0
     word = LABEL_WORDS[y]
     if y == UNSURE:
         word += " (not used for training; Review: unsure candidates lists it)"
@@ -550,11 +553,20 @@ def on_prev(ws, st: ViewState):
     return _go(ws, st, order[pos], history_pos=pos, selected=())
 
 
-def _after_undo_redo(ws, st, loc, verb):
-    if loc is None:
+def _after_undo_redo(ws, st, step, verb):
+    if step is None:
         return st, render_panels(ws, st, f"Nothing to {verb}.")
-    d, locals_ = loc
+    d, locals_, elsewhere = step
     local = locals_[-1]
+    if elsewhere:  # another open tab's label: its own to undo (the journal has one stack)
+        what = f"{len(locals_)} candidates" if len(locals_) > 1 else f"candidate {local}"
+        store = f" of {ws.stores[d].name}" if len(ws.stores) > 1 else ""
+        return st, render_panels(
+            ws,
+            st,
+            f"Nothing changed: the latest label ({what}{store}) was given in another open "
+            f"tab; {verb} it there.",
+        )
     now = [UNSURE if ws.unsure(d)[c] else int(ws.human(d)[c]) for c in locals_]
     if len(locals_) == 1:
         what = f"candidate {local} is now {LABEL_WORDS[now[0]]}"
@@ -569,11 +581,11 @@ def _after_undo_redo(ws, st, loc, verb):
 
 
 def on_undo(ws, st: ViewState):
-    return _after_undo_redo(ws, st, ws.undo(), "undo")
+    return _after_undo_redo(ws, st, ws.undo(st.tab), "undo")
 
 
 def on_redo(ws, st: ViewState):
-    return _after_undo_redo(ws, st, ws.redo(), "redo")
+    return _after_undo_redo(ws, st, ws.redo(st.tab), "redo")
 
 
 def on_jump(ws, st: ViewState, index):
@@ -593,7 +605,7 @@ def on_store(ws, st: ViewState, name: str):
     d = ws.names.index(name)
     st = st.with_(store=d, selected=(), box_corner=None, history_pos=None)
     cur = ws.load_position(d)
-    return _go(ws, st, cur if cur is not None else ws.next_query(d, _mode(st)))
+    return _go(ws, st, cur if cur is not None else ws.next_query(d, _mode(st), tab=st.tab))
 
 
 def pick_candidate(

@@ -453,7 +453,16 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
 
             return run
 
-        demo.load(wrap(lambda w, st: H.on_load(w, st)), [state], outs, api_name="load")
+        def on_open(st, request: gr.Request):
+            # the tab's id is its Gradio session: a reload or a second tab is a new one
+            new, panels = H.on_load(ws, st, tab=getattr(request, "session_hash", None) or "")
+            return _emit(new, panels, gr, cache_dir)
+
+        def on_close(request: gr.Request):
+            ws.forget(getattr(request, "session_hash", None) or "")
+
+        demo.load(on_open, [state], outs, api_name="load")
+        demo.unload(on_close)  # a closed or reloaded tab's labels are anyone's to undo
         # The key-press path: no progress overlay on the ten outputs (drawing and removing it
         # costs the browser more than the whole server round trip; the status line confirms).
         quick = {"show_progress": "hidden"}

@@ -54,6 +54,7 @@ class ViewState:
         percentiles of its values (0, 100: no filter)
     hide_rejected : hide candidates whose final label is "not a cell" (yours, else the model's)
     sent : fingerprints of the panels this tab shows (the page re-sends only changed ones)
+    tab : this tab's id (given when it opens): its labels are its own to undo
     """
 
     store: int = 0
@@ -79,6 +80,7 @@ class ViewState:
     feature_hi_pct: float = 100.0
     hide_rejected: bool = False
     message: str = ""
+    tab: str = ""
     extra: dict = field(default_factory=dict, compare=False)
     sent: dict = field(default_factory=dict, compare=False)  # panel -> fingerprint on screen
 

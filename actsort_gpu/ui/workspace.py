@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from .render import MapCanvas, contrast_stretch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Workspace", "StoreData", "LEASE_S"]
+__all__ = ["Workspace", "StoreData", "Step", "LEASE_S"]
 
 #: seconds a query stays reserved for the tab it was handed to
 LEASE_S = 60.0
@@ -183,6 +184,15 @@ def load_store_data(path: Path, name: str) -> StoreData:
     )
 
 
+class Step(NamedTuple):
+    """An undo or redo: the store, its local candidates (in the action's order) and whether
+    it was left alone because another open tab gave that label (``elsewhere``)."""
+
+    store: int
+    locals: list[int]
+    elsewhere: bool = False
+
+
 class Workspace:
     """Stores named on the command line + one learner over all of them.
 
@@ -201,7 +211,8 @@ class Workspace:
     ):
         self.paths = [Path(p) for p in store_paths]
         self.lease_s = float(lease_s)
-        self._leases: dict[tuple[int, int], float] = {}  # (store, local) -> expiry (monotonic)
+        # (store, local) -> (expiry (monotonic), tab it was shown in)
+        self._leases: dict[tuple[int, int], tuple[float, str]] = {}
         self.learner = learner
         if len(learner.datasets) != len(self.paths):
             raise ValueError(
@@ -214,6 +225,10 @@ class Workspace:
             if size != s.n:
                 raise ValueError(f"{s.path}: {s.n} candidates in the store, {size} in the learner")
         self.lock = threading.RLock()
+        # tabs: which tab gave each labelling action of this server, and when each tab last
+        # acted, so that one tab's undo never reverts a label another open tab just gave
+        self._owners: dict[str, str] = {}  # action id -> tab id
+        self._seen: dict[str, float] = {}  # tab id -> monotonic time of its last request
         self.trackers = [StabilityTracker(window=window, churn_tol=churn_tol) for _ in self.stores]
         self.label_times: list[float] = []
         self._canvas_lock = threading.Lock()
@@ -311,8 +326,9 @@ class Workspace:
         with self.lock:
             return len(self.learner.disagreements(store))
 
-    def label(self, store: int, locals_, y: int) -> int:
-        """Give human label y to each local candidate (journal first, then the model).
+    def label(self, store: int, locals_, y: int, tab: str = "") -> int:
+        """Give human label y to each local candidate (journal first, then the model); ``tab``
+        names the tab that gave it (its undo is that tab's).
 
         Returns how many of them replaced another annotator's different label (new
         disagreements, kept in the journal)."""
@@ -323,7 +339,9 @@ class Workspace:
             _, dec = self.model(store)
             tracker = self.trackers[store]
             before = len(self.learner.disagreements(store))
-            self.learner.label_many([self.g(store, c) for c in locals_], int(y))
+            action = self.learner.label_many([self.g(store, c) for c in locals_], int(y))
+            if tab:
+                self._owners[action] = tab
             for c in locals_:
                 self._leases.pop((store, c), None)
             if y != UNSURE:  # unsure: no answer to score, no label that moves the model
@@ -335,37 +353,62 @@ class Workspace:
                 tracker.after_label(dec, int((self.human(store) != 0).sum()))
             return len(self.learner.disagreements(store)) - before
 
-    def _step(self, step):
-        """Undo or redo one action (all candidates of a box label, also one given before a
-        restart); returns (store, local candidates it changed, in the action's order) or
-        None."""
+    def touch(self, tab: str) -> None:
+        """Note that ``tab`` is open (it just made a request)."""
+        if tab:
+            self._seen[tab] = time.monotonic()
+
+    def forget(self, tab: str) -> None:
+        """``tab`` was closed or reloaded: its labels are anyone's to undo from now on, and
+        the candidates it was shown are free (a reloaded tab resumes where it was)."""
         with self.lock:
-            changed = step()
-        if not changed:
-            return None
+            self._seen.pop(tab, None)
+            for key in [k for k, (_, who) in self._leases.items() if tab and who == tab]:
+                del self._leases[key]
+
+    def _other_open_tab(self, action: str, tab: str) -> bool:
+        """Whether ``action`` was given by another tab that made a request in the last
+        ``lease_s`` seconds (a closed or reloaded tab's labels are anyone's to undo)."""
+        owner = self._owners.get(action)
+        if not owner or owner == tab:
+            return False
+        return time.monotonic() - self._seen.get(owner, -np.inf) < self.lease_s
+
+    def _step(self, kind: str, tab: str) -> Step | None:
+        """Undo or redo one action (all candidates of a box label, also one given before a
+        restart): a Step, or None when there is nothing to undo / redo. An action another
+        open tab gave is left alone (``Step.elsewhere``)."""
+        with self.lock:
+            pending = self.learner.pending(kind)
+            if pending is None:
+                return None
+            action, changed = pending
+            elsewhere = self._other_open_tab(action, tab)
+            if not elsewhere:
+                changed = self.learner.undo() if kind == "undo" else self.learner.redo()
         where = [self.learner.locate(g) for g in changed]
-        return where[-1][0], [local for _, local in where]
+        return Step(where[-1][0], [local for _, local in where], elsewhere)
 
-    def undo(self) -> tuple[int, list[int]] | None:
-        """Revert the latest action: (store, local candidates reverted) or None."""
-        return self._step(self.learner.undo)
+    def undo(self, tab: str = "") -> Step | None:
+        """Revert the latest action (unless another open tab gave it) or None."""
+        return self._step("undo", tab)
 
-    def redo(self) -> tuple[int, list[int]] | None:
-        """Re-apply the latest undone action: (store, local candidates) or None."""
-        return self._step(self.learner.redo)
+    def redo(self, tab: str = "") -> Step | None:
+        """Re-apply the latest undone action (unless another open tab gave it) or None."""
+        return self._step("redo", tab)
 
     def _leased(self, store: int) -> set[int]:
         """Local candidates of ``store`` reserved for a tab now (expired leases dropped)."""
         now = time.monotonic()
-        for key in [k for k, expiry in self._leases.items() if expiry <= now]:
+        for key in [k for k, (expiry, _) in self._leases.items() if expiry <= now]:
             del self._leases[key]
         return {c for s, c in self._leases if s == store}
 
-    def _hand_out(self, store: int, local: int) -> int:
-        self._leases[(store, int(local))] = time.monotonic() + self.lease_s
+    def _hand_out(self, store: int, local: int, tab: str = "") -> int:
+        self._leases[(store, int(local))] = (time.monotonic() + self.lease_s, tab)
         return int(local)
 
-    def next_query(self, store: int, mode: str, current: int = -1) -> int | None:
+    def next_query(self, store: int, mode: str, current: int = -1, tab: str = "") -> int | None:
         """Next local candidate of ``store`` to show: the learner's query (restricted to this
         store) or, in an audit mode ("audit:cells" ...), the next unlabelled candidate of the
         audit order. A candidate handed to another tab less than ``lease_s`` ago is skipped
@@ -381,7 +424,7 @@ class Workspace:
                     if sl.start <= i < sl.stop and i - sl.start != current
                 ]
                 free = [c for c in order if c not in taken] or order
-                return self._hand_out(store, free[0]) if free else None
+                return self._hand_out(store, free[0], tab) if free else None
             if self.learner.strategy != mode:
                 self.learner.set_strategy(mode)
             # open: unlabelled and not unsure (unsure ones wait in the "audit:unsure" queue)
@@ -392,17 +435,17 @@ class Workspace:
                 picks = self.learner.next_query(1)
                 if picks and sl.start <= picks[0] < sl.stop:
                     if picks[0] - sl.start not in taken:
-                        return self._hand_out(store, picks[0] - sl.start)
+                        return self._hand_out(store, picks[0] - sl.start, tab)
                     # another tab holds the best query: the best one nobody holds
                     for i in self.learner.next_query(len(taken) + 2):
                         if sl.start <= i < sl.stop and i - sl.start not in taken:
-                            return self._hand_out(store, i - sl.start)
+                            return self._hand_out(store, i - sl.start, tab)
                     break
             # The query chose another store (or all were held): stay in this one (first
             # unlabelled candidate nobody holds).
             unlabelled = np.flatnonzero(open_)
             free = [int(c) for c in unlabelled if int(c) not in taken] or [int(unlabelled[0])]
-            return self._hand_out(store, free[0])
+            return self._hand_out(store, free[0], tab)
 
     def set_threshold(self, t: float) -> None:
         with self.lock:
@@ -451,6 +494,16 @@ class Workspace:
             log.warning("%s: page position not saved (%s); labels are unaffected", path, exc)
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+    def resume_position(self, store: int, tab: str = "") -> int | None:
+        """Where a tab that opens resumes: the remembered candidate, reserved for it, unless
+        another tab holds it now (None: the tab asks for a query; two tabs opened together
+        showed the same candidate, and both labelled it)."""
+        cur = self.load_position(store)
+        if cur is None:
+            return None
+        with self.lock:
+            return None if cur in self._leased(store) else self._hand_out(store, cur, tab)
 
     def load_position(self, store: int) -> int | None:
         """The remembered candidate, or None (no file; a malformed file is ignored with a
