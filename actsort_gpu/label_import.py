@@ -7,6 +7,10 @@ best, when each is the other's best match and their intersection over union (IoU
 ``min_iou``; footprints are compared as the pixels at or above ``mask_level`` of their peak
 (stores keep footprints max-normalised). The labels go into the target's journal as one
 ``import`` action (one undo reverts it), never over a label the target already has.
+
+:func:`import_label_file` does the same from a file with one label per extraction row
+(ActSort's ``_LABELS.mat``, the exported CSV, an ``.npy``: ``io.label_files``), the MATLAB
+app's *Load labels*.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import scipy.sparse as sp
 from .labels import Journal, read_labels
 from .store import SortStore
 
-__all__ = ["ImportReport", "import_labels", "mask_iou", "match_footprints"]
+__all__ = ["ImportReport", "import_labels", "import_label_file", "mask_iou", "match_footprints"]
 
 #: default minimum IoU of a match (0.5: the usual "same cell" criterion of ROI matching)
 MIN_IOU = 0.5
@@ -103,7 +107,7 @@ class ImportReport:
 
     def summary(self) -> str:
         n = self.imported_cells + self.imported_not_cells
-        iou = f"; median IoU {self.median_iou:.2f}" if n else ""
+        iou = f"; median IoU {self.median_iou:.2f}" if n and np.isfinite(self.median_iou) else ""
         return (
             f"{n:,} labels imported ({self.imported_cells:,} cells, {self.imported_not_cells:,} "
             f"not cells{iou}) of {self.source_labels:,} in the source; "
@@ -145,20 +149,9 @@ def import_labels(
     )
     carry = np.isin(cols, labelled)
     rows, cols, iou = rows[carry], cols[carry], iou[carry]
-    with Journal(
-        target.journal_path, n_candidates=target.n_candidates, dataset=target_path.name
-    ) as journal:
-        have = {c for _, c in journal.labels}  # labelled or unsure here (never 0)
-        new = np.array([r not in have for r in rows], bool)
-        values = src_labels[cols[new]]
-        if new.any():
-            journal.append_many(
-                target_path.name,
-                rows[new].tolist(),
-                values.tolist(),
-                annotator or f"import:{source_path.name}",
-                origin="import",
-            )
+    new, values = _write_import(
+        target_path, target, rows, src_labels[cols], annotator or f"import:{source_path.name}"
+    )
     return ImportReport(
         source_labels=int(labelled.size),
         matched=int(rows.size),
@@ -168,3 +161,60 @@ def import_labels(
         unmatched=int(labelled.size - rows.size),
         median_iou=float(np.median(iou[new])) if new.any() else float("nan"),
     )
+
+
+def import_label_file(target_path, label_file, *, annotator: str | None = None) -> ImportReport:
+    """Give the candidates of the store at ``target_path`` the labels of a file with one label
+    per extraction row (``io.label_files``: ActSort's ``_LABELS.mat``, the exported CSV, an
+    ``.npy``), as one ``import`` action in its journal, never over a label it already has:
+    ActSort's *Load labels*. Raises ValueError when the file's rows are not the store's
+    extraction rows."""
+    from .io.label_files import read_label_file
+
+    target_path, label_file = Path(target_path), Path(label_file)
+    target = SortStore.open(target_path)
+    labels = read_label_file(label_file)
+    src = target.source_index()
+    n_rows = int(src.max()) + 1 if src.size else 0
+    if labels.size != n_rows:
+        raise ValueError(
+            f"{label_file}: labels for {labels.size} extraction rows, but {target_path}'s "
+            f"candidates come from {n_rows}: the labels of another extraction? (a store of "
+            "another extraction of the recording: --from OLD.actsort matches by footprints)"
+        )
+    per_candidate = labels[src]
+    rows = np.flatnonzero(per_candidate != 0)
+    new, values = _write_import(
+        target_path, target, rows, per_candidate[rows], annotator or f"import:{label_file.name}"
+    )
+    labelled = int((labels != 0).sum())
+    return ImportReport(
+        source_labels=labelled,
+        matched=int(rows.size),
+        imported_cells=int((values > 0).sum()),
+        imported_not_cells=int((values < 0).sum()),
+        kept=int((~new).sum()),
+        unmatched=labelled - int(rows.size),
+        median_iou=float("nan"),
+    )
+
+
+def _write_import(target_path: Path, target, rows, values, annotator: str):
+    """Append ``values`` (+1 / -1) for the target's candidates ``rows`` as one ``import``
+    action, skipping candidates labelled (or unsure) there; the journal's lock is taken, so a
+    store a page holds is refused. Returns (which rows were new, the values written)."""
+    rows, values = np.asarray(rows, np.int64), np.asarray(values, np.int8)
+    with Journal(
+        target.journal_path, n_candidates=target.n_candidates, dataset=target_path.name
+    ) as journal:
+        have = {c for _, c in journal.labels}  # labelled or unsure here (never 0)
+        new = np.array([r not in have for r in rows], bool)
+        if new.any():
+            journal.append_many(
+                target_path.name,
+                rows[new].tolist(),
+                values[new].tolist(),
+                annotator,
+                origin="import",
+            )
+    return new, values[new]

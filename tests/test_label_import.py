@@ -109,3 +109,71 @@ def test_mask_iou_equals_the_neurofinder_crops_own_figures(shared_data, tmp_path
     iou = mask_iou(store.footprints(), sp.csr_matrix(drawn), mask_level=1e-6).tocsr()
     best = iou.max(axis=1).toarray().ravel()
     np.testing.assert_allclose(best, np.load(crop / "gt_best_iou.npy"), atol=1e-6)
+
+
+def test_label_files_give_a_store_its_labels(tmp_path, capsys):
+    """The MATLAB app's Load labels: an ActSort _LABELS.mat (MATLAB v5, 3 fields as the app
+    writes them, and v7.3 / HDF5), the exported CSV and an .npy give labels by extraction
+    row; wrong lengths and values are refused naming the file, and nothing is written then."""
+    import h5py
+    from scipy.io import savemat
+
+    from actsort_gpu.label_import import import_label_file
+
+    store = make_test_store(tmp_path, n=12, name="s.actsort")
+    journal = store / "labels" / "journal.jsonl"
+    ex = np.zeros(12)
+    ex[[1, 4]], ex[[2, 7, 9]] = 1, -1
+    mat = tmp_path / "s_LABELS.mat"
+    labels = {"labels_ex": ex[:, None], "labels_ml": np.zeros((12, 1))}
+    savemat(mat, {"labels": {**labels, "labels_overall": ex[:, None]}})
+    report = import_label_file(store, mat)
+    assert (report.imported_cells, report.imported_not_cells, report.kept) == (2, 3, 0)
+    np.testing.assert_array_equal(read_labels(journal, "s.actsort", 12), ex)
+    with Journal(journal, read_only=True) as j:
+        assert {ev.origin for ev in j.events} == {"import"}
+        assert {ev.annotator for ev in j.events} == {"import:s_LABELS.mat"}
+        assert len(j.undo_stack) == 1  # one Z in the page reverts it
+    # v7.3 (MATLAB stores the N x 1 column as 1 x N); only unlabelled candidates take labels
+    v73 = tmp_path / "v73_LABELS.mat"
+    ex2 = np.zeros(12)
+    ex2[[0, 1]] = -1
+    with h5py.File(v73, "w") as f:
+        f.create_group("labels").create_dataset("labels_ex", data=ex2[None, :])
+    assert main(["import-labels", str(store), "--from", str(v73)]) == 0
+    out = capsys.readouterr().out
+    assert "1 labels imported (0 cells, 1 not cells) of 2" in out and "1 kept" in out
+    assert "median IoU" not in out
+    # the exported CSV round-trips into a fresh store of the same extraction
+    assert main(["export", str(store), "--format", "csv", "--out", str(tmp_path / "t.csv")]) == 0
+    fresh = tmp_path / "fresh.actsort"
+    shutil.copytree(store, fresh, ignore=shutil.ignore_patterns("labels"))
+    assert main(["import-labels", str(fresh), "--from", str(tmp_path / "t.csv")]) == 0
+    np.testing.assert_array_equal(
+        read_labels(fresh / "labels" / "journal.jsonl", "fresh.actsort", 12),
+        read_labels(journal, "s.actsort", 12),
+    )
+    capsys.readouterr()
+    other = tmp_path / "other.actsort"
+    shutil.copytree(store, other, ignore=shutil.ignore_patterns("labels"))
+    for content, message in [
+        (
+            np.ones(10),
+            "labels for 10 extraction rows, but .*other.actsort's candidates come from 12",
+        ),
+        (np.full(12, 2.0), "12 labels are not \\+1 \\(cell\\), -1 \\(not a cell\\) or 0"),
+        (np.ones((3, 4)), "labels of shape \\(3, 4\\)"),
+    ]:
+        np.save(tmp_path / "bad.npy", content)
+        with pytest.raises(ValueError, match=message):
+            import_label_file(other, tmp_path / "bad.npy")
+    savemat(tmp_path / "x.mat", {"something": np.ones(3)})
+    with pytest.raises(ValueError, match="no struct 'labels' with 'labels_ex'"):
+        import_label_file(other, tmp_path / "x.mat")
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["import-labels", str(other), "--from", str(tmp_path / "notes.txt")]) == 1
+    assert "expected a sort store, an ActSort _LABELS.mat" in capsys.readouterr().err
+    assert (
+        not (other / "labels" / "journal.jsonl").exists()
+        or not read_labels(other / "labels" / "journal.jsonl", "other.actsort", 12).any()
+    )
