@@ -590,3 +590,28 @@ def test_preprocess_takes_what_is_held_off_its_default_budget(scene, monkeypatch
     store = _store(d, cands, "budget.actsort")
     summary = preprocess(store.path, PreprocessConfig(max_memory_mb=3), device="cpu")
     assert summary["budget_mb"] == 3
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the quantiser cast NaN before
+def test_nan_borders_are_read_as_zero(scene, tmp_path):
+    """A float movie with NaN borders (CaImAn's motion correction leaves them by default)
+    spread NaN through the projections and cast NaN into the snapshot codes; now its
+    non-finite values are read as 0: the pass equals one over the movie with zeros there,
+    and says how many it met."""
+    d, movie, cands = scene
+    geo = compute_geometry(cands.footprints, H, W)
+    frames = snapshot_frames(find_events(cands.traces), dt=1, n_movie_frames=T)
+    plan = plan_pass(frames, geo.crops)
+    holed = movie.astype(np.float32)
+    holed[:, :, :3] = np.nan
+    holed[::5, :2, :] = np.inf
+    zeros = np.where(np.isfinite(holed), holed, 0).astype(np.float32)
+    ref, _ = run_pass(ArrayMovie(zeros), plan, tmp_path / "z", chunk_frames=7)
+    got, info = run_pass(ArrayMovie(holed.copy()), plan, tmp_path / "h", chunk_frames=7)
+    assert info["nonfinite_pixels"] == int((~np.isfinite(holed)).sum())
+    for k in ref:
+        assert np.isfinite(got[k]).all(), k
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    a = np.fromfile(tmp_path / "z" / stream.SCRATCH_NAME, np.float32)
+    b = np.fromfile(tmp_path / "h" / stream.SCRATCH_NAME, np.float32)
+    np.testing.assert_array_equal(a, b)

@@ -6,14 +6,31 @@ import contextlib
 import queue
 import threading
 
-__all__ = ["ChunkReader"]
+import numpy as np
+
+__all__ = ["ChunkReader", "zero_nonfinite"]
+
+
+def zero_nonfinite(frames: np.ndarray) -> int:
+    """Read NaN / +-Inf pixel values of a float chunk as 0, in place (CaImAn's motion
+    correction leaves NaN borders by default; a NaN reaching the projections, snapshots and
+    features spreads through them). Returns how many there were; integer chunks: 0."""
+    if frames.dtype.kind != "f":
+        return 0
+    bad = ~np.isfinite(frames)
+    n = int(np.count_nonzero(bad))
+    if n:
+        frames[bad] = 0
+    return n
 
 
 class ChunkReader:
     """Reads ``movie`` chunks [start, stop) in a background thread; iterate to get
     (first_frame, frames).
 
-    The frames are read with ``movie.read_into`` into a ring of ``depth + 1`` preallocated
+    Non-finite pixel values of float movies are read as 0 (:func:`zero_nonfinite`; counted in
+    ``nonfinite``). The frames are read with ``movie.read_into`` into a ring of ``depth + 1``
+    preallocated
     buffers (no allocation per chunk): one being read, up to ``depth - 1`` queued, one held by
     the consumer. A yielded array is valid until the next one is requested (the buffer then
     goes back to the reader), so it is never overwritten while in use. Each chunk's array is
@@ -30,6 +47,7 @@ class ChunkReader:
         for _ in range(depth + 1):
             self._free.put(movie.window_buffer(n))
         self._stop = threading.Event()
+        self.nonfinite = 0  # non-finite pixel values read as 0 so far (zero_nonfinite)
         self._thread = threading.Thread(
             target=self._run,
             args=(movie, int(chunk_frames), int(start), stop),
@@ -54,6 +72,7 @@ class ChunkReader:
                 if buf is None:
                     return
                 frames = movie.read_into(first, last, movie.placed_window(buf, first, last))
+                self.nonfinite += zero_nonfinite(frames)
                 while not self._stop.is_set():
                     try:
                         self._q.put((first, frames, buf), timeout=0.1)

@@ -352,6 +352,8 @@ def preprocess(
         "snapshot_values": plan.total_elements,
         "pieces": info.get("pieces", 1),
         "checkpoint_seconds": info.get("checkpoint_seconds", 0.0),
+        # NaN / Inf pixel values read as 0 (in the frames this run read; Dask pieces: not counted)
+        "nonfinite_pixels": info.get("nonfinite_pixels", 0),
     }
     store.finish_stage(
         "preprocess", summary["seconds"], **{k: v for k, v in summary.items() if k != "seconds"}

@@ -67,7 +67,7 @@ from .plan import (
     segments_for_chunk,
     split_pieces,
 )
-from .reader import ChunkReader
+from .reader import ChunkReader, zero_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +148,10 @@ def _pass_range(
     xp,
     gather_bytes: int,
     after_chunk: Callable[[int, int], None] | None = None,
-) -> int:
+) -> tuple[int, int]:
     """Read frames [start, stop) chunk by chunk (chunks start at ``start``), accumulate them
     and gather their snapshot segments into ``snaps``; ``after_chunk(last, nbytes)`` after
-    each chunk. Returns the bytes read."""
+    each chunk. Returns (bytes read, non-finite pixel values read as 0)."""
     max_window = int(plan.frames.shape[2]) if plan.frames.ndim == 3 else 1
     batch_elements = max(1, int(gather_bytes) // snaps.dtype.itemsize)
     launch = gather_launcher(xp, snaps.dtype)
@@ -176,7 +176,7 @@ def _pass_range(
         reader.close()
         if side is not None:
             side.shutdown(wait=True)
-    return done_bytes
+    return done_bytes, reader.nonfinite
 
 
 def run_pass(
@@ -263,7 +263,7 @@ def run_pass(
             callback(stats)
 
     try:
-        done_bytes = _pass_range(
+        done_bytes, nonfinite = _pass_range(
             movie, plan, snaps, acc, start, t_movie, chunk_frames, xp, gather_bytes, after_chunk
         )
     finally:
@@ -282,7 +282,15 @@ def run_pass(
         "checkpoints": state["ckpts"],
         "checkpoint_seconds": state["ckpt_s"],
         "accumulator": acc.method,
+        "nonfinite_pixels": int(nonfinite),
     }
+    if nonfinite:
+        log.warning(
+            "%s: %d non-finite pixel values (NaN / Inf, e.g. the borders motion correction "
+            "leaves) were read as 0",
+            movie.path,
+            nonfinite,
+        )
     return acc.images(), info
 
 
@@ -380,6 +388,7 @@ def run_pass_distributed(
         n_pieces = 2 * max(n_workers, 1)
     pieces = split_pieces(t_movie, chunk_frames, n_pieces)
     ref = movie.read(0, 1)[0].astype(np.float32)
+    zero_nonfinite(ref)  # as the pieces read it
     spec = {
         "movie": str(movie.path),
         "dataset": dataset,
