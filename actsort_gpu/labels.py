@@ -248,6 +248,9 @@ def _is_torn(raw: bytes) -> bool:
     return False
 
 
+_RENAMES_SAID: set[tuple] = set()
+
+
 def _as_dataset(events: list[JournalEvent], dataset: str, path) -> list[JournalEvent]:
     """The events of a store's own journal, every one as ``dataset`` (the store's name now): a
     journal lives inside its store, so a line written under an earlier name of the folder
@@ -255,12 +258,15 @@ def _as_dataset(events: list[JournalEvent], dataset: str, path) -> list[JournalE
     earlier = sorted({ev.dataset for ev in events} - {dataset})
     if not earlier:
         return events
-    log.info(
-        "%s: labels given while the store was named %s are this store's (%s)",
-        path,
-        ", ".join(map(repr, earlier)),
-        dataset,
-    )
+    said = (str(path), dataset, tuple(earlier))
+    if said not in _RENAMES_SAID:  # once per process, not at every read of the journal
+        _RENAMES_SAID.add(said)
+        log.info(
+            "%s: labels given while the store was named %s are this store's (%s)",
+            path,
+            ", ".join(map(repr, earlier)),
+            dataset,
+        )
     return [ev if ev.dataset == dataset else replace(ev, dataset=dataset) for ev in events]
 
 
