@@ -422,7 +422,8 @@ _STAGE_TITLES = {
     "features": "features",
     "embed": "embed",
     "apply": "apply (`actsort apply`, headless classification)",
-    "truth": "optional: truth (synthetic recordings and benchmarks)",
+    "truth": "optional: truth (synthetic recordings: `actsort ingest --truth`, the demo; "
+    "benchmarks)",
 }
 _STAGE_NOTES = {
     "preprocess": "Read snapshots with `SortStore.snapshots(i)` / `snapshots_block(slice)`, "
