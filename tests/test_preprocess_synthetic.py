@@ -615,3 +615,12 @@ def test_nan_borders_are_read_as_zero(scene, tmp_path):
     a = np.fromfile(tmp_path / "z" / stream.SCRATCH_NAME, np.float32)
     b = np.fromfile(tmp_path / "h" / stream.SCRATCH_NAME, np.float32)
     np.testing.assert_array_equal(a, b)
+    # the pieces of the Dask pass (here in-process) read and count them the same way
+    np.save(tmp_path / "holed.npy", holed)
+    with open_movie(tmp_path / "holed.npy") as mv:
+        split, info = stream.run_pass_distributed(
+            None, mv, plan, tmp_path / "d", chunk_frames=7, n_pieces=3
+        )
+    assert info["nonfinite_pixels"] == int((~np.isfinite(holed)).sum())
+    for k in ref:
+        np.testing.assert_allclose(split[k], ref[k], rtol=1e-5, atol=1e-3, err_msg=k)

@@ -282,16 +282,21 @@ def run_pass(
         "checkpoints": state["ckpts"],
         "checkpoint_seconds": state["ckpt_s"],
         "accumulator": acc.method,
-        "nonfinite_pixels": int(nonfinite),
+        "nonfinite_pixels": _said_nonfinite(movie.path, nonfinite),
     }
-    if nonfinite:
+    return acc.images(), info
+
+
+def _said_nonfinite(path, n: int) -> int:
+    """Log how many non-finite pixel values the pass read as 0 (when any); returns ``n``."""
+    if n:
         log.warning(
             "%s: %d non-finite pixel values (NaN / Inf, e.g. the borders motion correction "
             "leaves) were read as 0",
-            movie.path,
-            nonfinite,
+            path,
+            n,
         )
-    return acc.images(), info
+    return int(n)
 
 
 # ------------------------------------------------------------------ Dask: time pieces
@@ -330,7 +335,7 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
         with open_movie(
             spec["movie"], dataset=spec.get("dataset"), expected_hw=tuple(spec["hw"])
         ) as movie:
-            _pass_range(
+            _, nonfinite = _pass_range(
                 movie, plan, snaps, acc, start, stop, spec["chunk_frames"], xp, spec["gather_bytes"]
             )
         snaps.flush()
@@ -338,7 +343,7 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
     finally:
         acc.close()
         del snaps
-    return acc.state()
+    return {**acc.state(), "nonfinite": nonfinite}
 
 
 def run_pass_distributed(
@@ -419,5 +424,7 @@ def run_pass_distributed(
         "mb_per_s": nbytes / max(seconds, 1e-9) / 1e6,
         "pieces": len(pieces),
         "scratch_dtype": str(sdt),
+        # pieces finished by an earlier run are not read again, so not counted
+        "nonfinite_pixels": _said_nonfinite(movie.path, sum(s.get("nonfinite", 0) for s in states)),
     }
     return acc.images(), info
