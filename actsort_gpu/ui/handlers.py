@@ -554,6 +554,7 @@ def on_prev(ws, st: ViewState):
 
 
 def _after_undo_redo(ws, st, step, verb):
+    ws.touch(st.tab)
     if step is None:
         return st, render_panels(ws, st, f"Nothing to {verb}.")
     d, locals_, elsewhere = step

@@ -189,7 +189,7 @@ class Step(NamedTuple):
     it was left alone because another open tab gave that label (``elsewhere``)."""
 
     store: int
-    locals: list[int]
+    candidates: list[int]
     elsewhere: bool = False
 
 
