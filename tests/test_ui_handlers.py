@@ -298,3 +298,40 @@ def test_box_label_undone_as_one_action_after_a_restart(tmp_path):
         w.close()
     lines = [json.loads(x) for x in (path / "labels" / "journal.jsonl").read_text().splitlines()]
     assert len({x["action"] for x in lines[1:6]}) == 1 and lines[1]["action_size"] == 5
+
+
+def test_a_finished_store_never_leaves_the_page_empty(tmp_path):
+    """The page opened on a fully labelled first store with empty panels and "All candidates
+    of this store are labelled", though the second store had work left; the last label of a
+    store emptied the panels too. Now it opens on a store with work left, stays on the
+    candidate just labelled, says what is left where, and a fully labelled page shows the
+    last label for review."""
+    a = make_test_store(tmp_path, n=12, name="a.actsort", seed=1)
+    b = make_test_store(tmp_path, n=12, name="b.actsort", seed=2)
+    w = open_workspace([a, b], annotator="tester")
+    try:
+        truth = w.stores[0].store.read("truth/labels")
+        w.label(0, range(12), CELL)
+        w.label(0, [int(i) for i in np.flatnonzero(truth < 0)], NOT_CELL)
+        st, p = H.on_load(w, ViewState())
+        assert st.store == 1 and st.current >= 0
+        assert "a.actsort is fully labelled: showing b.actsort" in p.status
+        # label b to the end: the last label stays on screen, the status says all is done
+        for _ in range(12):
+            st, p = H.on_label(w, st, CELL)
+        assert st.current >= 0 and (w.human(1) != 0).all()
+        assert "All 12 candidates of b.actsort are labelled: ← / → walk your labels" in p.status
+        # a mode with nothing left, while candidates remain unlabelled elsewhere in the mode
+        w.label(1, [3], UNLABELLED)
+        st, _ = H.on_strategy(w, st, "Review: unsure candidates", 0.5)
+        st, p = H.on_next(w, st.with_(history_pos=None))
+        assert st.current == -1 and "No candidate left in this mode (1 still unlabelled)" in (
+            p.status
+        )
+        # opened when everything is labelled: the last label, for review
+        w.label(1, [3], CELL)
+        st, p = H.on_load(w, ViewState())
+        assert st.current >= 0 and st.history_pos is not None
+        assert "are labelled" in p.status
+    finally:
+        w.close()

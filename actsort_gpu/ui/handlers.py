@@ -212,7 +212,13 @@ def _info_html(ws, st: ViewState, human, proba, dec, unsure=None) -> str:
     s = ws.stores[st.store]
     i = st.current
     if not 0 <= i < s.n:
-        return '<div class="as-info">All candidates of this store are labelled.</div>'
+        left = _open_count(ws, st.store)
+        what = (
+            f"No candidate left in this mode ({left} unlabelled)."
+            if left
+            else "All candidates of this store are labelled."
+        )
+        return f'<div class="as-info">{what}</div>'
     h = int(human[i])
     is_unsure = unsure is not None and bool(unsure[i])
     user = {CELL: "Cell", NOT_CELL: "Not a cell", UNLABELLED: "unlabelled"}[h]
@@ -465,8 +471,36 @@ def _go(ws, st: ViewState, current: int | None, status: str = "", **changes):
     if cur >= 0:
         ws.save_position(st.store, cur)
     if current is None and not status:
-        status = "Nothing left to query in this mode."
+        status = _none_left(ws, st)
     return st, render_panels(ws, st, status)
+
+
+def _open_count(ws, store: int) -> int:
+    """Candidates of ``store`` with no label (unsure ones wait in their own queue)."""
+    return int(((ws.human(store) == UNLABELLED) & ~ws.unsure(store)).sum())
+
+
+def _none_left(ws, st: ViewState) -> str:
+    """What to say when the query mode has no candidate left in this store: another mode,
+    or, when everything is labelled, the stores with work left (else how to review)."""
+    left = _open_count(ws, st.store)
+    if left:
+        return (
+            f"No candidate left in this mode ({left} still unlabelled): choose another under "
+            "Active learning."
+        )
+    s = ws.stores[st.store]
+    others = [
+        f"{ws.stores[d].name} ({n} to go)"
+        for d in range(len(ws.stores))
+        if d != st.store and (n := _open_count(ws, d))
+    ]
+    where = (
+        f"; {', '.join(others)}: choose it under Store (animal)"
+        if others
+        else ": ← / → walk your labels, tab Export writes them"
+    )
+    return f"All {s.n} candidates of {s.name} are labelled{where}."
 
 
 def _next_candidate(ws, st: ViewState) -> tuple[int | None, int | None]:
@@ -488,10 +522,22 @@ def on_load(ws, st: ViewState | None = None, tab: str = ""):
     cur = ws.resume_position(st.store, st.tab)
     if cur is None:
         cur = ws.next_query(st.store, _mode(st), tab=st.tab)
+    done = ""
+    if cur is None and not _open_count(ws, st.store):
+        # this store is finished: open on one with work left, else on its last label
+        later = [d for d in range(len(ws.stores)) if _open_count(ws, d)]
+        if later:
+            name, nxt = ws.stores[st.store].name, ws.stores[later[0]].name
+            done = f" {name} is fully labelled: showing {nxt}."
+            st = st.with_(store=later[0])
+            cur = ws.next_query(st.store, _mode(st), tab=st.tab)
+        elif ws.labelled_order(st.store):
+            order = ws.labelled_order(st.store)
+            return _go(ws, st, order[-1], _none_left(ws, st), history_pos=len(order) - 1)
     n_lab = int((ws.human(st.store) != 0).sum())
     n_unsure = int(ws.unsure(st.store).sum())
     more = f" {n_unsure} unsure." if n_unsure else ""
-    return _go(ws, st, cur, f"Resumed: {n_lab} labels in {ws.stores[st.store].name}.{more}")
+    return _go(ws, st, cur, f"Resumed: {n_lab} labels in {ws.stores[st.store].name}.{more}{done}")
 
 
 def on_label(ws, st: ViewState, y: int):
@@ -518,6 +564,8 @@ def on_label(ws, st: ViewState, y: int):
     if y == UNLABELLED:
         return _go(ws, st, st.current, f"Saved: {what} {word}.{note}")
     cur, pos = _next_candidate(ws, st)
+    if cur is None:  # nothing left here: stay on what was just labelled and say what next
+        return _go(ws, st, targets[-1], f"Saved: {what} = {word}.{note} {_none_left(ws, st)}")
     return _go(ws, st, cur, f"Saved: {what} = {word}.{note}", history_pos=pos)
 
 
