@@ -653,7 +653,7 @@ def on_store(ws, st: ViewState, name: str):
         return st, render_panels(ws, st, f"Unknown store {name!r}.")
     d = ws.names.index(name)
     st = st.with_(store=d, selected=(), box_corner=None, history_pos=None)
-    cur = ws.load_position(d)
+    cur = ws.resume_position(d, st.tab)  # unless another tab holds it now
     return _go(ws, st, cur if cur is not None else ws.next_query(d, _mode(st), tab=st.tab))
 
 
