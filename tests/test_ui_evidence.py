@@ -226,3 +226,19 @@ def test_label_keys_include_unsure():
 
     assert KEYS["u"] == KEYS["U"] == "as-unsure" and "as-unsure" in KEYBOARD_JS
     assert KEYS["ArrowUp"] == "as-cell" and CELL == 1 and NOT_CELL == -1
+
+
+def test_a_strip_crop_sits_in_the_middle_of_its_panel_with_its_outline_on_it():
+    """A candidate at the field of view's edge has a strip of a crop (22 x 51 px on the 1p
+    movie): it was pasted at the top of its square panel, a white band below; now centred,
+    the outline drawn where the image is."""
+    fp = np.zeros((10, 40), np.float32)
+    fp[3:7, 18:24] = 1.0
+    crop = (100, 110, 200, 240)
+    outline = np.array([[103, 218], [103, 224], [107, 224], [107, 218], [103, 218]], float)
+    img = render.footprint_panel(fp, outline, crop, panel_px=150)
+    band = np.flatnonzero((img[:, :, :] != 255).any(axis=(1, 2)))
+    top, bottom = band.min(), band[band < 150 - render.FONT_PX - 6].max()
+    assert top >= 40 and 150 - bottom >= 40  # white above and below, not all below
+    blue = np.flatnonzero((img == render.COLOURS["selected"]).all(-1).any(axis=1))
+    assert top <= blue.min() and blue.max() <= bottom

@@ -536,6 +536,18 @@ def _upscale(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return np.repeat(np.repeat(img, s, axis=0), s, axis=1), float(s)
 
 
+def _panel(img: np.ndarray, panel_px: int) -> tuple[Image.Image, float, np.ndarray]:
+    """A (panel_px, panel_px) white panel with ``img`` enlarged and centred in it (a crop cut
+    by the field of view's edge is a strip: centred, not stuck to the top); returns the panel,
+    the enlargement and the (row, col) pixel offset of the image in it."""
+    big, s = _upscale(img, panel_px)
+    offset = np.array([(panel_px - big.shape[0]) // 2, (panel_px - big.shape[1]) // 2])
+    offset = np.maximum(offset, 0)
+    pil = Image.new("RGB", (panel_px, panel_px), (255, 255, 255))
+    pil.paste(Image.fromarray(big), (int(offset[1]), int(offset[0])))
+    return pil, s, offset
+
+
 def _grey(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if hi <= lo:
         hi = lo + 1e-6
@@ -593,13 +605,13 @@ def snapshot_strip(
                 else event_summary(snapshots[e])
             )
             img = _grey(still, *clim)
-        big, s = _upscale(img, panel_px)
-        pil = Image.new("RGB", (panel_px, panel_px), (255, 255, 255))
-        pil.paste(Image.fromarray(big), (0, 0))
+        pil, s, at = _panel(img, panel_px)
         if events[e] >= 0:
             for nb in neighbour_outlines:
-                draw_outline(pil, (_crop_outline(nb, crop) + 0.5) * s, COLOURS["neighbour"], 1)
-            draw_outline(pil, (_crop_outline(outline, crop) + 0.5) * s, COLOURS["selected"], 2)
+                points = (_crop_outline(nb, crop) + 0.5) * s + at
+                draw_outline(pil, points, COLOURS["neighbour"], 1)
+            points = (_crop_outline(outline, crop) + 0.5) * s + at
+            draw_outline(pil, points, COLOURS["selected"], 2)
         d = ImageDraw.Draw(pil)
         if events[e] < 0:
             label = f"{e + 1}"
@@ -622,10 +634,8 @@ def footprint_panel(
     """Cropped footprint (grey, white = 1) with the candidate outline and the caption
     "footprint"; (panel_px, panel_px, 3)."""
     img = _grey(footprint, 0.0, max(float(np.nanmax(footprint)) if footprint.size else 1.0, 1e-6))
-    big, s = _upscale(img, panel_px)
-    pil = Image.new("RGB", (panel_px, panel_px), (255, 255, 255))
-    pil.paste(Image.fromarray(big), (0, 0))
-    draw_outline(pil, (_crop_outline(outline, crop) + 0.5) * s, COLOURS["selected"], 2)
+    pil, s, at = _panel(img, panel_px)
+    draw_outline(pil, (_crop_outline(outline, crop) + 0.5) * s + at, COLOURS["selected"], 2)
     d = ImageDraw.Draw(pil)
     tw = _text_width(d, "footprint")
     d.rectangle([0, panel_px - FONT_PX - 5, tw + 6, panel_px], fill=(255, 255, 255))
