@@ -39,12 +39,15 @@ def check_replaceable(path: str | Path, is_own: Callable[[Path], bool], what: st
 
 def replace_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` for a temporary file beside ``path`` (same suffix), then move it
-    onto ``path``; returns ``path``. The temporary file never outlives the call."""
+    onto ``path`` with the replaced file's permissions; returns ``path``. The temporary file
+    never outlives the call."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.actsort-{os.getpid()}-{threading.get_ident()}{path.suffix}")
     try:
         write(tmp)
+        if path.exists():  # the replaced file's permissions stay (a group-readable export)
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
     except OSError as exc:  # "disk full", "permission denied": said of the file asked for
         if exc.errno is None:

@@ -39,6 +39,10 @@ def test_outputs_replace_only_their_own_files_and_whole(tmp_path):
         replace_whole(mine, full)
     assert mine.read_text() == "ours" and sorted(tmp_path.iterdir()) == [mine]
     assert replace_whole(tmp_path / "a" / "b.csv", lambda t: t.write_text("x")).read_text() == "x"
+    shared = tmp_path / "a" / "b.csv"
+    shared.chmod(0o640)
+    replace_whole(shared, lambda t: t.write_text("y"))
+    assert shared.read_text() == "y" and shared.stat().st_mode & 0o777 == 0o640
 
 
 def _csv(path, n=120, seed=0):
