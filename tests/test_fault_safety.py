@@ -543,3 +543,39 @@ def test_a_reloaded_tab_resumes_where_it_was(tmp_path):
         assert again.current == shown
     finally:
         ws.close()
+
+
+def test_switching_store_resumes_only_where_no_other_tab_is(tmp_path):
+    from actsort_gpu.ui import handlers as H
+    from actsort_gpu.ui import open_workspace
+    from actsort_gpu.ui.session import ViewState
+
+    a = make_test_store(tmp_path, n=20, name="a.actsort", seed=1)
+    b = make_test_store(tmp_path, n=20, name="b.actsort", seed=2)
+    ws = open_workspace([a, b])
+    try:
+        one, _ = H.on_load(ws, ViewState(), tab="one")
+        one, _ = H.on_store(ws, one, "b.actsort")  # tab one holds a candidate of b
+        two, _ = H.on_load(ws, ViewState(), tab="two")
+        two, _ = H.on_store(ws, two, "b.actsort")  # b's remembered candidate is one's
+        assert two.store == one.store == 1 and two.current != one.current
+    finally:
+        ws.close()
+
+
+def test_the_renamed_store_note_is_said_once(tmp_path, caplog):
+    import logging
+
+    from actsort_gpu.labels import Journal, read_labels
+
+    old = make_test_store(tmp_path, n=10, name="old.actsort")
+    with Journal(old / "labels" / "journal.jsonl", n_candidates=10) as j:
+        j.append_many("old.actsort", [1], [1], "ana")
+    new = old.rename(tmp_path / "new.actsort")
+    with caplog.at_level(logging.INFO, logger="actsort_gpu.labels"):
+        for _ in range(3):
+            assert read_labels(new / "labels" / "journal.jsonl", "new.actsort", 10)[1] == 1
+    assert (
+        sum("were named" in r.getMessage() or "was named" in r.getMessage() for r in caplog.records)
+        == 1
+    )
