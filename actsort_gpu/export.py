@@ -31,7 +31,6 @@ import csv
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -213,19 +212,7 @@ def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
     prob = np.where(human > 0, 1.0, np.where(human < 0, 0.0, table["probability"]))
     iscell[src[known], 0] = (final[known] > 0).astype(np.float64)
     iscell[src[known], 1] = prob[known]
-    suite2p_dir.mkdir(parents=True, exist_ok=True)
-    # a name of its own per process (two exports at once never share a half-written file),
-    # on disk before it replaces Suite2p's file
-    tmp = suite2p_dir / f"iscell.actsort-{os.getpid()}-{threading.get_ident()}.tmp.npy"
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, iscell)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return replace_whole(target, lambda tmp: np.save(tmp, iscell))
 
 
 def _read_iscell(path: Path, n_needed: int) -> np.ndarray:

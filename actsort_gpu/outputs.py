@@ -38,14 +38,20 @@ def check_replaceable(path: str | Path, is_own: Callable[[Path], bool], what: st
 
 
 def replace_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` for a temporary file beside ``path`` (same suffix), then move it
-    onto ``path`` with the replaced file's permissions; returns ``path``. The temporary file
-    never outlives the call."""
+    """Call ``write(tmp)`` for a temporary file beside ``path`` (same suffix), put it on disk
+    (``fsync``), then move it onto ``path`` with the replaced file's permissions; returns
+    ``path``. The temporary file (its name is this process's and thread's: two writers never
+    share one) never outlives the call."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.actsort-{os.getpid()}-{threading.get_ident()}{path.suffix}")
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # on disk before it replaces the old file
+        finally:
+            os.close(fd)
         if path.exists():  # the replaced file's permissions stay (a group-readable export)
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
