@@ -566,18 +566,13 @@ def export_labels(
     store_path = Path(store_path)
     store = SortStore.open(store_path)
     if exporter.write is None:
-        out = _out_path(exporter, out, store_path, store)
-        out = out if out.suffix == ".npz" else out.with_suffix(".npz")
+        from .active.transfer import classifier_path, save_classifier
+
+        out = classifier_path(_out_path(exporter, out, store_path, store))
         check_replaceable(out, exporter.is_own, f"{format} export")
         if learner is None:
             learner = _read_only_learner(store_path, config)
-        from .active.transfer import classifier_of
-
-        try:
-            clf = classifier_of(learner)
-        except ValueError as exc:
-            raise ValueError(f"{out}: {exc}") from None
-        return replace_whole(out, clf.save)
+        return save_classifier(out, learner)  # whole, and naming ``out`` when untrained
     table = label_table(store_path, learner=learner, dataset=dataset, config=config)
     return _write(table, format, out, store_path, store)
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "PortableClassifier",
     "save_classifier",
-    "classifier_of",
+    "classifier_path",
     "load_classifier",
     "coral_align",
     "train_classifier",
@@ -86,10 +86,13 @@ class PortableClassifier:
         return 1.0 / (1.0 + np.exp(-self.logits(features_z)))
 
     def save(self, path) -> Path:
-        """Write the ``.npz`` (``allow_pickle=False`` format; the suffix is added if missing)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+        """Write the ``.npz`` (``allow_pickle=False`` format; :func:`classifier_path`), whole
+        (``outputs.replace_whole``); returns the path written."""
+        from ..outputs import replace_whole
+
+        return replace_whole(classifier_path(path), self._write)
+
+    def _write(self, path: Path) -> None:
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.meta}
         meta["id"] = self.id
         np.savez_compressed(
@@ -102,7 +105,6 @@ class PortableClassifier:
             threshold=np.array(self.threshold, dtype=np.float64),
             meta=np.array(json.dumps(meta), dtype=str),
         )
-        return path
 
     def check_compatible(self, feature_names: list[str], feature_version: str) -> None:
         """Raise ValueError unless the data's feature set is the classifier's."""
@@ -128,22 +130,21 @@ class PortableClassifier:
             )
 
 
+def classifier_path(path) -> Path:
+    """Where a classifier named ``path`` is written: with the ``.npz`` suffix (added or put in
+    place of another)."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_suffix(".npz")
+
+
 def save_classifier(path, learner) -> Path:
-    """Write the learner's labelled rows, model and threshold to ``path`` (.npz)."""
-    try:
-        clf = classifier_of(learner)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    return clf.save(path)
-
-
-def classifier_of(learner) -> PortableClassifier:
-    """The learner's labelled rows, model and threshold as a portable classifier; ValueError
-    while it is untrained."""
+    """Write the learner's labelled rows, model and threshold to ``path`` (.npz, whole:
+    :meth:`PortableClassifier.save`); ValueError naming ``path`` while it is untrained."""
     theta = learner.weights()
     if theta is None:
         raise ValueError(
-            "nothing to save: the classifier needs at least one cell and one non-cell label"
+            f"{path}: nothing to save: the classifier needs at least one cell and "
+            "one non-cell label"
         )
     x, y = learner.training_rows()
     meta = {
@@ -157,9 +158,10 @@ def classifier_of(learner) -> PortableClassifier:
         "labels": "journal",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return PortableClassifier(
+    clf = PortableClassifier(
         x, y, learner.feature_names, learner.feature_version, theta, learner.policy.threshold, meta
     )
+    return clf.save(path)
 
 
 def _per_dataset(learner) -> list[np.ndarray]:

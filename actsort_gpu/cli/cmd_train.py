@@ -46,14 +46,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from ..active.sources import load_labelled_many
-    from ..active.transfer import load_classifier, train_classifier
+    from ..active.transfer import classifier_path, load_classifier, train_classifier
 
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        out = out.with_suffix(".npz")
+    out = classifier_path(args.out)
     if out.exists():
         if not args.force:
             raise FileExistsError(f"{out}: exists; pass --force to replace it")
