@@ -22,6 +22,8 @@ __all__ = ["write_truth", "MIN_SUPPORT_IOU"]
 # is refused as another recording's: 1.0 for the recording's own (the extraction's footprints
 # are the truth's), 0.0-0.3 for another seed of the same size.
 MIN_SUPPORT_IOU = 0.5
+# a footprint's support: its positive pixels (the smallest normal float32: every one)
+SUPPORT_LEVEL = float(np.finfo(np.float32).tiny)
 
 
 def write_truth(store_path: str | Path, truth_path: str | Path) -> None:
@@ -75,11 +77,11 @@ def _check_footprints(store, footprints, src: np.ndarray, truth_path) -> None:
         )
     if not src.size:
         return
-    mine = (store.footprints() > 0).astype(np.float32)
-    theirs = (footprints[src] > 0).astype(np.float32)
-    shared = np.asarray(mine.multiply(theirs).sum(axis=1)).ravel()
-    union = np.asarray(mine.sum(axis=1)).ravel() + np.asarray(theirs.sum(axis=1)).ravel() - shared
-    iou = float(np.median(shared / np.maximum(union, 1.0)))
+    from ..label_import import mask_iou
+
+    # every pixel of a footprint in its mask (its support); pairs sharing none: IoU 0
+    pairs = mask_iou(store.footprints(), footprints[src], mask_level=SUPPORT_LEVEL).tocsr()
+    iou = float(np.median(pairs.diagonal()))
     if iou < MIN_SUPPORT_IOU:
         raise ValueError(
             f"{truth_path}: its footprints do not match {store.path}'s candidates (median "
