@@ -19,15 +19,13 @@ __all__ = ["serve", "open_workspace"]
 def open_workspace(
     stores, *, classifier=None, annotator: str | None = None, config=None, device: str = "cpu"
 ):
-    """Open the stores (each once) and the learner for the page. Stores with the same
-    folder name are shown with their parent folders (``m1/plane0.actsort``)."""
-    from ..naming import check_distinct_paths
+    """Open the stores and the learner for the page (``Learner.open`` refuses a store given
+    twice and shows stores of one folder name with their parent folders, ``m1/plane0.actsort``)."""
     from .workspace import Workspace
 
     paths = [Path(s) for s in stores]
     if not paths:
         raise ValueError("no sort store given")
-    check_distinct_paths(paths, "sort store")
     ui = config.ui if config is not None else None
     who = annotator or (ui.annotator if ui is not None else "anonymous")
     return Workspace.open(paths, annotator=who, classifier=classifier, config=config, device=device)

@@ -453,13 +453,16 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
 
             return run
 
-        def on_open(st, request: gr.Request):
+        def tab_of(request) -> str:
             # the tab's id is its Gradio session: a reload or a second tab is a new one
-            new, panels = H.on_load(ws, st, tab=getattr(request, "session_hash", None) or "")
+            return getattr(request, "session_hash", None) or ""
+
+        def on_open(st, request: gr.Request):
+            new, panels = H.on_load(ws, st, tab=tab_of(request))
             return _emit(new, panels, gr, cache_dir)
 
         def on_close(request: gr.Request):
-            ws.forget(getattr(request, "session_hash", None) or "")
+            ws.forget(tab_of(request))
 
         demo.load(on_open, [state], outs, api_name="load")
         demo.unload(on_close)  # a closed or reloaded tab's labels are anyone's to undo
