@@ -152,15 +152,7 @@ def import_labels(
     new, values = _write_import(
         target_path, target, rows, src_labels[cols], annotator or f"import:{source_path.name}"
     )
-    return ImportReport(
-        source_labels=int(labelled.size),
-        matched=int(rows.size),
-        imported_cells=int((values > 0).sum()),
-        imported_not_cells=int((values < 0).sum()),
-        kept=int((~new).sum()),
-        unmatched=int(labelled.size - rows.size),
-        median_iou=float(np.median(iou[new])) if new.any() else float("nan"),
-    )
+    return _report(int(labelled.size), rows, new, values, iou)
 
 
 def import_label_file(target_path, label_file, *, annotator: str | None = None) -> ImportReport:
@@ -187,15 +179,21 @@ def import_label_file(target_path, label_file, *, annotator: str | None = None) 
     new, values = _write_import(
         target_path, target, rows, per_candidate[rows], annotator or f"import:{label_file.name}"
     )
-    labelled = int((labels != 0).sum())
+    return _report(int((labels != 0).sum()), rows, new, values)
+
+
+def _report(labelled: int, rows, new, values, iou=None) -> ImportReport:
+    """The report of an import: ``labelled`` labels in the source, carried to the target's
+    candidates ``rows`` (``new``: which were unlabelled there and took ``values``), with the
+    IoU of each match (None: matched by row, no IoU)."""
     return ImportReport(
         source_labels=labelled,
-        matched=int(rows.size),
+        matched=int(len(rows)),
         imported_cells=int((values > 0).sum()),
         imported_not_cells=int((values < 0).sum()),
         kept=int((~new).sum()),
-        unmatched=labelled - int(rows.size),
-        median_iou=float("nan"),
+        unmatched=labelled - int(len(rows)),
+        median_iou=float(np.median(iou[new])) if iou is not None and new.any() else float("nan"),
     )
 
 
