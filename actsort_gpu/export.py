@@ -196,7 +196,7 @@ def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
     suite2p_dir = Path(suite2p_dir)
     target = suite2p_dir / "iscell.npy"
     src = np.asarray(table["source_index"], np.int64)
-    n_rois = int(src.max()) + 1 if len(src) else 0
+    n_rois = _source_rows(table)
     if target.exists():
         iscell = _read_iscell(target, n_rois)
         backup = suite2p_dir / "iscell.actsort-backup.npy"
@@ -235,11 +235,17 @@ def _read_iscell(path: Path, n_needed: int) -> np.ndarray:
     return np.array(iscell[:, :2], dtype=np.float64)
 
 
+def _source_rows(table: dict) -> int:
+    """How many rows the extraction has at least: the table's largest source index + 1."""
+    src = np.asarray(table["source_index"], np.int64)
+    return int(src.max()) + 1 if len(src) else 0
+
+
 def _by_source(table: dict, column: str, fill=0, dtype=np.int8, n: int | None = None):
     """A table column in the extraction's order (row ``source_index``), ``fill`` where the
-    store has no candidate; ``n`` rows (default: the largest source index + 1)."""
+    store has no candidate; ``n`` rows (default: :func:`_source_rows`)."""
     src = np.asarray(table["source_index"], np.int64)
-    n = (int(src.max()) + 1 if len(src) else 0) if n is None else n
+    n = _source_rows(table) if n is None else n
     out = np.full(n, fill, dtype)
     out[src] = np.asarray(table[column], dtype)
     return out
@@ -309,8 +315,7 @@ def _nwb_plane(nwb, path: Path, table: dict):
     planes = [obj for obj in nwb.objects.values() if type(obj).__name__ == "PlaneSegmentation"]
     if not planes:
         raise ValueError(f"{path}: no PlaneSegmentation table to add the labels to")
-    src = np.asarray(table["source_index"], np.int64)
-    needed = int(src.max()) + 1 if len(src) else 0
+    needed = _source_rows(table)
     if len(planes[0].id) < needed:
         raise ValueError(
             f"{path}: its PlaneSegmentation has {len(planes[0].id)} ROIs, but this store's "
