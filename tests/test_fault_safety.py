@@ -559,6 +559,10 @@ def test_switching_store_resumes_only_where_no_other_tab_is(tmp_path):
         two, _ = H.on_load(ws, ViewState(), tab="two")
         two, _ = H.on_store(ws, two, "b.actsort")  # b's remembered candidate is one's
         assert two.store == one.store == 1 and two.current != one.current
+        # a tab coming back to a store resumes at its own reserved candidate
+        back, _ = H.on_store(ws, two, "a.actsort")
+        again, _ = H.on_store(ws, back, "b.actsort")
+        assert again.current == two.current
     finally:
         ws.close()
 

@@ -496,14 +496,16 @@ class Workspace:
                 tmp.unlink()
 
     def resume_position(self, store: int, tab: str = "") -> int | None:
-        """Where a tab that opens resumes: the remembered candidate, reserved for it, unless
-        another tab holds it now (None: the tab asks for a query; two tabs opened together
-        showed the same candidate, and both labelled it)."""
+        """Where a tab resumes (opening, switching store): the remembered candidate, reserved
+        for it, unless another tab holds it now (None: the tab asks for a query; two tabs
+        opened together showed the same candidate, and both labelled it); one it holds itself
+        is its own to come back to."""
         cur = self.load_position(store)
         if cur is None:
             return None
         with self.lock:
-            return None if cur in self._leased(store) else self._hand_out(store, cur, tab)
+            held = cur in self._leased(store) and self._leases[(store, cur)][1] != tab
+            return None if held else self._hand_out(store, cur, tab)
 
     def load_position(self, store: int) -> int | None:
         """The remembered candidate, or None (no file; a malformed file is ignored with a
