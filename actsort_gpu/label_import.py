@@ -8,9 +8,10 @@ best, when each is the other's best match and their intersection over union (IoU
 (stores keep footprints max-normalised). The labels go into the target's journal as one
 ``import`` action (one undo reverts it), never over a label the target already has.
 
-:func:`import_label_file` does the same from a file with one label per extraction row
-(ActSort's ``_LABELS.mat``, the exported CSV, an ``.npy``: ``io.label_files``), the MATLAB
-app's *Load labels*.
+:func:`import_labels` also takes a file with one label per extraction row (ActSort's
+``_LABELS.mat``, the exported CSV, an ``.npy``: ``io.label_files``), the MATLAB app's *Load
+labels*. The ``carry_from*`` functions find the labels without writing them, for a caller that
+holds the store's journal itself (the page's *Load labels*).
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ import scipy.sparse as sp
 from .labels import Journal, read_labels
 from .store import SortStore
 
-__all__ = ["ImportReport", "import_labels", "import_label_file", "mask_iou", "match_footprints"]
+__all__ = [
+    "ImportReport",
+    "LabelCarry",
+    "carry_from",
+    "carry_from_file",
+    "carry_from_store",
+    "import_labels",
+    "mask_iou",
+    "match_footprints",
+]
 
 #: default minimum IoU of a match (0.5: the usual "same cell" criterion of ROI matching)
 MIN_IOU = 0.5
@@ -115,19 +125,50 @@ class ImportReport:
         )
 
 
-def import_labels(
+@dataclass(frozen=True)
+class LabelCarry:
+    """Labels found for a store's candidates, before they are written: the store's local
+    candidates ``rows`` (M,) int64 and their labels ``values`` (M,) int8 (+1 / -1), out of
+    ``source_labels`` human labels in the source, with each match's IoU (M,) (None: matched
+    by extraction row) and the annotator name to write."""
+
+    rows: np.ndarray
+    values: np.ndarray
+    source_labels: int
+    iou: np.ndarray | None
+    annotator: str
+
+    def report(self, new: np.ndarray) -> ImportReport:
+        """The report once written: ``new`` (M,) bool, which rows were unlabelled there and
+        took their value (the others kept the label they had)."""
+        given = self.values[new]
+        return ImportReport(
+            source_labels=self.source_labels,
+            matched=int(len(self.rows)),
+            imported_cells=int((given > 0).sum()),
+            imported_not_cells=int((given < 0).sum()),
+            kept=int((~new).sum()),
+            unmatched=self.source_labels - int(len(self.rows)),
+            median_iou=(
+                float(np.median(self.iou[new]))
+                if self.iou is not None and new.any()
+                else float("nan")
+            ),
+        )
+
+
+def carry_from_store(
     target_path,
     source_path,
     *,
     min_iou: float = MIN_IOU,
     mask_level: float = MASK_LEVEL,
     annotator: str | None = None,
-) -> ImportReport:
-    """Give the candidates of the store at ``target_path`` the human labels of their matches
-    (:func:`match_footprints`) in the store at ``source_path``, as one ``import`` action in the
-    target's journal (its write lock is taken: refused while a page has the target open).
+) -> LabelCarry:
+    """The human labels of the store at ``source_path`` carried to the candidates of the store
+    at ``target_path`` they match (:func:`match_footprints`).
 
-    annotator : written with each imported label (default ``import:<source store name>``).
+    annotator : to write with each label (default ``import:<source store name>``).
     Raises ValueError when the fields of view differ, or ``min_iou`` / ``mask_level`` are not
     in (0, 1].
     """
@@ -135,6 +176,8 @@ def import_labels(
         if not 0 < value <= 1:
             raise ValueError(f"{name} must be in (0, 1], got {value}")
     target_path, source_path = Path(target_path), Path(source_path)
+    if source_path.resolve() == target_path.resolve():
+        raise ValueError(f"{source_path}: the store the labels would go to (name another store)")
     target, source = SortStore.open(target_path), SortStore.open(source_path)
     if (target.height, target.width) != (source.height, source.width):
         raise ValueError(
@@ -148,19 +191,20 @@ def import_labels(
         target.footprints(), source.footprints(), min_iou=min_iou, mask_level=mask_level
     )
     carry = np.isin(cols, labelled)
-    rows, cols, iou = rows[carry], cols[carry], iou[carry]
-    new, values = _write_import(
-        target_path, target, rows, src_labels[cols], annotator or f"import:{source_path.name}"
+    return LabelCarry(
+        rows[carry],
+        src_labels[cols[carry]].astype(np.int8),
+        int(labelled.size),
+        iou[carry],
+        annotator or f"import:{source_path.name}",
     )
-    return _report(int(labelled.size), rows, new, values, iou)
 
 
-def import_label_file(target_path, label_file, *, annotator: str | None = None) -> ImportReport:
-    """Give the candidates of the store at ``target_path`` the labels of a file with one label
-    per extraction row (``io.label_files``: ActSort's ``_LABELS.mat``, the exported CSV, an
-    ``.npy``), as one ``import`` action in its journal, never over a label it already has:
-    ActSort's *Load labels*. Raises ValueError when the file's rows are not the store's
-    extraction rows."""
+def carry_from_file(target_path, label_file, *, annotator: str | None = None) -> LabelCarry:
+    """The labels of a file with one label per extraction row (``io.label_files``: ActSort's
+    ``_LABELS.mat``, the exported CSV, an ``.npy``) for the candidates of the store at
+    ``target_path``. Raises ValueError when the file's rows are not the store's extraction
+    rows."""
     from .io.label_files import read_label_file
 
     target_path, label_file = Path(target_path), Path(label_file)
@@ -176,43 +220,57 @@ def import_label_file(target_path, label_file, *, annotator: str | None = None) 
         )
     per_candidate = labels[src]
     rows = np.flatnonzero(per_candidate != 0)
-    new, values = _write_import(
-        target_path, target, rows, per_candidate[rows], annotator or f"import:{label_file.name}"
-    )
-    return _report(int((labels != 0).sum()), rows, new, values)
-
-
-def _report(labelled: int, rows, new, values, iou=None) -> ImportReport:
-    """The report of an import: ``labelled`` labels in the source, carried to the target's
-    candidates ``rows`` (``new``: which were unlabelled there and took ``values``), with the
-    IoU of each match (None: matched by row, no IoU)."""
-    return ImportReport(
-        source_labels=labelled,
-        matched=int(len(rows)),
-        imported_cells=int((values > 0).sum()),
-        imported_not_cells=int((values < 0).sum()),
-        kept=int((~new).sum()),
-        unmatched=labelled - int(len(rows)),
-        median_iou=float(np.median(iou[new])) if iou is not None and new.any() else float("nan"),
+    return LabelCarry(
+        rows,
+        per_candidate[rows].astype(np.int8),
+        int((labels != 0).sum()),
+        None,
+        annotator or f"import:{label_file.name}",
     )
 
 
-def _write_import(target_path: Path, target, rows, values, annotator: str):
-    """Append ``values`` (+1 / -1) for the target's candidates ``rows`` as one ``import``
-    action, skipping candidates labelled (or unsure) there; the journal's lock is taken, so a
-    store a page holds is refused. Returns (which rows were new, the values written)."""
-    rows, values = np.asarray(rows, np.int64), np.asarray(values, np.int8)
+def carry_from(
+    target_path,
+    source,
+    *,
+    min_iou: float = MIN_IOU,
+    mask_level: float = MASK_LEVEL,
+    annotator: str | None = None,
+) -> LabelCarry:
+    """:func:`carry_from_file` when ``source`` is a file (or names one: ``.mat``, ``.csv``,
+    ``.npy``), else :func:`carry_from_store` (``min_iou`` and ``mask_level`` apply to it:
+    a file's rows are matched by extraction row)."""
+    from .io.label_files import LABEL_FILE_SUFFIXES
+
+    if Path(source).is_file() or Path(source).suffix.lower() in LABEL_FILE_SUFFIXES:
+        return carry_from_file(target_path, source, annotator=annotator)
+    return carry_from_store(
+        target_path, source, min_iou=min_iou, mask_level=mask_level, annotator=annotator
+    )
+
+
+def import_labels(
+    target_path,
+    source,
+    *,
+    min_iou: float = MIN_IOU,
+    mask_level: float = MASK_LEVEL,
+    annotator: str | None = None,
+) -> ImportReport:
+    """Give the candidates of the store at ``target_path`` the labels of ``source`` (an earlier
+    store of the same recording, matched by footprints; or a label file: :func:`carry_from`)
+    as one ``import`` action in its journal, never over a label it already has. The journal's
+    write lock is taken: refused while a page has the store open (the page's *Load labels*
+    imports through its own learner)."""
+    target_path = Path(target_path)
+    carry = carry_from(
+        target_path, source, min_iou=min_iou, mask_level=mask_level, annotator=annotator
+    )
+    target = SortStore.open(target_path)
     with Journal(
         target.journal_path, n_candidates=target.n_candidates, dataset=target_path.name
     ) as journal:
-        have = {c for _, c in journal.labels}  # labelled or unsure here (never 0)
-        new = np.array([r not in have for r in rows], bool)
-        if new.any():
-            journal.append_many(
-                target_path.name,
-                rows[new].tolist(),
-                values[new].tolist(),
-                annotator,
-                origin="import",
-            )
-    return new, values[new]
+        _, new = journal.append_new(
+            target_path.name, carry.rows.tolist(), carry.values.tolist(), carry.annotator
+        )
+    return carry.report(new)

@@ -634,6 +634,30 @@ class Journal:
         ]
         return self._commit(dataset, items, annotator, origin)
 
+    def append_new(
+        self, dataset: str, candidates, labels, annotator: str, origin: str = "import"
+    ) -> tuple[Action | None, np.ndarray]:
+        """One action giving ``labels`` (one per candidate, +1 / -1) to those of ``candidates``
+        (distinct) that have no label in ``dataset`` yet (a label or unsure is never
+        replaced): an import. Returns (the action, None when every candidate had one; (M,)
+        bool, which candidates it labelled)."""
+        candidates = [int(c) for c in candidates]
+        labels = list(labels)
+        if len(labels) != len(candidates):
+            raise ValueError(f"{len(labels)} labels for {len(candidates)} candidates")
+        new = np.array([(str(dataset), c) not in self.labels for c in candidates], bool)
+        if not new.any():
+            return None, new
+        picked = np.flatnonzero(new)
+        action = self.append_many(
+            dataset,
+            [candidates[k] for k in picked],
+            [labels[k] for k in picked],
+            annotator,
+            origin=origin,
+        )
+        return action, new
+
     def append(
         self, dataset: str, candidate: int, label: int, annotator: str, origin: str = "human"
     ) -> JournalEvent:

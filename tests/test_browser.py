@@ -476,3 +476,48 @@ def test_two_tabs_undo_their_own_labels(neurofinder_store, tmp_path):
     finally:
         demo.close()
         ws.close()
+
+
+def test_load_labels_typed_in_the_page(neurofinder_store, tmp_path):
+    """The page's Load labels: typing a path (with letters that are shortcuts elsewhere: z,
+    u) labels nothing by key, Enter loads the file, and Z reverts the import as one action."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
+    from playwright.sync_api import sync_playwright
+
+    from actsort_gpu.config import load_config
+    from actsort_gpu.store import SortStore
+    from actsort_gpu.ui import serve
+
+    store = tmp_path / "load.actsort"
+    shutil.copytree(neurofinder_store, store, ignore=shutil.ignore_patterns("labels"))
+    n_rows = int(SortStore.open(store).source_index().max()) + 1
+    labels = np.zeros(n_rows, np.int8)
+    labels[:6], labels[6:10] = 1, -1
+    source = tmp_path / "zu_old_LABELS.npy"
+    np.save(source, labels)
+    port = _free_port()
+    demo, ws = serve([store], port=port, prevent_thread_lock=True, quiet=True, config=load_config())
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            page = _open_page(browser, port)
+            page.get_by_role("tab", name="Load labels").click()
+            box = page.locator("#as-load-source textarea, #as-load-source input").first
+            box.click()
+            box.type(str(source))
+            assert (ws.human(0) != 0).sum() == 0  # no key reached the shortcuts
+            box.press("Enter")
+            _wait_status(page, "Loaded zu_old_LABELS.npy")
+            assert "10 labels imported (6 cells, 4 not cells)" in page.inner_text("#as-status")
+            src = SortStore.open(store).source_index()
+            np.testing.assert_array_equal(ws.human(0), labels[src])
+            page.locator("#as-map").click(position={"x": 5, "y": 5})  # leave the text box
+            page.keyboard.press("Escape")
+            page.keyboard.press("z")
+            _wait_status(page, "Undo")
+            assert (ws.human(0) != 0).sum() == 0
+            browser.close()
+    finally:
+        demo.close()
+        ws.close()

@@ -118,8 +118,6 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
     import h5py
     from scipy.io import savemat
 
-    from actsort_gpu.label_import import import_label_file
-
     store = make_test_store(tmp_path, n=12, name="s.actsort")
     journal = store / "labels" / "journal.jsonl"
     ex = np.zeros(12)
@@ -127,7 +125,7 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
     mat = tmp_path / "s_LABELS.mat"
     labels = {"labels_ex": ex[:, None], "labels_ml": np.zeros((12, 1))}
     savemat(mat, {"labels": {**labels, "labels_overall": ex[:, None]}})
-    report = import_label_file(store, mat)
+    report = import_labels(store, mat)
     assert (report.imported_cells, report.imported_not_cells, report.kept) == (2, 3, 0)
     np.testing.assert_array_equal(read_labels(journal, "s.actsort", 12), ex)
     with Journal(journal, read_only=True) as j:
@@ -166,10 +164,10 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
     ]:
         np.save(tmp_path / "bad.npy", content)
         with pytest.raises(ValueError, match=message):
-            import_label_file(other, tmp_path / "bad.npy")
+            import_labels(other, tmp_path / "bad.npy")
     savemat(tmp_path / "x.mat", {"something": np.ones(3)})
     with pytest.raises(ValueError, match="no struct 'labels' with 'labels_ex'"):
-        import_label_file(other, tmp_path / "x.mat")
+        import_labels(other, tmp_path / "x.mat")
     (tmp_path / "notes.txt").write_text("x")
     assert main(["import-labels", str(other), "--from", str(tmp_path / "notes.txt")]) == 1
     assert "expected a sort store, an ActSort _LABELS.mat" in capsys.readouterr().err

@@ -335,3 +335,63 @@ def test_a_finished_store_never_leaves_the_page_empty(tmp_path):
         assert "are labelled" in p.status
     finally:
         w.close()
+
+
+def test_load_labels_from_a_file_and_from_an_earlier_store(ws, tmp_path):
+    """The MATLAB app's Load labels in the page: a label file by extraction row, then an
+    earlier store matched by footprints; only unlabelled candidates take a label, the current
+    one moves on when it took one, Z reverts the whole import, and a bad path changes
+    nothing."""
+    import shutil
+
+    from actsort_gpu.labels import Journal
+
+    st, _ = H.on_load(ws, ViewState(), tab="t1")
+    first = st.current
+    st, _ = H.on_label(ws, st, NOT_CELL)  # a label the file disagrees with: kept
+    truth = _truth(ws)
+    file_labels = np.zeros(40, np.int8)
+    rows = [first, st.current, *range(0, 10)]
+    rows = list(dict.fromkeys(rows))
+    file_labels[rows] = truth[rows]
+    file_labels[first] = CELL
+    np.save(tmp_path / "old_labels.npy", file_labels)
+    shown = st.current
+    lines_before = len(_journal(ws))
+
+    st, p = H.on_load_labels(ws, st, f'  "{tmp_path / "old_labels.npy"}" ')
+    n_new = len(rows) - 1
+    assert f"{n_new} labels imported" in p.status and "1 kept" in p.status, p.status
+    assert "Z undoes it" in p.status
+    assert ws.human(0)[first] == NOT_CELL  # never over a label the store has
+    np.testing.assert_array_equal(ws.human(0)[rows[1:]], truth[rows[1:]])
+    assert st.current != shown and ws.human(0)[st.current] == UNLABELLED  # moved on
+    new_lines = _journal(ws)[lines_before:]
+    assert {x["origin"] for x in new_lines} == {"import"} and len(new_lines) == n_new
+    assert {x["annotator"] for x in new_lines} == {"import:old_labels.npy"}
+
+    st, p = H.on_undo(ws, st)  # the whole import, one action
+    assert f"{n_new} candidates of a group label are now {n_new} unlabelled" in p.status
+    assert (ws.human(0) != 0).sum() == 1 and ws.human(0)[first] == NOT_CELL
+
+    # an earlier store of the recording (same footprints): labels carried by overlap
+    earlier = tmp_path / "earlier.actsort"
+    shutil.copytree(ws.paths[0], earlier, ignore=shutil.ignore_patterns("labels"))
+    with Journal(earlier / "labels" / "journal.jsonl", dataset=earlier.name) as j:
+        j.append_many(earlier.name, [11, 12, 13], [int(truth[c]) for c in (11, 12, 13)], "old")
+    st, p = H.on_load_labels(ws, st, str(earlier))
+    assert "3 labels imported" in p.status and "median IoU 1.00" in p.status, p.status
+    np.testing.assert_array_equal(ws.human(0)[[11, 12, 13]], truth[[11, 12, 13]])
+
+    before = ws.human(0).copy()
+    for source, message in [
+        ("", "type the path of a label file"),
+        (str(tmp_path / "missing_LABELS.mat"), "missing_LABELS.mat: not found"),
+        (str(tmp_path / "nowhere.actsort"), "nowhere.actsort: no such sort store"),
+        (str(tmp_path), "not a sort store"),
+        (str(ws.paths[0]), "the store the labels would go to"),
+    ]:
+        st, p = H.on_load_labels(ws, st, source)
+        assert message in p.status, p.status
+        assert "Loaded" not in p.status
+    np.testing.assert_array_equal(ws.human(0), before)

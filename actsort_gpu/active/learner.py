@@ -600,6 +600,26 @@ class Learner:
         self._apply(d, action)
         return action[0].action
 
+    def import_labels(self, dataset: int, carry) -> tuple[str | None, np.ndarray]:
+        """Give the dataset's local candidates ``carry.rows`` their ``carry.values`` (a
+        ``label_import.LabelCarry``) as one ``import`` action, skipping those with a label or
+        unsure. Returns (the action id, None when none was unlabelled; (M,) bool, which rows
+        took their value)."""
+        if self.read_only_session:
+            raise RuntimeError(
+                "this learner replays the journals read-only; open it with Learner.open to label"
+            )
+        action, new = self._journals[dataset].append_new(
+            self.datasets[dataset].journal_dataset,
+            carry.rows.tolist(),
+            carry.values.tolist(),
+            carry.annotator,
+        )
+        if action is None:
+            return None, new
+        self._apply(dataset, action)
+        return action[0].action, new
+
     def undo(self) -> list[int] | None:
         """Revert the latest labelling action (over all datasets); returns the global indices
         it changed (in the action's order), or None when there is nothing to undo."""

@@ -56,19 +56,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from ..label_import import import_labels
 
-    from ..label_import import import_label_file, import_labels
-
-    if Path(args.source).is_file():
-        report = import_label_file(args.store, args.source, annotator=args.annotator)
-    else:
-        report = import_labels(
-            args.store,
-            args.source,
-            min_iou=args.min_iou,
-            mask_level=args.mask_level,
-            annotator=args.annotator,
-        )
+    report = import_labels(
+        args.store,
+        args.source,
+        min_iou=args.min_iou,
+        mask_level=args.mask_level,
+        annotator=args.annotator,
+    )
     print(f"actsort import-labels: {args.store}: {report.summary()}")
     return 0

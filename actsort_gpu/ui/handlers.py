@@ -13,12 +13,14 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from .. import CELL, NOT_CELL, UNLABELLED, UNSURE
 from ..features.registry import describe_feature
 from ..labels import final_labels
+from ..store import StoreError
 from . import render
 from .progress import counts, error_kinds, labelling_speed, truth_report
 from .render import Window
@@ -635,6 +637,34 @@ def on_undo(ws, st: ViewState):
 
 def on_redo(ws, st: ViewState):
     return _after_undo_redo(ws, st, ws.redo(st.tab), "redo")
+
+
+def on_load_labels(ws, st: ViewState, source: str):
+    """ActSort's *Load labels*: the labels of ``source`` (a path on the computer serving the
+    page: a _LABELS.mat, an exported CSV, an .npy, or an earlier store of the recording) for
+    this store's unlabelled candidates, as one action (Z reverts it). The current candidate
+    is left for the next query when it took a label."""
+    source = (source or "").strip().strip("\"'")
+    if not source:
+        return st, render_panels(
+            ws,
+            st,
+            "Load labels: type the path of a label file (_LABELS.mat, exported .csv, .npy) or "
+            "of an earlier store of this recording.",
+        )
+    path = Path(source).expanduser()
+    try:
+        report = ws.import_labels(st.store, path, tab=st.tab)
+    except (ValueError, OSError, StoreError) as exc:
+        return st, render_panels(ws, st, f"Load labels: nothing loaded. {exc}")
+    status = f"Loaded {path.name} into {ws.stores[st.store].name}: {report.summary()}."
+    if report.imported_cells + report.imported_not_cells:
+        status += " Z undoes it."
+    if st.current >= 0 and ws.human(st.store)[st.current] != UNLABELLED and st.history_pos is None:
+        cur, pos = _next_candidate(ws, st)
+        if cur is not None:
+            return _go(ws, st, cur, status, history_pos=pos, selected=())
+    return _go(ws, st, st.current if st.current >= 0 else None, status)
 
 
 def on_jump(ws, st: ViewState, index):

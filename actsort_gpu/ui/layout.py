@@ -156,6 +156,13 @@ it); since active learning asks about hard candidates it is a pessimistic estima
 or strategy change restarts the count. Validation on the ActSort benchmark: benchmarks/RESULTS.md.
 """
 
+LOAD_LABELS_HELP = """
+The MATLAB app's *Load labels*, for the store shown: ActSort's `<name>_LABELS.mat`
+(`labels_ex`), the CSV of an export, or an `.npy` of +1 / -1 / 0, one label per row of the
+extraction this store was ingested from; or an earlier store (`.actsort` folder) of another
+extraction of the same recording, matched by footprint overlap. Only unlabelled candidates take
+a label; the import is one action (Z reverts it). Same as `actsort import-labels`.
+"""
 
 # Page images: (Panels attribute, encoding kind of render.ENCODINGS).
 IMAGES = (
@@ -414,6 +421,15 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                         b_export = gr.Button("Export this store", elem_id="as-export")
                         export_file = gr.File(label="Exported file", interactive=False)
                         export_msg = gr.Markdown()
+                    with gr.Tab("Load labels"):
+                        load_tb = gr.Textbox(
+                            label="Label file or earlier store (a path on the computer running "
+                            "this page)",
+                            placeholder="e.g. ~/data/plane0_LABELS.mat",
+                            elem_id="as-load-source",
+                        )
+                        b_load = gr.Button("Load labels into this store", elem_id="as-load")
+                        gr.Markdown(LOAD_LABELS_HELP)
                     with gr.Tab("Truth (demo)", visible=ws.has_truth()):
                         gr.Markdown(
                             "This store carries the known truth of a synthetic "
@@ -572,6 +588,8 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         errors_cb.change(wrap(H.on_errors), [state, errors_cb], outs, api_name="errors")
 
         b_export.click(on_export, [state, fmt_dd], [export_file, export_msg], api_name="export")
+        b_load.click(wrap(H.on_load_labels), [state, load_tb], outs, api_name="load_labels")
+        load_tb.submit(wrap(H.on_load_labels), [state, load_tb], outs)
     demo.queue(default_concurrency_limit=1)
     demo._actsort_export_dir = export_dir
     return demo

@@ -353,6 +353,26 @@ class Workspace:
                 tracker.after_label(dec, int((self.human(store) != 0).sum()))
             return len(self.learner.disagreements(store)) - before
 
+    def import_labels(self, store: int, source, tab: str = ""):
+        """ActSort's *Load labels*: give the store's unlabelled candidates the labels of
+        ``source`` (a label file or an earlier store of the same recording:
+        ``label_import.carry_from``) as one undoable action of ``tab``. Returns the
+        ``ImportReport``; errors on the source raise ValueError / OSError naming it."""
+        from ..label_import import carry_from
+
+        carry = carry_from(self.paths[store], source)
+        with self.lock:
+            action, new = self.learner.import_labels(store, carry)
+            if action is None:
+                return carry.report(new)
+            if tab:
+                self._owners[action] = tab
+            for c in carry.rows[new]:
+                self._leases.pop((store, int(c)), None)
+            # the decisions an import flips are not labelling churn, nor answers to score
+            self.trackers[store].reset_decisions()
+            return carry.report(new)
+
     def touch(self, tab: str) -> None:
         """Note that ``tab`` is open (it just made a request)."""
         if tab:
