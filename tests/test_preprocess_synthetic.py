@@ -624,3 +624,32 @@ def test_nan_borders_are_read_as_zero(scene, tmp_path):
     assert info["nonfinite_pixels"] == int((~np.isfinite(holed)).sum())
     for k in ref:
         np.testing.assert_allclose(split[k], ref[k], rtol=1e-5, atol=1e-3, err_msg=k)
+    # a rerun finds every piece done: it reads nothing and still reports them all
+    with open_movie(tmp_path / "holed.npy") as mv:
+        _, again = stream.run_pass_distributed(
+            None, mv, plan, tmp_path / "d", chunk_frames=7, n_pieces=3
+        )
+    assert again["nonfinite_pixels"] == info["nonfinite_pixels"]
+
+    # an interrupted local pass, resumed: the count covers the frames read before the stop
+    class Stop(Exception):
+        pass
+
+    def stop_at_14(stats):
+        if stats["frames_done"] >= 14:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_pass(
+            ArrayMovie(holed.copy()),
+            plan,
+            tmp_path / "r",
+            chunk_frames=7,
+            checkpoint_s=0,
+            progress=stop_at_14,
+        )
+    got, info = run_pass(ArrayMovie(holed.copy()), plan, tmp_path / "r", chunk_frames=7)
+    assert info["resumed_from"] == 14
+    assert info["nonfinite_pixels"] == int((~np.isfinite(holed)).sum())
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-3, err_msg=k)

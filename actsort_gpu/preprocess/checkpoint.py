@@ -55,13 +55,19 @@ def scratch_dtype(movie_dtype) -> np.dtype:
 
 
 def save_state(
-    scratch: Path, acc: ProjectionAccumulator, next_frame: int, digest: str, name: str = "state"
+    scratch: Path,
+    acc: ProjectionAccumulator,
+    next_frame: int,
+    digest: str,
+    name: str = "state",
+    nonfinite: int = 0,
 ):
-    """Write the accumulators and ``next_frame`` atomically (temporary file, fsync, rename),
-    then the digest (``meta.json``, or ``<name>.json`` for a Dask piece)."""
+    """Write the accumulators, ``next_frame`` and the non-finite pixel values read as 0 up to
+    it atomically (temporary file, fsync, rename), then the digest (``meta.json``, or
+    ``<name>.json`` for a Dask piece)."""
     tmp = scratch / f"{name}.tmp.npz"
     with open(tmp, "wb") as fh:
-        np.savez(fh, next_frame=np.array(next_frame), **acc.state())
+        np.savez(fh, next_frame=np.array(next_frame), nonfinite=np.array(nonfinite), **acc.state())
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, scratch / f"{name}.npz")
@@ -83,12 +89,15 @@ def write_json(path: Path, obj: dict):
     os.replace(tmp, path)
 
 
-def try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator, name: str = "state") -> int:
-    """Load the saved state if it belongs to this plan; return the frame to continue from."""
+def try_resume(
+    scratch: Path, digest: str, acc: ProjectionAccumulator, name: str = "state"
+) -> tuple[int, int]:
+    """Load the saved state if it belongs to this plan. Returns (the frame to continue from,
+    the non-finite pixel values read as 0 before it); (0, 0) when there is none."""
     meta_p = scratch / ("meta.json" if name == "state" else f"{name}.json")
     state_p = scratch / f"{name}.npz"
     if not (meta_p.is_file() and state_p.is_file()):
-        return 0
+        return 0, 0
     try:
         meta = json.loads(meta_p.read_text())
         if meta.get("digest") != digest:
@@ -97,14 +106,15 @@ def try_resume(scratch: Path, digest: str, acc: ProjectionAccumulator, name: str
                 "(size / mtime changed); starting the pass from frame 0",
                 scratch,
             )
-            return 0
+            return 0, 0
         with np.load(state_p) as st:
             state = {k: st[k] for k in st.files}
         acc.load(state)
-        return int(state["next_frame"])
+        # a state saved before the count was kept: 0 (the report then misses that part)
+        return int(state["next_frame"]), int(state.get("nonfinite", 0))
     except (OSError, ValueError, KeyError) as exc:
         log.warning("%s: unreadable saved state (%s); starting from frame 0", scratch, exc)
-        return 0
+        return 0, 0
 
 
 def _movie_stamp(path: Path) -> list:

@@ -29,12 +29,13 @@ class ChunkReader:
     (first_frame, frames).
 
     Non-finite pixel values of float movies are read as 0 (:func:`zero_nonfinite`; counted in
-    ``nonfinite``). The frames are read with ``movie.read_into`` into a ring of ``depth + 1``
-    preallocated
-    buffers (no allocation per chunk): one being read, up to ``depth - 1`` queued, one held by
-    the consumer. A yielded array is valid until the next one is requested (the buffer then
-    goes back to the reader), so it is never overwritten while in use. Each chunk's array is
-    placed in its buffer by ``movie.placed_window`` (direct reads then land in place).
+    ``nonfinite`` when their chunk is handed out, so the count covers exactly the chunks
+    yielded so far, not those read ahead). The frames are read with ``movie.read_into`` into
+    a ring of ``depth + 1`` preallocated buffers (no allocation per chunk): one being read, up
+    to ``depth - 1`` queued, one held by the consumer. A yielded array is valid until the next
+    one is requested (the buffer then goes back to the reader), so it is never overwritten
+    while in use. Each chunk's array is placed in its buffer by ``movie.placed_window``
+    (direct reads then land in place).
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class ChunkReader:
         for _ in range(depth + 1):
             self._free.put(movie.window_buffer(n))
         self._stop = threading.Event()
-        self.nonfinite = 0  # non-finite pixel values read as 0 so far (zero_nonfinite)
+        self.nonfinite = 0  # non-finite pixel values read as 0 in the chunks yielded so far
         self._thread = threading.Thread(
             target=self._run,
             args=(movie, int(chunk_frames), int(start), stop),
@@ -72,10 +73,10 @@ class ChunkReader:
                 if buf is None:
                     return
                 frames = movie.read_into(first, last, movie.placed_window(buf, first, last))
-                self.nonfinite += zero_nonfinite(frames)
+                n_bad = zero_nonfinite(frames)
                 while not self._stop.is_set():
                     try:
-                        self._q.put((first, frames, buf), timeout=0.1)
+                        self._q.put((first, frames, buf, n_bad), timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -92,7 +93,8 @@ class ChunkReader:
                 return
             if isinstance(item, BaseException):
                 raise item
-            first, frames, buf = item
+            first, frames, buf, n_bad = item
+            self.nonfinite += n_bad
             yield first, frames
             self._free.put(buf)
 

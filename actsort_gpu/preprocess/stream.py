@@ -147,11 +147,12 @@ def _pass_range(
     chunk_frames: int,
     xp,
     gather_bytes: int,
-    after_chunk: Callable[[int, int], None] | None = None,
+    after_chunk: Callable[[int, int, int], None] | None = None,
 ) -> tuple[int, int]:
     """Read frames [start, stop) chunk by chunk (chunks start at ``start``), accumulate them
-    and gather their snapshot segments into ``snaps``; ``after_chunk(last, nbytes)`` after
-    each chunk. Returns (bytes read, non-finite pixel values read as 0)."""
+    and gather their snapshot segments into ``snaps``; ``after_chunk(last, nbytes,
+    nonfinite)`` after each chunk (``nonfinite``: pixel values read as 0 so far in this
+    range). Returns (bytes read, non-finite pixel values read as 0)."""
     max_window = int(plan.frames.shape[2]) if plan.frames.ndim == 3 else 1
     batch_elements = max(1, int(gather_bytes) // snaps.dtype.itemsize)
     launch = gather_launcher(xp, snaps.dtype)
@@ -171,7 +172,7 @@ def _pass_range(
                 job.result()
             done_bytes += frames.nbytes
             if after_chunk is not None:
-                after_chunk(last, frames.nbytes)
+                after_chunk(last, frames.nbytes, reader.nonfinite)
     finally:
         reader.close()
         if side is not None:
@@ -210,13 +211,13 @@ def run_pass(
     t_movie, height, width = movie.shape
     digest = pass_digest(plan, movie, inputs)
     acc = ProjectionAccumulator(height, width, xp=xp, threads=threads)
-    start = try_resume(scratch, digest, acc)
+    start, nonfinite_before = try_resume(scratch, digest, acc)
     snap_path = scratch / SCRATCH_NAME
     n_elem = max(plan.total_elements, 1)
     sdt = scratch_dtype(movie.dtype)
     if start and (not snap_path.is_file() or snap_path.stat().st_size != sdt.itemsize * n_elem):
         log.warning("%s: scratch snapshots missing; starting from frame 0", scratch)
-        start = 0
+        start = nonfinite_before = 0
         acc = ProjectionAccumulator(height, width, xp=xp, threads=threads)
     open_scratch(
         snap_path,
@@ -239,12 +240,12 @@ def run_pass(
     t0 = time.perf_counter()
     state = {"bytes": 0, "saved": t0, "ckpt_s": 0.0, "ckpts": 0}
 
-    def after_chunk(last: int, nbytes: int):
+    def after_chunk(last: int, nbytes: int, nonfinite: int):
         now = time.perf_counter()
         state["bytes"] += nbytes
         if last >= t_movie or now - state["saved"] >= every:
             snaps.flush()
-            save_state(scratch, acc, last, digest)
+            save_state(scratch, acc, last, digest, nonfinite=nonfinite_before + nonfinite)
             state["saved"] = time.perf_counter()
             state["ckpt_s"] += state["saved"] - now
             state["ckpts"] += 1
@@ -282,7 +283,7 @@ def run_pass(
         "checkpoints": state["ckpts"],
         "checkpoint_seconds": state["ckpt_s"],
         "accumulator": acc.method,
-        "nonfinite_pixels": _said_nonfinite(movie.path, nonfinite),
+        "nonfinite_pixels": _said_nonfinite(movie.path, nonfinite_before + nonfinite),
     }
     return acc.images(), info
 
@@ -320,8 +321,9 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
     h, w = spec["hw"]
     acc = ProjectionAccumulator(h, w, xp=xp, ref=spec["ref"], threads=spec.get("threads"))
     name = f"piece_{k}"
-    if try_resume(scratch, spec["digest"], acc, name=name) == stop:
-        return acc.state()
+    done, nonfinite = try_resume(scratch, spec["digest"], acc, name=name)
+    if done == stop:  # finished by an earlier run
+        return {**acc.state(), "nonfinite": nonfinite}
     acc = ProjectionAccumulator(h, w, xp=xp, ref=spec["ref"], threads=spec.get("threads"))
     with np.load(scratch / "plan.npz") as z:
         plan = PassPlan(
@@ -339,7 +341,7 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
                 movie, plan, snaps, acc, start, stop, spec["chunk_frames"], xp, spec["gather_bytes"]
             )
         snaps.flush()
-        save_state(scratch, acc, stop, spec["digest"], name=name)
+        save_state(scratch, acc, stop, spec["digest"], name=name, nonfinite=nonfinite)
     finally:
         acc.close()
         del snaps
@@ -424,7 +426,6 @@ def run_pass_distributed(
         "mb_per_s": nbytes / max(seconds, 1e-9) / 1e6,
         "pieces": len(pieces),
         "scratch_dtype": str(sdt),
-        # pieces finished by an earlier run are not read again, so not counted
         "nonfinite_pixels": _said_nonfinite(movie.path, sum(s.get("nonfinite", 0) for s in states)),
     }
     return acc.images(), info
