@@ -475,6 +475,11 @@ class Journal:
         return self._state.labels
 
     @property
+    def annotators(self) -> dict[tuple[str, int], str]:
+        """{(dataset, candidate): who gave its current label} (undo / redo included)."""
+        return dict(self._state.who)
+
+    @property
     def undo_stack(self) -> list[Action]:
         return self._state.undo_stack
 

@@ -1012,13 +1012,40 @@ class SortStore:
                 continue
             took = f" in {info['seconds']:.1f} s" if "seconds" in info else ""
             lines.append(f"  {stage:<11} {info['status']}{took}{_stage_device(info)}")
-        journal = self.journal_path
-        if journal.exists():
-            n_lines = journal.read_bytes().count(b"\n")
-            lines.append(f"labels       {journal} ({n_lines} journal entries)")
+        if self.journal_path.exists():
+            lines.extend(self._labels_summary())
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         lines.append(f"size on disk {size / 2**20:,.1f} MiB")
         return "\n".join(lines)
+
+    def _labels_summary(self) -> list[str]:
+        """The ``labels`` lines of :meth:`summary`: how many candidates have which label and
+        who gave them, from a read-only replay of the journal (its path and line count)."""
+        from collections import Counter
+
+        from . import CELL, NOT_CELL, UNSURE
+        from .labels import Journal
+
+        journal = self.journal_path
+        n_lines = journal.read_bytes().count(b"\n")
+        try:
+            with Journal(
+                journal, read_only=True, n_candidates=self.n_candidates, dataset=self.path.name
+            ) as j:
+                have = Counter(j.labels.values())
+                who = Counter(j.annotators.values())
+        except (OSError, ValueError) as exc:
+            return [f"labels       {journal} ({n_lines} lines): unreadable ({exc})"]
+        given = sum(have.values())
+        out = [
+            f"labels       {given:,} of {self.n_candidates:,} candidates (cell {have[CELL]:,}, "
+            f"not a cell {have[NOT_CELL]:,}, unsure {have[UNSURE]:,})"
+        ]
+        if who:
+            names = ", ".join(f"{name} {n:,}" for name, n in who.most_common())
+            out.append(f"             given by {names}")
+        out.append(f"             journal {journal} ({n_lines:,} lines)")
+        return out
 
 
 def _stage_device(info: dict) -> str:

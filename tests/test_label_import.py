@@ -132,6 +132,10 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
         assert {ev.origin for ev in j.events} == {"import"}
         assert {ev.annotator for ev in j.events} == {"import:s_LABELS.mat"}
         assert len(j.undo_stack) == 1  # one Z in the page reverts it
+    assert main(["info", str(store)]) == 0  # what the store's labels are and who gave them
+    out = capsys.readouterr().out
+    assert "labels       5 of 12 candidates (cell 2, not a cell 3, unsure 0)" in out
+    assert "given by import:s_LABELS.mat 5" in out and "(5 lines)" in out
     # v7.3 (MATLAB stores the N x 1 column as 1 x N); only unlabelled candidates take labels
     v73 = tmp_path / "v73_LABELS.mat"
     ex2 = np.zeros(12)
