@@ -31,6 +31,13 @@ class IngestConfig:
     movie_dataset: str | None = (
         None  # HDF5/zarr dataset name inside the movie file (None: the only 3-D one)
     )
+    # one channel / plane of a movie whose pages interleave several (ScanImage order); all
+    # None: from Suite2p's ops (nchannels, functional_chan, nplanes, the planeN folder) when
+    # the movie has that many times the traces' frames, else every page is a frame
+    movie_channels: int | None = None  # channels interleaved in the movie's pages
+    movie_channel: int | None = None  # the functional channel, 1-based (ScanImage, Suite2p)
+    movie_planes: int | None = None  # planes interleaved in the movie's pages
+    movie_plane: int | None = None  # the plane, 0-based (Suite2p's planeN folder)
     fs_hz: float | None = None  # frame rate; None: from the source (Suite2p ops) or unknown
     suite2p_trace: str = "F-0.7Fneu"  # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
     neuropil_coefficient: float = 0.7  # c in F - c * Fneu (the 0.7 in the name is nominal)

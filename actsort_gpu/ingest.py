@@ -58,11 +58,18 @@ def temporal_downsample_factor(
         dt = n_trace_frames // n_movie_frames
         if dt > 1 and n_trace_frames // dt == n_movie_frames:
             return dt
+    pages = ""
+    k = round(n_movie_frames / max(n_trace_frames, 1))
+    if k >= 2 and abs(n_movie_frames - k * n_trace_frames) < k:
+        pages = (
+            f" The movie has {k}x the traces' frames: are {k} channels or planes interleaved "
+            f"in its pages? --channels / --channel and --planes / --plane pick one."
+        )
     raise ValueError(
         f"{trace_source}: traces have {n_trace_frames} frames but the movie {movie_source} has "
         f"{n_movie_frames}; expected equal counts, or a movie downsampled in time by an integer "
         f"factor (traces // factor == movie frames). Are these the movie and extraction of the "
-        f"same recording?"
+        f"same recording?{pages}"
     )
 
 
@@ -286,6 +293,44 @@ def ingest(
     return store
 
 
+def movie_interleave(config: IngestConfig):
+    """The ``io.movies.Interleave`` the config asks for (``movie_channels``, ``movie_channel``,
+    ``movie_planes``, ``movie_plane``; those not given: 1 channel, channel 1, 1 plane, plane
+    0), or None when it names none."""
+    from .io.movies import Interleave
+
+    given = {
+        "channels": config.movie_channels,
+        "channel": config.movie_channel,
+        "planes": config.movie_planes,
+        "plane": config.movie_plane,
+    }
+    if all(v is None for v in given.values()):
+        return None
+    try:
+        return Interleave(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        raise ValueError(f"ingest (--channels / --channel / --planes / --plane): {exc}") from None
+
+
+def _layout_from_source(candidates: Candidates, movie):
+    """The channel and plane the extraction says it came from (Suite2p's ops), when the
+    movie's pages hold that many times the traces' frames; else None (every page a frame)."""
+    layout = candidates.movie_layout
+    if layout is None or layout.n_frames(movie.n_frames) != candidates.n_frames:
+        return None
+    log.info(
+        "%s: reading %s of %s's pages (%d pages, %d frames), as the extraction's settings "
+        "say (--channels / --channel / --planes / --plane choose another)",
+        candidates.source_path,
+        layout.describe(),
+        movie.path,
+        movie.n_frames,
+        candidates.n_frames,
+    )
+    return layout
+
+
 def ingest_files(
     movie_path: str | Path,
     extraction_path: str | Path,
@@ -311,9 +356,13 @@ def ingest_files(
     # Refuse a bad --out before reading anything (never an input, never a non-store).
     SortStore.check_create(out, overwrite=overwrite, protect=(movie_path, extraction_path))
     check_fs_hz(config.fs_hz, "ingest.fs_hz (--fs)")
+    from .io.movies import Interleave
+
+    chosen = movie_interleave(config)
     # The movie's shape first (its header only): its sizes bound the extraction's field of
     # view, so a header that lies about H x W fails before anything that size is allocated.
-    movie = open_movie(movie_path, dataset=config.movie_dataset)
+    # Its pages as they are (a hyperstack too) until the extraction says which to read.
+    movie = open_movie(movie_path, dataset=config.movie_dataset, interleave=chosen or Interleave())
     try:
         try:
             candidates = read_extraction(
@@ -333,13 +382,18 @@ def ingest_files(
                 progress=progress,
                 movie_shape=movie.shape,
             )
-        if (candidates.height, candidates.width) != (movie.height, movie.width):
-            # HDF5 / zarr movies: the extraction's (H, W) decides the axis order
+        reopen = chosen is None  # opened as its pages: now with the extraction's layout
+        if chosen is None:
+            chosen = _layout_from_source(candidates, movie)
+        if (candidates.height, candidates.width) != (movie.height, movie.width) or reopen:
+            # HDF5 / zarr movies: the extraction's (H, W) decides the axis order; the
+            # channel and plane are now known (a hyperstack with none chosen is refused here)
             movie.close()
             movie = open_movie(
                 movie_path,
                 dataset=config.movie_dataset,
                 expected_hw=(candidates.height, candidates.width),
+                interleave=chosen,
             )
         fingerprint = file_fingerprint(extraction_path, content_hash=True)
         return ingest(

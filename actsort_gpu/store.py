@@ -986,6 +986,14 @@ class SortStore:
                 f"{movie['n_frames']} x {a['height']} x {a['width']} "
                 f"{movie.get('dtype')}" + (f", {fs:g} Hz" if fs else ", frame rate unknown")
             )
+            if movie.get("interleave"):
+                from .io.movies.interleave import Interleave
+
+                layout = Interleave.from_dict(movie["interleave"])
+                lines.append(
+                    f"             {layout.describe()} of its {movie.get('pages')} pages "
+                    "(interleaved channels / planes)"
+                )
             if movie.get("temporal_downsample", 1) != 1:
                 lines.append(
                     f"             traces have {movie['temporal_downsample']}x the "

@@ -122,9 +122,9 @@ def test_tiff_folder_reads_each_multipage_file_through_one_open_reader(tmp_path,
     opened = []
     real_init = movies.TiffMovie.__init__
 
-    def counting_init(self, path):
+    def counting_init(self, path, **kw):
         opened.append(path.name)
-        real_init(self, path)
+        real_init(self, path, **kw)
 
     monkeypatch.setattr(movies.TiffMovie, "__init__", counting_init)
     with open_movie(tmp_path) as m:

@@ -42,6 +42,37 @@ def register(subparsers) -> None:
         help="HDF5 dataset / zarr array of the movie (default: the only 3-D one)",
     )
     p.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="channels interleaved in the movie's pages (ScanImage: every time point holds "
+        "each plane's channels in turn); default: from Suite2p's ops when the movie has that "
+        "many times the traces' frames, else 1",
+    )
+    p.add_argument(
+        "--channel",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the functional channel, 1-based as ScanImage and Suite2p's functional_chan "
+        "(default 1, or Suite2p's)",
+    )
+    p.add_argument(
+        "--planes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="planes interleaved in the movie's pages (default: Suite2p's nplanes, else 1)",
+    )
+    p.add_argument(
+        "--plane",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the plane, 0-based as Suite2p's planeK folders (default 0, or the Suite2p folder's)",
+    )
+    p.add_argument(
         "--fs",
         type=_frame_rate,
         default=None,
@@ -120,6 +151,10 @@ def run(args) -> int:
         for k, v in (
             ("format", args.format),
             ("movie_dataset", args.dataset),
+            ("movie_channels", args.channels),
+            ("movie_channel", args.channel),
+            ("movie_planes", args.planes),
+            ("movie_plane", args.plane),
             ("fs_hz", args.fs),
             ("suite2p_trace", args.suite2p_trace),
             ("caiman_trace", args.caiman_trace),

@@ -190,6 +190,9 @@ class Candidates:
     images : name -> (h, w) float32 summary images of the source.
     fs_hz : frame rate of the traces when the source records it.
     source_index : (n_candidates,) int64 index of each candidate in the source.
+    movie_layout : what the source says about the movie's pages, when it interleaves channels
+        or planes (Suite2p ops): ``io.movies.Interleave`` of the channel and plane it was
+        extracted from; None otherwise.
     """
 
     footprints: sp.csr_matrix
@@ -202,6 +205,7 @@ class Candidates:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     fs_hz: float | None = None
     source_index: np.ndarray | None = None
+    movie_layout: object | None = None
 
     def __post_init__(self):
         where = str(self.source_path)

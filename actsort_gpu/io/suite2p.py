@@ -11,6 +11,7 @@ one ``plane*`` folder (or the files directly), or the path of ``stat.npy``.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -240,4 +241,34 @@ def read_suite2p(
         metrics=metrics,
         images=images,
         fs_hz=fs or None,
+        movie_layout=_movie_layout(ops, folder),
     )
+
+
+def _movie_layout(ops: dict, folder: Path):
+    """The channel and plane of the raw movie's pages this plane was extracted from: ops
+    ``nchannels``, ``functional_chan`` (1-based), ``nplanes`` and the plane of the folder's
+    name (``plane<k>``); None for one channel and one plane, or when ops do not say."""
+    from .movies.interleave import Interleave
+
+    try:
+        channels = int(ops.get("nchannels", 1))
+        planes = int(ops.get("nplanes", 1))
+        channel = int(ops.get("functional_chan", 1))
+    except (TypeError, ValueError):
+        return None
+    if channels * planes <= 1:
+        return None
+    match = re.fullmatch(r"plane(\d+)", folder.name)
+    if planes > 1 and match is None:
+        return None
+    try:
+        return Interleave(
+            planes=planes,
+            plane=int(match.group(1)) if planes > 1 else 0,
+            channels=channels,
+            channel=channel,
+        )
+    except ValueError as exc:
+        log.info("%s: ops' channels / planes not used (%s)", folder / "ops.npy", exc)
+        return None

@@ -63,11 +63,14 @@ def resolve_movie_path(store: SortStore, movie_path: str | Path | None) -> Path:
 
 
 def _open_movie(path: Path, store: SortStore):
-    from ..io.movies import open_movie
+    from ..io.movies import Interleave, open_movie
 
     movie_attrs = store.attrs.get("movie") or {}
     movie = open_movie(
-        path, dataset=movie_attrs.get("dataset"), expected_hw=(store.height, store.width)
+        path,
+        dataset=movie_attrs.get("dataset"),
+        expected_hw=(store.height, store.width),
+        interleave=Interleave.from_dict(movie_attrs.get("interleave")),
     )
     expected = (int(movie_attrs.get("n_frames", movie.n_frames)), store.height, store.width)
     if tuple(movie.shape) != expected:

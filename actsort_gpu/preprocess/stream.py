@@ -312,7 +312,7 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
     A finished piece leaves ``piece_<k>.npz``: a rerun returns it without reading the movie.
     """
     from ..backend import resolve_backend
-    from ..io.movies import open_movie
+    from ..io.movies import Interleave, open_movie
 
     k, start, stop = piece
     scratch = Path(spec["scratch"])
@@ -335,7 +335,10 @@ def run_piece(piece: tuple[int, int, int], spec: dict) -> dict:
     )
     try:
         with open_movie(
-            spec["movie"], dataset=spec.get("dataset"), expected_hw=tuple(spec["hw"])
+            spec["movie"],
+            dataset=spec.get("dataset"),
+            expected_hw=tuple(spec["hw"]),
+            interleave=Interleave.from_dict(spec.get("interleave")),
         ) as movie:
             _, nonfinite = _pass_range(
                 movie, plan, snaps, acc, start, stop, spec["chunk_frames"], xp, spec["gather_bytes"]
@@ -399,6 +402,7 @@ def run_pass_distributed(
     spec = {
         "movie": str(movie.path),
         "dataset": dataset,
+        "interleave": movie.describe().get("interleave"),
         "hw": (height, width),
         "scratch": str(scratch.resolve()),
         "chunk_frames": int(chunk_frames),

@@ -18,6 +18,7 @@ from .axes import resolve_axis_order
 from .base import ArrayMovie, Movie
 from .caiman import CaimanMmapMovie
 from .hdf5 import HDF5Movie
+from .interleave import Interleave, InterleavedMovie
 from .pixel_major import PixelMajorMovie
 from .raw import NpyMovie, RawFileMovie, Suite2pBinMovie
 from .tiff import TiffMovie
@@ -41,6 +42,8 @@ __all__ = [
     "MOVIE_READERS",
     "MovieReader",
     "resolve_axis_order",
+    "Interleave",
+    "InterleavedMovie",
 ]
 
 
@@ -75,13 +78,14 @@ class MovieReader:
     name : the format's name (``Movie.format``, ``open_movie(format=...)``)
     description : one line on the paths it reads, for the docs, help and error messages
     detect : path -> whether the path is this format (tried in table order)
-    open : (path, dataset, expected_hw) -> :class:`Movie`
+    open : (path, dataset, expected_hw, pages) -> :class:`Movie` (``pages``: a TIFF
+        hyperstack of channels / planes is read as its pages instead of refused)
     """
 
     name: str
     description: str
     detect: Callable[[Path], bool]
-    open: Callable[[Path, str | None, tuple[int, int] | None], Movie]
+    open: Callable[[Path, str | None, tuple[int, int] | None, bool], Movie]
 
 
 MOVIE_READERS: dict[str, MovieReader] = {
@@ -91,49 +95,51 @@ MOVIE_READERS: dict[str, MovieReader] = {
             "tiff",
             ".tif/.tiff multi-page TIFF or BigTIFF",
             _file_with_suffix(".tif", ".tiff"),
-            lambda path, dataset, hw: TiffMovie(path),
+            lambda path, dataset, hw, pages: TiffMovie(path, pages=pages),
         ),
         MovieReader(
             "tiff-folder",
             "a folder of .tif/.tiff files (natural name order)",
             _is_tiff_folder,
-            lambda path, dataset, hw: TiffFolderMovie(path),
+            lambda path, dataset, hw, pages: TiffFolderMovie(path),
         ),
         MovieReader(
             "hdf5",
             ".h5/.hdf5/.mat (v7.3) with a 3-D dataset",
             _file_with_suffix(".h5", ".hdf5", ".hdf", ".mat"),
-            HDF5Movie,
+            lambda path, dataset, hw, pages: HDF5Movie(path, dataset, hw),
         ),
         MovieReader(
             "nwb",
             ".nwb: the data of its one TwoPhotonSeries / OnePhotonSeries / ImageSeries",
             _file_with_suffix(".nwb"),
-            HDF5Movie,
+            lambda path, dataset, hw, pages: HDF5Movie(path, dataset, hw),
         ),
         MovieReader(
             "zarr",
             ".zarr (or a folder with zarr.json/.zarray/.zgroup) v2/v3 array or group",
             lambda path: path.is_dir() and _is_zarr_dir(path),
-            ZarrMovie,
+            lambda path, dataset, hw, pages: ZarrMovie(path, dataset, hw),
         ),
         MovieReader(
             "suite2p-bin",
             "Suite2p data.bin with ops.npy beside it",
             _is_suite2p_bin,
-            lambda path, dataset, hw: Suite2pBinMovie(path / "data.bin" if path.is_dir() else path),
+            lambda path, dataset, hw, pages: Suite2pBinMovie(
+                path / "data.bin" if path.is_dir() else path
+            ),
         ),
         MovieReader(
             "npy",
             ".npy (T, H, W)",
             _file_with_suffix(".npy"),
-            lambda path, dataset, hw: NpyMovie(path),
+            lambda path, dataset, hw, pages: NpyMovie(path),
         ),
         MovieReader(
             "caiman-mmap",
             "CaImAn .mmap (shape and order in its name: _d1_H_d2_W_d3_1_order_C|F_frames_T_)",
             _file_with_suffix(".mmap"),
-            lambda path, dataset, hw: CaimanMmapMovie(path),
+            lambda path, dataset, hw, pages: CaimanMmapMovie(path),
         ),
     )
 }
@@ -165,6 +171,7 @@ def open_movie(
     dataset: str | None = None,
     format: str = "auto",
     expected_hw: tuple[int, int] | None = None,
+    interleave: Interleave | None = None,
 ) -> Movie:
     """Open a movie file or folder as a :class:`Movie` of shape (T, H, W).
 
@@ -175,6 +182,9 @@ def open_movie(
     format : one of :data:`MOVIE_FORMATS` (rows of :data:`MOVIE_READERS`) or 'auto' (from the
         path: the first row whose ``detect`` accepts it).
     expected_hw : (H, W) of the extraction, used to find the axis order of HDF5/zarr data.
+    interleave : one channel of one plane of a movie whose frames interleave several
+        (:class:`Interleave`; ScanImage's page order); ``Interleave()`` reads every page as a
+        frame, also those of a TIFF hyperstack (refused without it).
 
     Close the movie (or use it as a context manager) to release the file handle.
     """
@@ -185,4 +195,30 @@ def open_movie(
     reader = MOVIE_READERS.get(fmt)
     if reader is None:
         raise ValueError(f"unknown movie format {fmt!r}; supported: {', '.join(MOVIE_FORMATS)}")
-    return reader.open(path, dataset, expected_hw)
+    movie = reader.open(path, dataset, expected_hw, interleave is not None)
+    if interleave is None:
+        return movie
+    try:
+        _check_stack(movie, interleave)
+        return movie if interleave.is_plain else InterleavedMovie(movie, interleave)
+    except Exception:
+        movie.close()
+        raise
+
+
+def _check_stack(movie: Movie, interleave: Interleave) -> None:
+    """A TIFF hyperstack that names its axes says how many channels (C) and planes (Z) it
+    holds: ``interleave`` must agree (a plain selection reads its pages as they are)."""
+    stack = getattr(movie, "stack", None)
+    if stack is None or interleave.is_plain:
+        return
+    sizes = dict(zip(*stack))
+    for axis, name, given in (
+        ("C", "channels", interleave.channels),
+        ("Z", "planes", interleave.planes),
+    ):
+        if axis in sizes and sizes[axis] != given:
+            raise ValueError(
+                f"{movie.path}: the TIFF holds {sizes[axis]} {name} (axes {stack[0]}, "
+                f"sizes {stack[1]}), not {given}"
+            )

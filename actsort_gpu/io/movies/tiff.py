@@ -28,7 +28,11 @@ class TiffMovie(Movie):
 
     format = "tiff"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, pages: bool = False):
+        """pages : read a series with several leading axes (an ImageJ or ScanImage hyperstack
+        of channels or planes, e.g. TCYX) as its pages in file order, (T * C, H, W), for an
+        :class:`~.interleave.InterleavedMovie` to pick one channel and plane from; without
+        it such a series is refused."""
         import tifffile
 
         path = Path(path)
@@ -44,12 +48,21 @@ class TiffMovie(Movie):
             self._tif.close()
             raise OSError(f"{path}: TIFF is truncated or corrupt: {problems.messages[0]}")
         squeezed = [s for s in shape[:-2] if s != 1]
-        if len(shape) < 2 or (len(shape) > 2 and len(squeezed) > 1):
+        #: the series' leading axes and sizes (e.g. 'TC', (600, 2)) when it has several
+        self.stack = (series.axes[:-2], tuple(shape[:-2])) if len(squeezed) > 1 else None
+        if len(shape) > 2 and len(squeezed) > 1:
+            if not pages:
+                self._tif.close()
+                raise ValueError(
+                    f"{path}: TIFF series of shape {shape} (axes {series.axes}): "
+                    f"{_stack_words(series.axes[:-2], shape[:-2])} interleaved; pick one with "
+                    "--channels N --channel K and / or --planes N --plane K (ingest), or "
+                    "open_movie(..., interleave=Interleave(...))"
+                )
+            squeezed = [int(np.prod(shape[:-2], dtype=np.int64))]
+        if len(shape) < 2:
             self._tif.close()
-            raise ValueError(
-                f"{path}: TIFF series of shape {shape} (axes {series.axes}); expected "
-                f"frames of height x width (one channel, one plane)"
-            )
+            raise ValueError(f"{path}: TIFF series of shape {shape}; expected frames")
         if len(shape) == 2 or not squeezed:
             self._tif.close()
             raise ValueError(
@@ -176,6 +189,17 @@ class TiffMovie(Movie):
         if self._pages is not None:
             self._file.close()
         self._tif.close()
+
+
+def _stack_words(axes: str, sizes) -> str:
+    """'2 channels and 3 planes' from a series' leading axes ('TZCYX' without 'YX')."""
+    names = {"C": "channels", "Z": "planes", "S": "samples"}
+    words = [
+        f"{n} {names.get(a, 'entries of axis ' + a)}"
+        for a, n in zip(axes, sizes)
+        if a != "T" and n > 1
+    ]
+    return " and ".join(words) or f"axes {axes} of sizes {tuple(sizes)}"
 
 
 #: a page chain whose frames lie on average more than this many bytes apart is read frame by

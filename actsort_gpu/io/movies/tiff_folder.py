@@ -84,7 +84,7 @@ class TiffFolderMovie(Movie):
         if self._open is not None and self._open[0] == i:
             return self._open[1]
         self._close_open()
-        movie = TiffMovie(self._files[i])
+        movie = TiffMovie(self._files[i], pages=True)  # pages counted as frames at open
         if movie.n_frames != self._counts[i]:
             movie.close()
             raise OSError(

@@ -1,0 +1,165 @@
+"""One channel of one plane of a movie whose frames interleave channels and planes.
+
+ScanImage (and Suite2p's input convention) writes, for each time point, every plane and within
+each plane every channel: page ``t * planes * channels + plane * channels + (channel - 1)``
+holds time point ``t`` of ``plane`` (0-based, as Suite2p's ``planeN`` folders) and ``channel``
+(1-based, as ScanImage's channels and Suite2p's ``functional_chan``). ImageJ hyperstacks
+(TZCYX) store their pages in the same order. :class:`InterleavedMovie` serves one channel of
+one plane of such a movie as an ordinary (T, H, W) :class:`~.base.Movie`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .base import Movie
+
+__all__ = ["Interleave", "InterleavedMovie", "INNER_WINDOW_BYTES"]
+
+#: the most bytes of the interleaved movie read at once (a window of the selected frames is
+#: read in pieces of at most this many bytes of all channels and planes)
+INNER_WINDOW_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Interleave:
+    """Which channel of which plane to read from interleaved pages.
+
+    planes, channels : how many planes and channels the pages interleave (>= 1)
+    plane : 0-based (Suite2p's ``plane0`` is 0); channel : 1-based (ScanImage's channel 1 is
+    1, Suite2p's ``functional_chan``)
+    """
+
+    planes: int = 1
+    plane: int = 0
+    channels: int = 1
+    channel: int = 1
+
+    def __post_init__(self):
+        for name in ("planes", "plane", "channels", "channel"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name}: expected a whole number, got {value!r}")
+        if self.planes < 1 or self.channels < 1:
+            raise ValueError(
+                f"planes and channels must be >= 1, got {self.planes} planes, "
+                f"{self.channels} channels"
+            )
+        if not 0 <= self.plane < self.planes:
+            raise ValueError(
+                f"plane {self.plane} outside 0..{self.planes - 1} (planes are 0-based, as "
+                "Suite2p's plane0, plane1, ...)"
+            )
+        if not 1 <= self.channel <= self.channels:
+            raise ValueError(
+                f"channel {self.channel} outside 1..{self.channels} (channels are 1-based, as "
+                "ScanImage's and Suite2p's functional_chan)"
+            )
+
+    @property
+    def stride(self) -> int:
+        """Pages per time point."""
+        return self.planes * self.channels
+
+    @property
+    def offset(self) -> int:
+        """The page of time point 0."""
+        return self.plane * self.channels + self.channel - 1
+
+    @property
+    def is_plain(self) -> bool:
+        """One channel, one plane: every page is a frame."""
+        return self.stride == 1
+
+    def n_frames(self, n_pages: int) -> int:
+        """Time points of this channel and plane in ``n_pages`` pages (a last, incomplete time
+        point counts when it reaches this channel and plane, as Suite2p's ``[offset::stride]``)."""
+        return max(0, (int(n_pages) - self.offset + self.stride - 1) // self.stride)
+
+    def describe(self) -> str:
+        """'channel 2 of 2, plane 0 of 3' (the parts that are not single)."""
+        parts = []
+        if self.channels > 1:
+            parts.append(f"channel {self.channel} of {self.channels}")
+        if self.planes > 1:
+            parts.append(f"plane {self.plane} of {self.planes} (0-based)")
+        return ", ".join(parts) or "every page (one channel, one plane)"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict | None) -> Interleave | None:
+        """The interleave a store recorded (None: a plain movie)."""
+        return None if not value else cls(**{k: int(v) for k, v in value.items()})
+
+
+class InterleavedMovie(Movie):
+    """The frames of ``inner`` (its pages) at ``interleave.offset + t * interleave.stride``.
+
+    A window of frames is read as the span of pages it covers, in pieces of at most
+    :data:`INNER_WINDOW_BYTES`, and the selected pages copied out: memory stays bounded by the
+    piece, whatever the window; the pass reads every page of the file (all channels and
+    planes), as the acquisition wrote them. Closing it closes ``inner``.
+    """
+
+    def __init__(self, inner: Movie, interleave: Interleave):
+        n = interleave.n_frames(inner.n_frames)
+        if n < 1:
+            raise ValueError(
+                f"{inner.path}: {inner.n_frames} pages hold no frame of {interleave.describe()}"
+            )
+        super().__init__(inner.path, (n, inner.height, inner.width), inner.dtype)
+        self.inner = inner
+        self.interleave = interleave
+        self.format = inner.format
+        self.fs_hz = inner.fs_hz
+        self.dataset = inner.dataset
+        self.axis_order = inner.axis_order
+        stride_bytes = interleave.stride * inner.frame_bytes
+        self._per_piece = max(1, INNER_WINDOW_BYTES // stride_bytes)  # frames per inner read
+        self._buffer = None  # inner pages of one piece, reused
+        self._lock = threading.Lock()
+
+    def _pages(self, start: int, stop: int) -> tuple[int, int]:
+        """The span of inner pages [first, last) holding frames [start, stop)."""
+        il = self.interleave
+        return il.offset + start * il.stride, il.offset + (stop - 1) * il.stride + 1
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if not self._fills_in_place(start, stop, out):
+            return super().read_into(start, stop, out)
+        stride = self.interleave.stride
+        with self._lock:
+            for lo in range(start, stop, self._per_piece):
+                hi = min(stop, lo + self._per_piece)
+                first, last = self._pages(lo, hi)
+                if self._buffer is None:  # the longest span of a piece
+                    self._buffer = self.inner.window_buffer((self._per_piece - 1) * stride + 1)
+                pages = self.inner.read_into(
+                    first, last, self.inner.placed_window(self._buffer, first, last)
+                )
+                out[lo - start : hi - start] = pages[::stride]
+        return out
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.height, self.width), self.dtype)
+        return self.read_into(start, stop, out)
+
+    @property
+    def read_mode(self) -> str:
+        return self.inner.read_mode
+
+    def describe(self) -> dict:
+        return {
+            **self.inner.describe(),
+            "n_frames": self.n_frames,
+            "pages": self.inner.n_frames,
+            "interleave": self.interleave.as_dict(),
+        }
+
+    def close(self) -> None:
+        self.inner.close()

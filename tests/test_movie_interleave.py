@@ -1,0 +1,179 @@
+"""Movies whose pages interleave channels and planes (ScanImage's order, ImageJ hyperstacks):
+one channel of one plane read as a movie, chosen by ingest from the flags or Suite2p's ops."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from actsort_gpu.cli import main
+from actsort_gpu.io.movies import ArrayMovie, Interleave, InterleavedMovie, open_movie
+from actsort_gpu.io.movies import interleave as interleave_mod
+from actsort_gpu.store import SortStore
+from actsort_gpu.synth import SynthConfig, synthesize
+
+
+def test_page_arithmetic_is_suite2ps_slicing():
+    """Frame t of (plane, channel) is page t * planes * channels + plane * channels +
+    channel - 1; an incomplete last time point counts as numpy's [offset::stride] does."""
+    for planes, channels in [(1, 2), (3, 1), (2, 3)]:
+        for plane in range(planes):
+            for channel in range(1, channels + 1):
+                il = Interleave(planes=planes, plane=plane, channels=channels, channel=channel)
+                for n_pages in range(1, 3 * il.stride + 2):
+                    assert il.n_frames(n_pages) == len(range(n_pages)[il.offset :: il.stride])
+    assert Interleave(planes=3, plane=2, channels=2, channel=2).offset == 5
+    assert Interleave().is_plain and Interleave(channels=2).stride == 2
+    for bad, message in [
+        ({"channels": 2, "channel": 0}, "channel 0 outside 1..2"),
+        ({"channels": 2, "channel": 3}, "channel 3 outside 1..2"),
+        ({"planes": 2, "plane": 2}, "plane 2 outside 0..1"),
+        ({"planes": 0}, "must be >= 1"),
+        ({"channels": 1.5}, "whole number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Interleave(**bad)
+    assert Interleave.from_dict(Interleave(channels=2).as_dict()) == Interleave(channels=2)
+    assert Interleave.from_dict(None) is None
+
+
+def test_windows_of_one_channel_in_pieces(monkeypatch):
+    """Any window equals the array's [offset::stride] slice, also when it is read in several
+    pieces of bounded size and into a placed buffer."""
+    rng = np.random.default_rng(0)
+    pages = rng.integers(0, 60000, (47, 5, 6), dtype=np.uint16)
+    monkeypatch.setattr(interleave_mod, "INNER_WINDOW_BYTES", 3 * 5 * 6 * 2 * 6)  # 3 frames
+    il = Interleave(planes=2, plane=1, channels=3, channel=2)
+    want = pages[il.offset :: il.stride]
+    with InterleavedMovie(ArrayMovie(pages), il) as movie:
+        assert movie.shape == want.shape and movie.dtype == pages.dtype
+        for start, stop in [(0, len(want)), (1, 2), (2, 7), (len(want) - 1, len(want))]:
+            np.testing.assert_array_equal(movie.read(start, stop), want[start:stop])
+        got = np.concatenate([c.copy() for _, c in movie.iter_chunks(4, reuse_buffer=True)])
+        np.testing.assert_array_equal(got, want)
+        assert movie.describe()["interleave"] == il.as_dict()
+        assert movie.describe()["pages"] == 47
+
+
+def test_tiff_pages_and_hyperstacks(tmp_path):
+    """A plain multi-page TIFF of interleaved pages and an ImageJ hyperstack (TZCYX) give the
+    same channel and plane; a hyperstack without a choice, or with the wrong number of
+    channels, is refused naming the file."""
+    rng = np.random.default_rng(1)
+    t, planes, channels = 9, 2, 3
+    stack = rng.integers(0, 4000, (t, planes, channels, 8, 10), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "pages.tif", stack.reshape(-1, 8, 10))
+    tifffile.imwrite(tmp_path / "hyper.tif", stack, imagej=True, metadata={"axes": "TZCYX"})
+    tifffile.imwrite(tmp_path / "hyperz.tif", stack, compression="zlib", photometric="minisblack")
+    il = Interleave(planes=planes, plane=1, channels=channels, channel=3)
+    for name in ("pages.tif", "hyper.tif", "hyperz.tif"):
+        kw = {"interleave": il}
+        with open_movie(tmp_path / name, **kw) as movie:
+            np.testing.assert_array_equal(movie.read(0, t), stack[:, 1, 2])
+    with pytest.raises(ValueError, match=r"hyper.tif: .*2 planes and 3 channels interleaved"):
+        open_movie(tmp_path / "hyper.tif")
+    with pytest.raises(ValueError, match=r"hyper.tif: the TIFF holds 3 channels .*not 2"):
+        open_movie(tmp_path / "hyper.tif", interleave=Interleave(planes=2, channels=2))
+    with open_movie(tmp_path / "hyper.tif", interleave=Interleave()) as movie:
+        assert movie.shape == (t * planes * channels, 8, 10)  # its pages, as they are
+
+
+@pytest.fixture(scope="module")
+def two_channels(tmp_path_factory):
+    """A small synthetic recording (Suite2p layout) and the same movie with a second, unrelated
+    channel after each frame, as ScanImage writes two channels."""
+    d = tmp_path_factory.mktemp("two_channels")
+    cfg = SynthConfig(seed=5, n_frames=240, height=64, width=72, n_cells=10, n_false_positives=10)
+    synthesize(d / "rec", cfg, formats=("suite2p",))
+    green = tifffile.imread(d / "rec" / "movie.tif")
+    red = np.random.default_rng(2).integers(100, 200, green.shape).astype(green.dtype)
+    pages = np.stack([green, red], 1)
+    tifffile.imwrite(d / "pages.tif", pages.reshape(-1, *green.shape[1:]))
+    tifffile.imwrite(d / "hyper.tif", pages, imagej=True, metadata={"axes": "TCYX"})
+    return d
+
+
+def _ingest(*args) -> int:
+    return main(["ingest", *args, "--no-progress"])
+
+
+def test_ingest_reads_the_functional_channel(two_channels, tmp_path, capsys):
+    """The flags choose the channel; the store equals one ingested from the single-channel
+    movie (same frames, same snapshots after preprocess); the wrong channel fails the
+    mean-image check; without a choice the error says how the frame counts relate."""
+    d = two_channels
+    plane = str(d / "rec" / "suite2p" / "plane0")
+    ref = tmp_path / "ref.actsort"
+    assert (
+        _ingest("--movie", str(d / "rec" / "movie.tif"), "--extraction", plane, "--out", str(ref))
+        == 0
+    )
+    assert main(["preprocess", str(ref), "--no-progress"]) == 0
+    for name in ("pages.tif", "hyper.tif"):
+        out = tmp_path / f"{name}.actsort"
+        flags = ["--channels", "2", "--channel", "1"]
+        assert (
+            _ingest("--movie", str(d / name), "--extraction", plane, "--out", str(out), *flags) == 0
+        )
+        movie = SortStore.open(out).attrs["movie"]
+        assert movie["interleave"] == Interleave(channels=2).as_dict() and movie["n_frames"] == 240
+        assert main(["preprocess", str(out), "--no-progress"]) == 0
+        a, b = SortStore.open(ref), SortStore.open(out)
+        for key in ("fov/max", "fov/mean", "fov/corr"):
+            np.testing.assert_array_equal(a.read(key), b.read(key), err_msg=key)
+        np.testing.assert_array_equal(a.snapshots(3), b.snapshots(3))
+    # the Dask pieces reopen the movie with the channel the store recorded
+    from actsort_gpu.preprocess import preprocess
+
+    split = tmp_path / "split.actsort"
+    shutil.copytree(tmp_path / "pages.tif.actsort", split)
+    preprocess(split, device="cpu", workers=2)
+    np.testing.assert_allclose(
+        SortStore.open(split).read("fov/mean"), SortStore.open(ref).read("fov/mean"), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        SortStore.open(split).snapshots(3), SortStore.open(ref).snapshots(3)
+    )
+    capsys.readouterr()
+    wrong = tmp_path / "wrong.actsort"
+    args = ["--movie", str(d / "pages.tif"), "--extraction", plane, "--out", str(wrong)]
+    assert _ingest(*args, "--channels", "2", "--channel", "2") == 1
+    assert "do not look like the mean image" in capsys.readouterr().err
+    assert _ingest(*args) == 1
+    err = capsys.readouterr().err
+    assert "has 480" in err and "2x the traces' frames" in err and "--channels" in err
+    assert _ingest(*args[:-2], "--out", str(wrong), "--channel", "3") == 1
+    assert "channel 3 outside 1..1" in capsys.readouterr().err
+    assert not wrong.exists()
+
+
+def test_ingest_takes_the_channel_from_suite2ps_ops(two_channels, tmp_path, caplog, capsys):
+    """Suite2p run on the two-channel movie records nchannels and functional_chan in its
+    ops: ingest then reads that channel without flags (and says so)."""
+    d = two_channels
+    plane = tmp_path / "suite2p" / "plane0"
+    shutil.copytree(d / "rec" / "suite2p" / "plane0", plane)
+    ops = np.load(plane / "ops.npy", allow_pickle=True).item()
+    np.save(plane / "ops.npy", {**ops, "nchannels": 2, "functional_chan": 1}, allow_pickle=True)
+    out = tmp_path / "auto.actsort"
+    with caplog.at_level("INFO", logger="actsort_gpu.ingest"):
+        assert (
+            _ingest("--movie", str(d / "hyper.tif"), "--extraction", str(plane), "--out", str(out))
+            == 0
+        )
+    assert "reading channel 1 of 2 of" in caplog.text
+    assert main(["info", str(out)]) == 0
+    assert "channel 1 of 2 of its 480 pages" in capsys.readouterr().out
+    assert SortStore.open(out).attrs["movie"]["interleave"]["channels"] == 2
+    # the raw single-channel movie with the same ops: every frame is read (no choice needed)
+    out2 = tmp_path / "plain.actsort"
+    assert (
+        _ingest(
+            "--movie", str(d / "rec" / "movie.tif"), "--extraction", str(plane), "--out", str(out2)
+        )
+        == 0
+    )
+    assert "interleave" not in SortStore.open(out2).attrs["movie"]
