@@ -20,6 +20,9 @@ average at its end, and the share of the movie left in the page cache before eac
 (``mincore``: 0 = the eviction worked; where ``posix_fadvise`` leaves pages and this process
 may, it drops the whole cache). Files are deleted afterwards unless ``--keep``.
 ``--gen-workers`` writes the movie with that many processes (the movie is the same).
+``--channels C`` interleaves C channels in the movie's pages (ScanImage's order: the cells in
+channel 1, background in the others) and ingests channel 1: the pass reads every page of the
+file and keeps one in C, and its MB/s counts the whole file, as the raw read does.
 
     python scripts/bench_preprocess.py --sizes 1,4,8 --dir ../bench_tmp
     python scripts/bench_preprocess.py --sizes 2 --accumulators compiled,blocked --warm
@@ -39,10 +42,19 @@ from pathlib import Path
 import numpy as np
 
 
-def write_movie(path: Path, n_frames: int, fov: int, n_cand: int, seed: int = 0, workers: int = 1):
+def write_movie(
+    path: Path,
+    n_frames: int,
+    fov: int,
+    n_cand: int,
+    seed: int = 0,
+    workers: int = 1,
+    channels: int = 1,
+):
     """uint16 movie with noise and disk-shaped cells firing at random frames; returns the
     candidates' footprints (CSR) and traces (N, T). ``workers`` processes write disjoint
-    blocks of frames (same content for any number)."""
+    blocks of frames (same content for any number). ``channels`` > 1: that many pages per
+    frame, the cells in the first, the background in the others."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
@@ -67,10 +79,11 @@ def write_movie(path: Path, n_frames: int, fov: int, n_cand: int, seed: int = 0,
     ev = rng.integers(10, n_frames - 10, size=(n_cand, n_ev))
     for j in range(4):
         np.add.at(traces, (np.arange(n_cand)[:, None], ev + j), np.exp(-j / 1.5))
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=(n_frames, fov, fov))
+    shape = (n_frames * channels, fov, fov)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16, shape=shape)
     del mm  # header written; the blocks are filled through their own maps
     base = rng.integers(90, 110, size=(16, fov, fov), dtype=np.uint16)
-    _GEN.update(path=path, base=base, fpT=fp.T.tocsr(), traces=traces, fov=fov)
+    _GEN.update(path=path, base=base, fpT=fp.T.tocsr(), traces=traces, fov=fov, channels=channels)
     step = 64
     blocks = [(a, min(n_frames, a + step)) for a in range(0, n_frames, step)]
     if workers > 1:
@@ -95,7 +108,10 @@ def _write_block(a: int, b: int) -> None:
     block = g["base"][np.arange(a, b) % 16].astype(np.float32)
     act = (g["fpT"] @ g["traces"][:, a:b]).T.reshape(b - a, g["fov"], g["fov"])  # (t, H, W)
     block += 60.0 * act
-    mm[a:b] = np.clip(block, 0, 65535).astype(np.uint16)
+    c = g["channels"]
+    mm[a * c : b * c : c] = np.clip(block, 0, 65535).astype(np.uint16)
+    for k in range(1, c):  # the other channels: background only
+        mm[a * c + k : b * c : c] = g["base"][(np.arange(a, b) + k) % 16]
     mm.flush()
     del mm
 
@@ -218,21 +234,30 @@ def prepare(size_gb: float, args) -> dict:
     seconds it took to write."""
     from actsort_gpu.ingest import ingest
     from actsort_gpu.io.candidates import Candidates
-    from actsort_gpu.io.movies import NpyMovie
+    from actsort_gpu.io.movies import Interleave, InterleavedMovie, NpyMovie
 
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
-    frame_bytes = args.fov * args.fov * 2
+    channels = getattr(args, "channels", 1)
+    frame_bytes = args.fov * args.fov * 2 * channels
     n_frames = int(size_gb * 1e9 // frame_bytes)
     movie = work / f"movie_{size_gb:g}GB.npy"
     store = work / f"movie_{size_gb:g}GB.actsort"
     t = time.perf_counter()
     fp, traces = write_movie(
-        movie, n_frames, args.fov, args.candidates, workers=getattr(args, "gen_workers", 1)
+        movie,
+        n_frames,
+        args.fov,
+        args.candidates,
+        workers=getattr(args, "gen_workers", 1),
+        channels=channels,
     )
     t_write = time.perf_counter() - t
     cands = Candidates(fp, traces, args.fov, args.fov, "npz", work / "synthetic.npz")
-    ingest(NpyMovie(movie), cands, store, overwrite=True)
+    opened = NpyMovie(movie)
+    if channels > 1:
+        opened = InterleavedMovie(opened, Interleave(channels=channels))
+    ingest(opened, cands, store, overwrite=True)
     return {
         "movie": str(movie),
         "store": str(store),
@@ -262,6 +287,7 @@ def measure(prep: dict, args, method: str = "default", warm: bool = False) -> di
     return {
         "size_gb": round(movie_bytes / 1e9, 2),
         "frames": prep["n_frames"],
+        "channels": getattr(args, "channels", 1),
         "fov": args.fov,
         "candidates": args.candidates,
         "accumulator": res["accumulator"],
@@ -338,6 +364,12 @@ def main(argv=None):
     )
     p.add_argument(
         "--warm", action="store_true", help="also measure with the movie in the page cache"
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=1,
+        help="channels interleaved in the movie's pages; the pass reads channel 1 (default 1)",
     )
     args = p.parse_args(argv)
     for s in args.sizes.split(","):

@@ -79,6 +79,16 @@ def test_tiff_pages_and_hyperstacks(tmp_path):
         open_movie(tmp_path / "hyper.tif", interleave=Interleave(planes=2, channels=2))
     with open_movie(tmp_path / "hyper.tif", interleave=Interleave()) as movie:
         assert movie.shape == (t * planes * channels, 8, 10)  # its pages, as they are
+    # tifffile shapes a ScanImage file ZTCYX, Z outermost: in a fast-z recording Z counts
+    # time points x planes, so only an ImageJ-style Z (after T) is a plane count
+    from types import SimpleNamespace
+
+    from actsort_gpu.io.movies import _check_stack
+
+    fast_z = SimpleNamespace(path=tmp_path / "si.tif", stack=("ZTC", (400, 1, 2)))
+    _check_stack(fast_z, Interleave(planes=4, plane=1, channels=2, channel=1))
+    with pytest.raises(ValueError, match="holds 2 channels"):
+        _check_stack(fast_z, Interleave(planes=4, channels=3))
 
 
 @pytest.fixture(scope="module")

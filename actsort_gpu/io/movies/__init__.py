@@ -212,11 +212,13 @@ def _check_stack(movie: Movie, interleave: Interleave) -> None:
     stack = getattr(movie, "stack", None)
     if stack is None or interleave.is_plain:
         return
-    sizes = dict(zip(*stack))
-    for axis, name, given in (
-        ("C", "channels", interleave.channels),
-        ("Z", "planes", interleave.planes),
-    ):
+    axes, sizes = stack[0], dict(zip(*stack))
+    checks = [("C", "channels", interleave.channels)]
+    if "T" in axes and "Z" in axes and axes.index("T") < axes.index("Z"):
+        # ImageJ's TZCYX; tifffile calls a ScanImage file's outer axis Z ('ZTCYX'), which
+        # holds time points (and planes) in a fast-z recording: not a plane count
+        checks.append(("Z", "planes", interleave.planes))
+    for axis, name, given in checks:
         if axis in sizes and sizes[axis] != given:
             raise ValueError(
                 f"{movie.path}: the TIFF holds {sizes[axis]} {name} (axes {stack[0]}, "
