@@ -613,6 +613,39 @@ def case_movie_folder_mixed_parts(ctx: Ctx) -> Outcome:
     return _movie_case(ctx, "TIFF folder: part 2 float32, part 1 uint16", folder, names="part2.tif")
 
 
+def _two_channels(ctx: Ctx) -> Path:
+    """The movie as a two-channel ImageJ hyperstack (TCYX): the recording in channel 1,
+    a structureless second channel (ScanImage's red channel without a label)."""
+    import tifffile
+
+    green = np.load(ctx.movie)
+    red = np.random.default_rng(5).integers(90, 110, green.shape).astype(green.dtype)
+    path = ctx.root / "in" / "two_channels.tif"
+    tifffile.imwrite(path, np.stack([green, red], 1), imagej=True, metadata={"axes": "TCYX"})
+    return path
+
+
+def case_movie_two_channels_no_choice(ctx: Ctx) -> Outcome:
+    movie = _two_channels(ctx)
+    return _movie_case(
+        ctx, "two-channel hyperstack, no channel chosen", movie, names="two_channels.tif"
+    )
+
+
+def case_movie_wrong_channel(ctx: Ctx) -> Outcome:
+    movie = _two_channels(ctx)
+    return _movie_case(
+        ctx,
+        "two-channel hyperstack, the other channel chosen",
+        movie,
+        "--channels",
+        "2",
+        "--channel",
+        "2",
+        names="two_channels.tif",
+    )
+
+
 def case_movie_deflate_corrupt(ctx: Ctx) -> Outcome:
     """A zlib-compressed TIFF movie with one page's data damaged: found by preprocess."""
     import tifffile
@@ -1350,6 +1383,8 @@ CASES = [
     Case("movie_truncated", case_movie_truncated),
     Case("movie_not_tiff", case_movie_not_tiff),
     Case("movie_folder_parts", case_movie_folder_mixed_parts),
+    Case("movie_two_channels", case_movie_two_channels_no_choice),
+    Case("movie_wrong_channel", case_movie_wrong_channel),
     Case("movie_deflate", case_movie_deflate_corrupt),
     Case("fs_negative", case_fs_negative),
     Case("fs_nan", case_fs_nan),
