@@ -407,7 +407,9 @@ ROOT_ATTRS: dict[str, str] = {
     "`n_candidates`, `n_frames`, `height`, `width`": "N, T (trace frames), H, W",
     "`movie`": "`{path, format, dataset, n_frames (movie frames), dtype, fs_hz, "
     "temporal_downsample, axis_order, fingerprint, signature}` (`signature`: "
-    "`{frames, sha256}` of a few frames' values, checked by the movie pass)",
+    "`{frames, sha256}` of a few frames' values, checked by the movie pass); a movie whose "
+    "pages interleave channels / planes also `pages` and `interleave: {planes, plane, "
+    "channels, channel}` (the frames read: `io.movies.Interleave`)",
     "`extraction`": "`{path, format, fingerprint (size, mtime, sha256)}`",
     "`stages`": "per stage: `{status: complete|incomplete, started, finished, seconds, params, "
     "...}`; the computing stages (preprocess, features, embed, apply) record where they ran in "
