@@ -370,6 +370,8 @@ def run_check(args) -> dict:
     if not gpu and "tests" in parts:
         parts.remove("tests")
         skipped["tests"] = {"status": "not run: no GPU", "result": None}
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gpu_check-", dir=args.workdir))
     report = {
         "gpu_half_ran": gpu,
