@@ -118,11 +118,18 @@ class ImportReport:
     def summary(self) -> str:
         n = self.imported_cells + self.imported_not_cells
         iou = f"; median IoU {self.median_iou:.2f}" if n and np.isfinite(self.median_iou) else ""
+        not_cells = self.imported_not_cells
         return (
-            f"{n:,} labels imported ({self.imported_cells:,} cells, {self.imported_not_cells:,} "
-            f"not cells{iou}) of {self.source_labels:,} in the source; "
+            f"{_count(n, 'label')} imported ({_count(self.imported_cells, 'cell')}, "
+            f"{not_cells:,} not {'a cell' if not_cells == 1 else 'cells'}{iou}) "
+            f"of {self.source_labels:,} in the source; "
             f"{self.kept:,} kept (already labelled here), {self.unmatched:,} without a match"
         )
+
+
+def _count(n: int, word: str) -> str:
+    """'1 label', '2 labels'."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 @dataclass(frozen=True)

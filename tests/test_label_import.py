@@ -73,7 +73,7 @@ def test_import_carries_labels_to_a_reordered_extraction(tmp_path, capsys):
         j.undo("ana")  # one undo reverts the whole import
         assert {c for _, c in j.labels} == {int(np.flatnonzero(order == 7)[0])}
     assert main(["import-labels", str(target), "--from", str(source)]) == 0
-    assert "3 labels imported (2 cells, 1 not cells" in capsys.readouterr().out
+    assert "3 labels imported (2 cells, 1 not a cell" in capsys.readouterr().out
     # again: everything is labelled here already, and no "median IoU nan" is printed
     assert main(["import-labels", str(target), "--from", str(source)]) == 0
     out = capsys.readouterr().out
@@ -144,7 +144,7 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
         f.create_group("labels").create_dataset("labels_ex", data=ex2[None, :])
     assert main(["import-labels", str(store), "--from", str(v73)]) == 0
     out = capsys.readouterr().out
-    assert "1 labels imported (0 cells, 1 not cells) of 2" in out and "1 kept" in out
+    assert "1 label imported (0 cells, 1 not a cell) of 2" in out and "1 kept" in out
     assert "median IoU" not in out
     # the exported CSV round-trips into a fresh store of the same extraction
     assert main(["export", str(store), "--format", "csv", "--out", str(tmp_path / "t.csv")]) == 0
