@@ -313,6 +313,33 @@ def movie_interleave(config: IngestConfig):
         raise ValueError(f"ingest (--channels / --channel / --planes / --plane): {exc}") from None
 
 
+#: a registration that shifted frames by more than this (px) makes an unregistered movie's
+#: snapshots drift visibly from the outlines
+MAX_UNREGISTERED_SHIFT_PX = 2.0
+
+
+def _warn_if_unregistered(candidates: Candidates, movie_path) -> None:
+    """Warn when the extraction registered the movie with large shifts (Suite2p ops) and the
+    movie given is not the registered one it wrote: footprints and traces are in the
+    registered frames."""
+    shift = candidates.registration_shift_px
+    if shift is None or shift <= MAX_UNREGISTERED_SHIFT_PX:
+        return
+    registered = candidates.registered_movie
+    given = Path(movie_path).resolve()
+    if registered is not None and given in (registered.resolve(), registered.parent.resolve()):
+        return
+    log.warning(
+        "%s: its registration shifted frames by up to %.1f px (Suite2p ops yoff / xoff), and "
+        "its footprints and traces are in the registered frames: if %s is the raw recording, "
+        "its event snapshots will drift from the outlines; pass the registered movie%s",
+        candidates.source_path,
+        shift,
+        movie_path,
+        f" ({registered})" if registered is not None else " (Suite2p's data.bin)",
+    )
+
+
 def _layout_from_source(candidates: Candidates, movie):
     """The channel and plane the extraction says it came from (Suite2p's ops), when the
     movie's pages hold that many times the traces' frames; else None (every page a frame)."""
@@ -395,6 +422,7 @@ def ingest_files(
                 expected_hw=(candidates.height, candidates.width),
                 interleave=chosen,
             )
+        _warn_if_unregistered(candidates, movie_path)
         fingerprint = file_fingerprint(extraction_path, content_hash=True)
         return ingest(
             movie,

@@ -187,3 +187,32 @@ def test_ingest_takes_the_channel_from_suite2ps_ops(two_channels, tmp_path, capl
         == 0
     )
     assert "interleave" not in SortStore.open(out2).attrs["movie"]
+
+
+def test_ingest_warns_when_a_registered_extraction_gets_the_raw_movie(
+    two_channels, tmp_path, caplog
+):
+    """Suite2p registered the frames with shifts up to 6 px (ops yoff / xoff): given another
+    movie than its data.bin, ingest warns that snapshots will drift; given data.bin, or with
+    shifts of 1 px, it does not."""
+    d = two_channels
+    plane = tmp_path / "suite2p" / "plane0"
+    shutil.copytree(d / "rec" / "suite2p" / "plane0", plane)
+    ops = np.load(plane / "ops.npy", allow_pickle=True).item()
+    movie = tifffile.imread(d / "rec" / "movie.tif")
+    movie.astype(np.int16).tofile(plane / "data.bin")
+    shifts = np.zeros(movie.shape[0], np.int32)
+    for top, expect in [(6, True), (1, False)]:
+        shifts[17] = -top
+        np.save(plane / "ops.npy", {**ops, "yoff": shifts, "xoff": 0 * shifts}, allow_pickle=True)
+        for given, warned in [(d / "rec" / "movie.tif", expect), (plane / "data.bin", False)]:
+            caplog.clear()
+            out = tmp_path / f"s{top}_{given.suffix[1:]}.actsort"
+            with caplog.at_level("WARNING", logger="actsort_gpu.ingest"):
+                assert (
+                    _ingest("--movie", str(given), "--extraction", str(plane), "--out", str(out))
+                    == 0
+                )
+            assert ("snapshots will drift" in caplog.text) == warned, (top, given)
+            if warned:
+                assert "up to 6.0 px" in caplog.text and "data.bin" in caplog.text

@@ -193,6 +193,11 @@ class Candidates:
     movie_layout : what the source says about the movie's pages, when it interleaves channels
         or planes (Suite2p ops): ``io.movies.Interleave`` of the channel and plane it was
         extracted from; None otherwise.
+    registration_shift_px : the largest frame shift the source's motion registration applied
+        (Suite2p ops ``yoff`` / ``xoff``), None when unknown; registered_movie : the
+        registered movie it wrote (Suite2p's ``data.bin``), None when it kept none. Footprints
+        and traces are in the registered frames: ingest warns when another movie is given
+        after a large shift.
     """
 
     footprints: sp.csr_matrix
@@ -206,6 +211,8 @@ class Candidates:
     fs_hz: float | None = None
     source_index: np.ndarray | None = None
     movie_layout: object | None = None
+    registration_shift_px: float | None = None
+    registered_movie: Path | None = None
 
     def __post_init__(self):
         where = str(self.source_path)

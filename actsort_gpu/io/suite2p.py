@@ -242,13 +242,38 @@ def read_suite2p(
         images=images,
         fs_hz=fs or None,
         movie_layout=_movie_layout(ops, folder),
+        registration_shift_px=_largest_shift(ops),
+        registered_movie=folder / "data.bin" if (folder / "data.bin").is_file() else None,
     )
+
+
+def _largest_shift(ops: dict) -> float | None:
+    """The largest rigid shift (px) Suite2p's registration applied to a frame (ops ``yoff``,
+    ``xoff``); None when ops do not record it."""
+    try:
+        shifts = [np.abs(np.asarray(ops[k], dtype=np.float64)) for k in ("yoff", "xoff")]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(s.size == 0 or not np.isfinite(s).all() for s in shifts):
+        return None
+    return float(max(s.max() for s in shifts))
+
+
+def _plane_index(ops: dict, folder: Path) -> int | None:
+    """The plane of a Suite2p plane folder: ops ``iplane``, else the folder's name
+    (``plane<k>``); None when neither says."""
+    try:
+        return int(ops["iplane"])
+    except (KeyError, TypeError, ValueError):
+        match = re.fullmatch(r"plane(\d+)", folder.name)
+        return None if match is None else int(match.group(1))
 
 
 def _movie_layout(ops: dict, folder: Path):
     """The channel and plane of the raw movie's pages this plane was extracted from: ops
-    ``nchannels``, ``functional_chan`` (1-based), ``nplanes`` and the plane of the folder's
-    name (``plane<k>``); None for one channel and one plane, or when ops do not say."""
+    ``nchannels``, ``functional_chan`` (1-based), ``nplanes`` and the plane (ops ``iplane``,
+    else the folder's name ``plane<k>``); None for one channel and one plane, or when ops do
+    not say."""
     from .movies.interleave import Interleave
 
     try:
@@ -259,13 +284,13 @@ def _movie_layout(ops: dict, folder: Path):
         return None
     if channels * planes <= 1:
         return None
-    match = re.fullmatch(r"plane(\d+)", folder.name)
-    if planes > 1 and match is None:
+    plane = _plane_index(ops, folder) if planes > 1 else 0
+    if plane is None:
         return None
     try:
         return Interleave(
             planes=planes,
-            plane=int(match.group(1)) if planes > 1 else 0,
+            plane=plane,
             channels=channels,
             channel=channel,
         )
