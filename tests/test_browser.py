@@ -7,6 +7,7 @@ Screenshots of each step go to artifacts/browser/ (gitignored). Needs /usr/bin/c
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import socket
@@ -517,6 +518,48 @@ def test_load_labels_typed_in_the_page(neurofinder_store, tmp_path):
             page.keyboard.press("z")
             _wait_status(page, "Undo")
             assert (ws.human(0) != 0).sum() == 0
+            browser.close()
+    finally:
+        demo.close()
+        ws.close()
+
+
+def test_ctrl_s_exports_like_actsorts_save(neurofinder_store, tmp_path):
+    """Ctrl+S (ActSort's Save) exports the store in the Export tab's format, without the
+    browser's save dialog, and the status line says where; also before the tab was opened."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
+    from playwright.sync_api import sync_playwright
+
+    from actsort_gpu.config import load_config
+    from actsort_gpu.ui import serve
+
+    store = tmp_path / "save.actsort"
+    shutil.copytree(neurofinder_store, store, ignore=shutil.ignore_patterns("labels"))
+    port = _free_port()
+    exports = tmp_path / "exports"
+    demo, ws = serve(
+        [store],
+        port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        config=load_config(),
+        export_dir=exports,
+    )
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            page = _open_page(browser, port)
+            shown = int(_index(page))
+            _press_and_wait(page, "ArrowUp", "Saved")
+            page.keyboard.press("Control+s")
+            _wait_status(page, "Wrote")
+            written = list(exports.rglob("*.csv"))
+            assert len(written) == 1 and written[0].name in page.inner_text("#as-status")
+            with written[0].open() as fh:
+                rows = {int(r["candidate"]): r for r in csv.DictReader(fh)}
+            assert rows[shown]["human_label"] == "1"  # the label just given
+            assert sum(r["human_label"] == "1" for r in rows.values()) == 1
             browser.close()
     finally:
         demo.close()

@@ -48,6 +48,15 @@ KEYBOARD_JS = """
 () => {
   const keys = __KEYS__;
   document.addEventListener('keydown', (e) => {
+    if ((e.ctrlKey || e.metaKey) && !e.altKey && (e.key === 's' || e.key === 'S')) {
+      // ActSort's Save: export this store (the browser's own save dialog is of no use here)
+      e.preventDefault();
+      if (e.repeat) return;
+      let save = document.getElementById('as-save');
+      if (save && save.tagName.toLowerCase() !== 'button') save = save.querySelector('button');
+      if (save) save.click();
+      return;
+    }
     const t = e.target;
     const tag = t && t.tagName ? t.tagName.toLowerCase() : '';
     if (tag === 'input' || tag === 'textarea' || tag === 'select'
@@ -115,6 +124,7 @@ CSS = """
 .as-legend kbd {border: 1px solid #999; border-bottom-width: 2px; border-radius: 3px;
                 padding: 0 4px; background: #f6f8fa; font-size: 12px}
 #as-status {font-size: 13px; min-height: 1.4em; padding: 0 4px}
+.as-hidden {display: none !important}
 #as-status p {margin: 0}
 #as-cell button, button#as-cell {background: #2da44e; color: white}
 #as-notcell button, button#as-notcell {background: #cf222e; color: white}
@@ -125,7 +135,8 @@ _KEYS_HTML = (
     "<b>Keys</b>: <kbd>&uarr;</kbd> cell &nbsp; <kbd>&darr;</kbd> not a cell &nbsp; "
     "<kbd>U</kbd> unsure (skip, revisit later) &nbsp; <kbd>&larr;</kbd> / <kbd>&rarr;</kbd> "
     "previous / next &nbsp; <kbd>Space</kbd> play snapshots &nbsp; <kbd>Z</kbd> undo &nbsp; "
-    "<kbd>Y</kbd> redo &nbsp; <kbd>Esc</kbd> clear selection"
+    "<kbd>Y</kbd> redo &nbsp; <kbd>Esc</kbd> clear selection &nbsp; <kbd>Ctrl</kbd>+<kbd>S</kbd> "
+    "export (tab Export's format)"
 )
 HEADER = (
     '<div class="as-legend"><h2 id="as-title">actsort-gpu</h2> &nbsp;'
@@ -288,6 +299,8 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                     b_next = gr.Button("Next →", elem_id="as-next", **small)
                     b_undo = gr.Button("Undo (Z)", elem_id="as-undo", **small)
                     b_redo = gr.Button("Redo (Y)", elem_id="as-redo", **small)
+                    # Ctrl+S: the Export tab's button is drawn only once its tab is opened
+                    b_save = gr.Button("Save", elem_id="as-save", elem_classes=["as-hidden"])
                 # right under the buttons: it confirms each key press
                 status = gr.Markdown(elem_id="as-status")
                 with gr.Row(equal_height=False, elem_id="as-evidence"):
@@ -576,9 +589,10 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                         ws.paths[st.store], fmt, target, learner=ws.learner, dataset=st.store
                     )
             except (ValueError, ImportError, OSError) as exc:
-                return None, f"Export failed: {exc}"
+                return None, f"Export failed: {exc}", f"Export failed: {exc}"
             inside = str(Path(path).resolve()).startswith(str(export_dir.resolve()))
-            return (str(path) if inside else None), f"Wrote `{path}`."
+            said = f"Wrote `{path}` ({fmt}; every label is also in the journal as you give it)."
+            return (str(path) if inside else None), f"Wrote `{path}`.", said
 
         def on_truth(st):
             new, report = H.on_truth(ws, st)
@@ -587,7 +601,9 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         b_truth.click(on_truth, [state], [state, truth_out, errors_cb], api_name="truth")
         errors_cb.change(wrap(H.on_errors), [state, errors_cb], outs, api_name="errors")
 
-        b_export.click(on_export, [state, fmt_dd], [export_file, export_msg], api_name="export")
+        export_outputs = [export_file, export_msg, status]
+        b_export.click(on_export, [state, fmt_dd], export_outputs, api_name="export")
+        b_save.click(on_export, [state, fmt_dd], export_outputs)
         b_load.click(wrap(H.on_load_labels), [state, load_tb], outs, api_name="load_labels")
         load_tb.submit(wrap(H.on_load_labels), [state, load_tb], outs)
     demo.queue(default_concurrency_limit=1)
