@@ -395,3 +395,22 @@ def test_load_labels_from_a_file_and_from_an_earlier_store(ws, tmp_path):
         assert message in p.status, p.status
         assert "Loaded" not in p.status
     np.testing.assert_array_equal(ws.human(0), before)
+
+
+def test_snapshot_contrast_sliders(ws):
+    """ActSort's snapshot contrast sliders: the black and white points are percentiles of the
+    candidate's snapshot values (default 10 and 99.9); they cannot cross; the map is left as
+    it was."""
+    from actsort_gpu.ui.layout import PLAYBACK_SPEEDS, _speed_name
+
+    st, p = H.on_load(ws, ViewState())
+    assert (st.snap_lo_pct, st.snap_hi_pct) == (10.0, 99.9)
+    st2, p2 = H.on_snapshot_contrast(ws, st, 0.0, 100.0)
+    assert (st2.snap_lo_pct, st2.snap_hi_pct) == (0.0, 100.0)
+    assert not np.array_equal(p.snapshots, p2.snapshots)  # a wider range: greyer panels
+    np.testing.assert_array_equal(p.map, p2.map)
+    st3, p3 = H.on_snapshot_contrast(ws, st2, 60.0, 55.0)  # crossed: white moves above black
+    assert st3.snap_lo_pct < st3.snap_hi_pct and st3.snap_lo_pct <= 60.0
+    st4, p4 = H.on_snapshot_contrast(ws, st3, 10.0, 99.9)
+    np.testing.assert_array_equal(p4.snapshots, p.snapshots)
+    assert _speed_name(0.15) == "Moderate" and PLAYBACK_SPEEDS[_speed_name(0.21)] == 0.2

@@ -412,6 +412,7 @@ def render_candidate(ws, st: ViewState, frame: int | None = None):
         nb,
         frame,
         panel_px=PANEL_PX,
+        clim_pct=(st.snap_lo_pct, st.snap_hi_pct),
         gap_px=GAP_PX,
         fs_hz=s.fs_hz,
     )
@@ -779,10 +780,7 @@ def on_view(
 ):
     """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours,
     click mode (leaving the box mode drops a pending box corner)."""
-    lo, hi = float(lo_pct), float(hi_pct)
-    if hi <= lo:
-        hi = min(100.0, lo + 1.0)
-        lo = min(lo, hi - 1.0)
+    lo, hi = _uncrossed(lo_pct, hi_pct, gap=1.0)
     mode = click_mode or st.click_mode
     st = st.with_(
         image=image,
@@ -795,6 +793,24 @@ def on_view(
         click_mode=mode,
         box_corner=st.box_corner if mode == CLICK_MODES[2] else None,
     )
+    return st, render_panels(ws, st)
+
+
+def _uncrossed(lo, hi, *, gap: float = 0.5) -> tuple[float, float]:
+    """Two percentile sliders that cannot cross: ``hi`` moves above ``lo`` (ActSort's sliders
+    push each other)."""
+    lo, hi = float(lo), float(hi)
+    if hi <= lo:
+        hi = min(100.0, lo + gap)
+        lo = min(lo, hi - gap)
+    return lo, hi
+
+
+def on_snapshot_contrast(ws, st: ViewState, lo_pct: float, hi_pct: float):
+    """The event snapshots' black and white points, as percentiles of the candidate's
+    snapshot values (ActSort's snapshot contrast sliders); they cannot cross."""
+    lo, hi = _uncrossed(lo_pct, hi_pct)
+    st = st.with_(snap_lo_pct=lo, snap_hi_pct=hi)
     return st, render_panels(ws, st)
 
 

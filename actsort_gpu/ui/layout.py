@@ -27,6 +27,15 @@ __all__ = ["build_app", "launch", "check_address", "KEYBOARD_JS", "CSS"]
 
 # The page's export formats: all but NWB, which edits the extraction's own file (CLI only).
 PAGE_EXPORTS = tuple(f for f in FORMATS if f != "nwb")
+#: ActSort's playback speeds: seconds per snapshot frame
+PLAYBACK_SPEEDS = {"Slow": 0.2, "Moderate": 0.15, "Fast": 0.1}
+
+
+def _speed_name(seconds: float) -> str:
+    """The playback speed closest to ``seconds`` per frame."""
+    return min(PLAYBACK_SPEEDS, key=lambda name: abs(PLAYBACK_SPEEDS[name] - seconds))
+
+
 #: Gradio's upload route accepts at most this many bytes per file (the page uploads nothing)
 MAX_UPLOAD_BYTES = 1024
 KEYS = {
@@ -136,7 +145,7 @@ _KEYS_HTML = (
     "<kbd>U</kbd> unsure (skip, revisit later) &nbsp; <kbd>&larr;</kbd> / <kbd>&rarr;</kbd> "
     "previous / next &nbsp; <kbd>Space</kbd> play snapshots &nbsp; <kbd>Z</kbd> undo &nbsp; "
     "<kbd>Y</kbd> redo &nbsp; <kbd>Esc</kbd> clear selection &nbsp; <kbd>Ctrl</kbd>+<kbd>S</kbd> "
-    "export (tab Export's format)"
+    "export"
 )
 HEADER = (
     '<div class="as-legend"><h2 id="as-title">actsort-gpu</h2> &nbsp;'
@@ -386,6 +395,27 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                             list(CLICK_MODES), value=CLICK_MODES[0], label="Click on the map"
                         )
                         b_clear = gr.Button("Clear selection (Esc)", elem_id="as-clear", size="sm")
+                    with gr.Tab("Snapshots"):
+                        with gr.Row():
+                            snap_lo = gr.Slider(
+                                0,
+                                50,
+                                value=ViewState.snap_lo_pct,
+                                step=0.5,
+                                label="Snapshots: black (%ile of the candidate's values)",
+                            )
+                            snap_hi = gr.Slider(
+                                50,
+                                100,
+                                value=ViewState.snap_hi_pct,
+                                step=0.1,
+                                label="white (%ile)",
+                            )
+                        speed_rd = gr.Radio(
+                            list(PLAYBACK_SPEEDS),
+                            value=_speed_name(cfg.playback_s_per_frame),
+                            label="Playback speed (Space plays)",
+                        )
                     with gr.Tab("Map colours and filters"):
                         colour_rd = gr.Radio(
                             list(COLOUR_MODES),
@@ -557,6 +587,9 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         for comp in (flo_sl, fhi_sl):
             comp.release(wrap(H.on_map_options), map_inputs, outs)
         thr_sl.release(wrap(H.on_threshold), [state, thr_sl], outs)
+        for comp in (snap_lo, snap_hi):
+            comp.release(wrap(H.on_snapshot_contrast), [state, snap_lo, snap_hi], outs)
+        speed_rd.change(lambda name: gr.update(value=PLAYBACK_SPEEDS[name]), [speed_rd], [timer])
         strat_dd.change(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
         weight_sl.release(wrap(H.on_strategy), [state, strat_dd, weight_sl], outs)
 

@@ -578,6 +578,7 @@ def snapshot_strip(
     *,
     panel_px: int = 150,
     clim: tuple[float, float] | None = None,
+    clim_pct: tuple[float, float] = (10.0, 99.9),
     gap_px: int = 6,
     fs_hz: float | None = None,
 ) -> np.ndarray:
@@ -587,13 +588,14 @@ def snapshot_strip(
     crop : (row0, row1, col0, col1); frame : None = summary image, else that snapshot frame
     (playback). Each panel carries the candidate's outline (selected colour) and its
     neighbours' outlines (neighbour colour), and a caption: the event number and its time
-    (s with ``fs_hz``, else its frame).
+    (s with ``fs_hz``, else its frame). The grey scale spans ``clim`` (values), else the
+    ``clim_pct`` percentiles of the candidate's snapshot values (ActSort: 10 and 99.9).
     """
     n_ev, n_fr, h, w = snapshots.shape
     if clim is None:
         valid = snapshots[np.asarray(events) >= 0]
         vals = valid.ravel() if valid.size else np.zeros(1, np.float32)
-        clim = tuple(np.percentile(vals, [10, 99.9]))
+        clim = tuple(np.percentile(vals, list(clim_pct)))
     panels = []
     for e in range(n_ev):
         if events[e] < 0:

@@ -43,6 +43,8 @@ class ViewState:
     box_corner : first corner (row, col) of a box selection awaiting its second click
     history_pos : position in the store's labelling order when browsing back (None: at the end)
     image, lo_pct, hi_pct : FOV image and its contrast percentiles
+    snap_lo_pct, snap_hi_pct : the event snapshots' contrast: percentiles of the candidate's
+        snapshot values shown black and white (ActSort's defaults: 10 and 99.9)
     zoom : 0 (whole field of view) .. 100 (10 px around the current candidate)
     show_model : colour unlabelled candidates by the model's decision
     playing, frame : snapshot playback
@@ -66,6 +68,8 @@ class ViewState:
     image: str = "max"
     lo_pct: float = 1.0
     hi_pct: float = 99.7
+    snap_lo_pct: float = 10.0
+    snap_hi_pct: float = 99.9
     zoom: float = 0.0
     show_model: bool = True
     hide_cells: bool = False
