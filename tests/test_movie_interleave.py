@@ -216,3 +216,33 @@ def test_ingest_warns_when_a_registered_extraction_gets_the_raw_movie(
             assert ("snapshots will drift" in caplog.text) == warned, (top, given)
             if warned:
                 assert "up to 6.0 px" in caplog.text and "data.bin" in caplog.text
+
+
+def test_bruker_folder_of_channel_files(two_channels, tmp_path, capsys):
+    """A folder of one-frame files per channel, as Bruker's PrairieView names them
+    (``..._Cycle00001_Ch2_000001.ome.tif``): refused without a channel (naming how many files
+    each holds); with --channels 2 --channel 2 the Ch2 files are the movie, in frame order,
+    and preprocess reopens the same files."""
+    d = two_channels
+    green = tifffile.imread(d / "rec" / "movie.tif")
+    red = np.random.default_rng(3).integers(100, 200, green.shape).astype(green.dtype)
+    folder = tmp_path / "TSeries-001"
+    folder.mkdir()
+    for t in range(green.shape[0]):
+        for ch, frames in ((1, red), (2, green)):
+            tifffile.imwrite(
+                folder / f"TSeries-001_Cycle00001_Ch{ch}_{t + 1:06d}.ome.tif", frames[t]
+            )
+    with pytest.raises(ValueError, match=r"2 channels \(Ch1: 240 files, Ch2: 240 files"):
+        open_movie(folder)
+    with open_movie(folder, interleave=Interleave(channels=2, channel=2)) as movie:
+        np.testing.assert_array_equal(movie.read(0, movie.n_frames), green)
+        assert movie.describe()["interleave"]["channel"] == 2
+    plane = str(d / "rec" / "suite2p" / "plane0")
+    out = tmp_path / "bruker.actsort"
+    args = ["--movie", str(folder), "--extraction", plane, "--out", str(out)]
+    assert _ingest(*args) == 1
+    assert "--channels 2 --channel K" in capsys.readouterr().err
+    assert _ingest(*args, "--channels", "2", "--channel", "2") == 0
+    assert main(["preprocess", str(out), "--no-progress"]) == 0
+    assert SortStore.open(out).attrs["movie"]["interleave"]["channel"] == 2

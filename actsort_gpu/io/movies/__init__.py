@@ -78,14 +78,15 @@ class MovieReader:
     name : the format's name (``Movie.format``, ``open_movie(format=...)``)
     description : one line on the paths it reads, for the docs, help and error messages
     detect : path -> whether the path is this format (tried in table order)
-    open : (path, dataset, expected_hw, pages) -> :class:`Movie` (``pages``: a TIFF
-        hyperstack of channels / planes is read as its pages instead of refused)
+    open : (path, dataset, expected_hw, interleave) -> :class:`Movie` (``interleave`` given:
+        a TIFF hyperstack of channels / planes is read as its pages instead of refused, and a
+        TIFF folder whose file names carry channels keeps ``interleave.channel``'s files)
     """
 
     name: str
     description: str
     detect: Callable[[Path], bool]
-    open: Callable[[Path, str | None, tuple[int, int] | None, bool], Movie]
+    open: Callable[[Path, str | None, tuple[int, int] | None, Interleave | None], Movie]
 
 
 MOVIE_READERS: dict[str, MovieReader] = {
@@ -95,37 +96,37 @@ MOVIE_READERS: dict[str, MovieReader] = {
             "tiff",
             ".tif/.tiff multi-page TIFF or BigTIFF",
             _file_with_suffix(".tif", ".tiff"),
-            lambda path, dataset, hw, pages: TiffMovie(path, pages=pages),
+            lambda path, dataset, hw, il: TiffMovie(path, pages=il is not None),
         ),
         MovieReader(
             "tiff-folder",
             "a folder of .tif/.tiff files (natural name order)",
             _is_tiff_folder,
-            lambda path, dataset, hw, pages: TiffFolderMovie(path),
+            lambda path, dataset, hw, il: TiffFolderMovie(path, channel=_file_channel(il)),
         ),
         MovieReader(
             "hdf5",
             ".h5/.hdf5/.mat (v7.3) with a 3-D dataset",
             _file_with_suffix(".h5", ".hdf5", ".hdf", ".mat"),
-            lambda path, dataset, hw, pages: HDF5Movie(path, dataset, hw),
+            lambda path, dataset, hw, il: HDF5Movie(path, dataset, hw),
         ),
         MovieReader(
             "nwb",
             ".nwb: the data of its one TwoPhotonSeries / OnePhotonSeries / ImageSeries",
             _file_with_suffix(".nwb"),
-            lambda path, dataset, hw, pages: HDF5Movie(path, dataset, hw),
+            lambda path, dataset, hw, il: HDF5Movie(path, dataset, hw),
         ),
         MovieReader(
             "zarr",
             ".zarr (or a folder with zarr.json/.zarray/.zgroup) v2/v3 array or group",
             lambda path: path.is_dir() and _is_zarr_dir(path),
-            lambda path, dataset, hw, pages: ZarrMovie(path, dataset, hw),
+            lambda path, dataset, hw, il: ZarrMovie(path, dataset, hw),
         ),
         MovieReader(
             "suite2p-bin",
             "Suite2p data.bin with ops.npy beside it",
             _is_suite2p_bin,
-            lambda path, dataset, hw, pages: Suite2pBinMovie(
+            lambda path, dataset, hw, il: Suite2pBinMovie(
                 path / "data.bin" if path.is_dir() else path
             ),
         ),
@@ -133,13 +134,13 @@ MOVIE_READERS: dict[str, MovieReader] = {
             "npy",
             ".npy (T, H, W)",
             _file_with_suffix(".npy"),
-            lambda path, dataset, hw, pages: NpyMovie(path),
+            lambda path, dataset, hw, il: NpyMovie(path),
         ),
         MovieReader(
             "caiman-mmap",
             "CaImAn .mmap (shape and order in its name: _d1_H_d2_W_d3_1_order_C|F_frames_T_)",
             _file_with_suffix(".mmap"),
-            lambda path, dataset, hw, pages: CaimanMmapMovie(path),
+            lambda path, dataset, hw, il: CaimanMmapMovie(path),
         ),
     )
 }
@@ -195,15 +196,24 @@ def open_movie(
     reader = MOVIE_READERS.get(fmt)
     if reader is None:
         raise ValueError(f"unknown movie format {fmt!r}; supported: {', '.join(MOVIE_FORMATS)}")
-    movie = reader.open(path, dataset, expected_hw, interleave is not None)
+    movie = reader.open(path, dataset, expected_hw, interleave)
     if interleave is None:
         return movie
+    if getattr(movie, "channel_files", None) is not None:
+        # the channel is a set of files (Bruker): the pages interleave the planes only
+        interleave = Interleave(planes=interleave.planes, plane=interleave.plane)
     try:
         _check_stack(movie, interleave)
         return movie if interleave.is_plain else InterleavedMovie(movie, interleave)
     except Exception:
         movie.close()
         raise
+
+
+def _file_channel(interleave: Interleave | None) -> int | None:
+    """The channel a TIFF folder's file names select (Bruker's ``_Ch<k>_``), when one is asked
+    for."""
+    return interleave.channel if interleave is not None and interleave.channels > 1 else None
 
 
 def _check_stack(movie: Movie, interleave: Interleave) -> None:

@@ -154,11 +154,17 @@ class InterleavedMovie(Movie):
         return self.inner.read_mode
 
     def describe(self) -> dict:
+        inner = self.inner.describe()
+        chosen = self.interleave.as_dict()
+        if inner.get("interleave"):  # a channel chosen by file (a Bruker folder): kept
+            chosen.update(
+                channels=inner["interleave"]["channels"], channel=inner["interleave"]["channel"]
+            )
         return {
-            **self.inner.describe(),
+            **inner,
             "n_frames": self.n_frames,
             "pages": self.inner.n_frames,
-            "interleave": self.interleave.as_dict(),
+            "interleave": chosen,
         }
 
     def close(self) -> None:

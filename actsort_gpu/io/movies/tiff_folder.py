@@ -19,6 +19,32 @@ def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
+#: a channel in a file name, as Bruker's PrairieView writes them (``..._Cycle00001_Ch2_000001``)
+_CHANNEL_TAG = re.compile(r"_Ch(\d+)_", re.IGNORECASE)
+
+
+def _channel_files(path: Path, files: list[Path], channel: int | None) -> tuple[list[Path], int]:
+    """(The files of one channel, how many channels the names carry) when they carry several
+    (``_Ch<k>_``): those of ``channel`` (1-based), an error naming the channels when it is None
+    or absent; (``files``, 1) when they carry one channel or none."""
+    tags = [_CHANNEL_TAG.search(f.name) for f in files]
+    found = sorted({int(t.group(1)) for t in tags if t})
+    if len(found) < 2:
+        return files, 1
+    counts = ", ".join(
+        f"Ch{k}: {sum(1 for t in tags if t and int(t.group(1)) == k)} files" for k in found
+    )
+    if channel is None:
+        raise ValueError(
+            f"{path}: its files hold {len(found)} channels ({counts}; Bruker's naming): choose "
+            f"one with --channels {len(found)} --channel K (K = the number after _Ch)"
+        )
+    picked = [f for f, t in zip(files, tags) if t and int(t.group(1)) == channel]
+    if not picked:
+        raise ValueError(f"{path}: no file of channel {channel} (_Ch{channel}_); it holds {counts}")
+    return picked, len(found)
+
+
 class TiffFolderMovie(Movie):
     """A folder of TIFF files in natural name order (``f2.tif`` before ``f10.tif``).
 
@@ -32,7 +58,10 @@ class TiffFolderMovie(Movie):
 
     format = "tiff-folder"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, channel: int | None = None):
+        """channel : when the file names carry several channels (Bruker's ``_Ch<k>_``), the
+        files of this one (1-based) are the movie; such a folder is refused without it.
+        ``channel_files`` records which (None: every file)."""
         path = Path(path)
         files = sorted(
             (p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff") and p.is_file()),
@@ -40,6 +69,8 @@ class TiffFolderMovie(Movie):
         )
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no .tif/.tiff files")
+        files, self._n_channels = _channel_files(path, files, channel)
+        self.channel_files = channel if self._n_channels > 1 else None
         self._files = files
         first = self._page_info(files[0])
         # One frame per file (the usual layout) needs no header read beyond the first and the
@@ -60,6 +91,17 @@ class TiffFolderMovie(Movie):
         self._modes: set[str] = set()  # read modes of the files read so far
         self._lock = threading.Lock()
         super().__init__(path, (int(self._starts[-1]), *first[1]), first[2])
+
+    def describe(self) -> dict:
+        info = super().describe()
+        if self.channel_files is not None:  # the files of one channel: reopened the same way
+            info["interleave"] = {
+                "planes": 1,
+                "plane": 0,
+                "channels": self._n_channels,
+                "channel": self.channel_files,
+            }
+        return info
 
     @staticmethod
     def _page_info(file: Path):
