@@ -1059,8 +1059,8 @@ class SortStore:
 def _stage_device(info: dict) -> str:
     """' on cuda (NVIDIA H100 ...)', ' on cpu (auto: <why>), compiled accumulator, direct reads'
     or '' from a stage's record (``backend.Backend.provenance`` in its params; older stores: a
-    ``device`` key only; the accumulator and read mode: preprocess only; feature 35's sketch
-    and the CPU threads: features only)."""
+    ``device`` key only; the accumulator, read mode and NaN / Inf pixels: preprocess only;
+    feature 35's sketch and the CPU threads: features only)."""
     params = info.get("params") or {}
     device = info.get("device") or params.get("device")
     if not device:
@@ -1072,6 +1072,7 @@ def _stage_device(info: dict) -> str:
     read_mode = info.get("read_mode")  # how the pass read the movie (preprocess only)
     sketch = info.get("similarity_sketch")  # feature 35 by sketch-and-verify (features only)
     threads = info.get("threads")  # the feature stage's CPU threads (features only)
+    nonfinite = info.get("nonfinite_pixels")  # the movie's NaN / Inf pixels (preprocess only)
     return (
         f" on {device}"
         + (f" ({detail})" if detail else "")
@@ -1083,6 +1084,7 @@ def _stage_device(info: dict) -> str:
             if sketch
             else ""
         )
+        + (f", {nonfinite:,} NaN / Inf pixels read as 0" if nonfinite else "")
     )
 
 

@@ -624,6 +624,14 @@ def test_nan_borders_are_read_as_zero(scene, tmp_path):
     assert info["nonfinite_pixels"] == int((~np.isfinite(holed)).sum())
     for k in ref:
         np.testing.assert_allclose(split[k], ref[k], rtol=1e-5, atol=1e-3, err_msg=k)
+    # the stage records the count and `actsort info` shows it
+    np.save(tmp_path / "holed_movie.npy", holed)
+    with open_movie(tmp_path / "holed_movie.npy") as mv:
+        store = ingest(mv, cands, tmp_path / "holed.actsort")
+    summary = preprocess(store.path, PreprocessConfig(), device="cpu")
+    assert summary["nonfinite_pixels"] == int((~np.isfinite(holed)).sum())
+    shown = f"{summary['nonfinite_pixels']:,} NaN / Inf pixels read as 0"
+    assert shown in SortStore.open(store.path).summary()
     # a rerun finds every piece done: it reads nothing and still reports them all
     with open_movie(tmp_path / "holed.npy") as mv:
         _, again = stream.run_pass_distributed(

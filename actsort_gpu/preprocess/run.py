@@ -355,7 +355,7 @@ def preprocess(
         "snapshot_values": plan.total_elements,
         "pieces": info.get("pieces", 1),
         "checkpoint_seconds": info.get("checkpoint_seconds", 0.0),
-        # NaN / Inf pixel values read as 0 (in the frames this run read; Dask pieces: not counted)
+        # NaN / Inf pixel values of the movie read as 0 (resumed runs and Dask pieces included)
         "nonfinite_pixels": info.get("nonfinite_pixels", 0),
     }
     store.finish_stage(
