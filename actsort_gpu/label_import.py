@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .labels import Journal, read_labels
+from .labels import Journal, JournalLockedError, read_labels
 from .store import SortStore
 
 __all__ = [
@@ -274,9 +274,15 @@ def import_labels(
         target_path, source, min_iou=min_iou, mask_level=mask_level, annotator=annotator
     )
     target = SortStore.open(target_path)
-    with Journal(
-        target.journal_path, n_candidates=target.n_candidates, dataset=target_path.name
-    ) as journal:
+    try:
+        journal = Journal(
+            target.journal_path, n_candidates=target.n_candidates, dataset=target_path.name
+        )
+    except JournalLockedError as exc:
+        raise JournalLockedError(
+            f"{exc}; when that is a page (actsort sort), load the labels in its Load labels tab"
+        ) from None
+    with journal:
         _, new = journal.append_new(
             target_path.name, carry.rows.tolist(), carry.values.tolist(), carry.annotator
         )

@@ -14,7 +14,7 @@ from actsort_gpu import CELL, NOT_CELL, schema
 from actsort_gpu.active.learner import Learner
 from actsort_gpu.cli import main
 from actsort_gpu.label_import import import_labels, mask_iou, match_footprints
-from actsort_gpu.labels import Journal, read_labels
+from actsort_gpu.labels import Journal, JournalLockedError, read_labels
 from actsort_gpu.store import SortStore
 
 H = W = 40
@@ -169,6 +169,10 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
         np.save(tmp_path / "bad.npy", content)
         with pytest.raises(ValueError, match=message):
             import_labels(other, tmp_path / "bad.npy")
+    with Journal(other / "labels" / "journal.jsonl", dataset="other.actsort"):  # a page, say
+        np.save(tmp_path / "good.npy", ex.astype(np.int8))
+        with pytest.raises(JournalLockedError, match="load the labels in its Load labels tab"):
+            import_labels(other, tmp_path / "good.npy")
     savemat(tmp_path / "x.mat", {"something": np.ones(3)})
     with pytest.raises(ValueError, match="no struct 'labels' with 'labels_ex'"):
         import_labels(other, tmp_path / "x.mat")
