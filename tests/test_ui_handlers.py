@@ -414,3 +414,24 @@ def test_snapshot_contrast_sliders(ws):
     st4, p4 = H.on_snapshot_contrast(ws, st3, 10.0, 99.9)
     np.testing.assert_array_equal(p4.snapshots, p.snapshots)
     assert _speed_name(0.15) == "Moderate" and PLAYBACK_SPEEDS[_speed_name(0.21)] == 0.2
+
+
+def test_hide_all_outlines_leaves_the_image_and_the_current_candidate(ws):
+    """ActSort's "NO BORDER": with every outline hidden the map is the image itself apart from
+    the current candidate's marker and the selection; clicks still select."""
+    st, _ = H.on_load(ws, ViewState())
+    args = ("max", 1.0, 99.7, 0, True, False, False, CLICK_MODES[0])
+    st, shown = H.on_view(ws, st, *args)
+    st2, bare = H.on_view(ws, st, *args, True)
+    assert st2.hide_outlines and not np.array_equal(shown.map, bare.map)
+    st3, bare_elsewhere = H.on_jump(ws, st2, (st2.current + 1) % 40)
+    changed = np.any(bare.map != bare_elsewhere.map, axis=-1)
+    assert 0 < changed.mean() < 0.05  # only the two candidates' markers moved
+    s = ws.stores[0]
+    k = (st3.current + 7) % 40
+    win = H.map_window(ws, st3)
+    r, c = s.centers[k]
+    st4, _ = H.on_click(ws, st3, (c - win.col0 + 0.5) * win.scale, (r - win.row0 + 0.5) * win.scale)
+    assert st4.current == k  # a click on a hidden outline still selects it
+    st5, back = H.on_view(ws, st4, *args, False)
+    assert not st5.hide_outlines

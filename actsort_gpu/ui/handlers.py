@@ -361,6 +361,8 @@ def _render_map(ws, st: ViewState, human, dec, proba=None, unsure=None):
     s = ws.stores[st.store]
     values, bar = map_values(ws, st, proba)
     hidden, shown = map_filters(ws, st, human, dec)
+    if st.hide_outlines:
+        hidden = np.ones(s.n, bool)  # the current and selected ones are drawn all the same
     lut = render.candidate_colours(
         human,
         dec,
@@ -777,9 +779,10 @@ def on_view(
     hide_cells: bool = False,
     hide_not: bool = False,
     click_mode: str | None = None,
+    hide_outlines: bool = False,
 ):
     """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours,
-    click mode (leaving the box mode drops a pending box corner)."""
+    outlines shown, click mode (leaving the box mode drops a pending box corner)."""
     lo, hi = _uncrossed(lo_pct, hi_pct, gap=1.0)
     mode = click_mode or st.click_mode
     st = st.with_(
@@ -790,6 +793,7 @@ def on_view(
         show_model=bool(show_model),
         hide_cells=bool(hide_cells),
         hide_not=bool(hide_not),
+        hide_outlines=bool(hide_outlines),
         click_mode=mode,
         box_corner=st.box_corner if mode == CLICK_MODES[2] else None,
     )

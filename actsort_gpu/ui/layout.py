@@ -391,6 +391,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                             show_model = gr.Checkbox(True, label="Show model decisions")
                             hide_cells = gr.Checkbox(False, label="Hide my cells")
                             hide_not = gr.Checkbox(False, label="Hide my non-cells")
+                            hide_outlines = gr.Checkbox(False, label="Hide all outlines")
                         click_mode = gr.Radio(
                             list(CLICK_MODES), value=CLICK_MODES[0], label="Click on the map"
                         )
@@ -570,8 +571,9 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             hide_cells,
             hide_not,
             click_mode,
+            hide_outlines,
         ]
-        for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not):
+        for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not, hide_outlines):
             comp.change(wrap(H.on_view), view_inputs, outs)
         # The click mode and the map's clicks: one concurrency group, so that neither event
         # overwrites the state the other one just wrote (each reads the state when it starts).

@@ -47,6 +47,9 @@ class ViewState:
         snapshot values shown black and white (ActSort's defaults: 10 and 99.9)
     zoom : 0 (whole field of view) .. 100 (10 px around the current candidate)
     show_model : colour unlabelled candidates by the model's decision
+    hide_cells, hide_not, hide_outlines : leave out of the map your cells, your non-cells, or
+        every candidate but the current and selected ones (ActSort's "NO BORDER": the image
+        unobstructed; clicks still select)
     playing, frame : snapshot playback
     truth_shown : the user asked to compare with the truth (demo stores; never before)
     show_errors : colour the map by errors against the truth (only once ``truth_shown``)
@@ -74,6 +77,7 @@ class ViewState:
     show_model: bool = True
     hide_cells: bool = False
     hide_not: bool = False
+    hide_outlines: bool = False
     playing: bool = False
     frame: int = 0
     truth_shown: bool = False
