@@ -68,11 +68,24 @@ def test_tiff_pages_and_hyperstacks(tmp_path):
     tifffile.imwrite(tmp_path / "pages.tif", stack.reshape(-1, 8, 10))
     tifffile.imwrite(tmp_path / "hyper.tif", stack, imagej=True, metadata={"axes": "TZCYX"})
     tifffile.imwrite(tmp_path / "hyperz.tif", stack, compression="zlib", photometric="minisblack")
+    with tifffile.TiffWriter(tmp_path / "chain.tif") as tw:  # an IFD before each page
+        for page in stack.reshape(-1, 8, 10):
+            tw.write(page, contiguous=False, metadata=None)
     il = Interleave(planes=planes, plane=1, channels=channels, channel=3)
-    for name in ("pages.tif", "hyper.tif", "hyperz.tif"):
+    for name in ("pages.tif", "hyper.tif", "hyperz.tif", "chain.tif"):
         kw = {"interleave": il}
         with open_movie(tmp_path / name, **kw) as movie:
             np.testing.assert_array_equal(movie.read(0, t), stack[:, 1, 2])
+    # the page chain and the compressed file read (decode) only the chosen pages
+    from actsort_gpu.io.movies import TiffMovie
+
+    for name in ("chain.tif", "hyperz.tif"):
+        with TiffMovie(tmp_path / name, pages=True) as pages:
+            out = np.empty((t, 8, 10), np.uint16)
+            assert pages.read_pages_into(range(il.offset, t * il.stride, il.stride), out) is out
+            np.testing.assert_array_equal(out, stack[:, 1, 2])
+    with TiffMovie(tmp_path / "pages.tif") as contiguous:  # one run of bytes: the span is read
+        assert contiguous.read_pages_into(range(0, 9, 2), np.empty((5, 8, 10), np.uint16)) is None
     with pytest.raises(ValueError, match=r"hyper.tif: .*2 planes and 3 channels interleaved"):
         open_movie(tmp_path / "hyper.tif")
     with pytest.raises(ValueError, match=r"hyper.tif: the TIFF holds 3 channels .*not 2"):

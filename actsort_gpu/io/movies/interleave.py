@@ -133,16 +133,25 @@ class InterleavedMovie(Movie):
         if not self._fills_in_place(start, stop, out):
             return super().read_into(start, stop, out)
         stride = self.interleave.stride
+        # a reader that can read or decode only the chosen pages (a TIFF page chain, a
+        # compressed TIFF) does; others read the span of pages and the chosen ones are copied
+        chosen_only = getattr(self.inner, "read_pages_into", None)
         with self._lock:
             for lo in range(start, stop, self._per_piece):
                 hi = min(stop, lo + self._per_piece)
                 first, last = self._pages(lo, hi)
+                dest = out[lo - start : hi - start]
+                if (
+                    chosen_only is not None
+                    and chosen_only(range(first, last, stride), dest) is not None
+                ):
+                    continue
                 if self._buffer is None:  # the longest span of a piece
                     self._buffer = self.inner.window_buffer((self._per_piece - 1) * stride + 1)
                 pages = self.inner.read_into(
                     first, last, self.inner.placed_window(self._buffer, first, last)
                 )
-                out[lo - start : hi - start] = pages[::stride]
+                dest[...] = pages[::stride]
         return out
 
     def _read(self, start: int, stop: int) -> np.ndarray:

@@ -127,16 +127,35 @@ class TiffMovie(Movie):
             return self._raw.read_mode
         return "buffered" if self._pages is None else self._file.read_mode
 
+    def read_pages_into(self, pages: range, out: np.ndarray) -> np.ndarray | None:
+        """The frames ``pages`` (a range, any step: one channel of interleaved pages) into
+        ``out`` ((len(pages), H, W), C-contiguous), reading or decoding only those; None when
+        the frames lie in one run of bytes (reading the span is as good)."""
+        if self._raw is not None:
+            return None
+        if not self._fills_in_place(pages.start, pages.start + len(pages), out):
+            raise ValueError(f"out has shape {out.shape} {out.dtype} for {len(pages)} frames")
+        if pages and not 0 <= min(pages[0], pages[-1]) <= max(pages[0], pages[-1]) < self.n_frames:
+            raise IndexError(f"{self.path}: pages {pages} outside [0, {self.n_frames})")
+        if self._pages is not None:
+            return self._read_offsets(
+                self._pages[pages.start : pages.stop : pages.step], out, pages
+            )
+        return self._decode_keys(pages, out)
+
     def _read_pages(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        """Frames [start, stop) of an uncompressed page chain: one read of the bytes from the
-        first frame to the end of the last (the IFDs between them are small), then a copy of
-        each frame out of it; frame by frame where the frames lie far apart."""
-        offsets = self._pages[start:stop]
+        """Frames [start, stop) of an uncompressed page chain (:meth:`_read_offsets`)."""
+        return self._read_offsets(self._pages[start:stop], out, range(start, stop))
+
+    def _read_offsets(self, offsets: np.ndarray, out: np.ndarray, pages: range) -> np.ndarray:
+        """The frames at file ``offsets`` of an uncompressed page chain: one read of the bytes
+        from the first frame to the end of the last (the IFDs between them are small), then a
+        copy of each frame out of it; frame by frame where the frames lie far apart."""
         if len(offsets) == 0:
             return out
         fb, n = self.frame_bytes, len(offsets)
         lo, hi = int(offsets[0]), int(offsets[-1]) + fb
-        what = f"frames [{start}, {stop})"
+        what = f"frames {_pages_text(pages)}"
         with self._lock:
             if hi - lo > n * (fb + PAGE_GAP_BYTES):  # far apart: frame by frame
                 for k, off in enumerate(offsets):
@@ -161,22 +180,26 @@ class TiffMovie(Movie):
         return self._decode(start, stop, out)
 
     def _decode(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        """Frames [start, stop) decoded by tifffile straight into ``out`` (C-contiguous),
+        """Frames [start, stop) decoded by tifffile straight into ``out`` (:meth:`_decode_keys`)."""
+        return self._decode_keys(range(start, stop), out)
+
+    def _decode_keys(self, pages: range, out: np.ndarray) -> np.ndarray:
+        """The frames ``pages`` decoded by tifffile straight into ``out`` (C-contiguous),
         pages on tifffile's threads (half the cores: the codecs release the GIL)."""
         try:
             # tifffile sets the shape of the array it fills to what was read, (H, W) for one
             # frame, on the very object it is handed: a view of ``out`` keeps ``out`` 3-D
-            self._tif.asarray(key=range(start, stop), series=0, out=out.view())
+            self._tif.asarray(key=pages, series=0, out=out.view())
         except _TIFF_READ_ERRORS as exc:
             raise OSError(
-                f"{self.path}: cannot read frame {self._first_bad_frame(start, stop)} (of "
-                f"[{start}, {stop})): {exc}; the file may be truncated or corrupt"
+                f"{self.path}: cannot read frame {self._first_bad_frame(pages)} (of "
+                f"{_pages_text(pages)}): {exc}; the file may be truncated or corrupt"
             ) from exc
         return out
 
-    def _first_bad_frame(self, start: int, stop: int) -> int | str:
-        """The first frame of [start, stop) that does not decode (for the error message)."""
-        for k in range(start, stop):
+    def _first_bad_frame(self, pages: range) -> int | str:
+        """The first frame of ``pages`` that does not decode (for the error message)."""
+        for k in pages:
             try:
                 self._tif.asarray(key=k, series=0, maxworkers=1)
             except _TIFF_READ_ERRORS:
@@ -189,6 +212,12 @@ class TiffMovie(Movie):
         if self._pages is not None:
             self._file.close()
         self._tif.close()
+
+
+def _pages_text(pages: range) -> str:
+    """'[10, 20)' or '[10, 20) step 2' for error messages."""
+    step = f" step {pages.step}" if pages.step != 1 else ""
+    return f"[{pages.start}, {pages.stop}){step}"
 
 
 def _stack_words(axes: str, sizes) -> str:
