@@ -340,6 +340,20 @@ def _warn_if_unregistered(candidates: Candidates, movie_path) -> None:
     )
 
 
+def _check_pages_chosen(movie, candidates: Candidates) -> None:
+    """Refuse a channel or plane chosen from a movie whose every page is one of the traces'
+    frames (one channel, one plane): the choice would read every k-th frame, which ingest would
+    take for temporal downsampling."""
+    pages = movie.describe().get("pages")
+    if pages == candidates.n_frames and movie.n_frames != pages:
+        raise ValueError(
+            f"{movie.path}: its {pages} pages match the {candidates.n_frames} trace frames of "
+            f"{candidates.source_path}, so it holds one channel of one plane; "
+            f"{movie.interleave.describe()} would read one page in {movie.interleave.stride} "
+            "(leave out --channels / --planes)"
+        )
+
+
 def _layout_from_source(candidates: Candidates, movie):
     """The channel and plane the extraction says it came from (Suite2p's ops), when the
     movie's pages hold that many times the traces' frames; else None (every page a frame)."""
@@ -422,6 +436,7 @@ def ingest_files(
                 expected_hw=(candidates.height, candidates.width),
                 interleave=chosen,
             )
+        _check_pages_chosen(movie, candidates)
         _warn_if_unregistered(candidates, movie_path)
         fingerprint = file_fingerprint(extraction_path, content_hash=True)
         return ingest(

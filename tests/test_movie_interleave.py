@@ -170,6 +170,11 @@ def test_ingest_reads_the_functional_channel(two_channels, tmp_path, capsys):
     assert "has 480" in err and "2x the traces' frames" in err and "--channels" in err
     assert _ingest(*args[:-2], "--out", str(wrong), "--channel", "3") == 1
     assert "channel 3 outside 1..1" in capsys.readouterr().err
+    # a single-channel movie with a channel chosen: every 2nd frame would look like 2x
+    # temporal downsampling; refused
+    one = ["--movie", str(d / "rec" / "movie.tif"), "--extraction", plane, "--out", str(wrong)]
+    assert _ingest(*one, "--channels", "2", "--channel", "1") == 1
+    assert "its 240 pages match the 240 trace frames" in capsys.readouterr().err
     assert not wrong.exists()
 
 
