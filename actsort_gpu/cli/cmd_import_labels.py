@@ -21,7 +21,8 @@ def register(subparsers) -> None:
         "at least --min-iou. The labels are written to the new store's journal as one action "
         "(undo in the page reverts it), never over a label it already has. --from may also "
         "name a file with one label per row of the extraction the store was ingested from "
-        "(ActSort's <name>_LABELS.mat, the CSV of `actsort export`, an .npy of +1 / -1 / 0): "
+        "(ActSort's <name>_LABELS.mat, the CSV of `actsort export`, an .npy of +1 / -1 / 0, "
+        "Suite2p's iscell.npy of a curated plane): "
         "the MATLAB app's Load labels.",
     )
     p.add_argument("store", metavar="NEW.actsort", help="the store to give the labels to")
@@ -32,7 +33,8 @@ def register(subparsers) -> None:
         metavar="OLD.actsort|FILE",
         help="the labelled store of the same field of view (matched by footprints), or a file "
         "with one label per extraction row: ActSort's <name>_LABELS.mat (labels_ex), the CSV of "
-        "`actsort export`, an .npy of +1 / -1 / 0 (the MATLAB app's Load labels)",
+        "`actsort export`, an .npy of +1 / -1 / 0, Suite2p's iscell.npy of a curated plane (the "
+        "MATLAB app's Load labels)",
     )
     p.add_argument(
         "--min-iou",

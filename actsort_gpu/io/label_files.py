@@ -5,7 +5,10 @@
   actsort-mat``): ``labels.labels_ex`` (N x 1: +1 cell, -1 not, 0 unlabelled), MATLAB v5 / v7
   (scipy) or v7.3 (HDF5);
 - the table of ``actsort export --format csv``: its ``source_index`` and ``human_label`` columns;
-- an ``.npy`` of N labels +1 / -1 / 0.
+- an ``.npy`` of N labels +1 / -1 / 0;
+- Suite2p's ``iscell.npy`` (N x 2: is-cell 1 / 0, probability), as its GUI leaves it after a
+  person curated the plane: every ROI becomes a cell (+1) or not a cell (-1). Only a curated
+  file holds human labels (Suite2p's classifier writes the same file): logged.
 
 ``read_label_file(path)`` returns (N,) int8 labels +1 / -1 / 0; every error names the file.
 """
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,8 @@ import numpy as np
 from .numpy_files import load_numpy
 
 __all__ = ["read_label_file", "LABEL_FILE_SUFFIXES"]
+
+log = logging.getLogger(__name__)
 
 LABEL_FILE_SUFFIXES = (".mat", ".csv", ".npy")
 
@@ -36,12 +42,31 @@ def read_label_file(path: str | Path) -> np.ndarray:
         values = _labels_csv(path)
     elif suffix == ".npy":
         values = load_numpy(path, "an .npy of labels +1 / -1 / 0")
+        if _is_iscell(values):
+            log.warning(
+                "%s: Suite2p's iscell.npy: every ROI taken as labelled, cell or not a cell "
+                "(human labels only if a person curated the plane in Suite2p's GUI; its "
+                "classifier writes the same file)",
+                path,
+            )
+            values = np.where(np.asarray(values)[:, 0] > 0.5, 1, -1)
     else:
         raise ValueError(
             f"{path}: expected a sort store, an ActSort _LABELS.mat, an exported .csv or an "
             f".npy of labels ({', '.join(LABEL_FILE_SUFFIXES)})"
         )
     return _as_labels(np.asarray(values), path)
+
+
+def _is_iscell(values) -> bool:
+    """Whether an array is Suite2p's ``iscell.npy``: (N, 2), column 0 all 0 / 1, column 1 in
+    [0, 1]."""
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] != 2 or values.dtype.kind not in "biuf":
+        return False
+    return bool(
+        np.isin(values[:, 0], (0, 1)).all() and ((values[:, 1] >= 0) & (values[:, 1] <= 1)).all()
+    )
 
 
 def _as_labels(values: np.ndarray, path: Path) -> np.ndarray:

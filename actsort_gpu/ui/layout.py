@@ -178,7 +178,8 @@ or strategy change restarts the count. Validation on the ActSort benchmark: benc
 
 LOAD_LABELS_HELP = """
 The MATLAB app's *Load labels*, for the store shown: ActSort's `<name>_LABELS.mat`
-(`labels_ex`), the CSV of an export, or an `.npy` of +1 / -1 / 0, one label per row of the
+(`labels_ex`), the CSV of an export, an `.npy` of +1 / -1 / 0 or Suite2p's curated
+`iscell.npy`, one label per row of the
 extraction this store was ingested from; or an earlier store (`.actsort` folder) of another
 extraction of the same recording, matched by footprint overlap. Only unlabelled candidates take
 a label; the import is one action (Z reverts it). Same as `actsort import-labels`.
