@@ -114,6 +114,7 @@ class ImportReport:
     kept: int  # matched, but the target already had a label there (kept)
     unmatched: int  # source labels without a match (IoU below min_iou or not mutual)
     median_iou: float  # of the imported matches (NaN when none)
+    note: str = ""  # what to know about the source's labels ("": nothing)
 
     def summary(self) -> str:
         n = self.imported_cells + self.imported_not_cells
@@ -124,6 +125,7 @@ class ImportReport:
             f"{not_cells:,} not {'a cell' if not_cells == 1 else 'cells'}{iou}) "
             f"of {self.source_labels:,} in the source; "
             f"{self.kept:,} kept (already labelled here), {self.unmatched:,} without a match"
+            + (f". Note: {self.note}" if self.note else "")
         )
 
 
@@ -144,6 +146,7 @@ class LabelCarry:
     source_labels: int
     iou: np.ndarray | None
     annotator: str
+    note: str = ""
 
     def report(self, new: np.ndarray) -> ImportReport:
         """The report once written: ``new`` (M,) bool, which rows were unlabelled there and
@@ -161,6 +164,7 @@ class LabelCarry:
                 if self.iou is not None and new.any()
                 else float("nan")
             ),
+            note=self.note,
         )
 
 
@@ -216,7 +220,7 @@ def carry_from_file(target_path, label_file, *, annotator: str | None = None) ->
 
     target_path, label_file = Path(target_path), Path(label_file)
     target = SortStore.open(target_path)
-    labels = read_label_file(label_file)
+    labels, note = read_label_file(label_file)
     src = target.source_index()
     n_rows = int(src.max()) + 1 if src.size else 0
     if labels.size != n_rows:
@@ -233,6 +237,7 @@ def carry_from_file(target_path, label_file, *, annotator: str | None = None) ->
         int((labels != 0).sum()),
         None,
         annotator or f"import:{label_file.name}",
+        note,
     )
 
 

@@ -111,7 +111,7 @@ def test_mask_iou_equals_the_neurofinder_crops_own_figures(shared_data, tmp_path
     np.testing.assert_allclose(best, np.load(crop / "gt_best_iou.npy"), atol=1e-6)
 
 
-def test_label_files_give_a_store_its_labels(tmp_path, capsys, caplog):
+def test_label_files_give_a_store_its_labels(tmp_path, capsys):
     """The MATLAB app's Load labels: an ActSort _LABELS.mat (MATLAB v5, 3 fields as the app
     writes them, and v7.3 / HDF5), the exported CSV and an .npy give labels by extraction
     row; wrong lengths and values are refused naming the file, and nothing is written then."""
@@ -178,10 +178,9 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys, caplog):
     np.save(tmp_path / "iscell.npy", iscell)
     fresh_s2p = tmp_path / "s2p.actsort"
     shutil.copytree(store, fresh_s2p, ignore=shutil.ignore_patterns("labels"))
-    with caplog.at_level("WARNING", logger="actsort_gpu.io.label_files"):
-        report = import_labels(fresh_s2p, tmp_path / "iscell.npy")
+    report = import_labels(fresh_s2p, tmp_path / "iscell.npy")
     assert (report.imported_cells, report.imported_not_cells) == (4, 8)
-    assert "Suite2p's iscell.npy" in caplog.text and "curated" in caplog.text
+    assert "Note: Suite2p's iscell.npy" in report.summary() and "curated" in report.summary()
     savemat(tmp_path / "x.mat", {"something": np.ones(3)})
     with pytest.raises(ValueError, match="no struct 'labels' with 'labels_ex'"):
         import_labels(other, tmp_path / "x.mat")

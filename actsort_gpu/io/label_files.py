@@ -10,28 +10,41 @@
   person curated the plane: every ROI becomes a cell (+1) or not a cell (-1). Only a curated
   file holds human labels (Suite2p's classifier writes the same file): logged.
 
-``read_label_file(path)`` returns (N,) int8 labels +1 / -1 / 0; every error names the file.
+``read_label_file(path)`` returns a :class:`LabelFile`: (N,) int8 labels +1 / -1 / 0 and a note
+for the user ("" or what to know about the file's labels); every error names the file.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .numpy_files import load_numpy
 
-__all__ = ["read_label_file", "LABEL_FILE_SUFFIXES"]
+__all__ = ["read_label_file", "LabelFile", "LABEL_FILE_SUFFIXES"]
 
-log = logging.getLogger(__name__)
+#: what the user is told about a Suite2p ``iscell.npy`` taken as labels
+ISCELL_NOTE = (
+    "Suite2p's iscell.npy: every ROI taken as labelled, cell or not a cell; human labels only "
+    "if a person curated the plane in Suite2p's GUI (its classifier writes the same file)"
+)
+
+
+class LabelFile(NamedTuple):
+    """A label file's labels: (N,) int8 +1 / -1 / 0, and a note ("" or a caution)."""
+
+    labels: np.ndarray
+    note: str = ""
+
 
 LABEL_FILE_SUFFIXES = (".mat", ".csv", ".npy")
 
 
-def read_label_file(path: str | Path) -> np.ndarray:
-    """(N,) int8 human labels (+1 / -1 / 0) of the extraction's rows from ``path``."""
+def read_label_file(path: str | Path) -> LabelFile:
+    """The human labels (+1 / -1 / 0) of the extraction's rows in ``path``, and a note."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (expected a label file)")
@@ -43,19 +56,14 @@ def read_label_file(path: str | Path) -> np.ndarray:
     elif suffix == ".npy":
         values = load_numpy(path, "an .npy of labels +1 / -1 / 0")
         if _is_iscell(values):
-            log.warning(
-                "%s: Suite2p's iscell.npy: every ROI taken as labelled, cell or not a cell "
-                "(human labels only if a person curated the plane in Suite2p's GUI; its "
-                "classifier writes the same file)",
-                path,
-            )
-            values = np.where(np.asarray(values)[:, 0] > 0.5, 1, -1)
+            labels = np.where(np.asarray(values)[:, 0] > 0.5, 1, -1).astype(np.int8)
+            return LabelFile(labels, ISCELL_NOTE)
     else:
         raise ValueError(
             f"{path}: expected a sort store, an ActSort _LABELS.mat, an exported .csv or an "
             f".npy of labels ({', '.join(LABEL_FILE_SUFFIXES)})"
         )
-    return _as_labels(np.asarray(values), path)
+    return LabelFile(_as_labels(np.asarray(values), path))
 
 
 def _is_iscell(values) -> bool:
