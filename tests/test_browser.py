@@ -7,6 +7,7 @@ Screenshots of each step go to artifacts/browser/ (gitignored). Needs /usr/bin/c
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import shutil
@@ -51,6 +52,23 @@ def neurofinder_store(tmp_path_factory, shared_data):
     preprocess(out, device="cpu", progress=False)
     compute_features(out, device="cpu", progress=False)
     return out
+
+
+@contextlib.contextmanager
+def _served(store: Path, **options):
+    """(port, workspace) of a page serving ``store`` in this process, closed afterwards."""
+    from actsort_gpu.config import load_config
+    from actsort_gpu.ui import serve
+
+    port = _free_port()
+    demo, ws = serve(
+        [store], port=port, prevent_thread_lock=True, quiet=True, config=load_config(), **options
+    )
+    try:
+        yield port, ws
+    finally:
+        demo.close()
+        ws.close()
 
 
 def _index(page) -> str:
@@ -444,39 +462,30 @@ def test_two_tabs_undo_their_own_labels(neurofinder_store, tmp_path):
         pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
     from playwright.sync_api import sync_playwright
 
-    from actsort_gpu.config import load_config
-    from actsort_gpu.ui import serve
-
     store = tmp_path / "tabs.actsort"
     shutil.copytree(neurofinder_store, store, ignore=shutil.ignore_patterns("labels"))
-    port = _free_port()
-    demo, ws = serve([store], port=port, prevent_thread_lock=True, quiet=True, config=load_config())
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-            a = _open_page(browser, port)
-            b = _open_page(browser, port)
-            shown_a, shown_b = int(_index(a)), int(_index(b))
-            assert shown_a != shown_b
-            a.bring_to_front()
-            _press_and_wait(a, "ArrowUp", "Saved")
-            b.bring_to_front()
-            _press_and_wait(b, "ArrowDown", "Saved")
-            a.bring_to_front()
-            a.keyboard.press("z")
-            _wait_status(a, "given in another open tab")
-            assert ws.human(0)[shown_b] == -1
-            b.close()
+    with _served(store) as (port, ws), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        a = _open_page(browser, port)
+        b = _open_page(browser, port)
+        shown_a, shown_b = int(_index(a)), int(_index(b))
+        assert shown_a != shown_b
+        a.bring_to_front()
+        _press_and_wait(a, "ArrowUp", "Saved")
+        b.bring_to_front()
+        _press_and_wait(b, "ArrowDown", "Saved")
+        a.bring_to_front()
+        a.keyboard.press("z")
+        _wait_status(a, "given in another open tab")
+        assert ws.human(0)[shown_b] == -1
+        b.close()
+        time.sleep(1.0)
+        deadline = time.monotonic() + 20
+        while ws.human(0)[shown_b] != 0 and time.monotonic() < deadline:
+            a.keyboard.press("z")  # the unload reaches the server within a moment
             time.sleep(1.0)
-            deadline = time.monotonic() + 20
-            while ws.human(0)[shown_b] != 0 and time.monotonic() < deadline:
-                a.keyboard.press("z")  # the unload reaches the server within a moment
-                time.sleep(1.0)
-            assert ws.human(0)[shown_b] == 0 and ws.human(0)[shown_a] == 1
-            browser.close()
-    finally:
-        demo.close()
-        ws.close()
+        assert ws.human(0)[shown_b] == 0 and ws.human(0)[shown_a] == 1
+        browser.close()
 
 
 def test_load_labels_typed_in_the_page(neurofinder_store, tmp_path):
@@ -486,9 +495,7 @@ def test_load_labels_typed_in_the_page(neurofinder_store, tmp_path):
         pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
     from playwright.sync_api import sync_playwright
 
-    from actsort_gpu.config import load_config
     from actsort_gpu.store import SortStore
-    from actsort_gpu.ui import serve
 
     store = tmp_path / "load.actsort"
     shutil.copytree(neurofinder_store, store, ignore=shutil.ignore_patterns("labels"))
@@ -497,31 +504,25 @@ def test_load_labels_typed_in_the_page(neurofinder_store, tmp_path):
     labels[:6], labels[6:10] = 1, -1
     source = tmp_path / "zu_old_LABELS.npy"
     np.save(source, labels)
-    port = _free_port()
-    demo, ws = serve([store], port=port, prevent_thread_lock=True, quiet=True, config=load_config())
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-            page = _open_page(browser, port)
-            page.get_by_role("tab", name="Load labels").click()
-            box = page.locator("#as-load-source textarea, #as-load-source input").first
-            box.click()
-            box.type(str(source))
-            assert (ws.human(0) != 0).sum() == 0  # no key reached the shortcuts
-            box.press("Enter")
-            _wait_status(page, "Loaded zu_old_LABELS.npy")
-            assert "10 labels imported (6 cells, 4 not cells)" in page.inner_text("#as-status")
-            src = SortStore.open(store).source_index()
-            np.testing.assert_array_equal(ws.human(0), labels[src])
-            page.locator("#as-map").click(position={"x": 5, "y": 5})  # leave the text box
-            page.keyboard.press("Escape")
-            page.keyboard.press("z")
-            _wait_status(page, "Undo")
-            assert (ws.human(0) != 0).sum() == 0
-            browser.close()
-    finally:
-        demo.close()
-        ws.close()
+    with _served(store) as (port, ws), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = _open_page(browser, port)
+        page.get_by_role("tab", name="Load labels").click()
+        box = page.locator("#as-load-source textarea, #as-load-source input").first
+        box.click()
+        box.type(str(source))
+        assert (ws.human(0) != 0).sum() == 0  # no key reached the shortcuts
+        box.press("Enter")
+        _wait_status(page, "Loaded zu_old_LABELS.npy")
+        assert "10 labels imported (6 cells, 4 not cells)" in page.inner_text("#as-status")
+        src = SortStore.open(store).source_index()
+        np.testing.assert_array_equal(ws.human(0), labels[src])
+        page.locator("#as-map").click(position={"x": 5, "y": 5})  # leave the text box
+        page.keyboard.press("Escape")
+        page.keyboard.press("z")
+        _wait_status(page, "Undo")
+        assert (ws.human(0) != 0).sum() == 0
+        browser.close()
 
 
 def test_ctrl_s_exports_like_actsorts_save(neurofinder_store, tmp_path):
@@ -531,36 +532,20 @@ def test_ctrl_s_exports_like_actsorts_save(neurofinder_store, tmp_path):
         pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
     from playwright.sync_api import sync_playwright
 
-    from actsort_gpu.config import load_config
-    from actsort_gpu.ui import serve
-
     store = tmp_path / "save.actsort"
     shutil.copytree(neurofinder_store, store, ignore=shutil.ignore_patterns("labels"))
-    port = _free_port()
     exports = tmp_path / "exports"
-    demo, ws = serve(
-        [store],
-        port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        config=load_config(),
-        export_dir=exports,
-    )
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-            page = _open_page(browser, port)
-            shown = int(_index(page))
-            _press_and_wait(page, "ArrowUp", "Saved")
-            page.keyboard.press("Control+s")
-            _wait_status(page, "Wrote")
-            written = list(exports.rglob("*.csv"))
-            assert len(written) == 1 and written[0].name in page.inner_text("#as-status")
-            with written[0].open() as fh:
-                rows = {int(r["candidate"]): r for r in csv.DictReader(fh)}
-            assert rows[shown]["human_label"] == "1"  # the label just given
-            assert sum(r["human_label"] == "1" for r in rows.values()) == 1
-            browser.close()
-    finally:
-        demo.close()
-        ws.close()
+    with _served(store, export_dir=exports) as (port, ws), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = _open_page(browser, port)
+        shown = int(_index(page))
+        _press_and_wait(page, "ArrowUp", "Saved")
+        page.keyboard.press("Control+s")
+        _wait_status(page, "Wrote")
+        written = list(exports.rglob("*.csv"))
+        assert len(written) == 1 and written[0].name in page.inner_text("#as-status")
+        with written[0].open() as fh:
+            rows = {int(r["candidate"]): r for r in csv.DictReader(fh)}
+        assert rows[shown]["human_label"] == "1"  # the label just given
+        assert sum(r["human_label"] == "1" for r in rows.values()) == 1
+        browser.close()
