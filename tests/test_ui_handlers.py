@@ -435,3 +435,19 @@ def test_hide_all_outlines_leaves_the_image_and_the_current_candidate(ws):
     assert st4.current == k  # a click on a hidden outline still selects it
     st5, back = H.on_view(ws, st4, *args, False)
     assert not st5.hide_outlines
+
+
+def test_fill_opacity_slider(ws):
+    """ActSort's transparency slider: 0 leaves the outlines of your labels unfilled, 1 fills
+    them twice as strongly as the default 0.5; only the labelled candidates' pixels change."""
+    st, _ = H.on_load(ws, ViewState())
+    st, _ = H.on_label(ws, st, CELL)
+    args = ("max", 1.0, 99.7, 0, True, False, False, CLICK_MODES[0], False)
+    maps = {f: H.on_view(ws, st, *args, f)[1].map.astype(int) for f in (0.0, 0.5, 1.0)}
+    _, default = H.on_view(ws, st, *args)
+    np.testing.assert_array_equal(default.map, maps[0.5])
+    changed = np.any(maps[0.0] != maps[1.0], axis=-1)
+    assert 0 < changed.mean() < 0.05
+    # the fill is green: stronger fill, greener pixels where they differ
+    green = maps[1.0][..., 1] - maps[1.0][..., 0] - (maps[0.0][..., 1] - maps[0.0][..., 0])
+    assert green[changed].mean() > 0

@@ -374,6 +374,7 @@ def _render_map(ws, st: ViewState, human, dec, proba=None, unsure=None):
         unsure=unsure,
         values=values,
         hidden=hidden,
+        fill=st.fill_opacity / ViewState.fill_opacity,
     )
     canvas = ws.map_canvas(st.store, st.image, st.lo_pct, st.hi_pct, lut)
     base, win = _canvas_window(ws, st), map_window(ws, st)
@@ -780,6 +781,7 @@ def on_view(
     hide_not: bool = False,
     click_mode: str | None = None,
     hide_outlines: bool = False,
+    fill_opacity: float = ViewState.fill_opacity,
 ):
     """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours,
     outlines shown, click mode (leaving the box mode drops a pending box corner)."""
@@ -794,6 +796,7 @@ def on_view(
         hide_cells=bool(hide_cells),
         hide_not=bool(hide_not),
         hide_outlines=bool(hide_outlines),
+        fill_opacity=float(np.clip(fill_opacity, 0.0, 1.0)),
         click_mode=mode,
         box_corner=st.box_corner if mode == CLICK_MODES[2] else None,
     )

@@ -385,9 +385,17 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                         with gr.Row():
                             lo_sl = gr.Slider(0, 50, value=1.0, step=0.5, label="Black (%ile)")
                             hi_sl = gr.Slider(50, 100, value=99.7, step=0.1, label="White (%ile)")
-                        zoom_sl = gr.Slider(
-                            0, 100, value=0, step=5, label="Zoom around the current candidate"
-                        )
+                        with gr.Row():
+                            zoom_sl = gr.Slider(
+                                0, 100, value=0, step=5, label="Zoom around the current candidate"
+                            )
+                            fill_sl = gr.Slider(
+                                0,
+                                1,
+                                value=ViewState.fill_opacity,
+                                step=0.05,
+                                label="Fill opacity of your labels",
+                            )
                         with gr.Row():
                             show_model = gr.Checkbox(True, label="Show model decisions")
                             hide_cells = gr.Checkbox(False, label="Hide my cells")
@@ -573,6 +581,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             hide_not,
             click_mode,
             hide_outlines,
+            fill_sl,
         ]
         for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not, hide_outlines):
             comp.change(wrap(H.on_view), view_inputs, outs)
@@ -582,7 +591,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         # that follows at once.
         map_events = {"concurrency_id": "map-click"}
         click_mode.change(wrap(H.on_view), view_inputs, outs, **quick, **map_events)
-        for comp in (lo_sl, hi_sl):
+        for comp in (lo_sl, hi_sl, fill_sl):
             comp.release(wrap(H.on_view), view_inputs, outs)
         map_inputs = [state, colour_rd, feature_dd, flo_sl, fhi_sl, hide_rej]
         for comp in (colour_rd, feature_dd, hide_rej):

@@ -199,6 +199,7 @@ def candidate_colours(
     unsure: np.ndarray | None = None,
     values: np.ndarray | None = None,
     hidden: np.ndarray | None = None,
+    fill: float = 1.0,
 ) -> np.ndarray:
     """Per-candidate (N, 4) float32 RGBA: outline RGB in [0, 255] and fill alpha.
 
@@ -210,6 +211,7 @@ def candidate_colours(
     without a human label (nor unsure) take the colour bar's colour (:func:`value_colours`)
     instead of the model's; labelled ones keep their label colours.
     hidden : optional (N,) bool: candidates not drawn (the page's filters).
+    fill : factor on the fills' opacity (1: the defaults; 0: outlines only), capped at opaque.
     A negative alpha hides the candidate (no outline, no fill).
     """
     human = np.asarray(human)
@@ -248,6 +250,8 @@ def candidate_colours(
     if sel.size:
         lut[sel, :3] = COLOURS["selected"]
         lut[sel, 3] = _FILL_ALPHA["selected"]
+    drawn = lut[:, 3] > 0
+    lut[drawn, 3] = np.minimum(lut[drawn, 3] * max(float(fill), 0.0), 1.0)
     return lut
 
 

@@ -50,6 +50,7 @@ class ViewState:
     hide_cells, hide_not, hide_outlines : leave out of the map your cells, your non-cells, or
         every candidate but the current and selected ones (ActSort's "NO BORDER": the image
         unobstructed; clicks still select)
+    fill_opacity : ActSort's cell transparency slider, 0..1 (0.5: the page's default fills)
     playing, frame : snapshot playback
     truth_shown : the user asked to compare with the truth (demo stores; never before)
     show_errors : colour the map by errors against the truth (only once ``truth_shown``)
@@ -78,6 +79,7 @@ class ViewState:
     hide_cells: bool = False
     hide_not: bool = False
     hide_outlines: bool = False
+    fill_opacity: float = 0.5
     playing: bool = False
     frame: int = 0
     truth_shown: bool = False
