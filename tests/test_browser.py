@@ -490,7 +490,8 @@ def test_two_tabs_undo_their_own_labels(neurofinder_store, tmp_path):
 
 def test_load_labels_typed_in_the_page(neurofinder_store, tmp_path):
     """The page's Load labels: typing a path (with letters that are shortcuts elsewhere: z,
-    u) labels nothing by key, Enter loads the file, and Z reverts the import as one action."""
+    u) labels nothing by key, Enter loads the file and gives the keys back to the page, and Z
+    reverts the import as one action."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
     from playwright.sync_api import sync_playwright
@@ -517,8 +518,7 @@ def test_load_labels_typed_in_the_page(neurofinder_store, tmp_path):
         assert "10 labels imported (6 cells, 4 not cells)" in page.inner_text("#as-status")
         src = SortStore.open(store).source_index()
         np.testing.assert_array_equal(ws.human(0), labels[src])
-        box.evaluate("(e) => e.blur()")  # leave the text box: keys go to the page again
-        page.keyboard.press("z")
+        page.keyboard.press("z")  # the page took the keys back from the text box
         _wait_status(page, "Undo")
         assert (ws.human(0) != 0).sum() == 0
         browser.close()

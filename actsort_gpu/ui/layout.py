@@ -649,8 +649,13 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         export_outputs = [export_file, export_msg, status]
         b_export.click(on_export, [state, fmt_dd], export_outputs, api_name="export")
         b_save.click(on_export, [state, fmt_dd], export_outputs)
-        b_load.click(wrap(H.on_load_labels), [state, load_tb], outs, api_name="load_labels")
-        load_tb.submit(wrap(H.on_load_labels), [state, load_tb], outs)
+        # the keys go back to the page once the path is sent (else Z and the arrows would
+        # edit the text box)
+        blur = "(...args) => { document.activeElement?.blur(); return args; }"
+        b_load.click(
+            wrap(H.on_load_labels), [state, load_tb], outs, api_name="load_labels", js=blur
+        )
+        load_tb.submit(wrap(H.on_load_labels), [state, load_tb], outs, js=blur)
     demo.queue(default_concurrency_limit=1)
     demo._actsort_export_dir = export_dir
     return demo
