@@ -547,4 +547,17 @@ def test_ctrl_s_exports_like_actsorts_save(neurofinder_store, tmp_path):
             rows = {int(r["candidate"]): r for r in csv.DictReader(fh)}
         assert rows[shown]["human_label"] == "1"  # the label just given
         assert sum(r["human_label"] == "1" for r in rows.values()) == 1
+        # a jump by number, then Up labels that candidate (the number box lets go of the
+        # keys; before, Up raised the number instead)
+        target = (shown + 5) % 100
+        number = page.locator("#as-index input")
+        number.fill(str(target))
+        number.press("Enter")
+        page.wait_for_function(
+            "(n) => document.querySelector('#as-info')?.innerText.includes('candidate ' + n)",
+            arg=str(target),
+            timeout=20000,
+        )
+        _press_and_wait(page, "ArrowUp", "Saved")
+        assert ws.human(0)[target] == 1
         browser.close()

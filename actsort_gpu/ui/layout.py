@@ -53,6 +53,10 @@ KEYS = {
     "Escape": "as-clear",
 }
 
+#: client-side step before an event that a text or number box sends: the keys go back to the
+#: page's shortcuts (the inputs pass through unchanged)
+BLUR_JS = "(...args) => { document.activeElement?.blur(); return args; }"
+
 KEYBOARD_JS = """
 () => {
   const keys = __KEYS__;
@@ -568,7 +572,10 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         b_redo.click(wrap(H.on_redo), [state], outs, api_name="redo", **quick)
         b_play.click(wrap(H.on_play), [state], outs, api_name="play", **quick)
         b_clear.click(wrap(H.on_clear_selection), [state], outs, **quick)
-        index_nb.submit(wrap(H.on_jump), [state, index_nb], outs, api_name="jump", **quick)
+        # after the jump the keys label again (in the box, Up / Down would change the number)
+        index_nb.submit(
+            wrap(H.on_jump), [state, index_nb], outs, api_name="jump", js=BLUR_JS, **quick
+        )
         store_dd.change(wrap(H.on_store), [state, store_dd], outs)
         view_inputs = [
             state,
@@ -651,11 +658,10 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
         b_save.click(on_export, [state, fmt_dd], export_outputs)
         # the keys go back to the page once the path is sent (else Z and the arrows would
         # edit the text box)
-        blur = "(...args) => { document.activeElement?.blur(); return args; }"
         b_load.click(
-            wrap(H.on_load_labels), [state, load_tb], outs, api_name="load_labels", js=blur
+            wrap(H.on_load_labels), [state, load_tb], outs, api_name="load_labels", js=BLUR_JS
         )
-        load_tb.submit(wrap(H.on_load_labels), [state, load_tb], outs, js=blur)
+        load_tb.submit(wrap(H.on_load_labels), [state, load_tb], outs, js=BLUR_JS)
     demo.queue(default_concurrency_limit=1)
     demo._actsort_export_dir = export_dir
     return demo
