@@ -560,4 +560,11 @@ def test_ctrl_s_exports_like_actsorts_save(neurofinder_store, tmp_path):
         )
         _press_and_wait(page, "ArrowUp", "Saved")
         assert ws.human(0)[target] == 1
+        # a slider with the focus (just moved) leaves the arrows to the labels
+        slider = page.locator("#as-zoom input[type=range]")
+        slider.focus()
+        before = slider.input_value()
+        now = int(_index(page))
+        _press_and_wait(page, "ArrowDown", "Saved")
+        assert ws.human(0)[now] == -1 and slider.input_value() == before
         browser.close()

@@ -72,13 +72,18 @@ KEYBOARD_JS = """
     }
     const t = e.target;
     const tag = t && t.tagName ? t.tagName.toLowerCase() : '';
-    if (tag === 'input' || tag === 'textarea' || tag === 'select'
+    // keys typed into a text or number box stay there; a slider, check box or radio button
+    // keeps no keys (else Up after moving a contrast slider would move the slider)
+    const kind = tag === 'input' ? (t.type || 'text').toLowerCase() : '';
+    const fixed = ['range', 'checkbox', 'radio', 'button', 'submit'].includes(kind);
+    if ((tag === 'input' && !fixed) || tag === 'textarea' || tag === 'select'
         || (t && t.isContentEditable)) return;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const id = keys[e.key];
     if (!id) return;
     e.preventDefault();
     if (e.repeat) return;
+    if (fixed) t.blur();
     let el = document.getElementById(id);
     if (el && el.tagName.toLowerCase() !== 'button') el = el.querySelector('button') || el;
     if (el) el.click();
@@ -391,7 +396,12 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                             hi_sl = gr.Slider(50, 100, value=99.7, step=0.1, label="White (%ile)")
                         with gr.Row():
                             zoom_sl = gr.Slider(
-                                0, 100, value=0, step=5, label="Zoom around the current candidate"
+                                0,
+                                100,
+                                value=0,
+                                step=5,
+                                label="Zoom around the current candidate",
+                                elem_id="as-zoom",
                             )
                             fill_sl = gr.Slider(
                                 0,
