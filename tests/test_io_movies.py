@@ -527,3 +527,41 @@ def test_pixel_major_refused_release_reads_on(tmp_path, movie, caplog):
             np.testing.assert_array_equal(m.read(0, T), movie)
             np.testing.assert_array_equal(m.read(2, 5), movie[2:5])
     assert sum("cannot release the pages" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_movies_with_axes_of_size_one(tmp_path):
+    """A (T, H, W, 1) or (1, T, H, W) dataset (a channel or batch axis of size 1, as Keras-era
+    pipelines write) is the (T, H, W) movie: HDF5 contiguous (read like a raw file) and
+    chunked, and zarr; a MATLAB [H W 1 T] file is found in its reversed order too."""
+    import h5py
+    import zarr
+
+    rng = np.random.default_rng(4)
+    movie = rng.integers(0, 4000, (12, 7, 9), dtype=np.uint16)
+    cases = {
+        "last.h5": movie[..., None],
+        "first.h5": movie[None],
+        "middle.h5": movie[:, None],
+    }
+    for name, data in cases.items():
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("mov", data=data)
+            f.create_dataset("chunked", data=data, chunks=True, compression="gzip")
+        for dataset in ("mov", "chunked"):
+            with open_movie(tmp_path / name, dataset=dataset) as m:
+                assert m.shape == movie.shape, (name, dataset)
+                np.testing.assert_array_equal(m.read(2, 9), movie[2:9])
+                if dataset == "mov":
+                    assert m._raw is not None  # contiguous: read at its offset
+    with h5py.File(tmp_path / "only.h5", "w") as f:  # the only movie-shaped dataset is found
+        f.create_dataset("data", data=movie[..., None])
+        f.create_dataset("other", data=np.zeros((3, 4)))
+    with open_movie(tmp_path / "only.h5") as m:
+        np.testing.assert_array_equal(m.read(0, 12), movie)
+    with h5py.File(tmp_path / "matlab.mat", "w", userblock_size=512) as f:
+        f.create_dataset("Y", data=np.ascontiguousarray(movie.transpose(0, 2, 1))[:, None])
+    with open_movie(tmp_path / "matlab.mat", expected_hw=(7, 9)) as m:  # [H W 1 T] in MATLAB
+        np.testing.assert_array_equal(m.read(0, 12), movie)
+    zarr.save_array(str(tmp_path / "m.zarr"), movie[:, None])
+    with open_movie(tmp_path / "m.zarr") as m:
+        np.testing.assert_array_equal(m.read(3, 12), movie[3:])

@@ -7,7 +7,14 @@ import numpy as np
 
 from .base import Movie
 
-__all__ = ["resolve_axis_order"]
+__all__ = ["resolve_axis_order", "movie_shape", "window_index"]
+
+
+def movie_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A dataset's shape without its axes of size 1 (a (T, H, W, 1) or (T, 1, H, W) movie is
+    (T, H, W)), when that leaves 3 axes; else the shape as it is."""
+    kept = tuple(int(n) for n in shape if n != 1)
+    return kept if len(kept) == 3 and len(shape) > 3 else tuple(int(n) for n in shape)
 
 
 def resolve_axis_order(
@@ -40,22 +47,32 @@ def resolve_axis_order(
     )
 
 
+def window_index(shape: tuple[int, ...], t: int, start: int, stop: int) -> tuple:
+    """The index of frames [start, stop) of an array of ``shape`` whose ``t``-th movie axis is
+    time (axes of size 1 beyond the movie's three read at 0: :func:`movie_shape`)."""
+    axes = [k for k, n in enumerate(shape) if n != 1] if len(shape) > 3 else list(range(3))
+    index: list = [0] * len(shape)
+    for k in axes:
+        index[k] = slice(None)
+    index[axes[t]] = slice(start, stop)
+    return tuple(index)
+
+
 class _OrderedArrayMovie(Movie):
-    """A 3-D array-like stored in ``axis_order``, served as (T, H, W) by windows."""
+    """A 3-D array-like stored in ``axis_order``, served as (T, H, W) by windows; axes of size
+    1 beyond those three (a (T, H, W, 1) dataset) are read at index 0 (:func:`movie_shape`)."""
 
     def __init__(self, path, array, axis_order: str, dataset: str | None):
         self._array = array
         self.axis_order = axis_order
         self.dataset = dataset
-        sizes = dict(zip(axis_order, array.shape))
+        sizes = dict(zip(axis_order, movie_shape(array.shape)))
         super().__init__(path, (sizes["T"], sizes["H"], sizes["W"]), array.dtype)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        t = self.axis_order.index("T")
-        index = [slice(None)] * 3
-        index[t] = slice(start, stop)
+        index = window_index(self._array.shape, self.axis_order.index("T"), start, stop)
         try:
-            data = np.asarray(self._array[tuple(index)])
+            data = np.asarray(self._array[index])
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise OSError(
                 f"{self.path}: cannot read frames [{start}, {stop}) of "

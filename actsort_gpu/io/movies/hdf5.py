@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .axes import _OrderedArrayMovie, _swap_rows_cols, resolve_axis_order
+from .axes import (
+    _OrderedArrayMovie,
+    _swap_rows_cols,
+    movie_shape,
+    resolve_axis_order,
+    window_index,
+)
 from .raw import RawFileMovie
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,7 @@ class HDF5Movie(_OrderedArrayMovie):
             array = self._file[name]
             matlab = _is_matlab_h5(path) or "MATLAB_class" in array.attrs
             order = resolve_axis_order(
-                array.shape, expected_hw, matlab=matlab, where=f"{path}:{name}"
+                movie_shape(array.shape), expected_hw, matlab=matlab, where=f"{path}:{name}"
             )
         except Exception:
             self._file.close()
@@ -90,7 +96,7 @@ class HDF5Movie(_OrderedArrayMovie):
         return found
 
     def _datasets_3d(self) -> list[str]:
-        return [name for name, shape in self._datasets().items() if len(shape) == 3]
+        return [name for name, shape in self._datasets().items() if len(movie_shape(shape)) == 3]
 
     def _nwb_series(self, path: Path) -> str:
         """The ``data`` of the NWB file's one imaging series (TwoPhotonSeries, OnePhotonSeries
@@ -105,7 +111,11 @@ class HDF5Movie(_OrderedArrayMovie):
             if not isinstance(obj, h5py.Group) or kind not in _NWB_IMAGING_SERIES:
                 return
             data = obj.get("data")
-            if isinstance(data, h5py.Dataset) and data.ndim == 3 and data.shape[0] > 1:
+            if (
+                isinstance(data, h5py.Dataset)
+                and len(movie_shape(data.shape)) == 3
+                and data.shape[0] > 1
+            ):
                 series.append(f"{name}/data")
             elif "external_file" in obj:
                 external.append(name)
@@ -189,11 +199,12 @@ def _contiguous_hdf5_raw(path: Path, array, order: str) -> RawFileMovie | None:
     if offset is None:  # storage not allocated
         return None
     try:
-        raw = RawFileMovie(path, tuple(array.shape), dtype, offset)
+        raw = RawFileMovie(path, movie_shape(array.shape), dtype, offset)
     except OSError:
         return None
     try:
-        same = raw.read(0, 1).tobytes() == np.asarray(array[0:1]).tobytes()
+        first = np.asarray(array[window_index(array.shape, 0, 0, 1)])  # frame 0 only
+        same = raw.read(0, 1).tobytes() == first.tobytes()
     except OSError:
         same = False
     if not same:

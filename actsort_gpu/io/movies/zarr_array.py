@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .axes import _OrderedArrayMovie, resolve_axis_order
+from .axes import _OrderedArrayMovie, movie_shape, resolve_axis_order
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class ZarrMovie(_OrderedArrayMovie):
             raise OSError(f"{path}: not a readable zarr array or group ({exc})") from exc
         name = None
         if isinstance(node, zarr.Group):
-            arrays = {k: a for k, a in node.arrays() if a.ndim == 3}
+            arrays = {k: a for k, a in node.arrays() if len(movie_shape(a.shape)) == 3}
             if dataset:
                 if dataset not in node:
                     raise KeyError(f"{path}: no array {dataset!r}; 3-D arrays: {sorted(arrays)}")
@@ -44,7 +44,9 @@ class ZarrMovie(_OrderedArrayMovie):
                     f"{path}: {len(arrays)} 3-D arrays {sorted(arrays)}; expected "
                     f"exactly one movie: name it with --dataset"
                 )
-        order = resolve_axis_order(node.shape, expected_hw, matlab=False, where=str(path))
+        order = resolve_axis_order(
+            movie_shape(node.shape), expected_hw, matlab=False, where=str(path)
+        )
         super().__init__(path, node, order, name)
         if order != "THW":
             log.info("%s: array shape %s read as axis order %s", path, node.shape, order)
