@@ -316,9 +316,9 @@ def test_hdf5_dataset_choice_errors(tmp_path, movie):
         open_movie(tmp_path / "two.h5", dataset="c")
     with pytest.raises(ValueError, match="does not contain frames of 7 x 7"):
         open_movie(tmp_path / "two.h5", dataset="a", expected_hw=(7, 7))
-    with h5py.File(tmp_path / "channel.h5", "w") as f:
-        f["mov"] = movie[..., None]
-    with pytest.raises(ValueError, match=r"no 3-D .* it holds mov \(12, 6, 9, 1\)"):
+    with h5py.File(tmp_path / "channel.h5", "w") as f:  # two channels: one must be chosen
+        f["mov"] = np.stack([movie, movie], axis=-1)
+    with pytest.raises(ValueError, match=r"no 3-D .* it holds mov \(12, 6, 9, 2\)"):
         open_movie(tmp_path / "channel.h5")
 
 
