@@ -116,6 +116,10 @@ def two_channels(tmp_path_factory):
     pages = np.stack([green, red], 1)
     tifffile.imwrite(d / "pages.tif", pages.reshape(-1, *green.shape[1:]))
     tifffile.imwrite(d / "hyper.tif", pages, imagej=True, metadata={"axes": "TCYX"})
+    import h5py
+
+    with h5py.File(d / "stack.h5", "w") as f:  # (T, C, H, W): a channel axis
+        f.create_dataset("mov", data=pages, chunks=(16, 1, *green.shape[1:]))
     return d
 
 
@@ -135,7 +139,7 @@ def test_ingest_reads_the_functional_channel(two_channels, tmp_path, capsys):
         == 0
     )
     assert main(["preprocess", str(ref), "--no-progress"]) == 0
-    for name in ("pages.tif", "hyper.tif"):
+    for name in ("pages.tif", "hyper.tif", "stack.h5"):
         out = tmp_path / f"{name}.actsort"
         flags = ["--channels", "2", "--channel", "1"]
         assert (
@@ -264,3 +268,36 @@ def test_bruker_folder_of_channel_files(two_channels, tmp_path, capsys):
     assert _ingest(*args, "--channels", "2", "--channel", "2") == 0
     assert main(["preprocess", str(out), "--no-progress"]) == 0
     assert SortStore.open(out).attrs["movie"]["interleave"]["channel"] == 2
+
+
+def test_a_channel_or_plane_axis_of_an_array(tmp_path):
+    """HDF5 / zarr movies with a channel or plane axis ((T, C, H, W), (T, H, W, C), NWB's
+    volumetric (T, X, Y, Z)): the axis whose size is the count chosen reads the channel /
+    plane; the store records the choice; without one they are refused (no 3-D dataset)."""
+    import h5py
+    import zarr
+
+    rng = np.random.default_rng(6)
+    four = rng.integers(0, 4000, (10, 3, 8, 9), dtype=np.uint16)  # (T, C, H, W)
+    with h5py.File(tmp_path / "tchw.h5", "w") as f:
+        f.create_dataset("mov", data=four)
+        f.create_dataset("last", data=np.ascontiguousarray(four.transpose(0, 2, 3, 1)))
+    il = Interleave(channels=3, channel=2)
+    for name in ("mov", "last"):
+        with open_movie(tmp_path / "tchw.h5", dataset=name, interleave=il) as movie:
+            assert movie.shape == (10, 8, 9) and not isinstance(movie, InterleavedMovie)
+            np.testing.assert_array_equal(movie.read(0, 10), four[:, 1])
+            assert movie.describe()["interleave"] == il.as_dict()
+            assert movie._raw is None  # a channel's frames are not one run of bytes
+    with pytest.raises(ValueError, match="no 3-D"):
+        open_movie(tmp_path / "tchw.h5")
+    planes = Interleave(planes=3, plane=0)  # a (T, Z, H, W) zarr array: a plane
+    zarr.save_array(str(tmp_path / "tzhw.zarr"), four)
+    with open_movie(tmp_path / "tzhw.zarr", interleave=planes) as movie:
+        np.testing.assert_array_equal(movie.read(2, 6), four[2:6, 0])
+    # the plane from the array's axis, two channels interleaved in its frames
+    both = Interleave(planes=3, plane=2, channels=2, channel=2)
+    with open_movie(tmp_path / "tzhw.zarr", interleave=both) as movie:
+        assert isinstance(movie, InterleavedMovie) and movie.shape == (5, 8, 9)
+        np.testing.assert_array_equal(movie.read(0, 5), four[1::2, 2])
+        assert movie.describe()["interleave"] == both.as_dict()

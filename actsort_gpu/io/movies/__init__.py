@@ -108,19 +108,19 @@ MOVIE_READERS: dict[str, MovieReader] = {
             "hdf5",
             ".h5/.hdf5/.mat (v7.3) with a 3-D dataset",
             _file_with_suffix(".h5", ".hdf5", ".hdf", ".mat"),
-            lambda path, dataset, hw, il: HDF5Movie(path, dataset, hw),
+            lambda path, dataset, hw, il: HDF5Movie(path, dataset, hw, il),
         ),
         MovieReader(
             "nwb",
             ".nwb: the data of its one TwoPhotonSeries / OnePhotonSeries / ImageSeries",
             _file_with_suffix(".nwb"),
-            lambda path, dataset, hw, il: HDF5Movie(path, dataset, hw),
+            lambda path, dataset, hw, il: HDF5Movie(path, dataset, hw, il),
         ),
         MovieReader(
             "zarr",
             ".zarr (or a folder with zarr.json/.zarray/.zgroup) v2/v3 array or group",
             lambda path: path.is_dir() and _is_zarr_dir(path),
-            lambda path, dataset, hw, il: ZarrMovie(path, dataset, hw),
+            lambda path, dataset, hw, il: ZarrMovie(path, dataset, hw, il),
         ),
         MovieReader(
             "suite2p-bin",
@@ -199,9 +199,16 @@ def open_movie(
     movie = reader.open(path, dataset, expected_hw, interleave)
     if interleave is None:
         return movie
-    if getattr(movie, "channel_files", None) is not None:
-        # the channel is a set of files (Bruker): the pages interleave the planes only
-        interleave = Interleave(planes=interleave.planes, plane=interleave.plane)
+    resolved = getattr(movie, "resolved", None)
+    if resolved is not None:
+        # the reader chose a channel (a TIFF folder's files, an array's axis) or a plane (an
+        # array's axis): the pages interleave what is left
+        interleave = Interleave(
+            planes=1 if resolved.planes > 1 else interleave.planes,
+            plane=0 if resolved.planes > 1 else interleave.plane,
+            channels=1 if resolved.channels > 1 else interleave.channels,
+            channel=1 if resolved.channels > 1 else interleave.channel,
+        )
     try:
         _check_stack(movie, interleave)
         return movie if interleave.is_plain else InterleavedMovie(movie, interleave)

@@ -7,14 +7,52 @@ import numpy as np
 
 from .base import Movie
 
-__all__ = ["resolve_axis_order", "movie_shape", "window_index"]
+__all__ = ["resolve_axis_order", "movie_axes", "movie_shape", "window_index"]
 
 
-def movie_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A dataset's shape without its axes of size 1 (a (T, H, W, 1) or (T, 1, H, W) movie is
-    (T, H, W)), when that leaves 3 axes; else the shape as it is."""
-    kept = tuple(int(n) for n in shape if n != 1)
-    return kept if len(kept) == 3 and len(shape) > 3 else tuple(int(n) for n in shape)
+def movie_axes(shape: tuple[int, ...], interleave=None):
+    """(the 3 movie axes' sizes in disk order, {other axis: the index read there}, the part of
+    ``interleave`` an axis selects or None) of a dataset of ``shape``: beyond three axes, the
+    one axis whose size is ``interleave.channels`` (> 1) reads ``interleave.channel``
+    (1-based), the one of ``interleave.planes`` reads its plane, and axes of size 1 read 0 (a
+    (T, H, W, 1) dataset). ``shape`` itself, {} and None when that does not leave three axes
+    (not a movie: callers refuse it)."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) <= 3:
+        return shape, {}, None
+    rest, fixed, found = list(range(len(shape))), {}, {}
+    if interleave is not None:
+        wanted = {
+            "channels": (interleave.channels, interleave.channel - 1),
+            "planes": (interleave.planes, interleave.plane),
+        }
+        for name, (size, index) in wanted.items():
+            hits = [k for k in rest if shape[k] == size]
+            if size > 1 and len(hits) == 1:
+                fixed[hits[0]] = index
+                rest.remove(hits[0])
+                found[name] = True
+    ones = [k for k in rest if shape[k] == 1]
+    if len(rest) - len(ones) == 3:
+        for k in ones:
+            fixed[k] = 0
+            rest.remove(k)
+    if len(rest) != 3:
+        return shape, {}, None
+    resolved = None
+    if found:
+        resolved = type(interleave)(
+            planes=interleave.planes if "planes" in found else 1,
+            plane=interleave.plane if "planes" in found else 0,
+            channels=interleave.channels if "channels" in found else 1,
+            channel=interleave.channel if "channels" in found else 1,
+        )
+    return tuple(shape[k] for k in rest), fixed, resolved
+
+
+def movie_shape(shape: tuple[int, ...], interleave=None) -> tuple[int, ...]:
+    """The movie axes' sizes of a dataset (:func:`movie_axes`)."""
+    return movie_axes(shape, interleave)[0]
 
 
 def resolve_axis_order(
@@ -47,30 +85,48 @@ def resolve_axis_order(
     )
 
 
-def window_index(shape: tuple[int, ...], t: int, start: int, stop: int) -> tuple:
+def window_index(
+    shape: tuple[int, ...], t: int, start: int, stop: int, fixed: dict[int, int] | None = None
+) -> tuple:
     """The index of frames [start, stop) of an array of ``shape`` whose ``t``-th movie axis is
-    time (axes of size 1 beyond the movie's three read at 0: :func:`movie_shape`)."""
-    axes = [k for k, n in enumerate(shape) if n != 1] if len(shape) > 3 else list(range(3))
-    index: list = [0] * len(shape)
-    for k in axes:
-        index[k] = slice(None)
+    time; the other axes read at ``fixed`` (default: :func:`movie_axes` without a choice)."""
+    fixed = movie_axes(shape)[1] if fixed is None else fixed
+    index: list = [fixed.get(k, slice(None)) for k in range(len(shape))]
+    axes = [k for k in range(len(shape)) if k not in fixed]
     index[axes[t]] = slice(start, stop)
     return tuple(index)
 
 
 class _OrderedArrayMovie(Movie):
-    """A 3-D array-like stored in ``axis_order``, served as (T, H, W) by windows; axes of size
-    1 beyond those three (a (T, H, W, 1) dataset) are read at index 0 (:func:`movie_shape`)."""
+    """A 3-D array-like stored in ``axis_order``, served as (T, H, W) by windows; its other
+    axes are read where :func:`movie_axes` says for ``interleave`` (a channel, a plane, 0 for
+    an axis of size 1). ``resolved``: the channel / plane so chosen (None: none)."""
 
-    def __init__(self, path, array, axis_order: str, dataset: str | None):
+    def __init__(
+        self,
+        path,
+        array,
+        axis_order: str,
+        dataset: str | None,
+        interleave=None,
+    ):
         self._array = array
         self.axis_order = axis_order
         self.dataset = dataset
-        sizes = dict(zip(axis_order, movie_shape(array.shape)))
+        disk_shape, self._fixed, self.resolved = movie_axes(array.shape, interleave)
+        sizes = dict(zip(axis_order, disk_shape))
         super().__init__(path, (sizes["T"], sizes["H"], sizes["W"]), array.dtype)
 
+    def describe(self) -> dict:
+        info = super().describe()
+        if self.resolved is not None:  # reopened with the same choice
+            info["interleave"] = self.resolved.as_dict()
+        return info
+
     def _read(self, start: int, stop: int) -> np.ndarray:
-        index = window_index(self._array.shape, self.axis_order.index("T"), start, stop)
+        index = window_index(
+            self._array.shape, self.axis_order.index("T"), start, stop, self._fixed
+        )
         try:
             data = np.asarray(self._array[index])
         except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -45,10 +45,14 @@ class HDF5Movie(_OrderedArrayMovie):
         path: str | Path,
         dataset: str | None = None,
         expected_hw: tuple[int, int] | None = None,
+        interleave=None,
     ):
+        """interleave : an ``Interleave``: an axis of the dataset whose size is its channels
+        (planes) reads its channel (plane) (``axes.movie_axes``); ``resolved`` says so."""
         import h5py
 
         path = Path(path)
+        self._interleave = interleave
         try:
             self._file = h5py.File(path, "r")
         except OSError as exc:
@@ -65,13 +69,16 @@ class HDF5Movie(_OrderedArrayMovie):
             array = self._file[name]
             matlab = _is_matlab_h5(path) or "MATLAB_class" in array.attrs
             order = resolve_axis_order(
-                movie_shape(array.shape), expected_hw, matlab=matlab, where=f"{path}:{name}"
+                movie_shape(array.shape, interleave),
+                expected_hw,
+                matlab=matlab,
+                where=f"{path}:{name}",
             )
         except Exception:
             self._file.close()
             raise
-        super().__init__(path, array, order, name.lstrip("/"))
-        self._raw = _contiguous_hdf5_raw(path, array, order)
+        super().__init__(path, array, order, name.lstrip("/"), interleave)
+        self._raw = _contiguous_hdf5_raw(path, array, order, self._fixed)
         if order != "THW" or matlab:
             log.info(
                 "%s:%s: dataset shape %s read as axis order %s%s",
@@ -96,7 +103,11 @@ class HDF5Movie(_OrderedArrayMovie):
         return found
 
     def _datasets_3d(self) -> list[str]:
-        return [name for name, shape in self._datasets().items() if len(movie_shape(shape)) == 3]
+        return [
+            name
+            for name, shape in self._datasets().items()
+            if len(movie_shape(shape, self._interleave)) == 3
+        ]
 
     def _nwb_series(self, path: Path) -> str:
         """The ``data`` of the NWB file's one imaging series (TwoPhotonSeries, OnePhotonSeries
@@ -113,7 +124,7 @@ class HDF5Movie(_OrderedArrayMovie):
             data = obj.get("data")
             if (
                 isinstance(data, h5py.Dataset)
-                and len(movie_shape(data.shape)) == 3
+                and len(movie_shape(data.shape, self._interleave)) == 3
                 and data.shape[0] > 1
             ):
                 series.append(f"{name}/data")
@@ -179,14 +190,18 @@ class HDF5Movie(_OrderedArrayMovie):
 _NWB_IMAGING_SERIES = ("TwoPhotonSeries", "OnePhotonSeries", "ImageSeries")
 
 
-def _contiguous_hdf5_raw(path: Path, array, order: str) -> RawFileMovie | None:
+def _contiguous_hdf5_raw(
+    path: Path, array, order: str, fixed: dict[int, int]
+) -> RawFileMovie | None:
     """A raw reader (``preadv``, direct I/O when large and uncached) of an HDF5 dataset whose
     frames lie one after another in the file: contiguous layout (no chunks, so no filters), not
-    virtual or external, a native-order number type, frames first (THW, or MATLAB's TWH).
-    Its first frame must equal h5py's, bit for bit; None otherwise (h5py reads it)."""
+    virtual or external, a native-order number type, frames first (THW, or MATLAB's TWH), no
+    channel or plane axis chosen (``fixed``: only axes of size 1). Its first frame must equal
+    h5py's, bit for bit; None otherwise (h5py reads it)."""
     dtype = array.dtype
     if (
         order[0] != "T"
+        or any(array.shape[k] != 1 for k in fixed)
         or array.chunks is not None
         or getattr(array, "is_virtual", False)
         or getattr(array, "external", None)
@@ -199,11 +214,11 @@ def _contiguous_hdf5_raw(path: Path, array, order: str) -> RawFileMovie | None:
     if offset is None:  # storage not allocated
         return None
     try:
-        raw = RawFileMovie(path, movie_shape(array.shape), dtype, offset)
+        raw = RawFileMovie(path, movie_shape(array.shape), dtype, offset)  # sizes of 1 dropped
     except OSError:
         return None
     try:
-        first = np.asarray(array[window_index(array.shape, 0, 0, 1)])  # frame 0 only
+        first = np.asarray(array[window_index(array.shape, 0, 0, 1, fixed)])  # frame 0 only
         same = raw.read(0, 1).tobytes() == first.tobytes()
     except OSError:
         same = False

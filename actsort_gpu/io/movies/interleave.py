@@ -165,10 +165,11 @@ class InterleavedMovie(Movie):
     def describe(self) -> dict:
         inner = self.inner.describe()
         chosen = self.interleave.as_dict()
-        if inner.get("interleave"):  # a channel chosen by file (a Bruker folder): kept
-            chosen.update(
-                channels=inner["interleave"]["channels"], channel=inner["interleave"]["channel"]
-            )
+        # a channel or plane the reader chose (a Bruker folder's files, an array's axis): kept
+        for count, index in (("channels", "channel"), ("planes", "plane")):
+            by_reader = (inner.get("interleave") or {}).get(count, 1)
+            if by_reader > 1:
+                chosen.update({count: by_reader, index: inner["interleave"][index]})
         return {
             **inner,
             "n_frames": self.n_frames,

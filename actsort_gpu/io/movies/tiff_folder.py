@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Movie
+from .interleave import Interleave
 from .tiff import TiffMovie
 
 __all__ = ["TiffFolderMovie"]
@@ -61,7 +62,7 @@ class TiffFolderMovie(Movie):
     def __init__(self, path: str | Path, channel: int | None = None):
         """channel : when the file names carry several channels (Bruker's ``_Ch<k>_``), the
         files of this one (1-based) are the movie; such a folder is refused without it.
-        ``channel_files`` records which (None: every file)."""
+        ``resolved`` records which (None: every file)."""
         path = Path(path)
         files = sorted(
             (p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff") and p.is_file()),
@@ -69,8 +70,9 @@ class TiffFolderMovie(Movie):
         )
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no .tif/.tiff files")
-        files, self._n_channels = _channel_files(path, files, channel)
-        self.channel_files = channel if self._n_channels > 1 else None
+        files, n_channels = _channel_files(path, files, channel)
+        #: the channel chosen by file name (an ``Interleave``), None: every file
+        self.resolved = Interleave(channels=n_channels, channel=channel) if n_channels > 1 else None
         self._files = files
         first = self._page_info(files[0])
         # One frame per file (the usual layout) needs no header read beyond the first and the
@@ -94,13 +96,8 @@ class TiffFolderMovie(Movie):
 
     def describe(self) -> dict:
         info = super().describe()
-        if self.channel_files is not None:  # the files of one channel: reopened the same way
-            info["interleave"] = {
-                "planes": 1,
-                "plane": 0,
-                "channels": self._n_channels,
-                "channel": self.channel_files,
-            }
+        if self.resolved is not None:  # the files of one channel: reopened the same way
+            info["interleave"] = self.resolved.as_dict()
         return info
 
     @staticmethod

@@ -22,7 +22,10 @@ class ZarrMovie(_OrderedArrayMovie):
         path: str | Path,
         dataset: str | None = None,
         expected_hw: tuple[int, int] | None = None,
+        interleave=None,
     ):
+        """interleave : an ``Interleave`` whose channel / plane an axis of the array selects
+        (``axes.movie_axes``)."""
         import zarr
 
         path = Path(path)
@@ -32,7 +35,7 @@ class ZarrMovie(_OrderedArrayMovie):
             raise OSError(f"{path}: not a readable zarr array or group ({exc})") from exc
         name = None
         if isinstance(node, zarr.Group):
-            arrays = {k: a for k, a in node.arrays() if len(movie_shape(a.shape)) == 3}
+            arrays = {k: a for k, a in node.arrays() if len(movie_shape(a.shape, interleave)) == 3}
             if dataset:
                 if dataset not in node:
                     raise KeyError(f"{path}: no array {dataset!r}; 3-D arrays: {sorted(arrays)}")
@@ -45,8 +48,8 @@ class ZarrMovie(_OrderedArrayMovie):
                     f"exactly one movie: name it with --dataset"
                 )
         order = resolve_axis_order(
-            movie_shape(node.shape), expected_hw, matlab=False, where=str(path)
+            movie_shape(node.shape, interleave), expected_hw, matlab=False, where=str(path)
         )
-        super().__init__(path, node, order, name)
+        super().__init__(path, node, order, name, interleave)
         if order != "THW":
             log.info("%s: array shape %s read as axis order %s", path, node.shape, order)
