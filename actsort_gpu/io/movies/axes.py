@@ -65,7 +65,10 @@ def resolve_axis_order(
     Without it: 'TWH' for MATLAB files, else 'THW'.
     """
     if len(shape) != 3:
-        raise ValueError(f"{where}: dataset of shape {tuple(shape)}; expected a 3-D movie")
+        raise ValueError(
+            f"{where}: dataset of shape {tuple(shape)}; expected a 3-D movie (with a channel "
+            "or plane axis: choose one with --channels N --channel K or --planes N --plane K)"
+        )
     if expected_hw is None:
         return "TWH" if matlab else "THW"
     h, w = (int(v) for v in expected_hw)

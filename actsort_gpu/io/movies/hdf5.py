@@ -155,8 +155,8 @@ class HDF5Movie(_OrderedArrayMovie):
             held = [f"{name} {shape}" for name, shape in self._datasets().items()][:8]
             raise ValueError(
                 f"{path}: no 3-D (frames, height, width) dataset; it holds "
-                f"{', '.join(held) or 'no dataset'} (a movie with a channel or plane axis needs "
-                "it removed first)"
+                f"{', '.join(held) or 'no dataset'} (a movie with a channel or plane axis: "
+                "choose one with --channels N --channel K or --planes N --plane K)"
             )
         return found[0]
 
