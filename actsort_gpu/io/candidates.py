@@ -133,15 +133,20 @@ def hdf5_row_traces(
         ``RoiResponseSeries``, a MATLAB N x T matrix): a block reads its columns, so the file's
         matrix is never transposed whole (a block of ~1,700 columns of a contiguous
         100,000-column dataset reads in about a tenth of a second).
-    source_rows : (S,) int64, strictly increasing: the candidate row of each source trace (an
-        NWB series over some of the table's ROIs); candidates without one are NaN. None: the
-        identity (S == N).
+    source_rows : (S,) int64, distinct: the candidate row of each source trace (an NWB series
+        over some of the table's ROIs, in any order); candidates without one are NaN. None:
+        the identity (S == N). A block reads the source traces of its candidates: one run of
+        them when the rows increase, else those of its rows, in file order.
     """
     n, n_frames = int(shape[0]), int(shape[1])
+    order = None  # source positions sorted by candidate row, when the rows do not increase
     if source_rows is not None:
         source_rows = np.asarray(source_rows, dtype=np.int64)
+        if len(np.unique(source_rows)) != len(source_rows):
+            raise ValueError("hdf5_row_traces: source_rows must be distinct")
         if np.any(np.diff(source_rows) <= 0):
-            raise ValueError("hdf5_row_traces: source_rows must be strictly increasing")
+            order = np.argsort(source_rows, kind="stable")
+    sorted_rows = source_rows if order is None else source_rows[order]
 
     def block(rows: slice) -> np.ndarray:
         import h5py
@@ -149,13 +154,20 @@ def hdf5_row_traces(
         if source_rows is None:
             lo, hi = rows.start, rows.stop
         else:
-            lo, hi = np.searchsorted(source_rows, [rows.start, rows.stop])
+            lo, hi = np.searchsorted(sorted_rows, [rows.start, rows.stop])
+        # the source traces to read: a run [lo, hi), or these positions in increasing order
+        picked = None if order is None else np.sort(order[lo:hi])
         try:
             with h5py.File(path, "r") as f:
                 parts = []
                 for name in datasets:
                     data = f[name]
-                    part = data[:, lo:hi].T if frames_first else data[lo:hi]
+                    if picked is not None and frames_first:
+                        part = data[:, picked].T if picked.size else np.zeros((0, n_frames))
+                    elif picked is not None:
+                        part = data[picked] if picked.size else np.zeros((0, n_frames))
+                    else:
+                        part = data[:, lo:hi].T if frames_first else data[lo:hi]
                     parts.append(np.ascontiguousarray(part, dtype=np.float32))
         except (OSError, KeyError, ValueError) as exc:
             raise OSError(
@@ -168,7 +180,8 @@ def hdf5_row_traces(
         if source_rows is None:
             return out
         full = np.full((rows.stop - rows.start, n_frames), np.nan, np.float32)
-        full[source_rows[lo:hi] - rows.start] = out
+        where = source_rows[lo:hi] if picked is None else source_rows[picked]
+        full[where - rows.start] = out
         return full
 
     return RowBlockTraces((n, n_frames), block)

@@ -114,8 +114,9 @@ def read_nwb(path: str | Path, *, hw: tuple[int, int] | None = None) -> Candidat
 def _traces(rrs, n: int, path: Path):
     """(n, T) float32 traces of the ROI table's rows from the series' (T, S) data: read by
     blocks of ROIs at ingest (:func:`~.candidates.hdf5_row_traces`) when the data is an HDF5
-    dataset over ROIs in table order (Suite2p's and pynwb's usual layout); read whole otherwise.
-    Rows the series does not cover are NaN."""
+    dataset over distinct ROIs (in table order, Suite2p's and pynwb's usual layout, one run of
+    columns per block; in another order, each block's columns); read whole otherwise (a series
+    listing an ROI twice: the last column wins). Rows the series does not cover are NaN."""
     import h5py
 
     roi_rows = np.asarray(rrs.rois.data[:], dtype=np.int64)
@@ -131,7 +132,8 @@ def _traces(rrs, n: int, path: Path):
         )
     if np.any((roi_rows < 0) | (roi_rows >= n)):
         raise ValueError(f"{path}: {rrs.name} references ROIs outside its table of {n} rows")
-    if isinstance(data, h5py.Dataset) and len(shape) == 2 and np.all(np.diff(roi_rows) > 0):
+    distinct = len(np.unique(roi_rows)) == len(roi_rows)
+    if isinstance(data, h5py.Dataset) and len(shape) == 2 and distinct:
         return hdf5_row_traces(
             path, [data.name], (n, shape[0]), frames_first=True, source_rows=roi_rows
         )
