@@ -108,7 +108,10 @@ def test_extract_v73_dense_reversed_order(tmp_path, truth, monkeypatch):
         f["output/temporal_weights"] = traces.T
 
     _write_v73(tmp_path / "nt.mat", write_n_by_t)
+    from actsort_gpu.io import nwb as nwb_reader
+
     monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 2 * T + 1)  # 2 rows per block
+    monkeypatch.setattr(nwb_reader, "OUT_OF_ORDER_WHOLE_BYTES", 0)  # blocks, whatever the size
     c = read_extraction(tmp_path / "nt.mat")
     _same(c, fp, traces, "extract")
     assert isinstance(c.traces, RowBlockTraces)
@@ -194,7 +197,10 @@ def test_caiman_traces_read_by_blocks(tmp_path, truth, monkeypatch):
     c64 = traces.astype(np.float64) * 1.001
     yra = np.random.default_rng(2).normal(size=traces.shape)
     _caiman(tmp_path / "cm.hdf5", fp, c64, yra)
+    from actsort_gpu.io import nwb as nwb_reader
+
     monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 2 * T + 1)  # 2 rows per block
+    monkeypatch.setattr(nwb_reader, "OUT_OF_ORDER_WHOLE_BYTES", 0)  # blocks, whatever the size
     c = read_extraction(tmp_path / "cm.hdf5")
     expected = c64.astype(np.float32) + yra.astype(np.float32)
     np.testing.assert_array_equal(np.asarray(c.traces), expected)
@@ -300,12 +306,19 @@ def test_nwb(tmp_path, truth, mask, rois, monkeypatch):
     ophys.add(fl)
     with pynwb.NWBHDF5IO(str(tmp_path / "s.nwb"), "w") as io:
         io.write(nwb)
+    from actsort_gpu.io import nwb as nwb_reader
+
     monkeypatch.setattr(candidates, "TRACE_BLOCK_VALUES", 2 * T + 1)  # 2 rows per block
+    monkeypatch.setattr(nwb_reader, "OUT_OF_ORDER_WHOLE_BYTES", 0)  # blocks, whatever the size
     c = read_extraction(tmp_path / "s.nwb")
     expected = np.full_like(traces, np.nan)
     expected[rois] = traces[rois]
     _same(c, fp, expected, "nwb")
     assert isinstance(c.traces, RowBlockTraces)  # (T, n_rois) read by columns, any order
+    monkeypatch.setattr(nwb_reader, "OUT_OF_ORDER_WHOLE_BYTES", 1 << 20)  # small: whole
+    whole = read_extraction(tmp_path / "s.nwb")
+    assert isinstance(whole.traces, RowBlockTraces) == (rois == sorted(rois))
+    np.testing.assert_array_equal(np.asarray(whole.traces), expected)
     np.testing.assert_array_equal(c.traces[1:4], expected[1:4])
     assert c.fs_hz == 7.0
     np.testing.assert_array_equal(c.metrics["nwb_iscell"], [0, 1, 0, 1])
