@@ -301,3 +301,34 @@ def test_a_channel_or_plane_axis_of_an_array(tmp_path):
         assert isinstance(movie, InterleavedMovie) and movie.shape == (5, 8, 9)
         np.testing.assert_array_equal(movie.read(0, 5), four[1::2, 2])
         assert movie.describe()["interleave"] == both.as_dict()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "chain", "zlib", "one_frame_files"])
+def test_tiff_folder_of_interleaved_parts(tmp_path, layout, monkeypatch):
+    """ScanImage splits a long recording into parts whose pages continue the interleaving
+    (a part may end inside a time point): a channel of the folder equals the pages' slice,
+    read part by part, choosing pages, also in pieces smaller than a part."""
+    rng = np.random.default_rng(7)
+    pages = rng.integers(0, 4000, (46, 6, 7), dtype=np.uint16)  # 23 time points x 2 channels
+    folder = tmp_path / layout
+    folder.mkdir()
+    if layout == "one_frame_files":
+        parts = [pages[k : k + 1] for k in range(len(pages))]
+    else:
+        parts = [pages[:7], pages[7:30], pages[30:]]  # 7 pages: part 1 ends mid time point
+    for k, part in enumerate(parts):
+        name = folder / f"file_{k + 1:05d}.tif"
+        if layout == "contiguous" or layout == "one_frame_files":
+            tifffile.imwrite(name, part)
+        else:
+            with tifffile.TiffWriter(name) as tw:
+                for page in part:
+                    extra = {"compression": "zlib"} if layout == "zlib" else {}
+                    tw.write(page, contiguous=False, metadata=None, **extra)
+    monkeypatch.setattr(interleave_mod, "INNER_WINDOW_BYTES", 2 * 6 * 7 * 2 * 5)  # 5 frames
+    for channel in (1, 2):
+        il = Interleave(channels=2, channel=channel)
+        with open_movie(folder, interleave=il) as movie:
+            assert movie.shape == (23, 6, 7)
+            np.testing.assert_array_equal(movie.read(0, 23), pages[channel - 1 :: 2])
+            np.testing.assert_array_equal(movie.read(3, 11), pages[channel - 1 :: 2][3:11])

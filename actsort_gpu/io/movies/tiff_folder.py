@@ -156,6 +156,35 @@ class TiffFolderMovie(Movie):
             return super().read_into(start, stop, out)
         return self._fill(start, stop, out)
 
+    def read_pages_into(self, pages: range, out: np.ndarray) -> np.ndarray:
+        """The frames ``pages`` (a range, any step: one channel of interleaved pages) into
+        ``out`` ((len(pages), H, W), C-contiguous), file by file: a one-frame file is read only
+        when chosen, a multi-page one reads or decodes only the chosen pages
+        (``TiffMovie.read_pages_into``) or, stored in one run, its span."""
+        if not self._fills_in_place(pages.start, pages.start + len(pages), out):
+            raise ValueError(f"out has shape {out.shape} {out.dtype} for {len(pages)} frames")
+        if pages and not 0 <= min(pages[0], pages[-1]) <= max(pages[0], pages[-1]) < self.n_frames:
+            raise IndexError(f"{self.path}: pages {pages} outside [0, {self.n_frames})")
+        step, k = pages.step, 0
+        with self._lock:
+            while k < len(pages):
+                first = pages[k]
+                i = self._file_index(first)
+                f0, f1 = int(self._starts[i]), int(self._starts[i + 1])
+                n = min(len(pages) - k, (f1 - 1 - first) // step + 1)  # chosen pages in file i
+                dest = out[k : k + n]
+                movie = self._file_movie(i)
+                if movie is None:
+                    dest[...] = self._read_single(i)
+                    self._modes.add("buffered")
+                else:
+                    local = range(first - f0, first - f0 + (n - 1) * step + 1, step)
+                    if movie.read_pages_into(local, dest) is None:  # one run of bytes
+                        dest[...] = movie.read(local.start, local.stop)[::step]
+                    self._modes.add(movie.read_mode)
+                k += n
+        return out
+
     def _read(self, start: int, stop: int) -> np.ndarray:
         return self._fill(
             start, stop, self.placed_window(self.window_buffer(stop - start), start, stop)
