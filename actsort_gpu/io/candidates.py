@@ -151,23 +151,21 @@ def hdf5_row_traces(
     def block(rows: slice) -> np.ndarray:
         import h5py
 
+        # the source traces of these rows: a run [lo, hi), or positions in increasing order
         if source_rows is None:
-            lo, hi = rows.start, rows.stop
+            cols = slice(rows.start, rows.stop)
         else:
             lo, hi = np.searchsorted(sorted_rows, [rows.start, rows.stop])
-        # the source traces to read: a run [lo, hi), or these positions in increasing order
-        picked = None if order is None else np.sort(order[lo:hi])
+            cols = slice(lo, hi) if order is None else np.sort(order[lo:hi])
+            full = np.full((rows.stop - rows.start, n_frames), np.nan, np.float32)
+            if len(source_rows[cols]) == 0:  # none of these rows has a trace
+                return full
         try:
             with h5py.File(path, "r") as f:
                 parts = []
                 for name in datasets:
                     data = f[name]
-                    if picked is not None and frames_first:
-                        part = data[:, picked].T if picked.size else np.zeros((0, n_frames))
-                    elif picked is not None:
-                        part = data[picked] if picked.size else np.zeros((0, n_frames))
-                    else:
-                        part = data[:, lo:hi].T if frames_first else data[lo:hi]
+                    part = data[:, cols].T if frames_first else data[cols]
                     parts.append(np.ascontiguousarray(part, dtype=np.float32))
         except (OSError, KeyError, ValueError) as exc:
             raise OSError(
@@ -179,9 +177,7 @@ def hdf5_row_traces(
             out += part
         if source_rows is None:
             return out
-        full = np.full((rows.stop - rows.start, n_frames), np.nan, np.float32)
-        where = source_rows[lo:hi] if picked is None else source_rows[picked]
-        full[where - rows.start] = out
+        full[source_rows[cols] - rows.start] = out
         return full
 
     return RowBlockTraces((n, n_frames), block)
