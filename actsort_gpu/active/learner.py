@@ -581,10 +581,7 @@ class Learner:
             raise ValueError(
                 f"label must be {CELL}, {NOT_CELL}, {UNLABELLED} or {UNSURE} (unsure), got {y!r}"
             )
-        if self.read_only_session:
-            raise RuntimeError(
-                "this learner replays the journals read-only; open it with Learner.open to label"
-            )
+        self._check_writable()
         items = [_candidate_index(i) for i in items]
         where = [self.locate(i) for i in items]
         datasets = {d for d, _ in where}
@@ -605,10 +602,7 @@ class Learner:
         ``label_import.LabelCarry``) as one ``import`` action, skipping those with a label or
         unsure. Returns (the action id, None when none was unlabelled; (M,) bool, which rows
         took their value)."""
-        if self.read_only_session:
-            raise RuntimeError(
-                "this learner replays the journals read-only; open it with Learner.open to label"
-            )
+        self._check_writable()
         action, new = self._journals[dataset].append_new(
             self.datasets[dataset].journal_dataset,
             carry.rows.tolist(),
@@ -656,12 +650,18 @@ class Learner:
         if newest is None:
             return None
         _, d = newest
-        if self.read_only_session:
-            raise RuntimeError("this learner replays the journals read-only")
+        self._check_writable()
         j = self._journals[d]
         action = j.undo(self.annotator) if kind == "undo" else j.redo(self.annotator)
         self._apply(d, action)
         return [int(self._offsets[d] + ev.candidate) for ev in action]
+
+    def _check_writable(self) -> None:
+        """Refuse a change of labels in a learner opened with :meth:`read_only`."""
+        if self.read_only_session:
+            raise RuntimeError(
+                "this learner replays the journals read-only; open it with Learner.open to label"
+            )
 
     def _apply(self, d: int, action) -> None:
         for ev in action:

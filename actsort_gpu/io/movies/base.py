@@ -129,6 +129,14 @@ class Movie(ABC):
             and out.flags.c_contiguous
         )
 
+    def _check_pages(self, pages: range, out: np.ndarray) -> None:
+        """For a ``read_pages_into(pages, out)``: ``out`` must be (len(pages), H, W) of the
+        movie's dtype, C-contiguous, and every page inside the movie."""
+        if not self._fills_in_place(pages.start, pages.start + len(pages), out):
+            raise ValueError(f"out has shape {out.shape} {out.dtype} for {len(pages)} frames")
+        if pages and not 0 <= min(pages[0], pages[-1]) <= max(pages[0], pages[-1]) < self.n_frames:
+            raise IndexError(f"{self.path}: pages {pages} outside [0, {self.n_frames})")
+
     @property
     def read_mode(self) -> str:
         """How the frames read so far came off the disk: 'direct' (``O_DIRECT``, page cache

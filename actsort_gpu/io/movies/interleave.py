@@ -100,10 +100,11 @@ class Interleave:
 class InterleavedMovie(Movie):
     """The frames of ``inner`` (its pages) at ``interleave.offset + t * interleave.stride``.
 
-    A window of frames is read as the span of pages it covers, in pieces of at most
-    :data:`INNER_WINDOW_BYTES`, and the selected pages copied out: memory stays bounded by the
-    piece, whatever the window; the pass reads every page of the file (all channels and
-    planes), as the acquisition wrote them. Closing it closes ``inner``.
+    A window of frames is read in pieces of at most :data:`INNER_WINDOW_BYTES` of pages: a
+    reader that can read or decode only the chosen pages (``read_pages_into``: TIFF page
+    chains, compressed TIFFs, TIFF folders) does; from others the span of pages is read and the
+    chosen ones copied out. Memory stays bounded by the piece, whatever the window. Closing it
+    closes ``inner``.
     """
 
     def __init__(self, inner: Movie, interleave: Interleave):
@@ -133,8 +134,6 @@ class InterleavedMovie(Movie):
         if not self._fills_in_place(start, stop, out):
             return super().read_into(start, stop, out)
         stride = self.interleave.stride
-        # a reader that can read or decode only the chosen pages (a TIFF page chain, a
-        # compressed TIFF) does; others read the span of pages and the chosen ones are copied
         chosen_only = getattr(self.inner, "read_pages_into", None)
         with self._lock:
             for lo in range(start, stop, self._per_piece):

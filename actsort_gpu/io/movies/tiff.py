@@ -133,10 +133,7 @@ class TiffMovie(Movie):
         the frames lie in one run of bytes (reading the span is as good)."""
         if self._raw is not None:
             return None
-        if not self._fills_in_place(pages.start, pages.start + len(pages), out):
-            raise ValueError(f"out has shape {out.shape} {out.dtype} for {len(pages)} frames")
-        if pages and not 0 <= min(pages[0], pages[-1]) <= max(pages[0], pages[-1]) < self.n_frames:
-            raise IndexError(f"{self.path}: pages {pages} outside [0, {self.n_frames})")
+        self._check_pages(pages, out)
         if self._pages is not None:
             return self._read_offsets(
                 self._pages[pages.start : pages.stop : pages.step], out, pages

@@ -161,10 +161,7 @@ class TiffFolderMovie(Movie):
         ``out`` ((len(pages), H, W), C-contiguous), file by file: a one-frame file is read only
         when chosen, a multi-page one reads or decodes only the chosen pages
         (``TiffMovie.read_pages_into``) or, stored in one run, its span."""
-        if not self._fills_in_place(pages.start, pages.start + len(pages), out):
-            raise ValueError(f"out has shape {out.shape} {out.dtype} for {len(pages)} frames")
-        if pages and not 0 <= min(pages[0], pages[-1]) <= max(pages[0], pages[-1]) < self.n_frames:
-            raise IndexError(f"{self.path}: pages {pages} outside [0, {self.n_frames})")
+        self._check_pages(pages, out)
         step, k = pages.step, 0
         with self._lock:
             while k < len(pages):
