@@ -423,9 +423,11 @@ def ingest_files(
                 progress=progress,
                 movie_shape=movie.shape,
             )
-        reopen = chosen is None  # opened as its pages: now with the extraction's layout
-        if chosen is None:
+        reopen = False
+        if chosen is None:  # opened as its pages: reopened for the extraction's layout, or
+            # for the refusal of a hyperstack left without one (else the same movie)
             chosen = _layout_from_source(candidates, movie)
+            reopen = chosen is not None or getattr(movie, "stack", None) is not None
         if (candidates.height, candidates.width) != (movie.height, movie.width) or reopen:
             # HDF5 / zarr movies: the extraction's (H, W) decides the axis order; the
             # channel and plane are now known (a hyperstack with none chosen is refused here)
