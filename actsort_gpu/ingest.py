@@ -354,20 +354,23 @@ def _check_pages_chosen(movie, candidates: Candidates) -> None:
         )
 
 
-def _layout_from_source(candidates: Candidates, movie):
+def _layout_from_source(candidates: Candidates, movie, movie_path):
     """The channel and plane the extraction says it came from (Suite2p's ops), when the
-    movie's pages hold that many times the traces' frames; else None (every page a frame)."""
+    movie's pages hold that many times the traces' frames; else None (every page a frame).
+    ``movie`` None: the movie could not be opened without a choice (an array's channel axis, a
+    folder of several channels' files), so the extraction's choice is taken as it is."""
     layout = candidates.movie_layout
-    if layout is None or layout.n_frames(movie.n_frames) != candidates.n_frames:
+    if layout is None:
+        return None
+    if movie is not None and layout.n_frames(movie.n_frames) != candidates.n_frames:
         return None
     log.info(
-        "%s: reading %s of %s's pages (%d pages, %d frames), as the extraction's settings "
-        "say (--channels / --channel / --planes / --plane choose another)",
+        "%s: reading %s of %s%s, as the extraction's settings say (--channels / --channel / "
+        "--planes / --plane choose another)",
         candidates.source_path,
         layout.describe(),
-        movie.path,
-        movie.n_frames,
-        candidates.n_frames,
+        movie_path,
+        "" if movie is None else f"'s pages ({movie.n_frames} pages, {candidates.n_frames} frames)",
     )
     return layout
 
@@ -389,7 +392,10 @@ def ingest_files(
     tells the movie reader the axis order of HDF5 / zarr movies (MATLAB's reversed order: the
     movie is reopened with it when the first guess differs). When the extraction does not
     record its field of view (an EXTRACT sparse matrix without a summary image, NWB pixel
-    masks), the movie's (H, W) is used instead.
+    masks), the movie's (H, W) is used instead. A movie that holds several channels or planes
+    side by side (an HDF5 / zarr channel axis, a Bruker folder of ``_Ch<k>_`` files) is opened
+    only after the extraction, with the channel and plane it records (Suite2p's ops) when none
+    is given, else refused naming the flags.
     """
     from .io.extraction import MissingShapeError, read_extraction
     from .io.movies import open_movie
@@ -397,13 +403,23 @@ def ingest_files(
     # Refuse a bad --out before reading anything (never an input, never a non-store).
     SortStore.check_create(out, overwrite=overwrite, protect=(movie_path, extraction_path))
     check_fs_hz(config.fs_hz, "ingest.fs_hz (--fs)")
-    from .io.movies import Interleave
+    from .io.movies import Interleave, LayoutNeeded
 
     chosen = movie_interleave(config)
     # The movie's shape first (its header only): its sizes bound the extraction's field of
     # view, so a header that lies about H x W fails before anything that size is allocated.
-    # Its pages as they are (a hyperstack too) until the extraction says which to read.
-    movie = open_movie(movie_path, dataset=config.movie_dataset, interleave=chosen or Interleave())
+    # Its pages as they are (a hyperstack too) until the extraction says which to read; a
+    # movie that cannot be opened before a choice (an array's channel axis, a Bruker folder)
+    # waits for the extraction's.
+    movie = needed = None
+    try:
+        movie = open_movie(
+            movie_path, dataset=config.movie_dataset, interleave=chosen or Interleave()
+        )
+    except LayoutNeeded as exc:
+        if chosen is not None:
+            raise
+        needed = exc
     try:
         try:
             candidates = read_extraction(
@@ -411,9 +427,11 @@ def ingest_files(
                 format=config.format,
                 config=config,
                 progress=progress,
-                movie_shape=movie.shape,
+                movie_shape=None if movie is None else movie.shape,
             )
         except MissingShapeError as exc:
+            if movie is None:  # neither tells the field of view: the movie's choice first
+                raise needed from None
             log.info("%s; taking height and width from the movie %s", exc, movie_path)
             candidates = read_extraction(
                 extraction_path,
@@ -423,15 +441,19 @@ def ingest_files(
                 progress=progress,
                 movie_shape=movie.shape,
             )
-        reopen = False
+        reopen = movie is None
         if chosen is None:  # opened as its pages: reopened for the extraction's layout, or
             # for the refusal of a hyperstack left without one (else the same movie)
-            chosen = _layout_from_source(candidates, movie)
-            reopen = chosen is not None or getattr(movie, "stack", None) is not None
-        if (candidates.height, candidates.width) != (movie.height, movie.width) or reopen:
+            chosen = _layout_from_source(candidates, movie, movie_path)
+            if movie is None and chosen is None:
+                raise needed
+            reopen = reopen or chosen is not None or getattr(movie, "stack", None) is not None
+        if reopen or (candidates.height, candidates.width) != (movie.height, movie.width):
             # HDF5 / zarr movies: the extraction's (H, W) decides the axis order; the
             # channel and plane are now known (a hyperstack with none chosen is refused here)
-            movie.close()
+            if movie is not None:
+                movie.close()
+                movie = None
             movie = open_movie(
                 movie_path,
                 dataset=config.movie_dataset,
@@ -450,4 +472,5 @@ def ingest_files(
             extraction_fingerprint=fingerprint,
         )
     finally:
-        movie.close()
+        if movie is not None:
+            movie.close()

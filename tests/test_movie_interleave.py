@@ -211,6 +211,42 @@ def test_ingest_takes_the_channel_from_suite2ps_ops(two_channels, tmp_path, capl
     assert "interleave" not in SortStore.open(out2).attrs["movie"]
 
 
+def test_ops_choose_the_channel_of_an_array_or_a_bruker_folder(two_channels, tmp_path, caplog):
+    """An HDF5 movie with a channel axis and a Bruker folder of _Ch<k>_ files cannot be opened
+    before a channel is chosen: ingest reads the extraction first and takes the channel its
+    ops record (functional_chan), the same frames as with the flags."""
+    d = two_channels
+    plane = tmp_path / "suite2p" / "plane0"
+    shutil.copytree(d / "rec" / "suite2p" / "plane0", plane)
+    ops = np.load(plane / "ops.npy", allow_pickle=True).item()
+    green = tifffile.imread(d / "rec" / "movie.tif")
+    folder = tmp_path / "TSeries-002"
+    folder.mkdir()
+    for t in range(green.shape[0]):  # the functional channel is Ch2 here
+        tifffile.imwrite(
+            folder / f"TSeries-002_Cycle00001_Ch1_{t + 1:06d}.ome.tif", 150 + 0 * green[t]
+        )
+        tifffile.imwrite(folder / f"TSeries-002_Cycle00001_Ch2_{t + 1:06d}.ome.tif", green[t])
+    snapshots = {}
+    for name, movie, channel in [("h5", d / "stack.h5", 1), ("bruker", folder, 2)]:
+        np.save(
+            plane / "ops.npy",
+            {**ops, "nchannels": 2, "functional_chan": channel},
+            allow_pickle=True,
+        )
+        out = tmp_path / f"{name}.actsort"
+        caplog.clear()
+        with caplog.at_level("INFO", logger="actsort_gpu.ingest"):
+            args = ["--movie", str(movie), "--extraction", str(plane), "--out", str(out)]
+            assert _ingest(*args) == 0
+        assert f"reading channel {channel} of 2 of {movie}," in caplog.text
+        assert SortStore.open(out).attrs["movie"]["interleave"]["channel"] == channel
+        assert main(["preprocess", str(out), "--no-progress"]) == 0
+        snapshots[name] = SortStore.open(out).read("fov/mean")
+    np.testing.assert_allclose(snapshots["h5"], snapshots["bruker"], rtol=1e-6)
+    np.testing.assert_allclose(snapshots["h5"], green.mean(0), rtol=1e-4, atol=1e-3)
+
+
 def test_ingest_warns_when_a_registered_extraction_gets_the_raw_movie(
     two_channels, tmp_path, caplog
 ):

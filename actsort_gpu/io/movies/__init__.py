@@ -18,7 +18,7 @@ from .axes import resolve_axis_order
 from .base import ArrayMovie, Movie
 from .caiman import CaimanMmapMovie
 from .hdf5 import HDF5Movie
-from .interleave import Interleave, InterleavedMovie
+from .interleave import Interleave, InterleavedMovie, LayoutNeeded
 from .pixel_major import PixelMajorMovie
 from .raw import NpyMovie, RawFileMovie, Suite2pBinMovie
 from .tiff import TiffMovie
@@ -44,6 +44,7 @@ __all__ = [
     "resolve_axis_order",
     "Interleave",
     "InterleavedMovie",
+    "LayoutNeeded",
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Movie
+from .interleave import LayoutNeeded
 
 __all__ = ["resolve_axis_order", "movie_axes", "movie_shape", "window_index"]
 
@@ -65,7 +66,8 @@ def resolve_axis_order(
     Without it: 'TWH' for MATLAB files, else 'THW'.
     """
     if len(shape) != 3:
-        raise ValueError(
+        error = LayoutNeeded if len(shape) > 3 else ValueError
+        raise error(
             f"{where}: dataset of shape {tuple(shape)}; expected a 3-D movie (with a channel "
             "or plane axis: choose one with --channels N --channel K or --planes N --plane K)"
         )

@@ -15,6 +15,7 @@ from .axes import (
     resolve_axis_order,
     window_index,
 )
+from .interleave import LayoutNeeded
 from .raw import RawFileMovie
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class HDF5Movie(_OrderedArrayMovie):
         or ImageSeries with frames in the file)."""
         import h5py
 
-        series, external = [], []
+        series, stacked, external = [], [], []
 
         def visit(name, obj):
             kind = obj.attrs.get("neurodata_type")
@@ -128,12 +129,19 @@ class HDF5Movie(_OrderedArrayMovie):
                 and data.shape[0] > 1
             ):
                 series.append(f"{name}/data")
+            elif isinstance(data, h5py.Dataset) and len(movie_shape(data.shape)) > 3:
+                stacked.append(f"{name}/data {data.shape}")
             elif "external_file" in obj:
                 external.append(name)
 
         self._file.visititems(visit)
         if len(series) == 1:
             return series[0]
+        if not series and stacked:
+            raise LayoutNeeded(
+                f"{path}: the imaging series {stacked} have a channel or plane axis: choose "
+                "one with --channels N --channel K or --planes N --plane K"
+            )
         if not series and external:
             raise ValueError(
                 f"{path}: the imaging series {external} keep their frames in external files "
@@ -152,8 +160,10 @@ class HDF5Movie(_OrderedArrayMovie):
                 f"movie: name it with --dataset"
             )
         if not found:
-            held = [f"{name} {shape}" for name, shape in self._datasets().items()][:8]
-            raise ValueError(
+            shapes = self._datasets()
+            held = [f"{name} {shape}" for name, shape in shapes.items()][:8]
+            several = any(len(movie_shape(shape)) > 3 for shape in shapes.values())
+            raise (LayoutNeeded if several else ValueError)(
                 f"{path}: no 3-D (frames, height, width) dataset; it holds "
                 f"{', '.join(held) or 'no dataset'} (a movie with a channel or plane axis: "
                 "choose one with --channels N --channel K or --planes N --plane K)"

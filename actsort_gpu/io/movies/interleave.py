@@ -17,11 +17,17 @@ import numpy as np
 
 from .base import Movie
 
-__all__ = ["Interleave", "InterleavedMovie", "INNER_WINDOW_BYTES"]
+__all__ = ["Interleave", "InterleavedMovie", "LayoutNeeded", "INNER_WINDOW_BYTES"]
 
 #: the most bytes of the interleaved movie read at once (a window of the selected frames is
 #: read in pieces of at most this many bytes of all channels and planes)
 INNER_WINDOW_BYTES = 64 << 20
+
+
+class LayoutNeeded(ValueError):
+    """A movie that holds several channels or planes side by side (an array with a channel or
+    plane axis, a folder of several channels' files) and cannot be read before one is chosen
+    (``open_movie(..., interleave=...)``; ingest takes the extraction's when it records one)."""
 
 
 @dataclass(frozen=True)

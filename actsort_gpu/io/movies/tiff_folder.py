@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Movie
-from .interleave import Interleave
+from .interleave import Interleave, LayoutNeeded
 from .tiff import TiffMovie
 
 __all__ = ["TiffFolderMovie"]
@@ -36,7 +36,7 @@ def _channel_files(path: Path, files: list[Path], channel: int | None) -> tuple[
         f"Ch{k}: {sum(1 for t in tags if t and int(t.group(1)) == k)} files" for k in found
     )
     if channel is None:
-        raise ValueError(
+        raise LayoutNeeded(
             f"{path}: its files hold {len(found)} channels ({counts}; Bruker's naming): choose "
             f"one with --channels {len(found)} --channel K (K = the number after _Ch)"
         )

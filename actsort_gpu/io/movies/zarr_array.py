@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from .axes import _OrderedArrayMovie, movie_shape, resolve_axis_order
+from .interleave import LayoutNeeded
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ class ZarrMovie(_OrderedArrayMovie):
                 node, name = node[dataset], dataset
             elif len(arrays) == 1:
                 name, node = next(iter(arrays.items()))
+            elif not arrays and any(len(movie_shape(a.shape)) > 3 for _, a in node.arrays()):
+                raise LayoutNeeded(
+                    f"{path}: no 3-D array; its arrays "
+                    f"{sorted(f'{k} {a.shape}' for k, a in node.arrays())} have a channel or "
+                    "plane axis: choose one with --channels N --channel K or --planes N --plane K"
+                )
             else:
                 raise ValueError(
                     f"{path}: {len(arrays)} 3-D arrays {sorted(arrays)}; expected "
