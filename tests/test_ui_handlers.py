@@ -11,7 +11,7 @@ from ui_fixtures import make_test_store
 
 from actsort_gpu import CELL, NOT_CELL, UNLABELLED
 from actsort_gpu.ui import handlers as H
-from actsort_gpu.ui import open_workspace
+from actsort_gpu.ui import open_workspace, render
 from actsort_gpu.ui.session import CLICK_MODES, ViewState
 
 
@@ -451,3 +451,24 @@ def test_fill_opacity_slider(ws):
     # the fill is green: stronger fill, greener pixels where they differ
     green = maps[1.0][..., 1] - maps[1.0][..., 0] - (maps[0.0][..., 1] - maps[0.0][..., 0])
     assert green[changed].mean() > 0
+
+
+def test_outline_colour_choice(ws):
+    """ActSort's cell border colour: the unlabelled candidates' outlines on the map and the
+    neighbours' outlines in the snapshots take the chosen colour; labelled ones keep theirs;
+    an unknown name keeps the current colour."""
+    st, _ = H.on_load(ws, ViewState())
+    st, _ = H.on_label(ws, st, CELL)
+    args = ("max", 1.0, 99.7, 0, False, False, False, CLICK_MODES[0], False, 0.5)
+    st, blue = H.on_view(ws, st, *args)
+    st2, pink = H.on_view(ws, st, *args, "Pink")
+    assert st2.border == "Pink" and st.border == "Light blue"
+    pink_rgb = np.array(render.BORDER_COLOURS["Pink"])
+    assert not np.any(np.all(blue.map == pink_rgb, axis=-1))
+    assert np.all(pink.map == pink_rgb, axis=-1).sum() > 100  # outline pixels
+    assert not np.array_equal(blue.snapshots, pink.snapshots)  # the neighbours' outlines
+    human = np.array([1, -1, 0, 0], np.int8)
+    lut = render.candidate_colours(human, None, border=render.BORDER_COLOURS["Black"])
+    assert np.all(lut[human == 0, :3] == 0) and np.all(lut[human > 0, :3] != 0)
+    st3, _ = H.on_view(ws, st2, *args, "Mauve")
+    assert st3.border == "Pink"

@@ -375,6 +375,7 @@ def _render_map(ws, st: ViewState, human, dec, proba=None, unsure=None):
         values=values,
         hidden=hidden,
         fill=st.fill_opacity / ViewState.fill_opacity,
+        border=render.BORDER_COLOURS[st.border],
     )
     canvas = ws.map_canvas(st.store, st.image, st.lo_pct, st.hi_pct, lut)
     base, win = _canvas_window(ws, st), map_window(ws, st)
@@ -418,6 +419,7 @@ def render_candidate(ws, st: ViewState, frame: int | None = None):
         clim_pct=(st.snap_lo_pct, st.snap_hi_pct),
         gap_px=GAP_PX,
         fs_hz=s.fs_hz,
+        neighbour_colour=render.BORDER_COLOURS[st.border],
     )
     tr, units = render.display_trace(s.trace(i))
     fp_img = render.footprint_panel(s.footprint_crop(i), s.outlines[i], crop, panel_px=PANEL_PX)
@@ -782,9 +784,11 @@ def on_view(
     click_mode: str | None = None,
     hide_outlines: bool = False,
     fill_opacity: float = ViewState.fill_opacity,
+    border: str = ViewState.border,
 ):
     """View settings: FOV image, contrast percentiles (the two cannot cross), zoom, colours,
-    outlines shown, click mode (leaving the box mode drops a pending box corner)."""
+    outlines shown and their colour (an unknown name keeps the current one), click mode
+    (leaving the box mode drops a pending box corner)."""
     lo, hi = _uncrossed(lo_pct, hi_pct, gap=1.0)
     mode = click_mode or st.click_mode
     st = st.with_(
@@ -797,6 +801,7 @@ def on_view(
         hide_not=bool(hide_not),
         hide_outlines=bool(hide_outlines),
         fill_opacity=float(np.clip(fill_opacity, 0.0, 1.0)),
+        border=border if border in render.BORDER_COLOURS else st.border,
         click_mode=mode,
         box_corner=st.box_corner if mode == CLICK_MODES[2] else None,
     )

@@ -415,6 +415,11 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                             hide_cells = gr.Checkbox(False, label="Hide my cells")
                             hide_not = gr.Checkbox(False, label="Hide my non-cells")
                             hide_outlines = gr.Checkbox(False, label="Hide all outlines")
+                            border_dd = gr.Dropdown(
+                                list(H.render.BORDER_COLOURS),
+                                value=ViewState.border,
+                                label="Outline colour (unlabelled, neighbours)",
+                            )
                         click_mode = gr.Radio(
                             list(CLICK_MODES), value=CLICK_MODES[0], label="Click on the map"
                         )
@@ -599,8 +604,10 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             click_mode,
             hide_outlines,
             fill_sl,
+            border_dd,
         ]
-        for comp in (image_dd, zoom_sl, show_model, hide_cells, hide_not, hide_outlines):
+        toggles = (image_dd, zoom_sl, show_model, hide_cells, hide_not, hide_outlines, border_dd)
+        for comp in toggles:
             comp.change(wrap(H.on_view), view_inputs, outs)
         # The click mode and the map's clicks: one concurrency group, so that neither event
         # overwrites the state the other one just wrote (each reads the state when it starts).

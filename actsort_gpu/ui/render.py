@@ -61,6 +61,18 @@ COLOURS = {
     "unsure": (150, 80, 230),  # key U: seen, skipped for now (no training label)
     "no_value": (120, 120, 120),  # colour by a value: candidates without one (NaN)
 }
+#: the outline colours a user may choose for candidates without a label or decision and for the
+#: snapshots' neighbours (ActSort's cell border colours; its blue, orange and purple are taken
+#: here by the selection, the truth's false positives and "unsure", so cyan and yellow-green
+#: stand in for them); "Hide all outlines" is ActSort's NO BORDER
+BORDER_COLOURS = {
+    "Light blue": COLOURS["unlabelled"],
+    "White": (255, 255, 255),
+    "Black": (0, 0, 0),
+    "Pink": (255, 110, 199),
+    "Cyan": (0, 215, 230),
+    "Yellow-green": (190, 230, 40),
+}
 _FILL_ALPHA = {
     "human_cell": 0.35,
     "human_not": 0.35,
@@ -200,6 +212,7 @@ def candidate_colours(
     values: np.ndarray | None = None,
     hidden: np.ndarray | None = None,
     fill: float = 1.0,
+    border=None,
 ) -> np.ndarray:
     """Per-candidate (N, 4) float32 RGBA: outline RGB in [0, 255] and fill alpha.
 
@@ -212,11 +225,14 @@ def candidate_colours(
     instead of the model's; labelled ones keep their label colours.
     hidden : optional (N,) bool: candidates not drawn (the page's filters).
     fill : factor on the fills' opacity (1: the defaults; 0: outlines only), capped at opaque.
+    border : RGB of the candidates without a label or a shown decision (default: light blue).
     A negative alpha hides the candidate (no outline, no fill).
     """
     human = np.asarray(human)
     names = ("unlabelled", "model_cell", "model_not", "human_cell", "human_not")
     table = np.array([[*COLOURS[k], _FILL_ALPHA[k]] for k in names], np.float32)
+    if border is not None:
+        table[0, :3] = border
     kind = np.zeros(len(human), np.int64)
     if model is not None and show_model:
         model = np.asarray(model)
@@ -585,13 +601,14 @@ def snapshot_strip(
     clim_pct: tuple[float, float] = (10.0, 99.9),
     gap_px: int = 6,
     fs_hz: float | None = None,
+    neighbour_colour=COLOURS["neighbour"],
 ) -> np.ndarray:
     """The event panels side by side: (panel_px, n_events * (panel_px + gap), 3) uint8.
 
     snapshots : (n_events, event_frames, h, w) float; events : (n_events,) frame or -1;
     crop : (row0, row1, col0, col1); frame : None = summary image, else that snapshot frame
     (playback). Each panel carries the candidate's outline (selected colour) and its
-    neighbours' outlines (neighbour colour), and a caption: the event number and its time
+    neighbours' outlines (``neighbour_colour``), and a caption: the event number and its time
     (s with ``fs_hz``, else its frame). The grey scale spans ``clim`` (values), else the
     ``clim_pct`` percentiles of the candidate's snapshot values (ActSort: 10 and 99.9).
     """
@@ -615,7 +632,7 @@ def snapshot_strip(
         if events[e] >= 0:
             for nb in neighbour_outlines:
                 points = (_crop_outline(nb, crop) + 0.5) * s + at
-                draw_outline(pil, points, COLOURS["neighbour"], 1)
+                draw_outline(pil, points, neighbour_colour, 1)
             points = (_crop_outline(outline, crop) + 0.5) * s + at
             draw_outline(pil, points, COLOURS["selected"], 2)
         d = ImageDraw.Draw(pil)

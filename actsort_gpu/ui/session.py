@@ -51,6 +51,8 @@ class ViewState:
         every candidate but the current and selected ones (ActSort's "NO BORDER": the image
         unobstructed; clicks still select)
     fill_opacity : ActSort's cell transparency slider, 0..1 (0.5: the page's default fills)
+    border : the outline colour of unlabelled candidates and of the snapshots' neighbours (a
+        name of ``render.BORDER_COLOURS``; ActSort's cell border colour)
     playing, frame : snapshot playback
     truth_shown : the user asked to compare with the truth (demo stores; never before)
     show_errors : colour the map by errors against the truth (only once ``truth_shown``)
@@ -80,6 +82,7 @@ class ViewState:
     hide_not: bool = False
     hide_outlines: bool = False
     fill_opacity: float = 0.5
+    border: str = "Light blue"
     playing: bool = False
     frame: int = 0
     truth_shown: bool = False
