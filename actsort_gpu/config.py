@@ -38,6 +38,9 @@ class IngestConfig:
     movie_channel: int | None = None  # the functional channel, 1-based (ScanImage, Suite2p)
     movie_planes: int | None = None  # planes interleaved in the movie's pages
     movie_plane: int | None = None  # the plane, 0-based (Suite2p's planeN folder)
+    # [first, stop) rows of each page: one ROI of a ScanImage multi-ROI (mesoscope) page;
+    # None: a Suite2p mesoscope plane's ops lines when the pages are taller, else whole pages
+    movie_rows: list[int] | None = None
     fs_hz: float | None = None  # frame rate; None: from the source (Suite2p ops) or unknown
     suite2p_trace: str = "F-0.7Fneu"  # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
     neuropil_coefficient: float = 0.7  # c in F - c * Fneu (the 0.7 in the name is nominal)

@@ -295,8 +295,8 @@ def ingest(
 
 def movie_interleave(config: IngestConfig):
     """The ``io.movies.Interleave`` the config asks for (``movie_channels``, ``movie_channel``,
-    ``movie_planes``, ``movie_plane``; those not given: 1 channel, channel 1, 1 plane, plane
-    0), or None when it names none."""
+    ``movie_planes``, ``movie_plane``, ``movie_rows``; those not given: 1 channel, channel 1,
+    1 plane, plane 0, whole pages), or None when it names none."""
     from .io.movies import Interleave
 
     given = {
@@ -304,13 +304,16 @@ def movie_interleave(config: IngestConfig):
         "channel": config.movie_channel,
         "planes": config.movie_planes,
         "plane": config.movie_plane,
+        "rows": None if config.movie_rows is None else tuple(config.movie_rows),
     }
     if all(v is None for v in given.values()):
         return None
     try:
         return Interleave(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
-        raise ValueError(f"ingest (--channels / --channel / --planes / --plane): {exc}") from None
+        raise ValueError(
+            f"ingest (--channels / --channel / --planes / --plane / --rows): {exc}"
+        ) from None
 
 
 #: a registration that shifted frames by more than this (px) makes an unregistered movie's
@@ -356,11 +359,16 @@ def _check_pages_chosen(movie, candidates: Candidates) -> None:
 
 def _layout_from_source(candidates: Candidates, movie, movie_path):
     """The channel and plane the extraction says it came from (Suite2p's ops), when the
-    movie's pages hold that many times the traces' frames; else None (every page a frame).
+    movie's pages hold that many times the traces' frames, and the rows of a multi-ROI page
+    when its pages are taller than the extraction's field of view; else None (every page a
+    frame).
     ``movie`` None: the movie could not be opened without a choice (an array's channel axis, a
     folder of several channels' files), so the extraction's choice is taken as it is."""
     layout = candidates.movie_layout
-    if layout is None:
+    whole = movie is not None and movie.height == candidates.height  # the ROI's own movie
+    if layout is not None and layout.rows is not None and whole:  # (data.bin): whole pages
+        layout = layout.without_rows()
+    if layout is None or layout.is_plain:
         return None
     if movie is not None and layout.n_frames(movie.n_frames) != candidates.n_frames:
         return None

@@ -368,3 +368,81 @@ def test_tiff_folder_of_interleaved_parts(tmp_path, layout, monkeypatch):
             assert movie.shape == (23, 6, 7)
             np.testing.assert_array_equal(movie.read(0, 23), pages[channel - 1 :: 2])
             np.testing.assert_array_equal(movie.read(3, 11), pages[channel - 1 :: 2][3:11])
+
+
+def test_rows_of_a_multi_roi_page(tmp_path, monkeypatch):
+    """One ROI strip of ScanImage multi-ROI pages: the rows of the chosen pages, through the
+    span of pages and through a page chain that decodes only the chosen pages, in pieces."""
+    rng = np.random.default_rng(8)
+    pages = rng.integers(0, 4000, (22, 30, 7), dtype=np.uint16)  # 11 time points x 2 channels
+    tifffile.imwrite(tmp_path / "span.tif", pages)
+    with tifffile.TiffWriter(tmp_path / "chain.tif") as tw:
+        for page in pages:
+            tw.write(page, contiguous=False, metadata=None)
+    monkeypatch.setattr(interleave_mod, "INNER_WINDOW_BYTES", 2 * 30 * 7 * 2 * 4)  # 4 frames
+    il = Interleave(channels=2, channel=2, rows=(9, 21))
+    for name in ("span.tif", "chain.tif"):
+        with open_movie(tmp_path / name, interleave=il) as movie:
+            assert movie.shape == (11, 12, 7)
+            np.testing.assert_array_equal(movie.read(0, 11), pages[1::2, 9:21])
+            np.testing.assert_array_equal(movie.read(3, 10), pages[7:21:2, 9:21])
+            assert movie.describe()["interleave"]["rows"] == [9, 21]
+    with open_movie(tmp_path / "span.tif", interleave=Interleave(rows=(0, 5))) as movie:
+        np.testing.assert_array_equal(movie.read(0, 22), pages[:, :5])
+    assert Interleave.from_dict(il.as_dict()) == il
+    assert "rows" not in Interleave(channels=2).as_dict()  # stores before rows read the same
+    for bad, message in [((5, 5), "0 <= first < stop"), ((-1, 4), "0 <= first"), ((1,), "got")]:
+        with pytest.raises(ValueError, match=message):
+            Interleave(rows=bad)
+    with pytest.raises(ValueError, match="rows 20:40 asked for, but its pages have 30 rows"):
+        open_movie(tmp_path / "span.tif", interleave=Interleave(rows=(20, 40)))
+
+
+def test_ingest_reads_a_mesoscope_roi_from_suite2ps_ops(two_channels, tmp_path, caplog, capsys):
+    """Suite2p's plane folder of one ROI of a multi-ROI recording records the ROI's lines of
+    the page (ops nrois, lines; nplanes counts planes x ROIs): given the raw pages (two
+    channels, three ROIs stacked with fly-to lines between), ingest reads that strip of the
+    functional channel; given the ROI's own data.bin, whole frames; --rows does the same by
+    hand."""
+    d = two_channels
+    plane = tmp_path / "suite2p" / "plane1"
+    shutil.copytree(d / "rec" / "suite2p" / "plane0", plane)
+    ops = np.load(plane / "ops.npy", allow_pickle=True).item()
+    green = tifffile.imread(d / "rec" / "movie.tif")  # (240, 64, 72): ROI 2 of each page
+    t, h, w = green.shape
+    rng = np.random.default_rng(9)
+    page = np.zeros((t, 2, 40 + 5 + h + 5 + 30, w), green.dtype)  # ROI 1, gap, ROI 2, gap, 3
+    page[:] = rng.integers(100, 200, page.shape).astype(green.dtype)
+    page[:, 0, 45 : 45 + h] = green
+    tifffile.imwrite(tmp_path / "meso.tif", page.reshape(-1, *page.shape[2:]))
+    lines = np.arange(45, 45 + h)
+    meso = {**ops, "nrois": 3, "nplanes": 3, "iplane": 0, "lines": lines, "nchannels": 2}
+    np.save(plane / "ops.npy", meso, allow_pickle=True)
+    out = tmp_path / "meso.actsort"
+    with caplog.at_level("INFO", logger="actsort_gpu.ingest"):
+        args = ["--movie", str(tmp_path / "meso.tif"), "--extraction", str(plane)]
+        assert _ingest(*args, "--out", str(out)) == 0
+    assert "channel 1 of 2, rows 45:109 (one ROI of a multi-ROI page)" in caplog.text
+    assert SortStore.open(out).attrs["movie"]["interleave"]["rows"] == [45, 109]
+    assert main(["preprocess", str(out), "--no-progress"]) == 0
+    np.testing.assert_allclose(SortStore.open(out).read("fov/mean"), green.mean(0), rtol=1e-4)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "rows 45:109" in capsys.readouterr().out
+    # the ROI's own registered movie: every frame whole (the rows are of the raw page)
+    green.astype(np.int16).tofile(plane / "data.bin")
+    own = tmp_path / "own.actsort"
+    assert (
+        _ingest("--movie", str(plane / "data.bin"), "--extraction", str(plane), "--out", str(own))
+        == 0
+    )
+    assert "interleave" not in SortStore.open(own).attrs["movie"]
+    # by hand, from an extraction that does not say
+    np.save(plane / "ops.npy", ops, allow_pickle=True)
+    hand = tmp_path / "hand.actsort"
+    flags = ["--rows", "45:109", "--channels", "2", "--channel", "1", "--out", str(hand)]
+    assert _ingest(*args, *flags) == 0
+    assert SortStore.open(hand).attrs["movie"]["interleave"]["rows"] == [45, 109]
+    with pytest.raises(SystemExit):
+        _ingest(*args, "--rows", "45", "--out", str(tmp_path / "bad.actsort"))
+    assert "expected FIRST:STOP" in capsys.readouterr().err

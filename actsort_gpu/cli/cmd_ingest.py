@@ -59,6 +59,15 @@ def register(subparsers) -> None:
         "(default 1, or Suite2p's)",
     )
     p.add_argument(
+        "--rows",
+        type=_rows,
+        default=None,
+        metavar="FIRST:STOP",
+        help="read rows FIRST to STOP-1 (0-based) of each page: one ROI of a ScanImage "
+        "multi-ROI (mesoscope) page (default: a Suite2p mesoscope plane's ops lines when the "
+        "pages are taller than its field of view, else whole pages)",
+    )
+    p.add_argument(
         "--planes",
         type=int,
         default=None,
@@ -142,6 +151,18 @@ def _frame_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--fs: ")) from None
 
 
+def _rows(text: str) -> list[int]:
+    """'FIRST:STOP' -> [FIRST, STOP] (two whole numbers, 0 <= FIRST < STOP)."""
+    parts = text.split(":")
+    try:
+        first, stop = (int(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIRST:STOP, e.g. 0:512") from None
+    if not 0 <= first < stop:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 <= FIRST < STOP")
+    return [first, stop]
+
+
 def run(args) -> int:
     from ..config import load_config
     from ..ingest import ingest_files
@@ -155,6 +176,7 @@ def run(args) -> int:
             ("movie_channel", args.channel),
             ("movie_planes", args.planes),
             ("movie_plane", args.plane),
+            ("movie_rows", args.rows),
             ("fs_hz", args.fs),
             ("suite2p_trace", args.suite2p_trace),
             ("caiman_trace", args.caiman_trace),

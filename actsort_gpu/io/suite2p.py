@@ -270,30 +270,42 @@ def _plane_index(ops: dict, folder: Path) -> int | None:
 
 
 def _movie_layout(ops: dict, folder: Path):
-    """The channel and plane of the raw movie's pages this plane was extracted from: ops
-    ``nchannels``, ``functional_chan`` (1-based), ``nplanes`` and the plane (ops ``iplane``,
-    else the folder's name ``plane<k>``); None for one channel and one plane, or when ops do
-    not say."""
+    """The channel, plane and rows of the raw movie's pages this plane was extracted from:
+    ops ``nchannels``, ``functional_chan`` (1-based), ``nplanes`` and the plane (ops
+    ``iplane``, else the folder's name ``plane<k>``); a multi-ROI (mesoscope) plane folder
+    also records ``nrois`` (its ``nplanes`` counts planes x ROIs, ``iplane`` the plane) and
+    the ROI's ``lines`` of the page. None for one channel, one plane and whole pages, or when
+    ops do not say."""
     from .movies.interleave import Interleave
 
     try:
         channels = int(ops.get("nchannels", 1))
         planes = int(ops.get("nplanes", 1))
         channel = int(ops.get("functional_chan", 1))
+        rows, planes = _roi_rows(ops, planes)
     except (TypeError, ValueError):
         return None
-    if channels * planes <= 1:
+    if channels * planes <= 1 and rows is None:
         return None
     plane = _plane_index(ops, folder) if planes > 1 else 0
     if plane is None:
         return None
     try:
-        return Interleave(
-            planes=planes,
-            plane=plane,
-            channels=channels,
-            channel=channel,
-        )
+        return Interleave(planes=planes, plane=plane, channels=channels, channel=channel, rows=rows)
     except ValueError as exc:
         log.info("%s: ops' channels / planes not used (%s)", folder / "ops.npy", exc)
         return None
+
+
+def _roi_rows(ops: dict, planes: int) -> tuple[tuple[int, int] | None, int]:
+    """(The (first, stop) rows of the page a mesoscope ROI occupies, the planes of the
+    recording) from ops ``lines`` and ``nrois`` (Suite2p counts each ROI of each plane as a
+    plane); (None, ``planes``) for a recording of whole pages."""
+    nrois = int(ops.get("nrois", 1) or 1)
+    lines = ops.get("lines")
+    if nrois <= 1 or lines is None:
+        return None, planes
+    lines = np.asarray(lines, dtype=np.int64).ravel()
+    if lines.size == 0 or planes % nrois:
+        raise ValueError(f"ops lines / nrois / nplanes disagree ({nrois} ROIs, {planes} planes)")
+    return (int(lines[0]), int(lines[-1]) + 1), planes // nrois

@@ -209,6 +209,7 @@ def open_movie(
             plane=0 if resolved.planes > 1 else interleave.plane,
             channels=1 if resolved.channels > 1 else interleave.channels,
             channel=1 if resolved.channels > 1 else interleave.channel,
+            rows=interleave.rows,
         )
     try:
         _check_stack(movie, interleave)

@@ -6,12 +6,16 @@ holds time point ``t`` of ``plane`` (0-based, as Suite2p's ``planeN`` folders) a
 (1-based, as ScanImage's channels and Suite2p's ``functional_chan``). ImageJ hyperstacks
 (TZCYX) store their pages in the same order. :class:`InterleavedMovie` serves one channel of
 one plane of such a movie as an ordinary (T, H, W) :class:`~.base.Movie`.
+
+ScanImage's multi-ROI (mesoscope) recordings stack their ROIs down each page, with the fly-to
+lines between them; Suite2p turns each ROI of each plane into a plane folder whose ops name the
+ROI's ``lines`` of the page. ``Interleave.rows`` reads that strip of every chosen page.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -37,18 +41,28 @@ class Interleave:
     planes, channels : how many planes and channels the pages interleave (>= 1)
     plane : 0-based (Suite2p's ``plane0`` is 0); channel : 1-based (ScanImage's channel 1 is
     1, Suite2p's ``functional_chan``)
+    rows : (first, stop) rows of each page to read (one ROI of a ScanImage multi-ROI page, as
+        Suite2p's ops ``lines``), None: whole pages
     """
 
     planes: int = 1
     plane: int = 0
     channels: int = 1
     channel: int = 1
+    rows: tuple[int, int] | None = None
 
     def __post_init__(self):
         for name in ("planes", "plane", "channels", "channel"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name}: expected a whole number, got {value!r}")
+            _check_whole(name, getattr(self, name))
+        if self.rows is not None:
+            rows = tuple(self.rows)
+            if len(rows) != 2:
+                raise ValueError(f"rows: expected (first, stop), got {self.rows!r}")
+            for value in rows:
+                _check_whole("rows", value)
+            if not 0 <= rows[0] < rows[1]:
+                raise ValueError(f"rows {rows[0]}:{rows[1]}: expected 0 <= first < stop")
+            object.__setattr__(self, "rows", (int(rows[0]), int(rows[1])))
         if self.planes < 1 or self.channels < 1:
             raise ValueError(
                 f"planes and channels must be >= 1, got {self.planes} planes, "
@@ -77,8 +91,11 @@ class Interleave:
 
     @property
     def is_plain(self) -> bool:
-        """One channel, one plane: every page is a frame."""
-        return self.stride == 1
+        """One channel, one plane, whole pages: every page is a frame."""
+        return self.stride == 1 and self.rows is None
+
+    def without_rows(self) -> Interleave:
+        return replace(self, rows=None)
 
     def n_frames(self, n_pages: int) -> int:
         """Time points of this channel and plane in ``n_pages`` pages (a last, incomplete time
@@ -92,15 +109,32 @@ class Interleave:
             parts.append(f"channel {self.channel} of {self.channels}")
         if self.planes > 1:
             parts.append(f"plane {self.plane} of {self.planes} (0-based)")
+        if self.rows is not None:
+            parts.append(f"rows {self.rows[0]}:{self.rows[1]} (one ROI of a multi-ROI page)")
         return ", ".join(parts) or "every page (one channel, one plane)"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Its fields (``rows`` only when set: stores written before rows existed match)."""
+        out = asdict(self)
+        if self.rows is None:
+            del out["rows"]
+        else:
+            out["rows"] = list(self.rows)
+        return out
 
     @classmethod
     def from_dict(cls, value: dict | None) -> Interleave | None:
         """The interleave a store recorded (None: a plain movie)."""
-        return None if not value else cls(**{k: int(v) for k, v in value.items()})
+        if not value:
+            return None
+        fields = {k: int(v) for k, v in value.items() if k != "rows"}
+        rows = value.get("rows")
+        return cls(**fields, rows=None if rows is None else tuple(int(v) for v in rows))
+
+
+def _check_whole(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
 
 
 class InterleavedMovie(Movie):
@@ -119,7 +153,15 @@ class InterleavedMovie(Movie):
             raise ValueError(
                 f"{inner.path}: {inner.n_frames} pages hold no frame of {interleave.describe()}"
             )
-        super().__init__(inner.path, (n, inner.height, inner.width), inner.dtype)
+        rows = interleave.rows or (0, inner.height)
+        if rows[1] > inner.height:
+            raise ValueError(
+                f"{inner.path}: rows {rows[0]}:{rows[1]} asked for, but its pages have "
+                f"{inner.height} rows"
+            )
+        super().__init__(inner.path, (n, rows[1] - rows[0], inner.width), inner.dtype)
+        self._rows = slice(*rows)
+        self._whole_pages = interleave.rows is None or rows == (0, inner.height)
         self.inner = inner
         self.interleave = interleave
         self.format = inner.format
@@ -129,6 +171,7 @@ class InterleavedMovie(Movie):
         stride_bytes = interleave.stride * inner.frame_bytes
         self._per_piece = max(1, INNER_WINDOW_BYTES // stride_bytes)  # frames per inner read
         self._buffer = None  # inner pages of one piece, reused
+        self._chosen = None  # whole chosen pages of one piece, when rows are cut from them
         self._lock = threading.Lock()
 
     def _pages(self, start: int, stop: int) -> tuple[int, int]:
@@ -146,18 +189,26 @@ class InterleavedMovie(Movie):
                 hi = min(stop, lo + self._per_piece)
                 first, last = self._pages(lo, hi)
                 dest = out[lo - start : hi - start]
-                if (
-                    chosen_only is not None
-                    and chosen_only(range(first, last, stride), dest) is not None
-                ):
-                    continue
+                if chosen_only is not None:
+                    whole = dest if self._whole_pages else self._chosen_pages(hi - lo)
+                    if chosen_only(range(first, last, stride), whole) is not None:
+                        if whole is not dest:
+                            dest[...] = whole[:, self._rows]
+                        continue
                 if self._buffer is None:  # the longest span of a piece
                     self._buffer = self.inner.window_buffer((self._per_piece - 1) * stride + 1)
                 pages = self.inner.read_into(
                     first, last, self.inner.placed_window(self._buffer, first, last)
                 )
-                dest[...] = pages[::stride]
+                dest[...] = pages[::stride, self._rows]
         return out
+
+    def _chosen_pages(self, n: int) -> np.ndarray:
+        """A reused (n, page rows, W) buffer for whole chosen pages (rows cut afterwards)."""
+        if self._chosen is None:
+            shape = (self._per_piece, self.inner.height, self.inner.width)
+            self._chosen = np.empty(shape, self.dtype)
+        return self._chosen[:n]
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.height, self.width), self.dtype)
