@@ -409,7 +409,8 @@ ROOT_ATTRS: dict[str, str] = {
     "temporal_downsample, axis_order, fingerprint, signature}` (`signature`: "
     "`{frames, sha256}` of a few frames' values, checked by the movie pass); a movie whose "
     "pages interleave channels / planes also `pages` and `interleave: {planes, plane, "
-    "channels, channel}` (the frames read: `io.movies.Interleave`)",
+    "channels, channel}`, with `rows: [first, stop]` for one ROI of a multi-ROI page (the "
+    "frames read: `io.movies.Interleave`)",
     "`extraction`": "`{path, format, fingerprint (size, mtime, sha256)}`",
     "`stages`": "per stage: `{status: complete|incomplete, started, finished, seconds, params, "
     "...}`; the computing stages (preprocess, features, embed, apply) record where they ran in "
