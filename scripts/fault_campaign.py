@@ -646,6 +646,43 @@ def case_movie_wrong_channel(ctx: Ctx) -> Outcome:
     )
 
 
+def _multi_roi(ctx: Ctx) -> Path:
+    """The movie as the middle ROI of ScanImage multi-ROI pages: 20 rows of another ROI above
+    it and 20 below (structureless)."""
+    import tifffile
+
+    movie = np.load(ctx.movie)
+    noise = np.random.default_rng(6).integers(90, 110, (T, 20, W)).astype(movie.dtype)
+    path = ctx.root / "in" / "meso.tif"
+    tifffile.imwrite(path, np.concatenate([noise, movie, noise], axis=1))
+    return path
+
+
+def case_movie_rows_outside_pages(ctx: Ctx) -> Outcome:
+    movie = _multi_roi(ctx)
+    rows = f"20:{20 + H + 30}"
+    return _movie_case(
+        ctx,
+        f"multi-ROI pages, --rows {rows} past the page",
+        movie,
+        "--rows",
+        rows,
+        names="meso.tif",
+    )
+
+
+def case_movie_wrong_roi(ctx: Ctx) -> Outcome:
+    movie = _multi_roi(ctx)
+    return _movie_case(
+        ctx,
+        "multi-ROI pages, the rows of another ROI",
+        movie,
+        "--rows",
+        f"0:{H}",
+        names="meso.tif",
+    )
+
+
 def case_movie_deflate_corrupt(ctx: Ctx) -> Outcome:
     """A zlib-compressed TIFF movie with one page's data damaged: found by preprocess."""
     import tifffile
@@ -1385,6 +1422,8 @@ CASES = [
     Case("movie_folder_parts", case_movie_folder_mixed_parts),
     Case("movie_two_channels", case_movie_two_channels_no_choice),
     Case("movie_wrong_channel", case_movie_wrong_channel),
+    Case("movie_rows_outside_pages", case_movie_rows_outside_pages),
+    Case("movie_wrong_roi", case_movie_wrong_roi),
     Case("movie_deflate", case_movie_deflate_corrupt),
     Case("fs_negative", case_fs_negative),
     Case("fs_nan", case_fs_nan),
