@@ -55,14 +55,16 @@ def neurofinder_store(tmp_path_factory, shared_data):
 
 
 @contextlib.contextmanager
-def _served(store: Path, **options):
-    """(port, workspace) of a page serving ``store`` in this process, closed afterwards."""
+def _served(store: Path | list[Path], **options):
+    """(port, workspace) of a page serving ``store`` (or several) in this process, closed
+    afterwards."""
     from actsort_gpu.config import load_config
     from actsort_gpu.ui import serve
 
     port = _free_port()
+    stores = store if isinstance(store, list) else [store]
     demo, ws = serve(
-        [store], port=port, prevent_thread_lock=True, quiet=True, config=load_config(), **options
+        stores, port=port, prevent_thread_lock=True, quiet=True, config=load_config(), **options
     )
     try:
         yield port, ws
@@ -567,4 +569,32 @@ def test_ctrl_s_exports_like_actsorts_save(neurofinder_store, tmp_path):
         now = int(_index(page))
         _press_and_wait(page, "ArrowDown", "Saved")
         assert ws.human(0)[now] == -1 and slider.input_value() == before
+        browser.close()
+
+
+def test_store_buttons_step_through_the_stores(neurofinder_store, tmp_path):
+    """ActSort's dataset << / >>: with two stores served, >> shows the second store's
+    candidates and labels go to its journal; << (and >> again, wrapping) come back."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install -y chromium (never playwright install)")
+    from playwright.sync_api import sync_playwright
+
+    stores = [tmp_path / "a.actsort", tmp_path / "b.actsort"]
+    for store in stores:
+        shutil.copytree(neurofinder_store, store, ignore=shutil.ignore_patterns("labels"))
+    with _served(stores) as (port, ws), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = _open_page(browser, port)
+        shown = page.locator("#as-store input")
+        assert shown.input_value() == "a.actsort"
+        for button, name in [("next", "b.actsort"), ("next", "a.actsort"), ("prev", "b.actsort")]:
+            page.click(f"#as-store-{button}")
+            page.wait_for_function(
+                "(n) => document.querySelector('#as-store input')?.value === n",
+                arg=name,
+                timeout=20000,
+            )
+        page.wait_for_timeout(1500)  # the store's first candidate loads
+        _press_and_wait(page, "ArrowUp", "Saved")
+        assert (ws.human(1) != 0).sum() == 1 and (ws.human(0) != 0).sum() == 0
         browser.close()

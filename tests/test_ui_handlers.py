@@ -176,6 +176,11 @@ def test_two_stores_and_concurrent_tabs(tmp_path):
     st1, _ = H.on_load(ws, ViewState())
     st2, _ = H.on_store(ws, ViewState(), "b.actsort")
     assert st2.store == 1 and 0 <= st2.current < 25
+    # the << / >> buttons step the drop-down through the stores, wrapping around
+    assert H.step_store(ws, "a.actsort", +1) == "b.actsort"
+    assert H.step_store(ws, "b.actsort", +1) == "a.actsort"
+    assert H.step_store(ws, "a.actsort", -1) == "b.actsort"
+    assert H.step_store(ws, "gone.actsort", -1) == "a.actsort"
     errors = []
 
     def tab(st, n):

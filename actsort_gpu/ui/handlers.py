@@ -684,6 +684,14 @@ def on_jump(ws, st: ViewState, index):
     return _go(ws, st, i, history_pos=None, selected=())
 
 
+def step_store(ws, name: str, step: int) -> str:
+    """The store ``step`` places after ``name`` in the drop-down, wrapping around (ActSort's
+    dataset << / >> buttons); an unknown name gives the first store."""
+    if name not in ws.names:
+        return ws.names[0]
+    return ws.names[(ws.names.index(name) + step) % len(ws.names)]
+
+
 def on_store(ws, st: ViewState, name: str):
     if name not in ws.names:
         return st, render_panels(ws, st, f"Unknown store {name!r}.")

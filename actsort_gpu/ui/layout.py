@@ -371,13 +371,30 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                     b_play = gr.Button(
                         "▶ Play / stop snapshots (Space)", elem_id="as-play", size="sm", scale=2
                     )
+                    b_store_prev = gr.Button(
+                        "<<",
+                        size="sm",
+                        min_width=40,
+                        scale=0,
+                        visible=len(names) > 1,
+                        elem_id="as-store-prev",
+                    )
                     store_dd = gr.Dropdown(
                         names,
                         value=names[0],
                         label="Store (animal)",
+                        elem_id="as-store",
                         interactive=len(names) > 1,
                         scale=2,
                         min_width=120,
+                    )
+                    b_store_next = gr.Button(
+                        ">>",
+                        size="sm",
+                        min_width=40,
+                        scale=0,
+                        visible=len(names) > 1,
+                        elem_id="as-store-next",
                     )
                     index_nb = gr.Number(
                         label="Candidate",
@@ -592,6 +609,9 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
             wrap(H.on_jump), [state, index_nb], outs, api_name="jump", js=BLUR_JS, **quick
         )
         store_dd.change(wrap(H.on_store), [state, store_dd], outs)
+        # ActSort's dataset << / >>: the drop-down's value, whose change loads the store
+        b_store_prev.click(lambda name: H.step_store(ws, name, -1), store_dd, store_dd)
+        b_store_next.click(lambda name: H.step_store(ws, name, +1), store_dd, store_dd)
         view_inputs = [
             state,
             image_dd,
