@@ -417,6 +417,9 @@ ROOT_ATTRS: dict[str, str] = {
     "`params` (`device` cpu or cuda, `device_requested` auto, cpu or cuda, and `device_name` on "
     "a GPU or `device_reason`: why `auto` chose the CPU; `backend.Backend.provenance`) and "
     "`device` beside `seconds`",
+    "`chunk_files`": "`{array path: [chunk files, bytes]}` of every array when the last stage "
+    "finished (`store_chunks`): a reader refuses an array whose chunk files are missing or cut "
+    "short (zarr would read them as zeros), e.g. after a copy or a sync stopped half way",
 }
 
 _STAGE_TITLES = {

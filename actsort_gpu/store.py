@@ -38,6 +38,7 @@ from zarr.codecs import BloscCodec
 
 from . import __version__, schema
 from .schema import SCHEMA_VERSION
+from .store_chunks import chunk_files, chunk_manifest, describe_change
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class SortStore:
         self.path = path
         self._root = root
         self.mode = mode
+        self._whole: set[str] = set()  # arrays whose chunk files were found as last written
 
     # ------------------------------------------------------------------ open / create
     @staticmethod
@@ -424,14 +426,66 @@ class SortStore:
             {"status": "complete", "finished": _now(), "seconds": round(seconds, 3), **extra}
         )
         stages[stage] = entry
-        self.update_attrs(stages=stages)
+        # every array's chunk files as they are now: a reader finds a partial copy by them
+        self.update_attrs(stages=stages, chunk_files=chunk_manifest(self.path))
+
+    def _check_chunks(self, name: str) -> None:
+        """StoreError when the chunk files of array ``name`` are not those its stage left
+        (missing or cut short: zarr would read missing ones as zeros). Checked once per array
+        and store object; skipped for arrays of a stage being rerun (they are being written)
+        and for arrays no stage has recorded (stores written before the record existed)."""
+        if name in self._whole:
+            return
+        recorded = self._root.attrs.get("chunk_files", {}).get(name)
+        spec = schema.spec_for(name) or schema.spec_for(name.rpartition("/")[0])
+        if (
+            recorded is not None
+            and spec is not None
+            and self.stage_status(spec.stage) != ("incomplete")
+        ):
+            change = describe_change(recorded, chunk_files(self.path / name))
+            if change is not None:
+                again = (
+                    "copy the whole store again"
+                    if spec.stage == "ingest"
+                    else f"copy the whole store again, or rerun `actsort {spec.stage} "
+                    f"{self.path}` (labels are kept)"
+                )
+                raise StoreError(
+                    f"{self.path}: array '{name}' is damaged: {change} (a store copied or "
+                    f"synced in part?); {again}"
+                )
+        self._whole.add(name)
+
+    def _forget_chunks(self, name: str) -> None:
+        """Drop the chunk record of ``name``, rewritten outside its stage's run (through the
+        Python API): it is checked again once a stage finishes and records it anew."""
+        recorded = self._root.attrs.get("chunk_files", {})
+        spec = schema.spec_for(name) or schema.spec_for(name.rpartition("/")[0])
+        if name in recorded and (spec is None or self.stage_status(spec.stage) != "incomplete"):
+            self._root.attrs.update(chunk_files={k: v for k, v in recorded.items() if k != name})
+        self._whole.discard(name)
+
+    def check_chunks(self) -> list[str]:
+        """The damage :meth:`_check_chunks` finds in every recorded array, one message each
+        (empty: every array has the chunk files its stage left)."""
+        problems = []
+        for name in self._root.attrs.get("chunk_files", {}):
+            if self.has(name):
+                try:
+                    self._check_chunks(name)
+                except StoreError as exc:
+                    problems.append(str(exc))
+        return problems
 
     def stage_status(self, stage: str) -> str | None:
         """'complete', 'incomplete' or None (never run)."""
         return self.attrs.get("stages", {}).get(stage, {}).get("status")
 
     def require(self, *stages: str) -> None:
-        """Raise StoreError naming the command to run when a needed stage is not complete."""
+        """Raise StoreError naming the command to run when a needed stage is not complete, or
+        naming the array when one of those stages' outputs lost chunk files since (checked
+        before a stage that reads them marks itself incomplete)."""
         for stage in stages:
             status = self.stage_status(stage)
             if status == "incomplete":
@@ -441,6 +495,10 @@ class SortStore:
                     f"{self.path}: stage '{stage}' has not been run; run `actsort {stage} "
                     f"{self.path}` first"
                 )
+        for name in self._root.attrs.get("chunk_files", {}):
+            spec = schema.spec_for(name) or schema.spec_for(name.rpartition("/")[0])
+            if spec is not None and spec.stage in stages and self.has(name):
+                self._check_chunks(name)
 
     def _interrupted(self, stage: str, name: str | None = None) -> StoreError:
         what = f"; '{name}' may be partial or from the previous run" if name else ""
@@ -488,6 +546,7 @@ class SortStore:
         if not isinstance(node, zarr.Array):
             raise StoreError(f"{self.path}: '{name}' is a group, not an array")
         self._check_stage_of(name)
+        self._check_chunks(name)
         return node
 
     def shape_of(self, name: str) -> tuple[int, ...]:
@@ -571,6 +630,7 @@ class SortStore:
         fill_value: Any,
         attrs: dict[str, Any] | None,
     ) -> zarr.Array:
+        self._forget_chunks(name)
         codec, target = _STORAGE.get(name, (_COMPRESSOR, _TARGET_CHUNK_BYTES))
         if chunks is None:
             chunks = _default_chunks(shape, dtype.itemsize, target)
@@ -695,6 +755,8 @@ class SortStore:
         except KeyError:
             raise self._missing(name, "sparse matrix") from None
         self._check_stage_of(name)
+        for member in ("indptr", "indices", "data"):
+            self._check_chunks(f"{name}/{member}")
         shape = tuple(group.attrs["shape"])
         start, stop, step = (rows or slice(None)).indices(shape[0])
         if step != 1:
@@ -1024,6 +1086,13 @@ class SortStore:
             lines.extend(self._labels_summary())
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         lines.append(f"size on disk {size / 2**20:,.1f} MiB")
+        if "chunk_files" in a:
+            damaged = self.check_chunks()
+            lines.append(
+                "chunk files  as the stages left them"
+                if not damaged
+                else f"chunk files  DAMAGED: {'; '.join(damaged)}"
+            )
         return "\n".join(lines)
 
     def _labels_summary(self) -> list[str]:

@@ -1072,6 +1072,40 @@ def case_store_renamed(ctx: Ctx) -> Outcome:
     return _two_labels_exported(ctx, "store folder renamed after labelling")
 
 
+def _store_copied_in_part(ctx: Ctx, name: str, array: str, cut, *command: str) -> Outcome:
+    """A labelled store whose ``array`` lost or cut a chunk file (``cut``: the file -> None),
+    as an interrupted copy or a folder still syncing leaves it; ``command`` must refuse it
+    naming the array, and the labels stay."""
+    ctx.built_store()
+    _journal(ctx, _TWO_LABELS)
+    journal = (ctx.store / "labels" / "journal.jsonl").read_bytes()
+    cut(next(p for p in sorted((ctx.store / array / "c").rglob("*")) if p.is_file()))
+    before = ctx.inputs_digest()
+    r = ctx.cli(*command)
+    kept = (ctx.store / "labels" / "journal.jsonl").read_bytes() == journal
+    return refused(ctx, name, r, names=array, before=before, extra_lost=not kept)
+
+
+def case_store_chunk_missing(ctx: Ctx) -> Outcome:
+    return _store_copied_in_part(
+        ctx,
+        "store copied in part: a features chunk file missing, then export",
+        "features/matrix",
+        Path.unlink,
+        *("export", ctx.store, "--format", "csv", "--out", ctx.root / "labels.csv"),
+    )
+
+
+def case_store_chunk_cut(ctx: Ctx) -> Outcome:
+    return _store_copied_in_part(
+        ctx,
+        "store copied in part: a traces chunk file cut short, then features",
+        "candidates/traces",
+        lambda p: p.write_bytes(p.read_bytes()[:50]),
+        *("features", ctx.store, "--device", "cpu", "--no-progress"),
+    )
+
+
 def case_journal_torn_tail(ctx: Ctx) -> Outcome:
     ctx.built_store()
     _journal(ctx, [_GOOD_LINE], tail=b'{"time": "2025-01-01T00:0')
@@ -1442,6 +1476,8 @@ CASES = [
     Case("journal_candidate_range", case_journal_candidate_range, fast=False),
     Case("journal_garbage", case_journal_garbage_middle),
     Case("store_renamed", case_store_renamed),
+    Case("store_chunk_missing", case_store_chunk_missing),
+    Case("store_chunk_cut", case_store_chunk_cut),
     Case("export_untrained", case_export_suite2p_before_training),
     Case("export_other_folder", case_export_suite2p_other_folder),
     Case("export_over_movie", case_export_over_the_movie),

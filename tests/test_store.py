@@ -242,3 +242,58 @@ def test_stages_the_page_reads_wait_for_it_to_close(tmp_path, capsys):
     learner.close()
     assert journal_holder(store.journal_path) is None
     store.begin_stage("features")
+
+
+def _chunk(store, name: str) -> Path:
+    return next(p for p in sorted((store.path / name / "c").rglob("*")) if p.is_file())
+
+
+def test_a_partial_copy_is_found_not_read_as_zeros(store, tmp_path):
+    """zarr reads a missing chunk file as zeros: each stage's end records every array's chunk
+    files, and a reader refuses an array whose files are missing or cut short, naming it and
+    what to do; ``check_chunks`` (``actsort info``, the page) lists every damaged array."""
+    import shutil
+
+    from actsort_gpu import schema
+
+    rng = np.random.default_rng(0)
+    traces = rng.random((3, 10), dtype=np.float32)
+    store.write_array(schema.TRACES, traces, chunks=(1, 10))
+    store.write_csr(schema.FOOTPRINTS, sp.random(3, 20, 0.3, format="csr", dtype=np.float32))
+    store.finish_stage("ingest", 0.1)
+    store.begin_stage("features")
+    store.write_array(schema.FEATURE_MATRIX, rng.random((3, 4), dtype=np.float32))
+    store.finish_stage("features", 0.1)
+    assert SortStore.open(store.path).check_chunks() == []
+    copy = tmp_path / "copy.actsort"
+    shutil.copytree(store.path, copy)
+    _chunk(SortStore.open(copy), schema.FEATURE_MATRIX).unlink()
+    chunk = _chunk(SortStore.open(copy), schema.TRACES)
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    damaged = SortStore.open(copy)
+    with pytest.raises(StoreError, match=r"'features/matrix' is damaged: 1 of its 1 chunk files"):
+        damaged.read(schema.FEATURE_MATRIX)
+    with pytest.raises(StoreError, match=r"rerun `actsort features .*copy.actsort` \(labels"):
+        damaged.array(schema.FEATURE_MATRIX)
+    with pytest.raises(StoreError, match=r"'candidates/traces' is damaged: its chunk files hold"):
+        damaged.traces(slice(1, 2))  # another row's chunk: zarr alone would not notice
+    np.testing.assert_array_equal(damaged.footprints().toarray(), store.footprints().toarray())
+    problems = damaged.check_chunks()
+    assert len(problems) == 2 and "copy the whole store again" in " ".join(problems)
+    assert "chunk files  DAMAGED" in damaged.summary()
+    with pytest.raises(StoreError, match="'candidates/traces' is damaged"):
+        SortStore.open(copy).require("ingest")  # before a stage that reads it begins
+    _chunk(damaged, schema.FOOTPRINTS + "/indices").unlink()
+    with pytest.raises(StoreError, match="'candidates/footprints/indices' is damaged"):
+        SortStore.open(copy).footprints()
+    # a stage being rerun rewrites its arrays: not checked until it finishes again
+    rerun = SortStore.open(copy, "r+")
+    rerun.begin_stage("features")
+    rerun.write_array(schema.FEATURE_MATRIX, np.ones((3, 4), np.float32))
+    rerun.finish_stage("features", 0.1)
+    np.testing.assert_array_equal(SortStore.open(copy).read(schema.FEATURE_MATRIX), 1)
+    # stores written before the record: read as before
+    old = SortStore.open(store.path, "r+")
+    old._root.attrs.pop("chunk_files")
+    _chunk(old, schema.FEATURE_MATRIX).unlink()
+    assert SortStore.open(store.path).check_chunks() == []

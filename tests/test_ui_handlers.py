@@ -10,6 +10,7 @@ import pytest
 from ui_fixtures import make_test_store
 
 from actsort_gpu import CELL, NOT_CELL, UNLABELLED
+from actsort_gpu.store import StoreError
 from actsort_gpu.ui import handlers as H
 from actsort_gpu.ui import open_workspace, render
 from actsort_gpu.ui.session import CLICK_MODES, ViewState
@@ -477,3 +478,12 @@ def test_outline_colour_choice(ws):
     assert np.all(lut[human == 0, :3] == 0) and np.all(lut[human > 0, :3] != 0)
     st3, _ = H.on_view(ws, st2, *args, "Mauve")
     assert st3.border == "Pink"
+
+
+def test_the_page_refuses_a_store_copied_in_part(tmp_path):
+    """A store whose traces lost a chunk file (an interrupted copy) is refused when the page
+    opens, naming the array, instead of showing flat traces at some candidate."""
+    path = make_test_store(tmp_path, n=20)
+    next(p for p in (path / "candidates" / "traces" / "c").rglob("*") if p.is_file()).unlink()
+    with pytest.raises(StoreError, match="'candidates/traces' is damaged"):
+        open_workspace([path])

@@ -142,6 +142,9 @@ def _read_truth(store: SortStore, path: Path) -> np.ndarray | None:
 def load_store_data(path: Path, name: str) -> StoreData:
     """Open a store and read what the page shows; fails naming the missing stage."""
     store = SortStore.open(path)
+    damaged = store.check_chunks()
+    if damaged:  # refused before serving, rather than at the candidate that reads it
+        raise StoreError("; ".join(damaged))
     missing = [a for a in _NEEDED if not store.has(a)]
     if missing:
         stage = "features" if missing == [schema.FEATURE_MATRIX] else "preprocess"
