@@ -149,6 +149,8 @@ def journal_holder(journal_path) -> str | None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return _holder(fh)
+        except OSError:  # a file system without locks: no page could hold it either
+            return None
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     return None
 
@@ -528,6 +530,14 @@ class Journal:
             raise JournalLockedError(
                 f"{self.path}: the label journal is open for writing by another process "
                 f"({holder}); close that session first (only one writer per store)"
+            ) from None
+        except OSError as exc:  # ENOLCK, EOPNOTSUPP: NFS without a lock daemon, some FUSE
+            fh.close()
+            raise OSError(
+                exc.errno,
+                f"{self.path}: its file system refuses file locks ({exc.strerror}), which "
+                "keep two sessions from writing one journal: put the store on a local disk or "
+                "a share mounted with locking (NFS: the lock daemon; not 'nolock')",
             ) from None
         fh.seek(0)
         fh.truncate()

@@ -123,6 +123,30 @@ def test_second_writer_refused_with_holder(tmp_path):
     Journal(path).close()  # lock released by the OS on death
 
 
+def test_a_file_system_without_locks_is_named(tmp_path, monkeypatch):
+    """NFS without its lock daemon answers flock with ENOLCK: the journal refuses to open for
+    writing with a message naming the store's file system (it cannot keep a second writer
+    out); readers and the page-open check still work."""
+    import errno
+    import fcntl
+
+    from actsort_gpu import labels
+
+    path = tmp_path / "labels" / "journal.jsonl"
+    with Journal(path) as j:
+        j.append("a", 3, 1, "ana")
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(OSError, match=r"journal.jsonl: its file system refuses file locks"):
+        Journal(path)
+    assert labels.journal_holder(path) is None
+    with Journal(path, read_only=True) as reader:
+        assert reader.labels == {("a", 3): 1}
+
+
 CHILD = """
 import sys
 import numpy as np
