@@ -374,7 +374,7 @@ def _layout_from_source(candidates: Candidates, movie, movie_path):
         return None
     log.info(
         "%s: reading %s of %s%s, as the extraction's settings say (--channels / --channel / "
-        "--planes / --plane choose another)",
+        "--planes / --plane / --rows choose another)",
         candidates.source_path,
         layout.describe(),
         movie_path,
