@@ -30,6 +30,7 @@ __all__ = [
     "LabelCarry",
     "carry_from",
     "carry_from_file",
+    "carry_from_journal",
     "carry_from_store",
     "import_labels",
     "mask_iou",
@@ -241,6 +242,42 @@ def carry_from_file(target_path, label_file, *, annotator: str | None = None) ->
     )
 
 
+#: what the user is told about a journal file merged into its store
+JOURNAL_COPY_NOTE = (
+    "another copy of this store's label journal (written on another computer of a synced "
+    "folder?): its labels by candidate number, never over a label the store has"
+)
+
+
+def carry_from_journal(target_path, journal_file, *, annotator: str | None = None) -> LabelCarry:
+    """The labels of another copy of the store's own journal (``labels.other_journals``),
+    by candidate number. Refused for a journal outside the store's ``labels/`` folder: a
+    journal names candidates of the store it was written for, so another store's would
+    label the wrong candidates (that store itself is imported by footprints)."""
+    from .labels import read_labels
+
+    target_path, journal_file = Path(target_path), Path(journal_file)
+    target = SortStore.open(target_path)
+    if journal_file.resolve() == target.journal_path.resolve():
+        raise ValueError(f"{journal_file}: is the store's own journal; its labels are there")
+    if journal_file.resolve().parent != target.labels_dir.resolve():
+        raise ValueError(
+            f"{journal_file}: a label journal names candidates by number, so only a copy of "
+            f"{target_path}'s own journal (in its labels/ folder) is imported; for the labels "
+            "of another store, give that store (--from OTHER.actsort, matched by footprints)"
+        )
+    labels = read_labels(journal_file, target_path.name, target.n_candidates)
+    rows = np.flatnonzero(labels != 0)
+    return LabelCarry(
+        rows,
+        labels[rows].astype(np.int8),
+        int(len(rows)),
+        None,
+        annotator or f"import:{journal_file.name}",
+        JOURNAL_COPY_NOTE,
+    )
+
+
 def carry_from(
     target_path,
     source,
@@ -249,11 +286,14 @@ def carry_from(
     mask_level: float = MASK_LEVEL,
     annotator: str | None = None,
 ) -> LabelCarry:
-    """:func:`carry_from_file` when ``source`` is a file (or names one: ``.mat``, ``.csv``,
+    """:func:`carry_from_journal` for a ``.jsonl`` (a copy of the store's journal),
+    :func:`carry_from_file` when ``source`` is another file (or names one: ``.mat``, ``.csv``,
     ``.npy``), else :func:`carry_from_store` (``min_iou`` and ``mask_level`` apply to it:
     a file's rows are matched by extraction row)."""
     from .io.label_files import LABEL_FILE_SUFFIXES
 
+    if Path(source).suffix.lower() == ".jsonl":
+        return carry_from_journal(target_path, source, annotator=annotator)
     if Path(source).is_file() or Path(source).suffix.lower() in LABEL_FILE_SUFFIXES:
         return carry_from_file(target_path, source, annotator=annotator)
     return carry_from_store(

@@ -77,6 +77,7 @@ __all__ = [
     "Journal",
     "JournalEvent",
     "JournalLockedError",
+    "other_journals",
     "balanced_accuracy",
     "class_rates",
     "disagreement_column",
@@ -721,6 +722,18 @@ class Journal:
     def __del__(self):
         with contextlib.suppress(OSError, ValueError):
             self.close()
+
+
+def other_journals(labels_dir: str | Path) -> list[Path]:
+    """Journal files in a store's ``labels/`` folder besides its own ``journal.jsonl``: copies
+    written elsewhere (a cloud folder's "conflicted copy" when two computers labelled one
+    synced store: the lock keeps out a second writer on one computer only). Their labels are
+    not read until merged (``actsort import-labels STORE --from COPY``, the page's Load
+    labels)."""
+    folder = Path(labels_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.jsonl") if p.name != "journal.jsonl" and p.is_file())
 
 
 def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray:

@@ -191,3 +191,43 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
         not (other / "labels" / "journal.jsonl").exists()
         or not read_labels(other / "labels" / "journal.jsonl", "other.actsort", 12).any()
     )
+
+
+def test_a_conflicted_copy_of_the_journal_is_named_and_merged(tmp_path, capsys):
+    """Two computers labelled one store in a synced folder: the sync left the second one's
+    journal beside the first as a "conflicted copy". info and the page name it (its labels are
+    not read); import-labels --from it merges its labels by candidate number, never over a
+    label the store has; a journal of another store, or the store's own, is refused."""
+    from actsort_gpu.ui import handlers as H
+    from actsort_gpu.ui import open_workspace
+    from actsort_gpu.ui.session import ViewState
+
+    store = make_test_store(tmp_path, n=12, name="s.actsort")
+    journal = store / "labels" / "journal.jsonl"
+    with Journal(journal) as j:  # both computers' shared history, then this computer's
+        j.append("s.actsort", 1, CELL, "ana")
+        j.append("s.actsort", 2, NOT_CELL, "ana")
+    copy = store / "labels" / "journal (bob's conflicted copy 2026-12-07).jsonl"
+    shutil.copy(journal, copy)
+    with Journal(journal) as j:
+        j.append("s.actsort", 5, CELL, "ana")
+    with Journal(copy) as j:  # the other computer's labels since
+        j.append("s.actsort", 2, CELL, "bob")  # a disagreement: the store's label stays
+        j.append("s.actsort", 8, NOT_CELL, "bob")
+    assert main(["info", str(store)]) == 0
+    assert "NOT READ: " in capsys.readouterr().out
+    ws = open_workspace([store])
+    _, panels = H.on_load(ws, ViewState())
+    ws.close()
+    assert "Not read: " in panels.status and "conflicted copy" in panels.status
+    assert main(["import-labels", str(store), "--from", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "1 label imported (0 cells, 1 not a cell) of 3" in out and "2 kept" in out
+    want = np.zeros(12, np.int8)
+    want[[1, 5]], want[[2, 8]] = CELL, NOT_CELL
+    np.testing.assert_array_equal(read_labels(journal, "s.actsort", 12), want)
+    other = make_test_store(tmp_path / "o", n=12, name="o.actsort")
+    with pytest.raises(ValueError, match="only a copy of .*o.actsort's own journal"):
+        import_labels(other, copy)
+    with pytest.raises(ValueError, match="is the store's own journal"):
+        import_labels(store, journal)

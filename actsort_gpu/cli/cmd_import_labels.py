@@ -23,7 +23,8 @@ def register(subparsers) -> None:
         "name a file with one label per row of the extraction the store was ingested from "
         "(ActSort's <name>_LABELS.mat, the CSV of `actsort export`, an .npy of +1 / -1 / 0, "
         "Suite2p's iscell.npy of a curated plane): "
-        "the MATLAB app's Load labels.",
+        "the MATLAB app's Load labels; or another copy of the store's own journal in its "
+        "labels/ folder (a synced folder's conflicted copy), by candidate number.",
     )
     p.add_argument("store", metavar="NEW.actsort", help="the store to give the labels to")
     p.add_argument(
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
         help="the labelled store of the same field of view (matched by footprints), or a file "
         "with one label per extraction row: ActSort's <name>_LABELS.mat (labels_ex), the CSV of "
         "`actsort export`, an .npy of +1 / -1 / 0, Suite2p's iscell.npy of a curated plane (the "
-        "MATLAB app's Load labels)",
+        "MATLAB app's Load labels), or a copy of the store's journal in its labels/ folder",
     )
     p.add_argument(
         "--min-iou",

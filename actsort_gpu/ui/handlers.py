@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import CELL, NOT_CELL, UNLABELLED, UNSURE
 from ..features.registry import describe_feature
-from ..labels import final_labels
+from ..labels import final_labels, other_journals
 from ..store import StoreError
 from . import render
 from .progress import counts, error_kinds, labelling_speed, truth_report
@@ -545,7 +545,18 @@ def on_load(ws, st: ViewState | None = None, tab: str = ""):
     n_lab = int((ws.human(st.store) != 0).sum())
     n_unsure = int(ws.unsure(st.store).sum())
     more = f" {n_unsure} unsure." if n_unsure else ""
-    return _go(ws, st, cur, f"Resumed: {n_lab} labels in {ws.stores[st.store].name}.{more}{done}")
+    copies = "".join(
+        f" Not read: {p} (another copy of a journal, e.g. a synced folder's conflicted copy): "
+        "tab Load labels merges it."
+        for s in ws.stores
+        for p in other_journals(s.path / "labels")
+    )
+    return _go(
+        ws,
+        st,
+        cur,
+        f"Resumed: {n_lab} labels in {ws.stores[st.store].name}.{more}{done}{copies}",
+    )
 
 
 def on_label(ws, st: ViewState, y: int):

@@ -190,8 +190,10 @@ The MATLAB app's *Load labels*, for the store shown: ActSort's `<name>_LABELS.ma
 (`labels_ex`), the CSV of an export, an `.npy` of +1 / -1 / 0 or Suite2p's curated
 `iscell.npy`, one label per row of the
 extraction this store was ingested from; or an earlier store (`.actsort` folder) of another
-extraction of the same recording, matched by footprint overlap. Only unlabelled candidates take
-a label; the import is one action (Z reverts it). Same as `actsort import-labels`.
+extraction of the same recording, matched by footprint overlap; or another copy of this
+store's journal in its `labels/` folder (a synced folder's conflicted copy). Only unlabelled
+candidates take a label; the import is one action (Z reverts it). Same as
+`actsort import-labels`.
 """
 
 # Page images: (Panels attribute, encoding kind of render.ENCODINGS).
