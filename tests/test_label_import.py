@@ -193,7 +193,7 @@ def test_label_files_give_a_store_its_labels(tmp_path, capsys):
     )
 
 
-def test_a_conflicted_copy_of_the_journal_is_named_and_merged(tmp_path, capsys):
+def test_a_conflicted_copy_of_the_journal_is_named_and_merged(tmp_path, capsys, caplog):
     """Two computers labelled one store in a synced folder: the sync left the second one's
     journal beside the first as a "conflicted copy". info and the page name it (its labels are
     not read); import-labels --from it merges its labels by candidate number, never over a
@@ -216,6 +216,11 @@ def test_a_conflicted_copy_of_the_journal_is_named_and_merged(tmp_path, capsys):
         j.append("s.actsort", 8, NOT_CELL, "bob")
     assert main(["info", str(store)]) == 0
     assert "NOT READ: " in capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="actsort_gpu.active.learner"):
+        assert (
+            main(["export", str(store), "--format", "csv", "--out", str(tmp_path / "e.csv")]) == 0
+        )
+    assert "conflicted copy 2026-12-07).jsonl: another copy of the label journal" in caplog.text
     ws = open_workspace([store])
     _, panels = H.on_load(ws, ViewState())
     ws.close()
