@@ -373,14 +373,20 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                     b_play = gr.Button(
                         "▶ Play / stop snapshots (Space)", elem_id="as-play", size="sm", scale=2
                     )
-                    b_store_prev = gr.Button(
-                        "<<",
-                        size="sm",
-                        min_width=40,
-                        scale=0,
-                        visible=len(names) > 1,
-                        elem_id="as-store-prev",
+                    # ActSort's dataset << / >> buttons, shown with several stores
+                    b_store_prev, b_store_next = (
+                        gr.Button(
+                            text,
+                            size="sm",
+                            min_width=40,
+                            scale=0,
+                            visible=len(names) > 1,
+                            elem_id=f"as-store-{step}",
+                            render=False,
+                        )
+                        for text, step in (("<<", "prev"), (">>", "next"))
                     )
+                    b_store_prev.render()
                     store_dd = gr.Dropdown(
                         names,
                         value=names[0],
@@ -390,14 +396,7 @@ def build_app(ws, ui_config=None, export_dir: Path | None = None):
                         scale=2,
                         min_width=120,
                     )
-                    b_store_next = gr.Button(
-                        ">>",
-                        size="sm",
-                        min_width=40,
-                        scale=0,
-                        visible=len(names) > 1,
-                        elem_id="as-store-next",
-                    )
+                    b_store_next.render()
                     index_nb = gr.Number(
                         label="Candidate",
                         precision=0,
