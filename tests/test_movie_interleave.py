@@ -398,6 +398,21 @@ def test_rows_of_a_multi_roi_page(tmp_path, monkeypatch):
         open_movie(tmp_path / "span.tif", interleave=Interleave(rows=(20, 40)))
 
 
+def test_suite2p_mesoscope_ops_give_plane_and_rows():
+    """Suite2p's mesoscope folders: nplanes counts planes x ROIs, iplane is the plane (the
+    folder's planeJ number counts ROIs too, so it is not used), lines the ROI's rows."""
+    from pathlib import Path
+
+    from actsort_gpu.io.suite2p import _movie_layout
+
+    base = {"nrois": 3, "nplanes": 6, "lines": np.arange(45, 109), "nchannels": 2}
+    got = _movie_layout({**base, "iplane": 1, "functional_chan": 2}, Path("plane4"))
+    assert got == Interleave(planes=2, plane=1, channels=2, channel=2, rows=(45, 109))
+    assert _movie_layout(base, Path("plane4")) is None  # which plane: not said
+    assert _movie_layout({**base, "nplanes": 4, "iplane": 0}, Path("plane1")) is None
+    assert _movie_layout({"nrois": 1, "lines": [0, 1], "nplanes": 1}, Path("plane0")) is None
+
+
 def test_ingest_reads_a_mesoscope_roi_from_suite2ps_ops(two_channels, tmp_path, caplog, capsys):
     """Suite2p's plane folder of one ROI of a multi-ROI recording records the ROI's lines of
     the page (ops nrois, lines; nplanes counts planes x ROIs): given the raw pages (two

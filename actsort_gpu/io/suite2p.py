@@ -287,7 +287,15 @@ def _movie_layout(ops: dict, folder: Path):
         return None
     if channels * planes <= 1 and rows is None:
         return None
-    plane = _plane_index(ops, folder) if planes > 1 else 0
+    if planes <= 1:
+        plane = 0
+    elif rows is not None:  # a mesoscope folder planeJ counts ROIs x planes: ops only
+        try:
+            plane = int(ops["iplane"])
+        except (KeyError, TypeError, ValueError):
+            plane = None
+    else:
+        plane = _plane_index(ops, folder)
     if plane is None:
         return None
     try:
