@@ -187,16 +187,26 @@ def _write_parquet(table: dict, out: Path) -> Path:
     return out
 
 
-def write_suite2p_iscell(table: dict, suite2p_dir: Path) -> Path:
+def write_suite2p_iscell(table: dict, suite2p_dir: Path, store_path: Path | None = None) -> Path:
     """Write ``iscell.npy`` (n_rois, 2): column 0 = final label (1 cell / 0 not), column 1 =
     P(cell) (1 / 0 for human labels), rows in Suite2p ROI order (``source_index``). A
     candidate without a final label (no human label while the classifier is untrained) keeps
     the row the file had (Suite2p's own classification; 0 and 0.5 in a new file). The original
-    file is kept once as ``iscell.actsort-backup.npy`` (never overwritten by later exports)."""
+    file is kept once as ``iscell.actsort-backup.npy`` (never overwritten by later exports).
+    With ``store_path``, the folder's ``stat.npy`` must hold the store's ROIs
+    (``io.suite2p.rois_differ``), else ValueError and nothing is written."""
     suite2p_dir = Path(suite2p_dir)
     target = suite2p_dir / "iscell.npy"
     src = np.asarray(table["source_index"], np.int64)
     n_rois = _source_rows(table)
+    if store_path is not None:
+        from .io.suite2p import rois_differ
+        from .store import SortStore
+
+        store = SortStore.open(store_path)
+        problem = rois_differ(suite2p_dir, store.footprints(), src, store.width)
+        if problem is not None:
+            raise ValueError(f"{problem}; nothing written")
     if target.exists():
         iscell = _read_iscell(target, n_rois)
         backup = suite2p_dir / "iscell.actsort-backup.npy"
@@ -478,7 +488,7 @@ EXPORTERS: dict[str, Exporter] = {
         "iscell.npy in the Suite2p plane folder (original backed up once)",
         None,
         _suite2p_default,
-        lambda t, out, p: write_suite2p_iscell(t, out),
+        lambda t, out, p: write_suite2p_iscell(t, out, p),
     ),
     "nwb": Exporter(
         "actsort_* columns and Accepted / Rejected (0/1, read by roiextractors and neuroconv) "

@@ -1216,6 +1216,27 @@ def case_export_suite2p_other_folder(ctx: Ctx) -> Outcome:
     )
 
 
+def case_export_suite2p_rerun(ctx: Ctx) -> Outcome:
+    """Suite2p run again in the ingested plane folder: as many ROIs, elsewhere (moved by
+    7 rows); the export must not write the store's labels into the new ROIs' rows."""
+    ctx.built_store()
+    _journal(ctx, _TWO_LABELS)
+    stat = np.load(ctx.plane / "stat.npy", allow_pickle=True)
+    for roi in stat:
+        roi["ypix"] = (np.asarray(roi["ypix"]) + 7) % H
+    np.save(ctx.plane / "stat.npy", stat, allow_pickle=True)
+    before = _digest(ctx.plane)
+    r = ctx.cli("export", ctx.store, "--format", "suite2p")
+    return refused(
+        ctx,
+        "export --format suite2p after Suite2p ran again in the folder (other ROIs)",
+        r,
+        names="stat.npy",
+        before=ctx.inputs_digest(),
+        extra_lost=_digest(ctx.plane) != before,
+    )
+
+
 def case_export_over_the_movie(ctx: Ctx) -> Outcome:
     ctx.built_store()
     before = ctx.inputs_digest()
@@ -1480,6 +1501,7 @@ CASES = [
     Case("store_chunk_cut", case_store_chunk_cut),
     Case("export_untrained", case_export_suite2p_before_training),
     Case("export_other_folder", case_export_suite2p_other_folder),
+    Case("export_suite2p_rerun", case_export_suite2p_rerun),
     Case("export_over_movie", case_export_over_the_movie),
     Case("synth_over_extraction", case_synth_over_extraction),
     Case("ui_state_malformed", case_ui_state_malformed, fast=False),

@@ -497,3 +497,39 @@ def test_export_replaces_only_its_own_earlier_files(store, tmp_path, capsys):
     ]
     # a trailing slash names a folder, made if missing
     assert export_labels(path, "csv", f"{tmp_path / 'new'}/") == tmp_path / "new" / "labels.csv"
+
+
+def test_suite2p_export_checks_the_folders_rois_are_the_stores(store, tmp_path):
+    """Suite2p run again in the plane folder (other ROIs, as many or more) would take the
+    store's labels in its rows: stat.npy is compared with the store's footprints first, and
+    the export refused naming it, nothing written; the folder's own ROIs pass."""
+    from actsort_gpu.store import SortStore
+
+    path, _ = store
+    s = SortStore.open(path)
+    fp, width = s.footprints(), s.width
+    rois = []
+    for i in range(fp.shape[0]):
+        pix = fp[i].indices
+        rois.append({"ypix": pix // width, "xpix": pix % width, "lam": fp[i].data})
+    folder = tmp_path / "plane0"
+    folder.mkdir()
+    np.save(folder / "iscell.npy", np.zeros((30, 2)))
+
+    def stat(items):
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+        np.save(folder / "stat.npy", arr, allow_pickle=True)
+
+    stat(rois)
+    export_labels(path, "suite2p", folder)  # the store's own ROIs
+    written = (folder / "iscell.npy").read_bytes()
+    moved = [{**r, "ypix": (r["ypix"] + 9) % s.height} for r in rois]
+    for items, message in [
+        (moved, r"stat.npy: its ROIs are not the ones this store was ingested from"),
+        (rois + rois[:2], r"stat.npy: 32 ROIs, but this store's candidates come from 30"),
+    ]:
+        stat(items)
+        with pytest.raises(ValueError, match=message):
+            export_labels(path, "suite2p", folder)
+        assert (folder / "iscell.npy").read_bytes() == written

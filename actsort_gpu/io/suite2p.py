@@ -23,7 +23,13 @@ from .direct import release_memmap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_suite2p", "resolve_plane_folder", "SUITE2P_TRACES", "STAT_METRICS"]
+__all__ = [
+    "read_suite2p",
+    "resolve_plane_folder",
+    "rois_differ",
+    "SUITE2P_TRACES",
+    "STAT_METRICS",
+]
 
 SUITE2P_TRACES = ("F", "F-0.7Fneu", "spks")
 STAT_METRICS = ("skew", "compact", "npix_norm", "aspect_ratio")
@@ -67,6 +73,43 @@ def _load(path: Path, pickle: bool, mmap: bool = False):
             f"{path}: not a readable Suite2p pickle (truncated or corrupt?): "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+
+
+#: the median pixel-set overlap (intersection over union) of sampled ROIs below which a plane
+#: folder's stat.npy is not the one a store was ingested from
+SAME_ROIS_MIN_IOU = 0.9
+
+
+def rois_differ(
+    folder: Path, footprints, source_index: np.ndarray, width: int, samples: int = 64
+) -> str | None:
+    """Why the plane ``folder``'s ``stat.npy`` does not hold the ROIs a store was ingested
+    from, or None when it does (or holds no stat.npy). ``footprints`` (N, H*W) CSR and
+    ``source_index`` (N,) are the store's; up to ``samples`` candidates spread over the store
+    are compared by their pixel sets (median IoU >= :data:`SAME_ROIS_MIN_IOU`): a Suite2p run
+    again in the same folder, or another plane's folder with as many ROIs, gives other ROIs."""
+    path = Path(folder) / "stat.npy"
+    if not path.is_file():
+        return None
+    stat = _load(path, pickle=True)
+    n_rois = int(source_index.max()) + 1 if len(source_index) else 0
+    if len(stat) != n_rois:
+        return f"{path}: {len(stat)} ROIs, but this store's candidates come from {n_rois}"
+    picks = np.unique(np.linspace(0, len(source_index) - 1, min(samples, len(source_index))))
+    ious = []
+    for i in picks.astype(np.int64):
+        roi = stat[int(source_index[i])]
+        theirs = set((np.asarray(roi["ypix"]) * width + np.asarray(roi["xpix"])).tolist())
+        ours = set(footprints[int(i)].indices.tolist())
+        if theirs or ours:
+            ious.append(len(theirs & ours) / len(theirs | ours))
+    if ious and np.median(ious) < SAME_ROIS_MIN_IOU:
+        return (
+            f"{path}: its ROIs are not the ones this store was ingested from (median pixel "
+            f"overlap {np.median(ious):.2f} over {len(ious)} ROIs): Suite2p run again in this "
+            "folder, or another plane's folder?"
+        )
+    return None
 
 
 def _pad_image(
