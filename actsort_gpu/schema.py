@@ -412,8 +412,10 @@ ROOT_ATTRS: dict[str, str] = {
     "channels, channel}`, with `rows: [first, stop]` for one ROI of a multi-ROI page (the "
     "frames read: `io.movies.Interleave`)",
     "`extraction`": "`{path, format, fingerprint (size, mtime, sha256)}`",
-    "`stages`": "per stage: `{status: complete|incomplete, started, finished, seconds, params, "
-    "...}`; the computing stages (preprocess, features, embed, apply) record where they ran in "
+    "`stages`": "per stage: `{status: complete|incomplete|stale, started, finished, seconds, "
+    "params, ...}` (`stale`, with `stale_after` and `stale_since`: a stage whose outputs it "
+    "reads ran again since, `store.STAGE_INPUTS`; readers refuse it until it runs again); the "
+    "computing stages (preprocess, features, embed, apply) record where they ran in "
     "`params` (`device` cpu or cuda, `device_requested` auto, cpu or cuda, and `device_name` on "
     "a GPU or `device_reason`: why `auto` chose the CPU; `backend.Backend.provenance`) and "
     "`device` beside `seconds`",

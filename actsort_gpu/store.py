@@ -62,6 +62,14 @@ __all__ = [
 STAGES = ("ingest", "preprocess", "features", "embed")
 #: the stages whose outputs an open annotation page reads (refused while one is open)
 _PAGE_INPUT_STAGES = ("preprocess", "features", "embed")
+#: the stages whose outputs each stage reads: a new run of one leaves the stages after it (and
+#: theirs) out of date until they run again
+STAGE_INPUTS = {
+    "preprocess": ("ingest",),
+    "features": ("ingest", "preprocess"),
+    "embed": ("ingest", "preprocess"),
+    "apply": ("features", "embed"),
+}
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _TARGET_CHUNK_BYTES = 8 * 2**20
 # Arrays stored otherwise: (codec, chunk bytes). The event snapshots are most of a store, and
@@ -391,12 +399,18 @@ class SortStore:
 
     # ------------------------------------------------------------------ stages
     def begin_stage(self, stage: str, params: dict[str, Any] | None = None) -> None:
-        """Mark ``stage`` incomplete (a crash leaves it so) and record its parameters. The
-        stages that rewrite what an annotation page reads (preprocess, features, embed) are
-        refused while a page or another labelling session holds the store's journal."""
+        """Mark ``stage`` incomplete (a crash leaves it so) and record its parameters; the
+        complete stages that read its outputs (:data:`STAGE_INPUTS`, transitively) become
+        'stale' until they run again. The stages that rewrite what an annotation page reads
+        (preprocess, features, embed) are refused while a page or another labelling session
+        holds the store's journal."""
         if stage in _PAGE_INPUT_STAGES:
             self.check_no_session(stage)
         stages = self.attrs.get("stages", {})
+        for later in _stages_after(stage):  # they read what this run rewrites
+            entry = stages.get(later)
+            if entry is not None and entry.get("status") == "complete":
+                entry.update(status="stale", stale_after=stage, stale_since=_now())
         stages[stage] = {
             "status": "incomplete",
             "started": _now(),
@@ -479,8 +493,17 @@ class SortStore:
         return problems
 
     def stage_status(self, stage: str) -> str | None:
-        """'complete', 'incomplete' or None (never run)."""
+        """'complete', 'incomplete', 'stale' (a stage it reads ran again since) or None (never
+        run)."""
         return self.attrs.get("stages", {}).get(stage, {}).get("status")
+
+    def _stale(self, stage: str) -> StoreError:
+        entry = self.attrs.get("stages", {}).get(stage, {})
+        return StoreError(
+            f"{self.path}: stage '{stage}' is out of date: {entry.get('stale_after', 'a stage')} "
+            f"ran again after it ({entry.get('stale_since', '?')}), so its outputs describe "
+            f"the earlier run; run `actsort {stage}` on {self.path} again (labels are kept)"
+        )
 
     def require(self, *stages: str) -> None:
         """Raise StoreError naming the command to run when a needed stage is not complete, or
@@ -490,6 +513,8 @@ class SortStore:
             status = self.stage_status(stage)
             if status == "incomplete":
                 raise self._interrupted(stage)
+            if status == "stale":
+                raise self._stale(stage)
             if status != "complete":
                 raise StoreError(
                     f"{self.path}: stage '{stage}' has not been run; run `actsort {stage} "
@@ -513,13 +538,17 @@ class SortStore:
         )
 
     def _check_stage_of(self, name: str) -> None:
-        """A reader (mode 'r') never reads an output of a stage recorded as incomplete: a killed
-        re-run leaves old and new arrays side by side. The stage itself (mode 'r+') may."""
+        """A reader (mode 'r') never reads an output of a stage recorded as incomplete (a killed
+        re-run leaves old and new arrays side by side) or stale (computed from what a stage
+        it reads has rewritten since). The stage itself (mode 'r+') may."""
         if self.mode != "r":
             return
         spec = schema.spec_for(name)
-        if spec is not None and self.stage_status(spec.stage) == "incomplete":
+        status = None if spec is None else self.stage_status(spec.stage)
+        if status == "incomplete":
             raise self._interrupted(spec.stage, name)
+        if status == "stale":
+            raise self._stale(spec.stage)
 
     # ------------------------------------------------------------------ metadata
     def has(self, name: str) -> bool:
@@ -1081,7 +1110,10 @@ class SortStore:
                 lines.append(f"  {stage:<11} not run")
                 continue
             took = f" in {info['seconds']:.1f} s" if "seconds" in info else ""
-            lines.append(f"  {stage:<11} {info['status']}{took}{_stage_device(info)}")
+            status = info["status"]
+            if status == "stale":
+                status = f"OUT OF DATE ({info.get('stale_after')} ran again since; rerun it)"
+            lines.append(f"  {stage:<11} {status}{took}{_stage_device(info)}")
         if self.journal_path.exists():
             lines.extend(self._labels_summary())
         from .labels import other_journals
@@ -1131,6 +1163,19 @@ class SortStore:
             out.append(f"             given by {names}")
         out.append(f"             journal {journal} ({n_lines:,} lines)")
         return out
+
+
+def _stages_after(stage: str) -> list[str]:
+    """The stages that read ``stage``'s outputs, directly or through another
+    (:data:`STAGE_INPUTS`)."""
+    found, frontier = [], [stage]
+    while frontier:
+        done = frontier.pop()
+        for later, inputs in STAGE_INPUTS.items():
+            if done in inputs and later not in found:
+                found.append(later)
+                frontier.append(later)
+    return found
 
 
 def _stage_device(info: dict) -> str:

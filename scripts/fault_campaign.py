@@ -1216,6 +1216,27 @@ def case_export_suite2p_other_folder(ctx: Ctx) -> Outcome:
     )
 
 
+def case_preprocess_after_features(ctx: Ctx) -> Outcome:
+    """preprocess run again (other event settings) after features: the features describe the
+    old snapshots; export must refuse them, not serve the old decisions."""
+    ctx.built_store()
+    _journal(ctx, _TWO_LABELS)
+    config = ctx.root / "events.yaml"
+    config.write_text("preprocess:\n  n_events: 3\n")
+    res = ctx.cli("preprocess", ctx.store, "--config", config, "--device", "cpu", "--no-progress")
+    if res[0] != "0":
+        return accepted(ctx, "preprocess again after features", res, "", ok=False, lost=False)
+    before = ctx.inputs_digest()
+    r = ctx.cli("export", ctx.store, "--format", "csv", "--out", ctx.root / "labels.csv")
+    return refused(
+        ctx,
+        "preprocess run again after features, then export",
+        r,
+        names="out of date",
+        before=before,
+    )
+
+
 def case_export_suite2p_rerun(ctx: Ctx) -> Outcome:
     """Suite2p run again in the ingested plane folder: as many ROIs, elsewhere (moved by
     7 rows); the export must not write the store's labels into the new ROIs' rows."""
@@ -1501,6 +1522,7 @@ CASES = [
     Case("store_chunk_cut", case_store_chunk_cut),
     Case("export_untrained", case_export_suite2p_before_training),
     Case("export_other_folder", case_export_suite2p_other_folder),
+    Case("preprocess_after_features", case_preprocess_after_features),
     Case("export_suite2p_rerun", case_export_suite2p_rerun),
     Case("export_over_movie", case_export_over_the_movie),
     Case("synth_over_extraction", case_synth_over_extraction),

@@ -297,3 +297,32 @@ def test_a_partial_copy_is_found_not_read_as_zeros(store, tmp_path):
     old._root.attrs.pop("chunk_files")
     _chunk(old, schema.FEATURE_MATRIX).unlink()
     assert SortStore.open(store.path).check_chunks() == []
+
+
+def test_a_rerun_stage_leaves_the_stages_after_it_out_of_date(store):
+    """preprocess run again (say with other event settings) rewrites what features and embed
+    read, and features what apply read: they become 'stale' at once (also if the rerun is then
+    killed), readers and ``require`` refuse them naming the command, and a rerun makes each
+    current again; a stage that never ran stays so."""
+    from actsort_gpu import schema
+
+    for stage in ("ingest", "preprocess", "features", "apply"):
+        store.begin_stage(stage)
+        if stage == "features":
+            store.write_array(schema.FEATURE_MATRIX, np.ones((3, 2), np.float32))
+        store.finish_stage(stage, 0.1)
+    store.begin_stage("preprocess")
+    assert store.stage_status("preprocess") == "incomplete"
+    assert store.stage_status("features") == "stale" and store.stage_status("apply") == "stale"
+    assert store.stage_status("embed") is None
+    store.finish_stage("preprocess", 0.1)
+    reader = SortStore.open(store.path)
+    with pytest.raises(StoreError, match=r"'features' is out of date: preprocess ran again"):
+        reader.read(schema.FEATURE_MATRIX)
+    with pytest.raises(StoreError, match=r"run `actsort apply` on .*s.actsort again"):
+        reader.require("apply")
+    assert "features    OUT OF DATE (preprocess ran again since" in reader.summary()
+    store.begin_stage("features")
+    store.finish_stage("features", 0.1)
+    assert SortStore.open(store.path).read(schema.FEATURE_MATRIX).shape == (3, 2)
+    assert store.stage_status("apply") == "stale"  # still: it read the old features
