@@ -451,12 +451,8 @@ class SortStore:
         if name in self._whole:
             return
         recorded = self._root.attrs.get("chunk_files", {}).get(name)
-        spec = schema.spec_for(name) or schema.spec_for(name.rpartition("/")[0])
-        if (
-            recorded is not None
-            and spec is not None
-            and self.stage_status(spec.stage) != ("incomplete")
-        ):
+        spec = _owner_spec(name)
+        if recorded is not None and spec is not None and not self._being_written(spec):
             change = describe_change(recorded, chunk_files(self.path / name))
             if change is not None:
                 again = (
@@ -475,10 +471,14 @@ class SortStore:
         """Drop the chunk record of ``name``, rewritten outside its stage's run (through the
         Python API): it is checked again once a stage finishes and records it anew."""
         recorded = self._root.attrs.get("chunk_files", {})
-        spec = schema.spec_for(name) or schema.spec_for(name.rpartition("/")[0])
-        if name in recorded and (spec is None or self.stage_status(spec.stage) != "incomplete"):
+        spec = _owner_spec(name)
+        if name in recorded and (spec is None or not self._being_written(spec)):
             self._root.attrs.update(chunk_files={k: v for k, v in recorded.items() if k != name})
         self._whole.discard(name)
+
+    def _being_written(self, spec) -> bool:
+        """Whether the stage that writes ``spec``'s array is running (or was killed)."""
+        return self.stage_status(spec.stage) == "incomplete"
 
     def check_chunks(self) -> list[str]:
         """The damage :meth:`_check_chunks` finds in every recorded array, one message each
@@ -521,7 +521,7 @@ class SortStore:
                     f"{self.path}` first"
                 )
         for name in self._root.attrs.get("chunk_files", {}):
-            spec = schema.spec_for(name) or schema.spec_for(name.rpartition("/")[0])
+            spec = _owner_spec(name)
             if spec is not None and spec.stage in stages and self.has(name):
                 self._check_chunks(name)
 
@@ -1163,6 +1163,12 @@ class SortStore:
             out.append(f"             given by {names}")
         out.append(f"             journal {journal} ({n_lines:,} lines)")
         return out
+
+
+def _owner_spec(name: str):
+    """The schema spec of array ``name``, or of its group for a CSR / ragged member
+    (``candidates/footprints/indptr``); None outside the schema."""
+    return schema.spec_for(name) or schema.spec_for(name.rpartition("/")[0])
 
 
 def _stages_after(stage: str) -> list[str]:
