@@ -93,16 +93,19 @@ def rois_differ(
         return None
     stat = _load(path, pickle=True)
     n_rois = int(source_index.max()) + 1 if len(source_index) else 0
-    if len(stat) != n_rois:
-        return f"{path}: {len(stat)} ROIs, but this store's candidates come from {n_rois}"
     picks = np.unique(np.linspace(0, len(source_index) - 1, min(samples, len(source_index))))
     ious = []
-    for i in picks.astype(np.int64):
-        roi = stat[int(source_index[i])]
-        theirs = set((np.asarray(roi["ypix"]) * width + np.asarray(roi["xpix"])).tolist())
-        ours = set(footprints[int(i)].indices.tolist())
-        if theirs or ours:
-            ious.append(len(theirs & ours) / len(theirs | ours))
+    try:
+        if len(stat) != n_rois:
+            return f"{path}: {len(stat)} ROIs, but this store's candidates come from {n_rois}"
+        for i in picks.astype(np.int64):
+            roi = stat[int(source_index[i])]
+            theirs = set((np.asarray(roi["ypix"]) * width + np.asarray(roi["xpix"])).tolist())
+            ours = set(footprints[int(i)].indices.tolist())
+            if theirs or ours:
+                ious.append(len(theirs & ours) / len(theirs | ours))
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        return f"{path}: not Suite2p ROIs with ypix / xpix ({exc!r})"
     if ious and np.median(ious) < SAME_ROIS_MIN_IOU:
         return (
             f"{path}: its ROIs are not the ones this store was ingested from (median pixel "
