@@ -407,10 +407,19 @@ class SortStore:
         if stage in _PAGE_INPUT_STAGES:
             self.check_no_session(stage)
         stages = self.attrs.get("stages", {})
+        outdated = []
         for later in _stages_after(stage):  # they read what this run rewrites
             entry = stages.get(later)
             if entry is not None and entry.get("status") == "complete":
                 entry.update(status="stale", stale_after=stage, stale_since=_now())
+                outdated.append(later)
+        if outdated:
+            log.warning(
+                "%s: %s read what %s rewrites: out of date until run again after it",
+                self.path,
+                " and ".join(outdated),
+                stage,
+            )
         stages[stage] = {
             "status": "incomplete",
             "started": _now(),
