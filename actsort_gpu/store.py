@@ -1092,7 +1092,7 @@ class SortStore:
                 layout = Interleave.from_dict(movie["interleave"])
                 lines.append(
                     f"             {layout.describe()} of its {movie.get('pages')} pages "
-                    "(interleaved channels / planes)"
+                    "(the frames read)"
                 )
             if movie.get("temporal_downsample", 1) != 1:
                 lines.append(
