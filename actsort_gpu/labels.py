@@ -77,6 +77,8 @@ __all__ = [
     "Journal",
     "JournalEvent",
     "JournalLockedError",
+    "JournalShortError",
+    "journal_record_path",
     "other_journals",
     "balanced_accuracy",
     "class_rates",
@@ -127,6 +129,26 @@ def journal_lock_path(journal_path) -> Path:
     """The file whose ``flock`` is the journal's write lock (it holds the holder's pid)."""
     journal_path = Path(journal_path)
     return journal_path.with_name(journal_path.name + ".lock")
+
+
+def journal_record_path(journal_path) -> Path:
+    """The file holding how many bytes of the journal have been acknowledged (written after
+    each action): a journal shorter than that lost labels since, e.g. in a copy made in part."""
+    journal_path = Path(journal_path)
+    return journal_path.with_name(journal_path.name + ".written")
+
+
+def _recorded_bytes(journal_path: Path) -> int | None:
+    """The acknowledged length the record file holds; None without a readable one (journals
+    written before the record existed)."""
+    try:
+        return int(journal_record_path(journal_path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class JournalShortError(ValueError):
+    """A journal holds fewer acknowledged bytes than its record says were written."""
 
 
 def _holder(fh) -> str:
@@ -448,7 +470,18 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
         try:
+            # the record first: a writer appending meanwhile only makes the journal longer
+            recorded = None if self.path is None else _recorded_bytes(self.path)
             events, good = _read_events(self.path, self.n_candidates)
+            if recorded is not None and good < recorded:
+                raise JournalShortError(
+                    f"{self.path}: holds {good:,} bytes of labels where {recorded:,} were "
+                    f"written ({journal_record_path(self.path).name}): a copy of the store made "
+                    "in part, or a sync that kept another computer's journal (look for other "
+                    "journal files in labels/)? Copy the store again; if this journal is the "
+                    f"only copy left, delete {journal_record_path(self.path)} to use the labels "
+                    "it holds"
+                )
         except Exception:
             self.close()
             raise
@@ -570,6 +603,19 @@ class Journal:
             err.errno = exc.errno  # the message alone, without "[Errno N]"
             raise err from exc
         self._good += len(payload)
+        self._record()
+
+    def _record(self) -> None:
+        """Write the acknowledged length to the record file (after the journal's fsync, so the
+        record never exceeds what the journal holds on disk; not fsynced itself: a record left
+        behind after a power cut only checks less)."""
+        record = journal_record_path(self.path)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(str(self._good))
+            os.replace(tmp, record)
+        except OSError as exc:  # the label itself is saved: only the check is behind
+            log.warning("%s: could not update %s (%s)", self.path, record.name, exc)
 
     def _cut_back(self) -> None:
         """After a failed write: truncate to the acknowledged length, then reopen."""

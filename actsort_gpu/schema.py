@@ -125,6 +125,7 @@ TRUTH_ANNOTATORS = "truth/annotators"
 LABELS_DIR = "labels"
 JOURNAL_FILE = "labels/journal.jsonl"
 JOURNAL_LOCK_FILE = "labels/journal.jsonl.lock"
+JOURNAL_RECORD_FILE = "labels/journal.jsonl.written"
 UI_STATE_FILE = "labels/ui_state.json"
 
 # The FOV summary images preprocess writes, by kind (the page's image choices).
@@ -513,7 +514,8 @@ _LABELS = """\
 `{journal}`: append-only, one JSON object per action (label, unlabel, undo, redo: time,
 dataset, candidate, label, annotator, origin, session), fsynced per line; label +1 cell, -1 not,
 0 unlabelled, 2 unsure (key U: no training label); the current labels are the replay of the
-journal. `{lock}` guards against two writers;
+journal. `{lock}` guards against two writers; `{record}` holds the journal's acknowledged
+length after each action (a journal found shorter, e.g. in a copy made in part, is refused);
 `{ui_state}` keeps the page's position."""
 
 
@@ -529,7 +531,10 @@ def render_markdown() -> str:
             lines += [
                 "",
                 _LABELS.format(
-                    journal=JOURNAL_FILE, lock=JOURNAL_LOCK_FILE, ui_state=UI_STATE_FILE
+                    journal=JOURNAL_FILE,
+                    lock=JOURNAL_LOCK_FILE,
+                    record=JOURNAL_RECORD_FILE,
+                    ui_state=UI_STATE_FILE,
                 ),
             ]
         lines += ["", f"### {title}"]

@@ -1086,6 +1086,31 @@ def _store_copied_in_part(ctx: Ctx, name: str, array: str, cut, *command: str) -
     return refused(ctx, name, r, names=array, before=before, extra_lost=not kept)
 
 
+def case_journal_copied_in_part(ctx: Ctx) -> Outcome:
+    """A store copied in part: its journal (labelled through the library, so with its record)
+    cut mid-file; export must refuse it, not export fewer labels."""
+    from actsort_gpu.labels import Journal
+
+    ctx.built_store()
+    journal = ctx.store / "labels" / "journal.jsonl"
+    with Journal(journal) as j:
+        for cand in range(6):
+            j.append("s.actsort", cand, 1 if cand % 2 else -1, "ana")
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[: len(whole) // 2])
+    before = ctx.inputs_digest()
+    r = ctx.cli("export", ctx.store, "--format", "csv", "--out", ctx.root / "labels.csv")
+    kept = journal.read_bytes() == whole[: len(whole) // 2]
+    return refused(
+        ctx,
+        "store copied in part: the journal cut mid-file, then export",
+        r,
+        names="journal.jsonl",
+        before=before,
+        extra_lost=not kept,
+    )
+
+
 def case_store_chunk_missing(ctx: Ctx) -> Outcome:
     return _store_copied_in_part(
         ctx,
@@ -1518,6 +1543,7 @@ CASES = [
     Case("journal_candidate_range", case_journal_candidate_range, fast=False),
     Case("journal_garbage", case_journal_garbage_middle),
     Case("store_renamed", case_store_renamed),
+    Case("journal_copied_in_part", case_journal_copied_in_part),
     Case("store_chunk_missing", case_store_chunk_missing),
     Case("store_chunk_cut", case_store_chunk_cut),
     Case("export_untrained", case_export_suite2p_before_training),

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from actsort_gpu.active.learner import DatasetInput, Learner
-from actsort_gpu.labels import Journal, JournalLockedError, balanced_accuracy, final_labels, replay
+from actsort_gpu.labels import (
+    Journal,
+    JournalLockedError,
+    balanced_accuracy,
+    final_labels,
+    journal_record_path,
+    replay,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,6 +219,8 @@ def test_action_cut_short_by_a_crash_is_not_applied_and_is_cut(tmp_path):
         j.append_many("a", [1, 2, 3], -1, "x")
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:3]))  # 2 of the 3 lines of the box reached disk
+    # and the crash came before the box was acknowledged: the record holds the first line
+    journal_record_path(path).write_text(str(len(lines[0])))
     with Journal(path) as j:
         assert j.labels == {("a", 0): 1}
         j.append("a", 7, -1, "x")
@@ -277,3 +286,31 @@ def test_final_labels_and_balanced_accuracy_known_answers():
     assert balanced_accuracy(np.array([1, -1, -1, 1, 1]), truth) == pytest.approx(0.5)
     assert balanced_accuracy(np.array([1, 1, -1, -1, -1]), truth) == pytest.approx(1.0)
     assert np.isnan(balanced_accuracy(np.ones(3), np.ones(3)))
+
+
+def test_a_journal_cut_short_since_is_refused_not_read_as_fewer_labels(tmp_path):
+    """Each action records the acknowledged length beside the journal: a journal that holds
+    less (a copy of the store made in part) is refused by writers and readers, naming the
+    record to delete when it is the only copy left; journals without a record read as
+    before, and get one at their next action."""
+    from actsort_gpu.labels import JournalShortError, read_labels
+
+    path = tmp_path / "labels" / "journal.jsonl"
+    with Journal(path) as j:
+        for cand in range(4):
+            j.append("a", cand, 1, "x")
+    record = journal_record_path(path)
+    assert int(record.read_text()) == path.stat().st_size
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # a copy cut mid-file
+    for opener in (lambda: Journal(path), lambda: Journal(path, read_only=True)):
+        with pytest.raises(JournalShortError, match=r"journal.jsonl: holds \d+ bytes of labels"):
+            opener()
+    with pytest.raises(JournalShortError, match=r"delete .*journal.jsonl.written"):
+        read_labels(path, "a", 4)
+    assert path.read_bytes() == whole[: len(whole) // 2]  # nothing cut or rewritten
+    record.unlink()  # the only copy left: its labels are used
+    assert (read_labels(path, "a", 4) != 0).sum() >= 1
+    with Journal(path) as j:  # a journal without a record gets one at its next action
+        j.append("a", 3, -1, "x")
+    assert int(record.read_text()) == path.stat().st_size
