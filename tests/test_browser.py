@@ -594,7 +594,10 @@ def test_store_buttons_step_through_the_stores(neurofinder_store, tmp_path):
                 arg=name,
                 timeout=20000,
             )
-        page.wait_for_timeout(1500)  # the store's first candidate loads
+        page.wait_for_function(  # the store's candidate is on screen
+            "() => document.querySelector('#as-info')?.innerText.includes('b.actsort')",
+            timeout=20000,
+        )
         _press_and_wait(page, "ArrowUp", "Saved")
         assert (ws.human(1) != 0).sum() == 1 and (ws.human(0) != 0).sum() == 0
         browser.close()
