@@ -230,14 +230,19 @@ def carry_from_file(target_path, label_file, *, annotator: str | None = None) ->
             f"candidates come from {n_rows}: the labels of another extraction? (a store of "
             "another extraction of the recording: --from OLD.actsort matches by footprints)"
         )
-    per_candidate = labels[src]
+    return _by_number(labels[src], int((labels != 0).sum()), label_file, annotator, note)
+
+
+def _by_number(per_candidate: np.ndarray, source_labels: int, source: Path, annotator, note):
+    """The :class:`LabelCarry` of labels already in the store's candidate order
+    ((N,) +1 / -1 / 0; matched by number, not by footprint)."""
     rows = np.flatnonzero(per_candidate != 0)
     return LabelCarry(
         rows,
         per_candidate[rows].astype(np.int8),
-        int((labels != 0).sum()),
+        source_labels,
         None,
-        annotator or f"import:{label_file.name}",
+        annotator or f"import:{source.name}",
         note,
     )
 
@@ -254,8 +259,6 @@ def carry_from_journal(target_path, journal_file, *, annotator: str | None = Non
     by candidate number. Refused for a journal outside the store's ``labels/`` folder: a
     journal names candidates of the store it was written for, so another store's would
     label the wrong candidates (that store itself is imported by footprints)."""
-    from .labels import read_labels
-
     target_path, journal_file = Path(target_path), Path(journal_file)
     target = SortStore.open(target_path)
     if journal_file.resolve() == target.journal_path.resolve():
@@ -267,15 +270,7 @@ def carry_from_journal(target_path, journal_file, *, annotator: str | None = Non
             "of another store, give that store (--from OTHER.actsort, matched by footprints)"
         )
     labels = read_labels(journal_file, target_path.name, target.n_candidates)
-    rows = np.flatnonzero(labels != 0)
-    return LabelCarry(
-        rows,
-        labels[rows].astype(np.int8),
-        int(len(rows)),
-        None,
-        annotator or f"import:{journal_file.name}",
-        JOURNAL_COPY_NOTE,
-    )
+    return _by_number(labels, int((labels != 0).sum()), journal_file, annotator, JOURNAL_COPY_NOTE)
 
 
 def carry_from(

@@ -63,7 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import CELL, NOT_CELL, UNLABELLED, UNSURE
+from . import CELL, NOT_CELL, UNLABELLED, UNSURE, schema
 
 log = logging.getLogger(__name__)
 
@@ -779,7 +779,8 @@ def other_journals(labels_dir: str | Path) -> list[Path]:
     folder = Path(labels_dir)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("*.jsonl") if p.name != "journal.jsonl" and p.is_file())
+    own = Path(schema.JOURNAL_FILE).name
+    return sorted(p for p in folder.glob("*.jsonl") if p.name != own and p.is_file())
 
 
 def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray:

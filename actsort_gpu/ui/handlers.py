@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import CELL, NOT_CELL, UNLABELLED, UNSURE
+from .. import CELL, NOT_CELL, UNLABELLED, UNSURE, schema
 from ..features.registry import describe_feature
 from ..labels import final_labels, other_journals
 from ..store import StoreError
@@ -549,7 +549,7 @@ def on_load(ws, st: ViewState | None = None, tab: str = ""):
         f" Not read: {p} (another copy of a journal, e.g. a synced folder's conflicted copy): "
         "tab Load labels merges it."
         for s in ws.stores
-        for p in other_journals(s.path / "labels")
+        for p in other_journals(s.path / schema.LABELS_DIR)
     )
     return _go(
         ws,
