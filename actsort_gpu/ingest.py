@@ -293,10 +293,12 @@ def ingest(
     return store
 
 
-def movie_interleave(config: IngestConfig):
+def movie_interleave(config: IngestConfig, scanimage=None):
     """The ``io.movies.Interleave`` the config asks for (``movie_channels``, ``movie_channel``,
-    ``movie_planes``, ``movie_plane``, ``movie_rows``; those not given: 1 channel, channel 1,
-    1 plane, plane 0, whole pages), or None when it names none."""
+    ``movie_planes``, ``movie_plane``, ``movie_rows``, ``movie_roi``), or None when it names
+    none. Without ``scanimage`` those not given are 1 channel, channel 1, 1 plane, plane 0,
+    whole pages; with the ``ScanImageLayout`` of a movie that holds several, its counts and ROI
+    rows fill them in (and a part it holds several of must be chosen)."""
     from .io.movies import Interleave
 
     given = {
@@ -306,14 +308,40 @@ def movie_interleave(config: IngestConfig):
         "plane": config.movie_plane,
         "rows": None if config.movie_rows is None else tuple(config.movie_rows),
     }
-    if all(v is None for v in given.values()):
+    if all(v is None for v in given.values()) and config.movie_roi is None:
         return None
     try:
+        if scanimage is not None and (scanimage.needs_choice or config.movie_roi is not None):
+            chosen = scanimage.complete(**given, roi=config.movie_roi)
+            log.info("%s: %s; reading %s", scanimage.path, scanimage.describe(), chosen.describe())
+            return chosen
+        if config.movie_roi is not None:
+            raise ValueError(
+                f"--roi {config.movie_roi} needs a ScanImage multi-ROI TIFF, whose settings "
+                "give its ROIs' rows; give --rows FIRST:STOP"
+            )
         return Interleave(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         raise ValueError(
-            f"ingest (--channels / --channel / --planes / --plane / --rows): {exc}"
+            f"ingest (--channels / --channel / --planes / --plane / --rows / --roi): {exc}"
         ) from None
+
+
+def movie_scanimage(movie_path, config: IngestConfig):
+    """The ``ScanImageLayout`` of a ScanImage TIFF movie (or folder of parts), None for other
+    movies. Settings that contradict each other are an error unless ``--planes`` says how to
+    read the pages (then a warning)."""
+    from .io.movies.scanimage import scanimage_layout
+
+    try:
+        return scanimage_layout(movie_path)
+    except ValueError as exc:
+        if config.movie_planes is None:
+            raise
+        log.warning(
+            "%s; reading %d pages per time point as --planes says", exc, config.movie_planes
+        )
+        return None
 
 
 #: a registration that shifted frames by more than this (px) makes an unregistered movie's
@@ -383,6 +411,22 @@ def _layout_from_source(candidates: Candidates, movie, movie_path):
     return layout
 
 
+def _refuse_unchosen(scanimage, candidates: Candidates, movie) -> None:
+    """A ScanImage movie that holds several channels, planes or ROIs, with none chosen by the
+    flags or the extraction: refused naming what it holds and the flags (a movie whose every
+    page is one of the traces' frames goes on: its settings are not those of its pages)."""
+    whole = movie.height == candidates.height or not scanimage.multi_roi
+    if whole and movie.n_frames == candidates.n_frames:
+        log.warning(
+            "%s: %s, but its %d pages match the traces' frames: reading every page",
+            movie.path,
+            scanimage.describe(),
+            movie.n_frames,
+        )
+        return
+    scanimage.complete(channels=None, channel=None, planes=None, plane=None, rows=None, roi=None)
+
+
 def ingest_files(
     movie_path: str | Path,
     extraction_path: str | Path,
@@ -413,7 +457,8 @@ def ingest_files(
     check_fs_hz(config.fs_hz, "ingest.fs_hz (--fs)")
     from .io.movies import Interleave, LayoutNeeded
 
-    chosen = movie_interleave(config)
+    scanimage = movie_scanimage(movie_path, config)
+    chosen = movie_interleave(config, scanimage)
     # The movie's shape first (its header only): its sizes bound the extraction's field of
     # view, so a header that lies about H x W fails before anything that size is allocated.
     # Its pages as they are (a hyperstack too) until the extraction says which to read; a
@@ -455,6 +500,8 @@ def ingest_files(
             chosen = _layout_from_source(candidates, movie, movie_path)
             if movie is None and chosen is None:
                 raise needed
+            if chosen is None and scanimage is not None and scanimage.needs_choice:
+                _refuse_unchosen(scanimage, candidates, movie)
             reopen = reopen or chosen is not None or getattr(movie, "stack", None) is not None
         if reopen or (candidates.height, candidates.width) != (movie.height, movie.width):
             # HDF5 / zarr movies: the extraction's (H, W) decides the axis order; the

@@ -683,6 +683,46 @@ def case_movie_wrong_roi(ctx: Ctx) -> Outcome:
     )
 
 
+def _scanimage_volumes(ctx: Ctx) -> Path:
+    """The movie as channel 1 of plane 0 of ScanImage pages (2 channels, volumes of 2 planes
+    and a flyback frame; the settings in the BigTIFF header block)."""
+    from actsort_gpu.synth.scanimage import scanimage_settings, write_scanimage_tiff
+
+    movie = np.load(ctx.movie)
+    pages = np.random.default_rng(7).integers(90, 110, (T, 3, 2, H, W)).astype(np.int16)
+    pages[:, 0, 0] = movie
+    settings = {
+        "hChannels.channelSave": "[1;2]",
+        "hStackManager.enable": "true",
+        "hStackManager.actualNumSlices": 2,
+        "hStackManager.numFramesPerVolumeWithFlyback": 3,
+    }
+    path = ctx.root / "in" / "si_00001.tif"
+    write_scanimage_tiff(path, pages.reshape(-1, H, W), scanimage_settings(settings), header=True)
+    return path
+
+
+def case_movie_scanimage_no_choice(ctx: Ctx) -> Outcome:
+    movie = _scanimage_volumes(ctx)
+    return _movie_case(
+        ctx, "ScanImage volumes of 2 channels, nothing chosen", movie, names="si_00001.tif"
+    )
+
+
+def case_movie_scanimage_flyback(ctx: Ctx) -> Outcome:
+    movie = _scanimage_volumes(ctx)
+    return _movie_case(
+        ctx,
+        "ScanImage volumes, the flyback frame chosen as plane",
+        movie,
+        "--channel",
+        "1",
+        "--plane",
+        "2",
+        names="si_00001.tif",
+    )
+
+
 def case_movie_deflate_corrupt(ctx: Ctx) -> Outcome:
     """A zlib-compressed TIFF movie with one page's data damaged: found by preprocess."""
     import tifffile
@@ -1525,6 +1565,8 @@ CASES = [
     Case("movie_wrong_channel", case_movie_wrong_channel),
     Case("movie_rows_outside_pages", case_movie_rows_outside_pages),
     Case("movie_wrong_roi", case_movie_wrong_roi),
+    Case("movie_scanimage_no_choice", case_movie_scanimage_no_choice),
+    Case("movie_scanimage_flyback", case_movie_scanimage_flyback),
     Case("movie_deflate", case_movie_deflate_corrupt),
     Case("fs_negative", case_fs_negative),
     Case("fs_nan", case_fs_nan),

@@ -68,6 +68,14 @@ def register(subparsers) -> None:
         "pages are taller than its field of view, else whole pages)",
     )
     p.add_argument(
+        "--roi",
+        type=int,
+        default=None,
+        metavar="K",
+        help="read ROI K (1-based, top to bottom) of a ScanImage multi-ROI (mesoscope) page: "
+        "its rows from the file's ROI settings (instead of --rows)",
+    )
+    p.add_argument(
         "--planes",
         type=int,
         default=None,
@@ -177,6 +185,7 @@ def run(args) -> int:
             ("movie_planes", args.planes),
             ("movie_plane", args.plane),
             ("movie_rows", args.rows),
+            ("movie_roi", args.roi),
             ("fs_hz", args.fs),
             ("suite2p_trace", args.suite2p_trace),
             ("caiman_trace", args.caiman_trace),

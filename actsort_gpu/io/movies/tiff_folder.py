@@ -20,6 +20,14 @@ def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
+def tiff_files(path: Path) -> list[Path]:
+    """The .tif / .tiff files of a folder, in natural name order."""
+    return sorted(
+        (p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff") and p.is_file()),
+        key=_natural_key,
+    )
+
+
 #: a channel in a file name, as Bruker's PrairieView writes them (``..._Cycle00001_Ch2_000001``)
 _CHANNEL_TAG = re.compile(r"_Ch(\d+)_", re.IGNORECASE)
 
@@ -64,10 +72,7 @@ class TiffFolderMovie(Movie):
         files of this one (1-based) are the movie; such a folder is refused without it.
         ``resolved`` records which (None: every file)."""
         path = Path(path)
-        files = sorted(
-            (p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff") and p.is_file()),
-            key=_natural_key,
-        )
+        files = tiff_files(path)
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no .tif/.tiff files")
         files, n_channels = _channel_files(path, files, channel)

@@ -1,0 +1,176 @@
+"""ScanImage TIFFs: the channels, volume pages and multi-ROI rows their settings record, read
+from the BigTIFF header block or the pages' Software / Artist tags, and ingest filling in the
+counts the user did not give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from actsort_gpu.cli import main
+from actsort_gpu.io.movies import Interleave, open_movie
+from actsort_gpu.io.movies.scanimage import ScanImageRoi, scanimage_layout
+from actsort_gpu.store import SortStore
+from actsort_gpu.synth import SynthConfig, synthesize
+from actsort_gpu.synth.scanimage import (
+    scanimage_roi_groups,
+    scanimage_settings,
+    write_scanimage_tiff,
+)
+
+
+def _settings(**values) -> str:
+    """Settings lines from keywords: ``hChannels__channelSave=2`` is hChannels.channelSave."""
+    return scanimage_settings({key.replace("__", "."): value for key, value in values.items()})
+
+
+def _rois(*rois: tuple[str, int, int], enable=None) -> str:
+    return scanimage_roi_groups(rois, enable)
+
+
+VOLUME = {
+    "hChannels__channelSave": "[1;2]",
+    "hStackManager__enable": "true",
+    "hStackManager__actualNumSlices": 2,
+    "hStackManager__numFramesPerVolume": 2,
+    "hStackManager__numFramesPerVolumeWithFlyback": 3,
+    "hStackManager__framesPerSlice": 1,
+    "hStackManager__zs": "[0 20]",
+    "hRoiManager__mroiEnable": 1,
+}
+
+
+def test_layouts_from_settings(tmp_path):
+    """Channels, volume pages (planes, then flyback) and ROI strips, from the tags and from the
+    header block alike; slice counts left over with the stack off are ignored; contradictions
+    are refused or said."""
+    pages = np.zeros((6, 60, 8), np.int16)
+    rois = _rois(("ROI 1", 8, 20), ("ROI 2", 8, 20), ("off", 8, 99), ("ROI 3", 8, 10),
+                 enable=(1, 1, 0, 1))  # fmt: skip
+    write_scanimage_tiff(tmp_path / "tags.tif", pages, _settings(**VOLUME), rois)
+    write_scanimage_tiff(tmp_path / "head.tif", pages, _settings(**VOLUME), rois, header=True)
+    for name in ("tags.tif", "head.tif"):
+        got = scanimage_layout(tmp_path / name)
+        assert (got.channels_saved, got.pages_per_volume, got.planes) == ((1, 2), 3, 2), name
+        # 50 rows of ROIs in 60: 5 fly-to lines between each two
+        assert got.rois == (
+            ScanImageRoi("ROI 1", (0, 20)),
+            ScanImageRoi("ROI 2", (25, 45)),
+            ScanImageRoi("ROI 3", (50, 60)),
+        )
+        assert "4 pages per volume" not in got.describe()
+        assert "3 pages per volume (2 planes + 1 flyback frame)" in got.describe()
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    write_scanimage_tiff(folder / "rec_00002.tif", pages, _settings(hChannels__channelSave=1))
+    write_scanimage_tiff(folder / "rec_00010.tif", pages, _settings(hChannels__channelSave="[1;2]"))
+    assert scanimage_layout(folder).channels_saved == (1,)  # the first part, natural order
+    tifffile.imwrite(tmp_path / "plain.tif", pages)
+    assert scanimage_layout(tmp_path / "plain.tif") is None
+
+    def layout(**values):
+        write_scanimage_tiff(tmp_path / "x.tif", pages, _settings(**values), rois)
+        return scanimage_layout(tmp_path / "x.tif")
+
+    stale = layout(hChannels__channelSave=2, hStackManager__enable="false",
+                   hStackManager__numSlices=11)  # fmt: skip
+    assert (stale.channels_saved, stale.pages_per_volume, stale.needs_choice) == ((2,), 1, False)
+    older = layout(hChannels__channelSave="[1 3]", hFastZ__enable=1, hFastZ__numFramesPerVolume=5,
+                   hFastZ__numDiscardFlybackFrames=1)  # fmt: skip
+    assert (older.channels_saved, older.pages_per_volume, older.planes) == ((1, 3), 5, 4)
+    with pytest.raises(ValueError, match="x.tif: a z-stack of 20 frames at each of 3 depths"):
+        layout(hChannels__channelSave=1, hStackManager__enable=1,
+               hStackManager__actualNumSlices=3, hStackManager__framesPerSlice=20)  # fmt: skip
+    with pytest.raises(ValueError, match="x.tif: .*give no plane count; give --planes"):
+        layout(hChannels__channelSave=1, hStackManager__enable=1)
+    write_scanimage_tiff(
+        tmp_path / "x.tif",
+        pages,
+        _settings(**VOLUME),
+        _rois(("a", 8, 40), ("b", 8, 12), ("c", 8, 5)),
+    )
+    misfit = scanimage_layout(tmp_path / "x.tif")
+    assert misfit.rois == () and "40+12+5 rows do not fit pages of 60 rows" in misfit.rois_unknown
+    with pytest.raises(ValueError, match="give --rows FIRST:STOP instead"):
+        misfit.roi_rows(1)
+
+
+def test_complete_fills_counts_and_asks_for_each_choice(tmp_path):
+    pages = np.zeros((6, 60, 8), np.int16)
+    rois = _rois(("ROI 1", 8, 20), ("ROI 2", 8, 20), ("ROI 3", 8, 10))
+    write_scanimage_tiff(tmp_path / "si.tif", pages, _settings(**VOLUME), rois)
+    si = scanimage_layout(tmp_path / "si.tif")
+    none = dict(channels=None, channel=None, planes=None, plane=None, rows=None, roi=None)
+    assert si.complete(**{**none, "channel": 2, "plane": 1, "roi": 2}) == Interleave(
+        channels=2, channel=2, planes=3, plane=1, rows=(25, 45)
+    )
+    with pytest.raises(ValueError) as err:
+        si.complete(**{**none, "channel": 2})
+    assert "ScanImage saved channels 1, 2" in str(err.value)
+    assert "choose --plane K (0..1) and --roi K (1..3) or --rows" in str(err.value)
+    with pytest.raises(ValueError, match="plane 2 is a flyback frame"):
+        si.complete(**{**none, "channel": 1, "plane": 2, "roi": 1})
+    with pytest.raises(ValueError, match="--roi 4 outside 1..3"):
+        si.complete(**{**none, "channel": 1, "plane": 0, "roi": 4})
+    with pytest.raises(ValueError, match="--roi or --rows, not both"):
+        si.complete(**{**none, "channel": 1, "plane": 0, "roi": 1, "rows": (0, 20)})
+    # counts given by hand win (a warning says what the file records)
+    hand = si.complete(**{**none, "channels": 2, "planes": 2, "plane": 1, "rows": (0, 20)})
+    assert hand == Interleave(channels=2, channel=1, planes=2, plane=1, rows=(0, 20))
+
+
+@pytest.fixture(scope="module")
+def scanimage_recording(tmp_path_factory):
+    """A synthetic recording (Suite2p layout) written as channel 2, plane 1, ROI 2 of ScanImage
+    pages: 2 channels, volumes of 2 planes + 1 flyback frame, 3 ROIs stacked with 5 fly-to
+    lines; the settings in the BigTIFF header block, an IFD before each page."""
+    d = tmp_path_factory.mktemp("scanimage")
+    cfg = SynthConfig(seed=3, n_frames=120, height=40, width=48, n_cells=6, n_false_positives=6)
+    synthesize(d / "rec", cfg, formats=("suite2p",))
+    green = tifffile.imread(d / "rec" / "movie.tif")
+    t, h, w = green.shape
+    rng = np.random.default_rng(4)
+    pages = rng.integers(100, 3000, (t, 3, 2, 20 + 5 + h + 5 + 10, w)).astype(np.int16)
+    pages[:, 1, 1, 25 : 25 + h] = green
+    rois = _rois(("ROI 1", w, 20), ("ROI 2", w, h), ("ROI 3", w, 10))
+    write_scanimage_tiff(
+        d / "si.tif", pages.reshape(-1, *pages.shape[3:]), _settings(**VOLUME), rois, header=True
+    )
+    return d, green
+
+
+def test_ingest_takes_the_counts_and_rows_from_scanimage(scanimage_recording, tmp_path, capsys):
+    d, green = scanimage_recording
+    plane = str(d / "rec" / "suite2p" / "plane0")
+    base = ["ingest", "--movie", str(d / "si.tif"), "--extraction", plane, "--no-progress"]
+    out = tmp_path / "roi2.actsort"
+    assert main([*base, "--out", str(out), "--channel", "2", "--plane", "1", "--roi", "2"]) == 0
+    movie = SortStore.open(out).attrs["movie"]
+    assert movie["interleave"] == Interleave(channels=2, channel=2, planes=3, plane=1,
+                                             rows=(25, 65)).as_dict()  # fmt: skip
+    assert movie["n_frames"] == 120
+    assert main(["preprocess", str(out), "--no-progress"]) == 0
+    np.testing.assert_allclose(SortStore.open(out).read("fov/mean"), green.mean(0), rtol=1e-4)
+    with open_movie(d / "si.tif", interleave=Interleave(**movie["interleave"])) as reread:
+        np.testing.assert_array_equal(reread.read(0, 120), green)
+    capsys.readouterr()
+    bad = tmp_path / "bad.actsort"
+    for flags, message in [
+        (
+            [],
+            "ScanImage saved channels 1, 2; 3 pages per volume (2 planes + 1 flyback frame); "
+            "3 ROIs down each page",
+        ),  # fmt: skip
+        (["--channel", "2"], "choose --plane K (0..1) and --roi K (1..3) or --rows"),
+        (["--channel", "2", "--plane", "2", "--roi", "2"], "plane 2 is a flyback frame"),
+        (["--channel", "2", "--plane", "1", "--roi", "1"], "40 x 48"),  # ROI 1: 20 rows
+    ]:
+        assert main([*base, "--out", str(bad), *flags]) == 1, flags
+        err = capsys.readouterr().err
+        assert message in err, (flags, err)
+    assert not bad.exists()
+    tifffile.imwrite(tmp_path / "plain.tif", green)
+    plain = ["ingest", "--movie", str(tmp_path / "plain.tif"), "--extraction", plane]
+    assert main([*plain, "--out", str(bad), "--roi", "1", "--no-progress"]) == 1
+    assert "--roi 1 needs a ScanImage multi-ROI TIFF" in capsys.readouterr().err
