@@ -56,6 +56,7 @@ import logging
 import os
 import socket
 import uuid
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,23 +133,65 @@ def journal_lock_path(journal_path) -> Path:
 
 
 def journal_record_path(journal_path) -> Path:
-    """The file holding how many bytes of the journal have been acknowledged (written after
-    each action): a journal shorter than that lost labels since, e.g. in a copy made in part."""
+    """The file holding how many bytes of the journal have been acknowledged and their CRC-32
+    (written after each action): a journal shorter than that lost labels since (a copy made in
+    part), one whose first bytes differ is another journal (a sync that kept another
+    computer's file of as many bytes or more)."""
     journal_path = Path(journal_path)
     return journal_path.with_name(journal_path.name + ".written")
 
 
-def _recorded_bytes(journal_path: Path) -> int | None:
-    """The acknowledged length the record file holds; None without a readable one (journals
-    written before the record existed)."""
+class JournalRecord(NamedTuple):
+    """The record's content: acknowledged bytes, and their CRC-32 (None in records written
+    before it was kept: the length alone is checked)."""
+
+    n_bytes: int
+    crc32: int | None
+
+    def text(self) -> str:
+        return f"{self.n_bytes} {self.crc32:08x}"
+
+
+def _read_record(journal_path: Path) -> JournalRecord | None:
+    """The record beside a journal; None without a readable one (journals written before the
+    record existed)."""
     try:
-        return int(journal_record_path(journal_path).read_text().strip())
-    except (OSError, ValueError):
+        parts = journal_record_path(journal_path).read_text().split()
+        return JournalRecord(int(parts[0]), int(parts[1], 16) if len(parts) > 1 else None)
+    except (OSError, ValueError, IndexError):
         return None
 
 
 class JournalShortError(ValueError):
-    """A journal holds fewer acknowledged bytes than its record says were written."""
+    """A journal holds fewer acknowledged bytes than its record says were written, or other
+    bytes than those written."""
+
+
+def _check_record(path: Path, data: bytes, good: int, record: JournalRecord | None) -> None:
+    """Refuse a journal cut short since its record was written, or one whose first
+    ``record.n_bytes`` bytes are not those acknowledged (``data``: the journal's bytes,
+    ``good``: their acknowledged part)."""
+    if record is None:
+        return
+    remedy = (
+        "Copy the store again, or merge the other journal with `actsort import-labels STORE "
+        "--from FILE`; if this journal is the only copy left, delete "
+        f"{journal_record_path(path)} to use the labels it holds"
+    )
+    if good < record.n_bytes:
+        raise JournalShortError(
+            f"{path}: holds {good:,} bytes of labels where {record.n_bytes:,} were written "
+            f"({journal_record_path(path).name}): a copy of the store made in part, or a sync "
+            f"that kept another computer's journal (look for other journal files in "
+            f"labels/)? {remedy}"
+        )
+    if record.crc32 is not None and zlib.crc32(data[: record.n_bytes]) != record.crc32:
+        raise JournalShortError(
+            f"{path}: its first {record.n_bytes:,} bytes are not the labels written here "
+            f"(their checksum differs from {journal_record_path(path).name}): a sync that "
+            "kept another computer's journal, or a journal copied from another store? Look "
+            f"for other journal files in labels/. {remedy}"
+        )
 
 
 def _holder(fh) -> str:
@@ -295,15 +338,23 @@ def _as_dataset(events: list[JournalEvent], dataset: str, path) -> list[JournalE
     return [ev if ev.dataset == dataset else replace(ev, dataset=dataset) for ev in events]
 
 
-def _read_events(
-    path: Path | None, n_candidates: int | None = None
-) -> tuple[list[JournalEvent], int]:
-    """Events of a journal file and the byte length of its acknowledged part (complete lines,
-    without a trailing incomplete action). A complete last line without its newline counts,
-    its length included (the writer then adds the newline)."""
+def _journal_bytes(path: Path | None) -> bytes:
+    """A journal file's bytes (b'' for none)."""
     if path is None or not path.exists():
+        return b""
+    return path.read_bytes()
+
+
+def _read_events(
+    path: Path | None, n_candidates: int | None = None, data: bytes | None = None
+) -> tuple[list[JournalEvent], int]:
+    """Events of a journal file (its bytes ``data`` when already read) and the byte length of
+    its acknowledged part (complete lines, without a trailing incomplete action). A complete
+    last line without its newline counts, its length included (the writer then adds the
+    newline)."""
+    data = _journal_bytes(path) if data is None else data
+    if not data:
         return [], 0
-    data = path.read_bytes()
     events: list[JournalEvent] = []
     ends: list[int] = []  # byte offset just after each event's line
     good = 0
@@ -466,22 +517,17 @@ class Journal:
         self._lock_fh = None
         self._fd: int | None = None
         self._good = 0  # bytes of the file acknowledged so far (the writer's cut-back point)
+        self._crc = 0  # their CRC-32
         if self.path is not None and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._acquire_lock()
         try:
             # the record first: a writer appending meanwhile only makes the journal longer
-            recorded = None if self.path is None else _recorded_bytes(self.path)
-            events, good = _read_events(self.path, self.n_candidates)
-            if recorded is not None and good < recorded:
-                raise JournalShortError(
-                    f"{self.path}: holds {good:,} bytes of labels where {recorded:,} were "
-                    f"written ({journal_record_path(self.path).name}): a copy of the store made "
-                    "in part, or a sync that kept another computer's journal (look for other "
-                    "journal files in labels/)? Copy the store again; if this journal is the "
-                    f"only copy left, delete {journal_record_path(self.path)} to use the labels "
-                    "it holds"
-                )
+            record = None if self.path is None else _read_record(self.path)
+            data = _journal_bytes(self.path)
+            events, good = _read_events(self.path, self.n_candidates, data)
+            if self.path is not None:
+                _check_record(self.path, data, good, record)
         except Exception:
             self.close()
             raise
@@ -493,6 +539,7 @@ class Journal:
             self._state.apply(group)
         if self.path is not None and not read_only:
             self._open_fd()
+            self._crc = zlib.crc32(data[:good])  # of the acknowledged bytes, kept per append
             if os.fstat(self._fd).st_size > good:  # drop a torn, unacknowledged tail
                 os.ftruncate(self._fd, good)
             if good and os.pread(self._fd, 1, good - 1) != b"\n":
@@ -500,6 +547,7 @@ class Journal:
                 os.write(self._fd, b"\n")
                 os.fsync(self._fd)
                 good += 1
+                self._crc = zlib.crc32(b"\n", self._crc)
             self._good = good
 
     def _open_fd(self) -> None:
@@ -603,16 +651,17 @@ class Journal:
             err.errno = exc.errno  # the message alone, without "[Errno N]"
             raise err from exc
         self._good += len(payload)
+        self._crc = zlib.crc32(payload, self._crc)
         self._record()
 
     def _record(self) -> None:
-        """Write the acknowledged length to the record file (after the journal's fsync, so the
-        record never exceeds what the journal holds on disk; not fsynced itself: a record left
-        behind after a power cut only checks less)."""
+        """Write the acknowledged length and its CRC-32 to the record file (after the
+        journal's fsync, so the record never exceeds what the journal holds on disk; not
+        fsynced itself: a record left behind after a power cut only checks less)."""
         record = journal_record_path(self.path)
         tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(str(self._good))
+            tmp.write_text(JournalRecord(self._good, self._crc).text())
             os.replace(tmp, record)
         except OSError as exc:  # the label itself is saved: only the check is behind
             log.warning("%s: could not update %s (%s)", self.path, record.name, exc)
@@ -650,7 +699,7 @@ class Journal:
                     raise ValueError(
                         f"{self.path}: candidate {c} out of range [0, {self.n_candidates})"
                     )
-        now = datetime.now(UTC).isoformat()
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
         action = uuid.uuid4().hex[:12]
         group = [
             JournalEvent(

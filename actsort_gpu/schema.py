@@ -515,8 +515,9 @@ _LABELS = """\
 dataset, candidate, label, annotator, origin, session), fsynced per line; label +1 cell, -1 not,
 0 unlabelled, 2 unsure (key U: no training label); the current labels are the replay of the
 journal. `{lock}` guards against two writers; `{record}` holds the journal's acknowledged
-length after each action (a journal found shorter, e.g. in a copy made in part, is refused);
-`{ui_state}` keeps the page's position."""
+length and its CRC-32 after each action (`BYTES CRC` in hex; a journal found shorter, e.g. in a
+copy made in part, or whose first bytes differ, e.g. another computer's journal kept by a sync,
+is refused); `{ui_state}` keeps the page's position."""
 
 
 def render_markdown() -> str:

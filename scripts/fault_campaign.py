@@ -1126,28 +1126,46 @@ def _store_copied_in_part(ctx: Ctx, name: str, array: str, cut, *command: str) -
     return refused(ctx, name, r, names=array, before=before, extra_lost=not kept)
 
 
-def case_journal_copied_in_part(ctx: Ctx) -> Outcome:
-    """A store copied in part: its journal (labelled through the library, so with its record)
-    cut mid-file; export must refuse it, not export fewer labels."""
+def _labelled_journal(journal: Path, candidates) -> bytes:
+    """Label ``candidates`` through the library (so the journal has its record); its bytes."""
     from actsort_gpu.labels import Journal
 
+    with Journal(journal) as j:
+        for cand in candidates:
+            j.append("s.actsort", cand, 1 if cand % 2 else -1, "ana")
+    return journal.read_bytes()
+
+
+def _journal_replaced(ctx: Ctx, name: str, replacement: Callable[[bytes], bytes]) -> Outcome:
+    """A labelled store whose journal was then replaced by ``replacement(its bytes)``; export
+    must refuse it, not export other labels, and leave the file as it found it."""
     ctx.built_store()
     journal = ctx.store / "labels" / "journal.jsonl"
-    with Journal(journal) as j:
-        for cand in range(6):
-            j.append("s.actsort", cand, 1 if cand % 2 else -1, "ana")
-    whole = journal.read_bytes()
-    journal.write_bytes(whole[: len(whole) // 2])
+    found = replacement(_labelled_journal(journal, range(6)))
+    journal.write_bytes(found)
     before = ctx.inputs_digest()
     r = ctx.cli("export", ctx.store, "--format", "csv", "--out", ctx.root / "labels.csv")
-    kept = journal.read_bytes() == whole[: len(whole) // 2]
-    return refused(
+    kept = journal.read_bytes() == found
+    return refused(ctx, name, r, names="journal.jsonl", before=before, extra_lost=not kept)
+
+
+def case_journal_copied_in_part(ctx: Ctx) -> Outcome:
+    """A store copied in part: its journal cut mid-file."""
+    return _journal_replaced(
         ctx,
         "store copied in part: the journal cut mid-file, then export",
-        r,
-        names="journal.jsonl",
-        before=before,
-        extra_lost=not kept,
+        lambda b: b[: len(b) // 2],
+    )
+
+
+def case_journal_synced_over(ctx: Ctx) -> Outcome:
+    """A sync kept another computer's journal of as many bytes (the same candidates labelled
+    in another order) in place of this one."""
+    other = ctx.root / "other" / "journal.jsonl"
+    return _journal_replaced(
+        ctx,
+        "journal replaced by another computer's of as many bytes, then export",
+        lambda _: _labelled_journal(other, reversed(range(6))),
     )
 
 
@@ -1586,6 +1604,7 @@ CASES = [
     Case("journal_garbage", case_journal_garbage_middle),
     Case("store_renamed", case_store_renamed),
     Case("journal_copied_in_part", case_journal_copied_in_part),
+    Case("journal_synced_over", case_journal_synced_over),
     Case("store_chunk_missing", case_store_chunk_missing),
     Case("store_chunk_cut", case_store_chunk_cut),
     Case("export_untrained", case_export_suite2p_before_training),

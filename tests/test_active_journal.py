@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -300,7 +301,7 @@ def test_a_journal_cut_short_since_is_refused_not_read_as_fewer_labels(tmp_path)
         for cand in range(4):
             j.append("a", cand, 1, "x")
     record = journal_record_path(path)
-    assert int(record.read_text()) == path.stat().st_size
+    assert int(record.read_text().split()[0]) == path.stat().st_size
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])  # a copy cut mid-file
     for opener in (lambda: Journal(path), lambda: Journal(path, read_only=True)):
@@ -313,4 +314,39 @@ def test_a_journal_cut_short_since_is_refused_not_read_as_fewer_labels(tmp_path)
     assert (read_labels(path, "a", 4) != 0).sum() >= 1
     with Journal(path) as j:  # a journal without a record gets one at its next action
         j.append("a", 3, -1, "x")
-    assert int(record.read_text()) == path.stat().st_size
+    n_bytes, crc = record.read_text().split()
+    assert int(n_bytes) == path.stat().st_size and int(crc, 16) == zlib.crc32(path.read_bytes())
+
+
+def test_a_journal_replaced_by_another_of_as_many_bytes_is_refused(tmp_path):
+    """The record holds the acknowledged bytes' CRC-32: a journal of as many bytes or more whose
+    first bytes differ (a sync that kept another computer's journal) is refused, not read as
+    this store's labels; a record of the length alone (written before the checksum was kept)
+    checks the length only; a journal that only grew since (a crash between its fsync and the
+    record) reads."""
+    from actsort_gpu.labels import JournalShortError, read_labels
+
+    here, there = tmp_path / "here" / "journal.jsonl", tmp_path / "there" / "journal.jsonl"
+    for path, last in ((here, 3), (there, 4)):
+        with Journal(path, session="s" * 32) as j:
+            for cand in (0, 1, 2, last):
+                j.append("a", cand, 1, "x")
+    assert here.stat().st_size == there.stat().st_size  # the same length, other labels
+    mine = here.read_bytes()
+    here.write_bytes(there.read_bytes())
+    for opener in (lambda: Journal(here), lambda: Journal(here, read_only=True)):
+        with pytest.raises(JournalShortError, match="are not the labels written here"):
+            opener()
+    with pytest.raises(JournalShortError, match="import-labels"):
+        read_labels(here, "a", 5)
+    assert here.read_bytes() == there.read_bytes()  # nothing cut or rewritten
+    record = journal_record_path(here)
+    n_bytes = record.read_text().split()[0]
+    record.write_text(n_bytes)  # an older record: the length only
+    assert (read_labels(here, "a", 5) != 0).sum() == 4
+    here.write_bytes(mine)
+    with Journal(here) as j:  # rewrites the record with the checksum
+        j.append("a", 4, -1, "x")
+    with open(here, "ab") as fh:  # an action acknowledged after the record's last update
+        fh.write(there.read_bytes().splitlines(keepends=True)[0])
+    assert read_labels(here, "a", 5)[4] == -1
