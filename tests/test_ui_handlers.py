@@ -401,6 +401,12 @@ def test_load_labels_from_a_file_and_from_an_earlier_store(ws, tmp_path):
         assert message in p.status, p.status
         assert "Loaded" not in p.status
     np.testing.assert_array_equal(ws.human(0), before)
+    # an empty path names the journal copies a sync left in the store's labels/ folder
+    copy = ws.paths[0] / "labels" / "journal (conflicted copy).jsonl"
+    copy.write_bytes(b"")
+    st, p = H.on_load_labels(ws, st, "")
+    assert f"This store holds another journal to merge: {copy}." in p.status, p.status
+    copy.unlink()
 
 
 def test_snapshot_contrast_sliders(ws):

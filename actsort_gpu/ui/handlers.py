@@ -663,11 +663,14 @@ def on_load_labels(ws, st: ViewState, source: str):
     is left for the next query when it took a label."""
     source = (source or "").strip().strip("\"'")
     if not source:
+        copies = other_journals(ws.stores[st.store].path / schema.LABELS_DIR)
+        found = "".join(f" This store holds another journal to merge: {p}." for p in copies)
         return st, render_panels(
             ws,
             st,
-            "Load labels: type the path of a label file (_LABELS.mat, exported .csv, .npy) or "
-            "of an earlier store of this recording.",
+            "Load labels: type the path of a label file (_LABELS.mat, exported .csv, .npy), "
+            "of an earlier store of this recording, or of another copy of this store's journal "
+            f"in its labels/ folder.{found}",
         )
     path = Path(source).expanduser()
     try:
