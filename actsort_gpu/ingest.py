@@ -174,6 +174,24 @@ def check_mean_image(
     return r
 
 
+def _frame_rate(movie, candidates: Candidates, dt: int) -> float | None:
+    """The traces' frame rate from the movie's own record (ScanImage's settings, Suite2p's ops
+    beside a data.bin; a movie downsampled in time by ``dt`` has dt times fewer frames per
+    second), else the extraction's; a disagreement is logged (Suite2p's ``fs`` is often left
+    at its default of 10 Hz)."""
+    movie_fs = movie.fs_hz * dt if movie.fs_hz else None
+    source_fs = candidates.fs_hz
+    if movie_fs and source_fs and abs(movie_fs - source_fs) > 0.01 * movie_fs:
+        log.warning(
+            "%s records %.4g Hz, the movie %s %.4g Hz: using the movie's (--fs sets another)",
+            candidates.source_path,
+            source_fs,
+            movie.path,
+            movie_fs,
+        )
+    return movie_fs or source_fs
+
+
 def ingest(
     movie: Movie,
     candidates: Candidates,
@@ -249,7 +267,7 @@ def ingest(
             ", ".join(map(str, np.flatnonzero(is_empty)[:10])),
             schema.IS_EMPTY,
         )
-    fs_hz = fs_given or candidates.fs_hz or movie.fs_hz
+    fs_hz = fs_given or _frame_rate(movie, candidates, dt)
 
     # Built beside `out` and moved there at the end: a failure (NaN in the traces, a cut
     # file, Ctrl-C) leaves what `out` held untouched.
@@ -517,6 +535,8 @@ def ingest_files(
             )
         _check_pages_chosen(movie, candidates)
         _warn_if_unregistered(candidates, movie_path)
+        if movie.fs_hz is None and scanimage is not None and scanimage.fs_hz:
+            movie.fs_hz = scanimage.fs_hz  # of one channel of one plane: a frame of the movie
         fingerprint = file_fingerprint(extraction_path, content_hash=True)
         return ingest(
             movie,

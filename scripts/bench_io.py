@@ -12,6 +12,12 @@ each measurement (cold reads); otherwise both sides are warm reads, which the re
 
     python scripts/bench_io.py --gb 2 [--dir DIR] [--frames-per-chunk 64] [--markdown FILE]
     python scripts/bench_io.py --gb 1 --formats tiff-chain,tiff-folder,hdf5,caiman-F,caiman-C
+    python scripts/bench_io.py --gb 2 --formats tiff-chain,tiff --rois 4
+
+``--rois R`` also reads one ROI strip (the first ``H / R`` rows of every page, as one ROI of a
+ScanImage multi-ROI page) through ``Interleave(rows=...)`` and reports its time against the raw
+read of the whole file: a page chain reads only the strip's bytes of each page, a contiguous
+file the whole span (so R strips cost R passes).
 """
 
 from __future__ import annotations
@@ -150,8 +156,12 @@ def worker(kind: str, path: str, frames_per_chunk: int) -> dict:
                 while n := fh.readinto(buf):
                     total += n
     else:
-        with open_movie(path) as movie:
-            for _, frames in movie.iter_chunks(frames_per_chunk, reuse_buffer=kind == "reuse"):
+        from actsort_gpu.io.movies import Interleave
+
+        rois = int(kind.split(":")[1]) if kind.startswith("roi:") else None
+        interleave = None if rois is None else Interleave(rows=(0, H // rois))
+        with open_movie(path, interleave=interleave) as movie:
+            for _, frames in movie.iter_chunks(frames_per_chunk, reuse_buffer=kind != "movie"):
                 total += frames.nbytes
     seconds = time.perf_counter() - t0
     return {
@@ -202,6 +212,13 @@ def main() -> int:
         default=True,
         help="drop the page cache before every read (root only; default on)",
     )
+    ap.add_argument(
+        "--rois",
+        type=int,
+        default=None,
+        metavar="R",
+        help="also read one ROI strip (H / R rows of each page) of the TIFF files",
+    )
     ap.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -216,11 +233,15 @@ def main() -> int:
             files = make_files(folder, gb, args.formats.split(","))
             print(f"wrote {gb:g} GB files in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             for fmt, path in files.items():
-                raw, ours, reuse = [], [], []
+                raw, ours, reuse, strip = [], [], [], []
+                roi = args.rois if args.rois and fmt.startswith("tiff") else None
                 for _ in range(args.rounds):  # interleaved: raw, ours, reuse, raw, ...
                     raw.append(measure("raw", path, args.frames_per_chunk, drop=args.cold))
                     ours.append(measure("movie", path, args.frames_per_chunk, drop=args.cold))
                     reuse.append(measure("reuse", path, args.frames_per_chunk, drop=args.cold))
+                    if roi:
+                        kind = f"roi:{roi}"
+                        strip.append(measure(kind, path, args.frames_per_chunk, drop=args.cold))
                 r = float(np.median([m["mb_s"] for m in raw]))
                 o = float(np.median([m["mb_s"] for m in ours]))
                 u = float(np.median([m["mb_s"] for m in reuse]))
@@ -240,6 +261,13 @@ def main() -> int:
                         "cold": all(m["cold"] for m in raw + ours),
                     }
                 )
+                if strip:
+                    seconds = [float(np.median([m["seconds"] for m in x])) for x in (strip, raw)]
+                    rows[-1].update(
+                        roi_seconds=seconds[0],
+                        raw_seconds=seconds[1],
+                        roi_peak_rss_mb=max(m["peak_rss_mb"] for m in strip),
+                    )
                 print(json.dumps(rows[-1]), file=sys.stderr)
             for p in files.values():
                 if p.name == "data.bin" or p.is_dir():
@@ -273,6 +301,23 @@ def main() -> int:
             f"({r['reuse_ratio']:.2f}) | {r['peak_rss_mb']:.0f} | "
             f"{r['rss_before_mb']:.0f} | {r['raw_peak_rss_mb']:.0f} |"
         )
+    strips = [r for r in rows if "roi_seconds" in r]
+    if strips:
+        lines += [
+            "",
+            f"One ROI strip ({H // args.rois} of {H} rows of every page, `Interleave(rows=...)`) "
+            "against the raw read of the whole file:",
+            "",
+            "| file | size GB | raw read s | ROI strip s | time ratio (1 / R reads the strip "
+            "only) | ROI peak RSS MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['format']} | {r['gb']:.2f} | {r['raw_seconds']:.2f} | "
+            f"{r['roi_seconds']:.2f} | {r['roi_seconds'] / r['raw_seconds']:.2f} | "
+            f"{r['roi_peak_rss_mb']:.0f} |"
+            for r in strips
+        ]
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -398,6 +398,43 @@ def test_rows_of_a_multi_roi_page(tmp_path, monkeypatch):
         open_movie(tmp_path / "span.tif", interleave=Interleave(rows=(20, 40)))
 
 
+def test_a_roi_strip_reads_only_its_rows(tmp_path, monkeypatch):
+    """Of an uncompressed page chain, a ROI strip is read as its rows' bytes of each chosen
+    page (a mesoscope page of 4 ROIs: a quarter of the bytes); compressed pages are decoded
+    and cut; a folder of parts passes the rows on; all equal the pages' rows."""
+    from actsort_gpu.io import direct
+
+    rng = np.random.default_rng(10)
+    pages = rng.integers(0, 4000, (12, 4 * 64, 512), dtype=np.uint16)  # 6 time points x 2 ch
+    with tifffile.TiffWriter(tmp_path / "chain.tif") as tw:
+        for page in pages:
+            tw.write(page, contiguous=False, metadata=None)
+    with tifffile.TiffWriter(tmp_path / "zlib.tif") as tw:
+        for page in pages:
+            tw.write(page, contiguous=False, metadata=None, compression="zlib")
+    (tmp_path / "parts").mkdir()
+    tifffile.imwrite(tmp_path / "parts" / "p1.tif", pages[:5])
+    with tifffile.TiffWriter(tmp_path / "parts" / "p2.tif") as tw:
+        for page in pages[5:]:
+            tw.write(page, contiguous=False, metadata=None)
+    read = []
+    real = direct.FileBytes.read_into
+
+    def counted(self, dest, pos, what=""):
+        read.append(len(dest))
+        return real(self, dest, pos, what)
+
+    monkeypatch.setattr(direct.FileBytes, "read_into", counted)
+    il = Interleave(channels=2, channel=2, rows=(128, 192))  # ROI 3 of channel 2
+    for name in ("chain.tif", "zlib.tif", "parts"):
+        read.clear()
+        with open_movie(tmp_path / name, interleave=il) as movie:
+            np.testing.assert_array_equal(movie.read(0, 6), pages[1::2, 128:192], err_msg=name)
+            np.testing.assert_array_equal(movie.read(2, 5), pages[5:10:2, 128:192], err_msg=name)
+        if name == "chain.tif":  # strips only (the first page's check reads a whole page)
+            assert sum(read[1:]) == 9 * 64 * 512 * 2, read
+
+
 def test_suite2p_mesoscope_ops_give_plane_and_rows():
     """Suite2p's mesoscope folders: nplanes counts planes x ROIs, iplane is the plane (the
     folder's planeJ number counts ROIs too, so it is not used), lines the ROI's rows."""

@@ -4,6 +4,8 @@ counts the user did not give."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import tifffile
@@ -38,6 +40,8 @@ VOLUME = {
     "hStackManager__framesPerSlice": 1,
     "hStackManager__zs": "[0 20]",
     "hRoiManager__mroiEnable": 1,
+    "hRoiManager__scanFrameRate": 30.5,
+    "hRoiManager__scanVolumeRate": 10.1667,
 }
 
 
@@ -61,6 +65,7 @@ def test_layouts_from_settings(tmp_path):
         )
         assert "4 pages per volume" not in got.describe()
         assert "3 pages per volume (2 planes + 1 flyback frame)" in got.describe()
+        assert got.fs_hz == 10.1667  # a volume's rate: each plane's
     folder = tmp_path / "parts"
     folder.mkdir()
     write_scanimage_tiff(folder / "rec_00002.tif", pages, _settings(hChannels__channelSave=1))
@@ -76,6 +81,9 @@ def test_layouts_from_settings(tmp_path):
     stale = layout(hChannels__channelSave=2, hStackManager__enable="false",
                    hStackManager__numSlices=11)  # fmt: skip
     assert (stale.channels_saved, stale.pages_per_volume, stale.needs_choice) == ((2,), 1, False)
+    assert stale.fs_hz is None
+    assert layout(hChannels__channelSave=1, hRoiManager__scanFrameRate=30.5).fs_hz == 30.5
+    assert layout(hChannels__channelSave=1, hRoiManager__scanFrameRate="Inf").fs_hz is None
     older = layout(hChannels__channelSave="[1 3]", hFastZ__enable=1, hFastZ__numFramesPerVolume=5,
                    hFastZ__numDiscardFlybackFrames=1)  # fmt: skip
     assert (older.channels_saved, older.pages_per_volume, older.planes) == ((1, 3), 5, 4)
@@ -149,7 +157,7 @@ def test_ingest_takes_the_counts_and_rows_from_scanimage(scanimage_recording, tm
     movie = SortStore.open(out).attrs["movie"]
     assert movie["interleave"] == Interleave(channels=2, channel=2, planes=3, plane=1,
                                              rows=(25, 65)).as_dict()  # fmt: skip
-    assert movie["n_frames"] == 120
+    assert movie["n_frames"] == 120 and movie["fs_hz"] == 10.1667  # the volume rate
     assert main(["preprocess", str(out), "--no-progress"]) == 0
     np.testing.assert_allclose(SortStore.open(out).read("fov/mean"), green.mean(0), rtol=1e-4)
     with open_movie(d / "si.tif", interleave=Interleave(**movie["interleave"])) as reread:
@@ -174,3 +182,22 @@ def test_ingest_takes_the_counts_and_rows_from_scanimage(scanimage_recording, tm
     plain = ["ingest", "--movie", str(tmp_path / "plain.tif"), "--extraction", plane]
     assert main([*plain, "--out", str(bad), "--roi", "1", "--no-progress"]) == 1
     assert "--roi 1 needs a ScanImage multi-ROI TIFF" in capsys.readouterr().err
+
+
+def test_a_scanimage_movie_gives_the_frame_rate_of_the_traces(scanimage_recording, tmp_path):
+    """Without --fs or a rate in the extraction, the movie's ScanImage frame rate is the
+    traces'; a movie downsampled in time by 2 (block means) has half the traces' rate."""
+    d, green = scanimage_recording
+    plane = d / "rec" / "suite2p" / "plane0"
+    ops = np.load(plane / "ops.npy", allow_pickle=True).item()
+    own = tmp_path / "plane0"
+    shutil.copytree(plane, own)
+    np.save(own / "ops.npy", {k: v for k, v in ops.items() if k != "fs"}, allow_pickle=True)
+    halves = green.reshape(-1, 2, *green.shape[1:]).mean(1).round().astype(np.int16)
+    settings = _settings(hChannels__channelSave=1, hRoiManager__scanFrameRate=15.25)
+    for name, frames, fs in (("full.tif", green, 15.25), ("half.tif", halves, 30.5)):
+        write_scanimage_tiff(tmp_path / name, frames.astype(np.int16), settings)
+        out = tmp_path / f"{name}.actsort"
+        args = ["--movie", str(tmp_path / name), "--extraction", str(own), "--out", str(out)]
+        assert main(["ingest", *args, "--allow-downsampling", "--no-progress"]) == 0
+        assert SortStore.open(out).attrs["movie"]["fs_hz"] == fs, name

@@ -53,8 +53,10 @@ def write_scanimage_tiff(
 
     header : put the settings and ROI groups in the BigTIFF header block (the first page's
         Software tag then holds one line only), pages as int16, as ScanImage 2016+ does;
-        False: a classic TIFF of the pages' dtype with the settings in the first page's
-        Software tag and the ROI groups in its Artist tag.
+        False: a BigTIFF of the pages' dtype without the block, the settings in every page's
+        Software tag and the ROI groups in its Artist tag (a classic TIFF tagged so is read by
+        tifffile at the spacing of its first two pages, as ScanImage 5 files, which this
+        writer's pages do not keep).
     """
     path = Path(path)
     if header:
@@ -62,16 +64,10 @@ def write_scanimage_tiff(
         return
     import tifffile
 
-    with tifffile.TiffWriter(path) as tw:
-        for k, page in enumerate(pages):
-            artist = [(315, "s", 0, roi_groups, True)] if roi_groups and k == 0 else []
-            tw.write(
-                page,
-                contiguous=False,
-                metadata=None,
-                software=settings if k == 0 else None,
-                extratags=artist,
-            )
+    artist = [(315, "s", 0, roi_groups, True)] if roi_groups else []
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for page in pages:  # every page carries the tags, as ScanImage writes them
+            tw.write(page, contiguous=False, metadata=None, software=settings, extratags=artist)
 
 
 def _bigtiff_with_header(pages: np.ndarray, settings: str, roi_groups: str) -> bytes:

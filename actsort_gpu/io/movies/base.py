@@ -129,10 +129,18 @@ class Movie(ABC):
             and out.flags.c_contiguous
         )
 
-    def _check_pages(self, pages: range, out: np.ndarray) -> None:
-        """For a ``read_pages_into(pages, out)``: ``out`` must be (len(pages), H, W) of the
-        movie's dtype, C-contiguous, and every page inside the movie."""
-        if not self._fills_in_place(pages.start, pages.start + len(pages), out):
+    def _check_pages(self, pages: range, out: np.ndarray, rows: slice | None = None) -> None:
+        """For a ``read_pages_into(pages, out, rows)``: ``out`` must be (len(pages), the rows
+        (all H without ``rows``), W) of the movie's dtype, C-contiguous, and every page and row
+        inside the movie."""
+        if rows is not None and not 0 <= rows.start < rows.stop <= self.height:
+            raise IndexError(f"{self.path}: rows {rows} outside [0, {self.height})")
+        n_rows = self.height if rows is None else rows.stop - rows.start
+        if (
+            out.shape != (len(pages), n_rows, self.width)
+            or out.dtype != self.dtype
+            or not out.flags.c_contiguous
+        ):
             raise ValueError(f"out has shape {out.shape} {out.dtype} for {len(pages)} frames")
         if pages and not 0 <= min(pages[0], pages[-1]) <= max(pages[0], pages[-1]) < self.n_frames:
             raise IndexError(f"{self.path}: pages {pages} outside [0, {self.n_frames})")

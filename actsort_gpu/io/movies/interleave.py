@@ -142,9 +142,10 @@ class InterleavedMovie(Movie):
 
     A window of frames is read in pieces of at most :data:`INNER_WINDOW_BYTES` of pages: a
     reader that can read or decode only the chosen pages (``read_pages_into``: TIFF page
-    chains, compressed TIFFs, TIFF folders) does; from others the span of pages is read and the
-    chosen ones copied out. Memory stays bounded by the piece, whatever the window. Closing it
-    closes ``inner``.
+    chains, compressed TIFFs, TIFF folders) does, and of a ROI strip (``interleave.rows``) a
+    page chain reads only the strip's bytes; from others the span of pages is read and the
+    chosen ones (rows) copied out. Memory stays bounded by the piece, whatever the window.
+    Closing it closes ``inner``.
     """
 
     def __init__(self, inner: Movie, interleave: Interleave):
@@ -171,7 +172,6 @@ class InterleavedMovie(Movie):
         stride_bytes = interleave.stride * inner.frame_bytes
         self._per_piece = max(1, INNER_WINDOW_BYTES // stride_bytes)  # frames per inner read
         self._buffer = None  # inner pages of one piece, reused
-        self._chosen = None  # whole chosen pages of one piece, when rows are cut from them
         self._lock = threading.Lock()
 
     def _pages(self, start: int, stop: int) -> tuple[int, int]:
@@ -189,12 +189,10 @@ class InterleavedMovie(Movie):
                 hi = min(stop, lo + self._per_piece)
                 first, last = self._pages(lo, hi)
                 dest = out[lo - start : hi - start]
-                if chosen_only is not None:
-                    whole = dest if self._whole_pages else self._chosen_pages(hi - lo)
-                    if chosen_only(range(first, last, stride), whole) is not None:
-                        if whole is not dest:
-                            dest[...] = whole[:, self._rows]
-                        continue
+                rows = None if self._whole_pages else self._rows
+                chosen = range(first, last, stride)
+                if chosen_only is not None and chosen_only(chosen, dest, rows) is not None:
+                    continue
                 if self._buffer is None:  # the longest span of a piece
                     self._buffer = self.inner.window_buffer((self._per_piece - 1) * stride + 1)
                 pages = self.inner.read_into(
@@ -202,13 +200,6 @@ class InterleavedMovie(Movie):
                 )
                 dest[...] = pages[::stride, self._rows]
         return out
-
-    def _chosen_pages(self, n: int) -> np.ndarray:
-        """A reused (n, page rows, W) buffer for whole chosen pages (rows cut afterwards)."""
-        if self._chosen is None:
-            shape = (self._per_piece, self.inner.height, self.inner.width)
-            self._chosen = np.empty(shape, self.dtype)
-        return self._chosen[:n]
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.height, self.width), self.dtype)

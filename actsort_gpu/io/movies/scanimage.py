@@ -53,6 +53,8 @@ class ScanImageLayout:
     rois : the ROIs of a multi-ROI page, top to bottom; () when multi-ROI is off
     rois_unknown : why a multi-ROI page's rows could not be worked out (None when they could,
         or when multi-ROI is off)
+    fs_hz : time points per second of one channel of one plane (``scanVolumeRate`` of a
+        volume, else ``scanFrameRate``; a multi-ROI frame holds every ROI), None when not given
     """
 
     path: Path
@@ -61,6 +63,7 @@ class ScanImageLayout:
     planes: int = 1
     rois: tuple[ScanImageRoi, ...] = ()
     rois_unknown: str | None = None
+    fs_hz: float | None = None
 
     @property
     def channels(self) -> int:
@@ -190,7 +193,11 @@ def scanimage_layout(path: str | Path) -> ScanImageLayout | None:
     rois, unknown = (), None
     if _true(settings.get("SI.hRoiManager.mroiEnable")):
         rois, unknown = _roi_strips(roi_groups, page_height, planes)
-    return ScanImageLayout(first, tuple(channels), pages, planes, rois, unknown)
+    rate = settings.get(
+        "SI.hRoiManager.scanVolumeRate" if pages > 1 else "SI.hRoiManager.scanFrameRate"
+    )
+    fs_hz = float(rate) if _number(rate) and 0 < rate < float("inf") else None
+    return ScanImageLayout(first, tuple(channels), pages, planes, rois, unknown, fs_hz)
 
 
 def _first_tiff(path: Path) -> Path | None:
@@ -246,9 +253,13 @@ def _true(value) -> bool:
     return value is True or (isinstance(value, (int, float)) and value == 1) or value == "true"
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _numbers(value) -> list[int]:
     """[1, 2] from MATLAB's 1, [1 2] or [1;2] (a column: [[1], [2]])."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _number(value):
         return [int(value)]
     if isinstance(value, list):
         return [n for item in value for n in _numbers(item)]
@@ -261,8 +272,7 @@ def _whole(settings: dict, *keys: str) -> int | None:
         value = settings.get(key)
         if key.endswith(".zs"):  # the depths: one number, or a list of them
             value = len(_numbers(value)) or None
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if number and value == int(value) and value >= 1:  # Inf and NaN are not
+        if _number(value) and value == int(value) and value >= 1:  # Inf and NaN are not
             return int(value)
     return None
 

@@ -72,6 +72,7 @@ class TiffMovie(Movie):
         super().__init__(path, (squeezed[0], shape[-2], shape[-1]), dtype)
         self._raw = None
         self._pages = None  # (T,) file offsets of the frames of an uncompressed page chain
+        self._decoded = np.empty((0, *self.shape[1:]), self.dtype)  # pages cut to rows, reused
         disk_dtype = series.dtype.newbyteorder(self._tif.byteorder)
         offset = series.dataoffset
         if offset is not None:
@@ -127,30 +128,41 @@ class TiffMovie(Movie):
             return self._raw.read_mode
         return "buffered" if self._pages is None else self._file.read_mode
 
-    def read_pages_into(self, pages: range, out: np.ndarray) -> np.ndarray | None:
+    def read_pages_into(
+        self, pages: range, out: np.ndarray, rows: slice | None = None
+    ) -> np.ndarray | None:
         """The frames ``pages`` (a range, any step: one channel of interleaved pages) into
-        ``out`` ((len(pages), H, W), C-contiguous), reading or decoding only those; None when
-        the frames lie in one run of bytes (reading the span is as good)."""
+        ``out`` ((len(pages), H, W), or (len(pages), rows, W) with ``rows``: one ROI strip of
+        multi-ROI pages; C-contiguous), reading or decoding only those; None when the frames
+        lie in one run of bytes (reading the span is as good). An uncompressed page chain reads
+        only the rows' bytes of each page; compressed pages are decoded whole and cut."""
         if self._raw is not None:
             return None
-        self._check_pages(pages, out)
+        self._check_pages(pages, out, rows)
         if self._pages is not None:
-            return self._read_offsets(
-                self._pages[pages.start : pages.stop : pages.step], out, pages
-            )
-        return self._decode_keys(pages, out)
+            offsets = self._pages[pages.start : pages.stop : pages.step]
+            if rows is not None:
+                offsets = offsets + rows.start * self.width * self.dtype.itemsize
+            return self._read_offsets(offsets, out, pages)
+        if rows is None:
+            return self._decode_keys(pages, out)
+        if self._decoded.shape[0] < len(pages):
+            self._decoded = np.empty((len(pages), self.height, self.width), self.dtype)
+        out[...] = self._decode_keys(pages, self._decoded[: len(pages)])[:, rows]
+        return out
 
     def _read_pages(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Frames [start, stop) of an uncompressed page chain (:meth:`_read_offsets`)."""
         return self._read_offsets(self._pages[start:stop], out, range(start, stop))
 
     def _read_offsets(self, offsets: np.ndarray, out: np.ndarray, pages: range) -> np.ndarray:
-        """The frames at file ``offsets`` of an uncompressed page chain: one read of the bytes
-        from the first frame to the end of the last (the IFDs between them are small), then a
-        copy of each frame out of it; frame by frame where the frames lie far apart."""
+        """The frames (or strips of rows: ``out[k]``'s bytes each) at file ``offsets`` of an
+        uncompressed page chain: one read of the bytes from the first to the end of the last
+        (the IFDs between them are small), then a copy of each out of it; one by one where
+        they lie far apart."""
         if len(offsets) == 0:
             return out
-        fb, n = self.frame_bytes, len(offsets)
+        fb, n = out[0].nbytes, len(offsets)
         lo, hi = int(offsets[0]), int(offsets[-1]) + fb
         what = f"frames {_pages_text(pages)}"
         with self._lock:
@@ -165,7 +177,7 @@ class TiffMovie(Movie):
             span = placed_frames(self._span, (hi - lo,), np.uint8, lo % ALIGN)
             self._file.read_into(memoryview(span), lo, what)
             for k, off in enumerate(offsets - lo):
-                out[k] = span[off : off + fb].view(self._disk_dtype).reshape(self.height, -1)
+                out[k] = span[off : off + fb].view(self._disk_dtype).reshape(out.shape[1], -1)
         return out
 
     def _read(self, start: int, stop: int) -> np.ndarray:

@@ -161,12 +161,16 @@ class TiffFolderMovie(Movie):
             return super().read_into(start, stop, out)
         return self._fill(start, stop, out)
 
-    def read_pages_into(self, pages: range, out: np.ndarray) -> np.ndarray:
+    def read_pages_into(
+        self, pages: range, out: np.ndarray, rows: slice | None = None
+    ) -> np.ndarray:
         """The frames ``pages`` (a range, any step: one channel of interleaved pages) into
-        ``out`` ((len(pages), H, W), C-contiguous), file by file: a one-frame file is read only
-        when chosen, a multi-page one reads or decodes only the chosen pages
-        (``TiffMovie.read_pages_into``) or, stored in one run, its span."""
-        self._check_pages(pages, out)
+        ``out`` ((len(pages), H, W), or (len(pages), rows, W) with ``rows``; C-contiguous),
+        file by file: a one-frame file is read only when chosen, a multi-page one reads or
+        decodes only the chosen pages (``TiffMovie.read_pages_into``) or, stored in one run,
+        its span."""
+        self._check_pages(pages, out, rows)
+        every_row = slice(None) if rows is None else rows
         step, k = pages.step, 0
         with self._lock:
             while k < len(pages):
@@ -177,12 +181,12 @@ class TiffFolderMovie(Movie):
                 dest = out[k : k + n]
                 movie = self._file_movie(i)
                 if movie is None:
-                    dest[...] = self._read_single(i)
+                    dest[...] = self._read_single(i)[every_row]
                     self._modes.add("buffered")
                 else:
                     local = range(first - f0, first - f0 + (n - 1) * step + 1, step)
-                    if movie.read_pages_into(local, dest) is None:  # one run of bytes
-                        dest[...] = movie.read(local.start, local.stop)[::step]
+                    if movie.read_pages_into(local, dest, rows) is None:  # one run of bytes
+                        dest[...] = movie.read(local.start, local.stop)[::step, every_row]
                     self._modes.add(movie.read_mode)
                 k += n
         return out
