@@ -94,7 +94,8 @@ def register(subparsers) -> None:
         type=_frame_rate,
         default=None,
         metavar="HZ",
-        help="frame rate of the traces, a number > 0 (default: from the source, else unknown)",
+        help="frame rate of the traces, a number > 0 (default: the movie's (ScanImage's settings), "
+        "else the extraction's, else unknown)",
     )
     p.add_argument(
         "--allow-downsampling",
