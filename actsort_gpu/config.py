@@ -44,9 +44,7 @@ class IngestConfig:
     # the ROI (1-based, top to bottom) of a ScanImage multi-ROI page: its rows from the file's
     # ROI groups (instead of movie_rows)
     movie_roi: int | None = None
-    fs_hz: float | None = (
-        None  # frame rate; None: the movie's (ScanImage), the source's, or unknown
-    )
+    fs_hz: float | None = None  # frame rate; None: the movie's, the source's, or unknown
     suite2p_trace: str = "F-0.7Fneu"  # F | F-0.7Fneu | spks: which Suite2p signal becomes the trace
     neuropil_coefficient: float = 0.7  # c in F - c * Fneu (the 0.7 in the name is nominal)
     caiman_trace: str = "C+YrA"  # C+YrA (raw: denoised + residual) | C (denoised)
