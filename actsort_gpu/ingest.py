@@ -329,7 +329,7 @@ def movie_interleave(config: IngestConfig, scanimage=None):
     if all(v is None for v in given.values()) and config.movie_roi is None:
         return None
     try:
-        if scanimage is not None and (scanimage.needs_choice or config.movie_roi is not None):
+        if scanimage is not None:
             chosen = scanimage.complete(**given, roi=config.movie_roi)
             log.info("%s: %s; reading %s", scanimage.path, scanimage.describe(), chosen.describe())
             return chosen

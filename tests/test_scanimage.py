@@ -84,6 +84,10 @@ def test_layouts_from_settings(tmp_path):
     assert stale.fs_hz is None
     assert layout(hChannels__channelSave=1, hRoiManager__scanFrameRate=30.5).fs_hz == 30.5
     assert layout(hChannels__channelSave=1, hRoiManager__scanFrameRate="Inf").fs_hz is None
+    averaged = layout(
+        hChannels__channelSave=1, hRoiManager__scanFrameRate=30.0, hScan2D__logAverageFactor=4
+    )
+    assert averaged.fs_hz == 7.5  # 4 frames averaged into each saved one
     older = layout(hChannels__channelSave="[1 3]", hFastZ__enable=1, hFastZ__numFramesPerVolume=5,
                    hFastZ__numDiscardFlybackFrames=1)  # fmt: skip
     assert (older.channels_saved, older.pages_per_volume, older.planes) == ((1, 3), 5, 4)
@@ -123,6 +127,20 @@ def test_complete_fills_counts_and_asks_for_each_choice(tmp_path):
         si.complete(**{**none, "channel": 1, "plane": 0, "roi": 4})
     with pytest.raises(ValueError, match="--roi or --rows, not both"):
         si.complete(**{**none, "channel": 1, "plane": 0, "roi": 1, "rows": (0, 20)})
+    # --channel counts the saved channels: ScanImage's channel numbers other than their
+    # positions are refused naming both
+    write_scanimage_tiff(tmp_path / "ch.tif", pages, _settings(hChannels__channelSave="[2;3]"))
+    ch = scanimage_layout(tmp_path / "ch.tif")
+    with pytest.raises(ValueError) as err:
+        ch.complete(**{**none, "channel": 2})
+    assert (
+        "ScanImage saved channels 2, 3: --channel counts the saved channels in page order "
+        "(1..2), so ScanImage's channel 2 is --channel 1 and --channel 2 is ScanImage's channel 3"
+    ) in str(err.value)
+    assert ch.complete(**{**none, "channel": 1}) == Interleave(channels=2, channel=1)
+    write_scanimage_tiff(tmp_path / "ch.tif", pages, _settings(hChannels__channelSave=2))
+    with pytest.raises(ValueError, match="ScanImage's channel 2 is --channel 1$"):
+        scanimage_layout(tmp_path / "ch.tif").complete(**{**none, "channel": 2})
     # counts given by hand win (a warning says what the file records)
     hand = si.complete(**{**none, "channels": 2, "planes": 2, "plane": 1, "rows": (0, 20)})
     assert hand == Interleave(channels=2, channel=1, planes=2, plane=1, rows=(0, 20))

@@ -54,7 +54,8 @@ class ScanImageLayout:
     rois_unknown : why a multi-ROI page's rows could not be worked out (None when they could,
         or when multi-ROI is off)
     fs_hz : time points per second of one channel of one plane (``scanVolumeRate`` of a
-        volume, else ``scanFrameRate``; a multi-ROI frame holds every ROI), None when not given
+        volume, else ``scanFrameRate`` over ``logAverageFactor``, the frames averaged into each
+        saved one; a multi-ROI frame holds every ROI), None when not given
     """
 
     path: Path
@@ -112,6 +113,24 @@ class ScanImageLayout:
             )
         return self.rois[roi - 1].rows
 
+    def _check_channel_number(self, channel: int) -> None:
+        """``--channel`` counts the saved channels (1-based, page order): refuse one that names
+        another saved channel by ScanImage's number (saved channels 2 and 3: ``--channel 2``
+        would read ScanImage's channel 3)."""
+        saved = self.channels_saved
+        if channel in saved and saved.index(channel) + 1 != channel:
+            numbers = ", ".join(map(str, saved))
+            raise ValueError(
+                f"{self.path}: ScanImage saved channels {numbers}: --channel counts the saved "
+                f"channels in page order (1..{len(saved)}), so ScanImage's channel {channel} "
+                f"is --channel {saved.index(channel) + 1}"
+                + (
+                    f" and --channel {channel} is ScanImage's channel {saved[channel - 1]}"
+                    if channel <= len(saved)
+                    else ""
+                )
+            )
+
     def complete(
         self,
         *,
@@ -130,6 +149,8 @@ class ScanImageLayout:
             if rows is not None:
                 raise ValueError("give --roi or --rows, not both")
             rows = self.roi_rows(roi)
+        if channel is not None and channels is None:
+            self._check_channel_number(channel)
         if planes is not None and planes != self.pages_per_volume:
             log.warning(
                 "%s: --planes %d given, but %s; reading %d pages per time point as asked",
@@ -197,6 +218,9 @@ def scanimage_layout(path: str | Path) -> ScanImageLayout | None:
         "SI.hRoiManager.scanVolumeRate" if pages > 1 else "SI.hRoiManager.scanFrameRate"
     )
     fs_hz = float(rate) if _number(rate) and 0 < rate < float("inf") else None
+    averaged = _whole(settings, "SI.hScan2D.logAverageFactor") or 1
+    if fs_hz is not None and pages == 1:  # frames averaged in blocks before they were saved
+        fs_hz /= averaged
     return ScanImageLayout(first, tuple(channels), pages, planes, rois, unknown, fs_hz)
 
 
