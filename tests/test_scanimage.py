@@ -219,3 +219,31 @@ def test_a_scanimage_movie_gives_the_frame_rate_of_the_traces(scanimage_recordin
         args = ["--movie", str(tmp_path / name), "--extraction", str(own), "--out", str(out)]
         assert main(["ingest", *args, "--allow-downsampling", "--no-progress"]) == 0
         assert SortStore.open(out).attrs["movie"]["fs_hz"] == fs, name
+
+
+def test_info_says_what_a_movie_holds(scanimage_recording, tmp_path, capsys):
+    """`actsort info MOVIE`: its pages, frame rate and, for a ScanImage file, the channels,
+    volume pages and ROIs with the flags that choose one; a plain TIFF, a hyperstack and an
+    HDF5 movie with a channel axis say what they hold too."""
+    d, green = scanimage_recording
+    assert main(["info", str(d / "si.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "pages    720 of 80 x 48 int16" in out and "rate     10.1667 Hz" in out
+    assert "layout   ScanImage saved channels 1, 2; 3 pages per volume" in out
+    assert "choose   --channel K (1..2) and --plane K (0..1) and --roi K (1..3) or --rows" in out
+    tifffile.imwrite(tmp_path / "plain.tif", green)
+    tifffile.imwrite(tmp_path / "hyper.tif", np.stack([green, green], 1), imagej=True,
+                     metadata={"axes": "TCYX"})  # fmt: skip
+    assert main(["info", str(tmp_path / "plain.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "pages    120 of 40 x 48 uint16" in out and "not recorded (ingest --fs)" in out
+    assert "layout" not in out and "choose" not in out
+    assert main(["info", str(tmp_path / "hyper.tif")]) == 0
+    assert "axes     TC of sizes (120, 2) (a hyperstack)" in capsys.readouterr().out
+    import h5py
+
+    with h5py.File(tmp_path / "stack.h5", "w") as f:  # (T, C, H, W): a channel axis
+        f.create_dataset("mov", data=np.stack([green, green], 1))
+    assert main(["info", str(tmp_path / "stack.h5")]) == 0
+    assert "layout   " in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "missing.actsort")]) == 1

@@ -14,7 +14,12 @@ def register(subparsers) -> None:
         "gives the array work (CuPy) and the torch models on this machine, and why.",
     )
     p.add_argument(
-        "store", metavar="S.actsort", nargs="?", default=None, help="sort store directory"
+        "store",
+        metavar="S.actsort",
+        nargs="?",
+        default=None,
+        help="sort store directory, or a movie (what it holds before `actsort ingest`: frames, "
+        "dtype, frame rate, channels / planes / ROIs and the flags to choose one)",
     )
     p.set_defaults(func=run)
 
@@ -32,6 +37,9 @@ def run(args) -> int:
     from ..labels import journal_holder
     from ..store import SortStore, StoreError
 
+    if _is_movie(args.store):
+        print("\n".join(movie_lines(args.store)))
+        return 0
     store = SortStore.open(args.store, "r")
     print(store.summary())
     holder = journal_holder(store.journal_path)
@@ -85,3 +93,53 @@ def _cores_line() -> str:
         f"{cpu_cores()} CPU cores usable here; the feature stage's host work runs on "
         f"{cpu_threads(FeatureConfig().threads)} threads by default (features.threads)"
     )
+
+
+def _is_movie(path) -> bool:
+    """A path the movie readers take and that is not a sort store."""
+    from pathlib import Path
+
+    from ..io.movies import _detect_movie_format
+
+    path = Path(path)
+    if (path / "zarr.json").exists() and path.suffix == ".actsort":
+        return False
+    try:
+        _detect_movie_format(path)
+    except ValueError:
+        return False
+    return path.exists()
+
+
+def movie_lines(path) -> list[str]:
+    """What a movie holds, before ingest: its pages (as they are), dtype and size, frame rate,
+    TIFF hyperstack axes, ScanImage's channels / volume pages / ROIs and the flags they need."""
+    from ..io.movies import Interleave, LayoutNeeded, open_movie
+    from ..io.movies.scanimage import scanimage_layout
+
+    try:
+        movie = open_movie(path, interleave=Interleave())
+    except LayoutNeeded as exc:  # an array with a channel axis, a Bruker folder
+        return [f"movie    {path}", f"layout   {exc}"]
+    with movie:
+        info = movie.describe()
+        size = movie.n_frames * movie.frame_bytes
+        lines = [
+            f"movie    {path} [{info['format']}]"
+            + (f", dataset {info['dataset']}" if info.get("dataset") else ""),
+            f"pages    {movie.n_frames:,} of {movie.height} x {movie.width} {movie.dtype} "
+            + (f"({size / 2**30:.2f} GiB)" if size >= 2**30 else f"({size / 2**20:.1f} MiB)"),
+        ]
+        stack = getattr(movie, "stack", None)
+    scanimage = scanimage_layout(path)
+    if stack is not None and scanimage is None:  # tifffile's axes of a ScanImage file mislead
+        lines.append(f"axes     {stack[0]} of sizes {stack[1]} (a hyperstack)")
+    fs_hz = movie.fs_hz or (scanimage.fs_hz if scanimage else None)
+    lines.append(f"rate     {fs_hz:g} Hz" if fs_hz else "rate     not recorded (ingest --fs)")
+    if scanimage is not None:
+        lines.append(f"layout   {scanimage.describe()}")
+        flags = scanimage.choices()
+        lines.append(
+            "choose   " + (" and ".join(flags) if flags else "nothing: every page is a frame")
+        )
+    return lines

@@ -131,6 +131,24 @@ class ScanImageLayout:
                 )
             )
 
+    def choices(self, *, channels=None, channel=None, planes=None, plane=None, rows=None) -> list:
+        """The flags still to give, each with its range (['--channel K (1..2)', ...]), for the
+        parts the file holds several of and the choices given leave open."""
+        roi_flag = f"--roi K (1..{len(self.rois)}) or --rows" if self.rois else "--rows"
+        return [
+            flag
+            for flag, chosen, several in (
+                (f"--channel K (1..{self.channels})", channel, self.channels > 1 and not channels),
+                (
+                    f"--plane K (0..{self.planes - 1})",
+                    plane,
+                    self.pages_per_volume > 1 and not planes,
+                ),
+                (roi_flag, rows, self.multi_roi),
+            )
+            if several and chosen is None
+        ]
+
     def complete(
         self,
         *,
@@ -159,19 +177,9 @@ class ScanImageLayout:
                 self.describe(),
                 planes,
             )
-        missing = [
-            flag
-            for flag, chosen, several in (
-                (f"--channel K (1..{self.channels})", channel, self.channels > 1 and not channels),
-                (
-                    f"--plane K (0..{self.planes - 1})",
-                    plane,
-                    self.pages_per_volume > 1 and not planes,
-                ),
-                (f"--roi K (1..{len(self.rois)}) or --rows", rows, self.multi_roi),
-            )
-            if several and chosen is None
-        ]
+        missing = self.choices(
+            channels=channels, channel=channel, planes=planes, plane=plane, rows=rows
+        )
         if missing:
             raise ValueError(f"{self.path}: {self.describe()}: choose {' and '.join(missing)}")
         if plane is not None and planes is None and plane >= self.planes:
