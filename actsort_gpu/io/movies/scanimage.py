@@ -81,7 +81,7 @@ class ScanImageLayout:
         return self.channels > 1 or self.pages_per_volume > 1 or self.multi_roi
 
     def describe(self) -> str:
-        """'ScanImage saved channels 1, 2; 4 pages per volume (3 planes + 1 flyback)'."""
+        """'ScanImage saved channels 1, 2; 4 pages per volume (3 planes + 1 flyback frame)'."""
         numbers = ", ".join(map(str, self.channels_saved))
         parts = [f"ScanImage saved channel{'s' if self.channels > 1 else ''} {numbers}"]
         if self.pages_per_volume > 1:
