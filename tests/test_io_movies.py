@@ -218,10 +218,22 @@ def _nwb_like(path, series: dict, external: tuple = ()):
 
 
 def test_nwb_movie_is_its_imaging_series(tmp_path, movie):
+    import h5py
+
     path = _nwb_like(tmp_path / "s.nwb", {"acquisition/movie": ("TwoPhotonSeries", movie)})
     with open_movie(path, expected_hw=(H, W)) as m:
         assert isinstance(m, HDF5Movie) and m.dataset == "acquisition/movie/data"
+        assert m.fs_hz is None  # neither starting_time nor timestamps
         _check(m, movie, "nwb")
+    with h5py.File(path, "a") as f:  # the frame rate: timestamps (s), then starting_time's rate
+        f["acquisition/movie/timestamps"] = 3.0 + np.arange(T) / 12.5
+    with open_movie(path) as m:
+        assert m.fs_hz == pytest.approx(12.5)
+    with h5py.File(path, "a") as f:
+        f["acquisition/movie/starting_time"] = 0.0
+        f["acquisition/movie/starting_time"].attrs["rate"] = 30.0
+    with open_movie(path) as m:
+        assert m.fs_hz == 30.0 and m.describe()["fs_hz"] == 30.0
     two = {
         "acquisition/a": ("TwoPhotonSeries", movie),
         "acquisition/b": ("OnePhotonSeries", movie),
@@ -260,6 +272,7 @@ def test_nwb_movie_written_by_pynwb(tmp_path, movie):
         io.write(nwb)
     with open_movie(tmp_path / "p.nwb", expected_hw=(H, W)) as m:
         assert m.format == "nwb" and m.dataset == "acquisition/movie/data"
+        assert m.fs_hz == 7.0  # the series' rate
         np.testing.assert_array_equal(m.read(0, T), movie)
 
 

@@ -79,6 +79,8 @@ class HDF5Movie(_OrderedArrayMovie):
             self._file.close()
             raise
         super().__init__(path, array, order, name.lstrip("/"), interleave)
+        if nwb:
+            self.fs_hz = _nwb_rate(array.parent)
         self._raw = _contiguous_hdf5_raw(path, array, order, self._fixed)
         if order != "THW" or matlab:
             log.info(
@@ -194,6 +196,20 @@ class HDF5Movie(_OrderedArrayMovie):
         if getattr(self, "_raw", None) is not None:
             self._raw.close()
         self._file.close()
+
+
+def _nwb_rate(series) -> float | None:
+    """Frames per second of an NWB series group: its ``starting_time``'s ``rate``, else from
+    its ``timestamps`` (s; the median step of the first 1,000); None when neither gives one."""
+    start = series.get("starting_time")
+    if start is not None and "rate" in start.attrs:
+        rate = float(start.attrs["rate"])
+        return rate if np.isfinite(rate) and rate > 0 else None
+    stamps = series.get("timestamps")
+    if stamps is None or stamps.ndim != 1 or stamps.shape[0] < 2:
+        return None
+    step = float(np.median(np.diff(np.asarray(stamps[:1001], np.float64))))
+    return 1.0 / step if np.isfinite(step) and step > 0 else None
 
 
 #: NWB neurodata types whose ``data`` is a movie (frames, rows, columns)
