@@ -291,11 +291,23 @@ def test_bruker_folder_of_channel_files(two_channels, tmp_path, capsys):
             tifffile.imwrite(
                 folder / f"TSeries-001_Cycle00001_Ch{ch}_{t + 1:06d}.ome.tif", frames[t]
             )
+    # PrairieView's XML: the frames' relativeTime (s) gives the frame rate; another XML not
+    (folder / "notes.xml").write_text("<notes><Frame relativeTime='0'/></notes>")
+    frames = "".join(
+        f'<Frame relativeTime="{t / 29.75:.6f}" index="{t + 1}"><File channel="2"/></Frame>'
+        for t in range(green.shape[0])
+    )
+    (folder / "TSeries-001.xml").write_text(
+        '<?xml version="1.0"?><PVScan version="5.4"><PVStateShard><PVStateValue '
+        'key="framePeriod" value="0.0336"/></PVStateShard><Sequence type="TSeries Timed '
+        f'Element" cycle="1">{frames}</Sequence></PVScan>'
+    )
     with pytest.raises(ValueError, match=r"2 channels \(Ch1: 240 files, Ch2: 240 files"):
         open_movie(folder)
     with open_movie(folder, interleave=Interleave(channels=2, channel=2)) as movie:
         np.testing.assert_array_equal(movie.read(0, movie.n_frames), green)
         assert movie.describe()["interleave"]["channel"] == 2
+        assert movie.fs_hz == pytest.approx(29.75, rel=1e-4)
     plane = str(d / "rec" / "suite2p" / "plane0")
     out = tmp_path / "bruker.actsort"
     args = ["--movie", str(folder), "--extraction", plane, "--out", str(out)]
@@ -303,7 +315,14 @@ def test_bruker_folder_of_channel_files(two_channels, tmp_path, capsys):
     assert "--channels 2 --channel K" in capsys.readouterr().err
     assert _ingest(*args, "--channels", "2", "--channel", "2") == 0
     assert main(["preprocess", str(out), "--no-progress"]) == 0
-    assert SortStore.open(out).attrs["movie"]["interleave"]["channel"] == 2
+    movie = SortStore.open(out).attrs["movie"]
+    assert movie["interleave"]["channel"] == 2
+    assert movie["fs_hz"] == pytest.approx(29.75, rel=1e-4)  # the movie's, not ops' 15 Hz
+    from actsort_gpu.io.movies.tiff_folder import bruker_frame_rate
+
+    xml = (folder / "TSeries-001.xml").read_text()
+    (folder / "TSeries-001.xml").write_text(xml.replace("TSeries Timed", "TSeries ZSeries"))
+    assert bruker_frame_rate(folder) is None  # a volume series: its frames are planes
 
 
 def test_a_channel_or_plane_axis_of_an_array(tmp_path):

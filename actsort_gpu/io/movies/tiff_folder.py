@@ -54,6 +54,33 @@ def _channel_files(path: Path, files: list[Path], channel: int | None) -> tuple[
     return picked, len(found)
 
 
+def bruker_frame_rate(folder: Path, n_frames: int = 200) -> float | None:
+    """Frames per second of a Bruker PrairieView T-series folder: the median step of the
+    ``relativeTime`` (s) of the first ``n_frames`` frames its ``.xml`` lists (read only that
+    far; an XML whose root is not ``PVScan`` is left after its first tag); None without such a
+    file, for a volume series (``ZSeries``), or when the times give no rate."""
+    import xml.etree.ElementTree as ET
+
+    for xml in sorted(folder.glob("*.xml")):
+        times: list[float] = []
+        try:
+            for k, (_, element) in enumerate(ET.iterparse(xml, events=("start",))):
+                if k == 0 and element.tag != "PVScan":
+                    break
+                if element.tag == "Sequence" and "ZSeries" in element.get("type", ""):
+                    return None
+                if element.tag == "Frame" and element.get("relativeTime") is not None:
+                    times.append(float(element.get("relativeTime")))
+                    if len(times) >= n_frames:
+                        break
+        except (ET.ParseError, OSError, ValueError):
+            continue
+        if len(times) > 1:
+            step = float(np.median(np.diff(times)))
+            return 1.0 / step if np.isfinite(step) and step > 0 else None
+    return None
+
+
 class TiffFolderMovie(Movie):
     """A folder of TIFF files in natural name order (``f2.tif`` before ``f10.tif``).
 
@@ -98,6 +125,7 @@ class TiffFolderMovie(Movie):
         self._modes: set[str] = set()  # read modes of the files read so far
         self._lock = threading.Lock()
         super().__init__(path, (int(self._starts[-1]), *first[1]), first[2])
+        self.fs_hz = bruker_frame_rate(path)
 
     def describe(self) -> dict:
         info = super().describe()
