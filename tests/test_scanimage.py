@@ -106,6 +106,17 @@ def test_layouts_from_settings(tmp_path):
     assert misfit.rois == () and "40+12+5 rows do not fit pages of 60 rows" in misfit.rois_unknown
     with pytest.raises(ValueError, match="give --rows FIRST:STOP instead"):
         misfit.roi_rows(1)
+    # ROI groups that are not what ScanImage writes: the rows are not known, nothing raises
+    for groups, why in [
+        ('{"RoiGroups": {"imagingRoiGroup": {"rois": [1, "x"]}}}', "unreadable"),
+        ('{"RoiGroups": []}', "no imaging ROI group"),
+        ('{"RoiGroups": {"imagingRoiGroup": {"rois": [{"scanfields": []}]}}}', "no readable"),
+        ('{"RoiGroups": {"imagingRoiGroup": {"rois": [{"scanfields": '
+         '{"pixelResolutionXY": [8, -5]}}]}}}', "several or no sizes"),
+        ("{not json", "no imaging ROI group"),
+    ]:  # fmt: skip
+        write_scanimage_tiff(tmp_path / "x.tif", pages, _settings(**VOLUME), groups, header=True)
+        assert why in scanimage_layout(tmp_path / "x.tif").rois_unknown, groups
 
 
 def test_complete_fills_counts_and_asks_for_each_choice(tmp_path):

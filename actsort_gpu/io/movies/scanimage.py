@@ -211,10 +211,20 @@ def scanimage_layout(path: str | Path) -> ScanImageLayout | None:
         with tifffile.TiffFile(first) as tif:
             if not tif.is_scanimage:
                 return None
-            settings, roi_groups = _settings(tif)
             page_height = tif.pages.first.shape[0]
     except (tifffile.TiffFileError, OSError, ValueError, IndexError):
         return None  # the movie reader says what is wrong with the file
+    try:
+        with tifffile.TiffFile(first) as tif:
+            settings, roi_groups = _settings(tif)
+    except Exception as exc:  # noqa: BLE001 - unreadable settings only lose the defaults
+        log.warning(
+            "%s: its ScanImage settings are unreadable (%s); give --channels / --planes / "
+            "--rows by hand",
+            first,
+            exc,
+        )
+        return None
     channels = _numbers(settings.get("SI.hChannels.channelSave"))
     if not channels:
         return None
@@ -355,19 +365,25 @@ def _roi_strips(
     roi_groups: dict | None, page_height: int, planes: int
 ) -> tuple[tuple[ScanImageRoi, ...], str | None]:
     """(The ROIs' strips of the page, None), or ((), why they are not known)."""
-    group = (roi_groups or {}).get("imagingRoiGroup") or {}
-    rois = [r for r in _as_list(group.get("rois")) if r.get("enable", 1) not in (0, False)]
+    group = roi_groups.get("imagingRoiGroup") if isinstance(roi_groups, dict) else None
+    entries = _as_list(group.get("rois")) if isinstance(group, dict) else []
+    if not all(isinstance(r, dict) for r in entries):
+        return (), "its ROI groups are unreadable"
+    rois = [r for r in entries if r.get("enable", 1) not in (0, False)]
     if not rois:
         return (), "the file holds no imaging ROI group"
     heights = []
     for roi in rois:
         fields = _as_list(roi.get("scanfields"))
+        if not fields or not all(isinstance(f, dict) for f in fields):
+            return (), f"ROI {roi.get('name')!r} has no readable scanfield"
         sizes = {tuple(_numbers(f.get("pixelResolutionXY"))) for f in fields}
-        if len(sizes) != 1 or len(next(iter(sizes))) != 2:
-            return (), f"ROI {roi.get('name')!r} has scanfields of several sizes"
+        size = next(iter(sizes))
+        if len(sizes) != 1 or len(size) != 2 or min(size) < 1:
+            return (), f"ROI {roi.get('name')!r} has scanfields of several or no sizes"
         if planes > 1 and _true(roi.get("discretePlaneMode")):
             return (), f"ROI {roi.get('name')!r} is imaged in some planes only"
-        heights.append(next(iter(sizes))[1])
+        heights.append(size[1])
     spare = page_height - sum(heights)
     gaps = len(heights) - 1
     if spare < 0 or (gaps and spare % gaps) or (not gaps and spare):
