@@ -1,6 +1,7 @@
 """Without the Linux-only facilities the fast paths use (``O_DIRECT``, the affinity call,
 /proc's memory readings, ``madvise(MADV_DONTNEED)``, glibc's ``malloc_trim``), as on macOS or
-a musl Linux: the demo runs end to end through the fallbacks and gives the same store."""
+a musl Linux: the demo runs end to end through the fallbacks and gives the same store (to
+float32 rounding)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def test_the_demo_runs_without_linux_only_facilities(tmp_path, capsys, request):
     assert not heap.release_free_heap()
     elsewhere = _demo(tmp_path / "elsewhere")
     assert "balanced accuracy vs truth" in capsys.readouterr().out
+    # the same store to float32 rounding: without MemAvailable the pass's chunks follow a
+    # fixed budget, so its sums run in another order
     for key in ARRAYS:
-        np.testing.assert_array_equal(linux.read(key), elsewhere.read(key), err_msg=key)
-    np.testing.assert_array_equal(linux.snapshots(0), elsewhere.snapshots(0))
+        a, b = linux.read(key), elsewhere.read(key)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(linux.snapshots(0), elsewhere.snapshots(0), rtol=1e-5, atol=1e-6)
