@@ -613,6 +613,18 @@ def case_movie_folder_mixed_parts(ctx: Ctx) -> Outcome:
     return _movie_case(ctx, "TIFF folder: part 2 float32, part 1 uint16", folder, names="part2.tif")
 
 
+def _movie_choice_case(
+    name: str, build: Callable[[Ctx], Path], *flags: str, names: str
+) -> Callable[[Ctx], Outcome]:
+    """A case that ingests the movie ``build(ctx)`` writes with ``flags`` (a channel, plane or
+    rows choice that is missing or wrong): refused naming ``names``, nothing written."""
+
+    def run(ctx: Ctx) -> Outcome:
+        return _movie_case(ctx, name, build(ctx), *flags, names=names)
+
+    return run
+
+
 def _two_channels(ctx: Ctx) -> Path:
     """The movie as a two-channel ImageJ hyperstack (TCYX): the recording in channel 1,
     a structureless second channel (ScanImage's red channel without a label)."""
@@ -625,27 +637,6 @@ def _two_channels(ctx: Ctx) -> Path:
     return path
 
 
-def case_movie_two_channels_no_choice(ctx: Ctx) -> Outcome:
-    movie = _two_channels(ctx)
-    return _movie_case(
-        ctx, "two-channel hyperstack, no channel chosen", movie, names="two_channels.tif"
-    )
-
-
-def case_movie_wrong_channel(ctx: Ctx) -> Outcome:
-    movie = _two_channels(ctx)
-    return _movie_case(
-        ctx,
-        "two-channel hyperstack, the other channel chosen",
-        movie,
-        "--channels",
-        "2",
-        "--channel",
-        "2",
-        names="two_channels.tif",
-    )
-
-
 def _multi_roi(ctx: Ctx) -> Path:
     """The movie as the middle ROI of ScanImage multi-ROI pages: 20 rows of another ROI above
     it and 20 below (structureless)."""
@@ -656,31 +647,6 @@ def _multi_roi(ctx: Ctx) -> Path:
     path = ctx.root / "in" / "meso.tif"
     tifffile.imwrite(path, np.concatenate([noise, movie, noise], axis=1))
     return path
-
-
-def case_movie_rows_outside_pages(ctx: Ctx) -> Outcome:
-    movie = _multi_roi(ctx)
-    rows = f"20:{20 + H + 30}"
-    return _movie_case(
-        ctx,
-        f"multi-ROI pages, --rows {rows} past the page",
-        movie,
-        "--rows",
-        rows,
-        names="meso.tif",
-    )
-
-
-def case_movie_wrong_roi(ctx: Ctx) -> Outcome:
-    movie = _multi_roi(ctx)
-    return _movie_case(
-        ctx,
-        "multi-ROI pages, the rows of another ROI",
-        movie,
-        "--rows",
-        f"0:{H}",
-        names="meso.tif",
-    )
 
 
 def _scanimage_volumes(ctx: Ctx) -> Path:
@@ -700,27 +666,6 @@ def _scanimage_volumes(ctx: Ctx) -> Path:
     path = ctx.root / "in" / "si_00001.tif"
     write_scanimage_tiff(path, pages.reshape(-1, H, W), scanimage_settings(settings), header=True)
     return path
-
-
-def case_movie_scanimage_no_choice(ctx: Ctx) -> Outcome:
-    movie = _scanimage_volumes(ctx)
-    return _movie_case(
-        ctx, "ScanImage volumes of 2 channels, nothing chosen", movie, names="si_00001.tif"
-    )
-
-
-def case_movie_scanimage_flyback(ctx: Ctx) -> Outcome:
-    movie = _scanimage_volumes(ctx)
-    return _movie_case(
-        ctx,
-        "ScanImage volumes, the flyback frame chosen as plane",
-        movie,
-        "--channel",
-        "1",
-        "--plane",
-        "2",
-        names="si_00001.tif",
-    )
 
 
 def case_movie_deflate_corrupt(ctx: Ctx) -> Outcome:
@@ -1579,12 +1524,56 @@ CASES = [
     Case("movie_truncated", case_movie_truncated),
     Case("movie_not_tiff", case_movie_not_tiff),
     Case("movie_folder_parts", case_movie_folder_mixed_parts),
-    Case("movie_two_channels", case_movie_two_channels_no_choice),
-    Case("movie_wrong_channel", case_movie_wrong_channel),
-    Case("movie_rows_outside_pages", case_movie_rows_outside_pages),
-    Case("movie_wrong_roi", case_movie_wrong_roi),
-    Case("movie_scanimage_no_choice", case_movie_scanimage_no_choice),
-    Case("movie_scanimage_flyback", case_movie_scanimage_flyback),
+    Case(
+        "movie_two_channels",
+        _movie_choice_case(
+            "two-channel hyperstack, no channel chosen", _two_channels, names="two_channels.tif"
+        ),
+    ),
+    Case(
+        "movie_wrong_channel",
+        _movie_choice_case(
+            "two-channel hyperstack, the other channel chosen",
+            _two_channels,
+            *("--channels", "2", "--channel", "2"),
+            names="two_channels.tif",
+        ),
+    ),
+    Case(
+        "movie_rows_outside_pages",
+        _movie_choice_case(
+            f"multi-ROI pages, --rows 20:{20 + H + 30} past the page",
+            _multi_roi,
+            *("--rows", f"20:{20 + H + 30}"),
+            names="meso.tif",
+        ),
+    ),
+    Case(
+        "movie_wrong_roi",
+        _movie_choice_case(
+            "multi-ROI pages, the rows of another ROI",
+            _multi_roi,
+            *("--rows", f"0:{H}"),
+            names="meso.tif",
+        ),
+    ),
+    Case(
+        "movie_scanimage_no_choice",
+        _movie_choice_case(
+            "ScanImage volumes of 2 channels, nothing chosen",
+            _scanimage_volumes,
+            names="si_00001.tif",
+        ),
+    ),
+    Case(
+        "movie_scanimage_flyback",
+        _movie_choice_case(
+            "ScanImage volumes, the flyback frame chosen as plane",
+            _scanimage_volumes,
+            *("--channel", "1", "--plane", "2"),
+            names="si_00001.tif",
+        ),
+    ),
     Case("movie_deflate", case_movie_deflate_corrupt),
     Case("fs_negative", case_fs_negative),
     Case("fs_nan", case_fs_nan),
