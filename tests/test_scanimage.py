@@ -91,6 +91,9 @@ def test_layouts_from_settings(tmp_path):
     older = layout(hChannels__channelSave="[1 3]", hFastZ__enable=1, hFastZ__numFramesPerVolume=5,
                    hFastZ__numDiscardFlybackFrames=1)  # fmt: skip
     assert (older.channels_saved, older.pages_per_volume, older.planes) == ((1, 3), 5, 4)
+    slices = layout(hChannels__channelSave=1, hFastZ__enable="true", hStackManager__numSlices=3,
+                    hFastZ__numDiscardFlybackFrames=1)  # fmt: skip
+    assert (slices.pages_per_volume, slices.planes) == (4, 3)  # the flyback frame is written
     with pytest.raises(ValueError, match="x.tif: a z-stack of 20 frames at each of 3 depths"):
         layout(hChannels__channelSave=1, hStackManager__enable=1,
                hStackManager__actualNumSlices=3, hStackManager__framesPerSlice=20)  # fmt: skip

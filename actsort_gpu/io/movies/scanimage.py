@@ -340,15 +340,17 @@ def _volume(path: Path, settings: dict) -> tuple[int, int]:
     pages = _whole(
         settings, "SI.hStackManager.numFramesPerVolumeWithFlyback", "SI.hFastZ.numFramesPerVolume"
     )
+    # the flyback frames are written at the end of each volume, whatever discardFlybackFrames
+    # says (roiextractors found it True in files that hold them)
+    flyback = _whole(settings, "SI.hFastZ.numDiscardFlybackFrames") or 0
     if planes is None:
-        flyback = _whole(settings, "SI.hFastZ.numDiscardFlybackFrames") or 0
         planes = pages - flyback if pages is not None and pages > flyback else None
     if planes is None:
         raise ValueError(
             f"{path}: ScanImage's stack is on but its settings give no plane count; give "
             "--planes N (the pages of each volume) and --plane K"
         )
-    pages = pages or planes
+    pages = pages or planes + flyback
     if pages < planes:
         raise ValueError(
             f"{path}: ScanImage's settings give {planes} planes but {pages} pages per volume; "
