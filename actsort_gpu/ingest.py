@@ -442,7 +442,21 @@ def _refuse_unchosen(scanimage, candidates: Candidates, movie) -> None:
             movie.n_frames,
         )
         return
-    scanimage.complete(channels=None, channel=None, planes=None, plane=None, rows=None, roi=None)
+    try:
+        scanimage.complete(
+            channels=None, channel=None, planes=None, plane=None, rows=None, roi=None
+        )
+    except ValueError as exc:
+        fits = [
+            k for k, r in enumerate(scanimage.rois, 1) if r.rows[1] - r.rows[0] == candidates.height
+        ]
+        if not fits:
+            raise
+        rois = " or ".join(map(str, fits))
+        raise ValueError(
+            f"{exc} (the extraction's field of view is {candidates.height} x "
+            f"{candidates.width}: ROI {rois} has that many rows)"
+        ) from None
 
 
 def ingest_files(

@@ -201,7 +201,8 @@ def test_ingest_takes_the_counts_and_rows_from_scanimage(scanimage_recording, tm
             [],
             "ScanImage saved channels 1, 2; 3 pages per volume (2 planes + 1 flyback frame); "
             "3 ROIs down each page",
-        ),  # fmt: skip
+        ),
+        ([], "(the extraction's field of view is 40 x 48: ROI 2 has that many rows)"),
         (["--channel", "2"], "choose --plane K (0..1) and --roi K (1..3) or --rows"),
         (["--channel", "2", "--plane", "2", "--roi", "2"], "plane 2 is a flyback frame"),
         (["--channel", "2", "--plane", "1", "--roi", "1"], "40 x 48"),  # ROI 1: 20 rows
