@@ -89,6 +89,62 @@ def test_tiff_page_chain_is_read_by_its_page_table(tmp_path, movie, byteorder, m
         _check(m, movie, "tiff")
 
 
+@pytest.mark.parametrize("bigtiff", [False, True])
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_a_uniform_page_chain_is_counted_without_walking_it(tmp_path, bigtiff, byteorder):
+    """An IFD before each frame at one stride (the first page may differ: tifffile writes its
+    metadata there): the page table from the first three pages and the file size equals
+    tifffile's walk of the chain; a chain whose spacing changes, a cut-off file, a compressed,
+    shaped or two-page file are left to the walk (None), and still read right."""
+    import tifffile
+
+    from actsort_gpu.io.movies.tiff import uniform_chain
+
+    rng = np.random.default_rng(11)
+    frames = rng.integers(0, 4000, (300, 6, 9), dtype=np.uint16)
+
+    def chain(name, pages, extra=None, **kw):
+        with tifffile.TiffWriter(tmp_path / name, bigtiff=bigtiff, byteorder=byteorder) as tw:
+            for k, f in enumerate(pages):
+                more = extra(k) if extra else {}
+                tw.write(f, contiguous=False, metadata=None, **kw, **more)
+        return tmp_path / name
+
+    def table(path):
+        with tifffile.TiffFile(path) as tif:
+            found = uniform_chain(tif, path)
+            walked = np.array([p.dataoffsets[0] for p in tif.pages])
+        return found, walked
+
+    found, walked = table(
+        chain("even.tif", frames, lambda k: {"software": "x" * 40} if k == 0 else {})
+    )
+    assert found is not None and found.shape == (300, 6, 9) and found.axes == "IYX"
+    np.testing.assert_array_equal(found.offsets, walked)
+    with open_movie(tmp_path / "even.tif") as m:
+        np.testing.assert_array_equal(m.read(0, 300), frames)
+    # page 150 carries a longer IFD: every later page moves, the last one is not where
+    # the stride puts it
+    odd = chain("odd.tif", frames, lambda k: {"software": "y" * 40} if k == 150 else {})
+    assert table(odd)[0] is None
+    with open_movie(odd) as m:
+        np.testing.assert_array_equal(m.read(0, 300), frames)
+    # cut inside the last page, and inside an IFD: counted short, the walk reports it
+    data = (tmp_path / "even.tif").read_bytes()
+    for cut in (len(data) - 20, len(data) - 108 - 20):
+        (tmp_path / "cut.tif").write_bytes(data[:cut])
+        with tifffile.TiffFile(tmp_path / "cut.tif") as tif:
+            assert uniform_chain(tif, tmp_path / "cut.tif") is None
+    for name, path in (
+        ("zlib", chain("zlib.tif", frames, compression="zlib")),
+        ("shaped", chain("shaped.tif", frames[:5])),
+        ("two pages", chain("two.tif", frames[:2])),
+    ):
+        if name == "shaped":
+            tifffile.imwrite(path, frames, contiguous=False)
+        assert table(path)[0] is None, name
+
+
 def test_tiff_folder_natural_order(tmp_path, movie):
     import tifffile
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import Movie
 from .interleave import Interleave, LayoutNeeded
-from .tiff import TiffMovie
+from .tiff import TiffMovie, uniform_chain
 
 __all__ = ["TiffFolderMovie"]
 
@@ -139,7 +139,8 @@ class TiffFolderMovie(Movie):
 
         try:
             with tifffile.TiffFile(file) as tif:
-                s = tif.series[0]
+                # a uniform page chain is counted from its size (not walked)
+                s = uniform_chain(tif, file) or tif.series[0]
                 return (
                     int(np.prod(s.shape[:-2], dtype=np.int64)),
                     tuple(s.shape[-2:]),
