@@ -262,3 +262,22 @@ def test_info_says_what_a_movie_holds(scanimage_recording, tmp_path, capsys):
     assert main(["info", str(tmp_path / "stack.h5")]) == 0
     assert "layout   " in capsys.readouterr().out
     assert main(["info", str(tmp_path / "missing.actsort")]) == 1
+
+
+def test_a_folder_of_scanimage_parts_split_inside_a_time_point(tmp_path):
+    """ScanImage splits a long recording into files whose pages continue the interleaving (a
+    part may end inside a time point): each part's pages are counted without walking them,
+    and a channel of the folder equals the pages' slice."""
+    rng = np.random.default_rng(12)
+    pages = rng.integers(0, 3000, (46, 10, 12)).astype(np.int16)  # 23 time points x 2 channels
+    settings = _settings(hChannels__channelSave="[1;2]")
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for k, part in enumerate((pages[:7], pages[7:30], pages[30:])):
+        write_scanimage_tiff(folder / f"scan_{k + 1:05d}.tif", part, settings, header=True)
+    assert scanimage_layout(folder).channels_saved == (1, 2)
+    for channel in (1, 2):
+        il = Interleave(channels=2, channel=channel)
+        with open_movie(folder, interleave=il) as movie:
+            assert movie.shape == (23, 10, 12)
+            np.testing.assert_array_equal(movie.read(0, 23), pages[channel - 1 :: 2])

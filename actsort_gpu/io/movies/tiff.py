@@ -266,7 +266,8 @@ class UniformChain:
 
     offsets : (n_pages,) int64 file offsets of the pages' data; shape, axes : the series
     (pages, H, W) 'IYX', or (time points, channels, H, W) 'TCYX' for a ScanImage file that
-    saved several channels; dtype : of the samples."""
+    saved several channels and holds whole time points (a part of a split recording may end
+    inside one: its pages as they are); dtype : of the samples."""
 
     offsets: np.ndarray
     shape: tuple[int, ...]
@@ -317,9 +318,7 @@ def uniform_chain(tif, path: Path) -> UniformChain | None:
     offsets[1:] = data1 + np.arange(n - 1, dtype=np.int64) * stride
     shape, axes = (n, *first.shape), "IYX"
     channels = _scanimage_channels(tif) if "scanimage" in first.flags else 1
-    if channels > 1:
-        if n % channels:
-            return None  # tifffile shapes such a file
+    if channels > 1 and n % channels == 0:  # else its pages as they are, as tifffile does
         shape, axes = (n // channels, channels, *first.shape), "TCYX"
     return UniformChain(offsets, shape, axes, first.dtype)
 
