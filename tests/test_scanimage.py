@@ -12,7 +12,7 @@ import tifffile
 
 from actsort_gpu.cli import main
 from actsort_gpu.io.movies import Interleave, open_movie
-from actsort_gpu.io.movies.scanimage import ScanImageRoi, scanimage_layout
+from actsort_gpu.io.movies.scanimage import ScanImageRoi, saved_channel_count, scanimage_layout
 from actsort_gpu.store import SortStore
 from actsort_gpu.synth import SynthConfig, synthesize
 from actsort_gpu.synth.scanimage import (
@@ -66,6 +66,8 @@ def test_layouts_from_settings(tmp_path):
         assert "4 pages per volume" not in got.describe()
         assert "3 pages per volume (2 planes + 1 flyback frame)" in got.describe()
         assert got.fs_hz == 10.1667  # a volume's rate: each plane's
+        with tifffile.TiffFile(tmp_path / name) as tif:  # its channelSave line alone
+            assert saved_channel_count(tif) == 2
     folder = tmp_path / "parts"
     folder.mkdir()
     write_scanimage_tiff(folder / "rec_00002.tif", pages, _settings(hChannels__channelSave=1))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,34 @@ def scanimage_layout(path: str | Path) -> ScanImageLayout | None:
     if fs_hz is not None and pages == 1:  # frames averaged in blocks before they were saved
         fs_hz /= averaged
     return ScanImageLayout(first, tuple(channels), pages, planes, rois, unknown, fs_hz)
+
+
+#: ScanImage's saved channels, in its settings text
+_CHANNEL_SAVE = re.compile(r"SI\.hChannels\.channelSave = ([^\r\n]*)")
+
+
+def saved_channel_count(tif) -> int:
+    """How many channels an open ScanImage TIFF saved (its pages interleave them), 1 when it
+    does not say. Reads only the ``channelSave`` line (the first page's Software tag, else the
+    header block), not every setting: a folder of thousands of parts asks it of each part, and
+    parsing all of a file's settings takes ~40 ms per 100 KB of them."""
+    from tifffile.tifffile import matlabstr2py
+
+    match = _CHANNEL_SAVE.search(tif.pages.first.software)
+    if match is None and tif.is_bigtiff:
+        fh = tif.filehandle
+        fh.seek(16)
+        head = fh.read(16)
+        if len(head) == 16:
+            magic, _, size, _ = struct.unpack("<IIII", head)
+            if magic == 0x07030301:
+                match = _CHANNEL_SAVE.search(fh.read(size).decode("utf-8", "replace"))
+    if match is None:
+        return 1
+    try:
+        return max(1, len(_numbers(matlabstr2py(match.group(1)))))
+    except Exception:  # noqa: BLE001 - an unreadable value: the pages as they are
+        return 1
 
 
 def _first_tiff(path: Path) -> Path | None:

@@ -14,6 +14,7 @@ import numpy as np
 from ..direct import ALIGN, PLACEMENT_SLACK, FileBytes, placed_frames
 from .base import Movie
 from .raw import RawFileMovie
+from .scanimage import saved_channel_count
 
 __all__ = ["TiffMovie", "PAGE_GAP_BYTES"]
 
@@ -317,20 +318,10 @@ def uniform_chain(tif, path: Path) -> UniformChain | None:
     offsets[0] = first.dataoffsets[0]
     offsets[1:] = data1 + np.arange(n - 1, dtype=np.int64) * stride
     shape, axes = (n, *first.shape), "IYX"
-    channels = _scanimage_channels(tif) if "scanimage" in first.flags else 1
+    channels = saved_channel_count(tif) if "scanimage" in first.flags else 1
     if channels > 1 and n % channels == 0:  # else its pages as they are, as tifffile does
         shape, axes = (n // channels, channels, *first.shape), "TCYX"
     return UniformChain(offsets, shape, axes, first.dtype)
-
-
-def _scanimage_channels(tif) -> int:
-    """Channels a ScanImage file saved (its pages interleave them), 1 when not said."""
-    from .scanimage import _numbers, _settings
-
-    try:
-        return max(1, len(_numbers(_settings(tif)[0].get("SI.hChannels.channelSave"))))
-    except Exception:  # noqa: BLE001 - unreadable settings: pages read as they are
-        return 1
 
 
 class _IfdReader:
