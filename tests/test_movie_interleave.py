@@ -418,9 +418,10 @@ def test_rows_of_a_multi_roi_page(tmp_path, monkeypatch):
 
 
 def test_a_roi_strip_reads_only_its_rows(tmp_path, monkeypatch):
-    """Of an uncompressed page chain, a ROI strip is read as its rows' bytes of each chosen
-    page (a mesoscope page of 4 ROIs: a quarter of the bytes); compressed pages are decoded
-    and cut; a folder of parts passes the rows on; all equal the pages' rows."""
+    """Of an uncompressed page chain, a contiguous TIFF or a .npy, a ROI strip is read as its
+    rows' bytes of each chosen page (a mesoscope page of 4 ROIs: a quarter of the bytes), and
+    one channel of large frames frame by frame; compressed pages are decoded and cut; a folder
+    of parts passes the rows on; all equal the pages' rows."""
     from actsort_gpu.io import direct
 
     rng = np.random.default_rng(10)
@@ -431,6 +432,8 @@ def test_a_roi_strip_reads_only_its_rows(tmp_path, monkeypatch):
     with tifffile.TiffWriter(tmp_path / "zlib.tif") as tw:
         for page in pages:
             tw.write(page, contiguous=False, metadata=None, compression="zlib")
+    tifffile.imwrite(tmp_path / "contiguous.tif", pages)  # frames one after another
+    np.save(tmp_path / "pages.npy", pages)
     (tmp_path / "parts").mkdir()
     tifffile.imwrite(tmp_path / "parts" / "p1.tif", pages[:5])
     with tifffile.TiffWriter(tmp_path / "parts" / "p2.tif") as tw:
@@ -445,13 +448,21 @@ def test_a_roi_strip_reads_only_its_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(direct.FileBytes, "read_into", counted)
     il = Interleave(channels=2, channel=2, rows=(128, 192))  # ROI 3 of channel 2
-    for name in ("chain.tif", "zlib.tif", "parts"):
+    strips = 9 * 64 * 512 * 2  # the bytes of the 9 strips the two reads below ask for
+    for name in ("chain.tif", "zlib.tif", "parts", "contiguous.tif", "pages.npy"):
         read.clear()
         with open_movie(tmp_path / name, interleave=il) as movie:
             np.testing.assert_array_equal(movie.read(0, 6), pages[1::2, 128:192], err_msg=name)
             np.testing.assert_array_equal(movie.read(2, 5), pages[5:10:2, 128:192], err_msg=name)
         if name == "chain.tif":  # strips only (the first page's check reads a whole page)
-            assert sum(read[1:]) == 9 * 64 * 512 * 2, read
+            assert sum(read[1:]) == strips, read
+        if name in ("contiguous.tif", "pages.npy"):  # strips at their offsets too
+            assert sum(read) == strips, (name, read)
+    # one channel of two, whole frames: each frame at its offset (the other channel unread)
+    read.clear()
+    with open_movie(tmp_path / "pages.npy", interleave=Interleave(channels=2)) as movie:
+        np.testing.assert_array_equal(movie.read(0, 6), pages[0::2])
+    assert sum(read) == 6 * pages[0].nbytes
 
 
 def test_suite2p_mesoscope_ops_give_plane_and_rows():

@@ -11,7 +11,12 @@ from ..direct import ALIGN, FileBytes
 from .base import Movie
 from .pixel_major import PixelMajorMovie
 
-__all__ = ["RawFileMovie", "NpyMovie", "Suite2pBinMovie"]
+__all__ = ["RawFileMovie", "NpyMovie", "Suite2pBinMovie", "PAGE_GAP_BYTES"]
+
+#: frames (or strips of rows) that lie on average more than this many bytes apart are read one
+#: by one at their offsets instead of as one span (the bytes between them would be read for
+#: nothing): one channel or plane of interleaved pages, one ROI of multi-ROI pages
+PAGE_GAP_BYTES = 1 << 16
 
 
 class RawFileMovie(Movie):
@@ -62,6 +67,28 @@ class RawFileMovie(Movie):
         if not self._fills_in_place(start, stop, out):
             return super().read_into(start, stop, out)
         return self._pread(start, stop, out)
+
+    def read_pages_into(
+        self, pages: range, out: np.ndarray, rows: slice | None = None
+    ) -> np.ndarray | None:
+        """The frames ``pages`` (a range, any step), or their ``rows`` (one ROI strip of
+        multi-ROI pages), into ``out`` ((len(pages), rows or H, W), C-contiguous), each read at
+        its offset, when they lie more than :data:`PAGE_GAP_BYTES` apart; None when they lie
+        closer (reading the span is as good)."""
+        self._check_pages(pages, out, rows)
+        if not len(pages):
+            return out
+        row_bytes = self.width * self.dtype.itemsize
+        if pages.step * self.frame_bytes - out[0].nbytes <= PAGE_GAP_BYTES:
+            return None
+        base = self._offset + (0 if rows is None else rows.start) * row_bytes
+        what = f"frames [{pages.start}, {pages.stop}) step {pages.step}"
+        for k, page in enumerate(pages):
+            view = memoryview(out[k].reshape(-1).view(np.uint8))
+            self._file.read_into(view, base + page * self.frame_bytes, what)
+        if self._swap:
+            out.byteswap(inplace=True)
+        return out
 
     def _pread(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         view = memoryview(out.reshape(-1).view(np.uint8))
@@ -115,6 +142,13 @@ class NpyMovie(RawFileMovie):
         if self._pixels is not None:
             return self._pixels._read(start, stop)
         return super()._read(start, stop)
+
+    def read_pages_into(
+        self, pages: range, out: np.ndarray, rows: slice | None = None
+    ) -> np.ndarray | None:
+        if self._pixels is not None:  # pixel-major: a window is read whole anyway
+            return None
+        return super().read_pages_into(pages, out, rows)
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         if self._pixels is not None:

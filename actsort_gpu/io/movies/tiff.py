@@ -13,7 +13,7 @@ import numpy as np
 
 from ..direct import ALIGN, PLACEMENT_SLACK, FileBytes, placed_frames
 from .base import Movie
-from .raw import RawFileMovie
+from .raw import PAGE_GAP_BYTES, RawFileMovie
 from .scanimage import saved_channel_count
 
 __all__ = ["TiffMovie", "PAGE_GAP_BYTES"]
@@ -147,8 +147,8 @@ class TiffMovie(Movie):
         multi-ROI pages; C-contiguous), reading or decoding only those; None when the frames
         lie in one run of bytes (reading the span is as good). An uncompressed page chain reads
         only the rows' bytes of each page; compressed pages are decoded whole and cut."""
-        if self._raw is not None:
-            return None
+        if self._raw is not None:  # frames one after another: read as a raw file's
+            return self._raw.read_pages_into(pages, out, rows)
         self._check_pages(pages, out, rows)
         if self._pages is not None:
             offsets = self._pages[pages.start : pages.stop : pages.step]
@@ -249,11 +249,6 @@ def _stack_words(axes: str, sizes) -> str:
         if a != "T" and n > 1
     ]
     return " and ".join(words) or f"axes {axes} of sizes {tuple(sizes)}"
-
-
-#: a page chain whose frames lie on average more than this many bytes apart is read frame by
-#: frame instead of as one span (the bytes between frames would be read for nothing)
-PAGE_GAP_BYTES = 1 << 16
 
 
 #: pages of a uniform page chain checked (spread over the file; the last one too) before its
