@@ -16,8 +16,8 @@ each measurement (cold reads); otherwise both sides are warm reads, which the re
 
 ``--rois R`` also reads one ROI strip (the first ``H / R`` rows of every page, as one ROI of a
 ScanImage multi-ROI page) through ``Interleave(rows=...)`` and reports its time against the raw
-read of the whole file: a page chain reads only the strip's bytes of each page, a contiguous
-file the whole span (so R strips cost R passes).
+read of the whole file: an uncompressed TIFF (page chain or contiguous) reads only the strip's
+bytes of each page, one by one at their offsets.
 """
 
 from __future__ import annotations
