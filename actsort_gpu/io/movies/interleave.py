@@ -141,11 +141,11 @@ class InterleavedMovie(Movie):
     """The frames of ``inner`` (its pages) at ``interleave.offset + t * interleave.stride``.
 
     A window of frames is read in pieces of at most :data:`INNER_WINDOW_BYTES` of pages: a
-    reader that can read or decode only the chosen pages (``read_pages_into``: TIFF page
-    chains, compressed TIFFs, TIFF folders) does, and of a ROI strip (``interleave.rows``) a
-    page chain reads only the strip's bytes; from others the span of pages is read and the
-    chosen ones (rows) copied out. Memory stays bounded by the piece, whatever the window.
-    Closing it closes ``inner``.
+    reader that can read or decode only the chosen pages (``read_pages_into``: uncompressed
+    TIFFs, ``.npy`` and raw files when the pages lie far apart, compressed TIFFs, TIFF
+    folders) does, and of a ROI strip (``interleave.rows``) an uncompressed file reads only the
+    strip's bytes; otherwise the span of pages is read and the chosen ones (rows) copied out.
+    Memory stays bounded by the piece, whatever the window. Closing it closes ``inner``.
     """
 
     def __init__(self, inner: Movie, interleave: Interleave):
