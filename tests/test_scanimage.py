@@ -75,6 +75,17 @@ def test_layouts_from_settings(tmp_path):
     assert scanimage_layout(folder).channels_saved == (1,)  # the first part, natural order
     tifffile.imwrite(tmp_path / "plain.tif", pages)
     assert scanimage_layout(tmp_path / "plain.tif") is None
+    # ScanImage 5: the settings in each page's ImageDescription, 'scanimage.SI.' lines
+    si5 = (
+        "scanimage.SI.hChannels.channelSave = [1;2]\nscanimage.SI.hRoiManager.scanFrameRate = 30\n"
+    )
+    with tifffile.TiffWriter(tmp_path / "si5.tif") as tw:
+        for page in pages:
+            tw.write(page, contiguous=False, metadata=None, description=si5)
+    got = scanimage_layout(tmp_path / "si5.tif")
+    assert (got.channels_saved, got.fs_hz) == ((1, 2), 30.0)
+    with tifffile.TiffFile(tmp_path / "si5.tif") as tif:
+        assert saved_channel_count(tif) == 2
 
     def layout(**values):
         write_scanimage_tiff(tmp_path / "x.tif", pages, _settings(**values), rois)

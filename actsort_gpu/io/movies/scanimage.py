@@ -249,12 +249,14 @@ _CHANNEL_SAVE = re.compile(r"SI\.hChannels\.channelSave = ([^\r\n]*)")
 
 def saved_channel_count(tif) -> int:
     """How many channels an open ScanImage TIFF saved (its pages interleave them), 1 when it
-    does not say. Reads only the ``channelSave`` line (the first page's Software tag, else the
-    header block), not every setting: a folder of thousands of parts asks it of each part, and
-    parsing all of a file's settings takes ~40 ms per 100 KB of them."""
+    does not say. Reads only the ``channelSave`` line (the first page's Software tag or, as
+    ScanImage 5 wrote it, its ImageDescription, else the header block), not every setting: a
+    folder of thousands of parts asks it of each part, and parsing all of a file's settings
+    takes ~40 ms per 100 KB of them."""
     from tifffile.tifffile import matlabstr2py
 
-    match = _CHANNEL_SAVE.search(tif.pages.first.software)
+    first = tif.pages.first
+    match = _CHANNEL_SAVE.search(first.software) or _CHANNEL_SAVE.search(first.description)
     if match is None and tif.is_bigtiff:
         fh = tif.filehandle
         fh.seek(16)
