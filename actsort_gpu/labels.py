@@ -80,6 +80,7 @@ __all__ = [
     "JournalLockedError",
     "JournalShortError",
     "journal_record_path",
+    "other_journal_note",
     "other_journals",
     "balanced_accuracy",
     "class_rates",
@@ -830,6 +831,15 @@ def other_journals(labels_dir: str | Path) -> list[Path]:
         return []
     own = Path(schema.JOURNAL_FILE).name
     return sorted(p for p in folder.glob("*.jsonl") if p.name != own and p.is_file())
+
+
+def other_journal_note(store_path, copy) -> str:
+    """What to say of a copy of a store's journal that :func:`other_journals` found: its
+    labels are not read, and the command that merges them."""
+    return (
+        f"{copy}: another copy of the label journal (a synced folder's conflicted copy?): its "
+        f"labels are not read; `actsort import-labels {store_path} --from '{copy}'` merges them"
+    )
 
 
 def read_labels(path: str | Path, dataset: str, n_candidates: int) -> np.ndarray:

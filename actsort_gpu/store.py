@@ -1125,14 +1125,10 @@ class SortStore:
             lines.append(f"  {stage:<11} {status}{took}{_stage_device(info)}")
         if self.journal_path.exists():
             lines.extend(self._labels_summary())
-        from .labels import other_journals
+        from .labels import other_journal_note, other_journals
 
         for copy in other_journals(self.labels_dir):
-            lines.append(
-                f"             NOT READ: {copy}, another copy of the journal (a synced "
-                f"folder's conflicted copy?): `actsort import-labels {self.path} --from "
-                f"'{copy}'` merges it"
-            )
+            lines.append(f"             NOT READ: {other_journal_note(self.path, copy)}")
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         lines.append(f"size on disk {size / 2**20:,.1f} MiB")
         if "chunk_files" in a:

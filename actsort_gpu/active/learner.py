@@ -39,7 +39,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import UNSURE, schema
-from ..labels import CELL, NOT_CELL, UNLABELLED, Journal, final_labels, other_journals
+from ..labels import (
+    CELL,
+    NOT_CELL,
+    UNLABELLED,
+    Journal,
+    final_labels,
+    other_journal_note,
+    other_journals,
+)
 from .engine import (
     EMBEDDING_BLOCK_SCALE,
     INPUTS_MIN_PER_CLASS,
@@ -285,15 +293,9 @@ class Learner:
             )
             self._journals.append(j)
             if d.journal_path is not None:
-                for copy in other_journals(Path(d.journal_path).parent):
-                    log.warning(
-                        "%s: another copy of the label journal (a synced folder's conflicted "
-                        "copy?): its labels are not read; `actsort import-labels %s --from "
-                        "'%s'` merges them",
-                        copy,
-                        Path(d.journal_path).parent.parent,
-                        copy,
-                    )
+                labels_dir = Path(d.journal_path).parent
+                for copy in other_journals(labels_dir):
+                    log.warning("%s", other_journal_note(labels_dir.parent, copy))
             for (_, cand), lab in j.labels.items():
                 g = self.global_index(d_i, cand)
                 labels[g] = UNLABELLED if lab == UNSURE else lab

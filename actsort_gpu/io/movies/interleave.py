@@ -162,7 +162,8 @@ class InterleavedMovie(Movie):
             )
         super().__init__(inner.path, (n, rows[1] - rows[0], inner.width), inner.dtype)
         self._rows = slice(*rows)
-        self._whole_pages = interleave.rows is None or rows == (0, inner.height)
+        #: the rows asked of ``read_pages_into``: None for whole pages
+        self._strip = None if rows == (0, inner.height) else self._rows
         self.inner = inner
         self.interleave = interleave
         self.format = inner.format
@@ -189,9 +190,8 @@ class InterleavedMovie(Movie):
                 hi = min(stop, lo + self._per_piece)
                 first, last = self._pages(lo, hi)
                 dest = out[lo - start : hi - start]
-                rows = None if self._whole_pages else self._rows
                 chosen = range(first, last, stride)
-                if chosen_only is not None and chosen_only(chosen, dest, rows) is not None:
+                if chosen_only is not None and chosen_only(chosen, dest, self._strip) is not None:
                     continue
                 if self._buffer is None:  # the longest span of a piece
                     self._buffer = self.inner.window_buffer((self._per_piece - 1) * stride + 1)

@@ -209,23 +209,26 @@ def scanimage_layout(path: str | Path) -> ScanImageLayout | None:
     if first is None:
         return None
     try:
-        with tifffile.TiffFile(first) as tif:
+        tif = tifffile.TiffFile(first)
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError):
+        return None  # the movie reader says what is wrong with the file
+    with tif:
+        try:
             if not tif.is_scanimage:
                 return None
             page_height = tif.pages.first.shape[0]
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError):
-        return None  # the movie reader says what is wrong with the file
-    try:
-        with tifffile.TiffFile(first) as tif:
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError):
+            return None
+        try:
             settings, roi_groups = _settings(tif)
-    except Exception as exc:  # noqa: BLE001 - unreadable settings only lose the defaults
-        log.warning(
-            "%s: its ScanImage settings are unreadable (%s); give --channels / --planes / "
-            "--rows by hand",
-            first,
-            exc,
-        )
-        return None
+        except Exception as exc:  # noqa: BLE001 - unreadable settings only lose the defaults
+            log.warning(
+                "%s: its ScanImage settings are unreadable (%s); give --channels / --planes / "
+                "--rows by hand",
+                first,
+                exc,
+            )
+            return None
     channels = _numbers(settings.get("SI.hChannels.channelSave"))
     if not channels:
         return None
